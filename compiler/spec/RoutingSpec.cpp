@@ -1,0 +1,159 @@
+//===- RoutingSpec.cpp - Spellings and rules of the spec language ---------===//
+//
+// validateRoutingSpec is the single statement of the spec language's value
+// rules; the YAML parser only checks syntax, types and spellings and then
+// defers to it, so a spec built in code obeys exactly the same rules.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/spec/RoutingSpec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace moegen {
+
+std::string_view toString(Scoring scoring) {
+  switch (scoring) {
+  case Scoring::Softmax:
+    return "softmax";
+  case Scoring::Sigmoid:
+    return "sigmoid";
+  case Scoring::SqrtSoftplus:
+    return "sqrtsoftplus";
+  }
+  return "?";
+}
+
+std::string_view toString(Selection selection) {
+  return selection == Selection::TopK ? "topk" : "hash";
+}
+
+std::string_view toString(GroupScore groupScore) {
+  return groupScore == GroupScore::Top2Sum ? "top2_sum" : "max";
+}
+
+std::string_view toString(LogitsDType dtype) {
+  switch (dtype) {
+  case LogitsDType::F32:
+    return "f32";
+  case LogitsDType::BF16:
+    return "bf16";
+  case LogitsDType::F16:
+    return "f16";
+  }
+  return "?";
+}
+
+std::optional<Scoring> parseScoring(std::string_view text) {
+  for (Scoring s : {Scoring::Softmax, Scoring::Sigmoid, Scoring::SqrtSoftplus})
+    if (toString(s) == text)
+      return s;
+  return std::nullopt;
+}
+
+std::optional<Selection> parseSelection(std::string_view text) {
+  for (Selection s : {Selection::TopK, Selection::Hash})
+    if (toString(s) == text)
+      return s;
+  return std::nullopt;
+}
+
+std::optional<GroupScore> parseGroupScore(std::string_view text) {
+  for (GroupScore g : {GroupScore::Top2Sum, GroupScore::Max})
+    if (toString(g) == text)
+      return g;
+  return std::nullopt;
+}
+
+std::optional<LogitsDType> parseLogitsDType(std::string_view text) {
+  for (LogitsDType d : {LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16})
+    if (toString(d) == text)
+      return d;
+  return std::nullopt;
+}
+
+namespace {
+
+bool isIdentifier(const std::string &name) {
+  auto isAlpha = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  };
+  auto isAlnum = [&](char c) { return isAlpha(c) || (c >= '0' && c <= '9'); };
+  return !name.empty() && isAlpha(name[0]) &&
+         std::all_of(name.begin(), name.end(), isAlnum);
+}
+
+template <typename... Parts>
+SpecViolation violation(const char *key, const Parts &...parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  return {key, os.str()};
+}
+
+} // namespace
+
+std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
+  if (!isIdentifier(spec.name) ||
+      spec.name.size() > static_cast<size_t>(kMaxNameLength))
+    return violation("name", "'name' = '", spec.name,
+                     "' must be an identifier ([A-Za-z_][A-Za-z0-9_]*, at "
+                     "most ",
+                     kMaxNameLength, " characters)");
+
+  const int64_t experts = spec.numExperts;
+  if (experts < kMinExperts || experts > kMaxExperts)
+    return violation("num_experts", "'num_experts' = ", experts,
+                     " must be in [", kMinExperts, ", ", kMaxExperts, "]");
+
+  const int64_t maxK = std::min(kMaxTopK, experts);
+  if (spec.topK < 1 || spec.topK > maxK)
+    return violation("top_k", "'top_k' = ", spec.topK, " must be in [1, ",
+                     maxK, "] (at most min(", kMaxTopK,
+                     ", num_experts = ", experts, "))");
+
+  if (spec.groups < 1 || spec.groups > experts)
+    return violation("groups", "'groups' = ", spec.groups, " must be in [1, ",
+                     experts, "] (at most num_experts)");
+  if (experts % spec.groups != 0)
+    return violation("groups", "'groups' = ", spec.groups,
+                     " must divide num_experts = ", experts,
+                     " into equal contiguous groups");
+  if (spec.topkGroups < 1 || spec.topkGroups > spec.groups)
+    return violation("topk_groups", "'topk_groups' = ", spec.topkGroups,
+                     " must be in [1, groups = ", spec.groups, "]");
+
+  if (spec.isGrouped()) {
+    const int64_t perGroup = spec.expertsPerGroup();
+    if (spec.groupScore == GroupScore::Top2Sum && perGroup < 2)
+      return violation("group_score",
+                       "'group_score' = top2_sum needs at least 2 experts per "
+                       "group, but num_experts / groups = ",
+                       perGroup, " (use 'max' or fewer groups)");
+    const int64_t selectable = spec.topkGroups * perGroup;
+    if (spec.topK > selectable)
+      return violation("top_k", "'top_k' = ", spec.topK, " exceeds the ",
+                       selectable, " experts in the topk_groups = ",
+                       spec.topkGroups, " kept groups of ", perGroup,
+                       " (top_k <= topk_groups * num_experts / groups)");
+  }
+
+  if (!std::isfinite(spec.scalingFactor) || spec.scalingFactor <= 0)
+    return violation("scaling_factor", "'scaling_factor' = ",
+                     spec.scalingFactor, " must be finite and > 0");
+
+  if (spec.selection == Selection::Hash) {
+    if (spec.scoreBias)
+      return violation("score_bias",
+                       "'score_bias' = true has no effect with selection: hash "
+                       "(the bias only steers top-k selection); remove it");
+    if (spec.isGrouped())
+      return violation("groups", "'groups' = ", spec.groups,
+                       " has no effect with selection: hash (groups only "
+                       "restrict top-k selection); remove it");
+  }
+  return std::nullopt;
+}
+
+} // namespace moegen

@@ -1,0 +1,107 @@
+//===- RoutingSpec.h - The routing spec, as plain C++ ----------*- C++ -*-===//
+//
+// A routing spec describes one MoE gating layer: how experts are scored,
+// selected and weighted, and which extra entry points to emit. It is parsed
+// from YAML (SpecParser.h), turned into `moe` dialect IR (SpecToMoE.h) and
+// executed by the golden reference (tests/golden) and the backends.
+//
+// This header is deliberately free of LLVM/MLIR so that the runtime and the
+// golden reference can use it without linking the compiler.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_COMPILER_SPEC_ROUTINGSPEC_H
+#define MOEGEN_COMPILER_SPEC_ROUTINGSPEC_H
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace moegen {
+
+/// How gate logits become per-expert scores s.
+enum class Scoring {
+  Softmax,      ///< s = exp(l - max l) / sum exp(l - max l)
+  Sigmoid,      ///< s = 1 / (1 + exp(-l))
+  SqrtSoftplus, ///< s = sqrt(log(1 + exp(l))), softplus computed stably
+};
+
+/// How the k experts of a token are chosen.
+enum class Selection {
+  TopK, ///< the k largest selection keys (optionally within the best groups)
+  Hash, ///< ids = hash_table[token_id], a [vocab, k] int32 table
+};
+
+/// How a group of experts is scored for grouped top-k.
+enum class GroupScore {
+  Top2Sum, ///< sum of the two largest selection keys in the group
+  Max,     ///< the largest selection key in the group
+};
+
+/// Element type of the logits tensor. Scores are always computed in fp32.
+enum class LogitsDType { F32, BF16, F16 };
+
+/// Limits of the spec language, shared by the parser, the dialect verifiers'
+/// documentation and the tests.
+inline constexpr int64_t kMinExperts = 2;
+inline constexpr int64_t kMaxExperts = 8192;
+inline constexpr int64_t kMaxTopK = 64;
+inline constexpr int64_t kMaxNameLength = 128;
+/// Added to the sum of the selected weights before normalizing.
+inline constexpr double kNormalizeEpsilon = 1e-20;
+
+struct RoutingSpec {
+  std::string name;
+  int64_t numExperts = 0;
+  int64_t topK = 0;
+  Scoring scoring = Scoring::Softmax;
+  Selection selection = Selection::TopK;
+  /// A per-expert bias added to the scores for selection only.
+  bool scoreBias = false;
+  /// Grouped top-k: `groups` contiguous groups of numExperts / groups experts,
+  /// of which the best `topkGroups` (by `groupScore`) stay selectable.
+  int64_t groups = 1;
+  int64_t topkGroups = 1;
+  GroupScore groupScore = GroupScore::Top2Sum;
+  /// w_j /= (sum_j w_j + kNormalizeEpsilon) when set.
+  bool normalize = false;
+  /// w_j *= scalingFactor, after normalization.
+  double scalingFactor = 1.0;
+  /// Emit the forced-ids entry point (router replay).
+  bool replay = false;
+  /// Emit expert counts, offsets and the token permutation.
+  bool dispatch = false;
+  /// Write the selected ids to a capture buffer.
+  bool capture = false;
+  LogitsDType logitsDType = LogitsDType::F32;
+
+  bool isGrouped() const { return groups > 1; }
+  int64_t expertsPerGroup() const { return numExperts / groups; }
+};
+
+/// Spelling of each enumerator as it appears in YAML and in the IR.
+std::string_view toString(Scoring scoring);
+std::string_view toString(Selection selection);
+std::string_view toString(GroupScore groupScore);
+std::string_view toString(LogitsDType dtype);
+
+std::optional<Scoring> parseScoring(std::string_view text);
+std::optional<Selection> parseSelection(std::string_view text);
+std::optional<GroupScore> parseGroupScore(std::string_view text);
+std::optional<LogitsDType> parseLogitsDType(std::string_view text);
+
+/// A broken rule of the spec language: the key it is reported at and a
+/// message that names the rule and what is allowed.
+struct SpecViolation {
+  std::string key;
+  std::string message;
+};
+
+/// Checks every value and cross-key rule of a spec built in code or parsed
+/// from YAML. Returns the first violation, in key order, or nullopt.
+std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec);
+
+} // namespace moegen
+
+#endif // MOEGEN_COMPILER_SPEC_ROUTINGSPEC_H

@@ -1,0 +1,391 @@
+//===- SpecParser.cpp - Routing specs from YAML ---------------------------===//
+//
+// Built on LLVM's YAML node API (llvm/Support/YAMLParser.h), the layer that
+// YAML I/O (YAMLTraits.h) itself stands on. YAML I/O reports unknown keys and
+// type errors with fixed messages, and cross-key rules at the mapping rather
+// than at the offending key; walking the nodes ourselves lets every error
+// name its key, what is allowed, and the exact line and column. No new
+// dependency either way.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/spec/SpecParser.h"
+
+#include "llvm/ADT/SmallString.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/YAMLParser.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+
+using namespace llvm;
+
+namespace moegen {
+
+namespace {
+
+constexpr StringLiteral kKeys[] = {
+    "name",      "num_experts", "top_k",          "scoring",
+    "selection", "score_bias",  "groups",         "topk_groups",
+    "group_score", "normalize", "scaling_factor", "replay",
+    "dispatch",  "capture",     "logits_dtype"};
+
+class SpecParser {
+public:
+  SpecParser(StringRef text, StringRef bufferName, std::string &error)
+      : text(text), bufferName(bufferName), error(error) {
+    // The YAML scanner reports syntax errors through the SourceMgr; keep the
+    // first one, as a single line.
+    sourceMgr.setDiagHandler(
+        [](const SMDiagnostic &diag, void *context) {
+          auto *self = static_cast<SpecParser *>(context);
+          self->setError(diag.getLineNo(), diag.getColumnNo() + 1,
+                         diag.getMessage());
+        },
+        this);
+  }
+
+  std::optional<RoutingSpec> parse();
+
+private:
+  // Diagnostics.
+  void setError(int line, int column, const Twine &message) {
+    if (!error.empty())
+      return;
+    raw_string_ostream os(error);
+    os << bufferName << ":" << line << ":" << column << ": error: " << message;
+  }
+  bool fail(SMLoc loc, const Twine &message) {
+    if (loc.isValid()) {
+      auto [line, column] = sourceMgr.getLineAndColumn(loc);
+      setError(line, column, message);
+    } else {
+      setError(1, 1, message);
+    }
+    return false;
+  }
+  bool fail(yaml::Node *node, const Twine &message) {
+    return fail(node->getSourceRange().Start, message);
+  }
+  bool failed() const { return !error.empty(); }
+
+  // Value readers. Each names its key in the message and what is allowed.
+  bool readScalar(StringRef key, yaml::Node *node, StringRef expected,
+                  SmallVectorImpl<char> &storage, StringRef &value);
+  bool readInteger(StringRef key, yaml::Node *node, StringRef allowed,
+                   int64_t &out);
+  bool readNumber(StringRef key, yaml::Node *node, StringRef allowed,
+                  double &out);
+  bool readBool(StringRef key, yaml::Node *node, bool &out);
+  template <typename Enum>
+  bool readEnum(StringRef key, yaml::Node *node,
+                std::optional<Enum> (*parseFn)(std::string_view),
+                StringRef allowed, Enum &out);
+  bool readKey(StringRef key, yaml::Node *value, RoutingSpec &spec);
+
+  StringRef text;
+  StringRef bufferName;
+  std::string &error;
+  SourceMgr sourceMgr;
+  StringMap<SMLoc> keyLocs;   // where each given key starts
+  StringMap<SMLoc> valueLocs; // where each given key's value starts
+};
+
+bool SpecParser::readScalar(StringRef key, yaml::Node *node,
+                            StringRef expected, SmallVectorImpl<char> &storage,
+                            StringRef &value) {
+  if (isa<yaml::NullNode>(node))
+    return fail(node, "'" + key + "' needs a value: " + expected);
+  if (isa<yaml::AliasNode>(node))
+    return fail(node, "'" + key + "': YAML aliases are not supported in specs");
+  if (!node->getRawTag().empty())
+    return fail(node, "'" + key + "': YAML tags are not supported in specs");
+  auto *scalar = dyn_cast<yaml::ScalarNode>(node);
+  if (!scalar) {
+    StringRef kind = isa<yaml::SequenceNode>(node)  ? "a sequence"
+                     : isa<yaml::MappingNode>(node) ? "a mapping"
+                                                    : "a non-scalar";
+    return fail(node, "'" + key + "' must be " + expected + ", got " + kind);
+  }
+  value = scalar->getValue(storage);
+  return true;
+}
+
+bool SpecParser::readInteger(StringRef key, yaml::Node *node,
+                             StringRef allowed, int64_t &out) {
+  SmallString<32> storage;
+  StringRef value;
+  if (!readScalar(key, node, allowed, storage, value))
+    return false;
+  // Decimal only: "0x10" or "1e3" for an expert count is more likely a typo
+  // than intent.
+  if (value.empty() || value.getAsInteger(10, out))
+    return fail(node, "'" + key + "' must be " + allowed + ", got '" + value +
+                          "'");
+  return true;
+}
+
+bool SpecParser::readNumber(StringRef key, yaml::Node *node, StringRef allowed,
+                            double &out) {
+  SmallString<32> storage;
+  StringRef value;
+  if (!readScalar(key, node, allowed, storage, value))
+    return false;
+  // getAsDouble accepts spellings such as "inf" and "nan"; the finiteness
+  // rule in validateRoutingSpec rejects them with the rule's own message.
+  if (value.empty() || value.getAsDouble(out))
+    return fail(node, "'" + key + "' must be " + allowed + ", got '" + value +
+                          "'");
+  return true;
+}
+
+bool SpecParser::readBool(StringRef key, yaml::Node *node, bool &out) {
+  SmallString<16> storage;
+  StringRef value;
+  if (!readScalar(key, node, "true or false", storage, value))
+    return false;
+  // YAML 1.2 core schema only; YAML 1.1's yes/no/on/off are ambiguous.
+  if (value == "true" || value == "True" || value == "TRUE") {
+    out = true;
+    return true;
+  }
+  if (value == "false" || value == "False" || value == "FALSE") {
+    out = false;
+    return true;
+  }
+  return fail(node, "'" + key + "' must be true or false, got '" + value + "'");
+}
+
+template <typename Enum>
+bool SpecParser::readEnum(StringRef key, yaml::Node *node,
+                          std::optional<Enum> (*parseFn)(std::string_view),
+                          StringRef allowed, Enum &out) {
+  SmallString<32> storage;
+  StringRef value;
+  if (!readScalar(key, node, "one of " + allowed.str(), storage, value))
+    return false;
+  std::optional<Enum> parsed = parseFn(std::string_view(value));
+  if (!parsed)
+    return fail(node, "'" + key + "' must be one of " + allowed + ", got '" +
+                          value + "'");
+  out = *parsed;
+  return true;
+}
+
+bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
+  if (key == "name") {
+    SmallString<64> storage;
+    StringRef name;
+    if (!readScalar(key, value, "an identifier", storage, name))
+      return false;
+    spec.name = name.str();
+    return true;
+  }
+  if (key == "num_experts")
+    return readInteger(key, value, "an integer in [2, 8192]", spec.numExperts);
+  if (key == "top_k")
+    return readInteger(key, value, "an integer in [1, min(64, num_experts)]",
+                       spec.topK);
+  if (key == "scoring")
+    return readEnum(key, value, &parseScoring, "softmax, sigmoid, sqrtsoftplus",
+                    spec.scoring);
+  if (key == "selection")
+    return readEnum(key, value, &parseSelection, "topk, hash", spec.selection);
+  if (key == "score_bias")
+    return readBool(key, value, spec.scoreBias);
+  if (key == "groups")
+    return readInteger(key, value, "an integer dividing num_experts",
+                       spec.groups);
+  if (key == "topk_groups")
+    return readInteger(key, value, "an integer in [1, groups]",
+                       spec.topkGroups);
+  if (key == "group_score")
+    return readEnum(key, value, &parseGroupScore, "top2_sum, max",
+                    spec.groupScore);
+  if (key == "normalize")
+    return readBool(key, value, spec.normalize);
+  if (key == "scaling_factor")
+    return readNumber(key, value, "a finite number > 0", spec.scalingFactor);
+  if (key == "replay")
+    return readBool(key, value, spec.replay);
+  if (key == "dispatch")
+    return readBool(key, value, spec.dispatch);
+  if (key == "capture")
+    return readBool(key, value, spec.capture);
+  if (key == "logits_dtype")
+    return readEnum(key, value, &parseLogitsDType, "f32, bf16, f16",
+                    spec.logitsDType);
+  return false; // unreachable: keys are checked against kKeys first
+}
+
+std::string joinedKeys() {
+  std::string joined;
+  for (StringRef key : kKeys) {
+    if (!joined.empty())
+      joined += ", ";
+    joined += key;
+  }
+  return joined;
+}
+
+std::optional<RoutingSpec> SpecParser::parse() {
+  auto buffer = MemoryBuffer::getMemBuffer(text, bufferName,
+                                           /*RequiresNullTerminator=*/false);
+  yaml::Stream stream(buffer->getMemBufferRef(), sourceMgr,
+                      /*ShowColors=*/false);
+  auto document = stream.begin();
+  if (failed())
+    return std::nullopt;
+  yaml::Node *root = document == stream.end() ? nullptr : document->getRoot();
+  if (failed())
+    return std::nullopt;
+  if (!root || isa<yaml::NullNode>(root)) {
+    fail(SMLoc(), "empty spec: expected a mapping with at least name, "
+                  "num_experts, top_k and scoring");
+    return std::nullopt;
+  }
+  auto *mapping = dyn_cast<yaml::MappingNode>(root);
+  if (!mapping) {
+    fail(root, "a spec must be a YAML mapping of keys (" + joinedKeys() + ")");
+    return std::nullopt;
+  }
+
+  RoutingSpec spec;
+  for (yaml::KeyValueNode &entry : *mapping) {
+    if (failed())
+      return std::nullopt;
+    yaml::Node *keyNode = entry.getKey();
+    if (failed())
+      return std::nullopt;
+    auto *keyScalar = dyn_cast_or_null<yaml::ScalarNode>(keyNode);
+    if (!keyScalar) {
+      fail(keyNode ? keyNode->getSourceRange().Start : SMLoc(),
+           "spec keys must be plain scalars");
+      return std::nullopt;
+    }
+    SmallString<32> keyStorage;
+    StringRef key = keyScalar->getValue(keyStorage);
+    SMLoc keyLoc = keyScalar->getSourceRange().Start;
+
+    if (!llvm::is_contained(kKeys, key)) {
+      std::string hint;
+      unsigned best = 3; // suggest only close spellings
+      for (StringRef candidate : kKeys) {
+        unsigned distance = key.edit_distance(candidate);
+        if (distance < best) {
+          best = distance;
+          hint = ("; did you mean '" + candidate + "'?").str();
+        }
+      }
+      if (hint.empty())
+        hint = "; allowed keys: " + joinedKeys();
+      fail(keyLoc, "unknown key '" + key + "'" + hint);
+      return std::nullopt;
+    }
+    if (auto previous = keyLocs.find(key); previous != keyLocs.end()) {
+      unsigned firstLine =
+          sourceMgr.getLineAndColumn(previous->second).first;
+      fail(keyLoc, "duplicate key '" + key + "' (first given at line " +
+                       Twine(firstLine) + ")");
+      return std::nullopt;
+    }
+    keyLocs[key] = keyLoc;
+
+    yaml::Node *value = entry.getValue();
+    if (failed())
+      return std::nullopt;
+    valueLocs[key] = value ? value->getSourceRange().Start : keyLoc;
+    if (!value || !readKey(key, value, spec))
+      return std::nullopt;
+  }
+  if (failed())
+    return std::nullopt;
+
+  // A stream holds exactly one spec.
+  if (++document != stream.end()) {
+    if (!failed())
+      fail(document->getRoot() ? document->getRoot()->getSourceRange().Start
+                               : SMLoc(),
+           "a spec file holds one YAML document; found a second one");
+    return std::nullopt;
+  }
+  if (failed())
+    return std::nullopt;
+
+  SMLoc mappingLoc = mapping->getSourceRange().Start;
+  static constexpr std::pair<StringLiteral, StringLiteral> kRequired[] = {
+      {"name", "an identifier"},
+      {"num_experts", "an integer in [2, 8192]"},
+      {"top_k", "an integer in [1, min(64, num_experts)]"},
+      {"scoring", "one of softmax, sigmoid, sqrtsoftplus"}};
+  for (auto [key, allowed] : kRequired) {
+    if (!keyLocs.count(key)) {
+      fail(mappingLoc, "missing required key '" + key + "' (" + allowed + ")");
+      return std::nullopt;
+    }
+  }
+  if (spec.groups > 1 && !keyLocs.count("topk_groups")) {
+    fail(valueLocs["groups"], "'groups' = " + Twine(spec.groups) +
+                                  " needs 'topk_groups' (how many groups to "
+                                  "keep, in [1, groups])");
+    return std::nullopt;
+  }
+
+  if (std::optional<SpecViolation> violation = validateRoutingSpec(spec)) {
+    auto loc = valueLocs.find(violation->key);
+    fail(loc != valueLocs.end() ? loc->second : mappingLoc,
+         violation->message);
+    return std::nullopt;
+  }
+  return spec;
+}
+
+} // namespace
+
+std::optional<RoutingSpec> parseRoutingSpec(StringRef text,
+                                            StringRef bufferName,
+                                            std::string &error) {
+  error.clear();
+  return SpecParser(text, bufferName, error).parse();
+}
+
+std::optional<RoutingSpec> parseRoutingSpecFile(StringRef path,
+                                                std::string &error) {
+  ErrorOr<std::unique_ptr<MemoryBuffer>> file =
+      MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (std::error_code ec = file.getError()) {
+    error = (path + ": error: cannot read spec: " + ec.message()).str();
+    return std::nullopt;
+  }
+  return parseRoutingSpec((*file)->getBuffer(), path, error);
+}
+
+ArrayRef<StringLiteral> routingSpecKeys() { return kKeys; }
+
+std::string printRoutingSpec(const RoutingSpec &spec) {
+  std::string out;
+  raw_string_ostream os(out);
+  auto flag = [](bool value) { return value ? "true" : "false"; };
+  os << "name: " << spec.name << "\n"
+     << "num_experts: " << spec.numExperts << "\n"
+     << "top_k: " << spec.topK << "\n"
+     << "scoring: " << toString(spec.scoring) << "\n"
+     << "selection: " << toString(spec.selection) << "\n"
+     << "score_bias: " << flag(spec.scoreBias) << "\n"
+     << "groups: " << spec.groups << "\n"
+     << "topk_groups: " << spec.topkGroups << "\n"
+     << "group_score: " << toString(spec.groupScore) << "\n"
+     << "normalize: " << flag(spec.normalize) << "\n"
+     // %.17g round-trips every double exactly.
+     << "scaling_factor: " << format("%.17g", spec.scalingFactor) << "\n"
+     << "replay: " << flag(spec.replay) << "\n"
+     << "dispatch: " << flag(spec.dispatch) << "\n"
+     << "capture: " << flag(spec.capture) << "\n"
+     << "logits_dtype: " << toString(spec.logitsDType) << "\n";
+  return out;
+}
+
+} // namespace moegen

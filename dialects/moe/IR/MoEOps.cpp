@@ -1,0 +1,314 @@
+//===- MoEOps.cpp - Operations of the moe dialect -------------------------===//
+//
+// Verifiers check the shape rules that TableGen cannot express. Every message
+// names the operand, result or attribute and the rule it breaks; the op name
+// is prefixed by emitOpError.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/IR/MoEOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/DialectImplementation.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+#include "dialects/moe/IR/MoEEnums.cpp.inc"
+
+#define GET_OP_CLASSES
+#include "dialects/moe/IR/MoEOps.cpp.inc"
+
+namespace {
+
+/// Two sizes agree unless both are static and differ.
+bool compatible(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+std::string dimString(int64_t size) {
+  return ShapedType::isDynamic(size) ? std::string("?") : std::to_string(size);
+}
+
+RankedTensorType tensorOf(Value value) {
+  return cast<RankedTensorType>(value.getType());
+}
+
+/// The static size of dimension `dim` of `value`, or an error naming the
+/// operand and what the dimension means.
+FailureOr<int64_t> staticDim(Operation *op, Value value, StringRef name,
+                             unsigned dim, StringRef meaning) {
+  RankedTensorType type = tensorOf(value);
+  int64_t size = type.getDimSize(dim);
+  if (ShapedType::isDynamic(size))
+    return op->emitOpError() << name << " must have a static " << meaning
+                             << " dimension (dim " << dim << "), got " << type;
+  if (size < 1)
+    return op->emitOpError() << name << " must have a non-empty " << meaning
+                             << " dimension (dim " << dim << "), got " << type;
+  return size;
+}
+
+/// The token dimensions (dim 0) of two values must agree.
+LogicalResult sameTokens(Operation *op, Value a, StringRef aName, Value b,
+                         StringRef bName) {
+  int64_t ta = tensorOf(a).getDimSize(0), tb = tensorOf(b).getDimSize(0);
+  if (compatible(ta, tb))
+    return success();
+  return op->emitOpError() << "token dimension of " << bName << " ("
+                           << dimString(tb) << ") must match " << aName << " ("
+                           << dimString(ta) << ")";
+}
+
+/// Dimension `dim` of `value` must be `expected` (static) or dynamic.
+LogicalResult dimIs(Operation *op, Value value, StringRef name, unsigned dim,
+                    int64_t expected, StringRef rule) {
+  int64_t size = tensorOf(value).getDimSize(dim);
+  if (compatible(size, expected))
+    return success();
+  return op->emitOpError() << name << " dim " << dim << " is " << size
+                           << ", expected " << expected << " (" << rule << ")";
+}
+
+/// `attr` = value must lie in [lo, hi].
+LogicalResult inRange(Operation *op, StringRef attr, int64_t value, int64_t lo,
+                      int64_t hi, StringRef rule) {
+  if (value >= lo && value <= hi)
+    return success();
+  return op->emitOpError() << "attribute '" << attr << "' = " << value
+                           << " must be in [" << lo << ", " << hi << "] ("
+                           << rule << ")";
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// ScoreOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ScoreOp::verify() {
+  FailureOr<int64_t> experts =
+      staticDim(*this, getLogits(), "logits", 1, "expert");
+  if (failed(experts))
+    return failure();
+  if (failed(sameTokens(*this, getLogits(), "logits", getScores(), "scores")) ||
+      failed(dimIs(*this, getScores(), "scores", 1, *experts,
+                   "one score per expert of logits")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AddBiasOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AddBiasOp::verify() {
+  FailureOr<int64_t> experts =
+      staticDim(*this, getScores(), "scores", 1, "expert");
+  if (failed(experts))
+    return failure();
+  return dimIs(*this, getBias(), "bias", 0, *experts,
+               "one bias per expert of scores");
+}
+
+//===----------------------------------------------------------------------===//
+// GroupMaskOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult GroupMaskOp::verify() {
+  FailureOr<int64_t> experts = staticDim(*this, getKeys(), "keys", 1, "expert");
+  if (failed(experts))
+    return failure();
+  int64_t groups = getGroups();
+  if (failed(inRange(*this, "groups", groups, 1, *experts,
+                     "at most one group per expert")))
+    return failure();
+  if (*experts % groups != 0)
+    return emitOpError() << "attribute 'groups' = " << groups
+                         << " must divide the " << *experts << " experts";
+  if (failed(inRange(*this, "keep", getKeep(), 1, groups,
+                     "keep between 1 and groups")))
+    return failure();
+  int64_t perGroup = *experts / groups;
+  if (getGroupScore() == GroupScoreKind::top2_sum && perGroup < 2)
+    return emitOpError() << "attribute 'group_score' = top2_sum needs at least "
+                            "2 experts per group, got "
+                         << perGroup << " (" << *experts << " experts / "
+                         << groups << " groups)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// TopKOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult TopKOp::verify() {
+  FailureOr<int64_t> experts = staticDim(*this, getKeys(), "keys", 1, "expert");
+  if (failed(experts))
+    return failure();
+  int64_t k = getK();
+  if (failed(inRange(*this, "k", k, 1, *experts,
+                     "between 1 and the number of experts")) ||
+      failed(sameTokens(*this, getKeys(), "keys", getIds(), "ids")) ||
+      failed(dimIs(*this, getIds(), "ids", 1, k, "k ids per token")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// HashSelectOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult HashSelectOp::verify() {
+  int64_t experts = getExperts();
+  if (failed(inRange(*this, "experts", experts, 1, INT32_MAX,
+                     "expert ids are i32")))
+    return failure();
+  FailureOr<int64_t> k =
+      staticDim(*this, getTable(), "table", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (*k > experts)
+    return emitOpError() << "table has " << *k
+                         << " ids per token, more than the " << experts
+                         << " experts";
+  if (failed(sameTokens(*this, getTokenIds(), "token_ids", getIds(), "ids")) ||
+      failed(dimIs(*this, getIds(), "ids", 1, *k,
+                   "one id per column of the table")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ForcedSelectOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ForcedSelectOp::verify() {
+  int64_t experts = getExperts();
+  if (failed(inRange(*this, "experts", experts, 1, INT32_MAX,
+                     "expert ids are i32")))
+    return failure();
+  FailureOr<int64_t> k =
+      staticDim(*this, getForcedIds(), "forced_ids", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (*k > experts)
+    return emitOpError() << "forced_ids has " << *k
+                         << " ids per token, more than the " << experts
+                         << " experts (ids must be distinct)";
+  if (failed(sameTokens(*this, getForcedIds(), "forced_ids", getIds(),
+                        "ids")) ||
+      failed(dimIs(*this, getIds(), "ids", 1, *k, "same k as forced_ids")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// GatherOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult GatherOp::verify() {
+  FailureOr<int64_t> experts =
+      staticDim(*this, getScores(), "scores", 1, "expert");
+  if (failed(experts))
+    return failure();
+  FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (*k > *experts)
+    return emitOpError() << "ids has " << *k << " ids per token, more than the "
+                         << *experts << " experts of scores";
+  if (failed(sameTokens(*this, getScores(), "scores", getIds(), "ids")) ||
+      failed(sameTokens(*this, getScores(), "scores", getWeights(),
+                        "weights")) ||
+      failed(dimIs(*this, getWeights(), "weights", 1, *k, "one weight per id")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// NormalizeOp / ScaleOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult NormalizeOp::verify() {
+  double epsilon = getEpsilon().convertToDouble();
+  if (!std::isfinite(epsilon) || epsilon < 0)
+    return emitOpError() << "attribute 'epsilon' = " << epsilon
+                         << " must be finite and >= 0";
+  return success();
+}
+
+LogicalResult ScaleOp::verify() {
+  double factor = getFactor().convertToDouble();
+  if (!std::isfinite(factor) || factor <= 0)
+    return emitOpError() << "attribute 'factor' = " << factor
+                         << " must be finite and > 0";
+  return success();
+}
+
+OpFoldResult ScaleOp::fold(FoldAdaptor) {
+  // Scaling by exactly one is the identity; templates without a routed
+  // scaling factor never pay for it.
+  if (getFactor().convertToDouble() == 1.0)
+    return getWeights();
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// DispatchOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DispatchOp::verify() {
+  int64_t experts = getExperts();
+  if (failed(inRange(*this, "experts", experts, 1, INT32_MAX - 1,
+                     "expert ids are i32")))
+    return failure();
+  FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (failed(dimIs(*this, getCounts(), "counts", 0, experts,
+                   "one count per expert")) ||
+      failed(dimIs(*this, getOffsets(), "offsets", 0, experts + 1,
+                   "experts + 1 offsets")))
+    return failure();
+  int64_t tokens = tensorOf(getIds()).getDimSize(0);
+  for (auto [value, name] :
+       {std::pair<Value, StringRef>{getSortedSlots(), "sorted_slots"},
+        {getSlotPositions(), "slot_positions"}}) {
+    int64_t size = tensorOf(value).getDimSize(0);
+    if (ShapedType::isDynamic(size))
+      continue;
+    if (!ShapedType::isDynamic(tokens) && size != tokens * *k)
+      return emitOpError() << name << " has " << size
+                           << " entries, expected tokens * k = "
+                           << tokens * *k;
+    if (size % *k != 0)
+      return emitOpError() << name << " has " << size
+                           << " entries, not a multiple of k = " << *k;
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// CaptureOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CaptureOp::verify() {
+  int64_t experts = getExperts();
+  if (failed(inRange(*this, "experts", experts, 1, INT32_MAX,
+                     "expert ids are i32")))
+    return failure();
+  FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (failed(sameTokens(*this, getIds(), "ids", getBuffer(), "buffer")) ||
+      failed(dimIs(*this, getBuffer(), "buffer", 2, *k,
+                   "layout [tokens, layers, k]")))
+    return failure();
+  if (tensorOf(getBuffer()).getElementType().isInteger(16) && experts > 32767)
+    return emitOpError() << "buffer of i16 cannot hold the ids of " << experts
+                         << " experts (i16 needs experts <= 32767; use i32)";
+  return success();
+}

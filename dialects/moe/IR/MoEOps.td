@@ -1,0 +1,298 @@
+//===- MoEOps.td - Operations of the moe dialect -----------*- tablegen -*-===//
+//
+// Shapes: T is the token dimension (dynamic or static), E the number of
+// experts (static), k the experts chosen per token (static). Scores, keys and
+// weights are f32; expert ids are i32. Shape rules that TableGen cannot
+// express are checked by the C++ verifiers in MoEOps.cpp, whose messages name
+// the operand or attribute and the rule broken.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_DIALECT_MOE_IR_MOEOPS_TD
+#define MOEGEN_DIALECT_MOE_IR_MOEOPS_TD
+
+include "dialects/moe/IR/MoEDialect.td"
+include "dialects/moe/IR/MoEEnums.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+// Tensor kinds by role; the verifiers add the static-dimension rules.
+def MoE_LogitsTensor : TensorRankOf<[F32, BF16, F16], [2]>;
+def MoE_ScoreTensor  : TensorRankOf<[F32], [2]>;
+def MoE_BiasTensor   : TensorRankOf<[F32], [1]>;
+def MoE_IdsTensor    : TensorRankOf<[I32], [2]>;
+def MoE_IdsInTensor  : TensorRankOf<[I32, I64], [2]>;
+def MoE_TokenIdsTensor : TensorRankOf<[I32, I64], [1]>;
+def MoE_HashTableTensor : TensorRankOf<[I32], [2]>;
+def MoE_WeightTensor : TensorRankOf<[F32], [2]>;
+def MoE_MetaTensor   : TensorRankOf<[I32], [1]>;
+def MoE_CaptureTensor : TensorRankOf<[I16, I32], [3]>;
+
+//===----------------------------------------------------------------------===//
+// Scoring
+//===----------------------------------------------------------------------===//
+
+def MoE_ScoreOp : MoE_Op<"score", [Pure]> {
+  let summary = "expert scores from gate logits";
+  let description = [{
+    Computes per-token expert scores in fp32 from logits of type f32, bf16 or
+    f16:
+
+    - `softmax`: `s = exp(l - max l) / sum(exp(l - max l))`; a token whose
+      logits are all `-inf` gets `1/E` everywhere (the limit of equal logits);
+    - `sigmoid`: `s = 1 / (1 + exp(-l))`;
+    - `sqrtsoftplus`: `s = sqrt(softplus(l))`, with the stable
+      `softplus(x) = max(x, 0) + log1p(exp(-|x|))` (DeepSeek-V4).
+
+    Example:
+    ```mlir
+    %s = moe.score sigmoid %logits : tensor<?x256xbf16> -> tensor<?x256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoringKindAttr:$kind, MoE_LogitsTensor:$logits);
+  let results = (outs MoE_ScoreTensor:$scores);
+  let assemblyFormat = [{
+    $kind $logits attr-dict `:` type($logits) `->` type($scores)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Selection
+//===----------------------------------------------------------------------===//
+
+def MoE_AddBiasOp : MoE_Op<"add_bias",
+    [Pure, AllTypesMatch<["scores", "keys"]>]> {
+  let summary = "selection keys: scores plus a per-expert correction bias";
+  let description = [{
+    `keys[t, e] = scores[t, e] + bias[e]`. The keys steer selection only:
+    weights are always gathered from the unbiased scores (DeepSeek-V3's
+    `e_score_correction_bias`).
+
+    ```mlir
+    %keys = moe.add_bias %s, %bias : tensor<?x256xf32>, tensor<256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$scores, MoE_BiasTensor:$bias);
+  let results = (outs MoE_ScoreTensor:$keys);
+  let assemblyFormat = [{
+    $scores `,` $bias attr-dict `:` type($scores) `,` type($bias)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_GroupMaskOp : MoE_Op<"group_mask",
+    [Pure, AllTypesMatch<["keys", "masked"]>]> {
+  let summary = "keep the best groups of experts, mask the others to -inf";
+  let description = [{
+    Splits the E experts of each token into `groups` contiguous groups of
+    `E / groups`, scores each group from the keys (`top2_sum`: the sum of its
+    two largest keys; `max`: its largest key), keeps the best `keep` groups
+    (ties go to the lower group index) and sets the keys of every other
+    expert to `-inf`, so that a following `moe.topk` can never select them.
+    Grouped top-k is `moe.group_mask` followed by `moe.topk`.
+
+    ```mlir
+    %m = moe.group_mask %keys groups 8 keep 4 by top2_sum : tensor<?x256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$keys, I64Attr:$groups, I64Attr:$keep,
+                       MoE_GroupScoreKindAttr:$group_score);
+  let results = (outs MoE_ScoreTensor:$masked);
+  let assemblyFormat = [{
+    $keys `groups` $groups `keep` $keep `by` $group_score attr-dict `:`
+    type($keys)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_TopKOp : MoE_Op<"topk", [Pure]> {
+  let summary = "ids of the k largest keys, descending, ties to the lower id";
+  let description = [{
+    For each token, the ids of the `k` largest keys in descending order of
+    key. Equal keys are ordered by ascending expert id, so the result is
+    deterministic on every backend. Keys equal to `-inf` (masked by
+    `moe.group_mask`) are only chosen if fewer than `k` keys are larger, which
+    the spec rules exclude.
+
+    ```mlir
+    %ids = moe.topk %keys k 8 : tensor<?x256xf32> -> tensor<?x8xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$keys, I64Attr:$k);
+  let results = (outs MoE_IdsTensor:$ids);
+  let assemblyFormat = [{
+    $keys `k` $k attr-dict `:` type($keys) `->` type($ids)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_HashSelectOp : MoE_Op<"hash_select", [Pure]> {
+  let summary = "ids looked up from a token-id hash table (DeepSeek-V4)";
+  let description = [{
+    `ids[t, :] = table[token_ids[t], :]`, in table order. The table has one
+    row of k expert ids per vocabulary entry. A token id outside
+    `[0, vocab)`, or an entry outside `[0, experts)` or repeated within its
+    row, is invalid input: lowerings validate it before any memory access
+    and report it through the entry point's error status.
+
+    ```mlir
+    %ids = moe.hash_select %tok, %table experts 256
+        : tensor<?xi64>, tensor<?x6xi32> -> tensor<?x6xi32>
+    ```
+  }];
+  let arguments = (ins MoE_TokenIdsTensor:$token_ids,
+                       MoE_HashTableTensor:$table, I64Attr:$experts);
+  let results = (outs MoE_IdsTensor:$ids);
+  let assemblyFormat = [{
+    $token_ids `,` $table `experts` $experts attr-dict `:` type($token_ids)
+    `,` type($table) `->` type($ids)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ForcedSelectOp : MoE_Op<"forced_select", [Pure]> {
+  let summary = "ids given by the caller (router replay)";
+  let description = [{
+    The ids recorded at rollout and forced in training, in the given order.
+    Each id must lie in `[0, experts)` and be distinct within its token;
+    lowerings validate this before any memory access and report violations
+    through the entry point's error status. The op is where replay's
+    validation lives; its result feeds `moe.gather` like any selection.
+
+    ```mlir
+    %ids = moe.forced_select %forced experts 256
+        : tensor<?x8xi64> -> tensor<?x8xi32>
+    ```
+  }];
+  let arguments = (ins MoE_IdsInTensor:$forced_ids, I64Attr:$experts);
+  let results = (outs MoE_IdsTensor:$ids);
+  let assemblyFormat = [{
+    $forced_ids `experts` $experts attr-dict `:` type($forced_ids) `->`
+    type($ids)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Weights
+//===----------------------------------------------------------------------===//
+
+def MoE_GatherOp : MoE_Op<"gather", [Pure]> {
+  let summary = "weights: the scores at the selected ids";
+  let description = [{
+    `weights[t, j] = scores[t, ids[t, j]]`. Gathered from the dense, unbiased
+    scores in every selection mode, so that a replayed id that the live
+    router would not pick still gets its true score.
+
+    ```mlir
+    %w = moe.gather %s[%ids] : tensor<?x256xf32>, tensor<?x8xi32>
+        -> tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$scores, MoE_IdsTensor:$ids);
+  let results = (outs MoE_WeightTensor:$weights);
+  let assemblyFormat = [{
+    $scores `[` $ids `]` attr-dict `:` type($scores) `,` type($ids) `->`
+    type($weights)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_NormalizeOp : MoE_Op<"normalize",
+    [Pure, AllTypesMatch<["weights", "normalized"]>]> {
+  let summary = "divide each token's weights by their sum plus epsilon";
+  let description = [{
+    `normalized[t, j] = weights[t, j] / (sum_j weights[t, j] + epsilon)`.
+
+    ```mlir
+    %n = moe.normalize %w epsilon 1.000000e-20 : tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_WeightTensor:$weights, F64Attr:$epsilon);
+  let results = (outs MoE_WeightTensor:$normalized);
+  let assemblyFormat = [{
+    $weights `epsilon` $epsilon attr-dict `:` type($weights)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ScaleOp : MoE_Op<"scale",
+    [Pure, AllTypesMatch<["weights", "scaled"]>]> {
+  let summary = "multiply the weights by a constant routed scaling factor";
+  let description = [{
+    `scaled = weights * factor`. A factor of exactly 1 folds away.
+
+    ```mlir
+    %ws = moe.scale %n by 2.500000e+00 : tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_WeightTensor:$weights, F64Attr:$factor);
+  let results = (outs MoE_WeightTensor:$scaled);
+  let assemblyFormat = [{
+    $weights `by` $factor attr-dict `:` type($weights)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch and capture
+//===----------------------------------------------------------------------===//
+
+def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
+  let summary = "metadata that moves tokens to their experts";
+  let description = [{
+    From the `[T, k]` ids (slot `t * k + j` holds `ids[t, j]`):
+
+    - `counts[e]`: the number of slots routed to expert `e`;
+    - `offsets`: the exclusive prefix sum of counts, `E + 1` entries;
+    - `sorted_slots`: the slot indices ordered by (expert, slot);
+    - `slot_positions`: its inverse, the position of each slot in
+      `sorted_slots`.
+
+    Unlike every other op, dispatch spans tokens; it is the one op allowed to
+    need a second kernel launch.
+
+    ```mlir
+    %counts, %offsets, %sorted, %positions = moe.dispatch %ids experts 256
+        : tensor<?x8xi32> -> tensor<256xi32>, tensor<257xi32>,
+          tensor<?xi32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins MoE_IdsTensor:$ids, I64Attr:$experts);
+  let results = (outs MoE_MetaTensor:$counts, MoE_MetaTensor:$offsets,
+                      MoE_MetaTensor:$sorted_slots,
+                      MoE_MetaTensor:$slot_positions);
+  let assemblyFormat = [{
+    $ids `experts` $experts attr-dict `:` type($ids) `->` type($counts) `,`
+    type($offsets) `,` type($sorted_slots) `,` type($slot_positions)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_CaptureOp : MoE_Op<"capture",
+    [Pure, AllTypesMatch<["buffer", "updated"]>]> {
+  let summary = "write the selected ids into a [T, layers, k] capture buffer";
+  let description = [{
+    Destination-passing: returns `buffer` with `updated[t, layer, :] =
+    ids[t, :]`, converted to the buffer's element type. The layout is vLLM's
+    `routed_experts` (`[tokens, layers, k]`); `i16` holds ids only when
+    `experts <= 32767`. A `layer` outside `[0, layers)` is invalid input,
+    reported through the entry point's error status.
+
+    ```mlir
+    %cap1 = moe.capture %ids into %cap[%layer] experts 256
+        : tensor<?x8xi32> into tensor<?x?x8xi16>
+    ```
+  }];
+  let arguments = (ins MoE_IdsTensor:$ids, MoE_CaptureTensor:$buffer,
+                       Index:$layer, I64Attr:$experts);
+  let results = (outs MoE_CaptureTensor:$updated);
+  let assemblyFormat = [{
+    $ids `into` $buffer `[` $layer `]` `experts` $experts attr-dict `:`
+    type($ids) `into` type($buffer)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MOEGEN_DIALECT_MOE_IR_MOEOPS_TD

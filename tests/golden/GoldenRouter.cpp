@@ -1,0 +1,372 @@
+//===- GoldenRouter.cpp - Reference semantics of MoE routing ----*- C++ -*-===//
+//
+// Straightforward double-precision implementation of GoldenRouter.h. Each
+// step mirrors one line of the contract; nothing here is tuned for speed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tests/golden/GoldenRouter.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <sstream>
+
+namespace moegen::golden {
+
+namespace {
+
+/// Prints a float the way error messages quote it: `nan`, `inf`, `-inf` or
+/// the shortest round-trippable decimal.
+std::string formatValue(float value) {
+  if (std::isnan(value))
+    return "nan";
+  if (std::isinf(value))
+    return value > 0 ? "inf" : "-inf";
+  std::ostringstream os;
+  os.precision(std::numeric_limits<float>::max_digits10);
+  os << value;
+  return os.str();
+}
+
+std::string index2(const char *tensor, int64_t row, int64_t col) {
+  return std::string(tensor) + "[" + std::to_string(row) + "][" +
+         std::to_string(col) + "]";
+}
+
+double sigmoid(double x) {
+  // Two algebraically equal forms, so that exp never overflows into a lost
+  // subnormal result; sigmoid(-inf) = 0 / (1 + 0) = 0.
+  if (x >= 0)
+    return 1.0 / (1.0 + std::exp(-x));
+  double e = std::exp(x);
+  return e / (1.0 + e);
+}
+
+double softplus(double x) {
+  // log(1 + exp(x)) without overflow for large x nor cancellation for very
+  // negative x; softplus(-inf) = 0 + log1p(0) = 0.
+  return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x)));
+}
+
+/// Guards the spec invariants that route() indexes with, so that an invalid
+/// spec gives an error instead of out-of-bounds accesses.
+std::optional<std::string> checkSpecShape(const RoutingSpec &spec,
+                                          bool usesGroups) {
+  const int64_t e = spec.numExperts;
+  const int64_t k = spec.topK;
+  if (e < 1)
+    return "spec: num_experts = " + std::to_string(e) + ": must be positive";
+  if (k < 1 || k > e)
+    return "spec: top_k = " + std::to_string(k) + ": must be in [1, " +
+           std::to_string(e) + "]";
+  if (!usesGroups)
+    return std::nullopt;
+  if (e % spec.groups != 0)
+    return "spec: groups = " + std::to_string(spec.groups) +
+           ": must divide num_experts = " + std::to_string(e);
+  if (spec.topkGroups < 1 || spec.topkGroups > spec.groups)
+    return "spec: topk_groups = " + std::to_string(spec.topkGroups) +
+           ": must be in [1, " + std::to_string(spec.groups) + "]";
+  if (k > spec.topkGroups * spec.expertsPerGroup())
+    return "spec: top_k = " + std::to_string(k) +
+           ": exceeds the experts of the kept groups";
+  return std::nullopt;
+}
+
+/// Checks one row of k expert ids (a hash-table row or a forced-ids row):
+/// each id in [0, E) and none repeated. `what` names the row's unit in the
+/// repeat message ("row" or "token").
+template <typename IdT>
+std::optional<std::string> checkIdRow(const char *tensor, int64_t row,
+                                      const IdT *ids, int64_t k,
+                                      int64_t numExperts, const char *what) {
+  for (int64_t j = 0; j < k; ++j) {
+    const int64_t id = ids[j];
+    if (id < 0 || id >= numExperts)
+      return index2(tensor, row, j) + " = " + std::to_string(id) +
+             ": expert id outside [0, " + std::to_string(numExperts) + ")";
+    // k <= kMaxTopK, so the quadratic scan over one row is cheap.
+    for (int64_t i = 0; i < j; ++i)
+      if (static_cast<int64_t>(ids[i]) == id)
+        return index2(tensor, row, j) + " = " + std::to_string(id) +
+               ": repeats an expert of the same " + what;
+  }
+  return std::nullopt;
+}
+
+/// Checks every input route() reads, in the documented order. Returns the
+/// first violation.
+std::optional<std::string> checkInputs(const RoutingSpec &spec,
+                                       const RouterInputs &in, bool forced,
+                                       bool usesBias, bool usesHash) {
+  const int64_t numTokens = in.numTokens;
+  const int64_t e = spec.numExperts;
+  const int64_t k = spec.topK;
+
+  if (numTokens < 0)
+    return "num_tokens = " + std::to_string(numTokens) +
+           ": must not be negative";
+  // Slot indices t*k+j and the dispatch tensors are int32.
+  if (numTokens > std::numeric_limits<int32_t>::max() / k)
+    return "num_tokens = " + std::to_string(numTokens) +
+           ": num_tokens * top_k must fit in int32";
+  if (numTokens > 0 && !in.logits)
+    return std::string("logits: required when num_tokens > 0");
+
+  for (int64_t t = 0; t < numTokens; ++t)
+    for (int64_t x = 0; x < e; ++x) {
+      const float l = in.logits[t * e + x];
+      // -inf is allowed: it is how callers mask an expert out.
+      if (std::isnan(l) || (std::isinf(l) && l > 0))
+        return index2("logits", t, x) + " is " + formatValue(l) +
+               ": logits must be finite or -inf";
+    }
+
+  if (usesBias) {
+    if (!in.bias)
+      return std::string("bias: required by score_bias");
+    for (int64_t x = 0; x < e; ++x)
+      if (!std::isfinite(in.bias[x]))
+        return "bias[" + std::to_string(x) + "] = " + formatValue(in.bias[x]) +
+               ": must be finite";
+  }
+
+  if (usesHash) {
+    if (!in.tokenIds)
+      return std::string("token_ids: required by selection: hash");
+    if (!in.hashTable)
+      return std::string("hash_table: required by selection: hash");
+    // Only rows some token uses are checked: a table may reserve rows.
+    std::vector<bool> rowChecked(
+        static_cast<size_t>(std::max<int64_t>(in.hashVocab, 0)), false);
+    for (int64_t t = 0; t < numTokens; ++t) {
+      const int64_t row = in.tokenIds[t];
+      if (row < 0 || row >= in.hashVocab)
+        return "token_ids[" + std::to_string(t) + "] = " + std::to_string(row) +
+               ": outside the hash table's vocabulary [0, " +
+               std::to_string(in.hashVocab) + ")";
+      if (rowChecked[row])
+        continue;
+      rowChecked[row] = true;
+      if (auto error = checkIdRow("hash_table", row, in.hashTable + row * k, k,
+                                  e, "row"))
+        return error;
+    }
+  }
+
+  if (forced)
+    for (int64_t t = 0; t < numTokens; ++t)
+      if (auto error =
+              checkIdRow("forced_ids", t, in.forcedIds + t * k, k, e, "token"))
+        return error;
+
+  return std::nullopt;
+}
+
+} // namespace
+
+std::vector<double> scoreToken(const RoutingSpec &spec, const float *logits) {
+  const int64_t e = spec.numExperts;
+  std::vector<double> scores(e);
+  switch (spec.scoring) {
+  case Scoring::Softmax: {
+    double maxLogit = -std::numeric_limits<double>::infinity();
+    for (int64_t x = 0; x < e; ++x)
+      maxLogit = std::max(maxLogit, static_cast<double>(logits[x]));
+    // All logits -inf: the limit of equal logits, i.e. uniform. Subtracting
+    // m = -inf would otherwise give nan.
+    if (std::isinf(maxLogit)) {
+      std::fill(scores.begin(), scores.end(), 1.0 / static_cast<double>(e));
+      break;
+    }
+    double sum = 0.0;
+    for (int64_t x = 0; x < e; ++x) {
+      scores[x] = std::exp(static_cast<double>(logits[x]) - maxLogit);
+      sum += scores[x];
+    }
+    // sum >= 1: the maximum contributes exp(0).
+    for (double &s : scores)
+      s /= sum;
+    break;
+  }
+  case Scoring::Sigmoid:
+    for (int64_t x = 0; x < e; ++x)
+      scores[x] = sigmoid(static_cast<double>(logits[x]));
+    break;
+  case Scoring::SqrtSoftplus:
+    for (int64_t x = 0; x < e; ++x)
+      scores[x] = std::sqrt(softplus(static_cast<double>(logits[x])));
+    break;
+  }
+  return scores;
+}
+
+std::vector<double> selectionKeys(const std::vector<double> &scores,
+                                  const float *bias) {
+  std::vector<double> keys = scores;
+  if (bias)
+    for (size_t x = 0; x < keys.size(); ++x)
+      keys[x] += static_cast<double>(bias[x]);
+  return keys;
+}
+
+std::vector<bool> selectableExperts(const std::vector<double> &keys,
+                                    int64_t groups, int64_t topkGroups,
+                                    GroupScore groupScore) {
+  const int64_t numExperts = static_cast<int64_t>(keys.size());
+  if (groups <= 1)
+    return std::vector<bool>(numExperts, true);
+
+  const int64_t perGroup = numExperts / groups;
+  std::vector<double> groupScores(groups);
+  for (int64_t g = 0; g < groups; ++g) {
+    std::vector<double> members(keys.begin() + g * perGroup,
+                                keys.begin() + (g + 1) * perGroup);
+    std::sort(members.begin(), members.end(), std::greater<double>());
+    // Top2Sum of a one-expert group degenerates to that expert's key.
+    const int64_t used =
+        groupScore == GroupScore::Top2Sum ? std::min<int64_t>(2, perGroup) : 1;
+    groupScores[g] =
+        std::accumulate(members.begin(), members.begin() + used, 0.0);
+  }
+
+  // Best groups first; equal scores go to the lower group index.
+  std::vector<int64_t> order(groups);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    if (groupScores[a] != groupScores[b])
+      return groupScores[a] > groupScores[b];
+    return a < b;
+  });
+
+  std::vector<bool> selectable(numExperts, false);
+  for (int64_t rank = 0; rank < topkGroups; ++rank) {
+    const int64_t g = order[rank];
+    for (int64_t x = g * perGroup; x < (g + 1) * perGroup; ++x)
+      selectable[x] = true;
+  }
+  return selectable;
+}
+
+std::vector<int32_t> topKExperts(const std::vector<double> &keys,
+                                 const std::vector<bool> &selectable,
+                                 int64_t k) {
+  std::vector<int32_t> candidates;
+  for (size_t x = 0; x < keys.size(); ++x)
+    if (selectable[x])
+      candidates.push_back(static_cast<int32_t>(x));
+  assert(static_cast<int64_t>(candidates.size()) >= k &&
+         "fewer selectable experts than top_k");
+
+  // Descending key; equal keys go to the lower expert index, so the order is
+  // total and the result deterministic.
+  std::sort(candidates.begin(), candidates.end(), [&](int32_t a, int32_t b) {
+    if (keys[a] != keys[b])
+      return keys[a] > keys[b];
+    return a < b;
+  });
+  candidates.resize(k);
+  return candidates;
+}
+
+void computeDispatch(int64_t numExperts, int64_t numTokens, int64_t topK,
+                     const std::vector<int32_t> &ids, RouterOutputs &out) {
+  const int64_t numSlots = numTokens * topK;
+  assert(static_cast<int64_t>(ids.size()) == numSlots && "ids must be [T*k]");
+
+  out.expertCounts.assign(numExperts, 0);
+  for (int32_t id : ids) {
+    assert(id >= 0 && id < numExperts && "expert id out of range");
+    ++out.expertCounts[id];
+  }
+
+  out.expertOffsets.assign(numExperts + 1, 0);
+  for (int64_t x = 0; x < numExperts; ++x)
+    out.expertOffsets[x + 1] = out.expertOffsets[x] + out.expertCounts[x];
+
+  // Counting sort: visiting slots in increasing order and appending each to
+  // its expert's bucket yields the (expert, slot) order in O(T*k + E).
+  std::vector<int32_t> nextPosition(out.expertOffsets.begin(),
+                                    out.expertOffsets.end() - 1);
+  out.sortedSlots.assign(numSlots, 0);
+  out.slotPositions.assign(numSlots, 0);
+  for (int64_t slot = 0; slot < numSlots; ++slot) {
+    const int32_t position = nextPosition[ids[slot]]++;
+    out.sortedSlots[position] = static_cast<int32_t>(slot);
+    out.slotPositions[slot] = position;
+  }
+}
+
+RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
+  RouterResult result;
+  const bool forced = inputs.forcedIds != nullptr;
+  const bool isTopK = !forced && spec.selection == Selection::TopK;
+  const bool usesBias = isTopK && spec.scoreBias;
+  const bool usesGroups = isTopK && spec.isGrouped();
+  const bool usesHash = !forced && spec.selection == Selection::Hash;
+
+  if (auto error = checkSpecShape(spec, usesGroups)) {
+    result.error = *error;
+    return result;
+  }
+  if (auto error = checkInputs(spec, inputs, forced, usesBias, usesHash)) {
+    result.error = *error;
+    return result;
+  }
+
+  const int64_t numTokens = inputs.numTokens;
+  const int64_t e = spec.numExperts;
+  const int64_t k = spec.topK;
+  RouterOutputs &out = result.outputs;
+  out.topkIds.reserve(numTokens * k);
+  out.topkWeights.reserve(numTokens * k);
+
+  for (int64_t t = 0; t < numTokens; ++t) {
+    const std::vector<double> scores = scoreToken(spec, inputs.logits + t * e);
+
+    std::vector<int32_t> ids;
+    if (forced) {
+      const int64_t *row = inputs.forcedIds + t * k;
+      for (int64_t j = 0; j < k; ++j)
+        ids.push_back(static_cast<int32_t>(row[j]));
+    } else if (usesHash) {
+      const int32_t *row = inputs.hashTable + inputs.tokenIds[t] * k;
+      ids.assign(row, row + k);
+    } else {
+      const std::vector<double> keys =
+          selectionKeys(scores, usesBias ? inputs.bias : nullptr);
+      const std::vector<bool> selectable =
+          usesGroups ? selectableExperts(keys, spec.groups, spec.topkGroups,
+                                         spec.groupScore)
+                     : std::vector<bool>(e, true);
+      ids = topKExperts(keys, selectable, k);
+    }
+
+    // Weights come from the unbiased scores in every mode.
+    std::vector<double> weights;
+    for (int32_t id : ids)
+      weights.push_back(scores[id]);
+    if (spec.normalize) {
+      const double sum = std::accumulate(weights.begin(), weights.end(), 0.0);
+      for (double &w : weights)
+        w /= sum + kNormalizeEpsilon;
+    }
+    for (double &w : weights)
+      w *= spec.scalingFactor;
+
+    out.topkIds.insert(out.topkIds.end(), ids.begin(), ids.end());
+    out.topkWeights.insert(out.topkWeights.end(), weights.begin(),
+                           weights.end());
+  }
+
+  if (spec.dispatch)
+    computeDispatch(e, numTokens, k, out.topkIds, out);
+  return result;
+}
+
+} // namespace moegen::golden

@@ -1,0 +1,107 @@
+//===- GoldenRouter.h - Reference semantics of MoE routing ------*- C++ -*-===//
+//
+// The golden reference: a plain, double-precision, single-threaded definition
+// of what a routing spec computes. Every backend (CPU and GPU) is checked
+// against it, so it favours being obviously correct over being fast. The only
+// performance rule is that nothing is quadratic in the number of tokens.
+//
+// Semantics, per token t with logits l (E values):
+//   scores     s = scoring(l), in double;
+//   keys       c = s + bias (score_bias with top-k selection), else c = s;
+//   selection  top-k of c (ties to the lower expert index), optionally only
+//              among the best `topkGroups` groups (ties to the lower group
+//              index); or ids = hash_table[token_ids[t]]; or, when forced ids
+//              are given (router replay), ids = forced_ids[t];
+//   weights    w_j = s[id_j] (unbiased), optionally w_j /= sum w + 1e-20,
+//              then w_j *= scalingFactor;
+//   dispatch   per-expert counts, exclusive offsets, and the permutation of
+//              the slots t*k+j sorted by (expert, slot).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_TESTS_GOLDEN_GOLDENROUTER_H
+#define MOEGEN_TESTS_GOLDEN_GOLDENROUTER_H
+
+#include "compiler/spec/RoutingSpec.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moegen::golden {
+
+/// Borrowed views of the runtime inputs of one routing call.
+struct RouterInputs {
+  int64_t numTokens = 0;
+  /// [numTokens, spec.numExperts], row-major, already converted to float.
+  const float *logits = nullptr;
+  /// [numExperts]; required iff spec.scoreBias and the selection is top-k
+  /// (and no forced ids are given); ignored otherwise.
+  const float *bias = nullptr;
+  /// [numTokens]; required for Selection::Hash (without forced ids).
+  const int64_t *tokenIds = nullptr;
+  /// [hashVocab, spec.topK]; required for Selection::Hash (without forced ids).
+  const int32_t *hashTable = nullptr;
+  int64_t hashVocab = 0;
+  /// [numTokens, spec.topK]; when non-null the selection is replayed from it
+  /// (router replay), whatever spec.selection says; bias, groups and the hash
+  /// inputs then play no role and are neither required nor checked.
+  const int64_t *forcedIds = nullptr;
+};
+
+struct RouterOutputs {
+  std::vector<int32_t> topkIds;    ///< [T*k], slot t*k+j
+  std::vector<double> topkWeights; ///< [T*k]
+  // Filled only when spec.dispatch (or by computeDispatch):
+  std::vector<int32_t> expertCounts;  ///< [E]
+  std::vector<int32_t> expertOffsets; ///< [E+1], exclusive prefix sum
+  std::vector<int32_t> sortedSlots; ///< [T*k], slots ordered by (expert, slot)
+  std::vector<int32_t> slotPositions; ///< [T*k], inverse of sortedSlots
+};
+
+struct RouterResult {
+  RouterOutputs outputs;
+  /// Empty on success; otherwise one line naming the tensor, the index and
+  /// the broken rule, and `outputs` is left empty.
+  std::string error;
+  bool ok() const { return error.empty(); }
+};
+
+/// Scores one token's logits (E values) per the spec's scoring, in double.
+/// Logits must be finite or -inf.
+std::vector<double> scoreToken(const RoutingSpec &spec, const float *logits);
+
+/// The keys top-k selection compares: scores plus the bias (promoted to
+/// double) when `bias` is non-null, else the scores themselves.
+std::vector<double> selectionKeys(const std::vector<double> &scores,
+                                  const float *bias);
+
+/// Which experts grouped top-k may select: `groups` contiguous groups of
+/// keys.size() / groups experts are scored (sum of the two largest keys, or
+/// the largest) and the best `topkGroups` stay selectable; equal group scores
+/// go to the lower group index. With groups <= 1 every expert is selectable.
+std::vector<bool> selectableExperts(const std::vector<double> &keys,
+                                    int64_t groups, int64_t topkGroups,
+                                    GroupScore groupScore);
+
+/// The `k` selectable experts with the largest keys, in descending order of
+/// key; equal keys go to the lower expert index. Precondition: at least k
+/// experts are selectable.
+std::vector<int32_t> topKExperts(const std::vector<double> &keys,
+                                 const std::vector<bool> &selectable,
+                                 int64_t k);
+
+/// Full routing of all tokens. Precondition: the spec is valid (validated
+/// elsewhere); the inputs are checked here, and the first violation (in the
+/// order logits, bias, hash inputs, forced ids; lowest token, then lowest
+/// index within each) is reported in RouterResult::error.
+RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs);
+
+/// Dispatch metadata alone from ids [numTokens*k] (used by route when
+/// spec.dispatch). Precondition: every id is in [0, numExperts).
+void computeDispatch(int64_t numExperts, int64_t numTokens, int64_t topK,
+                     const std::vector<int32_t> &ids, RouterOutputs &out);
+
+} // namespace moegen::golden
+
+#endif // MOEGEN_TESTS_GOLDEN_GOLDENROUTER_H

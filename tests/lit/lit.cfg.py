@@ -1,0 +1,27 @@
+# lit configuration of moegen's codegen and CLI tests.
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "moegen"
+# External bash: the CLI tests check exit codes and files with shell tests.
+config.test_format = lit.formats.ShTest(execute_external=True)
+config.suffixes = [".mlir", ".test"]
+config.excludes = ["Inputs", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.moegen_obj_root, "tests", "lit")
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+llvm_config.with_environment("PATH", config.moegen_tools_dir, append_path=True)
+
+config.substitutions.append(("%templates", os.path.join(config.moegen_src_root, "templates")))
+config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+# `%expect-exit N cmd...` runs cmd and fails unless it exits with exactly N.
+config.substitutions.append(
+    ("%expect-exit",
+     "%s %s" % (config.python_executable,
+                os.path.join(config.test_source_root, "expect_exit.py"))))
+
+llvm_config.add_tool_substitutions(["moegen", "moegen-opt"], [config.moegen_tools_dir])
