@@ -85,6 +85,33 @@ LogicalResult inRange(Operation *op, StringRef attr, int64_t value, int64_t lo,
 } // namespace
 
 //===----------------------------------------------------------------------===//
+// Result names
+//===----------------------------------------------------------------------===//
+
+#define MOE_RESULT_NAME(Op, name)                                              \
+  void Op::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {                  \
+    setNameFn(getResult(), name);                                              \
+  }
+MOE_RESULT_NAME(ScoreOp, "scores")
+MOE_RESULT_NAME(AddBiasOp, "keys")
+MOE_RESULT_NAME(GroupMaskOp, "masked")
+MOE_RESULT_NAME(TopKOp, "ids")
+MOE_RESULT_NAME(HashSelectOp, "ids")
+MOE_RESULT_NAME(ForcedSelectOp, "ids")
+MOE_RESULT_NAME(GatherOp, "weights")
+MOE_RESULT_NAME(NormalizeOp, "normalized")
+MOE_RESULT_NAME(ScaleOp, "scaled")
+MOE_RESULT_NAME(CaptureOp, "captured")
+#undef MOE_RESULT_NAME
+
+void DispatchOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getCounts(), "counts");
+  setNameFn(getOffsets(), "offsets");
+  setNameFn(getSortedSlots(), "sorted_slots");
+  setNameFn(getSlotPositions(), "slot_positions");
+}
+
+//===----------------------------------------------------------------------===//
 // ScoreOp
 //===----------------------------------------------------------------------===//
 

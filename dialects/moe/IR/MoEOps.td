@@ -13,7 +13,12 @@
 
 include "dialects/moe/IR/MoEDialect.td"
 include "dialects/moe/IR/MoEEnums.td"
+include "mlir/IR/OpAsmInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
+
+// Results print with their role as name (%scores, %ids, ...).
+def MoE_NamedResults
+    : DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>;
 
 // Tensor kinds by role; the verifiers add the static-dimension rules.
 def MoE_LogitsTensor : TensorRankOf<[F32, BF16, F16], [2]>;
@@ -31,7 +36,7 @@ def MoE_CaptureTensor : TensorRankOf<[I16, I32], [3]>;
 // Scoring
 //===----------------------------------------------------------------------===//
 
-def MoE_ScoreOp : MoE_Op<"score", [Pure]> {
+def MoE_ScoreOp : MoE_Op<"score", [Pure, MoE_NamedResults]> {
   let summary = "expert scores from gate logits";
   let description = [{
     Computes per-token expert scores in fp32 from logits of type f32, bf16 or
@@ -61,7 +66,7 @@ def MoE_ScoreOp : MoE_Op<"score", [Pure]> {
 //===----------------------------------------------------------------------===//
 
 def MoE_AddBiasOp : MoE_Op<"add_bias",
-    [Pure, AllTypesMatch<["scores", "keys"]>]> {
+    [Pure, MoE_NamedResults, AllTypesMatch<["scores", "keys"]>]> {
   let summary = "selection keys: scores plus a per-expert correction bias";
   let description = [{
     `keys[t, e] = scores[t, e] + bias[e]`. The keys steer selection only:
@@ -81,7 +86,7 @@ def MoE_AddBiasOp : MoE_Op<"add_bias",
 }
 
 def MoE_GroupMaskOp : MoE_Op<"group_mask",
-    [Pure, AllTypesMatch<["keys", "masked"]>]> {
+    [Pure, MoE_NamedResults, AllTypesMatch<["keys", "masked"]>]> {
   let summary = "keep the best groups of experts, mask the others to -inf";
   let description = [{
     Splits the E experts of each token into `groups` contiguous groups of
@@ -105,7 +110,7 @@ def MoE_GroupMaskOp : MoE_Op<"group_mask",
   let hasVerifier = 1;
 }
 
-def MoE_TopKOp : MoE_Op<"topk", [Pure]> {
+def MoE_TopKOp : MoE_Op<"topk", [Pure, MoE_NamedResults]> {
   let summary = "ids of the k largest keys, descending, ties to the lower id";
   let description = [{
     For each token, the ids of the `k` largest keys in descending order of
@@ -126,7 +131,7 @@ def MoE_TopKOp : MoE_Op<"topk", [Pure]> {
   let hasVerifier = 1;
 }
 
-def MoE_HashSelectOp : MoE_Op<"hash_select", [Pure]> {
+def MoE_HashSelectOp : MoE_Op<"hash_select", [Pure, MoE_NamedResults]> {
   let summary = "ids looked up from a token-id hash table (DeepSeek-V4)";
   let description = [{
     `ids[t, :] = table[token_ids[t], :]`, in table order. The table has one
@@ -150,7 +155,7 @@ def MoE_HashSelectOp : MoE_Op<"hash_select", [Pure]> {
   let hasVerifier = 1;
 }
 
-def MoE_ForcedSelectOp : MoE_Op<"forced_select", [Pure]> {
+def MoE_ForcedSelectOp : MoE_Op<"forced_select", [Pure, MoE_NamedResults]> {
   let summary = "ids given by the caller (router replay)";
   let description = [{
     The ids recorded at rollout and forced in training, in the given order.
@@ -177,7 +182,7 @@ def MoE_ForcedSelectOp : MoE_Op<"forced_select", [Pure]> {
 // Weights
 //===----------------------------------------------------------------------===//
 
-def MoE_GatherOp : MoE_Op<"gather", [Pure]> {
+def MoE_GatherOp : MoE_Op<"gather", [Pure, MoE_NamedResults]> {
   let summary = "weights: the scores at the selected ids";
   let description = [{
     `weights[t, j] = scores[t, ids[t, j]]`. Gathered from the dense, unbiased
@@ -199,7 +204,7 @@ def MoE_GatherOp : MoE_Op<"gather", [Pure]> {
 }
 
 def MoE_NormalizeOp : MoE_Op<"normalize",
-    [Pure, AllTypesMatch<["weights", "normalized"]>]> {
+    [Pure, MoE_NamedResults, AllTypesMatch<["weights", "normalized"]>]> {
   let summary = "divide each token's weights by their sum plus epsilon";
   let description = [{
     `normalized[t, j] = weights[t, j] / (sum_j weights[t, j] + epsilon)`.
@@ -217,7 +222,7 @@ def MoE_NormalizeOp : MoE_Op<"normalize",
 }
 
 def MoE_ScaleOp : MoE_Op<"scale",
-    [Pure, AllTypesMatch<["weights", "scaled"]>]> {
+    [Pure, MoE_NamedResults, AllTypesMatch<["weights", "scaled"]>]> {
   let summary = "multiply the weights by a constant routed scaling factor";
   let description = [{
     `scaled = weights * factor`. A factor of exactly 1 folds away.
@@ -239,7 +244,7 @@ def MoE_ScaleOp : MoE_Op<"scale",
 // Dispatch and capture
 //===----------------------------------------------------------------------===//
 
-def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
+def MoE_DispatchOp : MoE_Op<"dispatch", [Pure, MoE_NamedResults]> {
   let summary = "metadata that moves tokens to their experts";
   let description = [{
     From the `[T, k]` ids (slot `t * k + j` holds `ids[t, j]`):
@@ -271,7 +276,7 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure]> {
 }
 
 def MoE_CaptureOp : MoE_Op<"capture",
-    [Pure, AllTypesMatch<["buffer", "updated"]>]> {
+    [Pure, MoE_NamedResults, AllTypesMatch<["buffer", "updated"]>]> {
   let summary = "write the selected ids into a [T, layers, k] capture buffer";
   let description = [{
     Destination-passing: returns `buffer` with `updated[t, layer, :] =
