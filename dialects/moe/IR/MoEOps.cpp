@@ -12,6 +12,7 @@
 #include "mlir/IR/DialectImplementation.h"
 
 #include <cmath>
+#include <cstdio>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -72,14 +73,21 @@ LogicalResult dimIs(Operation *op, Value value, StringRef name, unsigned dim,
                            << ", expected " << expected << " (" << rule << ")";
 }
 
-/// `attr` = value must lie in [lo, hi].
+/// `attr` = value must lie in [lo, hi]; `hiMeaning` says what hi is.
 LogicalResult inRange(Operation *op, StringRef attr, int64_t value, int64_t lo,
-                      int64_t hi, StringRef rule) {
+                      int64_t hi, StringRef hiMeaning) {
   if (value >= lo && value <= hi)
     return success();
   return op->emitOpError() << "attribute '" << attr << "' = " << value
                            << " must be in [" << lo << ", " << hi << "] ("
-                           << rule << ")";
+                           << hiMeaning << ")";
+}
+
+/// Doubles in messages: %g, with lower-case inf and nan.
+std::string doubleString(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", value);
+  return text;
 }
 
 } // namespace
@@ -150,13 +158,13 @@ LogicalResult GroupMaskOp::verify() {
     return failure();
   int64_t groups = getGroups();
   if (failed(inRange(*this, "groups", groups, 1, *experts,
-                     "at most one group per expert")))
+                     "the number of experts")))
     return failure();
   if (*experts % groups != 0)
     return emitOpError() << "attribute 'groups' = " << groups
                          << " must divide the " << *experts << " experts";
   if (failed(inRange(*this, "keep", getKeep(), 1, groups,
-                     "keep between 1 and groups")))
+                     "the number of groups")))
     return failure();
   int64_t perGroup = *experts / groups;
   if (getGroupScore() == GroupScoreKind::top2_sum && perGroup < 2)
@@ -177,7 +185,7 @@ LogicalResult TopKOp::verify() {
     return failure();
   int64_t k = getK();
   if (failed(inRange(*this, "k", k, 1, *experts,
-                     "between 1 and the number of experts")) ||
+                     "the number of experts")) ||
       failed(sameTokens(*this, getKeys(), "keys", getIds(), "ids")) ||
       failed(dimIs(*this, getIds(), "ids", 1, k, "k ids per token")))
     return failure();
@@ -191,7 +199,7 @@ LogicalResult TopKOp::verify() {
 LogicalResult HashSelectOp::verify() {
   int64_t experts = getExperts();
   if (failed(inRange(*this, "experts", experts, 1, INT32_MAX,
-                     "expert ids are i32")))
+                     "the i32 id limit")))
     return failure();
   FailureOr<int64_t> k =
       staticDim(*this, getTable(), "table", 1, "ids-per-token");
@@ -201,6 +209,9 @@ LogicalResult HashSelectOp::verify() {
     return emitOpError() << "table has " << *k
                          << " ids per token, more than the " << experts
                          << " experts";
+  if (tensorOf(getTable()).getDimSize(0) == 0)
+    return emitOpError() << "table has no rows: every token id would be "
+                            "outside it";
   if (failed(sameTokens(*this, getTokenIds(), "token_ids", getIds(), "ids")) ||
       failed(dimIs(*this, getIds(), "ids", 1, *k,
                    "one id per column of the table")))
@@ -215,7 +226,7 @@ LogicalResult HashSelectOp::verify() {
 LogicalResult ForcedSelectOp::verify() {
   int64_t experts = getExperts();
   if (failed(inRange(*this, "experts", experts, 1, INT32_MAX,
-                     "expert ids are i32")))
+                     "the i32 id limit")))
     return failure();
   FailureOr<int64_t> k =
       staticDim(*this, getForcedIds(), "forced_ids", 1, "ids-per-token");
@@ -250,6 +261,7 @@ LogicalResult GatherOp::verify() {
   if (failed(sameTokens(*this, getScores(), "scores", getIds(), "ids")) ||
       failed(sameTokens(*this, getScores(), "scores", getWeights(),
                         "weights")) ||
+      failed(sameTokens(*this, getIds(), "ids", getWeights(), "weights")) ||
       failed(dimIs(*this, getWeights(), "weights", 1, *k, "one weight per id")))
     return failure();
   return success();
@@ -262,7 +274,7 @@ LogicalResult GatherOp::verify() {
 LogicalResult NormalizeOp::verify() {
   double epsilon = getEpsilon().convertToDouble();
   if (!std::isfinite(epsilon) || epsilon < 0)
-    return emitOpError() << "attribute 'epsilon' = " << epsilon
+    return emitOpError() << "attribute 'epsilon' = " << doubleString(epsilon)
                          << " must be finite and >= 0";
   return success();
 }
@@ -270,7 +282,7 @@ LogicalResult NormalizeOp::verify() {
 LogicalResult ScaleOp::verify() {
   double factor = getFactor().convertToDouble();
   if (!std::isfinite(factor) || factor <= 0)
-    return emitOpError() << "attribute 'factor' = " << factor
+    return emitOpError() << "attribute 'factor' = " << doubleString(factor)
                          << " must be finite and > 0";
   return success();
 }
@@ -290,7 +302,7 @@ OpFoldResult ScaleOp::fold(FoldAdaptor) {
 LogicalResult DispatchOp::verify() {
   int64_t experts = getExperts();
   if (failed(inRange(*this, "experts", experts, 1, INT32_MAX - 1,
-                     "expert ids are i32")))
+                     "the i32 id limit")))
     return failure();
   FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
   if (failed(k))
@@ -315,6 +327,12 @@ LogicalResult DispatchOp::verify() {
       return emitOpError() << name << " has " << size
                            << " entries, not a multiple of k = " << *k;
   }
+  int64_t sorted = tensorOf(getSortedSlots()).getDimSize(0);
+  int64_t positions = tensorOf(getSlotPositions()).getDimSize(0);
+  if (!compatible(sorted, positions))
+    return emitOpError() << "slot_positions has " << positions
+                         << " entries, sorted_slots " << sorted
+                         << " (both hold one entry per slot)";
   return success();
 }
 
@@ -325,7 +343,7 @@ LogicalResult DispatchOp::verify() {
 LogicalResult CaptureOp::verify() {
   int64_t experts = getExperts();
   if (failed(inRange(*this, "experts", experts, 1, INT32_MAX,
-                     "expert ids are i32")))
+                     "the i32 id limit")))
     return failure();
   FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
   if (failed(k))
@@ -334,6 +352,9 @@ LogicalResult CaptureOp::verify() {
       failed(dimIs(*this, getBuffer(), "buffer", 2, *k,
                    "layout [tokens, layers, k]")))
     return failure();
+  if (tensorOf(getBuffer()).getDimSize(1) == 0)
+    return emitOpError() << "buffer has no layers: every layer index would "
+                            "be outside it";
   if (tensorOf(getBuffer()).getElementType().isInteger(16) && experts > 32767)
     return emitOpError() << "buffer of i16 cannot hold the ids of " << experts
                          << " experts (i16 needs experts <= 32767; use i32)";
