@@ -1,0 +1,815 @@
+//===- Npy.cpp - NumPy .npy reading and writing ---------------------------===//
+//
+// The .npy layout (numpy.lib.format): the magic "\x93NUMPY", a major and a
+// minor version byte, the little-endian header length (uint16 for 1.0, uint32
+// for 2.0 and 3.0), then the header - a Python dict literal with the keys
+// 'descr', 'fortran_order' and 'shape', padded with spaces and ending in '\n'
+// - and finally the raw array data.
+//
+// The header is parsed as a small subset of Python literal syntax (strings,
+// integers, True/False/None, tuples, lists, one dict) rather than searched for
+// substrings, so that reordered keys, odd whitespace, 1-tuples and junk are
+// all handled exactly the way Python's ast.literal_eval would see them.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/npy/Npy.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cassert>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <system_error>
+#include <thread>
+
+namespace moegen::npy {
+
+namespace {
+
+constexpr std::array<unsigned char, 6> kMagic = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+constexpr size_t kMagicAndVersionSize = 8;
+/// NumPy aligns the data to this many bytes (numpy.lib.format.ARRAY_ALIGN).
+constexpr size_t kArrayAlign = 64;
+/// NumPy reserves room for the first dimension to grow to this many digits
+/// (numpy.lib.format.GROWTH_AXIS_MAX_DIGITS), so headers can be rewritten in
+/// place; matching it keeps serializeNpy byte-identical to np.save.
+constexpr size_t kGrowthAxisMaxDigits = 21;
+/// Deeper nesting than this in a header is rejected instead of recursing on.
+constexpr int kMaxNesting = 32;
+
+struct DTypeInfo {
+  DType dtype;
+  std::string_view typeCode; // The descr without its byte-order character.
+  size_t size;
+};
+
+constexpr std::array<DTypeInfo, 8> kDTypes = {{
+    {DType::F32, "f4", 4},
+    {DType::F16, "f2", 2},
+    {DType::U16, "u2", 2},
+    {DType::I16, "i2", 2},
+    {DType::I32, "i4", 4},
+    {DType::I64, "i8", 8},
+    {DType::U8, "u1", 1},
+    {DType::F64, "f8", 8},
+}};
+
+const DTypeInfo &info(DType dtype) {
+  for (const DTypeInfo &entry : kDTypes)
+    if (entry.dtype == dtype)
+      return entry;
+  assert(false && "unknown DType");
+  return kDTypes[0];
+}
+
+constexpr std::string_view kSupportedDescrs =
+    "'<f4', '<f2', '<u2' (also for bf16), '<i2', '<i4', '<i8', '|u1', '<f8'";
+
+/// Renders header text for an error message: quoted like Python would, with
+/// anything unprintable escaped so the message stays on one line.
+std::string quoteForMessage(std::string_view text) {
+  std::string result = "'";
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (c == '\'' || c == '\\') {
+      result += '\\';
+      result += c;
+    } else if (byte >= 0x20 && byte < 0x7F) {
+      result += c;
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      result += "\\x";
+      result += kHex[byte >> 4];
+      result += kHex[byte & 0xF];
+    }
+  }
+  return result + "'";
+}
+
+/// The Python repr of a shape tuple: "()", "(5,)", "(3, 4)".
+std::string shapeRepr(const std::vector<int64_t> &shape) {
+  std::string result = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i != 0)
+      result += ", ";
+    result += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1)
+    result += ',';
+  return result + ")";
+}
+
+/// The number of data bytes `shape` needs with `elementSize`-byte elements, or
+/// nullopt if that does not fit in int64. Like NumPy, zero-sized dimensions
+/// do not excuse the others from overflowing.
+std::optional<int64_t> dataSizeFor(const std::vector<int64_t> &shape,
+                                   size_t elementSize) {
+  int64_t bytes = static_cast<int64_t>(elementSize);
+  bool empty = false;
+  for (int64_t dim : shape) {
+    if (dim == 0) {
+      empty = true;
+      continue;
+    }
+    if (dim < 0 || bytes > std::numeric_limits<int64_t>::max() / dim)
+      return std::nullopt;
+    bytes *= dim;
+  }
+  return empty ? 0 : bytes;
+}
+
+//===----------------------------------------------------------------------===//
+// Header literal parsing
+//===----------------------------------------------------------------------===//
+
+/// A Python literal value from the header.
+struct PyValue {
+  enum class Kind { String, Int, Bool, None, Tuple, List };
+  Kind kind = Kind::None;
+  std::string string;
+  int64_t integer = 0;
+  bool boolean = false;
+  std::vector<PyValue> items;
+};
+
+/// Parses the header dict. Errors are messages without the name prefix.
+class HeaderParser {
+public:
+  explicit HeaderParser(std::string_view headerText) : text(headerText) {}
+
+  /// Parses "{key: value, ...}" plus the trailing padding into (key, value)
+  /// pairs in file order.
+  std::optional<std::vector<std::pair<std::string, PyValue>>>
+  parseDict(std::string &error) {
+    std::vector<std::pair<std::string, PyValue>> entries;
+    // ast.literal_eval strips leading spaces and tabs, so NumPy accepts them.
+    while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\t'))
+      ++pos;
+    if (!consume('{'))
+      return fail("expected '{' to start the header dict", error);
+    while (true) {
+      skipWhitespace();
+      if (consume('}'))
+        break;
+      size_t keyOffset = pos;
+      std::optional<PyValue> key = parseValue(0, error);
+      if (!key)
+        return std::nullopt;
+      if (key->kind != PyValue::Kind::String) {
+        pos = keyOffset;
+        return fail("header dict keys must be strings", error);
+      }
+      skipWhitespace();
+      if (!consume(':'))
+        return fail("expected ':' after key " + quoteForMessage(key->string),
+                    error);
+      skipWhitespace();
+      std::optional<PyValue> value = parseValue(0, error);
+      if (!value)
+        return std::nullopt;
+      entries.emplace_back(std::move(key->string), std::move(*value));
+      skipWhitespace();
+      if (consume(','))
+        continue;
+      if (consume('}'))
+        break;
+      return fail("expected ',' or '}' after the value of " +
+                      quoteForMessage(entries.back().first),
+                  error);
+    }
+    // Only NumPy's space padding may follow (the final '\n' was checked and
+    // removed by the caller).
+    while (pos < text.size() && text[pos] == ' ')
+      ++pos;
+    if (pos != text.size())
+      return fail("unexpected " + describeHere() + " after the header dict",
+                  error);
+    return entries;
+  }
+
+private:
+  std::string_view text;
+  size_t pos = 0;
+
+  std::nullopt_t fail(const std::string &message, std::string &error) {
+    error = "malformed header: " + message + " at header byte " +
+            std::to_string(pos);
+    return std::nullopt;
+  }
+
+  std::string describeHere() const {
+    if (pos >= text.size())
+      return "end of header";
+    return quoteForMessage(text.substr(pos, 1));
+  }
+
+  bool consume(char c) {
+    if (pos < text.size() && text[pos] == c) {
+      ++pos;
+      return true;
+    }
+    return false;
+  }
+
+  // Inside brackets Python allows any whitespace, newlines included.
+  void skipWhitespace() {
+    while (pos < text.size() &&
+           (text[pos] == ' ' || text[pos] == '\t' || text[pos] == '\n' ||
+            text[pos] == '\r' || text[pos] == '\f'))
+      ++pos;
+  }
+
+  static bool isDigit(char c) { return c >= '0' && c <= '9'; }
+  static bool isNameChar(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || isDigit(c) ||
+           c == '_';
+  }
+
+  std::optional<PyValue> parseValue(int depth, std::string &error) {
+    if (depth > kMaxNesting)
+      return fail("nesting deeper than " + std::to_string(kMaxNesting) +
+                      " levels",
+                  error);
+    if (pos >= text.size())
+      return fail("expected a value but found end of header", error);
+    char c = text[pos];
+    if (c == '\'' || c == '"')
+      return parseString(error);
+    if (isDigit(c) || c == '-' || c == '+')
+      return parseInteger(error);
+    if (c == '(' || c == '[')
+      return parseSequence(depth, error);
+    if (isNameChar(c))
+      return parseKeyword(error);
+    return fail("expected a value but found " + describeHere(), error);
+  }
+
+  std::optional<PyValue> parseString(std::string &error) {
+    char quote = text[pos++];
+    PyValue value;
+    value.kind = PyValue::Kind::String;
+    while (true) {
+      if (pos >= text.size() || text[pos] == '\n')
+        return fail("unterminated string", error);
+      char c = text[pos++];
+      if (c == quote)
+        return value;
+      if (c == '\\') {
+        // Only the escapes a repr of a dtype string could contain.
+        if (pos >= text.size())
+          return fail("unterminated string", error);
+        char escaped = text[pos];
+        if (escaped != '\\' && escaped != '\'' && escaped != '"')
+          return fail("unsupported escape sequence in string", error);
+        ++pos;
+        c = escaped;
+      }
+      value.string += c;
+    }
+  }
+
+  std::optional<PyValue> parseInteger(std::string &error) {
+    size_t signStart = pos;
+    bool negative = false;
+    if (text[pos] == '-' || text[pos] == '+')
+      negative = text[pos++] == '-';
+    size_t start = pos;
+    auto tooLarge = [&] {
+      pos = signStart;
+      return fail("integer too large", error);
+    };
+    uint64_t magnitude = 0;
+    constexpr uint64_t kLimit = uint64_t(1) << 63; // |INT64_MIN|
+    while (pos < text.size() && isDigit(text[pos])) {
+      uint64_t digit = uint64_t(text[pos] - '0');
+      if (magnitude > (kLimit - digit) / 10)
+        return tooLarge();
+      magnitude = magnitude * 10 + digit;
+      ++pos;
+    }
+    if (pos == start)
+      return fail("expected digits but found " + describeHere(), error);
+    // Python rejects "01"; floats, "1_000", "0x10" and "3L" are not integers
+    // NumPy ever writes.
+    if (text[start] == '0' && pos - start > 1) {
+      pos = start;
+      return fail("integer with a leading zero", error);
+    }
+    if (pos < text.size() && (isNameChar(text[pos]) || text[pos] == '.'))
+      return fail("unexpected " + describeHere() + " in integer", error);
+    if (!negative && magnitude == kLimit)
+      return tooLarge();
+    PyValue value;
+    value.kind = PyValue::Kind::Int;
+    value.integer = negative ? static_cast<int64_t>(0 - magnitude)
+                             : static_cast<int64_t>(magnitude);
+    return value;
+  }
+
+  std::optional<PyValue> parseKeyword(std::string &error) {
+    size_t start = pos;
+    while (pos < text.size() && isNameChar(text[pos]))
+      ++pos;
+    std::string_view word = text.substr(start, pos - start);
+    PyValue value;
+    if (word == "True" || word == "False") {
+      value.kind = PyValue::Kind::Bool;
+      value.boolean = word == "True";
+    } else if (word == "None") {
+      value.kind = PyValue::Kind::None;
+    } else {
+      pos = start;
+      return fail("unexpected name " + quoteForMessage(word), error);
+    }
+    return value;
+  }
+
+  /// "(a, b)", "(a,)", "()", "[...]"; "(a)" is just a parenthesized a.
+  std::optional<PyValue> parseSequence(int depth, std::string &error) {
+    char close = text[pos] == '(' ? ')' : ']';
+    PyValue value;
+    value.kind = close == ')' ? PyValue::Kind::Tuple : PyValue::Kind::List;
+    ++pos;
+    bool sawComma = false;
+    while (true) {
+      skipWhitespace();
+      if (consume(close))
+        break;
+      std::optional<PyValue> item = parseValue(depth + 1, error);
+      if (!item)
+        return std::nullopt;
+      value.items.push_back(std::move(*item));
+      skipWhitespace();
+      if (consume(',')) {
+        sawComma = true;
+        continue;
+      }
+      if (consume(close))
+        break;
+      return fail(std::string("expected ',' or '") + close + "' but found " +
+                      describeHere(),
+                  error);
+    }
+    if (close == ')' && value.items.size() == 1 && !sawComma) {
+      PyValue inner = std::move(value.items.front());
+      return inner;
+    }
+    return value;
+  }
+};
+
+/// Validates a UTF-8 byte string (version 3.0 headers are UTF-8).
+bool isValidUtf8(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    auto lead = static_cast<unsigned char>(text[i]);
+    size_t length;
+    uint32_t codePoint;
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    } else if ((lead & 0xE0) == 0xC0) {
+      length = 2;
+      codePoint = lead & 0x1F;
+    } else if ((lead & 0xF0) == 0xE0) {
+      length = 3;
+      codePoint = lead & 0x0F;
+    } else if ((lead & 0xF8) == 0xF0) {
+      length = 4;
+      codePoint = lead & 0x07;
+    } else {
+      return false;
+    }
+    if (text.size() - i < length)
+      return false;
+    for (size_t k = 1; k < length; ++k) {
+      auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0) != 0x80)
+        return false;
+      codePoint = (codePoint << 6) | (next & 0x3F);
+    }
+    static constexpr uint32_t kMinForLength[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (codePoint < kMinForLength[length] || codePoint > 0x10FFFF ||
+        (codePoint >= 0xD800 && codePoint <= 0xDFFF))
+      return false;
+    i += length;
+  }
+  return true;
+}
+
+/// Maps a descr string to a supported DType, or explains why it is not one.
+std::optional<DType> dtypeFromDescr(const std::string &descrText,
+                                    std::string &message) {
+  if (descrText.size() >= 2) {
+    char byteOrder = descrText[0];
+    std::string_view typeCode = std::string_view(descrText).substr(1);
+    for (const DTypeInfo &entry : kDTypes) {
+      if (entry.typeCode != typeCode ||
+          std::string_view("<>|=").find(byteOrder) == std::string_view::npos)
+        continue;
+      // Byte order means nothing for 1-byte types; NumPy treats them alike.
+      if (byteOrder == '<' || entry.size == 1)
+        return entry.dtype;
+      std::string fix =
+          "; save with dtype " + quoteForMessage("<" + std::string(typeCode));
+      if (byteOrder == '>')
+        message = "big-endian data is not supported" + fix;
+      else if (byteOrder == '=')
+        message = "descr " + quoteForMessage(descrText) +
+                  " uses native byte order, which is platform dependent" + fix;
+      else
+        message = "descr " + quoteForMessage(descrText) +
+                  " uses byte order '|', which is only valid for 1-byte types" +
+                  fix;
+      return std::nullopt;
+    }
+  }
+  message = "unsupported dtype " + quoteForMessage(descrText) +
+            "; supported dtypes are " + std::string(kSupportedDescrs);
+  return std::nullopt;
+}
+
+/// Reads a little-endian unsigned integer of `size` bytes.
+uint32_t readLittleEndian(std::span<const std::byte> bytes, size_t size) {
+  uint32_t value = 0;
+  for (size_t i = 0; i < size; ++i)
+    value |= uint32_t(std::to_integer<uint8_t>(bytes[i])) << (8 * i);
+  return value;
+}
+
+/// Interprets the header dict; `message` gets the reason on failure.
+std::optional<Array>
+arrayFromHeader(std::vector<std::pair<std::string, PyValue>> &entries,
+                std::string &message) {
+  static constexpr std::string_view kKeys[] = {"descr", "fortran_order",
+                                               "shape"};
+  const PyValue *values[3] = {nullptr, nullptr, nullptr};
+  for (const auto &[key, value] : entries) {
+    size_t index = 0;
+    while (index < 3 && kKeys[index] != key)
+      ++index;
+    if (index == 3) {
+      message = "header key " + quoteForMessage(key) +
+                " is not supported; expected exactly 'descr', "
+                "'fortran_order' and 'shape'";
+      return std::nullopt;
+    }
+    if (values[index]) {
+      message = "header has duplicate key " + quoteForMessage(key);
+      return std::nullopt;
+    }
+    values[index] = &value;
+  }
+  for (size_t index = 0; index < 3; ++index) {
+    if (!values[index]) {
+      message = "header is missing key " + quoteForMessage(kKeys[index]);
+      return std::nullopt;
+    }
+  }
+  const PyValue &descrValue = *values[0];
+  const PyValue &fortranValue = *values[1];
+  const PyValue &shapeValue = *values[2];
+
+  Array array;
+  if (descrValue.kind == PyValue::Kind::List) {
+    message = "structured dtypes are not supported ('descr' is a list); "
+              "supported dtypes are " +
+              std::string(kSupportedDescrs);
+    return std::nullopt;
+  }
+  if (descrValue.kind != PyValue::Kind::String) {
+    message = "'descr' must be a string";
+    return std::nullopt;
+  }
+  std::optional<DType> dtype = dtypeFromDescr(descrValue.string, message);
+  if (!dtype)
+    return std::nullopt;
+  array.dtype = *dtype;
+
+  if (fortranValue.kind != PyValue::Kind::Bool) {
+    message = "'fortran_order' must be True or False";
+    return std::nullopt;
+  }
+  if (fortranValue.boolean) {
+    message = "Fortran-order arrays are not supported; save a C-contiguous "
+              "array (np.ascontiguousarray)";
+    return std::nullopt;
+  }
+
+  if (shapeValue.kind != PyValue::Kind::Tuple) {
+    message = "'shape' must be a tuple of non-negative integers";
+    return std::nullopt;
+  }
+  for (size_t i = 0; i < shapeValue.items.size(); ++i) {
+    const PyValue &dim = shapeValue.items[i];
+    if (dim.kind != PyValue::Kind::Int) {
+      message = "'shape' must be a tuple of non-negative integers";
+      return std::nullopt;
+    }
+    if (dim.integer < 0) {
+      message = "'shape' entry " + std::to_string(i) + " is negative (" +
+                std::to_string(dim.integer) + ")";
+      return std::nullopt;
+    }
+    array.shape.push_back(dim.integer);
+  }
+  if (!dataSizeFor(array.shape, itemSize(array.dtype))) {
+    message = "array too large: shape " + shapeRepr(array.shape) + " of " +
+              quoteForMessage(descr(array.dtype)) +
+              " needs at least 2^63 bytes";
+    return std::nullopt;
+  }
+  return array;
+}
+
+/// A name for a temporary file that concurrent writers will not pick, using
+/// only the standard library (std::random_device may be unavailable).
+std::string temporarySuffix(unsigned attempt) {
+  static std::atomic<uint64_t> counter{0};
+  uint64_t mix = static_cast<uint64_t>(
+      std::chrono::steady_clock::now().time_since_epoch().count());
+  mix ^= std::hash<std::thread::id>()(std::this_thread::get_id()) *
+         0x9E3779B97F4A7C15ull;
+  mix ^= (counter.fetch_add(1) + attempt) * 0xBF58476D1CE4E5B9ull;
+  mix ^= reinterpret_cast<uintptr_t>(&counter) >> 4;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string suffix = ".tmp-";
+  for (int i = 0; i < 16; ++i, mix >>= 4)
+    suffix += kHex[mix & 0xF];
+  return suffix;
+}
+
+std::string errnoMessage(int errorNumber) {
+  return std::error_code(errorNumber, std::generic_category()).message();
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Public API
+//===----------------------------------------------------------------------===//
+
+std::string_view descr(DType dtype) {
+  switch (dtype) {
+  case DType::F32:
+    return "<f4";
+  case DType::F16:
+    return "<f2";
+  case DType::U16:
+    return "<u2";
+  case DType::I16:
+    return "<i2";
+  case DType::I32:
+    return "<i4";
+  case DType::I64:
+    return "<i8";
+  case DType::U8:
+    return "|u1";
+  case DType::F64:
+    return "<f8";
+  }
+  assert(false && "unknown DType");
+  return "";
+}
+
+size_t itemSize(DType dtype) { return info(dtype).size; }
+
+int64_t Array::numElements() const {
+  int64_t count = 1;
+  for (int64_t dim : shape)
+    count *= dim;
+  return count;
+}
+
+std::optional<Array> parseNpy(std::span<const std::byte> bytes,
+                              std::string_view name, std::string &error) {
+  auto fail = [&](const std::string &message) -> std::optional<Array> {
+    error = std::string(name) + ": " + message;
+    return std::nullopt;
+  };
+
+  // Magic: a short prefix of it is a truncated .npy file, anything else is
+  // not a .npy file at all.
+  size_t magicBytesPresent = std::min(bytes.size(), kMagic.size());
+  for (size_t i = 0; i < magicBytesPresent; ++i)
+    if (std::to_integer<unsigned char>(bytes[i]) != kMagic[i])
+      return fail("not a .npy file: it does not start with the \\x93NUMPY "
+                  "magic string");
+  if (bytes.size() < kMagicAndVersionSize + 2)
+    return fail("truncated: expected at least " +
+                std::to_string(kMagicAndVersionSize + 2) +
+                " bytes of .npy preamble, found " +
+                std::to_string(bytes.size()));
+
+  unsigned major = std::to_integer<unsigned>(bytes[6]);
+  unsigned minor = std::to_integer<unsigned>(bytes[7]);
+  if ((major != 1 && major != 2 && major != 3) || minor != 0)
+    return fail("unsupported .npy version " + std::to_string(major) + "." +
+                std::to_string(minor) +
+                "; supported versions are 1.0, 2.0 and 3.0");
+
+  size_t lengthFieldSize = major == 1 ? 2 : 4;
+  size_t preambleSize = kMagicAndVersionSize + lengthFieldSize;
+  if (bytes.size() < preambleSize)
+    return fail("truncated: expected at least " + std::to_string(preambleSize) +
+                " bytes of .npy preamble, found " +
+                std::to_string(bytes.size()));
+  size_t headerLength =
+      readLittleEndian(bytes.subspan(kMagicAndVersionSize), lengthFieldSize);
+  size_t bytesAfterPreamble = bytes.size() - preambleSize;
+  if (headerLength > bytesAfterPreamble)
+    return fail("truncated: the header length is " +
+                std::to_string(headerLength) + " bytes but only " +
+                std::to_string(bytesAfterPreamble) +
+                " bytes follow the preamble");
+
+  std::string_view header(
+      reinterpret_cast<const char *>(bytes.data() + preambleSize),
+      headerLength);
+  if (header.empty() || header.back() != '\n')
+    return fail("malformed header: it must end with a newline");
+  header.remove_suffix(1);
+  // 1.0 and 2.0 headers are latin-1, where every byte is a character.
+  if (major == 3 && !isValidUtf8(header))
+    return fail("malformed header: a version 3.0 header must be UTF-8");
+
+  std::string message;
+  HeaderParser parser(header);
+  auto entries = parser.parseDict(message);
+  if (!entries)
+    return fail(message);
+  std::optional<Array> array = arrayFromHeader(*entries, message);
+  if (!array)
+    return fail(message);
+
+  // arrayFromHeader checked that this fits in int64.
+  auto expectedDataSize =
+      static_cast<uint64_t>(*dataSizeFor(array->shape, itemSize(array->dtype)));
+  std::span<const std::byte> data = bytes.subspan(preambleSize + headerLength);
+  if (data.size() < expectedDataSize)
+    return fail("truncated: expected " + std::to_string(expectedDataSize) +
+                " data bytes, found " + std::to_string(data.size()));
+  if (data.size() > expectedDataSize)
+    return fail("trailing data: expected " + std::to_string(expectedDataSize) +
+                " data bytes, found " + std::to_string(data.size()));
+  array->data.assign(data.begin(), data.end());
+  return array;
+}
+
+std::optional<Array> readNpy(const std::string &path, std::string &error) {
+  std::FILE *file = std::fopen(path.c_str(), "rb");
+  if (!file) {
+    error = path + ": cannot open for reading: " + errnoMessage(errno);
+    return std::nullopt;
+  }
+  std::vector<std::byte> bytes;
+  std::error_code sizeError;
+  uintmax_t sizeHint = std::filesystem::file_size(path, sizeError);
+  if (!sizeError)
+    bytes.reserve(sizeHint);
+  // Read to EOF rather than trusting the size, which pipes do not have.
+  errno = 0;
+  constexpr size_t kChunk = size_t(1) << 20;
+  size_t used = 0;
+  while (true) {
+    bytes.resize(used + kChunk);
+    size_t read = std::fread(bytes.data() + used, 1, kChunk, file);
+    used += read;
+    if (read < kChunk)
+      break;
+  }
+  bytes.resize(used);
+  bool readFailed = std::ferror(file);
+  int readErrno = errno;
+  std::fclose(file);
+  if (readFailed) {
+    error = path + ": read error: " + errnoMessage(readErrno);
+    return std::nullopt;
+  }
+  return parseNpy(bytes, path, error);
+}
+
+std::vector<std::byte> serializeNpy(const Array &array) {
+  assert(dataSizeFor(array.shape, itemSize(array.dtype)) &&
+         uint64_t(*dataSizeFor(array.shape, itemSize(array.dtype))) ==
+             array.data.size() &&
+         "inconsistent Array");
+
+  // Exactly numpy.lib.format._write_array_header: sorted keys, Python reprs,
+  // growth room for the first axis, then space padding to kArrayAlign.
+  std::string header =
+      "{'descr': '" + std::string(descr(array.dtype)) +
+      "', 'fortran_order': False, 'shape': " + shapeRepr(array.shape) + ", }";
+  if (!array.shape.empty()) {
+    size_t digits = std::to_string(array.shape.front()).size();
+    if (digits < kGrowthAxisMaxDigits)
+      header.append(kGrowthAxisMaxDigits - digits, ' ');
+  }
+  size_t lengthWithNewline = header.size() + 1;
+  auto paddingFor = [&](size_t preambleSize) {
+    return kArrayAlign - (preambleSize + lengthWithNewline) % kArrayAlign;
+  };
+  unsigned major = 1;
+  size_t lengthFieldSize = 2;
+  if (lengthWithNewline + paddingFor(10) > 0xFFFF) {
+    major = 2;
+    lengthFieldSize = 4;
+  }
+  size_t preambleSize = kMagicAndVersionSize + lengthFieldSize;
+  size_t headerLength = lengthWithNewline + paddingFor(preambleSize);
+  assert(headerLength <= 0xFFFFFFFFu && "header too large for .npy 2.0");
+
+  std::vector<std::byte> bytes;
+  bytes.reserve(preambleSize + headerLength + array.data.size());
+  for (unsigned char c : kMagic)
+    bytes.push_back(std::byte(c));
+  bytes.push_back(std::byte(major));
+  bytes.push_back(std::byte(0));
+  for (size_t i = 0; i < lengthFieldSize; ++i)
+    bytes.push_back(std::byte((headerLength >> (8 * i)) & 0xFF));
+  for (char c : header)
+    bytes.push_back(std::byte(c));
+  bytes.insert(bytes.end(), headerLength - lengthWithNewline, std::byte(' '));
+  bytes.push_back(std::byte('\n'));
+  bytes.insert(bytes.end(), array.data.begin(), array.data.end());
+  return bytes;
+}
+
+bool writeNpy(const std::string &path, const Array &array, std::string &error) {
+  auto fail = [&](const std::string &message) {
+    error = path + ": " + message;
+    return false;
+  };
+
+  // serializeNpy only asserts consistency; a bad Array must not become a file.
+  for (size_t i = 0; i < array.shape.size(); ++i)
+    if (array.shape[i] < 0)
+      return fail("cannot write: shape entry " + std::to_string(i) +
+                  " is negative (" + std::to_string(array.shape[i]) + ")");
+  std::optional<int64_t> expected =
+      dataSizeFor(array.shape, itemSize(array.dtype));
+  if (!expected)
+    return fail("cannot write: shape " + shapeRepr(array.shape) + " of " +
+                quoteForMessage(descr(array.dtype)) +
+                " needs at least 2^63 bytes");
+  if (uint64_t(*expected) != array.data.size())
+    return fail("cannot write: shape " + shapeRepr(array.shape) + " of " +
+                quoteForMessage(descr(array.dtype)) + " needs " +
+                std::to_string(*expected) + " data bytes, but the array has " +
+                std::to_string(array.data.size()));
+
+  std::filesystem::path target(path);
+  if (!target.has_filename())
+    return fail("cannot write: the path names a directory, not a file");
+  std::vector<std::byte> bytes = serializeNpy(array);
+
+  // The temporary lives beside the target so that the rename stays within
+  // one filesystem and is atomic; the leading dot hides it from "*.npy".
+  std::filesystem::path directory = target.parent_path();
+  std::string stem = "." + target.filename().string();
+  std::string temporary;
+  std::FILE *file = nullptr;
+  constexpr unsigned kAttempts = 64;
+  for (unsigned attempt = 0; attempt < kAttempts && !file; ++attempt) {
+    temporary = (directory / (stem + temporarySuffix(attempt))).string();
+    // "x": create exclusively, never clobbering another writer's temporary.
+    file = std::fopen(temporary.c_str(), "wbx");
+    if (!file && errno != EEXIST)
+      return fail("cannot create temporary file " + quoteForMessage(temporary) +
+                  ": " + errnoMessage(errno));
+  }
+  if (!file)
+    return fail("cannot create a temporary file beside it");
+
+  // Keep the first failure's errno: later calls may overwrite it.
+  errno = 0;
+  int writeErrno = 0;
+  if (std::fwrite(bytes.data(), 1, bytes.size(), file) != bytes.size())
+    writeErrno = errno ? errno : EIO;
+  if (std::fflush(file) != 0 && !writeErrno)
+    writeErrno = errno ? errno : EIO;
+  if (std::fclose(file) != 0 && !writeErrno)
+    writeErrno = errno ? errno : EIO;
+  std::error_code ignored;
+  if (writeErrno) {
+    std::filesystem::remove(temporary, ignored);
+    return fail("cannot write temporary file " + quoteForMessage(temporary) +
+                ": " + errnoMessage(writeErrno));
+  }
+  std::error_code renameError;
+  std::filesystem::rename(temporary, target, renameError);
+  if (renameError) {
+    std::filesystem::remove(temporary, ignored);
+    return fail("cannot rename temporary file into place: " +
+                renameError.message());
+  }
+  return true;
+}
+
+} // namespace moegen::npy
