@@ -8,7 +8,6 @@
 #include "tests/golden/GoldenRouter.h"
 
 #include <algorithm>
-#include <cassert>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -260,8 +259,6 @@ std::vector<int32_t> topKExperts(const std::vector<double> &keys,
   for (size_t x = 0; x < keys.size(); ++x)
     if (selectable[x])
       candidates.push_back(static_cast<int32_t>(x));
-  assert(static_cast<int64_t>(candidates.size()) >= k &&
-         "fewer selectable experts than top_k");
 
   // Descending key; equal keys go to the lower expert index, so the order is
   // total and the result deterministic.
@@ -270,20 +267,29 @@ std::vector<int32_t> topKExperts(const std::vector<double> &keys,
       return keys[a] > keys[b];
     return a < b;
   });
-  candidates.resize(k);
+  if (static_cast<int64_t>(candidates.size()) > k)
+    candidates.resize(k);
   return candidates;
 }
 
-void computeDispatch(int64_t numExperts, int64_t numTokens, int64_t topK,
-                     const std::vector<int32_t> &ids, RouterOutputs &out) {
+std::string computeDispatch(int64_t numExperts, int64_t numTokens,
+                            int64_t topK, const std::vector<int32_t> &ids,
+                            RouterOutputs &out) {
   const int64_t numSlots = numTokens * topK;
-  assert(static_cast<int64_t>(ids.size()) == numSlots && "ids must be [T*k]");
+  if (numTokens < 0 || topK < 1 || numExperts < 1 ||
+      static_cast<int64_t>(ids.size()) != numSlots)
+    return "ids: " + std::to_string(ids.size()) +
+           " entries, expected num_tokens * top_k = " +
+           std::to_string(numSlots);
+  for (size_t slot = 0; slot < ids.size(); ++slot)
+    if (ids[slot] < 0 || ids[slot] >= numExperts)
+      return "ids[" + std::to_string(slot) + "] = " +
+             std::to_string(ids[slot]) + ": expert id outside [0, " +
+             std::to_string(numExperts) + ")";
 
   out.expertCounts.assign(numExperts, 0);
-  for (int32_t id : ids) {
-    assert(id >= 0 && id < numExperts && "expert id out of range");
+  for (int32_t id : ids)
     ++out.expertCounts[id];
-  }
 
   out.expertOffsets.assign(numExperts + 1, 0);
   for (int64_t x = 0; x < numExperts; ++x)
@@ -300,6 +306,7 @@ void computeDispatch(int64_t numExperts, int64_t numTokens, int64_t topK,
     out.sortedSlots[position] = static_cast<int32_t>(slot);
     out.slotPositions[slot] = position;
   }
+  return {};
 }
 
 RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
@@ -365,7 +372,7 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
   }
 
   if (spec.dispatch)
-    computeDispatch(e, numTokens, k, out.topkIds, out);
+    result.error = computeDispatch(e, numTokens, k, out.topkIds, out);
   return result;
 }
 

@@ -85,8 +85,8 @@ std::vector<bool> selectableExperts(const std::vector<double> &keys,
                                     GroupScore groupScore);
 
 /// The `k` selectable experts with the largest keys, in descending order of
-/// key; equal keys go to the lower expert index. Precondition: at least k
-/// experts are selectable.
+/// key; equal keys go to the lower expert index. Fewer than k when fewer
+/// experts are selectable (which valid specs exclude).
 std::vector<int32_t> topKExperts(const std::vector<double> &keys,
                                  const std::vector<bool> &selectable,
                                  int64_t k);
@@ -98,9 +98,12 @@ std::vector<int32_t> topKExperts(const std::vector<double> &keys,
 RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs);
 
 /// Dispatch metadata alone from ids [numTokens*k] (used by route when
-/// spec.dispatch). Precondition: every id is in [0, numExperts).
-void computeDispatch(int64_t numExperts, int64_t numTokens, int64_t topK,
-                     const std::vector<int32_t> &ids, RouterOutputs &out);
+/// spec.dispatch). Returns an empty string on success, or one line naming
+/// the violation (wrong ids size, an id outside [0, numExperts)) and leaves
+/// `out` untouched; checked in every build type, not by assert.
+std::string computeDispatch(int64_t numExperts, int64_t numTokens,
+                            int64_t topK, const std::vector<int32_t> &ids,
+                            RouterOutputs &out);
 
 } // namespace moegen::golden
 

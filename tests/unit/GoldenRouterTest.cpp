@@ -632,7 +632,7 @@ TEST(GoldenDispatch, SmallHandComputedExample) {
   // sorted by (expert, slot): {1, 2, 0, 3, 4, 5}; its inverse maps slot 0 to
   // position 2, slot 1 to 0, slot 2 to 1, and slots 3..5 to themselves.
   RouterOutputs out;
-  computeDispatch(4, 3, 2, {2, 0, 1, 2, 2, 3}, out);
+  ASSERT_EQ(computeDispatch(4, 3, 2, {2, 0, 1, 2, 2, 3}, out), "");
   EXPECT_EQ(out.expertCounts, (std::vector<int32_t>{1, 1, 3, 1}));
   EXPECT_EQ(out.expertOffsets, (std::vector<int32_t>{0, 1, 2, 5, 6}));
   EXPECT_EQ(out.sortedSlots, (std::vector<int32_t>{1, 2, 0, 3, 4, 5}));
@@ -670,7 +670,7 @@ TEST(GoldenDispatch, RouteFillsDispatchOnlyWhenAsked) {
 TEST(GoldenDispatch, UnusedExpertsHaveEmptyRanges) {
   // All slots on expert 1 of 3: offsets {0, 0, 4, 4}, identity permutation.
   RouterOutputs out;
-  computeDispatch(3, 2, 2, {1, 1, 1, 1}, out);
+  ASSERT_EQ(computeDispatch(3, 2, 2, {1, 1, 1, 1}, out), "");
   EXPECT_EQ(out.expertCounts, (std::vector<int32_t>{0, 4, 0}));
   EXPECT_EQ(out.expertOffsets, (std::vector<int32_t>{0, 0, 4, 4}));
   EXPECT_EQ(out.sortedSlots, (std::vector<int32_t>{0, 1, 2, 3}));
@@ -688,7 +688,7 @@ TEST(GoldenDispatch, ManyTokensKeepInvariants) {
     id = static_cast<int32_t>((state >> 8) % numExperts);
   }
   RouterOutputs out;
-  computeDispatch(numExperts, numTokens, topK, ids, out);
+  ASSERT_EQ(computeDispatch(numExperts, numTokens, topK, ids, out), "");
   ASSERT_EQ(out.expertOffsets.back(), numTokens * topK);
   for (int64_t i = 0; i < numTokens * topK; ++i) {
     const int32_t slot = out.sortedSlots[i];
@@ -810,6 +810,27 @@ TEST(GoldenDeepSeek, FullSizeUniformLogits) {
   EXPECT_EQ(result.outputs.topkIds,
             (std::vector<int32_t>{200, 0, 1, 2, 3, 4, 5, 6}));
   expectWeights(result, std::vector<double>(8, 0.3125), 1e-15);
+}
+
+} // namespace
+
+namespace {
+
+TEST(GoldenDispatch, RejectsIdsOutOfRangeWithoutWriting) {
+  moegen::golden::RouterOutputs out;
+  EXPECT_EQ(moegen::golden::computeDispatch(4, 2, 2, {0, 1, 4, 2}, out),
+            "ids[2] = 4: expert id outside [0, 4)");
+  EXPECT_EQ(moegen::golden::computeDispatch(4, 2, 2, {0, -1, 3, 2}, out),
+            "ids[1] = -1: expert id outside [0, 4)");
+  EXPECT_TRUE(out.expertCounts.empty());
+  EXPECT_TRUE(out.sortedSlots.empty());
+}
+
+TEST(GoldenDispatch, RejectsIdsOfTheWrongSize) {
+  moegen::golden::RouterOutputs out;
+  EXPECT_EQ(moegen::golden::computeDispatch(4, 2, 2, {0, 1, 2}, out),
+            "ids: 3 entries, expected num_tokens * top_k = 4");
+  EXPECT_TRUE(out.expertCounts.empty());
 }
 
 } // namespace

@@ -207,9 +207,9 @@ TEST_F(SpecToMoETest, NormalizeAndScaleOnlyWhenAsked) {
   EXPECT_TRUE(isa<moe::NormalizeOp>(scale.getWeights().getDefiningOp()));
 }
 
-TEST_F(SpecToMoETest, CaptureBufferIsI32BeyondI16Range) {
-  // i16 holds every id of the largest spec (8192 experts); the rule is
-  // checked on the op itself, here through the builder's choice.
+TEST_F(SpecToMoETest, CaptureBufferIsI16UpToTheExpertLimit) {
+  // i16 holds every id of the largest spec (8192 experts), so the builder
+  // always picks it; the op verifier rejects i16 beyond 32767 experts.
   RoutingSpec s = spec(kMaxExperts, 64);
   s.capture = true;
   auto module = build(s);
@@ -225,7 +225,6 @@ TEST_F(SpecToMoETest, RandomValidSpecsVerifyAndRoundTrip) {
   std::mt19937 rng(20261123);
   const int64_t expertCounts[] = {2,   8,   60,  64,   128,  160,
                                   256, 384, 512, 1000, 4096, 8192};
-  int built = 0;
   for (int trial = 0; trial < 300; ++trial) {
     RoutingSpec s;
     s.name = "random_" + std::to_string(trial);
@@ -265,9 +264,7 @@ TEST_F(SpecToMoETest, RandomValidSpecsVerifyAndRoundTrip) {
         parseSourceString<ModuleOp>(text, &context);
     ASSERT_TRUE(reparsed) << text;
     EXPECT_EQ(print(*reparsed), text);
-    ++built;
   }
-  EXPECT_EQ(built, 300);
 }
 
 } // namespace

@@ -25,6 +25,8 @@ def MoE_Dialect : Dialect {
     The exact semantics of every op are in docs/semantics.md.
   }];
   let dependentDialects = ["::mlir::tensor::TensorDialect"];
+  // Checks the `moe.entry` attribute and rejects unknown `moe.*` attributes.
+  let hasOperationAttrVerify = 1;
 }
 
 class MoE_Op<string mnemonic, list<Trait> traits = []>

@@ -10,6 +10,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <cmath>
 #include <cstdio>
@@ -88,6 +89,35 @@ std::string doubleString(double value) {
   char text[32];
   std::snprintf(text, sizeof(text), "%g", value);
   return text;
+}
+
+/// The number of experts that `ids` select among, when its producer says:
+/// the E of moe.topk's keys, or the `experts` of hash_select/forced_select.
+std::optional<int64_t> producerExperts(Value ids) {
+  Operation *producer = ids.getDefiningOp();
+  if (auto topk = dyn_cast_or_null<TopKOp>(producer)) {
+    int64_t experts = tensorOf(topk.getKeys()).getDimSize(1);
+    if (!ShapedType::isDynamic(experts))
+      return experts;
+  }
+  if (auto hash = dyn_cast_or_null<HashSelectOp>(producer))
+    return hash.getExperts();
+  if (auto forced = dyn_cast_or_null<ForcedSelectOp>(producer))
+    return forced.getExperts();
+  return std::nullopt;
+}
+
+/// Ids must select among as many experts as their consumer expects, so that
+/// the validation done by their producer covers the consumer's accesses.
+LogicalResult sameExperts(Operation *op, Value ids, int64_t experts,
+                          StringRef what) {
+  std::optional<int64_t> produced = producerExperts(ids);
+  if (!produced || *produced == experts)
+    return success();
+  return op->emitOpError() << "ids select among " << *produced
+                           << " experts (from '"
+                           << ids.getDefiningOp()->getName() << "'), but "
+                           << what << " " << experts;
 }
 
 } // namespace
@@ -258,6 +288,8 @@ LogicalResult GatherOp::verify() {
   if (*k > *experts)
     return emitOpError() << "ids has " << *k << " ids per token, more than the "
                          << *experts << " experts of scores";
+  if (failed(sameExperts(*this, getIds(), *experts, "scores has")))
+    return failure();
   if (failed(sameTokens(*this, getScores(), "scores", getIds(), "ids")) ||
       failed(sameTokens(*this, getScores(), "scores", getWeights(),
                         "weights")) ||
@@ -307,22 +339,29 @@ LogicalResult DispatchOp::verify() {
   FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
   if (failed(k))
     return failure();
+  if (failed(sameExperts(*this, getIds(), experts, "'experts' is")))
+    return failure();
+  int64_t tokens = tensorOf(getIds()).getDimSize(0);
+  int64_t slots = ShapedType::kDynamic;
+  if (!ShapedType::isDynamic(tokens) &&
+      (llvm::MulOverflow(tokens, *k, slots) || slots > INT32_MAX))
+    return emitOpError() << "ids has " << tokens << " x " << *k
+                         << " slots, more than slot indices (i32) can "
+                            "address";
   if (failed(dimIs(*this, getCounts(), "counts", 0, experts,
                    "one count per expert")) ||
       failed(dimIs(*this, getOffsets(), "offsets", 0, experts + 1,
                    "experts + 1 offsets")))
     return failure();
-  int64_t tokens = tensorOf(getIds()).getDimSize(0);
   for (auto [value, name] :
        {std::pair<Value, StringRef>{getSortedSlots(), "sorted_slots"},
         {getSlotPositions(), "slot_positions"}}) {
     int64_t size = tensorOf(value).getDimSize(0);
     if (ShapedType::isDynamic(size))
       continue;
-    if (!ShapedType::isDynamic(tokens) && size != tokens * *k)
+    if (!ShapedType::isDynamic(slots) && size != slots)
       return emitOpError() << name << " has " << size
-                           << " entries, expected tokens * k = "
-                           << tokens * *k;
+                           << " entries, expected tokens * k = " << slots;
     if (size % *k != 0)
       return emitOpError() << name << " has " << size
                            << " entries, not a multiple of k = " << *k;
@@ -347,6 +386,8 @@ LogicalResult CaptureOp::verify() {
     return failure();
   FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
   if (failed(k))
+    return failure();
+  if (failed(sameExperts(*this, getIds(), experts, "'experts' is")))
     return failure();
   if (failed(sameTokens(*this, getIds(), "ids", getBuffer(), "buffer")) ||
       failed(dimIs(*this, getBuffer(), "buffer", 2, *k,

@@ -16,6 +16,11 @@ include "dialects/moe/IR/MoEEnums.td"
 include "mlir/IR/OpAsmInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
+// hash_select, forced_select and capture validate run-time input and report
+// violations through the entry point's error status: they have no memory
+// effects but are not speculatable (not Pure), so that no pass hoists them
+// out of the condition that guards them.
+
 // Results print with their role as name (%scores, %ids, ...).
 def MoE_NamedResults
     : DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>;
@@ -131,7 +136,8 @@ def MoE_TopKOp : MoE_Op<"topk", [Pure, MoE_NamedResults]> {
   let hasVerifier = 1;
 }
 
-def MoE_HashSelectOp : MoE_Op<"hash_select", [Pure, MoE_NamedResults]> {
+def MoE_HashSelectOp : MoE_Op<"hash_select",
+    [NoMemoryEffect, MoE_NamedResults]> {
   let summary = "ids looked up from a token-id hash table (DeepSeek-V4)";
   let description = [{
     `ids[t, :] = table[token_ids[t], :]`, in table order. The table has one
@@ -155,7 +161,8 @@ def MoE_HashSelectOp : MoE_Op<"hash_select", [Pure, MoE_NamedResults]> {
   let hasVerifier = 1;
 }
 
-def MoE_ForcedSelectOp : MoE_Op<"forced_select", [Pure, MoE_NamedResults]> {
+def MoE_ForcedSelectOp : MoE_Op<"forced_select",
+    [NoMemoryEffect, MoE_NamedResults]> {
   let summary = "ids given by the caller (router replay)";
   let description = [{
     The ids recorded at rollout and forced in training, in the given order.
@@ -276,7 +283,7 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure, MoE_NamedResults]> {
 }
 
 def MoE_CaptureOp : MoE_Op<"capture",
-    [Pure, MoE_NamedResults, AllTypesMatch<["buffer", "updated"]>]> {
+    [NoMemoryEffect, MoE_NamedResults, AllTypesMatch<["buffer", "updated"]>]> {
   let summary = "write the selected ids into a [T, layers, k] capture buffer";
   let description = [{
     Destination-passing: returns `buffer` with `updated[t, layer, :] =

@@ -881,3 +881,82 @@ func.func @capture_without_layers(%ids: tensor<?x8xi32>, %cap: tensor<?x0x8xi16>
   %c = moe.capture %ids into %cap[%layer] experts 256 : tensor<?x8xi32> into tensor<?x0x8xi16>
   return
 }
+
+// -----
+
+func.func @gather_ids_from_wider_topk(%keys: tensor<?x16xf32>, %s: tensor<?x8xf32>) {
+  %ids = moe.topk %keys k 2 : tensor<?x16xf32> -> tensor<?x2xi32>
+  // expected-error @+1 {{'moe.gather' op ids select among 16 experts (from 'moe.topk'), but scores has 8}}
+  %w = moe.gather %s[%ids] : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @gather_forced_ids_wrong_experts(%f: tensor<?x2xi32>, %s: tensor<?x8xf32>) {
+  %ids = moe.forced_select %f experts 1000 : tensor<?x2xi32> -> tensor<?x2xi32>
+  // expected-error @+1 {{'moe.gather' op ids select among 1000 experts (from 'moe.forced_select'), but scores has 8}}
+  %w = moe.gather %s[%ids] : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @dispatch_hash_ids_wrong_experts(%tok: tensor<?xi32>, %table: tensor<?x2xi32>) {
+  %ids = moe.hash_select %tok, %table experts 16 : tensor<?xi32>, tensor<?x2xi32> -> tensor<?x2xi32>
+  // expected-error @+1 {{'moe.dispatch' op ids select among 16 experts (from 'moe.hash_select'), but 'experts' is 8}}
+  %c, %o, %s, %p = moe.dispatch %ids experts 8 : tensor<?x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @capture_ids_wrong_experts(%keys: tensor<?x16xf32>, %cap: tensor<?x?x2xi16>, %layer: index) {
+  %ids = moe.topk %keys k 2 : tensor<?x16xf32> -> tensor<?x2xi32>
+  // expected-error @+1 {{'moe.capture' op ids select among 16 experts (from 'moe.topk'), but 'experts' is 256}}
+  %c = moe.capture %ids into %cap[%layer] experts 256 : tensor<?x2xi32> into tensor<?x?x2xi16>
+  return
+}
+
+// -----
+
+func.func @dispatch_slots_overflow_i32(%ids: tensor<4611686018427387904x8xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op ids has 4611686018427387904 x 8 slots, more than slot indices (i32) can address}}
+  %c, %o, %s, %p = moe.dispatch %ids experts 8 : tensor<4611686018427387904x8xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_slots_just_over_i32(%ids: tensor<1073741824x2xi32>) {
+  // expected-error @+1 {{'moe.dispatch' op ids has 1073741824 x 2 slots, more than slot indices (i32) can address}}
+  %c, %o, %s, %p = moe.dispatch %ids experts 8 : tensor<1073741824x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", got "reroute"}}
+func.func @bad_entry_kind() attributes {moe.entry = "reroute"} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", got 5 : i64}}
+func.func @entry_not_a_string() attributes {moe.entry = 5} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (the only one is 'moe.entry')}}
+func.func @unknown_moe_attribute() attributes {moe.bogus} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.entry' belongs on a func.func}}
+module attributes {moe.entry = "route"} {
+}
