@@ -74,6 +74,35 @@ std::optional<LogitsDType> parseLogitsDType(std::string_view text) {
   return std::nullopt;
 }
 
+std::string quoteForDiagnostic(std::string_view text, size_t maxLength) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (i == maxLength) {
+      out += "...";
+      break;
+    }
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\\' || c == '\'') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      static const char *hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 namespace {
 
 bool isIdentifier(const std::string &name) {
@@ -97,7 +126,7 @@ SpecViolation violation(const char *key, const Parts &...parts) {
 std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
   if (!isIdentifier(spec.name) ||
       spec.name.size() > static_cast<size_t>(kMaxNameLength))
-    return violation("name", "'name' = '", spec.name,
+    return violation("name", "'name' = '", quoteForDiagnostic(spec.name),
                      "' must be an identifier ([A-Za-z_][A-Za-z0-9_]*, at "
                      "most ",
                      kMaxNameLength, " characters)");

@@ -91,6 +91,11 @@ std::optional<Selection> parseSelection(std::string_view text);
 std::optional<GroupScore> parseGroupScore(std::string_view text);
 std::optional<LogitsDType> parseLogitsDType(std::string_view text);
 
+/// `text` as it may appear inside a one-line diagnostic: control characters
+/// and quotes escaped (\n, \t, \xNN), and cut to `maxLength` characters
+/// with "..." so that no message spans lines or floods a terminal.
+std::string quoteForDiagnostic(std::string_view text, size_t maxLength = 40);
+
 /// A broken rule of the spec language: the key it is reported at and a
 /// message that names the rule and what is allowed.
 struct SpecViolation {

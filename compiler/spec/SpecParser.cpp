@@ -13,6 +13,8 @@
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/ErrorHandling.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
@@ -32,6 +34,41 @@ constexpr StringLiteral kKeys[] = {
     "selection", "score_bias",  "groups",         "topk_groups",
     "group_score", "normalize", "scaling_factor", "replay",
     "dispatch",  "capture",     "logits_dtype"};
+
+/// What each key allows, for messages; built from the constants and the
+/// enum spellings that the rules themselves use, so the two cannot drift.
+std::string allowedValues(StringRef key) {
+  auto range = [](int64_t lo, const Twine &hi) {
+    return ("an integer in [" + Twine(lo) + ", " + hi + "]").str();
+  };
+  auto oneOf = [](auto... values) {
+    std::string joined;
+    ((joined += (joined.empty() ? "" : ", ") + std::string(toString(values))),
+     ...);
+    return "one of " + joined;
+  };
+  if (key == "name")
+    return "an identifier";
+  if (key == "num_experts")
+    return range(kMinExperts, Twine(kMaxExperts));
+  if (key == "top_k")
+    return range(1, "min(" + Twine(kMaxTopK) + ", num_experts)");
+  if (key == "scoring")
+    return oneOf(Scoring::Softmax, Scoring::Sigmoid, Scoring::SqrtSoftplus);
+  if (key == "selection")
+    return oneOf(Selection::TopK, Selection::Hash);
+  if (key == "groups")
+    return "an integer dividing num_experts";
+  if (key == "topk_groups")
+    return range(1, "groups");
+  if (key == "group_score")
+    return oneOf(GroupScore::Top2Sum, GroupScore::Max);
+  if (key == "scaling_factor")
+    return "a finite number > 0";
+  if (key == "logits_dtype")
+    return oneOf(LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16);
+  return "true or false";
+}
 
 class SpecParser {
 public:
@@ -82,14 +119,14 @@ private:
   bool readBool(StringRef key, yaml::Node *node, bool &out);
   template <typename Enum>
   bool readEnum(StringRef key, yaml::Node *node,
-                std::optional<Enum> (*parseFn)(std::string_view),
-                StringRef allowed, Enum &out);
+                std::optional<Enum> (*parseFn)(std::string_view), Enum &out);
   bool readKey(StringRef key, yaml::Node *value, RoutingSpec &spec);
 
   StringRef text;
   StringRef bufferName;
   std::string &error;
   SourceMgr sourceMgr;
+  SMLoc currentKeyLoc;        // the key whose value is being read
   StringMap<SMLoc> keyLocs;   // where each given key starts
   StringMap<SMLoc> valueLocs; // where each given key's value starts
 };
@@ -97,18 +134,28 @@ private:
 bool SpecParser::readScalar(StringRef key, yaml::Node *node,
                             StringRef expected, SmallVectorImpl<char> &storage,
                             StringRef &value) {
+  // Empty and non-scalar values have no useful position of their own (an
+  // empty value "starts" at the next token): point at their key.
   if (isa<yaml::NullNode>(node))
-    return fail(node, "'" + key + "' needs a value: " + expected);
+    return fail(currentKeyLoc, "'" + key + "' needs a value: " + expected);
+  // Alias nodes carry no usable source range: point at their key.
   if (isa<yaml::AliasNode>(node))
-    return fail(node, "'" + key + "': YAML aliases are not supported in specs");
-  if (!node->getRawTag().empty())
-    return fail(node, "'" + key + "': YAML tags are not supported in specs");
+    return fail(currentKeyLoc,
+                "'" + key + "': YAML aliases are not supported in specs");
+  if (!node->getRawTag().empty() || !node->getAnchor().empty())
+    return fail(currentKeyLoc,
+                "'" + key + "': YAML anchors and tags are not supported in specs");
+  if (auto *block = dyn_cast<yaml::BlockScalarNode>(node)) {
+    value = block->getValue();
+    return true;
+  }
   auto *scalar = dyn_cast<yaml::ScalarNode>(node);
   if (!scalar) {
     StringRef kind = isa<yaml::SequenceNode>(node)  ? "a sequence"
                      : isa<yaml::MappingNode>(node) ? "a mapping"
                                                     : "a non-scalar";
-    return fail(node, "'" + key + "' must be " + expected + ", got " + kind);
+    return fail(currentKeyLoc,
+                "'" + key + "' must be " + expected + ", got " + kind);
   }
   value = scalar->getValue(storage);
   return true;
@@ -123,8 +170,8 @@ bool SpecParser::readInteger(StringRef key, yaml::Node *node,
   // Decimal only: "0x10" or "1e3" for an expert count is more likely a typo
   // than intent.
   if (value.empty() || value.getAsInteger(10, out))
-    return fail(node, "'" + key + "' must be " + allowed + ", got '" + value +
-                          "'");
+    return fail(node, "'" + key + "' must be " + allowed + ", got '" +
+                          quoteForDiagnostic(value) + "'");
   return true;
 }
 
@@ -137,8 +184,8 @@ bool SpecParser::readNumber(StringRef key, yaml::Node *node, StringRef allowed,
   // getAsDouble accepts spellings such as "inf" and "nan"; the finiteness
   // rule in validateRoutingSpec rejects them with the rule's own message.
   if (value.empty() || value.getAsDouble(out))
-    return fail(node, "'" + key + "' must be " + allowed + ", got '" + value +
-                          "'");
+    return fail(node, "'" + key + "' must be " + allowed + ", got '" +
+                          quoteForDiagnostic(value) + "'");
   return true;
 }
 
@@ -156,21 +203,23 @@ bool SpecParser::readBool(StringRef key, yaml::Node *node, bool &out) {
     out = false;
     return true;
   }
-  return fail(node, "'" + key + "' must be true or false, got '" + value + "'");
+  return fail(node, "'" + key + "' must be true or false, got '" +
+                        quoteForDiagnostic(value) + "'");
 }
 
 template <typename Enum>
 bool SpecParser::readEnum(StringRef key, yaml::Node *node,
                           std::optional<Enum> (*parseFn)(std::string_view),
-                          StringRef allowed, Enum &out) {
+                          Enum &out) {
   SmallString<32> storage;
   StringRef value;
-  if (!readScalar(key, node, "one of " + allowed.str(), storage, value))
+  std::string allowed = allowedValues(key);
+  if (!readScalar(key, node, allowed, storage, value))
     return false;
   std::optional<Enum> parsed = parseFn(std::string_view(value));
   if (!parsed)
-    return fail(node, "'" + key + "' must be one of " + allowed + ", got '" +
-                          value + "'");
+    return fail(node, "'" + key + "' must be " + allowed + ", got '" +
+                          quoteForDiagnostic(value) + "'");
   out = *parsed;
   return true;
 }
@@ -179,36 +228,31 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
   if (key == "name") {
     SmallString<64> storage;
     StringRef name;
-    if (!readScalar(key, value, "an identifier", storage, name))
+    if (!readScalar(key, value, allowedValues(key), storage, name))
       return false;
     spec.name = name.str();
     return true;
   }
   if (key == "num_experts")
-    return readInteger(key, value, "an integer in [2, 8192]", spec.numExperts);
+    return readInteger(key, value, allowedValues(key), spec.numExperts);
   if (key == "top_k")
-    return readInteger(key, value, "an integer in [1, min(64, num_experts)]",
-                       spec.topK);
+    return readInteger(key, value, allowedValues(key), spec.topK);
   if (key == "scoring")
-    return readEnum(key, value, &parseScoring, "softmax, sigmoid, sqrtsoftplus",
-                    spec.scoring);
+    return readEnum(key, value, &parseScoring, spec.scoring);
   if (key == "selection")
-    return readEnum(key, value, &parseSelection, "topk, hash", spec.selection);
+    return readEnum(key, value, &parseSelection, spec.selection);
   if (key == "score_bias")
     return readBool(key, value, spec.scoreBias);
   if (key == "groups")
-    return readInteger(key, value, "an integer dividing num_experts",
-                       spec.groups);
+    return readInteger(key, value, allowedValues(key), spec.groups);
   if (key == "topk_groups")
-    return readInteger(key, value, "an integer in [1, groups]",
-                       spec.topkGroups);
+    return readInteger(key, value, allowedValues(key), spec.topkGroups);
   if (key == "group_score")
-    return readEnum(key, value, &parseGroupScore, "top2_sum, max",
-                    spec.groupScore);
+    return readEnum(key, value, &parseGroupScore, spec.groupScore);
   if (key == "normalize")
     return readBool(key, value, spec.normalize);
   if (key == "scaling_factor")
-    return readNumber(key, value, "a finite number > 0", spec.scalingFactor);
+    return readNumber(key, value, allowedValues(key), spec.scalingFactor);
   if (key == "replay")
     return readBool(key, value, spec.replay);
   if (key == "dispatch")
@@ -216,9 +260,8 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
   if (key == "capture")
     return readBool(key, value, spec.capture);
   if (key == "logits_dtype")
-    return readEnum(key, value, &parseLogitsDType, "f32, bf16, f16",
-                    spec.logitsDType);
-  return false; // unreachable: keys are checked against kKeys first
+    return readEnum(key, value, &parseLogitsDType, spec.logitsDType);
+  llvm_unreachable("keys are checked against kKeys before readKey");
 }
 
 std::string joinedKeys() {
@@ -253,6 +296,15 @@ std::optional<RoutingSpec> SpecParser::parse() {
     return std::nullopt;
   }
 
+  // Taken now: advancing the stream past this document frees its nodes.
+  SMLoc mappingLoc = mapping->getSourceRange().Start;
+  // Anchors and tags change nothing a spec can say; rejecting them keeps a
+  // spec's meaning plain from its text.
+  if (!mapping->getRawTag().empty() || !mapping->getAnchor().empty()) {
+    fail(mappingLoc, "YAML anchors and tags are not supported in specs");
+    return std::nullopt;
+  }
+
   RoutingSpec spec;
   for (yaml::KeyValueNode &entry : *mapping) {
     if (failed())
@@ -269,6 +321,11 @@ std::optional<RoutingSpec> SpecParser::parse() {
     SmallString<32> keyStorage;
     StringRef key = keyScalar->getValue(keyStorage);
     SMLoc keyLoc = keyScalar->getSourceRange().Start;
+    if (!keyScalar->getRawTag().empty() || !keyScalar->getAnchor().empty()) {
+      fail(keyLoc, "'" + quoteForDiagnostic(key) +
+                       "': YAML anchors and tags are not supported in specs");
+      return std::nullopt;
+    }
 
     if (!llvm::is_contained(kKeys, key)) {
       std::string hint;
@@ -282,7 +339,7 @@ std::optional<RoutingSpec> SpecParser::parse() {
       }
       if (hint.empty())
         hint = "; allowed keys: " + joinedKeys();
-      fail(keyLoc, "unknown key '" + key + "'" + hint);
+      fail(keyLoc, "unknown key '" + quoteForDiagnostic(key) + "'" + hint);
       return std::nullopt;
     }
     if (auto previous = keyLocs.find(key); previous != keyLocs.end()) {
@@ -293,12 +350,19 @@ std::optional<RoutingSpec> SpecParser::parse() {
       return std::nullopt;
     }
     keyLocs[key] = keyLoc;
+    currentKeyLoc = keyLoc;
 
     yaml::Node *value = entry.getValue();
     if (failed())
       return std::nullopt;
-    valueLocs[key] = value ? value->getSourceRange().Start : keyLoc;
-    if (!value || !readKey(key, value, spec))
+    if (!value) {
+      fail(keyLoc, "'" + key + "' needs a value");
+      return std::nullopt;
+    }
+    // Block scalars start on the line after their key: point at the key.
+    valueLocs[key] =
+        isa<yaml::ScalarNode>(value) ? value->getSourceRange().Start : keyLoc;
+    if (!readKey(key, value, spec))
       return std::nullopt;
   }
   if (failed())
@@ -315,15 +379,10 @@ std::optional<RoutingSpec> SpecParser::parse() {
   if (failed())
     return std::nullopt;
 
-  SMLoc mappingLoc = mapping->getSourceRange().Start;
-  static constexpr std::pair<StringLiteral, StringLiteral> kRequired[] = {
-      {"name", "an identifier"},
-      {"num_experts", "an integer in [2, 8192]"},
-      {"top_k", "an integer in [1, min(64, num_experts)]"},
-      {"scoring", "one of softmax, sigmoid, sqrtsoftplus"}};
-  for (auto [key, allowed] : kRequired) {
+  for (StringRef key : {"name", "num_experts", "top_k", "scoring"}) {
     if (!keyLocs.count(key)) {
-      fail(mappingLoc, "missing required key '" + key + "' (" + allowed + ")");
+      fail(mappingLoc, "missing required key '" + key + "' (" +
+                           allowedValues(key) + ")");
       return std::nullopt;
     }
   }
@@ -335,9 +394,16 @@ std::optional<RoutingSpec> SpecParser::parse() {
   }
 
   if (std::optional<SpecViolation> violation = validateRoutingSpec(spec)) {
-    auto loc = valueLocs.find(violation->key);
-    fail(loc != valueLocs.end() ? loc->second : mappingLoc,
-         violation->message);
+    // A rule broken by a defaulted key (group_score's default top2_sum with
+    // one expert per group) is reported at the key that brought it in.
+    SMLoc loc = mappingLoc;
+    for (StringRef key : {StringRef(violation->key), StringRef("groups")}) {
+      if (auto it = valueLocs.find(key); it != valueLocs.end()) {
+        loc = it->second;
+        break;
+      }
+    }
+    fail(loc, violation->message);
     return std::nullopt;
   }
   return spec;
@@ -349,18 +415,41 @@ std::optional<RoutingSpec> parseRoutingSpec(StringRef text,
                                             StringRef bufferName,
                                             std::string &error) {
   error.clear();
-  return SpecParser(text, bufferName, error).parse();
+  std::optional<RoutingSpec> spec = SpecParser(text, bufferName, error).parse();
+  // Every failure path sets a message; this keeps a missed one from ever
+  // surfacing as exit code 2 with an empty line.
+  if (!spec && error.empty())
+    error = (bufferName + ":1:1: error: invalid spec").str();
+  return spec;
 }
 
 std::optional<RoutingSpec> parseRoutingSpecFile(StringRef path,
                                                 std::string &error) {
-  ErrorOr<std::unique_ptr<MemoryBuffer>> file =
-      MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (std::error_code ec = file.getError()) {
-    error = (path + ": error: cannot read spec: " + ec.message()).str();
+  // A spec is a few hundred bytes; the cap keeps /dev/zero or a mistaken
+  // multi-gigabyte path from hanging the compiler.
+  constexpr uint64_t kMaxSpecBytes = 1 << 20;
+  auto fail = [&](const Twine &message) {
+    error = (path + ": error: " + message).str();
     return std::nullopt;
+  };
+  if (path != "-") {
+    sys::fs::file_status status;
+    if (std::error_code ec = sys::fs::status(path, status))
+      return fail("cannot read spec: " + ec.message());
+    if (status.type() != sys::fs::file_type::regular_file)
+      return fail("cannot read spec: not a regular file");
+    if (status.getSize() > kMaxSpecBytes)
+      return fail("spec is " + Twine(status.getSize()) +
+                  " bytes; specs are at most 1 MiB");
   }
-  return parseRoutingSpec((*file)->getBuffer(), path, error);
+  ErrorOr<std::unique_ptr<MemoryBuffer>> file =
+      MemoryBuffer::getFileOrSTDIN(path, /*IsText=*/true);
+  if (std::error_code ec = file.getError())
+    return fail("cannot read spec: " + ec.message());
+  if ((*file)->getBufferSize() > kMaxSpecBytes)
+    return fail("spec is more than 1 MiB");
+  return parseRoutingSpec((*file)->getBuffer(),
+                          path == "-" ? StringRef("<stdin>") : path, error);
 }
 
 ArrayRef<StringLiteral> routingSpecKeys() { return kKeys; }

@@ -130,6 +130,21 @@ int main(int argc, char **argv) {
                    "output file, '-' for stdout; written atomically")
       ->capture_default_str();
 
+  // CLI11 would call an unknown command "a missing subcommand"; name it.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string commands;
+    bool known = false;
+    for (const CLI::App *sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      commands += (commands.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      llvm::errs() << "moegen: error: unknown command '" << argv[1]
+                   << "' (commands: " << commands << "; run 'moegen --help')\n";
+      return kExitBadInput;
+    }
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
