@@ -2,7 +2,17 @@
 
 #include "compiler/Registration.h"
 
+#include "dialects/moe/Conversion/Passes.h"
 #include "dialects/moe/IR/MoEDialect.h"
+#include "dialects/moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/Index/IR/IndexDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -15,11 +25,18 @@ namespace moegen {
 void registerMoEGenDialects(mlir::DialectRegistry &registry) {
   registry.insert<mlir::moe::MoEDialect, mlir::func::FuncDialect,
                   mlir::tensor::TensorDialect, mlir::arith::ArithDialect>();
+  // What the lowerings produce, so that lowered IR parses too.
+  registry.insert<mlir::scf::SCFDialect, mlir::memref::MemRefDialect,
+                  mlir::vector::VectorDialect, mlir::math::MathDialect,
+                  mlir::cf::ControlFlowDialect, mlir::index::IndexDialect,
+                  mlir::LLVM::LLVMDialect>();
 }
 
 void registerMoEGenPasses() {
   // Upstream canonicalize, cse, inline, ... for moegen-opt pipelines.
   mlir::registerTransformsPasses();
+  mlir::moe::registerMoEPasses();
+  mlir::moe::registerMoEConversionPasses();
 }
 
 } // namespace moegen

@@ -4,6 +4,7 @@
 #define MOEGEN_COMPILER_SPEC_SPECTOMOE_H
 
 #include "compiler/spec/RoutingSpec.h"
+#include "dialects/moe/IR/MoEDialect.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -20,7 +21,7 @@ inline constexpr const char *kDispatch = "dispatch";    // dispatch: true
 } // namespace entry
 
 /// The attribute marking a func.func as a moegen entry point.
-inline constexpr const char *kEntryAttrName = "moe.entry";
+using mlir::moe::kEntryAttrName;
 
 /// Builds `module @<name>` with one func.func per entry point of a valid
 /// spec (see docs/semantics.md for their signatures). The context must have

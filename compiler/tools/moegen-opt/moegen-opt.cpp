@@ -6,12 +6,14 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Registration.h"
+#include "compiler/backend/cpu/CpuPipeline.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 int main(int argc, char **argv) {
   moegen::registerMoEGenPasses();
+  moegen::cpu::registerCpuPipeline();
   mlir::DialectRegistry registry;
   moegen::registerMoEGenDialects(registry);
   return mlir::asMainReturnCode(mlir::MlirOptMain(

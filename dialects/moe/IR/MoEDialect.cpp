@@ -4,7 +4,10 @@
 #include "dialects/moe/IR/MoEOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -18,12 +21,47 @@ void MoEDialect::initialize() {
       >();
 }
 
+/// Checks `moe.kernel_config`: the keys the lowerings read, with sane values.
+static LogicalResult verifyKernelConfig(Operation *op, Attribute value) {
+  auto config = dyn_cast<DictionaryAttr>(value);
+  if (!config)
+    return op->emitError() << "attribute 'moe.kernel_config' must be a "
+                              "dictionary, got "
+                           << value;
+  auto target = config.getAs<StringAttr>("target");
+  if (!target || (target.getValue() != "cpu" && target.getValue() != "nvptx"))
+    return op->emitError() << "attribute 'moe.kernel_config': 'target' must "
+                              "be \"cpu\" or \"nvptx\"";
+  for (StringRef key : {"vector_width", "tokens_per_task"}) {
+    auto number = config.getAs<IntegerAttr>(key);
+    if (!number || number.getInt() < 1)
+      return op->emitError() << "attribute 'moe.kernel_config': '" << key
+                             << "' must be a positive integer";
+  }
+  int64_t width = config.getAs<IntegerAttr>("vector_width").getInt();
+  if (!llvm::isPowerOf2_64(width) || width > 64)
+    return op->emitError() << "attribute 'moe.kernel_config': 'vector_width' "
+                              "= "
+                           << width << " must be a power of two up to 64";
+  for (NamedAttribute entry : config)
+    if (!llvm::is_contained({"target", "vector_width", "tokens_per_task"},
+                            entry.getName().getValue()))
+      return op->emitError() << "attribute 'moe.kernel_config': unknown key '"
+                             << entry.getName().getValue() << "'";
+  if (!isa<FunctionOpInterface>(op) || !op->hasAttr(kEntryAttrName))
+    return op->emitError() << "attribute 'moe.kernel_config' belongs on a "
+                              "function with 'moe.entry'";
+  return success();
+}
+
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                   NamedAttribute attribute) {
-  if (attribute.getName() != "moe.entry")
+  if (attribute.getName() == kKernelConfigAttrName)
+    return verifyKernelConfig(op, attribute.getValue());
+  if (attribute.getName() != kEntryAttrName)
     return op->emitError() << "unknown moe dialect attribute '"
                            << attribute.getName().getValue()
-                           << "' (the only one is 'moe.entry')";
+                           << "' (known: 'moe.entry', 'moe.kernel_config')";
   auto kind = dyn_cast<StringAttr>(attribute.getValue());
   bool known = kind && llvm::StringSwitch<bool>(kind.getValue())
                            .Cases("route", "route_hash", "replay", "dispatch",
@@ -34,7 +72,8 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
            << "attribute 'moe.entry' must be one of \"route\", "
               "\"route_hash\", \"replay\", \"dispatch\", got "
            << attribute.getValue();
-  if (!isa<func::FuncOp>(op))
-    return op->emitError() << "attribute 'moe.entry' belongs on a func.func";
+  // func.func until lowered, llvm.func after.
+  if (!isa<FunctionOpInterface>(op))
+    return op->emitError() << "attribute 'moe.entry' belongs on a function";
   return success();
 }

@@ -8,4 +8,12 @@
 
 #include "dialects/moe/IR/MoEDialect.h.inc"
 
+namespace mlir::moe {
+/// Marks a func.func as an entry point; its value names the kind.
+inline constexpr const char *kEntryAttrName = "moe.entry";
+/// The schedule of an entry point, set by `moe-kernel-config`: a dictionary
+/// {target: "cpu"|"nvptx", vector_width: i64, tokens_per_task: i64}.
+inline constexpr const char *kKernelConfigAttrName = "moe.kernel_config";
+} // namespace mlir::moe
+
 #endif // MOEGEN_DIALECT_MOE_IR_MOEDIALECT_H

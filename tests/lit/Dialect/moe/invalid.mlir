@@ -950,13 +950,55 @@ func.func @entry_not_a_string() attributes {moe.entry = 5} {
 
 // -----
 
-// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (the only one is 'moe.entry')}}
+// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config')}}
 func.func @unknown_moe_attribute() attributes {moe.bogus} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.entry' belongs on a func.func}}
+// expected-error @+1 {{attribute 'moe.entry' belongs on a function}}
 module attributes {moe.entry = "route"} {
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config' must be a dictionary, got 8 : i64}}
+func.func @config_not_a_dictionary() attributes {moe.entry = "route", moe.kernel_config = 8} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config': 'target' must be "cpu" or "nvptx"}}
+func.func @config_unknown_target() attributes {moe.entry = "route", moe.kernel_config = {target = "tpu", vector_width = 8, tokens_per_task = 64}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config': 'tokens_per_task' must be a positive integer}}
+func.func @config_no_tokens_per_task() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config': 'vector_width' = 6 must be a power of two up to 64}}
+func.func @config_width_not_power_of_two() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 6, tokens_per_task = 64}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config': unknown key 'threads'}}
+func.func @config_unknown_key() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, threads = 4}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config' belongs on a function with 'moe.entry'}}
+func.func @config_without_entry() attributes {moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64}} {
+  return
 }

@@ -1,0 +1,97 @@
+//===- CpuRouter.h - Run a routing spec on the host -------------*- C++ -*-===//
+//
+// The CPU backend end to end: a spec is lowered through the moe pipeline
+// (kernel config, moe -> loops, loops -> LLVM) and JIT-compiled with MLIR's
+// ExecutionEngine; calls split the tokens into tasks run on a thread pool.
+//
+// Every call checks what the kernels cannot (pointers present, sizes
+// consistent) and the kernels validate the values (logits finite or -inf,
+// hash and forced ids in range and distinct, the capture layer): a violation
+// comes back as one line naming the tensor, the index and the rule, with the
+// first violation in token order reported. Outputs are unspecified after an
+// error; no memory outside the given tensors is ever touched.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_COMPILER_BACKEND_CPU_CPUROUTER_H
+#define MOEGEN_COMPILER_BACKEND_CPU_CPUROUTER_H
+
+#include "compiler/spec/RoutingSpec.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace moegen::cpu {
+
+struct CpuCompileOptions {
+  /// Lanes over experts; 0 lets the kernel-config heuristic choose.
+  int64_t vectorWidth = 0;
+  /// Tokens per thread-pool task; 0 lets the heuristic choose.
+  int64_t tokensPerTask = 0;
+  /// Worker threads; 0 means one per hardware thread.
+  unsigned threads = 0;
+  /// When non-empty, the IR after every stage is written there
+  /// (01-moe.mlir, 02-config.mlir, 03-loops.mlir, 04-llvm.mlir).
+  std::string dumpDir;
+};
+
+/// One routing call. Tensors are dense, row-major, owned by the caller.
+struct RouterCall {
+  int64_t numTokens = 0;
+  /// [T, E] in spec.logitsDType: float, or the raw 16-bit patterns of
+  /// bf16 / f16 values.
+  const void *logits = nullptr;
+  /// [E]; required by route when spec.scoreBias (top-k selection).
+  const float *bias = nullptr;
+  /// [T] and [hashVocab, k]; required by route when selection is hash.
+  const int32_t *tokenIds = nullptr;
+  const int32_t *hashTable = nullptr;
+  int64_t hashVocab = 0;
+  /// [T, k]; when non-null the replay entry point runs (spec.replay).
+  const int32_t *forcedIds = nullptr;
+  /// [T, captureLayers, k], int16 when E <= 32767 else int32; route writes
+  /// its ids at captureLayer when spec.capture and this is non-null.
+  void *captureBuffer = nullptr;
+  int64_t captureLayers = 0;
+  int64_t captureLayer = 0;
+
+  /// Outputs: [T, k] each; always required.
+  int32_t *topkIds = nullptr;
+  float *topkWeights = nullptr;
+  /// Outputs when spec.dispatch: [E], [E + 1], [T * k], [T * k]. Either all
+  /// four or none.
+  int32_t *expertCounts = nullptr;
+  int32_t *expertOffsets = nullptr;
+  int32_t *sortedSlots = nullptr;
+  int32_t *slotPositions = nullptr;
+};
+
+class CpuRouter {
+public:
+  /// Compiles every entry point of `spec`. Returns null and sets `error`
+  /// (one line) when the spec is invalid or compilation fails; a compiler
+  /// failure also names the dump directory or how to get one.
+  static std::unique_ptr<CpuRouter> compile(const RoutingSpec &spec,
+                                            const CpuCompileOptions &options,
+                                            std::string &error);
+  ~CpuRouter();
+
+  const RoutingSpec &spec() const;
+  /// The kernel configuration chosen at compile time.
+  int64_t vectorWidth() const;
+  int64_t tokensPerTask() const;
+
+  /// Runs route / route_hash / replay, then dispatch when its outputs are
+  /// given. Returns an empty string on success, else one line.
+  std::string run(const RouterCall &call);
+
+private:
+  struct Impl;
+  explicit CpuRouter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace moegen::cpu
+
+#endif // MOEGEN_COMPILER_BACKEND_CPU_CPUROUTER_H

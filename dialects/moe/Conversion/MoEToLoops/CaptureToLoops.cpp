@@ -1,0 +1,42 @@
+//===- CaptureToLoops.cpp - moe.capture on a row --------------------------===//
+//
+// Writes the token's ids into buffer[token, layer, :] in place (the entry's
+// result is the buffer argument itself). A layer outside the buffer is
+// reported and nothing is written.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
+
+namespace mlir::moe::loops {
+
+LogicalResult lowerCapture(CaptureOp op, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef ids = cg.rowOf(op.getIds());
+  Value buffer = cg.rowOf(op.getBuffer()).memref;
+  Value layer = cg.scalars.lookup(op.getLayer());
+  if (!buffer || !layer)
+    return op.emitOpError("buffer and layer must be arguments of the entry "
+                          "point");
+  Type element = cast<MemRefType>(buffer.getType()).getElementType();
+  Value layers = b.create<memref::DimOp>(loc, buffer, 1);
+  Value valid = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, layer,
+                                        layers);
+  cg.ifThen(b.create<arith::XOrIOp>(loc, valid, cg.boolean(true)), [&] {
+    cg.recordError(KernelErrorCode::CaptureLayerOutOfRange, cg.token, layers,
+                   layer);
+  });
+  cg.ifThen(valid, [&] {
+    cg.forLoop(0, ids.size, {}, [&](Value j, ValueRange) {
+      Value id = cg.load(ids, j);
+      if (element != id.getType())
+        id = b.create<arith::TruncIOp>(loc, element, id);
+      b.create<memref::StoreOp>(loc, id, buffer, ValueRange{cg.token, layer, j});
+      return SmallVector<Value>{};
+    });
+  });
+  return success();
+}
+
+} // namespace mlir::moe::loops

@@ -1,0 +1,213 @@
+//===- RowCodegen.cpp - Emitting one token's row of moe ops ---------------===//
+
+#include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
+
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+namespace mlir::moe::loops {
+
+RowCodegen::RowCodegen(OpBuilder &b, OpBuilder &allocBuilder, Location loc,
+                       int64_t vectorWidth, Value errorRecord)
+    : b(b), allocBuilder(allocBuilder), loc(loc), width(vectorWidth),
+      errorRecord(errorRecord) {}
+
+RowRef RowCodegen::allocRow(Type elementType, int64_t size) {
+  // Whole chunks, so that chunk loads and stores of a stack row never need
+  // a mask.
+  int64_t padded = (size + width - 1) / width * width;
+  Value buffer = allocBuilder.create<memref::AllocaOp>(
+      loc, MemRefType::get({padded}, elementType));
+  // Padding lanes are read (and ignored) by chunk loads: give them a
+  // defined value once, at the entry, rather than reading uninitialized
+  // stack.
+  if (padded > size) {
+    Value zero = allocBuilder.create<arith::ConstantOp>(
+        loc, elementType, allocBuilder.getZeroAttr(elementType));
+    for (int64_t i = size; i < padded; ++i)
+      allocBuilder.create<memref::StoreOp>(
+          loc, zero, buffer,
+          ValueRange{allocBuilder.create<arith::ConstantIndexOp>(loc, i)});
+  }
+  return RowRef{buffer, /*perToken=*/false, size};
+}
+
+RowRef RowCodegen::newRow(Value result) {
+  auto type = cast<RankedTensorType>(result.getType());
+  RowRef row =
+      allocRow(type.getElementType(), type.getDimSize(type.getRank() - 1));
+  rows[result] = row;
+  return row;
+}
+
+Value RowCodegen::index(int64_t v) {
+  return b.create<arith::ConstantIndexOp>(loc, v);
+}
+Value RowCodegen::i32(int64_t v) {
+  return b.create<arith::ConstantIntOp>(loc, v, 32);
+}
+Value RowCodegen::i64(int64_t v) {
+  return b.create<arith::ConstantIntOp>(loc, v, 64);
+}
+Value RowCodegen::f32(double v) {
+  return b.create<arith::ConstantFloatOp>(loc, APFloat(static_cast<float>(v)),
+                                          b.getF32Type());
+}
+Value RowCodegen::boolean(bool v) {
+  return b.create<arith::ConstantIntOp>(loc, v, 1);
+}
+VectorType RowCodegen::vectorOf(Type element) const {
+  return VectorType::get({width}, element);
+}
+Value RowCodegen::splat(Value scalar) {
+  return b.create<vector::SplatOp>(loc, vectorOf(scalar.getType()), scalar);
+}
+
+SmallVector<Value> RowCodegen::indices(const RowRef &row, Value i) {
+  if (row.perToken)
+    return {token, i};
+  return {i};
+}
+
+Value RowCodegen::load(const RowRef &row, Value i) {
+  return b.create<memref::LoadOp>(loc, row.memref, indices(row, i));
+}
+
+Value RowCodegen::loadF32(const RowRef &row, Value i) {
+  Value value = load(row, i);
+  if (!value.getType().isF32())
+    value = b.create<arith::ExtFOp>(loc, b.getF32Type(), value);
+  return value;
+}
+
+void RowCodegen::store(Value value, const RowRef &row, Value i) {
+  b.create<memref::StoreOp>(loc, value, row.memref, indices(row, i));
+}
+
+Value RowCodegen::loadChunk(const RowRef &row, Value e0, int64_t valid,
+                            Value padding) {
+  Type element = row.elementType();
+  VectorType type = vectorOf(element);
+  Value chunk;
+  if (valid == width || !row.perToken) {
+    chunk = b.create<vector::LoadOp>(loc, type, row.memref, indices(row, e0));
+  } else {
+    // The tail of an argument row: masked lanes read the padding, not
+    // memory past the row.
+    Value mask = b.create<vector::ConstantMaskOp>(
+        loc, VectorType::get({width}, b.getI1Type()),
+        b.getI64ArrayAttr({valid}));
+    Value pad = padding;
+    if (pad.getType() != element)
+      pad = b.create<arith::TruncFOp>(loc, element, pad);
+    chunk = b.create<vector::MaskedLoadOp>(loc, type, row.memref,
+                                           indices(row, e0), mask, splat(pad));
+  }
+  if (isa<FloatType>(element) && !element.isF32())
+    chunk = b.create<arith::ExtFOp>(loc, vectorOf(b.getF32Type()), chunk);
+  return chunk;
+}
+
+void RowCodegen::storeChunk(Value vector, const RowRef &row, Value e0,
+                            int64_t valid) {
+  if (valid == width || !row.perToken) {
+    b.create<vector::StoreOp>(loc, vector, row.memref, indices(row, e0));
+    return;
+  }
+  Value mask = b.create<vector::ConstantMaskOp>(
+      loc, VectorType::get({width}, b.getI1Type()),
+      b.getI64ArrayAttr({valid}));
+  b.create<vector::MaskedStoreOp>(loc, row.memref, indices(row, e0), mask,
+                                  vector);
+}
+
+Value RowCodegen::laneIds(Value e0) {
+  SmallVector<int32_t> steps;
+  for (int64_t lane = 0; lane < width; ++lane)
+    steps.push_back(static_cast<int32_t>(lane));
+  VectorType type = vectorOf(b.getI32Type());
+  Value lanes = b.create<arith::ConstantOp>(
+      loc, type, DenseElementsAttr::get(type, ArrayRef<int32_t>(steps)));
+  Value base = b.create<arith::IndexCastOp>(loc, b.getI32Type(), e0);
+  return b.create<arith::AddIOp>(loc, lanes, splat(base));
+}
+
+SmallVector<Value> RowCodegen::forEachChunk(int64_t n, ValueRange init,
+                                            ChunkBody body) {
+  int64_t full = n / width * width;
+  SmallVector<Value> values(init.begin(), init.end());
+  if (full > 0) {
+    auto loop = b.create<scf::ForOp>(
+        loc, index(0), index(full), index(width), values,
+        [&](OpBuilder &nested, Location, Value e0, ValueRange iter) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          SmallVector<Value> next = body(e0, width, iter);
+          b.create<scf::YieldOp>(loc, next);
+        });
+    values.assign(loop.getResults().begin(), loop.getResults().end());
+  }
+  if (full < n)
+    values = body(index(full), n - full, values);
+  return values;
+}
+
+SmallVector<Value> RowCodegen::forLoop(Value lb, Value ub, ValueRange init,
+                                       LoopBody body) {
+  auto loop = b.create<scf::ForOp>(
+      loc, lb, ub, index(1), init,
+      [&](OpBuilder &nested, Location, Value iv, ValueRange iter) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(nested.getInsertionBlock());
+        SmallVector<Value> next = body(iv, iter);
+        b.create<scf::YieldOp>(loc, next);
+      });
+  return SmallVector<Value>(loop.getResults().begin(),
+                            loop.getResults().end());
+}
+
+void RowCodegen::ifThen(Value condition, function_ref<void()> thenBody) {
+  auto ifOp = b.create<scf::IfOp>(loc, condition, /*withElseRegion=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(ifOp.thenBlock());
+  thenBody();
+}
+
+Value RowCodegen::toI64(Value v) {
+  Type type = v.getType();
+  if (type.isIndex())
+    return b.create<arith::IndexCastOp>(loc, b.getI64Type(), v);
+  if (type.getIntOrFloatBitWidth() < 64)
+    return b.create<arith::ExtSIOp>(loc, b.getI64Type(), v);
+  return v;
+}
+
+void RowCodegen::recordError(KernelErrorCode code, Value index0, Value index1,
+                             Value value) {
+  Value codeSlot = index(moegen::kErrorCode);
+  Value current = b.create<memref::LoadOp>(loc, errorRecord, codeSlot);
+  Value empty = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                        current, i64(0));
+  SmallVector<Value> words{i64(static_cast<int64_t>(code)), toI64(token),
+                           toI64(index0), toI64(index1), toI64(value)};
+  ifThen(empty, [&] {
+    for (auto [slot, word] : llvm::enumerate(words))
+      b.create<memref::StoreOp>(loc, word, errorRecord,
+                                index(static_cast<int64_t>(slot)));
+  });
+}
+
+Value RowCodegen::inRange(Value value, Value bound) {
+  // Unsigned compare: a negative value wraps above any bound.
+  return b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, value, bound);
+}
+
+Value RowCodegen::safeId(Value id, int64_t bound) {
+  Type type = id.getType();
+  Value limit = b.create<arith::ConstantIntOp>(loc, bound,
+                                               type.getIntOrFloatBitWidth());
+  Value zero = b.create<arith::ConstantIntOp>(loc, 0,
+                                              type.getIntOrFloatBitWidth());
+  return b.create<arith::SelectOp>(loc, inRange(id, limit), id, zero);
+}
+
+} // namespace mlir::moe::loops

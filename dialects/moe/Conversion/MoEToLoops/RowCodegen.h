@@ -1,0 +1,141 @@
+//===- RowCodegen.h - Emitting one token's row of moe ops -------*- C++ -*-===//
+//
+// convert-moe-to-loops fuses the row-wise ops of an entry point into one
+// loop over tokens. Inside it, each op reads rows of its operands and writes
+// a row of its result; this header is the vocabulary the op-family files
+// (ScoringToLoops.cpp, SelectionToLoops.cpp, ...) share: where a row lives,
+// constants, vector chunks over the expert dimension, loops and the error
+// record. The schedule (vector width) comes from `moe.kernel_config`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_DIALECT_MOE_CONVERSION_MOETOLOOPS_ROWCODEGEN_H
+#define MOEGEN_DIALECT_MOE_CONVERSION_MOETOLOOPS_ROWCODEGEN_H
+
+#include "dialects/moe/IR/MoEOps.h"
+#include "runtime/KernelError.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseMap.h"
+
+namespace mlir::moe::loops {
+
+using moegen::KernelErrorCode;
+using moegen::kKernelErrorWords;
+
+/// Where the current token's row of a tensor value lives: a row of a
+/// [T, N] kernel argument (indexed [token, i]) or a whole 1-D buffer
+/// (indexed [i]): a per-token stack buffer, or an argument such as the bias
+/// that every token shares.
+struct RowRef {
+  Value memref;
+  bool perToken = false;
+  /// Valid elements; stack buffers are padded to whole vector chunks.
+  int64_t size = 0;
+  Type elementType() const {
+    return cast<MemRefType>(memref.getType()).getElementType();
+  }
+};
+
+/// Builds the body of one token. Ops insert at `b`'s insertion point;
+/// stack buffers go to `allocBuilder` (the function entry).
+class RowCodegen {
+public:
+  RowCodegen(OpBuilder &b, OpBuilder &allocBuilder, Location loc,
+             int64_t vectorWidth, Value errorRecord);
+
+  OpBuilder &b;
+  OpBuilder &allocBuilder;
+  Location loc;
+  const int64_t width;
+  Value errorRecord;
+  /// The token being processed (index); set by the driver per loop.
+  Value token;
+
+  //--- Values of the entry: rows of tensors and scalars (index args) -----//
+  llvm::DenseMap<Value, RowRef> rows;
+  llvm::DenseMap<Value, Value> scalars;
+  RowRef rowOf(Value tensor) const { return rows.lookup(tensor); }
+  /// A stack row of `size` elements padded to whole vector chunks, the
+  /// padding zeroed; allocated at the function entry.
+  RowRef allocRow(Type elementType, int64_t size);
+  /// A new stack row for `result` ([T, N] tensor), registered in `rows`.
+  RowRef newRow(Value result);
+
+  //--- Constants and types ----------------------------------------------//
+  Value index(int64_t v);
+  Value i32(int64_t v);
+  Value i64(int64_t v);
+  Value f32(double v);
+  Value boolean(bool v);
+  VectorType vectorOf(Type element) const;
+  Value splat(Value scalar);
+
+  //--- Rows --------------------------------------------------------------//
+  /// Indices of element `i` of `row` for the current token.
+  SmallVector<Value> indices(const RowRef &row, Value i);
+  Value load(const RowRef &row, Value i);
+  /// load() widened to f32 when the row holds bf16/f16.
+  Value loadF32(const RowRef &row, Value i);
+  void store(Value value, const RowRef &row, Value i);
+  /// `width` lanes at e0 widened to f32 for float rows; lanes at or past
+  /// `valid` read `padding` (never memory) for argument rows and whatever
+  /// the padded stack row holds otherwise.
+  Value loadChunk(const RowRef &row, Value e0, int64_t valid, Value padding);
+  /// Stores a chunk; lanes at or past `valid` are written only to padded
+  /// stack rows.
+  void storeChunk(Value vector, const RowRef &row, Value e0, int64_t valid);
+  /// Lane ids e0, e0+1, ... as vector<width x i32>.
+  Value laneIds(Value e0);
+
+  //--- Control flow -------------------------------------------------------//
+  using ChunkBody =
+      function_ref<SmallVector<Value>(Value e0, int64_t valid, ValueRange)>;
+  /// Runs `body` over vector chunks covering [0, n): a loop over the full
+  /// chunks, then one statically sized tail chunk. Returns the final
+  /// iteration values.
+  SmallVector<Value> forEachChunk(int64_t n, ValueRange init, ChunkBody body);
+  using LoopBody = function_ref<SmallVector<Value>(Value iv, ValueRange)>;
+  /// scf.for over [lb, ub) with step 1 (index bounds).
+  SmallVector<Value> forLoop(Value lb, Value ub, ValueRange init,
+                             LoopBody body);
+  SmallVector<Value> forLoop(int64_t lb, int64_t ub, ValueRange init,
+                             LoopBody body) {
+    return forLoop(index(lb), index(ub), init, body);
+  }
+  /// scf.if without results.
+  void ifThen(Value condition, function_ref<void()> thenBody);
+
+  //--- Validation -------------------------------------------------------//
+  /// Stores (code, token, index0, index1, value) into the error record
+  /// unless it already holds a violation; operands are i64 or index.
+  void recordError(KernelErrorCode code, Value index0, Value index1,
+                   Value value);
+  Value toI64(Value v);
+  /// `id` (i32/i64) if 0 <= id < bound, else 0: the value a kernel goes on
+  /// with after reporting a bad id, so that it never addresses memory.
+  Value safeId(Value id, int64_t bound);
+  /// 0 <= value < bound, with value and bound of the same integer type.
+  Value inRange(Value value, Value bound);
+};
+
+/// Lowers one row-wise op at the codegen's insertion point (inside the
+/// token loop). One function per op family, in the file named after it.
+LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg);
+LogicalResult lowerSelection(Operation *op, RowCodegen &cg);
+LogicalResult lowerValidatedSelection(Operation *op, RowCodegen &cg);
+LogicalResult lowerWeights(Operation *op, RowCodegen &cg);
+LogicalResult lowerCapture(CaptureOp op, RowCodegen &cg);
+
+/// Lowers a dispatch entry's moe.dispatch over all tokens: `ids` ([T, k])
+/// and `outputs` (counts, offsets, sorted_slots, slot_positions) are the
+/// kernel's memref arguments. Sets `cg.token` as it goes.
+LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
+                            ValueRange outputs);
+
+} // namespace mlir::moe::loops
+
+#endif // MOEGEN_DIALECT_MOE_CONVERSION_MOETOLOOPS_ROWCODEGEN_H

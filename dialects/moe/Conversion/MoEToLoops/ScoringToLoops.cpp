@@ -1,0 +1,181 @@
+//===- ScoringToLoops.cpp - moe.score on one token's row ------------------===//
+//
+// Scores are computed in f32 from f32, bf16 or f16 logits, one vector chunk
+// of experts at a time, with the stable forms of docs/semantics.md. Logits
+// that are NaN or +inf are reported through the error record: the check is
+// one compare per chunk on the fast path, and the offending index is
+// searched for only once a row is known to hold one.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
+
+#include "mlir/Dialect/Math/IR/Math.h"
+
+#include <limits>
+
+namespace mlir::moe::loops {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+class ScoringEmitter {
+public:
+  ScoringEmitter(ScoreOp op, RowCodegen &cg)
+      : op(op), cg(cg), b(cg.b), loc(cg.loc), logits(cg.rowOf(op.getLogits())),
+        numExperts(logits.size) {}
+
+  LogicalResult emit() {
+    scores = cg.newRow(op.getScores());
+    switch (op.getKind()) {
+    case ScoringKind::softmax:
+      emitSoftmax();
+      break;
+    case ScoringKind::sigmoid:
+      emitElementwise([&](Value x) { return sigmoid(x); });
+      break;
+    case ScoringKind::sqrtsoftplus:
+      emitElementwise(
+          [&](Value x) { return b.create<math::SqrtOp>(loc, softplus(x)); });
+      break;
+    }
+    return success();
+  }
+
+private:
+  Value vf(double v) { return cg.splat(cg.f32(v)); }
+
+  /// NaN or +inf: the logits the spec rejects (-inf masks an expert).
+  Value isBad(Value x) {
+    return b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UGE, x,
+                                   vf(kInf));
+  }
+
+  /// Lanes of a tail chunk that hold experts (all lanes of a full chunk).
+  Value keepValidLanes(Value v, int64_t valid, double otherwise) {
+    if (valid == cg.width)
+      return v;
+    Value mask = b.create<vector::ConstantMaskOp>(
+        loc, cg.vectorOf(b.getI1Type()), b.getI64ArrayAttr({valid}));
+    return b.create<arith::SelectOp>(loc, mask, v, vf(otherwise));
+  }
+
+  /// 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) otherwise: exp
+  /// never overflows and sigmoid(-inf) = 0.
+  Value sigmoid(Value x) {
+    Value e = b.create<math::ExpOp>(
+        loc, b.create<arith::NegFOp>(loc, b.create<math::AbsFOp>(loc, x)));
+    Value denominator = b.create<arith::AddFOp>(loc, vf(1.0), e);
+    Value positive = b.create<arith::DivFOp>(loc, vf(1.0), denominator);
+    Value negative = b.create<arith::DivFOp>(loc, e, denominator);
+    Value isPositive =
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, x, vf(0.0));
+    return b.create<arith::SelectOp>(loc, isPositive, positive, negative);
+  }
+
+  /// max(x, 0) + log1p(exp(-|x|)): no overflow for large x, no cancellation
+  /// for very negative x, and softplus(-inf) = 0.
+  Value softplus(Value x) {
+    Value e = b.create<math::ExpOp>(
+        loc, b.create<arith::NegFOp>(loc, b.create<math::AbsFOp>(loc, x)));
+    Value tail = b.create<math::Log1pOp>(loc, e);
+    Value linear = b.create<arith::MaximumFOp>(loc, x, vf(0.0));
+    return b.create<arith::AddFOp>(loc, linear, tail);
+  }
+
+  /// One pass: s = f(l), checking the logits on the way.
+  void emitElementwise(function_ref<Value(Value)> f) {
+    Value noneBad = cg.splat(cg.boolean(false));
+    SmallVector<Value> result = cg.forEachChunk(
+        numExperts, {noneBad},
+        [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+          Value x = cg.loadChunk(logits, e0, valid, cg.f32(0.0));
+          cg.storeChunk(f(x), scores, e0, valid);
+          return {b.create<arith::OrIOp>(loc, iter[0], isBad(x))};
+        });
+    reportBadLogits(result[0]);
+  }
+
+  /// exp(l - max l) / sum; a row of only -inf logits is scored as a row of
+  /// equal logits (uniform), the limit the semantics define.
+  void emitSoftmax() {
+    Value noneBad = cg.splat(cg.boolean(false));
+    SmallVector<Value> maxAndBad = cg.forEachChunk(
+        numExperts, {vf(-kInf), noneBad},
+        [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+          Value x = cg.loadChunk(logits, e0, valid, cg.f32(-kInf));
+          return {b.create<arith::MaximumFOp>(loc, iter[0], x),
+                  b.create<arith::OrIOp>(loc, iter[1], isBad(x))};
+        });
+    reportBadLogits(maxAndBad[1]);
+    Value rowMax = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MAXIMUMF, maxAndBad[0]);
+    Value allMasked = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
+                                              rowMax, cg.f32(-kInf));
+    Value shift = b.create<arith::SelectOp>(loc, allMasked, cg.f32(0.0), rowMax);
+    Value allMaskedLanes = cg.splat(allMasked);
+
+    SmallVector<Value> sums = cg.forEachChunk(
+        numExperts, {vf(0.0)},
+        [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+          Value x = cg.loadChunk(logits, e0, valid, cg.f32(-kInf));
+          x = b.create<arith::SelectOp>(loc, allMaskedLanes, vf(0.0), x);
+          Value e = b.create<math::ExpOp>(
+              loc, b.create<arith::SubFOp>(loc, x, cg.splat(shift)));
+          e = keepValidLanes(e, valid, 0.0);
+          cg.storeChunk(e, scores, e0, valid);
+          return {b.create<arith::AddFOp>(loc, iter[0], e)};
+        });
+    // sum >= 1: the maximum contributes exp(0).
+    Value sum = b.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
+                                              sums[0]);
+    Value sumLanes = cg.splat(sum);
+    cg.forEachChunk(numExperts, {},
+                    [&](Value e0, int64_t valid, ValueRange) {
+                      Value e = cg.loadChunk(scores, e0, valid, cg.f32(0.0));
+                      cg.storeChunk(b.create<arith::DivFOp>(loc, e, sumLanes),
+                                    scores, e0, valid);
+                      return SmallVector<Value>{};
+                    });
+  }
+
+  /// Records the first NaN / +inf logit of the row when `anyBadLanes` says
+  /// there is one.
+  void reportBadLogits(Value anyBadLanes) {
+    Value anyBad = b.create<vector::ReductionOp>(loc, vector::CombiningKind::OR,
+                                                 anyBadLanes);
+    cg.ifThen(anyBad, [&] {
+      cg.forLoop(0, numExperts, {}, [&](Value e, ValueRange) {
+        Value x = cg.loadF32(logits, e);
+        Value bad = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UGE, x,
+                                            cg.f32(kInf));
+        cg.ifThen(bad, [&] {
+          Value bits = b.create<arith::ExtUIOp>(
+              loc, b.getI64Type(),
+              b.create<arith::BitcastOp>(loc, b.getI32Type(), x));
+          cg.recordError(KernelErrorCode::NonFiniteLogit, cg.token, e, bits);
+        });
+        return SmallVector<Value>{};
+      });
+    });
+  }
+
+  ScoreOp op;
+  RowCodegen &cg;
+  OpBuilder &b;
+  Location loc;
+  RowRef logits;
+  RowRef scores;
+  int64_t numExperts;
+};
+
+} // namespace
+
+LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg) {
+  if (!cg.rowOf(op.getLogits()).memref)
+    return op.emitOpError("logits must be an argument of the entry point");
+  return ScoringEmitter(op, cg).emit();
+}
+
+} // namespace mlir::moe::loops

@@ -1,0 +1,80 @@
+//===- WeightsToLoops.cpp - gather, normalize, scale on a row -------------===//
+//
+// Rows of k <= 64 weights: scalar loops, which LLVM unrolls or vectorizes
+// as it sees fit. The gather re-checks its ids (unsigned compare against E)
+// even though every selection op already produces valid ones, so that an
+// entry point built by hand cannot read outside the scores either.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace mlir::moe::loops {
+
+namespace {
+
+LogicalResult lowerGather(GatherOp op, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef scores = cg.rowOf(op.getScores());
+  RowRef ids = cg.rowOf(op.getIds());
+  RowRef weights = cg.newRow(op.getWeights());
+  cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
+    Value id = cg.safeId(cg.load(ids, j), scores.size);
+    Value e = b.create<arith::IndexCastOp>(loc, b.getIndexType(), id);
+    cg.store(cg.loadF32(scores, e), weights, j);
+    return SmallVector<Value>{};
+  });
+  return success();
+}
+
+LogicalResult lowerNormalize(NormalizeOp op, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef weights = cg.rowOf(op.getWeights());
+  RowRef normalized = cg.newRow(op.getNormalized());
+  SmallVector<Value> sum =
+      cg.forLoop(0, weights.size, {cg.f32(0.0)},
+                 [&](Value j, ValueRange total) -> SmallVector<Value> {
+                   return {b.create<arith::AddFOp>(loc, total[0],
+                                                   cg.load(weights, j))};
+                 });
+  Value denominator = b.create<arith::AddFOp>(
+      loc, sum[0], cg.f32(op.getEpsilon().convertToDouble()));
+  cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
+    cg.store(b.create<arith::DivFOp>(loc, cg.load(weights, j), denominator),
+             normalized, j);
+    return SmallVector<Value>{};
+  });
+  return success();
+}
+
+LogicalResult lowerScale(ScaleOp op, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef weights = cg.rowOf(op.getWeights());
+  RowRef scaled = cg.newRow(op.getScaled());
+  Value factor = cg.f32(op.getFactor().convertToDouble());
+  cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
+    cg.store(b.create<arith::MulFOp>(loc, cg.load(weights, j), factor), scaled,
+             j);
+    return SmallVector<Value>{};
+  });
+  return success();
+}
+
+} // namespace
+
+LogicalResult lowerWeights(Operation *op, RowCodegen &cg) {
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](GatherOp op) { return lowerGather(op, cg); })
+      .Case([&](NormalizeOp op) { return lowerNormalize(op, cg); })
+      .Case([&](ScaleOp op) { return lowerScale(op, cg); })
+      .Default([](Operation *op) {
+        return op->emitOpError("is not a weights op");
+      });
+}
+
+} // namespace mlir::moe::loops

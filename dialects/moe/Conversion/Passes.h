@@ -1,0 +1,20 @@
+//===- Passes.h - Lowerings out of the moe dialect --------------*- C++ -*-===//
+
+#ifndef MOEGEN_DIALECT_MOE_CONVERSION_PASSES_H
+#define MOEGEN_DIALECT_MOE_CONVERSION_PASSES_H
+
+#include "mlir/Pass/Pass.h"
+
+#include <memory>
+
+namespace mlir::moe {
+
+#define GEN_PASS_DECL
+#include "dialects/moe/Conversion/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "dialects/moe/Conversion/Passes.h.inc"
+
+} // namespace mlir::moe
+
+#endif // MOEGEN_DIALECT_MOE_CONVERSION_PASSES_H

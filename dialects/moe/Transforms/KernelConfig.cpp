@@ -1,0 +1,90 @@
+//===- KernelConfig.cpp - Attach moe.kernel_config to entry points --------===//
+
+#include "dialects/moe/IR/MoEDialect.h"
+#include "dialects/moe/IR/MoEOps.h"
+#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
+#include "dialects/moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/Support/MathExtras.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEKERNELCONFIG
+#include "dialects/moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// The shape the heuristics see, read from the entry's ops.
+KernelShape shapeOf(func::FuncOp func) {
+  KernelShape shape;
+  func.walk([&](Operation *op) {
+    if (auto score = dyn_cast<ScoreOp>(op)) {
+      auto type = cast<RankedTensorType>(score.getLogits().getType());
+      shape.numExperts = type.getDimSize(1);
+      shape.logitBytes = type.getElementTypeBitWidth() / 8;
+    } else if (auto topk = dyn_cast<TopKOp>(op)) {
+      shape.topK = topk.getK();
+    } else if (auto mask = dyn_cast<GroupMaskOp>(op)) {
+      shape.groups = mask.getGroups();
+    } else if (auto dispatch = dyn_cast<DispatchOp>(op)) {
+      shape.numExperts = dispatch.getExperts();
+    }
+  });
+  return shape;
+}
+
+struct MoEKernelConfigPass
+    : public moe::impl::MoEKernelConfigBase<MoEKernelConfigPass> {
+  using MoEKernelConfigBase::MoEKernelConfigBase;
+
+  void runOnOperation() override {
+    std::optional<KernelTarget> kernelTarget = parseKernelTarget(target);
+    if (!kernelTarget) {
+      getOperation().emitError()
+          << "moe-kernel-config: target = '" << target
+          << "': must be cpu or nvptx";
+      return signalPassFailure();
+    }
+    if (vectorWidth < 0 || vectorWidth > kMaxVectorWidth ||
+        (vectorWidth > 0 && !llvm::isPowerOf2_64(vectorWidth))) {
+      getOperation().emitError()
+          << "moe-kernel-config: vector-width = " << vectorWidth
+          << ": must be 0 (heuristic) or a power of two up to "
+          << kMaxVectorWidth;
+      return signalPassFailure();
+    }
+    if (tokensPerTask < 0) {
+      getOperation().emitError()
+          << "moe-kernel-config: tokens-per-task = " << tokensPerTask
+          << ": must be 0 (heuristic) or positive";
+      return signalPassFailure();
+    }
+
+    for (auto func : getOperation().getOps<func::FuncOp>()) {
+      if (!func->hasAttr(kEntryAttrName))
+        continue;
+      KernelConfig config = chooseKernelConfig(*kernelTarget, shapeOf(func));
+      if (vectorWidth > 0)
+        config.vectorWidth = vectorWidth;
+      if (tokensPerTask > 0)
+        config.tokensPerTask = tokensPerTask;
+      Builder b(func.getContext());
+      func->setAttr(kKernelConfigAttrName,
+                    b.getDictionaryAttr({
+                        b.getNamedAttr("target",
+                                       b.getStringAttr(toString(config.target))),
+                        b.getNamedAttr("tokens_per_task",
+                                       b.getI64IntegerAttr(config.tokensPerTask)),
+                        b.getNamedAttr("vector_width",
+                                       b.getI64IntegerAttr(config.vectorWidth)),
+                    }));
+    }
+  }
+};
+
+} // namespace

@@ -1,0 +1,46 @@
+//===- KernelConfigHeuristics.cpp - Schedule choices per shape ------------===//
+
+#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
+
+#include <algorithm>
+
+namespace mlir::moe {
+
+std::optional<KernelTarget> parseKernelTarget(std::string_view text) {
+  if (text == "cpu")
+    return KernelTarget::Cpu;
+  if (text == "nvptx")
+    return KernelTarget::Nvptx;
+  return std::nullopt;
+}
+
+std::string_view toString(KernelTarget target) {
+  return target == KernelTarget::Cpu ? "cpu" : "nvptx";
+}
+
+KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
+  KernelConfig config;
+  config.target = target;
+  if (target == KernelTarget::Nvptx) {
+    // One lane per expert chunk of a warp; refined by the NVPTX backend.
+    config.vectorWidth = 1;
+    config.tokensPerTask = 4;
+    return config;
+  }
+  // Host: 8 f32 lanes fill an AVX2 register; tiny expert counts would pay
+  // for a masked tail on every row, so they get the narrowest power of two
+  // that covers them.
+  int64_t width = 8;
+  while (width > 1 && width / 2 >= shape.numExperts)
+    width /= 2;
+  config.vectorWidth = width;
+  // A task should stream a few hundred KiB of logits: large enough to hide
+  // the thread-pool hand-off (microseconds), small enough to balance.
+  const int64_t bytesPerToken =
+      std::max<int64_t>(1, shape.numExperts * shape.logitBytes);
+  config.tokensPerTask =
+      std::clamp<int64_t>((256 * 1024) / bytesPerToken, 16, 4096);
+  return config;
+}
+
+} // namespace mlir::moe

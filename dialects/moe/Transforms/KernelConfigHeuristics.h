@@ -1,0 +1,46 @@
+//===- KernelConfigHeuristics.h - Schedule choices per shape ----*- C++ -*-===//
+//
+// The one place where kernel schedules are chosen. Rewrites read the chosen
+// `moe.kernel_config` and never decide anything themselves, so an autotuner
+// can sweep these choices without touching a lowering.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_DIALECT_MOE_TRANSFORMS_KERNELCONFIGHEURISTICS_H
+#define MOEGEN_DIALECT_MOE_TRANSFORMS_KERNELCONFIGHEURISTICS_H
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace mlir::moe {
+
+enum class KernelTarget { Cpu, Nvptx };
+
+std::optional<KernelTarget> parseKernelTarget(std::string_view text);
+std::string_view toString(KernelTarget target);
+
+/// What the heuristics look at.
+struct KernelShape {
+  int64_t numExperts = 0;
+  int64_t topK = 0;
+  int64_t groups = 1;
+  /// Bytes per logit (4 for f32, 2 for bf16/f16).
+  int64_t logitBytes = 4;
+};
+
+struct KernelConfig {
+  KernelTarget target = KernelTarget::Cpu;
+  int64_t vectorWidth = 1;
+  int64_t tokensPerTask = 1;
+};
+
+/// Largest vector width the lowerings accept.
+inline constexpr int64_t kMaxVectorWidth = 64;
+
+/// The default schedule for `shape` on `target`.
+KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape);
+
+} // namespace mlir::moe
+
+#endif // MOEGEN_DIALECT_MOE_TRANSFORMS_KERNELCONFIGHEURISTICS_H

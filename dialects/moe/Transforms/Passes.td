@@ -1,0 +1,54 @@
+//===- Passes.td - Transformations of the moe dialect ------*- tablegen -*-===//
+//
+// Passes that stay within (or annotate) the moe dialect. Lowerings out of it
+// are in dialects/moe/Conversion/Passes.td.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_TD
+#define MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
+  let summary = "choose the kernel configuration of every entry point";
+  let description = [{
+    Attaches `moe.kernel_config` to each `moe.entry` function: a dictionary
+    of the schedule choices the lowerings read but never make themselves.
+
+    - `target`: `"cpu"` (host) or `"nvptx"`;
+    - `vector_width`: lanes over the expert dimension, a power of two;
+    - `tokens_per_task`: tokens one thread-pool task (CPU) or one block (GPU)
+      handles.
+
+    The values come from the heuristics in KernelConfigHeuristics.h, from
+    (E, k, groups, logits dtype, target), unless an option pins them; an
+    autotuner sweeps them through these options. An existing configuration
+    is replaced, so the pass is idempotent.
+
+    Example: `moegen-opt --moe-kernel-config="target=cpu vector-width=4"`.
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "Target of the kernels: cpu or nvptx">,
+    Option<"vectorWidth", "vector-width", "int64_t", /*default=*/"0",
+           "Lanes over experts (a power of two up to 64); 0 = heuristic">,
+    Option<"tokensPerTask", "tokens-per-task", "int64_t", /*default=*/"0",
+           "Tokens per task; 0 = heuristic">,
+  ];
+}
+
+def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
+  let summary = "expand exp, log1p and friends into vectorizable polynomials";
+  let description = [{
+    Rewrites the `math` ops the scoring functions use (exp, log1p, ...) into
+    MLIR's polynomial approximations (a few ulp in f32), so that the host
+    backend keeps them in vector registers instead of calling libm once per
+    lane. The GPU path does not run it: there, math lowers to libdevice.
+  }];
+  let dependentDialects = ["mlir::arith::ArithDialect",
+                           "mlir::math::MathDialect",
+                           "mlir::vector::VectorDialect"];
+}
+
+#endif // MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_TD

@@ -1,0 +1,59 @@
+//===- KernelError.h - The error record every kernel writes -----*- C++ -*-===//
+//
+// Kernels validate the values they read (logits, hash and forced ids, the
+// capture layer) and report the first violation in a record of five int64
+// words instead of touching memory they must not. Backends allocate one
+// record per task (CPU) or per launch (GPU), zeroed; the host turns the
+// record with the lowest token into the one-line message users see. Shared
+// by the compiler (which emits the stores) and the runtime (which reads
+// them), so it has no dependencies.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_RUNTIME_KERNELERROR_H
+#define MOEGEN_RUNTIME_KERNELERROR_H
+
+#include <cstdint>
+#include <string>
+
+namespace moegen {
+
+/// Word positions in the record (memref<5xi64> in the kernel ABI).
+enum KernelErrorWord : int {
+  kErrorCode = 0,   ///< a KernelErrorCode; 0 while no violation was seen
+  kErrorToken = 1,  ///< the token being processed
+  kErrorIndex0 = 2, ///< first index of the offending element
+  kErrorIndex1 = 3, ///< second index, or a bound (see each code)
+  kErrorValue = 4,  ///< the offending value (f32 bits for logits)
+};
+inline constexpr int kKernelErrorWords = 5;
+
+enum class KernelErrorCode : int64_t {
+  None = 0,
+  /// logits[index0][index1] is NaN or +inf; value = its f32 bit pattern.
+  NonFiniteLogit = 1,
+  /// token_ids[index0] = value is outside [0, index1 = vocabulary).
+  TokenIdOutsideVocab = 2,
+  /// hash_table[index0][index1] = value is outside [0, E).
+  HashEntryOutOfRange = 3,
+  /// hash_table[index0][index1] = value repeats an earlier entry of the row.
+  HashEntryRepeated = 4,
+  /// forced_ids[index0][index1] = value is outside [0, E).
+  ForcedIdOutOfRange = 5,
+  /// forced_ids[index0][index1] = value repeats an earlier id of the token.
+  ForcedIdRepeated = 6,
+  /// The capture layer = value is outside [0, index1 = layers).
+  CaptureLayerOutOfRange = 7,
+  /// The dispatch input ids[index0][index1] = value is outside [0, E).
+  DispatchIdOutOfRange = 8,
+};
+
+/// The one-line message for a record whose code is not None, in the words
+/// of the golden reference (docs/semantics.md): tensor, index, rule.
+/// `idsTensorName` names the dispatch input in messages.
+std::string formatKernelError(const int64_t *record, int64_t numExperts,
+                              const char *idsTensorName = "ids");
+
+} // namespace moegen
+
+#endif // MOEGEN_RUNTIME_KERNELERROR_H
