@@ -53,14 +53,16 @@ struct MoEKernelConfigPass
     if (vectorWidth < 0 || vectorWidth > kMaxVectorWidth ||
         (vectorWidth > 0 && !llvm::isPowerOf2_64(vectorWidth))) {
       getOperation().emitError()
-          << "moe-kernel-config: vector-width = " << vectorWidth
+          << "moe-kernel-config: vector-width = "
+          << static_cast<int64_t>(vectorWidth)
           << ": must be 0 (heuristic) or a power of two up to "
           << kMaxVectorWidth;
       return signalPassFailure();
     }
     if (tokensPerTask < 0) {
       getOperation().emitError()
-          << "moe-kernel-config: tokens-per-task = " << tokensPerTask
+          << "moe-kernel-config: tokens-per-task = "
+          << static_cast<int64_t>(tokensPerTask)
           << ": must be 0 (heuristic) or positive";
       return signalPassFailure();
     }
