@@ -8,8 +8,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Registration.h"
+#include "compiler/backend/cpu/CpuRouter.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
+#include "runtime/npy/Npy.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
@@ -19,7 +21,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include <array>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -96,6 +105,593 @@ int runCompile(const CompileOptions &options) {
   return writeOutput(options.output, text);
 }
 
+//===----------------------------------------------------------------------===//
+// moegen run
+//===----------------------------------------------------------------------===//
+
+namespace fs = std::filesystem;
+namespace npy = moegen::npy;
+
+struct RunOptions {
+  std::string specPath;
+  std::string backend;
+  /// `--in NAME=FILE` arguments, as given.
+  std::vector<std::string> inputs;
+  std::string outDir;
+  int64_t layer = 0;
+  bool layerGiven = false;
+  unsigned threads = 0;
+  std::string dumpDir;
+  /// The command as typed, for the repro line of an internal error.
+  std::string commandLine;
+};
+
+/// The tensors `run` reads, in the order the kernels check them
+/// (docs/semantics.md §2), so that input errors come out in the same order.
+constexpr std::array<std::string_view, 6> kInputNames = {
+    "logits", "bias", "token_ids", "hash_table", "forced_ids", "capture"};
+
+struct Input {
+  std::string path;
+  npy::Array array;
+};
+
+int reportUsage(const std::string &message) {
+  llvm::errs() << "moegen: error: " << message << "\n";
+  return kExitBadInput;
+}
+
+int reportFile(const std::string &path, const std::string &message) {
+  llvm::errs() << path << ": error: " << message << "\n";
+  return kExitBadInput;
+}
+
+/// A path or argument inside a one-line message: escaped, but long paths
+/// are kept whole since their end names the file.
+std::string quotePath(std::string_view text) {
+  return moegen::quoteForDiagnostic(text, 4096);
+}
+
+/// A shape as Python prints it, so it reads like the file's own header:
+/// "(3,)", "(3, 4)".
+std::string shapeRepr(const std::vector<int64_t> &shape) {
+  std::string text = "(";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + (shape.size() == 1 ? ",)" : ")");
+}
+
+/// One dimension a tensor must have: its symbol in the docs, its size
+/// (nullopt: any size of at least `minSize`) and what fixes that size.
+struct ExpectedDim {
+  std::string symbol;
+  std::optional<int64_t> size;
+  std::string reason;
+  int64_t minSize = 0;
+};
+
+/// "NAME: shape (3, 5) must be [T, E] = [3, 4]: dimension 1 is 5, not E = 4
+/// (num_experts)", or nullopt when the shape fits.
+std::optional<std::string> checkShape(std::string_view name,
+                                      const npy::Array &array,
+                                      const std::vector<ExpectedDim> &dims) {
+  std::string symbols, sizes;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    symbols += (i ? ", " : "") + dims[i].symbol;
+    sizes += (i ? ", " : "") +
+             (dims[i].size ? std::to_string(*dims[i].size) : dims[i].symbol);
+  }
+  std::string prefix = std::string(name) + ": shape " + shapeRepr(array.shape) +
+                       " must be [" + symbols + "] = [" + sizes + "]: ";
+  if (array.shape.size() != dims.size())
+    return prefix + "it has " + std::to_string(array.shape.size()) +
+           (array.shape.size() == 1 ? " dimension" : " dimensions") + ", not " +
+           std::to_string(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) {
+    const ExpectedDim &dim = dims[i];
+    int64_t actual = array.shape[i];
+    std::string at = "dimension " + std::to_string(i) + " is " +
+                     std::to_string(actual) + ", not " + dim.symbol;
+    if (dim.size && actual != *dim.size)
+      return prefix + at + " = " + std::to_string(*dim.size) + " (" +
+             dim.reason + ")";
+    if (!dim.size && actual < dim.minSize)
+      return prefix + at + " >= " + std::to_string(dim.minSize) + " (" +
+             dim.reason + ")";
+  }
+  return std::nullopt;
+}
+
+/// "NAME: dtype '<f8' must be '<f4'", or nullopt when the dtype is allowed.
+std::optional<std::string> checkDType(std::string_view name,
+                                      const npy::Array &array,
+                                      std::vector<npy::DType> allowed,
+                                      std::string_view why = "") {
+  for (npy::DType dtype : allowed)
+    if (array.dtype == dtype)
+      return std::nullopt;
+  std::string message = std::string(name) + ": dtype '" +
+                        std::string(npy::descr(array.dtype)) + "' must be ";
+  for (size_t i = 0; i < allowed.size(); ++i)
+    message += (i ? " or '" : "'") + std::string(npy::descr(allowed[i])) + "'";
+  return message + std::string(why);
+}
+
+/// An int64 id that does not fit the kernels' int32, e.g. forced_ids[3][1]
+/// = 5000000000. The kernels get -1 in its place, which is outside both
+/// [0, num_experts) and [0, vocab), so they still report the first bad id in
+/// their usual order; when that is this one, its real value is put back.
+struct WideId {
+  std::string element; ///< "forced_ids[3][1]"
+  int64_t value = 0;
+};
+
+/// The ids of an int32 or int64 tensor as int32; the first id outside int32
+/// (in row-major order) goes to `firstWide`. `rowLength` is 0 for 1-D.
+std::vector<int32_t> idsAsInt32(std::string_view name, const npy::Array &array,
+                                int64_t rowLength,
+                                std::optional<WideId> &firstWide) {
+  int64_t count = array.numElements();
+  std::vector<int32_t> ids(static_cast<size_t>(count));
+  if (array.dtype == npy::DType::I32) {
+    if (count > 0)
+      std::memcpy(ids.data(), array.data.data(), ids.size() * sizeof(int32_t));
+    return ids;
+  }
+  const int64_t *wide = array.as<int64_t>();
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t value = wide[i];
+    if (value >= std::numeric_limits<int32_t>::min() &&
+        value <= std::numeric_limits<int32_t>::max()) {
+      ids[i] = static_cast<int32_t>(value);
+      continue;
+    }
+    ids[i] = -1;
+    if (!firstWide) {
+      std::string element = std::string(name);
+      if (rowLength > 0)
+        element += "[" + std::to_string(i / rowLength) + "][" +
+                   std::to_string(i % rowLength) + "]";
+      else
+        element += "[" + std::to_string(i) + "]";
+      firstWide = WideId{element, value};
+    }
+  }
+  return ids;
+}
+
+/// Why input `name` plays no role in this call, or nullopt when it does.
+/// Inputs that would be silently ignored are errors, as spec keys are.
+std::optional<std::string>
+whyUnused(std::string_view name, const moegen::RoutingSpec &spec, bool replay) {
+  bool hash = spec.selection == moegen::Selection::Hash;
+  if (name == "forced_ids")
+    return spec.replay ? std::nullopt
+                       : std::optional<std::string>(
+                             "the spec has no replay entry point (set "
+                             "replay: true to replay forced ids)");
+  if (name == "bias" || name == "token_ids" || name == "hash_table") {
+    if (replay)
+      return "replay (forced_ids given) takes no selection inputs";
+    if (name == "bias" && !spec.scoreBias)
+      return std::string("the spec has score_bias: false");
+    if (name != "bias" && !hash)
+      return std::string("the spec has selection: topk");
+    return std::nullopt;
+  }
+  if (name == "capture") {
+    if (!spec.capture)
+      return std::string("the spec has capture: false");
+    if (replay)
+      return std::string("replay (forced_ids given) does not capture");
+  }
+  return std::nullopt;
+}
+
+/// Splits `--in NAME=FILE` arguments into NAME -> FILE, rejecting malformed,
+/// unknown and repeated names.
+std::optional<std::map<std::string, std::string>>
+parseInputArguments(const std::vector<std::string> &arguments) {
+  std::map<std::string, std::string> paths;
+  for (const std::string &argument : arguments) {
+    size_t equals = argument.find('=');
+    std::string quoted = quotePath(argument);
+    if (equals == std::string::npos || equals + 1 == argument.size()) {
+      reportUsage("--in " + quoted + ": expected NAME=FILE.npy");
+      return std::nullopt;
+    }
+    std::string name = argument.substr(0, equals);
+    std::string path = argument.substr(equals + 1);
+    if (std::find(kInputNames.begin(), kInputNames.end(), name) ==
+        kInputNames.end()) {
+      std::string known;
+      for (std::string_view input : kInputNames)
+        known += (known.empty() ? "" : ", ") + std::string(input);
+      reportUsage("--in " + quoted + ": unknown input '" +
+                  moegen::quoteForDiagnostic(name) + "' (inputs: " + known +
+                  ")");
+      return std::nullopt;
+    }
+    auto [it, inserted] = paths.emplace(name, path);
+    if (!inserted) {
+      reportUsage("--in " + quoted + ": input '" + name +
+                  "' given twice (first as --in " + name + "=" +
+                  quotePath(it->second) + ")");
+      return std::nullopt;
+    }
+  }
+  return paths;
+}
+
+/// The shape, dtype and T checks of every input; the values are the
+/// kernels' to check. Returns false after reporting the first error.
+bool checkInputs(const moegen::RoutingSpec &spec,
+                 const std::map<std::string, Input> &inputs,
+                 const RunOptions &options, int64_t &numTokens) {
+  using npy::DType;
+  const int64_t e = spec.numExperts;
+  const int64_t k = spec.topK;
+  auto fail = [&](const std::string &name, const std::string &message) {
+    reportFile(inputs.at(name).path, message);
+    return false;
+  };
+
+  const npy::Array &logits = inputs.at("logits").array;
+  DType logitsDType = DType::F32;
+  std::string why = " (logits_dtype: f32)";
+  if (spec.logitsDType == moegen::LogitsDType::F16) {
+    logitsDType = DType::F16;
+    why = " (logits_dtype: f16)";
+  } else if (spec.logitsDType == moegen::LogitsDType::BF16) {
+    logitsDType = DType::U16;
+    why = " (logits_dtype: bf16, stored as raw bits since NumPy has no bf16)";
+  }
+  if (auto error = checkDType("logits", logits, {logitsDType}, why))
+    return fail("logits", *error);
+  if (auto error =
+          checkShape("logits", logits,
+                     {{"T", std::nullopt, "tokens"}, {"E", e, "num_experts"}}))
+    return fail("logits", *error);
+  numTokens = logits.shape[0];
+  // Slot indices t*k+j and every dispatch tensor are int32.
+  if (numTokens > std::numeric_limits<int32_t>::max() / k)
+    return fail("logits",
+                "logits: T = " + std::to_string(numTokens) +
+                    " tokens: T * top_k = " + std::to_string(numTokens * k) +
+                    " must fit in int32 (slot indices are int32)");
+
+  const ExpectedDim tokens{"T", numTokens, "the token count of logits"};
+  const ExpectedDim experts{"E", e, "num_experts"};
+  const ExpectedDim topK{"k", k, "top_k"};
+  const std::vector<DType> ids = {DType::I32, DType::I64};
+  for (std::string_view input : kInputNames) {
+    std::string name(input);
+    if (!inputs.count(name))
+      continue;
+    const npy::Array &array = inputs.at(name).array;
+    std::optional<std::string> error;
+    if (name == "bias") {
+      error = checkDType(name, array, {DType::F32});
+      if (!error)
+        error = checkShape(name, array, {experts});
+    } else if (name == "token_ids") {
+      error = checkDType(name, array, ids);
+      if (!error)
+        error = checkShape(name, array, {tokens});
+    } else if (name == "hash_table") {
+      error = checkDType(name, array, {DType::I32});
+      if (!error)
+        error =
+            checkShape(name, array, {{"V", std::nullopt, "vocabulary"}, topK});
+    } else if (name == "forced_ids") {
+      error = checkDType(name, array, ids);
+      if (!error)
+        error = checkShape(name, array, {tokens, topK});
+    } else if (name == "capture") {
+      // The vLLM routed_experts layout: int16 while expert ids fit.
+      DType captureDType = e <= 32767 ? DType::I16 : DType::I32;
+      error = checkDType(name, array, {captureDType},
+                         " (expert ids of num_experts = " + std::to_string(e) +
+                             " experts)");
+      if (!error)
+        error = checkShape(
+            name, array, {tokens, {"L", std::nullopt, "MoE layers", 1}, topK});
+      if (!error && (options.layer < 0 || options.layer >= array.shape[1]))
+        error = "capture: --layer " + std::to_string(options.layer) +
+                " is outside the buffer's layers [0, " +
+                std::to_string(array.shape[1]) + ")";
+    }
+    if (error)
+      return fail(name, *error);
+  }
+  return true;
+}
+
+/// Creates `dir` and any missing parents, recording each one created so a
+/// failed run can remove them again.
+bool createDirectories(const fs::path &dir, std::vector<fs::path> &created,
+                       std::string &error) {
+  fs::path path = dir.lexically_normal();
+  if (!path.has_filename())
+    path = path.parent_path();
+  std::vector<fs::path> missing;
+  std::error_code ec;
+  for (fs::path p = path; !p.empty() && !fs::exists(p, ec);
+       p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path())
+      break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && ec) {
+      error = ec.message();
+      return false;
+    }
+    created.push_back(*it);
+  }
+  return true;
+}
+
+template <typename T>
+npy::Array makeArray(npy::DType dtype, std::vector<int64_t> shape,
+                     const std::vector<T> &values) {
+  npy::Array array;
+  array.dtype = dtype;
+  array.shape = std::move(shape);
+  array.data.resize(values.size() * sizeof(T));
+  if (!values.empty())
+    std::memcpy(array.data.data(), values.data(), array.data.size());
+  return array;
+}
+
+/// Writes every output, each atomically; on a failure removes what this run
+/// wrote and the directories it created, so DIR holds all outputs or none.
+int writeOutputs(
+    const std::string &outDir,
+    const std::vector<std::pair<std::string, npy::Array>> &outputs) {
+  std::vector<fs::path> createdDirs;
+  std::vector<fs::path> written;
+  std::string error;
+  bool ok = createDirectories(outDir, createdDirs, error);
+  if (!ok)
+    error = outDir + ": error: cannot create the output directory: " + error;
+  for (size_t i = 0; ok && i < outputs.size(); ++i) {
+    fs::path path = fs::path(outDir) / (outputs[i].first + ".npy");
+    ok = npy::writeNpy(path.string(), outputs[i].second, error);
+    if (ok)
+      written.push_back(path);
+    else
+      error = path.string() + ": error: " +
+              error.substr(std::min(error.size(), path.string().size() + 2));
+  }
+  if (ok)
+    return kExitOk;
+  std::error_code ignored;
+  for (const fs::path &path : written)
+    fs::remove(path, ignored);
+  for (auto it = createdDirs.rbegin(); it != createdDirs.rend(); ++it)
+    fs::remove(*it, ignored);
+  llvm::errs() << error << "\n";
+  return kExitBadInput;
+}
+
+/// Prefixes a kernel's error ("forced_ids[3][1] = 300: ...") with the file
+/// of the tensor it names, giving a wide id its real value back.
+std::string locateRunError(std::string error,
+                           const std::map<std::string, Input> &inputs,
+                           const std::optional<WideId> &wide) {
+  if (wide) {
+    std::string placeholder = wide->element + " = -1:";
+    if (error.compare(0, placeholder.size(), placeholder) == 0)
+      error = wide->element + " = " + std::to_string(wide->value) + ":" +
+              error.substr(placeholder.size());
+  }
+  std::string tensor = error.substr(0, error.find_first_of("[: "));
+  auto it = inputs.find(tensor);
+  if (it != inputs.end())
+    return it->second.path + ": error: " + error;
+  return "moegen: error: " + error;
+}
+
+int runRun(const RunOptions &options) {
+  if (options.backend != "cpu") {
+    if (options.backend == "cuda")
+      return reportUsage("--backend cuda: the CUDA backend is not available "
+                         "yet in this build (available: cpu)");
+    return reportUsage("--backend '" +
+                       moegen::quoteForDiagnostic(options.backend) +
+                       "': unknown backend (available: cpu)");
+  }
+
+  std::string error;
+  std::optional<moegen::RoutingSpec> spec =
+      moegen::parseRoutingSpecFile(options.specPath, error);
+  if (!spec) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+
+  std::optional<std::map<std::string, std::string>> paths =
+      parseInputArguments(options.inputs);
+  if (!paths)
+    return kExitBadInput;
+  // forced_ids selects the replay entry point instead of route/route_hash.
+  bool replay = paths->count("forced_ids") != 0;
+  for (const auto &[name, path] : *paths)
+    if (auto why = whyUnused(name, *spec, replay))
+      return reportUsage("--in " + name + "=" + quotePath(path) + ": input '" +
+                         name + "' is not used by this run: " + *why);
+  bool hash = spec->selection == moegen::Selection::Hash;
+  std::vector<std::pair<std::string, std::string>> required = {
+      {"logits", "[T, E] logits, always required"}};
+  if (!replay && spec->scoreBias)
+    required.push_back({"bias", "[E] f32, required by score_bias: true"});
+  if (!replay && hash) {
+    required.push_back(
+        {"token_ids", "[T] i32/i64, required by selection: hash"});
+    required.push_back(
+        {"hash_table", "[V, k] i32, required by selection: hash"});
+  }
+  for (const auto &[name, what] : required)
+    if (!paths->count(name))
+      return reportUsage("missing input '" + name + "' (" + what +
+                         "); give --in " + name + "=FILE.npy");
+  bool captures = spec->capture && !replay;
+  if (options.layerGiven && !captures)
+    return reportUsage("--layer " + std::to_string(options.layer) +
+                       ": not used by this run: " +
+                       (spec->capture
+                            ? "replay (forced_ids given) does not capture"
+                            : "the spec has capture: false"));
+  if (captures && !paths->count("capture") && options.layer != 0)
+    return reportUsage("--layer " + std::to_string(options.layer) +
+                       ": without --in capture=FILE.npy the capture buffer "
+                       "is [T, 1, k], so the layer must be 0");
+
+  std::error_code ec;
+  if (options.outDir.empty())
+    return reportUsage("--out: the output directory must not be empty");
+  if (fs::exists(options.outDir, ec) && !fs::is_directory(options.outDir, ec))
+    return reportFile(options.outDir, "--out: exists and is not a directory");
+
+  // Read every input before checking any, in the kernels' order.
+  std::map<std::string, Input> inputs;
+  for (std::string_view name : kInputNames) {
+    auto it = paths->find(std::string(name));
+    if (it == paths->end())
+      continue;
+    std::optional<npy::Array> array = npy::readNpy(it->second, error);
+    if (!array) {
+      // readNpy's one line is "PATH: MESSAGE"; name the tensor too.
+      std::string message =
+          error.substr(std::min(error.size(), it->second.size() + 2));
+      return reportFile(it->second, std::string(name) + ": " + message);
+    }
+    inputs.emplace(name, Input{it->second, std::move(*array)});
+  }
+  int64_t numTokens = 0;
+  if (!checkInputs(*spec, inputs, options, numTokens))
+    return kExitBadInput;
+  const int64_t e = spec->numExperts;
+  const int64_t k = spec->topK;
+  const int64_t slots = numTokens * k;
+
+  std::optional<WideId> wide;
+  std::vector<int32_t> tokenIds, forcedIds;
+  if (inputs.count("token_ids"))
+    tokenIds = idsAsInt32("token_ids", inputs.at("token_ids").array, 0, wide);
+  if (inputs.count("forced_ids"))
+    forcedIds =
+        idsAsInt32("forced_ids", inputs.at("forced_ids").array, k, wide);
+
+  moegen::cpu::CpuCompileOptions compileOptions;
+  compileOptions.threads = options.threads;
+  compileOptions.dumpDir = options.dumpDir;
+  if (!options.dumpDir.empty()) {
+    fs::create_directories(options.dumpDir, ec);
+    if (ec)
+      return reportFile(options.dumpDir, "--dump-ir: cannot create the "
+                                         "directory: " +
+                                             ec.message());
+  }
+  std::unique_ptr<moegen::cpu::CpuRouter> router =
+      moegen::cpu::CpuRouter::compile(*spec, compileOptions, error);
+  // The spec parsed and validated, so a compile failure is moegen's bug.
+  if (!router) {
+    llvm::errs() << options.specPath
+                 << ": internal error: the CPU backend cannot compile this "
+                    "spec: "
+                 << error << "\nrepro: " << options.commandLine
+                 << (options.dumpDir.empty() ? " --dump-ir DIR" : "") << "\n";
+    return kExitInternal;
+  }
+
+  // Empty tensors (T = 0) still get a valid pointer: the backend treats a
+  // null pointer as a missing tensor.
+  alignas(8) std::array<std::byte, 8> empty{};
+  auto pointer = [&](auto &vector) -> void * {
+    return vector.empty() ? static_cast<void *>(empty.data())
+                          : static_cast<void *>(vector.data());
+  };
+
+  moegen::cpu::RouterCall call;
+  call.numTokens = numTokens;
+  call.logits = pointer(inputs.at("logits").array.data);
+  if (inputs.count("bias"))
+    call.bias =
+        static_cast<const float *>(pointer(inputs.at("bias").array.data));
+  if (inputs.count("token_ids")) {
+    npy::Array &table = inputs.at("hash_table").array;
+    call.tokenIds = static_cast<const int32_t *>(pointer(tokenIds));
+    call.hashTable = static_cast<const int32_t *>(pointer(table.data));
+    call.hashVocab = table.shape[0];
+  }
+  if (inputs.count("forced_ids"))
+    call.forcedIds = static_cast<const int32_t *>(pointer(forcedIds));
+
+  npy::Array capture;
+  if (captures) {
+    if (inputs.count("capture")) {
+      capture = std::move(inputs.at("capture").array);
+    } else {
+      capture.dtype = e <= 32767 ? npy::DType::I16 : npy::DType::I32;
+      capture.shape = {numTokens, 1, k};
+      capture.data.assign(slots * npy::itemSize(capture.dtype), std::byte{0});
+    }
+    call.captureBuffer = pointer(capture.data);
+    call.captureLayers = capture.shape[1];
+    call.captureLayer = options.layer;
+  }
+
+  std::vector<int32_t> topkIds(slots);
+  std::vector<float> topkWeights(slots);
+  call.topkIds = static_cast<int32_t *>(pointer(topkIds));
+  call.topkWeights = static_cast<float *>(pointer(topkWeights));
+  std::vector<int32_t> counts, offsets, sortedSlots, slotPositions;
+  if (spec->dispatch) {
+    counts.resize(e);
+    offsets.resize(e + 1);
+    sortedSlots.resize(slots);
+    slotPositions.resize(slots);
+    call.expertCounts = counts.data();
+    call.expertOffsets = offsets.data();
+    call.sortedSlots = static_cast<int32_t *>(pointer(sortedSlots));
+    call.slotPositions = static_cast<int32_t *>(pointer(slotPositions));
+  }
+
+  error = router->run(call);
+  if (!error.empty()) {
+    llvm::errs() << locateRunError(error, inputs, wide) << "\n";
+    return kExitBadInput;
+  }
+  // -1 stands in for every wide id and is always invalid, so the kernels
+  // cannot have accepted it; refuse rather than write results built on it.
+  if (wide)
+    return reportFile(
+        paths->at(wide->element.substr(0, wide->element.find('['))),
+        wide->element + " = " + std::to_string(wide->value) +
+            ": does not fit in int32");
+
+  using npy::DType;
+  std::vector<std::pair<std::string, npy::Array>> outputs;
+  outputs.emplace_back("topk_ids",
+                       makeArray(DType::I32, {numTokens, k}, topkIds));
+  outputs.emplace_back("topk_weights",
+                       makeArray(DType::F32, {numTokens, k}, topkWeights));
+  if (spec->dispatch) {
+    outputs.emplace_back("expert_counts", makeArray(DType::I32, {e}, counts));
+    outputs.emplace_back("expert_offsets",
+                         makeArray(DType::I32, {e + 1}, offsets));
+    outputs.emplace_back("sorted_slots",
+                         makeArray(DType::I32, {slots}, sortedSlots));
+    outputs.emplace_back("slot_positions",
+                         makeArray(DType::I32, {slots}, slotPositions));
+  }
+  if (captures)
+    outputs.emplace_back("capture", std::move(capture));
+  return writeOutputs(options.outDir, outputs);
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -107,8 +703,11 @@ int main(int argc, char **argv) {
   app.footer("Examples:\n"
              "  moegen compile templates/deepseek-v3.yaml\n"
              "  moegen compile templates/qwen3-30b-a3b.yaml -o qwen3.mlir\n"
-             "  moegen compile my-router.yaml --emit=spec\n\n"
+             "  moegen compile my-router.yaml --emit=spec\n"
+             "  moegen run templates/mixtral-8x7b.yaml --backend cpu \\\n"
+             "      --in logits=logits.npy --out out/\n\n"
              "Spec keys and their rules: docs/spec-language.md\n"
+             "moegen run inputs and outputs: docs/cli.md\n"
              "Routing math: docs/semantics.md\n"
              "Exit codes: 0 ok, 2 bad input or usage, 1 internal error.");
 
@@ -129,6 +728,39 @@ int main(int argc, char **argv) {
       ->add_option("-o,--output", compile.output,
                    "output file, '-' for stdout; written atomically")
       ->capture_default_str();
+
+  RunOptions run;
+  CLI::App *runCmd = app.add_subcommand(
+      "run", "Route tokens with a spec: read .npy inputs, write .npy outputs");
+  runCmd
+      ->add_option("SPEC", run.specPath,
+                   "routing spec, e.g. templates/deepseek-v3.yaml")
+      ->required();
+  runCmd
+      ->add_option("--backend", run.backend,
+                   "where to run: cpu (cuda is not available yet)")
+      ->required();
+  // One NAME=FILE per --in, so a following SPEC is never taken as an input.
+  runCmd
+      ->add_option("--in", run.inputs,
+                   "an input tensor, NAME=FILE.npy; NAME is logits, bias, "
+                   "token_ids, hash_table, forced_ids or capture (docs/cli.md)")
+      ->allow_extra_args(false);
+  runCmd
+      ->add_option("--out", run.outDir,
+                   "directory for the output .npy files; created if missing")
+      ->required();
+  CLI::Option *layerOption = runCmd->add_option(
+      "--layer", run.layer,
+      "layer of the capture buffer to write (specs with capture: true)");
+  runCmd
+      ->add_option("--threads", run.threads,
+                   "worker threads; 0 is one per hardware thread")
+      ->check(CLI::Range(0u, 4096u))
+      ->capture_default_str();
+  runCmd->add_option("--dump-ir", run.dumpDir,
+                     "write the IR after every compiler stage to this "
+                     "directory");
 
   // CLI11 would call an unknown command "a missing subcommand"; name it.
   if (argc > 1 && argv[1][0] != '-') {
@@ -157,5 +789,12 @@ int main(int argc, char **argv) {
 
   if (compileCmd->parsed())
     return runCompile(compile);
+  if (runCmd->parsed()) {
+    run.layerGiven = layerOption->count() != 0;
+    run.commandLine = "moegen";
+    for (int i = 1; i < argc; ++i)
+      run.commandLine += std::string(" ") + argv[i];
+    return runRun(run);
+  }
   return kExitBadInput;
 }
