@@ -36,8 +36,7 @@ public:
       emitElementwise([&](Value x) { return sigmoid(x); });
       break;
     case ScoringKind::sqrtsoftplus:
-      emitElementwise(
-          [&](Value x) { return b.create<math::SqrtOp>(loc, softplus(x)); });
+      emitElementwise([&](Value x) { return sqrtSoftplus(x); });
       break;
     }
     return success();
@@ -82,6 +81,18 @@ private:
     Value tail = b.create<math::Log1pOp>(loc, e);
     Value linear = b.create<arith::MaximumFOp>(loc, x, vf(0.0));
     return b.create<arith::AddFOp>(loc, linear, tail);
+  }
+
+  /// sqrt(softplus(x)); below x = -16, softplus(x) = exp(x) to within
+  /// exp(x) / 2 < 2^-24 relative, so the root is exp(x / 2): a normal f32
+  /// down to x = -174, where softplus itself underflows from x = -87 on.
+  Value sqrtSoftplus(Value x) {
+    Value direct = b.create<math::SqrtOp>(loc, softplus(x));
+    Value tail = b.create<math::ExpOp>(
+        loc, b.create<arith::MulFOp>(loc, x, vf(0.5)));
+    Value inTail =
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT, x, vf(-16.0));
+    return b.create<arith::SelectOp>(loc, inTail, tail, direct);
   }
 
   /// One pass: s = f(l), checking the logits on the way.
