@@ -51,6 +51,7 @@ namespace {
 struct Options {
   bool quick = false;
   unsigned threads = 0;
+  std::string topk; // empty: the kernel-config heuristic
   int reps = 9;
   int goldenReps = 3;
   int64_t goldenMaxTokens = 4096;
@@ -61,7 +62,8 @@ struct Options {
 
 void usage(const char *argv0) {
   std::printf(
-      "usage: %s [--quick] [--threads N] [--reps N] [--golden-max-tokens N]\n"
+      "usage: %s [--quick] [--threads N] [--topk M] [--reps N]\n"
+      "          [--golden-max-tokens N]\n"
       "\n"
       "Throughput of the CPU backend's route entry point (f32 logits) and of\n"
       "the golden reference, for T in {1, 64, 4096, 65536} and E in {8, 128,\n"
@@ -71,6 +73,11 @@ void usage(const char *argv0) {
       "                         samples of about 1 ms: a smoke test\n"
       "  --threads N            worker threads (default: one per hardware\n"
       "                         thread)\n"
+      "  --experts LIST         comma-separated expert counts instead of the\n"
+      "                         default set (e.g. 1024,4096)\n"
+      "  --tokens LIST          comma-separated token counts instead\n"
+      "  --topk M               top-k method: argmax_passes or insertion\n"
+      "                         (default: the kernel-config heuristic)\n"
       "  --reps N               samples per figure (default 9)\n"
       "  --golden-max-tokens N  time the golden reference only up to N\n"
       "                         tokens (default 4096; it is slow)\n",
@@ -110,6 +117,39 @@ std::optional<Options> parseArgs(int argc, char **argv) {
       if (!value(0, 1024, n))
         return std::nullopt;
       o.threads = static_cast<unsigned>(n);
+    } else if (arg == "--experts" || arg == "--tokens") {
+      std::vector<int64_t> list;
+      std::string text = i + 1 < argc ? argv[i + 1] : "";
+      size_t start = 0;
+      while (start <= text.size()) {
+        size_t comma = text.find(',', start);
+        std::string item = text.substr(start, comma == std::string::npos
+                                                  ? std::string::npos
+                                                  : comma - start);
+        int64_t n = 0;
+        if (!parseInt(item.c_str(), arg == "--experts" ? 2 : 1,
+                      arg == "--experts" ? 8192 : (int64_t(1) << 24), n)) {
+          std::fprintf(stderr,
+                       "moegen-bench-cpu: error: %s needs a comma-separated "
+                       "list of positive integers (experts 2..8192)\n",
+                       arg.c_str());
+          return std::nullopt;
+        }
+        list.push_back(n);
+        if (comma == std::string::npos)
+          break;
+        start = comma + 1;
+      }
+      ++i;
+      (arg == "--experts" ? o.experts : o.tokens) = list;
+    } else if (arg == "--topk") {
+      if (i + 1 >= argc || (std::string(argv[i + 1]) != "argmax_passes" &&
+                            std::string(argv[i + 1]) != "insertion")) {
+        std::fprintf(stderr, "moegen-bench-cpu: error: --topk needs "
+                             "argmax_passes or insertion\n");
+        return std::nullopt;
+      }
+      o.topk = argv[++i];
     } else if (arg == "--reps") {
       if (!value(1, 1000, n))
         return std::nullopt;
@@ -265,6 +305,7 @@ int main(int argc, char **argv) {
       const int64_t k = spec->topK;
       cpu::CpuCompileOptions compileOptions;
       compileOptions.threads = o.threads;
+      compileOptions.topk = o.topk;
       std::string error;
       Clock::time_point compileStart = Clock::now();
       std::unique_ptr<cpu::CpuRouter> router =

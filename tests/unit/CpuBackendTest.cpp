@@ -1234,6 +1234,33 @@ TEST(CpuBackendEdge, ExplicitVectorWidths) {
   }
 }
 
+TEST(CpuBackendEdge, BothTopKMethods) {
+  // The kernel config picks how a row's top-k is found; both methods must
+  // give the golden ids on every shape: tails, groups (-inf keys), ties.
+  struct Case {
+    int64_t experts, k, groups;
+    LogitsStyle style;
+  };
+  for (const char *method : {"argmax_passes", "insertion"})
+    for (Case c : {Case{8, 8, 1, LogitsStyle::Random},
+                   Case{60, 7, 6, LogitsStyle::Random},
+                   Case{256, 8, 8, LogitsStyle::Adversarial},
+                   Case{1000, 64, 1, LogitsStyle::Random},
+                   Case{4096, 33, 8, LogitsStyle::Adversarial}}) {
+      SCOPED_TRACE(std::string(method) + ", E = " +
+                   std::to_string(c.experts) + ", k = " + std::to_string(c.k));
+      RoutingSpec spec = makeSpec("topk_method", c.experts, c.k,
+                                  Scoring::Softmax);
+      spec.scoreBias = true;
+      spec.groups = c.groups;
+      spec.topkGroups = c.groups > 1 ? c.groups / 2 + 1 : 1;
+      spec.normalize = true;
+      CpuCompileOptions options;
+      options.topk = method;
+      checkEveryEntryPoint(spec, options, 70, 77 + c.experts, c.style);
+    }
+}
+
 TEST(CpuBackendEdge, ResultsIndependentOfTaskSplit) {
   // Tokens are independent: any split into tasks and any thread count must
   // give bit-identical outputs.

@@ -20,6 +20,7 @@ void addCpuConfigStage(mlir::OpPassManager &pm,
   config.target = "cpu";
   config.vectorWidth = options.vectorWidth;
   config.tokensPerTask = options.tokensPerTask;
+  config.topk = options.topk;
   pm.addPass(mlir::moe::createMoEKernelConfig(config));
 }
 
@@ -56,6 +57,10 @@ struct CpuToLLVMPipelineOptions
                                 llvm::cl::desc("Tokens per task; 0 = "
                                                "heuristic"),
                                 llvm::cl::init(0)};
+  Option<std::string> topk{*this, "topk",
+                           llvm::cl::desc("argmax_passes or insertion; empty "
+                                          "= heuristic"),
+                           llvm::cl::init("")};
 };
 } // namespace
 
@@ -64,7 +69,8 @@ void registerCpuPipeline() {
       "moe-cpu-to-llvm",
       "Lower moe entry points to LLVM dialect kernels for the host",
       [](mlir::OpPassManager &pm, const CpuToLLVMPipelineOptions &options) {
-        addCpuConfigStage(pm, {options.vectorWidth, options.tokensPerTask});
+        addCpuConfigStage(pm, {options.vectorWidth, options.tokensPerTask,
+                               options.topk});
         addCpuLoopsStage(pm);
         addCpuLLVMStage(pm);
       });

@@ -11,6 +11,7 @@
 #define MOEGEN_COMPILER_BACKEND_CPU_CPUPIPELINE_H
 
 #include <cstdint>
+#include <string>
 
 namespace mlir {
 class OpPassManager;
@@ -22,6 +23,8 @@ struct CpuPipelineOptions {
   /// 0: chosen by the kernel-config heuristics.
   int64_t vectorWidth = 0;
   int64_t tokensPerTask = 0;
+  /// "argmax_passes" or "insertion"; empty: heuristic.
+  std::string topk;
 };
 
 /// Stage 1: moe-kernel-config with target=cpu.

@@ -138,7 +138,8 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
     const char *file;
     std::function<void(mlir::OpPassManager &)> add;
   };
-  CpuPipelineOptions pipeline{options.vectorWidth, options.tokensPerTask};
+  CpuPipelineOptions pipeline{options.vectorWidth, options.tokensPerTask,
+                              options.topk};
   const Stage stages[] = {
       {"02-config.mlir",
        [&](mlir::OpPassManager &pm) { addCpuConfigStage(pm, pipeline); }},

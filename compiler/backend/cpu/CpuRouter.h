@@ -29,6 +29,9 @@ struct CpuCompileOptions {
   int64_t vectorWidth = 0;
   /// Tokens per thread-pool task; 0 lets the heuristic choose.
   int64_t tokensPerTask = 0;
+  /// Top-k method ("argmax_passes" or "insertion"); empty lets the
+  /// heuristic choose.
+  std::string topk;
   /// Worker threads; 0 means one per hardware thread.
   unsigned threads = 0;
   /// When non-empty, the IR after every stage is written there

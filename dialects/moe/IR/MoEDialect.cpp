@@ -43,8 +43,13 @@ static LogicalResult verifyKernelConfig(Operation *op, Attribute value) {
     return op->emitError() << "attribute 'moe.kernel_config': 'vector_width' "
                               "= "
                            << width << " must be a power of two up to 64";
+  auto topk = config.getAs<StringAttr>("topk");
+  if (!topk ||
+      (topk.getValue() != "argmax_passes" && topk.getValue() != "insertion"))
+    return op->emitError() << "attribute 'moe.kernel_config': 'topk' must be "
+                              "\"argmax_passes\" or \"insertion\"";
   for (NamedAttribute entry : config)
-    if (!llvm::is_contained({"target", "vector_width", "tokens_per_task"},
+    if (!llvm::is_contained({"target", "vector_width", "tokens_per_task", "topk"},
                             entry.getName().getValue()))
       return op->emitError() << "attribute 'moe.kernel_config': unknown key '"
                              << entry.getName().getValue() << "'";

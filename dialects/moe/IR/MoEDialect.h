@@ -12,7 +12,8 @@ namespace mlir::moe {
 /// Marks a func.func as an entry point; its value names the kind.
 inline constexpr const char *kEntryAttrName = "moe.entry";
 /// The schedule of an entry point, set by `moe-kernel-config`: a dictionary
-/// {target: "cpu"|"nvptx", vector_width: i64, tokens_per_task: i64}.
+/// {target: "cpu"|"nvptx", vector_width: i64, tokens_per_task: i64,
+///  topk: "argmax_passes"|"insertion"}.
 inline constexpr const char *kKernelConfigAttrName = "moe.kernel_config";
 } // namespace mlir::moe
 

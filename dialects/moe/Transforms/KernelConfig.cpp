@@ -67,6 +67,17 @@ struct MoEKernelConfigPass
       return signalPassFailure();
     }
 
+    std::optional<TopKMethod> topkMethod;
+    if (!topk.empty()) {
+      topkMethod = parseTopKMethod(topk.getValue());
+      if (!topkMethod) {
+        getOperation().emitError()
+            << "moe-kernel-config: topk = '" << topk.getValue()
+            << "': must be argmax_passes or insertion";
+        return signalPassFailure();
+      }
+    }
+
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (!func->hasAttr(kEntryAttrName))
         continue;
@@ -75,6 +86,8 @@ struct MoEKernelConfigPass
         config.vectorWidth = vectorWidth;
       if (tokensPerTask > 0)
         config.tokensPerTask = tokensPerTask;
+      if (topkMethod)
+        config.topkMethod = *topkMethod;
       Builder b(func.getContext());
       func->setAttr(kKernelConfigAttrName,
                     b.getDictionaryAttr({
@@ -82,6 +95,8 @@ struct MoEKernelConfigPass
                                        b.getStringAttr(toString(config.target))),
                         b.getNamedAttr("tokens_per_task",
                                        b.getI64IntegerAttr(config.tokensPerTask)),
+                        b.getNamedAttr("topk", b.getStringAttr(toString(
+                                                   config.topkMethod))),
                         b.getNamedAttr("vector_width",
                                        b.getI64IntegerAttr(config.vectorWidth)),
                     }));

@@ -18,6 +18,18 @@ std::string_view toString(KernelTarget target) {
   return target == KernelTarget::Cpu ? "cpu" : "nvptx";
 }
 
+std::optional<TopKMethod> parseTopKMethod(std::string_view text) {
+  if (text == "argmax_passes")
+    return TopKMethod::ArgmaxPasses;
+  if (text == "insertion")
+    return TopKMethod::Insertion;
+  return std::nullopt;
+}
+
+std::string_view toString(TopKMethod method) {
+  return method == TopKMethod::ArgmaxPasses ? "argmax_passes" : "insertion";
+}
+
 KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
   KernelConfig config;
   config.target = target;
@@ -25,6 +37,7 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
     // One lane per expert chunk of a warp; refined by the NVPTX backend.
     config.vectorWidth = 1;
     config.tokensPerTask = 4;
+    config.topkMethod = TopKMethod::ArgmaxPasses;
     return config;
   }
   // Host: 8 f32 lanes fill an AVX2 register; tiny expert counts would pay
@@ -40,6 +53,13 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
       std::max<int64_t>(1, shape.numExperts * shape.logitBytes);
   config.tokensPerTask =
       std::clamp<int64_t>((256 * 1024) / bytesPerToken, 16, 4096);
+  // k branch-free passes pipeline well while a row is a few dozen chunks;
+  // past that, skipping the chunks that cannot enter the top k wins.
+  // Measured on a 2-core AVX2 host, T = 8192, softmax (docs/benchmarks.md):
+  // E = 256, k = 8: passes 1.5x faster; E = 1024, k = 8: insertion 1.3x;
+  // E = 4096, k = 64: insertion 2.7x.
+  config.topkMethod = shape.numExperts >= 1024 ? TopKMethod::Insertion
+                                               : TopKMethod::ArgmaxPasses;
   return config;
 }
 

@@ -20,6 +20,21 @@ enum class KernelTarget { Cpu, Nvptx };
 std::optional<KernelTarget> parseKernelTarget(std::string_view text);
 std::string_view toString(KernelTarget target);
 
+/// How a row's top-k is found. Both give the same ids (the total order of
+/// docs/semantics.md); they differ in cost.
+enum class TopKMethod {
+  /// k passes of a vectorized arg-max, each after the previous pick:
+  /// O(k * E / lanes), branch-free (the GPU's warp arg-max is this).
+  ArgmaxPasses,
+  /// One pass in expert order that keeps the best k in a sorted list and
+  /// looks at a chunk lane by lane only when one of its keys beats the k-th:
+  /// about O(E / lanes + k log(E / k) * k) on typical rows.
+  Insertion,
+};
+
+std::optional<TopKMethod> parseTopKMethod(std::string_view text);
+std::string_view toString(TopKMethod method);
+
 /// What the heuristics look at.
 struct KernelShape {
   int64_t numExperts = 0;
@@ -33,6 +48,7 @@ struct KernelConfig {
   KernelTarget target = KernelTarget::Cpu;
   int64_t vectorWidth = 1;
   int64_t tokensPerTask = 1;
+  TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
 };
 
 /// Largest vector width the lowerings accept.

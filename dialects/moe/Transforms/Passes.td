@@ -19,7 +19,9 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
     - `target`: `"cpu"` (host) or `"nvptx"`;
     - `vector_width`: lanes over the expert dimension, a power of two;
     - `tokens_per_task`: tokens one thread-pool task (CPU) or one block (GPU)
-      handles.
+      handles;
+    - `topk`: how a row's top-k is found, `"argmax_passes"` or
+      `"insertion"` (same ids, different cost).
 
     The values come from the heuristics in KernelConfigHeuristics.h, from
     (E, k, groups, logits dtype, target), unless an option pins them; an
@@ -35,6 +37,8 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
            "Lanes over experts (a power of two up to 64); 0 = heuristic">,
     Option<"tokensPerTask", "tokens-per-task", "int64_t", /*default=*/"0",
            "Tokens per task; 0 = heuristic">,
+    Option<"topk", "topk", "std::string", /*default=*/"\"\"",
+           "Top-k method: argmax_passes or insertion; empty = heuristic">,
   ];
 }
 

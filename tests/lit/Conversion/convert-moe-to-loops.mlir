@@ -36,7 +36,7 @@
 // Results copied to the outputs' row t.
 // CHECK: memref.store {{.*}}, %[[IDS]][%[[T]], %{{.*}}]
 // CHECK: memref.store {{.*}}, %[[W]][%[[T]], %{{.*}}]
-func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<?x?x4xi16>, %layer: index) -> (tensor<?x4xi32>, tensor<?x4xf32>, tensor<?x?x4xi16>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 8 : i64}} {
+func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<?x?x4xi16>, %layer: index) -> (tensor<?x4xi32>, tensor<?x4xf32>, tensor<?x?x4xi16>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
   %keys = moe.add_bias %s, %bias : tensor<?x64xf32>, tensor<64xf32>
   %masked = moe.group_mask %keys groups 8 keep 2 by top2_sum : tensor<?x64xf32>
@@ -72,7 +72,7 @@ func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<
 // CHECK: memref.store %c6_i64, %[[ERR]][%c0]
 // CHECK: %[[OK:.*]] = arith.cmpi ult, %[[ID]], %c60_i64
 // CHECK: arith.select %[[OK]], %[[ID]], %c0_i64
-func.func @replay(%logits: tensor<?x60xf16>, %forced: tensor<?x2xi64>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "replay", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 8 : i64}} {
+func.func @replay(%logits: tensor<?x60xf16>, %forced: tensor<?x2xi64>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "replay", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   %s = moe.score sqrtsoftplus %logits : tensor<?x60xf16> -> tensor<?x60xf32>
   %ids = moe.forced_select %forced experts 60 : tensor<?x2xi64> -> tensor<?x2xi32>
   %w = moe.gather %s[%ids] : tensor<?x60xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
@@ -94,7 +94,7 @@ func.func @replay(%logits: tensor<?x60xf16>, %forced: tensor<?x2xi64>) -> (tenso
 // CHECK: memref.load %[[TABLE]]
 // CHECK: } else {
 // CHECK: memref.store %c2_i64
-func.func @route_hash(%logits: tensor<?x8xf32>, %tok: tensor<?xi32>, %table: tensor<?x2xi32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "route_hash", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 8 : i64}} {
+func.func @route_hash(%logits: tensor<?x8xf32>, %tok: tensor<?xi32>, %table: tensor<?x2xi32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "route_hash", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   %s = moe.score sigmoid %logits : tensor<?x8xf32> -> tensor<?x8xf32>
   %ids = moe.hash_select %tok, %table experts 8 : tensor<?xi32>, tensor<?x2xi32> -> tensor<?x2xi32>
   %w = moe.gather %s[%ids] : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
@@ -111,7 +111,7 @@ func.func @route_hash(%logits: tensor<?x8xf32>, %tok: tensor<?xi32>, %table: ten
 // CHECK: memref.store %{{.*}}, %[[SORTED]]
 // CHECK: memref.store %{{.*}}, %[[POS]]
 // CHECK: memref.dealloc
-func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "dispatch", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 8 : i64}} {
+func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "dispatch", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   %c, %o, %s, %p = moe.dispatch %ids experts 16 : tensor<?x2xi32> -> tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>
   return %c, %o, %s, %p : tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>
 }
@@ -122,11 +122,35 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<16xi32>, tensor<17xi32>, t
 // CHECK-LABEL: func.func @scalar(
 // CHECK: vector.load {{.*}} : memref<?x3xf32>, vector<1xf32>
 // CHECK-NOT: vector.constant_mask
-func.func @scalar(%logits: tensor<?x3xf32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 1 : i64}} {
+func.func @scalar(%logits: tensor<?x3xf32>) -> (tensor<?x1xi32>, tensor<?x1xf32>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 1 : i64}} {
   %s = moe.score sigmoid %logits : tensor<?x3xf32> -> tensor<?x3xf32>
   %ids = moe.topk %s k 1 : tensor<?x3xf32> -> tensor<?x1xi32>
   %w = moe.gather %s[%ids] : tensor<?x3xf32>, tensor<?x1xi32> -> tensor<?x1xf32>
   return %ids, %w : tensor<?x1xi32>, tensor<?x1xf32>
+}
+
+// -----
+
+// topk = "insertion": the first k experts fill a sorted list, then a chunk
+// is looked at lane by lane only when a key beats the k-th kept key.
+// CHECK-LABEL: func.func @insertion_topk(
+// CHECK: memref.alloca() : memref<8xf32>
+// CHECK: memref.alloca() : memref<8xi32>
+// CHECK: scf.for
+// CHECK: %[[KTH:.*]] = memref.load %{{.*}}[%c1] : memref<8xf32>
+// CHECK: scf.for {{.*}} iter_args(%[[THR:.*]] = %[[KTH]]) -> (f32)
+// CHECK: %[[GT:.*]] = arith.cmpf ogt, %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK: %[[ANY:.*]] = vector.reduction <or>
+// CHECK: scf.if %[[ANY]] -> (f32)
+// CHECK: memref.load %{{.*}}[%c1] : memref<8xf32>
+// CHECK: scf.yield
+// CHECK: } else {
+// CHECK: scf.yield %[[THR]] : f32
+func.func @insertion_topk(%logits: tensor<?x64xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "insertion", vector_width = 8 : i64}} {
+  %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
+  %ids = moe.topk %s k 2 : tensor<?x64xf32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
 }
 
 // -----
@@ -140,7 +164,7 @@ func.func @unconfigured(%logits: tensor<?x8xf32>) -> tensor<?x2xi32> attributes 
 
 // -----
 
-func.func @dispatch_not_alone(%logits: tensor<?x8xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 8 : i64}} {
+func.func @dispatch_not_alone(%logits: tensor<?x8xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   %s = moe.score sigmoid %logits : tensor<?x8xf32> -> tensor<?x8xf32>
   %ids = moe.topk %s k 2 : tensor<?x8xf32> -> tensor<?x2xi32>
   // expected-error @+1 {{'moe.dispatch' op spans tokens and must be alone in its entry point, its results returned in order}}
@@ -151,6 +175,6 @@ func.func @dispatch_not_alone(%logits: tensor<?x8xf32>) -> (tensor<8xi32>, tenso
 // -----
 
 // expected-error @+1 {{'func.func' op returns an argument unchanged; entry results must be computed by moe ops}}
-func.func @passthrough(%ids: tensor<?x2xi32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, vector_width = 8 : i64}} {
+func.func @passthrough(%ids: tensor<?x2xi32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   return %ids : tensor<?x2xi32>
 }

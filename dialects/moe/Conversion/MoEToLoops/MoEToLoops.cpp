@@ -50,6 +50,8 @@ public:
       return func.emitOpError("needs 'moe.kernel_config' to be lowered: run "
                               "-moe-kernel-config first");
     vectorWidth = config.getAs<IntegerAttr>("vector_width").getInt();
+    topkMethod = parseTopKMethod(config.getAs<StringAttr>("topk").getValue())
+                     .value_or(TopKMethod::ArgmaxPasses);
     if (!func.getBody().hasOneBlock())
       return func.emitOpError("entry point must have a single block");
     Block &body = func.getBody().front();
@@ -141,6 +143,7 @@ private:
     OpBuilder b = OpBuilder::atBlockEnd(&entry);
     OpBuilder allocBuilder = startKernelBody(b, entry);
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth, errorRecord);
+    cg.topkMethod = topkMethod;
 
     for (BlockArgument arg : body.getArguments()) {
       Value lowered = entry.getArgument(arg.getArgNumber());
@@ -227,6 +230,7 @@ private:
 
   func::FuncOp func;
   int64_t vectorWidth = 1;
+  TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
   SmallVector<ResultPlan> results;
 };
 

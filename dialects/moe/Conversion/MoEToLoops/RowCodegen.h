@@ -13,6 +13,7 @@
 #define MOEGEN_DIALECT_MOE_CONVERSION_MOETOLOOPS_ROWCODEGEN_H
 
 #include "dialects/moe/IR/MoEOps.h"
+#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
 #include "runtime/KernelError.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -54,6 +55,8 @@ public:
   Value errorRecord;
   /// The token being processed (index); set by the driver per loop.
   Value token;
+  /// How moe.topk finds a row's best k (from moe.kernel_config).
+  TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
 
   //--- Values of the entry: rows of tensors and scalars (index args) -----//
   llvm::DenseMap<Value, RowRef> rows;

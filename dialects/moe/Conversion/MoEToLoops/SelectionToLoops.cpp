@@ -12,8 +12,10 @@
 #include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
 
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <algorithm>
 #include <limits>
 
 namespace mlir::moe::loops {
@@ -106,9 +108,135 @@ void emitTopK(RowCodegen &cg, const RowRef &keys, int64_t n, int64_t k,
       });
 }
 
+/// Inserts (value, id) into the sorted list (listValues, listIds) holding
+/// `size` entries (index), keeping at most k: it goes after every entry
+/// whose key is >= its own, since ids are inserted in increasing order.
+void emitListInsert(RowCodegen &cg, const RowRef &listValues,
+                    const RowRef &listIds, int64_t k, Value size, Value value,
+                    Value id) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value position =
+      cg.forLoop(cg.index(0), size, {cg.index(0)},
+                 [&](Value i, ValueRange count) -> SmallVector<Value> {
+                   Value ahead = b.create<arith::CmpFOp>(
+                       loc, arith::CmpFPredicate::OGE, cg.load(listValues, i),
+                       value);
+                   Value next =
+                       b.create<arith::AddIOp>(loc, count[0], cg.index(1));
+                   return {b.create<arith::SelectOp>(loc, ahead, next,
+                                                     count[0])};
+                 })[0];
+  Value fits = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                       position, cg.index(k));
+  cg.ifThen(fits, [&] {
+    // Shift [position, last) down by one, from the end; the k-th entry of
+    // a full list falls off.
+    Value last = b.create<arith::MinUIOp>(loc, size, cg.index(k - 1));
+    Value count = b.create<arith::SubIOp>(
+        loc, b.create<arith::MaxUIOp>(loc, last, position), position);
+    cg.forLoop(cg.index(0), count, {}, [&](Value q, ValueRange) {
+      Value to = b.create<arith::SubIOp>(loc, last, q);
+      Value from = b.create<arith::SubIOp>(loc, to, cg.index(1));
+      cg.store(cg.load(listValues, from), listValues, to);
+      cg.store(cg.load(listIds, from), listIds, to);
+      return SmallVector<Value>{};
+    });
+    cg.store(value, listValues, position);
+    cg.store(id, listIds, position);
+  });
+}
+
+/// Top-k in one pass over the experts in increasing id order: the first k
+/// fill a sorted list, then a chunk is examined lane by lane only if one of
+/// its keys is strictly greater than the k-th kept key (an equal key has a
+/// larger id, so it comes after). On typical rows few chunks pass the test.
+void emitInsertionTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
+                       int64_t k, const RowRef &ids) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef listValues = cg.allocRow(b.getF32Type(), k);
+  RowRef listIds = cg.allocRow(b.getI32Type(), k);
+  auto asI32 = [&](Value index) -> Value {
+    return b.create<arith::IndexCastOp>(loc, b.getI32Type(), index);
+  };
+
+  const int64_t filled = std::min(k, n);
+  cg.forLoop(0, filled, {}, [&](Value e, ValueRange) {
+    emitListInsert(cg, listValues, listIds, k, e, cg.loadF32(keys, e), asI32(e));
+    return SmallVector<Value>{};
+  });
+
+  Value kthIndex = cg.index(k - 1);
+  Value lanesK = cg.splat(cg.i32(k));
+  Value lanesN = cg.splat(cg.i32(n));
+  cg.forEachChunk(
+      n, {cg.load(listValues, kthIndex)},
+      [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+        Value threshold = iter[0];
+        Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
+        Value laneIds = cg.laneIds(e0);
+        Value candidate = b.create<arith::AndIOp>(
+            loc,
+            b.create<arith::AndIOp>(
+                loc,
+                b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sge,
+                                        laneIds, lanesK),
+                b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt,
+                                        laneIds, lanesN)),
+            b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, value,
+                                    cg.splat(threshold)));
+        Value any = b.create<vector::ReductionOp>(
+            loc, vector::CombiningKind::OR, candidate);
+        auto ifAny = b.create<scf::IfOp>(loc, TypeRange{b.getF32Type()}, any,
+                                         /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(ifAny.thenBlock());
+          Value updated = cg.forLoop(
+              0, cg.width, {threshold},
+              [&](Value lane, ValueRange current) -> SmallVector<Value> {
+                Value e = b.create<arith::AddIOp>(loc, e0, lane);
+                Value inRow = b.create<arith::AndIOp>(
+                    loc,
+                    b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, e,
+                                            cg.index(k)),
+                    b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, e,
+                                            cg.index(n)));
+                // Clamped so that a lane past the row never addresses it.
+                Value clamped =
+                    b.create<arith::MinUIOp>(loc, e, cg.index(n - 1));
+                Value key = cg.loadF32(keys, clamped);
+                Value enters = b.create<arith::AndIOp>(
+                    loc, inRow,
+                    b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT,
+                                            key, current[0]));
+                cg.ifThen(enters, [&] {
+                  emitListInsert(cg, listValues, listIds, k, cg.index(k), key,
+                                 asI32(e));
+                });
+                return {cg.load(listValues, kthIndex)};
+              })[0];
+          b.create<scf::YieldOp>(loc, updated);
+          b.setInsertionPointToStart(ifAny.elseBlock());
+          b.create<scf::YieldOp>(loc, threshold);
+        }
+        return {ifAny.getResult(0)};
+      });
+
+  cg.forLoop(0, k, {}, [&](Value j, ValueRange) {
+    cg.store(cg.safeId(cg.load(listIds, j), n), ids, j);
+    return SmallVector<Value>{};
+  });
+}
+
 LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
   RowRef keys = cg.rowOf(op.getKeys());
   RowRef ids = cg.newRow(op.getIds());
+  if (cg.topkMethod == TopKMethod::Insertion) {
+    emitInsertionTopK(cg, keys, keys.size, op.getK(), ids);
+    return success();
+  }
   emitTopK(cg, keys, keys.size, op.getK(),
            [&](Value j, Value id) { cg.store(id, ids, j); });
   return success();

@@ -985,20 +985,27 @@ func.func @config_no_tokens_per_task() attributes {moe.entry = "route", moe.kern
 // -----
 
 // expected-error @+1 {{attribute 'moe.kernel_config': 'vector_width' = 6 must be a power of two up to 64}}
-func.func @config_width_not_power_of_two() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 6, tokens_per_task = 64}} {
+func.func @config_width_not_power_of_two() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 6, tokens_per_task = 64, topk = "insertion"}} {
   return
 }
 
 // -----
 
 // expected-error @+1 {{attribute 'moe.kernel_config': unknown key 'threads'}}
-func.func @config_unknown_key() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, threads = 4}} {
+func.func @config_unknown_key() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, topk = "insertion", threads = 4}} {
   return
 }
 
 // -----
 
 // expected-error @+1 {{attribute 'moe.kernel_config' belongs on a function with 'moe.entry'}}
-func.func @config_without_entry() attributes {moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64}} {
+func.func @config_without_entry() attributes {moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, topk = "insertion"}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.kernel_config': 'topk' must be "argmax_passes" or "insertion"}}
+func.func @config_unknown_topk() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, topk = "heap"}} {
   return
 }
