@@ -48,6 +48,22 @@ enum class KernelErrorCode : int64_t {
   DispatchIdOutOfRange = 8,
 };
 
+/// Violations are reported in the order of docs/semantics.md §2: by
+/// category (logits, then the bias, then hash inputs, then forced ids, then
+/// the capture layer, then dispatch ids), then by token, then by index. The
+/// category of a code; 0 for None. Codes are numbered so that a code's
+/// category is the number of these thresholds it reaches.
+inline constexpr int64_t kErrorCategoryThresholds[] = {1, 2, 5, 7, 8};
+constexpr int64_t kernelErrorCategory(int64_t code) {
+  int64_t category = 0;
+  for (int64_t threshold : kErrorCategoryThresholds)
+    category += code >= threshold ? 1 : 0;
+  return category;
+}
+/// The category the host-checked bias falls in: after logits (1), before
+/// hash inputs (2).
+inline constexpr double kBiasErrorCategory = 1.5;
+
 /// The one-line message for a record whose code is not None, in the words
 /// of the golden reference (docs/semantics.md): tensor, index, rule.
 /// `idsTensorName` names the dispatch input in messages.

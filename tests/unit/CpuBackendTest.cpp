@@ -1429,6 +1429,39 @@ TEST(CpuBackendErrors, ForcedIdRepeated) {
               "forced_ids[4000]");
 }
 
+TEST(CpuBackendErrors, LogitsBeforeEarlierForcedIds) {
+  // semantics.md §2 orders by category first: a bad logit of a late token
+  // wins over a bad forced id of an early token, in another task.
+  ERROR_ROUTER(router, TopK);
+  ErrorCall c(router);
+  c.in.forcedIds[kEarly * 4 + 1] = 64;
+  c.in.logits[kLate * 64 + 7] = kNaN;
+  expectError(router, c.in, Entry::Replay, "logits[4000][7]", "forced_ids");
+}
+
+TEST(CpuBackendErrors, LogitsBeforeBias) {
+  // The bias is checked on the host but reported in its place: after logits.
+  ERROR_ROUTER(router, TopK);
+  ErrorCall c(router);
+  c.in.bias[7] = kPosInf;
+  c.in.logits[kLate * 64 + 2] = kNaN;
+  expectError(router, c.in, Entry::Route, "logits[4000][2]", "bias");
+}
+
+TEST(CpuBackendErrors, HashTokenIdBeforeLaterHashEntry) {
+  // Within a category, token order: token 1200's bad token id comes before
+  // token 4000's bad table row, although the entry error is a "later" code.
+  ERROR_ROUTER(router, Hash);
+  ErrorCall c(router);
+  c.in.tokenIds[kEarly] = static_cast<int32_t>(c.in.hashVocab);
+  int32_t row = c.in.tokenIds[kLate];
+  c.in.hashTable[row * 4 + 2] = -3;
+  for (int64_t t = 0; t < kLate; ++t)
+    if (c.in.tokenIds[t] == row)
+      c.in.tokenIds[t] = (row + 1) % static_cast<int32_t>(c.in.hashVocab);
+  expectError(router, c.in, Entry::Route, "token_ids[1200]", "hash_table");
+}
+
 TEST(CpuBackendErrors, LogitsBeforeForcedIds) {
   // Both orders (by category, by token) agree here: the logit comes first.
   ERROR_ROUTER(router, TopK);

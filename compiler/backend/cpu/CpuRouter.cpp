@@ -95,7 +95,8 @@ struct CpuRouter::Impl {
   std::string compile(const CpuCompileOptions &options);
   void readChosenConfig(mlir::ModuleOp module);
   std::string runRowKernel(KernelFn kernel, int64_t numTokens,
-                           std::vector<void *> &args);
+                           std::vector<void *> &args,
+                           const std::string &biasError);
   std::string run(const RouterCall &call);
 };
 
@@ -226,8 +227,11 @@ void CpuRouter::Impl::readChosenConfig(mlir::ModuleOp module) {
 /// Runs a row kernel over [0, numTokens) in tasks of tokensPerTask tokens.
 /// `args` holds the kernel's packed arguments up to (excluding) the error
 /// record, t0 and t1, which each task appends for itself.
+/// `biasError` is the host's verdict on the bias, reported in its place in
+/// the order of semantics.md §2 (after logits, before everything else).
 std::string CpuRouter::Impl::runRowKernel(KernelFn kernel, int64_t numTokens,
-                                          std::vector<void *> &args) {
+                                          std::vector<void *> &args,
+                                          const std::string &biasError) {
   const int64_t numTasks = (numTokens + tokensPerTask - 1) / tokensPerTask;
   std::vector<ErrorRecord> records(static_cast<size_t>(numTasks),
                                    ErrorRecord{});
@@ -252,12 +256,20 @@ std::string CpuRouter::Impl::runRowKernel(KernelFn kernel, int64_t numTokens,
       group.async([&runTask, task] { runTask(task); });
     group.wait();
   }
-  // Tasks cover increasing token ranges: the first failing task holds the
-  // first violation in token order.
+  // Tasks cover increasing token ranges: among the records of the first
+  // category that failed, the first task's holds the lowest token.
+  const ErrorRecord *first = nullptr;
   for (const ErrorRecord &record : records)
-    if (record[kErrorCode] != 0)
-      return formatKernelError(record.data(), spec.numExperts);
-  return {};
+    if (record[kErrorCode] != 0 &&
+        (!first || kernelErrorCategory(record[kErrorCode]) <
+                       kernelErrorCategory((*first)[kErrorCode])))
+      first = &record;
+  if (!first)
+    return biasError;
+  if (!biasError.empty() &&
+      kBiasErrorCategory < kernelErrorCategory((*first)[kErrorCode]))
+    return biasError;
+  return formatKernelError(first->data(), spec.numExperts);
 }
 
 std::string CpuRouter::Impl::run(const RouterCall &call) {
@@ -305,6 +317,7 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
 
   KernelFn kernel = route;
   int64_t layer = call.captureLayer;
+  std::string biasError;
   add2(call.logits, t, e);
   if (call.forcedIds) {
     if (!spec.replay)
@@ -325,10 +338,12 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
   } else if (spec.scoreBias) {
     if (!call.bias)
       return "bias: required by score_bias";
-    for (int64_t x = 0; x < e; ++x)
+    // Reported after the kernels' logits checks (semantics.md §2 order); a
+    // non-finite bias only makes keys NaN, which no access depends on.
+    for (int64_t x = 0; x < e && biasError.empty(); ++x)
       if (!std::isfinite(call.bias[x]))
-        return "bias[" + std::to_string(x) + "] = " + formatFloat(call.bias[x]) +
-               ": must be finite";
+        biasError = "bias[" + std::to_string(x) +
+                    "] = " + formatFloat(call.bias[x]) + ": must be finite";
     add1(call.bias, e);
   }
   // Capture belongs to route only (replay re-runs recorded ids).
@@ -355,7 +370,8 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
   add2(call.topkIds, t, k);
   add2(call.topkWeights, t, k);
 
-  if (std::string error = runRowKernel(kernel, t, args); !error.empty())
+  if (std::string error = runRowKernel(kernel, t, args, biasError);
+      !error.empty())
     return error;
   if (!wantsDispatch)
     return {};

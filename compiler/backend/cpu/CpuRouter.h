@@ -7,9 +7,11 @@
 // Every call checks what the kernels cannot (pointers present, sizes
 // consistent) and the kernels validate the values (logits finite or -inf,
 // hash and forced ids in range and distinct, the capture layer): a violation
-// comes back as one line naming the tensor, the index and the rule, with the
-// first violation in token order reported. Outputs are unspecified after an
-// error; no memory outside the given tensors is ever touched.
+// comes back as one line naming the tensor, the index and the rule: the
+// first violation in the order of docs/semantics.md §2 (by tensor, then
+// token, then index), worded as the golden reference words it. Outputs are
+// unspecified after an error; no memory outside the given tensors is ever
+// touched.
 //
 //===----------------------------------------------------------------------===//
 

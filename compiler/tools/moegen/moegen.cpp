@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 
 #include <array>
+#include <unistd.h>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -141,15 +142,15 @@ int reportUsage(const std::string &message) {
   return kExitBadInput;
 }
 
-int reportFile(const std::string &path, const std::string &message) {
-  llvm::errs() << path << ": error: " << message << "\n";
-  return kExitBadInput;
-}
-
 /// A path or argument inside a one-line message: escaped, but long paths
 /// are kept whole since their end names the file.
 std::string quotePath(std::string_view text) {
   return moegen::quoteForDiagnostic(text, 4096);
+}
+
+int reportFile(const std::string &path, const std::string &message) {
+  llvm::errs() << quotePath(path) << ": error: " << message << "\n";
+  return kExitBadInput;
 }
 
 /// A shape as Python prints it, so it reads like the file's own header:
@@ -450,29 +451,60 @@ int writeOutputs(
     const std::string &outDir,
     const std::vector<std::pair<std::string, npy::Array>> &outputs) {
   std::vector<fs::path> createdDirs;
-  std::vector<fs::path> written;
   std::string error;
-  bool ok = createDirectories(outDir, createdDirs, error);
-  if (!ok)
-    error = outDir + ": error: cannot create the output directory: " + error;
-  for (size_t i = 0; ok && i < outputs.size(); ++i) {
-    fs::path path = fs::path(outDir) / (outputs[i].first + ".npy");
-    ok = npy::writeNpy(path.string(), outputs[i].second, error);
-    if (ok)
-      written.push_back(path);
-    else
-      error = path.string() + ": error: " +
-              error.substr(std::min(error.size(), path.string().size() + 2));
+  auto fail = [&](const std::string &message) {
+    std::error_code ignored;
+    for (auto it = createdDirs.rbegin(); it != createdDirs.rend(); ++it)
+      fs::remove_all(*it, ignored);
+    llvm::errs() << message << "\n";
+    return kExitBadInput;
+  };
+  if (!createDirectories(outDir, createdDirs, error))
+    return fail(quotePath(outDir) +
+                ": error: cannot create the output directory: " + error);
+
+  // Every output is first written into a private staging directory; only
+  // when all of them are complete do they replace what DIR held, so a
+  // failure leaves DIR exactly as it was.
+  std::error_code ec;
+  for (const auto &[name, array] : outputs) {
+    fs::path target = fs::path(outDir) / (name + ".npy");
+    if (fs::is_directory(target, ec))
+      return fail(quotePath(target.string()) +
+                  ": error: cannot write the output: a directory is in "
+                  "the way");
   }
-  if (ok)
-    return kExitOk;
-  std::error_code ignored;
-  for (const fs::path &path : written)
-    fs::remove(path, ignored);
-  for (auto it = createdDirs.rbegin(); it != createdDirs.rend(); ++it)
-    fs::remove(*it, ignored);
-  llvm::errs() << error << "\n";
-  return kExitBadInput;
+  fs::path staging;
+  for (unsigned attempt = 0; attempt < 64; ++attempt) {
+    fs::path candidate = fs::path(outDir) /
+                         (".moegen-run-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(attempt));
+    if (fs::create_directory(candidate, ec)) {
+      staging = candidate;
+      break;
+    }
+  }
+  if (staging.empty())
+    return fail(quotePath(outDir) +
+                ": error: cannot create a staging directory in it: " +
+                ec.message());
+  createdDirs.push_back(staging);
+  for (const auto &[name, array] : outputs) {
+    fs::path path = staging / (name + ".npy");
+    if (!npy::writeNpy(path.string(), array, error))
+      return fail(quotePath(outDir) + ": error: cannot write " + name +
+                  ".npy: " +
+                  error.substr(std::min(error.size(), path.string().size() + 2)));
+  }
+  for (const auto &[name, array] : outputs) {
+    fs::rename(staging / (name + ".npy"), fs::path(outDir) / (name + ".npy"),
+               ec);
+    if (ec)
+      return fail(quotePath(outDir) + ": error: cannot move " + name +
+                  ".npy into place: " + ec.message());
+  }
+  fs::remove(staging, ec);
+  return kExitOk;
 }
 
 /// Prefixes a kernel's error ("forced_ids[3][1] = 300: ...") with the file
@@ -489,7 +521,7 @@ std::string locateRunError(std::string error,
   std::string tensor = error.substr(0, error.find_first_of("[: "));
   auto it = inputs.find(tensor);
   if (it != inputs.end())
-    return it->second.path + ": error: " + error;
+    return quotePath(it->second.path) + ": error: " + error;
   return "moegen: error: " + error;
 }
 

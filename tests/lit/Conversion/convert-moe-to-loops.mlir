@@ -178,3 +178,20 @@ func.func @dispatch_not_alone(%logits: tensor<?x8xf32>) -> (tensor<8xi32>, tenso
 func.func @passthrough(%ids: tensor<?x2xi32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
   return %ids : tensor<?x2xi32>
 }
+
+// -----
+
+// A bias of 12 experts with 8 lanes: its tail is a masked load like any
+// argument row's, never a full vector read past the caller's buffer.
+// CHECK-LABEL: func.func @bias_tail(
+// CHECK-SAME: %{{.*}}: memref<?x12xf32>, %[[BIAS:arg[0-9]+]]: memref<12xf32>
+// CHECK: vector.load %[[BIAS]][%c0] : memref<12xf32>, vector<8xf32>
+// CHECK: vector.maskedload %[[BIAS]][%c8]
+// CHECK-NOT: vector.load %[[BIAS]][%c8]
+func.func @bias_tail(%logits: tensor<?x12xf32>, %bias: tensor<12xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
+  %s = moe.score sigmoid %logits : tensor<?x12xf32> -> tensor<?x12xf32>
+  %keys = moe.add_bias %s, %bias : tensor<?x12xf32>, tensor<12xf32>
+  %ids = moe.topk %keys k 2 : tensor<?x12xf32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x12xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}

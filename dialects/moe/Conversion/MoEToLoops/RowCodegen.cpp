@@ -28,7 +28,7 @@ RowRef RowCodegen::allocRow(Type elementType, int64_t size) {
           loc, zero, buffer,
           ValueRange{allocBuilder.create<arith::ConstantIndexOp>(loc, i)});
   }
-  return RowRef{buffer, /*perToken=*/false, size};
+  return RowRef{buffer, /*perToken=*/false, size, /*padded=*/true};
 }
 
 RowRef RowCodegen::newRow(Value result) {
@@ -88,7 +88,7 @@ Value RowCodegen::loadChunk(const RowRef &row, Value e0, int64_t valid,
   Type element = row.elementType();
   VectorType type = vectorOf(element);
   Value chunk;
-  if (valid == width || !row.perToken) {
+  if (valid == width || row.padded) {
     chunk = b.create<vector::LoadOp>(loc, type, row.memref, indices(row, e0));
   } else {
     // The tail of an argument row: masked lanes read the padding, not
@@ -109,7 +109,7 @@ Value RowCodegen::loadChunk(const RowRef &row, Value e0, int64_t valid,
 
 void RowCodegen::storeChunk(Value vector, const RowRef &row, Value e0,
                             int64_t valid) {
-  if (valid == width || !row.perToken) {
+  if (valid == width || row.padded) {
     b.create<vector::StoreOp>(loc, vector, row.memref, indices(row, e0));
     return;
   }
@@ -183,13 +183,29 @@ Value RowCodegen::toI64(Value v) {
 
 void RowCodegen::recordError(KernelErrorCode code, Value index0, Value index1,
                              Value value) {
+  // Keep the record unless this violation comes first in the order of
+  // semantics.md §2: an empty record, or one of a later category (within a
+  // category, tokens arrive in order, so the first one recorded stays).
   Value codeSlot = index(moegen::kErrorCode);
   Value current = b.create<memref::LoadOp>(loc, errorRecord, codeSlot);
-  Value empty = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
-                                        current, i64(0));
+  Value currentCategory = i64(0);
+  for (int64_t threshold : moegen::kErrorCategoryThresholds) {
+    Value reached = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sge,
+                                            current, i64(threshold));
+    currentCategory = b.create<arith::AddIOp>(
+        loc, currentCategory,
+        b.create<arith::ExtUIOp>(loc, b.getI64Type(), reached));
+  }
+  int64_t category =
+      moegen::kernelErrorCategory(static_cast<int64_t>(code));
+  Value replace = b.create<arith::OrIOp>(
+      loc,
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, current, i64(0)),
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sgt, currentCategory,
+                              i64(category)));
   SmallVector<Value> words{i64(static_cast<int64_t>(code)), toI64(token),
                            toI64(index0), toI64(index1), toI64(value)};
-  ifThen(empty, [&] {
+  ifThen(replace, [&] {
     for (auto [slot, word] : llvm::enumerate(words))
       b.create<memref::StoreOp>(loc, word, errorRecord,
                                 index(static_cast<int64_t>(slot)));

@@ -34,8 +34,12 @@ using moegen::kKernelErrorWords;
 struct RowRef {
   Value memref;
   bool perToken = false;
-  /// Valid elements; stack buffers are padded to whole vector chunks.
+  /// Valid elements.
   int64_t size = 0;
+  /// A stack row padded to whole vector chunks (allocRow): chunks may be
+  /// loaded and stored whole. Argument rows never are: their tails are
+  /// masked.
+  bool padded = false;
   Type elementType() const {
     return cast<MemRefType>(memref.getType()).getElementType();
   }
@@ -86,10 +90,10 @@ public:
   void store(Value value, const RowRef &row, Value i);
   /// `width` lanes at e0 widened to f32 for float rows; lanes at or past
   /// `valid` read `padding` (never memory) for argument rows and whatever
-  /// the padded stack row holds otherwise.
+  /// the padding of a stack row holds.
   Value loadChunk(const RowRef &row, Value e0, int64_t valid, Value padding);
-  /// Stores a chunk; lanes at or past `valid` are written only to padded
-  /// stack rows.
+  /// Stores a chunk; lanes at or past `valid` are written only to the
+  /// padding of stack rows.
   void storeChunk(Value vector, const RowRef &row, Value e0, int64_t valid);
   /// Lane ids e0, e0+1, ... as vector<width x i32>.
   Value laneIds(Value e0);
