@@ -17,6 +17,8 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/ExecutionEngine/Orc/Mangling.h"
+#include "llvm/ExecutionEngine/Orc/Shared/ExecutorAddress.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/TargetSelect.h"
@@ -24,7 +26,9 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <array>
+#include <functional>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -77,6 +81,35 @@ std::string formatFloat(float value) {
   os.precision(std::numeric_limits<float>::max_digits10);
   os << value;
   return os.str();
+}
+
+/// bf16 conversions for the JIT. LLVM lowers f32 <-> bf16 to these
+/// compiler-rt builtins on hosts without AVX512-BF16, and Debian 12's libgcc
+/// (GCC 12) lacks them. bf16 travels in an XMM register like _Float16, so
+/// that is the carrier type here.
+_Float16 truncFloatToBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  uint16_t result;
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {
+    result = static_cast<uint16_t>((bits >> 16) | 0x40); // quiet NaN
+  } else {
+    // Round to nearest, ties to even.
+    bits += 0x7FFFu + ((bits >> 16) & 1u);
+    result = static_cast<uint16_t>(bits >> 16);
+  }
+  _Float16 carrier;
+  std::memcpy(&carrier, &result, sizeof carrier);
+  return carrier;
+}
+
+float extendBf16ToFloat(_Float16 carrier) {
+  uint16_t half;
+  std::memcpy(&half, &carrier, sizeof half);
+  uint32_t bits = static_cast<uint32_t>(half) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
 }
 
 } // namespace
@@ -175,15 +208,28 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
     return "cannot target the host: " +
            llvm::toString(targetMachine.takeError());
 
-  mlir::ExecutionEngineOptions engineOptions;
-  engineOptions.transformer =
+  // ExecutionEngineOptions::transformer is a function_ref: the transformer
+  // itself must outlive create().
+  std::function<llvm::Error(llvm::Module *)> optimize =
       mlir::makeOptimizingTransformer(3, 0, targetMachine->get());
+  mlir::ExecutionEngineOptions engineOptions;
+  engineOptions.transformer = optimize;
   engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   auto created = mlir::ExecutionEngine::create(*module, engineOptions);
   if (!created)
     return "internal compiler error: JIT compilation failed: " +
            llvm::toString(created.takeError());
   engine = std::move(*created);
+  engine->registerSymbols([](llvm::orc::MangleAndInterner interner) {
+    llvm::orc::SymbolMap symbols;
+    symbols[interner("__truncsfbf2")] = {
+        llvm::orc::ExecutorAddr::fromPtr(&truncFloatToBf16),
+        llvm::JITSymbolFlags::Exported};
+    symbols[interner("__extendbfsf2")] = {
+        llvm::orc::ExecutorAddr::fromPtr(&extendBf16ToFloat),
+        llvm::JITSymbolFlags::Exported};
+    return symbols;
+  });
 
   auto lookup = [&](const char *name, KernelFn &fn) -> std::string {
     auto found = engine->lookupPacked(std::string("_mlir_ciface_") + name);
