@@ -56,8 +56,8 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
   // k branch-free passes pipeline well while a row is a few dozen chunks;
   // past that, skipping the chunks that cannot enter the top k wins.
   // Measured on a 2-core AVX2 host, T = 8192, softmax (docs/benchmarks.md):
-  // E = 256, k = 8: passes 1.5x faster; E = 1024, k = 8: insertion 1.3x;
-  // E = 4096, k = 64: insertion 2.7x.
+  // E = 256, k = 8: passes 1.3-1.7x faster; E = 1024, k = 8: insertion
+  // 1.1-1.25x; E = 4096, k = 8: insertion 1.7-2x.
   config.topkMethod = shape.numExperts >= 1024 ? TopKMethod::Insertion
                                                : TopKMethod::ArgmaxPasses;
   return config;
