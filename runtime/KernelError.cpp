@@ -15,14 +15,7 @@ std::string formatLogit(int64_t bits) {
   const auto pattern = static_cast<uint32_t>(bits);
   float value;
   std::memcpy(&value, &pattern, sizeof value);
-  if (std::isnan(value))
-    return "nan";
-  if (std::isinf(value))
-    return value > 0 ? "inf" : "-inf";
-  std::ostringstream os;
-  os.precision(std::numeric_limits<float>::max_digits10);
-  os << value;
-  return os.str();
+  return formatFloatForMessage(value);
 }
 
 std::string at2(const char *tensor, int64_t i, int64_t j) {
@@ -35,6 +28,17 @@ std::string expertRange(int64_t numExperts) {
 }
 
 } // namespace
+
+std::string formatFloatForMessage(float value) {
+  if (std::isnan(value))
+    return "nan";
+  if (std::isinf(value))
+    return value > 0 ? "inf" : "-inf";
+  std::ostringstream os;
+  os.precision(std::numeric_limits<float>::max_digits10);
+  os << value;
+  return os.str();
+}
 
 std::string formatKernelError(const int64_t *record, int64_t numExperts,
                               const char *idsTensorName) {

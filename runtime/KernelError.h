@@ -70,6 +70,10 @@ inline constexpr double kBiasErrorCategory = 1.5;
 std::string formatKernelError(const int64_t *record, int64_t numExperts,
                               const char *idsTensorName = "ids");
 
+/// A float as messages quote it: `nan`, `inf`, `-inf` or the shortest
+/// decimal that reads back to the same float.
+std::string formatFloatForMessage(float value);
+
 } // namespace moegen
 
 #endif // MOEGEN_RUNTIME_KERNELERROR_H

@@ -31,7 +31,6 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
-#include <sstream>
 
 namespace moegen::cpu {
 
@@ -70,17 +69,6 @@ void initializeNativeTarget() {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
   });
-}
-
-std::string formatFloat(float value) {
-  if (std::isnan(value))
-    return "nan";
-  if (std::isinf(value))
-    return value > 0 ? "inf" : "-inf";
-  std::ostringstream os;
-  os.precision(std::numeric_limits<float>::max_digits10);
-  os << value;
-  return os.str();
 }
 
 /// bf16 conversions for the JIT. LLVM lowers f32 <-> bf16 to these
@@ -389,7 +377,7 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
     for (int64_t x = 0; x < e && biasError.empty(); ++x)
       if (!std::isfinite(call.bias[x]))
         biasError = "bias[" + std::to_string(x) +
-                    "] = " + formatFloat(call.bias[x]) + ": must be finite";
+                    "] = " + formatFloatForMessage(call.bias[x]) + ": must be finite";
     add1(call.bias, e);
   }
   // Capture belongs to route only (replay re-runs recorded ids).
