@@ -26,6 +26,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <array>
+#include <deque>
 #include <functional>
 #include <cmath>
 #include <cstring>
@@ -334,8 +335,8 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
   std::vector<std::unique_ptr<Descriptor<1>>> d1;
   std::vector<std::unique_ptr<Descriptor<2>>> d2;
   std::vector<std::unique_ptr<Descriptor<3>>> d3;
-  std::vector<void *> pointers; // what args point at
-  pointers.reserve(16);
+  // What args point at; a deque keeps their addresses stable as it grows.
+  std::deque<void *> pointers;
   auto addPointer = [&](void *descriptor) {
     pointers.push_back(descriptor);
     args.push_back(&pointers.back());
@@ -376,8 +377,8 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
     // non-finite bias only makes keys NaN, which no access depends on.
     for (int64_t x = 0; x < e && biasError.empty(); ++x)
       if (!std::isfinite(call.bias[x]))
-        biasError = "bias[" + std::to_string(x) +
-                    "] = " + formatFloatForMessage(call.bias[x]) + ": must be finite";
+        biasError = "bias[" + std::to_string(x) + "] = " +
+                    formatFloatForMessage(call.bias[x]) + ": must be finite";
     add1(call.bias, e);
   }
   // Capture belongs to route only (replay re-runs recorded ids).
