@@ -7,6 +7,8 @@
 #include "dialects/moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Index/IR/IndexDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -17,7 +19,14 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/IR/DialectRegistry.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "mlir/Transforms/Passes.h"
 
 namespace moegen {
@@ -29,12 +38,24 @@ void registerMoEGenDialects(mlir::DialectRegistry &registry) {
   registry.insert<mlir::scf::SCFDialect, mlir::memref::MemRefDialect,
                   mlir::vector::VectorDialect, mlir::math::MathDialect,
                   mlir::cf::ControlFlowDialect, mlir::index::IndexDialect,
-                  mlir::LLVM::LLVMDialect>();
+                  mlir::LLVM::LLVMDialect, mlir::gpu::GPUDialect,
+                  mlir::NVVM::NVVMDialect>();
+  // gpu-module-to-binary: the NVVM target (without it the pass crashes with
+  // no message) and the translations to LLVM IR.
+  mlir::NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  mlir::registerBuiltinDialectTranslation(registry);
+  mlir::registerLLVMDialectTranslation(registry);
+  mlir::registerNVVMDialectTranslation(registry);
+  mlir::registerGPUDialectTranslation(registry);
 }
 
 void registerMoEGenPasses() {
   // Upstream canonicalize, cse, inline, ... for moegen-opt pipelines.
   mlir::registerTransformsPasses();
+  // The upstream lowerings the CPU and NVPTX pipelines run, so that lit
+  // tests can run each stage alone.
+  mlir::registerConversionPasses();
+  mlir::registerGPUPasses();
   mlir::moe::registerMoEPasses();
   mlir::moe::registerMoEConversionPasses();
 }

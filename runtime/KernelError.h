@@ -27,6 +27,11 @@ enum KernelErrorWord : int {
   kErrorValue = 4,  ///< the offending value (f32 bits for logits)
 };
 inline constexpr int kKernelErrorWords = 5;
+/// On the GPU the record has one more word: a spin lock (0 free, 1 held)
+/// that serializes the warps updating the record, since tokens run in no
+/// particular order there. Callers zero all six words before a launch.
+inline constexpr int kErrorLockWord = 5;
+inline constexpr int kGpuKernelErrorWords = 6;
 
 enum class KernelErrorCode : int64_t {
   None = 0,

@@ -9,6 +9,7 @@
 
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/backend/nvptx/NvptxCompiler.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
 #include "runtime/npy/Npy.h"
@@ -41,7 +42,15 @@ struct CompileOptions {
   std::string specPath;
   std::string emit = "mlir";
   std::string output = "-";
+  std::string arch = "sm_90";
+  int64_t tokensPerBlock = 0;
+  std::string dumpDir;
+  std::string overrideDir;
+  /// The command as typed, for the repro line of an internal error.
+  std::string commandLine;
 };
+
+std::string quotePath(std::string_view text);
 
 /// Writes `text` to `path` ("-" is stdout) through a temporary file and a
 /// rename, so that readers never see a partial file.
@@ -59,6 +68,62 @@ int writeOutput(const std::string &path, const std::string &text) {
   return kExitOk;
 }
 
+/// --emit=gpu|llvm|ptx|cubin: the NVPTX backend. IR goes to a file or
+/// stdout; PTX and cubin go to a kernel directory with its manifest.
+int runCompileNvptx(const moegen::RoutingSpec &spec,
+                    const CompileOptions &options) {
+  namespace nvptx = moegen::nvptx;
+  bool binaries = options.emit == "ptx" || options.emit == "cubin";
+  if (binaries && options.output == "-") {
+    llvm::errs() << "moegen: error: --emit=" << options.emit
+                 << " writes a kernel directory: give it with -o DIR\n";
+    return kExitBadInput;
+  }
+  nvptx::NvptxCompileOptions compileOptions;
+  compileOptions.arch = options.arch;
+  compileOptions.tokensPerBlock = options.tokensPerBlock;
+  compileOptions.dumpDir = options.dumpDir;
+  if (compileOptions.dumpDir.empty())
+    if (const char *dump = std::getenv("MOEGEN_DUMP_DIR"); dump && *dump)
+      compileOptions.dumpDir = dump;
+  compileOptions.overrideDir = options.overrideDir;
+  if (compileOptions.overrideDir.empty())
+    if (const char *dir = std::getenv("MOEGEN_OVERRIDE_DIR"); dir && *dir)
+      compileOptions.overrideDir = dir;
+
+  nvptx::Stage stage = options.emit == "gpu"    ? nvptx::Stage::Gpu
+                       : options.emit == "llvm" ? nvptx::Stage::Llvm
+                       : options.emit == "ptx"  ? nvptx::Stage::Ptx
+                                                : nvptx::Stage::Cubin;
+  nvptx::NvptxCompileResult result;
+  std::string error;
+  nvptx::CompileStatus status =
+      nvptx::compile(spec, compileOptions, stage, result, error);
+  switch (status) {
+  case nvptx::CompileStatus::Ok:
+    break;
+  case nvptx::CompileStatus::BadInput:
+    llvm::errs() << "moegen: error: " << error << "\n";
+    return kExitBadInput;
+  case nvptx::CompileStatus::ToolFailed:
+  case nvptx::CompileStatus::Internal:
+    llvm::errs() << quotePath(options.specPath) << ": " << error << "\n";
+    if (compileOptions.dumpDir.empty())
+      llvm::errs() << "every stage: " << options.commandLine
+                   << " --dump-dir DIR\n";
+    return kExitInternal;
+  }
+  if (stage == nvptx::Stage::Gpu)
+    return writeOutput(options.output, result.gpuIR + "\n");
+  if (stage == nvptx::Stage::Llvm)
+    return writeOutput(options.output, result.llvmIR + "\n");
+  if (!nvptx::writeKernelDirectory(spec, result, options.output, error)) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+  return kExitOk;
+}
+
 int runCompile(const CompileOptions &options) {
   std::string error;
   std::optional<moegen::RoutingSpec> spec =
@@ -69,6 +134,8 @@ int runCompile(const CompileOptions &options) {
   }
   if (options.emit == "spec")
     return writeOutput(options.output, moegen::printRoutingSpec(*spec));
+  if (options.emit != "mlir")
+    return runCompileNvptx(*spec, options);
 
   mlir::DialectRegistry registry;
   moegen::registerMoEGenDialects(registry);
@@ -736,6 +803,8 @@ int main(int argc, char **argv) {
              "  moegen compile templates/deepseek-v3.yaml\n"
              "  moegen compile templates/qwen3-30b-a3b.yaml -o qwen3.mlir\n"
              "  moegen compile my-router.yaml --emit=spec\n"
+             "  moegen compile templates/deepseek-v3.yaml --emit=cubin "
+             "--arch sm_90 -o ds3/\n"
              "  moegen run templates/mixtral-8x7b.yaml --backend cpu \\\n"
              "      --in logits=logits.npy --out out/\n\n"
              "Spec keys and their rules: docs/spec-language.md\n"
@@ -752,14 +821,35 @@ int main(int argc, char **argv) {
       ->required();
   compileCmd
       ->add_option("--emit", compile.emit,
-                   "what to produce: mlir (moe dialect IR) or spec (the spec "
-                   "with every default made explicit)")
-      ->check(CLI::IsMember({"mlir", "spec"}))
+                   "what to produce: mlir (moe dialect IR), spec (the spec "
+                   "with every default made explicit), gpu (gpu kernels), "
+                   "llvm (NVVM/LLVM dialect), ptx or cubin (a kernel "
+                   "directory with manifest.json; docs/kernel-abi.md)")
+      ->check(CLI::IsMember({"mlir", "spec", "gpu", "llvm", "ptx", "cubin"}))
       ->capture_default_str();
   compileCmd
       ->add_option("-o,--output", compile.output,
-                   "output file, '-' for stdout; written atomically")
+                   "output file, '-' for stdout; for ptx and cubin the "
+                   "kernel directory (created if missing); written "
+                   "atomically")
       ->capture_default_str();
+  compileCmd
+      ->add_option("--arch", compile.arch, "GPU architecture of the kernels")
+      ->check(CLI::IsMember({"sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"}))
+      ->capture_default_str();
+  compileCmd
+      ->add_option("--tokens-per-block", compile.tokensPerBlock,
+                   "warps (one token each) per block; 0 lets the heuristic "
+                   "choose")
+      ->check(CLI::Range(0, 32))
+      ->capture_default_str();
+  compileCmd->add_option("--dump-dir", compile.dumpDir,
+                         "write the IR after every stage, the PTX and the "
+                         "ptxas log to this directory (or set "
+                         "MOEGEN_DUMP_DIR)");
+  compileCmd->add_option("--override-dir", compile.overrideDir,
+                         "use DIR/kernels.ptx instead of the generated PTX "
+                         "when it exists (or set MOEGEN_OVERRIDE_DIR)");
 
   RunOptions run;
   CLI::App *runCmd = app.add_subcommand(
@@ -819,8 +909,12 @@ int main(int argc, char **argv) {
     return kExitBadInput;
   }
 
-  if (compileCmd->parsed())
+  if (compileCmd->parsed()) {
+    compile.commandLine = "moegen";
+    for (int i = 1; i < argc; ++i)
+      compile.commandLine += std::string(" ") + argv[i];
     return runCompile(compile);
+  }
   if (runCmd->parsed()) {
     run.layerGiven = layerOption->count() != 0;
     run.commandLine = "moegen";

@@ -3,6 +3,9 @@
 #ifndef MOEGEN_DIALECT_MOE_CONVERSION_PASSES_H
 #define MOEGEN_DIALECT_MOE_CONVERSION_PASSES_H
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Pass/Pass.h"
 
 #include <memory>

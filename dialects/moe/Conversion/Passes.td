@@ -29,10 +29,45 @@ def ConvertMoEToLoops : Pass<"convert-moe-to-loops", "ModuleOp"> {
     Requires `moe.kernel_config` (run `moe-kernel-config` first).
   }];
   let dependentDialects = ["mlir::arith::ArithDialect",
+                           "mlir::gpu::GPUDialect",
                            "mlir::math::MathDialect",
                            "mlir::memref::MemRefDialect",
                            "mlir::scf::SCFDialect",
                            "mlir::vector::VectorDialect"];
+}
+
+def ConvertMoELoopsToGPU : Pass<"convert-moe-loops-to-gpu", "ModuleOp"> {
+  let summary = "run nvptx row kernels as one warp per token";
+  let description = [{
+    Moves every kernel of `convert-moe-to-loops` whose `moe.kernel_config`
+    targets `nvptx` into a `gpu.module` as a `gpu.func` kernel, with the
+    bare-pointer ABI of docs/kernel-abi.md: each memref argument becomes its
+    device pointer followed by its dynamic sizes (i64), each index an i64.
+
+    A row kernel runs one token per warp and `tokens_per_task` warps per
+    block (gridDim.x = ceil(T / tokens_per_task)). The 32 lanes of its
+    vectors (vector_width must be 32) become the warp's lanes: elementwise
+    ops act on one element per lane, chunk loads and stores address
+    `e0 + lane` (masked tails never leave the row), reductions are
+    butterflies of `gpu.shuffle xor`. Stack rows become per-warp slices of
+    dynamic shared memory, every store to them fenced by `nvvm.bar.warp.sync`.
+    The dispatch kernel runs on a single thread.
+
+    Each kernel gets `moe.launch = {block_dim, tokens_per_block,
+    dynamic_shared_memory_bytes}` for the manifest, and the known block
+    size. Kernels for the host are left alone.
+  }];
+  let options = [
+    Option<"moduleName", "module-name", "std::string",
+           /*default=*/"\"moe_kernels\"",
+           "Name of the gpu.module that receives the kernels">,
+  ];
+  let dependentDialects = ["mlir::arith::ArithDialect",
+                           "mlir::gpu::GPUDialect",
+                           "mlir::LLVM::LLVMDialect",
+                           "mlir::NVVM::NVVMDialect",
+                           "mlir::memref::MemRefDialect",
+                           "mlir::scf::SCFDialect"];
 }
 
 #endif // MOEGEN_DIALECT_MOE_CONVERSION_PASSES_TD

@@ -59,14 +59,38 @@ static LogicalResult verifyKernelConfig(Operation *op, Attribute value) {
   return success();
 }
 
+/// Checks `moe.launch`: the launch geometry of a GPU kernel.
+static LogicalResult verifyLaunch(Operation *op, Attribute value) {
+  auto launch = dyn_cast<DictionaryAttr>(value);
+  if (!launch)
+    return op->emitError() << "attribute 'moe.launch' must be a dictionary";
+  for (StringRef key :
+       {"block_dim", "tokens_per_block", "dynamic_shared_memory_bytes"}) {
+    auto entry = launch.getAs<IntegerAttr>(key);
+    if (!entry || entry.getInt() < 0)
+      return op->emitError() << "attribute 'moe.launch': '" << key
+                             << "' must be a non-negative integer";
+  }
+  if (launch.size() != 3)
+    return op->emitError() << "attribute 'moe.launch' has keys block_dim, "
+                              "tokens_per_block, dynamic_shared_memory_bytes "
+                              "only";
+  if (!isa<FunctionOpInterface>(op))
+    return op->emitError() << "attribute 'moe.launch' belongs on a function";
+  return success();
+}
+
 LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                                   NamedAttribute attribute) {
   if (attribute.getName() == kKernelConfigAttrName)
     return verifyKernelConfig(op, attribute.getValue());
+  if (attribute.getName() == kLaunchAttrName)
+    return verifyLaunch(op, attribute.getValue());
   if (attribute.getName() != kEntryAttrName)
     return op->emitError() << "unknown moe dialect attribute '"
                            << attribute.getName().getValue()
-                           << "' (known: 'moe.entry', 'moe.kernel_config')";
+                           << "' (known: 'moe.entry', 'moe.kernel_config', "
+                              "'moe.launch')";
   auto kind = dyn_cast<StringAttr>(attribute.getValue());
   bool known = kind && llvm::StringSwitch<bool>(kind.getValue())
                            .Cases("route", "route_hash", "replay", "dispatch",

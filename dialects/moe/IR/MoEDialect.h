@@ -15,6 +15,9 @@ inline constexpr const char *kEntryAttrName = "moe.entry";
 /// {target: "cpu"|"nvptx", vector_width: i64, tokens_per_task: i64,
 ///  topk: "argmax_passes"|"insertion"}.
 inline constexpr const char *kKernelConfigAttrName = "moe.kernel_config";
+/// Launch geometry of a GPU kernel, set by convert-moe-loops-to-gpu:
+/// {block_dim, tokens_per_block, dynamic_shared_memory_bytes}.
+inline constexpr const char *kLaunchAttrName = "moe.launch";
 } // namespace mlir::moe
 
 #endif // MOEGEN_DIALECT_MOE_IR_MOEDIALECT_H

@@ -34,9 +34,15 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
   KernelConfig config;
   config.target = target;
   if (target == KernelTarget::Nvptx) {
-    // One lane per expert chunk of a warp; refined by the NVPTX backend.
-    config.vectorWidth = 1;
-    config.tokensPerTask = 4;
+    // One warp per token: the expert dimension is spread over the 32 lanes
+    // (vector_width is the warp size), so reductions are warp shuffles.
+    // A block holds `tokens_per_task` warps; each warp's rows live in
+    // dynamic shared memory, so large rows get fewer warps per block to
+    // keep the block's share under the 48 KiB every arch grants unasked.
+    config.vectorWidth = kWarpSize;
+    const int64_t rowBytes = std::max<int64_t>(1, shape.numExperts) * 4;
+    config.tokensPerTask =
+        std::clamp<int64_t>((48 * 1024) / (4 * rowBytes), 1, 4);
     config.topkMethod = TopKMethod::ArgmaxPasses;
     return config;
   }

@@ -51,6 +51,9 @@ struct KernelConfig {
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
 };
 
+/// Lanes of an NVIDIA warp: the vector width of every nvptx kernel.
+inline constexpr int64_t kWarpSize = 32;
+
 /// Largest vector width the lowerings accept.
 inline constexpr int64_t kMaxVectorWidth = 64;
 

@@ -4,8 +4,8 @@
 // visiting slots t*k+j in increasing order and appending each to its
 // expert's bucket gives the (expert, slot) order in O(T*k + E). Ids outside
 // [0, E) are reported and skipped, so no count or position is addressed by
-// them. Single-threaded on the host; the GPU schedule splits the count and
-// placement phases over blocks.
+// them. Counts double as the buckets' fill levels, so the kernel needs no
+// scratch memory. Single-threaded on the host and, for now, on the GPU.
 //
 //===----------------------------------------------------------------------===//
 
@@ -58,13 +58,10 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
         loc, b.create<arith::AddIOp>(loc, count, cg.i32(1)), counts, e);
   });
 
-  // offsets[e] also seeds the cursor of expert e's bucket.
-  Value cursor = b.create<memref::AllocOp>(
-      loc, MemRefType::get({numExperts}, b.getI32Type()));
+  // Exclusive prefix sum: offsets[e + 1] = offsets[e] + counts[e].
   b.create<memref::StoreOp>(loc, cg.i32(0), offsets, cg.index(0));
   cg.forLoop(0, numExperts, {cg.i32(0)},
              [&](Value e, ValueRange running) -> SmallVector<Value> {
-               b.create<memref::StoreOp>(loc, running[0], cursor, e);
                Value next = b.create<arith::AddIOp>(
                    loc, running[0], b.create<memref::LoadOp>(loc, counts, e));
                Value nextExpert = b.create<arith::AddIOp>(loc, e, cg.index(1));
@@ -72,16 +69,24 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                return {next};
              });
 
+  // Placement, with counts[e] as the fill level of expert e's bucket: it
+  // restarts from 0 and ends at the count again, so no scratch buffer is
+  // needed (none exists on the GPU).
+  cg.forLoop(0, numExperts, {}, [&](Value e, ValueRange) {
+    b.create<memref::StoreOp>(loc, cg.i32(0), counts, e);
+    return SmallVector<Value>{};
+  });
   forEachSlot([&](Value slot, Value e) {
-    Value position = b.create<memref::LoadOp>(loc, cursor, e);
+    Value filled = b.create<memref::LoadOp>(loc, counts, e);
     b.create<memref::StoreOp>(
-        loc, b.create<arith::AddIOp>(loc, position, cg.i32(1)), cursor, e);
+        loc, b.create<arith::AddIOp>(loc, filled, cg.i32(1)), counts, e);
+    Value position = b.create<arith::AddIOp>(
+        loc, b.create<memref::LoadOp>(loc, offsets, e), filled);
     b.create<memref::StoreOp>(
         loc, b.create<arith::IndexCastOp>(loc, b.getI32Type(), slot),
         sortedSlots, asIndex(position));
     b.create<memref::StoreOp>(loc, position, slotPositions, slot);
   });
-  b.create<memref::DeallocOp>(loc, cursor);
   return success();
 }
 

@@ -52,6 +52,8 @@ public:
     vectorWidth = config.getAs<IntegerAttr>("vector_width").getInt();
     topkMethod = parseTopKMethod(config.getAs<StringAttr>("topk").getValue())
                      .value_or(TopKMethod::ArgmaxPasses);
+    target = parseKernelTarget(config.getAs<StringAttr>("target").getValue())
+                 .value_or(KernelTarget::Cpu);
     if (!func.getBody().hasOneBlock())
       return func.emitOpError("entry point must have a single block");
     Block &body = func.getBody().front();
@@ -103,7 +105,10 @@ private:
       if (!plan.tiedArgument)
         inputs.push_back(toMemRef(cast<RankedTensorType>(plan.value.getType())));
     OpBuilder b(func);
-    inputs.push_back(MemRefType::get({kKernelErrorWords}, b.getI64Type()));
+    inputs.push_back(MemRefType::get({target == KernelTarget::Nvptx
+                                          ? moegen::kGpuKernelErrorWords
+                                          : kKernelErrorWords},
+                                     b.getI64Type()));
     inputs.append(extra.begin(), extra.end());
 
     auto kernel = b.create<func::FuncOp>(func.getLoc(), func.getName(),
@@ -144,6 +149,7 @@ private:
     OpBuilder allocBuilder = startKernelBody(b, entry);
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth, errorRecord);
     cg.topkMethod = topkMethod;
+    cg.target = target;
 
     for (BlockArgument arg : body.getArguments()) {
       Value lowered = entry.getArgument(arg.getArgNumber());
@@ -212,6 +218,7 @@ private:
     OpBuilder allocBuilder = startKernelBody(b, entry);
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth,
                   entry.getArgument(5));
+    cg.target = target;
     LogicalResult status = lowerDispatch(dispatch, cg, entry.getArgument(0),
                                          entry.getArguments().slice(1, 4));
     return finish(kernel, status);
@@ -231,6 +238,7 @@ private:
   func::FuncOp func;
   int64_t vectorWidth = 1;
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
+  KernelTarget target = KernelTarget::Cpu;
   SmallVector<ResultPlan> results;
 };
 

@@ -2,6 +2,7 @@
 
 #include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 namespace mlir::moe::loops {
@@ -183,32 +184,78 @@ Value RowCodegen::toI64(Value v) {
 
 void RowCodegen::recordError(KernelErrorCode code, Value index0, Value index1,
                              Value value) {
-  // Keep the record unless this violation comes first in the order of
-  // semantics.md §2: an empty record, or one of a later category (within a
-  // category, tokens arrive in order, so the first one recorded stays).
-  Value codeSlot = index(moegen::kErrorCode);
-  Value current = b.create<memref::LoadOp>(loc, errorRecord, codeSlot);
-  Value currentCategory = i64(0);
-  for (int64_t threshold : moegen::kErrorCategoryThresholds) {
-    Value reached = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sge,
-                                            current, i64(threshold));
-    currentCategory = b.create<arith::AddIOp>(
-        loc, currentCategory,
-        b.create<arith::ExtUIOp>(loc, b.getI64Type(), reached));
-  }
-  int64_t category =
-      moegen::kernelErrorCategory(static_cast<int64_t>(code));
-  Value replace = b.create<arith::OrIOp>(
-      loc,
-      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, current, i64(0)),
-      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sgt, currentCategory,
-                              i64(category)));
   SmallVector<Value> words{i64(static_cast<int64_t>(code)), toI64(token),
                            toI64(index0), toI64(index1), toI64(value)};
-  ifThen(replace, [&] {
-    for (auto [slot, word] : llvm::enumerate(words))
-      b.create<memref::StoreOp>(loc, word, errorRecord,
-                                index(static_cast<int64_t>(slot)));
+  int64_t category = moegen::kernelErrorCategory(static_cast<int64_t>(code));
+
+  // Replace the record when it is empty or holds a violation of a later
+  // category. On the host a record belongs to one task whose tokens arrive
+  // in order, so within a category the first one stays; on the GPU warps
+  // run in any order, so a lower token also wins.
+  auto updateRecord = [&] {
+    Value current =
+        b.create<memref::LoadOp>(loc, errorRecord, index(moegen::kErrorCode));
+    Value currentCategory = i64(0);
+    for (int64_t threshold : moegen::kErrorCategoryThresholds) {
+      Value reached = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sge,
+                                              current, i64(threshold));
+      currentCategory = b.create<arith::AddIOp>(
+          loc, currentCategory,
+          b.create<arith::ExtUIOp>(loc, b.getI64Type(), reached));
+    }
+    Value replace = b.create<arith::OrIOp>(
+        loc,
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, current,
+                                i64(0)),
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sgt,
+                                currentCategory, i64(category)));
+    if (target == KernelTarget::Nvptx) {
+      Value currentToken = b.create<memref::LoadOp>(
+          loc, errorRecord, index(moegen::kErrorToken));
+      Value sameCategoryLaterToken = b.create<arith::AndIOp>(
+          loc,
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                  currentCategory, i64(category)),
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sgt,
+                                  currentToken, words[1]));
+      replace = b.create<arith::OrIOp>(loc, replace, sameCategoryLaterToken);
+    }
+    ifThen(replace, [&] {
+      for (auto [slot, word] : llvm::enumerate(words))
+        b.create<memref::StoreOp>(loc, word, errorRecord,
+                                  index(static_cast<int64_t>(slot)));
+    });
+  };
+
+  if (target == KernelTarget::Cpu) {
+    updateRecord();
+    return;
+  }
+  // One lane per warp takes the lock: exchange 1 in until 0 comes out
+  // (acquire), update, exchange 0 back (release). Errors are rare, so the
+  // lock is cold on the fast path.
+  Value lane = b.create<gpu::LaneIdOp>(loc, /*upperBound=*/nullptr);
+  Value leader =
+      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, index(0));
+  ifThen(leader, [&] {
+    Value lockSlot = index(moegen::kErrorLockWord);
+    auto spin = b.create<scf::WhileOp>(loc, TypeRange{}, ValueRange{});
+    {
+      OpBuilder::InsertionGuard guard(b);
+      Block *before = b.createBlock(&spin.getBefore());
+      Value previous = b.create<memref::AtomicRMWOp>(
+          loc, arith::AtomicRMWKind::assign, i64(1), errorRecord,
+          ValueRange{lockSlot});
+      Value held = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ne,
+                                           previous, i64(0));
+      b.create<scf::ConditionOp>(loc, held, ValueRange{});
+      (void)before;
+      b.createBlock(&spin.getAfter());
+      b.create<scf::YieldOp>(loc);
+    }
+    updateRecord();
+    b.create<memref::AtomicRMWOp>(loc, arith::AtomicRMWKind::assign, i64(0),
+                                  errorRecord, ValueRange{lockSlot});
   });
 }
 

@@ -61,6 +61,10 @@ public:
   Value token;
   /// How moe.topk finds a row's best k (from moe.kernel_config).
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
+  /// The kernels' target: on nvptx the vector lanes become a warp's lanes
+  /// (convert-moe-loops-to-gpu), and the error record is shared by warps
+  /// that run in any order.
+  KernelTarget target = KernelTarget::Cpu;
 
   //--- Values of the entry: rows of tensors and scalars (index args) -----//
   llvm::DenseMap<Value, RowRef> rows;
@@ -118,7 +122,9 @@ public:
 
   //--- Validation -------------------------------------------------------//
   /// Stores (code, token, index0, index1, value) into the error record
-  /// unless it already holds a violation; operands are i64 or index.
+  /// unless it already holds an earlier violation (semantics.md §2: by
+  /// category, then token); operands are i64 or index. On nvptx, lane 0
+  /// updates the record under the spin lock of its sixth word.
   void recordError(KernelErrorCode code, Value index0, Value index1,
                    Value value);
   Value toI64(Value v);

@@ -950,7 +950,7 @@ func.func @entry_not_a_string() attributes {moe.entry = 5} {
 
 // -----
 
-// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config')}}
+// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config', 'moe.launch')}}
 func.func @unknown_moe_attribute() attributes {moe.bogus} {
   return
 }

@@ -1,0 +1,123 @@
+//===- NvptxCompiler.h - Routing specs to PTX and cubin ---------*- C++ -*-===//
+//
+// The NVPTX backend end to end:
+//
+//   moe IR --moe-kernel-config{target=nvptx}--> 02-config
+//          --convert-moe-to-loops-->            03-loops  (vectors of 32)
+//          --convert-moe-loops-to-gpu-->        04-gpu    (warp per token)
+//          --nvvm-attach-target, convert-gpu-to-nvvm--> 05-nvvm
+//          --gpu-module-to-binary{format=isa}-> 07-kernels.ptx (libdevice linked)
+//          --ptxas -->                          kernels.cubin
+//
+// and the kernel directory the runtime loads: manifest.json (entry points,
+// parameters, launch geometry, arch, spec hash, compiler version),
+// kernels.ptx, kernels.cubin and spec.yaml. See docs/kernel-abi.md.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_COMPILER_BACKEND_NVPTX_NVPTXCOMPILER_H
+#define MOEGEN_COMPILER_BACKEND_NVPTX_NVPTXCOMPILER_H
+
+#include "compiler/spec/RoutingSpec.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mlir {
+class MLIRContext;
+class OpPassManager;
+} // namespace mlir
+
+namespace moegen::nvptx {
+
+/// The archs `--arch` accepts.
+inline constexpr std::string_view kSupportedArchs[] = {
+    "sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"};
+bool isSupportedArch(std::string_view arch);
+
+/// What a compile produces, in pipeline order: each includes the ones
+/// before it.
+enum class Stage { Gpu, Llvm, Ptx, Cubin };
+
+struct NvptxCompileOptions {
+  std::string arch = "sm_90";
+  /// Warps (tokens) per block; 0 lets the kernel-config heuristic choose.
+  int64_t tokensPerBlock = 0;
+  /// Top-k method; empty lets the heuristic choose.
+  std::string topk;
+  /// When non-empty, every stage is written there (01-moe.mlir ...
+  /// 07-kernels.ptx, ptxas.log).
+  std::string dumpDir;
+  /// When non-empty and it holds kernels.ptx, that PTX replaces the
+  /// generated one before ptxas (as Triton's override directory does).
+  std::string overrideDir;
+  /// CUDA toolkit (libdevice, ptxas); empty: $CUDA_HOME, $CUDA_PATH, then
+  /// /usr/local/cuda.
+  std::string toolkitPath;
+};
+
+/// One kernel parameter as the manifest lists it.
+struct KernelParam {
+  std::string name;
+  /// "pointer", "size" or "scalar".
+  std::string kind;
+  /// Element type of a pointer, or of a scalar ("i64").
+  std::string dtype;
+  /// Shape of a pointer's tensor: a number or a symbol (T, V, L, T*k).
+  std::vector<std::string> shape;
+  /// Pointers: "read", "write" or "readwrite".
+  std::string access;
+  /// Sizes: the tensor and dimension they give.
+  std::string of;
+  int64_t dim = 0;
+};
+
+struct KernelInfo {
+  std::string entry;
+  std::string symbol;
+  std::vector<KernelParam> params;
+  int64_t blockDim = 0;
+  int64_t tokensPerBlock = 0;
+  int64_t dynamicSharedBytes = 0;
+  /// From ptxas -v, when a cubin was built.
+  std::optional<int64_t> registers;
+  std::optional<int64_t> spillBytes;
+};
+
+struct NvptxCompileResult {
+  /// Text of the last stage reached before the binaries.
+  std::string gpuIR;
+  std::string llvmIR;
+  std::string ptx;
+  std::string cubin;
+  std::vector<KernelInfo> kernels;
+  std::string manifestJson;
+};
+
+enum class CompileStatus { Ok, BadInput, ToolFailed, Internal };
+
+/// Compiles `spec` up to `stage`. On failure returns the status and sets
+/// `error`: for BadInput one line; for ToolFailed (ptxas) the log, the PTX
+/// path and a repro command; for Internal the failing stage, its IR path
+/// and a repro command.
+CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &options,
+                      Stage stage, NvptxCompileResult &result,
+                      std::string &error);
+
+/// Writes manifest.json, kernels.ptx, kernels.cubin (when built) and
+/// spec.yaml into `dir` (created if missing) through a staging directory
+/// and renames, the manifest last, so that a reader never sees a manifest
+/// without its binaries.
+bool writeKernelDirectory(const RoutingSpec &spec,
+                          const NvptxCompileResult &result,
+                          const std::string &dir, std::string &error);
+
+/// FNV-1a 64 of the normalized spec text, as 16 hex digits.
+std::string specHash(const RoutingSpec &spec);
+
+} // namespace moegen::nvptx
+
+#endif // MOEGEN_COMPILER_BACKEND_NVPTX_NVPTXCOMPILER_H

@@ -1,0 +1,355 @@
+//===- LaneDistribution.cpp - vector lanes to warp lanes ------------------===//
+
+#include "dialects/moe/Conversion/MoELoopsToGPU/LaneDistribution.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+namespace mlir::moe::gpu_lowering {
+
+Type laneType(Type type) {
+  if (auto vector = dyn_cast<VectorType>(type))
+    return vector.getElementType();
+  return type;
+}
+
+namespace {
+bool hasVectorTypes(Operation *op) {
+  auto isVector = [](Type t) { return isa<VectorType>(t); };
+  return llvm::any_of(op->getOperandTypes(), isVector) ||
+         llvm::any_of(op->getResultTypes(), isVector);
+}
+
+SmallVector<Type> laneTypes(TypeRange types) {
+  SmallVector<Type> result;
+  for (Type t : types)
+    result.push_back(laneType(t));
+  return result;
+}
+} // namespace
+
+LogicalResult
+LaneDistributor::cloneBlock(Block &block,
+                            const llvm::DenseSet<Operation *> &skip) {
+  for (Operation &op : block) {
+    if (skip.contains(&op))
+      continue;
+    if (failed(cloneOp(&op)))
+      return failure();
+  }
+  return success();
+}
+
+void LaneDistributor::warpBarrier(Location loc) {
+  // Back-to-back fenced stores share the barrier between them.
+  Block *block = b.getInsertionBlock();
+  if (b.getInsertionPoint() != block->begin() &&
+      isa<NVVM::SyncWarpOp>(*std::prev(b.getInsertionPoint())))
+    return;
+  Value all = b.create<arith::ConstantIntOp>(loc, -1, 32);
+  b.create<NVVM::SyncWarpOp>(loc, all);
+}
+
+SmallVector<Value> LaneDistributor::laneIndices(ValueRange indices) {
+  SmallVector<Value> result;
+  for (Value index : indices)
+    result.push_back(mapping.lookup(index));
+  result.back() =
+      b.create<arith::AddIOp>(result.back().getLoc(), result.back(), lane);
+  return result;
+}
+
+LogicalResult LaneDistributor::cloneOp(Operation *op) {
+  if (isa<scf::ForOp>(op))
+    return cloneFor(op);
+  if (isa<scf::IfOp>(op))
+    return cloneIf(op);
+  if (op->getDialect() &&
+      op->getDialect()->getNamespace() == vector::VectorDialect::getDialectNamespace())
+    return cloneVectorOp(op);
+  if (isa<arith::ConstantOp>(op) && hasVectorTypes(op))
+    return cloneConstant(op);
+  if (isa<scf::YieldOp>(op)) {
+    // Operands are already lane values.
+    b.clone(*op, mapping);
+    return success();
+  }
+  if (hasVectorTypes(op))
+    return cloneElementwise(op);
+
+  // A region op other than scf.for / scf.if (the error record's spin lock)
+  // must hold scalar code only: it is cloned whole.
+  if (op->getNumRegions() > 0) {
+    WalkResult walk = op->walk([&](Operation *inner) {
+      if (hasVectorTypes(inner) || isa<memref::AllocaOp>(inner))
+        return WalkResult::interrupt();
+      return WalkResult::advance();
+    });
+    if (walk.wasInterrupted())
+      return op->emitOpError("holds vector code that cannot be spread over "
+                             "warp lanes");
+  }
+  if (isa<memref::AllocaOp, memref::AllocOp>(op))
+    return op->emitOpError("allocates memory inside a GPU kernel; rows must "
+                           "be stack rows at the kernel entry");
+
+  auto store = dyn_cast<memref::StoreOp>(op);
+  bool fenced = store && isShared(mapping.lookup(store.getMemRef()));
+  if (fenced)
+    warpBarrier(op->getLoc());
+  b.clone(*op, mapping);
+  if (fenced)
+    warpBarrier(op->getLoc());
+  return success();
+}
+
+LogicalResult LaneDistributor::cloneFor(Operation *op) {
+  auto loop = cast<scf::ForOp>(op);
+  SmallVector<Value> inits;
+  for (Value init : loop.getInitArgs())
+    inits.push_back(mapping.lookup(init));
+  LogicalResult status = success();
+  auto newLoop = b.create<scf::ForOp>(
+      loop.getLoc(), mapping.lookup(loop.getLowerBound()),
+      mapping.lookup(loop.getUpperBound()), mapping.lookup(loop.getStep()),
+      inits, [&](OpBuilder &nested, Location, Value iv, ValueRange iter) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(nested.getInsertionBlock());
+        mapping.map(loop.getInductionVar(), iv);
+        for (auto [from, to] : llvm::zip(loop.getRegionIterArgs(), iter))
+          mapping.map(from, to);
+        status = cloneBlock(*loop.getBody());
+      });
+  for (auto [from, to] : llvm::zip(loop.getResults(), newLoop.getResults()))
+    mapping.map(from, to);
+  return status;
+}
+
+LogicalResult LaneDistributor::cloneIf(Operation *op) {
+  auto ifOp = cast<scf::IfOp>(op);
+  bool hasElse = !ifOp.getElseRegion().empty();
+  auto newIf = b.create<scf::IfOp>(ifOp.getLoc(),
+                                   laneTypes(ifOp.getResultTypes()),
+                                   mapping.lookup(ifOp.getCondition()),
+                                   /*withElseRegion=*/hasElse);
+  auto cloneRegion = [&](Region &from, Region &to) -> LogicalResult {
+    Block &target = to.front();
+    // Builders add an empty scf.yield only for result-less ifs; the cloned
+    // terminator replaces it.
+    if (!target.empty())
+      target.getTerminator()->erase();
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(&target);
+    return cloneBlock(from.front());
+  };
+  if (failed(cloneRegion(ifOp.getThenRegion(), newIf.getThenRegion())))
+    return failure();
+  if (hasElse &&
+      failed(cloneRegion(ifOp.getElseRegion(), newIf.getElseRegion())))
+    return failure();
+  for (auto [from, to] : llvm::zip(ifOp.getResults(), newIf.getResults()))
+    mapping.map(from, to);
+  return success();
+}
+
+LogicalResult LaneDistributor::cloneConstant(Operation *op) {
+  auto constant = cast<arith::ConstantOp>(op);
+  auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());
+  Location loc = op->getLoc();
+  if (!dense)
+    return op->emitOpError("vector constant is not dense");
+  Type element = dense.getElementType();
+  if (dense.isSplat()) {
+    Value scalar = b.create<arith::ConstantOp>(
+        loc, element, cast<TypedAttr>(dense.getSplatValue<Attribute>()));
+    mapping.map(constant.getResult(), scalar);
+    return success();
+  }
+  // Lane ids (e0 + [0, 1, ..., 31]) come as the constant 0..31: any
+  // arithmetic progression becomes start + lane * step.
+  if (!isa<IntegerType>(element))
+    return op->emitOpError("non-uniform float vector constant cannot be "
+                           "spread over warp lanes");
+  SmallVector<APInt> values(dense.getValues<APInt>());
+  if (element.isInteger(1)) {
+    // A folded constant mask: lanes [0, n) set.
+    int64_t valid = 0;
+    while (valid < static_cast<int64_t>(values.size()) && values[valid].isOne())
+      ++valid;
+    for (int64_t i = valid; i < static_cast<int64_t>(values.size()); ++i)
+      if (values[i].isOne())
+        return op->emitOpError("i1 vector constant is not a prefix mask");
+    mapping.map(constant.getResult(),
+                b.create<arith::CmpIOp>(
+                    loc, arith::CmpIPredicate::ult, lane,
+                    b.create<arith::ConstantIndexOp>(loc, valid)));
+    return success();
+  }
+  int64_t start = values[0].getSExtValue();
+  int64_t step = values.size() > 1 ? values[1].getSExtValue() - start : 0;
+  for (auto [i, v] : llvm::enumerate(values))
+    if (v.getSExtValue() != start + static_cast<int64_t>(i) * step)
+      return op->emitOpError("vector constant is not an arithmetic "
+                             "progression over lanes");
+  Value laneId = b.create<arith::IndexCastOp>(loc, element, lane);
+  Value stepped = b.create<arith::MulIOp>(
+      loc, laneId, b.create<arith::ConstantOp>(loc, IntegerAttr::get(element, step)));
+  mapping.map(constant.getResult(),
+              b.create<arith::AddIOp>(
+                  loc, stepped,
+                  b.create<arith::ConstantOp>(loc, IntegerAttr::get(element, start))));
+  return success();
+}
+
+LogicalResult LaneDistributor::cloneElementwise(Operation *op) {
+  // Elementwise arith and math ops: the same op on this lane's element.
+  Dialect *dialect = op->getDialect();
+  if (op->getNumRegions() != 0 || !dialect ||
+      !llvm::is_contained({arith::ArithDialect::getDialectNamespace(),
+                           math::MathDialect::getDialectNamespace()},
+                          dialect->getNamespace()))
+    return op->emitOpError("has vector operands or results and is not "
+                           "elementwise arith or math: cannot be spread "
+                           "over warp lanes");
+  OperationState state(op->getLoc(), op->getName());
+  for (Value operand : op->getOperands())
+    state.operands.push_back(mapping.lookup(operand));
+  state.types = laneTypes(op->getResultTypes());
+  state.attributes = op->getAttrs();
+  Operation *scalar = b.create(state);
+  for (auto [from, to] : llvm::zip(op->getResults(), scalar->getResults()))
+    mapping.map(from, to);
+  return success();
+}
+
+Value LaneDistributor::warpReduce(Location loc, Value value, StringRef kind) {
+  Type type = value.getType();
+  // Shuffles move 32-bit words: narrower integers (i1 flags) are widened.
+  bool widen = type.isInteger() && type.getIntOrFloatBitWidth() < 32;
+  Type i32 = b.getI32Type();
+  if (widen)
+    value = b.create<arith::ExtUIOp>(loc, i32, value);
+  Value width = b.create<arith::ConstantIntOp>(loc, warpSize, 32);
+  for (int64_t offset = warpSize / 2; offset >= 1; offset /= 2) {
+    Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
+    Value other = b.create<gpu::ShuffleOp>(loc, value, distance, width,
+                                           gpu::ShuffleMode::XOR)
+                      .getShuffleResult();
+    if (kind == "maximumf")
+      value = b.create<arith::MaximumFOp>(loc, value, other);
+    else if (kind == "minimumf")
+      value = b.create<arith::MinimumFOp>(loc, value, other);
+    else if (kind == "add" && isa<FloatType>(value.getType()))
+      value = b.create<arith::AddFOp>(loc, value, other);
+    else if (kind == "add")
+      value = b.create<arith::AddIOp>(loc, value, other);
+    else if (kind == "minsi")
+      value = b.create<arith::MinSIOp>(loc, value, other);
+    else if (kind == "maxsi")
+      value = b.create<arith::MaxSIOp>(loc, value, other);
+    else if (kind == "or")
+      value = b.create<arith::OrIOp>(loc, value, other);
+    else if (kind == "and")
+      value = b.create<arith::AndIOp>(loc, value, other);
+  }
+  if (widen)
+    value = b.create<arith::TruncIOp>(loc, type, value);
+  return value;
+}
+
+LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
+  Location loc = op->getLoc();
+  if (auto load = dyn_cast<vector::LoadOp>(op)) {
+    mapping.map(load.getResult(),
+                b.create<memref::LoadOp>(loc, mapping.lookup(load.getBase()),
+                                         laneIndices(load.getIndices())));
+    return success();
+  }
+  if (auto load = dyn_cast<vector::MaskedLoadOp>(op)) {
+    // A masked-off lane loads the chunk's first element (in bounds: a tail
+    // chunk starts inside the row) and keeps the pass-through value.
+    Value mask = mapping.lookup(load.getMask());
+    SmallVector<Value> indices = laneIndices(load.getIndices());
+    indices.back() = b.create<arith::SelectOp>(
+        loc, mask, indices.back(), mapping.lookup(load.getIndices().back()));
+    Value value =
+        b.create<memref::LoadOp>(loc, mapping.lookup(load.getBase()), indices);
+    mapping.map(load.getResult(),
+                b.create<arith::SelectOp>(
+                    loc, mask, value, mapping.lookup(load.getPassThru())));
+    return success();
+  }
+  if (auto store = dyn_cast<vector::StoreOp>(op)) {
+    Value memref = mapping.lookup(store.getBase());
+    if (isShared(memref))
+      warpBarrier(loc);
+    b.create<memref::StoreOp>(loc, mapping.lookup(store.getValueToStore()),
+                              memref, laneIndices(store.getIndices()));
+    if (isShared(memref))
+      warpBarrier(loc);
+    return success();
+  }
+  if (auto store = dyn_cast<vector::MaskedStoreOp>(op)) {
+    Value memref = mapping.lookup(store.getBase());
+    if (isShared(memref))
+      warpBarrier(loc);
+    auto ifOp = b.create<scf::IfOp>(loc, mapping.lookup(store.getMask()),
+                                    /*withElseRegion=*/false);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(ifOp.thenBlock());
+      b.create<memref::StoreOp>(loc, mapping.lookup(store.getValueToStore()),
+                                memref, laneIndices(store.getIndices()));
+    }
+    // The barrier waits outside the lane-dependent branch.
+    if (isShared(memref))
+      warpBarrier(loc);
+    return success();
+  }
+  if (auto mask = dyn_cast<vector::ConstantMaskOp>(op)) {
+    int64_t valid = cast<IntegerAttr>(mask.getMaskDimSizes()[0]).getInt();
+    Value bound = b.create<arith::ConstantIndexOp>(loc, valid);
+    mapping.map(mask.getResult(),
+                b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, lane,
+                                        bound));
+    return success();
+  }
+  if (auto splat = dyn_cast<vector::SplatOp>(op)) {
+    mapping.map(splat.getResult(), mapping.lookup(splat.getInput()));
+    return success();
+  }
+  if (auto broadcast = dyn_cast<vector::BroadcastOp>(op)) {
+    if (isa<VectorType>(broadcast.getSourceType()))
+      return op->emitOpError("broadcast of a vector cannot be spread over "
+                             "warp lanes");
+    mapping.map(broadcast.getResult(), mapping.lookup(broadcast.getSource()));
+    return success();
+  }
+  if (auto reduction = dyn_cast<vector::ReductionOp>(op)) {
+    std::string kind = vector::stringifyCombiningKind(reduction.getKind());
+    if (!llvm::is_contained({"maximumf", "minimumf", "add", "minsi", "maxsi",
+                             "or", "and"},
+                            StringRef(kind)) ||
+        (kind == "add" && reduction.getType().isInteger(1)))
+      return op->emitOpError("reduction kind '")
+             << kind << "' has no warp-shuffle lowering";
+    if (reduction.getAcc())
+      return op->emitOpError("reduction with an accumulator has no "
+                             "warp-shuffle lowering");
+    Type type = reduction.getType();
+    if (type.getIntOrFloatBitWidth() > 32)
+      return op->emitOpError("reduction over ")
+             << type << " has no warp-shuffle lowering (32-bit lanes)";
+    mapping.map(reduction.getResult(),
+                warpReduce(loc, mapping.lookup(reduction.getVector()), kind));
+    return success();
+  }
+  return op->emitOpError("cannot be spread over warp lanes");
+}
+
+} // namespace mlir::moe::gpu_lowering

@@ -1,0 +1,327 @@
+//===- MoELoopsToGPU.cpp - nvptx row kernels as warp-per-token kernels ----===//
+//
+// Moves every nvptx kernel that convert-moe-to-loops produced into a
+// gpu.module as a gpu.func with the bare-pointer ABI of docs/kernel-abi.md,
+// and maps its schedule onto the GPU:
+//
+// - a row kernel runs one token per warp, `tokens_per_task` warps per block:
+//   the token range [t0, t1) becomes [token, token + 1) for
+//   token = blockIdx.x * warps + warp (empty past T), and the 32 vector
+//   lanes become the warp's lanes (LaneDistribution.h);
+// - its stack rows become per-warp slices of dynamic shared memory;
+// - the dispatch kernel runs on one thread of one block.
+//
+// This file owns the ABI: parameters, descriptors rebuilt from bare
+// pointers, and the launch attributes the manifest reports.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/Conversion/MoELoopsToGPU/LaneDistribution.h"
+#include "dialects/moe/Conversion/Passes.h"
+#include "dialects/moe/IR/MoEDialect.h"
+#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_CONVERTMOELOOPSTOGPU
+#include "dialects/moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::gpu_lowering;
+
+namespace {
+
+/// Shared-memory rows start at multiples of this (vector loads of the
+/// largest element type stay aligned).
+constexpr int64_t kRowAlignment = 16;
+
+int64_t elementBytes(Type type) {
+  return std::max<int64_t>(1, (type.getIntOrFloatBitWidth() + 7) / 8);
+}
+
+class KernelConverter {
+public:
+  KernelConverter(func::FuncOp func, gpu::GPUModuleOp gpuModule)
+      : func(func), gpuModule(gpuModule), b(func.getContext()) {}
+
+  LogicalResult convert() {
+    auto config = func->getAttrOfType<DictionaryAttr>(kKernelConfigAttrName);
+    if (!config)
+      return func.emitOpError("needs 'moe.kernel_config'");
+    warpSize = config.getAs<IntegerAttr>("vector_width").getInt();
+    if (warpSize != kWarpSize)
+      return func.emitOpError("nvptx kernels need vector_width = ")
+             << kWarpSize << " (a warp), not " << warpSize;
+    warps = config.getAs<IntegerAttr>("tokens_per_task").getInt();
+    if (warps < 1 || warps * kWarpSize > 1024)
+      return func.emitOpError("tokens_per_task = ")
+             << warps << ": a block holds 1 to " << 1024 / kWarpSize
+             << " warps";
+    auto entry = func->getAttrOfType<StringAttr>(kEntryAttrName);
+    isDispatch = entry && entry.getValue() == "dispatch";
+
+    Block &body = func.getBody().front();
+    unsigned numArgs = body.getNumArguments();
+    numKernelArgs = isDispatch ? numArgs : numArgs - 2;
+    if (!isDispatch &&
+        (numArgs < 3 || !body.getArgument(numArgs - 1).getType().isIndex() ||
+         !body.getArgument(numArgs - 2).getType().isIndex() ||
+         !isa<MemRefType>(body.getArgument(0).getType())))
+      return func.emitOpError("row kernels end with the token range "
+                              "(t0, t1 : index) and start with a memref");
+    if (isDispatch && func
+                          .walk([](Operation *op) {
+                            return isa<memref::AllocaOp>(op) ||
+                                           llvm::any_of(op->getResultTypes(),
+                                                        [](Type t) {
+                                                          return isa<VectorType>(t);
+                                                        })
+                                       ? WalkResult::interrupt()
+                                       : WalkResult::advance();
+                          })
+                          .wasInterrupted())
+      return func.emitOpError("the dispatch kernel runs on one thread: it "
+                              "may hold neither vectors nor stack rows");
+
+    createKernel();
+    return fillBody();
+  }
+
+private:
+  void createKernel() {
+    MLIRContext *ctx = func.getContext();
+    Type ptr = LLVM::LLVMPointerType::get(ctx);
+    SmallVector<Type> params;
+    Block &body = func.getBody().front();
+    for (unsigned i = 0; i < numKernelArgs; ++i) {
+      Type type = body.getArgument(i).getType();
+      if (auto memref = dyn_cast<MemRefType>(type)) {
+        params.push_back(ptr);
+        for (int64_t dim = 0; dim < memref.getRank(); ++dim)
+          if (memref.isDynamicDim(dim))
+            params.push_back(b.getI64Type());
+      } else {
+        params.push_back(b.getI64Type());
+      }
+    }
+    b.setInsertionPoint(gpuModule.getBody()->getTerminator());
+    kernel = b.create<gpu::GPUFuncOp>(func.getLoc(), func.getName(),
+                                      b.getFunctionType(params, {}));
+    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+    int32_t blockDim = isDispatch ? 1 : static_cast<int32_t>(warps * warpSize);
+    kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({blockDim, 1, 1}));
+    for (NamedAttribute attr : func->getAttrs())
+      if (attr.getName().getValue().starts_with("moe."))
+        kernel->setAttr(attr.getName(), attr.getValue());
+  }
+
+  /// Rebuilds the memref descriptor of a bare pointer: offset 0, the given
+  /// sizes (static ones as constants), row-major strides.
+  Value rebuildMemRef(Location loc, MemRefType type, Value pointer,
+                      ArrayRef<Value> dynamicSizes) {
+    MLIRContext *ctx = type.getContext();
+    Type i64 = b.getI64Type();
+    int64_t rank = type.getRank();
+    Type ptr = LLVM::LLVMPointerType::get(ctx);
+    auto array = LLVM::LLVMArrayType::get(i64, rank);
+    auto descriptorType =
+        LLVM::LLVMStructType::getLiteral(ctx, {ptr, ptr, i64, array, array});
+    auto constant = [&](int64_t v) -> Value {
+      return b.create<LLVM::ConstantOp>(loc, i64, b.getI64IntegerAttr(v));
+    };
+    SmallVector<Value> sizes;
+    unsigned next = 0;
+    for (int64_t dim = 0; dim < rank; ++dim)
+      sizes.push_back(type.isDynamicDim(dim) ? dynamicSizes[next++]
+                                             : constant(type.getDimSize(dim)));
+    SmallVector<Value> strides(rank);
+    Value stride = constant(1);
+    for (int64_t dim = rank - 1; dim >= 0; --dim) {
+      strides[dim] = stride;
+      stride = b.create<LLVM::MulOp>(loc, stride, sizes[dim]);
+    }
+    Value descriptor = b.create<LLVM::UndefOp>(loc, descriptorType);
+    descriptor = b.create<LLVM::InsertValueOp>(loc, descriptor, pointer, 0);
+    descriptor = b.create<LLVM::InsertValueOp>(loc, descriptor, pointer, 1);
+    descriptor = b.create<LLVM::InsertValueOp>(loc, descriptor, constant(0), 2);
+    for (int64_t dim = 0; dim < rank; ++dim) {
+      descriptor = b.create<LLVM::InsertValueOp>(
+          loc, descriptor, sizes[dim], ArrayRef<int64_t>{3, dim});
+      descriptor = b.create<LLVM::InsertValueOp>(
+          loc, descriptor, strides[dim], ArrayRef<int64_t>{4, dim});
+    }
+    return b.create<UnrealizedConversionCastOp>(loc, type, descriptor)
+        .getResult(0);
+  }
+
+  LogicalResult fillBody() {
+    Location loc = func.getLoc();
+    Block &source = func.getBody().front();
+    Block &target = kernel.getBody().front();
+    b.setInsertionPointToStart(&target);
+    IRMapping mapping;
+
+    // Parameters back to the memrefs and indices the body uses.
+    unsigned param = 0;
+    Value numTokens;
+    for (unsigned i = 0; i < numKernelArgs; ++i) {
+      BlockArgument arg = source.getArgument(i);
+      if (auto type = dyn_cast<MemRefType>(arg.getType())) {
+        Value pointer = target.getArgument(param++);
+        SmallVector<Value> sizes;
+        for (int64_t dim = 0; dim < type.getRank(); ++dim)
+          if (type.isDynamicDim(dim))
+            sizes.push_back(target.getArgument(param++));
+        if (i == 0 && type.isDynamicDim(0))
+          numTokens = b.create<arith::IndexCastOp>(loc, b.getIndexType(),
+                                                   sizes.front());
+        mapping.map(arg, rebuildMemRef(loc, type, pointer, sizes));
+      } else {
+        mapping.map(arg, b.create<arith::IndexCastOp>(
+                             loc, b.getIndexType(), target.getArgument(param++)));
+      }
+    }
+
+    Value lane = b.create<gpu::LaneIdOp>(loc, /*upperBound=*/nullptr);
+    Value warp = b.create<arith::DivUIOp>(
+        loc, b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x),
+        b.create<arith::ConstantIndexOp>(loc, warpSize));
+    llvm::DenseSet<Operation *> skip;
+    LaneDistributor distributor(b, mapping, lane, warpSize);
+
+    if (!isDispatch) {
+      if (!numTokens)
+        return func.emitOpError("the first argument's first dimension must "
+                                "be the tokens");
+      // One token per warp: [token, token + 1), empty past the last token.
+      Value token = b.create<arith::AddIOp>(
+          loc,
+          b.create<arith::MulIOp>(
+              loc, b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x),
+              b.create<arith::ConstantIndexOp>(loc, warps)),
+          warp);
+      Value inRange = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
+                                              token, numTokens);
+      Value end = b.create<arith::SelectOp>(
+          loc, inRange,
+          b.create<arith::AddIOp>(loc, token,
+                                  b.create<arith::ConstantIndexOp>(loc, 1)),
+          token);
+      unsigned numArgs = source.getNumArguments();
+      mapping.map(source.getArgument(numArgs - 2), token);
+      mapping.map(source.getArgument(numArgs - 1), end);
+
+      // Stack rows: slices of this warp's share of dynamic shared memory.
+      SmallVector<memref::AllocaOp> rows;
+      int64_t bytesPerWarp = 0;
+      SmallVector<int64_t> offsets;
+      for (auto alloca : source.getOps<memref::AllocaOp>()) {
+        MemRefType type = alloca.getType();
+        if (!type.hasStaticShape() || type.getRank() != 1 ||
+            !type.getElementType().isIntOrFloat())
+          return alloca.emitOpError("stack rows must be static 1-D rows of "
+                                    "scalars");
+        offsets.push_back(bytesPerWarp);
+        bytesPerWarp += llvm::alignTo(
+            type.getNumElements() * elementBytes(type.getElementType()),
+            kRowAlignment);
+        rows.push_back(alloca);
+      }
+      if (!rows.empty()) {
+        auto workgroup = gpu::AddressSpaceAttr::get(
+            b.getContext(), gpu::AddressSpace::Workgroup);
+        Value shared = b.create<gpu::DynamicSharedMemoryOp>(
+            loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                 MemRefLayoutAttrInterface{}, workgroup));
+        Value warpBase = b.create<arith::MulIOp>(
+            loc, warp, b.create<arith::ConstantIndexOp>(loc, bytesPerWarp));
+        for (auto [alloca, offset] : llvm::zip(rows, offsets)) {
+          MemRefType type = alloca.getType();
+          Value shift = b.create<arith::AddIOp>(
+              loc, warpBase, b.create<arith::ConstantIndexOp>(loc, offset));
+          Value view = b.create<memref::ViewOp>(
+              loc,
+              MemRefType::get(type.getShape(), type.getElementType(),
+                              MemRefLayoutAttrInterface{}, workgroup),
+              shared, shift, ValueRange{});
+          mapping.map(alloca.getResult(), view);
+          distributor.sharedMemrefs.insert(view);
+          skip.insert(alloca);
+        }
+      }
+      sharedBytes = bytesPerWarp * warps;
+    }
+
+    // The body, minus its return: gpu.func ends in gpu.return.
+    skip.insert(source.getTerminator());
+    if (failed(distributor.cloneBlock(source, skip)))
+      return failure();
+    b.create<gpu::ReturnOp>(loc);
+
+    kernel->setAttr(kLaunchAttrName,
+                    b.getDictionaryAttr({
+                        b.getNamedAttr("block_dim",
+                                       b.getI64IntegerAttr(
+                                           isDispatch ? 1 : warps * warpSize)),
+                        b.getNamedAttr("tokens_per_block",
+                                       b.getI64IntegerAttr(isDispatch ? 0 : warps)),
+                        b.getNamedAttr("dynamic_shared_memory_bytes",
+                                       b.getI64IntegerAttr(sharedBytes)),
+                    }));
+    return success();
+  }
+
+  func::FuncOp func;
+  gpu::GPUModuleOp gpuModule;
+  OpBuilder b;
+  gpu::GPUFuncOp kernel;
+  int64_t warpSize = kWarpSize;
+  int64_t warps = 1;
+  bool isDispatch = false;
+  unsigned numKernelArgs = 0;
+  int64_t sharedBytes = 0;
+};
+
+struct ConvertMoELoopsToGPUPass
+    : public moe::impl::ConvertMoELoopsToGPUBase<ConvertMoELoopsToGPUPass> {
+  using ConvertMoELoopsToGPUBase::ConvertMoELoopsToGPUBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> kernels;
+    for (auto func : module.getOps<func::FuncOp>()) {
+      auto config = func->getAttrOfType<DictionaryAttr>(kKernelConfigAttrName);
+      if (!func->hasAttr(kEntryAttrName) || !config)
+        continue;
+      auto target = config.getAs<StringAttr>("target");
+      if (target && target.getValue() == "nvptx")
+        kernels.push_back(func);
+    }
+    if (kernels.empty())
+      return;
+
+    OpBuilder b(module.getBodyRegion());
+    b.setInsertionPointToEnd(module.getBody());
+    auto gpuModule = b.create<gpu::GPUModuleOp>(module.getLoc(), moduleName);
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    b.getUnitAttr());
+    for (func::FuncOp func : kernels) {
+      if (failed(KernelConverter(func, gpuModule).convert()))
+        return signalPassFailure();
+      func.erase();
+    }
+  }
+};
+
+} // namespace
