@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -523,6 +524,15 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
   if (stage == Stage::Llvm)
     return CompileStatus::Ok;
 
+  // MLIR 19 gives the dynamic shared memory symbol internal linkage, which
+  // NVPTX prints as a 1-byte static `.shared` variable that the kernels then
+  // index past; external linkage gives CUDA's `.extern .shared ... []`, the
+  // base of the dynamic allocation.
+  module->walk([](mlir::LLVM::GlobalOp global) {
+    if (global.getAddrSpace() == 3 &&
+        global.getSymName().starts_with("__dynamic_shmem__"))
+      global.setLinkage(mlir::LLVM::Linkage::External);
+  });
   std::string toolkit = toolkitDirectory(options);
   if (!runner.run("binary",
                   "--gpu-module-to-binary=\"format=isa toolkit=" + toolkit + "\"",

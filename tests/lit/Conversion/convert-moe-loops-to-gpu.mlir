@@ -1,0 +1,130 @@
+// RUN: moegen-opt %s -split-input-file -convert-moe-loops-to-gpu -verify-diagnostics | FileCheck %s
+
+// A row kernel from convert-moe-to-loops (vector width 32): the bare-pointer
+// ABI (pointer + dynamic sizes per memref, i64 per index), one token per
+// warp, lanes from vector lanes, a stack row in this warp's slice of dynamic
+// shared memory.
+// CHECK: module attributes {gpu.container_module}
+// CHECK: gpu.module @moe_kernels
+// CHECK-LABEL: gpu.func @route(
+// CHECK-SAME: %[[LOGITS:arg[0-9]+]]: !llvm.ptr, %[[T:arg[0-9]+]]: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %[[ERR:arg[0-9]+]]: !llvm.ptr) kernel
+// CHECK-SAME: known_block_size = array<i32: 64, 1, 1>
+// CHECK-SAME: moe.launch = {block_dim = 64 : i64, dynamic_shared_memory_bytes = 256 : i64, tokens_per_block = 2 : i64}
+// The descriptor of logits rebuilt from the pointer and T.
+// CHECK: llvm.insertvalue %[[LOGITS]]
+// CHECK: llvm.insertvalue %[[T]], %{{.*}}[3, 0]
+// CHECK: builtin.unrealized_conversion_cast %{{.*}} : !llvm.struct<(ptr, ptr, i64, array<2 x i64>, array<2 x i64>)> to memref<?x40xf32>
+// CHECK: %[[LANE:.*]] = gpu.lane_id
+// CHECK: %[[TID:.*]] = gpu.thread_id x
+// CHECK: %[[WARP:.*]] = arith.divui %[[TID]], %c32
+// CHECK: %[[BLOCK:.*]] = gpu.block_id x
+// CHECK: %[[BASE:.*]] = arith.muli %[[BLOCK]], %c2
+// CHECK: %[[TOKEN:.*]] = arith.addi %[[BASE]], %[[WARP]]
+// CHECK: %[[SHARED:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// CHECK: %[[SLICE:.*]] = arith.muli %[[WARP]], %c128
+// CHECK: memref.view %[[SHARED]][%{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<32xf32, #gpu.address_space<workgroup>>
+// CHECK: scf.for %[[TOK:.*]] = %[[TOKEN]] to
+// A full chunk: lane l loads element e0 + l.
+// CHECK: scf.for %[[E0:.*]] = %{{.*}} to %{{.*}} step
+// CHECK: %[[E:.*]] = arith.addi %[[E0]], %[[LANE]]
+// CHECK: memref.load %{{.*}}[%[[TOK]], %[[E]]] : memref<?x40xf32>
+// The masked tail (8 lanes) reads in bounds and keeps the pass-through.
+// CHECK: %[[VALID:.*]] = arith.cmpi ult, %[[LANE]], %c8
+// CHECK: arith.select %[[VALID]]
+// CHECK: memref.load
+// CHECK: arith.select %[[VALID]]
+// Stores to the shared row are fenced on both sides.
+// CHECK: nvvm.bar.warp.sync
+// CHECK-NEXT: %[[AT:.*]] = arith.addi %{{.*}}, %[[LANE]]
+// CHECK-NEXT: memref.store %{{.*}}, %{{.*}}[%[[AT]]] : memref<32xf32, #gpu.address_space<workgroup>>
+// CHECK-NEXT: arith.constant -1 : i32
+// CHECK-NEXT: nvvm.bar.warp.sync
+// The reduction is a butterfly of five shuffles.
+// CHECK-COUNT-5: gpu.shuffle  xor
+// CHECK: gpu.return
+func.func @route(%logits: memref<?x40xf32>, %out: memref<?x1xf32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 2 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+  %row = memref.alloca() : memref<32xf32>
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c32 = arith.constant 32 : index
+  %ninf = arith.constant dense<0xFF800000> : vector<32xf32>
+  scf.for %t = %t0 to %t1 step %c1 {
+    %m = scf.for %e0 = %c0 to %c32 step %c32 iter_args(%acc = %ninf) -> (vector<32xf32>) {
+      %x = vector.load %logits[%t, %e0] : memref<?x40xf32>, vector<32xf32>
+      %y = arith.maximumf %acc, %x : vector<32xf32>
+      scf.yield %y : vector<32xf32>
+    }
+    %mask = vector.constant_mask [8] : vector<32xi1>
+    %tail = vector.maskedload %logits[%t, %c32], %mask, %ninf : memref<?x40xf32>, vector<32xi1>, vector<32xf32> into vector<32xf32>
+    %both = arith.maximumf %m, %tail : vector<32xf32>
+    vector.store %both, %row[%c0] : memref<32xf32>, vector<32xf32>
+    %back = vector.load %row[%c0] : memref<32xf32>, vector<32xf32>
+    %max = vector.reduction <maximumf>, %back : vector<32xf32> into f32
+    memref.store %max, %out[%t, %c0] : memref<?x1xf32>
+  }
+  return
+}
+
+// -----
+
+// Lane-id vectors (e0 + [0, 1, ..., 31]) become e0 + lane; an i1 OR
+// reduction shuffles 32-bit words.
+// CHECK-LABEL: gpu.func @lanes(
+// CHECK: %[[LANE:.*]] = gpu.lane_id
+// CHECK: arith.index_cast %[[LANE]] : index to i32
+// CHECK: arith.extui %{{.*}} : i1 to i32
+// CHECK-COUNT-5: gpu.shuffle  xor %{{.*}} : i32
+// CHECK: arith.trunci %{{.*}} : i32 to i1
+func.func @lanes(%ids: memref<?x1xi32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %steps = arith.constant dense<[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]> : vector<32xi32>
+  %five = arith.constant dense<5> : vector<32xi32>
+  scf.for %t = %t0 to %t1 step %c1 {
+    %is = arith.cmpi eq, %steps, %five : vector<32xi32>
+    %any = vector.reduction <or>, %is : vector<32xi1> into i1
+    %v = arith.extui %any : i1 to i32
+    memref.store %v, %ids[%t, %c0] : memref<?x1xi32>
+  }
+  return
+}
+
+// -----
+
+// Host kernels are left alone, and no gpu.module appears.
+// CHECK: module {
+// CHECK-NEXT: func.func @host(
+func.func @host(%ids: memref<?x1xi32>, %err: memref<5xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'func.func' op nvptx kernels need vector_width = 32 (a warp), not 8}}
+func.func @narrow(%ids: memref<?x1xi32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
+  return
+}
+
+// -----
+
+func.func @shuffle_of_vectors(%ids: memref<?x32xi32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %t = %t0 to %t1 step %c1 {
+    %v = vector.load %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
+    // expected-error @+1 {{'vector.shuffle' op cannot be spread over warp lanes}}
+    %s = vector.shuffle %v, %v [1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] : vector<32xi32>, vector<32xi32>
+    vector.store %s, %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
+  }
+  return
+}
+
+// -----
+
+// The dispatch kernel runs on one thread: no token range, block of 1.
+// CHECK-LABEL: gpu.func @dispatch(
+// CHECK-SAME: known_block_size = array<i32: 1, 1, 1>
+// CHECK-SAME: moe.launch = {block_dim = 1 : i64, dynamic_shared_memory_bytes = 0 : i64, tokens_per_block = 0 : i64}
+func.func @dispatch(%ids: memref<?x2xi32>, %counts: memref<4xi32>, %offsets: memref<5xi32>, %sorted: memref<?xi32>, %positions: memref<?xi32>, %err: memref<6xi64>) attributes {moe.entry = "dispatch", moe.kernel_config = {target = "nvptx", tokens_per_task = 4 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+  return
+}
