@@ -608,6 +608,11 @@ Manifest Parser::parse(std::string_view text) {
                                 " (i16 when num_experts <= 32767, else i32)");
   }
 
+  // Optional: the compiler may state the record size; it must be ours.
+  if (auto it = root.find("error_record_words"); it != root.end())
+    getInt(*it, "error_record_words", kGpuErrorRecordWords,
+           kGpuErrorRecordWords);
+
   const Json &kernels = member(root, "", "kernels");
   if (!kernels.is_array())
     fail("kernels", "must be an array, got " + describe(kernels));

@@ -276,6 +276,9 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
     std::optional<std::vector<char>> image = readFile(manifest.cubinPath);
     if (!image)
       throw Error(Error::Kind::Io, manifest.cubinPath + ": cannot read the cubin");
+    // An ELF cubin carries its size; the NUL makes a text image (PTX saved
+    // as "cubin") terminated too, as cuModuleLoadData requires.
+    image->push_back('\0');
     result = driver->moduleLoadData(&module, image->data());
     if (result == CUDA_SUCCESS) {
       binaryKind = "cubin";

@@ -511,7 +511,27 @@ TEST_F(RuntimeCudaRouterTest, HostSideChecks) {
                          dir / "manifest.json" +
                          ") have no replay entry point (they have route, "
                          "dispatch)");
-  // Without bounds checks, only presence and alignment are checked.
+  fake().contextStack.clear();
+}
+
+TEST_F(RuntimeCudaRouterTest, BoundsChecksCanBeTurnedOff) {
+  options.checkBufferBounds = false;
+  auto router = load(rttest::exampleManifest());
+  Tensors t = allocate(*router, 8, 2);
+  fake().contextStack.push_back(router->context());
+  DeviceBuffer small = router->allocate(16);
+  RouteInputs in = inputs(t, 8, 2, 1);
+  in.logits = small.get(); // too small, but only presence is checked now
+  fake().launches.clear();
+  router->route(in, outputs(t, false), nullptr);
+  EXPECT_EQ(fake().launches.size(), 1u);
+  // Presence and alignment still are.
+  in.logits = small.get() + 1;
+  auto [kind, message] =
+      errorOf([&] { router->route(in, outputs(t, false), nullptr); });
+  EXPECT_EQ(kind, Error::Kind::InvalidArgument);
+  EXPECT_NE(message.find("is not aligned to its 4-byte elements"),
+            std::string::npos);
   fake().contextStack.clear();
 }
 
@@ -690,3 +710,115 @@ TEST_F(RuntimeGpuTest, RouteProducesValidIdsAndWeights) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// The compiler's own manifests, bound by the router (on the fake driver)
+//===----------------------------------------------------------------------===//
+
+/// Compiles every template with `moegen compile --emit=ptx` (no ptxas
+/// needed), swaps the PTX for a fake one with the same symbols and
+/// parameter counts, and runs each entry point through the router: every
+/// parameter of the real manifests must bind, in order, with the sizes and
+/// grids the launch rules give.
+TEST_F(RuntimeCudaRouterTest, CompilerManifestsBind) {
+  if (!std::filesystem::exists(MOEGEN_TOOL_PATH))
+    GTEST_SKIP() << MOEGEN_TOOL_PATH << " is not built";
+  int templates = 0;
+  for (const auto &file : std::filesystem::directory_iterator(
+           std::string(MOEGEN_SOURCE_DIR) + "/templates")) {
+    if (file.path().extension() != ".yaml")
+      continue;
+    ++templates;
+    const std::string name = file.path().stem().string();
+    const std::string out = dir / name;
+    const std::string command = std::string(MOEGEN_TOOL_PATH) + " compile '" +
+                                file.path().string() +
+                                "' --emit=ptx --arch sm_90 -o '" + out +
+                                "' > '" + out + ".log' 2>&1";
+    ASSERT_EQ(std::system(command.c_str()), 0)
+        << command << "\n"
+        << rttest::readText(out + ".log");
+    Manifest real = loadManifest(out);
+    EXPECT_TRUE(real.cubinPath.empty()) << name;
+    std::string fakePtx = "FAKE-PTX sm_90\n";
+    for (const Kernel &kernel : real.kernels)
+      fakePtx += kernel.symbol + " " + std::to_string(kernel.params.size()) + "\n";
+    rttest::writeText(real.ptxPath, fakePtx);
+    auto router = CudaRouter::load(out, options);
+    EXPECT_STREQ(router->loadedBinaryKind(), "ptx") << name;
+
+    const int64_t tokens = 5, vocab = 7, layers = 3;
+    const int64_t e = real.numExperts, k = real.topK;
+    std::vector<DeviceBuffer> keep;
+    auto buffer = [&](int64_t elements, size_t bytes) {
+      keep.push_back(router->allocate(size_t(elements) * bytes));
+      return keep.back().get();
+    };
+    RouteInputs in;
+    in.numTokens = tokens;
+    in.logits = buffer(tokens * e, byteSize(real.logitsDType));
+    RouteBuffers buffers = router->allocateBuffers(tokens);
+    fake().contextStack.push_back(router->context());
+    for (const Kernel &kernel : real.kernels) {
+      if (kernel.entry == EntryKind::Dispatch)
+        continue;
+      RouteInputs call = in;
+      if (kernel.findParam("bias") >= 0)
+        call.bias = buffer(e, 4);
+      if (kernel.findParam("capture") >= 0) {
+        call.capture = buffer(tokens * layers * k, byteSize(*real.captureDType));
+        call.captureLayers = layers;
+        call.captureLayer = 2;
+      }
+      if (kernel.entry == EntryKind::RouteHash) {
+        call.tokenIds = buffer(tokens, 4);
+        call.hashTable = buffer(vocab * k, 4);
+        call.hashVocab = vocab;
+      }
+      if (kernel.entry == EntryKind::Replay)
+        call.forcedIds = buffer(tokens * k, 4);
+      fake().launches.clear();
+      if (kernel.entry == EntryKind::Route)
+        router->route(call, buffers, nullptr);
+      else if (kernel.entry == EntryKind::RouteHash)
+        router->routeHash(call, buffers, nullptr);
+      else
+        router->replay(call, buffers, nullptr);
+      const bool dispatch = router->hasEntry(EntryKind::Dispatch);
+      ASSERT_EQ(fake().launches.size(), dispatch ? 2u : 1u) << name;
+      const FakeCudaLaunch &launch = fake().launches[0];
+      EXPECT_EQ(launch.symbol, kernel.symbol);
+      ASSERT_EQ(launch.params.size(), kernel.params.size());
+      const int64_t perBlock = kernel.launch.tokensPerBlock;
+      EXPECT_EQ(launch.grid,
+                perBlock ? unsigned((tokens + perBlock - 1) / perBlock) : 1u);
+      EXPECT_EQ(launch.block, unsigned(kernel.launch.blockDim));
+      // Every pointer is bound, every size is the extent it names.
+      for (size_t i = 0; i < kernel.params.size(); ++i) {
+        const Param &param = kernel.params[i];
+        if (param.kind == ParamKind::Pointer) {
+          EXPECT_NE(launch.params[i], 0u) << name << " " << param.name;
+        }
+        if (param.kind == ParamKind::Size) {
+          const Dim &dim = kernel.params[param.ofParam].shape[param.dim];
+          int64_t want = dim.symbol == Dim::Symbol::T    ? tokens
+                         : dim.symbol == Dim::Symbol::V  ? vocab
+                         : dim.symbol == Dim::Symbol::L  ? layers
+                         : dim.symbol == Dim::Symbol::TK ? tokens * k
+                                                         : -1;
+          EXPECT_EQ(launch.params[i], uint64_t(want)) << name << " " << param.name;
+        }
+        if (param.kind == ParamKind::Scalar) {
+          EXPECT_EQ(launch.params[i], 2u) << name;
+        }
+      }
+      if (dispatch) {
+        const Kernel &d = *real.find(EntryKind::Dispatch);
+        ASSERT_EQ(fake().launches[1].params.size(), d.params.size());
+        EXPECT_EQ(fake().launches[1].params[0], buffers.outputs().topkIds);
+      }
+    }
+    fake().contextStack.clear();
+  }
+  EXPECT_GE(templates, 7);
+}

@@ -312,6 +312,8 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "2147483647]"},
       {"launch missing", [](json &m) { m["kernels"][0].erase("launch"); },
        "kernels[0].launch: missing"},
+      {"error record words", [](json &m) { m["error_record_words"] = 5; },
+       "error_record_words: 5 must be in [6, 6]"},
       {"not an object", [](json &m) { m = json::array({1, 2}); },
        "must hold a JSON object, got an array"},
   };
