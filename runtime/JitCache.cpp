@@ -90,8 +90,8 @@ std::optional<std::string> hashFile(const fs::path &path) {
 }
 
 void syncPath(const fs::path &path, bool directory) {
-  int fd = ::open(path.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY |
-                                    O_CLOEXEC);
+  int fd = ::open(path.c_str(),
+                  (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
     ::fsync(fd);
     ::close(fd);
@@ -167,13 +167,12 @@ std::string checkEntry(const fs::path &directory,
   try {
     ManifestOptions options;
     options.expectedCompilerVersion = compilerVersion;
-    Manifest manifest = loadManifest((directory / "manifest.json").string(),
-                                     options);
+    Manifest manifest =
+        loadManifest((directory / "manifest.json").string(), options);
     for (const std::string &binary : {manifest.cubinPath, manifest.ptxPath}) {
       if (binary.empty())
         continue;
-      std::string relative =
-          fs::relative(binary, directory).generic_string();
+      std::string relative = fs::relative(binary, directory).generic_string();
       if (std::find(listed.begin(), listed.end(), relative) == listed.end())
         return "CHECKSUMS does not list " + relative;
     }

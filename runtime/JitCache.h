@@ -1,4 +1,5 @@
-//===- JitCache.h - On-disk cache of compiled kernel directories -*- C++ -*-===//
+//===- JitCache.h - On-disk cache of compiled kernel directories -*- C++
+//-*-===//
 //
 // Compiling a spec takes a while; engines compile on first use and keep the
 // result, the way Triton does. A cache entry is a complete `moegen compile

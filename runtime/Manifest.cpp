@@ -74,8 +74,8 @@ std::string describe(const Json &value) {
   }
 }
 
-constexpr std::array<std::string_view, 6> kDTypeNames = {
-    "f32", "bf16", "f16", "i16", "i32", "i64"};
+constexpr std::array<std::string_view, 6> kDTypeNames = {"f32", "bf16", "f16",
+                                                         "i16", "i32",  "i64"};
 
 struct ExpectedTensor {
   std::string_view name;
@@ -88,24 +88,21 @@ struct ExpectedTensor {
 };
 
 std::vector<ExpectedTensor> expectedTensors(EntryKind entry) {
-  const ExpectedTensor logits{"logits", {"T", "E"}, std::nullopt,
-                              Access::Read, true};
-  const ExpectedTensor capture{"capture", {"T", "L", "k"}, std::nullopt,
-                               Access::ReadWrite, false};
-  const ExpectedTensor ids{"topk_ids", {"T", "k"}, DType::I32, Access::Write,
-                           true};
-  const ExpectedTensor weights{"topk_weights", {"T", "k"}, DType::F32,
-                               Access::Write, true};
-  const ExpectedTensor error{"error", {"6"}, DType::I64, Access::ReadWrite,
-                             true};
+  const ExpectedTensor logits{
+      "logits", {"T", "E"}, std::nullopt, Access::Read, true};
+  const ExpectedTensor capture{
+      "capture", {"T", "L", "k"}, std::nullopt, Access::ReadWrite, false};
+  const ExpectedTensor ids{
+      "topk_ids", {"T", "k"}, DType::I32, Access::Write, true};
+  const ExpectedTensor weights{
+      "topk_weights", {"T", "k"}, DType::F32, Access::Write, true};
+  const ExpectedTensor error{
+      "error", {"6"}, DType::I64, Access::ReadWrite, true};
   switch (entry) {
   case EntryKind::Route:
-    return {logits,
-            {"bias", {"E"}, DType::F32, Access::Read, false},
-            capture,
-            ids,
-            weights,
-            error};
+    return {logits,  {"bias", {"E"}, DType::F32, Access::Read, false},
+            capture, ids,
+            weights, error};
   case EntryKind::RouteHash:
     return {logits,
             {"token_ids", {"T"}, DType::I32, Access::Read, true},
@@ -210,8 +207,9 @@ private:
     std::string text = getString(value, key);
     std::optional<DType> dtype = parseDType(text);
     if (!dtype)
-      fail(key, "unknown dtype " + quote(text) + " (expected one of f32, "
-                                                 "bf16, f16, i16, i32, i64)");
+      fail(key, "unknown dtype " + quote(text) +
+                    " (expected one of f32, "
+                    "bf16, f16, i16, i32, i64)");
     return *dtype;
   }
   std::string getBinary(const Json &root, const char *name);
@@ -240,7 +238,8 @@ Dim Parser::parseDim(const Json &value, const std::string &key) {
     else if (text == "T*k")
       dim.symbol = Dim::Symbol::TK;
     else
-      fail(key, "unknown symbolic dimension " + quote(value.get<std::string>()) +
+      fail(key, "unknown symbolic dimension " +
+                    quote(value.get<std::string>()) +
                     " (expected \"T\", \"V\", \"L\", \"T*k\" or an integer)");
     return dim;
   }
@@ -286,8 +285,7 @@ void Parser::parseLaunch(const Json &value, const std::string &key,
   launch.tokensPerBlock =
       getInt(member(value, key, "tokens_per_block"), key + ".tokens_per_block",
              0, std::numeric_limits<int32_t>::max());
-  launch.gridDim =
-      getString(member(value, key, "grid_dim"), key + ".grid_dim");
+  launch.gridDim = getString(member(value, key, "grid_dim"), key + ".grid_dim");
   const std::string expected =
       launch.tokensPerBlock > 0
           ? "ceil_div(T," + std::to_string(launch.tokensPerBlock) + ")"
@@ -395,8 +393,8 @@ void Parser::parseKernel(const Json &value, const std::string &key,
         source = "as logits_dtype";
       } else if (param.name == "capture") {
         if (!manifest.captureDType)
-          fail("capture_dtype", "missing, but " + pkey +
-                                    " is a capture buffer");
+          fail("capture_dtype",
+               "missing, but " + pkey + " is a capture buffer");
         want = manifest.captureDType;
         source = "as capture_dtype";
       }
@@ -417,11 +415,11 @@ void Parser::parseKernel(const Json &value, const std::string &key,
         same = wantShape[d].symbol == param.shape[d].symbol &&
                wantShape[d].extent == param.shape[d].extent;
       if (!same)
-        fail(shapeKey, shapeText(param.shape) + " must be " +
-                           shapeText(wantShape) + " for " + param.name +
-                           " (num_experts = " +
-                           std::to_string(manifest.numExperts) +
-                           ", top_k = " + std::to_string(manifest.topK) + ")");
+        fail(shapeKey,
+             shapeText(param.shape) + " must be " + shapeText(wantShape) +
+                 " for " + param.name +
+                 " (num_experts = " + std::to_string(manifest.numExperts) +
+                 ", top_k = " + std::to_string(manifest.topK) + ")");
 
       std::string accessText =
           getString(member(p, pkey, "access"), pkey + ".access");
@@ -476,8 +474,8 @@ void Parser::parseKernel(const Json &value, const std::string &key,
                                  "layer of route and route_hash)");
       param.dtype = getDType(member(p, pkey, "dtype"), pkey + ".dtype");
       if (param.dtype != DType::I64)
-        fail(pkey + ".dtype",
-             quote(toString(param.dtype)) + " must be 'i64' (scalars are int64)");
+        fail(pkey + ".dtype", quote(toString(param.dtype)) +
+                                  " must be 'i64' (scalars are int64)");
       break;
     }
     kernel.params.push_back(std::move(param));
@@ -529,9 +527,8 @@ Manifest Parser::parse(std::string_view text) {
   } catch (const Json::exception &e) {
     std::string message = e.what();
     // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
-    if (size_t end = message.find("] "); !message.empty() &&
-                                         message[0] == '[' &&
-                                         end != std::string::npos)
+    if (size_t end = message.find("] ");
+        !message.empty() && message[0] == '[' && end != std::string::npos)
       message = message.substr(end + 2);
     std::replace(message.begin(), message.end(), '\n', ' ');
     fail("", "invalid JSON: " + message);
@@ -543,9 +540,8 @@ Manifest Parser::parse(std::string_view text) {
   if (format != kManifestFormat)
     fail("format", quote(format) + " is not '" + std::string(kManifestFormat) +
                        "' (not a moegen kernel manifest)");
-  manifest.abiVersion =
-      getInt(member(root, "", "abi_version"), "abi_version", 0,
-             std::numeric_limits<int64_t>::max());
+  manifest.abiVersion = getInt(member(root, "", "abi_version"), "abi_version",
+                               0, std::numeric_limits<int64_t>::max());
   if (manifest.abiVersion != kKernelAbiVersion)
     fail("abi_version", std::to_string(manifest.abiVersion) +
                             ", but this runtime speaks kernel ABI version " +
@@ -561,8 +557,7 @@ Manifest Parser::parse(std::string_view text) {
              quote(expectedVersion) +
              " (recompile the spec with this version of moegen)");
 
-  manifest.specName =
-      getString(member(root, "", "spec_name"), "spec_name");
+  manifest.specName = getString(member(root, "", "spec_name"), "spec_name");
   if (manifest.specName.empty())
     fail("spec_name", "must not be empty");
   manifest.specHash = getString(member(root, "", "spec_hash"), "spec_hash");
@@ -589,23 +584,23 @@ Manifest Parser::parse(std::string_view text) {
 
   manifest.numExperts = getInt(member(root, "", "num_experts"), "num_experts",
                                1, std::numeric_limits<int32_t>::max() - 1);
-  manifest.topK = getInt(member(root, "", "top_k"), "top_k", 1,
-                         manifest.numExperts);
+  manifest.topK =
+      getInt(member(root, "", "top_k"), "top_k", 1, manifest.numExperts);
   manifest.logitsDType =
       getDType(member(root, "", "logits_dtype"), "logits_dtype");
   if (manifest.logitsDType != DType::F32 &&
       manifest.logitsDType != DType::BF16 && manifest.logitsDType != DType::F16)
-    fail("logits_dtype", quote(toString(manifest.logitsDType)) +
-                             " must be f32, bf16 or f16");
+    fail("logits_dtype",
+         quote(toString(manifest.logitsDType)) + " must be f32, bf16 or f16");
   if (auto it = root.find("capture_dtype"); it != root.end()) {
     manifest.captureDType = getDType(*it, "capture_dtype");
     DType want = manifest.numExperts <= 32767 ? DType::I16 : DType::I32;
     if (*manifest.captureDType != want)
-      fail("capture_dtype", quote(toString(*manifest.captureDType)) +
-                                " must be " + quote(toString(want)) +
-                                " for num_experts = " +
-                                std::to_string(manifest.numExperts) +
-                                " (i16 when num_experts <= 32767, else i32)");
+      fail("capture_dtype",
+           quote(toString(*manifest.captureDType)) + " must be " +
+               quote(toString(want)) +
+               " for num_experts = " + std::to_string(manifest.numExperts) +
+               " (i16 when num_experts <= 32767, else i32)");
   }
 
   // Optional: the compiler may state the record size; it must be ours.
@@ -763,8 +758,7 @@ Manifest parseManifest(std::string_view jsonText, const std::string &path,
   return Parser(path, options).parse(jsonText);
 }
 
-Manifest loadManifest(const std::string &path,
-                      const ManifestOptions &options) {
+Manifest loadManifest(const std::string &path, const ManifestOptions &options) {
   std::error_code ec;
   std::string file = path;
   if (fs::is_directory(path, ec))

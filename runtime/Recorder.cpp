@@ -28,11 +28,11 @@ Recorder::Recorder(int64_t numTokens, int64_t numLayers, int64_t topK,
                    int64_t numExperts) {
   if (numTokens < 0 || numLayers < 1 || topK < 1 || numExperts < 1 ||
       topK > numExperts || numExperts > std::numeric_limits<int32_t>::max())
-    invalid("capture buffer: invalid sizes: tokens = " +
-            std::to_string(numTokens) + ", layers = " +
-            std::to_string(numLayers) + ", k = " + std::to_string(topK) +
-            ", experts = " + std::to_string(numExperts) +
-            " (need tokens >= 0, layers >= 1, 1 <= k <= experts)");
+    invalid(
+        "capture buffer: invalid sizes: tokens = " + std::to_string(numTokens) +
+        ", layers = " + std::to_string(numLayers) + ", k = " +
+        std::to_string(topK) + ", experts = " + std::to_string(numExperts) +
+        " (need tokens >= 0, layers >= 1, 1 <= k <= experts)");
   array.dtype = captureDType(numExperts);
   array.shape = {numTokens, numLayers, topK};
   // Overflow: numTokens * numLayers * topK elements of at most 4 bytes.
@@ -62,8 +62,9 @@ Recorder Recorder::load(const std::string &path, int64_t numExperts) {
             "') for " + std::to_string(numExperts) +
             " experts (int16 when num_experts <= 32767, else int32)");
   if (loaded->shape.size() != 3)
-    invalid(path + ": capture must have 3 dimensions [tokens, layers, k], "
-                   "got " +
+    invalid(path +
+            ": capture must have 3 dimensions [tokens, layers, k], "
+            "got " +
             std::to_string(loaded->shape.size()));
   if (loaded->shape[1] < 1 || loaded->shape[2] < 1 ||
       loaded->shape[2] > numExperts)
@@ -87,8 +88,7 @@ void Recorder::save(const std::string &path) const {
 }
 
 int32_t Recorder::at(int64_t token, int64_t layer, int64_t j) const {
-  const size_t index =
-      size_t((token * numLayers() + layer) * topK() + j);
+  const size_t index = size_t((token * numLayers() + layer) * topK() + j);
   if (array.dtype == npy::DType::I16) {
     int16_t value;
     std::memcpy(&value, array.data.data() + index * 2, 2);
@@ -100,8 +100,8 @@ int32_t Recorder::at(int64_t token, int64_t layer, int64_t j) const {
 }
 
 void Recorder::set(int64_t token, int64_t layer, int64_t j, int32_t id) {
-  if (token < 0 || token >= numTokens() || layer < 0 ||
-      layer >= numLayers() || j < 0 || j >= topK())
+  if (token < 0 || token >= numTokens() || layer < 0 || layer >= numLayers() ||
+      j < 0 || j >= topK())
     invalid(source + ": index [" + std::to_string(token) + ", " +
             std::to_string(layer) + ", " + std::to_string(j) +
             "] outside the capture's shape");
@@ -121,8 +121,8 @@ void Recorder::set(int64_t token, int64_t layer, int64_t j, int32_t id) {
 LayerView Recorder::layer(int64_t layer) const {
   if (layer < 0 || layer >= numLayers())
     invalid(source + ": layer " + std::to_string(layer) +
-            " outside the capture's layers [0, " +
-            std::to_string(numLayers()) + ")");
+            " outside the capture's layers [0, " + std::to_string(numLayers()) +
+            ")");
   return LayerView(*this, layer);
 }
 
@@ -140,9 +140,8 @@ void Recorder::validateLayer(int64_t layer) const {
                 ")");
       for (int64_t i = 0; i < j; ++i)
         if (row[size_t(i)] == id)
-          invalid(where + "expert id " + std::to_string(id) +
-                  " at position " + std::to_string(j) +
-                  " repeats position " + std::to_string(i));
+          invalid(where + "expert id " + std::to_string(id) + " at position " +
+                  std::to_string(j) + " repeats position " + std::to_string(i));
       row[size_t(j)] = id;
     }
   }

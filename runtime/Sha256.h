@@ -1,4 +1,5 @@
-//===- Sha256.h - SHA-256 (FIPS 180-4) ---------------------------*- C++ -*-===//
+//===- Sha256.h - SHA-256 (FIPS 180-4) ---------------------------*- C++
+//-*-===//
 //
 // Cache keys and the CHECKSUMS file of cache entries. A small, dependency-free
 // implementation; checked against the FIPS 180-4 test vectors in

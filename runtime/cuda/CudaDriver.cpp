@@ -67,8 +67,8 @@ void CudaDriver::load(const std::string &name) {
   if (!handle) {
     const char *reason = ::dlerror();
     throw Error(Error::Kind::NoDriver,
-                "no CUDA driver: dlopen(" + name + ") failed: " +
-                    (reason ? reason : "unknown reason"));
+                "no CUDA driver: dlopen(" + name +
+                    ") failed: " + (reason ? reason : "unknown reason"));
   }
   auto getProcV2 = reinterpret_cast<GetProcAddressV2>(
       ::dlsym(handle, "cuGetProcAddress_v2"));
@@ -98,16 +98,16 @@ void CudaDriver::load(const std::string &name) {
       result = getProcV2(symbol, &pointer, requested,
                          CU_GET_PROC_ADDRESS_DEFAULT, &status);
     } else {
-      result = getProcV1(symbol, &pointer, requested,
-                         CU_GET_PROC_ADDRESS_DEFAULT);
+      result =
+          getProcV1(symbol, &pointer, requested, CU_GET_PROC_ADDRESS_DEFAULT);
     }
     if (result != CUDA_SUCCESS || !pointer)
-      throw Error(Error::Kind::NoDriver,
-                  "no usable CUDA driver: " + name + " (CUDA " +
-                      versionText(driverVersion) + ") does not provide " +
-                      symbol);
-    function = reinterpret_cast<std::remove_reference_t<decltype(function)>>(
-        pointer);
+      throw Error(Error::Kind::NoDriver, "no usable CUDA driver: " + name +
+                                             " (CUDA " +
+                                             versionText(driverVersion) +
+                                             ") does not provide " + symbol);
+    function =
+        reinterpret_cast<std::remove_reference_t<decltype(function)>>(pointer);
   };
   resolve("cuGetErrorName", getErrorName);
   resolve("cuGetErrorString", getErrorString);
@@ -153,9 +153,9 @@ void CudaDriver::load(const std::string &name) {
                     describe(result));
   check(deviceGetCount(&devices), "cuDeviceGetCount");
   if (devices < 1)
-    throw Error(Error::Kind::NoDevice,
-                "no CUDA device: the driver (CUDA " +
-                    versionText(driverVersion) + ") sees no device");
+    throw Error(Error::Kind::NoDevice, "no CUDA device: the driver (CUDA " +
+                                           versionText(driverVersion) +
+                                           ") sees no device");
 }
 
 std::string CudaDriver::describe(CUresult result) const {
@@ -170,7 +170,8 @@ std::string CudaDriver::describe(CUresult result) const {
 
 void CudaDriver::check(CUresult result, const char *what) const {
   if (result != CUDA_SUCCESS)
-    throw Error(Error::Kind::Driver, std::string(what) + ": " + describe(result));
+    throw Error(Error::Kind::Driver,
+                std::string(what) + ": " + describe(result));
 }
 
 ScopedContext::ScopedContext(const CudaDriver &driver, CUcontext context)

@@ -92,8 +92,8 @@ public:
                               CUstream) = nullptr;
   CUresult (*pointerGetAttribute)(void *, CUpointer_attribute,
                                   CUdeviceptr) = nullptr;
-  CUresult (*pointerGetAttributes)(unsigned int, CUpointer_attribute *,
-                                   void **, CUdeviceptr) = nullptr;
+  CUresult (*pointerGetAttributes)(unsigned int, CUpointer_attribute *, void **,
+                                   CUdeviceptr) = nullptr;
 
 private:
   CudaDriver() = default;

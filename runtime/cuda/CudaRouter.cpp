@@ -152,8 +152,8 @@ void DeviceBuffer::upload(const void *host, size_t size,
                           CUstream stream) const {
   if (size > bytes)
     throw Error(Error::Kind::InvalidArgument,
-                "upload of " + std::to_string(size) + " bytes into a buffer of " +
-                    std::to_string(bytes));
+                "upload of " + std::to_string(size) +
+                    " bytes into a buffer of " + std::to_string(bytes));
   if (!size)
     return;
   ScopedContext scope(*driver, context);
@@ -210,8 +210,7 @@ struct CudaRouter::Impl {
   void checkStream(std::string_view entry, CUstream stream) const;
   void checkPointer(std::string_view entry, std::string_view name,
                     CUdeviceptr pointer, DType dtype, int64_t elements) const;
-  LaunchPlan prepare(const Kernel &kernel,
-                     const std::vector<Binding> &tensors,
+  LaunchPlan prepare(const Kernel &kernel, const std::vector<Binding> &tensors,
                      const Extents &extents, int64_t layer,
                      CUdeviceptr error) const;
   void submit(LaunchPlan &plan, CUstream stream) const;
@@ -275,7 +274,8 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
   if (cubinOk) {
     std::optional<std::vector<char>> image = readFile(manifest.cubinPath);
     if (!image)
-      throw Error(Error::Kind::Io, manifest.cubinPath + ": cannot read the cubin");
+      throw Error(Error::Kind::Io,
+                  manifest.cubinPath + ": cannot read the cubin");
     // An ELF cubin carries its size; the NUL makes a text image (PTX saved
     // as "cubin") terminated too, as cuModuleLoadData requires.
     image->push_back('\0');
@@ -284,8 +284,8 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
       binaryKind = "cubin";
       return;
     }
-    cubinFailure = manifest.cubinPath + ": cuModuleLoadData: " +
-                   driver->describe(result);
+    cubinFailure =
+        manifest.cubinPath + ": cuModuleLoadData: " + driver->describe(result);
     if (!ptxOk)
       throw Error(Error::Kind::Driver, cubinFailure);
   }
@@ -307,11 +307,12 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
         c = ' ';
     if (text.size() > 400)
       text = text.substr(0, 400) + "...";
-    throw Error(Error::Kind::Driver,
-                manifest.ptxPath + ": the driver's PTX JIT failed for " +
-                    deviceText + ": " + driver->describe(result) +
-                    (text.empty() ? "" : ": " + text) +
-                    (cubinFailure.empty() ? "" : " (after " + cubinFailure + ")"));
+    throw Error(
+        Error::Kind::Driver,
+        manifest.ptxPath + ": the driver's PTX JIT failed for " + deviceText +
+            ": " + driver->describe(result) +
+            (text.empty() ? "" : ": " + text) +
+            (cubinFailure.empty() ? "" : " (after " + cubinFailure + ")"));
   }
   binaryKind = "ptx";
 }
@@ -379,12 +380,12 @@ void CudaRouter::Impl::checkPointer(std::string_view entry,
   if (size == 0) // The driver cannot tell the allocation's extent.
     return;
   if (pointer < start || pointer - start + bytes > size)
-    invalid(entry, std::string(name) + " needs " + std::to_string(bytes) +
-                       " bytes from " + hexPointer(pointer) +
-                       ", but its allocation holds only " +
-                       std::to_string(pointer < start ? 0
-                                                      : size - (pointer - start)) +
-                       " from there");
+    invalid(entry,
+            std::string(name) + " needs " + std::to_string(bytes) +
+                " bytes from " + hexPointer(pointer) +
+                ", but its allocation holds only " +
+                std::to_string(pointer < start ? 0 : size - (pointer - start)) +
+                " from there");
 }
 
 LaunchPlan CudaRouter::Impl::prepare(const Kernel &kernel,
@@ -442,11 +443,11 @@ void CudaRouter::Impl::submit(LaunchPlan &plan, CUstream stream) const {
   std::array<void *, kMaxParams> pointers{};
   for (size_t i = 0; i < kernel.params.size(); ++i)
     pointers[i] = &plan.values[i];
-  CUresult result = driver->launchKernel(
-      functions[size_t(kernel.entry)], unsigned(plan.grid), 1, 1,
-      unsigned(kernel.launch.blockDim), 1, 1,
-      unsigned(kernel.launch.dynamicSharedMemoryBytes), stream, pointers.data(),
-      nullptr);
+  CUresult result =
+      driver->launchKernel(functions[size_t(kernel.entry)], unsigned(plan.grid),
+                           1, 1, unsigned(kernel.launch.blockDim), 1, 1,
+                           unsigned(kernel.launch.dynamicSharedMemoryBytes),
+                           stream, pointers.data(), nullptr);
   if (result != CUDA_SUCCESS)
     throw Error(Error::Kind::Driver,
                 std::string(toString(kernel.entry)) + ": cuLaunchKernel(" +
@@ -462,8 +463,8 @@ void CudaRouter::Impl::checkRowCall(EntryKind entry, const RouteInputs &in,
   const Kernel &kernel = kernelFor(entry);
   const int64_t k = manifest.topK;
   if (in.numTokens < 0)
-    invalid(name, "num_tokens = " + std::to_string(in.numTokens) +
-                      " must be >= 0");
+    invalid(name,
+            "num_tokens = " + std::to_string(in.numTokens) + " must be >= 0");
   if (in.numTokens > std::numeric_limits<int32_t>::max() / k)
     invalid(name, "num_tokens * top_k = " + std::to_string(in.numTokens) +
                       " * " + std::to_string(k) + " must fit in int32");
@@ -473,21 +474,22 @@ void CudaRouter::Impl::checkRowCall(EntryKind entry, const RouteInputs &in,
   };
   const bool takesBias = kernel.findParam("bias") >= 0;
   const bool takesCapture = kernel.findParam("capture") >= 0;
-  unused(in.bias && !takesBias, "bias",
-         "this " + std::string(name) + " kernel takes none" +
-             (entry == EntryKind::Route ? " (the spec has no score_bias)"
-                                        : ""));
+  unused(
+      in.bias && !takesBias, "bias",
+      "this " + std::string(name) + " kernel takes none" +
+          (entry == EntryKind::Route ? " (the spec has no score_bias)" : ""));
   unused((in.tokenIds || in.hashTable) && entry != EntryKind::RouteHash,
          "token_ids / hash_table",
          "only route_hash takes them (call routeHash)");
   unused(in.forcedIds && entry != EntryKind::Replay, "forced_ids",
          "only replay takes them (call replay)");
   unused(in.capture && !takesCapture, "capture",
-         "this " + std::string(name) + " kernel writes no capture (the spec "
-                                       "has no capture: true)");
+         "this " + std::string(name) +
+             " kernel writes no capture (the spec "
+             "has no capture: true)");
   if (entry == EntryKind::RouteHash && in.hashVocab < 0)
-    invalid(name, "hash_vocab = " + std::to_string(in.hashVocab) +
-                      " must be >= 0");
+    invalid(name,
+            "hash_vocab = " + std::to_string(in.hashVocab) + " must be >= 0");
   if (takesCapture) {
     if (!in.capture)
       invalid(name, "capture is required: this kernel writes the chosen ids "
@@ -529,17 +531,17 @@ void CudaRouter::Impl::run(EntryKind entry, const RouteInputs &in,
   checkStream(toString(entry), stream);
   const CUdeviceptr error = out.error ? out.error : ownError.get();
   const std::vector<Binding> tensors = {
-      {"logits", in.logits},         {"bias", in.bias},
-      {"token_ids", in.tokenIds},    {"hash_table", in.hashTable},
-      {"forced_ids", in.forcedIds},  {"capture", in.capture},
-      {"topk_ids", out.topkIds},     {"topk_weights", out.topkWeights}};
+      {"logits", in.logits},        {"bias", in.bias},
+      {"token_ids", in.tokenIds},   {"hash_table", in.hashTable},
+      {"forced_ids", in.forcedIds}, {"capture", in.capture},
+      {"topk_ids", out.topkIds},    {"topk_weights", out.topkWeights}};
   // Both launches are checked before either is submitted.
   LaunchPlan plan = prepare(kernel, tensors, extents, in.captureLayer, error);
   std::optional<LaunchPlan> dispatchPlan;
   if (out.hasDispatch())
-    dispatchPlan = prepare(kernelFor(EntryKind::Dispatch),
-                           dispatchBindings(out.topkIds, out), extents, 0,
-                           error);
+    dispatchPlan =
+        prepare(kernelFor(EntryKind::Dispatch),
+                dispatchBindings(out.topkIds, out), extents, 0, error);
   driver->check(driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
                 "cuMemsetD8Async(error record)");
   submit(plan, stream);
@@ -600,16 +602,18 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
     const std::string key =
         impl->manifest.path + ": kernels[" + std::to_string(i) + "]";
     CUfunction function = nullptr;
-    CUresult result =
-        driver.moduleGetFunction(&function, impl->module, kernel.symbol.c_str());
+    CUresult result = driver.moduleGetFunction(&function, impl->module,
+                                               kernel.symbol.c_str());
     if (result != CUDA_SUCCESS)
       throw Error(Error::Kind::Manifest,
                   key + ".symbol: '" + kernel.symbol + "' is not in " + binary +
-                      " (cuModuleGetFunction: " + driver.describe(result) + ")");
+                      " (cuModuleGetFunction: " + driver.describe(result) +
+                      ")");
     const int64_t shared = kernel.launch.dynamicSharedMemoryBytes;
     if (shared > kDefaultDynamicSharedLimit) {
       result = driver.funcSetAttribute(
-          function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(shared));
+          function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+          int(shared));
       if (result != CUDA_SUCCESS) {
         int limit = 0;
         driver.deviceGetAttribute(
@@ -626,9 +630,9 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
     impl->functions[size_t(kernel.entry)] = function;
   }
   impl->ownError = DeviceBuffer(driver, impl->context, kErrorRecordBytes);
-  driver.check(driver.memsetD8Async(impl->ownError.get(), 0, kErrorRecordBytes,
-                                    nullptr),
-               "cuMemsetD8Async(error record)");
+  driver.check(
+      driver.memsetD8Async(impl->ownError.get(), 0, kErrorRecordBytes, nullptr),
+      "cuMemsetD8Async(error record)");
   driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
   return std::unique_ptr<CudaRouter>(new CudaRouter(std::move(impl)));
 }
@@ -661,8 +665,8 @@ void CudaRouter::dispatch(CUdeviceptr topkIds, int64_t numTokens,
   const Kernel &kernel = impl->kernelFor(EntryKind::Dispatch);
   const int64_t k = impl->manifest.topK;
   if (numTokens < 0)
-    invalid("dispatch", "num_tokens = " + std::to_string(numTokens) +
-                            " must be >= 0");
+    invalid("dispatch",
+            "num_tokens = " + std::to_string(numTokens) + " must be >= 0");
   if (numTokens > std::numeric_limits<int32_t>::max() / k)
     invalid("dispatch", "num_tokens * top_k = " + std::to_string(numTokens) +
                             " * " + std::to_string(k) + " must fit in int32");
@@ -671,7 +675,8 @@ void CudaRouter::dispatch(CUdeviceptr topkIds, int64_t numTokens,
   extents.slots = numTokens * k;
   ScopedContext scope(*impl->driver, impl->context);
   impl->checkStream("dispatch", stream);
-  const CUdeviceptr error = outputs.error ? outputs.error : impl->ownError.get();
+  const CUdeviceptr error =
+      outputs.error ? outputs.error : impl->ownError.get();
   LaunchPlan plan = impl->prepare(
       kernel, impl->dispatchBindings(topkIds, outputs), extents, 0, error);
   impl->driver->check(
@@ -724,8 +729,7 @@ RouteBuffers CudaRouter::allocateBuffers(int64_t maxTokens,
   const int64_t k = impl->manifest.topK, e = impl->manifest.numExperts;
   if (maxTokens < 0 || maxTokens > std::numeric_limits<int32_t>::max() / k)
     invalid("allocateBuffers",
-            "max_tokens = " + std::to_string(maxTokens) +
-                " must be in [0, " +
+            "max_tokens = " + std::to_string(maxTokens) + " must be in [0, " +
                 std::to_string(std::numeric_limits<int32_t>::max() / k) +
                 "] (num_tokens * top_k must fit in int32)");
   const size_t slots = size_t(maxTokens * k);
@@ -748,14 +752,15 @@ std::string CudaRouter::readError(CUstream stream, CUdeviceptr record,
   const CudaDriver &driver = *impl->driver;
   ScopedContext scope(driver, impl->context);
   CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
-  driver.check(driver.streamIsCapturing(stream, &status), "cuStreamIsCapturing");
+  driver.check(driver.streamIsCapturing(stream, &status),
+               "cuStreamIsCapturing");
   if (status != CU_STREAM_CAPTURE_STATUS_NONE)
     throw Error(Error::Kind::InvalidArgument,
                 "readError: the stream is being captured into a CUDA graph; "
                 "read the error record after the graph has run");
   int64_t words[kGpuErrorRecordWords] = {};
-  driver.check(driver.memcpyDtoHAsync(words, record ? record
-                                                    : impl->ownError.get(),
+  driver.check(driver.memcpyDtoHAsync(words,
+                                      record ? record : impl->ownError.get(),
                                       sizeof words, stream),
                "cuMemcpyDtoHAsync(error record)");
   driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");

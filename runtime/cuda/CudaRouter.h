@@ -178,8 +178,8 @@ public:
   /// outputs.
   RouteOutputs route(const RouteInputs &inputs, const RouteBuffers &buffers,
                      CUstream stream) const;
-  RouteOutputs routeHash(const RouteInputs &inputs,
-                         const RouteBuffers &buffers, CUstream stream) const;
+  RouteOutputs routeHash(const RouteInputs &inputs, const RouteBuffers &buffers,
+                         CUstream stream) const;
   RouteOutputs replay(const RouteInputs &inputs, const RouteBuffers &buffers,
                       CUstream stream) const;
 

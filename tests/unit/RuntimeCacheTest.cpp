@@ -78,8 +78,9 @@ TEST(RuntimeSha256Test, FipsVectors) {
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha256Hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(
+      sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+      "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   Sha256 million;
   std::string chunk(1000, 'a');
   for (int i = 0; i < 1000; ++i)
@@ -174,14 +175,16 @@ TEST_F(RuntimeJitCacheTest, CompilesOnceThenHits) {
   EXPECT_EQ(listDir(first.directory),
             (std::vector<std::string>{"CHECKSUMS", "kernels.cubin",
                                       "kernels.ptx", "manifest.json"}));
-  const std::string checksums = rttest::readText(first.directory + "/CHECKSUMS");
-  EXPECT_EQ(checksums,
-            sha256Hex(rttest::readText(first.directory + "/kernels.cubin")) +
-                "  kernels.cubin\n" +
-                sha256Hex(rttest::readText(first.directory + "/kernels.ptx")) +
-                "  kernels.ptx\n" +
-                sha256Hex(rttest::readText(first.directory + "/manifest.json")) +
-                "  manifest.json\n");
+  const std::string checksums =
+      rttest::readText(first.directory + "/CHECKSUMS");
+  EXPECT_EQ(
+      checksums,
+      sha256Hex(rttest::readText(first.directory + "/kernels.cubin")) +
+          "  kernels.cubin\n" +
+          sha256Hex(rttest::readText(first.directory + "/kernels.ptx")) +
+          "  kernels.ptx\n" +
+          sha256Hex(rttest::readText(first.directory + "/manifest.json")) +
+          "  manifest.json\n");
   // Only the entry and its lock remain: no temporaries.
   EXPECT_EQ(listDir(root.path() + "/cache"),
             (std::vector<std::string>{key, key + ".lock"}));
@@ -261,7 +264,7 @@ TEST_F(RuntimeJitCacheTest, CorruptEntriesAreRebuilt) {
        [&] {
          rttest::writeText(dir + "/manifest.json", "{");
          rttest::writeText(dir + "/CHECKSUMS",
-                            sha256Hex("{") + "  manifest.json\n");
+                           sha256Hex("{") + "  manifest.json\n");
        },
        dir + "/manifest.json: invalid JSON: parse error at line 1, column 2: "
              "syntax error while parsing object key - unexpected end of "
@@ -380,12 +383,12 @@ TEST_F(RuntimeJitCacheTest, RacingProcessesCompileOnce) {
           rttest::writeKernelDir(out, rttest::exampleManifest());
         });
         // Whoever wins, every process sees the complete entry.
-        status = result.directory == cacheDir + "/" + key &&
-                         c.isValidEntry(key) &&
-                         rttest::readText(result.directory +
-                                           "/kernels.cubin") != "partial"
-                     ? 0
-                     : 2;
+        status =
+            result.directory == cacheDir + "/" + key && c.isValidEntry(key) &&
+                    rttest::readText(result.directory + "/kernels.cubin") !=
+                        "partial"
+                ? 0
+                : 2;
       } catch (...) {
         status = 3;
       }
@@ -445,10 +448,11 @@ TEST_F(RuntimeJitCacheTest, UnwritableCacheDirectory) {
     FAIL() << "expected an error";
   } catch (const Error &e) {
     EXPECT_EQ(e.kind(), Error::Kind::Cache);
-    EXPECT_EQ(std::string(e.what()).rfind("cannot create the cache directory '" +
-                                              root.path() + "/file/cache': ",
-                                          0),
-              0u)
+    EXPECT_EQ(
+        std::string(e.what()).rfind("cannot create the cache directory '" +
+                                        root.path() + "/file/cache': ",
+                                    0),
+        0u)
         << e.what();
   }
 }

@@ -32,8 +32,8 @@
 
 using namespace moegen;
 using namespace moegen::rt;
-using rttest::TempDir;
 using nlohmann::json;
+using rttest::TempDir;
 
 namespace {
 
@@ -124,20 +124,23 @@ CUcontext fakeContext(const char *which) {
 TEST(RuntimeFakeDriverTest, NoDeviceAndInitFailure) {
   fake().reset();
   fake().initResult = CUDA_ERROR_NO_DEVICE;
-  auto [kind, message] = errorOf([] { CudaDriver::open(MOEGEN_FAKE_CUDA_PATH); });
+  auto [kind, message] =
+      errorOf([] { CudaDriver::open(MOEGEN_FAKE_CUDA_PATH); });
   EXPECT_EQ(kind, Error::Kind::NoDevice);
   EXPECT_EQ(message, "no CUDA device: cuInit: CUDA_ERROR_NO_DEVICE (no "
                      "CUDA-capable device is detected)");
 
   fake().reset();
   fake().deviceCount = 0;
-  std::tie(kind, message) = errorOf([] { CudaDriver::open(MOEGEN_FAKE_CUDA_PATH); });
+  std::tie(kind, message) =
+      errorOf([] { CudaDriver::open(MOEGEN_FAKE_CUDA_PATH); });
   EXPECT_EQ(kind, Error::Kind::NoDevice);
   EXPECT_EQ(message, "no CUDA device: the driver (CUDA 12.4) sees no device");
 
   fake().reset();
   fake().driverVersion = 11020;
-  std::tie(kind, message) = errorOf([] { CudaDriver::open(MOEGEN_FAKE_CUDA_PATH); });
+  std::tie(kind, message) =
+      errorOf([] { CudaDriver::open(MOEGEN_FAKE_CUDA_PATH); });
   EXPECT_EQ(kind, Error::Kind::NoDriver);
   EXPECT_EQ(message, std::string("no CUDA driver: ") + MOEGEN_FAKE_CUDA_PATH +
                          " is version 11.2; a driver for CUDA 11.3 or newer "
@@ -306,7 +309,8 @@ TEST_F(RuntimeCudaRouterTest, CubinRejectedByTheDriverFallsBackToPtx) {
   m.erase("ptx");
   std::filesystem::remove(dir / "kernels.ptx");
   rttest::writeText(dir / "manifest.json", m.dump());
-  auto [kind, message] = errorOf([&] { CudaRouter::load(dir.path(), options); });
+  auto [kind, message] =
+      errorOf([&] { CudaRouter::load(dir.path(), options); });
   EXPECT_EQ(kind, Error::Kind::Driver);
   EXPECT_EQ(message, dir / "kernels.cubin" +
                          ": cuModuleLoadData: CUDA_ERROR_INVALID_IMAGE (fake "
@@ -317,7 +321,8 @@ TEST_F(RuntimeCudaRouterTest, SymbolMissingFromTheBinary) {
   json m = rttest::exampleManifest();
   rttest::writeKernelDir(dir.path(), m);
   rttest::writeText(dir / "kernels.cubin", "FAKE-CUBIN sm_90\nroute 12\n");
-  auto [kind, message] = errorOf([&] { CudaRouter::load(dir.path(), options); });
+  auto [kind, message] =
+      errorOf([&] { CudaRouter::load(dir.path(), options); });
   EXPECT_EQ(kind, Error::Kind::Manifest);
   EXPECT_EQ(message, dir / "manifest.json" +
                          ": kernels[1].symbol: 'dispatch' is not in " +
@@ -378,8 +383,7 @@ TEST_F(RuntimeCudaRouterTest, RouteAndDispatchLaunches) {
   fake().launches.clear();
   fake().events.clear();
   router->route(inputs(t, 0, 3, 0), outputs(t, true), stream);
-  EXPECT_EQ(fake().events,
-            (std::vector<std::string>{"memset", "dispatch"}));
+  EXPECT_EQ(fake().events, (std::vector<std::string>{"memset", "dispatch"}));
 
   // Dispatch alone.
   fake().launches.clear();
@@ -412,8 +416,9 @@ TEST_F(RuntimeCudaRouterTest, LibraryAllocatedBuffers) {
   auto [kind, message] =
       errorOf([&] { router->route(inputs(t, 17, 2, 1), buffers, nullptr); });
   EXPECT_EQ(kind, Error::Kind::InvalidArgument);
-  EXPECT_EQ(message,
-            "route: num_tokens = 17 exceeds the buffers' capacity of 16 tokens");
+  EXPECT_EQ(
+      message,
+      "route: num_tokens = 17 exceeds the buffers' capacity of 16 tokens");
   RouteBuffers noDispatch = router->allocateBuffers(4, false);
   EXPECT_FALSE(noDispatch.outputs().hasDispatch());
   fake().contextStack.clear();
@@ -442,25 +447,29 @@ TEST_F(RuntimeCudaRouterTest, HostSideChecks) {
       {"null weights",
        [](RouteInputs &, RouteOutputs &out) { out.topkWeights = 0; },
        "route: topk_weights is required (null device pointer)"},
-      {"misaligned",
-       [](RouteInputs &in, RouteOutputs &) { in.logits += 2; },
-       "route: logits = " + [&] {
-         std::ostringstream os;
-         os << "0x" << std::hex << t.logits.get() + 2;
-         return os.str();
-       }() + " is not aligned to its 4-byte elements"},
+      {"misaligned", [](RouteInputs &in, RouteOutputs &) { in.logits += 2; },
+       "route: logits = " +
+           [&] {
+             std::ostringstream os;
+             os << "0x" << std::hex << t.logits.get() + 2;
+             return os.str();
+           }() +
+           " is not aligned to its 4-byte elements"},
       {"too small",
        [&](RouteInputs &in, RouteOutputs &) { in.logits = small.get(); },
-       "route: logits needs 8192 bytes from " + [&] {
-         std::ostringstream os;
-         os << "0x" << std::hex << small.get();
-         return os.str();
-       }() + ", but its allocation holds only 8188 from there"},
+       "route: logits needs 8192 bytes from " +
+           [&] {
+             std::ostringstream os;
+             os << "0x" << std::hex << small.get();
+             return os.str();
+           }() +
+           ", but its allocation holds only 8188 from there"},
       {"unknown memory",
        [](RouteInputs &in, RouteOutputs &) { in.bias = 0x1000; },
        "route: bias = 0x1000 is not memory the CUDA driver knows (pass "
        "device pointers)"},
-      {"capture missing", [](RouteInputs &in, RouteOutputs &) { in.capture = 0; },
+      {"capture missing",
+       [](RouteInputs &in, RouteOutputs &) { in.capture = 0; },
        "route: capture is required: this kernel writes the chosen ids to a "
        "[T, layers, k] capture buffer (the spec has capture: true)"},
       {"capture layers",
@@ -468,11 +477,13 @@ TEST_F(RuntimeCudaRouterTest, HostSideChecks) {
        "route: capture_layers = 0 must be >= 1"},
       {"capture too small for L",
        [](RouteInputs &in, RouteOutputs &) { in.captureLayers = 3; },
-       "route: capture needs 384 bytes from " + [&] {
-         std::ostringstream os;
-         os << "0x" << std::hex << t.capture.get();
-         return os.str();
-       }() + ", but its allocation holds only 256 from there"},
+       "route: capture needs 384 bytes from " +
+           [&] {
+             std::ostringstream os;
+             os << "0x" << std::hex << t.capture.get();
+             return os.str();
+           }() +
+           ", but its allocation holds only 256 from there"},
       {"forced ids to route",
        [&](RouteInputs &in, RouteOutputs &) { in.forcedIds = t.ids.get(); },
        "route: forced_ids given, but only replay takes them (call replay)"},
@@ -486,11 +497,13 @@ TEST_F(RuntimeCudaRouterTest, HostSideChecks) {
        "slot_positions go together: give all four or none"},
       {"short error record",
        [&](RouteInputs &, RouteOutputs &out) { out.error = t.error.get() + 8; },
-       "route: error needs 48 bytes from " + [&] {
-         std::ostringstream os;
-         os << "0x" << std::hex << t.error.get() + 8;
-         return os.str();
-       }() + ", but its allocation holds only 40 from there"},
+       "route: error needs 48 bytes from " +
+           [&] {
+             std::ostringstream os;
+             os << "0x" << std::hex << t.error.get() + 8;
+             return os.str();
+           }() +
+           ", but its allocation holds only 40 from there"},
   };
   for (const Case &c : cases) {
     RouteInputs in = good;
@@ -505,7 +518,8 @@ TEST_F(RuntimeCudaRouterTest, HostSideChecks) {
     EXPECT_TRUE(fake().events.empty()) << c.what;
   }
   // Entry points the manifest does not have.
-  auto [kind, message] = errorOf([&] { router->replay(good, goodOut, nullptr); });
+  auto [kind, message] =
+      errorOf([&] { router->replay(good, goodOut, nullptr); });
   EXPECT_EQ(kind, Error::Kind::InvalidArgument);
   EXPECT_EQ(message, "replay: the kernels of spec 'deepseek-v3' (" +
                          dir / "manifest.json" +
@@ -546,7 +560,8 @@ TEST_F(RuntimeCudaRouterTest, StreamOfAnotherContext) {
   auto [kind, message] = errorOf(
       [&] { router->route(inputs(t, 4, 1, 0), outputs(t, false), stream); });
   EXPECT_EQ(kind, Error::Kind::InvalidArgument);
-  EXPECT_EQ(message.rfind("route: the stream belongs to CUDA context 0x", 0), 0u)
+  EXPECT_EQ(message.rfind("route: the stream belongs to CUDA context 0x", 0),
+            0u)
       << message;
   EXPECT_NE(message.find(", not to the context the kernels were loaded in (0x"),
             std::string::npos)
@@ -598,15 +613,16 @@ TEST_F(RuntimeCudaRouterTest, ErrorRecordIsZeroedAndRead) {
   EXPECT_NO_THROW(router->checkErrors(nullptr, t.error.get()));
 
   // What a kernel writes for a bad forced id, as the kernels would.
-  const int64_t forced[6] = {int64_t(KernelErrorCode::ForcedIdOutOfRange), 3, 3,
-                             1, 300, 0};
+  const int64_t forced[6] = {
+      int64_t(KernelErrorCode::ForcedIdOutOfRange), 3, 3, 1, 300, 0};
   std::memcpy(record, forced, sizeof forced);
   EXPECT_EQ(router->readError(nullptr, t.error.get()),
             "forced_ids[3][1] = 300: expert id outside [0, 256)");
   auto [kind, message] =
       errorOf([&] { router->checkErrors(nullptr, t.error.get(), "layer 2"); });
   EXPECT_EQ(kind, Error::Kind::Kernel);
-  EXPECT_EQ(message, "layer 2: forced_ids[3][1] = 300: expert id outside [0, 256)");
+  EXPECT_EQ(message,
+            "layer 2: forced_ids[3][1] = 300: expert id outside [0, 256)");
 
   // The router's own record when the call gives none.
   RouteOutputs out = outputs(t, false);
@@ -614,8 +630,8 @@ TEST_F(RuntimeCudaRouterTest, ErrorRecordIsZeroedAndRead) {
   router->route(inputs(t, 4, 2, 1), out, nullptr);
   auto *own = reinterpret_cast<int64_t *>(fake().launches.back().params[11]);
   EXPECT_NE(own, record);
-  const int64_t nan[6] = {int64_t(KernelErrorCode::NonFiniteLogit), 2, 2, 17,
-                          0x7fc00000, 0};
+  const int64_t nan[6] = {
+      int64_t(KernelErrorCode::NonFiniteLogit), 2, 2, 17, 0x7fc00000, 0};
   std::memcpy(own, nan, sizeof nan);
   EXPECT_EQ(router->readError(nullptr),
             "logits[2][17] is nan: logits must be finite or -inf");
@@ -660,9 +676,9 @@ TEST_F(RuntimeGpuTest, RouteProducesValidIdsAndWeights) {
   DeviceBuffer dLogits = router->allocate(logits.size() * 4);
   DeviceBuffer dBias = router->allocate(bias.size() * 4);
   const int64_t layers = 2;
-  DeviceBuffer dCapture = router->allocate(
-      size_t(tokens * layers * k) *
-      (m.captureDType ? byteSize(*m.captureDType) : 4));
+  DeviceBuffer dCapture =
+      router->allocate(size_t(tokens * layers * k) *
+                       (m.captureDType ? byteSize(*m.captureDType) : 4));
   dLogits.upload(logits.data(), logits.size() * 4, stream);
   dBias.upload(bias.data(), bias.size() * 4, stream);
   RouteBuffers buffers = router->allocateBuffers(tokens);
@@ -683,9 +699,9 @@ TEST_F(RuntimeGpuTest, RouteProducesValidIdsAndWeights) {
 
   std::vector<int32_t> ids(size_t(tokens * k));
   std::vector<float> weights(size_t(tokens * k));
-  driver.check(driver.memcpyDtoHAsync(ids.data(), out.topkIds, ids.size() * 4,
-                                      stream),
-               "cuMemcpyDtoHAsync");
+  driver.check(
+      driver.memcpyDtoHAsync(ids.data(), out.topkIds, ids.size() * 4, stream),
+      "cuMemcpyDtoHAsync");
   driver.check(driver.memcpyDtoHAsync(weights.data(), out.topkWeights,
                                       weights.size() * 4, stream),
                "cuMemcpyDtoHAsync");
@@ -731,10 +747,9 @@ TEST_F(RuntimeCudaRouterTest, CompilerManifestsBind) {
     ++templates;
     const std::string name = file.path().stem().string();
     const std::string out = dir / name;
-    const std::string command = std::string(MOEGEN_TOOL_PATH) + " compile '" +
-                                file.path().string() +
-                                "' --emit=ptx --arch sm_90 -o '" + out +
-                                "' > '" + out + ".log' 2>&1";
+    const std::string command =
+        std::string(MOEGEN_TOOL_PATH) + " compile '" + file.path().string() +
+        "' --emit=ptx --arch sm_90 -o '" + out + "' > '" + out + ".log' 2>&1";
     ASSERT_EQ(std::system(command.c_str()), 0)
         << command << "\n"
         << rttest::readText(out + ".log");
@@ -742,7 +757,8 @@ TEST_F(RuntimeCudaRouterTest, CompilerManifestsBind) {
     EXPECT_TRUE(real.cubinPath.empty()) << name;
     std::string fakePtx = "FAKE-PTX sm_90\n";
     for (const Kernel &kernel : real.kernels)
-      fakePtx += kernel.symbol + " " + std::to_string(kernel.params.size()) + "\n";
+      fakePtx +=
+          kernel.symbol + " " + std::to_string(kernel.params.size()) + "\n";
     rttest::writeText(real.ptxPath, fakePtx);
     auto router = CudaRouter::load(out, options);
     EXPECT_STREQ(router->loadedBinaryKind(), "ptx") << name;
@@ -766,7 +782,8 @@ TEST_F(RuntimeCudaRouterTest, CompilerManifestsBind) {
       if (kernel.findParam("bias") >= 0)
         call.bias = buffer(e, 4);
       if (kernel.findParam("capture") >= 0) {
-        call.capture = buffer(tokens * layers * k, byteSize(*real.captureDType));
+        call.capture =
+            buffer(tokens * layers * k, byteSize(*real.captureDType));
         call.captureLayers = layers;
         call.captureLayer = 2;
       }
@@ -806,7 +823,8 @@ TEST_F(RuntimeCudaRouterTest, CompilerManifestsBind) {
                          : dim.symbol == Dim::Symbol::L  ? layers
                          : dim.symbol == Dim::Symbol::TK ? tokens * k
                                                          : -1;
-          EXPECT_EQ(launch.params[i], uint64_t(want)) << name << " " << param.name;
+          EXPECT_EQ(launch.params[i], uint64_t(want))
+              << name << " " << param.name;
         }
         if (param.kind == ParamKind::Scalar) {
           EXPECT_EQ(launch.params[i], 2u) << name;

@@ -18,7 +18,9 @@ namespace {
 
 FakeCudaState state;
 int primaryContextObject, otherContextObject;
-CUcontext primary() { return reinterpret_cast<CUcontext>(&primaryContextObject); }
+CUcontext primary() {
+  return reinterpret_cast<CUcontext>(&primaryContextObject);
+}
 CUcontext other() { return reinterpret_cast<CUcontext>(&otherContextObject); }
 
 struct FakeFunction {
@@ -222,10 +224,9 @@ CUresult fakeFuncSetAttribute(CUfunction function,
 CUresult fakeFuncGetAttribute(int *, CUfunction_attribute, CUfunction) {
   return CUDA_ERROR_INVALID_VALUE;
 }
-CUresult fakeLaunchKernel(CUfunction function, unsigned gx, unsigned,
-                          unsigned, unsigned bx, unsigned, unsigned,
-                          unsigned shared, CUstream stream, void **params,
-                          void **) {
+CUresult fakeLaunchKernel(CUfunction function, unsigned gx, unsigned, unsigned,
+                          unsigned bx, unsigned, unsigned, unsigned shared,
+                          CUstream stream, void **params, void **) {
   auto *f = reinterpret_cast<FakeFunction *>(function);
   FakeCudaLaunch launch;
   launch.symbol = f->symbol;
@@ -267,14 +268,14 @@ CUresult fakeMemcpyDtoHAsync(void *host, CUdeviceptr device, size_t bytes,
   std::memcpy(host, reinterpret_cast<void *>(device), bytes);
   return CUDA_SUCCESS;
 }
-CUresult fakeMemcpyHtoDAsync(CUdeviceptr device, const void *host,
-                             size_t bytes, CUstream) {
+CUresult fakeMemcpyHtoDAsync(CUdeviceptr device, const void *host, size_t bytes,
+                             CUstream) {
   std::memcpy(reinterpret_cast<void *>(device), host, bytes);
   return CUDA_SUCCESS;
 }
 CUresult fakePointerGetAttributes(unsigned count,
-                                  CUpointer_attribute *attributes,
-                                  void **data, CUdeviceptr pointer) {
+                                  CUpointer_attribute *attributes, void **data,
+                                  CUdeviceptr pointer) {
   CUdeviceptr start = 0;
   size_t size = 0;
   auto it = state.allocations.upper_bound(pointer);

@@ -1,4 +1,5 @@
-//===- RuntimeFakeCuda.h - A stand-in libcuda for the runtime tests -*- C++ -*-===//
+//===- RuntimeFakeCuda.h - A stand-in libcuda for the runtime tests -*- C++
+//-*-===//
 //
 // libmoegen-fake-cuda.so exports cuGetProcAddress_v2 and cuDriverGetVersion
 // like libcuda.so.1 and implements the entry points CudaDriver resolves on

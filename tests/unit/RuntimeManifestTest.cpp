@@ -14,8 +14,8 @@
 #include <functional>
 
 using namespace moegen::rt;
-using rttest::TempDir;
 using nlohmann::json;
+using rttest::TempDir;
 
 namespace {
 
@@ -101,11 +101,15 @@ TEST_F(RuntimeManifestTest, OtherEntryPointsAndDTypes) {
   replay["params"] = json::array();
   for (int i : {0, 1})
     replay["params"].push_back(m["kernels"][0]["params"][i]);
-  replay["params"].push_back({{"name", "forced_ids"}, {"kind", "pointer"},
-                              {"dtype", "i32"}, {"shape", {"T", 8}},
+  replay["params"].push_back({{"name", "forced_ids"},
+                              {"kind", "pointer"},
+                              {"dtype", "i32"},
+                              {"shape", {"T", 8}},
                               {"access", "read"}});
-  replay["params"].push_back({{"name", "forced_ids.size0"}, {"kind", "size"},
-                              {"of", "forced_ids"}, {"dim", 0}});
+  replay["params"].push_back({{"name", "forced_ids.size0"},
+                              {"kind", "size"},
+                              {"of", "forced_ids"},
+                              {"dim", 0}});
   for (int i : {7, 8, 9, 10, 11})
     replay["params"].push_back(m["kernels"][0]["params"][i]);
   replay["launch"] = {{"block_dim", 256},
@@ -173,14 +177,14 @@ struct BadCase {
 TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
   const std::string version = runtimeVersion();
   const std::vector<BadCase> cases = {
-      {"unknown dtype", [](json &m) { m["kernels"][1]["params"][3]["dtype"] = "f64"; },
+      {"unknown dtype",
+       [](json &m) { m["kernels"][1]["params"][3]["dtype"] = "f64"; },
        "kernels[1].params[3].dtype: unknown dtype 'f64' (expected one of f32, "
        "bf16, f16, i16, i32, i64)"},
       {"format", [](json &m) { m["format"] = "triton"; },
        "format: 'triton' is not 'moegen-kernels' (not a moegen kernel "
        "manifest)"},
-      {"format missing", [](json &m) { m.erase("format"); },
-       "format: missing"},
+      {"format missing", [](json &m) { m.erase("format"); }, "format: missing"},
       {"abi", [](json &m) { m["abi_version"] = 2; },
        "abi_version: 2, but this runtime speaks kernel ABI version 1"},
       {"abi type", [](json &m) { m["abi_version"] = "1"; },
@@ -254,8 +258,7 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
       {"size dim", [](json &m) { m["kernels"][0]["params"][5]["dim"] = 2; },
        "kernels[0].params[5].dim: 2 must be 1 (the next dynamic dimension of "
        "'capture', shape [T, L, 8])"},
-      {"size name",
-       [](json &m) { m["kernels"][0]["params"][1]["name"] = "T"; },
+      {"size name", [](json &m) { m["kernels"][0]["params"][1]["name"] = "T"; },
        "kernels[0].params[1].name: 'T' must be 'logits.size0'"},
       {"shape", [](json &m) { m["kernels"][0]["params"][0]["shape"][1] = 128; },
        "kernels[0].params[0].shape: [T, 128] must be [T, 256] for logits "
@@ -270,7 +273,8 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
       {"logits dtype mismatch",
        [](json &m) { m["kernels"][0]["params"][0]["dtype"] = "f16"; },
        "kernels[0].params[0].dtype: 'f16' must be 'f32' as logits_dtype"},
-      {"access", [](json &m) { m["kernels"][0]["params"][3]["access"] = "write"; },
+      {"access",
+       [](json &m) { m["kernels"][0]["params"][3]["access"] = "write"; },
        "kernels[0].params[3].access: 'write' must be 'readwrite' for capture "
        "in a route kernel"},
       {"kind", [](json &m) { m["kernels"][0]["params"][0]["kind"] = "tensor"; },
@@ -299,7 +303,10 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        [](json &m) { m["kernels"][1]["params"][8]["shape"][0] = 5; },
        "kernels[1].params[8].shape: [5] must be [6] for error (num_experts = "
        "256, top_k = 8)"},
-      {"grid", [](json &m) { m["kernels"][0]["launch"]["grid_dim"] = "ceil_div(T, 8)"; },
+      {"grid",
+       [](json &m) {
+         m["kernels"][0]["launch"]["grid_dim"] = "ceil_div(T, 8)";
+       },
        "kernels[0].launch.grid_dim: 'ceil_div(T, 8)' does not match "
        "tokens_per_block = 4 (expected \"ceil_div(T, 4)\")"},
       {"block", [](json &m) { m["kernels"][0]["launch"]["block_dim"] = 2048; },
@@ -314,7 +321,10 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "kernels[0].launch: missing"},
       {"error record words", [](json &m) { m["error_record_words"] = 5; },
        "error_record_words: 5 must be in [6, 6]"},
-      {"not an object", [](json &m) { m = json::array({1, 2}); },
+      {"not an object",
+       [](json &m) {
+         m = json::array({1, 2});
+       },
        "must hold a JSON object, got an array"},
   };
   for (const BadCase &c : cases) {
@@ -332,9 +342,9 @@ TEST_F(RuntimeManifestTest, MissingBinary) {
     loadManifest(dir.path());
     FAIL() << "expected an error";
   } catch (const Error &e) {
-    EXPECT_EQ(std::string(e.what()),
-              path() + ": cubin: file '" + (dir / "kernels.cubin") +
-                  "' does not exist");
+    EXPECT_EQ(std::string(e.what()), path() + ": cubin: file '" +
+                                         (dir / "kernels.cubin") +
+                                         "' does not exist");
   }
   // Without the existence check it parses.
   ManifestOptions options;
@@ -349,8 +359,8 @@ TEST_F(RuntimeManifestTest, InvalidJsonAndMissingFile) {
     FAIL() << "expected an error";
   } catch (const Error &e) {
     std::string message = e.what();
-    EXPECT_EQ(message.rfind(path() + ": invalid JSON: parse error at line 1", 0),
-              0u)
+    EXPECT_EQ(
+        message.rfind(path() + ": invalid JSON: parse error at line 1", 0), 0u)
         << message;
     EXPECT_EQ(message.find('\n'), std::string::npos);
   }

@@ -54,7 +54,8 @@ TEST(RuntimeRecorderTest, NpyRoundTrip) {
   for (int64_t experts : {int64_t(256), int64_t(40000)}) {
     Recorder r = filled(5, 4, 6, experts);
     r.set(3, 2, 1, int32_t(experts - 1));
-    const std::string path = dir / ("capture-" + std::to_string(experts) + ".npy");
+    const std::string path =
+        dir / ("capture-" + std::to_string(experts) + ".npy");
     r.save(path);
     Recorder loaded = Recorder::load(path, experts);
     EXPECT_EQ(loaded.numTokens(), 5);
