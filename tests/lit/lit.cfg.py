@@ -25,3 +25,19 @@ config.substitutions.append(
                 os.path.join(config.test_source_root, "expect_exit.py"))))
 
 llvm_config.add_tool_substitutions(["moegen", "moegen-opt"], [config.moegen_tools_dir])
+
+# `cuda-driver`: a CUDA driver and at least one device; tests that run
+# kernels on the GPU REQUIRE it, and their no-GPU counterparts are
+# UNSUPPORTED with it.
+def _has_cuda_device():
+    import ctypes
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except OSError:
+        return False
+
+
+if _has_cuda_device():
+    config.available_features.add("cuda-driver")

@@ -12,17 +12,22 @@
 #include "compiler/backend/nvptx/NvptxCompiler.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
+#include "runtime/Error.h"
+#include "runtime/KernelError.h"
+#include "runtime/cuda/CudaRouter.h"
 #include "runtime/npy/Npy.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 
 #include "llvm/Support/Error.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <CLI/CLI.hpp>
 
 #include <array>
+#include <cmath>
 #include <unistd.h>
 #include <cstring>
 #include <filesystem>
@@ -592,15 +597,126 @@ std::string locateRunError(std::string error,
   return "moegen: error: " + error;
 }
 
+/// Runs `call` with the NVPTX kernels through the runtime: compiles the
+/// spec for device 0 into a temporary kernel directory, copies the inputs
+/// to the device, and the outputs (and capture buffer) back into the
+/// call's host buffers. Returns the kernels' one-line error, or "";
+/// throws moegen::rt::Error when there is no driver or device, and sets
+/// `compileError` when the backend cannot compile the spec.
+std::string runOnCuda(const moegen::RoutingSpec &spec,
+                      const moegen::cpu::RouterCall &call,
+                      const std::string &dumpDir, std::string &compileError) {
+  namespace rt = moegen::rt;
+  const rt::CudaDriver &driver = rt::CudaDriver::get();
+  CUdevice device;
+  driver.check(driver.deviceGet(&device, 0), "cuDeviceGet");
+  int major = 0, minor = 0;
+  driver.check(driver.deviceGetAttribute(
+                   &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
+               "cuDeviceGetAttribute");
+  driver.check(driver.deviceGetAttribute(
+                   &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
+               "cuDeviceGetAttribute");
+  moegen::nvptx::NvptxCompileOptions options;
+  options.arch = "sm_" + std::to_string(major * 10 + minor);
+  if (!moegen::nvptx::isSupportedArch(options.arch))
+    options.arch = major >= 10 ? "sm_100" : "sm_90";
+  options.dumpDir = dumpDir;
+  moegen::nvptx::NvptxCompileResult result;
+  if (moegen::nvptx::compile(spec, options, moegen::nvptx::Stage::Cubin,
+                             result, compileError) !=
+      moegen::nvptx::CompileStatus::Ok)
+    return "";
+  llvm::SmallString<128> dir;
+  if (llvm::sys::fs::createUniqueDirectory("moegen-run", dir)) {
+    compileError = "cannot create a temporary kernel directory";
+    return "";
+  }
+  if (!moegen::nvptx::writeKernelDirectory(spec, result, std::string(dir),
+                                           compileError))
+    return "";
+  std::unique_ptr<rt::CudaRouter> router = rt::CudaRouter::load(std::string(dir));
+  fs::remove_all(std::string(dir));
+
+  const int64_t t = call.numTokens, e = spec.numExperts, k = spec.topK;
+  const size_t logitBytes = spec.logitsDType == moegen::LogitsDType::F32 ? 4 : 2;
+  const size_t captureBytes = e <= 32767 ? 2 : 4;
+  std::vector<rt::DeviceBuffer> buffers;
+  auto upload = [&](const void *host, size_t bytes) -> CUdeviceptr {
+    buffers.push_back(router->allocate(std::max<size_t>(bytes, 8)));
+    if (host && bytes)
+      buffers.back().upload(host, bytes, nullptr);
+    return buffers.back().get();
+  };
+  rt::RouteInputs inputs;
+  inputs.numTokens = t;
+  inputs.logits = upload(call.logits, t * e * logitBytes);
+  if (call.bias)
+    inputs.bias = upload(call.bias, e * 4);
+  if (call.tokenIds) {
+    inputs.tokenIds = upload(call.tokenIds, t * 4);
+    inputs.hashTable = upload(call.hashTable, call.hashVocab * k * 4);
+    inputs.hashVocab = call.hashVocab;
+  }
+  if (call.forcedIds)
+    inputs.forcedIds = upload(call.forcedIds, t * k * 4);
+  size_t captureSize = t * call.captureLayers * k * captureBytes;
+  if (call.captureBuffer) {
+    inputs.capture = upload(call.captureBuffer, captureSize);
+    inputs.captureLayers = call.captureLayers;
+    inputs.captureLayer = call.captureLayer;
+  }
+  rt::RouteOutputs outputs;
+  outputs.topkIds = upload(nullptr, t * k * 4);
+  outputs.topkWeights = upload(nullptr, t * k * 4);
+  if (call.expertCounts) {
+    outputs.expertCounts = upload(nullptr, e * 4);
+    outputs.expertOffsets = upload(nullptr, (e + 1) * 4);
+    outputs.sortedSlots = upload(nullptr, t * k * 4);
+    outputs.slotPositions = upload(nullptr, t * k * 4);
+  }
+  outputs.error = upload(nullptr, 6 * 8);
+  if (call.forcedIds)
+    router->replay(inputs, outputs, nullptr);
+  else if (call.tokenIds)
+    router->routeHash(inputs, outputs, nullptr);
+  else
+    router->route(inputs, outputs, nullptr);
+  std::string message = router->readError(nullptr, outputs.error);
+  // The bias is checked on the host, as the CPU router does, and reported
+  // after the logits (docs/semantics.md §2).
+  if (message.empty() || message.rfind("logits[", 0) != 0)
+    for (int64_t x = 0; call.bias && x < e; ++x)
+      if (!std::isfinite(call.bias[x]))
+        return "bias[" + std::to_string(x) + "] = " +
+               moegen::formatFloatForMessage(call.bias[x]) + ": must be finite";
+  if (!message.empty())
+    return message;
+  auto download = [&](CUdeviceptr from, void *to, size_t bytes) {
+    if (to && bytes)
+      driver.check(driver.memcpyDtoHAsync(to, from, bytes, nullptr),
+                   "cuMemcpyDtoHAsync");
+  };
+  download(outputs.topkIds, call.topkIds, t * k * 4);
+  download(outputs.topkWeights, call.topkWeights, t * k * 4);
+  if (call.expertCounts) {
+    download(outputs.expertCounts, call.expertCounts, e * 4);
+    download(outputs.expertOffsets, call.expertOffsets, (e + 1) * 4);
+    download(outputs.sortedSlots, call.sortedSlots, t * k * 4);
+    download(outputs.slotPositions, call.slotPositions, t * k * 4);
+  }
+  if (call.captureBuffer)
+    download(inputs.capture, call.captureBuffer, captureSize);
+  driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
+  return "";
+}
+
 int runRun(const RunOptions &options) {
-  if (options.backend != "cpu") {
-    if (options.backend == "cuda")
-      return reportUsage("--backend cuda: the CUDA backend is not available "
-                         "yet in this build (available: cpu)");
+  if (options.backend != "cpu" && options.backend != "cuda")
     return reportUsage("--backend '" +
                        moegen::quoteForDiagnostic(options.backend) +
-                       "': unknown backend (available: cpu)");
-  }
+                       "': unknown backend (available: cpu, cuda)");
+  const bool cuda = options.backend == "cuda";
 
   std::string error;
   std::optional<moegen::RoutingSpec> spec =
@@ -693,10 +809,11 @@ int runRun(const RunOptions &options) {
                                          "directory: " +
                                              ec.message());
   }
-  std::unique_ptr<moegen::cpu::CpuRouter> router =
-      moegen::cpu::CpuRouter::compile(*spec, compileOptions, error);
+  std::unique_ptr<moegen::cpu::CpuRouter> router;
+  if (!cuda)
+    router = moegen::cpu::CpuRouter::compile(*spec, compileOptions, error);
   // The spec parsed and validated, so a compile failure is moegen's bug.
-  if (!router) {
+  if (!cuda && !router) {
     llvm::errs() << options.specPath
                  << ": internal error: the CPU backend cannot compile this "
                     "spec: "
@@ -758,7 +875,25 @@ int runRun(const RunOptions &options) {
     call.slotPositions = static_cast<int32_t *>(pointer(slotPositions));
   }
 
-  error = router->run(call);
+  if (cuda) {
+    std::string compileError;
+    try {
+      error = runOnCuda(*spec, call, options.dumpDir, compileError);
+    } catch (const moegen::rt::Error &e) {
+      return reportUsage(std::string("--backend cuda: ") + e.what());
+    }
+    if (!compileError.empty()) {
+      llvm::errs() << options.specPath
+                   << ": internal error: the NVPTX backend cannot compile "
+                      "this spec: "
+                   << compileError << "\nrepro: " << options.commandLine
+                   << (options.dumpDir.empty() ? " --dump-ir DIR" : "")
+                   << "\n";
+      return kExitInternal;
+    }
+  } else {
+    error = router->run(call);
+  }
   if (!error.empty()) {
     llvm::errs() << locateRunError(error, inputs, wide) << "\n";
     return kExitBadInput;
@@ -860,7 +995,8 @@ int main(int argc, char **argv) {
       ->required();
   runCmd
       ->add_option("--backend", run.backend,
-                   "where to run: cpu (cuda is not available yet)")
+                   "where to run: cpu (JIT-compiled host kernels) or cuda "
+                   "(NVPTX kernels on GPU 0 through the runtime)")
       ->required();
   // One NAME=FILE per --in, so a following SPEC is never taken as an input.
   runCmd
