@@ -133,7 +133,7 @@ struct StageRunner {
       status = pm.run(module);
     }
     ++index;
-    char prefix[8];
+    char prefix[16];
     snprintf(prefix, sizeof(prefix), "%02d-", index);
     if (mlir::failed(status)) {
       std::string dir = keepDirectory(options);
