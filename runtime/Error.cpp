@@ -28,6 +28,8 @@ const char *toString(Error::Kind kind) {
     return "Cache";
   case Error::Kind::Io:
     return "Io";
+  case Error::Kind::Compile:
+    return "Compile";
   }
   return "Unknown";
 }

@@ -28,6 +28,7 @@ public:
     Kernel,          ///< a kernel reported an input error (checkErrors)
     Cache,           ///< the JIT cache could not be read or written
     Io,              ///< a file could not be read or written
+    Compile,         ///< the compile step of a JIT cache miss failed
   };
 
   Error(Kind kind, const std::string &message)

@@ -605,8 +605,8 @@ Manifest Parser::parse(std::string_view text) {
 
   // Optional: the compiler may state the record size; it must be ours.
   if (auto it = root.find("error_record_words"); it != root.end())
-    getInt(*it, "error_record_words", kGpuErrorRecordWords,
-           kGpuErrorRecordWords);
+    getInt(*it, "error_record_words", moegen::kGpuKernelErrorWords,
+           moegen::kGpuKernelErrorWords);
 
   const Json &kernels = member(root, "", "kernels");
   if (!kernels.is_array())

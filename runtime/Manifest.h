@@ -15,6 +15,8 @@
 #ifndef MOEGEN_RUNTIME_MANIFEST_H
 #define MOEGEN_RUNTIME_MANIFEST_H
 
+#include "runtime/KernelError.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,11 +29,6 @@ namespace moegen::rt {
 inline constexpr std::string_view kManifestFormat = "moegen-kernels";
 /// The kernel ABI this runtime speaks ("abi_version").
 inline constexpr int64_t kKernelAbiVersion = 1;
-/// Words in a GPU kernel's error record: the five of runtime/KernelError.h
-/// plus a spin-lock word the kernels use. Zeroed by the runtime before each
-/// call.
-inline constexpr int64_t kGpuErrorRecordWords = 6;
-
 enum class DType { F32, BF16, F16, I16, I32, I64 };
 /// "f32", "bf16", ...
 std::string_view toString(DType dtype);

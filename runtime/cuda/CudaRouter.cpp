@@ -25,7 +25,7 @@ namespace moegen::rt {
 
 namespace {
 
-constexpr size_t kErrorRecordBytes = kGpuErrorRecordWords * sizeof(int64_t);
+constexpr size_t kErrorRecordBytes = moegen::kGpuKernelErrorWords * sizeof(int64_t);
 /// Above this, a kernel must opt in to more dynamic shared memory.
 constexpr int64_t kDefaultDynamicSharedLimit = 48 * 1024;
 constexpr size_t kMaxParams = 64;
@@ -758,7 +758,7 @@ std::string CudaRouter::readError(CUstream stream, CUdeviceptr record,
     throw Error(Error::Kind::InvalidArgument,
                 "readError: the stream is being captured into a CUDA graph; "
                 "read the error record after the graph has run");
-  int64_t words[kGpuErrorRecordWords] = {};
+  int64_t words[moegen::kGpuKernelErrorWords] = {};
   driver.check(driver.memcpyDtoHAsync(words,
                                       record ? record : impl->ownError.get(),
                                       sizeof words, stream),

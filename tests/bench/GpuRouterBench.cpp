@@ -93,9 +93,12 @@ int main(int argc, char **argv) {
     driver.deviceGetName(name, sizeof(name), device);
 
     nvptx::NvptxCompileOptions options;
-    options.arch = "sm_" + std::to_string(major * 10 + minor);
-    if (!nvptx::isSupportedArch(options.arch))
-      options.arch = "sm_90";
+    options.arch = nvptx::archForComputeCapability(major, minor);
+    if (options.arch.empty()) {
+      std::fprintf(stderr, "compute capability %d.%d: moegen needs 8.0 or newer\n",
+                   major, minor);
+      return 1;
+    }
     nvptx::NvptxCompileResult result;
     if (nvptx::compile(*spec, options, nvptx::Stage::Cubin, result, error) !=
         nvptx::CompileStatus::Ok) {

@@ -58,8 +58,7 @@ std::string archOfDevice() {
   driver.check(driver.deviceGetAttribute(
                    &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
                "cuDeviceGetAttribute");
-  std::string arch = "sm_" + std::to_string(major * 10 + minor);
-  return nvptx::isSupportedArch(arch) ? arch : "sm_90";
+  return nvptx::archForComputeCapability(major, minor);
 }
 
 struct Inputs {

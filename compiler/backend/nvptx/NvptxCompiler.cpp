@@ -46,6 +46,36 @@ bool isSupportedArch(std::string_view arch) {
   return false;
 }
 
+std::string archForComputeCapability(int major, int minor) {
+  if (major < 8 || minor < 0)
+    return "";
+  if (major == 8)
+    return minor >= 9 ? "sm_89" : "sm_80";
+  if (major == 9)
+    return "sm_90";
+  return "sm_100";
+}
+
+bool validateOptions(const NvptxCompileOptions &options, std::string &error) {
+  if (!isSupportedArch(options.arch)) {
+    error = "--arch " + options.arch + ": must be one of sm_80, sm_89, sm_90, "
+            "sm_90a, sm_100";
+    return false;
+  }
+  if (options.tokensPerBlock < 0 || options.tokensPerBlock > 32) {
+    error = "tokens per block = " + std::to_string(options.tokensPerBlock) +
+            ": must be 0 (heuristic) or 1 to 32 warps";
+    return false;
+  }
+  if (!options.topk.empty() && options.topk != "argmax_passes" &&
+      options.topk != "insertion") {
+    error = "topk '" + options.topk +
+            "': must be empty (heuristic), argmax_passes or insertion";
+    return false;
+  }
+  return true;
+}
+
 std::string specHash(const RoutingSpec &spec) {
   uint64_t hash = 0xcbf29ce484222325ull;
   for (unsigned char c : printRoutingSpec(spec)) {
@@ -285,20 +315,26 @@ std::optional<std::string> extractPtx(mlir::ModuleOp module) {
   return ptx;
 }
 
+/// The toolkit's ptxas, else the one on PATH; empty (and `error` set) when
+/// there is none.
+std::string findPtxas(const NvptxCompileOptions &options, std::string &error) {
+  std::string toolkit = toolkitDirectory(options);
+  std::string ptxas = toolkit + "/bin/ptxas";
+  if (llvm::sys::fs::can_execute(ptxas))
+    return ptxas;
+  if (llvm::ErrorOr<std::string> found = llvm::sys::findProgramByName("ptxas"))
+    return *found;
+  error = "ptxas not found in " + toolkit +
+          "/bin or on PATH: set CUDA_HOME to the CUDA toolkit";
+  return "";
+}
+
 /// Runs ptxas; parses "Used N registers" and spill bytes per function.
 CompileStatus runPtxas(const NvptxCompileOptions &options,
                        NvptxCompileResult &result, std::string &error) {
-  std::string toolkit = toolkitDirectory(options);
-  std::string ptxas = toolkit + "/bin/ptxas";
-  if (!llvm::sys::fs::can_execute(ptxas)) {
-    llvm::ErrorOr<std::string> found = llvm::sys::findProgramByName("ptxas");
-    if (!found) {
-      error = "ptxas not found in " + toolkit +
-              "/bin or on PATH: set CUDA_HOME to the CUDA toolkit";
-      return CompileStatus::BadInput;
-    }
-    ptxas = *found;
-  }
+  std::string ptxas = findPtxas(options, error);
+  if (ptxas.empty())
+    return CompileStatus::BadInput;
   std::string dir = options.dumpDir;
   bool temporary = dir.empty();
   if (temporary) {
@@ -437,16 +473,8 @@ std::string manifestJson(const RoutingSpec &spec,
 CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &options,
                       Stage stage, NvptxCompileResult &result,
                       std::string &error) {
-  if (!isSupportedArch(options.arch)) {
-    error = "--arch " + options.arch + ": must be one of sm_80, sm_89, sm_90, "
-            "sm_90a, sm_100";
+  if (!validateOptions(options, error))
     return CompileStatus::BadInput;
-  }
-  if (options.tokensPerBlock < 0 || options.tokensPerBlock > 32) {
-    error = "tokens per block = " + std::to_string(options.tokensPerBlock) +
-            ": must be 0 (heuristic) or 1 to 32 warps";
-    return CompileStatus::BadInput;
-  }
   if (!options.dumpDir.empty()) {
     if (std::error_code ec = llvm::sys::fs::create_directories(options.dumpDir)) {
       error = options.dumpDir + ": error: cannot create the dump directory: " +
@@ -567,6 +595,36 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
   }
   result.manifestJson = manifestJson(spec, options, result);
   return CompileStatus::Ok;
+}
+
+std::string ptxasVersion(const NvptxCompileOptions &options,
+                         std::string &error) {
+  std::string ptxas = findPtxas(options, error);
+  if (ptxas.empty())
+    return "";
+  llvm::SmallString<128> output;
+  if (llvm::sys::fs::createTemporaryFile("moegen-ptxas-version", "txt",
+                                         output)) {
+    error = "cannot create a temporary file for ptxas --version";
+    return "";
+  }
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, output.str(),
+                                                output.str()};
+  llvm::StringRef args[] = {ptxas, "--version"};
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(ptxas, args, std::nullopt, redirects,
+                                     /*secondsToWait=*/60, 0, &message);
+  auto text = llvm::MemoryBuffer::getFile(output);
+  llvm::sys::fs::remove(output);
+  if (rc != 0 || !text) {
+    error = ptxas + " --version failed (exit " + std::to_string(rc) +
+            (message.empty() ? "" : ", " + message) + ")";
+    return "";
+  }
+  // The last line: "Build cuda_13.0.r13.0/compiler.36424714_0".
+  llvm::StringRef lines = llvm::StringRef((*text)->getBuffer()).trim();
+  auto [head, last] = lines.rsplit('\n');
+  return ptxas + ": " + (last.empty() ? head : last).trim().str();
 }
 
 bool writeKernelDirectory(const RoutingSpec &spec,

@@ -38,6 +38,13 @@ inline constexpr std::string_view kSupportedArchs[] = {
     "sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"};
 bool isSupportedArch(std::string_view arch);
 
+/// The arch to compile for to run on a device of compute capability
+/// major.minor: the newest supported arch whose cubin runs there (sm_80 on
+/// 8.0-8.8, sm_89 on 8.9, sm_90 on 9.x, sm_100 on 10.x); on later majors,
+/// sm_100, whose manifest also carries sm_90 PTX for the driver to
+/// JIT-compile. Empty below 8.0, which moegen does not support.
+std::string archForComputeCapability(int major, int minor);
+
 /// What a compile produces, in pipeline order: each includes the ones
 /// before it.
 enum class Stage { Gpu, Llvm, Ptx, Cubin };
@@ -58,6 +65,10 @@ struct NvptxCompileOptions {
   /// /usr/local/cuda.
   std::string toolkitPath;
 };
+
+/// Checks the options compile() would refuse (arch, tokens per block, top-k
+/// method); on false `error` says which, in one line.
+bool validateOptions(const NvptxCompileOptions &options, std::string &error);
 
 /// One kernel parameter as the manifest lists it.
 struct KernelParam {
@@ -114,6 +125,12 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
 bool writeKernelDirectory(const RoutingSpec &spec,
                           const NvptxCompileResult &result,
                           const std::string &dir, std::string &error);
+
+/// The ptxas compile() would run, and its build ("<path>: Build
+/// cuda_13.0.r13.0/compiler.36424714_0"); empty, with `error` set, when
+/// there is none or it fails.
+std::string ptxasVersion(const NvptxCompileOptions &options,
+                         std::string &error);
 
 /// FNV-1a 64 of the normalized spec text, as 16 hex digits.
 std::string specHash(const RoutingSpec &spec);

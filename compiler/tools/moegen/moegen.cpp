@@ -10,11 +10,14 @@
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuRouter.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/jit/KernelJit.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
 #include "runtime/Error.h"
 #include "runtime/KernelError.h"
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "runtime/cuda/CudaRouter.h"
+#endif
 #include "runtime/npy/Npy.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -597,46 +600,23 @@ std::string locateRunError(std::string error,
   return "moegen: error: " + error;
 }
 
-/// Runs `call` with the NVPTX kernels through the runtime: compiles the
-/// spec for device 0 into a temporary kernel directory, copies the inputs
-/// to the device, and the outputs (and capture buffer) back into the
-/// call's host buffers. Returns the kernels' one-line error, or "";
-/// throws moegen::rt::Error when there is no driver or device, and sets
-/// `compileError` when the backend cannot compile the spec.
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+/// Runs `call` with the NVPTX kernels through the runtime: takes the spec's
+/// kernels for device 0 from the JIT cache (compiling them on first use),
+/// copies the inputs to the device, and the outputs (and capture buffer)
+/// back into the call's host buffers. Returns the kernels' one-line error,
+/// or ""; throws moegen::rt::Error when there is no driver or device, and
+/// Error(Kind::Compile) when the backend cannot compile the spec.
 std::string runOnCuda(const moegen::RoutingSpec &spec,
                       const moegen::cpu::RouterCall &call,
-                      const std::string &dumpDir, std::string &compileError) {
+                      const std::string &dumpDir) {
   namespace rt = moegen::rt;
   const rt::CudaDriver &driver = rt::CudaDriver::get();
-  CUdevice device;
-  driver.check(driver.deviceGet(&device, 0), "cuDeviceGet");
-  int major = 0, minor = 0;
-  driver.check(driver.deviceGetAttribute(
-                   &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
-               "cuDeviceGetAttribute");
-  driver.check(driver.deviceGetAttribute(
-                   &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
-               "cuDeviceGetAttribute");
-  moegen::nvptx::NvptxCompileOptions options;
-  options.arch = "sm_" + std::to_string(major * 10 + minor);
-  if (!moegen::nvptx::isSupportedArch(options.arch))
-    options.arch = major >= 10 ? "sm_100" : "sm_90";
-  options.dumpDir = dumpDir;
-  moegen::nvptx::NvptxCompileResult result;
-  if (moegen::nvptx::compile(spec, options, moegen::nvptx::Stage::Cubin,
-                             result, compileError) !=
-      moegen::nvptx::CompileStatus::Ok)
-    return "";
-  llvm::SmallString<128> dir;
-  if (llvm::sys::fs::createUniqueDirectory("moegen-run", dir)) {
-    compileError = "cannot create a temporary kernel directory";
-    return "";
-  }
-  if (!moegen::nvptx::writeKernelDirectory(spec, result, std::string(dir),
-                                           compileError))
-    return "";
-  std::unique_ptr<rt::CudaRouter> router = rt::CudaRouter::load(std::string(dir));
-  fs::remove_all(std::string(dir));
+  // Compiled for GPU 0 on first use, then taken from the JIT cache.
+  moegen::jit::JitOptions jit;
+  jit.compile.dumpDir = dumpDir;
+  std::unique_ptr<rt::CudaRouter> router =
+      moegen::jit::loadRouter(spec, jit, rt::LoadOptions{});
 
   const int64_t t = call.numTokens, e = spec.numExperts, k = spec.topK;
   const size_t logitBytes = spec.logitsDType == moegen::LogitsDType::F32 ? 4 : 2;
@@ -710,6 +690,7 @@ std::string runOnCuda(const moegen::RoutingSpec &spec,
   driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
   return "";
 }
+#endif // MOEGEN_HAVE_CUDA_RUNTIME
 
 int runRun(const RunOptions &options) {
   if (options.backend != "cpu" && options.backend != "cuda")
@@ -876,21 +857,25 @@ int runRun(const RunOptions &options) {
   }
 
   if (cuda) {
-    std::string compileError;
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
     try {
-      error = runOnCuda(*spec, call, options.dumpDir, compileError);
+      error = runOnCuda(*spec, call, options.dumpDir);
     } catch (const moegen::rt::Error &e) {
-      return reportUsage(std::string("--backend cuda: ") + e.what());
-    }
-    if (!compileError.empty()) {
+      if (e.kind() != moegen::rt::Error::Kind::Compile)
+        return reportUsage(std::string("--backend cuda: ") + e.what());
       llvm::errs() << options.specPath
                    << ": internal error: the NVPTX backend cannot compile "
                       "this spec: "
-                   << compileError << "\nrepro: " << options.commandLine
+                   << e.what() << "\nrepro: " << options.commandLine
                    << (options.dumpDir.empty() ? " --dump-ir DIR" : "")
                    << "\n";
       return kExitInternal;
     }
+#else
+    return reportUsage("--backend cuda: this moegen was built without the "
+                       "CUDA runtime (cuda.h was not found; set CUDA_HOME "
+                       "and rebuild)");
+#endif
   } else {
     error = router->run(call);
   }
