@@ -24,7 +24,7 @@ config.substitutions.append(
      "%s %s" % (config.python_executable,
                 os.path.join(config.test_source_root, "expect_exit.py"))))
 
-llvm_config.add_tool_substitutions(["moegen", "moegen-opt"], [config.moegen_tools_dir])
+llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay"], [config.moegen_tools_dir])
 
 # `cuda-driver`: a CUDA driver and at least one device; tests that run
 # kernels on the GPU REQUIRE it, and their no-GPU counterparts are

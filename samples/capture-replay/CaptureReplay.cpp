@@ -1,0 +1,504 @@
+//===- CaptureReplay.cpp - Router replay over a stack of MoE layers -------===//
+//
+// Router replay as an RL stack uses it, on a DeepSeek-V3-like stack of
+// routers with random weights:
+//
+//   rollout   route every layer's gate logits, capturing the chosen experts
+//             into one [tokens, layers, k] buffer (vLLM's layout), saved as
+//             .npy;
+//   training  the trainer computes the same logits with other numerics
+//             (modelled as noise on the logits). Routing them afresh picks
+//             other experts for some tokens; replay loads the capture and
+//             forces the rollout's experts, recomputing only their weights.
+//
+// Per layer it prints how many tokens' expert sets the fresh routing and
+// the replay share with the rollout, and how far the replayed weights moved.
+// Replay must agree on every token; the program exits 1 when it does not.
+//
+//   moegen-sample-capture-replay --backend cpu
+//   moegen-sample-capture-replay --backend cuda --tokens 8192 --layers 58
+//
+// --backend cpu runs the spec through the CPU backend (moegen::cpu), and
+// --backend cuda through the NVPTX kernels, compiled on first use into the
+// JIT cache and launched by the runtime (moegen::jit::loadRouter).
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/spec/SpecParser.h"
+#include "runtime/Error.h"
+#include "runtime/Recorder.h"
+#include "runtime/npy/HalfFloat.h"
+
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+#include "compiler/jit/KernelJit.h"
+#include "runtime/cuda/CudaRouter.h"
+#endif
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace {
+
+using moegen::RoutingSpec;
+namespace rt = moegen::rt;
+
+constexpr int kExitBadInput = 2;
+
+struct Options {
+  std::string specPath = MOEGEN_SOURCE_DIR "/templates/deepseek-v3.yaml";
+  std::string backend = "cpu";
+  int64_t layers = 6;
+  int64_t tokens = 2048;
+  int64_t hidden = 128;
+  double noise = 0.01;
+  uint64_t seed = 2026;
+  std::string capturePath;
+};
+
+/// splitmix64 and Box-Muller: the same numbers on every platform, which
+/// std::normal_distribution does not promise.
+class Random {
+public:
+  explicit Random(uint64_t seed) : state(seed) {}
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  /// Uniform in (0, 1).
+  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1p-53; }
+  float normal() {
+    double r = std::sqrt(-2.0 * std::log(uniform()));
+    return static_cast<float>(r * std::cos(2.0 * M_PI * uniform()));
+  }
+
+private:
+  uint64_t state;
+};
+
+/// The model: per layer, hidden states [T, H] (a residual stream: each
+/// layer keeps most of the one before) and gate weights [H, E], plus the
+/// selection-only bias [E] when the spec has one.
+struct RouterStack {
+  int64_t layers, tokens, hidden, experts;
+  std::vector<std::vector<float>> states, gates, biases;
+
+  RouterStack(const Options &options, const RoutingSpec &spec)
+      : layers(options.layers), tokens(options.tokens),
+        hidden(options.hidden), experts(spec.numExperts) {
+    Random random(options.seed);
+    std::vector<float> state(tokens * hidden);
+    for (float &x : state)
+      x = random.normal();
+    const float gateScale = 1.0f / std::sqrt(static_cast<float>(hidden));
+    for (int64_t l = 0; l < layers; ++l) {
+      if (l > 0)
+        for (float &x : state)
+          x = 0.8f * x + 0.6f * random.normal();
+      states.push_back(state);
+      std::vector<float> gate(hidden * experts);
+      for (float &w : gate)
+        w = gateScale * random.normal();
+      gates.push_back(std::move(gate));
+      std::vector<float> bias;
+      if (spec.scoreBias) {
+        bias.resize(experts);
+        for (float &b : bias)
+          b = 0.1f * random.normal();
+      }
+      biases.push_back(std::move(bias));
+    }
+  }
+
+  /// Gate logits of `layer`, [T, E]: states · gate, plus N(0, noise²) per
+  /// logit when `noise` > 0 (the trainer's numerics).
+  std::vector<float> logits(int64_t layer, double noise, Random &random) const {
+    std::vector<float> out(tokens * experts, 0.0f);
+    const std::vector<float> &x = states[layer], &w = gates[layer];
+    for (int64_t t = 0; t < tokens; ++t) {
+      float *row = &out[t * experts];
+      for (int64_t h = 0; h < hidden; ++h) {
+        const float xh = x[t * hidden + h];
+        const float *wRow = &w[h * experts];
+        for (int64_t e = 0; e < experts; ++e)
+          row[e] += xh * wRow[e];
+      }
+      if (noise > 0)
+        for (int64_t e = 0; e < experts; ++e)
+          row[e] += static_cast<float>(noise) * random.normal();
+    }
+    return out;
+  }
+};
+
+/// The logits in the spec's dtype: f32 as is, bf16 / f16 as bit patterns.
+std::vector<uint8_t> encodeLogits(const std::vector<float> &logits,
+                                  moegen::LogitsDType dtype) {
+  if (dtype == moegen::LogitsDType::F32) {
+    std::vector<uint8_t> bytes(logits.size() * 4);
+    std::memcpy(bytes.data(), logits.data(), bytes.size());
+    return bytes;
+  }
+  std::vector<uint8_t> bytes(logits.size() * 2);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    uint16_t bits = dtype == moegen::LogitsDType::BF16
+                        ? moegen::npy::floatToBf16(logits[i])
+                        : moegen::npy::floatToHalf(logits[i]);
+    std::memcpy(&bytes[i * 2], &bits, 2);
+  }
+  return bytes;
+}
+
+/// One layer's routing result, [T, k] each.
+struct Routed {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+};
+
+/// What the sample needs of a backend. Every call throws rt::Error (or
+/// returns no result) on failure; the message names the layer.
+class Backend {
+public:
+  virtual ~Backend() = default;
+  virtual const char *name() const = 0;
+  /// Routes `layer`, writing its ids into `capture` at that layer.
+  virtual Routed route(int64_t layer, const std::vector<uint8_t> &logits,
+                       const std::vector<float> &bias,
+                       rt::Recorder &capture) = 0;
+  /// Replays `layer` with the ids forced from `forcedIds` ([T, k]).
+  virtual Routed replay(int64_t layer, const std::vector<uint8_t> &logits,
+                        const std::vector<int32_t> &forcedIds) = 0;
+};
+
+class CpuBackend final : public Backend {
+public:
+  explicit CpuBackend(const RoutingSpec &spec) : spec(spec) {
+    std::string error;
+    router = moegen::cpu::CpuRouter::compile(spec, {}, error);
+    if (!router)
+      throw rt::Error(rt::Error::Kind::Compile, error);
+  }
+  const char *name() const override { return "cpu"; }
+
+  Routed route(int64_t layer, const std::vector<uint8_t> &logits,
+               const std::vector<float> &bias,
+               rt::Recorder &capture) override {
+    Routed out = outputs(capture.numTokens());
+    moegen::cpu::RouterCall call = callFor(capture.numTokens(), logits, out);
+    call.bias = bias.empty() ? nullptr : bias.data();
+    call.captureBuffer = capture.data();
+    call.captureLayers = capture.numLayers();
+    call.captureLayer = layer;
+    run(call, layer);
+    return out;
+  }
+
+  Routed replay(int64_t layer, const std::vector<uint8_t> &logits,
+                const std::vector<int32_t> &forcedIds) override {
+    int64_t tokens = static_cast<int64_t>(forcedIds.size()) / spec.topK;
+    Routed out = outputs(tokens);
+    moegen::cpu::RouterCall call = callFor(tokens, logits, out);
+    call.forcedIds = forcedIds.data();
+    run(call, layer);
+    return out;
+  }
+
+private:
+  Routed outputs(int64_t tokens) const {
+    return {std::vector<int32_t>(tokens * spec.topK),
+            std::vector<float>(tokens * spec.topK)};
+  }
+  moegen::cpu::RouterCall callFor(int64_t tokens,
+                                  const std::vector<uint8_t> &logits,
+                                  Routed &out) const {
+    moegen::cpu::RouterCall call;
+    call.numTokens = tokens;
+    call.logits = logits.data();
+    call.topkIds = out.ids.data();
+    call.topkWeights = out.weights.data();
+    return call;
+  }
+  void run(const moegen::cpu::RouterCall &call, int64_t layer) {
+    std::string error = router->run(call);
+    if (!error.empty())
+      throw rt::Error(rt::Error::Kind::Kernel,
+                      "layer " + std::to_string(layer) + ": " + error);
+  }
+
+  const RoutingSpec &spec;
+  std::unique_ptr<moegen::cpu::CpuRouter> router;
+};
+
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+/// The NVPTX kernels through the runtime, on the default stream of the
+/// router's context. Every tensor lives on the device; the capture buffer
+/// stays there across layers and comes back once, as an engine would do.
+class CudaBackend final : public Backend {
+public:
+  CudaBackend(const RoutingSpec &spec, int64_t tokens, int64_t layers)
+      : spec(spec), driver(rt::CudaDriver::get()) {
+    rt::CacheEntry entry;
+    router = moegen::jit::loadRouter(spec, moegen::jit::JitOptions{},
+                                     rt::LoadOptions{}, &entry);
+    std::printf("kernels: %s (%s, %s)\n", entry.directory.c_str(),
+                router->manifest().archText.c_str(),
+                entry.compiled ? "compiled now" : "from the JIT cache");
+    size_t logitBytes =
+        spec.logitsDType == moegen::LogitsDType::F32 ? 4 : 2;
+    logits = router->allocate(tokens * spec.numExperts * logitBytes);
+    bias = router->allocate(spec.numExperts * sizeof(float));
+    forced = router->allocate(tokens * spec.topK * sizeof(int32_t));
+    capture = router->allocate(std::max<size_t>(
+        tokens * layers * spec.topK * (spec.numExperts <= 32767 ? 2 : 4), 8));
+    captureLayers = layers;
+    buffers = router->allocateBuffers(tokens, /*withDispatch=*/false);
+  }
+  const char *name() const override { return "cuda"; }
+
+  Routed route(int64_t layer, const std::vector<uint8_t> &hostLogits,
+               const std::vector<float> &hostBias,
+               rt::Recorder &recorder) override {
+    rt::RouteInputs in = inputs(recorder.numTokens(), hostLogits);
+    if (!hostBias.empty()) {
+      bias.upload(hostBias.data(), hostBias.size() * sizeof(float), nullptr);
+      in.bias = bias.get();
+    }
+    in.capture = capture.get();
+    in.captureLayers = captureLayers;
+    in.captureLayer = layer;
+    Routed out = finish(layer, in.numTokens,
+                        router->route(in, buffers, nullptr));
+    // The capture is read back once, after the last layer of the rollout.
+    if (layer + 1 == recorder.numLayers())
+      capture.download(recorder.data(), recorder.sizeBytes(), nullptr);
+    return out;
+  }
+
+  Routed replay(int64_t layer, const std::vector<uint8_t> &hostLogits,
+                const std::vector<int32_t> &forcedIds) override {
+    int64_t tokens = static_cast<int64_t>(forcedIds.size()) / spec.topK;
+    rt::RouteInputs in = inputs(tokens, hostLogits);
+    forced.upload(forcedIds.data(), forcedIds.size() * sizeof(int32_t),
+                  nullptr);
+    in.forcedIds = forced.get();
+    return finish(layer, tokens, router->replay(in, buffers, nullptr));
+  }
+
+private:
+  rt::RouteInputs inputs(int64_t tokens, const std::vector<uint8_t> &host) {
+    logits.upload(host.data(), host.size(), nullptr);
+    rt::RouteInputs in;
+    in.numTokens = tokens;
+    in.logits = logits.get();
+    return in;
+  }
+  Routed finish(int64_t layer, int64_t tokens, const rt::RouteOutputs &out) {
+    router->checkErrors(nullptr, 0, "layer " + std::to_string(layer));
+    Routed result{std::vector<int32_t>(tokens * spec.topK),
+                  std::vector<float>(tokens * spec.topK)};
+    driver.check(driver.memcpyDtoHAsync(result.ids.data(), out.topkIds,
+                                        result.ids.size() * 4, nullptr),
+                 "cuMemcpyDtoHAsync");
+    driver.check(driver.memcpyDtoHAsync(result.weights.data(), out.topkWeights,
+                                        result.weights.size() * 4, nullptr),
+                 "cuMemcpyDtoHAsync");
+    driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
+    return result;
+  }
+
+  const RoutingSpec &spec;
+  const rt::CudaDriver &driver;
+  std::unique_ptr<rt::CudaRouter> router;
+  rt::DeviceBuffer logits, bias, forced, capture;
+  int64_t captureLayers = 0;
+  rt::RouteBuffers buffers;
+};
+#endif // MOEGEN_HAVE_CUDA_RUNTIME
+
+/// Tokens whose k experts, as sets, are the same in `a` and `b`.
+int64_t agreeingTokens(const std::vector<int32_t> &a,
+                       const std::vector<int32_t> &b, int64_t k) {
+  int64_t agree = 0;
+  std::vector<int32_t> x(k), y(k);
+  for (size_t t = 0; t * k < a.size(); ++t) {
+    std::copy_n(&a[t * k], k, x.begin());
+    std::copy_n(&b[t * k], k, y.begin());
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    agree += x == y;
+  }
+  return agree;
+}
+
+double percent(int64_t part, int64_t whole) {
+  return whole ? 100.0 * static_cast<double>(part) / static_cast<double>(whole)
+               : 100.0;
+}
+
+int fail(const std::string &message) {
+  std::fprintf(stderr, "moegen-sample-capture-replay: error: %s\n",
+               message.c_str());
+  return kExitBadInput;
+}
+
+int run(const Options &options) {
+  std::string error;
+  std::optional<RoutingSpec> spec =
+      moegen::parseRoutingSpecFile(options.specPath, error);
+  if (!spec)
+    return fail(error);
+  if (!spec->capture || !spec->replay)
+    return fail(options.specPath +
+                ": the sample needs a spec with capture: true and replay: "
+                "true (templates/deepseek-v3.yaml has both)");
+  if (spec->selection != moegen::Selection::TopK)
+    return fail(options.specPath +
+                ": the sample routes by top-k; this spec selects by hash "
+                "table (replay a hash layer by its token ids instead)");
+  const int64_t k = spec->topK, t = options.tokens, l = options.layers;
+
+  std::unique_ptr<Backend> backend;
+  if (options.backend == "cpu") {
+    backend = std::make_unique<CpuBackend>(*spec);
+  } else {
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    backend = std::make_unique<CudaBackend>(*spec, t, l);
+#else
+    return fail("--backend cuda: built without the CUDA runtime (cuda.h was "
+                "not found; set CUDA_HOME and rebuild)");
+#endif
+  }
+
+  std::printf("spec %s: E = %lld, k = %lld; %lld layers x %lld tokens, hidden "
+              "%lld; backend %s; trainer's logit noise %.3g\n",
+              spec->name.c_str(), static_cast<long long>(spec->numExperts),
+              static_cast<long long>(k), static_cast<long long>(l),
+              static_cast<long long>(t), static_cast<long long>(options.hidden),
+              backend->name(), options.noise);
+  RouterStack stack(options, *spec);
+
+  // Rollout: route every layer, capturing into one buffer, and save it.
+  rt::Recorder capture(t, l, k, spec->numExperts);
+  std::vector<Routed> rollout;
+  Random exact(0);
+  for (int64_t layer = 0; layer < l; ++layer)
+    rollout.push_back(backend->route(
+        layer, encodeLogits(stack.logits(layer, 0.0, exact), spec->logitsDType),
+        stack.biases[layer], capture));
+  std::string path = options.capturePath;
+  bool temporary = path.empty();
+  if (temporary)
+    path = (std::filesystem::temp_directory_path() /
+            ("moegen-capture-" + std::to_string(::getpid()) + ".npy"))
+               .string();
+  capture.save(path);
+  std::printf("capture: %s ([%lld, %lld, %lld] %s, %zu bytes)\n",
+              temporary ? "(temporary file)" : path.c_str(),
+              static_cast<long long>(t), static_cast<long long>(l),
+              static_cast<long long>(k),
+              capture.elementBytes() == 2 ? "int16" : "int32",
+              capture.sizeBytes());
+
+  // Training: the same logits with the trainer's numerics, routed afresh
+  // and replayed from the saved capture.
+  rt::Recorder replayed = rt::Recorder::load(path, spec->numExperts);
+  if (temporary)
+    std::filesystem::remove(path);
+  rt::Recorder scratch(t, l, k, spec->numExperts);
+  Random trainer(options.seed ^ 0x5eedull);
+  std::printf("%5s  %23s  %23s  %14s\n", "layer", "fresh routing agrees",
+              "replay agrees", "max |dweight|");
+  int64_t freshTotal = 0, replayTotal = 0;
+  for (int64_t layer = 0; layer < l; ++layer) {
+    std::vector<uint8_t> logits = encodeLogits(
+        stack.logits(layer, options.noise, trainer), spec->logitsDType);
+    Routed fresh = backend->route(layer, logits, stack.biases[layer], scratch);
+    Routed forced =
+        backend->replay(layer, logits, replayed.layer(layer).forcedIds());
+    int64_t freshAgree = agreeingTokens(fresh.ids, rollout[layer].ids, k);
+    int64_t replayAgree = agreeingTokens(forced.ids, rollout[layer].ids, k);
+    // Replay keeps the rollout's order of experts, so weights compare
+    // position by position.
+    float drift = 0;
+    for (size_t i = 0; i < forced.weights.size(); ++i)
+      drift = std::max(drift, std::fabs(forced.weights[i] -
+                                        rollout[layer].weights[i]));
+    freshTotal += freshAgree;
+    replayTotal += replayAgree;
+    std::printf("%5lld  %8lld/%-6lld %6.2f%%  %8lld/%-6lld %6.2f%%  %14.3g\n",
+                static_cast<long long>(layer),
+                static_cast<long long>(freshAgree), static_cast<long long>(t),
+                percent(freshAgree, t), static_cast<long long>(replayAgree),
+                static_cast<long long>(t), percent(replayAgree, t), drift);
+  }
+  std::printf("%5s  %8lld/%-6lld %6.2f%%  %8lld/%-6lld %6.2f%%\n", "all",
+              static_cast<long long>(freshTotal),
+              static_cast<long long>(t * l), percent(freshTotal, t * l),
+              static_cast<long long>(replayTotal),
+              static_cast<long long>(t * l), percent(replayTotal, t * l));
+  if (replayTotal != t * l) {
+    std::fprintf(stderr, "moegen-sample-capture-replay: replay chose other "
+                         "experts than the rollout on %lld token-layers\n",
+                 static_cast<long long>(t * l - replayTotal));
+    return 1;
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options options;
+  CLI::App app{"Router replay on a DeepSeek-V3-like stack of routers with "
+               "random weights: route and capture (rollout), then route "
+               "afresh and replay the capture under perturbed logits "
+               "(training), and print per layer how many tokens' expert "
+               "sets agree with the rollout."};
+  app.add_option("--spec", options.specPath,
+                 "routing spec with capture and replay")
+      ->capture_default_str();
+  app.add_option("--backend", options.backend, "cpu, or cuda (GPU 0)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--layers", options.layers, "MoE layers")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}))
+      ->capture_default_str();
+  app.add_option("--tokens", options.tokens, "tokens per layer")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  app.add_option("--hidden", options.hidden, "hidden size of the stack")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 14))
+      ->capture_default_str();
+  app.add_option("--noise", options.noise,
+                 "standard deviation of the trainer's logit noise")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  app.add_option("--seed", options.seed, "seed of the weights and noise")
+      ->capture_default_str();
+  app.add_option("--capture", options.capturePath,
+                 "where to save the capture (.npy); default: a temporary "
+                 "file, removed after loading");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitBadInput;
+  }
+  try {
+    return run(options);
+  } catch (const rt::Error &e) {
+    return fail(e.what());
+  }
+}
