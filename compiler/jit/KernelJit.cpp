@@ -27,10 +27,15 @@ std::string cachedPtxasVersion(const nvptx::NvptxCompileOptions &options) {
   auto [it, inserted] = versions.try_emplace(options.toolkitPath);
   if (inserted) {
     std::string error;
-    it->second = nvptx::ptxasVersion(options, error);
-    if (it->second.empty()) {
+    nvptx::CompileStatus status =
+        nvptx::ptxasVersion(options, it->second, error);
+    if (status != nvptx::CompileStatus::Ok) {
       versions.erase(it);
-      throw Error(Error::Kind::Compile, "JIT: " + error);
+      // No ptxas is a setup problem, as the backend itself reports it.
+      throw Error(status == nvptx::CompileStatus::BadInput
+                      ? Error::Kind::InvalidArgument
+                      : Error::Kind::Compile,
+                  "JIT: " + error);
     }
   }
   return it->second;

@@ -172,7 +172,6 @@ struct Routed {
 class Backend {
 public:
   virtual ~Backend() = default;
-  virtual const char *name() const = 0;
   /// Routes `layer`, writing its ids into `capture` at that layer.
   virtual Routed route(int64_t layer, const std::vector<uint8_t> &logits,
                        const std::vector<float> &bias,
@@ -190,7 +189,6 @@ public:
     if (!router)
       throw rt::Error(rt::Error::Kind::Compile, error);
   }
-  const char *name() const override { return "cpu"; }
 
   Routed route(int64_t layer, const std::vector<uint8_t> &logits,
                const std::vector<float> &bias,
@@ -265,7 +263,6 @@ public:
     captureLayers = layers;
     buffers = router->allocateBuffers(tokens, /*withDispatch=*/false);
   }
-  const char *name() const override { return "cuda"; }
 
   Routed route(int64_t layer, const std::vector<uint8_t> &hostLogits,
                const std::vector<float> &hostBias,
@@ -369,6 +366,13 @@ int run(const Options &options) {
                 "table (replay a hash layer by its token ids instead)");
   const int64_t k = spec->topK, t = options.tokens, l = options.layers;
 
+  std::printf("spec %s: E = %lld, k = %lld; %lld layers x %lld tokens, hidden "
+              "%lld; backend %s; trainer's logit noise %.3g\n",
+              spec->name.c_str(), static_cast<long long>(spec->numExperts),
+              static_cast<long long>(k), static_cast<long long>(l),
+              static_cast<long long>(t), static_cast<long long>(options.hidden),
+              options.backend.c_str(), options.noise);
+  std::fflush(stdout);
   std::unique_ptr<Backend> backend;
   if (options.backend == "cpu") {
     backend = std::make_unique<CpuBackend>(*spec);
@@ -381,12 +385,6 @@ int run(const Options &options) {
 #endif
   }
 
-  std::printf("spec %s: E = %lld, k = %lld; %lld layers x %lld tokens, hidden "
-              "%lld; backend %s; trainer's logit noise %.3g\n",
-              spec->name.c_str(), static_cast<long long>(spec->numExperts),
-              static_cast<long long>(k), static_cast<long long>(l),
-              static_cast<long long>(t), static_cast<long long>(options.hidden),
-              backend->name(), options.noise);
   RouterStack stack(options, *spec);
 
   // Rollout: route every layer, capturing into one buffer, and save it.

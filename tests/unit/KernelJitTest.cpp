@@ -287,7 +287,7 @@ TEST_F(BrokenPtxasTest, FailedCompileIsReportedAndNothingIsPublished) {
   EXPECT_FALSE(jitCache.isValidEntry(cacheKeyFor(spec, options.compile)));
 }
 
-TEST_F(BrokenPtxasTest, MissingPtxasIsACompileError) {
+TEST_F(BrokenPtxasTest, MissingPtxasIsASetupError) {
   rttest::TempDir cache;
   fs::remove(toolkit / "bin/ptxas");
   JitOptions options = optionsIn(cache);
@@ -297,7 +297,7 @@ TEST_F(BrokenPtxasTest, MissingPtxasIsACompileError) {
   setenv("PATH", "/nonexistent", 1);
   Error e = errorOf([&] { compileCached(specFrom(kMixtral), options); });
   setenv("PATH", savedPath.c_str(), 1);
-  EXPECT_EQ(e.kind(), Error::Kind::Compile);
+  EXPECT_EQ(e.kind(), Error::Kind::InvalidArgument);
   EXPECT_NE(std::string(e.what()).find("ptxas not found in " +
                                        toolkit.path() + "/bin or on PATH"),
             std::string::npos)

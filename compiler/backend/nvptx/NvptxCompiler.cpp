@@ -597,16 +597,16 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
   return CompileStatus::Ok;
 }
 
-std::string ptxasVersion(const NvptxCompileOptions &options,
-                         std::string &error) {
+CompileStatus ptxasVersion(const NvptxCompileOptions &options,
+                           std::string &version, std::string &error) {
   std::string ptxas = findPtxas(options, error);
   if (ptxas.empty())
-    return "";
+    return CompileStatus::BadInput;
   llvm::SmallString<128> output;
   if (llvm::sys::fs::createTemporaryFile("moegen-ptxas-version", "txt",
                                          output)) {
     error = "cannot create a temporary file for ptxas --version";
-    return "";
+    return CompileStatus::Internal;
   }
   std::optional<llvm::StringRef> redirects[] = {std::nullopt, output.str(),
                                                 output.str()};
@@ -619,12 +619,13 @@ std::string ptxasVersion(const NvptxCompileOptions &options,
   if (rc != 0 || !text) {
     error = ptxas + " --version failed (exit " + std::to_string(rc) +
             (message.empty() ? "" : ", " + message) + ")";
-    return "";
+    return CompileStatus::ToolFailed;
   }
   // The last line: "Build cuda_13.0.r13.0/compiler.36424714_0".
   llvm::StringRef lines = llvm::StringRef((*text)->getBuffer()).trim();
   auto [head, last] = lines.rsplit('\n');
-  return ptxas + ": " + (last.empty() ? head : last).trim().str();
+  version = ptxas + ": " + (last.empty() ? head : last).trim().str();
+  return CompileStatus::Ok;
 }
 
 bool writeKernelDirectory(const RoutingSpec &spec,

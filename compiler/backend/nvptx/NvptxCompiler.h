@@ -126,11 +126,11 @@ bool writeKernelDirectory(const RoutingSpec &spec,
                           const NvptxCompileResult &result,
                           const std::string &dir, std::string &error);
 
-/// The ptxas compile() would run, and its build ("<path>: Build
-/// cuda_13.0.r13.0/compiler.36424714_0"); empty, with `error` set, when
-/// there is none or it fails.
-std::string ptxasVersion(const NvptxCompileOptions &options,
-                         std::string &error);
+/// Sets `version` to the ptxas compile() would run and its build
+/// ("<path>: Build cuda_13.0.r13.0/compiler.36424714_0"). BadInput when
+/// there is none (as compile() says), ToolFailed when it fails.
+CompileStatus ptxasVersion(const NvptxCompileOptions &options,
+                           std::string &version, std::string &error);
 
 /// FNV-1a 64 of the normalized spec text, as 16 hex digits.
 std::string specHash(const RoutingSpec &spec);
