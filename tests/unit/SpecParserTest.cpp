@@ -494,6 +494,10 @@ struct BoolSpelling {
   const char *text;
   bool value;
 };
+// GoogleTest would print the raw bytes, padding included.
+[[maybe_unused]] void PrintTo(const BoolSpelling &spelling, std::ostream *os) {
+  *os << spelling.text;
+}
 class SpecParserBoolSpelling : public ::testing::TestWithParam<BoolSpelling> {};
 
 TEST_P(SpecParserBoolSpelling, EveryBoolKey) {
@@ -1204,6 +1208,9 @@ struct Typo {
   const char *typo;
   const char *meant;
 };
+[[maybe_unused]] void PrintTo(const Typo &typo, std::ostream *os) {
+  *os << typo.typo;
+}
 class SpecParserTypo : public ::testing::TestWithParam<Typo> {};
 TEST_P(SpecParserTypo, DidYouMean) {
   std::string error =
@@ -1267,6 +1274,9 @@ struct Required {
   const char *key;
   const char *allowed;
 };
+[[maybe_unused]] void PrintTo(const Required &required, std::ostream *os) {
+  *os << required.key;
+}
 class SpecParserMissingKey : public ::testing::TestWithParam<Required> {};
 TEST_P(SpecParserMissingKey, ReportedAtMappingStart) {
   std::string key = GetParam().key;
