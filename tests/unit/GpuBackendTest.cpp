@@ -9,7 +9,8 @@
 // (as in CpuBackendTest): ids equal except where the two picks' keys are an
 // fp32 near-tie (both kernels sum in different orders), weights within
 // 1e-5 relative, dispatch metadata equal whenever the ids are. Invalid
-// forced ids must come back as the same message as on the CPU.
+// forced ids must come back as the same message as on the CPU. The JIT
+// (compiler/jit) compiles for the device once and loads from its cache.
 //
 // Without a CUDA driver or device every test is skipped with the reason.
 //
@@ -17,11 +18,13 @@
 
 #include "compiler/backend/cpu/CpuRouter.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/jit/KernelJit.h"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
 #include "runtime/npy/HalfFloat.h"
+#include "RuntimeTestUtil.h"
 
 #include "llvm/Support/FileSystem.h"
 
@@ -320,6 +323,27 @@ TEST_F(GpuBackendTest, InvalidForcedIdIsReportedLikeTheCpu) {
   Outputs cpu = runCpu(*spec, in, true);
   EXPECT_FALSE(cpu.error.empty());
   EXPECT_EQ(gpu.error, cpu.error);
+}
+
+TEST_F(GpuBackendTest, JitLoadRouterCompilesForTheDeviceOnce) {
+  std::string error;
+  auto spec = parseRoutingSpecFile(
+      std::string(MOEGEN_SOURCE_DIR) + "/templates/deepseek-v3.yaml", error);
+  ASSERT_TRUE(spec) << error;
+  rttest::TempDir cache;
+  jit::JitOptions options;
+  options.cache.directory = cache.path();
+  options.cache.alwaysCompile = false;
+  rt::CacheEntry first, second;
+  auto compiled = jit::loadRouter(*spec, options, rt::LoadOptions{}, &first);
+  EXPECT_TRUE(first.compiled);
+  EXPECT_EQ(compiled->manifest().archText, archOfDevice());
+  auto cached = jit::loadRouter(*spec, options, rt::LoadOptions{}, &second);
+  EXPECT_FALSE(second.compiled);
+  EXPECT_EQ(second.directory, first.directory);
+  Inputs in = makeInputs(*spec, 131, 11);
+  compare(*spec, runGpu(*cached, *spec, in, false), runCpu(*spec, in, false));
+  compare(*spec, runGpu(*cached, *spec, in, true), runCpu(*spec, in, true));
 }
 
 } // namespace
