@@ -278,6 +278,49 @@ bool JitCache::isValidEntry(const std::string &key, std::string *why) const {
   return problem.empty();
 }
 
+std::vector<JitCache::EntryStatus> JitCache::entries() const {
+  std::vector<EntryStatus> found;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec))
+    return found;
+  for (auto it = fs::directory_iterator(root, ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    // Temporaries and trash start with '.', which no key does.
+    if (name.starts_with(".") || !it->is_directory())
+      continue;
+    try {
+      checkKey(name);
+    } catch (const Error &) {
+      continue; // not ours
+    }
+    found.push_back(
+        {name, it->path().string(), checkEntry(it->path(), compilerVersion)});
+  }
+  if (ec)
+    fail("cannot list the cache directory '" + root + "': " + ec.message());
+  std::sort(found.begin(), found.end(),
+            [](const EntryStatus &a, const EntryStatus &b) {
+              return a.key < b.key;
+            });
+  return found;
+}
+
+bool JitCache::remove(const std::string &key) {
+  checkKey(key);
+  const fs::path entry = entryPath(key);
+  std::error_code ec;
+  if (!fs::exists(entry, ec))
+    return false;
+  FileLock lock((fs::path(root) / (key + ".lock")).string());
+  if (!fs::exists(entry, ec))
+    return false;
+  removeEntry(root, key, entry);
+  removeLeftovers(root, key);
+  syncPath(root, true);
+  return true;
+}
+
 CacheEntry JitCache::getOrCompile(const std::string &key,
                                   const CompileFn &compile) {
   checkKey(key);

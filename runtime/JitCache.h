@@ -34,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace moegen::rt {
 
@@ -86,6 +87,24 @@ public:
   /// Whether <cache>/<key> is a complete, uncorrupted entry; on false,
   /// `why` (when non-null) says what is wrong.
   bool isValidEntry(const std::string &key, std::string *why = nullptr) const;
+
+  struct EntryStatus {
+    std::string key;
+    std::string directory;
+    /// Why the entry is not valid (as isValidEntry says); empty when it is.
+    std::string problem;
+  };
+  /// Every entry in the cache directory (a directory named by a key; not
+  /// the temporaries of writers), sorted by key, each checked as
+  /// isValidEntry checks it. None when the directory does not exist.
+  std::vector<EntryStatus> entries() const;
+
+  /// Removes the entry of `key`, under its lock (so it waits for a compile
+  /// of that key in progress); returns whether there was one. A process
+  /// that already loaded the entry keeps its copy; one that is reading its
+  /// files may find them gone. Lock files stay: removing one that another
+  /// process holds would let two writers in.
+  bool remove(const std::string &key);
 
   /// The file in every entry listing "<sha256>  <file>" per line.
   static constexpr const char *kChecksumsFile = "CHECKSUMS";

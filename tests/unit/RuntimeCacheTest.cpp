@@ -201,6 +201,47 @@ TEST_F(RuntimeJitCacheTest, CompilesOnceThenHits) {
   EXPECT_EQ(compiler.runs, 2);
 }
 
+TEST_F(RuntimeJitCacheTest, EntriesAndRemove) {
+  JitCache c = cache();
+  // No cache directory yet: no entries, nothing to remove.
+  EXPECT_TRUE(c.entries().empty());
+  EXPECT_FALSE(c.remove(key));
+
+  FakeCompiler compiler;
+  const std::string other = cacheKey("spec", "sm_80", "0.1.0", "");
+  c.getOrCompile(key, compiler.fn());
+  c.getOrCompile(other, compiler.fn());
+  // Neither locks, temporaries nor foreign directories count.
+  fs::create_directory(root.path() + "/cache/.tmp-" + key + "-dead");
+  fs::create_directory(root.path() + "/cache/Not A Key");
+  std::vector<JitCache::EntryStatus> entries = c.entries();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].key, std::min(key, other));
+  EXPECT_EQ(entries[1].key, std::max(key, other));
+  for (const JitCache::EntryStatus &status : entries) {
+    EXPECT_EQ(status.directory, entry(status.key));
+    EXPECT_EQ(status.problem, "");
+  }
+
+  // A corrupt entry is listed with what is wrong.
+  rttest::writeText(entry(key) + "/kernels.ptx", "tampered");
+  entries = c.entries();
+  const JitCache::EntryStatus &corrupt =
+      entries[0].key == key ? entries[0] : entries[1];
+  EXPECT_EQ(corrupt.problem, "kernels.ptx does not match its checksum");
+
+  EXPECT_TRUE(c.remove(key));
+  EXPECT_FALSE(c.remove(key));
+  EXPECT_FALSE(fs::exists(entry(key)));
+  // Its lock file stays, and so does the other entry; the dead writer's
+  // temporary went with the removal.
+  EXPECT_EQ(listDir(root.path() + "/cache"),
+            (std::vector<std::string>{"Not A Key", key + ".lock", other,
+                                      other + ".lock"}));
+  ASSERT_EQ(c.entries().size(), 1u);
+  EXPECT_THROW(c.remove("../escape"), Error);
+}
+
 TEST_F(RuntimeJitCacheTest, FailedCompileLeavesNothing) {
   JitCache c = cache();
   EXPECT_THROW(c.getOrCompile(key,

@@ -14,7 +14,9 @@
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
 #include "runtime/Error.h"
+#include "runtime/JitCache.h"
 #include "runtime/KernelError.h"
+#include "runtime/Manifest.h"
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "runtime/cuda/CudaRouter.h"
 #endif
@@ -692,6 +694,104 @@ std::string runOnCuda(const moegen::RoutingSpec &spec,
 }
 #endif // MOEGEN_HAVE_CUDA_RUNTIME
 
+struct CacheOptions {
+  std::vector<std::string> specPaths;
+  std::vector<std::string> archs;
+  int64_t tokensPerBlock = 0;
+  std::string commandLine;
+};
+
+/// `moegen cache dir|list|warm|clear`: the JIT cache that `run --backend
+/// cuda` and engines using compiler/jit read (docs/cli.md).
+int runCacheDir() {
+  try {
+    llvm::outs() << moegen::rt::cacheDirectory() << "\n";
+  } catch (const moegen::rt::Error &e) {
+    return reportUsage(e.what());
+  }
+  return kExitOk;
+}
+
+int runCacheList() {
+  try {
+    moegen::rt::JitCache cache;
+    for (const auto &entry : cache.entries()) {
+      llvm::outs() << entry.key << "  ";
+      if (!entry.problem.empty()) {
+        llvm::outs() << "invalid: " << entry.problem << "\n";
+        continue;
+      }
+      moegen::rt::Manifest manifest = moegen::rt::loadManifest(entry.directory);
+      llvm::outs() << manifest.specName << " " << manifest.archText;
+      const char *separator = " ";
+      for (const moegen::rt::Kernel &kernel : manifest.kernels) {
+        llvm::outs() << separator << kernel.symbol;
+        separator = ",";
+      }
+      llvm::outs() << "\n";
+    }
+  } catch (const moegen::rt::Error &e) {
+    return reportUsage(e.what());
+  }
+  return kExitOk;
+}
+
+int runCacheClear() {
+  try {
+    moegen::rt::JitCache cache;
+    size_t removed = 0;
+    for (const auto &entry : cache.entries())
+      removed += cache.remove(entry.key);
+    llvm::outs() << "removed " << removed << (removed == 1 ? " entry" : " entries")
+                 << " from " << cache.directory() << "\n";
+  } catch (const moegen::rt::Error &e) {
+    return reportUsage(e.what());
+  }
+  return kExitOk;
+}
+
+/// Compiles every spec for every arch into the cache, as loadRouter would on
+/// a device of that arch: a build host can fill a cache shared with GPU
+/// machines running the same moegen build and CUDA toolkit. Every spec is
+/// parsed before anything is compiled.
+int runCacheWarm(const CacheOptions &options) {
+  std::vector<moegen::RoutingSpec> specs;
+  for (const std::string &path : options.specPaths) {
+    std::string error;
+    std::optional<moegen::RoutingSpec> spec =
+        moegen::parseRoutingSpecFile(path, error);
+    if (!spec) {
+      llvm::errs() << error << "\n";
+      return kExitBadInput;
+    }
+    specs.push_back(std::move(*spec));
+  }
+  std::vector<std::string> archs = options.archs;
+  if (archs.empty())
+    archs.push_back("sm_90");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    for (const std::string &arch : archs) {
+      moegen::jit::JitOptions jit;
+      jit.compile.arch = arch;
+      jit.compile.tokensPerBlock = options.tokensPerBlock;
+      try {
+        moegen::rt::CacheEntry entry = moegen::jit::compileCached(specs[i], jit);
+        llvm::outs() << specs[i].name << " " << arch << " "
+                     << (entry.compiled ? "compiled" : "cached") << " "
+                     << entry.directory << "\n";
+      } catch (const moegen::rt::Error &e) {
+        if (e.kind() != moegen::rt::Error::Kind::Compile)
+          return reportUsage(e.what());
+        llvm::errs() << quotePath(options.specPaths[i])
+                     << ": internal error: " << e.what()
+                     << "\nrepro: " << options.commandLine << "\n";
+        return kExitInternal;
+      }
+    }
+  }
+  return kExitOk;
+}
+
 int runRun(const RunOptions &options) {
   if (options.backend != "cpu" && options.backend != "cuda")
     return reportUsage("--backend '" +
@@ -926,7 +1026,8 @@ int main(int argc, char **argv) {
              "  moegen compile templates/deepseek-v3.yaml --emit=cubin "
              "--arch sm_90 -o ds3/\n"
              "  moegen run templates/mixtral-8x7b.yaml --backend cpu \\\n"
-             "      --in logits=logits.npy --out out/\n\n"
+             "      --in logits=logits.npy --out out/\n"
+             "  moegen cache warm templates/*.yaml --arch sm_90 --arch sm_80\n\n"
              "Spec keys and their rules: docs/spec-language.md\n"
              "moegen run inputs and outputs: docs/cli.md\n"
              "Routing math: docs/semantics.md\n"
@@ -1005,6 +1106,36 @@ int main(int argc, char **argv) {
                      "write the IR after every compiler stage to this "
                      "directory");
 
+  CacheOptions cacheOptions;
+  CLI::App *cacheCmd = app.add_subcommand(
+      "cache", "Show, fill or empty the JIT cache of compiled kernels "
+               "($MOEGEN_CACHE_DIR, else $XDG_CACHE_HOME/moegen, else "
+               "~/.cache/moegen)");
+  cacheCmd->require_subcommand(1, 1);
+  CLI::App *cacheDirCmd =
+      cacheCmd->add_subcommand("dir", "Print the cache directory");
+  CLI::App *cacheListCmd = cacheCmd->add_subcommand(
+      "list", "List the entries: key, spec, arch, kernels (or why an "
+              "entry is invalid)");
+  CLI::App *cacheClearCmd =
+      cacheCmd->add_subcommand("clear", "Remove every entry");
+  CLI::App *cacheWarmCmd = cacheCmd->add_subcommand(
+      "warm", "Compile specs into the cache for the given archs, as "
+              "'run --backend cuda' and engines would on first use");
+  cacheWarmCmd
+      ->add_option("SPEC", cacheOptions.specPaths, "routing specs")
+      ->required();
+  cacheWarmCmd
+      ->add_option("--arch", cacheOptions.archs,
+                   "GPU architecture; repeat for several (default sm_90)")
+      ->check(CLI::IsMember({"sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"}));
+  cacheWarmCmd
+      ->add_option("--tokens-per-block", cacheOptions.tokensPerBlock,
+                   "warps per block; 0 lets the heuristic choose (engines "
+                   "use 0)")
+      ->check(CLI::Range(int64_t{0}, int64_t{32}))
+      ->capture_default_str();
+
   // CLI11 would call an unknown command "a missing subcommand"; name it.
   if (argc > 1 && argv[1][0] != '-') {
     std::string commands;
@@ -1035,6 +1166,18 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; ++i)
       compile.commandLine += std::string(" ") + argv[i];
     return runCompile(compile);
+  }
+  if (cacheCmd->parsed()) {
+    if (cacheDirCmd->parsed())
+      return runCacheDir();
+    if (cacheListCmd->parsed())
+      return runCacheList();
+    if (cacheClearCmd->parsed())
+      return runCacheClear();
+    cacheOptions.commandLine = "moegen";
+    for (int i = 1; i < argc; ++i)
+      cacheOptions.commandLine += std::string(" ") + argv[i];
+    return runCacheWarm(cacheOptions);
   }
   if (runCmd->parsed()) {
     run.layerGiven = layerOption->count() != 0;
