@@ -4,9 +4,13 @@
 #include "compiler/jit/CodegenFingerprint.inc"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
+#include "runtime/Sha256.h"
 
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <vector>
 
 #ifndef MOEGEN_VERSION
 #error "MOEGEN_VERSION must be defined by the build"
@@ -18,27 +22,51 @@ namespace {
 
 using rt::Error;
 
-/// ptxas --version, once per toolkit and process: a hit in the cache
-/// should not pay for a process start on every call.
-std::string cachedPtxasVersion(const nvptx::NvptxCompileOptions &options) {
+/// What of the toolkit the kernels depend on: ptxas's build and the
+/// SHA-256 of the libdevice MLIR's NVVM target links. Not its path, so that
+/// one toolkit installed at two paths shares entries. Once per toolkit and
+/// process: a hit in the cache should not start a process every time.
+std::string toolkitFingerprint(const nvptx::NvptxCompileOptions &options) {
   static std::mutex mutex;
-  static std::map<std::string, std::string> versions;
+  static std::map<std::string, std::string> fingerprints;
+  std::string toolkit = nvptx::toolkitDirectory(options);
   std::lock_guard<std::mutex> lock(mutex);
-  auto [it, inserted] = versions.try_emplace(options.toolkitPath);
-  if (inserted) {
-    std::string error;
-    nvptx::CompileStatus status =
-        nvptx::ptxasVersion(options, it->second, error);
-    if (status != nvptx::CompileStatus::Ok) {
-      versions.erase(it);
-      // No ptxas is a setup problem, as the backend itself reports it.
-      throw Error(status == nvptx::CompileStatus::BadInput
-                      ? Error::Kind::InvalidArgument
-                      : Error::Kind::Compile,
-                  "JIT: " + error);
+  if (auto it = fingerprints.find(toolkit); it != fingerprints.end())
+    return it->second;
+  std::string version, error;
+  if (nvptx::ptxasVersion(options, version, error) !=
+      nvptx::CompileStatus::Ok)
+    // No ptxas, or one that fails: the toolkit, not the spec, is wrong.
+    throw Error(Error::Kind::InvalidArgument, "JIT: " + error);
+  std::string libdevice = toolkit + "/nvvm/libdevice/libdevice.10.bc";
+  std::string digest = "missing";
+  if (std::ifstream in{libdevice, std::ios::binary}) {
+    rt::Sha256 hash;
+    std::vector<char> buffer(1 << 16);
+    while (in) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      hash.update(buffer.data(), static_cast<size_t>(in.gcount()));
     }
+    digest = hash.finishHex();
   }
-  return it->second;
+  std::string fingerprint = "ptxas=" + version + "\nlibdevice=" + digest + "\n";
+  fingerprints.emplace(toolkit, fingerprint);
+  return fingerprint;
+}
+
+/// Compiles `spec` with `options` into `result`; throws rt::Error.
+void compileInto(const RoutingSpec &spec,
+                 const nvptx::NvptxCompileOptions &options,
+                 nvptx::NvptxCompileResult &result) {
+  std::string error;
+  nvptx::CompileStatus status =
+      nvptx::compile(spec, options, nvptx::Stage::Cubin, result, error);
+  if (status != nvptx::CompileStatus::Ok)
+    throw Error(status == nvptx::CompileStatus::BadInput
+                    ? Error::Kind::InvalidArgument
+                    : Error::Kind::Compile,
+                "JIT: compiling spec '" + spec.name + "' for " + options.arch +
+                    " failed: " + error);
 }
 
 } // namespace
@@ -60,8 +88,7 @@ CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
   // fingerprint.
   inputs.kernelConfigText =
       "tokens_per_block=" + std::to_string(options.tokensPerBlock) +
-      "\ntopk=" + options.topk + "\nptxas=" + cachedPtxasVersion(options) +
-      "\n";
+      "\ntopk=" + options.topk + "\n" + toolkitFingerprint(options);
   return inputs;
 }
 
@@ -85,26 +112,29 @@ rt::CacheEntry compileCached(const RoutingSpec &spec,
                     ") is not taken: its PTX must not be cached under the "
                     "spec's key (use moegen compile --override-dir)");
   std::string key = cacheKeyFor(spec, compile);
+  rt::JitCache cache(options.cache);
 
-  rt::JitCache::Options cacheOptions = options.cache;
-  // Stages are dumped only when they run.
-  if (!compile.dumpDir.empty())
-    cacheOptions.alwaysCompile = true;
-  rt::JitCache cache(cacheOptions);
-  return cache.getOrCompile(key, [&](const std::string &directory) {
-    nvptx::NvptxCompileResult result;
-    std::string error;
-    nvptx::CompileStatus status = nvptx::compile(
-        spec, compile, nvptx::Stage::Cubin, result, error);
-    if (status != nvptx::CompileStatus::Ok)
-      throw Error(status == nvptx::CompileStatus::BadInput
-                      ? Error::Kind::InvalidArgument
-                      : Error::Kind::Compile,
-                  "JIT: compiling spec '" + spec.name + "' for " +
-                      compile.arch + " failed: " + error);
-    if (!nvptx::writeKernelDirectory(spec, result, directory, error))
-      throw Error(Error::Kind::Cache, "JIT: " + error);
-  });
+  // With a dump directory the stages run (that is when they are dumped),
+  // but a valid published entry is kept, not replaced under the feet of
+  // processes loading it: the cache is shared.
+  std::optional<nvptx::NvptxCompileResult> dumped;
+  if (!compile.dumpDir.empty()) {
+    dumped.emplace();
+    compileInto(spec, compile, *dumped);
+  }
+  rt::CacheEntry entry =
+      cache.getOrCompile(key, [&](const std::string &directory) {
+        nvptx::NvptxCompileResult fresh;
+        const nvptx::NvptxCompileResult *result = dumped ? &*dumped : &fresh;
+        if (!dumped)
+          compileInto(spec, compile, fresh);
+        std::string error;
+        if (!nvptx::writeKernelDirectory(spec, *result, directory, error))
+          throw Error(Error::Kind::Cache, "JIT: " + error);
+      });
+  if (dumped)
+    entry.compiled = true;
+  return entry;
 }
 
 } // namespace moegen::jit

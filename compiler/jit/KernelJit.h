@@ -7,16 +7,16 @@
 // find it there. The way Triton's @jit works.
 //
 //   moegen::jit::JitOptions options;            // arch from the device
-//   auto router = moegen::jit::loadRouter(spec, options);
+//   auto router = moegen::jit::loadRouter(spec, options, {});
 //
 // The cache key (runtime/JitCache.h cacheKey) covers everything the kernel
 // directory depends on: the normalized spec text, the arch, the compiler
 // version plus a fingerprint of the code generator's sources and of LLVM
 // (so a rebuilt compiler that generates other code never reuses an entry),
-// the explicit kernel options, and ptxas's version.
+// the explicit kernel options, ptxas's build and libdevice's SHA-256.
 //
 // Every failure is thrown as moegen::rt::Error: InvalidArgument for options
-// the backend rejects, Compile for a compile that failed (the message holds
+// the backend rejects and a toolkit without a working ptxas, Compile for a compile that failed (the message holds
 // the compiler's error, the IR or PTX path and a repro command), Cache for
 // the cache directory, and the runtime's kinds for loading.
 //
@@ -41,9 +41,11 @@ namespace moegen::jit {
 
 struct JitOptions {
   /// The backend's options. An empty arch means "the device's"
-  /// (loadRouter only; compileCached needs one). dumpDir makes every call
-  /// compile (the stages are dumped only when they run); overrideDir is
-  /// refused: overridden PTX must not be published under the spec's key.
+  /// (loadRouter only; compileCached needs one). With a dumpDir every call
+  /// compiles (the stages are dumped only when they run) but publishes only
+  /// when the entry is missing or corrupt, never replacing a valid entry
+  /// that other processes may be loading; overrideDir is refused:
+  /// overridden PTX must not be published under the spec's key.
   nvptx::NvptxCompileOptions compile{.arch = ""};
   /// Where the cache lives and whether to always compile; empty and
   /// nullopt defer to MOEGEN_CACHE_DIR and MOEGEN_ALWAYS_COMPILE.
@@ -51,8 +53,10 @@ struct JitOptions {
 };
 
 /// The fingerprint of the code generator this binary was built from: 16
-/// hex digits of SHA-256 over the sources of dialects/ and compiler/ and
-/// the LLVM version, computed at build time.
+/// hex digits of SHA-256 over the sources of dialects/, compiler/spec/,
+/// compiler/backend/nvptx/, compiler/Registration.cpp and
+/// runtime/KernelError.h, and the LLVM version, computed at build time
+/// (compiler/jit/CMakeLists.txt).
 const char *codegenFingerprint();
 
 /// The four inputs of rt::cacheKey for `spec` under `options` (arch set),

@@ -24,10 +24,16 @@ std::unique_ptr<rt::CudaRouter> loadRouter(const RoutingSpec &spec,
     CUcontext current = nullptr;
     driver.check(driver.ctxGetCurrent(&current), "cuCtxGetCurrent");
     CUdevice device = 0;
-    if (current)
+    if (current) {
       driver.check(driver.ctxGetDevice(&device), "cuCtxGetDevice");
-    else
+    } else {
+      if (load.device < 0 || load.device >= driver.deviceCount())
+        throw rt::Error(rt::Error::Kind::InvalidArgument,
+                        "JIT: device " + std::to_string(load.device) +
+                            " does not exist (the driver sees " +
+                            std::to_string(driver.deviceCount()) + ")");
       driver.check(driver.deviceGet(&device, load.device), "cuDeviceGet");
+    }
     int major = 0, minor = 0;
     driver.check(driver.deviceGetAttribute(
                      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,

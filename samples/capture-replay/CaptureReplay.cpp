@@ -302,9 +302,12 @@ private:
     return in;
   }
   Routed finish(int64_t layer, int64_t tokens, const rt::RouteOutputs &out) {
-    router->checkErrors(nullptr, 0, "layer " + std::to_string(layer));
+    // The calls with RouteBuffers record errors in the buffers' record.
+    router->checkErrors(nullptr, out.error, "layer " + std::to_string(layer));
     Routed result{std::vector<int32_t>(tokens * spec.topK),
                   std::vector<float>(tokens * spec.topK)};
+    // The router makes its context current only around its own calls.
+    rt::ScopedContext scope(driver, router->context());
     driver.check(driver.memcpyDtoHAsync(result.ids.data(), out.topkIds,
                                         result.ids.size() * 4, nullptr),
                  "cuMemcpyDtoHAsync");
@@ -365,6 +368,20 @@ int run(const Options &options) {
                 ": the sample routes by top-k; this spec selects by hash "
                 "table (replay a hash layer by its token ids instead)");
   const int64_t k = spec->topK, t = options.tokens, l = options.layers;
+  // Host memory the stack needs (states, gates, the rollout's ids and
+  // weights, two layers of logits): refuse what would not fit rather than
+  // be killed half-way.
+  const double bytes =
+      4.0 * l * (t * options.hidden + options.hidden * spec->numExperts +
+                 2 * t * k) +
+      8.0 * t * spec->numExperts;
+  constexpr double kMaxBytes = 16.0 * (1ull << 30);
+  if (bytes > kMaxBytes)
+    return fail("--layers " + std::to_string(l) + " x --tokens " +
+                std::to_string(t) + " x --hidden " +
+                std::to_string(options.hidden) + " needs " +
+                std::to_string(static_cast<long long>(bytes / (1 << 20))) +
+                " MiB of host memory; the sample allows 16 GiB");
 
   std::printf("spec %s: E = %lld, k = %lld; %lld layers x %lld tokens, hidden "
               "%lld; backend %s; trainer's logit noise %.3g\n",
@@ -497,6 +514,16 @@ int main(int argc, char **argv) {
   try {
     return run(options);
   } catch (const rt::Error &e) {
+    // A compiler failure is ours (exit 1); the rest is the input's or the
+    // machine's (exit 2).
+    int code = fail(e.what());
+    return e.kind() == rt::Error::Kind::Compile ? 1 : code;
+  } catch (const std::bad_alloc &) {
+    return fail("out of memory for " + std::to_string(options.layers) +
+                " layers x " + std::to_string(options.tokens) +
+                " tokens x hidden " + std::to_string(options.hidden) +
+                " (use smaller sizes)");
+  } catch (const std::exception &e) {
     return fail(e.what());
   }
 }

@@ -138,8 +138,11 @@ int main(int argc, char **argv) {
       if (spec->scoreBias)
         inputs.bias = biasBuffer.get();
 
-      router->route(inputs, buffers, nullptr); // warm-up
-      router->checkErrors(nullptr);
+      // The calls with RouteBuffers record errors in the buffers' record.
+      rt::RouteOutputs out = router->route(inputs, buffers, nullptr); // warm-up
+      router->checkErrors(nullptr, out.error);
+      // The router makes its context current only around its own calls.
+      rt::ScopedContext scope(driver, router->context());
       auto start = std::chrono::steady_clock::now();
       for (int r = 0; r < reps; ++r)
         router->route(inputs, buffers, nullptr);
@@ -155,8 +158,13 @@ int main(int argc, char **argv) {
                   bytes / 1e6);
     }
   } catch (const rt::Error &e) {
-    std::printf("moegen-bench-gpu: no GPU run: %s\n", e.what());
-    return 0;
+    if (e.kind() == rt::Error::Kind::NoDriver ||
+        e.kind() == rt::Error::Kind::NoDevice) {
+      std::printf("moegen-bench-gpu: no GPU run: %s\n", e.what());
+      return 0;
+    }
+    std::fprintf(stderr, "moegen-bench-gpu: %s\n", e.what());
+    return 1;
   }
   return 0;
 }

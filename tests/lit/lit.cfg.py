@@ -26,6 +26,11 @@ config.substitutions.append(
 
 llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay"], [config.moegen_tools_dir])
 
+# `cuda-runtime`: moegen was built with the runtime's CUDA library (cuda.h
+# found), so `--backend cuda` exists at all.
+if config.moegen_have_cuda_runtime:
+    config.available_features.add("cuda-runtime")
+
 # `cuda-driver`: a CUDA driver and at least one device; tests that run
 # kernels on the GPU REQUIRE it, and their no-GPU counterparts are
 # UNSUPPORTED with it.

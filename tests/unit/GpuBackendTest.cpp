@@ -179,6 +179,8 @@ protected:
     }
     Outputs result;
     result.error = router.readError(nullptr, out.error);
+    // The router makes its context current only around its own calls.
+    rt::ScopedContext scope(router.driver(), router.context());
     auto download = [&](CUdeviceptr from, auto &to, size_t count) {
       to.resize(count);
       if (count)

@@ -19,6 +19,8 @@
 #include <fstream>
 #include <thread>
 
+#include <sys/stat.h>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -117,7 +119,14 @@ TEST(KernelJitTest, KeyCoversEverythingTheKernelsDependOn) {
   EXPECT_NE(inputs.compilerVersion.find(codegenFingerprint()),
             std::string::npos);
   EXPECT_EQ(std::string(codegenFingerprint()).size(), 16u);
-  EXPECT_NE(inputs.kernelConfigText.find("ptxas="), std::string::npos);
+  EXPECT_NE(inputs.kernelConfigText.find("ptxas=Build "), std::string::npos)
+      << inputs.kernelConfigText;
+  EXPECT_NE(inputs.kernelConfigText.find("libdevice="), std::string::npos);
+  EXPECT_EQ(inputs.kernelConfigText.find("libdevice=missing"),
+            std::string::npos)
+      << "the toolkit's libdevice was not found";
+  // Not the toolkit's path: one toolkit at two paths shares entries.
+  EXPECT_EQ(inputs.kernelConfigText.find("/bin/ptxas"), std::string::npos);
   EXPECT_EQ(inputs.specText, moegen::printRoutingSpec(spec));
 }
 
@@ -209,13 +218,25 @@ TEST(KernelJitTest, AlwaysCompileAndDumpDirCompileEveryTime) {
   EXPECT_TRUE(compileCached(spec, options).compiled);
   EXPECT_TRUE(compileCached(spec, options).compiled);
 
-  // A dump directory is filled only by a compile that runs.
+  // A dump directory makes the stages run (and be dumped), but a valid
+  // entry, which other processes may be loading, is not replaced.
   options.cache.alwaysCompile = false;
   rttest::TempDir dumps;
   options.compile.dumpDir = dumps.path();
+  moegen::rt::CacheEntry entry = compileCached(spec, options);
+  auto manifestInode = [&] {
+    struct stat info {};
+    ::stat((entry.directory + "/manifest.json").c_str(), &info);
+    return info.st_ino;
+  };
+  ino_t before = manifestInode();
   EXPECT_TRUE(compileCached(spec, options).compiled);
   EXPECT_TRUE(fs::is_regular_file(dumps / "07-kernels.ptx"));
   EXPECT_TRUE(fs::is_regular_file(dumps / "04-gpu.mlir"));
+  EXPECT_EQ(manifestInode(), before) << "the entry was replaced";
+  // A missing entry is published from the dumped compile.
+  fs::remove_all(entry.directory);
+  EXPECT_TRUE(compileCached(spec, options).compiled);
   // The dump directory is not part of the key.
   options.compile.dumpDir.clear();
   EXPECT_FALSE(compileCached(spec, options).compiled);

@@ -28,6 +28,7 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <regex>
@@ -87,8 +88,6 @@ std::string specHash(const RoutingSpec &spec) {
   return text;
 }
 
-namespace {
-
 std::string toolkitDirectory(const NvptxCompileOptions &options) {
   if (!options.toolkitPath.empty())
     return options.toolkitPath;
@@ -97,6 +96,8 @@ std::string toolkitDirectory(const NvptxCompileOptions &options) {
       return value;
   return "/usr/local/cuda";
 }
+
+namespace {
 
 /// LLVM 19 knows archs up to sm_90a; newer ones get sm_90 PTX, which ptxas
 /// compiles for them (PTX is forward compatible).
@@ -624,7 +625,7 @@ CompileStatus ptxasVersion(const NvptxCompileOptions &options,
   // The last line: "Build cuda_13.0.r13.0/compiler.36424714_0".
   llvm::StringRef lines = llvm::StringRef((*text)->getBuffer()).trim();
   auto [head, last] = lines.rsplit('\n');
-  version = ptxas + ": " + (last.empty() ? head : last).trim().str();
+  version = (last.empty() ? head : last).trim().str();
   return CompileStatus::Ok;
 }
 
@@ -635,7 +636,8 @@ bool writeKernelDirectory(const RoutingSpec &spec,
     error = dir + ": error: cannot create the output directory: " + ec.message();
     return false;
   }
-  static int counter = 0;
+  // Atomic: the JIT compiles from several threads at once.
+  static std::atomic<int> counter{0};
   std::string staging = dir + "/.moegen-compile-" + std::to_string(getpid()) +
                         "-" + std::to_string(counter++);
   if (std::error_code ec = llvm::sys::fs::create_directory(staging)) {

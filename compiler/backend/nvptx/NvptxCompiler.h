@@ -126,9 +126,13 @@ bool writeKernelDirectory(const RoutingSpec &spec,
                           const NvptxCompileResult &result,
                           const std::string &dir, std::string &error);
 
-/// Sets `version` to the ptxas compile() would run and its build
-/// ("<path>: Build cuda_13.0.r13.0/compiler.36424714_0"). BadInput when
-/// there is none (as compile() says), ToolFailed when it fails.
+/// The CUDA toolkit compile() uses: options.toolkitPath, else $CUDA_HOME,
+/// $CUDA_PATH, then /usr/local/cuda.
+std::string toolkitDirectory(const NvptxCompileOptions &options);
+
+/// Sets `version` to the build of the ptxas compile() would run ("Build
+/// cuda_13.0.r13.0/compiler.36424714_0"). BadInput when there is none (as
+/// compile() says), ToolFailed when it fails.
 CompileStatus ptxasVersion(const NvptxCompileOptions &options,
                            std::string &version, std::string &error);
 

@@ -674,6 +674,8 @@ std::string runOnCuda(const moegen::RoutingSpec &spec,
                moegen::formatFloatForMessage(call.bias[x]) + ": must be finite";
   if (!message.empty())
     return message;
+  // The router makes its context current only around its own calls.
+  rt::ScopedContext scope(driver, router->context());
   auto download = [&](CUdeviceptr from, void *to, size_t bytes) {
     if (to && bytes)
       driver.check(driver.memcpyDtoHAsync(to, from, bytes, nullptr),
@@ -706,7 +708,7 @@ struct CacheOptions {
 int runCacheDir() {
   try {
     llvm::outs() << moegen::rt::cacheDirectory() << "\n";
-  } catch (const moegen::rt::Error &e) {
+  } catch (const std::exception &e) {
     return reportUsage(e.what());
   }
   return kExitOk;
@@ -730,7 +732,7 @@ int runCacheList() {
       }
       llvm::outs() << "\n";
     }
-  } catch (const moegen::rt::Error &e) {
+  } catch (const std::exception &e) {
     return reportUsage(e.what());
   }
   return kExitOk;
@@ -744,7 +746,7 @@ int runCacheClear() {
       removed += cache.remove(entry.key);
     llvm::outs() << "removed " << removed << (removed == 1 ? " entry" : " entries")
                  << " from " << cache.directory() << "\n";
-  } catch (const moegen::rt::Error &e) {
+  } catch (const std::exception &e) {
     return reportUsage(e.what());
   }
   return kExitOk;
@@ -786,6 +788,8 @@ int runCacheWarm(const CacheOptions &options) {
                      << ": internal error: " << e.what()
                      << "\nrepro: " << options.commandLine << "\n";
         return kExitInternal;
+      } catch (const std::exception &e) {
+        return reportUsage(e.what());
       }
     }
   }
@@ -970,6 +974,9 @@ int runRun(const RunOptions &options) {
                    << (options.dumpDir.empty() ? " --dump-ir DIR" : "")
                    << "\n";
       return kExitInternal;
+    } catch (const std::exception &e) {
+      // A file system error or an allocation failure: still one line.
+      return reportUsage(std::string("--backend cuda: ") + e.what());
     }
 #else
     return reportUsage("--backend cuda: this moegen was built without the "
@@ -1147,6 +1154,26 @@ int main(int argc, char **argv) {
     if (!known) {
       llvm::errs() << "moegen: error: unknown command '" << argv[1]
                    << "' (commands: " << commands << "; run 'moegen --help')\n";
+      return kExitBadInput;
+    }
+  }
+
+  // Likewise for the cache commands, and name them when none is given.
+  if (argc > 1 && std::string_view(argv[1]) == "cache" &&
+      (argc == 2 || argv[2][0] != '-')) {
+    std::string commands;
+    bool known = false;
+    for (const CLI::App *sub : cacheCmd->get_subcommands({})) {
+      known |= argc > 2 && sub->get_name() == argv[2];
+      commands += (commands.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      llvm::errs() << "moegen: error: "
+                   << (argc == 2 ? std::string("moegen cache needs a command")
+                                 : "unknown cache command '" +
+                                       std::string(argv[2]) + "'")
+                   << " (commands: " << commands
+                   << "; run 'moegen cache --help')\n";
       return kExitBadInput;
     }
   }
