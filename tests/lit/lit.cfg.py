@@ -18,13 +18,18 @@ llvm_config.with_environment("PATH", config.moegen_tools_dir, append_path=True)
 
 config.substitutions.append(("%templates", os.path.join(config.moegen_src_root, "templates")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+config.substitutions.append(("%bindir", config.moegen_tools_dir))
+# The runtime tests' stand-in libcuda (tests/unit/RuntimeFakeCuda.cpp).
+config.substitutions.append(
+    ("%fakecuda", os.path.join(config.moegen_obj_root, "tests", "unit",
+                               "fake-cuda", "libmoegen-fake-cuda.so")))
 # `%expect-exit N cmd...` runs cmd and fails unless it exits with exactly N.
 config.substitutions.append(
     ("%expect-exit",
      "%s %s" % (config.python_executable,
                 os.path.join(config.test_source_root, "expect_exit.py"))))
 
-llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay"], [config.moegen_tools_dir])
+llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-gpu-check"], [config.moegen_tools_dir])
 
 # `cuda-runtime`: moegen was built with the runtime's CUDA library (cuda.h
 # found), so `--backend cuda` exists at all.

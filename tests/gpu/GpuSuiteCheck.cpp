@@ -1,0 +1,374 @@
+//===- GpuSuiteCheck.cpp - GPU tests that need only the runtime -----------===//
+//
+// moegen-gpu-check: runs a suite written by tests/gpu/make_gpu_suite.py on
+// the GPU and compares every output with the CPU backend's. It links the
+// runtime alone (no LLVM, no MLIR), so it runs on GPU machines that have
+// no compiler: build and make the suite where the compiler is, carry the
+// binary and the suite, run it there.
+//
+//   moegen-gpu-check SUITE             check every case, exit 1 on a mismatch
+//   moegen-gpu-check --bench KERNELS [--tokens 8192,65536] [--reps 200]
+//                                      time route (+ dispatch) of a kernel
+//                                      directory on random logits
+//
+// Comparison (as GpuBackendTest): ids equal but for at most 0.1% + 1 slots
+// (fp32 near-ties: the backends sum in different orders); weights within
+// 1e-5 relative where the ids agree; dispatch metadata and the capture
+// equal whenever all ids are; invalid forced ids give the CPU's message.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/Error.h"
+#include "runtime/cuda/CudaDriver.h"
+#include "runtime/cuda/CudaRouter.h"
+#include "runtime/npy/Npy.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace rt = moegen::rt;
+namespace npy = moegen::npy;
+
+[[noreturn]] void fatal(const std::string &message) {
+  throw rt::Error(rt::Error::Kind::Io, message);
+}
+
+npy::Array readArray(const fs::path &path) {
+  std::string error;
+  std::optional<npy::Array> array = npy::readNpy(path.string(), error);
+  if (!array)
+    fatal(error);
+  return std::move(*array);
+}
+
+template <typename T> std::vector<T> values(const npy::Array &array) {
+  std::vector<T> out(array.data.size() / sizeof(T));
+  std::memcpy(out.data(), array.data.data(), out.size() * sizeof(T));
+  return out;
+}
+
+std::map<std::string, std::string> readCase(const fs::path &file) {
+  std::ifstream in(file);
+  if (!in)
+    fatal(file.string() + ": cannot read");
+  std::map<std::string, std::string> facts;
+  for (std::string line; std::getline(in, line);) {
+    size_t space = line.find(' ');
+    if (space != std::string::npos)
+      facts[line.substr(0, space)] = line.substr(space + 1);
+  }
+  return facts;
+}
+
+/// Device copies of a case's inputs, kept alive for the calls.
+class Uploads {
+public:
+  explicit Uploads(const rt::CudaRouter &router) : router(router) {}
+  CUdeviceptr add(const void *data, size_t bytes) {
+    buffers.push_back(router.allocate(std::max<size_t>(bytes, 8)));
+    if (data && bytes)
+      buffers.back().upload(data, bytes, nullptr);
+    return buffers.back().get();
+  }
+  CUdeviceptr add(const npy::Array &array) {
+    return add(array.data.data(), array.data.size());
+  }
+
+private:
+  const rt::CudaRouter &router;
+  std::vector<rt::DeviceBuffer> buffers;
+};
+
+struct Result {
+  std::vector<int32_t> ids, counts, offsets, slots, positions;
+  std::vector<float> weights;
+  std::vector<std::byte> capture;
+};
+
+template <typename T>
+std::vector<T> download(const rt::CudaRouter &router, CUdeviceptr from,
+                        size_t count) {
+  std::vector<T> out(count);
+  if (count) {
+    rt::ScopedContext scope(router.driver(), router.context());
+    router.driver().check(router.driver().memcpyDtoHAsync(
+                              out.data(), from, count * sizeof(T), nullptr),
+                          "cuMemcpyDtoHAsync");
+    router.driver().check(router.driver().streamSynchronize(nullptr),
+                          "cuStreamSynchronize");
+  }
+  return out;
+}
+
+/// Compares one call with the CPU backend's outputs in `expected`; returns
+/// the problems, one per line, or "".
+std::string compare(const Result &gpu, const fs::path &expected, int64_t k) {
+  std::ostringstream problems;
+  std::vector<int32_t> ids = values<int32_t>(readArray(expected / "topk_ids.npy"));
+  std::vector<float> weights =
+      values<float>(readArray(expected / "topk_weights.npy"));
+  size_t differing = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (gpu.ids[i] != ids[i]) {
+      ++differing;
+      continue;
+    }
+    float tolerance = 1e-5f * std::max(1.0f, std::fabs(weights[i]));
+    if (!(std::fabs(gpu.weights[i] - weights[i]) <= tolerance)) {
+      problems << "weight of slot " << i << " (token " << i / k << "): GPU "
+               << gpu.weights[i] << ", CPU " << weights[i] << "\n";
+      break;
+    }
+  }
+  if (differing > ids.size() / 1000 + 1)
+    problems << differing << " of " << ids.size()
+             << " ids differ from the CPU's (more than near-ties explain)\n";
+  if (differing == 0 && fs::exists(expected / "expert_counts.npy")) {
+    auto same = [&](const std::vector<int32_t> &got, const char *file) {
+      if (got != values<int32_t>(readArray(expected / file)))
+        problems << file << " differs from the CPU's\n";
+    };
+    same(gpu.counts, "expert_counts.npy");
+    same(gpu.offsets, "expert_offsets.npy");
+    same(gpu.slots, "sorted_slots.npy");
+    same(gpu.positions, "slot_positions.npy");
+  }
+  if (differing == 0 && fs::exists(expected / "capture.npy") &&
+      gpu.capture != readArray(expected / "capture.npy").data)
+    problems << "capture.npy differs from the CPU's\n";
+  return problems.str();
+}
+
+/// One call of `entry` ("route" or "replay") on the inputs in `dir`.
+Result runCall(const rt::CudaRouter &router,
+               const std::map<std::string, std::string> &facts,
+               const fs::path &dir, const std::string &entry,
+               const std::string &forcedFile, std::string &error) {
+  const rt::Manifest &manifest = router.manifest();
+  const int64_t e = manifest.numExperts, k = manifest.topK;
+  Uploads uploads(router);
+  npy::Array logits = readArray(dir / "logits.npy");
+  const int64_t t = logits.shape.at(0);
+  rt::RouteInputs in;
+  in.numTokens = t;
+  in.logits = uploads.add(logits);
+  npy::Array capture;
+  if (entry == "replay") {
+    in.forcedIds = uploads.add(readArray(dir / forcedFile));
+  } else {
+    if (facts.at("score_bias") == "true")
+      in.bias = uploads.add(readArray(dir / "bias.npy"));
+    if (facts.at("selection") == "hash") {
+      npy::Array table = readArray(dir / "hash_table.npy");
+      in.tokenIds = uploads.add(readArray(dir / "token_ids.npy"));
+      in.hashTable = uploads.add(table);
+      in.hashVocab = table.shape.at(0);
+    }
+    if (facts.at("capture") == "true") {
+      capture = readArray(dir / "capture.npy");
+      in.capture = uploads.add(capture);
+      in.captureLayers = capture.shape.at(1);
+      in.captureLayer = 0;
+    }
+  }
+  rt::RouteOutputs out;
+  out.topkIds = uploads.add(nullptr, t * k * 4);
+  out.topkWeights = uploads.add(nullptr, t * k * 4);
+  const bool dispatch = entry == "route" && facts.at("dispatch") == "true";
+  if (dispatch) {
+    out.expertCounts = uploads.add(nullptr, e * 4);
+    out.expertOffsets = uploads.add(nullptr, (e + 1) * 4);
+    out.sortedSlots = uploads.add(nullptr, t * k * 4);
+    out.slotPositions = uploads.add(nullptr, t * k * 4);
+  }
+  out.error = uploads.add(nullptr, 6 * 8);
+  if (entry == "replay")
+    router.replay(in, out, nullptr);
+  else if (facts.at("selection") == "hash")
+    router.routeHash(in, out, nullptr);
+  else
+    router.route(in, out, nullptr);
+  error = router.readError(nullptr, out.error);
+  Result result;
+  if (!error.empty())
+    return result;
+  result.ids = download<int32_t>(router, out.topkIds, t * k);
+  result.weights = download<float>(router, out.topkWeights, t * k);
+  if (dispatch) {
+    result.counts = download<int32_t>(router, out.expertCounts, e);
+    result.offsets = download<int32_t>(router, out.expertOffsets, e + 1);
+    result.slots = download<int32_t>(router, out.sortedSlots, t * k);
+    result.positions = download<int32_t>(router, out.slotPositions, t * k);
+  }
+  if (in.capture)
+    result.capture = download<std::byte>(router, in.capture, capture.data.size());
+  return result;
+}
+
+int checkSuite(const fs::path &suite) {
+  std::ifstream list(suite / "cases.txt");
+  if (!list)
+    fatal((suite / "cases.txt").string() +
+          ": cannot read (make the suite with tests/gpu/make_gpu_suite.py)");
+  const rt::CudaDriver &driver = rt::CudaDriver::get();
+  std::printf("moegen-gpu-check: %s, CUDA driver %d\n", suite.c_str(),
+              driver.version());
+  int failed = 0, calls = 0;
+  for (std::string name; std::getline(list, name);) {
+    if (name.empty())
+      continue;
+    const fs::path dir = suite / name;
+    std::map<std::string, std::string> facts = readCase(dir / "case.txt");
+    std::unique_ptr<rt::CudaRouter> router =
+        rt::CudaRouter::load((dir / "kernels").string());
+    const int64_t k = router->manifest().topK;
+    std::string problems;
+    std::istringstream tokens(facts.at("tokens"));
+    for (std::string t; tokens >> t;) {
+      const fs::path inputs = dir / ("t" + t);
+      auto check = [&](const std::string &entry, const std::string &forced,
+                       const std::string &expected) {
+        ++calls;
+        std::string error;
+        Result result = runCall(*router, facts, inputs, entry, forced, error);
+        if (!error.empty()) {
+          problems += "T=" + t + " " + entry + ": kernel error: " + error + "\n";
+          return;
+        }
+        std::string found = compare(result, inputs / expected, k);
+        if (!found.empty())
+          problems += "T=" + t + " " + entry + ": " + found;
+      };
+      check("route", "", "route");
+      if (facts.at("replay") == "true") {
+        check("replay", "forced_ids.npy", "replay");
+        ++calls;
+        std::string error;
+        runCall(*router, facts, inputs, "replay", "bad_forced_ids.npy", error);
+        std::ifstream want(inputs / "bad_replay.txt");
+        std::string expected;
+        std::getline(want, expected);
+        if (error != expected)
+          problems += "T=" + t + " invalid forced ids: GPU says '" + error +
+                      "', CPU says '" + expected + "'\n";
+      }
+    }
+    std::printf("%-4s %s (%s, %s)\n", problems.empty() ? "ok" : "FAIL",
+                name.c_str(), router->manifest().archText.c_str(),
+                router->loadedBinaryKind());
+    if (!problems.empty()) {
+      std::printf("%s", problems.c_str());
+      ++failed;
+    }
+  }
+  std::printf("moegen-gpu-check: %d calls, %d case(s) failed\n", calls, failed);
+  return failed ? 1 : 0;
+}
+
+int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
+          int reps) {
+  std::unique_ptr<rt::CudaRouter> router = rt::CudaRouter::load(kernels.string());
+  const rt::Manifest &manifest = router->manifest();
+  const int64_t e = manifest.numExperts, k = manifest.topK;
+  const rt::Kernel *route = manifest.find(rt::EntryKind::Route);
+  if (!route || manifest.logitsDType != rt::DType::F32) {
+    std::fprintf(stderr, "moegen-gpu-check --bench: %s needs a route kernel "
+                         "and f32 logits\n", kernels.c_str());
+    return 2;
+  }
+  const bool bias = route->findParam("bias") >= 0;
+  const bool capture = route->findParam("capture") >= 0;
+  const bool dispatch = manifest.find(rt::EntryKind::Dispatch) != nullptr;
+  std::printf("%s: %s, E = %lld, k = %lld, %s\n", kernels.c_str(),
+              manifest.specName.c_str(), static_cast<long long>(e),
+              static_cast<long long>(k), dispatch ? "route + dispatch" : "route");
+  for (int64_t t : tokenCounts) {
+    std::mt19937 rng(42);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<float> logits(t * e), biasValues(e);
+    for (float &x : logits)
+      x = normal(rng);
+    for (float &b : biasValues)
+      b = 0.1f * normal(rng);
+    Uploads uploads(*router);
+    rt::RouteInputs in;
+    in.numTokens = t;
+    in.logits = uploads.add(logits.data(), logits.size() * 4);
+    if (bias)
+      in.bias = uploads.add(biasValues.data(), biasValues.size() * 4);
+    if (capture) {
+      in.capture = uploads.add(nullptr, t * k * 4);
+      in.captureLayers = 1;
+    }
+    rt::RouteBuffers buffers = router->allocateBuffers(t, dispatch);
+    rt::RouteOutputs out = router->route(in, buffers, nullptr); // warm-up
+    router->checkErrors(nullptr, out.error);
+    rt::ScopedContext scope(router->driver(), router->context());
+    auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r)
+      router->route(in, buffers, nullptr);
+    router->driver().check(router->driver().streamSynchronize(nullptr),
+                           "cuStreamSynchronize");
+    double seconds = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now() - start)
+                         .count() /
+                     reps;
+    double bytes = t * e * 4.0 + t * k * 8.0;
+    if (dispatch)
+      bytes += (2 * e + 1) * 4.0 + t * k * 8.0;
+    std::printf("T=%lld: %.2f us/call (mean of %d back to back), %.1f GB/s "
+                "of %.2f MB moved\n",
+                static_cast<long long>(t), seconds * 1e6, reps,
+                bytes / seconds / 1e9, bytes / 1e6);
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.size() == 1 && args[0][0] != '-')
+      return checkSuite(args[0]);
+    if (args.size() >= 2 && args[0] == "--bench") {
+      std::vector<int64_t> tokens{8192, 65536};
+      int reps = 200;
+      for (size_t i = 2; i + 1 < args.size(); i += 2) {
+        if (args[i] == "--tokens") {
+          tokens.clear();
+          std::istringstream list(args[i + 1]);
+          for (std::string item; std::getline(list, item, ',');)
+            tokens.push_back(std::stoll(item));
+        } else if (args[i] == "--reps") {
+          reps = std::max(1, std::stoi(args[i + 1]));
+        } else {
+          args.clear();
+        }
+      }
+      if (!args.empty() && args.size() % 2 == 0)
+        return bench(args[1], tokens, reps);
+    }
+    std::fprintf(stderr,
+                 "usage: moegen-gpu-check SUITE\n"
+                 "       moegen-gpu-check --bench KERNELS [--tokens T,T...] "
+                 "[--reps N]\n");
+    return 2;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "moegen-gpu-check: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Build a GPU test suite that runs without the compiler.
+
+    make_gpu_suite.py --bin BUILD/bin --out SUITE [--arch sm_90]
+                      [--random N] [--seed S] [--no-templates]
+
+The machines with a GPU have no LLVM or MLIR, so nothing linked to the
+compiler runs there. This script, run where the compiler is, writes for
+every template and N seeded random specs (tests/lit/CLI/Inputs/
+random_specs.py):
+
+    SUITE/<case>/case.txt        the spec's facts the checker needs
+    SUITE/<case>/spec.yaml
+    SUITE/<case>/kernels/        moegen compile --emit=cubin --arch ARCH
+    SUITE/<case>/t<T>/*.npy      inputs (logits, bias, token_ids, hash_table,
+                                 capture, forced_ids, bad_forced_ids)
+    SUITE/<case>/t<T>/route/     what moegen run --backend cpu wrote
+    SUITE/<case>/t<T>/replay/    the same for the forced ids
+    SUITE/<case>/t<T>/bad_replay.txt  its error line for invalid forced ids
+
+and moegen-gpu-check (runtime only) runs the kernels on the GPU and
+compares with the CPU backend's outputs. Needs no NumPy.
+"""
+import argparse
+import os
+import random
+import struct
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lit", "CLI", "Inputs"))
+import random_specs  # noqa: E402
+
+
+def write_npy(path, descr, shape, values):
+    fmt = {"<f4": "f", "<f2": "e", "<u2": "H", "<i2": "h", "<i4": "i"}[descr]
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (
+        descr, "".join("%d, " % d for d in shape) if len(shape) == 1
+        else ", ".join(str(d) for d in shape))
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)))
+        f.write(header.encode("latin-1"))
+        f.write(struct.pack("<%d%s" % (len(values), fmt), *values))
+
+
+def bf16_bits(value):
+    bits = struct.unpack("<I", struct.pack("<f", value))[0]
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def parse_spec(text):
+    facts = {"selection": "topk", "score_bias": "false", "replay": "false",
+             "dispatch": "false", "capture": "false", "logits_dtype": "f32"}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if ":" in line:
+            key, value = (part.strip() for part in line.split(":", 1))
+            facts[key] = value
+    return facts
+
+
+def run(command, **kwargs):
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    return result.returncode, result.stdout, result.stderr
+
+
+def distinct_ids(rng, experts, k):
+    return rng.sample(range(experts), k)
+
+
+def make_case(args, name, text, rng):
+    facts = parse_spec(text)
+    experts, k = int(facts["num_experts"]), int(facts["top_k"])
+    directory = os.path.join(args.out, name)
+    os.makedirs(directory)
+    spec_path = os.path.join(directory, "spec.yaml")
+    with open(spec_path, "w") as f:
+        f.write(text)
+    code, _, err = run([os.path.join(args.bin, "moegen"), "compile", spec_path,
+                        "--emit=cubin", "--arch", args.arch,
+                        "-o", os.path.join(directory, "kernels")])
+    if code != 0:
+        sys.exit("%s: moegen compile failed:\n%s" % (name, err))
+    # Sizes that keep the suite small enough to travel (64 MiB in all).
+    tokens = [1, 131 if experts <= 2048 else 64] + ([1024] if experts <= 256 else [])
+    with open(os.path.join(directory, "case.txt"), "w") as f:
+        f.write("name %s\nexperts %d\ntop_k %d\nlogits_dtype %s\n"
+                "selection %s\nscore_bias %s\nreplay %s\ndispatch %s\n"
+                "capture %s\ntokens %s\n" % (
+                    name, experts, k, facts["logits_dtype"],
+                    facts["selection"], facts["score_bias"], facts["replay"],
+                    facts["dispatch"], facts["capture"],
+                    " ".join(str(t) for t in tokens)))
+    for t in tokens:
+        inputs = os.path.join(directory, "t%d" % t)
+        os.makedirs(inputs)
+        logits = [rng.gauss(0.0, 2.0) for _ in range(t * experts)]
+        dtype = facts["logits_dtype"]
+        if dtype == "f32":
+            write_npy(os.path.join(inputs, "logits.npy"), "<f4", [t, experts], logits)
+        elif dtype == "f16":
+            write_npy(os.path.join(inputs, "logits.npy"), "<f2", [t, experts], logits)
+        else:
+            write_npy(os.path.join(inputs, "logits.npy"), "<u2", [t, experts],
+                      [bf16_bits(x) for x in logits])
+        route_inputs = ["logits"]
+        if facts["score_bias"] == "true":
+            write_npy(os.path.join(inputs, "bias.npy"), "<f4", [experts],
+                      [0.1 * rng.gauss(0.0, 2.0) for _ in range(experts)])
+            route_inputs.append("bias")
+        if facts["selection"] == "hash":
+            vocab = 97
+            write_npy(os.path.join(inputs, "token_ids.npy"), "<i4", [t],
+                      [rng.randrange(vocab) for _ in range(t)])
+            table = []
+            for _ in range(vocab):
+                table += distinct_ids(rng, experts, k)
+            write_npy(os.path.join(inputs, "hash_table.npy"), "<i4", [vocab, k], table)
+            route_inputs += ["token_ids", "hash_table"]
+        if facts["capture"] == "true":
+            write_npy(os.path.join(inputs, "capture.npy"),
+                      "<i2" if experts <= 32767 else "<i4", [t, 1, k], [0] * (t * k))
+            route_inputs.append("capture")
+
+        def moegen_run(names, out):
+            command = [os.path.join(args.bin, "moegen"), "run", spec_path,
+                       "--backend", "cpu", "--out", os.path.join(inputs, out)]
+            for input_name in names:
+                file = "forced_ids" if input_name == "bad_forced_ids" else input_name
+                command += ["--in", "%s=%s" % (file, os.path.join(inputs, input_name + ".npy"))]
+            return run(command)
+
+        code, _, err = moegen_run(route_inputs, "route")
+        if code != 0:
+            sys.exit("%s t%d: moegen run failed:\n%s" % (name, t, err))
+        if facts["replay"] == "true":
+            forced = []
+            for _ in range(t):
+                forced += distinct_ids(rng, experts, k)
+            write_npy(os.path.join(inputs, "forced_ids.npy"), "<i4", [t, k], forced)
+            code, _, err = moegen_run(["logits", "forced_ids"], "replay")
+            if code != 0:
+                sys.exit("%s t%d: moegen run (replay) failed:\n%s" % (name, t, err))
+            # Two invalid ids: the error names the first in token order.
+            bad = list(forced)
+            bad[(t - 1) * k + (k - 1)] = experts + 5
+            bad[(t // 2) * k] = -3
+            write_npy(os.path.join(inputs, "bad_forced_ids.npy"), "<i4", [t, k], bad)
+            code, _, err = moegen_run(["logits", "bad_forced_ids"], "bad_replay")
+            if code != 2:
+                sys.exit("%s t%d: bad forced ids were not refused" % (name, t))
+            # "FILE: error: MESSAGE": the checker compares the message.
+            with open(os.path.join(inputs, "bad_replay.txt"), "w") as f:
+                f.write(err.strip().split(": error: ", 1)[1] + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True, help="the build's bin/ (moegen)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--random", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument("--no-templates", action="store_true",
+                        help="random specs only (a quick suite for tests)")
+    args = parser.parse_args()
+    if os.path.exists(args.out):
+        sys.exit("%s exists: give a new directory" % args.out)
+    os.makedirs(args.out)
+    rng = random.Random(args.seed)
+    cases = []
+    templates = os.path.join(ROOT, "templates")
+    for file in sorted(os.listdir(templates)):
+        if file.endswith(".yaml") and not args.no_templates:
+            with open(os.path.join(templates, file)) as f:
+                cases.append((file[:-5], f.read()))
+    for index in range(args.random):
+        cases.append(("random-%d" % index, random_specs.spec(rng, index)))
+    for name, text in cases:
+        make_case(args, name, text, rng)
+    with open(os.path.join(args.out, "cases.txt"), "w") as f:
+        f.write("".join(name + "\n" for name, _ in cases))
+    print("%d cases for %s in %s" % (len(cases), args.arch, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool, carry ["gpu-carry"]) every GPU check
+# that needs no compiler, and leaves the logs in $OUT (or gpu-carry/logs):
+# the suite against the CPU backend's outputs, the runtime's GPU tests on
+# DeepSeek-V3's kernels, and the route (+ dispatch) benchmark.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${OUT:-gpu-carry/logs}"
+mkdir -p "$out"
+status=0
+{
+  date -u; echo "commit $(cat gpu-carry/commit)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
+    --format=csv
+} 2>&1 | tee "$out/device.txt"
+gpu-carry/moegen-gpu-check gpu-carry/suite 2>&1 | tee "$out/suite.txt" ||
+  status=1
+MOEGEN_TEST_KERNEL_DIR=gpu-carry/deepseek-v3 gpu-carry/MoEGenRuntimeTests \
+  --gtest_filter='RuntimeGpu*' 2>&1 | tee "$out/runtime-gpu.txt" || status=1
+for kernels in gpu-carry/deepseek-v3 gpu-carry/kimi-k2; do
+  gpu-carry/moegen-gpu-check --bench "$kernels" --tokens 1,64,8192,65536 \
+    --reps 200 2>&1 | tee -a "$out/bench.txt" || status=1
+done
+exit $status
