@@ -24,14 +24,23 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/backend/cpu/CpuRouter.h"
-#include "compiler/spec/SpecParser.h"
+#include "compiler/spec/RoutingSpec.h"
 #include "runtime/Error.h"
+#include "runtime/Manifest.h"
 #include "runtime/Recorder.h"
 #include "runtime/npy/HalfFloat.h"
 
+// The runtime-only build (moegen-sample-capture-replay-rt) links no LLVM or
+// MLIR, for GPU machines without the compiler: it runs a kernel directory
+// (--kernels) on the GPU and has neither the CPU backend nor the JIT.
+#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
+#include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/spec/SpecParser.h"
+#endif
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
+#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
 #include "compiler/jit/KernelJit.h"
+#endif
 #include "runtime/cuda/CudaRouter.h"
 #endif
 
@@ -56,8 +65,16 @@ namespace rt = moegen::rt;
 constexpr int kExitBadInput = 2;
 
 struct Options {
+#ifdef MOEGEN_SAMPLE_RUNTIME_ONLY
+  std::string specPath;
+  std::string backend = "cuda";
+#else
   std::string specPath = MOEGEN_SOURCE_DIR "/templates/deepseek-v3.yaml";
   std::string backend = "cpu";
+#endif
+  /// A `moegen compile --emit=cubin` directory to run instead of compiling
+  /// the spec (--backend cuda only).
+  std::string kernelsDir;
   int64_t layers = 6;
   int64_t tokens = 2048;
   int64_t hidden = 128;
@@ -181,6 +198,7 @@ public:
                         const std::vector<int32_t> &forcedIds) = 0;
 };
 
+#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
 class CpuBackend final : public Backend {
 public:
   explicit CpuBackend(const RoutingSpec &spec) : spec(spec) {
@@ -239,20 +257,31 @@ private:
   std::unique_ptr<moegen::cpu::CpuRouter> router;
 };
 
+#endif // MOEGEN_SAMPLE_RUNTIME_ONLY
+
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 /// The NVPTX kernels through the runtime, on the default stream of the
 /// router's context. Every tensor lives on the device; the capture buffer
 /// stays there across layers and comes back once, as an engine would do.
 class CudaBackend final : public Backend {
 public:
-  CudaBackend(const RoutingSpec &spec, int64_t tokens, int64_t layers)
+  CudaBackend(const RoutingSpec &spec, int64_t tokens, int64_t layers,
+              const std::string &kernelsDir)
       : spec(spec), driver(rt::CudaDriver::get()) {
-    rt::CacheEntry entry;
-    router = moegen::jit::loadRouter(spec, moegen::jit::JitOptions{},
-                                     rt::LoadOptions{}, &entry);
-    std::printf("kernels: %s (%s, %s)\n", entry.directory.c_str(),
-                router->manifest().archText.c_str(),
-                entry.compiled ? "compiled now" : "from the JIT cache");
+    std::string directory = kernelsDir, how = "loaded";
+#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
+    if (kernelsDir.empty()) {
+      rt::CacheEntry entry;
+      router = moegen::jit::loadRouter(spec, moegen::jit::JitOptions{},
+                                       rt::LoadOptions{}, &entry);
+      directory = entry.directory;
+      how = entry.compiled ? "compiled now" : "from the JIT cache";
+    }
+#endif
+    if (!router)
+      router = rt::CudaRouter::load(kernelsDir);
+    std::printf("kernels: %s (%s, %s)\n", directory.c_str(),
+                router->manifest().archText.c_str(), how.c_str());
     size_t logitBytes =
         spec.logitsDType == moegen::LogitsDType::F32 ? 4 : 2;
     logits = router->allocate(tokens * spec.numExperts * logitBytes);
@@ -347,6 +376,28 @@ double percent(int64_t part, int64_t whole) {
                : 100.0;
 }
 
+/// What the sample needs of the spec, read from a kernel directory's
+/// manifest (the entry points and their parameters say which options the
+/// spec has).
+RoutingSpec specOf(const rt::Manifest &manifest) {
+  RoutingSpec spec;
+  spec.name = manifest.specName;
+  spec.numExperts = manifest.numExperts;
+  spec.topK = manifest.topK;
+  spec.logitsDType = manifest.logitsDType == rt::DType::BF16
+                         ? moegen::LogitsDType::BF16
+                     : manifest.logitsDType == rt::DType::F16
+                         ? moegen::LogitsDType::F16
+                         : moegen::LogitsDType::F32;
+  const rt::Kernel *route = manifest.find(rt::EntryKind::Route);
+  spec.selection = route ? moegen::Selection::TopK : moegen::Selection::Hash;
+  spec.scoreBias = route && route->findParam("bias") >= 0;
+  spec.capture = manifest.captureDType.has_value();
+  spec.replay = manifest.find(rt::EntryKind::Replay) != nullptr;
+  spec.dispatch = manifest.find(rt::EntryKind::Dispatch) != nullptr;
+  return spec;
+}
+
 int fail(const std::string &message) {
   std::fprintf(stderr, "moegen-sample-capture-replay: error: %s\n",
                message.c_str());
@@ -354,17 +405,41 @@ int fail(const std::string &message) {
 }
 
 int run(const Options &options) {
+  if (!options.kernelsDir.empty() && options.backend != "cuda")
+    return fail("--kernels: only with --backend cuda");
+  std::optional<RoutingSpec> spec;
+  std::optional<rt::Manifest> manifest;
+  if (!options.kernelsDir.empty())
+    manifest = rt::loadManifest(options.kernelsDir);
+#ifdef MOEGEN_SAMPLE_RUNTIME_ONLY
+  if (!manifest)
+    return fail("--kernels DIR is required (a moegen compile --emit=cubin "
+                "directory): this build has no compiler");
+  spec = specOf(*manifest);
+  const std::string source = manifest->path;
+#else
   std::string error;
-  std::optional<RoutingSpec> spec =
-      moegen::parseRoutingSpecFile(options.specPath, error);
+  spec = moegen::parseRoutingSpecFile(options.specPath, error);
   if (!spec)
     return fail(error);
+  const std::string source = options.specPath;
+  if (manifest) {
+    RoutingSpec compiled = specOf(*manifest);
+    if (compiled.numExperts != spec->numExperts ||
+        compiled.topK != spec->topK ||
+        compiled.logitsDType != spec->logitsDType ||
+        compiled.scoreBias != spec->scoreBias)
+      return fail(manifest->path + ": the kernels are for spec '" +
+                  compiled.name + "', not for " + options.specPath +
+                  " (E, k, logits dtype or bias differ)");
+  }
+#endif
   if (!spec->capture || !spec->replay)
-    return fail(options.specPath +
+    return fail(source +
                 ": the sample needs a spec with capture: true and replay: "
                 "true (templates/deepseek-v3.yaml has both)");
   if (spec->selection != moegen::Selection::TopK)
-    return fail(options.specPath +
+    return fail(source +
                 ": the sample routes by top-k; this spec selects by hash "
                 "table (replay a hash layer by its token ids instead)");
   const int64_t k = spec->topK, t = options.tokens, l = options.layers;
@@ -392,10 +467,12 @@ int run(const Options &options) {
   std::fflush(stdout);
   std::unique_ptr<Backend> backend;
   if (options.backend == "cpu") {
+#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
     backend = std::make_unique<CpuBackend>(*spec);
+#endif
   } else {
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
-    backend = std::make_unique<CudaBackend>(*spec, t, l);
+    backend = std::make_unique<CudaBackend>(*spec, t, l, options.kernelsDir);
 #else
     return fail("--backend cuda: built without the CUDA runtime (cuda.h was "
                 "not found; set CUDA_HOME and rebuild)");
@@ -481,12 +558,25 @@ int main(int argc, char **argv) {
                "afresh and replay the capture under perturbed logits "
                "(training), and print per layer how many tokens' expert "
                "sets agree with the rollout."};
+#ifdef MOEGEN_SAMPLE_RUNTIME_ONLY
+  app.add_option("--backend", options.backend, "cuda (GPU 0)")
+      ->check(CLI::IsMember({"cuda"}))
+      ->capture_default_str();
+  app.add_option("--kernels", options.kernelsDir,
+                 "a moegen compile --emit=cubin directory of a spec with "
+                 "capture and replay")
+      ->required();
+#else
   app.add_option("--spec", options.specPath,
                  "routing spec with capture and replay")
       ->capture_default_str();
   app.add_option("--backend", options.backend, "cpu, or cuda (GPU 0)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  app.add_option("--kernels", options.kernelsDir,
+                 "with --backend cuda: run this moegen compile --emit=cubin "
+                 "directory (of the same spec) instead of the JIT's kernels");
+#endif
   app.add_option("--layers", options.layers, "MoE layers")
       ->check(CLI::Range(int64_t{1}, int64_t{1024}))
       ->capture_default_str();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what a GPU machine without LLVM/MLIR needs to run moegen's GPU
 # checks, in gpu-carry/ (ignored by git): the runtime-only checker and
-# runtime tests (stripped), the suite of kernels + inputs + CPU outputs, and
+# runtime tests and the runtime-only sample (stripped), the suite of kernels + inputs + CPU outputs, and
 # DeepSeek-V3's kernels for the runtime's GPU tests and the benchmark.
 # Then, with the device tool: carry ["gpu-carry"] and run
 # tests/gpu/run-on-device.sh (docs/development.md, "On a GPU machine").
@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 arch="${1:-sm_90}"
-cmake --build build --target moegen moegen-gpu-check MoEGenRuntimeTests
+cmake --build build --target moegen moegen-gpu-check MoEGenRuntimeTests \
+  moegen-sample-capture-replay-rt
 rm -rf gpu-carry && mkdir -p gpu-carry
 python3 tests/gpu/make_gpu_suite.py --bin build/bin --out gpu-carry/suite \
   --arch "$arch"
@@ -20,5 +21,7 @@ build/bin/moegen compile templates/kimi-k2.yaml --emit=cubin \
   --arch "$arch" -o gpu-carry/kimi-k2
 strip -o gpu-carry/moegen-gpu-check build/bin/moegen-gpu-check
 strip -o gpu-carry/MoEGenRuntimeTests build/tests/unit/MoEGenRuntimeTests
+strip -o gpu-carry/moegen-sample-capture-replay-rt \
+  build/bin/moegen-sample-capture-replay-rt
 git rev-parse HEAD > gpu-carry/commit
 du -sh gpu-carry

@@ -2,7 +2,8 @@
 # Runs on the GPU machine (device tool, carry ["gpu-carry"]) every GPU check
 # that needs no compiler, and leaves the logs in $OUT (or gpu-carry/logs):
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
-# DeepSeek-V3's kernels, and the route (+ dispatch) benchmark.
+# DeepSeek-V3's kernels, the route (+ dispatch) benchmark, and the
+# capture-then-replay sample over 58 DeepSeek-V3 layers.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-gpu-carry/logs}"
@@ -21,4 +22,6 @@ for kernels in gpu-carry/deepseek-v3 gpu-carry/kimi-k2; do
   gpu-carry/moegen-gpu-check --bench "$kernels" --tokens 1,64,8192,65536 \
     --reps 200 2>&1 | tee -a "$out/bench.txt" || status=1
 done
+gpu-carry/moegen-sample-capture-replay-rt --kernels gpu-carry/deepseek-v3 \
+  --tokens 8192 --layers 58 2>&1 | tee "$out/sample.txt" || status=1
 exit $status

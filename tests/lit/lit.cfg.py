@@ -29,7 +29,7 @@ config.substitutions.append(
      "%s %s" % (config.python_executable,
                 os.path.join(config.test_source_root, "expect_exit.py"))))
 
-llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-gpu-check"], [config.moegen_tools_dir])
+llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-sample-capture-replay-rt", "moegen-gpu-check"], [config.moegen_tools_dir])
 
 # `cuda-runtime`: moegen was built with the runtime's CUDA library (cuda.h
 # found), so `--backend cuda` exists at all.
