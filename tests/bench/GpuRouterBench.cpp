@@ -1,6 +1,7 @@
 //===- GpuRouterBench.cpp - Throughput of the NVPTX kernels ---------------===//
 //
-// moegen-bench-gpu: compiles a DeepSeek-V3-like router (E 256, k 8, sigmoid,
+// moegen-bench-gpu: JIT-compiles (or takes from the cache) a DeepSeek-V3-like
+// router (E 256, k 8, sigmoid,
 // bias, 8 groups keep 4, normalize, scale 2.5, f32 logits, dispatch) for the
 // device's arch, then times route + dispatch at T = 8192 and T = 65536.
 // Prints one line per case: microseconds per call (mean of --reps calls
@@ -14,18 +15,16 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/jit/KernelJit.h"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
 
-#include "llvm/Support/FileSystem.h"
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -80,41 +79,14 @@ int main(int argc, char **argv) {
 
   try {
     const rt::CudaDriver &driver = rt::CudaDriver::get();
+    // Compiled for GPU 0 through the JIT cache, as an engine would.
+    auto router = jit::loadRouter(*spec, jit::JitOptions{}, rt::LoadOptions{});
     CUdevice device;
     driver.check(driver.deviceGet(&device, 0), "cuDeviceGet");
-    int major = 0, minor = 0;
-    driver.check(driver.deviceGetAttribute(
-                     &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
-                 "attribute");
-    driver.check(driver.deviceGetAttribute(
-                     &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
-                 "attribute");
     char name[256] = {};
     driver.deviceGetName(name, sizeof(name), device);
-
-    nvptx::NvptxCompileOptions options;
-    options.arch = nvptx::archForComputeCapability(major, minor);
-    if (options.arch.empty()) {
-      std::fprintf(stderr, "compute capability %d.%d: moegen needs 8.0 or newer\n",
-                   major, minor);
-      return 1;
-    }
-    nvptx::NvptxCompileResult result;
-    if (nvptx::compile(*spec, options, nvptx::Stage::Cubin, result, error) !=
-        nvptx::CompileStatus::Ok) {
-      std::fprintf(stderr, "compile failed: %s\n", error.c_str());
-      return 1;
-    }
-    llvm::SmallString<128> dir;
-    llvm::sys::fs::createUniqueDirectory("moegen-bench", dir);
-    if (!nvptx::writeKernelDirectory(*spec, result, std::string(dir), error)) {
-      std::fprintf(stderr, "%s\n", error.c_str());
-      return 1;
-    }
-    auto router = rt::CudaRouter::load(std::string(dir));
-    std::filesystem::remove_all(std::string(dir));
     std::printf("device: %s (%s), spec %s: E %lld, k %lld, reps %d\n", name,
-                options.arch.c_str(), spec->name.c_str(),
+                router->manifest().archText.c_str(), spec->name.c_str(),
                 static_cast<long long>(spec->numExperts),
                 static_cast<long long>(spec->topK), reps);
 
