@@ -55,7 +55,7 @@ struct JitOptions {
 /// The fingerprint of the code generator this binary was built from: 16
 /// hex digits of SHA-256 over the sources of dialects/, compiler/spec/,
 /// compiler/backend/nvptx/, compiler/Registration.cpp and
-/// runtime/KernelError.h, and the LLVM version, computed at build time
+/// abi/KernelError.h, and the LLVM version, computed at build time
 /// (compiler/jit/CMakeLists.txt).
 const char *codegenFingerprint();
 

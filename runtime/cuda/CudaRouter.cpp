@@ -10,7 +10,7 @@
 
 #include "runtime/cuda/CudaRouter.h"
 #include "runtime/Error.h"
-#include "runtime/KernelError.h"
+#include "abi/KernelError.h"
 
 #include <array>
 #include <cstring>

@@ -16,7 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
-#include "runtime/KernelError.h"
+#include "abi/KernelError.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
 #include "tests/unit/RuntimeFakeCuda.h"

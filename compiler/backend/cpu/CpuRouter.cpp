@@ -5,7 +5,10 @@
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuPipeline.h"
 #include "compiler/spec/SpecToMoE.h"
-#include "runtime/KernelError.h"
+#include "dialects/moe/IR/MoEAttrs.h"
+
+#include "abi/KernelAbi.h"
+#include "abi/KernelError.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
@@ -26,7 +29,8 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <array>
-#include <deque>
+#include <map>
+#include <algorithm>
 #include <functional>
 #include <cmath>
 #include <cstring>
@@ -38,29 +42,73 @@ namespace moegen::cpu {
 namespace {
 
 /// A strided memref descriptor as MLIR's C interface passes it (by
-/// pointer), for any element type: MLIR's StridedMemRefType<T, N> without T.
-template <int Rank>
+/// pointer), for any element type and rank up to 3: {allocated, aligned,
+/// offset, sizes[rank], strides[rank]}, every field 8 bytes.
 struct Descriptor {
-  void *allocated = nullptr;
-  void *aligned = nullptr;
-  int64_t offset = 0;
-  int64_t sizes[Rank] = {};
-  int64_t strides[Rank] = {};
+  static constexpr int kMaxRank = 3;
+  std::array<int64_t, 3 + 2 * kMaxRank> words{};
 
   Descriptor() = default;
-  /// A dense row-major view of `data`.
-  Descriptor(const void *data, std::array<int64_t, Rank> shape) {
-    allocated = aligned = const_cast<void *>(data);
+  /// A dense row-major view of `data` with `shape`.
+  Descriptor(const void *data, const std::vector<int64_t> &shape) {
+    const auto rank = shape.size();
+    const auto address =
+        static_cast<int64_t>(reinterpret_cast<uintptr_t>(data));
+    words[0] = words[1] = address;
     int64_t stride = 1;
-    for (int d = Rank - 1; d >= 0; --d) {
-      sizes[d] = shape[d];
-      strides[d] = stride;
+    for (size_t d = rank; d-- > 0;) {
+      words[3 + d] = shape[d];
+      words[3 + rank + d] = stride;
       stride *= shape[d];
     }
   }
 };
 
-using KernelFn = void (*)(void **);
+/// One argument of a host kernel as convert-moe-to-loops stamped it.
+struct KernelArg {
+  std::string name;
+  moegen::abi::ArgRole role = moegen::abi::ArgRole::Tensor;
+  /// Extents, or a symbol (T, V, L, T*k) for dynamic dimensions.
+  std::vector<moegen::abi::Dim> shape;
+};
+
+/// A compiled kernel and its arguments in call order.
+struct HostKernel {
+  moegen::abi::EntryKind entry = moegen::abi::EntryKind::Route;
+  void (*fn)(void **) = nullptr;
+  std::vector<KernelArg> args;
+
+  bool takes(std::string_view name) const {
+    return std::any_of(args.begin(), args.end(),
+                       [&](const KernelArg &arg) { return arg.name == name; });
+  }
+};
+
+/// The caller's buffers for one call, by ABI name, and the run-time sizes
+/// the shapes' symbols stand for.
+struct Bindings {
+  std::map<std::string, const void *, std::less<>> tensors;
+  int64_t tokens = 0, hashRows = 0, layers = 0, topK = 0;
+  int64_t layer = 0;
+
+  int64_t resolve(const moegen::abi::Dim &dim) const {
+    using Symbol = moegen::abi::Dim::Symbol;
+    switch (dim.symbol) {
+    case Symbol::None:
+      return dim.extent;
+    case Symbol::T:
+      return tokens;
+    case Symbol::V:
+      return hashRows;
+    case Symbol::L:
+      return layers;
+    case Symbol::TK:
+      return tokens * topK;
+    }
+    return 0;
+  }
+};
+
 using ErrorRecord = std::array<int64_t, kKernelErrorWords>;
 
 std::once_flag nativeTargetOnce;
@@ -109,16 +157,16 @@ struct CpuRouter::Impl {
   int64_t tokensPerTask = 1;
   mlir::MLIRContext context;
   std::unique_ptr<mlir::ExecutionEngine> engine;
-  KernelFn route = nullptr; // route or route_hash
-  KernelFn replay = nullptr;
-  KernelFn dispatch = nullptr;
+  HostKernel route; // route or route_hash
+  HostKernel replay;
+  HostKernel dispatch;
   std::unique_ptr<llvm::StdThreadPool> pool;
 
   std::string compile(const CpuCompileOptions &options);
   void readChosenConfig(mlir::ModuleOp module);
-  std::string runRowKernel(KernelFn kernel, int64_t numTokens,
-                           std::vector<void *> &args,
-                           const std::string &biasError);
+  std::string readSignatures(mlir::ModuleOp module);
+  std::string runKernel(const HostKernel &kernel, const Bindings &bindings,
+                        const std::string &biasError);
   std::string run(const RouterCall &call);
 };
 
@@ -185,6 +233,9 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
       return error;
     if (&stage == &stages[0])
       readChosenConfig(*module);
+    if (&stage == &stages[1])
+      if (std::string error = readSignatures(*module); !error.empty())
+        return error;
   }
 
   initializeNativeTarget();
@@ -220,23 +271,19 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
     return symbols;
   });
 
-  auto lookup = [&](const char *name, KernelFn &fn) -> std::string {
-    auto found = engine->lookupPacked(std::string("_mlir_ciface_") + name);
+  for (HostKernel *kernel : {&route, &replay, &dispatch}) {
+    if (kernel->args.empty())
+      continue;
+    std::string name(moegen::abi::toString(kernel->entry));
+    auto found = engine->lookupPacked("_mlir_ciface_" + name);
     if (!found)
-      return "internal compiler error: no kernel '" + std::string(name) +
+      return "internal compiler error: no kernel '" + name +
              "': " + llvm::toString(found.takeError());
-    fn = *found;
-    return {};
-  };
-  std::string error = lookup(
-      spec.selection == Selection::Hash ? entry::kRouteHash : entry::kRoute,
-      route);
-  if (error.empty() && spec.replay)
-    error = lookup(entry::kReplay, replay);
-  if (error.empty() && spec.dispatch)
-    error = lookup(entry::kDispatch, dispatch);
-  if (!error.empty())
-    return error;
+    kernel->fn = *found;
+  }
+  if (!route.fn || (spec.replay && !replay.fn) ||
+      (spec.dispatch && !dispatch.fn))
+    return "internal compiler error: the CPU pipeline lost an entry point";
 
   unsigned threads = options.threads;
   pool = std::make_unique<llvm::StdThreadPool>(
@@ -249,38 +296,116 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
 /// be built.
 void CpuRouter::Impl::readChosenConfig(mlir::ModuleOp module) {
   for (auto func : module.getOps<mlir::func::FuncOp>()) {
-    auto config =
-        func->getAttrOfType<mlir::DictionaryAttr>(mlir::moe::kKernelConfigAttrName);
+    mlir::moe::KernelConfigAttr config = mlir::moe::getKernelConfig(func);
     if (!config || func.getName() == entry::kDispatch)
       continue;
-    vectorWidth = config.getAs<mlir::IntegerAttr>("vector_width").getInt();
-    tokensPerTask = std::max<int64_t>(
-        1, config.getAs<mlir::IntegerAttr>("tokens_per_task").getInt());
+    vectorWidth = config.getVectorWidth();
+    tokensPerTask = std::max<int64_t>(1, config.getTokensPerTask());
   }
 }
 
-/// Runs a row kernel over [0, numTokens) in tasks of tokensPerTask tokens.
-/// `args` holds the kernel's packed arguments up to (excluding) the error
-/// record, t0 and t1, which each task appends for itself.
+/// Each kernel's arguments as convert-moe-to-loops stamped them: the
+/// bindings by name that run() fills.
+std::string CpuRouter::Impl::readSignatures(mlir::ModuleOp module) {
+  using namespace moegen::abi;
+  for (auto func : module.getOps<mlir::func::FuncOp>()) {
+    auto entryName =
+        func->getAttrOfType<mlir::StringAttr>(mlir::moe::kEntryAttrName);
+    std::optional<EntryKind> kind =
+        entryName ? parseEntryKind(entryName.getValue().str()) : std::nullopt;
+    if (!kind)
+      continue;
+    HostKernel &kernel = *kind == EntryKind::Replay     ? replay
+                         : *kind == EntryKind::Dispatch ? dispatch
+                                                        : route;
+    kernel.entry = *kind;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      auto stamp = func.getArgAttrOfType<mlir::moe::KernelArgAttr>(
+          i, mlir::moe::kKernelArgAttrName);
+      if (!stamp)
+        return "internal compiler error: argument #" + std::to_string(i) +
+               " of kernel '" + func.getName().str() + "' has no ABI stamp";
+      KernelArg arg{stamp.getName().str(), static_cast<ArgRole>(stamp.getRole()),
+                    {}};
+      for (mlir::Attribute dim : stamp.getShape())
+        arg.shape.push_back(mlir::moe::toAbiDim(dim));
+      // The host hands over int32 ids and the spec's float types; an IR
+      // that asks for anything else cannot be bound.
+      const ArgSpec *want = findArg(*kind, arg.name);
+      std::optional<DType> dtype = mlir::moe::toAbiDType(stamp.getDtype());
+      if (!want || !dtype ||
+          (want->dtypeRule == DTypeRule::Fixed && *dtype != want->dtype))
+        return "internal compiler error: kernel '" + func.getName().str() +
+               "' takes '" + arg.name + "' as " +
+               (dtype ? std::string(toString(*dtype)) : "an unknown type") +
+               ", which the host cannot bind";
+      kernel.args.push_back(std::move(arg));
+    }
+  }
+  return {};
+}
+
+/// Calls `kernel` with the caller's buffers bound to its arguments by name.
+/// A row kernel runs over [0, tokens) in tasks of tokensPerTask tokens, each
+/// with its own token range and error record; dispatch runs once.
 /// `biasError` is the host's verdict on the bias, reported in its place in
 /// the order of semantics.md §2 (after logits, before everything else).
-std::string CpuRouter::Impl::runRowKernel(KernelFn kernel, int64_t numTokens,
-                                          std::vector<void *> &args,
-                                          const std::string &biasError) {
-  const int64_t numTasks = (numTokens + tokensPerTask - 1) / tokensPerTask;
+std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
+                                       const Bindings &bindings,
+                                       const std::string &biasError) {
+  using moegen::abi::ArgRole;
+  const bool rowKernel = kernel.entry != moegen::abi::EntryKind::Dispatch;
+  const int64_t numTokens = bindings.tokens;
+  const int64_t numTasks =
+      rowKernel ? (numTokens + tokensPerTask - 1) / tokensPerTask : 1;
   std::vector<ErrorRecord> records(static_cast<size_t>(numTasks),
                                    ErrorRecord{});
+
+  // What every task shares: descriptors of the tensors, and the layer.
+  std::vector<Descriptor> descriptors(kernel.args.size());
+  std::vector<void *> shared(kernel.args.size(), nullptr);
+  for (size_t i = 0; i < kernel.args.size(); ++i) {
+    const KernelArg &arg = kernel.args[i];
+    if (arg.role != ArgRole::Tensor)
+      continue;
+    auto found = bindings.tensors.find(arg.name);
+    std::vector<int64_t> shape;
+    for (const moegen::abi::Dim &dim : arg.shape)
+      shape.push_back(bindings.resolve(dim));
+    descriptors[i] = Descriptor(
+        found == bindings.tensors.end() ? nullptr : found->second, shape);
+    shared[i] = descriptors[i].words.data();
+  }
+
   auto runTask = [&](int64_t task) {
     ErrorRecord &record = records[task];
-    Descriptor<1> recordDesc(record.data(), {kKernelErrorWords});
-    void *recordPtr = &recordDesc;
+    Descriptor recordDesc(record.data(), {kKernelErrorWords});
+    void *recordPtr = recordDesc.words.data();
     int64_t first = task * tokensPerTask;
     int64_t last = std::min(numTokens, first + tokensPerTask);
-    std::vector<void *> taskArgs = args;
-    taskArgs.push_back(&recordPtr);
-    taskArgs.push_back(&first);
-    taskArgs.push_back(&last);
-    kernel(taskArgs.data());
+    int64_t layer = bindings.layer;
+    std::vector<void *> pointers = shared;
+    std::vector<void *> args(kernel.args.size());
+    for (size_t i = 0; i < kernel.args.size(); ++i) {
+      switch (kernel.args[i].role) {
+      case ArgRole::Tensor:
+        args[i] = &pointers[i];
+        break;
+      case ArgRole::ErrorRecord:
+        args[i] = &recordPtr;
+        break;
+      case ArgRole::Scalar:
+        args[i] = &layer;
+        break;
+      case ArgRole::TokenBegin:
+        args[i] = &first;
+        break;
+      case ArgRole::TokenEnd:
+        args[i] = &last;
+        break;
+      }
+    }
+    kernel.fn(args.data());
   };
   if (numTasks <= 1 || pool->getMaxConcurrency() <= 1) {
     for (int64_t task = 0; task < numTasks; ++task)
@@ -304,7 +429,8 @@ std::string CpuRouter::Impl::runRowKernel(KernelFn kernel, int64_t numTokens,
   if (!biasError.empty() &&
       kBiasErrorCategory < kernelErrorCategory((*first)[kErrorCode]))
     return biasError;
-  return formatKernelError(first->data(), spec.numExperts);
+  return formatKernelError(first->data(), spec.numExperts,
+                           rowKernel ? "ids" : "topk_ids");
 }
 
 std::string CpuRouter::Impl::run(const RouterCall &call) {
@@ -330,37 +456,23 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
              "give all four dispatch outputs or none";
   }
 
-  // Every kernel argument before the error record, in ABI order.
-  std::vector<void *> args;
-  std::vector<std::unique_ptr<Descriptor<1>>> d1;
-  std::vector<std::unique_ptr<Descriptor<2>>> d2;
-  std::vector<std::unique_ptr<Descriptor<3>>> d3;
-  // What args point at; a deque keeps their addresses stable as it grows.
-  std::deque<void *> pointers;
-  auto addPointer = [&](void *descriptor) {
-    pointers.push_back(descriptor);
-    args.push_back(&pointers.back());
-  };
-  auto add1 = [&](const void *data, int64_t n) {
-    d1.push_back(std::make_unique<Descriptor<1>>(data, std::array{n}));
-    addPointer(d1.back().get());
-  };
-  auto add2 = [&](const void *data, int64_t rows, int64_t cols) {
-    d2.push_back(std::make_unique<Descriptor<2>>(data, std::array{rows, cols}));
-    addPointer(d2.back().get());
-  };
+  Bindings bindings;
+  bindings.tokens = t;
+  bindings.topK = k;
+  bindings.layer = call.captureLayer;
+  bindings.tensors["logits"] = call.logits;
+  bindings.tensors["topk_ids"] = call.topkIds;
+  bindings.tensors["topk_weights"] = call.topkWeights;
 
-  KernelFn kernel = route;
-  int64_t layer = call.captureLayer;
+  const HostKernel *kernel = &route;
   std::string biasError;
-  add2(call.logits, t, e);
   if (call.forcedIds) {
     if (!spec.replay)
       return "forced_ids: the spec has no replay entry point (set replay: "
              "true)";
-    kernel = replay;
-    add2(call.forcedIds, t, k);
-  } else if (spec.selection == Selection::Hash) {
+    kernel = &replay;
+    bindings.tensors["forced_ids"] = call.forcedIds;
+  } else if (route.takes("hash_table")) {
     if (t > 0 && !call.tokenIds)
       return "token_ids: required by selection: hash";
     if (!call.hashTable && call.hashVocab != 0)
@@ -368,9 +480,10 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
     if (call.hashVocab < 0)
       return "hash_table: vocabulary size " + std::to_string(call.hashVocab) +
              " must not be negative";
-    add1(call.tokenIds, t);
-    add2(call.hashTable, call.hashVocab, k);
-  } else if (spec.scoreBias) {
+    bindings.tensors["token_ids"] = call.tokenIds;
+    bindings.tensors["hash_table"] = call.hashTable;
+    bindings.hashRows = call.hashVocab;
+  } else if (route.takes("bias")) {
     if (!call.bias)
       return "bias: required by score_bias";
     // Reported after the kernels' logits checks (semantics.md §2 order); a
@@ -379,53 +492,40 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
       if (!std::isfinite(call.bias[x]))
         biasError = "bias[" + std::to_string(x) + "] = " +
                     formatFloatForMessage(call.bias[x]) + ": must be finite";
-    add1(call.bias, e);
+    bindings.tensors["bias"] = call.bias;
   }
   // Capture belongs to route only (replay re-runs recorded ids).
   std::vector<uint8_t> scratchCapture;
-  if (kernel == route && spec.capture) {
+  if (kernel->takes("capture")) {
     int64_t layers = call.captureLayers;
     const void *buffer = call.captureBuffer;
     if (!buffer) {
       // No buffer given: capture into a private one-layer buffer.
       layers = 1;
-      layer = 0;
-      scratchCapture.resize(static_cast<size_t>(t * k) *
-                            (e <= 32767 ? 2 : 4));
+      bindings.layer = 0;
+      scratchCapture.resize(
+          static_cast<size_t>(t * k) *
+          moegen::abi::byteSize(moegen::abi::captureDType(e)));
       buffer = scratchCapture.data();
     } else if (layers < 1) {
       return "capture: buffer of " + std::to_string(layers) +
              " layers; it needs at least one";
     }
-    d3.push_back(
-        std::make_unique<Descriptor<3>>(buffer, std::array{t, layers, k}));
-    addPointer(d3.back().get());
-    args.push_back(&layer);
+    bindings.tensors["capture"] = buffer;
+    bindings.layers = layers;
   }
-  add2(call.topkIds, t, k);
-  add2(call.topkWeights, t, k);
 
-  if (std::string error = runRowKernel(kernel, t, args, biasError);
+  if (std::string error = runKernel(*kernel, bindings, biasError);
       !error.empty())
     return error;
   if (!wantsDispatch)
     return {};
 
-  args.clear();
-  pointers.clear();
-  add2(call.topkIds, t, k);
-  add1(call.expertCounts, e);
-  add1(call.expertOffsets, e + 1);
-  add1(call.sortedSlots, t * k);
-  add1(call.slotPositions, t * k);
-  ErrorRecord record{};
-  Descriptor<1> recordDesc(record.data(), {kKernelErrorWords});
-  void *recordPtr = &recordDesc;
-  args.push_back(&recordPtr);
-  dispatch(args.data());
-  if (record[kErrorCode] != 0)
-    return formatKernelError(record.data(), e, "topk_ids");
-  return {};
+  bindings.tensors["expert_counts"] = call.expertCounts;
+  bindings.tensors["expert_offsets"] = call.expertOffsets;
+  bindings.tensors["sorted_slots"] = call.sortedSlots;
+  bindings.tensors["slot_positions"] = call.slotPositions;
+  return runKernel(dispatch, bindings, "");
 }
 
 CpuRouter::CpuRouter(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}

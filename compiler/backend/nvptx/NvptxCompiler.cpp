@@ -3,26 +3,21 @@
 #include "compiler/backend/nvptx/NvptxCompiler.h"
 
 #include "compiler/Registration.h"
+#include "compiler/backend/nvptx/NvptxPipeline.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
-#include "dialects/moe/Conversion/Passes.h"
+#include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
-#include "dialects/moe/Transforms/Passes.h"
-#include "runtime/KernelError.h"
 
-#include "mlir/Conversion/Passes.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "abi/KernelError.h"
+#include "abi/Manifest.h"
+
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
-#include "mlir/Dialect/GPU/Transforms/Passes.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
-#include "mlir/Transforms/Passes.h"
 
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -146,13 +141,19 @@ struct StageRunner {
   int index = 1;
 
   /// Runs `build`'s passes; dumps the result as NN-name.mlir. On failure,
-  /// writes the stage's input and a repro command into `error`.
-  bool run(llvm::StringRef name, llvm::StringRef reproFlags,
-           llvm::function_ref<void(mlir::PassManager &)> build) {
+  /// writes the stage's input and a repro command (the pass manager's own
+  /// textual pipeline) into `error`.
+  bool run(llvm::StringRef name,
+           llvm::function_ref<void(mlir::OpPassManager &)> build) {
     std::string input = printModule(module);
     std::string diagnostics;
     mlir::PassManager pm(module->getContext());
     build(pm);
+    std::string pipeline;
+    {
+      llvm::raw_string_ostream os(pipeline);
+      pm.printAsTextualPipeline(os);
+    }
     mlir::LogicalResult status = mlir::success();
     {
       mlir::ScopedDiagnosticHandler handler(
@@ -173,7 +174,8 @@ struct StageRunner {
       writeFile(path, input, ignored);
       error = "internal error: the " + name.str() +
               " stage failed:\n" + diagnostics + "input IR: " + path +
-              "\nrepro: moegen-opt " + path + " " + reproFlags.str();
+              "\nrepro: moegen-opt " + path + " --pass-pipeline='" +
+              pipeline + "'";
       return false;
     }
     if (!options.dumpDir.empty())
@@ -183,125 +185,69 @@ struct StageRunner {
   }
 };
 
-std::string dtypeName(mlir::Type type) {
-  if (type.isF32())
-    return "f32";
-  if (type.isBF16())
-    return "bf16";
-  if (type.isF16())
-    return "f16";
-  if (type.isInteger(16))
-    return "i16";
-  if (type.isInteger(32))
-    return "i32";
-  return "i64";
-}
-
-/// Names of a kernel's arguments (in the ABI order of docs/kernel-abi.md),
-/// the symbols of their dynamic dimensions, and what the kernel does with
-/// them.
-struct ArgRole {
-  std::string name;
-  std::vector<std::string> dynamicDims;
-  std::string access;
-};
-
-std::vector<ArgRole> argRoles(const RoutingSpec &spec, llvm::StringRef entry) {
-  std::vector<ArgRole> roles;
-  if (entry == "dispatch")
-    return {{"topk_ids", {"T"}, "read"},
-            {"expert_counts", {}, "write"},
-            {"expert_offsets", {}, "write"},
-            {"sorted_slots", {"T*k"}, "write"},
-            {"slot_positions", {"T*k"}, "write"},
-            {"error", {}, "readwrite"}};
-  roles.push_back({"logits", {"T"}, "read"});
-  if (entry == "replay") {
-    roles.push_back({"forced_ids", {"T"}, "read"});
-  } else if (entry == "route_hash") {
-    roles.push_back({"token_ids", {"T"}, "read"});
-    roles.push_back({"hash_table", {"V"}, "read"});
-  } else if (spec.scoreBias) {
-    roles.push_back({"bias", {}, "read"});
-  }
-  if (entry != "replay" && spec.capture) {
-    roles.push_back({"capture", {"T", "L"}, "readwrite"});
-    roles.push_back({"layer", {}, ""});
-  }
-  roles.push_back({"topk_ids", {"T"}, "write"});
-  roles.push_back({"topk_weights", {"T"}, "write"});
-  roles.push_back({"error", {}, "readwrite"});
-  return roles;
-}
-
-/// The parameters of each kernel, from the loops-stage signatures.
-bool describeKernels(const RoutingSpec &spec, mlir::ModuleOp loops,
-                     std::vector<KernelInfo> &kernels, std::string &error) {
-  for (auto func : loops.getOps<mlir::func::FuncOp>()) {
-    auto entry = func->getAttrOfType<mlir::StringAttr>(mlir::moe::kEntryAttrName);
-    if (!entry)
-      continue;
-    KernelInfo info;
-    info.entry = entry.getValue().str();
-    info.symbol = func.getName().str();
-    std::vector<ArgRole> roles = argRoles(spec, entry.getValue());
-    mlir::TypeRange types = func.getArgumentTypes();
-    size_t numArgs = info.entry == "dispatch" ? types.size() : types.size() - 2;
-    if (roles.size() != numArgs) {
-      error = "internal error: kernel '" + info.symbol + "' has " +
-              std::to_string(numArgs) + " arguments, the ABI names " +
-              std::to_string(roles.size());
-      return false;
-    }
-    for (size_t i = 0; i < numArgs; ++i) {
-      const ArgRole &role = roles[i];
-      auto memref = mlir::dyn_cast<mlir::MemRefType>(types[i]);
-      if (!memref) {
-        info.params.push_back({role.name, "scalar", "i64", {}, "", "", 0});
-        continue;
-      }
-      KernelParam pointer{role.name, "pointer", dtypeName(memref.getElementType()),
-                          {}, role.access, "", 0};
-      std::vector<KernelParam> sizes;
-      size_t symbol = 0;
-      for (int64_t dim = 0; dim < memref.getRank(); ++dim) {
-        if (!memref.isDynamicDim(dim)) {
-          pointer.shape.push_back(std::to_string(memref.getDimSize(dim)));
-          continue;
-        }
-        pointer.shape.push_back(symbol < role.dynamicDims.size()
-                                    ? role.dynamicDims[symbol]
-                                    : "?");
-        ++symbol;
-        sizes.push_back({role.name + ".size" + std::to_string(dim), "size",
-                         "i64", {}, "", role.name, dim});
-      }
-      info.params.push_back(pointer);
-      info.params.insert(info.params.end(), sizes.begin(), sizes.end());
-    }
-    kernels.push_back(std::move(info));
-  }
-  return true;
-}
-
-/// Fills the launch geometry from the gpu stage's kernels.
-void readLaunch(mlir::ModuleOp module, std::vector<KernelInfo> &kernels) {
+/// The kernels of the gpu stage as the manifest lists them: every parameter
+/// from its #moe.kernel_arg or #moe.kernel_size stamp, the launch from
+/// #moe.launch.
+bool describeKernels(mlir::ModuleOp module, std::vector<abi::Kernel> &kernels,
+                     std::string &error) {
+  using namespace moegen::abi;
+  bool ok = true;
   module.walk([&](mlir::gpu::GPUFuncOp func) {
-    auto launch =
-        func->getAttrOfType<mlir::DictionaryAttr>(mlir::moe::kLaunchAttrName);
-    if (!launch)
+    auto entryName =
+        func->getAttrOfType<mlir::StringAttr>(mlir::moe::kEntryAttrName);
+    mlir::moe::LaunchAttr launch = mlir::moe::getLaunch(func);
+    if (!entryName || !ok)
       return;
-    for (KernelInfo &info : kernels) {
-      if (info.symbol != func.getName())
+    auto fail = [&](const std::string &why) {
+      error = "internal error: kernel '" + func.getName().str() + "': " + why;
+      ok = false;
+    };
+    std::optional<EntryKind> entry = parseEntryKind(entryName.getValue().str());
+    if (!entry || !launch)
+      return fail("no entry kind or no #moe.launch");
+    Kernel kernel;
+    kernel.entry = *entry;
+    kernel.symbol = func.getName().str();
+    kernel.launch.blockDim = launch.getBlockDim();
+    kernel.launch.tokensPerBlock = launch.getTokensPerBlock();
+    kernel.launch.dynamicSharedMemoryBytes =
+        launch.getDynamicSharedMemoryBytes();
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      Param param;
+      if (auto size = func.getArgAttrOfType<mlir::moe::KernelSizeAttr>(
+              i, mlir::moe::kKernelSizeAttrName)) {
+        param.kind = ParamKind::Size;
+        param.name = sizeParamName(size.getOf().str(), int(size.getDim()));
+        param.ofParam = kernel.findParam(size.getOf().str());
+        param.dim = int(size.getDim());
+        if (param.ofParam < 0)
+          return fail("size of unknown tensor '" + size.getOf().str() + "'");
+        kernel.params.push_back(std::move(param));
         continue;
-      info.blockDim = launch.getAs<mlir::IntegerAttr>("block_dim").getInt();
-      info.tokensPerBlock =
-          launch.getAs<mlir::IntegerAttr>("tokens_per_block").getInt();
-      info.dynamicSharedBytes =
-          launch.getAs<mlir::IntegerAttr>("dynamic_shared_memory_bytes")
-              .getInt();
+      }
+      auto arg = func.getArgAttrOfType<mlir::moe::KernelArgAttr>(
+          i, mlir::moe::kKernelArgAttrName);
+      if (!arg)
+        return fail("parameter #" + std::to_string(i) + " has no ABI stamp");
+      std::optional<DType> dtype = mlir::moe::toAbiDType(arg.getDtype());
+      if (!dtype)
+        return fail("parameter '" + arg.getName().str() +
+                    "' has an element type the ABI lacks");
+      param.name = arg.getName().str();
+      param.dtype = *dtype;
+      param.access = static_cast<Access>(arg.getAccess());
+      if (arg.getRole() == mlir::moe::KernelArgRole::Scalar) {
+        param.kind = ParamKind::Scalar;
+      } else {
+        param.kind = ParamKind::Pointer;
+        for (mlir::Attribute dim : arg.getShape())
+          param.shape.push_back(mlir::moe::toAbiDim(dim));
+      }
+      kernel.params.push_back(std::move(param));
     }
+    kernels.push_back(std::move(kernel));
   });
+  return ok;
 }
 
 std::optional<std::string> extractPtx(mlir::ModuleOp module) {
@@ -379,17 +325,17 @@ CompileStatus runPtxas(const NvptxCompileOptions &options,
   std::regex function("Compiling entry function '([^']+)'");
   std::regex spills("([0-9]+) bytes spill stores");
   std::regex registers("Used ([0-9]+) registers");
-  KernelInfo *current = nullptr;
+  abi::Kernel *current = nullptr;
   std::istringstream lines(logText);
   for (std::string line; std::getline(lines, line);) {
     std::smatch match;
     if (std::regex_search(line, match, function)) {
       current = nullptr;
-      for (KernelInfo &info : result.kernels)
-        if (info.symbol == match[1].str())
-          current = &info;
+      for (abi::Kernel &kernel : result.kernels)
+        if (kernel.symbol == match[1].str())
+          current = &kernel;
     } else if (current && std::regex_search(line, match, spills)) {
-      current->spillBytes = std::stoll(match[1].str());
+      current->spillStoreBytes = std::stoll(match[1].str());
     } else if (current && std::regex_search(line, match, registers)) {
       current->registers = std::stoll(match[1].str());
     }
@@ -399,74 +345,41 @@ CompileStatus runPtxas(const NvptxCompileOptions &options,
   return CompileStatus::Ok;
 }
 
-std::string manifestJson(const RoutingSpec &spec,
-                         const NvptxCompileOptions &options,
-                         const NvptxCompileResult &result) {
-  llvm::json::Array kernels;
-  for (const KernelInfo &info : result.kernels) {
-    llvm::json::Array params;
-    for (const KernelParam &param : info.params) {
-      llvm::json::Object object{{"name", param.name}, {"kind", param.kind}};
-      if (param.kind == "pointer") {
-        object["dtype"] = param.dtype;
-        llvm::json::Array shape;
-        for (const std::string &dim : param.shape) {
-          if (!dim.empty() && std::isdigit(static_cast<unsigned char>(dim[0])))
-            shape.push_back(std::stoll(dim));
-          else
-            shape.push_back(dim);
-        }
-        object["shape"] = std::move(shape);
-        object["access"] = param.access;
-      } else if (param.kind == "size") {
-        object["of"] = param.of;
-        object["dim"] = param.dim;
-      } else {
-        object["dtype"] = param.dtype;
-      }
-      params.push_back(std::move(object));
-    }
-    llvm::json::Object launch{
-        {"block_dim", info.blockDim},
-        {"tokens_per_block", info.tokensPerBlock},
-        {"grid_dim", info.tokensPerBlock > 0
-                         ? "ceil_div(T, " + std::to_string(info.tokensPerBlock) + ")"
-                         : std::string("1")},
-        {"dynamic_shared_memory_bytes", info.dynamicSharedBytes}};
-    llvm::json::Object kernel{{"entry", info.entry},
-                              {"symbol", info.symbol},
-                              {"params", std::move(params)},
-                              {"launch", std::move(launch)}};
-    if (info.registers)
-      kernel["registers"] = *info.registers;
-    if (info.spillBytes)
-      kernel["spill_store_bytes"] = *info.spillBytes;
-    kernels.push_back(std::move(kernel));
-  }
-  llvm::json::Object manifest{
-      {"format", "moegen-kernels"},
-      {"abi_version", 1},
-      {"compiler_version", MOEGEN_VERSION},
-      {"spec_name", spec.name},
-      {"spec_hash", specHash(spec)},
-      {"arch", options.arch},
-      {"ptx_target", ptxTarget(options.arch)},
-      {"ptx", "kernels.ptx"},
-      {"num_experts", spec.numExperts},
-      {"top_k", spec.topK},
-      {"logits_dtype", spec.logitsDType == LogitsDType::F32    ? "f32"
-                       : spec.logitsDType == LogitsDType::BF16 ? "bf16"
-                                                               : "f16"},
-      {"error_record_words", moegen::kGpuKernelErrorWords},
-      {"kernels", std::move(kernels)}};
+/// The manifest of `result`'s kernels, read back through the runtime's rules
+/// before it is published: the compiler never writes a manifest the
+/// runtime would refuse.
+bool manifestJson(const RoutingSpec &spec, const NvptxCompileOptions &options,
+                  NvptxCompileResult &result, std::string &error) {
+  abi::Manifest manifest;
+  manifest.abiVersion = abi::kKernelAbiVersion;
+  manifest.compilerVersion = MOEGEN_VERSION;
+  manifest.specName = spec.name;
+  manifest.specHash = specHash(spec);
+  manifest.arch = *abi::parseArch(options.arch);
+  manifest.ptxTarget = ptxTarget(options.arch);
+  manifest.ptxFile = "kernels.ptx";
   if (!result.cubin.empty())
-    manifest["cubin"] = "kernels.cubin";
+    manifest.cubinFile = "kernels.cubin";
+  manifest.numExperts = spec.numExperts;
+  manifest.topK = spec.topK;
+  manifest.logitsDType = spec.logitsDType == LogitsDType::F32    ? abi::DType::F32
+                         : spec.logitsDType == LogitsDType::BF16 ? abi::DType::BF16
+                                                                 : abi::DType::F16;
   if (spec.capture)
-    manifest["capture_dtype"] = spec.numExperts <= 32767 ? "i16" : "i32";
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  os << llvm::formatv("{0:2}", llvm::json::Value(std::move(manifest))) << "\n";
-  return text;
+    manifest.captureDType = abi::captureDType(spec.numExperts);
+  manifest.kernels = result.kernels;
+  result.manifestJson = abi::writeManifest(manifest);
+  try {
+    abi::ManifestOptions check;
+    check.expectedCompilerVersion = MOEGEN_VERSION;
+    check.checkFilesExist = false;
+    abi::parseManifest(result.manifestJson, "manifest.json", check);
+  } catch (const abi::ManifestError &e) {
+    error = std::string("internal error: the manifest breaks the kernel ABI: ") +
+            e.what();
+    return false;
+  }
+  return true;
 }
 
 } // namespace
@@ -494,83 +407,38 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
       !writeFile(options.dumpDir + "/01-moe.mlir", printModule(*module), error))
     return CompileStatus::BadInput;
 
-  std::string configFlags = "-moe-kernel-config=\"target=nvptx" +
-                            (options.tokensPerBlock
-                                 ? " tokens-per-task=" +
-                                       std::to_string(options.tokensPerBlock)
-                                 : std::string()) +
-                            (options.topk.empty() ? "" : " topk=" + options.topk) +
-                            "\"";
-  if (!runner.run("config", configFlags, [&](mlir::PassManager &pm) {
-        mlir::moe::MoEKernelConfigOptions config;
-        config.target = "nvptx";
-        config.tokensPerTask = options.tokensPerBlock;
-        config.topk = options.topk;
-        pm.addPass(mlir::moe::createMoEKernelConfig(config));
+  NvptxPipelineOptions pipeline;
+  pipeline.tokensPerBlock = options.tokensPerBlock;
+  pipeline.topk = options.topk;
+  pipeline.chip = ptxTarget(options.arch);
+  pipeline.toolkitPath = toolkitDirectory(options);
+  if (!runner.run("config", [&](mlir::OpPassManager &pm) {
+        addNvptxConfigStage(pm, pipeline);
       }))
     return CompileStatus::Internal;
-  if (!runner.run("loops", "-convert-moe-to-loops -canonicalize -cse",
-                  [&](mlir::PassManager &pm) {
-                    pm.addPass(mlir::moe::createConvertMoEToLoops());
-                    pm.addPass(mlir::createCanonicalizerPass());
-                    pm.addPass(mlir::createCSEPass());
-                  }))
+  if (!runner.run("loops",
+                  [&](mlir::OpPassManager &pm) { addNvptxLoopsStage(pm); }))
     return CompileStatus::Internal;
-  if (!describeKernels(spec, *module, result.kernels, error))
+  if (!runner.run("gpu",
+                  [&](mlir::OpPassManager &pm) { addNvptxGpuStage(pm); }))
     return CompileStatus::Internal;
-  if (!runner.run("gpu", "-convert-moe-loops-to-gpu -canonicalize -cse",
-                  [&](mlir::PassManager &pm) {
-                    pm.addPass(mlir::moe::createConvertMoELoopsToGPU());
-                    pm.addPass(mlir::createCanonicalizerPass());
-                    pm.addPass(mlir::createCSEPass());
-                  }))
+  if (!describeKernels(*module, result.kernels, error))
     return CompileStatus::Internal;
-  readLaunch(*module, result.kernels);
   result.gpuIR = printModule(*module);
   if (stage == Stage::Gpu)
     return CompileStatus::Ok;
 
-  std::string chip = ptxTarget(options.arch);
-  std::string nvvmFlags =
-      "--pass-pipeline=\"builtin.module(nvvm-attach-target{chip=" + chip +
-      " features=+ptx80 O=3},gpu.module(convert-scf-to-cf,convert-gpu-to-"
-      "nvvm,canonicalize,cse,reconcile-unrealized-casts))\"";
-  if (!runner.run("nvvm", nvvmFlags, [&](mlir::PassManager &pm) {
-        mlir::GpuNVVMAttachTargetOptions target;
-        target.chip = chip;
-        target.features = "+ptx80";
-        target.optLevel = 3;
-        pm.addPass(mlir::createGpuNVVMAttachTarget(target));
-        mlir::OpPassManager &gpu = pm.nest<mlir::gpu::GPUModuleOp>();
-        gpu.addPass(mlir::createConvertSCFToCFPass());
-        gpu.addPass(mlir::createConvertGpuOpsToNVVMOps());
-        gpu.addPass(mlir::createCanonicalizerPass());
-        gpu.addPass(mlir::createCSEPass());
-        gpu.addPass(mlir::createReconcileUnrealizedCastsPass());
+  if (!runner.run("nvvm", [&](mlir::OpPassManager &pm) {
+        addNvptxNvvmStage(pm, pipeline);
       }))
     return CompileStatus::Internal;
   result.llvmIR = printModule(*module);
   if (stage == Stage::Llvm)
     return CompileStatus::Ok;
 
-  // MLIR 19 gives the dynamic shared memory symbol internal linkage, which
-  // NVPTX prints as a 1-byte static `.shared` variable that the kernels then
-  // index past; external linkage gives CUDA's `.extern .shared ... []`, the
-  // base of the dynamic allocation.
-  module->walk([](mlir::LLVM::GlobalOp global) {
-    if (global.getAddrSpace() == 3 &&
-        global.getSymName().starts_with("__dynamic_shmem__"))
-      global.setLinkage(mlir::LLVM::Linkage::External);
-  });
-  std::string toolkit = toolkitDirectory(options);
-  if (!runner.run("binary",
-                  "--gpu-module-to-binary=\"format=isa toolkit=" + toolkit + "\"",
-                  [&](mlir::PassManager &pm) {
-                    mlir::GpuModuleToBinaryPassOptions binary;
-                    binary.compilationTarget = "isa";
-                    binary.toolkitPath = toolkit;
-                    pm.addPass(mlir::createGpuModuleToBinaryPass(binary));
-                  }))
+  if (!runner.run("binary", [&](mlir::OpPassManager &pm) {
+        addNvptxBinaryStage(pm, pipeline);
+      }))
     return CompileStatus::Internal;
   std::optional<std::string> ptx = extractPtx(*module);
   if (!ptx) {
@@ -594,7 +462,8 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
     if (status != CompileStatus::Ok)
       return status;
   }
-  result.manifestJson = manifestJson(spec, options, result);
+  if (!manifestJson(spec, options, result, error))
+    return CompileStatus::Internal;
   return CompileStatus::Ok;
 }
 

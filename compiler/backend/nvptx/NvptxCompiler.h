@@ -20,6 +20,8 @@
 
 #include "compiler/spec/RoutingSpec.h"
 
+#include "abi/Manifest.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,41 +72,15 @@ struct NvptxCompileOptions {
 /// method); on false `error` says which, in one line.
 bool validateOptions(const NvptxCompileOptions &options, std::string &error);
 
-/// One kernel parameter as the manifest lists it.
-struct KernelParam {
-  std::string name;
-  /// "pointer", "size" or "scalar".
-  std::string kind;
-  /// Element type of a pointer, or of a scalar ("i64").
-  std::string dtype;
-  /// Shape of a pointer's tensor: a number or a symbol (T, V, L, T*k).
-  std::vector<std::string> shape;
-  /// Pointers: "read", "write" or "readwrite".
-  std::string access;
-  /// Sizes: the tensor and dimension they give.
-  std::string of;
-  int64_t dim = 0;
-};
-
-struct KernelInfo {
-  std::string entry;
-  std::string symbol;
-  std::vector<KernelParam> params;
-  int64_t blockDim = 0;
-  int64_t tokensPerBlock = 0;
-  int64_t dynamicSharedBytes = 0;
-  /// From ptxas -v, when a cubin was built.
-  std::optional<int64_t> registers;
-  std::optional<int64_t> spillBytes;
-};
-
 struct NvptxCompileResult {
   /// Text of the last stage reached before the binaries.
   std::string gpuIR;
   std::string llvmIR;
   std::string ptx;
   std::string cubin;
-  std::vector<KernelInfo> kernels;
+  /// The kernels as the manifest lists them, derived from the gpu stage's
+  /// stamped parameters (#moe.kernel_arg, #moe.kernel_size, #moe.launch).
+  std::vector<abi::Kernel> kernels;
   std::string manifestJson;
 };
 

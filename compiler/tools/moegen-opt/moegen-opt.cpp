@@ -7,6 +7,7 @@
 
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuPipeline.h"
+#include "compiler/backend/nvptx/NvptxPipeline.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
@@ -14,6 +15,7 @@
 int main(int argc, char **argv) {
   moegen::registerMoEGenPasses();
   moegen::cpu::registerCpuPipeline();
+  moegen::nvptx::registerNvptxPipeline();
   mlir::DialectRegistry registry;
   moegen::registerMoEGenDialects(registry);
   return mlir::asMainReturnCode(mlir::MlirOptMain(

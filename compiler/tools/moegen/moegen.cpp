@@ -15,7 +15,7 @@
 #include "compiler/spec/SpecToMoE.h"
 #include "runtime/Error.h"
 #include "runtime/JitCache.h"
-#include "runtime/KernelError.h"
+#include "abi/KernelError.h"
 #include "runtime/Manifest.h"
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "runtime/cuda/CudaRouter.h"

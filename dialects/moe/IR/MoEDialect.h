@@ -8,16 +8,30 @@
 
 #include "dialects/moe/IR/MoEDialect.h.inc"
 
+#include <cstdint>
+
 namespace mlir::moe {
 /// Marks a func.func as an entry point; its value names the kind.
 inline constexpr const char *kEntryAttrName = "moe.entry";
-/// The schedule of an entry point, set by `moe-kernel-config`: a dictionary
-/// {target: "cpu"|"nvptx", vector_width: i64, tokens_per_task: i64,
-///  topk: "argmax_passes"|"insertion"}.
+/// The schedule of an entry point, a `#moe.kernel_config`, set by
+/// `moe-kernel-config`.
 inline constexpr const char *kKernelConfigAttrName = "moe.kernel_config";
-/// Launch geometry of a GPU kernel, set by convert-moe-loops-to-gpu:
-/// {block_dim, tokens_per_block, dynamic_shared_memory_bytes}.
+/// Launch geometry of a GPU kernel, a `#moe.launch`, set by
+/// convert-moe-loops-to-gpu.
 inline constexpr const char *kLaunchAttrName = "moe.launch";
+/// The ABI of a kernel argument, a `#moe.kernel_arg`, set by
+/// convert-moe-to-loops.
+inline constexpr const char *kKernelArgAttrName = "moe.kernel_arg";
+/// A GPU kernel's size parameter, a `#moe.kernel_size`, set by
+/// convert-moe-loops-to-gpu.
+inline constexpr const char *kKernelSizeAttrName = "moe.kernel_size";
+
+/// Lanes of an NVIDIA warp: the vector width of every nvptx kernel.
+inline constexpr int64_t kWarpSize = 32;
+/// Largest vector width the lowerings accept.
+inline constexpr int64_t kMaxVectorWidth = 64;
+/// Largest CUDA block.
+inline constexpr int64_t kMaxBlockThreads = 1024;
 } // namespace mlir::moe
 
 #endif // MOEGEN_DIALECT_MOE_IR_MOEDIALECT_H

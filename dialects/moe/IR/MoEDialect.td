@@ -25,8 +25,16 @@ def MoE_Dialect : Dialect {
     The exact semantics of every op are in docs/semantics.md.
   }];
   let dependentDialects = ["::mlir::tensor::TensorDialect"];
-  // Checks the `moe.entry` attribute and rejects unknown `moe.*` attributes.
+  // Checks where `moe.entry`, `moe.kernel_config` and `moe.launch` sit and
+  // rejects unknown `moe.*` attributes; the typed attributes (MoEAttrs.td)
+  // check their own contents.
   let hasOperationAttrVerify = 1;
+  // `moe.kernel_arg` and `moe.kernel_size` on kernel arguments.
+  let hasRegionArgAttrVerify = 1;
+  let useDefaultAttributePrinterParser = 1;
+  let extraClassDeclaration = [{
+    void registerAttributes();
+  }];
 }
 
 class MoE_Op<string mnemonic, list<Trait> traits = []>

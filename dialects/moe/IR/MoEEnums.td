@@ -24,4 +24,57 @@ def MoE_GroupScoreKindAttr : I32EnumAttr<"GroupScoreKind",
   let cppNamespace = "::mlir::moe";
 }
 
+// Schedule and ABI enums: parameters of the attributes in MoEAttrs.td, not
+// attributes of their own.
+
+def MoE_KernelTargetCpu   : I32EnumAttrCase<"Cpu", 0, "cpu">;
+def MoE_KernelTargetNvptx : I32EnumAttrCase<"Nvptx", 1, "nvptx">;
+
+def MoE_KernelTarget : I32EnumAttr<"KernelTarget",
+    "what a kernel is compiled for: the host (cpu) or NVIDIA GPUs (nvptx)",
+    [MoE_KernelTargetCpu, MoE_KernelTargetNvptx]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
+// Both give the same ids (the total order of docs/semantics.md); they differ
+// in cost.
+def MoE_TopKArgmaxPasses : I32EnumAttrCase<"ArgmaxPasses", 0, "argmax_passes">;
+def MoE_TopKInsertion    : I32EnumAttrCase<"Insertion", 1, "insertion">;
+
+def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
+    "how a row's top-k is found: k passes of a vectorized arg-max "
+    "(argmax_passes), or one pass keeping a sorted list of k (insertion)",
+    [MoE_TopKArgmaxPasses, MoE_TopKInsertion]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
+// The roles and accesses of abi/KernelAbi.h, case for case (checked by a
+// static_assert in MoEAttrs.cpp).
+def MoE_ArgRoleTensor      : I32EnumAttrCase<"Tensor", 0, "tensor">;
+def MoE_ArgRoleScalar      : I32EnumAttrCase<"Scalar", 1, "scalar">;
+def MoE_ArgRoleErrorRecord : I32EnumAttrCase<"ErrorRecord", 2, "error_record">;
+def MoE_ArgRoleTokenBegin  : I32EnumAttrCase<"TokenBegin", 3, "token_begin">;
+def MoE_ArgRoleTokenEnd    : I32EnumAttrCase<"TokenEnd", 4, "token_end">;
+
+def MoE_KernelArgRole : I32EnumAttr<"KernelArgRole",
+    "how a kernel argument is passed",
+    [MoE_ArgRoleTensor, MoE_ArgRoleScalar, MoE_ArgRoleErrorRecord,
+     MoE_ArgRoleTokenBegin, MoE_ArgRoleTokenEnd]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
+def MoE_AccessRead      : I32EnumAttrCase<"Read", 0, "read">;
+def MoE_AccessWrite     : I32EnumAttrCase<"Write", 1, "write">;
+def MoE_AccessReadWrite : I32EnumAttrCase<"ReadWrite", 2, "readwrite">;
+
+def MoE_KernelArgAccess : I32EnumAttr<"KernelArgAccess",
+    "what a kernel does with an argument's memory",
+    [MoE_AccessRead, MoE_AccessWrite, MoE_AccessReadWrite]> {
+  let cppNamespace = "::mlir::moe";
+  let genSpecializedAttr = 0;
+}
+
 #endif // MOEGEN_DIALECT_MOE_IR_MOEENUMS_TD

@@ -12,7 +12,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "dialects/moe/IR/MoEDialect.h"
-#include "dialects/moe/IR/MoEEnums.h.inc"
+#include "dialects/moe/IR/MoEEnums.h"
 
 #define GET_OP_CLASSES
 #include "dialects/moe/IR/MoEOps.h.inc"

@@ -1,5 +1,6 @@
 //===- KernelConfig.cpp - Attach moe.kernel_config to entry points --------===//
 
+#include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
 #include "dialects/moe/IR/MoEOps.h"
 #include "dialects/moe/Transforms/KernelConfigHeuristics.h"
@@ -43,7 +44,7 @@ struct MoEKernelConfigPass
   using MoEKernelConfigBase::MoEKernelConfigBase;
 
   void runOnOperation() override {
-    std::optional<KernelTarget> kernelTarget = parseKernelTarget(target);
+    std::optional<KernelTarget> kernelTarget = symbolizeKernelTarget(target);
     if (!kernelTarget) {
       getOperation().emitError()
           << "moe-kernel-config: target = '" << target
@@ -69,7 +70,7 @@ struct MoEKernelConfigPass
 
     std::optional<TopKMethod> topkMethod;
     if (!topk.empty()) {
-      topkMethod = parseTopKMethod(topk.getValue());
+      topkMethod = symbolizeTopKMethod(topk.getValue());
       if (!topkMethod) {
         getOperation().emitError()
             << "moe-kernel-config: topk = '" << topk.getValue()
@@ -88,18 +89,13 @@ struct MoEKernelConfigPass
         config.tokensPerTask = tokensPerTask;
       if (topkMethod)
         config.topkMethod = *topkMethod;
-      Builder b(func.getContext());
-      func->setAttr(kKernelConfigAttrName,
-                    b.getDictionaryAttr({
-                        b.getNamedAttr("target",
-                                       b.getStringAttr(toString(config.target))),
-                        b.getNamedAttr("tokens_per_task",
-                                       b.getI64IntegerAttr(config.tokensPerTask)),
-                        b.getNamedAttr("topk", b.getStringAttr(toString(
-                                                   config.topkMethod))),
-                        b.getNamedAttr("vector_width",
-                                       b.getI64IntegerAttr(config.vectorWidth)),
-                    }));
+      auto attr = KernelConfigAttr::getChecked(
+          [&] { return func.emitOpError(); }, func.getContext(),
+          config.target, config.vectorWidth, config.tokensPerTask,
+          config.topkMethod);
+      if (!attr)
+        return signalPassFailure();
+      func->setAttr(kKernelConfigAttrName, attr);
     }
   }
 };

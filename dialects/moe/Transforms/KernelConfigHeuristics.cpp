@@ -6,30 +6,6 @@
 
 namespace mlir::moe {
 
-std::optional<KernelTarget> parseKernelTarget(std::string_view text) {
-  if (text == "cpu")
-    return KernelTarget::Cpu;
-  if (text == "nvptx")
-    return KernelTarget::Nvptx;
-  return std::nullopt;
-}
-
-std::string_view toString(KernelTarget target) {
-  return target == KernelTarget::Cpu ? "cpu" : "nvptx";
-}
-
-std::optional<TopKMethod> parseTopKMethod(std::string_view text) {
-  if (text == "argmax_passes")
-    return TopKMethod::ArgmaxPasses;
-  if (text == "insertion")
-    return TopKMethod::Insertion;
-  return std::nullopt;
-}
-
-std::string_view toString(TopKMethod method) {
-  return method == TopKMethod::ArgmaxPasses ? "argmax_passes" : "insertion";
-}
-
 KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
   KernelConfig config;
   config.target = target;

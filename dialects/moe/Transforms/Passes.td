@@ -55,4 +55,20 @@ def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
                            "mlir::vector::VectorDialect"];
 }
 
+def MoEExternDynamicSharedMemory
+    : Pass<"moe-extern-dynamic-shared-memory", "ModuleOp"> {
+  let summary = "give the dynamic shared memory symbol external linkage";
+  let description = [{
+    MLIR 19's `convert-gpu-to-nvvm` lowers `gpu.dynamic_shared_memory` to an
+    `llvm.mlir.global` in address space 3 named `__dynamic_shmem__N` with
+    internal linkage, which the NVPTX backend prints as a 1-byte static
+    `.shared` variable that the kernels then index past. External linkage
+    gives CUDA's `.extern .shared .align 16 .b8 __dynamic_shmem__N[]`, the
+    base of the dynamic allocation the launch sizes. Runs on the LLVM
+    dialect inside `gpu.module`s, after `convert-gpu-to-nvvm`; other globals
+    are left alone.
+  }];
+  let dependentDialects = ["mlir::LLVM::LLVMDialect"];
+}
+
 #endif // MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_TD

@@ -7,9 +7,14 @@
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @moe_kernels
 // CHECK-LABEL: gpu.func @route(
-// CHECK-SAME: %[[LOGITS:arg[0-9]+]]: !llvm.ptr, %[[T:arg[0-9]+]]: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %[[ERR:arg[0-9]+]]: !llvm.ptr) kernel
+// Each parameter carries the ABI stamp of its memref, or names the size it
+// gives; the token range is gone.
+// CHECK-SAME: %[[LOGITS:arg[0-9]+]]: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "logits", role = tensor, dtype = f32, shape = ["T", 40], access = read>},
+// CHECK-SAME: %[[T:arg[0-9]+]]: i64 {moe.kernel_size = #moe.kernel_size<of = "logits", dim = 0>},
+// CHECK-SAME: %{{.*}}: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", {{.*}}>}, %{{.*}}: i64 {moe.kernel_size = #moe.kernel_size<of = "topk_weights", dim = 0>},
+// CHECK-SAME: %[[ERR:arg[0-9]+]]: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}) kernel
 // CHECK-SAME: known_block_size = array<i32: 64, 1, 1>
-// CHECK-SAME: moe.launch = {block_dim = 64 : i64, dynamic_shared_memory_bytes = 256 : i64, tokens_per_block = 2 : i64}
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 64, tokens_per_block = 2, dynamic_shared_memory_bytes = 256>
 // The descriptor of logits rebuilt from the pointer and T.
 // CHECK: llvm.insertvalue %[[LOGITS]]
 // CHECK: llvm.insertvalue %[[T]], %{{.*}}[3, 0]
@@ -42,7 +47,7 @@
 // The reduction is a butterfly of five shuffles.
 // CHECK-COUNT-5: gpu.shuffle  xor
 // CHECK: gpu.return
-func.func @route(%logits: memref<?x40xf32>, %out: memref<?x1xf32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 2 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+func.func @route(%logits: memref<?x40xf32> {moe.kernel_arg = #moe.kernel_arg<name = "logits", role = tensor, dtype = f32, shape = ["T", 40], access = read>}, %out: memref<?x1xf32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", role = tensor, dtype = f32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 2, topk = argmax_passes>} {
   %row = memref.alloca() : memref<32xf32>
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
@@ -75,7 +80,7 @@ func.func @route(%logits: memref<?x40xf32>, %out: memref<?x1xf32>, %err: memref<
 // CHECK: arith.extui %{{.*}} : i1 to i32
 // CHECK-COUNT-5: gpu.shuffle  xor %{{.*}} : i32
 // CHECK: arith.trunci %{{.*}} : i32 to i1
-func.func @lanes(%ids: memref<?x1xi32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+func.func @lanes(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
   %steps = arith.constant dense<[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31]> : vector<32xi32>
@@ -94,20 +99,21 @@ func.func @lanes(%ids: memref<?x1xi32>, %err: memref<6xi64>, %t0: index, %t1: in
 // Host kernels are left alone, and no gpu.module appears.
 // CHECK: module {
 // CHECK-NEXT: func.func @host(
-func.func @host(%ids: memref<?x1xi32>, %err: memref<5xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
+func.func @host(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<5xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [5], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 1, topk = argmax_passes>} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{'func.func' op nvptx kernels need vector_width = 32 (a warp), not 8}}
-func.func @narrow(%ids: memref<?x1xi32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 8 : i64}} {
+// The schedule's own verifier: a warp is 32 lanes.
+// expected-error @+1 {{#moe.kernel_config: nvptx kernels have vector_width = 32 (a warp), not 8}}
+func.func @narrow(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 1, topk = argmax_passes>} {
   return
 }
 
 // -----
 
-func.func @shuffle_of_vectors(%ids: memref<?x32xi32>, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = {target = "nvptx", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+func.func @shuffle_of_vectors(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 32], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
   scf.for %t = %t0 to %t1 step %c1 {
@@ -124,7 +130,15 @@ func.func @shuffle_of_vectors(%ids: memref<?x32xi32>, %err: memref<6xi64>, %t0: 
 // The dispatch kernel runs on one thread: no token range, block of 1.
 // CHECK-LABEL: gpu.func @dispatch(
 // CHECK-SAME: known_block_size = array<i32: 1, 1, 1>
-// CHECK-SAME: moe.launch = {block_dim = 1 : i64, dynamic_shared_memory_bytes = 0 : i64, tokens_per_block = 0 : i64}
-func.func @dispatch(%ids: memref<?x2xi32>, %counts: memref<4xi32>, %offsets: memref<5xi32>, %sorted: memref<?xi32>, %positions: memref<?xi32>, %err: memref<6xi64>) attributes {moe.entry = "dispatch", moe.kernel_config = {target = "nvptx", tokens_per_task = 4 : i64, topk = "argmax_passes", vector_width = 32 : i64}} {
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 1, tokens_per_block = 0, dynamic_shared_memory_bytes = 0>
+func.func @dispatch(%ids: memref<?x2xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 2], access = read>}, %counts: memref<4xi32> {moe.kernel_arg = #moe.kernel_arg<name = "expert_counts", role = tensor, dtype = i32, shape = [4], access = write>}, %offsets: memref<5xi32> {moe.kernel_arg = #moe.kernel_arg<name = "expert_offsets", role = tensor, dtype = i32, shape = [5], access = write>}, %sorted: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "sorted_slots", role = tensor, dtype = i32, shape = ["T*k"], access = write>}, %positions: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "slot_positions", role = tensor, dtype = i32, shape = ["T*k"], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}) attributes {moe.entry = "dispatch", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = argmax_passes>} {
+  return
+}
+
+// -----
+
+// Kernels come from convert-moe-to-loops: every argument has its ABI stamp.
+// expected-error @+1 {{'func.func' op argument #1 has no 'moe.kernel_arg': kernels come from convert-moe-to-loops}}
+func.func @unstamped(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
   return
 }

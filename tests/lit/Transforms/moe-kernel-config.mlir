@@ -12,12 +12,12 @@
 // 256 f32 experts: 8 lanes (AVX2), 1 KiB per token -> 256 tokens per task;
 // rows of 32 chunks -> k arg-max passes.
 // CHECK-LABEL: func.func @route
-// CHECK-SAME: moe.kernel_config = {target = "cpu", tokens_per_task = 256 : i64, topk = "argmax_passes", vector_width = 8 : i64}
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 256, topk = argmax_passes>
 // PINNED-LABEL: func.func @route
-// PINNED-SAME: moe.kernel_config = {target = "cpu", tokens_per_task = 32 : i64, topk = "argmax_passes", vector_width = 4 : i64}
+// PINNED-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 32, topk = argmax_passes>
 // NVPTX-LABEL: func.func @route
-// NVPTX-SAME: target = "nvptx"
-// NVPTX-SAME: topk = "argmax_passes"
+// NVPTX-SAME: target = nvptx
+// NVPTX-SAME: topk = argmax_passes
 func.func @route(%logits: tensor<?x256xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x256xf32> -> tensor<?x256xf32>
   %ids = moe.topk %s k 8 : tensor<?x256xf32> -> tensor<?x8xi32>
@@ -35,7 +35,7 @@ func.func @helper() {
 
 // Two experts need only two lanes; bf16 halves the bytes per token.
 // CHECK-LABEL: func.func @tiny
-// CHECK-SAME: moe.kernel_config = {target = "cpu", tokens_per_task = 4096 : i64, topk = "argmax_passes", vector_width = 2 : i64}
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 2, tokens_per_task = 4096, topk = argmax_passes>
 func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.entry = "route"} {
   %s = moe.score sigmoid %logits : tensor<?x2xbf16> -> tensor<?x2xf32>
   %ids = moe.topk %s k 1 : tensor<?x2xf32> -> tensor<?x1xi32>
@@ -46,7 +46,7 @@ func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.en
 
 // From 1024 experts on, the single-pass insertion top-k.
 // CHECK-LABEL: func.func @wide
-// CHECK-SAME: moe.kernel_config = {target = "cpu", tokens_per_task = 64 : i64, topk = "insertion", vector_width = 8 : i64}
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = insertion>
 func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x1024xf32> -> tensor<?x1024xf32>
   %ids = moe.topk %s k 8 : tensor<?x1024xf32> -> tensor<?x8xi32>
@@ -57,9 +57,9 @@ func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.
 
 // An existing configuration is replaced: the pass is idempotent.
 // CHECK-LABEL: func.func @reconfigured
-// CHECK-SAME: vector_width = 8 : i64
+// CHECK-SAME: vector_width = 8,
 // CHECK-NOT: vector_width = 16
-func.func @reconfigured(%logits: tensor<?x64xf32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", tokens_per_task = 1 : i64, topk = "argmax_passes", vector_width = 16 : i64}} {
+func.func @reconfigured(%logits: tensor<?x64xf32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 1, topk = argmax_passes>} {
   %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
   %ids = moe.topk %s k 2 : tensor<?x64xf32> -> tensor<?x2xi32>
   return %ids : tensor<?x2xi32>

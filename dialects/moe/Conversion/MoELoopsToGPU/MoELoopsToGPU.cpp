@@ -11,15 +11,17 @@
 // - its stack rows become per-warp slices of dynamic shared memory;
 // - the dispatch kernel runs on one thread of one block.
 //
-// This file owns the ABI: parameters, descriptors rebuilt from bare
-// pointers, and the launch attributes the manifest reports.
+// This file owns the bare-pointer ABI: parameters (each carrying the
+// `#moe.kernel_arg` of its memref, or a `#moe.kernel_size`), descriptors
+// rebuilt from bare pointers, and the launch attributes the manifest
+// reports.
 //
 //===----------------------------------------------------------------------===//
 
 #include "dialects/moe/Conversion/MoELoopsToGPU/LaneDistribution.h"
 #include "dialects/moe/Conversion/Passes.h"
+#include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
-#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -56,30 +58,42 @@ public:
       : func(func), gpuModule(gpuModule), b(func.getContext()) {}
 
   LogicalResult convert() {
-    auto config = func->getAttrOfType<DictionaryAttr>(kKernelConfigAttrName);
+    KernelConfigAttr config = getKernelConfig(func);
     if (!config)
       return func.emitOpError("needs 'moe.kernel_config'");
-    warpSize = config.getAs<IntegerAttr>("vector_width").getInt();
+    warpSize = config.getVectorWidth();
     if (warpSize != kWarpSize)
       return func.emitOpError("nvptx kernels need vector_width = ")
              << kWarpSize << " (a warp), not " << warpSize;
-    warps = config.getAs<IntegerAttr>("tokens_per_task").getInt();
-    if (warps < 1 || warps * kWarpSize > 1024)
+    warps = config.getTokensPerTask();
+    if (warps < 1 || warps * kWarpSize > kMaxBlockThreads)
       return func.emitOpError("tokens_per_task = ")
-             << warps << ": a block holds 1 to " << 1024 / kWarpSize
+             << warps << ": a block holds 1 to " << kMaxBlockThreads / kWarpSize
              << " warps";
     auto entry = func->getAttrOfType<StringAttr>(kEntryAttrName);
     isDispatch = entry && entry.getValue() == "dispatch";
 
+    // The ABI stamp of every argument says what it is; the token range
+    // (host tasks) is replaced by the launch grid.
     Block &body = func.getBody().front();
     unsigned numArgs = body.getNumArguments();
-    numKernelArgs = isDispatch ? numArgs : numArgs - 2;
+    for (unsigned i = 0; i < numArgs; ++i) {
+      auto arg = func.getArgAttrOfType<KernelArgAttr>(i, kKernelArgAttrName);
+      if (!arg)
+        return func.emitOpError("argument #")
+               << i << " has no '" << kKernelArgAttrName
+               << "': kernels come from convert-moe-to-loops";
+      args.push_back(arg);
+      if (arg.getRole() == KernelArgRole::TokenBegin)
+        tokenBegin = i;
+      else if (arg.getRole() == KernelArgRole::TokenEnd)
+        tokenEnd = i;
+    }
     if (!isDispatch &&
-        (numArgs < 3 || !body.getArgument(numArgs - 1).getType().isIndex() ||
-         !body.getArgument(numArgs - 2).getType().isIndex() ||
+        (!tokenBegin || !tokenEnd ||
          !isa<MemRefType>(body.getArgument(0).getType())))
-      return func.emitOpError("row kernels end with the token range "
-                              "(t0, t1 : index) and start with a memref");
+      return func.emitOpError("row kernels take the token range (token_begin, "
+                              "token_end) and start with a memref");
     if (isDispatch && func
                           .walk([](Operation *op) {
                             return isa<memref::AllocaOp>(op) ||
@@ -103,21 +117,30 @@ private:
     MLIRContext *ctx = func.getContext();
     Type ptr = LLVM::LLVMPointerType::get(ctx);
     SmallVector<Type> params;
+    SmallVector<NamedAttribute> paramAttrs;
     Block &body = func.getBody().front();
-    for (unsigned i = 0; i < numKernelArgs; ++i) {
+    for (unsigned i = 0; i < body.getNumArguments(); ++i) {
+      if (isTokenRange(i))
+        continue;
       Type type = body.getArgument(i).getType();
+      params.push_back(isa<MemRefType>(type) ? ptr : b.getI64Type());
+      paramAttrs.push_back(b.getNamedAttr(kKernelArgAttrName, args[i]));
       if (auto memref = dyn_cast<MemRefType>(type)) {
-        params.push_back(ptr);
-        for (int64_t dim = 0; dim < memref.getRank(); ++dim)
-          if (memref.isDynamicDim(dim))
-            params.push_back(b.getI64Type());
-      } else {
-        params.push_back(b.getI64Type());
+        for (int64_t dim = 0; dim < memref.getRank(); ++dim) {
+          if (!memref.isDynamicDim(dim))
+            continue;
+          params.push_back(b.getI64Type());
+          paramAttrs.push_back(b.getNamedAttr(
+              kKernelSizeAttrName,
+              KernelSizeAttr::get(ctx, args[i].getName(), dim)));
+        }
       }
     }
     b.setInsertionPoint(gpuModule.getBody()->getTerminator());
     kernel = b.create<gpu::GPUFuncOp>(func.getLoc(), func.getName(),
                                       b.getFunctionType(params, {}));
+    for (auto [index, attr] : llvm::enumerate(paramAttrs))
+      kernel.setArgAttrs(index, b.getDictionaryAttr(attr));
     kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     int32_t blockDim = isDispatch ? 1 : static_cast<int32_t>(warps * warpSize);
     kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({blockDim, 1, 1}));
@@ -175,7 +198,9 @@ private:
     // Parameters back to the memrefs and indices the body uses.
     unsigned param = 0;
     Value numTokens;
-    for (unsigned i = 0; i < numKernelArgs; ++i) {
+    for (unsigned i = 0; i < source.getNumArguments(); ++i) {
+      if (isTokenRange(i))
+        continue;
       BlockArgument arg = source.getArgument(i);
       if (auto type = dyn_cast<MemRefType>(arg.getType())) {
         Value pointer = target.getArgument(param++);
@@ -218,9 +243,8 @@ private:
           b.create<arith::AddIOp>(loc, token,
                                   b.create<arith::ConstantIndexOp>(loc, 1)),
           token);
-      unsigned numArgs = source.getNumArguments();
-      mapping.map(source.getArgument(numArgs - 2), token);
-      mapping.map(source.getArgument(numArgs - 1), end);
+      mapping.map(source.getArgument(*tokenBegin), token);
+      mapping.map(source.getArgument(*tokenEnd), end);
 
       // Stack rows: slices of this warp's share of dynamic shared memory.
       SmallVector<memref::AllocaOp> rows;
@@ -270,16 +294,14 @@ private:
     b.create<gpu::ReturnOp>(loc);
 
     kernel->setAttr(kLaunchAttrName,
-                    b.getDictionaryAttr({
-                        b.getNamedAttr("block_dim",
-                                       b.getI64IntegerAttr(
-                                           isDispatch ? 1 : warps * warpSize)),
-                        b.getNamedAttr("tokens_per_block",
-                                       b.getI64IntegerAttr(isDispatch ? 0 : warps)),
-                        b.getNamedAttr("dynamic_shared_memory_bytes",
-                                       b.getI64IntegerAttr(sharedBytes)),
-                    }));
+                    LaunchAttr::get(b.getContext(),
+                                    isDispatch ? 1 : warps * warpSize,
+                                    isDispatch ? 0 : warps, sharedBytes));
     return success();
+  }
+
+  bool isTokenRange(unsigned i) const {
+    return (tokenBegin && i == *tokenBegin) || (tokenEnd && i == *tokenEnd);
   }
 
   func::FuncOp func;
@@ -289,7 +311,8 @@ private:
   int64_t warpSize = kWarpSize;
   int64_t warps = 1;
   bool isDispatch = false;
-  unsigned numKernelArgs = 0;
+  SmallVector<KernelArgAttr> args;
+  std::optional<unsigned> tokenBegin, tokenEnd;
   int64_t sharedBytes = 0;
 };
 
@@ -301,11 +324,9 @@ struct ConvertMoELoopsToGPUPass
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> kernels;
     for (auto func : module.getOps<func::FuncOp>()) {
-      auto config = func->getAttrOfType<DictionaryAttr>(kKernelConfigAttrName);
-      if (!func->hasAttr(kEntryAttrName) || !config)
-        continue;
-      auto target = config.getAs<StringAttr>("target");
-      if (target && target.getValue() == "nvptx")
+      KernelConfigAttr config = getKernelConfig(func);
+      if (func->hasAttr(kEntryAttrName) && config &&
+          config.getTarget() == KernelTarget::Nvptx)
         kernels.push_back(func);
     }
     if (kernels.empty())

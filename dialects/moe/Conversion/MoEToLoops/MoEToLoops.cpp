@@ -4,14 +4,19 @@
 // land in the same loop over tokens, reading its operands' rows from where
 // the producer left them, so the pass walks the entry's ops in order and
 // emits each into that loop (RowCodegen.h). The op families are lowered in
-// their own files; this file owns the kernel ABI: the new signature, the
-// token loop, and the copy of result rows to the output arguments.
+// their own files; this file owns the kernel ABI: the new signature, each
+// argument stamped with its `#moe.kernel_arg` from the catalogue of
+// abi/KernelAbi.h, the token loop, and the copy of result rows to the output
+// arguments.
 //
 //===----------------------------------------------------------------------===//
 
 #include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
 #include "dialects/moe/Conversion/Passes.h"
+#include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
+
+#include "abi/KernelAbi.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -40,20 +45,67 @@ struct ResultPlan {
   std::optional<unsigned> tiedArgument;
 };
 
+/// The ABI name of an entry argument, from the op operand that reads it; ""
+/// when no moe op names it.
+std::string abiNameOfArgument(BlockArgument arg) {
+  for (OpOperand &use : arg.getUses()) {
+    Operation *user = use.getOwner();
+    unsigned index = use.getOperandNumber();
+    std::string name =
+        llvm::TypeSwitch<Operation *, std::string>(user)
+            .Case([&](ScoreOp) { return "logits"; })
+            .Case([&](AddBiasOp) { return index == 1 ? "bias" : ""; })
+            .Case([&](HashSelectOp) {
+              return index == 0 ? "token_ids" : "hash_table";
+            })
+            .Case([&](ForcedSelectOp) { return "forced_ids"; })
+            .Case([&](CaptureOp) {
+              return index == 1 ? "capture" : index == 2 ? "layer" : "";
+            })
+            .Case([&](DispatchOp) { return "topk_ids"; })
+            .Default([](Operation *) { return ""; });
+    if (!name.empty())
+      return name;
+  }
+  return "";
+}
+
+/// The ABI name of an entry result, from the op that computes it.
+std::string abiNameOfResult(Value result) {
+  Operation *op = result.getDefiningOp();
+  if (!op)
+    return "";
+  if (auto dispatch = dyn_cast<DispatchOp>(op)) {
+    static const char *const kNames[] = {"expert_counts", "expert_offsets",
+                                         "sorted_slots", "slot_positions"};
+    return kNames[cast<OpResult>(result).getResultNumber()];
+  }
+  return llvm::TypeSwitch<Operation *, std::string>(op)
+      .Case<TopKOp, HashSelectOp, ForcedSelectOp>(
+          [](Operation *) { return "topk_ids"; })
+      .Case<GatherOp, NormalizeOp, ScaleOp>(
+          [](Operation *) { return "topk_weights"; })
+      .Default([](Operation *) { return ""; });
+}
+
 class EntryConverter {
 public:
   explicit EntryConverter(func::FuncOp func) : func(func) {}
 
   LogicalResult convert() {
-    auto config = func->getAttrOfType<DictionaryAttr>(kKernelConfigAttrName);
+    KernelConfigAttr config = getKernelConfig(func);
     if (!config)
       return func.emitOpError("needs 'moe.kernel_config' to be lowered: run "
                               "-moe-kernel-config first");
-    vectorWidth = config.getAs<IntegerAttr>("vector_width").getInt();
-    topkMethod = parseTopKMethod(config.getAs<StringAttr>("topk").getValue())
-                     .value_or(TopKMethod::ArgmaxPasses);
-    target = parseKernelTarget(config.getAs<StringAttr>("target").getValue())
-                 .value_or(KernelTarget::Cpu);
+    vectorWidth = config.getVectorWidth();
+    topkMethod = config.getTopk();
+    target = config.getTarget();
+    auto entryName = func->getAttrOfType<StringAttr>(kEntryAttrName);
+    std::optional<moegen::abi::EntryKind> kind =
+        moegen::abi::parseEntryKind(entryName.getValue());
+    if (!kind)
+      return func.emitOpError("unknown entry kind ") << entryName;
+    entryKind = *kind;
     if (!func.getBody().hasOneBlock())
       return func.emitOpError("entry point must have a single block");
     Block &body = func.getBody().front();
@@ -79,6 +131,9 @@ public:
       results.push_back(plan);
     }
 
+    if (failed(planArguments(body)))
+      return failure();
+
     SmallVector<DispatchOp> dispatches(body.getOps<DispatchOp>());
     if (!dispatches.empty()) {
       if (std::distance(body.begin(), body.end()) != 2 ||
@@ -92,11 +147,79 @@ public:
   }
 
 private:
+  /// Names the entry's arguments and untied results by the ABI.
+  LogicalResult planArguments(Block &body) {
+    for (BlockArgument arg : body.getArguments()) {
+      std::string name = abiNameOfArgument(arg);
+      if (name.empty())
+        return func.emitOpError("argument #")
+               << arg.getArgNumber()
+               << " is read by no moe op that gives it a kernel ABI name";
+      argumentNames.push_back(name);
+    }
+    for (const ResultPlan &plan : results) {
+      if (plan.tiedArgument)
+        continue;
+      std::string name = abiNameOfResult(plan.value);
+      if (name.empty())
+        return func.emitOpError("result computed by ")
+               << plan.value.getDefiningOp()->getName()
+               << " has no kernel ABI name";
+      resultNames.push_back(name);
+    }
+    return success();
+  }
+
+  /// The `#moe.kernel_arg` of an argument of `type` called `name`, checked
+  /// against the catalogue of abi/KernelAbi.h.
+  FailureOr<KernelArgAttr> abiAttr(StringRef name, Type type) {
+    using namespace moegen::abi;
+    MLIRContext *ctx = func.getContext();
+    const ArgSpec *spec = findArg(entryKind, name.str());
+    auto fail = [&]() {
+      return func.emitOpError("kernel argument '")
+             << name << "' of type " << type << " ";
+    };
+    if (!spec)
+      return fail() << "is not an argument of a " << toString(entryKind)
+                    << " kernel (abi/KernelAbi.h)";
+    auto role = static_cast<KernelArgRole>(spec->role);
+    auto access = static_cast<KernelArgAccess>(spec->access);
+    if (isa<IndexType>(type)) {
+      if (spec->rank != 0)
+        return fail() << "must be a tensor";
+      return KernelArgAttr::get(ctx, name, role, IntegerType::get(ctx, 64),
+                                ArrayAttr::get(ctx, {}), access);
+    }
+    auto memref = dyn_cast<MemRefType>(type);
+    if (!memref || memref.getRank() != spec->rank)
+      return fail() << "must have rank " << spec->rank;
+    // The element type is stamped as the IR has it: the dialect also takes
+    // i64 ids, which a backend binding i32 buffers refuses by the stamp.
+    SmallVector<Attribute> shape;
+    for (auto [dim, rule] : llvm::enumerate(spec->shape())) {
+      if (isDynamic(rule) != memref.isDynamicDim(dim))
+        return fail() << "must have a " << (isDynamic(rule) ? "dynamic" : "static")
+                      << " dimension " << dim << " (" << toString(rule)
+                      << ")";
+      if (isDynamic(rule))
+        shape.push_back(StringAttr::get(ctx, toString(rule)));
+      else
+        shape.push_back(IntegerAttr::get(IntegerType::get(ctx, 64),
+                                         memref.getDimSize(dim)));
+    }
+    return KernelArgAttr::get(ctx, name, role, memref.getElementType(),
+                              ArrayAttr::get(ctx, shape), access);
+  }
+
   /// Kernel signature: inputs as memrefs, an output memref per result not
-  /// tied to an input, the error record, then `extra` (token range).
-  func::FuncOp createKernel(TypeRange extra) {
+  /// tied to an input, the error record, then the token range (row kernels
+  /// only); each argument stamped with its `#moe.kernel_arg`.
+  FailureOr<func::FuncOp> createKernel(bool withTokenRange) {
     Block &body = func.getBody().front();
+    OpBuilder b(func);
     SmallVector<Type> inputs;
+    SmallVector<std::string> names(argumentNames.begin(), argumentNames.end());
     for (BlockArgument arg : body.getArguments())
       inputs.push_back(isa<RankedTensorType>(arg.getType())
                            ? Type(toMemRef(cast<RankedTensorType>(arg.getType())))
@@ -104,15 +227,39 @@ private:
     for (const ResultPlan &plan : results)
       if (!plan.tiedArgument)
         inputs.push_back(toMemRef(cast<RankedTensorType>(plan.value.getType())));
-    OpBuilder b(func);
+    names.append(resultNames.begin(), resultNames.end());
     inputs.push_back(MemRefType::get({target == KernelTarget::Nvptx
                                           ? moegen::kGpuKernelErrorWords
                                           : kKernelErrorWords},
                                      b.getI64Type()));
-    inputs.append(extra.begin(), extra.end());
+    names.push_back("error");
+    if (withTokenRange) {
+      inputs.append({b.getIndexType(), b.getIndexType()});
+      names.append({"token_begin", "token_end"});
+    }
+
+    SmallVector<DictionaryAttr> argAttrs;
+    for (auto [name, type] : llvm::zip(names, inputs)) {
+      FailureOr<KernelArgAttr> attr = abiAttr(name, type);
+      if (failed(attr))
+        return failure();
+      argAttrs.push_back(b.getDictionaryAttr(
+          b.getNamedAttr(kKernelArgAttrName, *attr)));
+    }
+    // Every argument the catalogue requires is there.
+    for (const moegen::abi::ArgSpec &spec :
+         moegen::abi::entrySignature(entryKind))
+      if (spec.required && !llvm::is_contained(names, spec.name) &&
+          (withTokenRange ||
+           spec.role != moegen::abi::ArgRole::TokenBegin) &&
+          (withTokenRange || spec.role != moegen::abi::ArgRole::TokenEnd))
+        return func.emitOpError("a ")
+               << moegen::abi::toString(entryKind) << " kernel needs '"
+               << spec.name << "' (abi/KernelAbi.h)";
 
     auto kernel = b.create<func::FuncOp>(func.getLoc(), func.getName(),
                                          b.getFunctionType(inputs, {}));
+    kernel.setAllArgAttrs(argAttrs);
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
         kernel->setAttr(attr.getName(), attr.getValue());
@@ -135,9 +282,10 @@ private:
   }
 
   LogicalResult convertRowKernel(Block &body, func::ReturnOp ret) {
-    OpBuilder typeBuilder(func);
-    Type indexType = typeBuilder.getIndexType();
-    func::FuncOp kernel = createKernel({indexType, indexType});
+    FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/true);
+    if (failed(created))
+      return failure();
+    func::FuncOp kernel = *created;
     Block &entry = kernel.getBody().front();
     unsigned numInputs = body.getNumArguments();
     unsigned numArgs = entry.getNumArguments();
@@ -212,7 +360,10 @@ private:
   }
 
   LogicalResult convertDispatch(DispatchOp dispatch) {
-    func::FuncOp kernel = createKernel({});
+    FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/false);
+    if (failed(created))
+      return failure();
+    func::FuncOp kernel = *created;
     Block &entry = kernel.getBody().front();
     OpBuilder b = OpBuilder::atBlockEnd(&entry);
     OpBuilder allocBuilder = startKernelBody(b, entry);
@@ -239,7 +390,10 @@ private:
   int64_t vectorWidth = 1;
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
   KernelTarget target = KernelTarget::Cpu;
+  moegen::abi::EntryKind entryKind = moegen::abi::EntryKind::Route;
   SmallVector<ResultPlan> results;
+  /// ABI names of the entry's arguments and of its untied results.
+  SmallVector<std::string> argumentNames, resultNames;
 };
 
 struct ConvertMoEToLoopsPass

@@ -13,8 +13,8 @@
 #define MOEGEN_DIALECT_MOE_CONVERSION_MOETOLOOPS_ROWCODEGEN_H
 
 #include "dialects/moe/IR/MoEOps.h"
-#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
-#include "runtime/KernelError.h"
+#include "dialects/moe/IR/MoEAttrs.h"
+#include "abi/KernelError.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"

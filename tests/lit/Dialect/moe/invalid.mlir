@@ -963,49 +963,107 @@ module attributes {moe.entry = "route"} {
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.kernel_config' must be a dictionary, got 8 : i64}}
-func.func @config_not_a_dictionary() attributes {moe.entry = "route", moe.kernel_config = 8} {
+// expected-error @+1 {{attribute 'moe.kernel_config' must be a #moe.kernel_config, got 8 : i64}}
+func.func @config_untyped() attributes {moe.entry = "route", moe.kernel_config = 8} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.kernel_config': 'target' must be "cpu" or "nvptx"}}
-func.func @config_unknown_target() attributes {moe.entry = "route", moe.kernel_config = {target = "tpu", vector_width = 8, tokens_per_task = 64}} {
+// expected-error @+2 {{expected ::mlir::moe::KernelTarget to be one of: cpu, nvptx}}
+// expected-error @+1 {{failed to parse MoE_KernelConfigAttr parameter 'target'}}
+func.func @config_unknown_target() attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = tpu, vector_width = 8, tokens_per_task = 64, topk = insertion>} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.kernel_config': 'tokens_per_task' must be a positive integer}}
-func.func @config_no_tokens_per_task() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8}} {
+// expected-error @+1 {{expected ','}}
+func.func @config_no_tokens_per_task() attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, topk = insertion>} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.kernel_config': 'vector_width' = 6 must be a power of two up to 64}}
-func.func @config_width_not_power_of_two() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 6, tokens_per_task = 64, topk = "insertion"}} {
+// expected-error @+1 {{#moe.kernel_config: vector_width = 6 must be a power of two up to 64}}
+func.func @config_width_not_power_of_two() attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 6, tokens_per_task = 64, topk = insertion>} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.kernel_config': unknown key 'threads'}}
-func.func @config_unknown_key() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, topk = "insertion", threads = 4}} {
+// expected-error @+1 {{#moe.kernel_config: tokens_per_task = 0 must be positive}}
+func.func @config_no_tokens() attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 0, topk = insertion>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{expected '>'}}
+func.func @config_unknown_key() attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = insertion, threads = 4>} {
   return
 }
 
 // -----
 
 // expected-error @+1 {{attribute 'moe.kernel_config' belongs on a function with 'moe.entry'}}
-func.func @config_without_entry() attributes {moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, topk = "insertion"}} {
+func.func @config_without_entry() attributes {moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = insertion>} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.kernel_config': 'topk' must be "argmax_passes" or "insertion"}}
-func.func @config_unknown_topk() attributes {moe.entry = "route", moe.kernel_config = {target = "cpu", vector_width = 8, tokens_per_task = 64, topk = "heap"}} {
+// expected-error @+2 {{expected ::mlir::moe::TopKMethod to be one of: argmax_passes, insertion}}
+// expected-error @+1 {{failed to parse MoE_KernelConfigAttr parameter 'topk'}}
+func.func @config_unknown_topk() attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = heap>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{#moe.launch: block_dim = 0 must be in [1, 1024]}}
+func.func @launch_empty_block() attributes {moe.launch = #moe.launch<block_dim = 0, tokens_per_block = 1, dynamic_shared_memory_bytes = 0>} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.launch' must be a #moe.launch, got {block_dim = 32 : i64}}}
+func.func @launch_untyped() attributes {moe.launch = {block_dim = 32}} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{#moe.kernel_arg 'ids': shape entry "N" must be an extent or one of "T", "V", "L", "T*k"}}
+func.func @kernel_arg_unknown_symbol(%ids: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "ids", role = tensor, dtype = i32, shape = ["N"], access = read>}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{#moe.kernel_arg 'layer': a scalar argument has no shape}}
+func.func @kernel_arg_shaped_scalar(%layer: index {moe.kernel_arg = #moe.kernel_arg<name = "layer", role = scalar, dtype = i64, shape = [2], access = read>}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #0: attribute 'moe.kernel_arg' #moe.kernel_arg<name = "ids", role = tensor, dtype = i32, shape = ["T"], access = read> does not describe 'memref<?x2xi32>'}}
+func.func @kernel_arg_wrong_rank(%ids: memref<?x2xi32> {moe.kernel_arg = #moe.kernel_arg<name = "ids", role = tensor, dtype = i32, shape = ["T"], access = read>}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #0: attribute 'moe.kernel_arg' dimension 0 (64 : i64) does not describe 'memref<?x2xi32>'}}
+func.func @kernel_arg_static_for_dynamic(%ids: memref<?x2xi32> {moe.kernel_arg = #moe.kernel_arg<name = "ids", role = tensor, dtype = i32, shape = [64, 2], access = read>}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument #0: attribute 'moe.kernel_bogus' is not a moe argument attribute (known: 'moe.kernel_arg', 'moe.kernel_size')}}
+func.func @kernel_arg_unknown(%ids: memref<?x2xi32> {moe.kernel_bogus = 1}) {
   return
 }

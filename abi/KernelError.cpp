@@ -1,6 +1,6 @@
 //===- KernelError.cpp - Messages for kernel error records ----------------===//
 
-#include "runtime/KernelError.h"
+#include "abi/KernelError.h"
 
 #include <cmath>
 #include <cstring>

@@ -10,8 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOEGEN_RUNTIME_KERNELERROR_H
-#define MOEGEN_RUNTIME_KERNELERROR_H
+#ifndef MOEGEN_ABI_KERNELERROR_H
+#define MOEGEN_ABI_KERNELERROR_H
 
 #include <cstdint>
 #include <string>
@@ -81,4 +81,4 @@ std::string formatFloatForMessage(float value);
 
 } // namespace moegen
 
-#endif // MOEGEN_RUNTIME_KERNELERROR_H
+#endif // MOEGEN_ABI_KERNELERROR_H

@@ -1,0 +1,201 @@
+//===- KernelAbi.cpp - The kernel ABI compiler and runtime share ----------===//
+
+#include "abi/KernelAbi.h"
+
+namespace moegen::abi {
+
+namespace {
+
+constexpr std::array<std::string_view, 6> kDTypeNames = {"f32", "bf16", "f16",
+                                                         "i16", "i32",  "i64"};
+constexpr std::array<std::string_view, 4> kEntryNames = {
+    "route", "route_hash", "replay", "dispatch"};
+constexpr std::array<std::string_view, 3> kAccessNames = {"read", "write",
+                                                          "readwrite"};
+constexpr std::array<std::string_view, 5> kRoleNames = {
+    "tensor", "scalar", "error_record", "token_begin", "token_end"};
+
+template <size_t N>
+std::optional<size_t> indexOf(const std::array<std::string_view, N> &names,
+                              std::string_view text) {
+  for (size_t i = 0; i < N; ++i)
+    if (names[i] == text)
+      return i;
+  return std::nullopt;
+}
+
+using enum DimRule;
+
+constexpr ArgSpec tensor(std::string_view name, std::array<DimRule, 3> dims,
+                         int rank, DType dtype, Access access,
+                         bool required = true,
+                         DTypeRule rule = DTypeRule::Fixed) {
+  return ArgSpec{name, ArgRole::Tensor, dims, rank, rule, dtype, access,
+                 required};
+}
+
+// The arguments every row kernel ends with.
+constexpr ArgSpec kTopkIdsOut =
+    tensor("topk_ids", {Tokens, TopK}, 2, DType::I32, Access::Write);
+constexpr ArgSpec kTopkWeightsOut =
+    tensor("topk_weights", {Tokens, TopK}, 2, DType::F32, Access::Write);
+constexpr ArgSpec kErrorRecord{"error",        ArgRole::ErrorRecord,
+                               {ErrorWords},   1,
+                               DTypeRule::Fixed, DType::I64,
+                               Access::ReadWrite};
+constexpr ArgSpec kTokenBegin{"token_begin", ArgRole::TokenBegin, {}, 0,
+                              DTypeRule::Fixed, DType::I64, Access::Read};
+constexpr ArgSpec kTokenEnd{"token_end", ArgRole::TokenEnd, {}, 0,
+                            DTypeRule::Fixed, DType::I64, Access::Read};
+constexpr ArgSpec kLogits = tensor("logits", {Tokens, Experts}, 2, DType::F32,
+                                   Access::Read, true, DTypeRule::Logits);
+constexpr ArgSpec kCapture =
+    tensor("capture", {Tokens, Layers, TopK}, 3, DType::I16,
+           Access::ReadWrite, /*required=*/false, DTypeRule::Capture);
+constexpr ArgSpec kLayer{"layer",          ArgRole::Scalar, {}, 0,
+                         DTypeRule::Fixed, DType::I64,      Access::Read,
+                         /*required=*/false};
+
+constexpr ArgSpec kRoute[] = {
+    kLogits,
+    tensor("bias", {Experts}, 1, DType::F32, Access::Read, false),
+    kCapture,
+    kLayer,
+    kTopkIdsOut,
+    kTopkWeightsOut,
+    kErrorRecord,
+    kTokenBegin,
+    kTokenEnd};
+constexpr ArgSpec kRouteHash[] = {
+    kLogits,
+    tensor("token_ids", {Tokens}, 1, DType::I32, Access::Read),
+    tensor("hash_table", {HashRows, TopK}, 2, DType::I32, Access::Read),
+    kCapture,
+    kLayer,
+    kTopkIdsOut,
+    kTopkWeightsOut,
+    kErrorRecord,
+    kTokenBegin,
+    kTokenEnd};
+constexpr ArgSpec kReplay[] = {
+    kLogits,
+    tensor("forced_ids", {Tokens, TopK}, 2, DType::I32, Access::Read),
+    kTopkIdsOut,
+    kTopkWeightsOut,
+    kErrorRecord,
+    kTokenBegin,
+    kTokenEnd};
+// Dispatch spans all tokens: no token range.
+constexpr ArgSpec kDispatch[] = {
+    tensor("topk_ids", {Tokens, TopK}, 2, DType::I32, Access::Read),
+    tensor("expert_counts", {Experts}, 1, DType::I32, Access::Write),
+    tensor("expert_offsets", {ExpertsPlus1}, 1, DType::I32, Access::Write),
+    tensor("sorted_slots", {Slots}, 1, DType::I32, Access::Write),
+    tensor("slot_positions", {Slots}, 1, DType::I32, Access::Write),
+    kErrorRecord};
+
+} // namespace
+
+std::string_view toString(DType dtype) {
+  return kDTypeNames[static_cast<size_t>(dtype)];
+}
+
+std::optional<DType> parseDType(std::string_view text) {
+  if (auto i = indexOf(kDTypeNames, text))
+    return static_cast<DType>(*i);
+  return std::nullopt;
+}
+
+size_t byteSize(DType dtype) {
+  switch (dtype) {
+  case DType::F32:
+  case DType::I32:
+    return 4;
+  case DType::BF16:
+  case DType::F16:
+  case DType::I16:
+    return 2;
+  case DType::I64:
+    return 8;
+  }
+  return 0;
+}
+
+std::string_view toString(EntryKind entry) {
+  return kEntryNames[static_cast<size_t>(entry)];
+}
+
+std::optional<EntryKind> parseEntryKind(std::string_view text) {
+  if (auto i = indexOf(kEntryNames, text))
+    return static_cast<EntryKind>(*i);
+  return std::nullopt;
+}
+
+std::string_view toString(Access access) {
+  return kAccessNames[static_cast<size_t>(access)];
+}
+
+std::optional<Access> parseAccess(std::string_view text) {
+  if (auto i = indexOf(kAccessNames, text))
+    return static_cast<Access>(*i);
+  return std::nullopt;
+}
+
+std::string_view toString(ArgRole role) {
+  return kRoleNames[static_cast<size_t>(role)];
+}
+
+std::optional<ArgRole> parseArgRole(std::string_view text) {
+  if (auto i = indexOf(kRoleNames, text))
+    return static_cast<ArgRole>(*i);
+  return std::nullopt;
+}
+
+std::string_view toString(DimRule rule) {
+  switch (rule) {
+  case Tokens:
+    return "T";
+  case HashRows:
+    return "V";
+  case Layers:
+    return "L";
+  case Slots:
+    return "T*k";
+  case Experts:
+    return "E";
+  case ExpertsPlus1:
+    return "E+1";
+  case TopK:
+    return "k";
+  case ErrorWords:
+    return "W";
+  }
+  return "?";
+}
+
+std::span<const ArgSpec> entrySignature(EntryKind entry) {
+  switch (entry) {
+  case EntryKind::Route:
+    return kRoute;
+  case EntryKind::RouteHash:
+    return kRouteHash;
+  case EntryKind::Replay:
+    return kReplay;
+  case EntryKind::Dispatch:
+    return kDispatch;
+  }
+  return {};
+}
+
+const ArgSpec *findArg(EntryKind entry, std::string_view name) {
+  for (const ArgSpec &arg : entrySignature(entry))
+    if (arg.name == name)
+      return &arg;
+  return nullptr;
+}
+
+std::string sizeParamName(std::string_view tensor, int dim) {
+  return std::string(tensor) + ".size" + std::to_string(dim);
+}
+
+} // namespace moegen::abi

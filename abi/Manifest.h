@@ -1,0 +1,167 @@
+//===- Manifest.h - manifest.json of a `moegen compile` output --*- C++ -*-===//
+//
+// `moegen compile SPEC --emit=cubin -o DIR` writes DIR/manifest.json next to
+// the binaries: which kernels exist, their cuLaunchKernel parameters in
+// order, and how to launch them. The compiler writes it with
+// writeManifest() from the arguments convert-moe-to-loops stamped; the
+// runtime reads it with parseManifest(), which trusts nothing: every key is
+// checked against the catalogue of KernelAbi.h, and every error is one line
+// naming the file and the key, e.g.
+//
+//   out/manifest.json: kernels[1].params[3].dtype: unknown dtype 'f64'
+//
+// The format is documented in docs/kernel-abi.md ("manifest.json"). Plain
+// C++20 and nlohmann-json; no LLVM, no CUDA.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_ABI_MANIFEST_H
+#define MOEGEN_ABI_MANIFEST_H
+
+#include "abi/KernelAbi.h"
+#include "abi/KernelError.h"
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moegen::abi {
+
+/// The "format" every manifest carries.
+inline constexpr std::string_view kManifestFormat = "moegen-kernels";
+/// The kernel ABI this runtime speaks ("abi_version").
+inline constexpr int64_t kKernelAbiVersion = 1;
+enum class ParamKind { Pointer, Size, Scalar };
+/// "pointer", "size", "scalar".
+std::string_view toString(ParamKind kind);
+
+/// One dimension of a pointer parameter's shape: a fixed extent, or one of
+/// the symbols the caller's sizes resolve.
+struct Dim {
+  enum class Symbol { None, T, V, L, TK };
+  Symbol symbol = Symbol::None; ///< None: fixed `extent`
+  int64_t extent = 0;
+
+  bool isDynamic() const { return symbol != Symbol::None; }
+};
+/// "T", "V", "L", "T*k", or the extent.
+std::string toString(const Dim &dim);
+
+/// One cuLaunchKernel parameter; every parameter is 8 bytes.
+struct Param {
+  std::string name;
+  ParamKind kind = ParamKind::Pointer;
+  /// Pointer: the element type. Scalar: always I64.
+  DType dtype = DType::I64;
+  /// Pointer only.
+  std::vector<Dim> shape;
+  Access access = Access::Read;
+  /// Size only: the index (in Kernel::params) of the pointer it measures and
+  /// the dimension.
+  int ofParam = -1;
+  int dim = 0;
+};
+
+struct LaunchRule {
+  int64_t blockDim = 0;
+  /// > 0: gridDim.x = ceil(T / tokensPerBlock) and no launch when T == 0;
+  /// 0: gridDim.x = 1.
+  int64_t tokensPerBlock = 0;
+  /// As written in the manifest ("ceil_div(T, 4)" or "1"); checked against
+  /// tokensPerBlock.
+  std::string gridDim;
+  int64_t dynamicSharedMemoryBytes = 0;
+};
+
+struct Kernel {
+  EntryKind entry = EntryKind::Route;
+  std::string symbol;
+  std::vector<Param> params;
+  LaunchRule launch;
+  /// From `ptxas -v` when a cubin was built; information only.
+  std::optional<int64_t> registers;
+  std::optional<int64_t> spillStoreBytes;
+
+  /// The index of the parameter called `name`, or -1.
+  int findParam(std::string_view name) const;
+};
+
+/// A target architecture "sm_<major><minor>[a|f]", e.g. sm_90a, sm_100.
+struct Arch {
+  int major = 0;
+  int minor = 0;
+  /// 'a' (architecture-specific), 'f' (family-specific) or 0.
+  char suffix = 0;
+
+  std::string toString() const;
+  /// Whether a cubin built for this arch runs on a device of compute
+  /// capability major.minor: same major, and the same minor for 'a',
+  /// a minor no larger otherwise.
+  bool cubinRunsOn(int deviceMajor, int deviceMinor) const;
+  /// Whether PTX for this arch JIT-compiles for the device: an 'a' target
+  /// only for the same major.minor, an 'f' target within its major,
+  /// otherwise any device of at least this compute capability.
+  bool ptxRunsOn(int deviceMajor, int deviceMinor) const;
+};
+std::optional<Arch> parseArch(std::string_view text);
+
+struct Manifest {
+  /// The manifest file as given, used to prefix every message about it.
+  std::string path;
+  /// The directory holding it; binaries are resolved against it.
+  std::string directory;
+
+  int64_t abiVersion = 0;
+  std::string compilerVersion;
+  std::string specName;
+  std::string specHash;
+  Arch arch;
+  std::string archText;
+  /// The arch the PTX was generated for ("ptx_target"); may be older than
+  /// `arch` (PTX is forward compatible). Empty when absent.
+  std::string ptxTarget;
+  /// The binaries as the manifest names them (file names relative to its
+  /// directory), and resolved against `directory`; empty when absent. At
+  /// least one of the two is present.
+  std::string cubinFile;
+  std::string ptxFile;
+  std::string cubinPath;
+  std::string ptxPath;
+  int64_t numExperts = 0;
+  int64_t topK = 0;
+  DType logitsDType = DType::F32;
+  std::optional<DType> captureDType;
+  std::vector<Kernel> kernels;
+
+  /// The kernel of this entry point, or null.
+  const Kernel *find(EntryKind entry) const;
+};
+
+struct ManifestOptions {
+  /// The compiler_version the manifest must carry.
+  std::string expectedCompilerVersion;
+  /// Check that the binaries named by "cubin" and "ptx" exist.
+  bool checkFilesExist = true;
+};
+
+/// A manifest that breaks a rule; what() is one line "PATH: KEY: MESSAGE".
+class ManifestError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Parses and validates the text of a manifest. `path` names it in messages
+/// and locates the binaries. Throws ManifestError.
+Manifest parseManifest(std::string_view jsonText, const std::string &path,
+                       const ManifestOptions &options);
+
+/// The JSON text of `manifest` (format, abi_version, ...; paths and the
+/// parsed-only fields are not written), as parseManifest() reads it back.
+std::string writeManifest(const Manifest &manifest);
+
+} // namespace moegen::abi
+
+#endif // MOEGEN_ABI_MANIFEST_H
