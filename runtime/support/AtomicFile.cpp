@@ -65,7 +65,10 @@ bool writeFileAtomically(const std::string &path,
     return fail("cannot write: the path names a directory, not a file");
 
   std::filesystem::path directory = target.parent_path();
-  std::string stem = "." + target.filename().string();
+  // The leading dot hides the temporary from globs such as "*.npy";
+  // appended rather than "." + ..., which GCC 12 misreads (-Wrestrict).
+  std::string stem = ".";
+  stem += target.filename().string();
   std::string temporary;
   std::FILE *file = nullptr;
   constexpr unsigned kAttempts = 64;
