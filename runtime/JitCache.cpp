@@ -15,6 +15,7 @@
 #include "runtime/Error.h"
 #include "runtime/Manifest.h"
 #include "runtime/Sha256.h"
+#include "runtime/support/Quote.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -35,6 +36,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
+/// A path inside a message: quoted and escaped, kept whole.
+std::string quoteInMessage(const std::string &path) {
+  return support::quote(path, support::QuoteStyle{support::kMaxPathLength});
+}
+
 [[noreturn]] void fail(const std::string &message) {
   throw Error(Error::Kind::Cache, message);
 }
@@ -52,14 +58,14 @@ public:
   explicit FileLock(const std::string &path) {
     fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
     if (fd < 0)
-      fail("cannot open the cache lock file '" + path +
-           "': " + errnoText(errno));
+      fail("cannot open the cache lock file " + quoteInMessage(path) +
+           ": " + errnoText(errno));
     while (::flock(fd, LOCK_EX) != 0) {
       if (errno == EINTR)
         continue;
       int error = errno;
       ::close(fd);
-      fail("cannot lock '" + path + "': " + errnoText(error));
+      fail("cannot lock " + quoteInMessage(path) + ": " + errnoText(error));
     }
   }
   ~FileLock() {
@@ -112,14 +118,14 @@ void writeChecksums(const fs::path &directory) {
       files.push_back(relative);
   }
   if (ec)
-    fail("cannot list '" + directory.string() + "': " + ec.message());
+    fail("cannot list " + quoteInMessage(directory.string()) + ": " + ec.message());
   std::sort(files.begin(), files.end());
   std::string text;
   for (const std::string &file : files) {
     syncPath(directory / file, false);
     std::optional<std::string> digest = hashFile(directory / file);
     if (!digest)
-      fail("cannot read '" + (directory / file).string() + "'");
+      fail("cannot read " + quoteInMessage((directory / file).string()));
     text += *digest + "  " + file + "\n";
   }
   fs::path target = directory / JitCache::kChecksumsFile;
@@ -128,7 +134,7 @@ void writeChecksums(const fs::path &directory) {
     out << text;
     out.flush();
     if (!out)
-      fail("cannot write '" + target.string() + "'");
+      fail("cannot write " + quoteInMessage(target.string()));
   }
   syncPath(target, false);
   syncPath(directory, true);
@@ -192,12 +198,12 @@ void removeEntry(const fs::path &root, const std::string &key,
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
   if (!::mkdtemp(name.data()))
-    fail("cannot create a directory in the cache '" + root.string() +
-         "': " + errnoText(errno));
+    fail("cannot create a directory in the cache " +
+         quoteInMessage(root.string()) + ": " + errnoText(errno));
   fs::path trash = fs::path(name.data()) / "entry";
   if (::rename(path.c_str(), trash.c_str()) != 0)
-    fail("cannot move the entry '" + path.string() +
-         "' aside: " + errnoText(errno));
+    fail("cannot move the entry " + quoteInMessage(path.string()) +
+         " aside: " + errnoText(errno));
   fs::remove_all(name.data(), ec);
 }
 
@@ -223,8 +229,8 @@ void checkKey(const std::string &key) {
     valid &= (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '_' ||
              c == '-';
   if (!valid)
-    fail("invalid cache key '" + key.substr(0, 140) +
-         "': 1 to 128 characters of [0-9a-z_-], not starting with '-'");
+    fail("invalid cache key " +
+         support::quote(key, support::QuoteStyle{140}) + ": 1 to 128 characters of [0-9a-z_-], not starting with '-'");
 }
 
 } // namespace
@@ -298,7 +304,7 @@ std::vector<JitCache::EntryStatus> JitCache::entries() const {
         {name, it->path().string(), checkEntry(it->path(), compilerVersion)});
   }
   if (ec)
-    fail("cannot list the cache directory '" + root + "': " + ec.message());
+    fail("cannot list the cache directory " + quoteInMessage(root) + ": " + ec.message());
   std::sort(found.begin(), found.end(),
             [](const EntryStatus &a, const EntryStatus &b) {
               return a.key < b.key;
@@ -332,8 +338,8 @@ CacheEntry JitCache::getOrCompile(const std::string &key,
   std::error_code ec;
   fs::create_directories(root, ec);
   if (ec || !fs::is_directory(root))
-    fail("cannot create the cache directory '" + root +
-         "': " + (ec ? ec.message() : "not a directory"));
+    fail("cannot create the cache directory " + quoteInMessage(root) +
+         ": " + (ec ? ec.message() : "not a directory"));
   FileLock lock((fs::path(root) / (key + ".lock")).string());
   // Someone may have published it while we waited for the lock.
   if (!always && checkEntry(entry, compilerVersion).empty())
@@ -344,8 +350,8 @@ CacheEntry JitCache::getOrCompile(const std::string &key,
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
   if (!::mkdtemp(name.data()))
-    fail("cannot create a temporary directory in the cache '" + root +
-         "': " + errnoText(errno));
+    fail("cannot create a temporary directory in the cache " +
+         quoteInMessage(root) + ": " + errnoText(errno));
   const fs::path temporary(name.data());
   try {
     compile(temporary.string());
@@ -372,8 +378,8 @@ CacheEntry JitCache::getOrCompile(const std::string &key,
       return {entry.string(), false};
     }
     fs::remove_all(temporary, ec);
-    fail("cannot publish the cache entry '" + entry.string() +
-         "': " + errnoText(error));
+    fail("cannot publish the cache entry " +
+         quoteInMessage(entry.string()) + ": " + errnoText(error));
   }
   syncPath(root, true);
   return {entry.string(), true};

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/spec/RoutingSpec.h"
+#include "runtime/support/Quote.h"
 
 #include <algorithm>
 #include <cmath>
@@ -75,32 +76,7 @@ std::optional<LogitsDType> parseLogitsDType(std::string_view text) {
 }
 
 std::string quoteForDiagnostic(std::string_view text, size_t maxLength) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (i == maxLength) {
-      out += "...";
-      break;
-    }
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c == '\\' || c == '\'') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      static const char *hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
+  return support::escape(text, support::QuoteStyle{maxLength});
 }
 
 namespace {

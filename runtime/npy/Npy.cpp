@@ -14,19 +14,18 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/npy/Npy.h"
+#include "runtime/support/AtomicFile.h"
+#include "runtime/support/Quote.h"
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cassert>
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <system_error>
-#include <thread>
 
 namespace moegen::npy {
 
@@ -72,24 +71,9 @@ constexpr std::string_view kSupportedDescrs =
     "'<f4', '<f2', '<u2' (also for bf16), '<i2', '<i4', '<i8', '|u1', '<f8'";
 
 /// Renders header text for an error message: quoted like Python would, with
-/// anything unprintable escaped so the message stays on one line.
+/// anything unprintable or non-ASCII escaped so the message stays on one line.
 std::string quoteForMessage(std::string_view text) {
-  std::string result = "'";
-  for (char c : text) {
-    auto byte = static_cast<unsigned char>(c);
-    if (c == '\'' || c == '\\') {
-      result += '\\';
-      result += c;
-    } else if (byte >= 0x20 && byte < 0x7F) {
-      result += c;
-    } else {
-      static constexpr char kHex[] = "0123456789abcdef";
-      result += "\\x";
-      result += kHex[byte >> 4];
-      result += kHex[byte & 0xF];
-    }
-  }
-  return result + "'";
+  return support::quote(text, support::QuoteStyle{std::string::npos, false, true});
 }
 
 /// The Python repr of a shape tuple: "()", "(5,)", "(3, 4)".
@@ -528,23 +512,6 @@ arrayFromHeader(std::vector<std::pair<std::string, PyValue>> &entries,
   return array;
 }
 
-/// A name for a temporary file that concurrent writers will not pick, using
-/// only the standard library (std::random_device may be unavailable).
-std::string temporarySuffix(unsigned attempt) {
-  static std::atomic<uint64_t> counter{0};
-  uint64_t mix = static_cast<uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count());
-  mix ^= std::hash<std::thread::id>()(std::this_thread::get_id()) *
-         0x9E3779B97F4A7C15ull;
-  mix ^= (counter.fetch_add(1) + attempt) * 0xBF58476D1CE4E5B9ull;
-  mix ^= reinterpret_cast<uintptr_t>(&counter) >> 4;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string suffix = ".tmp-";
-  for (int i = 0; i < 16; ++i, mix >>= 4)
-    suffix += kHex[mix & 0xF];
-  return suffix;
-}
-
 std::string errnoMessage(int errorNumber) {
   return std::error_code(errorNumber, std::generic_category()).message();
 }
@@ -764,52 +731,9 @@ bool writeNpy(const std::string &path, const Array &array, std::string &error) {
                 std::to_string(*expected) + " data bytes, but the array has " +
                 std::to_string(array.data.size()));
 
-  std::filesystem::path target(path);
-  if (!target.has_filename())
+  if (!std::filesystem::path(path).has_filename())
     return fail("cannot write: the path names a directory, not a file");
-  std::vector<std::byte> bytes = serializeNpy(array);
-
-  // The temporary lives beside the target so that the rename stays within
-  // one filesystem and is atomic; the leading dot hides it from "*.npy".
-  std::filesystem::path directory = target.parent_path();
-  std::string stem = "." + target.filename().string();
-  std::string temporary;
-  std::FILE *file = nullptr;
-  constexpr unsigned kAttempts = 64;
-  for (unsigned attempt = 0; attempt < kAttempts && !file; ++attempt) {
-    temporary = (directory / (stem + temporarySuffix(attempt))).string();
-    // "x": create exclusively, never clobbering another writer's temporary.
-    file = std::fopen(temporary.c_str(), "wbx");
-    if (!file && errno != EEXIST)
-      return fail("cannot create temporary file " + quoteForMessage(temporary) +
-                  ": " + errnoMessage(errno));
-  }
-  if (!file)
-    return fail("cannot create a temporary file beside it");
-
-  // Keep the first failure's errno: later calls may overwrite it.
-  errno = 0;
-  int writeErrno = 0;
-  if (std::fwrite(bytes.data(), 1, bytes.size(), file) != bytes.size())
-    writeErrno = errno ? errno : EIO;
-  if (std::fflush(file) != 0 && !writeErrno)
-    writeErrno = errno ? errno : EIO;
-  if (std::fclose(file) != 0 && !writeErrno)
-    writeErrno = errno ? errno : EIO;
-  std::error_code ignored;
-  if (writeErrno) {
-    std::filesystem::remove(temporary, ignored);
-    return fail("cannot write temporary file " + quoteForMessage(temporary) +
-                ": " + errnoMessage(writeErrno));
-  }
-  std::error_code renameError;
-  std::filesystem::rename(temporary, target, renameError);
-  if (renameError) {
-    std::filesystem::remove(temporary, ignored);
-    return fail("cannot rename temporary file into place: " +
-                renameError.message());
-  }
-  return true;
+  return support::writeFileAtomically(path, serializeNpy(array), error);
 }
 
 } // namespace moegen::npy

@@ -20,12 +20,14 @@
 //
 // --backend cpu runs the spec through the CPU backend (moegen::cpu), and
 // --backend cuda through the NVPTX kernels, compiled on first use into the
-// JIT cache and launched by the runtime (moegen::jit::loadRouter).
+// JIT cache and launched by the runtime (moegen::jit::loadRouter). Both sit
+// behind the runtime's HostRouter, which takes host buffers (the CUDA one
+// uploads and downloads them), so the sample has one code path for both.
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/spec/RoutingSpec.h"
 #include "runtime/Error.h"
+#include "runtime/HostRouter.h"
 #include "runtime/Manifest.h"
 #include "runtime/Recorder.h"
 #include "runtime/npy/HalfFloat.h"
@@ -34,14 +36,15 @@
 // MLIR, for GPU machines without the compiler: it runs a kernel directory
 // (--kernels) on the GPU and has neither the CPU backend nor the JIT.
 #ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
-#include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/spec/SpecParser.h"
 #endif
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
 #include "compiler/jit/KernelJit.h"
 #endif
-#include "runtime/cuda/CudaRouter.h"
+#include "runtime/JitCache.h"
+#include "runtime/cuda/CudaHostRouter.h"
 #endif
 
 #include <CLI/CLI.hpp>
@@ -59,8 +62,8 @@
 
 namespace {
 
-using moegen::RoutingSpec;
 namespace rt = moegen::rt;
+using rt::RouterFacts;
 
 constexpr int kExitBadInput = 2;
 
@@ -112,7 +115,7 @@ struct RouterStack {
   int64_t layers, tokens, hidden, experts;
   std::vector<std::vector<float>> states, gates, biases;
 
-  RouterStack(const Options &options, const RoutingSpec &spec)
+  RouterStack(const Options &options, const RouterFacts &spec)
       : layers(options.layers), tokens(options.tokens),
         hidden(options.hidden), experts(spec.numExperts) {
     Random random(options.seed);
@@ -162,15 +165,15 @@ struct RouterStack {
 
 /// The logits in the spec's dtype: f32 as is, bf16 / f16 as bit patterns.
 std::vector<uint8_t> encodeLogits(const std::vector<float> &logits,
-                                  moegen::LogitsDType dtype) {
-  if (dtype == moegen::LogitsDType::F32) {
+                                  RouterFacts::Logits dtype) {
+  if (dtype == RouterFacts::Logits::F32) {
     std::vector<uint8_t> bytes(logits.size() * 4);
     std::memcpy(bytes.data(), logits.data(), bytes.size());
     return bytes;
   }
   std::vector<uint8_t> bytes(logits.size() * 2);
   for (size_t i = 0; i < logits.size(); ++i) {
-    uint16_t bits = dtype == moegen::LogitsDType::BF16
+    uint16_t bits = dtype == RouterFacts::Logits::BF16
                         ? moegen::npy::floatToBf16(logits[i])
                         : moegen::npy::floatToHalf(logits[i]);
     std::memcpy(&bytes[i * 2], &bits, 2);
@@ -184,176 +187,70 @@ struct Routed {
   std::vector<float> weights;
 };
 
-/// What the sample needs of a backend. Every call throws rt::Error (or
-/// returns no result) on failure; the message names the layer.
-class Backend {
+/// A [T, k] result of `router` on `logits`; throws rt::Error naming the
+/// layer when the kernels refuse the input.
+class LayerCall {
 public:
-  virtual ~Backend() = default;
-  /// Routes `layer`, writing its ids into `capture` at that layer.
-  virtual Routed route(int64_t layer, const std::vector<uint8_t> &logits,
-                       const std::vector<float> &bias,
-                       rt::Recorder &capture) = 0;
-  /// Replays `layer` with the ids forced from `forcedIds` ([T, k]).
-  virtual Routed replay(int64_t layer, const std::vector<uint8_t> &logits,
-                        const std::vector<int32_t> &forcedIds) = 0;
-};
-
-#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
-class CpuBackend final : public Backend {
-public:
-  explicit CpuBackend(const RoutingSpec &spec) : spec(spec) {
-    std::string error;
-    router = moegen::cpu::CpuRouter::compile(spec, {}, error);
-    if (!router)
-      throw rt::Error(rt::Error::Kind::Compile, error);
-  }
-
-  Routed route(int64_t layer, const std::vector<uint8_t> &logits,
-               const std::vector<float> &bias,
-               rt::Recorder &capture) override {
-    Routed out = outputs(capture.numTokens());
-    moegen::cpu::RouterCall call = callFor(capture.numTokens(), logits, out);
-    call.bias = bias.empty() ? nullptr : bias.data();
-    call.captureBuffer = capture.data();
-    call.captureLayers = capture.numLayers();
-    call.captureLayer = layer;
-    run(call, layer);
-    return out;
-  }
-
-  Routed replay(int64_t layer, const std::vector<uint8_t> &logits,
-                const std::vector<int32_t> &forcedIds) override {
-    int64_t tokens = static_cast<int64_t>(forcedIds.size()) / spec.topK;
-    Routed out = outputs(tokens);
-    moegen::cpu::RouterCall call = callFor(tokens, logits, out);
-    call.forcedIds = forcedIds.data();
-    run(call, layer);
-    return out;
-  }
-
-private:
-  Routed outputs(int64_t tokens) const {
-    return {std::vector<int32_t>(tokens * spec.topK),
-            std::vector<float>(tokens * spec.topK)};
-  }
-  moegen::cpu::RouterCall callFor(int64_t tokens,
-                                  const std::vector<uint8_t> &logits,
-                                  Routed &out) const {
-    moegen::cpu::RouterCall call;
+  LayerCall(const RouterFacts &spec, int64_t tokens,
+            const std::vector<uint8_t> &logits)
+      : out{std::vector<int32_t>(tokens * spec.topK),
+            std::vector<float>(tokens * spec.topK)} {
     call.numTokens = tokens;
     call.logits = logits.data();
     call.topkIds = out.ids.data();
     call.topkWeights = out.weights.data();
-    return call;
   }
-  void run(const moegen::cpu::RouterCall &call, int64_t layer) {
-    std::string error = router->run(call);
-    if (!error.empty())
-      throw rt::Error(rt::Error::Kind::Kernel,
-                      "layer " + std::to_string(layer) + ": " + error);
-  }
-
-  const RoutingSpec &spec;
-  std::unique_ptr<moegen::cpu::CpuRouter> router;
+  rt::HostRouteCall call;
+  Routed out;
 };
 
-#endif // MOEGEN_SAMPLE_RUNTIME_ONLY
+void check(const std::string &error, int64_t layer) {
+  if (!error.empty())
+    throw rt::Error(rt::Error::Kind::Kernel,
+                    "layer " + std::to_string(layer) + ": " + error);
+}
+
+/// Routes `layer`, writing its ids into `capture` at that layer.
+Routed routeLayer(rt::HostRouter &router, int64_t layer,
+                  const std::vector<uint8_t> &logits,
+                  const std::vector<float> &bias, rt::Recorder &capture) {
+  LayerCall layerCall(router.facts(), capture.numTokens(), logits);
+  rt::HostRouteCall &call = layerCall.call;
+  call.bias = bias.empty() ? nullptr : bias.data();
+  call.captureBuffer = capture.data();
+  call.captureLayers = capture.numLayers();
+  call.captureLayer = layer;
+  check(router.route(call), layer);
+  return std::move(layerCall.out);
+}
+
+/// Replays `layer` with the ids forced from `forcedIds` ([T, k]).
+Routed replayLayer(rt::HostRouter &router, int64_t layer,
+                   const std::vector<uint8_t> &logits,
+                   const std::vector<int32_t> &forcedIds) {
+  int64_t tokens =
+      static_cast<int64_t>(forcedIds.size()) / router.facts().topK;
+  LayerCall layerCall(router.facts(), tokens, logits);
+  layerCall.call.forcedIds = forcedIds.data();
+  check(router.replay(layerCall.call), layer);
+  return std::move(layerCall.out);
+}
 
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
-/// The NVPTX kernels through the runtime, on the default stream of the
-/// router's context. Every tensor lives on the device; the capture buffer
-/// stays there across layers and comes back once, as an engine would do.
-class CudaBackend final : public Backend {
-public:
-  CudaBackend(const RoutingSpec &spec, int64_t tokens, int64_t layers,
-              const std::string &kernelsDir)
-      : spec(spec), driver(rt::CudaDriver::get()) {
-    std::string directory = kernelsDir, how = "loaded";
-#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
-    if (kernelsDir.empty()) {
-      rt::CacheEntry entry;
-      router = moegen::jit::loadRouter(spec, moegen::jit::JitOptions{},
-                                       rt::LoadOptions{}, &entry);
-      directory = entry.directory;
-      how = entry.compiled ? "compiled now" : "from the JIT cache";
-    }
-#endif
-    if (!router)
-      router = rt::CudaRouter::load(kernelsDir);
-    std::printf("kernels: %s (%s, %s)\n", directory.c_str(),
-                router->manifest().archText.c_str(), how.c_str());
-    size_t logitBytes =
-        spec.logitsDType == moegen::LogitsDType::F32 ? 4 : 2;
-    logits = router->allocate(tokens * spec.numExperts * logitBytes);
-    bias = router->allocate(spec.numExperts * sizeof(float));
-    forced = router->allocate(tokens * spec.topK * sizeof(int32_t));
-    capture = router->allocate(std::max<size_t>(
-        tokens * layers * spec.topK * (spec.numExperts <= 32767 ? 2 : 4), 8));
-    captureLayers = layers;
-    buffers = router->allocateBuffers(tokens, /*withDispatch=*/false);
-  }
-
-  Routed route(int64_t layer, const std::vector<uint8_t> &hostLogits,
-               const std::vector<float> &hostBias,
-               rt::Recorder &recorder) override {
-    rt::RouteInputs in = inputs(recorder.numTokens(), hostLogits);
-    if (!hostBias.empty()) {
-      bias.upload(hostBias.data(), hostBias.size() * sizeof(float), nullptr);
-      in.bias = bias.get();
-    }
-    in.capture = capture.get();
-    in.captureLayers = captureLayers;
-    in.captureLayer = layer;
-    Routed out = finish(layer, in.numTokens,
-                        router->route(in, buffers, nullptr));
-    // The capture is read back once, after the last layer of the rollout.
-    if (layer + 1 == recorder.numLayers())
-      capture.download(recorder.data(), recorder.sizeBytes(), nullptr);
-    return out;
-  }
-
-  Routed replay(int64_t layer, const std::vector<uint8_t> &hostLogits,
-                const std::vector<int32_t> &forcedIds) override {
-    int64_t tokens = static_cast<int64_t>(forcedIds.size()) / spec.topK;
-    rt::RouteInputs in = inputs(tokens, hostLogits);
-    forced.upload(forcedIds.data(), forcedIds.size() * sizeof(int32_t),
-                  nullptr);
-    in.forcedIds = forced.get();
-    return finish(layer, tokens, router->replay(in, buffers, nullptr));
-  }
-
-private:
-  rt::RouteInputs inputs(int64_t tokens, const std::vector<uint8_t> &host) {
-    logits.upload(host.data(), host.size(), nullptr);
-    rt::RouteInputs in;
-    in.numTokens = tokens;
-    in.logits = logits.get();
-    return in;
-  }
-  Routed finish(int64_t layer, int64_t tokens, const rt::RouteOutputs &out) {
-    // The calls with RouteBuffers record errors in the buffers' record.
-    router->checkErrors(nullptr, out.error, "layer " + std::to_string(layer));
-    Routed result{std::vector<int32_t>(tokens * spec.topK),
-                  std::vector<float>(tokens * spec.topK)};
-    // The router makes its context current only around its own calls.
-    rt::ScopedContext scope(driver, router->context());
-    driver.check(driver.memcpyDtoHAsync(result.ids.data(), out.topkIds,
-                                        result.ids.size() * 4, nullptr),
-                 "cuMemcpyDtoHAsync");
-    driver.check(driver.memcpyDtoHAsync(result.weights.data(), out.topkWeights,
-                                        result.weights.size() * 4, nullptr),
-                 "cuMemcpyDtoHAsync");
-    driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
-    return result;
-  }
-
-  const RoutingSpec &spec;
-  const rt::CudaDriver &driver;
-  std::unique_ptr<rt::CudaRouter> router;
-  rt::DeviceBuffer logits, bias, forced, capture;
-  int64_t captureLayers = 0;
-  rt::RouteBuffers buffers;
-};
+/// The NVPTX kernels of `kernelsDir` through the runtime; `jitRouter`, when
+/// given, came from the JIT cache instead (`how` says whether it compiled).
+std::unique_ptr<rt::HostRouter>
+cudaHostRouter(std::unique_ptr<rt::CudaRouter> jitRouter,
+               const std::string &kernelsDir, const std::string &jitDirectory,
+               const std::string &how) {
+  std::unique_ptr<rt::CudaRouter> router = std::move(jitRouter);
+  if (!router)
+    router = rt::CudaRouter::load(kernelsDir);
+  std::printf("kernels: %s (%s, %s)\n",
+              (jitDirectory.empty() ? kernelsDir : jitDirectory).c_str(),
+              router->manifest().archText.c_str(), how.c_str());
+  return std::make_unique<rt::CudaHostRouter>(std::move(router));
+}
 #endif // MOEGEN_HAVE_CUDA_RUNTIME
 
 /// Tokens whose k experts, as sets, are the same in `a` and `b`.
@@ -376,28 +273,6 @@ double percent(int64_t part, int64_t whole) {
                : 100.0;
 }
 
-/// What the sample needs of the spec, read from a kernel directory's
-/// manifest (the entry points and their parameters say which options the
-/// spec has).
-RoutingSpec specOf(const rt::Manifest &manifest) {
-  RoutingSpec spec;
-  spec.name = manifest.specName;
-  spec.numExperts = manifest.numExperts;
-  spec.topK = manifest.topK;
-  spec.logitsDType = manifest.logitsDType == rt::DType::BF16
-                         ? moegen::LogitsDType::BF16
-                     : manifest.logitsDType == rt::DType::F16
-                         ? moegen::LogitsDType::F16
-                         : moegen::LogitsDType::F32;
-  const rt::Kernel *route = manifest.find(rt::EntryKind::Route);
-  spec.selection = route ? moegen::Selection::TopK : moegen::Selection::Hash;
-  spec.scoreBias = route && route->findParam("bias") >= 0;
-  spec.capture = manifest.captureDType.has_value();
-  spec.replay = manifest.find(rt::EntryKind::Replay) != nullptr;
-  spec.dispatch = manifest.find(rt::EntryKind::Dispatch) != nullptr;
-  return spec;
-}
-
 int fail(const std::string &message) {
   std::fprintf(stderr, "moegen-sample-capture-replay: error: %s\n",
                message.c_str());
@@ -407,7 +282,7 @@ int fail(const std::string &message) {
 int run(const Options &options) {
   if (!options.kernelsDir.empty() && options.backend != "cuda")
     return fail("--kernels: only with --backend cuda");
-  std::optional<RoutingSpec> spec;
+  std::optional<RouterFacts> spec;
   std::optional<rt::Manifest> manifest;
   if (!options.kernelsDir.empty())
     manifest = rt::loadManifest(options.kernelsDir);
@@ -415,19 +290,20 @@ int run(const Options &options) {
   if (!manifest)
     return fail("--kernels DIR is required (a moegen compile --emit=cubin "
                 "directory): this build has no compiler");
-  spec = specOf(*manifest);
+  spec = rt::routerFactsOf(*manifest);
   const std::string source = manifest->path;
 #else
   std::string error;
-  spec = moegen::parseRoutingSpecFile(options.specPath, error);
-  if (!spec)
+  std::optional<moegen::RoutingSpec> parsed =
+      moegen::parseRoutingSpecFile(options.specPath, error);
+  if (!parsed)
     return fail(error);
+  spec = moegen::cpu::routerFactsOf(*parsed);
   const std::string source = options.specPath;
   if (manifest) {
-    RoutingSpec compiled = specOf(*manifest);
+    RouterFacts compiled = rt::routerFactsOf(*manifest);
     if (compiled.numExperts != spec->numExperts ||
-        compiled.topK != spec->topK ||
-        compiled.logitsDType != spec->logitsDType ||
+        compiled.topK != spec->topK || compiled.logits != spec->logits ||
         compiled.scoreBias != spec->scoreBias)
       return fail(manifest->path + ": the kernels are for spec '" +
                   compiled.name + "', not for " + options.specPath +
@@ -438,7 +314,7 @@ int run(const Options &options) {
     return fail(source +
                 ": the sample needs a spec with capture: true and replay: "
                 "true (templates/deepseek-v3.yaml has both)");
-  if (spec->selection != moegen::Selection::TopK)
+  if (spec->hashSelection)
     return fail(source +
                 ": the sample routes by top-k; this spec selects by hash "
                 "table (replay a hash layer by its token ids instead)");
@@ -465,14 +341,27 @@ int run(const Options &options) {
               static_cast<long long>(t), static_cast<long long>(options.hidden),
               options.backend.c_str(), options.noise);
   std::fflush(stdout);
-  std::unique_ptr<Backend> backend;
+  std::unique_ptr<rt::HostRouter> backend;
   if (options.backend == "cpu") {
 #ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
-    backend = std::make_unique<CpuBackend>(*spec);
+    backend = moegen::cpu::CpuHostRouter::compile(*parsed, {}, error);
+    if (!backend)
+      throw rt::Error(rt::Error::Kind::Compile, error);
 #endif
   } else {
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
-    backend = std::make_unique<CudaBackend>(*spec, t, l, options.kernelsDir);
+    std::unique_ptr<rt::CudaRouter> jitRouter;
+    rt::CacheEntry entry;
+#ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
+    if (options.kernelsDir.empty())
+      jitRouter = moegen::jit::loadRouter(*parsed, moegen::jit::JitOptions{},
+                                          rt::LoadOptions{}, &entry);
+#endif
+    backend = cudaHostRouter(std::move(jitRouter), options.kernelsDir,
+                             entry.directory,
+                             entry.directory.empty() ? "loaded"
+                             : entry.compiled        ? "compiled now"
+                                                     : "from the JIT cache");
 #else
     return fail("--backend cuda: built without the CUDA runtime (cuda.h was "
                 "not found; set CUDA_HOME and rebuild)");
@@ -486,8 +375,9 @@ int run(const Options &options) {
   std::vector<Routed> rollout;
   Random exact(0);
   for (int64_t layer = 0; layer < l; ++layer)
-    rollout.push_back(backend->route(
-        layer, encodeLogits(stack.logits(layer, 0.0, exact), spec->logitsDType),
+    rollout.push_back(routeLayer(
+        *backend, layer,
+        encodeLogits(stack.logits(layer, 0.0, exact), spec->logits),
         stack.biases[layer], capture));
   std::string path = options.capturePath;
   bool temporary = path.empty();
@@ -515,10 +405,11 @@ int run(const Options &options) {
   int64_t freshTotal = 0, replayTotal = 0;
   for (int64_t layer = 0; layer < l; ++layer) {
     std::vector<uint8_t> logits = encodeLogits(
-        stack.logits(layer, options.noise, trainer), spec->logitsDType);
-    Routed fresh = backend->route(layer, logits, stack.biases[layer], scratch);
+        stack.logits(layer, options.noise, trainer), spec->logits);
+    Routed fresh =
+        routeLayer(*backend, layer, logits, stack.biases[layer], scratch);
     Routed forced =
-        backend->replay(layer, logits, replayed.layer(layer).forcedIds());
+        replayLayer(*backend, layer, logits, replayed.layer(layer).forcedIds());
     int64_t freshAgree = agreeingTokens(fresh.ids, rollout[layer].ids, k);
     int64_t replayAgree = agreeingTokens(forced.ids, rollout[layer].ids, k);
     // Replay keeps the rollout's order of experts, so weights compare

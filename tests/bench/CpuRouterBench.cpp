@@ -27,6 +27,8 @@
 #include "compiler/spec/RoutingSpec.h"
 #include "tests/golden/GoldenRouter.h"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -60,114 +62,46 @@ struct Options {
   std::vector<int64_t> experts = {8, 128, 256, 384, 512};
 };
 
-void usage(const char *argv0) {
-  std::printf(
-      "usage: %s [--quick] [--threads N] [--topk M] [--reps N]\n"
-      "          [--golden-max-tokens N]\n"
-      "\n"
-      "Throughput of the CPU backend's route entry point (f32 logits) and of\n"
-      "the golden reference, for T in {1, 64, 4096, 65536} and E in {8, 128,\n"
-      "256, 384, 512}; median of N samples (default 9) after a warm-up.\n"
-      "\n"
-      "  --quick                tiny sizes (T in {1, 64}, E in {8, 128}), 3\n"
-      "                         samples of about 1 ms: a smoke test\n"
-      "  --threads N            worker threads (default: one per hardware\n"
-      "                         thread)\n"
-      "  --experts LIST         comma-separated expert counts instead of the\n"
-      "                         default set (e.g. 1024,4096)\n"
-      "  --tokens LIST          comma-separated token counts instead\n"
-      "  --topk M               top-k method: argmax_passes or insertion\n"
-      "                         (default: the kernel-config heuristic)\n"
-      "  --reps N               samples per figure (default 9)\n"
-      "  --golden-max-tokens N  time the golden reference only up to N\n"
-      "                         tokens (default 4096; it is slow)\n",
-      argv0);
-}
-
-bool parseInt(const char *text, int64_t lo, int64_t hi, int64_t &out) {
-  char *end = nullptr;
-  errno = 0;
-  long long value = std::strtoll(text, &end, 10);
-  if (errno || !end || *end || end == text || value < lo || value > hi)
-    return false;
-  out = value;
-  return true;
-}
-
-std::optional<Options> parseArgs(int argc, char **argv) {
+/// The options, or nullopt with the exit code (0 after --help).
+std::optional<Options> parseArgs(int argc, char **argv, int &exitCode) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&](int64_t lo, int64_t hi, int64_t &out) {
-      if (i + 1 >= argc || !parseInt(argv[i + 1], lo, hi, out)) {
-        std::fprintf(stderr,
-                     "moegen-bench-cpu: error: %s needs an integer in [%lld, "
-                     "%lld]\n",
-                     arg.c_str(), static_cast<long long>(lo),
-                     static_cast<long long>(hi));
-        return false;
-      }
-      ++i;
-      return true;
-    };
-    int64_t n = 0;
-    if (arg == "--quick") {
-      o.quick = true;
-    } else if (arg == "--threads") {
-      if (!value(0, 1024, n))
-        return std::nullopt;
-      o.threads = static_cast<unsigned>(n);
-    } else if (arg == "--experts" || arg == "--tokens") {
-      std::vector<int64_t> list;
-      std::string text = i + 1 < argc ? argv[i + 1] : "";
-      size_t start = 0;
-      while (start <= text.size()) {
-        size_t comma = text.find(',', start);
-        std::string item = text.substr(start, comma == std::string::npos
-                                                  ? std::string::npos
-                                                  : comma - start);
-        int64_t n = 0;
-        if (!parseInt(item.c_str(), arg == "--experts" ? 2 : 1,
-                      arg == "--experts" ? 8192 : (int64_t(1) << 24), n)) {
-          std::fprintf(stderr,
-                       "moegen-bench-cpu: error: %s needs a comma-separated "
-                       "list of positive integers (experts 2..8192)\n",
-                       arg.c_str());
-          return std::nullopt;
-        }
-        list.push_back(n);
-        if (comma == std::string::npos)
-          break;
-        start = comma + 1;
-      }
-      ++i;
-      (arg == "--experts" ? o.experts : o.tokens) = list;
-    } else if (arg == "--topk") {
-      if (i + 1 >= argc || (std::string(argv[i + 1]) != "argmax_passes" &&
-                            std::string(argv[i + 1]) != "insertion")) {
-        std::fprintf(stderr, "moegen-bench-cpu: error: --topk needs "
-                             "argmax_passes or insertion\n");
-        return std::nullopt;
-      }
-      o.topk = argv[++i];
-    } else if (arg == "--reps") {
-      if (!value(1, 1000, n))
-        return std::nullopt;
-      o.reps = static_cast<int>(n);
-    } else if (arg == "--golden-max-tokens") {
-      if (!value(0, int64_t(1) << 30, n))
-        return std::nullopt;
-      o.goldenMaxTokens = n;
-    } else if (arg == "--help" || arg == "-h") {
-      usage(argv[0]);
-      std::exit(0);
-    } else {
-      std::fprintf(stderr,
-                   "moegen-bench-cpu: error: unknown argument '%s' (see "
-                   "--help)\n",
-                   arg.c_str());
-      return std::nullopt;
-    }
+  CLI::App app{"moegen-bench-cpu: throughput of the CPU backend's route "
+               "entry point (f32 logits) and of the golden reference, for T "
+               "in {1, 64, 4096, 65536} and E in {8, 128, 256, 384, 512}; "
+               "median of --reps samples after a warm-up."};
+  app.add_flag("--quick", o.quick,
+               "tiny sizes (T in {1, 64}, E in {8, 128}), 3 samples of about "
+               "1 ms: a smoke test");
+  app.add_option("--threads", o.threads,
+                 "worker threads (default: one per hardware thread)")
+      ->check(CLI::Range(0u, 1024u));
+  app.add_option("--experts", o.experts,
+                 "comma-separated expert counts instead of the default set "
+                 "(e.g. 1024,4096)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{2}, int64_t{8192}));
+  app.add_option("--tokens", o.tokens,
+                 "comma-separated token counts instead of the default set")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  app.add_option("--topk", o.topk,
+                 "top-k method (default: the kernel-config heuristic)")
+      ->check(CLI::IsMember({"argmax_passes", "insertion"}));
+  app.add_option("--reps", o.reps, "samples per figure")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--golden-max-tokens", o.goldenMaxTokens,
+                 "time the golden reference only up to this many tokens")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    exitCode = e.get_exit_code() == 0 ? app.exit(e) : 2;
+    if (exitCode)
+      std::fprintf(stderr, "moegen-bench-cpu: error: %s (see --help)\n",
+                   e.what());
+    return std::nullopt;
   }
   if (o.quick) {
     o.tokens = {1, 64};
@@ -271,9 +205,10 @@ std::string today() {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::optional<Options> options = parseArgs(argc, argv);
+  int exitCode = 0;
+  std::optional<Options> options = parseArgs(argc, argv, exitCode);
   if (!options)
-    return 2;
+    return exitCode;
   const Options &o = *options;
 
   std::printf("moegen-bench-cpu: %s, %u hardware threads, --threads %u%s, "

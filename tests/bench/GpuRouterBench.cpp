@@ -21,6 +21,8 @@
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
 
+#include <CLI/CLI.hpp>
+
 
 #include <chrono>
 #include <cstdio>
@@ -51,19 +53,28 @@ int main(int argc, char **argv) {
   int reps = 200;
   std::vector<int64_t> tokenCounts;
   std::string specPath;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--reps" && i + 1 < argc)
-      reps = std::max(1, std::atoi(argv[++i]));
-    else if (arg == "--tokens" && i + 1 < argc)
-      tokenCounts.push_back(std::max<int64_t>(1, std::atoll(argv[++i])));
-    else if (arg == "--spec" && i + 1 < argc)
-      specPath = argv[++i];
-    else {
-      std::fprintf(stderr, "usage: moegen-bench-gpu [--reps N] [--tokens T]... "
-                           "[--spec FILE]\n");
-      return 2;
-    }
+  CLI::App app{"moegen-bench-gpu: route (+ dispatch) of the NVPTX kernels "
+               "through the runtime, microseconds per call; prints \"no GPU "
+               "run\" and exits 0 where there is no GPU."};
+  app.add_option("--reps", reps, "back-to-back calls per figure")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--tokens", tokenCounts,
+                 "token counts, repeated or comma-separated (default "
+                 "8192,65536)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  app.add_option("--spec", specPath,
+                 "routing spec (default: a DeepSeek-V3-like spec with "
+                 "dispatch)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    if (e.get_exit_code() == 0)
+      return app.exit(e);
+    std::fprintf(stderr, "moegen-bench-gpu: error: %s (see --help)\n",
+                 e.what());
+    return 2;
   }
   if (tokenCounts.empty())
     tokenCounts = {8192, 65536};

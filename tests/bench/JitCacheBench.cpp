@@ -17,6 +17,8 @@
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -51,23 +53,22 @@ int main(int argc, char **argv) {
   std::string arch = "sm_90";
   int reps = 5;
   std::vector<std::string> specs;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--arch" && i + 1 < argc) {
-      arch = argv[++i];
-    } else if (arg == "--reps" && i + 1 < argc) {
-      reps = std::atoi(argv[++i]);
-      if (reps < 1) {
-        std::fprintf(stderr, "--reps %s: must be at least 1\n", argv[i]);
-        return 2;
-      }
-    } else if (arg.rfind("--", 0) == 0) {
-      std::fprintf(stderr,
-                   "usage: moegen-bench-jit [--arch A] [--reps N] [SPEC...]\n");
-      return 2;
-    } else {
-      specs.push_back(arg);
-    }
+  CLI::App app{"moegen-bench-jit: the JIT cache's miss (compile) and hit "
+               "costs per spec, in a temporary cache."};
+  app.add_option("SPEC", specs, "routing specs (default: every template)");
+  app.add_option("--arch", arch, "GPU architecture of the kernels")
+      ->capture_default_str();
+  app.add_option("--reps", reps, "samples per figure (the median is shown)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    if (e.get_exit_code() == 0)
+      return app.exit(e);
+    std::fprintf(stderr, "moegen-bench-jit: error: %s (see --help)\n",
+                 e.what());
+    return 2;
   }
   if (specs.empty())
     for (const fs::directory_entry &entry :

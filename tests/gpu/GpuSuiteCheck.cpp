@@ -19,8 +19,9 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
+#include "runtime/RouterInputs.h"
 #include "runtime/cuda/CudaDriver.h"
-#include "runtime/cuda/CudaRouter.h"
+#include "runtime/cuda/CudaHostRouter.h"
 #include "runtime/npy/Npy.h"
 
 #include <algorithm>
@@ -73,7 +74,7 @@ std::map<std::string, std::string> readCase(const fs::path &file) {
   return facts;
 }
 
-/// Device copies of a case's inputs, kept alive for the calls.
+/// Device copies of a benchmark's inputs, kept alive for the calls.
 class Uploads {
 public:
   explicit Uploads(const rt::CudaRouter &router) : router(router) {}
@@ -83,139 +84,80 @@ public:
       buffers.back().upload(data, bytes, nullptr);
     return buffers.back().get();
   }
-  CUdeviceptr add(const npy::Array &array) {
-    return add(array.data.data(), array.data.size());
-  }
 
 private:
   const rt::CudaRouter &router;
   std::vector<rt::DeviceBuffer> buffers;
 };
 
-struct Result {
-  std::vector<int32_t> ids, counts, offsets, slots, positions;
-  std::vector<float> weights;
-  std::vector<std::byte> capture;
-};
-
-template <typename T>
-std::vector<T> download(const rt::CudaRouter &router, CUdeviceptr from,
-                        size_t count) {
-  std::vector<T> out(count);
-  if (count) {
-    rt::ScopedContext scope(router.driver(), router.context());
-    router.driver().check(router.driver().memcpyDtoHAsync(
-                              out.data(), from, count * sizeof(T), nullptr),
-                          "cuMemcpyDtoHAsync");
-    router.driver().check(router.driver().streamSynchronize(nullptr),
-                          "cuStreamSynchronize");
-  }
-  return out;
-}
-
 /// Compares one call with the CPU backend's outputs in `expected`; returns
 /// the problems, one per line, or "".
-std::string compare(const Result &gpu, const fs::path &expected, int64_t k) {
+std::string compare(const rt::HostRunResult &gpu, const fs::path &expected,
+                    int64_t k) {
   std::ostringstream problems;
+  std::vector<int32_t> gpuIds = values<int32_t>(*gpu.find("topk_ids"));
+  std::vector<float> gpuWeights = values<float>(*gpu.find("topk_weights"));
   std::vector<int32_t> ids = values<int32_t>(readArray(expected / "topk_ids.npy"));
   std::vector<float> weights =
       values<float>(readArray(expected / "topk_weights.npy"));
   size_t differing = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
-    if (gpu.ids[i] != ids[i]) {
+    if (gpuIds[i] != ids[i]) {
       ++differing;
       continue;
     }
     float tolerance = 1e-5f * std::max(1.0f, std::fabs(weights[i]));
-    if (!(std::fabs(gpu.weights[i] - weights[i]) <= tolerance)) {
+    if (!(std::fabs(gpuWeights[i] - weights[i]) <= tolerance)) {
       problems << "weight of slot " << i << " (token " << i / k << "): GPU "
-               << gpu.weights[i] << ", CPU " << weights[i] << "\n";
+               << gpuWeights[i] << ", CPU " << weights[i] << "\n";
       break;
     }
   }
   if (differing > ids.size() / 1000 + 1)
     problems << differing << " of " << ids.size()
              << " ids differ from the CPU's (more than near-ties explain)\n";
-  if (differing == 0 && fs::exists(expected / "expert_counts.npy")) {
-    auto same = [&](const std::vector<int32_t> &got, const char *file) {
-      if (got != values<int32_t>(readArray(expected / file)))
-        problems << file << " differs from the CPU's\n";
-    };
-    same(gpu.counts, "expert_counts.npy");
-    same(gpu.offsets, "expert_offsets.npy");
-    same(gpu.slots, "sorted_slots.npy");
-    same(gpu.positions, "slot_positions.npy");
+  if (differing != 0)
+    return problems.str();
+  // Dispatch metadata and the capture follow from the ids: equal whenever
+  // all ids are.
+  for (const char *name : {"expert_counts", "expert_offsets", "sorted_slots",
+                           "slot_positions", "capture"}) {
+    fs::path file = expected / (std::string(name) + ".npy");
+    if (!fs::exists(file))
+      continue;
+    const npy::Array *got = gpu.find(name);
+    if (!got || got->data != readArray(file).data)
+      problems << name << ".npy differs from the CPU's\n";
   }
-  if (differing == 0 && fs::exists(expected / "capture.npy") &&
-      gpu.capture != readArray(expected / "capture.npy").data)
-    problems << "capture.npy differs from the CPU's\n";
   return problems.str();
 }
 
-/// One call of `entry` ("route" or "replay") on the inputs in `dir`.
-Result runCall(const rt::CudaRouter &router,
-               const std::map<std::string, std::string> &facts,
-               const fs::path &dir, const std::string &entry,
-               const std::string &forcedFile, std::string &error) {
-  const rt::Manifest &manifest = router.manifest();
-  const int64_t e = manifest.numExperts, k = manifest.topK;
-  Uploads uploads(router);
-  npy::Array logits = readArray(dir / "logits.npy");
-  const int64_t t = logits.shape.at(0);
-  rt::RouteInputs in;
-  in.numTokens = t;
-  in.logits = uploads.add(logits);
-  npy::Array capture;
-  if (entry == "replay") {
-    in.forcedIds = uploads.add(readArray(dir / forcedFile));
+/// One call on the inputs in `dir`, through the runtime's checks and host
+/// router as `moegen run` makes them: replay with `forcedFile` when given,
+/// else route or route_hash with every input the kernels take.
+rt::HostRunResult runCall(rt::HostRouter &router, const fs::path &dir,
+                          const std::string &forcedFile) {
+  const rt::RouterFacts &facts = router.facts();
+  rt::InputPaths paths{{"logits", (dir / "logits.npy").string()}};
+  auto add = [&](const std::string &name, const std::string &file) {
+    paths[name] = (dir / file).string();
+  };
+  if (!forcedFile.empty()) {
+    add("forced_ids", forcedFile);
   } else {
-    if (facts.at("score_bias") == "true")
-      in.bias = uploads.add(readArray(dir / "bias.npy"));
-    if (facts.at("selection") == "hash") {
-      npy::Array table = readArray(dir / "hash_table.npy");
-      in.tokenIds = uploads.add(readArray(dir / "token_ids.npy"));
-      in.hashTable = uploads.add(table);
-      in.hashVocab = table.shape.at(0);
+    if (facts.scoreBias)
+      add("bias", "bias.npy");
+    if (facts.hashSelection) {
+      add("token_ids", "token_ids.npy");
+      add("hash_table", "hash_table.npy");
     }
-    if (facts.at("capture") == "true") {
-      capture = readArray(dir / "capture.npy");
-      in.capture = uploads.add(capture);
-      in.captureLayers = capture.shape.at(1);
-      in.captureLayer = 0;
-    }
+    if (facts.capture)
+      add("capture", "capture.npy");
   }
-  rt::RouteOutputs out;
-  out.topkIds = uploads.add(nullptr, t * k * 4);
-  out.topkWeights = uploads.add(nullptr, t * k * 4);
-  const bool dispatch = entry == "route" && facts.at("dispatch") == "true";
-  if (dispatch) {
-    out.expertCounts = uploads.add(nullptr, e * 4);
-    out.expertOffsets = uploads.add(nullptr, (e + 1) * 4);
-    out.sortedSlots = uploads.add(nullptr, t * k * 4);
-    out.slotPositions = uploads.add(nullptr, t * k * 4);
-  }
-  out.error = uploads.add(nullptr, 6 * 8);
-  if (entry == "replay")
-    router.replay(in, out, nullptr);
-  else if (facts.at("selection") == "hash")
-    router.routeHash(in, out, nullptr);
-  else
-    router.route(in, out, nullptr);
-  error = router.readError(nullptr, out.error);
-  Result result;
-  if (!error.empty())
-    return result;
-  result.ids = download<int32_t>(router, out.topkIds, t * k);
-  result.weights = download<float>(router, out.topkWeights, t * k);
-  if (dispatch) {
-    result.counts = download<int32_t>(router, out.expertCounts, e);
-    result.offsets = download<int32_t>(router, out.expertOffsets, e + 1);
-    result.slots = download<int32_t>(router, out.sortedSlots, t * k);
-    result.positions = download<int32_t>(router, out.slotPositions, t * k);
-  }
-  if (in.capture)
-    result.capture = download<std::byte>(router, in.capture, capture.data.size());
-  return result;
+  rt::checkInputsUsed(facts, paths, std::nullopt);
+  rt::RouterInputMap inputs = rt::readInputs(paths);
+  rt::checkInputs(facts, inputs, 0);
+  return rt::runOnHost(router, inputs, 0);
 }
 
 int checkSuite(const fs::path &suite) {
@@ -232,9 +174,8 @@ int checkSuite(const fs::path &suite) {
       continue;
     const fs::path dir = suite / name;
     std::map<std::string, std::string> facts = readCase(dir / "case.txt");
-    std::unique_ptr<rt::CudaRouter> router =
-        rt::CudaRouter::load((dir / "kernels").string());
-    const int64_t k = router->manifest().topK;
+    rt::CudaHostRouter router(rt::CudaRouter::load((dir / "kernels").string()));
+    const int64_t k = router.facts().topK;
     std::string problems;
     std::istringstream tokens(facts.at("tokens"));
     for (std::string t; tokens >> t;) {
@@ -242,10 +183,10 @@ int checkSuite(const fs::path &suite) {
       auto check = [&](const std::string &entry, const std::string &forced,
                        const std::string &expected) {
         ++calls;
-        std::string error;
-        Result result = runCall(*router, facts, inputs, entry, forced, error);
-        if (!error.empty()) {
-          problems += "T=" + t + " " + entry + ": kernel error: " + error + "\n";
+        rt::HostRunResult result = runCall(router, inputs, forced);
+        if (!result.error.empty()) {
+          problems += "T=" + t + " " + entry + ": kernel error: " +
+                      result.error + "\n";
           return;
         }
         std::string found = compare(result, inputs / expected, k);
@@ -253,11 +194,10 @@ int checkSuite(const fs::path &suite) {
           problems += "T=" + t + " " + entry + ": " + found;
       };
       check("route", "", "route");
-      if (facts.at("replay") == "true") {
+      if (router.facts().replay) {
         check("replay", "forced_ids.npy", "replay");
         ++calls;
-        std::string error;
-        runCall(*router, facts, inputs, "replay", "bad_forced_ids.npy", error);
+        std::string error = runCall(router, inputs, "bad_forced_ids.npy").error;
         std::ifstream want(inputs / "bad_replay.txt");
         std::string expected;
         std::getline(want, expected);
@@ -267,8 +207,8 @@ int checkSuite(const fs::path &suite) {
       }
     }
     std::printf("%-4s %s (%s, %s)\n", problems.empty() ? "ok" : "FAIL",
-                name.c_str(), router->manifest().archText.c_str(),
-                router->loadedBinaryKind());
+                name.c_str(), router.device().manifest().archText.c_str(),
+                router.device().loadedBinaryKind());
     if (!problems.empty()) {
       std::printf("%s", problems.c_str());
       ++failed;
@@ -366,6 +306,9 @@ int main(int argc, char **argv) {
                  "usage: moegen-gpu-check SUITE\n"
                  "       moegen-gpu-check --bench KERNELS [--tokens T,T...] "
                  "[--reps N]\n");
+    return 2;
+  } catch (const rt::InputError &e) {
+    std::fprintf(stderr, "%s\n", e.format("moegen-gpu-check").c_str());
     return 2;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "moegen-gpu-check: %s\n", e.what());

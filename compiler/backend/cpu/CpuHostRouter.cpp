@@ -1,0 +1,61 @@
+//===- CpuHostRouter.cpp - The CPU backend as a HostRouter ----------------===//
+
+#include "compiler/backend/cpu/CpuHostRouter.h"
+
+namespace moegen::cpu {
+
+rt::RouterFacts routerFactsOf(const RoutingSpec &spec) {
+  rt::RouterFacts facts;
+  facts.name = spec.name;
+  facts.numExperts = spec.numExperts;
+  facts.topK = spec.topK;
+  facts.logits =
+      spec.logitsDType == LogitsDType::BF16  ? rt::RouterFacts::Logits::BF16
+      : spec.logitsDType == LogitsDType::F16 ? rt::RouterFacts::Logits::F16
+                                             : rt::RouterFacts::Logits::F32;
+  facts.scoreBias = spec.scoreBias;
+  facts.hashSelection = spec.selection == Selection::Hash;
+  facts.capture = spec.capture;
+  facts.replay = spec.replay;
+  facts.dispatch = spec.dispatch;
+  return facts;
+}
+
+CpuHostRouter::CpuHostRouter(std::unique_ptr<CpuRouter> router)
+    : router(std::move(router)),
+      routerFacts(routerFactsOf(this->router->spec())) {}
+
+std::unique_ptr<CpuHostRouter>
+CpuHostRouter::compile(const RoutingSpec &spec,
+                       const CpuCompileOptions &options, std::string &error) {
+  std::unique_ptr<CpuRouter> router = CpuRouter::compile(spec, options, error);
+  if (!router)
+    return nullptr;
+  return std::make_unique<CpuHostRouter>(std::move(router));
+}
+
+std::string CpuHostRouter::run(const rt::HostRouteCall &call) {
+  // The same tensors, field for field. CpuRouter picks replay by the forced
+  // ids and route or route_hash by the spec, which the inputs were checked
+  // against (rt::checkInputsUsed).
+  RouterCall cpuCall;
+  cpuCall.numTokens = call.numTokens;
+  cpuCall.logits = call.logits;
+  cpuCall.bias = call.bias;
+  cpuCall.tokenIds = call.tokenIds;
+  cpuCall.hashTable = call.hashTable;
+  cpuCall.hashVocab = call.hashVocab;
+  cpuCall.forcedIds = call.forcedIds;
+  cpuCall.captureBuffer = call.captureBuffer;
+  cpuCall.captureLayers = call.captureLayers;
+  cpuCall.captureLayer = call.captureLayer;
+  cpuCall.topkIds = call.topkIds;
+  cpuCall.topkWeights = call.topkWeights;
+  cpuCall.expertCounts = call.expertCounts;
+  cpuCall.expertOffsets = call.expertOffsets;
+  cpuCall.sortedSlots = call.sortedSlots;
+  cpuCall.slotPositions = call.slotPositions;
+  return router->run(cpuCall);
+}
+
+} // namespace moegen::cpu

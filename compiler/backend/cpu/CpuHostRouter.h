@@ -1,0 +1,45 @@
+//===- CpuHostRouter.h - The CPU backend as a HostRouter --------*- C++ -*-===//
+//
+// The CPU backend (CpuRouter) behind the backend-neutral HostRouter
+// interface of the runtime, so that tools feed it exactly as they feed the
+// CUDA kernels (runtime/RouterInputs.h).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_COMPILER_BACKEND_CPU_CPUHOSTROUTER_H
+#define MOEGEN_COMPILER_BACKEND_CPU_CPUHOSTROUTER_H
+
+#include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/spec/RoutingSpec.h"
+#include "runtime/HostRouter.h"
+
+#include <memory>
+#include <string>
+
+namespace moegen::cpu {
+
+/// What a caller of a router compiled from `spec` must know to feed it.
+rt::RouterFacts routerFactsOf(const RoutingSpec &spec);
+
+class CpuHostRouter final : public rt::HostRouter {
+public:
+  explicit CpuHostRouter(std::unique_ptr<CpuRouter> router);
+  /// CpuRouter::compile, wrapped: null and `error` set on failure.
+  static std::unique_ptr<CpuHostRouter>
+  compile(const RoutingSpec &spec, const CpuCompileOptions &options,
+          std::string &error);
+
+  const rt::RouterFacts &facts() const override { return routerFacts; }
+  std::string_view backendName() const override { return "cpu"; }
+  std::string run(const rt::HostRouteCall &call) override;
+
+  CpuRouter &backend() { return *router; }
+
+private:
+  std::unique_ptr<CpuRouter> router;
+  rt::RouterFacts routerFacts;
+};
+
+} // namespace moegen::cpu
+
+#endif // MOEGEN_COMPILER_BACKEND_CPU_CPUHOSTROUTER_H

@@ -1,0 +1,91 @@
+//===- Commands.h - The commands of the moegen tool -------------*- C++ -*-===//
+//
+// One file per command (CompileCommand.cpp, RunCommand.cpp,
+// CacheCommand.cpp), wired to the command line in main.cpp. A new command
+// (autotune, bench) adds its options struct and entry point here, a file of
+// its own, and a subcommand in main.cpp.
+//
+// Exit codes: 0 success; 2 bad input or usage (one line on stderr naming the
+// file, key or option and the rule); 1 an internal compiler error (with a
+// repro command). Output files are written atomically, so a failed command
+// leaves nothing half-written.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_COMPILER_TOOLS_MOEGEN_COMMANDS_H
+#define MOEGEN_COMPILER_TOOLS_MOEGEN_COMMANDS_H
+
+#include "compiler/spec/RoutingSpec.h"
+#include "runtime/npy/Npy.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace moegen::tool {
+
+constexpr int kExitOk = 0;
+constexpr int kExitInternal = 1;
+constexpr int kExitBadInput = 2;
+
+/// Prints "moegen: error: MESSAGE"; returns kExitBadInput.
+int reportUsage(const std::string &message);
+/// Prints "PATH: error: MESSAGE"; returns kExitBadInput.
+int reportFile(const std::string &path, const std::string &message);
+
+/// `moegen compile SPEC`.
+struct CompileOptions {
+  std::string specPath;
+  std::string emit = "mlir";
+  std::string output = "-";
+  std::string arch = "sm_90";
+  int64_t tokensPerBlock = 0;
+  std::string dumpDir;
+  std::string overrideDir;
+  /// The command as typed, for the repro line of an internal error.
+  std::string commandLine;
+};
+int runCompile(const CompileOptions &options);
+
+/// `moegen run SPEC --backend B --in NAME=FILE... --out DIR`.
+struct RunOptions {
+  std::string specPath;
+  std::string backend;
+  /// `--in NAME=FILE` arguments, as given.
+  std::vector<std::string> inputs;
+  std::string outDir;
+  int64_t layer = 0;
+  bool layerGiven = false;
+  unsigned threads = 0;
+  std::string dumpDir;
+  /// The command as typed, for the repro line of an internal error.
+  std::string commandLine;
+};
+int runRun(const RunOptions &options);
+
+/// `moegen cache dir|list|clear|warm`.
+struct CacheOptions {
+  std::vector<std::string> specPaths;
+  std::vector<std::string> archs;
+  int64_t tokensPerBlock = 0;
+  std::string commandLine;
+};
+int runCacheDir();
+int runCacheList();
+int runCacheClear();
+int runCacheWarm(const CacheOptions &options);
+
+/// Writes `text` to `path` ("-" is stdout) through a temporary file and a
+/// rename, so that readers never see a partial file.
+int writeOutput(const std::string &path, const std::string &text);
+
+/// Writes every array to DIR/NAME.npy; DIR ends up holding all of them or
+/// none, as it was before (OutputDirectory.cpp).
+int writeOutputs(
+    const std::string &outDir,
+    const std::vector<std::pair<std::string, npy::Array>> &outputs);
+
+} // namespace moegen::tool
+
+#endif // MOEGEN_COMPILER_TOOLS_MOEGEN_COMMANDS_H

@@ -1,0 +1,262 @@
+//===- main.cpp - The moegen command-line tool ----------------------------===//
+//
+// The command line: CLI11 options of every command, which call the
+// commands of Commands.h. Exit codes: 0 success; 2 bad input or usage; 1 an
+// internal compiler error.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/tools/moegen/Commands.h"
+
+#include "runtime/support/Quote.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace moegen::tool {
+
+int reportUsage(const std::string &message) {
+  llvm::errs() << "moegen: error: " << message << "\n";
+  return kExitBadInput;
+}
+
+int reportFile(const std::string &path, const std::string &message) {
+  llvm::errs() << support::quotePath(path) << ": error: " << message << "\n";
+  return kExitBadInput;
+}
+
+namespace {
+
+/// The command as typed, for the repro line of an internal error.
+std::string commandLine(int argc, char **argv) {
+  std::string line = "moegen";
+  for (int i = 1; i < argc; ++i)
+    line += std::string(" ") + argv[i];
+  return line;
+}
+
+/// `moegen compile`: its options into `compile`.
+CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
+  CLI::App *compileCmd = app.add_subcommand(
+      "compile", "Compile a routing spec and print or write the result");
+  compileCmd
+      ->add_option("SPEC", compile.specPath,
+                   "routing spec, e.g. templates/deepseek-v3.yaml")
+      ->required();
+  compileCmd
+      ->add_option("--emit", compile.emit,
+                   "what to produce: mlir (moe dialect IR), spec (the spec "
+                   "with every default made explicit), gpu (gpu kernels), "
+                   "llvm (NVVM/LLVM dialect), ptx or cubin (a kernel "
+                   "directory with manifest.json; docs/kernel-abi.md)")
+      ->check(CLI::IsMember({"mlir", "spec", "gpu", "llvm", "ptx", "cubin"}))
+      ->capture_default_str();
+  compileCmd
+      ->add_option("-o,--output", compile.output,
+                   "output file, '-' for stdout; for ptx and cubin the "
+                   "kernel directory (created if missing); written "
+                   "atomically")
+      ->capture_default_str();
+  compileCmd
+      ->add_option("--arch", compile.arch, "GPU architecture of the kernels")
+      ->check(CLI::IsMember({"sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"}))
+      ->capture_default_str();
+  compileCmd
+      ->add_option("--tokens-per-block", compile.tokensPerBlock,
+                   "warps (one token each) per block; 0 lets the heuristic "
+                   "choose")
+      ->check(CLI::Range(0, 32))
+      ->capture_default_str();
+  compileCmd->add_option("--dump-dir", compile.dumpDir,
+                         "write the IR after every stage, the PTX and the "
+                         "ptxas log to this directory (or set "
+                         "MOEGEN_DUMP_DIR)");
+  compileCmd->add_option("--override-dir", compile.overrideDir,
+                         "use DIR/kernels.ptx instead of the generated PTX "
+                         "when it exists (or set MOEGEN_OVERRIDE_DIR)");
+
+  return compileCmd;
+}
+
+/// `moegen run`: its options into `run`; `layerOption` tells whether
+/// --layer was given.
+CLI::App *addRunCommand(CLI::App &app, RunOptions &run,
+                        CLI::Option *&layerOption) {
+  CLI::App *runCmd = app.add_subcommand(
+      "run", "Route tokens with a spec: read .npy inputs, write .npy outputs");
+  runCmd
+      ->add_option("SPEC", run.specPath,
+                   "routing spec, e.g. templates/deepseek-v3.yaml")
+      ->required();
+  runCmd
+      ->add_option("--backend", run.backend,
+                   "where to run: cpu (JIT-compiled host kernels) or cuda "
+                   "(NVPTX kernels on GPU 0 through the runtime)")
+      ->required();
+  // One NAME=FILE per --in, so a following SPEC is never taken as an input.
+  runCmd
+      ->add_option("--in", run.inputs,
+                   "an input tensor, NAME=FILE.npy; NAME is logits, bias, "
+                   "token_ids, hash_table, forced_ids or capture (docs/cli.md)")
+      ->allow_extra_args(false);
+  runCmd
+      ->add_option("--out", run.outDir,
+                   "directory for the output .npy files; created if missing")
+      ->required();
+  layerOption = runCmd->add_option(
+      "--layer", run.layer,
+      "layer of the capture buffer to write (specs with capture: true)");
+  runCmd
+      ->add_option("--threads", run.threads,
+                   "worker threads; 0 is one per hardware thread")
+      ->check(CLI::Range(0u, 4096u))
+      ->capture_default_str();
+  runCmd->add_option("--dump-ir", run.dumpDir,
+                     "write the IR after every compiler stage to this "
+                     "directory");
+
+  return runCmd;
+}
+
+/// `moegen cache` and its commands.
+struct CacheCommands {
+  CLI::App *cache, *dir, *list, *clear, *warm;
+};
+CacheCommands addCacheCommand(CLI::App &app, CacheOptions &cacheOptions) {
+  CLI::App *cacheCmd = app.add_subcommand(
+      "cache", "Show, fill or empty the JIT cache of compiled kernels "
+               "($MOEGEN_CACHE_DIR, else $XDG_CACHE_HOME/moegen, else "
+               "~/.cache/moegen)");
+  cacheCmd->require_subcommand(1, 1);
+  CLI::App *cacheDirCmd =
+      cacheCmd->add_subcommand("dir", "Print the cache directory");
+  CLI::App *cacheListCmd = cacheCmd->add_subcommand(
+      "list", "List the entries: key, spec, arch, kernels (or why an "
+              "entry is invalid)");
+  CLI::App *cacheClearCmd =
+      cacheCmd->add_subcommand("clear", "Remove every entry");
+  CLI::App *cacheWarmCmd = cacheCmd->add_subcommand(
+      "warm", "Compile specs into the cache for the given archs, as "
+              "'run --backend cuda' and engines would on first use");
+  cacheWarmCmd->add_option("SPEC", cacheOptions.specPaths, "routing specs")
+      ->required();
+  cacheWarmCmd
+      ->add_option("--arch", cacheOptions.archs,
+                   "GPU architecture; repeat for several (default sm_90)")
+      ->check(CLI::IsMember({"sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"}));
+  cacheWarmCmd
+      ->add_option("--tokens-per-block", cacheOptions.tokensPerBlock,
+                   "warps per block; 0 lets the heuristic choose (engines "
+                   "use 0)")
+      ->check(CLI::Range(int64_t{0}, int64_t{32}))
+      ->capture_default_str();
+
+  return {cacheCmd, cacheDirCmd, cacheListCmd, cacheClearCmd, cacheWarmCmd};
+}
+
+} // namespace
+
+} // namespace moegen::tool
+
+using namespace moegen::tool;
+
+int main(int argc, char **argv) {
+  CLI::App app{"moegen: a compiler for Mixture-of-Experts routing kernels.\n"
+               "A routing spec (YAML) describes one gating layer; moegen "
+               "turns it into moe dialect IR, CPU kernels it runs itself, or "
+               "CUDA kernels (PTX, cubin) with a manifest for the runtime."};
+  app.set_version_flag("--version", "moegen " MOEGEN_VERSION);
+  app.require_subcommand(1, 1);
+  app.footer(
+      "Examples:\n"
+      "  moegen compile templates/deepseek-v3.yaml\n"
+      "  moegen compile templates/qwen3-30b-a3b.yaml -o qwen3.mlir\n"
+      "  moegen compile my-router.yaml --emit=spec\n"
+      "  moegen compile templates/deepseek-v3.yaml --emit=cubin "
+      "--arch sm_90 -o ds3/\n"
+      "  moegen run templates/mixtral-8x7b.yaml --backend cpu \\\n"
+      "      --in logits=logits.npy --out out/\n"
+      "  moegen cache warm templates/*.yaml --arch sm_90 --arch sm_80\n\n"
+      "Spec keys and their rules: docs/spec-language.md\n"
+      "moegen run inputs and outputs: docs/cli.md\n"
+      "Routing math: docs/semantics.md\n"
+      "Exit codes: 0 ok, 2 bad input or usage, 1 internal error.");
+
+  // One subcommand per file of Commands.h; a new command (autotune, bench)
+  // registers here the same way.
+  CompileOptions compile;
+  CLI::App *compileCmd = addCompileCommand(app, compile);
+  RunOptions run;
+  CLI::Option *layerOption = nullptr;
+  CLI::App *runCmd = addRunCommand(app, run, layerOption);
+  CacheOptions cacheOptions;
+  CacheCommands cache = addCacheCommand(app, cacheOptions);
+  CLI::App *cacheCmd = cache.cache;
+
+  // CLI11 would call an unknown command "a missing subcommand"; name it.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string commands;
+    bool known = false;
+    for (const CLI::App *sub : app.get_subcommands({})) {
+      known |= sub->get_name() == argv[1];
+      commands += (commands.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known)
+      return reportUsage("unknown command '" + std::string(argv[1]) +
+                         "' (commands: " + commands + "; run 'moegen --help')");
+  }
+
+  // Likewise for the cache commands, and name them when none is given.
+  if (argc > 1 && std::string_view(argv[1]) == "cache" &&
+      (argc == 2 || argv[2][0] != '-')) {
+    std::string commands;
+    bool known = false;
+    for (const CLI::App *sub : cacheCmd->get_subcommands({})) {
+      known |= argc > 2 && sub->get_name() == argv[2];
+      commands += (commands.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      llvm::errs() << "moegen: error: "
+                   << (argc == 2 ? std::string("moegen cache needs a command")
+                                 : "unknown cache command '" +
+                                       std::string(argv[2]) + "'")
+                   << " (commands: " << commands
+                   << "; run 'moegen cache --help')\n";
+      return kExitBadInput;
+    }
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    if (e.get_exit_code() == 0) // --help, --version
+      return app.exit(e);
+    llvm::errs() << "moegen: error: " << e.what() << " (run 'moegen --help')\n";
+    return kExitBadInput;
+  }
+
+  if (compileCmd->parsed()) {
+    compile.commandLine = commandLine(argc, argv);
+    return runCompile(compile);
+  }
+  if (cacheCmd->parsed()) {
+    if (cache.dir->parsed())
+      return runCacheDir();
+    if (cache.list->parsed())
+      return runCacheList();
+    if (cache.clear->parsed())
+      return runCacheClear();
+    cacheOptions.commandLine = commandLine(argc, argv);
+    return runCacheWarm(cacheOptions);
+  }
+  if (runCmd->parsed()) {
+    run.layerGiven = layerOption->count() != 0;
+    run.commandLine = commandLine(argc, argv);
+    return runRun(run);
+  }
+  return kExitBadInput;
+}

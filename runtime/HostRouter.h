@@ -1,0 +1,126 @@
+//===- HostRouter.h - A router over host buffers, any backend ---*- C++ -*-===//
+//
+// One routing call over host memory, whatever runs it: the CPU backend
+// (moegen::cpu::CpuHostRouter, on the compiler side) or the NVPTX kernels
+// through the CUDA runtime (moegen::rt::CudaHostRouter, which uploads the
+// inputs, launches, and downloads the outputs). Tools, tests and samples
+// that feed .npy files or host vectors to a router go through this
+// interface and RouterInputs.h, so that they share one upload / download /
+// check path; engines that keep tensors on the device use CudaRouter.
+//
+// Plain C++20: no LLVM, no MLIR, no CUDA.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_RUNTIME_HOSTROUTER_H
+#define MOEGEN_RUNTIME_HOSTROUTER_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace moegen::rt {
+
+struct Manifest;
+
+/// What a caller must know of a router to feed it: the spec's facts that
+/// decide which tensors a call takes, their shapes and dtypes.
+struct RouterFacts {
+  enum class Logits { F32, BF16, F16 };
+
+  std::string name;
+  int64_t numExperts = 0;
+  int64_t topK = 0;
+  Logits logits = Logits::F32;
+  /// route takes a bias [E] (spec score_bias: true).
+  bool scoreBias = false;
+  /// Selection by token id and hash table (route_hash) instead of top-k.
+  bool hashSelection = false;
+  /// route / route_hash write a capture buffer.
+  bool capture = false;
+  /// The replay entry point exists.
+  bool replay = false;
+  /// Dispatch metadata follows every call.
+  bool dispatch = false;
+
+  /// Bytes per logit: 4 for f32, 2 for the bf16 / f16 bit patterns.
+  size_t logitBytes() const { return logits == Logits::F32 ? 4 : 2; }
+  /// Capture elements are int16 while expert ids fit (vLLM's layout).
+  size_t captureElementBytes() const { return numExperts <= 32767 ? 2 : 4; }
+};
+
+/// The facts of a kernel directory, from its manifest's entry points and
+/// their parameters.
+RouterFacts routerFactsOf(const Manifest &manifest);
+
+/// One routing call. Tensors are dense, row-major host memory owned by the
+/// caller; an empty tensor (T = 0) still needs a non-null pointer, since
+/// null means "not given". E = num_experts, k = top_k.
+struct HostRouteCall {
+  int64_t numTokens = 0;
+  /// [T, E] of the facts' logits type: float, or bf16 / f16 bit patterns.
+  const void *logits = nullptr;
+  /// [E]; route only, required exactly when the facts have scoreBias.
+  const float *bias = nullptr;
+  /// route_hash: [T] token ids and the [hashVocab, k] table.
+  const int32_t *tokenIds = nullptr;
+  const int32_t *hashTable = nullptr;
+  int64_t hashVocab = 0;
+  /// [T, k]; when given, replay runs instead of route / route_hash.
+  const int32_t *forcedIds = nullptr;
+  /// [T, captureLayers, k] of captureElementBytes(); route / route_hash
+  /// write layer captureLayer when the facts have capture.
+  void *captureBuffer = nullptr;
+  int64_t captureLayers = 0;
+  int64_t captureLayer = 0;
+
+  /// Outputs, always: [T, k] each.
+  int32_t *topkIds = nullptr;
+  float *topkWeights = nullptr;
+  /// Dispatch outputs, all four or none: [E], [E + 1], [T * k], [T * k].
+  int32_t *expertCounts = nullptr;
+  int32_t *expertOffsets = nullptr;
+  int32_t *sortedSlots = nullptr;
+  int32_t *slotPositions = nullptr;
+};
+
+/// The entry point a call runs, chosen by the inputs it gives.
+enum class HostEntry { Route, RouteHash, Replay };
+HostEntry entryOf(const HostRouteCall &call);
+
+class HostRouter {
+public:
+  virtual ~HostRouter() = default;
+
+  virtual const RouterFacts &facts() const = 0;
+  /// "cpu" or "cuda", for messages.
+  virtual std::string_view backendName() const = 0;
+
+  /// Runs route, route_hash or replay (entryOf(call)), then dispatch when
+  /// the call has dispatch outputs, and returns once the outputs (and the
+  /// capture buffer) hold the results. Returns "" or the one-line message
+  /// of the first input violation, worded and ordered as docs/semantics.md
+  /// §2 says for every backend; outputs are unspecified after one. Throws
+  /// rt::Error for what is not the input's fault (driver, device, memory).
+  virtual std::string run(const HostRouteCall &call) = 0;
+
+  /// run() with the entry point named: throws Error(InvalidArgument) when
+  /// the call's inputs select another one.
+  std::string route(const HostRouteCall &call) {
+    return runAs(HostEntry::Route, call);
+  }
+  std::string routeHash(const HostRouteCall &call) {
+    return runAs(HostEntry::RouteHash, call);
+  }
+  std::string replay(const HostRouteCall &call) {
+    return runAs(HostEntry::Replay, call);
+  }
+
+private:
+  std::string runAs(HostEntry entry, const HostRouteCall &call);
+};
+
+} // namespace moegen::rt
+
+#endif // MOEGEN_RUNTIME_HOSTROUTER_H
