@@ -20,9 +20,13 @@
 #include <string>
 #include <string_view>
 
+namespace moegen::abi {
+struct Manifest;
+} // namespace moegen::abi
+
 namespace moegen::rt {
 
-struct Manifest;
+using abi::Manifest;
 
 /// What a caller must know of a router to feed it: the spec's facts that
 /// decide which tensors a call takes, their shapes and dtypes.

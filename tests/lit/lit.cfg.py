@@ -16,6 +16,7 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moegen_tools_dir, append_path=True)
 
+config.substitutions.append(("%src_root", config.moegen_src_root))
 config.substitutions.append(("%templates", os.path.join(config.moegen_src_root, "templates")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(("%bindir", config.moegen_tools_dir))
