@@ -20,8 +20,11 @@ def ConvertMoEToLoops : Pass<"convert-moe-to-loops", "ModuleOp"> {
     Kernel ABI (docs/kernel-abi.md): the original arguments as memrefs (index
     arguments unchanged), then one output memref per result (a capture
     buffer is updated in place and gets none), then the error record
-    `memref<5xi64>`, then the token range `%t0, %t1 : index` (not for
-    dispatch). Input values that a kernel validates (non-finite logits, hash
+    `memref<5xi64>` (6 words on nvptx), then the token range
+    `%t0, %t1 : index` (not for dispatch). Every argument is named by the op
+    operand that reads it (or the op computing its result), checked against
+    the catalogue of abi/KernelAbi.h and stamped with a `#moe.kernel_arg`;
+    backends bind buffers by those names. Input values that a kernel validates (non-finite logits, hash
     and forced ids, the capture layer) set the error record, first violation
     only, and are replaced by a safe value: no id read from an input ever
     reaches a memory access unchecked.
@@ -53,9 +56,12 @@ def ConvertMoELoopsToGPU : Pass<"convert-moe-loops-to-gpu", "ModuleOp"> {
     dynamic shared memory, every store to them fenced by `nvvm.bar.warp.sync`.
     The dispatch kernel runs on a single thread.
 
-    Each kernel gets `moe.launch = {block_dim, tokens_per_block,
-    dynamic_shared_memory_bytes}` for the manifest, and the known block
-    size. Kernels for the host are left alone.
+    Each pointer parameter keeps its memref's `#moe.kernel_arg`, each size
+    parameter gets a `#moe.kernel_size<of, dim>`, and each kernel gets
+    `moe.launch = #moe.launch<block_dim, tokens_per_block,
+    dynamic_shared_memory_bytes>` and the known block size: the manifest is
+    read off these. Arguments without a stamp are an error. Kernels for the
+    host are left alone.
   }];
   let options = [
     Option<"moduleName", "module-name", "std::string",

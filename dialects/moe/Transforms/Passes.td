@@ -13,8 +13,9 @@ include "mlir/Pass/PassBase.td"
 def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
   let summary = "choose the kernel configuration of every entry point";
   let description = [{
-    Attaches `moe.kernel_config` to each `moe.entry` function: a dictionary
-    of the schedule choices the lowerings read but never make themselves.
+    Attaches `moe.kernel_config` to each `moe.entry` function: a
+    `#moe.kernel_config` (MoEAttrs.td) holding the schedule choices the
+    lowerings read but never make themselves.
 
     - `target`: `"cpu"` (host) or `"nvptx"`;
     - `vector_width`: lanes over the expert dimension, a power of two;
