@@ -33,11 +33,12 @@ std::string toolkitFingerprint(const nvptx::NvptxCompileOptions &options) {
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = fingerprints.find(toolkit); it != fingerprints.end())
     return it->second;
-  std::string version, error;
-  if (nvptx::ptxasVersion(options, version, error) !=
-      nvptx::CompileStatus::Ok)
+  llvm::Expected<std::string> ptxas = nvptx::ptxasVersion(options);
+  if (!ptxas)
     // No ptxas, or one that fails: the toolkit, not the spec, is wrong.
-    throw Error(Error::Kind::InvalidArgument, "JIT: " + error);
+    throw Error(Error::Kind::InvalidArgument,
+                "JIT: " + nvptx::takeCompileError(ptxas.takeError()).second);
+  const std::string &version = *ptxas;
   std::string libdevice = toolkit + "/nvvm/libdevice/libdevice.10.bc";
   std::string digest = "missing";
   if (std::ifstream in{libdevice, std::ios::binary}) {
@@ -58,15 +59,17 @@ std::string toolkitFingerprint(const nvptx::NvptxCompileOptions &options) {
 void compileInto(const RoutingSpec &spec,
                  const nvptx::NvptxCompileOptions &options,
                  nvptx::NvptxCompileResult &result) {
-  std::string error;
-  nvptx::CompileStatus status =
-      nvptx::compile(spec, options, nvptx::Stage::Cubin, result, error);
-  if (status != nvptx::CompileStatus::Ok)
+  llvm::Expected<nvptx::NvptxCompileResult> compiled =
+      nvptx::compile(spec, options, nvptx::Stage::Cubin);
+  if (!compiled) {
+    auto [status, error] = nvptx::takeCompileError(compiled.takeError());
     throw Error(status == nvptx::CompileStatus::BadInput
                     ? Error::Kind::InvalidArgument
                     : Error::Kind::Compile,
                 "JIT: compiling spec '" + spec.name + "' for " + options.arch +
                     " failed: " + error);
+  }
+  result = std::move(*compiled);
 }
 
 } // namespace
@@ -75,9 +78,9 @@ const char *codegenFingerprint() { return MOEGEN_CODEGEN_FINGERPRINT; }
 
 CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
                               const nvptx::NvptxCompileOptions &options) {
-  std::string error;
-  if (!nvptx::validateOptions(options, error))
-    throw Error(Error::Kind::InvalidArgument, "JIT: " + error);
+  if (llvm::Error error = nvptx::validateOptions(options))
+    throw Error(Error::Kind::InvalidArgument,
+                "JIT: " + nvptx::takeCompileError(std::move(error)).second);
   CacheKeyInputs inputs;
   inputs.specText = printRoutingSpec(spec);
   inputs.arch = options.arch;
@@ -128,9 +131,11 @@ rt::CacheEntry compileCached(const RoutingSpec &spec,
         const nvptx::NvptxCompileResult *result = dumped ? &*dumped : &fresh;
         if (!dumped)
           compileInto(spec, compile, fresh);
-        std::string error;
-        if (!nvptx::writeKernelDirectory(spec, *result, directory, error))
-          throw Error(Error::Kind::Cache, "JIT: " + error);
+        if (llvm::Error error =
+                nvptx::writeKernelDirectory(spec, *result, directory))
+          throw Error(Error::Kind::Cache,
+                      "JIT: " +
+                          nvptx::takeCompileError(std::move(error)).second);
       });
   if (dumped)
     entry.compiled = true;

@@ -344,9 +344,11 @@ int run(const Options &options) {
   std::unique_ptr<rt::HostRouter> backend;
   if (options.backend == "cpu") {
 #ifndef MOEGEN_SAMPLE_RUNTIME_ONLY
-    backend = moegen::cpu::CpuHostRouter::compile(*parsed, {}, error);
-    if (!backend)
-      throw rt::Error(rt::Error::Kind::Compile, error);
+    auto compiled = moegen::cpu::CpuHostRouter::compile(*parsed, {});
+    if (!compiled)
+      throw rt::Error(rt::Error::Kind::Compile,
+                      llvm::toString(compiled.takeError()));
+    backend = std::move(*compiled);
 #endif
   } else {
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME

@@ -241,10 +241,12 @@ int main(int argc, char **argv) {
       cpu::CpuCompileOptions compileOptions;
       compileOptions.threads = o.threads;
       compileOptions.topk = o.topk;
-      std::string error;
       Clock::time_point compileStart = Clock::now();
+      auto compiled = cpu::CpuRouter::compile(*spec, compileOptions);
+      std::string error =
+          compiled ? "" : llvm::toString(compiled.takeError());
       std::unique_ptr<cpu::CpuRouter> router =
-          cpu::CpuRouter::compile(*spec, compileOptions, error);
+          compiled ? std::move(*compiled) : nullptr;
       const double compileSeconds =
           std::chrono::duration<double>(Clock::now() - compileStart).count();
       if (!router) {

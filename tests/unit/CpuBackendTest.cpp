@@ -99,6 +99,19 @@ using moegen::cpu::RouterCall;
 
 namespace {
 
+/// CpuRouter::compile with its error as text; null on failure.
+std::unique_ptr<CpuRouter> compileRouter(const RoutingSpec &spec,
+                                         const CpuCompileOptions &options,
+                                         std::string &error) {
+  llvm::Expected<std::unique_ptr<CpuRouter>> compiled =
+      CpuRouter::compile(spec, options);
+  if (!compiled) {
+    error = llvm::toString(compiled.takeError());
+    return nullptr;
+  }
+  return std::move(*compiled);
+}
+
 const float kNegInf = -std::numeric_limits<float>::infinity();
 const float kPosInf = std::numeric_limits<float>::infinity();
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -829,7 +842,7 @@ void expectCaptured(const RoutingSpec &spec, int64_t numTokens,
 std::unique_ptr<CpuRouter> compileRouter(const RoutingSpec &spec,
                                          const CpuCompileOptions &options) {
   std::string error;
-  std::unique_ptr<CpuRouter> router = CpuRouter::compile(spec, options, error);
+  std::unique_ptr<CpuRouter> router = compileRouter(spec, options, error);
   EXPECT_TRUE(router) << "compile failed: " << error;
   if (router) {
     EXPECT_EQ(error, "");
@@ -1317,7 +1330,7 @@ CpuRouter *errorRouter(Selection selection) {
     CpuCompileOptions options;
     options.tokensPerTask = 64;
     std::string error;
-    router = CpuRouter::compile(spec, options, error);
+    router = compileRouter(spec, options, error);
     if (!router)
       ADD_FAILURE() << "compile failed: " << error;
   }
@@ -1606,7 +1619,7 @@ TEST(CpuBackendErrors, MissingOrInconsistentPointers) {
 TEST(CpuBackendErrors, InvalidSpecDoesNotCompile) {
   std::string error;
   RoutingSpec badK = makeSpec("bad_k", 64, 0, Scoring::Softmax);
-  EXPECT_EQ(CpuRouter::compile(badK, {}, error), nullptr);
+  EXPECT_EQ(compileRouter(badK, {}, error), nullptr);
   EXPECT_NE(error.find("top_k"), std::string::npos) << error;
   EXPECT_EQ(error.find('\n'), std::string::npos) << error;
 
@@ -1614,7 +1627,7 @@ TEST(CpuBackendErrors, InvalidSpecDoesNotCompile) {
   RoutingSpec badGroups = makeSpec("bad_groups", 64, 4, Scoring::Sigmoid);
   badGroups.groups = 3;
   badGroups.topkGroups = 2;
-  EXPECT_EQ(CpuRouter::compile(badGroups, {}, error), nullptr);
+  EXPECT_EQ(compileRouter(badGroups, {}, error), nullptr);
   EXPECT_NE(error.find("groups"), std::string::npos) << error;
   EXPECT_EQ(error.find('\n'), std::string::npos) << error;
 
@@ -1622,7 +1635,7 @@ TEST(CpuBackendErrors, InvalidSpecDoesNotCompile) {
   RoutingSpec badHash = makeSpec("bad_hash", 64, 4, Scoring::Sigmoid);
   badHash.selection = Selection::Hash;
   badHash.scoreBias = true;
-  EXPECT_EQ(CpuRouter::compile(badHash, {}, error), nullptr);
+  EXPECT_EQ(compileRouter(badHash, {}, error), nullptr);
   EXPECT_NE(error, "");
 }
 

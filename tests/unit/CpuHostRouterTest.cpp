@@ -85,8 +85,9 @@ TEST(CpuHostRouter, MatchesCpuRouterRunExactly) {
     b = 0.1f * normal(rng);
 
   std::string error;
-  std::unique_ptr<CpuRouter> direct = CpuRouter::compile(spec, {}, error);
-  ASSERT_TRUE(direct) << error;
+  auto compiled = CpuRouter::compile(spec, {});
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  std::unique_ptr<CpuRouter> direct = std::move(*compiled);
   std::vector<int32_t> ids(t * k), counts(e), offsets(e + 1), slots(t * k),
       positions(t * k);
   std::vector<float> weights(t * k);
@@ -106,8 +107,9 @@ TEST(CpuHostRouter, MatchesCpuRouterRunExactly) {
   call.slotPositions = positions.data();
   ASSERT_EQ(direct->run(call), "");
 
-  std::unique_ptr<CpuHostRouter> host = CpuHostRouter::compile(spec, {}, error);
-  ASSERT_TRUE(host) << error;
+  auto compiledHost = CpuHostRouter::compile(spec, {});
+  ASSERT_TRUE(bool(compiledHost)) << llvm::toString(compiledHost.takeError());
+  std::unique_ptr<CpuHostRouter> host = std::move(*compiledHost);
   EXPECT_EQ(host->backendName(), "cpu");
   rt::RouterInputMap inputs;
   inputs["logits"] = {"logits.npy", makeArray(npy::DType::F32, {t, e}, logits)};
@@ -139,8 +141,9 @@ TEST(CpuHostRouter, ReplayErrorsAreTheBackendsAndNameTheFile) {
   forced[2 * k + 3] = 300; // out of range: token 2, position 3
 
   std::string error;
-  std::unique_ptr<CpuRouter> direct = CpuRouter::compile(spec, {}, error);
-  ASSERT_TRUE(direct) << error;
+  auto compiled = CpuRouter::compile(spec, {});
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  std::unique_ptr<CpuRouter> direct = std::move(*compiled);
   std::vector<int32_t> ids(t * k);
   std::vector<float> weights(t * k);
   RouterCall call;

@@ -131,15 +131,16 @@ protected:
   std::unique_ptr<rt::CudaRouter> build(const RoutingSpec &spec) {
     nvptx::NvptxCompileOptions options;
     options.arch = archOfDevice();
-    nvptx::NvptxCompileResult result;
-    std::string error;
-    EXPECT_EQ(nvptx::compile(spec, options, nvptx::Stage::Cubin, result, error),
-              nvptx::CompileStatus::Ok)
-        << error;
+    auto result = nvptx::compile(spec, options, nvptx::Stage::Cubin);
+    if (!result) {
+      ADD_FAILURE() << nvptx::takeCompileError(result.takeError()).second;
+      return nullptr;
+    }
     llvm::SmallString<128> dir;
     EXPECT_FALSE(llvm::sys::fs::createUniqueDirectory("moegen-gpu-test", dir));
-    EXPECT_TRUE(nvptx::writeKernelDirectory(spec, result, std::string(dir), error))
-        << error;
+    if (llvm::Error error =
+            nvptx::writeKernelDirectory(spec, *result, std::string(dir)))
+      ADD_FAILURE() << nvptx::takeCompileError(std::move(error)).second;
     auto router = rt::CudaRouter::load(std::string(dir));
     std::filesystem::remove_all(std::string(dir));
     return router;
@@ -201,9 +202,12 @@ protected:
   }
 
   Outputs runCpu(const RoutingSpec &spec, const Inputs &in, bool replay) {
-    std::string error;
-    auto router = cpu::CpuRouter::compile(spec, {}, error);
-    EXPECT_TRUE(router) << error;
+    auto compiled = cpu::CpuRouter::compile(spec, {});
+    if (!compiled) {
+      ADD_FAILURE() << llvm::toString(compiled.takeError());
+      return {};
+    }
+    std::unique_ptr<cpu::CpuRouter> router = std::move(*compiled);
     const int64_t t = in.tokens, e = spec.numExperts, k = spec.topK;
     Outputs result;
     result.ids.resize(t * k);

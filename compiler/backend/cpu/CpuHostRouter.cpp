@@ -25,13 +25,14 @@ CpuHostRouter::CpuHostRouter(std::unique_ptr<CpuRouter> router)
     : router(std::move(router)),
       routerFacts(routerFactsOf(this->router->spec())) {}
 
-std::unique_ptr<CpuHostRouter>
+llvm::Expected<std::unique_ptr<CpuHostRouter>>
 CpuHostRouter::compile(const RoutingSpec &spec,
-                       const CpuCompileOptions &options, std::string &error) {
-  std::unique_ptr<CpuRouter> router = CpuRouter::compile(spec, options, error);
+                       const CpuCompileOptions &options) {
+  llvm::Expected<std::unique_ptr<CpuRouter>> router =
+      CpuRouter::compile(spec, options);
   if (!router)
-    return nullptr;
-  return std::make_unique<CpuHostRouter>(std::move(router));
+    return router.takeError();
+  return std::make_unique<CpuHostRouter>(std::move(*router));
 }
 
 std::string CpuHostRouter::run(const rt::HostRouteCall &call) {

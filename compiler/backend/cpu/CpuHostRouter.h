@@ -24,10 +24,9 @@ rt::RouterFacts routerFactsOf(const RoutingSpec &spec);
 class CpuHostRouter final : public rt::HostRouter {
 public:
   explicit CpuHostRouter(std::unique_ptr<CpuRouter> router);
-  /// CpuRouter::compile, wrapped: null and `error` set on failure.
-  static std::unique_ptr<CpuHostRouter>
-  compile(const RoutingSpec &spec, const CpuCompileOptions &options,
-          std::string &error);
+  /// CpuRouter::compile, wrapped.
+  static llvm::Expected<std::unique_ptr<CpuHostRouter>>
+  compile(const RoutingSpec &spec, const CpuCompileOptions &options);
 
   const rt::RouterFacts &facts() const override { return routerFacts; }
   std::string_view backendName() const override { return "cpu"; }

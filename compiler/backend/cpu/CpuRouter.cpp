@@ -531,18 +531,15 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
 CpuRouter::CpuRouter(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}
 CpuRouter::~CpuRouter() = default;
 
-std::unique_ptr<CpuRouter> CpuRouter::compile(const RoutingSpec &spec,
-                                              const CpuCompileOptions &options,
-                                              std::string &error) {
-  if (std::optional<SpecViolation> violation = validateRoutingSpec(spec)) {
-    error = "spec: " + violation->key + ": " + violation->message;
-    return nullptr;
-  }
+llvm::Expected<std::unique_ptr<CpuRouter>>
+CpuRouter::compile(const RoutingSpec &spec, const CpuCompileOptions &options) {
+  if (std::optional<SpecViolation> violation = validateRoutingSpec(spec))
+    return llvm::createStringError("spec: " + violation->key + ": " +
+                                   violation->message);
   auto impl = std::make_unique<Impl>();
   impl->spec = spec;
-  error = impl->compile(options);
-  if (!error.empty())
-    return nullptr;
+  if (std::string error = impl->compile(options); !error.empty())
+    return llvm::createStringError(error);
   return std::unique_ptr<CpuRouter>(new CpuRouter(std::move(impl)));
 }
 

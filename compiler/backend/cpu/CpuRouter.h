@@ -20,6 +20,8 @@
 
 #include "compiler/spec/RoutingSpec.h"
 
+#include "llvm/Support/Error.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -74,12 +76,11 @@ struct RouterCall {
 
 class CpuRouter {
 public:
-  /// Compiles every entry point of `spec`. Returns null and sets `error`
-  /// (one line) when the spec is invalid or compilation fails; a compiler
-  /// failure also names the dump directory or how to get one.
-  static std::unique_ptr<CpuRouter> compile(const RoutingSpec &spec,
-                                            const CpuCompileOptions &options,
-                                            std::string &error);
+  /// Compiles every entry point of `spec`, or an error of one line when the
+  /// spec is invalid or compilation fails; a compiler failure also names the
+  /// dump directory or how to get one.
+  static llvm::Expected<std::unique_ptr<CpuRouter>>
+  compile(const RoutingSpec &spec, const CpuCompileOptions &options);
   ~CpuRouter();
 
   const RoutingSpec &spec() const;

@@ -35,6 +35,45 @@
 
 namespace moegen::nvptx {
 
+char CompileError::ID = 0;
+
+void CompileError::log(llvm::raw_ostream &os) const { os << text; }
+
+std::error_code CompileError::convertToErrorCode() const {
+  return llvm::inconvertibleErrorCode();
+}
+
+std::pair<CompileStatus, std::string> takeCompileError(llvm::Error error) {
+  std::pair<CompileStatus, std::string> taken{CompileStatus::Internal, ""};
+  llvm::handleAllErrors(
+      std::move(error),
+      [&](const CompileError &e) { taken = {e.status(), e.message()}; },
+      [&](const llvm::ErrorInfoBase &e) { taken.second = e.message(); });
+  return taken;
+}
+
+namespace {
+/// The implementation's status, with success; the API returns llvm::Error.
+enum class Status { Ok, BadInput, ToolFailed, Internal };
+
+llvm::Error toError(Status status, std::string message) {
+  CompileStatus kind = CompileStatus::Internal;
+  switch (status) {
+  case Status::Ok:
+    return llvm::Error::success();
+  case Status::BadInput:
+    kind = CompileStatus::BadInput;
+    break;
+  case Status::ToolFailed:
+    kind = CompileStatus::ToolFailed;
+    break;
+  case Status::Internal:
+    break;
+  }
+  return llvm::make_error<CompileError>(kind, std::move(message));
+}
+} // namespace
+
 bool isSupportedArch(std::string_view arch) {
   for (std::string_view known : kSupportedArchs)
     if (arch == known)
@@ -52,7 +91,8 @@ std::string archForComputeCapability(int major, int minor) {
   return "sm_100";
 }
 
-bool validateOptions(const NvptxCompileOptions &options, std::string &error) {
+static bool checkOptions(const NvptxCompileOptions &options,
+                         std::string &error) {
   if (!isSupportedArch(options.arch)) {
     error = "--arch " + options.arch + ": must be one of sm_80, sm_89, sm_90, "
             "sm_90a, sm_100";
@@ -277,18 +317,18 @@ std::string findPtxas(const NvptxCompileOptions &options, std::string &error) {
 }
 
 /// Runs ptxas; parses "Used N registers" and spill bytes per function.
-CompileStatus runPtxas(const NvptxCompileOptions &options,
+Status runPtxas(const NvptxCompileOptions &options,
                        NvptxCompileResult &result, std::string &error) {
   std::string ptxas = findPtxas(options, error);
   if (ptxas.empty())
-    return CompileStatus::BadInput;
+    return Status::BadInput;
   std::string dir = options.dumpDir;
   bool temporary = dir.empty();
   if (temporary) {
     llvm::SmallString<128> tmp;
     if (llvm::sys::fs::createUniqueDirectory("moegen-ptxas", tmp)) {
       error = "cannot create a temporary directory for ptxas";
-      return CompileStatus::Internal;
+      return Status::Internal;
     }
     dir = std::string(tmp);
   }
@@ -296,7 +336,7 @@ CompileStatus runPtxas(const NvptxCompileOptions &options,
   std::string cubinPath = dir + "/kernels.cubin";
   std::string logPath = dir + "/ptxas.log";
   if (!writeFile(ptxPath, result.ptx, error))
-    return CompileStatus::Internal;
+    return Status::Internal;
   std::string archFlag = "-arch=" + options.arch;
   llvm::SmallVector<llvm::StringRef> args{ptxas, archFlag, "-O3", "-v",
                                           "-o", cubinPath, ptxPath};
@@ -310,13 +350,13 @@ CompileStatus runPtxas(const NvptxCompileOptions &options,
     error = "ptxas failed (exit " + std::to_string(rc) + (message.empty() ? "" : ", " + message) +
             "):\n" + logText + "PTX: " + ptxPath + "\nrepro: " + ptxas + " " +
             archFlag + " -O3 -v -o " + dir + "/repro.cubin " + ptxPath;
-    return CompileStatus::ToolFailed;
+    return Status::ToolFailed;
   }
   auto cubin = llvm::MemoryBuffer::getFile(cubinPath, /*IsText=*/false,
                                            /*RequiresNullTerminator=*/false);
   if (!cubin) {
     error = "ptxas wrote no cubin at " + cubinPath;
-    return CompileStatus::Internal;
+    return Status::Internal;
   }
   result.cubin = (*cubin)->getBuffer().str();
 
@@ -342,7 +382,7 @@ CompileStatus runPtxas(const NvptxCompileOptions &options,
   }
   if (temporary)
     llvm::sys::fs::remove_directories(dir);
-  return CompileStatus::Ok;
+  return Status::Ok;
 }
 
 /// The manifest of `result`'s kernels, read back through the runtime's rules
@@ -382,18 +422,15 @@ bool manifestJson(const RoutingSpec &spec, const NvptxCompileOptions &options,
   return true;
 }
 
-} // namespace
-
-CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &options,
-                      Stage stage, NvptxCompileResult &result,
-                      std::string &error) {
-  if (!validateOptions(options, error))
-    return CompileStatus::BadInput;
+Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
+                   Stage stage, NvptxCompileResult &result, std::string &error) {
+  if (!checkOptions(options, error))
+    return Status::BadInput;
   if (!options.dumpDir.empty()) {
     if (std::error_code ec = llvm::sys::fs::create_directories(options.dumpDir)) {
       error = options.dumpDir + ": error: cannot create the dump directory: " +
               ec.message();
-      return CompileStatus::BadInput;
+      return Status::BadInput;
     }
   }
 
@@ -405,7 +442,7 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
   StageRunner runner{*module, options, error};
   if (!options.dumpDir.empty() &&
       !writeFile(options.dumpDir + "/01-moe.mlir", printModule(*module), error))
-    return CompileStatus::BadInput;
+    return Status::BadInput;
 
   NvptxPipelineOptions pipeline;
   pipeline.tokensPerBlock = options.tokensPerBlock;
@@ -415,35 +452,35 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
   if (!runner.run("config", [&](mlir::OpPassManager &pm) {
         addNvptxConfigStage(pm, pipeline);
       }))
-    return CompileStatus::Internal;
+    return Status::Internal;
   if (!runner.run("loops",
                   [&](mlir::OpPassManager &pm) { addNvptxLoopsStage(pm); }))
-    return CompileStatus::Internal;
+    return Status::Internal;
   if (!runner.run("gpu",
                   [&](mlir::OpPassManager &pm) { addNvptxGpuStage(pm); }))
-    return CompileStatus::Internal;
+    return Status::Internal;
   if (!describeKernels(*module, result.kernels, error))
-    return CompileStatus::Internal;
+    return Status::Internal;
   result.gpuIR = printModule(*module);
   if (stage == Stage::Gpu)
-    return CompileStatus::Ok;
+    return Status::Ok;
 
   if (!runner.run("nvvm", [&](mlir::OpPassManager &pm) {
         addNvptxNvvmStage(pm, pipeline);
       }))
-    return CompileStatus::Internal;
+    return Status::Internal;
   result.llvmIR = printModule(*module);
   if (stage == Stage::Llvm)
-    return CompileStatus::Ok;
+    return Status::Ok;
 
   if (!runner.run("binary", [&](mlir::OpPassManager &pm) {
         addNvptxBinaryStage(pm, pipeline);
       }))
-    return CompileStatus::Internal;
+    return Status::Internal;
   std::optional<std::string> ptx = extractPtx(*module);
   if (!ptx) {
     error = "internal error: gpu-module-to-binary produced no PTX";
-    return CompileStatus::Internal;
+    return Status::Internal;
   }
   result.ptx = *ptx;
   if (!options.overrideDir.empty()) {
@@ -455,28 +492,28 @@ CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &option
   }
   if (!options.dumpDir.empty() &&
       !writeFile(options.dumpDir + "/07-kernels.ptx", result.ptx, error))
-    return CompileStatus::BadInput;
+    return Status::BadInput;
 
   if (stage == Stage::Cubin) {
-    CompileStatus status = runPtxas(options, result, error);
-    if (status != CompileStatus::Ok)
+    Status status = runPtxas(options, result, error);
+    if (status != Status::Ok)
       return status;
   }
   if (!manifestJson(spec, options, result, error))
-    return CompileStatus::Internal;
-  return CompileStatus::Ok;
+    return Status::Internal;
+  return Status::Ok;
 }
 
-CompileStatus ptxasVersion(const NvptxCompileOptions &options,
-                           std::string &version, std::string &error) {
+Status findPtxasVersion(const NvptxCompileOptions &options,
+                        std::string &version, std::string &error) {
   std::string ptxas = findPtxas(options, error);
   if (ptxas.empty())
-    return CompileStatus::BadInput;
+    return Status::BadInput;
   llvm::SmallString<128> output;
   if (llvm::sys::fs::createTemporaryFile("moegen-ptxas-version", "txt",
                                          output)) {
     error = "cannot create a temporary file for ptxas --version";
-    return CompileStatus::Internal;
+    return Status::Internal;
   }
   std::optional<llvm::StringRef> redirects[] = {std::nullopt, output.str(),
                                                 output.str()};
@@ -489,18 +526,17 @@ CompileStatus ptxasVersion(const NvptxCompileOptions &options,
   if (rc != 0 || !text) {
     error = ptxas + " --version failed (exit " + std::to_string(rc) +
             (message.empty() ? "" : ", " + message) + ")";
-    return CompileStatus::ToolFailed;
+    return Status::ToolFailed;
   }
   // The last line: "Build cuda_13.0.r13.0/compiler.36424714_0".
   llvm::StringRef lines = llvm::StringRef((*text)->getBuffer()).trim();
   auto [head, last] = lines.rsplit('\n');
   version = (last.empty() ? head : last).trim().str();
-  return CompileStatus::Ok;
+  return Status::Ok;
 }
 
-bool writeKernelDirectory(const RoutingSpec &spec,
-                          const NvptxCompileResult &result,
-                          const std::string &dir, std::string &error) {
+bool writeKernelFiles(const RoutingSpec &spec, const NvptxCompileResult &result,
+                      const std::string &dir, std::string &error) {
   if (std::error_code ec = llvm::sys::fs::create_directories(dir)) {
     error = dir + ": error: cannot create the output directory: " + ec.message();
     return false;
@@ -541,6 +577,43 @@ bool writeKernelDirectory(const RoutingSpec &spec,
   }
   llvm::sys::fs::remove_directories(staging);
   return true;
+}
+
+} // namespace
+
+llvm::Error validateOptions(const NvptxCompileOptions &options) {
+  std::string error;
+  if (!checkOptions(options, error))
+    return toError(Status::BadInput, error);
+  return llvm::Error::success();
+}
+
+llvm::Expected<NvptxCompileResult> compile(const RoutingSpec &spec,
+                                           const NvptxCompileOptions &options,
+                                           Stage stage) {
+  NvptxCompileResult result;
+  std::string error;
+  if (Status status = compileInto(spec, options, stage, result, error);
+      status != Status::Ok)
+    return toError(status, error);
+  return result;
+}
+
+llvm::Expected<std::string> ptxasVersion(const NvptxCompileOptions &options) {
+  std::string version, error;
+  if (Status status = findPtxasVersion(options, version, error);
+      status != Status::Ok)
+    return toError(status, error);
+  return version;
+}
+
+llvm::Error writeKernelDirectory(const RoutingSpec &spec,
+                                 const NvptxCompileResult &result,
+                                 const std::string &dir) {
+  std::string error;
+  if (!writeKernelFiles(spec, result, dir, error))
+    return toError(Status::BadInput, error);
+  return llvm::Error::success();
 }
 
 } // namespace moegen::nvptx

@@ -22,6 +22,8 @@
 
 #include "abi/Manifest.h"
 
+#include "llvm/Support/Error.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -68,9 +70,40 @@ struct NvptxCompileOptions {
   std::string toolkitPath;
 };
 
+/// Why a compile produced nothing.
+enum class CompileStatus {
+  /// The options or the spec: one line, the caller's to fix (exit code 2).
+  BadInput,
+  /// ptxas failed: its log, the PTX path and a repro command.
+  ToolFailed,
+  /// A stage of the compiler failed: its diagnostics, its input IR path and
+  /// a repro command (a bug in moegen).
+  Internal,
+};
+
+/// The error every function of this backend returns: a status and its
+/// message.
+class CompileError : public llvm::ErrorInfo<CompileError> {
+public:
+  static char ID;
+  CompileError(CompileStatus status, std::string message)
+      : errorStatus(status), text(std::move(message)) {}
+  CompileStatus status() const { return errorStatus; }
+  void log(llvm::raw_ostream &os) const override;
+  std::error_code convertToErrorCode() const override;
+
+private:
+  CompileStatus errorStatus;
+  std::string text;
+};
+
+/// The status and message of an error from this backend (consumed); other
+/// errors count as Internal.
+std::pair<CompileStatus, std::string> takeCompileError(llvm::Error error);
+
 /// Checks the options compile() would refuse (arch, tokens per block, top-k
-/// method); on false `error` says which, in one line.
-bool validateOptions(const NvptxCompileOptions &options, std::string &error);
+/// method): a BadInput CompileError, in one line.
+llvm::Error validateOptions(const NvptxCompileOptions &options);
 
 struct NvptxCompileResult {
   /// Text of the last stage reached before the binaries.
@@ -84,33 +117,29 @@ struct NvptxCompileResult {
   std::string manifestJson;
 };
 
-enum class CompileStatus { Ok, BadInput, ToolFailed, Internal };
-
-/// Compiles `spec` up to `stage`. On failure returns the status and sets
-/// `error`: for BadInput one line; for ToolFailed (ptxas) the log, the PTX
-/// path and a repro command; for Internal the failing stage, its IR path
-/// and a repro command.
-CompileStatus compile(const RoutingSpec &spec, const NvptxCompileOptions &options,
-                      Stage stage, NvptxCompileResult &result,
-                      std::string &error);
+/// Compiles `spec` up to `stage`, or a CompileError: BadInput (one line),
+/// ToolFailed (ptxas's log, the PTX path and a repro command) or Internal
+/// (the failing stage, its IR path and a repro command).
+llvm::Expected<NvptxCompileResult> compile(const RoutingSpec &spec,
+                                           const NvptxCompileOptions &options,
+                                           Stage stage);
 
 /// Writes manifest.json, kernels.ptx, kernels.cubin (when built) and
 /// spec.yaml into `dir` (created if missing) through a staging directory
 /// and renames, the manifest last, so that a reader never sees a manifest
-/// without its binaries.
-bool writeKernelDirectory(const RoutingSpec &spec,
-                          const NvptxCompileResult &result,
-                          const std::string &dir, std::string &error);
+/// without its binaries. A BadInput CompileError names the path.
+llvm::Error writeKernelDirectory(const RoutingSpec &spec,
+                                 const NvptxCompileResult &result,
+                                 const std::string &dir);
 
 /// The CUDA toolkit compile() uses: options.toolkitPath, else $CUDA_HOME,
 /// $CUDA_PATH, then /usr/local/cuda.
 std::string toolkitDirectory(const NvptxCompileOptions &options);
 
-/// Sets `version` to the build of the ptxas compile() would run ("Build
-/// cuda_13.0.r13.0/compiler.36424714_0"). BadInput when there is none (as
-/// compile() says), ToolFailed when it fails.
-CompileStatus ptxasVersion(const NvptxCompileOptions &options,
-                           std::string &version, std::string &error);
+/// The build of the ptxas compile() would run ("Build
+/// cuda_13.0.r13.0/compiler.36424714_0"), or a CompileError: BadInput when
+/// there is none (as compile() says), ToolFailed when it fails.
+llvm::Expected<std::string> ptxasVersion(const NvptxCompileOptions &options);
 
 /// FNV-1a 64 of the normalized spec text, as 16 hex digits.
 std::string specHash(const RoutingSpec &spec);

@@ -50,17 +50,12 @@ int runCompileNvptx(const RoutingSpec &spec, const CompileOptions &options) {
                        : options.emit == "llvm" ? nvptx::Stage::Llvm
                        : options.emit == "ptx"  ? nvptx::Stage::Ptx
                                                 : nvptx::Stage::Cubin;
-  nvptx::NvptxCompileResult result;
-  std::string error;
-  nvptx::CompileStatus status =
-      nvptx::compile(spec, compileOptions, stage, result, error);
-  switch (status) {
-  case nvptx::CompileStatus::Ok:
-    break;
-  case nvptx::CompileStatus::BadInput:
-    return reportUsage(error);
-  case nvptx::CompileStatus::ToolFailed:
-  case nvptx::CompileStatus::Internal:
+  llvm::Expected<nvptx::NvptxCompileResult> result =
+      nvptx::compile(spec, compileOptions, stage);
+  if (!result) {
+    auto [status, error] = nvptx::takeCompileError(result.takeError());
+    if (status == nvptx::CompileStatus::BadInput)
+      return reportUsage(error);
     llvm::errs() << support::quotePath(options.specPath) << ": " << error
                  << "\n";
     if (compileOptions.dumpDir.empty())
@@ -69,11 +64,12 @@ int runCompileNvptx(const RoutingSpec &spec, const CompileOptions &options) {
     return kExitInternal;
   }
   if (stage == nvptx::Stage::Gpu)
-    return writeOutput(options.output, result.gpuIR + "\n");
+    return writeOutput(options.output, result->gpuIR + "\n");
   if (stage == nvptx::Stage::Llvm)
-    return writeOutput(options.output, result.llvmIR + "\n");
-  if (!nvptx::writeKernelDirectory(spec, result, options.output, error)) {
-    llvm::errs() << error << "\n";
+    return writeOutput(options.output, result->llvmIR + "\n");
+  if (llvm::Error error =
+          nvptx::writeKernelDirectory(spec, *result, options.output)) {
+    llvm::errs() << nvptx::takeCompileError(std::move(error)).second << "\n";
     return kExitBadInput;
   }
   return kExitOk;

@@ -39,9 +39,10 @@ std::unique_ptr<rt::HostRouter> compileForCpu(const RoutingSpec &spec,
   cpu::CpuCompileOptions compileOptions;
   compileOptions.threads = options.threads;
   compileOptions.dumpDir = options.dumpDir;
-  std::string error;
+  auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
+  std::string error = compiled ? "" : llvm::toString(compiled.takeError());
   std::unique_ptr<rt::HostRouter> router =
-      cpu::CpuHostRouter::compile(spec, compileOptions, error);
+      compiled ? std::move(*compiled) : nullptr;
   if (!router) {
     // The spec parsed and validated, so a compile failure is moegen's bug.
     llvm::errs() << options.specPath
