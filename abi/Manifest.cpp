@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "abi/Manifest.h"
+#include "support/Quote.h"
 
 #include <nlohmann/json.hpp>
 
@@ -25,27 +26,8 @@ namespace fs = std::filesystem;
 
 /// `text` for a one-line message: quoted, control characters escaped, cut.
 std::string quote(std::string_view text, size_t maxLength = 40) {
-  std::string out = "'";
-  size_t n = 0;
-  for (char c : text) {
-    if (n++ == maxLength) {
-      out += "...";
-      break;
-    }
-    auto u = static_cast<unsigned char>(c);
-    if (c == '\'' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      static const char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[u >> 4];
-      out += kHex[u & 15];
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
+  return support::quote(text, support::QuoteStyle{
+                                  maxLength, /*namedControlEscapes=*/false});
 }
 
 std::string describe(const Json &value) {

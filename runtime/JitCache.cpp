@@ -15,7 +15,7 @@
 #include "runtime/Error.h"
 #include "runtime/Manifest.h"
 #include "runtime/Sha256.h"
-#include "runtime/support/Quote.h"
+#include "support/Quote.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,7 +1,7 @@
 //===- RouterInputs.cpp - Routing inputs from .npy files ------------------===//
 
 #include "runtime/RouterInputs.h"
-#include "runtime/support/Quote.h"
+#include "support/Quote.h"
 
 #include <algorithm>
 #include <cstring>

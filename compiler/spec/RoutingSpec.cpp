@@ -7,7 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/spec/RoutingSpec.h"
-#include "runtime/support/Quote.h"
+#include "support/Quote.h"
 
 #include <algorithm>
 #include <cmath>

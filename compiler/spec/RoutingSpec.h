@@ -94,7 +94,7 @@ std::optional<LogitsDType> parseLogitsDType(std::string_view text);
 /// `text` as it may appear inside a one-line diagnostic: control characters
 /// and quotes escaped (\n, \t, \xNN), and cut to `maxLength` characters
 /// with "..." so that no message spans lines or floods a terminal. The same
-/// as support::escape (runtime/support/Quote.h), kept for the spec layer.
+/// as support::escape (support/Quote.h), kept for the spec layer.
 std::string quoteForDiagnostic(std::string_view text, size_t maxLength = 40);
 
 /// A broken rule of the spec language: the key it is reported at and a

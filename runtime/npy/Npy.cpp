@@ -14,8 +14,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/npy/Npy.h"
-#include "runtime/support/AtomicFile.h"
-#include "runtime/support/Quote.h"
+#include "support/AtomicFile.h"
+#include "support/Quote.h"
 
 #include <algorithm>
 #include <array>

@@ -11,8 +11,8 @@
 
 #include "runtime/HostRouter.h"
 #include "runtime/RouterInputs.h"
-#include "runtime/support/AtomicFile.h"
-#include "runtime/support/Quote.h"
+#include "support/AtomicFile.h"
+#include "support/Quote.h"
 
 #include <gtest/gtest.h>
 

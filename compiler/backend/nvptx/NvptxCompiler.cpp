@@ -11,6 +11,7 @@
 
 #include "abi/KernelError.h"
 #include "abi/Manifest.h"
+#include "support/Quote.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -105,8 +106,8 @@ static bool checkOptions(const NvptxCompileOptions &options,
   }
   if (!options.topk.empty() && options.topk != "argmax_passes" &&
       options.topk != "insertion") {
-    error = "topk '" + options.topk +
-            "': must be empty (heuristic), argmax_passes or insertion";
+    error = "topk " + support::quote(options.topk) +
+            ": must be empty (heuristic), argmax_passes or insertion";
     return false;
   }
   return true;

@@ -13,7 +13,7 @@
 #include "runtime/Error.h"
 #include "runtime/JitCache.h"
 #include "runtime/Manifest.h"
-#include "runtime/support/Quote.h"
+#include "support/Quote.h"
 
 #include "llvm/Support/raw_ostream.h"
 

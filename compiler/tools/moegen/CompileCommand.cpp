@@ -12,8 +12,8 @@
 #include "compiler/backend/nvptx/NvptxCompiler.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
-#include "runtime/support/AtomicFile.h"
-#include "runtime/support/Quote.h"
+#include "support/AtomicFile.h"
+#include "support/Quote.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"

@@ -9,7 +9,7 @@
 
 #include "compiler/tools/moegen/Commands.h"
 
-#include "runtime/support/Quote.h"
+#include "support/Quote.h"
 
 #include "llvm/Support/raw_ostream.h"
 

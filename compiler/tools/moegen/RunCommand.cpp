@@ -18,7 +18,7 @@
 #include "compiler/jit/KernelJit.h"
 #include "runtime/cuda/CudaHostRouter.h"
 #endif
-#include "runtime/support/Quote.h"
+#include "support/Quote.h"
 
 #include "llvm/Support/raw_ostream.h"
 

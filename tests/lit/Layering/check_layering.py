@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Checks the include rules between moegen's layers (docs/development.md).
 
+- support/ (message quoting, atomic files) includes nothing of the project
+  and no LLVM, MLIR or CUDA;
 - abi/ (the contract compiler and runtime share) includes nothing of the
-  project's other layers and no LLVM, MLIR or CUDA;
+  project's other layers but support/, and no LLVM, MLIR or CUDA;
 - dialects/ includes nothing of compiler/ or runtime/;
 - runtime/ includes nothing of compiler/ or dialects/, and no LLVM or MLIR.
 
@@ -17,10 +19,19 @@ INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]')
 
 # layer -> [(forbidden include prefix, why)]
 RULES = {
+    "support": [
+        ("abi/", "support/ depends on no other layer"),
+        ("compiler/", "support/ depends on no other layer"),
+        ("dialects/", "support/ depends on no other layer"),
+        ("runtime/", "support/ depends on no other layer"),
+        ("mlir/", "support/ is free of LLVM/MLIR"),
+        ("llvm/", "support/ is free of LLVM/MLIR"),
+        ("cuda", "support/ is free of CUDA"),
+    ],
     "abi": [
-        ("compiler/", "abi/ depends on no other layer"),
-        ("dialects/", "abi/ depends on no other layer"),
-        ("runtime/", "abi/ depends on no other layer"),
+        ("compiler/", "abi/ depends on no layer but support/"),
+        ("dialects/", "abi/ depends on no layer but support/"),
+        ("runtime/", "abi/ depends on no layer but support/"),
         ("mlir/", "abi/ is free of LLVM/MLIR"),
         ("llvm/", "abi/ is free of LLVM/MLIR"),
         ("cuda", "abi/ is free of CUDA"),

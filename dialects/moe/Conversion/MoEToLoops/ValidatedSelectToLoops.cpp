@@ -1,10 +1,11 @@
 //===- ValidatedSelectToLoops.cpp - hash_select, forced_select on a row ---===//
 //
 // The two selections whose ids come from the caller. Every id is checked
-// before it is used: out of range or repeated within its row, it is
-// reported through the error record and replaced by expert 0, so the
-// gather that follows stays in bounds. A token id outside the hash table
-// is checked before the table is read at all.
+// before it is used and a violation is reported through the error record:
+// an id out of range is replaced by expert 0, so the gather that follows
+// stays in bounds; a repeated id is in range and kept (the outputs of a
+// failed call are unspecified). A token id outside the hash table is
+// checked before the table is read at all.
 //
 //===----------------------------------------------------------------------===//
 

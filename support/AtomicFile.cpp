@@ -1,7 +1,7 @@
 //===- AtomicFile.cpp - Publish a file whole or not at all ----------------===//
 
-#include "runtime/support/AtomicFile.h"
-#include "runtime/support/Quote.h"
+#include "support/AtomicFile.h"
+#include "support/Quote.h"
 
 #include <atomic>
 #include <cerrno>

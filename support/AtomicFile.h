@@ -10,8 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOEGEN_RUNTIME_SUPPORT_ATOMICFILE_H
-#define MOEGEN_RUNTIME_SUPPORT_ATOMICFILE_H
+#ifndef MOEGEN_SUPPORT_ATOMICFILE_H
+#define MOEGEN_SUPPORT_ATOMICFILE_H
 
 #include <cstddef>
 #include <span>
@@ -34,4 +34,4 @@ std::string temporarySuffix(unsigned attempt);
 
 } // namespace moegen::support
 
-#endif // MOEGEN_RUNTIME_SUPPORT_ATOMICFILE_H
+#endif // MOEGEN_SUPPORT_ATOMICFILE_H

@@ -8,8 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOEGEN_RUNTIME_SUPPORT_QUOTE_H
-#define MOEGEN_RUNTIME_SUPPORT_QUOTE_H
+#ifndef MOEGEN_SUPPORT_QUOTE_H
+#define MOEGEN_SUPPORT_QUOTE_H
 
 #include <cstddef>
 #include <string>
@@ -83,4 +83,4 @@ inline std::string quotePath(std::string_view path) {
 
 } // namespace moegen::support
 
-#endif // MOEGEN_RUNTIME_SUPPORT_QUOTE_H
+#endif // MOEGEN_SUPPORT_QUOTE_H
