@@ -3,8 +3,8 @@
 // moegen-gpu-check: runs a suite written by tests/gpu/make_gpu_suite.py on
 // the GPU and compares every output with the CPU backend's. It links the
 // runtime alone (no LLVM, no MLIR), so it runs on GPU machines that have
-// no compiler: build and make the suite where the compiler is, carry the
-// binary and the suite, run it there.
+// no compiler: build and make the suite where the compiler is, copy the
+// binary and the suite to the GPU machine, run it there.
 //
 //   moegen-gpu-check SUITE             check every case, exit 1 on a mismatch
 //   moegen-gpu-check --bench KERNELS [--tokens 8192,65536] [--reps 200]

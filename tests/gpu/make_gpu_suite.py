@@ -4,8 +4,9 @@
     make_gpu_suite.py --bin BUILD/bin --out SUITE [--arch sm_90]
                       [--random N] [--seed S] [--no-templates]
 
-The machines with a GPU have no LLVM or MLIR, so nothing linked to the
-compiler runs there. This script, run where the compiler is, writes for
+A GPU machine need not have LLVM or MLIR: this script runs where the
+compiler is, and only programs linked to the runtime alone run on the GPU
+machine. It writes, for
 every template and N seeded random specs (tests/lit/CLI/Inputs/
 random_specs.py):
 

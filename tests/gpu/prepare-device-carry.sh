@@ -3,8 +3,9 @@
 # checks, in gpu-carry/ (ignored by git): the runtime-only checker and
 # runtime tests and the runtime-only sample (stripped), the suite of kernels + inputs + CPU outputs, and
 # DeepSeek-V3's kernels for the runtime's GPU tests and the benchmark.
-# Then, with the device tool: carry ["gpu-carry"] and run
-# tests/gpu/run-on-device.sh (docs/development.md, "On a GPU machine").
+# Then copy gpu-carry/ to the root of a checkout of the same commit on the
+# GPU machine and run tests/gpu/run-on-device.sh there (docs/development.md,
+# "On a GPU machine").
 #
 #   tests/gpu/prepare-device-carry.sh [ARCH]     # default sm_90 (H100/H200)
 set -euo pipefail

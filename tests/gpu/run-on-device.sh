@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (device tool, carry ["gpu-carry"]) every GPU check
-# that needs no compiler, and leaves the logs in $OUT (or gpu-carry/logs):
+# Runs on a GPU machine, from a checkout with gpu-carry/ (made by
+# prepare-device-carry.sh) at its root, every GPU check that needs no
+# compiler, and leaves the logs in $OUT (or gpu-carry/logs):
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
 # DeepSeek-V3's kernels, the route (+ dispatch) benchmark, and the
 # capture-then-replay sample over 58 DeepSeek-V3 layers.
