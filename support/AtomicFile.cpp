@@ -108,4 +108,53 @@ bool writeFileAtomically(const std::string &path,
   return true;
 }
 
+StagingDirectory::StagingDirectory(const std::string &dir,
+                                   std::string_view prefix,
+                                   std::string &error)
+    : target(dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (unsigned attempt = 0; attempt < 64; ++attempt) {
+    // ".PREFIX.tmp-XXXX": hidden, and unique across threads and processes.
+    // Appended piece by piece: GCC 12 warns (-Wrestrict) on a + chain here.
+    std::string name = ".";
+    name.append(prefix);
+    name.append(temporarySuffix(attempt));
+    std::string candidate = (fs::path(dir) / name).string();
+    if (fs::create_directory(candidate, ec)) {
+      staging = candidate;
+      return;
+    }
+    if (ec)
+      break;
+  }
+  error = ec ? ec.message() : "no free staging name";
+}
+
+StagingDirectory::~StagingDirectory() {
+  if (staging.empty())
+    return;
+  std::error_code ignored;
+  std::filesystem::remove_all(staging, ignored);
+}
+
+std::string StagingDirectory::pathFor(std::string_view name) const {
+  return (std::filesystem::path(staging) / name).string();
+}
+
+bool StagingDirectory::publish(std::span<const std::string> names,
+                               std::string &failedName, std::string &error) {
+  namespace fs = std::filesystem;
+  for (const std::string &name : names) {
+    std::error_code ec;
+    fs::rename(pathFor(name), fs::path(target) / name, ec);
+    if (ec) {
+      failedName = name;
+      error = ec.message();
+      return false;
+    }
+  }
+  return true;
+}
+
 } // namespace moegen::support

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace moegen::support {
 
@@ -31,6 +32,37 @@ bool writeFileAtomically(const std::string &path, std::string_view text,
 /// A random suffix ".tmp-" + 16 hex digits for temporary names; `attempt`
 /// changes it when a name is taken.
 std::string temporarySuffix(unsigned attempt);
+
+/// Several files published together: each is written into a private,
+/// hidden directory inside the target directory, then all are renamed
+/// into place in the order given (so a reader that looks for the last one,
+/// a manifest, finds the others), and the staging directory goes away.
+/// Whatever fails, nothing half-written is left in the target directory.
+/// Safe to use from several threads and processes on one directory.
+class StagingDirectory {
+public:
+  /// Creates "DIR/.PREFIX-XXXXXXXXXXXXXXXX" (DIR must exist); on failure
+  /// path() is empty and `error` holds the system's message.
+  StagingDirectory(const std::string &dir, std::string_view prefix,
+                   std::string &error);
+  /// Removes the staging directory and what is left in it.
+  ~StagingDirectory();
+  StagingDirectory(const StagingDirectory &) = delete;
+  StagingDirectory &operator=(const StagingDirectory &) = delete;
+
+  const std::string &path() const { return staging; }
+  /// Where to write the file `name` before publish().
+  std::string pathFor(std::string_view name) const;
+  /// Renames the staged files `names` into the target directory in order.
+  /// On failure returns false, with `failedName` the file that could not
+  /// be moved and `error` the system's message.
+  bool publish(std::span<const std::string> names, std::string &failedName,
+               std::string &error);
+
+private:
+  std::string target;
+  std::string staging;
+};
 
 } // namespace moegen::support
 

@@ -337,4 +337,47 @@ TEST(SupportAtomicFile, PublishesWholeOrNothing) {
   EXPECT_EQ(files, 1u);
 }
 
+TEST(SupportStagingDirectory, PublishesInOrderAndLeavesNothingBehind) {
+  TempDir dir;
+  std::string error, failed;
+  {
+    support::StagingDirectory staging(dir.path(), "test", error);
+    ASSERT_FALSE(staging.path().empty()) << error;
+    EXPECT_EQ(std::filesystem::path(staging.path()).filename().string().rfind(
+                  ".test.tmp-", 0),
+              0u);
+    std::vector<std::string> names = {"a.txt", "manifest.json"};
+    for (const std::string &name : names)
+      ASSERT_TRUE(support::writeFileAtomically(staging.pathFor(name), name,
+                                               error))
+          << error;
+    ASSERT_TRUE(staging.publish(names, failed, error)) << error;
+  }
+  EXPECT_EQ(rttest::readText(dir / "a.txt"), "a.txt");
+  EXPECT_EQ(rttest::readText(dir / "manifest.json"), "manifest.json");
+
+  // A directory in the way of the second file: the first is published, the
+  // second is named, and the staging directory still goes away.
+  std::filesystem::create_directories(dir / "taken/inside");
+  {
+    support::StagingDirectory staging(dir.path(), "test", error);
+    ASSERT_FALSE(staging.path().empty()) << error;
+    std::vector<std::string> names = {"b.txt", "taken"};
+    for (const std::string &name : names)
+      ASSERT_TRUE(support::writeFileAtomically(staging.pathFor(name), "x",
+                                               error))
+          << error;
+    EXPECT_FALSE(staging.publish(names, failed, error));
+    EXPECT_EQ(failed, "taken");
+  }
+  for (const auto &entry : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_NE(entry.path().filename().string().rfind(".test", 0), 0u)
+        << entry.path();
+
+  // No directory to stage in: an error, no exception.
+  support::StagingDirectory missing(dir / "missing", "test", error);
+  EXPECT_TRUE(missing.path().empty());
+  EXPECT_FALSE(error.empty());
+}
+
 } // namespace

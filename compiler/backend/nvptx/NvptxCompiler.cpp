@@ -11,6 +11,7 @@
 
 #include "abi/KernelError.h"
 #include "abi/Manifest.h"
+#include "support/AtomicFile.h"
 #include "support/Quote.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -24,11 +25,9 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
-#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <regex>
-#include <unistd.h>
 
 #ifndef MOEGEN_VERSION
 #error "MOEGEN_VERSION must be defined by the build"
@@ -542,13 +541,12 @@ bool writeKernelFiles(const RoutingSpec &spec, const NvptxCompileResult &result,
     error = dir + ": error: cannot create the output directory: " + ec.message();
     return false;
   }
-  // Atomic: the JIT compiles from several threads at once.
-  static std::atomic<int> counter{0};
-  std::string staging = dir + "/.moegen-compile-" + std::to_string(getpid()) +
-                        "-" + std::to_string(counter++);
-  if (std::error_code ec = llvm::sys::fs::create_directory(staging)) {
+  // Several threads of the JIT may publish into one directory at once.
+  std::string stagingError;
+  support::StagingDirectory staging(dir, "moegen-compile", stagingError);
+  if (staging.path().empty()) {
     error = dir + ": error: cannot write into the output directory: " +
-            ec.message();
+            stagingError;
     return false;
   }
   std::vector<std::pair<std::string, const std::string *>> files;
@@ -557,26 +555,23 @@ bool writeKernelFiles(const RoutingSpec &spec, const NvptxCompileResult &result,
   files.emplace_back("kernels.ptx", &result.ptx);
   if (!result.cubin.empty())
     files.emplace_back("kernels.cubin", &result.cubin);
+  // Last: a reader never sees a manifest without its binaries.
   files.emplace_back("manifest.json", &result.manifestJson);
+  std::vector<std::string> names;
   for (auto &[name, text] : files) {
-    if (!writeFile(staging + "/" + name, *text, error)) {
-      llvm::sys::fs::remove_directories(staging);
+    if (!writeFile(staging.pathFor(name), *text, error))
       return false;
-    }
+    names.push_back(name);
   }
   // A stale cubin from an earlier --emit=cubin must not outlive a PTX-only
   // compile next to a new manifest.
   if (result.cubin.empty())
     llvm::sys::fs::remove(dir + "/kernels.cubin");
-  for (auto &[name, text] : files) {
-    if (std::error_code ec =
-            llvm::sys::fs::rename(staging + "/" + name, dir + "/" + name)) {
-      error = dir + "/" + name + ": error: cannot write: " + ec.message();
-      llvm::sys::fs::remove_directories(staging);
-      return false;
-    }
+  std::string failed, message;
+  if (!staging.publish(names, failed, message)) {
+    error = dir + "/" + failed + ": error: cannot write: " + message;
+    return false;
   }
-  llvm::sys::fs::remove_directories(staging);
   return true;
 }
 

@@ -2,20 +2,20 @@
 //
 // `moegen run --out DIR` writes several .npy files; a failure half-way must
 // leave DIR as it was. Every file goes first into a private staging
-// directory inside DIR, and only when all are complete are they renamed
-// into place.
+// directory inside DIR (support::StagingDirectory), and only when all are
+// complete are they renamed into place.
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/tools/moegen/Commands.h"
 
+#include "support/AtomicFile.h"
 #include "support/Quote.h"
 
 #include "llvm/Support/raw_ostream.h"
 
 #include <filesystem>
 
-#include <unistd.h>
 
 namespace moegen::tool {
 
@@ -75,36 +75,23 @@ int writeOutputs(
                   ": error: cannot write the output: a directory is in "
                   "the way");
   }
-  fs::path staging;
-  for (unsigned attempt = 0; attempt < 64; ++attempt) {
-    fs::path candidate =
-        fs::path(outDir) / (".moegen-run-" + std::to_string(::getpid()) + "-" +
-                            std::to_string(attempt));
-    if (fs::create_directory(candidate, ec)) {
-      staging = candidate;
-      break;
-    }
-  }
-  if (staging.empty())
-    return fail(
-        quotePath(outDir) +
-        ": error: cannot create a staging directory in it: " + ec.message());
-  createdDirs.push_back(staging);
+  support::StagingDirectory staging(outDir, "moegen-run", error);
+  if (staging.path().empty())
+    return fail(quotePath(outDir) +
+                ": error: cannot create a staging directory in it: " + error);
+  std::vector<std::string> names;
   for (const auto &[name, array] : outputs) {
-    fs::path path = staging / (name + ".npy");
-    if (!npy::writeNpy(path.string(), array, error))
-      return fail(
-          quotePath(outDir) + ": error: cannot write " + name + ".npy: " +
-          error.substr(std::min(error.size(), path.string().size() + 2)));
+    std::string path = staging.pathFor(name + ".npy");
+    if (!npy::writeNpy(path, array, error))
+      return fail(quotePath(outDir) + ": error: cannot write " + name +
+                  ".npy: " +
+                  error.substr(std::min(error.size(), path.size() + 2)));
+    names.push_back(name + ".npy");
   }
-  for (const auto &[name, array] : outputs) {
-    fs::rename(staging / (name + ".npy"), fs::path(outDir) / (name + ".npy"),
-               ec);
-    if (ec)
-      return fail(quotePath(outDir) + ": error: cannot move " + name +
-                  ".npy into place: " + ec.message());
-  }
-  fs::remove(staging, ec);
+  std::string failed;
+  if (!staging.publish(names, failed, error))
+    return fail(quotePath(outDir) + ": error: cannot move " + failed +
+                " into place: " + error);
   return kExitOk;
 }
 
