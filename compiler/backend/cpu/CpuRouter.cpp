@@ -220,14 +220,39 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
   for (const Stage &stage : stages) {
     mlir::PassManager pm(&context);
     stage.add(pm);
+    std::string input;
+    {
+      llvm::raw_string_ostream os(input);
+      module->print(os);
+    }
     if (mlir::failed(pm.run(*module))) {
-      std::string where =
-          options.dumpDir.empty()
-              ? std::string("rerun with --dump-ir DIR to see every stage")
-              : "the input of this stage is in " + options.dumpDir;
+      // The stage's input and its pipeline as the pass manager prints it:
+      // `moegen-opt INPUT --pass-pipeline=...` reproduces the failure.
+      std::string pipeline;
+      {
+        llvm::raw_string_ostream os(pipeline);
+        pm.printAsTextualPipeline(os);
+      }
+      llvm::SmallString<256> inputPath;
+      std::error_code ec;
+      if (!options.dumpDir.empty()) {
+        inputPath = options.dumpDir;
+        llvm::sys::path::append(inputPath, std::string(stage.file) + ".input");
+      } else {
+        ec = llvm::sys::fs::createTemporaryFile("moegen-cpu-stage", "mlir",
+                                                inputPath);
+      }
+      if (!ec) {
+        llvm::raw_fd_ostream os(inputPath, ec);
+        os << input;
+      }
+      std::string repro =
+          ec ? "rerun with --dump-ir DIR to see every stage"
+             : "repro: moegen-opt " + std::string(inputPath) +
+                   " --pass-pipeline='" + pipeline + "'";
       return "internal compiler error in the CPU pipeline before " +
-             std::string(stage.file) + ": " + diagnostics + " (" + where +
-             "; repro: moegen compile SPEC | moegen-opt --moe-cpu-to-llvm)";
+             std::string(stage.file) + ": " + diagnostics + " (" + repro +
+             ")";
     }
     if (std::string error = dump(stage.file); !error.empty())
       return error;
