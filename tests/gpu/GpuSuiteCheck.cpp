@@ -24,6 +24,8 @@
 #include "runtime/cuda/CudaHostRouter.h"
 #include "runtime/npy/Npy.h"
 
+#include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -280,33 +282,43 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
 } // namespace
 
 int main(int argc, char **argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+  CLI::App app{"moegen-gpu-check: run a suite of make_gpu_suite.py on the GPU "
+               "and compare with the CPU backend's outputs, or time a kernel "
+               "directory (--bench)"};
+  std::string suite, kernels;
+  std::vector<int64_t> tokens{8192, 65536};
+  int reps = 200;
+  app.add_option("suite", suite, "Suite directory (make_gpu_suite.py --out)");
+  CLI::Option *benchOption =
+      app.add_option("--bench", kernels,
+                     "Time route (+ dispatch) of this kernel directory");
+  app.add_option("--tokens", tokens, "Token counts to time (comma-separated)")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 24))
+      ->needs(benchOption);
+  app.add_option("--reps", reps, "Timed repetitions per token count")
+      ->check(CLI::Range(1, 100000))
+      ->needs(benchOption);
+  const char *usage = "usage: moegen-gpu-check SUITE\n"
+                      "       moegen-gpu-check --bench KERNELS "
+                      "[--tokens T,T...] [--reps N]\n";
   try {
-    if (args.size() == 1 && args[0][0] != '-')
-      return checkSuite(args[0]);
-    if (args.size() >= 2 && args[0] == "--bench") {
-      std::vector<int64_t> tokens{8192, 65536};
-      int reps = 200;
-      for (size_t i = 2; i + 1 < args.size(); i += 2) {
-        if (args[i] == "--tokens") {
-          tokens.clear();
-          std::istringstream list(args[i + 1]);
-          for (std::string item; std::getline(list, item, ',');)
-            tokens.push_back(std::stoll(item));
-        } else if (args[i] == "--reps") {
-          reps = std::max(1, std::stoi(args[i + 1]));
-        } else {
-          args.clear();
-        }
-      }
-      if (!args.empty() && args.size() % 2 == 0)
-        return bench(args[1], tokens, reps);
-    }
-    std::fprintf(stderr,
-                 "usage: moegen-gpu-check SUITE\n"
-                 "       moegen-gpu-check --bench KERNELS [--tokens T,T...] "
-                 "[--reps N]\n");
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    if (e.get_exit_code() == 0) // --help
+      return app.exit(e);
+    std::fprintf(stderr, "moegen-gpu-check: error: %s\n%s", e.what(), usage);
     return 2;
+  }
+  // Exactly one of the two modes.
+  if (suite.empty() == kernels.empty()) {
+    std::fprintf(stderr, "%s", usage);
+    return 2;
+  }
+  try {
+    if (!kernels.empty())
+      return bench(kernels, tokens, reps);
+    return checkSuite(suite);
   } catch (const rt::InputError &e) {
     std::fprintf(stderr, "%s\n", e.format("moegen-gpu-check").c_str());
     return 2;
