@@ -90,7 +90,7 @@ void CudaDriver::load(const std::string &name) {
                     "; a driver for CUDA 11.3 or newer is needed");
   const int requested = std::min(driverVersion, kRequestedCudaVersion);
 
-  auto resolve = [&](const char *symbol, auto &function) {
+  resolveEntryPoints([&](const char *symbol) -> void * {
     void *pointer = nullptr;
     CUresult result;
     if (getProcV2) {
@@ -101,8 +101,30 @@ void CudaDriver::load(const std::string &name) {
       result =
           getProcV1(symbol, &pointer, requested, CU_GET_PROC_ADDRESS_DEFAULT);
     }
-    if (result != CUDA_SUCCESS || !pointer)
-      throw Error(Error::Kind::NoDriver, "no usable CUDA driver: " + name +
+    return result == CUDA_SUCCESS ? pointer : nullptr;
+  });
+  initialize();
+}
+
+std::unique_ptr<CudaDriver>
+CudaDriver::fromEntryPoints(const std::string &name, int version,
+                            void *(*getProc)(const char *symbol)) {
+  std::unique_ptr<CudaDriver> driver(new CudaDriver());
+  driver->library = name;
+  driver->driverVersion = version;
+  driver->resolveEntryPoints([getProc](const char *symbol) -> void * {
+    return getProc ? getProc(symbol) : nullptr;
+  });
+  driver->initialize();
+  return driver;
+}
+
+void CudaDriver::resolveEntryPoints(
+    const std::function<void *(const char *)> &find) {
+  auto resolve = [&](const char *symbol, auto &function) {
+    void *pointer = find(symbol);
+    if (!pointer)
+      throw Error(Error::Kind::NoDriver, "no usable CUDA driver: " + library +
                                              " (CUDA " +
                                              versionText(driverVersion) +
                                              ") does not provide " + symbol);
@@ -142,7 +164,9 @@ void CudaDriver::load(const std::string &name) {
   resolve("cuMemcpyHtoDAsync", memcpyHtoDAsync);
   resolve("cuPointerGetAttribute", pointerGetAttribute);
   resolve("cuPointerGetAttributes", pointerGetAttributes);
+}
 
+void CudaDriver::initialize() {
   CUresult result = init(0);
   if (result == CUDA_ERROR_NO_DEVICE)
     throw Error(Error::Kind::NoDevice,

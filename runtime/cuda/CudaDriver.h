@@ -12,6 +12,10 @@
 // no device, is Error(Kind::NoDevice); any other failed call is
 // Error(Kind::Driver) naming the call and the driver's error name and text.
 //
+// A driver can also be built from entry points that live in the process
+// (fromEntryPoints), e.g. a driver that emulates the GPU on the host; it
+// passes the same initialization checks.
+//
 // <cuda.h> is included for its types only.
 //
 //===----------------------------------------------------------------------===//
@@ -21,6 +25,7 @@
 
 #include <cuda.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +41,16 @@ public:
   /// Loads and initializes a driver from `library` (a name for dlopen or a
   /// path); for tests and for tools that pick a driver. Throws like get().
   static std::unique_ptr<CudaDriver> open(const std::string &library);
+
+  /// Builds and initializes a driver whose entry points are in this process:
+  /// `getProc` maps each CUDA symbol ("cuInit", "cuMemAlloc", ...) to its
+  /// CUDA 12.0 form, or to null when it lacks it (Error(NoDriver) naming
+  /// the symbol). `name` stands for the library in messages and
+  /// libraryName(); `driverVersion` is what version() reports. Throws like
+  /// get() when cuInit fails or no device is seen.
+  static std::unique_ptr<CudaDriver>
+  fromEntryPoints(const std::string &name, int driverVersion,
+                  void *(*getProc)(const char *symbol));
 
   ~CudaDriver();
   CudaDriver(const CudaDriver &) = delete;
@@ -98,7 +113,12 @@ public:
 private:
   CudaDriver() = default;
   void load(const std::string &library);
+  /// Resolves every entry point through `find` (null: missing).
+  void resolveEntryPoints(const std::function<void *(const char *)> &find);
+  /// cuInit and the device count; throws NoDevice or Driver.
+  void initialize();
 
+  /// The dlopen handle; null for a driver built from entry points.
   void *handle = nullptr;
   bool closeOnDestroy = true;
   std::string library;

@@ -4,6 +4,7 @@
 
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuPipeline.h"
+#include "compiler/backend/cpu/HostJit.h"
 #include "compiler/spec/SpecToMoE.h"
 #include "dialects/moe/IR/MoEAttrs.h"
 
@@ -110,44 +111,6 @@ struct Bindings {
 };
 
 using ErrorRecord = std::array<int64_t, kKernelErrorWords>;
-
-std::once_flag nativeTargetOnce;
-
-void initializeNativeTarget() {
-  std::call_once(nativeTargetOnce, [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-  });
-}
-
-/// bf16 conversions for the JIT. LLVM lowers f32 <-> bf16 to these
-/// compiler-rt builtins on hosts without AVX512-BF16, and Debian 12's libgcc
-/// (GCC 12) lacks them. bf16 travels in an XMM register like _Float16, so
-/// that is the carrier type here.
-_Float16 truncFloatToBf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  uint16_t result;
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) {
-    result = static_cast<uint16_t>((bits >> 16) | 0x40); // quiet NaN
-  } else {
-    // Round to nearest, ties to even.
-    bits += 0x7FFFu + ((bits >> 16) & 1u);
-    result = static_cast<uint16_t>(bits >> 16);
-  }
-  _Float16 carrier;
-  std::memcpy(&carrier, &result, sizeof carrier);
-  return carrier;
-}
-
-float extendBf16ToFloat(_Float16 carrier) {
-  uint16_t half;
-  std::memcpy(&half, &carrier, sizeof half);
-  uint32_t bits = static_cast<uint32_t>(half) << 16;
-  float value;
-  std::memcpy(&value, &bits, sizeof value);
-  return value;
-}
 
 } // namespace
 
@@ -263,38 +226,11 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
         return error;
   }
 
-  initializeNativeTarget();
-  auto machineBuilder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!machineBuilder)
-    return "cannot target the host: " +
-           llvm::toString(machineBuilder.takeError());
-  auto targetMachine = machineBuilder->createTargetMachine();
-  if (!targetMachine)
-    return "cannot target the host: " +
-           llvm::toString(targetMachine.takeError());
-
-  // ExecutionEngineOptions::transformer is a function_ref: the transformer
-  // itself must outlive create().
-  std::function<llvm::Error(llvm::Module *)> optimize =
-      mlir::makeOptimizingTransformer(3, 0, targetMachine->get());
-  mlir::ExecutionEngineOptions engineOptions;
-  engineOptions.transformer = optimize;
-  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto created = mlir::ExecutionEngine::create(*module, engineOptions);
+  auto created = createHostEngine(*module);
   if (!created)
     return "internal compiler error: JIT compilation failed: " +
            llvm::toString(created.takeError());
   engine = std::move(*created);
-  engine->registerSymbols([](llvm::orc::MangleAndInterner interner) {
-    llvm::orc::SymbolMap symbols;
-    symbols[interner("__truncsfbf2")] = {
-        llvm::orc::ExecutorAddr::fromPtr(&truncFloatToBf16),
-        llvm::JITSymbolFlags::Exported};
-    symbols[interner("__extendbfsf2")] = {
-        llvm::orc::ExecutorAddr::fromPtr(&extendBf16ToFloat),
-        llvm::JITSymbolFlags::Exported};
-    return symbols;
-  });
 
   for (HostKernel *kernel : {&route, &replay, &dispatch}) {
     if (kernel->args.empty())

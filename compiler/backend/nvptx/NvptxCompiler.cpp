@@ -462,8 +462,11 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
   if (!describeKernels(*module, result.kernels, error))
     return Status::Internal;
   result.gpuIR = printModule(*module);
+  // The gpu stage's manifest serves the GPU emulator, which runs these
+  // very kernels (PTX named, not built).
   if (stage == Stage::Gpu)
-    return Status::Ok;
+    return manifestJson(spec, options, result, error) ? Status::Ok
+                                                      : Status::Internal;
 
   if (!runner.run("nvvm", [&](mlir::OpPassManager &pm) {
         addNvptxNvvmStage(pm, pipeline);

@@ -114,6 +114,8 @@ struct NvptxCompileResult {
   /// The kernels as the manifest lists them, derived from the gpu stage's
   /// stamped parameters (#moe.kernel_arg, #moe.kernel_size, #moe.launch).
   std::vector<abi::Kernel> kernels;
+  /// From the gpu stage on (naming kernels.ptx, which the ptx stage
+  /// builds).
   std::string manifestJson;
 };
 

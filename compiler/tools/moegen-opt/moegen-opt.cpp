@@ -8,6 +8,9 @@
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuPipeline.h"
 #include "compiler/backend/nvptx/NvptxPipeline.h"
+#ifdef MOEGEN_HAVE_GPU_EMU
+#include "compiler/backend/gpuemu/Passes.h"
+#endif
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
@@ -16,6 +19,9 @@ int main(int argc, char **argv) {
   moegen::registerMoEGenPasses();
   moegen::cpu::registerCpuPipeline();
   moegen::nvptx::registerNvptxPipeline();
+#ifdef MOEGEN_HAVE_GPU_EMU
+  moegen::gpuemu::registerGpuEmuPasses();
+#endif
   mlir::DialectRegistry registry;
   moegen::registerMoEGenDialects(registry);
   return mlir::asMainReturnCode(mlir::MlirOptMain(

@@ -18,6 +18,9 @@
 #include "compiler/jit/KernelJit.h"
 #include "runtime/cuda/CudaHostRouter.h"
 #endif
+#ifdef MOEGEN_HAVE_GPU_EMU
+#include "compiler/backend/gpuemu/GpuEmuRouter.h"
+#endif
 #include "support/Quote.h"
 
 #include "llvm/Support/raw_ostream.h"
@@ -58,10 +61,12 @@ std::unique_ptr<rt::HostRouter> compileForCpu(const RoutingSpec &spec,
 } // namespace
 
 int runRun(const RunOptions &options) {
-  if (options.backend != "cpu" && options.backend != "cuda")
+  if (options.backend != "cpu" && options.backend != "cuda" &&
+      options.backend != "gpu-emu")
     return reportUsage("--backend '" + support::escape(options.backend) +
-                       "': unknown backend (available: cpu, cuda)");
+                       "': unknown backend (available: cpu, cuda, gpu-emu)");
   const bool cuda = options.backend == "cuda";
+  const bool emulated = options.backend == "gpu-emu";
 
   std::string error;
   std::optional<RoutingSpec> spec =
@@ -101,7 +106,35 @@ int runRun(const RunOptions &options) {
   }
 
   rt::HostRunResult result;
-  if (!cuda) {
+  if (emulated) {
+#ifdef MOEGEN_HAVE_GPU_EMU
+    gpuemu::GpuEmuOptions emu;
+    emu.nvptx.dumpDir = options.dumpDir;
+    auto router = gpuemu::compileEmulatedRouter(*spec, emu);
+    if (!router) {
+      auto [status, message] = nvptx::takeCompileError(router.takeError());
+      if (status == nvptx::CompileStatus::BadInput)
+        return reportUsage("--backend gpu-emu: " + message);
+      llvm::errs() << options.specPath
+                   << ": internal error: the GPU emulator cannot run this "
+                      "spec: "
+                   << message << "\nrepro: " << options.commandLine << "\n";
+      return kExitInternal;
+    }
+    try {
+      result = rt::runOnHost(**router, inputs, options.layer);
+    } catch (const rt::Error &e) {
+      // A kernel fault (out of bounds, race, deadlock) is moegen's bug.
+      llvm::errs() << options.specPath << ": internal error: " << e.what()
+                   << "\nrepro: " << options.commandLine << "\n";
+      return kExitInternal;
+    }
+#else
+    return reportUsage("--backend gpu-emu: this moegen was built without the "
+                       "CUDA runtime (cuda.h was not found; set CUDA_HOME "
+                       "and rebuild)");
+#endif
+  } else if (!cuda) {
     int exitCode = kExitOk;
     std::unique_ptr<rt::HostRouter> router =
         compileForCpu(*spec, options, exitCode);

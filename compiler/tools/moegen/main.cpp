@@ -94,8 +94,9 @@ CLI::App *addRunCommand(CLI::App &app, RunOptions &run,
       ->required();
   runCmd
       ->add_option("--backend", run.backend,
-                   "where to run: cpu (JIT-compiled host kernels) or cuda "
-                   "(NVPTX kernels on GPU 0 through the runtime)")
+                   "where to run: cpu (JIT-compiled host kernels), cuda "
+                   "(NVPTX kernels on GPU 0 through the runtime) or gpu-emu "
+                   "(the same NVPTX kernels on the host's GPU emulator)")
       ->required();
   // One NAME=FILE per --in, so a following SPEC is never taken as an input.
   runCmd

@@ -1,0 +1,81 @@
+// REQUIRES: cuda-runtime
+// RUN: moegen-opt %s -split-input-file -convert-gpu-to-emulator -verify-diagnostics | FileCheck %s
+// RUN: moegen-opt %s -split-input-file -convert-gpu-to-emulator="inject-fault=no-warp-sync" -verify-diagnostics | FileCheck %s --check-prefix=NOSYNC
+// RUN: moegen-opt %s -split-input-file -convert-gpu-to-emulator="inject-fault=shared-row-offset" -verify-diagnostics | FileCheck %s --check-prefix=SHIFT
+// RUN: %expect-exit 1 moegen-opt %s -split-input-file -convert-gpu-to-emulator="inject-fault=bogus" 2>&1 | FileCheck %s --check-prefix=BAD
+// BAD: convert-gpu-to-emulator: inject-fault = 'bogus': must be lane-mapping, no-warp-sync or shared-row-offset
+
+// One GPU thread as a host function: the kernel's parameters (and their
+// ABI stamps), then blockIdx, threadIdx and the emulator's context.
+// CHECK-NOT: gpu.module
+// CHECK-DAG: func.func private @moegen_emu_shfl_xor_i32(!llvm.ptr, i32, i32, i32) -> i32
+// CHECK-DAG: func.func private @moegen_emu_check_access(!llvm.ptr, !llvm.ptr, i64, i32, i32)
+// CHECK-LABEL: func.func @kernel(
+// CHECK-SAME: %[[OUT:arg[0-9]+]]: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights"
+// CHECK-SAME: %[[BLOCK:arg[0-9]+]]: i64, %[[THREAD:arg[0-9]+]]: i64, %[[CTX:arg[0-9]+]]: !llvm.ptr)
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 64, tokens_per_block = 2, dynamic_shared_memory_bytes = 256>
+// The lane is threadIdx mod 32.
+// CHECK: %[[LANE64:.*]] = arith.remui %[[THREAD]], %c32_i64
+// Shared memory is the block's buffer from the runtime; rows are plain
+// host memrefs.
+// CHECK: call @moegen_emu_shared_base(%[[CTX]])
+// CHECK: call @moegen_emu_shared_bytes(%[[CTX]])
+// CHECK: memref.view {{.*}} : memref<?xi8> to memref<32xf32>
+// A shared store is announced (write = 1, shared = 1), then made; the warp
+// sync is a call.
+// CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c4_i64{{.*}}, %c1_i32{{.*}}, %c1_i32{{.*}})
+// CHECK-NEXT: memref.store
+// CHECK: call @moegen_emu_warp_sync(%[[CTX]], %c-1_i32)
+// A shuffle of f32 goes through i32.
+// CHECK: %[[BITS:.*]] = arith.bitcast %{{.*}} : f32 to i32
+// CHECK: %[[SHUFFLED:.*]] = call @moegen_emu_shfl_xor_i32(%[[CTX]], %[[BITS]], %c16_i32, %c32_i32)
+// CHECK: arith.bitcast %[[SHUFFLED]] : i32 to f32
+// A global atomic is announced as one (2), and yields after.
+// CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c8_i64{{.*}}, %c2_i32{{.*}}, %c0_i32{{.*}})
+// CHECK-NEXT: memref.atomic_rmw
+// CHECK-NEXT: call @moegen_emu_yield(%[[CTX]])
+// CHECK: return
+// NOSYNC-LABEL: func.func @kernel(
+// NOSYNC-NOT: moegen_emu_warp_sync(
+// NOSYNC: return
+// SHIFT-LABEL: func.func @kernel(
+// SHIFT: %[[AT:.*]] = arith.addi %{{.*}}, %c4 : index
+// SHIFT: memref.view %{{.*}}[%[[AT]]][]
+module attributes {gpu.container_module} {
+  gpu.module @moe_kernels {
+    gpu.func @kernel(%out: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", role = tensor, dtype = f32, shape = ["T", 1], access = write>}, %err: !llvm.ptr) kernel attributes {moe.launch = #moe.launch<block_dim = 64, tokens_per_block = 2, dynamic_shared_memory_bytes = 256>} {
+      %c0 = arith.constant 0 : index
+      %c32 = arith.constant 32 : index
+      %c5 = arith.constant 5 : index
+      %c1_i64 = arith.constant 1 : i64
+      %c16_i32 = arith.constant 16 : i32
+      %c32_i32 = arith.constant 32 : i32
+      %all = arith.constant -1 : i32
+      %lane = gpu.lane_id
+      %tid = gpu.thread_id x
+      %warp = arith.divui %tid, %c32 : index
+      %shared = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+      %base = arith.muli %warp, %c32 : index
+      %row = memref.view %shared[%base][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<32xf32, #gpu.address_space<workgroup>>
+      %x = arith.constant 1.0 : f32
+      memref.store %x, %row[%lane] : memref<32xf32, #gpu.address_space<workgroup>>
+      nvvm.bar.warp.sync %all : i32
+      %v = memref.load %row[%c0] : memref<32xf32, #gpu.address_space<workgroup>>
+      %s, %valid = gpu.shuffle xor %v, %c16_i32, %c32_i32 : f32
+      %record = builtin.unrealized_conversion_cast %err : !llvm.ptr to memref<6xi64>
+      %old = memref.atomic_rmw assign %c1_i64, %record[%c5] : (i64, memref<6xi64>) -> i64
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+module attributes {gpu.container_module} {
+  gpu.module @moe_kernels {
+    gpu.func @attributions(%out: !llvm.ptr) workgroup(%tile: memref<4xf32, #gpu.address_space<workgroup>>) kernel {
+      // expected-error @-1 {{memory attributions cannot be emulated}}
+      gpu.return
+    }
+  }
+}

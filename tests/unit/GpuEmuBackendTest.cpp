@@ -1,0 +1,355 @@
+//===- GpuEmuBackendTest.cpp - NVPTX kernels, emulated, against the CPU ---===//
+//
+// The NVPTX backend's kernels run on every machine through the GPU emulator
+// (compiler/backend/gpuemu): every bundled template and 40 seeded random
+// specs (E from 2 to 8192, k up to 64, every scoring, selection, dtype and
+// option) on T = 1 and token counts that are not a multiple of the tokens
+// per block, against the CPU backend under the rule of GpuBackendTest: ids
+// equal except at fp32 near-ties, weights within 1e-5 relative, capture and
+// dispatch metadata equal whenever the ids are. Invalid inputs the kernels
+// validate give the CPU's message. And the tests can fail: a broken lane
+// mapping, dropped warp syncs and shifted shared-memory rows, injected by
+// the lowering's test-only option, must each be caught.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/backend/cpu/CpuHostRouter.h"
+#include "compiler/backend/gpuemu/EmuCudaDriver.h"
+#include "compiler/backend/gpuemu/GpuEmuRouter.h"
+#include "compiler/spec/SpecParser.h"
+#include "runtime/Error.h"
+#include "runtime/npy/HalfFloat.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+namespace {
+
+using namespace moegen;
+
+struct Inputs {
+  int64_t tokens = 0;
+  std::vector<uint8_t> logits; // raw bytes in the spec's dtype
+  std::vector<float> bias;
+  std::vector<int32_t> tokenIds, hashTable, forcedIds;
+  int64_t vocab = 0;
+};
+
+Inputs makeInputs(const RoutingSpec &spec, int64_t tokens, uint32_t seed) {
+  Inputs in;
+  in.tokens = tokens;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int64_t e = spec.numExperts, k = spec.topK;
+  const size_t elementBytes = spec.logitsDType == LogitsDType::F32 ? 4 : 2;
+  in.logits.resize(std::max<size_t>(1, tokens * e * elementBytes));
+  for (int64_t i = 0; i < tokens * e; ++i) {
+    float x = normal(rng);
+    if (spec.logitsDType == LogitsDType::F32) {
+      std::memcpy(&in.logits[i * 4], &x, 4);
+    } else {
+      uint16_t bits = spec.logitsDType == LogitsDType::BF16
+                          ? npy::floatToBf16(x)
+                          : npy::floatToHalf(x);
+      std::memcpy(&in.logits[i * 2], &bits, 2);
+    }
+  }
+  in.bias.resize(e);
+  for (float &b : in.bias)
+    b = 0.1f * normal(rng);
+  in.vocab = 97;
+  for (int64_t t = 0; t < tokens; ++t)
+    in.tokenIds.push_back(static_cast<int32_t>(rng() % in.vocab));
+  std::vector<int32_t> experts(e);
+  for (int64_t row = 0; row < in.vocab; ++row) {
+    std::iota(experts.begin(), experts.end(), 0);
+    std::shuffle(experts.begin(), experts.end(), rng);
+    in.hashTable.insert(in.hashTable.end(), experts.begin(),
+                        experts.begin() + k);
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::iota(experts.begin(), experts.end(), 0);
+    std::shuffle(experts.begin(), experts.end(), rng);
+    in.forcedIds.insert(in.forcedIds.end(), experts.begin(),
+                        experts.begin() + k);
+  }
+  return in;
+}
+
+struct Outputs {
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  std::vector<uint8_t> capture;
+  std::vector<int32_t> counts, offsets, slots, positions;
+  std::string error;
+};
+
+/// One call through the backend-neutral interface both backends share.
+Outputs run(rt::HostRouter &router, const RoutingSpec &spec, const Inputs &in,
+            bool replay) {
+  const int64_t t = in.tokens, e = spec.numExperts, k = spec.topK;
+  Outputs out;
+  out.ids.resize(std::max<int64_t>(1, t * k));
+  out.weights.resize(std::max<int64_t>(1, t * k));
+  rt::HostRouteCall call;
+  call.numTokens = t;
+  call.logits = in.logits.data();
+  call.topkIds = out.ids.data();
+  call.topkWeights = out.weights.data();
+  if (replay) {
+    call.forcedIds = in.forcedIds.empty() ? out.ids.data() : in.forcedIds.data();
+  } else if (spec.selection == Selection::Hash) {
+    call.tokenIds = in.tokenIds.empty() ? out.ids.data() : in.tokenIds.data();
+    call.hashTable = in.hashTable.data();
+    call.hashVocab = in.vocab;
+  } else if (spec.scoreBias) {
+    call.bias = in.bias.data();
+  }
+  if (!replay && spec.capture) {
+    out.capture.assign(std::max<int64_t>(1, 2 * t * k) *
+                           router.facts().captureElementBytes(),
+                       0);
+    call.captureBuffer = out.capture.data();
+    call.captureLayers = 2;
+    call.captureLayer = 1;
+  }
+  if (spec.dispatch) {
+    out.counts.resize(e);
+    out.offsets.resize(e + 1);
+    out.slots.resize(std::max<int64_t>(1, t * k));
+    out.positions.resize(std::max<int64_t>(1, t * k));
+    call.expertCounts = out.counts.data();
+    call.expertOffsets = out.offsets.data();
+    call.sortedSlots = out.slots.data();
+    call.slotPositions = out.positions.data();
+  }
+  out.error = router.run(call);
+  out.ids.resize(t * k);
+  out.weights.resize(t * k);
+  if (spec.dispatch) {
+    out.slots.resize(t * k);
+    out.positions.resize(t * k);
+  }
+  return out;
+}
+
+/// "" when the emulated outputs match the CPU's under the rule above, else
+/// what differs.
+std::string difference(const RoutingSpec &spec, const Outputs &emu,
+                       const Outputs &cpu) {
+  if (emu.error != cpu.error)
+    return "error '" + emu.error + "' where the CPU says '" + cpu.error + "'";
+  if (!cpu.error.empty())
+    return "";
+  size_t differing = 0;
+  for (size_t i = 0; i < cpu.ids.size(); ++i) {
+    if (emu.ids[i] != cpu.ids[i]) {
+      ++differing;
+      continue;
+    }
+    float tolerance = 1e-5f * std::max(1.0f, std::fabs(cpu.weights[i]));
+    if (!(std::fabs(emu.weights[i] - cpu.weights[i]) <= tolerance))
+      return "weight of slot " + std::to_string(i) + ": " +
+             std::to_string(emu.weights[i]) + " vs " +
+             std::to_string(cpu.weights[i]);
+  }
+  // Ids may differ only at fp32 near-ties of the keys: a few slots at most.
+  if (differing > cpu.ids.size() / 1000 + 1)
+    return std::to_string(differing) + " of " +
+           std::to_string(cpu.ids.size()) + " ids differ";
+  if (differing == 0) {
+    if (emu.capture != cpu.capture)
+      return "capture buffers differ";
+    if (emu.counts != cpu.counts || emu.offsets != cpu.offsets ||
+        emu.slots != cpu.slots || emu.positions != cpu.positions)
+      return "dispatch metadata differs";
+  }
+  (void)spec;
+  return "";
+}
+
+std::unique_ptr<rt::HostRouter> emulated(const RoutingSpec &spec,
+                                         const std::string &fault = "") {
+  gpuemu::GpuEmuOptions options;
+  options.injectFault = fault;
+  auto router = gpuemu::compileEmulatedRouter(spec, options);
+  if (!router) {
+    ADD_FAILURE() << nvptx::takeCompileError(router.takeError()).second;
+    return nullptr;
+  }
+  return std::move(*router);
+}
+
+std::unique_ptr<rt::HostRouter> onCpu(const RoutingSpec &spec) {
+  auto router = cpu::CpuHostRouter::compile(spec, {});
+  if (!router) {
+    ADD_FAILURE() << llvm::toString(router.takeError());
+    return nullptr;
+  }
+  return std::move(*router);
+}
+
+/// Both backends on T tokens, route (and replay when the spec has it).
+void check(const RoutingSpec &spec, std::initializer_list<int64_t> tokenCounts,
+           uint32_t seed) {
+  auto emu = emulated(spec);
+  auto cpu = onCpu(spec);
+  ASSERT_TRUE(emu && cpu);
+  for (int64_t tokens : tokenCounts) {
+    SCOPED_TRACE("T = " + std::to_string(tokens));
+    Inputs in = makeInputs(spec, tokens, seed + uint32_t(tokens));
+    EXPECT_EQ(difference(spec, run(*emu, spec, in, false),
+                         run(*cpu, spec, in, false)),
+              "");
+    if (spec.replay) {
+      EXPECT_EQ(difference(spec, run(*emu, spec, in, true),
+                           run(*cpu, spec, in, true)),
+                "");
+    }
+  }
+}
+
+RoutingSpec templateSpec(const std::string &name) {
+  std::string error;
+  auto spec = parseRoutingSpecFile(
+      std::string(MOEGEN_SOURCE_DIR) + "/templates/" + name + ".yaml", error);
+  EXPECT_TRUE(spec) << error;
+  return spec ? *spec : RoutingSpec{};
+}
+
+TEST(GpuEmuBackendTest, EveryTemplateMatchesTheCpuBackend) {
+  for (const auto &file : std::filesystem::directory_iterator(
+           std::string(MOEGEN_SOURCE_DIR) + "/templates")) {
+    std::string error;
+    auto spec = parseRoutingSpecFile(file.path().string(), error);
+    ASSERT_TRUE(spec) << error;
+    SCOPED_TRACE(spec->name);
+    check(*spec, {1, 37, 130}, 1);
+  }
+}
+
+TEST(GpuEmuBackendTest, RandomSpecsMatchTheCpuBackend) {
+  std::mt19937 rng(20261201);
+  const int64_t experts[] = {2,   3,   8,   12,  60,   64,   128, 160,
+                             256, 384, 512, 1000, 2048, 4096, 8192};
+  for (int i = 0; i < 40; ++i) {
+    int64_t e = experts[rng() % std::size(experts)];
+    int64_t k = 1 + rng() % std::min<int64_t>(e, 64);
+    std::string text =
+        "name: random_" + std::to_string(i) +
+        "\nnum_experts: " + std::to_string(e) +
+        "\ntop_k: " + std::to_string(k) + "\nscoring: " +
+        std::vector<std::string>{"softmax", "sigmoid", "sqrtsoftplus"}[rng() % 3] +
+        "\nlogits_dtype: " +
+        std::vector<std::string>{"f32", "bf16", "f16"}[rng() % 3] +
+        "\nreplay: true\ndispatch: true\n";
+    if (rng() % 4 == 0)
+      text += "selection: hash\n";
+    else if (rng() % 2)
+      text += "score_bias: true\n";
+    if (rng() % 2)
+      text += "normalize: true\n";
+    if (rng() % 3 == 0)
+      text += "capture: true\n";
+    std::string error;
+    auto spec = parseRoutingSpec(text, "random", error);
+    ASSERT_TRUE(spec) << error << "\n" << text;
+    SCOPED_TRACE(text);
+    // Few tokens for wide rows: the emulator runs every lane as a fiber.
+    int64_t tokens = e >= 2048 ? 3 : 1 + int64_t(rng() % 45);
+    check(*spec, {1, tokens}, 100 + i);
+  }
+}
+
+TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
+  RoutingSpec spec = templateSpec("deepseek-v3");
+  auto emu = emulated(spec);
+  auto cpu = onCpu(spec);
+  ASSERT_TRUE(emu && cpu);
+  Inputs in = makeInputs(spec, 40, 7);
+  in.forcedIds[30 * spec.topK + 3] = 999;
+  in.forcedIds[17 * spec.topK + 1] = in.forcedIds[17 * spec.topK];
+  Outputs expected = run(*cpu, spec, in, true);
+  EXPECT_NE(expected.error, "");
+  EXPECT_EQ(run(*emu, spec, in, true).error, expected.error);
+
+  Inputs nan = makeInputs(spec, 40, 8);
+  float bad = std::nanf("");
+  std::memcpy(&nan.logits[(21 * spec.numExperts + 5) * 4], &bad, 4);
+  expected = run(*cpu, spec, nan, false);
+  EXPECT_NE(expected.error, "");
+  EXPECT_EQ(run(*emu, spec, nan, false).error, expected.error);
+
+  RoutingSpec hash = templateSpec("deepseek-v4-flash-hash");
+  auto emuHash = emulated(hash);
+  auto cpuHash = onCpu(hash);
+  ASSERT_TRUE(emuHash && cpuHash);
+  Inputs ids = makeInputs(hash, 40, 9);
+  ids.tokenIds[12] = 500;
+  ids.hashTable[3 * hash.topK + 1] = ids.hashTable[3 * hash.topK];
+  expected = run(*cpuHash, hash, ids, false);
+  EXPECT_NE(expected.error, "");
+  EXPECT_EQ(run(*emuHash, hash, ids, false).error, expected.error);
+}
+
+TEST(GpuEmuBackendTest, ResultsDoNotDependOnTheSchedule) {
+  RoutingSpec spec = templateSpec("kimi-k2");
+  auto cpu = onCpu(spec);
+  ASSERT_TRUE(cpu);
+  Inputs in = makeInputs(spec, 21, 3);
+  Outputs expected = run(*cpu, spec, in, false);
+  gpuemu::EmuOptions saved = gpuemu::emuOptions();
+  for (uint64_t seed : {2u, 3u, 99u}) {
+    gpuemu::EmuOptions options = saved;
+    options.seed = seed;
+    options.workerThreads = 2;
+    gpuemu::setEmuOptions(options);
+    auto emu = emulated(spec);
+    ASSERT_TRUE(emu);
+    EXPECT_EQ(difference(spec, run(*emu, spec, in, false), expected), "")
+        << "seed " << seed;
+  }
+  gpuemu::setEmuOptions(saved);
+}
+
+/// A broken kernel must not pass: its outputs differ from the CPU's, or the
+/// emulator stops it with a fault.
+std::string verdictOnFault(const std::string &fault) {
+  RoutingSpec spec = templateSpec("deepseek-v3");
+  auto emu = emulated(spec, fault);
+  auto cpu = onCpu(spec);
+  if (!emu || !cpu)
+    return "did not compile";
+  Inputs in = makeInputs(spec, 37, 5);
+  try {
+    std::string diff =
+        difference(spec, run(*emu, spec, in, false), run(*cpu, spec, in, false));
+    return diff.empty() ? "" : "wrong results: " + diff;
+  } catch (const rt::Error &e) {
+    return std::string("fault: ") + e.what();
+  }
+}
+
+TEST(GpuEmuBackendTest, BrokenLaneMappingIsCaught) {
+  std::string verdict = verdictOnFault("lane-mapping");
+  EXPECT_NE(verdict, "") << "a broken lane mapping went unnoticed";
+  std::printf("lane-mapping: %s\n", verdict.c_str());
+}
+
+TEST(GpuEmuBackendTest, MissingWarpSyncIsCaughtAsARace) {
+  std::string verdict = verdictOnFault("no-warp-sync");
+  EXPECT_NE(verdict.find("race"), std::string::npos) << verdict;
+}
+
+TEST(GpuEmuBackendTest, ShiftedSharedRowIsCaught) {
+  std::string verdict = verdictOnFault("shared-row-offset");
+  EXPECT_NE(verdict, "") << "an off-by-one shared-memory row went unnoticed";
+  std::printf("shared-row-offset: %s\n", verdict.c_str());
+}
+
+} // namespace
