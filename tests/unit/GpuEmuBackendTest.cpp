@@ -266,6 +266,12 @@ TEST(GpuEmuBackendTest, RandomSpecsMatchTheCpuBackend) {
   }
 }
 
+TEST(GpuEmuBackendTest, ThousandsOfTokensMatchTheCpuBackend) {
+  // Many blocks on several workers, the last one partial (2049 = 512 * 4 + 1).
+  check(templateSpec("deepseek-v3"), {2049}, 3);
+  check(templateSpec("qwen3-30b-a3b"), {1027}, 4);
+}
+
 TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
   RoutingSpec spec = templateSpec("deepseek-v3");
   auto emu = emulated(spec);

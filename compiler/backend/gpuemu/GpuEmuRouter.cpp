@@ -21,6 +21,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <filesystem>
 
 namespace moegen::gpuemu {
@@ -112,6 +113,10 @@ compileEmulatedRouter(const RoutingSpec &spec, const GpuEmuOptions &options) {
   mlir::PassManager pm(&kernels->context);
   ConvertGpuToEmulatorOptions lowering;
   lowering.injectFault = options.injectFault;
+  // Test only: lets the CLI's tests break the kernels on purpose.
+  if (lowering.injectFault.empty())
+    if (const char *fault = std::getenv("MOEGEN_EMU_INJECT_FAULT"))
+      lowering.injectFault = fault;
   pm.addPass(createConvertGpuToEmulator(lowering));
   cpu::addCpuLLVMStage(pm);
   if (mlir::failed(pm.run(*module))) {

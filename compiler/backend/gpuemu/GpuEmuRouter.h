@@ -30,7 +30,8 @@ struct GpuEmuOptions {
   /// directory); the arch only names the manifest's target.
   nvptx::NvptxCompileOptions nvptx;
   /// Test only: a fault convert-gpu-to-emulator injects (lane-mapping,
-  /// no-warp-sync, shared-row-offset); empty: none.
+  /// no-warp-sync, shared-row-offset); empty: $MOEGEN_EMU_INJECT_FAULT, else
+  /// none.
   std::string injectFault;
 };
 
