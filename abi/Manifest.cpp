@@ -142,14 +142,8 @@ Dim Parser::parseDim(const Json &value, const std::string &key) {
   Dim dim;
   if (value.is_string()) {
     std::string text = stripSpaces(value.get<std::string>());
-    if (text == "T")
-      dim.symbol = Dim::Symbol::T;
-    else if (text == "V")
-      dim.symbol = Dim::Symbol::V;
-    else if (text == "L")
-      dim.symbol = Dim::Symbol::L;
-    else if (text == "T*k")
-      dim.symbol = Dim::Symbol::TK;
+    if (std::optional<Dim::Symbol> symbol = parseDimSymbol(text))
+      dim.symbol = *symbol;
     else
       fail(key, "unknown symbolic dimension " +
                     quote(value.get<std::string>()) +
@@ -579,6 +573,14 @@ std::string_view toString(ParamKind kind) {
     return "scalar";
   }
   return "?";
+}
+
+std::optional<Dim::Symbol> parseDimSymbol(std::string_view text) {
+  for (Dim::Symbol symbol :
+       {Dim::Symbol::T, Dim::Symbol::V, Dim::Symbol::L, Dim::Symbol::TK})
+    if (toString(Dim{symbol, 0}) == text)
+      return symbol;
+  return std::nullopt;
 }
 
 std::string toString(const Dim &dim) {

@@ -49,6 +49,8 @@ struct Dim {
 };
 /// "T", "V", "L", "T*k", or the extent.
 std::string toString(const Dim &dim);
+/// The symbol "T", "V", "L" or "T*k" names, or nothing.
+std::optional<Dim::Symbol> parseDimSymbol(std::string_view text);
 
 /// One cuLaunchKernel parameter; every parameter is 8 bytes.
 struct Param {

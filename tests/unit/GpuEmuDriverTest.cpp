@@ -49,7 +49,7 @@ void writeGlobalIndex(void **args) {
   const int64_t index =
       arg<int64_t>(args, 2) * blockDim + arg<int64_t>(args, 3);
   void *ctx = arg<void *>(args, 4);
-  moegen_emu_check_access(ctx, out + index, sizeof(int32_t), 1, 0);
+  moegen_emu_check_access(ctx, out + index, sizeof(int32_t), 1, 0, 0);
   out[index] = int32_t(index);
 }
 
@@ -60,7 +60,7 @@ void routeWritesBlockIds(void **args) {
   const int64_t block = arg<int64_t>(args, 12);
   if (arg<int64_t>(args, 13) != 0)
     return;
-  moegen_emu_check_access(arg<void *>(args, 14), ids + block, 4, 1, 0);
+  moegen_emu_check_access(arg<void *>(args, 14), ids + block, 4, 1, 0, 0);
   ids[block] = int32_t(block + 100);
 }
 
@@ -70,7 +70,7 @@ void routeWritesPastTheEnd(void **args) {
   const int64_t end = arg<int64_t>(args, 8) * 8;
   if (arg<int64_t>(args, 12) != 0 || arg<int64_t>(args, 13) != 0)
     return;
-  moegen_emu_check_access(arg<void *>(args, 14), ids + end, 4, 1, 0);
+  moegen_emu_check_access(arg<void *>(args, 14), ids + end, 4, 1, 0, 0);
   ids[end] = 1;
 }
 
@@ -276,6 +276,11 @@ TEST_F(GpuEmuDriverTest, ModuleRegistry) {
   EXPECT_EQ(loadEx(foreign, log), CUDA_ERROR_INVALID_IMAGE);
   EXPECT_NE(log.find("another process"), std::string::npos) << log;
   EXPECT_EQ(driver.moduleLoadData(&module, "FAKE-PTX sm_90\n"),
+            CUDA_ERROR_INVALID_IMAGE);
+
+  // Once its code is gone, the image no longer loads.
+  unregisterModule(image);
+  EXPECT_EQ(driver.moduleLoadData(&module, image.c_str()),
             CUDA_ERROR_INVALID_IMAGE);
 }
 

@@ -41,13 +41,14 @@ template <size_t Params> struct KernelArgs {
 };
 
 template <typename T> T load(void *ctx, const T *address, bool isShared) {
-  moegen_emu_check_access(ctx, address, sizeof(T), 0, isShared);
+  moegen_emu_check_access(ctx, address, sizeof(T), 0, isShared, -1);
   return *address;
 }
 
+/// `site` numbers the store instruction, as the lowering does.
 template <typename T>
-void store(void *ctx, T *address, T value, bool isShared) {
-  moegen_emu_check_access(ctx, address, sizeof(T), 1, isShared);
+void store(void *ctx, T *address, T value, bool isShared, int32_t site = 0) {
+  moegen_emu_check_access(ctx, address, sizeof(T), 1, isShared, site);
   *address = value;
 }
 
@@ -295,6 +296,25 @@ template <bool AllWarps> void uniformStoreKernel(void **raw) {
   load(a.ctx(), word, true);
 }
 
+/// Two different store instructions to one word by lanes of one warp with no
+/// warp sync between them: a race, even though each alone would be a
+/// warp-wide store.
+void twoStoreSitesKernel(void **raw) {
+  KernelArgs<0> a(raw);
+  auto *row = static_cast<int32_t *>(moegen_emu_shared_base(a.ctx()));
+  store(a.ctx(), row, 7, true, /*site=*/1);
+  store(a.ctx(), row, int32_t(a.lane()), true, /*site=*/2);
+  moegen_emu_warp_sync(a.ctx(), -1);
+}
+
+TEST(GpuEmuRuntime, TwoStoreSitesWithoutAWarpSyncRace) {
+  LaunchConfig config = configFor("two_sites", 1, 32);
+  config.sharedBytes = 4;
+  std::string fault = launch(config, &twoStoreSitesKernel, {});
+  EXPECT_NE(fault.find("shared-memory race on offset 0"), std::string::npos)
+      << fault;
+}
+
 TEST(GpuEmuRuntime, AWarpWideUniformStoreIsNotARaceAcrossWarpsItIs) {
   LaunchConfig config = configFor("uniform", 1, 64);
   config.sharedBytes = 8;
@@ -368,7 +388,7 @@ void sharedAtomicKernel(void **raw) {
   if (a.thread() == 0)
     store(a.ctx(), counter, 0, true);
   moegen_emu_barrier(a.ctx());
-  moegen_emu_check_access(a.ctx(), counter, 4, 2, true);
+  moegen_emu_check_access(a.ctx(), counter, 4, 2, true, 1);
   __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
   moegen_emu_yield(a.ctx());
   moegen_emu_barrier(a.ctx());
@@ -467,18 +487,18 @@ void spinLockKernel(void **raw) {
   void *ctx = a.ctx();
   if (a.lane() == 0) {
     for (;;) {
-      moegen_emu_check_access(ctx, lock, 4, 2, false);
+      moegen_emu_check_access(ctx, lock, 4, 2, false, 2);
       bool taken = __atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE) != 0;
       moegen_emu_yield(ctx);
       if (!taken)
         break;
     }
     int64_t value = load(ctx, counter, false);
-    moegen_emu_check_access(ctx, lock, 4, 0, false);
+    moegen_emu_check_access(ctx, lock, 4, 0, false, 3);
     (void)__atomic_load_n(lock, __ATOMIC_RELAXED);
     moegen_emu_yield(ctx);
     store(ctx, counter, value + 1, false);
-    moegen_emu_check_access(ctx, lock, 4, 1, false);
+    moegen_emu_check_access(ctx, lock, 4, 1, false, 4);
     __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
     moegen_emu_yield(ctx);
   }
@@ -545,7 +565,7 @@ void livelockKernel(void **raw) {
   if (a.thread() != 0)
     return;
   for (;;) {
-    moegen_emu_check_access(a.ctx(), flag, 4, 0, false);
+    moegen_emu_check_access(a.ctx(), flag, 4, 0, false, 5);
     int32_t value = __atomic_load_n(flag, __ATOMIC_ACQUIRE);
     moegen_emu_yield(a.ctx());
     if (value)
@@ -571,7 +591,7 @@ TEST(GpuEmuRuntime, SpinningForeverIsALivelock) {
 void ticketKernel(void **raw) {
   KernelArgs<2> a(raw);
   auto *next = a.pointer<int32_t>(0);
-  moegen_emu_check_access(a.ctx(), next, 4, 2, false);
+  moegen_emu_check_access(a.ctx(), next, 4, 2, false, 6);
   int32_t ticket = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
   moegen_emu_yield(a.ctx());
   store(a.ctx(), a.pointer<int32_t>(1) + a.block() * 64 + a.thread(), ticket,

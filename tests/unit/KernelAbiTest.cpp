@@ -103,8 +103,9 @@ TEST(KernelAbiTest, CatalogueRules) {
       errorRecords += arg.role == ArgRole::ErrorRecord;
       tokenRange += arg.role == ArgRole::TokenBegin ||
                     arg.role == ArgRole::TokenEnd;
-      if (arg.role != ArgRole::Tensor && arg.role != ArgRole::ErrorRecord)
+      if (arg.role != ArgRole::Tensor && arg.role != ArgRole::ErrorRecord) {
         EXPECT_EQ(arg.rank, 0) << arg.name;
+      }
     }
     EXPECT_EQ(errorRecords, 1);
     // Dispatch spans all tokens; row kernels take a host task's range.

@@ -30,6 +30,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <array>
+#include <atomic>
 #include <map>
 #include <algorithm>
 #include <functional>
@@ -37,6 +38,8 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+
+#include <unistd.h>
 
 namespace moegen::cpu {
 
@@ -180,43 +183,26 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
       {"03-loops.mlir", [](mlir::OpPassManager &pm) { addCpuLoopsStage(pm); }},
       {"04-llvm.mlir", [](mlir::OpPassManager &pm) { addCpuLLVMStage(pm); }},
   };
+  static std::atomic<unsigned> reproducers{0};
   for (const Stage &stage : stages) {
     mlir::PassManager pm(&context);
     stage.add(pm);
-    std::string input;
-    {
-      llvm::raw_string_ostream os(input);
-      module->print(os);
-    }
-    if (mlir::failed(pm.run(*module))) {
-      // The stage's input and its pipeline as the pass manager prints it:
-      // `moegen-opt INPUT --pass-pipeline=...` reproduces the failure.
-      std::string pipeline;
-      {
-        llvm::raw_string_ostream os(pipeline);
-        pm.printAsTextualPipeline(os);
-      }
-      llvm::SmallString<256> inputPath;
-      std::error_code ec;
-      if (!options.dumpDir.empty()) {
-        inputPath = options.dumpDir;
-        llvm::sys::path::append(inputPath, std::string(stage.file) + ".input");
-      } else {
-        ec = llvm::sys::fs::createTemporaryFile("moegen-cpu-stage", "mlir",
-                                                inputPath);
-      }
-      if (!ec) {
-        llvm::raw_fd_ostream os(inputPath, ec);
-        os << input;
-      }
-      std::string repro =
-          ec ? "rerun with --dump-ir DIR to see every stage"
-             : "repro: moegen-opt " + std::string(inputPath) +
-                   " --pass-pipeline='" + pipeline + "'";
+    // On a failure MLIR writes the stage's input and pipeline there, for
+    // `moegen-opt --run-reproducer FILE`; nothing is written otherwise.
+    llvm::SmallString<256> reproducer(options.dumpDir);
+    if (reproducer.empty())
+      llvm::sys::path::system_temp_directory(/*ErasedOnReboot=*/true,
+                                             reproducer);
+    llvm::sys::path::append(
+        reproducer, "moegen-cpu-" + std::string(stage.file) + "-" +
+                        std::to_string(::getpid()) + "-" +
+                        std::to_string(reproducers++) + ".reproducer.mlir");
+    pm.enableCrashReproducerGeneration(reproducer);
+    if (mlir::failed(pm.run(*module)))
       return "internal compiler error in the CPU pipeline before " +
-             std::string(stage.file) + ": " + diagnostics + " (" + repro +
+             std::string(stage.file) + ": " + diagnostics +
+             " (repro: moegen-opt --run-reproducer " + std::string(reproducer) +
              ")";
-    }
     if (std::string error = dump(stage.file); !error.empty())
       return error;
     if (&stage == &stages[0])
@@ -300,6 +286,10 @@ std::string CpuRouter::Impl::readSignatures(mlir::ModuleOp module) {
                "' takes '" + arg.name + "' as " +
                (dtype ? std::string(toString(*dtype)) : "an unknown type") +
                ", which the host cannot bind";
+      if (arg.shape.size() > size_t(Descriptor::kMaxRank) ||
+          (arg.role == ArgRole::Scalar && arg.name != "layer"))
+        return "internal compiler error: kernel '" + func.getName().str() +
+               "' takes '" + arg.name + "' in a form the host cannot bind";
       kernel.args.push_back(std::move(arg));
     }
   }
@@ -330,11 +320,16 @@ std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
     if (arg.role != ArgRole::Tensor)
       continue;
     auto found = bindings.tensors.find(arg.name);
+    // Every tensor a kernel takes was bound by run(); one that is not is a
+    // kernel this router does not know how to call.
+    if (found == bindings.tensors.end())
+      return "internal compiler error: no buffer for '" + arg.name +
+             "' of kernel '" + std::string(moegen::abi::toString(kernel.entry)) +
+             "'";
     std::vector<int64_t> shape;
     for (const moegen::abi::Dim &dim : arg.shape)
       shape.push_back(bindings.resolve(dim));
-    descriptors[i] = Descriptor(
-        found == bindings.tensors.end() ? nullptr : found->second, shape);
+    descriptors[i] = Descriptor(found->second, shape);
     shared[i] = descriptors[i].words.data();
   }
 

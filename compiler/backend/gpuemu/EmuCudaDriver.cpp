@@ -83,6 +83,8 @@ std::string makeProcessToken() {
 struct Emulator {
   std::mutex mutex;
   std::vector<std::vector<EmuKernel>> registeredModules; // id - 1
+  /// Ids whose code is gone (unregisterModule): loading them fails.
+  std::set<size_t> unregistered;
   std::set<const Module *> modules;
   std::set<const Function *> functions;
   std::set<const Stream *> streams;
@@ -460,6 +462,11 @@ CUresult loadImage(CUmodule *module, const void *image, std::string &log) {
   }
   if (id == 0 || id > emu.registeredModules.size()) {
     log = "no module " + std::to_string(id) + " is registered";
+    return CUDA_ERROR_INVALID_IMAGE;
+  }
+  if (emu.unregistered.count(id)) {
+    log = "module " + std::to_string(id) +
+          " was unregistered: its kernels' code is gone";
     return CUDA_ERROR_INVALID_IMAGE;
   }
   auto loaded = std::make_unique<Module>();
@@ -864,6 +871,20 @@ const EntryPoint kEntryPoints[] = {
 };
 
 } // namespace
+
+void unregisterModule(const std::string &image) {
+  std::istringstream in(image);
+  std::string tag, token;
+  size_t id = 0;
+  in >> tag >> id >> token;
+  Emulator &emu = emulator();
+  std::lock_guard<std::mutex> lock(emu.mutex);
+  if (tag != kImageTag || token != emu.processToken || id == 0 ||
+      id > emu.registeredModules.size())
+    return;
+  emu.registeredModules[id - 1].clear();
+  emu.unregistered.insert(id);
+}
 
 std::string registerModule(std::vector<EmuKernel> kernels) {
   Emulator &emu = emulator();

@@ -60,6 +60,10 @@ struct EmuKernel {
 /// kernel directory's kernels.ptx). The image is valid only in the process
 /// that registered it. Thread-safe.
 std::string registerModule(std::vector<EmuKernel> kernels);
+/// Forgets the module of `image` (before its code goes away): loading it
+/// again fails. Modules already loaded keep their functions, so unload them
+/// first. Thread-safe; unknown images are ignored.
+void unregisterModule(const std::string &image);
 
 /// How launches run.
 struct EmuOptions {

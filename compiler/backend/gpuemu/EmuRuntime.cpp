@@ -35,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <sched.h>
+#include <system_error>
 #include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
@@ -389,6 +390,7 @@ struct ShadowByte {
   uint16_t lastReader = 0;
   uint16_t otherReader = 0; // an earlier reader, for messages
   uint8_t writeWasAtomic = 0;
+  int32_t writeSite = -1; // the store instruction of the last write
 };
 constexpr uint16_t kSeveralWarps = 0xFFFF;
 
@@ -409,7 +411,7 @@ public:
   void barrier(Fiber &fiber);
   void yield(Fiber &fiber);
   void checkAccess(Fiber &fiber, const void *address, int64_t bytes,
-                   int32_t kind, bool isShared);
+                   int32_t kind, bool isShared, int32_t site);
   void *sharedBase() const { return shared; }
   int64_t sharedBytes() const { return launch.config.sharedBytes; }
 
@@ -471,7 +473,8 @@ private:
     return thread / kWarpSize == fiber.warp &&
            clockOf(fiber, int32_t(thread % kWarpSize)) > sync;
   }
-  void checkRace(Fiber &fiber, int64_t offset, int64_t bytes, int32_t kind);
+  void checkRace(Fiber &fiber, int64_t offset, int64_t bytes, int32_t kind,
+                 int32_t site);
 
   Launch &launch;
   const LaunchConfig &config;
@@ -527,7 +530,14 @@ BlockRunner::BlockRunner(Launch &launch, unsigned worker)
       return;
     }
   }
-  isReady = shared != nullptr;
+  if (!shared) {
+    launch.reportFault("gpu-emu: kernel '" + config.kernel +
+                       "': cannot allocate " +
+                       std::to_string(sharedAllocation) +
+                       " bytes of shared memory");
+    return;
+  }
+  isReady = true;
 }
 
 BlockRunner::~BlockRunner() {
@@ -905,7 +915,7 @@ std::string BlockRunner::describeAccess(uintptr_t address, int64_t bytes,
 }
 
 void BlockRunner::checkAccess(Fiber &fiber, const void *address, int64_t bytes,
-                              int32_t kind, bool isShared) {
+                              int32_t kind, bool isShared, int32_t site) {
   if (bytes <= 0)
     return;
   auto at = reinterpret_cast<uintptr_t>(address);
@@ -916,7 +926,7 @@ void BlockRunner::checkAccess(Fiber &fiber, const void *address, int64_t bytes,
     uint64_t offset = at - base;
     if (at >= base && offset <= limit && size <= limit - offset) {
       if (shadow)
-        checkRace(fiber, int64_t(offset), bytes, kind);
+        checkRace(fiber, int64_t(offset), bytes, kind, site);
       return;
     }
   } else {
@@ -932,7 +942,7 @@ void BlockRunner::checkAccess(Fiber &fiber, const void *address, int64_t bytes,
 }
 
 void BlockRunner::checkRace(Fiber &fiber, int64_t offset, int64_t bytes,
-                            int32_t kind) {
+                            int32_t kind, int32_t site) {
   auto thread = uint16_t(fiber.thread);
   uint32_t sync = warps[fiber.warp].syncCount;
   uint32_t self = 1u << fiber.lane;
@@ -944,12 +954,14 @@ void BlockRunner::checkRace(Fiber &fiber, int64_t offset, int64_t bytes,
     bool otherWrote = false;
     // Against the last write: every access must be ordered after it,
     // except an atomic after an atomic, and a plain write after a plain
-    // write by another lane of the same warp since its last warp sync: that
-    // is one warp-wide store instruction, of which CUDA lets one lane's
-    // value win (the NVPTX kernels' uniform scalar stores to shared rows).
+    // write from the same store site by another lane of the same warp since
+    // its last warp sync: that is one warp-wide store instruction, of which
+    // CUDA lets one lane's value win (the NVPTX kernels' uniform scalar
+    // stores to shared rows).
     const bool convergentStore =
-        isWrite && !isAtomic && !state.writeWasAtomic &&
-        state.writer / kWarpSize == fiber.warp && state.writeSync == sync;
+        isWrite && !isAtomic && !state.writeWasAtomic && site >= 0 &&
+        state.writeSite == site && state.writer / kWarpSize == fiber.warp &&
+        state.writeSync == sync;
     if (state.writeEpoch == epoch && state.writer != thread &&
         !(isAtomic && state.writeWasAtomic) && !convergentStore &&
         !isOrderedBefore(state.writer, state.writeSync, fiber)) {
@@ -994,6 +1006,7 @@ void BlockRunner::checkRace(Fiber &fiber, int64_t offset, int64_t bytes,
       state.writeSync = sync;
       state.writer = thread;
       state.writeWasAtomic = isAtomic;
+      state.writeSite = site;
       state.readEpoch = 0;
       continue;
     }
@@ -1056,9 +1069,10 @@ extern "C" int64_t moegen_emu_shared_bytes(void *ctx) {
 
 extern "C" void moegen_emu_check_access(void *ctx, const void *address,
                                         int64_t bytes, int32_t isWrite,
-                                        int32_t isShared) {
+                                        int32_t isShared, int32_t site) {
   Fiber &fiber = fiberOf(ctx);
-  fiber.runner->checkAccess(fiber, address, bytes, isWrite, isShared != 0);
+  fiber.runner->checkAccess(fiber, address, bytes, isWrite, isShared != 0,
+                            site);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1116,8 +1130,14 @@ std::string moegen::gpuemu::launch(const LaunchConfig &config,
   } else {
     std::vector<std::thread> threads;
     threads.reserve(workers);
-    for (unsigned w = 0; w < workers; ++w)
-      threads.emplace_back(work, w);
+    try {
+      for (unsigned w = 0; w < workers; ++w)
+        threads.emplace_back(work, w);
+    } catch (const std::system_error &e) {
+      // Out of threads: stop the workers already started, then report.
+      state.reportFault("gpu-emu: kernel '" + config.kernel +
+                        "': cannot start a worker thread (" + e.what() + ")");
+    }
     for (std::thread &thread : threads)
       thread.join();
   }

@@ -69,9 +69,12 @@ __attribute__((visibility("default"))) int64_t
 moegen_emu_shared_bytes(void *ctx);
 /// Called before every load and store. isWrite: 0 read, 1 write, 2 atomic
 /// read-modify-write (atomics on one address do not race with each other).
+/// `site` names the access in the kernel (the lowering numbers them): the
+/// lanes of a warp storing to one address from ONE site between warp syncs
+/// are a single warp-wide store instruction, not a race.
 __attribute__((visibility("default"))) void
 moegen_emu_check_access(void *ctx, const void *address, int64_t bytes,
-                        int32_t isWrite, int32_t isShared);
+                        int32_t isWrite, int32_t isShared, int32_t site);
 }
 
 namespace moegen::gpuemu {

@@ -34,8 +34,13 @@ struct EmulatedKernels {
   mlir::MLIRContext context;
   std::unique_ptr<mlir::ExecutionEngine> engine;
   std::string directory;
+  /// The registered module's image; unregistered before the engine (and
+  /// with it the kernels' code) goes.
+  std::string image;
 
   ~EmulatedKernels() {
+    if (!image.empty())
+      unregisterModule(image);
     std::error_code ignored;
     if (!directory.empty())
       std::filesystem::remove_all(directory, ignored);
@@ -146,7 +151,8 @@ compileEmulatedRouter(const RoutingSpec &spec, const GpuEmuOptions &options) {
   }
   // The module's image stands where the PTX would: the manifest names it,
   // and the emulated driver loads it.
-  compiled->ptx = registerModule(std::move(emulated));
+  kernels->image = registerModule(std::move(emulated));
+  compiled->ptx = kernels->image;
   compiled->cubin.clear();
 
   llvm::SmallString<128> directory;

@@ -83,7 +83,7 @@ void declareRuntime(ModuleOp module) {
   declare(kYield, {ptr}, {});
   declare(kSharedBase, {ptr}, {ptr});
   declare(kSharedBytes, {ptr}, {i64});
-  declare(kCheckAccess, {ptr, ptr, i64, i32, i32}, {});
+  declare(kCheckAccess, {ptr, ptr, i64, i32, i32, i32}, {});
 }
 
 class KernelConverter {
@@ -240,6 +240,12 @@ private:
     Type type = shuffle.getValue().getType();
     if (!type.isF32() && !type.isInteger(32))
       return shuffle.emitOpError("shuffles of ") << type << " are not emulated";
+    // The NVVM lowering turns a narrower width into a partial member mask,
+    // which the runtime does not model; the backend only emits whole warps.
+    auto width = shuffle.getWidth().getDefiningOp<arith::ConstantIntOp>();
+    if (!width || width.value() != kWarpSize)
+      return shuffle.emitOpError("only shuffles over a whole warp (width ")
+             << kWarpSize << ") are emulated";
     Value bits = shuffle.getValue();
     if (type.isF32())
       bits = b.create<arith::BitcastOp>(loc, b.getI32Type(), bits);
@@ -247,8 +253,8 @@ private:
                         {context, bits, shuffle.getOffset(), shuffle.getWidth()});
     if (type.isF32())
       result = b.create<arith::BitcastOp>(loc, type, result);
-    // PTX: the partner lane^offset is valid when it lies in this lane's
-    // segment of `width` lanes.
+    // PTX: the partner lane^offset is valid when it is a lane of the warp
+    // (width is 32, checked above).
     Value segmentMask = b.create<arith::SubIOp>(loc, constantI32(loc, 0),
                                                 shuffle.getWidth());
     Value partner =
@@ -313,7 +319,8 @@ private:
     call(loc, kCheckAccess, {},
          {context, pointer, constantI64(loc, elementBytes),
           constantI32(loc, static_cast<int>(access)),
-          constantI32(loc, isShared(type) ? 1 : 0)});
+          constantI32(loc, isShared(type) ? 1 : 0),
+          constantI32(loc, nextSite++)});
   }
 
   /// The address of `memref`'s first element. A memref.view keeps its byte
@@ -347,6 +354,8 @@ private:
   func::FuncOp fn;
   Value blockIdx, threadIdx, context;
   Value threadIndex, blockIndex, laneIndex, laneI32;
+  /// Numbers the kernel's memory accesses (moegen_emu_check_access's site).
+  int32_t nextSite = 0;
 };
 
 struct ConvertGpuToEmulatorPass

@@ -3,6 +3,7 @@
 #include "dialects/moe/IR/MoEAttrs.h"
 
 #include "abi/KernelAbi.h"
+#include "abi/Manifest.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -95,7 +96,7 @@ LogicalResult KernelArgAttr::verify(function_ref<InFlightDiagnostic()> emitError
       continue;
     }
     auto symbol = llvm::dyn_cast<StringAttr>(dim);
-    if (!symbol || !llvm::is_contained(kShapeSymbols, symbol.getValue()))
+    if (!symbol || !moegen::abi::parseDimSymbol(symbol.getValue().str()))
       return emitError() << "#moe.kernel_arg '" << name << "': shape entry "
                          << dim
                          << " must be an extent or one of \"T\", \"V\", "
@@ -151,10 +152,8 @@ moegen::abi::Dim mlir::moe::toAbiDim(Attribute entry) {
     dim.extent = extent.getInt();
     return dim;
   }
-  StringRef symbol = cast<StringAttr>(entry).getValue();
-  dim.symbol = symbol == "T"   ? Dim::Symbol::T
-               : symbol == "V" ? Dim::Symbol::V
-               : symbol == "L" ? Dim::Symbol::L
-                               : Dim::Symbol::TK;
+  // The attribute's verifier admits only the ABI's symbols.
+  dim.symbol =
+      *moegen::abi::parseDimSymbol(cast<StringAttr>(entry).getValue().str());
   return dim;
 }

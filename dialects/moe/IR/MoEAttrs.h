@@ -18,10 +18,6 @@
 
 namespace mlir::moe {
 
-/// The symbols a `#moe.kernel_arg` shape may name: tokens, hash-table rows,
-/// capture layers, slots.
-inline constexpr llvm::StringLiteral kShapeSymbols[] = {"T", "V", "L", "T*k"};
-
 /// The ABI's name of an element type, or nothing for types the ABI lacks.
 std::optional<moegen::abi::DType> toAbiDType(Type type);
 /// A `#moe.kernel_arg` shape entry as the manifest states it.

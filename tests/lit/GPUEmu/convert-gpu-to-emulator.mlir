@@ -9,7 +9,7 @@
 // ABI stamps), then blockIdx, threadIdx and the emulator's context.
 // CHECK-NOT: gpu.module
 // CHECK-DAG: func.func private @moegen_emu_shfl_xor_i32(!llvm.ptr, i32, i32, i32) -> i32
-// CHECK-DAG: func.func private @moegen_emu_check_access(!llvm.ptr, !llvm.ptr, i64, i32, i32)
+// CHECK-DAG: func.func private @moegen_emu_check_access(!llvm.ptr, !llvm.ptr, i64, i32, i32, i32)
 // CHECK-LABEL: func.func @kernel(
 // CHECK-SAME: %[[OUT:arg[0-9]+]]: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights"
 // CHECK-SAME: %[[BLOCK:arg[0-9]+]]: i64, %[[THREAD:arg[0-9]+]]: i64, %[[CTX:arg[0-9]+]]: !llvm.ptr)
@@ -21,9 +21,9 @@
 // CHECK: call @moegen_emu_shared_base(%[[CTX]])
 // CHECK: call @moegen_emu_shared_bytes(%[[CTX]])
 // CHECK: memref.view {{.*}} : memref<?xi8> to memref<32xf32>
-// A shared store is announced (write = 1, shared = 1), then made; the warp
-// sync is a call.
-// CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c4_i64{{.*}}, %c1_i32{{.*}}, %c1_i32{{.*}})
+// A shared store is announced (write = 1, shared = 1, its site number),
+// then made; the warp sync is a call.
+// CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c4_i64{{.*}}, %c1_i32{{.*}}, %c1_i32{{.*}}, %c0_i32{{.*}})
 // CHECK-NEXT: memref.store
 // CHECK: call @moegen_emu_warp_sync(%[[CTX]], %c-1_i32)
 // A shuffle of f32 goes through i32.
@@ -31,7 +31,7 @@
 // CHECK: %[[SHUFFLED:.*]] = call @moegen_emu_shfl_xor_i32(%[[CTX]], %[[BITS]], %c16_i32, %c32_i32)
 // CHECK: arith.bitcast %[[SHUFFLED]] : i32 to f32
 // A global atomic is announced as one (2), and yields after.
-// CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c8_i64{{.*}}, %c2_i32{{.*}}, %c0_i32{{.*}})
+// CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c8_i64{{.*}}, %c2_i32{{.*}}, %c0_i32{{.*}}, %c2_i32{{.*}})
 // CHECK-NEXT: memref.atomic_rmw
 // CHECK-NEXT: call @moegen_emu_yield(%[[CTX]])
 // CHECK: return
@@ -75,6 +75,20 @@ module attributes {gpu.container_module} {
   gpu.module @moe_kernels {
     gpu.func @attributions(%out: !llvm.ptr) workgroup(%tile: memref<4xf32, #gpu.address_space<workgroup>>) kernel {
       // expected-error @-1 {{memory attributions cannot be emulated}}
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+module attributes {gpu.container_module} {
+  gpu.module @moe_kernels {
+    gpu.func @half_warp_shuffle(%out: !llvm.ptr) kernel {
+      %c1_i32 = arith.constant 1 : i32
+      %c16_i32 = arith.constant 16 : i32
+      // expected-error @+1 {{only shuffles over a whole warp (width 32) are emulated}}
+      %s, %valid = gpu.shuffle xor %c1_i32, %c1_i32, %c16_i32 : i32
       gpu.return
     }
   }
