@@ -15,6 +15,7 @@
 #include "runtime/Error.h"
 #include "runtime/Manifest.h"
 #include "runtime/Sha256.h"
+#include "support/AtomicFile.h"
 #include "support/Quote.h"
 
 #include <algorithm>
@@ -128,15 +129,13 @@ void writeChecksums(const fs::path &directory) {
       fail("cannot read " + quoteInMessage((directory / file).string()));
     text += *digest + "  " + file + "\n";
   }
+  // Through the support layer, which names the system's reason (a full
+  // disk) and syncs the file before it appears.
   fs::path target = directory / JitCache::kChecksumsFile;
-  {
-    std::ofstream out(target, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out)
-      fail("cannot write " + quoteInMessage(target.string()));
-  }
-  syncPath(target, false);
+  std::string error;
+  if (!support::writeFileAtomically(target.string(), text, error))
+    fail("cannot write " + quoteInMessage(target.string()) + ": " +
+         error.substr(std::min(error.size(), target.string().size() + 2)));
   syncPath(directory, true);
 }
 

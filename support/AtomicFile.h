@@ -1,12 +1,15 @@
 //===- AtomicFile.h - Publish a file whole or not at all --------*- C++ -*-===//
 //
 // Outputs of moegen (IR, .npy tensors, checksums) are written to a
-// temporary file beside the target and renamed over it, so that a reader
-// sees the old file or the new one, never a partial file, and a failed
-// write leaves neither a temporary nor a changed target behind. The
+// temporary file beside the target, synced, and renamed over it, so that a
+// reader sees the old file or the new one, never a partial file, and a
+// failed write leaves neither a temporary nor a changed target behind. The
 // temporary lives in the target's directory so that the rename stays
 // within one file system (and is atomic); its leading dot hides it from
-// globs such as "*.npy". Plain C++20; no LLVM.
+// globs such as "*.npy". A symlink's target is replaced, not the link. A
+// character device or FIFO (/dev/null, /dev/stdout, a pipe) is not ours to
+// replace: it is written through, as Unix tools do. Plain C++20 and POSIX;
+// no LLVM.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,8 +25,10 @@
 namespace moegen::support {
 
 /// Writes `bytes` to `path` through ".NAME.tmp-XXXXXXXXXXXXXXXX" beside it
-/// and a rename. On failure returns false and sets `error` to one line,
-/// "PATH: MESSAGE", with PATH as given.
+/// (beside a symlink's final target) and a rename; a character device or
+/// FIFO at `path` is written directly. On failure returns false, sets
+/// `error` to one line, "PATH: MESSAGE", with PATH as given, and leaves an
+/// existing file unchanged and no temporary behind.
 bool writeFileAtomically(const std::string &path,
                          std::span<const std::byte> bytes, std::string &error);
 bool writeFileAtomically(const std::string &path, std::string_view text,

@@ -52,3 +52,26 @@ def _has_cuda_device():
 
 if _has_cuda_device():
     config.available_features.add("cuda-driver")
+
+
+# `tmpfs-mount`: a tiny tmpfs can be mounted (as root, outside most
+# containers), so that tests can fill a file system to get ENOSPC.
+def _can_mount_tmpfs():
+    import subprocess
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="moegen-lit-mount-")
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", directory],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+        if mounted:
+            subprocess.run(["umount", directory], check=True)
+        return mounted
+    except OSError:
+        return False
+    finally:
+        os.rmdir(directory)
+
+
+if _can_mount_tmpfs():
+    config.available_features.add("tmpfs-mount")

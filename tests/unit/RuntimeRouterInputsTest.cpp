@@ -308,6 +308,47 @@ TEST(SupportQuote, EscapesAndCuts) {
   EXPECT_EQ(support::quotePath(longPath), longPath);
 }
 
+TEST(SupportQuote, EscapesWhatIsNotValidOrSafeText) {
+  using support::escape;
+  // Valid printable UTF-8 passes through, up to four bytes long.
+  EXPECT_EQ(escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
+            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  // Not UTF-8: a stray continuation byte, a bad lead byte, a truncated
+  // sequence, an overlong '/', a surrogate, past U+10FFFF; each byte alone.
+  EXPECT_EQ(escape("a\x80z"), "a\\x80z");
+  EXPECT_EQ(escape("\xff\xfe"), "\\xff\\xfe");
+  EXPECT_EQ(escape("end\xe2\x80"), "end\\xe2\\x80");
+  EXPECT_EQ(escape("\xc0\xaf"), "\\xc0\\xaf");
+  EXPECT_EQ(escape("\xed\xa0\x80"), "\\xed\\xa0\\x80");
+  EXPECT_EQ(escape("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");
+  // UTF-16 text: its zero bytes and BOM are escaped, the line stays one.
+  EXPECT_EQ(escape(std::string_view("\xff\xfe" "a\0\n\0", 6)),
+            "\\xff\\xfea\\x00\\n\\x00");
+  // C1 controls (NEL ends a line on some terminals).
+  EXPECT_EQ(escape("a\xc2\x85" "b\xc2\x9b"), "a\\u{0085}b\\u{009b}");
+  // Bidirectional controls and the line and paragraph separators.
+  EXPECT_EQ(escape("\xe2\x80\xaa\xe2\x80\xab\xe2\x80\xac\xe2\x80\xad"
+                   "\xe2\x80\xae"),
+            "\\u{202a}\\u{202b}\\u{202c}\\u{202d}\\u{202e}");
+  EXPECT_EQ(escape("\xe2\x81\xa6\xe2\x81\xa7\xe2\x81\xa8\xe2\x81\xa9"),
+            "\\u{2066}\\u{2067}\\u{2068}\\u{2069}");
+  EXPECT_EQ(escape("\xe2\x80\x8e\xe2\x80\x8f\xd8\x9c"),
+            "\\u{200e}\\u{200f}\\u{061c}");
+  EXPECT_EQ(escape("a\xe2\x80\xa8" "b\xe2\x80\xa9"), "a\\u{2028}b\\u{2029}");
+  // Neighbours of the escaped ranges pass through.
+  EXPECT_EQ(escape("\xc2\xa0\xe2\x80\x8d\xe2\x80\xaf\xe2\x81\xa5"),
+            "\xc2\xa0\xe2\x80\x8d\xe2\x80\xaf\xe2\x81\xa5");
+  // The cut never splits a character.
+  EXPECT_EQ(escape(std::string(39, 'x') + "\xc3\xa9zz"),
+            std::string(39, 'x') + "\xc3\xa9...");
+  // Paths get the same treatment.
+  EXPECT_EQ(support::quotePath("/tmp/a\xe2\x80\xaetxt.yaml"),
+            "/tmp/a\\u{202e}txt.yaml");
+  // escapeNonAscii (binary headers) still escapes every byte.
+  support::QuoteStyle binary{std::string::npos, false, true};
+  EXPECT_EQ(escape("\xe2\x80\xae", binary), "\\xe2\\x80\\xae");
+}
+
 TEST(SupportAtomicFile, PublishesWholeOrNothing) {
   TempDir dir;
   std::string error;

@@ -19,6 +19,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -140,20 +141,18 @@ std::string ptxTarget(std::string_view arch) {
   return arch == "sm_100" ? "sm_90" : std::string(arch);
 }
 
+/// Through the support layer: a failed write (a full disk) is one line
+/// and leaves no partial file, where raw_fd_ostream would abort at exit.
 bool writeFile(const std::string &path, llvm::StringRef text,
                std::string &error) {
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec);
-  if (!ec) {
-    os << text;
-    os.close();
-    ec = os.error();
-  }
-  if (ec) {
-    error = path + ": error: cannot write: " + ec.message();
-    return false;
-  }
-  return true;
+  std::string message;
+  if (support::writeFileAtomically(
+          path, std::string_view(text.data(), text.size()), message))
+    return true;
+  // "PATH: MESSAGE" from the support layer; ours say "PATH: error: ...".
+  error = support::quotePath(path) + ": error: " +
+          message.substr(std::min(message.size(), path.size() + 2));
+  return false;
 }
 
 std::string printModule(mlir::ModuleOp module) {
@@ -335,8 +334,11 @@ Status runPtxas(const NvptxCompileOptions &options,
   std::string ptxPath = dir + "/kernels.ptx";
   std::string cubinPath = dir + "/kernels.cubin";
   std::string logPath = dir + "/ptxas.log";
-  if (!writeFile(ptxPath, result.ptx, error))
+  if (!writeFile(ptxPath, result.ptx, error)) {
+    if (temporary)
+      llvm::sys::fs::remove_directories(dir);
     return Status::Internal;
+  }
   std::string archFlag = "-arch=" + options.arch;
   llvm::SmallVector<llvm::StringRef> args{ptxas, archFlag, "-O3", "-v",
                                           "-o", cubinPath, ptxPath};
@@ -540,10 +542,25 @@ Status findPtxasVersion(const NvptxCompileOptions &options,
 
 bool writeKernelFiles(const RoutingSpec &spec, const NvptxCompileResult &result,
                       const std::string &dir, std::string &error) {
+  // The directories this call creates go again on failure, so that a
+  // failed compile leaves the file system as it was; only while empty, so
+  // that what a concurrent writer published there stays.
+  std::string created;
+  for (llvm::StringRef p = dir; !p.empty() && !llvm::sys::fs::exists(p);
+       p = llvm::sys::path::parent_path(p))
+    created = p.str();
   if (std::error_code ec = llvm::sys::fs::create_directories(dir)) {
     error = dir + ": error: cannot create the output directory: " + ec.message();
     return false;
   }
+  auto removeCreated = llvm::make_scope_exit([&] {
+    if (created.empty())
+      return;
+    for (llvm::StringRef p = dir; !p.empty() && !llvm::sys::fs::remove(p);
+         p = llvm::sys::path::parent_path(p))
+      if (p == created)
+        break;
+  });
   // Several threads of the JIT may publish into one directory at once.
   std::string stagingError;
   support::StagingDirectory staging(dir, "moegen-compile", stagingError);
@@ -562,8 +579,14 @@ bool writeKernelFiles(const RoutingSpec &spec, const NvptxCompileResult &result,
   files.emplace_back("manifest.json", &result.manifestJson);
   std::vector<std::string> names;
   for (auto &[name, text] : files) {
-    if (!writeFile(staging.pathFor(name), *text, error))
+    if (!writeFile(staging.pathFor(name), *text, error)) {
+      // Named as published, with the system's reason (the last part): the
+      // staging path is gone by the time the line is read.
+      size_t reason = error.rfind(": ");
+      error = support::quotePath(dir + "/" + name) + ": error: cannot write: " +
+              error.substr(reason == std::string::npos ? 0 : reason + 2);
       return false;
+    }
     names.push_back(name);
   }
   // A stale cubin from an earlier --emit=cubin must not outlive a PTX-only
@@ -575,6 +598,7 @@ bool writeKernelFiles(const RoutingSpec &spec, const NvptxCompileResult &result,
     error = dir + "/" + failed + ": error: cannot write: " + message;
     return false;
   }
+  removeCreated.release();
   return true;
 }
 

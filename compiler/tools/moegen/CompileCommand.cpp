@@ -81,6 +81,12 @@ int writeOutput(const std::string &path, const std::string &text) {
   if (path == "-") {
     llvm::outs() << text;
     llvm::outs().flush();
+    // A full disk or a closed pipe behind standard output: one line, not
+    // LLVM's "IO failure on output stream" abort at exit.
+    if (std::error_code ec = llvm::outs().error()) {
+      llvm::outs().clear_error();
+      return reportFile("<stdout>", "cannot write output: " + ec.message());
+    }
     return kExitOk;
   }
   std::string error;
