@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/spec/SpecParser.h"
+#include "support/Numbers.h"
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringMap.h"
@@ -22,6 +23,8 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 
 using namespace llvm;
 
@@ -108,6 +111,14 @@ private:
     return fail(node->getSourceRange().Start, message);
   }
   bool failed() const { return !error.empty(); }
+  /// A number longer than any sensible literal is not converted at all.
+  bool failTooLong(StringRef key, yaml::Node *node, StringRef allowed,
+                   StringRef value) {
+    return fail(node, "'" + key + "' must be " + allowed + ", got a value of " +
+                          Twine(value.size()) +
+                          " characters (numbers have at most " +
+                          Twine(support::kMaxNumberLength) + ")");
+  }
 
   // Value readers. Each names its key in the message and what is allowed.
   bool readScalar(StringRef key, yaml::Node *node, StringRef expected,
@@ -167,11 +178,15 @@ bool SpecParser::readInteger(StringRef key, yaml::Node *node,
   StringRef value;
   if (!readScalar(key, node, allowed, storage, value))
     return false;
+  if (value.size() > support::kMaxNumberLength)
+    return failTooLong(key, node, allowed, value);
   // Decimal only: "0x10" or "1e3" for an expert count is more likely a typo
   // than intent.
-  if (value.empty() || value.getAsInteger(10, out))
+  std::optional<int64_t> parsed = support::parseDecimalInteger(value);
+  if (!parsed)
     return fail(node, "'" + key + "' must be " + allowed + ", got '" +
                           quoteForDiagnostic(value) + "'");
+  out = *parsed;
   return true;
 }
 
@@ -181,11 +196,24 @@ bool SpecParser::readNumber(StringRef key, yaml::Node *node, StringRef allowed,
   StringRef value;
   if (!readScalar(key, node, allowed, storage, value))
     return false;
-  // getAsDouble accepts spellings such as "inf" and "nan"; the finiteness
-  // rule in validateRoutingSpec rejects them with the rule's own message.
-  if (value.empty() || value.getAsDouble(out))
+  if (value.size() > support::kMaxNumberLength)
+    return failTooLong(key, node, allowed, value);
+  // "inf" and "nan" read as what they say, for the finiteness rule in
+  // validateRoutingSpec to reject with the rule's own message.
+  if (value == "inf" || value == "+inf" || value == "-inf" || value == "nan") {
+    out = value == "nan"    ? std::numeric_limits<double>::quiet_NaN()
+          : value == "-inf" ? -std::numeric_limits<double>::infinity()
+                            : std::numeric_limits<double>::infinity();
+    return true;
+  }
+  if (!support::isDecimalNumber(value))
     return fail(node, "'" + key + "' must be " + allowed + ", got '" +
                           quoteForDiagnostic(value) + "'");
+  // The grammar and the length cap hold, so strtod reads all of it (no
+  // locale is set, so '.' is the decimal point); out-of-range values come
+  // back as inf or a tiny value for the range rule to reject.
+  std::string literal = value.str();
+  out = std::strtod(literal.c_str(), nullptr);
   return true;
 }
 
