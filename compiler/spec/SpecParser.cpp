@@ -14,6 +14,7 @@
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -22,6 +23,7 @@
 #include "llvm/Support/YAMLParser.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -470,14 +472,34 @@ std::optional<RoutingSpec> parseRoutingSpecFile(StringRef path,
       return fail("spec is " + Twine(status.getSize()) +
                   " bytes; specs are at most 1 MiB");
   }
+  if (path == "-") {
+    // Standard input may be endless (/dev/zero, a pipe): read at most one
+    // byte past the cap, never the whole stream.
+    SmallString<4096> text;
+    char chunk[16384];
+    while (text.size() <= kMaxSpecBytes) {
+      size_t room = kMaxSpecBytes + 1 - text.size();
+      Expected<size_t> count = sys::fs::readNativeFile(
+          sys::fs::getStdinHandle(),
+          MutableArrayRef<char>(chunk, std::min(sizeof(chunk), room)));
+      if (!count)
+        return fail("cannot read spec: " + toString(count.takeError()));
+      if (*count == 0)
+        break;
+      text.append(chunk, chunk + *count);
+    }
+    if (text.size() > kMaxSpecBytes)
+      return fail("spec is more than 1 MiB");
+    return parseRoutingSpec(text, "<stdin>", error);
+  }
   ErrorOr<std::unique_ptr<MemoryBuffer>> file =
-      MemoryBuffer::getFileOrSTDIN(path, /*IsText=*/true);
+      MemoryBuffer::getFile(path, /*IsText=*/true);
   if (std::error_code ec = file.getError())
     return fail("cannot read spec: " + ec.message());
+  // The file may have grown since it was checked.
   if ((*file)->getBufferSize() > kMaxSpecBytes)
     return fail("spec is more than 1 MiB");
-  return parseRoutingSpec((*file)->getBuffer(),
-                          path == "-" ? StringRef("<stdin>") : path, error);
+  return parseRoutingSpec((*file)->getBuffer(), path, error);
 }
 
 ArrayRef<StringLiteral> routingSpecKeys() { return kKeys; }

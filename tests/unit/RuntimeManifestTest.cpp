@@ -377,6 +377,23 @@ TEST_F(RuntimeManifestTest, InvalidJsonAndMissingFile) {
   }
 }
 
+TEST_F(RuntimeManifestTest, ReadsAreBounded) {
+  // An endless stream stops at the 16 MiB cap, with one line.
+  for (const std::string &file : {std::string("/dev/zero"), path()}) {
+    if (file == path())
+      rttest::writeText(path(), std::string((16 << 20) + 1, ' '));
+    try {
+      loadManifest(file);
+      FAIL() << "expected an error for " << file;
+    } catch (const Error &e) {
+      EXPECT_EQ(e.kind(), Error::Kind::Manifest);
+      EXPECT_EQ(std::string(e.what()),
+                file + ": cannot read the manifest: it is larger than 16 MiB, "
+                       "the limit for manifests");
+    }
+  }
+}
+
 TEST_F(RuntimeManifestTest, ExpectedCompilerVersionOverride) {
   json m = rttest::exampleManifest();
   m["compiler_version"] = "7.0.0";
