@@ -308,8 +308,18 @@ bool JitCache::isValidEntry(const std::string &key, std::string *why) const {
 std::vector<JitCache::EntryStatus> JitCache::entries() const {
   std::vector<EntryStatus> found;
   std::error_code ec;
-  if (!fs::is_directory(root, ec))
+  fs::file_status status = fs::status(root, ec);
+  // A missing cache is an empty one; a file where the cache should be is
+  // a mistake to report, not an empty cache.
+  if (status.type() == fs::file_type::not_found)
     return found;
+  if (ec)
+    fail("cannot read the cache directory " + quoteInMessage(root) + ": " +
+         ec.message());
+  if (!fs::is_directory(status))
+    fail("the cache directory " + quoteInMessage(root) +
+         " is not a directory (MOEGEN_CACHE_DIR, XDG_CACHE_HOME or HOME "
+         "names it)");
   for (auto it = fs::directory_iterator(root, ec);
        !ec && it != fs::directory_iterator(); it.increment(ec)) {
     std::string name = it->path().filename().string();

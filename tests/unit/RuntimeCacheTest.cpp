@@ -243,6 +243,23 @@ TEST_F(RuntimeJitCacheTest, EntriesAndRemove) {
   EXPECT_THROW(c.remove("../escape"), Error);
 }
 
+TEST_F(RuntimeJitCacheTest, CacheDirectoryThatIsAFileIsAnError) {
+  // Listing it as empty would hide the mistake (and `cache clear` would
+  // claim success).
+  rttest::writeText(root.path() + "/cache", "not a directory");
+  JitCache c = cache();
+  try {
+    c.entries();
+    FAIL() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.kind(), Error::Kind::Cache);
+    EXPECT_EQ(std::string(e.what()),
+              "the cache directory '" + root.path() +
+                  "/cache' is not a directory (MOEGEN_CACHE_DIR, "
+                  "XDG_CACHE_HOME or HOME names it)");
+  }
+}
+
 TEST_F(RuntimeJitCacheTest, FailedCompileLeavesNothing) {
   JitCache c = cache();
   EXPECT_THROW(c.getOrCompile(key,
