@@ -33,6 +33,12 @@ Manifest loadManifest(const std::string &path, const ManifestOptions &options) {
   std::string file = path;
   if (fs::is_directory(path, ec))
     file = (fs::path(path) / "manifest.json").string();
+  // Opening a FIFO would block until someone writes it; compile writes
+  // manifests as regular files.
+  if (fs::file_status status = fs::status(file, ec);
+      fs::exists(status) && !fs::is_regular_file(status))
+    throw Error(Error::Kind::Manifest,
+                file + ": cannot read the manifest: not a regular file");
   std::ifstream in(file, std::ios::binary);
   if (!in)
     throw Error(Error::Kind::Manifest,
@@ -41,7 +47,7 @@ Manifest loadManifest(const std::string &path, const ManifestOptions &options) {
                     "; is this a `moegen compile --emit=cubin -o DIR` "
                     "output directory?)");
   // A manifest is a few KiB; reading at most one byte past the cap keeps a
-  // FIFO, /dev/zero or a corrupt huge file from taking the memory.
+  // corrupt huge file (or one that grows) from taking the memory.
   std::string text;
   std::vector<char> chunk(1 << 16);
   while (in && text.size() <= kMaxManifestBytes) {
