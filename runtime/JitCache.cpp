@@ -42,6 +42,9 @@ std::string quoteInMessage(const std::string &path) {
   return support::quote(path, support::QuoteStyle{support::kMaxPathLength});
 }
 
+/// The largest CHECKSUMS file read; entries list a handful of files.
+constexpr uintmax_t kMaxChecksumsBytes = uintmax_t(64) << 10;
+
 [[noreturn]] void fail(const std::string &message) {
   throw Error(Error::Kind::Cache, message);
 }
@@ -80,8 +83,12 @@ private:
   int fd = -1;
 };
 
-/// SHA-256 of a file's bytes; nullopt when it cannot be read.
+/// SHA-256 of a file's bytes; nullopt when it cannot be read or is not a
+/// regular file (a FIFO or device in an entry would never end).
 std::optional<std::string> hashFile(const fs::path &path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::status(path, ec)))
+    return std::nullopt;
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return std::nullopt;
@@ -146,6 +153,17 @@ std::string checkEntry(const fs::path &directory,
   if (!fs::is_directory(directory, ec))
     return "no entry";
   fs::path checksums = directory / JitCache::kChecksumsFile;
+  fs::file_status status = fs::symlink_status(checksums, ec);
+  if (status.type() == fs::file_type::not_found)
+    return "CHECKSUMS is missing";
+  // A line per file of the entry: a few hundred bytes. The cap keeps a
+  // corrupt or hostile entry from taking the memory of every reader.
+  if (!fs::is_regular_file(status))
+    return "CHECKSUMS is not a regular file";
+  if (uintmax_t size = fs::file_size(checksums, ec);
+      ec || size > kMaxChecksumsBytes)
+    return "CHECKSUMS is larger than " +
+           std::to_string(kMaxChecksumsBytes >> 10) + " KiB";
   std::ifstream in(checksums, std::ios::binary);
   if (!in)
     return "CHECKSUMS is missing";
@@ -160,6 +178,9 @@ std::string checkEntry(const fs::path &directory,
     std::string digest = line.substr(0, 64), file = line.substr(66);
     if (file.empty() || file[0] == '/' || file.find("..") != std::string::npos)
       return where + " names a file outside the entry";
+    fs::file_status fileStatus = fs::status(directory / file, ec);
+    if (fs::exists(fileStatus) && !fs::is_regular_file(fileStatus))
+      return file + " is not a regular file";
     std::optional<std::string> actual = hashFile(directory / file);
     if (!actual)
       return file + " is missing";
@@ -286,8 +307,18 @@ bool JitCache::isValidEntry(const std::string &key, std::string *why) const {
 std::vector<JitCache::EntryStatus> JitCache::entries() const {
   std::vector<EntryStatus> found;
   std::error_code ec;
-  if (!fs::is_directory(root, ec))
+  fs::file_status status = fs::status(root, ec);
+  // A missing cache is an empty one; a file where the cache should be is
+  // a mistake to report, not an empty cache.
+  if (status.type() == fs::file_type::not_found)
     return found;
+  if (ec)
+    fail("cannot read the cache directory " + quoteInMessage(root) + ": " +
+         ec.message());
+  if (!fs::is_directory(status))
+    fail("the cache directory " + quoteInMessage(root) +
+         " is not a directory (MOEGEN_CACHE_DIR, XDG_CACHE_HOME or HOME "
+         "names it)");
   for (auto it = fs::directory_iterator(root, ec);
        !ec && it != fs::directory_iterator(); it.increment(ec)) {
     std::string name = it->path().filename().string();

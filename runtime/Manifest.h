@@ -45,7 +45,8 @@ Manifest parseManifest(std::string_view jsonText, const std::string &path,
                        const ManifestOptions &options = {});
 
 /// Reads DIR/manifest.json (or the file itself when `path` names a file)
-/// and parses it. Throws Error(Kind::Manifest).
+/// and parses it; a manifest is a regular file of at most 16 MiB (read no
+/// further). Throws Error(Kind::Manifest).
 Manifest loadManifest(const std::string &path,
                       const ManifestOptions &options = {});
 

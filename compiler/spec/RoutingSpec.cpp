@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 namespace moegen {
@@ -90,6 +91,15 @@ bool isIdentifier(const std::string &name) {
          std::all_of(name.begin(), name.end(), isAlnum);
 }
 
+// The normal f32 range, rounded inwards to 8 digits so that the bounds the
+// message and docs print are themselves accepted.
+constexpr double kMaxF32 = 3.4028234e38;
+constexpr double kMinNormalF32 = 1.1754944e-38;
+static_assert(kMaxF32 <= std::numeric_limits<float>::max() &&
+              kMinNormalF32 >= std::numeric_limits<float>::min());
+constexpr const char *kMaxF32Text = "3.4028234e38";
+constexpr const char *kMinNormalF32Text = "1.1754944e-38";
+
 template <typename... Parts>
 SpecViolation violation(const char *key, const Parts &...parts) {
   std::ostringstream os;
@@ -147,6 +157,15 @@ std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
   if (!std::isfinite(spec.scalingFactor) || spec.scalingFactor <= 0)
     return violation("scaling_factor", "'scaling_factor' = ",
                      spec.scalingFactor, " must be finite and > 0");
+  // The weights are scaled in f32: a factor beyond f32's largest value
+  // would give infinite weights, one below its smallest normal value zero
+  // or denormal weights from finite logits. Compared as doubles, so no
+  // out-of-range conversion is ever made.
+  if (spec.scalingFactor > kMaxF32 || spec.scalingFactor < kMinNormalF32)
+    return violation("scaling_factor",
+                     "'scaling_factor' = ", spec.scalingFactor,
+                     " must be a normal f32 value, in [", kMinNormalF32Text,
+                     ", ", kMaxF32Text, "] (the weights are scaled in f32)");
 
   if (spec.selection == Selection::Hash) {
     if (spec.scoreBias)

@@ -10,9 +10,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/spec/SpecParser.h"
+#include "support/Numbers.h"
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/Error.h"
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -21,7 +23,10 @@
 #include "llvm/Support/YAMLParser.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 
 using namespace llvm;
 
@@ -108,6 +113,14 @@ private:
     return fail(node->getSourceRange().Start, message);
   }
   bool failed() const { return !error.empty(); }
+  /// A number longer than any sensible literal is not converted at all.
+  bool failTooLong(StringRef key, yaml::Node *node, StringRef allowed,
+                   StringRef value) {
+    return fail(node, "'" + key + "' must be " + allowed + ", got a value of " +
+                          Twine(value.size()) +
+                          " characters (numbers have at most " +
+                          Twine(support::kMaxNumberLength) + ")");
+  }
 
   // Value readers. Each names its key in the message and what is allowed.
   bool readScalar(StringRef key, yaml::Node *node, StringRef expected,
@@ -167,11 +180,15 @@ bool SpecParser::readInteger(StringRef key, yaml::Node *node,
   StringRef value;
   if (!readScalar(key, node, allowed, storage, value))
     return false;
+  if (value.size() > support::kMaxNumberLength)
+    return failTooLong(key, node, allowed, value);
   // Decimal only: "0x10" or "1e3" for an expert count is more likely a typo
   // than intent.
-  if (value.empty() || value.getAsInteger(10, out))
+  std::optional<int64_t> parsed = support::parseDecimalInteger(value);
+  if (!parsed)
     return fail(node, "'" + key + "' must be " + allowed + ", got '" +
                           quoteForDiagnostic(value) + "'");
+  out = *parsed;
   return true;
 }
 
@@ -181,11 +198,24 @@ bool SpecParser::readNumber(StringRef key, yaml::Node *node, StringRef allowed,
   StringRef value;
   if (!readScalar(key, node, allowed, storage, value))
     return false;
-  // getAsDouble accepts spellings such as "inf" and "nan"; the finiteness
-  // rule in validateRoutingSpec rejects them with the rule's own message.
-  if (value.empty() || value.getAsDouble(out))
+  if (value.size() > support::kMaxNumberLength)
+    return failTooLong(key, node, allowed, value);
+  // "inf" and "nan" read as what they say, for the finiteness rule in
+  // validateRoutingSpec to reject with the rule's own message.
+  if (value == "inf" || value == "+inf" || value == "-inf" || value == "nan") {
+    out = value == "nan"    ? std::numeric_limits<double>::quiet_NaN()
+          : value == "-inf" ? -std::numeric_limits<double>::infinity()
+                            : std::numeric_limits<double>::infinity();
+    return true;
+  }
+  if (!support::isDecimalNumber(value))
     return fail(node, "'" + key + "' must be " + allowed + ", got '" +
                           quoteForDiagnostic(value) + "'");
+  // The grammar and the length cap hold, so strtod reads all of it (no
+  // locale is set, so '.' is the decimal point); out-of-range values come
+  // back as inf or a tiny value for the range rule to reject.
+  std::string literal = value.str();
+  out = std::strtod(literal.c_str(), nullptr);
   return true;
 }
 
@@ -442,14 +472,34 @@ std::optional<RoutingSpec> parseRoutingSpecFile(StringRef path,
       return fail("spec is " + Twine(status.getSize()) +
                   " bytes; specs are at most 1 MiB");
   }
+  if (path == "-") {
+    // Standard input may be endless (/dev/zero, a pipe): read at most one
+    // byte past the cap, never the whole stream.
+    SmallString<4096> text;
+    char chunk[16384];
+    while (text.size() <= kMaxSpecBytes) {
+      size_t room = kMaxSpecBytes + 1 - text.size();
+      Expected<size_t> count = sys::fs::readNativeFile(
+          sys::fs::getStdinHandle(),
+          MutableArrayRef<char>(chunk, std::min(sizeof(chunk), room)));
+      if (!count)
+        return fail("cannot read spec: " + toString(count.takeError()));
+      if (*count == 0)
+        break;
+      text.append(chunk, chunk + *count);
+    }
+    if (text.size() > kMaxSpecBytes)
+      return fail("spec is more than 1 MiB");
+    return parseRoutingSpec(text, "<stdin>", error);
+  }
   ErrorOr<std::unique_ptr<MemoryBuffer>> file =
-      MemoryBuffer::getFileOrSTDIN(path, /*IsText=*/true);
+      MemoryBuffer::getFile(path, /*IsText=*/true);
   if (std::error_code ec = file.getError())
     return fail("cannot read spec: " + ec.message());
+  // The file may have grown since it was checked.
   if ((*file)->getBufferSize() > kMaxSpecBytes)
     return fail("spec is more than 1 MiB");
-  return parseRoutingSpec((*file)->getBuffer(),
-                          path == "-" ? StringRef("<stdin>") : path, error);
+  return parseRoutingSpec((*file)->getBuffer(), path, error);
 }
 
 ArrayRef<StringLiteral> routingSpecKeys() { return kKeys; }

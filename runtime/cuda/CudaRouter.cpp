@@ -41,7 +41,25 @@ std::string hexPointer(uint64_t value) {
   return os.str();
 }
 
-std::optional<std::vector<char>> readFile(const std::string &path) {
+/// The largest kernel binary read; real ones are a few MiB.
+constexpr uintmax_t kMaxBinaryBytes = uintmax_t(1) << 30;
+
+/// A kernel binary's bytes; nullopt, with `why` (": ..." or empty), when it
+/// cannot be read. Only regular files of at most 1 GiB are read: a FIFO
+/// would block or never end, a device never end.
+std::optional<std::vector<char>> readFile(const std::string &path,
+                                          std::string &why) {
+  std::error_code ec;
+  std::filesystem::file_status status = std::filesystem::status(path, ec);
+  if (!ec && !std::filesystem::is_regular_file(status)) {
+    why = ": not a regular file";
+    return std::nullopt;
+  }
+  if (uintmax_t size = std::filesystem::file_size(path, ec);
+      !ec && size > kMaxBinaryBytes) {
+    why = ": it is larger than 1 GiB";
+    return std::nullopt;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in)
     return std::nullopt;
@@ -272,10 +290,11 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
   CUresult result = CUDA_ERROR_UNKNOWN;
   std::string cubinFailure;
   if (cubinOk) {
-    std::optional<std::vector<char>> image = readFile(manifest.cubinPath);
+    std::string why;
+    std::optional<std::vector<char>> image = readFile(manifest.cubinPath, why);
     if (!image)
       throw Error(Error::Kind::Io,
-                  manifest.cubinPath + ": cannot read the cubin");
+                  manifest.cubinPath + ": cannot read the cubin" + why);
     // An ELF cubin carries its size; the NUL makes a text image (PTX saved
     // as "cubin") terminated too, as cuModuleLoadData requires.
     image->push_back('\0');
@@ -289,9 +308,11 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
     if (!ptxOk)
       throw Error(Error::Kind::Driver, cubinFailure);
   }
-  std::optional<std::vector<char>> ptx = readFile(manifest.ptxPath);
+  std::string why;
+  std::optional<std::vector<char>> ptx = readFile(manifest.ptxPath, why);
   if (!ptx)
-    throw Error(Error::Kind::Io, manifest.ptxPath + ": cannot read the PTX");
+    throw Error(Error::Kind::Io,
+                manifest.ptxPath + ": cannot read the PTX" + why);
   ptx->push_back('\0');
   std::vector<char> log(16384, '\0');
   std::array<CUjit_option, 2> keys = {CU_JIT_ERROR_LOG_BUFFER,

@@ -25,6 +25,8 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <memory>
+#include <new>
 #include <system_error>
 
 namespace moegen::npy {
@@ -41,6 +43,10 @@ constexpr size_t kArrayAlign = 64;
 constexpr size_t kGrowthAxisMaxDigits = 21;
 /// Deeper nesting than this in a header is rejected instead of recursing on.
 constexpr int kMaxNesting = 32;
+/// The longest header read. NumPy writes 2.0 headers only past 65535 bytes
+/// (over 20000 dimensions); a longer length field is a corrupt file, and
+/// reading it would commit up to 4 GiB from a stream.
+constexpr size_t kMaxHeaderBytes = size_t(1) << 20;
 
 struct DTypeInfo {
   DType dtype;
@@ -554,28 +560,41 @@ int64_t Array::numElements() const {
   return count;
 }
 
-std::optional<Array> parseNpy(std::span<const std::byte> bytes,
-                              std::string_view name, std::string &error) {
-  auto fail = [&](const std::string &message) -> std::optional<Array> {
+namespace {
+
+/// Where a .npy file's data starts and how long it must be.
+struct Layout {
+  Array array; // dtype and shape; no data yet
+  size_t dataOffset = 0;
+  uint64_t dataSize = 0;
+};
+
+/// Parses the preamble and header of a .npy file of `totalSize` bytes whose
+/// first bytes are `prefix`. `prefix` holds the preamble and the header, or
+/// as much of them as the file has; the data need not follow.
+std::optional<Layout> parseLayout(std::span<const std::byte> prefix,
+                                  uint64_t totalSize, std::string_view name,
+                                  std::string &error) {
+  auto fail = [&](const std::string &message) -> std::optional<Layout> {
     error = std::string(name) + ": " + message;
     return std::nullopt;
   };
 
   // Magic: a short prefix of it is a truncated .npy file, anything else is
   // not a .npy file at all.
-  size_t magicBytesPresent = std::min(bytes.size(), kMagic.size());
+  size_t magicBytesPresent = std::min(prefix.size(), kMagic.size());
   for (size_t i = 0; i < magicBytesPresent; ++i)
-    if (std::to_integer<unsigned char>(bytes[i]) != kMagic[i])
+    if (std::to_integer<unsigned char>(prefix[i]) != kMagic[i])
       return fail("not a .npy file: it does not start with the \\x93NUMPY "
                   "magic string");
-  if (bytes.size() < kMagicAndVersionSize + 2)
+  if (totalSize < kMagicAndVersionSize + 2 ||
+      prefix.size() < kMagicAndVersionSize + 2)
     return fail("truncated: expected at least " +
                 std::to_string(kMagicAndVersionSize + 2) +
-                " bytes of .npy preamble, found " +
-                std::to_string(bytes.size()));
+                " bytes of .npy preamble, found " + std::to_string(totalSize));
 
-  unsigned major = std::to_integer<unsigned>(bytes[6]);
-  unsigned minor = std::to_integer<unsigned>(bytes[7]);
+  unsigned major = std::to_integer<unsigned>(prefix[6]);
+  unsigned minor = std::to_integer<unsigned>(prefix[7]);
   if ((major != 1 && major != 2 && major != 3) || minor != 0)
     return fail("unsupported .npy version " + std::to_string(major) + "." +
                 std::to_string(minor) +
@@ -583,21 +602,30 @@ std::optional<Array> parseNpy(std::span<const std::byte> bytes,
 
   size_t lengthFieldSize = major == 1 ? 2 : 4;
   size_t preambleSize = kMagicAndVersionSize + lengthFieldSize;
-  if (bytes.size() < preambleSize)
+  if (totalSize < preambleSize || prefix.size() < preambleSize)
     return fail("truncated: expected at least " + std::to_string(preambleSize) +
-                " bytes of .npy preamble, found " +
-                std::to_string(bytes.size()));
+                " bytes of .npy preamble, found " + std::to_string(totalSize));
   size_t headerLength =
-      readLittleEndian(bytes.subspan(kMagicAndVersionSize), lengthFieldSize);
-  size_t bytesAfterPreamble = bytes.size() - preambleSize;
-  if (headerLength > bytesAfterPreamble)
+      readLittleEndian(prefix.subspan(kMagicAndVersionSize), lengthFieldSize);
+  // A stream's size is unknown (totalSize is then the largest uint64_t),
+  // but a stream that ended is wholly in `prefix`.
+  uint64_t bytesAfterPreamble = totalSize - preambleSize;
+  auto truncatedHeader = [&](uint64_t present) {
     return fail("truncated: the header length is " +
                 std::to_string(headerLength) + " bytes but only " +
-                std::to_string(bytesAfterPreamble) +
-                " bytes follow the preamble");
+                std::to_string(present) + " bytes follow the preamble");
+  };
+  if (headerLength > bytesAfterPreamble)
+    return truncatedHeader(bytesAfterPreamble);
+  if (headerLength > kMaxHeaderBytes)
+    return fail("malformed header: it is " + std::to_string(headerLength) +
+                " bytes long; headers are at most " +
+                std::to_string(kMaxHeaderBytes) + " bytes");
+  if (headerLength > prefix.size() - preambleSize)
+    return truncatedHeader(prefix.size() - preambleSize);
 
   std::string_view header(
-      reinterpret_cast<const char *>(bytes.data() + preambleSize),
+      reinterpret_cast<const char *>(prefix.data() + preambleSize),
       headerLength);
   if (header.empty() || header.back() != '\n')
     return fail("malformed header: it must end with a newline");
@@ -615,18 +643,52 @@ std::optional<Array> parseNpy(std::span<const std::byte> bytes,
   if (!array)
     return fail(message);
 
+  Layout layout;
   // arrayFromHeader checked that this fits in int64.
-  auto expectedDataSize =
+  layout.dataSize =
       static_cast<uint64_t>(*dataSizeFor(array->shape, itemSize(array->dtype)));
-  std::span<const std::byte> data = bytes.subspan(preambleSize + headerLength);
-  if (data.size() < expectedDataSize)
-    return fail("truncated: expected " + std::to_string(expectedDataSize) +
-                " data bytes, found " + std::to_string(data.size()));
-  if (data.size() > expectedDataSize)
-    return fail("trailing data: expected " + std::to_string(expectedDataSize) +
-                " data bytes, found " + std::to_string(data.size()));
-  array->data.assign(data.begin(), data.end());
-  return array;
+  layout.array = std::move(*array);
+  layout.dataOffset = preambleSize + headerLength;
+  return layout;
+}
+
+std::string dataSizeMismatch(const Layout &layout, uint64_t found) {
+  return std::string(found < layout.dataSize ? "truncated" : "trailing data") +
+         ": expected " + std::to_string(layout.dataSize) +
+         " data bytes, found " + std::to_string(found);
+}
+
+/// Appends up to `count` bytes of `file` to `bytes`, growing it only as
+/// bytes arrive; stops early at end of file. False on a read error.
+bool readUpTo(std::FILE *file, std::vector<std::byte> &bytes, uint64_t count) {
+  constexpr uint64_t kChunk = uint64_t(1) << 20;
+  while (count > 0) {
+    size_t want = static_cast<size_t>(std::min(count, kChunk));
+    size_t used = bytes.size();
+    bytes.resize(used + want);
+    size_t got = std::fread(bytes.data() + used, 1, want, file);
+    bytes.resize(used + got);
+    count -= got;
+    if (got < want)
+      return !std::ferror(file);
+  }
+  return true;
+}
+
+} // namespace
+
+std::optional<Array> parseNpy(std::span<const std::byte> bytes,
+                              std::string_view name, std::string &error) {
+  std::optional<Layout> layout = parseLayout(bytes, bytes.size(), name, error);
+  if (!layout)
+    return std::nullopt;
+  std::span<const std::byte> data = bytes.subspan(layout->dataOffset);
+  if (data.size() != layout->dataSize) {
+    error = std::string(name) + ": " + dataSizeMismatch(*layout, data.size());
+    return std::nullopt;
+  }
+  layout->array.data.assign(data.begin(), data.end());
+  return std::move(layout->array);
 }
 
 std::optional<Array> readNpy(const std::string &path, std::string &error) {
@@ -635,31 +697,86 @@ std::optional<Array> readNpy(const std::string &path, std::string &error) {
     error = path + ": cannot open for reading: " + errnoMessage(errno);
     return std::nullopt;
   }
-  std::vector<std::byte> bytes;
-  std::error_code sizeError;
-  uintmax_t sizeHint = std::filesystem::file_size(path, sizeError);
-  if (!sizeError)
-    bytes.reserve(sizeHint);
-  // Read to EOF rather than trusting the size, which pipes do not have.
-  errno = 0;
-  constexpr size_t kChunk = size_t(1) << 20;
-  size_t used = 0;
-  while (true) {
-    bytes.resize(used + kChunk);
-    size_t read = std::fread(bytes.data() + used, 1, kChunk, file);
-    used += read;
-    if (read < kChunk)
-      break;
-  }
-  bytes.resize(used);
-  bool readFailed = std::ferror(file);
-  int readErrno = errno;
-  std::fclose(file);
-  if (readFailed) {
-    error = path + ": read error: " + errnoMessage(readErrno);
+  std::unique_ptr<std::FILE, int (*)(std::FILE *)> closer(file, &std::fclose);
+  auto fail = [&](const std::string &message) -> std::optional<Array> {
+    error = path + ": " + message;
     return std::nullopt;
+  };
+  auto readFailed = [&] { return fail("read error: " + errnoMessage(errno)); };
+
+  // Nothing is read on trust: the preamble gives the header's length, the
+  // header the data's, and no more than that (plus one byte, to tell
+  // trailing data) is ever read. A regular file's size is checked against
+  // the header before the data's memory is committed; a stream (a pipe,
+  // /dev/zero) is read only as far as the header says.
+  std::error_code sizeError;
+  std::filesystem::file_status status =
+      std::filesystem::status(path, sizeError);
+  bool regular = !sizeError && std::filesystem::is_regular_file(status);
+  uint64_t fileSize = regular ? std::filesystem::file_size(path, sizeError) : 0;
+  if (sizeError)
+    regular = false;
+
+  errno = 0;
+  std::vector<std::byte> prefix;
+  constexpr size_t kLongestPreamble = kMagicAndVersionSize + 4;
+  if (!readUpTo(file, prefix, kLongestPreamble))
+    return readFailed();
+  // The header's length, if the preamble is sound (parseLayout says why
+  // not otherwise).
+  if (prefix.size() >= kMagicAndVersionSize + 2 &&
+      std::equal(kMagic.begin(), kMagic.end(), prefix.begin(),
+                 [](unsigned char c, std::byte b) {
+                   return std::to_integer<unsigned char>(b) == c;
+                 })) {
+    unsigned major = std::to_integer<unsigned>(prefix[6]);
+    size_t lengthFieldSize = major == 1 ? 2 : 4;
+    size_t preambleSize = kMagicAndVersionSize + lengthFieldSize;
+    if (prefix.size() >= preambleSize) {
+      uint64_t headerLength = readLittleEndian(
+          std::span<const std::byte>(prefix).subspan(kMagicAndVersionSize),
+          lengthFieldSize);
+      uint64_t wanted = std::min<uint64_t>(headerLength, kMaxHeaderBytes + 1);
+      if (preambleSize + wanted > prefix.size() &&
+          !readUpTo(file, prefix, preambleSize + wanted - prefix.size()))
+        return readFailed();
+    }
   }
-  return parseNpy(bytes, path, error);
+  bool ended = std::feof(file);
+  uint64_t totalSize = regular ? std::max<uint64_t>(fileSize, prefix.size())
+                       : ended ? prefix.size()
+                               : std::numeric_limits<uint64_t>::max();
+  std::optional<Layout> layout = parseLayout(prefix, totalSize, path, error);
+  if (!layout)
+    return std::nullopt;
+
+  // Header bytes read past the header belong to the data.
+  std::vector<std::byte> data(prefix.begin() + layout->dataOffset,
+                              prefix.end());
+  if (regular && totalSize - layout->dataOffset != layout->dataSize)
+    return fail(dataSizeMismatch(*layout, totalSize - layout->dataOffset));
+  try {
+    if (regular)
+      data.reserve(layout->dataSize);
+    if (data.size() < layout->dataSize &&
+        !readUpTo(file, data, layout->dataSize - data.size()))
+      return readFailed();
+  } catch (const std::bad_alloc &) {
+    return fail("cannot read: " + std::to_string(layout->dataSize) +
+                " data bytes do not fit in memory");
+  }
+  if (data.size() < layout->dataSize)
+    return fail(dataSizeMismatch(*layout, data.size()));
+  // One byte more tells trailing data (a regular file that grew, or a
+  // stream that goes on) without reading it.
+  bool more = data.size() > layout->dataSize || std::fgetc(file) != EOF;
+  if (std::ferror(file))
+    return readFailed();
+  if (more)
+    return fail("trailing data: expected " + std::to_string(layout->dataSize) +
+                " data bytes, found more");
+  layout->array.data = std::move(data);
+  return std::move(layout->array);
 }
 
 std::vector<std::byte> serializeNpy(const Array &array) {

@@ -23,9 +23,16 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <csignal>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 using namespace moegen::npy;
 namespace fs = std::filesystem;
@@ -1087,6 +1094,101 @@ TEST_F(NpyFileTest, ReadErrors) {
   EXPECT_FALSE(readNpy(directory.string(), error));
   EXPECT_EQ(error.rfind(directory.string() + ": ", 0), 0u) << error;
   EXPECT_EQ(error.find('\n'), std::string::npos);
+}
+
+namespace {
+/// Writes `prefix` and then `zeros` zero bytes (endless when nullopt) into
+/// the FIFO at `path` from a thread, until the reader closes it.
+std::thread feedFifo(const std::string &path, std::vector<std::byte> prefix,
+                     std::optional<size_t> zeros) {
+  return std::thread([path, prefix = std::move(prefix), zeros] {
+    int fd = ::open(path.c_str(), O_WRONLY);
+    if (fd < 0)
+      return;
+    auto writeAll = [&](const void *data, size_t size) {
+      const char *p = static_cast<const char *>(data);
+      while (size > 0) {
+        ssize_t n = ::write(fd, p, size);
+        if (n <= 0)
+          return false;
+        p += n;
+        size -= size_t(n);
+      }
+      return true;
+    };
+    std::vector<char> block(1 << 16, 0);
+    if (writeAll(prefix.data(), prefix.size())) {
+      size_t left = zeros.value_or(SIZE_MAX);
+      while (left > 0 && writeAll(block.data(), std::min(left, block.size())))
+        left -= zeros ? std::min(left, block.size()) : 0;
+    }
+    ::close(fd);
+  });
+}
+} // namespace
+
+TEST_F(NpyFileTest, EndlessStreamsAreReadOnlyAsFarAsTheHeaderSays) {
+  // /dev/zero fails at the magic after a few bytes, not at bad_alloc.
+  std::string error;
+  EXPECT_FALSE(readNpy("/dev/zero", error));
+  EXPECT_EQ(error, "/dev/zero: not a .npy file: it does not start with the "
+                   "\\x93NUMPY magic string");
+
+  std::string fifo = (directory / "stream.npy").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ::signal(SIGPIPE, SIG_IGN);
+  Array array = makeArray(DType::F32, {2, 3});
+  std::vector<std::byte> bytes = serializeNpy(array);
+  // A valid array, then zeros without end: trailing data, after reading at
+  // most one byte past the promised 24.
+  std::thread writer = feedFifo(fifo, bytes, std::nullopt);
+  EXPECT_FALSE(readNpy(fifo, error));
+  writer.join();
+  EXPECT_EQ(error, fifo + ": trailing data: expected 24 data bytes, found "
+                          "more");
+  // Exactly the array: read like a file.
+  writer = feedFifo(fifo, bytes, 0);
+  std::optional<Array> read = readNpy(fifo, error);
+  writer.join();
+  ASSERT_TRUE(read) << error;
+  expectSameArray(*read, array);
+  // Cut short: the bytes that came.
+  writer =
+      feedFifo(fifo, std::vector<std::byte>(bytes.begin(), bytes.end() - 4), 0);
+  EXPECT_FALSE(readNpy(fifo, error));
+  writer.join();
+  EXPECT_EQ(error, fifo + ": truncated: expected 24 data bytes, found 20");
+  // A header length beyond the cap is refused without reading it.
+  std::vector<std::byte> v2 = serializeNpy(array);
+  std::vector<std::byte> longHeader(v2.begin(), v2.begin() + 8);
+  longHeader[6] = std::byte(2);
+  for (std::byte b :
+       {std::byte(0), std::byte(0), std::byte(0), std::byte(0x40)})
+    longHeader.push_back(b); // 1 GiB
+  writer = feedFifo(fifo, longHeader, std::nullopt);
+  EXPECT_FALSE(readNpy(fifo, error));
+  writer.join();
+  EXPECT_EQ(error, fifo + ": malformed header: it is 1073741824 bytes long; "
+                          "headers are at most 1048576 bytes");
+}
+
+TEST_F(NpyFileTest, RegularFileSizeIsCheckedBeforeReading) {
+  // A sparse 8 GiB file behind a 24-byte array: refused from its size, with
+  // no memory committed for it.
+  std::string path = (directory / "sparse.npy").string();
+  std::vector<std::byte> bytes = serializeNpy(makeArray(DType::F32, {2, 3}));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char *>(bytes.data()),
+             std::streamsize(bytes.size()));
+  std::filesystem::resize_file(path, uintmax_t(8) << 30);
+  std::string error;
+  EXPECT_FALSE(readNpy(path, error));
+  EXPECT_EQ(error, path + ": trailing data: expected 24 data bytes, found " +
+                       std::to_string((uint64_t(8) << 30) - 128));
+  // Shorter than its header promises.
+  std::filesystem::resize_file(path, bytes.size() - 1);
+  EXPECT_FALSE(readNpy(path, error));
+  EXPECT_EQ(error, path + ": truncated: expected 24 data bytes, found 23");
 }
 
 TEST_F(NpyFileTest, OverwriteReplacesTheWholeFile) {

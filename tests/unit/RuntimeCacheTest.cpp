@@ -20,6 +20,7 @@
 #include <thread>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -242,6 +243,23 @@ TEST_F(RuntimeJitCacheTest, EntriesAndRemove) {
   EXPECT_THROW(c.remove("../escape"), Error);
 }
 
+TEST_F(RuntimeJitCacheTest, CacheDirectoryThatIsAFileIsAnError) {
+  // Listing it as empty would hide the mistake (and `cache clear` would
+  // claim success).
+  rttest::writeText(root.path() + "/cache", "not a directory");
+  JitCache c = cache();
+  try {
+    c.entries();
+    FAIL() << "expected an error";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.kind(), Error::Kind::Cache);
+    EXPECT_EQ(std::string(e.what()),
+              "the cache directory '" + root.path() +
+                  "/cache' is not a directory (MOEGEN_CACHE_DIR, "
+                  "XDG_CACHE_HOME or HOME names it)");
+  }
+}
+
 TEST_F(RuntimeJitCacheTest, FailedCompileLeavesNothing) {
   JitCache c = cache();
   EXPECT_THROW(c.getOrCompile(key,
@@ -310,6 +328,29 @@ TEST_F(RuntimeJitCacheTest, CorruptEntriesAreRebuilt) {
        dir + "/manifest.json: invalid JSON: parse error at line 1, column 2: "
              "syntax error while parsing object key - unexpected end of "
              "input; expected string literal"},
+      // Reads of an entry are bounded: neither a huge CHECKSUMS nor a FIFO
+      // (which would never end) is read.
+      {"checksums huge",
+       [&] {
+         std::string line = std::string(64, '0') + "  kernels.ptx\n";
+         std::string text;
+         while (text.size() <= (64 << 10))
+           text += line;
+         rttest::writeText(dir + "/CHECKSUMS", text);
+       },
+       "CHECKSUMS is larger than 64 KiB"},
+      {"checksums a fifo",
+       [&] {
+         fs::remove(dir + "/CHECKSUMS");
+         ASSERT_EQ(::mkfifo((dir + "/CHECKSUMS").c_str(), 0600), 0);
+       },
+       "CHECKSUMS is not a regular file"},
+      {"binary a fifo",
+       [&] {
+         fs::remove(dir + "/kernels.cubin");
+         ASSERT_EQ(::mkfifo((dir + "/kernels.cubin").c_str(), 0600), 0);
+       },
+       "kernels.cubin is not a regular file"},
       {"entry is a file",
        [&] {
          fs::remove_all(dir);

@@ -317,6 +317,17 @@ TEST_F(RuntimeCudaRouterTest, CubinRejectedByTheDriverFallsBackToPtx) {
                          "error)");
 }
 
+TEST_F(RuntimeCudaRouterTest, HugeBinaryIsNotRead) {
+  // A (sparse) 2 GiB cubin is refused from its size, not read into memory.
+  rttest::writeKernelDir(dir.path(), rttest::exampleManifest());
+  std::filesystem::resize_file(dir / "kernels.cubin", uintmax_t(2) << 30);
+  auto [kind, message] =
+      errorOf([&] { CudaRouter::load(dir.path(), options); });
+  EXPECT_EQ(kind, Error::Kind::Io);
+  EXPECT_EQ(message, dir / "kernels.cubin" +
+                         ": cannot read the cubin: it is larger than 1 GiB");
+}
+
 TEST_F(RuntimeCudaRouterTest, SymbolMissingFromTheBinary) {
   json m = rttest::exampleManifest();
   rttest::writeKernelDir(dir.path(), m);

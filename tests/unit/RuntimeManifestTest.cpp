@@ -12,6 +12,9 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <tuple>
+
+#include <sys/stat.h>
 
 using namespace moegen::rt;
 using nlohmann::json;
@@ -34,6 +37,15 @@ protected:
     return "";
   }
   std::string path() const { return dir / "manifest.json"; }
+  static std::pair<Error::Kind, std::string>
+  loadErrorOf(const std::string &file) {
+    try {
+      loadManifest(file);
+    } catch (const Error &e) {
+      return {e.kind(), e.what()};
+    }
+    return {Error::Kind::Io, "<no error>"};
+  }
   TempDir dir;
 };
 
@@ -375,6 +387,23 @@ TEST_F(RuntimeManifestTest, InvalidJsonAndMissingFile) {
                        "`moegen compile --emit=cubin -o DIR` output "
                        "directory?)");
   }
+}
+
+TEST_F(RuntimeManifestTest, ReadsAreBounded) {
+  // A huge file stops at the 16 MiB cap, with one line.
+  rttest::writeText(path(), std::string((16 << 20) + 1, ' '));
+  auto [kind, message] = loadErrorOf(path());
+  EXPECT_EQ(kind, Error::Kind::Manifest);
+  EXPECT_EQ(message, path() + ": cannot read the manifest: it is larger than "
+                              "16 MiB, the limit for manifests");
+  // A stream is not read at all: /dev/zero never ends, a FIFO would block.
+  std::tie(kind, message) = loadErrorOf("/dev/zero");
+  EXPECT_EQ(kind, Error::Kind::Manifest);
+  EXPECT_EQ(message, "/dev/zero: cannot read the manifest: not a regular file");
+  std::filesystem::remove(path());
+  ASSERT_EQ(::mkfifo(path().c_str(), 0600), 0);
+  std::tie(kind, message) = loadErrorOf(dir.path());
+  EXPECT_EQ(message, path() + ": cannot read the manifest: not a regular file");
 }
 
 TEST_F(RuntimeManifestTest, ExpectedCompilerVersionOverride) {

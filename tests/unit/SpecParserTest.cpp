@@ -400,11 +400,28 @@ TEST(SpecParserKeys, ScalingFactorExponent) {
 TEST(SpecParserKeys, ScalingFactorLeadingDot) {
   EXPECT_EQ(parseOk(specText({{"scaling_factor", ".5"}})).scalingFactor, 0.5);
 }
-TEST(SpecParserKeys, ScalingFactorTinyAndHugeFinite) {
-  EXPECT_EQ(parseOk(specText({{"scaling_factor", "1e-300"}})).scalingFactor,
-            1e-300);
-  EXPECT_EQ(parseOk(specText({{"scaling_factor", "1e300"}})).scalingFactor,
-            1e300);
+TEST(SpecParserKeys, ScalingFactorNormalF32Bounds) {
+  // The bounds the rule prints are accepted: the weights are scaled in f32.
+  EXPECT_EQ(
+      parseOk(specText({{"scaling_factor", "1.1754944e-38"}})).scalingFactor,
+      1.1754944e-38);
+  EXPECT_EQ(
+      parseOk(specText({{"scaling_factor", "3.4028234e38"}})).scalingFactor,
+      3.4028234e38);
+}
+TEST(SpecParserKeys, ScalingFactorYamlCoreFloatSpellings) {
+  for (auto [text, value] : {std::pair{"5.", 5.0}, std::pair{"+2.5", 2.5},
+                             std::pair{"1.e1", 10.0}, std::pair{"25E-1", 2.5},
+                             std::pair{"0.5e+1", 5.0}, std::pair{"007", 7.0}})
+    EXPECT_EQ(parseOk(specText({{"scaling_factor", text}})).scalingFactor,
+              value)
+        << text;
+}
+TEST(SpecParserKeys, ScalingFactorLongestLiteral) {
+  // 64 characters is the cap, inclusive.
+  std::string literal = "1." + std::string(62, '0');
+  EXPECT_EQ(parseOk(specText({{"scaling_factor", literal}})).scalingFactor,
+            1.0);
 }
 TEST(SpecParserKeys, ReplayTrue) {
   EXPECT_TRUE(parseOk(specText({{"replay", "true"}})).replay);
@@ -845,6 +862,76 @@ TEST(SpecParserErrors, ScalingFactorText) {
   EXPECT_EQ(parseError(specText({{"scaling_factor", "big"}})),
             at(5, 17) +
                 "'scaling_factor' must be a finite number > 0, got 'big'");
+}
+TEST(SpecParserErrors, ScalingFactorOverflowsF32) {
+  // Finite as a double, infinite weights in f32.
+  EXPECT_EQ(parseError(specText({{"scaling_factor", "1e300"}})),
+            at(5, 17) + "'scaling_factor' = 1e+300 must be a normal f32 "
+                        "value, in [1.1754944e-38, 3.4028234e38] (the "
+                        "weights are scaled in f32)");
+  EXPECT_NE(parseError(specText({{"scaling_factor", "3.5e38"}})), "");
+}
+TEST(SpecParserErrors, ScalingFactorUnderflowsF32) {
+  // Non-zero as a double, zero or denormal weights in f32.
+  for (const char *v : {"1e-300", "1e-39", "1e-45", "1.1754943e-38"})
+    EXPECT_NE(parseError(specText({{"scaling_factor", v}}))
+                  .find("'scaling_factor' = "),
+              std::string::npos)
+        << v;
+  EXPECT_NE(parseError(specText({{"scaling_factor", "1e-300"}}))
+                .find("must be a normal f32 value"),
+            std::string::npos);
+}
+TEST(SpecParserErrors, ScalingFactorMalformedNumbers) {
+  // The grammar is exact: no empty exponent, no bare point, no hex floats,
+  // no separators, no spaces inside.
+  for (const char *v :
+       {"1e",     "1E",   "2.5e-", "2.5e+", "1.e",   "1e+-1",    ".",
+        "-.",     "+",    "e5",    ".e5",   "0x1p3", "0x10",     "1_000",
+        "1 000",  "1.5.", "--1",   "+-1",   "1e5.0", "INFINITY", "NaN",
+        "nan(1)", "0b1",  "1f",    "1d"}) {
+    std::string error = parseError(specText({{"scaling_factor", v}}));
+    EXPECT_EQ(error, at(5, 17) +
+                         "'scaling_factor' must be a finite number "
+                         "> 0, got '" +
+                         v + "'")
+        << v;
+  }
+}
+TEST(SpecParserErrors, NumberLiteralTooLong) {
+  // Tens of thousands of digits once crashed the float conversion; anything
+  // past 64 characters is refused before conversion, with its length.
+  for (size_t digits : {65u, 1000u, 40000u, 200000u}) {
+    std::string literal = "1." + std::string(digits - 2, '1');
+    EXPECT_EQ(parseError(specText({{"scaling_factor", literal}})),
+              at(5, 17) +
+                  "'scaling_factor' must be a finite number > 0, got "
+                  "a value of " +
+                  std::to_string(digits) +
+                  " characters (numbers have at most 64)")
+        << digits;
+    EXPECT_EQ(parseError(specText({{"num_experts", std::string(digits, '9')}})),
+              at(2, 14) +
+                  "'num_experts' must be an integer in [2, 8192], "
+                  "got a value of " +
+                  std::to_string(digits) +
+                  " characters (numbers have at most 64)")
+        << digits;
+  }
+  // Quoted, the literal is still a number literal.
+  std::string quoted = "\"" + std::string(50000, '7') + "\"";
+  EXPECT_NE(parseError(specText({{"top_k", quoted}}))
+                .find("(numbers have at "
+                      "most 64)"),
+            std::string::npos);
+}
+TEST(SpecParserErrors, IntegerStrictDecimal) {
+  for (const char *v :
+       {"+8", "0x8", "8.0", "8e0", "1_0", "0o10", "0b10", "'8 '"})
+    EXPECT_NE(parseError(specText({{"num_experts", v}}))
+                  .find("'num_experts' must be an integer in [2, 8192]"),
+              std::string::npos)
+        << v;
 }
 TEST(SpecParserErrors, ScoringBadSpelling) {
   EXPECT_EQ(parseError(specText({{"scoring", "Softmax"}})),
@@ -1787,8 +1874,9 @@ TEST(SpecParserPrint, CodeBuiltSpecsRoundTrip) {
   std::vector<RoutingSpec> specs;
   specs.push_back(smallSpec());
   specs.push_back(groupedSpec());
-  for (double f : {0.1, 2.827, 1e-300, 1.7976931348623157e308, 1.0 / 3.0,
-                   4.9406564584124654e-324}) {
+  // The extremes of the normal f32 range the weights are scaled in.
+  for (double f : {0.1, 2.827, 1.1754944e-38, 3.4028234e38, 1.0 / 3.0,
+                   1e-30}) {
     RoutingSpec s = smallSpec();
     s.scalingFactor = f;
     specs.push_back(s);
@@ -2103,13 +2191,16 @@ TEST(SpecParserValidate, ScalingFactorRules) {
   for (double f :
        {0.0, -0.0, -1.0, -1e-300, std::numeric_limits<double>::infinity(),
         -std::numeric_limits<double>::infinity(),
-        std::numeric_limits<double>::quiet_NaN()})
+        std::numeric_limits<double>::quiet_NaN(),
+        // Finite doubles, but infinite, zero or denormal weights in f32.
+        std::numeric_limits<double>::denorm_min(),
+        std::numeric_limits<double>::max(), 1e300, 1e-300, 1e-39,
+        double(std::numeric_limits<float>::denorm_min()), 3.5e38})
     EXPECT_EQ(violatedKeyAfter(smallSpec(),
                                [&](RoutingSpec &s) { s.scalingFactor = f; }),
               "scaling_factor")
         << f;
-  for (double f : {1.0, 2.827, std::numeric_limits<double>::denorm_min(),
-                   std::numeric_limits<double>::max()})
+  for (double f : {1.0, 2.827, 1.1754944e-38, 3.4028234e38, 1e-30, 1e30})
     EXPECT_EQ(violatedKeyAfter(smallSpec(),
                                [&](RoutingSpec &s) { s.scalingFactor = f; }),
               "")

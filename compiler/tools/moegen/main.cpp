@@ -8,6 +8,7 @@
 
 #include "compiler/tools/moegen/Commands.h"
 
+#include "support/Numbers.h"
 #include "support/Quote.h"
 
 #include "llvm/Support/raw_ostream.h"
@@ -30,6 +31,18 @@ int reportFile(const std::string &path, const std::string &message) {
 }
 
 namespace {
+
+/// Integer options are strict decimal (docs/cli.md): on its own, CLI11 also
+/// takes '' (as 0), 0x1, 0b1, 0o1 and digit separators.
+CLI::Validator decimalInteger() {
+  return CLI::Validator(
+      [](std::string &value) -> std::string {
+        if (support::isDecimalInteger(value))
+          return {};
+        return support::quote(value) + " is not a decimal integer";
+      },
+      "", "DECIMAL");
+}
 
 /// The command as typed, for the repro line of an internal error.
 std::string commandLine(int argc, char **argv) {
@@ -69,6 +82,7 @@ CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
       ->add_option("--tokens-per-block", compile.tokensPerBlock,
                    "warps (one token each) per block; 0 lets the heuristic "
                    "choose")
+      ->check(decimalInteger())
       ->check(CLI::Range(0, 32))
       ->capture_default_str();
   compileCmd->add_option("--dump-dir", compile.dumpDir,
@@ -108,12 +122,16 @@ CLI::App *addRunCommand(CLI::App &app, RunOptions &run,
       ->add_option("--out", run.outDir,
                    "directory for the output .npy files; created if missing")
       ->required();
-  layerOption = runCmd->add_option(
-      "--layer", run.layer,
-      "layer of the capture buffer to write (specs with capture: true)");
+  layerOption =
+      runCmd
+          ->add_option("--layer", run.layer,
+                       "layer of the capture buffer to write (specs with "
+                       "capture: true)")
+          ->check(decimalInteger());
   runCmd
       ->add_option("--threads", run.threads,
                    "worker threads; 0 is one per hardware thread")
+      ->check(decimalInteger())
       ->check(CLI::Range(0u, 4096u))
       ->capture_default_str();
   runCmd->add_option("--dump-ir", run.dumpDir,
@@ -153,6 +171,7 @@ CacheCommands addCacheCommand(CLI::App &app, CacheOptions &cacheOptions) {
       ->add_option("--tokens-per-block", cacheOptions.tokensPerBlock,
                    "warps per block; 0 lets the heuristic choose (engines "
                    "use 0)")
+      ->check(decimalInteger())
       ->check(CLI::Range(int64_t{0}, int64_t{32}))
       ->capture_default_str();
 

@@ -316,6 +316,12 @@ LogicalResult ScaleOp::verify() {
   if (!std::isfinite(factor) || factor <= 0)
     return emitOpError() << "attribute 'factor' = " << doubleString(factor)
                          << " must be finite and > 0";
+  // The weights are f32: a factor outside the normal f32 range (the spec
+  // rule's, docs/spec-language.md) makes them infinite or zero.
+  if (factor > 3.4028234e38 || factor < 1.1754944e-38)
+    return emitOpError() << "attribute 'factor' = " << doubleString(factor)
+                         << " must be a normal f32 value, in "
+                            "[1.1754944e-38, 3.4028234e38]";
   return success();
 }
 

@@ -623,6 +623,22 @@ func.func @scale_inf_factor(%w: tensor<?x8xf32>) {
 
 // -----
 
+func.func @scale_factor_overflows_f32(%w: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.scale' op attribute 'factor' = 1e+300 must be a normal f32 value, in [1.1754944e-38, 3.4028234e38]}}
+  %s = moe.scale %w by 1.0e300 : tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @scale_factor_underflows_f32(%w: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.scale' op attribute 'factor' = 1e-39 must be a normal f32 value}}
+  %s = moe.scale %w by 1.0e-39 : tensor<?x8xf32>
+  return
+}
+
+// -----
+
 func.func @scale_f16_weights(%w: tensor<?x8xf16>) {
   // expected-error @+1 {{'moe.scale' op operand #0 must be 2D tensor of 32-bit float values, but got 'tensor<?x8xf16>'}}
   %s = moe.scale %w by 2.0 : tensor<?x8xf16>
