@@ -18,6 +18,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
 
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/FileSystem.h"
@@ -177,6 +178,8 @@ struct StageRunner {
   mlir::ModuleOp module;
   const NvptxCompileOptions &options;
   std::string &error;
+  /// Where the stages' pass timings go (options.timing).
+  mlir::TimingScope &timing;
   int index = 1;
 
   /// Runs `build`'s passes; dumps the result as NN-name.mlir. On failure,
@@ -188,6 +191,9 @@ struct StageRunner {
     std::string diagnostics;
     mlir::PassManager pm(module->getContext());
     build(pm);
+    mlir::TimingScope stageTiming = timing.nest(name);
+    if (options.timing)
+      pm.enableTiming(stageTiming);
     std::string pipeline;
     {
       llvm::raw_string_ostream os(pipeline);
@@ -441,7 +447,11 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
   mlir::MLIRContext context(registry);
   context.loadAllAvailableDialects();
   mlir::OwningOpRef<mlir::ModuleOp> module = buildRouterModule(spec, context);
-  StageRunner runner{*module, options, error};
+  // Reported on stderr when the manager goes, at the end of the compile.
+  mlir::DefaultTimingManager timingManager;
+  timingManager.setEnabled(options.timing);
+  mlir::TimingScope timing = timingManager.getRootScope();
+  StageRunner runner{*module, options, error, timing};
   if (!options.dumpDir.empty() &&
       !writeFile(options.dumpDir + "/01-moe.mlir", printModule(*module), error))
     return Status::BadInput;
@@ -500,7 +510,9 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
     return Status::BadInput;
 
   if (stage == Stage::Cubin) {
+    mlir::TimingScope ptxasTiming = timing.nest("ptxas");
     Status status = runPtxas(options, result, error);
+    ptxasTiming.stop();
     if (status != Status::Ok)
       return status;
   }

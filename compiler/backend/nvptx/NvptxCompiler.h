@@ -68,6 +68,9 @@ struct NvptxCompileOptions {
   /// CUDA toolkit (libdevice, ptxas); empty: $CUDA_HOME, $CUDA_PATH, then
   /// /usr/local/cuda.
   std::string toolkitPath;
+  /// Print the time of every stage, pass and ptxas to stderr (MLIR's
+  /// timing report) when the compile ends.
+  bool timing = false;
 };
 
 /// Why a compile produced nothing.

@@ -43,6 +43,8 @@ struct CompileOptions {
   int64_t tokensPerBlock = 0;
   std::string dumpDir;
   std::string overrideDir;
+  /// Print every stage's, pass's and ptxas's time to stderr.
+  bool timing = false;
   /// The command as typed, for the repro line of an internal error.
   std::string commandLine;
 };

@@ -42,6 +42,7 @@ int runCompileNvptx(const RoutingSpec &spec, const CompileOptions &options) {
     if (const char *dump = std::getenv("MOEGEN_DUMP_DIR"); dump && *dump)
       compileOptions.dumpDir = dump;
   compileOptions.overrideDir = options.overrideDir;
+  compileOptions.timing = options.timing;
   if (compileOptions.overrideDir.empty())
     if (const char *dir = std::getenv("MOEGEN_OVERRIDE_DIR"); dir && *dir)
       compileOptions.overrideDir = dir;

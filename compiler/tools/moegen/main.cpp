@@ -92,6 +92,9 @@ CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
   compileCmd->add_option("--override-dir", compile.overrideDir,
                          "use DIR/kernels.ptx instead of the generated PTX "
                          "when it exists (or set MOEGEN_OVERRIDE_DIR)");
+  compileCmd->add_flag("--timing", compile.timing,
+                       "print the time of every stage, pass and ptxas to "
+                       "stderr (NVPTX backend)");
 
   return compileCmd;
 }
