@@ -24,20 +24,28 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 namespace {
 
+/// One context for many inputs (creating one per input would dominate the
+/// run time), replaced now and then: the types and attributes it uniques are
+/// never freed, and a long campaign would otherwise hit libFuzzer's memory
+/// limit.
 mlir::MLIRContext &context() {
-  static mlir::MLIRContext *ctx = [] {
+  constexpr unsigned kInputsPerContext = 20000;
+  static std::unique_ptr<mlir::MLIRContext> ctx;
+  static unsigned inputs = 0;
+  if (!ctx || ++inputs == kInputsPerContext) {
+    inputs = 0;
     mlir::DialectRegistry registry;
     registry.insert<mlir::moe::MoEDialect, mlir::func::FuncDialect,
                     mlir::tensor::TensorDialect, mlir::arith::ArithDialect>();
-    auto *c = new mlir::MLIRContext(registry,
-                                    mlir::MLIRContext::Threading::DISABLED);
-    c->loadAllAvailableDialects();
-    return c;
-  }();
+    ctx = std::make_unique<mlir::MLIRContext>(
+        registry, mlir::MLIRContext::Threading::DISABLED);
+    ctx->loadAllAvailableDialects();
+  }
   return *ctx;
 }
 
