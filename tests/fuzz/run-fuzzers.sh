@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets of tests/fuzz/ with clang into build-fuzz/
 # (incrementally) and runs them.
 #
-#   tests/fuzz/run-fuzzers.sh            CI: each CI target, deterministic
+#   tests/fuzz/run-fuzzers.sh            CI: each CI target, seeded
 #                                        (-seed=1, a fixed number of runs)
 #   tests/fuzz/run-fuzzers.sh SECONDS    campaign: every target for SECONDS
 #                                        each, random seed
@@ -26,7 +26,7 @@ if [ -n "$seconds" ] && ! [[ "$seconds" =~ ^[1-9][0-9]{0,6}$ ]]; then
 fi
 
 build_dir="${MOEGEN_FUZZ_BUILD_DIR:-build-fuzz}"
-# Deterministic CI runs: executions per target, each about 20-30 s on the
+# Seeded CI runs: executions per target, each about 20-30 s on the
 # 2-core CI machine, and a cap in case the machine is much slower.
 declare -A ci_runs=([npy_fuzzer]=500000 [manifest_fuzzer]=150000
   [spec_fuzzer]=900000 [moe_dialect_fuzzer]=500000)
