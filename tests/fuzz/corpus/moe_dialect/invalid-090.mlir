@@ -1,0 +1,8 @@
+//===----------------------------------------------------------------------===//
+// moe.capture
+//===----------------------------------------------------------------------===//
+
+func.func @capture_zero_experts(%ids: tensor<?x2xi32>, %buf: tensor<?x4x2xi32>, %layer: index) {
+  %c = moe.capture %ids into %buf[%layer] experts 0 : tensor<?x2xi32> into tensor<?x4x2xi32>
+  return
+}

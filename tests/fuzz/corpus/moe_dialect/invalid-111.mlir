@@ -1,0 +1,3 @@
+func.func @bad_entry_kind() attributes {moe.entry = "reroute"} {
+  return
+}

@@ -1,0 +1,3 @@
+func.func @unknown_moe_attribute() attributes {moe.bogus} {
+  return
+}

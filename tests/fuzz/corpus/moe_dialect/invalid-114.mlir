@@ -1,0 +1,2 @@
+module attributes {moe.entry = "route"} {
+}
