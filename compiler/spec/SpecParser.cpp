@@ -11,6 +11,7 @@
 
 #include "compiler/spec/SpecParser.h"
 #include "support/Numbers.h"
+#include "support/Quote.h"
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringMap.h"
@@ -98,7 +99,8 @@ private:
     if (!error.empty())
       return;
     raw_string_ostream os(error);
-    os << bufferName << ":" << line << ":" << column << ": error: " << message;
+    os << support::quotePath(bufferName.str()) << ":" << line << ":" << column
+       << ": error: " << message;
   }
   bool fail(SMLoc loc, const Twine &message) {
     if (loc.isValid()) {
@@ -449,7 +451,7 @@ std::optional<RoutingSpec> parseRoutingSpec(StringRef text,
   // Every failure path sets a message; this keeps a missed one from ever
   // surfacing as exit code 2 with an empty line.
   if (!spec && error.empty())
-    error = (bufferName + ":1:1: error: invalid spec").str();
+    error = support::quotePath(bufferName.str()) + ":1:1: error: invalid spec";
   return spec;
 }
 
@@ -459,7 +461,8 @@ std::optional<RoutingSpec> parseRoutingSpecFile(StringRef path,
   // multi-gigabyte path from hanging the compiler.
   constexpr uint64_t kMaxSpecBytes = 1 << 20;
   auto fail = [&](const Twine &message) {
-    error = (path + ": error: " + message).str();
+    // The path as the user gave it, escaped: it may hold any byte.
+    error = support::quotePath(path.str()) + ": error: " + message.str();
     return std::nullopt;
   };
   if (path != "-") {
