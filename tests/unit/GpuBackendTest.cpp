@@ -23,7 +23,7 @@
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
-#include "runtime/npy/HalfFloat.h"
+#include "tests/unit/RoutingTestInputs.h"
 #include "RuntimeTestUtil.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -64,53 +64,8 @@ std::string archOfDevice() {
   return nvptx::archForComputeCapability(major, minor);
 }
 
-struct Inputs {
-  int64_t tokens = 0;
-  std::vector<uint8_t> logits; // raw bytes in the spec's dtype
-  std::vector<float> logitsF32;
-  std::vector<float> bias;
-  std::vector<int32_t> tokenIds, hashTable, forcedIds;
-  int64_t vocab = 0;
-};
-
-Inputs makeInputs(const RoutingSpec &spec, int64_t tokens, uint32_t seed) {
-  Inputs in;
-  in.tokens = tokens;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 2.0f);
-  const int64_t e = spec.numExperts, k = spec.topK;
-  size_t elementBytes = spec.logitsDType == LogitsDType::F32 ? 4 : 2;
-  in.logits.resize(tokens * e * elementBytes);
-  for (int64_t i = 0; i < tokens * e; ++i) {
-    float x = normal(rng);
-    if (spec.logitsDType == LogitsDType::F32) {
-      std::memcpy(&in.logits[i * 4], &x, 4);
-    } else {
-      uint16_t bits = spec.logitsDType == LogitsDType::BF16 ? npy::floatToBf16(x)
-                                                            : npy::floatToHalf(x);
-      std::memcpy(&in.logits[i * 2], &bits, 2);
-    }
-  }
-  in.bias.resize(e);
-  for (float &b : in.bias)
-    b = 0.1f * normal(rng);
-  in.vocab = 97;
-  for (int64_t t = 0; t < tokens; ++t)
-    in.tokenIds.push_back(static_cast<int32_t>(rng() % in.vocab));
-  for (int64_t row = 0; row < in.vocab; ++row) {
-    std::vector<int32_t> experts(e);
-    std::iota(experts.begin(), experts.end(), 0);
-    std::shuffle(experts.begin(), experts.end(), rng);
-    in.hashTable.insert(in.hashTable.end(), experts.begin(), experts.begin() + k);
-  }
-  for (int64_t t = 0; t < tokens; ++t) {
-    std::vector<int32_t> experts(e);
-    std::iota(experts.begin(), experts.end(), 0);
-    std::shuffle(experts.begin(), experts.end(), rng);
-    in.forcedIds.insert(in.forcedIds.end(), experts.begin(), experts.begin() + k);
-  }
-  return in;
-}
+using routingtest::Inputs;
+using routingtest::makeInputs;
 
 struct Outputs {
   std::vector<int32_t> ids;

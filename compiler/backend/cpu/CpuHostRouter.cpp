@@ -36,27 +36,10 @@ CpuHostRouter::compile(const RoutingSpec &spec,
 }
 
 std::string CpuHostRouter::run(const rt::HostRouteCall &call) {
-  // The same tensors, field for field. CpuRouter picks replay by the forced
-  // ids and route or route_hash by the spec, which the inputs were checked
-  // against (rt::checkInputsUsed).
-  RouterCall cpuCall;
-  cpuCall.numTokens = call.numTokens;
-  cpuCall.logits = call.logits;
-  cpuCall.bias = call.bias;
-  cpuCall.tokenIds = call.tokenIds;
-  cpuCall.hashTable = call.hashTable;
-  cpuCall.hashVocab = call.hashVocab;
-  cpuCall.forcedIds = call.forcedIds;
-  cpuCall.captureBuffer = call.captureBuffer;
-  cpuCall.captureLayers = call.captureLayers;
-  cpuCall.captureLayer = call.captureLayer;
-  cpuCall.topkIds = call.topkIds;
-  cpuCall.topkWeights = call.topkWeights;
-  cpuCall.expertCounts = call.expertCounts;
-  cpuCall.expertOffsets = call.expertOffsets;
-  cpuCall.sortedSlots = call.sortedSlots;
-  cpuCall.slotPositions = call.slotPositions;
-  return router->run(cpuCall);
+  // CpuRouter takes the same call; it picks replay by the forced ids and
+  // route or route_hash by the spec, which the inputs were checked against
+  // (rt::checkInputsUsed).
+  return router->run(call);
 }
 
 } // namespace moegen::cpu

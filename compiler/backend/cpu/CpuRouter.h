@@ -19,6 +19,7 @@
 #define MOEGEN_COMPILER_BACKEND_CPU_CPUROUTER_H
 
 #include "compiler/spec/RoutingSpec.h"
+#include "runtime/HostRouter.h"
 
 #include "llvm/Support/Error.h"
 
@@ -43,36 +44,11 @@ struct CpuCompileOptions {
   std::string dumpDir;
 };
 
-/// One routing call. Tensors are dense, row-major, owned by the caller.
-struct RouterCall {
-  int64_t numTokens = 0;
-  /// [T, E] in spec.logitsDType: float, or the raw 16-bit patterns of
-  /// bf16 / f16 values.
-  const void *logits = nullptr;
-  /// [E]; required by route when spec.scoreBias (top-k selection).
-  const float *bias = nullptr;
-  /// [T] and [hashVocab, k]; required by route when selection is hash.
-  const int32_t *tokenIds = nullptr;
-  const int32_t *hashTable = nullptr;
-  int64_t hashVocab = 0;
-  /// [T, k]; when non-null the replay entry point runs (spec.replay).
-  const int32_t *forcedIds = nullptr;
-  /// [T, captureLayers, k], int16 when E <= 32767 else int32; route writes
-  /// its ids at captureLayer when spec.capture and this is non-null.
-  void *captureBuffer = nullptr;
-  int64_t captureLayers = 0;
-  int64_t captureLayer = 0;
-
-  /// Outputs: [T, k] each; always required.
-  int32_t *topkIds = nullptr;
-  float *topkWeights = nullptr;
-  /// Outputs when spec.dispatch: [E], [E + 1], [T * k], [T * k]. Either all
-  /// four or none.
-  int32_t *expertCounts = nullptr;
-  int32_t *expertOffsets = nullptr;
-  int32_t *sortedSlots = nullptr;
-  int32_t *slotPositions = nullptr;
-};
+/// One routing call: the runtime's backend-neutral call over host buffers
+/// (dense, row-major, owned by the caller). run() picks replay when
+/// forcedIds is given, route_hash when the spec selects by hash, else route,
+/// and runs dispatch when its outputs are given.
+using RouterCall = rt::HostRouteCall;
 
 class CpuRouter {
 public:
