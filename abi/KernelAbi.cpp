@@ -12,8 +12,8 @@ constexpr std::array<std::string_view, 4> kEntryNames = {
     "route", "route_hash", "replay", "dispatch"};
 constexpr std::array<std::string_view, 3> kAccessNames = {"read", "write",
                                                           "readwrite"};
-constexpr std::array<std::string_view, 5> kRoleNames = {
-    "tensor", "scalar", "error_record", "token_begin", "token_end"};
+constexpr std::array<std::string_view, 6> kRoleNames = {
+    "tensor", "scalar", "error_record", "token_begin", "token_end", "scratch"};
 
 template <size_t N>
 std::optional<size_t> indexOf(const std::array<std::string_view, N> &names,
@@ -92,7 +92,11 @@ constexpr ArgSpec kDispatch[] = {
     tensor("expert_offsets", {ExpertsPlus1}, 1, DType::I32, Access::Write),
     tensor("sorted_slots", {Slots}, 1, DType::I32, Access::Write),
     tensor("slot_positions", {Slots}, 1, DType::I32, Access::Write),
-    kErrorRecord};
+    kErrorRecord,
+    // GPU kernels only: the parallel dispatch's histograms and grid barrier.
+    ArgSpec{"scratch", ArgRole::Scratch, {DispatchScratchWords}, 1,
+            DTypeRule::Fixed, DType::I32, Access::ReadWrite,
+            /*required=*/false}};
 
 } // namespace
 
@@ -169,6 +173,8 @@ std::string_view toString(DimRule rule) {
     return "k";
   case ErrorWords:
     return "W";
+  case DispatchScratchWords:
+    return "S";
   }
   return "?";
 }

@@ -61,8 +61,12 @@ enum class ArgRole {
   /// their token from the launch grid instead.
   TokenBegin,
   TokenEnd,
+  /// Device memory the runtime allocates once per loaded module and keeps
+  /// between calls (the GPU dispatch's histograms and grid barrier).
+  Scratch,
 };
-/// "tensor", "scalar", "error_record", "token_begin", "token_end".
+/// "tensor", "scalar", "error_record", "token_begin", "token_end",
+/// "scratch".
 std::string_view toString(ArgRole role);
 std::optional<ArgRole> parseArgRole(std::string_view text);
 
@@ -76,8 +80,9 @@ enum class DimRule {
   ExpertsPlus1, ///< E + 1, static
   TopK,         ///< k, static
   ErrorWords,   ///< the error record's words on the target, static
+  DispatchScratchWords, ///< dispatchScratchWords(E), static
 };
-/// "T", "V", "L", "T*k", "E", "E+1", "k", "W".
+/// "T", "V", "L", "T*k", "E", "E+1", "k", "W", "S".
 std::string_view toString(DimRule rule);
 /// Whether the dimension is a run-time size (a symbol in the manifest).
 constexpr bool isDynamic(DimRule rule) {
@@ -119,6 +124,58 @@ struct ArgSpec {
 std::span<const ArgSpec> entrySignature(EntryKind entry);
 /// The argument called `name` of `entry`'s kernels, or null.
 const ArgSpec *findArg(EntryKind entry, std::string_view name);
+
+//===----------------------------------------------------------------------===//
+// The GPU dispatch: a parallel stable counting sort in one cooperative launch
+// (docs/kernel-abi.md, "GPU dispatch"). Every warp of the grid owns a
+// contiguous range of slots (a partition); the scratch buffer holds the grid
+// barrier, one word per partition and a histogram of E words per partition.
+// The compiler sizes the buffer and the runtime the grid from these rules.
+//===----------------------------------------------------------------------===//
+
+inline constexpr int64_t kDispatchWarpsPerBlock = 8;
+inline constexpr int64_t kDispatchBlockThreads = 32 * kDispatchWarpsPerBlock;
+/// Slots a block is given before the grid grows past one block per SM: a
+/// few rounds of 32 per warp hide the latency of the id loads.
+inline constexpr int64_t kDispatchSlotsPerBlock = 2048;
+/// Enough blocks for every SM of today's GPUs (132 to 148).
+inline constexpr int64_t kDispatchMaxBlocks = 256;
+/// The histograms' budget, in 4-byte words (8 MiB): large expert counts get
+/// fewer, longer partitions instead of more memory.
+inline constexpr int64_t kDispatchScratchBudgetWords = int64_t(1) << 21;
+/// Words of the scratch buffer before the partitions' sums: the grid
+/// barrier's arrival count and generation.
+inline constexpr int64_t kDispatchBarrierWords = 2;
+
+/// The largest grid a dispatch kernel for `numExperts` experts may use.
+constexpr int64_t dispatchMaxBlocks(int64_t numExperts) {
+  int64_t byBudget = kDispatchScratchBudgetWords /
+                     (kDispatchWarpsPerBlock * (numExperts < 1 ? 1 : numExperts));
+  return byBudget < 1 ? 1
+         : byBudget > kDispatchMaxBlocks ? kDispatchMaxBlocks
+                                         : byBudget;
+}
+/// The scratch buffer's size in int32 words: the barrier, one sum per
+/// partition and E counters per partition, for the largest grid.
+constexpr int64_t dispatchScratchWords(int64_t numExperts) {
+  int64_t partitions = dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
+  return kDispatchBarrierWords + partitions + partitions * numExperts;
+}
+/// The grid of one dispatch launch over `slots` = T * k slots on a device of
+/// `multiprocessors` SMs: one block per kDispatchSlotsPerBlock slots, at
+/// most one block per SM (a cooperative launch needs every block resident),
+/// at most dispatchMaxBlocks(E), at least one (T = 0 still writes counts
+/// and offsets).
+constexpr int64_t dispatchGridDim(int64_t slots, int64_t numExperts,
+                                  int64_t multiprocessors) {
+  int64_t wanted = (slots + kDispatchSlotsPerBlock - 1) / kDispatchSlotsPerBlock;
+  int64_t limit = dispatchMaxBlocks(numExperts);
+  if (multiprocessors < limit)
+    limit = multiprocessors;
+  if (wanted > limit)
+    wanted = limit;
+  return wanted < 1 ? 1 : wanted;
+}
 
 /// The name of a GPU kernel's size parameter: "logits.size0".
 std::string sizeParamName(std::string_view tensor, int dim);

@@ -187,6 +187,9 @@ std::vector<Dim> Parser::expectedShape(const ArgSpec &arg) {
     case DimRule::ErrorWords:
       dim.extent = kGpuKernelErrorWords;
       break;
+    case DimRule::DispatchScratchWords:
+      dim.extent = dispatchScratchWords(manifest.numExperts);
+      break;
     }
     shape.push_back(dim);
   }
@@ -203,19 +206,46 @@ void Parser::parseLaunch(const Json &value, const std::string &key,
       getInt(member(value, key, "tokens_per_block"), key + ".tokens_per_block",
              0, std::numeric_limits<int32_t>::max());
   launch.gridDim = getString(member(value, key, "grid_dim"), key + ".grid_dim");
-  const std::string expected =
-      launch.tokensPerBlock > 0
-          ? "ceil_div(T," + std::to_string(launch.tokensPerBlock) + ")"
-          : "1";
-  if (stripSpaces(launch.gridDim) != expected)
-    fail(key + ".grid_dim",
-         quote(launch.gridDim) + " does not match tokens_per_block = " +
-             std::to_string(launch.tokensPerBlock) + " (expected " +
-             (launch.tokensPerBlock > 0
-                  ? "\"ceil_div(T, " + std::to_string(launch.tokensPerBlock) +
-                        ")\""
-                  : std::string("\"1\"")) +
-             ")");
+  if (stripSpaces(launch.gridDim) == "cooperative") {
+    // The GPU dispatch: every block resident at once (docs/kernel-abi.md).
+    launch.cooperative = true;
+    if (launch.tokensPerBlock != 0)
+      fail(key + ".tokens_per_block",
+           "must be 0 for a cooperative launch, got " +
+               std::to_string(launch.tokensPerBlock));
+    if (launch.blockDim != kDispatchBlockThreads)
+      fail(key + ".block_dim", std::to_string(launch.blockDim) + " must be " +
+                                   std::to_string(kDispatchBlockThreads) +
+                                   " for a cooperative launch");
+    launch.maxGridDim = getInt(member(value, key, "max_grid_dim"),
+                               key + ".max_grid_dim", 1, kDispatchMaxBlocks);
+    if (launch.maxGridDim != dispatchMaxBlocks(manifest.numExperts))
+      fail(key + ".max_grid_dim",
+           std::to_string(launch.maxGridDim) + " must be " +
+               std::to_string(dispatchMaxBlocks(manifest.numExperts)) +
+               " for num_experts = " + std::to_string(manifest.numExperts));
+    launch.slotsPerBlock =
+        getInt(member(value, key, "slots_per_block"), key + ".slots_per_block",
+               1, std::numeric_limits<int32_t>::max());
+    if (launch.slotsPerBlock != kDispatchSlotsPerBlock)
+      fail(key + ".slots_per_block",
+           std::to_string(launch.slotsPerBlock) + " must be " +
+               std::to_string(kDispatchSlotsPerBlock));
+  } else {
+    const std::string expected =
+        launch.tokensPerBlock > 0
+            ? "ceil_div(T," + std::to_string(launch.tokensPerBlock) + ")"
+            : "1";
+    if (stripSpaces(launch.gridDim) != expected)
+      fail(key + ".grid_dim",
+           quote(launch.gridDim) + " does not match tokens_per_block = " +
+               std::to_string(launch.tokensPerBlock) + " (expected " +
+               (launch.tokensPerBlock > 0
+                    ? "\"ceil_div(T, " +
+                          std::to_string(launch.tokensPerBlock) + ")\""
+                    : std::string("\"1\" or \"cooperative\"")) +
+               ")");
+  }
   launch.dynamicSharedMemoryBytes =
       getInt(member(value, key, "dynamic_shared_memory_bytes"),
              key + ".dynamic_shared_memory_bytes", 0,
@@ -302,7 +332,8 @@ void Parser::parseKernel(const Json &value, const std::string &key,
     case ParamKind::Pointer: {
       const ArgSpec *spec = findArg(kernel.entry, param.name);
       if (!spec || (spec->role != ArgRole::Tensor &&
-                    spec->role != ArgRole::ErrorRecord))
+                    spec->role != ArgRole::ErrorRecord &&
+                    spec->role != ArgRole::Scratch))
         fail(pkey + ".name", quote(param.name) + " is not a tensor of a " +
                                  entryName + " kernel (expected one of " +
                                  tensorNames + ")");
@@ -415,6 +446,13 @@ void Parser::parseKernel(const Json &value, const std::string &key,
                                : "has 'layer' but no 'capture'");
 
   parseLaunch(member(value, key, "launch"), key + ".launch", kernel.launch);
+  // The scratch buffer and the cooperative grid come together: the kernel
+  // that synchronizes its grid keeps its histograms there.
+  bool hasScratch = kernel.findParam("scratch") >= 0;
+  if (hasScratch != kernel.launch.cooperative)
+    fail(key + ".launch.grid_dim",
+         hasScratch ? "must be \"cooperative\" for a kernel with 'scratch'"
+                    : "\"cooperative\" needs a 'scratch' parameter");
   // Information from ptxas; checked only for sanity.
   if (auto it = value.find("registers"); it != value.end())
     kernel.registers = getInt(*it, key + ".registers", 0, 65536);
@@ -700,11 +738,17 @@ std::string writeManifest(const Manifest &manifest) {
         {"launch",
          {{"block_dim", launch.blockDim},
           {"tokens_per_block", launch.tokensPerBlock},
-          {"grid_dim", launch.tokensPerBlock > 0
+          {"grid_dim", launch.cooperative ? std::string("cooperative")
+                       : launch.tokensPerBlock > 0
                            ? "ceil_div(T, " +
                                  std::to_string(launch.tokensPerBlock) + ")"
-                           : std::string("1")},
-          {"dynamic_shared_memory_bytes", launch.dynamicSharedMemoryBytes}}}};
+                           : std::string("1")}}}};
+    if (launch.cooperative) {
+      object["launch"]["max_grid_dim"] = launch.maxGridDim;
+      object["launch"]["slots_per_block"] = launch.slotsPerBlock;
+    }
+    object["launch"]["dynamic_shared_memory_bytes"] =
+        launch.dynamicSharedMemoryBytes;
     if (kernel.registers)
       object["registers"] = *kernel.registers;
     if (kernel.spillStoreBytes)

@@ -70,11 +70,18 @@ struct Param {
 struct LaunchRule {
   int64_t blockDim = 0;
   /// > 0: gridDim.x = ceil(T / tokensPerBlock) and no launch when T == 0;
-  /// 0: gridDim.x = 1.
+  /// 0: gridDim.x = 1, or the cooperative grid below.
   int64_t tokensPerBlock = 0;
-  /// As written in the manifest ("ceil_div(T, 4)" or "1"); checked against
-  /// tokensPerBlock.
+  /// As written in the manifest ("ceil_div(T, 4)", "1" or "cooperative");
+  /// checked against tokensPerBlock.
   std::string gridDim;
+  /// "cooperative": every block must be resident at once (the kernel
+  /// synchronizes its grid); gridDim.x = abi::dispatchGridDim(T * k, E,
+  /// SMs), launched with cuLaunchCooperativeKernel. Then maxGridDim =
+  /// dispatchMaxBlocks(E) and slotsPerBlock = kDispatchSlotsPerBlock.
+  bool cooperative = false;
+  int64_t maxGridDim = 0;
+  int64_t slotsPerBlock = 0;
   int64_t dynamicSharedMemoryBytes = 0;
 };
 

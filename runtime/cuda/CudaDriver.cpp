@@ -157,6 +157,7 @@ void CudaDriver::resolveEntryPoints(
   resolve("cuFuncSetAttribute", funcSetAttribute);
   resolve("cuFuncGetAttribute", funcGetAttribute);
   resolve("cuLaunchKernel", launchKernel);
+  resolve("cuLaunchCooperativeKernel", launchCooperativeKernel);
   resolve("cuMemAlloc", memAlloc);
   resolve("cuMemFree", memFree);
   resolve("cuMemsetD8Async", memsetD8Async);

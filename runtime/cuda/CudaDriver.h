@@ -98,6 +98,10 @@ public:
   CUresult (*launchKernel)(CUfunction, unsigned int, unsigned int, unsigned int,
                            unsigned int, unsigned int, unsigned int,
                            unsigned int, CUstream, void **, void **) = nullptr;
+  CUresult (*launchCooperativeKernel)(CUfunction, unsigned int, unsigned int,
+                                      unsigned int, unsigned int, unsigned int,
+                                      unsigned int, unsigned int, CUstream,
+                                      void **) = nullptr;
   CUresult (*memAlloc)(CUdeviceptr *, size_t) = nullptr;
   CUresult (*memFree)(CUdeviceptr) = nullptr;
   CUresult (*memsetD8Async)(CUdeviceptr, unsigned char, size_t,

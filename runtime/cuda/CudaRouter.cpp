@@ -12,6 +12,7 @@
 #include "runtime/Error.h"
 #include "abi/KernelError.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <filesystem>
@@ -220,6 +221,11 @@ struct CudaRouter::Impl {
   const char *binaryKind = "";
   std::array<CUfunction, 4> functions{};
   DeviceBuffer ownError;
+  /// The cooperative dispatch kernel's scratch (abi::dispatchScratchWords),
+  /// allocated and zeroed once at load; its grid barrier leaves it ready
+  /// for the next call.
+  DeviceBuffer scratch;
+  int multiprocessors = 0;
   bool checkBounds = true;
 
   ~Impl();
@@ -247,6 +253,7 @@ CudaRouter::Impl::~Impl() {
       driver->moduleUnload(module);
     }
     ownError = DeviceBuffer();
+    scratch = DeviceBuffer();
   } catch (...) {
   }
   if (retainedPrimary)
@@ -423,6 +430,8 @@ LaunchPlan CudaRouter::Impl::prepare(const Kernel &kernel,
       CUdeviceptr pointer = 0;
       if (param.name == "error") {
         pointer = error;
+      } else if (param.name == "scratch") {
+        pointer = scratch.get();
       } else {
         for (const Binding &binding : tensors)
           if (binding.name == param.name)
@@ -449,7 +458,11 @@ LaunchPlan CudaRouter::Impl::prepare(const Kernel &kernel,
       break;
     }
   }
-  if (kernel.launch.tokensPerBlock > 0)
+  if (kernel.launch.cooperative)
+    plan.grid = std::min(abi::dispatchGridDim(extents.slots, manifest.numExperts,
+                                         multiprocessors),
+                         kernel.launch.maxGridDim);
+  else if (kernel.launch.tokensPerBlock > 0)
     plan.grid = (extents.tokens + kernel.launch.tokensPerBlock - 1) /
                 kernel.launch.tokensPerBlock;
   else
@@ -464,14 +477,24 @@ void CudaRouter::Impl::submit(LaunchPlan &plan, CUstream stream) const {
   std::array<void *, kMaxParams> pointers{};
   for (size_t i = 0; i < kernel.params.size(); ++i)
     pointers[i] = &plan.values[i];
+  const bool cooperative = kernel.launch.cooperative;
   CUresult result =
-      driver->launchKernel(functions[size_t(kernel.entry)], unsigned(plan.grid),
-                           1, 1, unsigned(kernel.launch.blockDim), 1, 1,
-                           unsigned(kernel.launch.dynamicSharedMemoryBytes),
-                           stream, pointers.data(), nullptr);
+      cooperative
+          ? driver->launchCooperativeKernel(
+                functions[size_t(kernel.entry)], unsigned(plan.grid), 1, 1,
+                unsigned(kernel.launch.blockDim), 1, 1,
+                unsigned(kernel.launch.dynamicSharedMemoryBytes), stream,
+                pointers.data())
+          : driver->launchKernel(
+                functions[size_t(kernel.entry)], unsigned(plan.grid), 1, 1,
+                unsigned(kernel.launch.blockDim), 1, 1,
+                unsigned(kernel.launch.dynamicSharedMemoryBytes), stream,
+                pointers.data(), nullptr);
   if (result != CUDA_SUCCESS)
     throw Error(Error::Kind::Driver,
-                std::string(toString(kernel.entry)) + ": cuLaunchKernel(" +
+                std::string(toString(kernel.entry)) +
+                    (cooperative ? ": cuLaunchCooperativeKernel("
+                                 : ": cuLaunchKernel(") +
                     kernel.symbol + ", grid " + std::to_string(plan.grid) +
                     ", block " + std::to_string(kernel.launch.blockDim) +
                     "): " + driver->describe(result));
@@ -649,6 +672,28 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
       }
     }
     impl->functions[size_t(kernel.entry)] = function;
+    if (kernel.launch.cooperative) {
+      int supported = 0;
+      driver.check(driver.deviceGetAttribute(
+                       &supported, CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH,
+                       impl->device),
+                   "cuDeviceGetAttribute(cooperative launch)");
+      if (!supported)
+        throw Error(Error::Kind::Arch,
+                    key + ".launch.grid_dim: the device does not support "
+                          "cooperative launches");
+      driver.check(driver.deviceGetAttribute(
+                       &impl->multiprocessors,
+                       CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, impl->device),
+                   "cuDeviceGetAttribute(multiprocessor count)");
+      int scratch = kernel.findParam("scratch");
+      const size_t bytes =
+          size_t(kernel.params[size_t(scratch)].shape.at(0).extent) *
+          byteSize(DType::I32);
+      impl->scratch = DeviceBuffer(driver, impl->context, bytes);
+      driver.check(driver.memsetD8Async(impl->scratch.get(), 0, bytes, nullptr),
+                   "cuMemsetD8Async(dispatch scratch)");
+    }
   }
   impl->ownError = DeviceBuffer(driver, impl->context, kErrorRecordBytes);
   driver.check(

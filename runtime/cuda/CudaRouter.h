@@ -15,8 +15,11 @@
 //
 // The launch path (route, routeHash, replay, dispatch) neither allocates nor
 // synchronizes: it checks the arguments on the host, zeroes the error record
-// with cuMemsetD8Async, and calls cuLaunchKernel once or twice, so it can be
-// captured in a CUDA graph. Kernels validate the values they read (logits,
+// with cuMemsetD8Async, and calls cuLaunchKernel once or twice (dispatch:
+// cuLaunchCooperativeKernel), so it can be captured in a CUDA graph.
+// Dispatch keeps its histograms in the router's scratch buffer, allocated
+// once at load: one router's dispatches must not run on several streams at
+// once (load one router per concurrent stream). Kernels validate the values they read (logits,
 // ids, the capture layer) into the error record; checkErrors() or
 // readError() (which synchronize the stream) turn it into the one-line
 // message of docs/semantics.md §2. All errors are moegen::rt::Error.

@@ -103,7 +103,8 @@ TEST(KernelAbiTest, CatalogueRules) {
       errorRecords += arg.role == ArgRole::ErrorRecord;
       tokenRange += arg.role == ArgRole::TokenBegin ||
                     arg.role == ArgRole::TokenEnd;
-      if (arg.role != ArgRole::Tensor && arg.role != ArgRole::ErrorRecord) {
+      if (arg.role != ArgRole::Tensor && arg.role != ArgRole::ErrorRecord &&
+          arg.role != ArgRole::Scratch) {
         EXPECT_EQ(arg.rank, 0) << arg.name;
       }
     }

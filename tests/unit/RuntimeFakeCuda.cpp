@@ -117,6 +117,12 @@ CUresult fakeDeviceGetAttribute(int *value, CUdevice_attribute attribute,
   case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN:
     *value = state.sharedOptinLimit;
     return CUDA_SUCCESS;
+  case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+    *value = state.multiprocessors;
+    return CUDA_SUCCESS;
+  case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH:
+    *value = state.cooperativeLaunch;
+    return CUDA_SUCCESS;
   default:
     return CUDA_ERROR_INVALID_VALUE;
   }
@@ -243,6 +249,15 @@ CUresult fakeLaunchKernel(CUfunction function, unsigned gx, unsigned, unsigned,
   state.events.push_back(f->symbol);
   return CUDA_SUCCESS;
 }
+CUresult fakeLaunchCooperativeKernel(CUfunction function, unsigned gx,
+                                     unsigned gy, unsigned gz, unsigned bx,
+                                     unsigned by, unsigned bz, unsigned shared,
+                                     CUstream stream, void **params) {
+  CUresult result = fakeLaunchKernel(function, gx, gy, gz, bx, by, bz, shared,
+                                     stream, params, nullptr);
+  state.launches.back().cooperative = true;
+  return result;
+}
 CUresult fakeMemAlloc(CUdeviceptr *pointer, size_t bytes) {
   if (!bytes)
     return CUDA_ERROR_INVALID_VALUE;
@@ -347,6 +362,7 @@ cuGetProcAddress_v2(const char *symbol, void **pointer, int, cuuint64_t,
       {"cuFuncSetAttribute", (void *)fakeFuncSetAttribute},
       {"cuFuncGetAttribute", (void *)fakeFuncGetAttribute},
       {"cuLaunchKernel", (void *)fakeLaunchKernel},
+      {"cuLaunchCooperativeKernel", (void *)fakeLaunchCooperativeKernel},
       {"cuMemAlloc", (void *)fakeMemAlloc},
       {"cuMemFree", (void *)fakeMemFree},
       {"cuMemsetD8Async", (void *)fakeMemsetD8Async},

@@ -23,6 +23,7 @@
 struct FakeCudaLaunch {
   std::string symbol;
   unsigned grid = 0, block = 0, sharedBytes = 0;
+  bool cooperative = false;
   CUstream stream = nullptr;
   std::vector<uint64_t> params;
 };
@@ -33,6 +34,8 @@ struct FakeCudaState {
   int deviceCount = 1;
   int ccMajor = 9, ccMinor = 0;
   int sharedOptinLimit = 232448;
+  int multiprocessors = 132;
+  int cooperativeLaunch = 1;
   /// The context stack of the (single) calling thread; back() is current.
   std::vector<CUcontext> contextStack;
   /// Contexts of streams made by cuStreamCreate (or set by a test).

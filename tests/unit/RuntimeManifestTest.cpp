@@ -296,7 +296,7 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        [](json &m) { m["kernels"][1]["params"][2]["name"] = "bias"; },
        "kernels[1].params[2].name: 'bias' is not a tensor of a dispatch kernel "
        "(expected one of topk_ids, expert_counts, expert_offsets, "
-       "sorted_slots, slot_positions, error)"},
+       "sorted_slots, slot_positions, error, scratch)"},
       {"duplicate param",
        [](json &m) {
          m["kernels"][1]["params"].push_back(m["kernels"][1]["params"][2]);

@@ -36,6 +36,9 @@ constexpr int kComputeCapabilityMinor = 0;
 constexpr int kWarpSize = 32;
 constexpr int kMaxBlockThreads = 1024;
 constexpr int kMaxGridBlocks = 0x7fffffff;
+/// SMs of the emulated device: a cooperative launch may have this many
+/// blocks (one resident per SM), each on its own OS thread.
+constexpr int kMultiprocessors = 4;
 /// What a kernel gets without cuFuncSetAttribute, and the sm_90 opt-in
 /// maximum (227 KiB).
 constexpr int kDefaultDynamicSharedBytes = 48 * 1024;
@@ -285,7 +288,11 @@ CUresult emuDeviceGetAttribute(int *value, CUdevice_attribute attribute,
     *value = kWarpSize;
     return CUDA_SUCCESS;
   case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING:
+  case CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH:
     *value = 1;
+    return CUDA_SUCCESS;
+  case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+    *value = kMultiprocessors;
     return CUDA_SUCCESS;
   default:
     return CUDA_ERROR_INVALID_VALUE;
@@ -623,10 +630,10 @@ void recordFault(Emulator &emu, const std::string &fault) {
   emu.lastFault = &*emu.faultTexts.insert(fault).first;
 }
 
-CUresult emuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
-                         unsigned gridZ, unsigned blockX, unsigned blockY,
-                         unsigned blockZ, unsigned sharedBytes, CUstream stream,
-                         void **kernelParams, void **extra) {
+CUresult launchGrid(CUfunction function, unsigned gridX, unsigned gridY,
+                    unsigned gridZ, unsigned blockX, unsigned blockY,
+                    unsigned blockZ, unsigned sharedBytes, CUstream stream,
+                    void **kernelParams, void **extra, bool cooperative) {
   if (CUresult result = checkContextAndStream(stream))
     return result;
   // Parameters are read from kernelParams only.
@@ -665,9 +672,13 @@ CUresult emuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
     config.workerThreads = emu.options.workerThreads;
     config.checkRaces = emu.options.checkRaces;
   }
+  // All blocks of a cooperative launch must be resident at once.
+  if (cooperative && gridX > unsigned(kMultiprocessors))
+    return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
   config.gridDim = gridX;
   config.blockDim = blockX;
   config.sharedBytes = sharedBytes;
+  config.cooperative = cooperative;
 
   std::string fault;
   try {
@@ -682,6 +693,25 @@ CUresult emuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
     return CUDA_SUCCESS;
   recordFault(emu, fault);
   return CUDA_ERROR_LAUNCH_FAILED;
+}
+
+CUresult emuLaunchKernel(CUfunction function, unsigned gridX, unsigned gridY,
+                         unsigned gridZ, unsigned blockX, unsigned blockY,
+                         unsigned blockZ, unsigned sharedBytes, CUstream stream,
+                         void **kernelParams, void **extra) {
+  return launchGrid(function, gridX, gridY, gridZ, blockX, blockY, blockZ,
+                    sharedBytes, stream, kernelParams, extra,
+                    /*cooperative=*/false);
+}
+
+CUresult emuLaunchCooperativeKernel(CUfunction function, unsigned gridX,
+                                    unsigned gridY, unsigned gridZ,
+                                    unsigned blockX, unsigned blockY,
+                                    unsigned blockZ, unsigned sharedBytes,
+                                    CUstream stream, void **kernelParams) {
+  return launchGrid(function, gridX, gridY, gridZ, blockX, blockY, blockZ,
+                    sharedBytes, stream, kernelParams, nullptr,
+                    /*cooperative=*/true);
 }
 
 //===----------------------------------------------------------------------===//
@@ -860,6 +890,8 @@ const EntryPoint kEntryPoints[] = {
     {"cuFuncSetAttribute", reinterpret_cast<void *>(emuFuncSetAttribute)},
     {"cuFuncGetAttribute", reinterpret_cast<void *>(emuFuncGetAttribute)},
     {"cuLaunchKernel", reinterpret_cast<void *>(emuLaunchKernel)},
+    {"cuLaunchCooperativeKernel",
+     reinterpret_cast<void *>(emuLaunchCooperativeKernel)},
     {"cuMemAlloc", reinterpret_cast<void *>(emuMemAlloc)},
     {"cuMemFree", reinterpret_cast<void *>(emuMemFree)},
     {"cuMemsetD8Async", reinterpret_cast<void *>(emuMemsetD8Async)},

@@ -413,6 +413,7 @@ public:
   void checkAccess(Fiber &fiber, const void *address, int64_t bytes,
                    int32_t kind, bool isShared, int32_t site);
   void *sharedBase() const { return shared; }
+  int64_t gridDim() const { return launch.config.gridDim; }
   int64_t sharedBytes() const { return launch.config.sharedBytes; }
 
   static void fiberMain(void *fiber);
@@ -1059,6 +1060,10 @@ extern "C" void moegen_emu_yield(void *ctx) {
   fiber.runner->yield(fiber);
 }
 
+extern "C" int64_t moegen_emu_grid_dim(void *ctx) {
+  return fiberOf(ctx).runner->gridDim();
+}
+
 extern "C" void *moegen_emu_shared_base(void *ctx) {
   return fiberOf(ctx).runner->sharedBase();
 }
@@ -1100,6 +1105,8 @@ std::string moegen::gpuemu::launch(const LaunchConfig &config,
                          ? config.workerThreads
                          : std::max(1u, std::thread::hardware_concurrency());
   workers = unsigned(std::min<int64_t>(workers, config.gridDim));
+  if (config.cooperative)
+    workers = unsigned(config.gridDim);
   state.workers = workers;
   state.progress.reset(new Launch::ProgressCounter[workers]);
 

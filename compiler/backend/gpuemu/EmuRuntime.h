@@ -63,6 +63,8 @@ __attribute__((visibility("default"))) void moegen_emu_barrier(void *ctx);
 /// Called right after every atomic, so that a thread spinning on a lock
 /// hands over to the others.
 __attribute__((visibility("default"))) void moegen_emu_yield(void *ctx);
+/// gridDim.x of the launch.
+__attribute__((visibility("default"))) int64_t moegen_emu_grid_dim(void *ctx);
 /// The block's dynamic shared memory and its size.
 __attribute__((visibility("default"))) void *moegen_emu_shared_base(void *ctx);
 __attribute__((visibility("default"))) int64_t
@@ -94,6 +96,10 @@ struct LaunchConfig {
   uint64_t seed = 0;
   /// OS threads running blocks; 0: the hardware concurrency.
   unsigned workerThreads = 0;
+  /// A cooperative launch: every block is resident at once (one OS thread
+  /// each, whatever workerThreads says), so blocks may wait for each other
+  /// (a grid barrier spinning on atomics).
+  bool cooperative = false;
   /// The global memory the kernel may touch; anything else is out of bounds.
   std::vector<MemoryRegion> regions;
   /// Detect shared-memory races.

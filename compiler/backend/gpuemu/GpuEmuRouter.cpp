@@ -74,6 +74,7 @@ std::vector<cpu::HostSymbol> runtimeSymbols() {
       {"moegen_emu_warp_sync", reinterpret_cast<void *>(&moegen_emu_warp_sync)},
       {"moegen_emu_barrier", reinterpret_cast<void *>(&moegen_emu_barrier)},
       {"moegen_emu_yield", reinterpret_cast<void *>(&moegen_emu_yield)},
+      {"moegen_emu_grid_dim", reinterpret_cast<void *>(&moegen_emu_grid_dim)},
       {"moegen_emu_shared_base",
        reinterpret_cast<void *>(&moegen_emu_shared_base)},
       {"moegen_emu_shared_bytes",

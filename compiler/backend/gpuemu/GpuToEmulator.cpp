@@ -37,6 +37,7 @@ constexpr llvm::StringLiteral kWarpSync = "moegen_emu_warp_sync";
 constexpr llvm::StringLiteral kBarrier = "moegen_emu_barrier";
 constexpr llvm::StringLiteral kYield = "moegen_emu_yield";
 constexpr llvm::StringLiteral kSharedBase = "moegen_emu_shared_base";
+constexpr llvm::StringLiteral kGridDim = "moegen_emu_grid_dim";
 constexpr llvm::StringLiteral kSharedBytes = "moegen_emu_shared_bytes";
 constexpr llvm::StringLiteral kCheckAccess = "moegen_emu_check_access";
 
@@ -82,6 +83,7 @@ void declareRuntime(ModuleOp module) {
   declare(kBarrier, {ptr}, {});
   declare(kYield, {ptr}, {});
   declare(kSharedBase, {ptr}, {ptr});
+  declare(kGridDim, {ptr}, {i64});
   declare(kSharedBytes, {ptr}, {i64});
   declare(kCheckAccess, {ptr, ptr, i64, i32, i32, i32}, {});
 }
@@ -164,6 +166,24 @@ private:
         })
         .Case([&](gpu::BlockIdOp id) {
           return replaceCoordinate(id, id.getDimension(), blockIndex);
+        })
+        .Case([&](gpu::GridDimOp dim) {
+          Value x = dim.getDimension() == gpu::Dimension::x
+                        ? b.create<arith::IndexCastOp>(
+                               loc, b.getIndexType(),
+                               call(loc, kGridDim, b.getI64Type(), {context}))
+                              .getResult()
+                        : b.create<arith::ConstantIndexOp>(loc, 1).getResult();
+          dim.replaceAllUsesWith(x);
+          dim.erase();
+          return success();
+        })
+        .Case([&](LLVM::CallIntrinsicOp intrinsic) -> LogicalResult {
+          // Memory is sequentially consistent here: fences are no-ops.
+          if (intrinsic.getIntrin() != "llvm.nvvm.membar.gl")
+            return intrinsic.emitOpError("cannot be emulated on the host");
+          intrinsic.erase();
+          return success();
         })
         .Case([&](gpu::LaneIdOp lane) {
           lane.replaceAllUsesWith(laneIndex);

@@ -257,6 +257,9 @@ bool describeKernels(mlir::ModuleOp module, std::vector<abi::Kernel> &kernels,
     kernel.launch.tokensPerBlock = launch.getTokensPerBlock();
     kernel.launch.dynamicSharedMemoryBytes =
         launch.getDynamicSharedMemoryBytes();
+    kernel.launch.cooperative = launch.getMaxBlocks() > 0;
+    kernel.launch.maxGridDim = launch.getMaxBlocks();
+    kernel.launch.slotsPerBlock = launch.getSlotsPerBlock();
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
       Param param;
       if (auto size = func.getArgAttrOfType<mlir::moe::KernelSizeAttr>(

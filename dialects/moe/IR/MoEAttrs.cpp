@@ -58,13 +58,20 @@ KernelConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
 
 LogicalResult LaunchAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                  int64_t blockDim, int64_t tokensPerBlock,
-                                 int64_t dynamicSharedMemoryBytes) {
+                                 int64_t dynamicSharedMemoryBytes,
+                                 int64_t maxBlocks, int64_t slotsPerBlock) {
   if (blockDim < 1 || blockDim > kMaxBlockThreads)
     return emitError() << "#moe.launch: block_dim = " << blockDim
                        << " must be in [1, " << kMaxBlockThreads << "]";
   if (tokensPerBlock < 0 || dynamicSharedMemoryBytes < 0)
     return emitError() << "#moe.launch: tokens_per_block and "
                           "dynamic_shared_memory_bytes must not be negative";
+  if (maxBlocks < 0 || slotsPerBlock < 0 || (maxBlocks > 0) != (slotsPerBlock > 0))
+    return emitError() << "#moe.launch: max_blocks and slots_per_block are "
+                          "both positive (a cooperative launch) or both 0";
+  if (maxBlocks > 0 && tokensPerBlock != 0)
+    return emitError() << "#moe.launch: a cooperative launch has "
+                          "tokens_per_block = 0";
   return success();
 }
 

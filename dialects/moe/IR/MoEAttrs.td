@@ -53,11 +53,18 @@ def MoE_LaunchAttr : MoE_Attr<"Launch", "launch"> {
     the name `moe.launch`), and copied into the manifest: blockDim.x =
     `block_dim`; gridDim.x = ceil(T / `tokens_per_block`), or 1 when
     `tokens_per_block` is 0; `dynamic_shared_memory_bytes` per block.
+
+    A cooperative kernel (the GPU dispatch, which synchronizes its whole
+    grid) has `max_blocks` > 0: the runtime launches it with every block
+    resident, one block per `slots_per_block` slots, at most `max_blocks`
+    and at most one per SM (abi::dispatchGridDim). Both default to 0.
   }];
   let parameters = (ins
     "int64_t":$block_dim,
     "int64_t":$tokens_per_block,
-    "int64_t":$dynamic_shared_memory_bytes);
+    "int64_t":$dynamic_shared_memory_bytes,
+    DefaultValuedParameter<"int64_t", "0">:$max_blocks,
+    DefaultValuedParameter<"int64_t", "0">:$slots_per_block);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
 }
@@ -72,8 +79,8 @@ def MoE_KernelArgAttr : MoE_Attr<"KernelArg", "kernel_arg"> {
     `name`; the NVPTX manifest lists them.
 
     - `name`: the ABI name (`logits`, `bias`, ..., `error`, `token_begin`);
-    - `role`: `tensor`, `scalar`, `error_record`, `token_begin` or
-      `token_end`;
+    - `role`: `tensor`, `scalar`, `error_record`, `token_begin`,
+      `token_end` or `scratch`;
     - `dtype`: the element type (i64 for scalars and the token range);
     - `shape`: one entry per dimension, an extent or a symbol: `"T"`
       tokens, `"V"` hash-table rows, `"L"` capture layers, `"T*k"` slots;

@@ -57,11 +57,12 @@ def MoE_ArgRoleScalar      : I32EnumAttrCase<"Scalar", 1, "scalar">;
 def MoE_ArgRoleErrorRecord : I32EnumAttrCase<"ErrorRecord", 2, "error_record">;
 def MoE_ArgRoleTokenBegin  : I32EnumAttrCase<"TokenBegin", 3, "token_begin">;
 def MoE_ArgRoleTokenEnd    : I32EnumAttrCase<"TokenEnd", 4, "token_end">;
+def MoE_ArgRoleScratch     : I32EnumAttrCase<"Scratch", 5, "scratch">;
 
 def MoE_KernelArgRole : I32EnumAttr<"KernelArgRole",
     "how a kernel argument is passed",
     [MoE_ArgRoleTensor, MoE_ArgRoleScalar, MoE_ArgRoleErrorRecord,
-     MoE_ArgRoleTokenBegin, MoE_ArgRoleTokenEnd]> {
+     MoE_ArgRoleTokenBegin, MoE_ArgRoleTokenEnd, MoE_ArgRoleScratch]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

@@ -9,7 +9,10 @@
 //   token = blockIdx.x * warps + warp (empty past T), and the 32 vector
 //   lanes become the warp's lanes (LaneDistribution.h);
 // - its stack rows become per-warp slices of dynamic shared memory;
-// - the dispatch kernel runs on one thread of one block.
+// - the dispatch kernel (ParallelDispatchToLoops.cpp) already speaks of
+//   threads, blocks and the grid; it runs cooperatively, blocks of
+//   abi::kDispatchBlockThreads threads, as many as the runtime's rule
+//   (abi::dispatchGridDim) gives.
 //
 // This file owns the bare-pointer ABI: parameters (each carrying the
 // `#moe.kernel_arg` of its memref, or a `#moe.kernel_size`), descriptors
@@ -22,6 +25,8 @@
 #include "dialects/moe/Conversion/Passes.h"
 #include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
+
+#include "abi/KernelAbi.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -105,8 +110,14 @@ public:
                                        : WalkResult::advance();
                           })
                           .wasInterrupted())
-      return func.emitOpError("the dispatch kernel runs on one thread: it "
+      return func.emitOpError("the dispatch kernel is scalar per thread: it "
                               "may hold neither vectors nor stack rows");
+
+    if (isDispatch && llvm::none_of(args, [](KernelArgAttr arg) {
+          return arg.getRole() == KernelArgRole::Scratch;
+        }))
+      return func.emitOpError("the dispatch kernel synchronizes its grid "
+                              "through a 'scratch' argument, and has none");
 
     createKernel();
     return fillBody();
@@ -142,7 +153,9 @@ private:
     for (auto [index, attr] : llvm::enumerate(paramAttrs))
       kernel.setArgAttrs(index, b.getDictionaryAttr(attr));
     kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-    int32_t blockDim = isDispatch ? 1 : static_cast<int32_t>(warps * warpSize);
+    int32_t blockDim =
+        static_cast<int32_t>(isDispatch ? moegen::abi::kDispatchBlockThreads
+                                        : warps * warpSize);
     kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({blockDim, 1, 1}));
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
@@ -293,10 +306,19 @@ private:
       return failure();
     b.create<gpu::ReturnOp>(loc);
 
-    kernel->setAttr(kLaunchAttrName,
-                    LaunchAttr::get(b.getContext(),
-                                    isDispatch ? 1 : warps * warpSize,
-                                    isDispatch ? 0 : warps, sharedBytes));
+    using namespace moegen::abi;
+    int64_t numExperts = 0;
+    if (isDispatch)
+      for (KernelArgAttr arg : args)
+        if (arg.getName() == "expert_counts")
+          numExperts = cast<IntegerAttr>(arg.getShape()[0]).getInt();
+    kernel->setAttr(
+        kLaunchAttrName,
+        isDispatch ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads, 0,
+                                     0, dispatchMaxBlocks(numExperts),
+                                     kDispatchSlotsPerBlock)
+                   : LaunchAttr::get(b.getContext(), warps * warpSize, warps,
+                                     sharedBytes, 0, 0));
     return success();
   }
 

@@ -233,6 +233,14 @@ private:
                                           : kKernelErrorWords},
                                      b.getI64Type()));
     names.push_back("error");
+    if (entryKind == moegen::abi::EntryKind::Dispatch &&
+        target == KernelTarget::Nvptx) {
+      DispatchOp dispatch = *body.getOps<DispatchOp>().begin();
+      inputs.push_back(MemRefType::get(
+          {moegen::abi::dispatchScratchWords(dispatch.getExperts())},
+          b.getI32Type()));
+      names.push_back("scratch");
+    }
     if (withTokenRange) {
       inputs.append({b.getIndexType(), b.getIndexType()});
       names.append({"token_begin", "token_end"});
@@ -370,8 +378,13 @@ private:
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth,
                   entry.getArgument(5));
     cg.target = target;
-    LogicalResult status = lowerDispatch(dispatch, cg, entry.getArgument(0),
-                                         entry.getArguments().slice(1, 4));
+    LogicalResult status =
+        target == KernelTarget::Nvptx
+            ? lowerParallelDispatch(dispatch, cg, entry.getArgument(0),
+                                    entry.getArguments().slice(1, 4),
+                                    entry.getArgument(6))
+            : lowerDispatch(dispatch, cg, entry.getArgument(0),
+                            entry.getArguments().slice(1, 4));
     return finish(kernel, status);
   }
 

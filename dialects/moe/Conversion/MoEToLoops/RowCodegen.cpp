@@ -183,7 +183,7 @@ Value RowCodegen::toI64(Value v) {
 }
 
 void RowCodegen::recordError(KernelErrorCode code, Value index0, Value index1,
-                             Value value) {
+                             Value value, bool eachThread) {
   SmallVector<Value> words{i64(static_cast<int64_t>(code)), toI64(token),
                            toI64(index0), toI64(index1), toI64(value)};
   int64_t category = moegen::kernelErrorCategory(static_cast<int64_t>(code));
@@ -219,6 +219,32 @@ void RowCodegen::recordError(KernelErrorCode code, Value index0, Value index1,
           b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sgt,
                                   currentToken, words[1]));
       replace = b.create<arith::OrIOp>(loc, replace, sameCategoryLaterToken);
+      if (eachThread) {
+        // Threads of one token report in any order too: the lower
+        // (index0, index1) wins.
+        auto word = [&](int64_t slot) {
+          return b.create<memref::LoadOp>(loc, errorRecord, index(slot))
+              .getResult();
+        };
+        auto cmp = [&](arith::CmpIPredicate predicate, Value x, Value y) {
+          return b.create<arith::CmpIOp>(loc, predicate, x, y).getResult();
+        };
+        Value current0 = word(moegen::kErrorIndex0);
+        Value current1 = word(moegen::kErrorIndex0 + 1);
+        Value laterIndex = b.create<arith::OrIOp>(
+            loc, cmp(arith::CmpIPredicate::sgt, current0, words[2]),
+            b.create<arith::AndIOp>(
+                loc, cmp(arith::CmpIPredicate::eq, current0, words[2]),
+                cmp(arith::CmpIPredicate::sgt, current1, words[3])));
+        Value sameTokenLaterIndex = b.create<arith::AndIOp>(
+            loc,
+            b.create<arith::AndIOp>(
+                loc,
+                cmp(arith::CmpIPredicate::eq, currentCategory, i64(category)),
+                cmp(arith::CmpIPredicate::eq, currentToken, words[1])),
+            laterIndex);
+        replace = b.create<arith::OrIOp>(loc, replace, sameTokenLaterIndex);
+      }
     }
     ifThen(replace, [&] {
       for (auto [slot, word] : llvm::enumerate(words))
@@ -231,12 +257,15 @@ void RowCodegen::recordError(KernelErrorCode code, Value index0, Value index1,
     updateRecord();
     return;
   }
-  // One lane per warp takes the lock: exchange 1 in until 0 comes out
-  // (acquire), update, exchange 0 back (release). Errors are rare, so the
-  // lock is cold on the fast path.
-  Value lane = b.create<gpu::LaneIdOp>(loc, /*upperBound=*/nullptr);
-  Value leader =
-      b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, index(0));
+  // One lane per warp (or the reporting thread) takes the lock: exchange 1
+  // in until 0 comes out (acquire), update, exchange 0 back (release).
+  // Errors are rare, so the lock is cold on the fast path.
+  Value leader = boolean(true);
+  if (!eachThread) {
+    Value lane = b.create<gpu::LaneIdOp>(loc, /*upperBound=*/nullptr);
+    leader =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, lane, index(0));
+  }
   ifThen(leader, [&] {
     Value lockSlot = index(moegen::kErrorLockWord);
     auto spin = b.create<scf::WhileOp>(loc, TypeRange{}, ValueRange{});

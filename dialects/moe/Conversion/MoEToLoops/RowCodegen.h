@@ -124,9 +124,11 @@ public:
   /// Stores (code, token, index0, index1, value) into the error record
   /// unless it already holds an earlier violation (semantics.md §2: by
   /// category, then token); operands are i64 or index. On nvptx, lane 0
-  /// updates the record under the spin lock of its sixth word.
+  /// updates the record under the spin lock of its sixth word; with
+  /// `eachThread`, every thread that calls it does (its lanes report
+  /// different violations), and within a token the lower index0 wins.
   void recordError(KernelErrorCode code, Value index0, Value index1,
-                   Value value);
+                   Value value, bool eachThread = false);
   Value toI64(Value v);
   /// `id` (i32/i64) if 0 <= id < bound, else 0: the value a kernel goes on
   /// with after reporting a bad id, so that it never addresses memory.
@@ -148,6 +150,11 @@ LogicalResult lowerCapture(CaptureOp op, RowCodegen &cg);
 /// kernel's memref arguments. Sets `cg.token` as it goes.
 LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                             ValueRange outputs);
+/// The nvptx form: a parallel stable counting sort over the whole grid of a
+/// cooperative launch, with `scratch` (abi::dispatchScratchWords(E) i32
+/// words) for its histograms and grid barrier (ParallelDispatchToLoops.cpp).
+LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
+                                    ValueRange outputs, Value scratch);
 
 } // namespace mlir::moe::loops
 

@@ -59,7 +59,9 @@ def main():
         if f".entry {name}(" not in ptx:
             fail(f"{name}: no .entry in the PTX")
         params = kernel["params"]
-        if params[-1]["name"] != "error" or params[-1]["shape"] != [6]:
+        # The error record comes last, but for the dispatch's scratch.
+        error = params[-2] if kernel["entry"] == "dispatch" else params[-1]
+        if error["name"] != "error" or error["shape"] != [6]:
             fail(f"{name}: the error record is not last")
         pending = []
         for param in params:
@@ -76,8 +78,14 @@ def main():
                 fail(f"{name}: kind {param['kind']}")
         launch = kernel["launch"]
         if kernel["entry"] == "dispatch":
-            if launch["tokens_per_block"] != 0 or launch["grid_dim"] != "1":
-                fail(f"{name}: dispatch runs as one block")
+            if (launch["tokens_per_block"] != 0
+                    or launch["grid_dim"] != "cooperative"
+                    or launch["block_dim"] != 256
+                    or not 1 <= launch["max_grid_dim"] <= 256
+                    or launch["slots_per_block"] != 2048
+                    or [p["name"] for p in params][-1] != "scratch"):
+                fail(f"{name}: dispatch is one cooperative grid of 256-thread "
+                     f"blocks with a scratch buffer")
         elif launch["block_dim"] != 32 * launch["tokens_per_block"]:
             fail(f"{name}: block_dim != 32 * tokens_per_block")
         if launch["dynamic_shared_memory_bytes"] > 227 * 1024:

@@ -1,0 +1,436 @@
+//===- ParallelDispatchToLoops.cpp - moe.dispatch over a whole GPU grid ---===//
+//
+// The nvptx dispatch: a stable counting sort of the T*k slots by expert,
+// spread over every thread of a cooperative launch (all blocks resident, so
+// the grid may wait for itself). Each warp of the grid owns a contiguous
+// range of slots, its partition p of P = gridDim * 8, and one counter per
+// expert in the scratch buffer, laid out expert-major: hist[e * P + p].
+//
+//   1. count:  each warp zeroes its counters, then walks its slots 32 at a
+//              time; the lanes holding one expert agree on a leader (xor
+//              shuffles) which adds their number to the warp's counter.
+//   2. sums:   the counters, read in (expert, partition) order, are one
+//              array of E * P words; each warp sums its own segment of it.
+//   3. scan:   each warp adds the sums of the segments before it and turns
+//              its segment into an exclusive prefix sum in place. hist[e *
+//              P + p] is now where partition p's first slot of expert e
+//              goes: every slot of a lower expert, and of expert e in a
+//              lower partition, comes before it. Entries with p = 0 are the
+//              expert offsets.
+//   4. place:  counts are differences of offsets; each warp walks its slots
+//              again and puts each at its counter plus its rank among the
+//              lanes of its round holding the same expert, then advances
+//              the counter. Partitions and rounds are visited in slot order,
+//              so the result is the ABI's order (expert, then slot), the
+//              CPU backend's.
+//
+// A grid barrier separates the phases: thread 0 of each block arrives on a
+// counter in the scratch buffer and waits for its generation to change. It
+// needs no reset between calls: the last block to arrive puts the counter
+// back to 0. Ids outside [0, E) are reported by the thread that reads them
+// (the lowest slot wins) and take part in nothing.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
+
+#include "abi/KernelAbi.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+namespace mlir::moe::loops {
+
+namespace {
+
+using arith::CmpIPredicate;
+
+class ParallelDispatchBuilder {
+public:
+  ParallelDispatchBuilder(DispatchOp op, RowCodegen &cg, Value ids,
+                          ValueRange outputs, Value scratch)
+      : op(op), cg(cg), b(cg.b), loc(cg.loc), ids(ids), counts(outputs[0]),
+        offsets(outputs[1]), sortedSlots(outputs[2]),
+        slotPositions(outputs[3]), scratch(scratch) {}
+
+  LogicalResult build() {
+    using namespace moegen::abi;
+    numExperts = op.getExperts();
+    auto idsType = cast<MemRefType>(ids.getType());
+    k = idsType.getDimSize(1);
+    const int64_t maxPartitions =
+        dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
+    sumsBase = kDispatchBarrierWords;
+    histBase = sumsBase + maxPartitions;
+    auto scratchType = cast<MemRefType>(scratch.getType());
+    if (scratchType.getNumElements() != dispatchScratchWords(numExperts))
+      return op.emitOpError("scratch buffer of ")
+             << scratchType.getNumElements() << " words; the ABI needs "
+             << dispatchScratchWords(numExperts);
+
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    block = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
+    grid = b.create<gpu::GridDimOp>(loc, gpu::Dimension::x);
+    threadInBlock = tid;
+    lane = remui(tid, cg.index(32));
+    Value warp = divui(tid, cg.index(32));
+    partitions = mul(grid, cg.index(kDispatchWarpsPerBlock));
+    partition = add(mul(block, cg.index(kDispatchWarpsPerBlock)), warp);
+    Value numTokens = b.create<memref::DimOp>(loc, ids, 0);
+    numSlots = mul(numTokens, cg.index(k));
+    // Partitions of whole rounds of 32 slots; the last ones may be short or
+    // empty.
+    Value perPartition = ceilDiv(numSlots, partitions);
+    Value chunk = mul(ceilDiv(perPartition, cg.index(32)), cg.index(32));
+    chunkBegin = minui(mul(partition, chunk), numSlots);
+    chunkEnd = minui(add(chunkBegin, chunk), numSlots);
+
+    countSlots();
+    gridBarrier();
+    sumSegments();
+    gridBarrier();
+    scanSegments();
+    gridBarrier();
+    writeCounts();
+    placeSlots();
+    return success();
+  }
+
+private:
+  //--- Index arithmetic ---------------------------------------------------//
+  Value add(Value x, Value y) { return b.create<arith::AddIOp>(loc, x, y); }
+  Value sub(Value x, Value y) { return b.create<arith::SubIOp>(loc, x, y); }
+  Value mul(Value x, Value y) { return b.create<arith::MulIOp>(loc, x, y); }
+  Value divui(Value x, Value y) { return b.create<arith::DivUIOp>(loc, x, y); }
+  Value remui(Value x, Value y) { return b.create<arith::RemUIOp>(loc, x, y); }
+  Value minui(Value x, Value y) { return b.create<arith::MinUIOp>(loc, x, y); }
+  Value ceilDiv(Value x, Value y) {
+    return divui(add(x, sub(y, cg.index(1))), y);
+  }
+  Value cmp(CmpIPredicate predicate, Value x, Value y) {
+    return b.create<arith::CmpIOp>(loc, predicate, x, y);
+  }
+  Value select(Value condition, Value x, Value y) {
+    return b.create<arith::SelectOp>(loc, condition, x, y);
+  }
+  Value toIndex(Value v) {
+    return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v);
+  }
+  Value toI32(Value v) {
+    return b.create<arith::IndexCastOp>(loc, b.getI32Type(), v);
+  }
+  Value loadWord(Value memref, Value i) {
+    return b.create<memref::LoadOp>(loc, memref, ValueRange{i});
+  }
+  void storeWord(Value value, Value memref, Value i) {
+    b.create<memref::StoreOp>(loc, value, memref, ValueRange{i});
+  }
+  /// hist[e * P + p] of this warp's partition, as a scratch index.
+  Value counterIndex(Value expert) {
+    return add(cg.index(histBase),
+               add(mul(toIndex(expert), partitions), partition));
+  }
+
+  //--- Control flow -------------------------------------------------------//
+  SmallVector<Value> forStep(Value lb, Value ub, Value step, ValueRange init,
+                             RowCodegen::LoopBody body) {
+    auto loop = b.create<scf::ForOp>(
+        loc, lb, ub, step, init,
+        [&](OpBuilder &nested, Location, Value iv, ValueRange iter) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          b.create<scf::YieldOp>(loc, body(iv, iter));
+        });
+    return SmallVector<Value>(loop.getResults().begin(),
+                              loop.getResults().end());
+  }
+  /// scf.if yielding one value.
+  Value ifElse(Value condition, function_ref<Value()> thenValue,
+               function_ref<Value()> elseValue) {
+    auto ifOp = b.create<scf::IfOp>(
+        loc, condition,
+        [&](OpBuilder &nested, Location) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          b.create<scf::YieldOp>(loc, thenValue());
+        },
+        [&](OpBuilder &nested, Location) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          b.create<scf::YieldOp>(loc, elseValue());
+        });
+    return ifOp.getResult(0);
+  }
+  void syncWarp() { b.create<NVVM::SyncWarpOp>(loc, cg.i32(-1)); }
+  Value shuffleXor(Value value, Value offset) {
+    return b
+        .create<gpu::ShuffleOp>(loc, value, offset, cg.i32(32),
+                                gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+  /// The i32 sum of `value` over the warp, in every lane.
+  Value warpSum(Value value) {
+    for (int64_t offset = 16; offset >= 1; offset /= 2)
+      value = b.create<arith::AddIOp>(loc, value,
+                                      shuffleXor(value, cg.i32(offset)));
+    return value;
+  }
+  /// Inclusive prefix sum of `value` over the lanes, and the warp's total,
+  /// with xor shuffles: at each level a lane adds what its partner's half
+  /// holds when the partner comes first.
+  std::pair<Value, Value> warpInclusiveScan(Value value) {
+    Value prefix = value, total = value;
+    Value laneI32 = toI32(lane);
+    for (int64_t offset = 1; offset < 32; offset *= 2) {
+      Value other = shuffleXor(total, cg.i32(offset));
+      Value upperHalf = cmp(CmpIPredicate::ne,
+                            b.create<arith::AndIOp>(loc, laneI32,
+                                                    cg.i32(offset)),
+                            cg.i32(0));
+      prefix = select(upperHalf, add(prefix, other), prefix);
+      total = add(total, other);
+    }
+    return {prefix, total};
+  }
+
+  /// The expert of slot `s` as i32, or -1 when `valid` is false or the id is
+  /// outside [0, E) (reported when `report`).
+  Value expertOfSlot(Value s, Value valid, bool report) {
+    return ifElse(
+        valid,
+        [&]() -> Value {
+          Value token = divui(s, cg.index(k));
+          Value j = remui(s, cg.index(k));
+          Value id = b.create<memref::LoadOp>(loc, ids, ValueRange{token, j});
+          Type idType = id.getType();
+          Value bound = b.create<arith::ConstantIntOp>(
+              loc, numExperts, idType.getIntOrFloatBitWidth());
+          Value ok = cg.inRange(id, bound);
+          if (report) {
+            cg.token = token;
+            cg.ifThen(b.create<arith::XOrIOp>(loc, ok, cg.boolean(true)), [&] {
+              cg.recordError(KernelErrorCode::DispatchIdOutOfRange, token, j,
+                             id, /*eachThread=*/true);
+            });
+          }
+          Value asI32 = idType.isInteger(32)
+                            ? id
+                            : b.create<arith::TruncIOp>(loc, b.getI32Type(), id)
+                                  .getResult();
+          return select(ok, asI32, cg.i32(-1));
+        },
+        [&]() -> Value { return cg.i32(-1); });
+  }
+
+  /// For this lane's expert: how many lanes before it hold the same one
+  /// (its rank in the round) and how many lanes hold it in all. 31 xor
+  /// shuffles show every lane every other lane's expert.
+  std::pair<Value, Value> peers(Value expert) {
+    SmallVector<Value> result = forStep(
+        cg.index(1), cg.index(32), cg.index(1), {cg.i32(0), cg.i32(1)},
+        [&](Value mask, ValueRange iter) -> SmallVector<Value> {
+          Value other = shuffleXor(expert, toI32(mask));
+          Value same = cmp(CmpIPredicate::eq, other, expert);
+          Value partner = b.create<arith::XOrIOp>(loc, lane, mask);
+          Value before = b.create<arith::AndIOp>(
+              loc, same, cmp(CmpIPredicate::ult, partner, lane));
+          Value one = cg.i32(1), zero = cg.i32(0);
+          return {add(iter[0], select(before, one, zero)),
+                  add(iter[1], select(same, one, zero))};
+        });
+    return {result[0], result[1]};
+  }
+
+  /// Calls body(slot, valid) for this warp's slots, 32 at a time (every
+  /// lane takes part in every round, so shuffles see the whole warp).
+  void forEachRound(function_ref<void(Value, Value)> body) {
+    forStep(chunkBegin, chunkEnd, cg.index(32), {},
+            [&](Value round, ValueRange) -> SmallVector<Value> {
+              Value slot = add(round, lane);
+              body(slot, cmp(CmpIPredicate::ult, slot, chunkEnd));
+              syncWarp();
+              return {};
+            });
+  }
+
+  //--- Phases -------------------------------------------------------------//
+  void countSlots() {
+    forStep(lane, cg.index(numExperts), cg.index(32), {},
+            [&](Value e, ValueRange) -> SmallVector<Value> {
+              storeWord(cg.i32(0), scratch, counterIndex(toI32(e)));
+              return {};
+            });
+    syncWarp();
+    forEachRound([&](Value slot, Value valid) {
+      Value expert = expertOfSlot(slot, valid, /*report=*/true);
+      auto [rank, group] = peers(expert);
+      Value leader = b.create<arith::AndIOp>(
+          loc, cmp(CmpIPredicate::sge, expert, cg.i32(0)),
+          cmp(CmpIPredicate::eq, rank, cg.i32(0)));
+      cg.ifThen(leader, [&] {
+        Value at = counterIndex(expert);
+        storeWord(add(loadWord(scratch, at), group), scratch, at);
+      });
+    });
+  }
+
+  /// The segment of the E * P counters that this warp sums and scans.
+  std::pair<Value, Value> segment() {
+    Value total = mul(cg.index(numExperts), partitions);
+    Value length = ceilDiv(total, partitions);
+    Value begin = minui(mul(partition, length), total);
+    return {begin, minui(add(begin, length), total)};
+  }
+
+  void sumSegments() {
+    auto [begin, end] = segment();
+    Value partial = forStep(add(begin, lane), end, cg.index(32), {cg.i32(0)},
+                            [&](Value f, ValueRange iter) -> SmallVector<Value> {
+                              return {add(iter[0],
+                                          loadWord(scratch,
+                                                   add(cg.index(histBase), f)))};
+                            })[0];
+    Value sum = warpSum(partial);
+    cg.ifThen(cmp(CmpIPredicate::eq, lane, cg.index(0)), [&] {
+      storeWord(sum, scratch, add(cg.index(sumsBase), partition));
+    });
+  }
+
+  void scanSegments() {
+    auto [begin, end] = segment();
+    Value total = mul(cg.index(numExperts), partitions);
+    // What the segments before this one hold.
+    Value before = forStep(lane, partition, cg.index(32), {cg.i32(0)},
+                           [&](Value q, ValueRange iter) -> SmallVector<Value> {
+                             return {add(iter[0],
+                                         loadWord(scratch,
+                                                  add(cg.index(sumsBase), q)))};
+                           })[0];
+    Value carry = warpSum(before);
+    forStep(begin, end, cg.index(32), {carry},
+            [&](Value round, ValueRange iter) -> SmallVector<Value> {
+              Value f = add(round, lane);
+              Value valid = cmp(CmpIPredicate::ult, f, end);
+              Value at = add(cg.index(histBase), f);
+              Value count = ifElse(
+                  valid, [&] { return loadWord(scratch, at); },
+                  [&] { return cg.i32(0); });
+              auto [inclusive, sum] = warpInclusiveScan(count);
+              Value exclusive = sub(add(iter[0], inclusive), count);
+              cg.ifThen(valid, [&] {
+                storeWord(exclusive, scratch, at);
+                Value expert = divui(f, partitions);
+                cg.ifThen(cmp(CmpIPredicate::eq, remui(f, partitions),
+                              cg.index(0)),
+                          [&] { storeWord(exclusive, offsets, expert); });
+                cg.ifThen(cmp(CmpIPredicate::eq, f, sub(total, cg.index(1))),
+                          [&] {
+                            storeWord(add(exclusive, count), offsets,
+                                      cg.index(numExperts));
+                          });
+              });
+              return {add(iter[0], sum)};
+            });
+  }
+
+  void writeCounts() {
+    using moegen::abi::kDispatchBlockThreads;
+    Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
+    forStep(first, cg.index(numExperts),
+            mul(grid, cg.index(kDispatchBlockThreads)), {},
+            [&](Value e, ValueRange) -> SmallVector<Value> {
+              storeWord(sub(loadWord(offsets, add(e, cg.index(1))),
+                            loadWord(offsets, e)),
+                        counts, e);
+              return {};
+            });
+  }
+
+  void placeSlots() {
+    forEachRound([&](Value slot, Value valid) {
+      Value expert = expertOfSlot(slot, valid, /*report=*/false);
+      auto [rank, group] = peers(expert);
+      Value placed = cmp(CmpIPredicate::sge, expert, cg.i32(0));
+      Value base = ifElse(
+          placed, [&] { return loadWord(scratch, counterIndex(expert)); },
+          [&] { return cg.i32(0); });
+      // Every lane of the expert has read the counter before its leader
+      // advances it.
+      syncWarp();
+      cg.ifThen(placed, [&] {
+        Value position = add(base, rank);
+        storeWord(toI32(slot), sortedSlots, toIndex(position));
+        storeWord(position, slotPositions, slot);
+        cg.ifThen(cmp(CmpIPredicate::eq, rank, cg.i32(0)), [&] {
+          storeWord(add(base, group), scratch, counterIndex(expert));
+        });
+      });
+    });
+  }
+
+  /// Every thread of the grid waits here until all have arrived; what they
+  /// wrote before is visible to all after. Thread 0 of each block arrives
+  /// for its block.
+  void gridBarrier() {
+    b.create<gpu::BarrierOp>(loc);
+    cg.ifThen(cmp(CmpIPredicate::eq, threadInBlock, cg.index(0)), [&] {
+      // __threadfence(): the block's stores before the barrier, published
+      // by thread 0's arrival, are seen by the blocks that leave it.
+      auto fence = [&] {
+        b.create<LLVM::CallIntrinsicOp>(loc, TypeRange{},
+                                        b.getStringAttr("llvm.nvvm.membar.gl"),
+                                        ValueRange{});
+      };
+      auto atomic = [&](arith::AtomicRMWKind kind, int64_t value, int64_t word) {
+        return b
+            .create<memref::AtomicRMWOp>(loc, kind, cg.i32(value), scratch,
+                                         ValueRange{cg.index(word)})
+            .getResult();
+      };
+      fence();
+      // Read the generation before arriving: it cannot move until this
+      // block has arrived.
+      Value generation = atomic(arith::AtomicRMWKind::addi, 0, 1);
+      Value arrived = atomic(arith::AtomicRMWKind::addi, 1, 0);
+      Value last = cmp(CmpIPredicate::eq, toIndex(arrived),
+                       sub(grid, cg.index(1)));
+      auto ifLast = b.create<scf::IfOp>(loc, last, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(ifLast.thenBlock());
+        atomic(arith::AtomicRMWKind::assign, 0, 0);
+        atomic(arith::AtomicRMWKind::addi, 1, 1);
+        b.setInsertionPointToStart(ifLast.elseBlock());
+        auto spin = b.create<scf::WhileOp>(loc, TypeRange{}, ValueRange{});
+        b.createBlock(&spin.getBefore());
+        Value now = atomic(arith::AtomicRMWKind::addi, 0, 1);
+        b.create<scf::ConditionOp>(loc, cmp(CmpIPredicate::eq, now, generation),
+                                   ValueRange{});
+        b.createBlock(&spin.getAfter());
+        b.create<scf::YieldOp>(loc);
+      }
+      fence();
+    });
+    b.create<gpu::BarrierOp>(loc);
+  }
+
+  DispatchOp op;
+  RowCodegen &cg;
+  OpBuilder &b;
+  Location loc;
+  Value ids, counts, offsets, sortedSlots, slotPositions, scratch;
+  int64_t numExperts = 0, k = 0, sumsBase = 0, histBase = 0;
+  Value block, grid, threadInBlock, lane, partitions, partition, numSlots,
+      chunkBegin, chunkEnd;
+};
+
+} // namespace
+
+LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
+                                    ValueRange outputs, Value scratch) {
+  return ParallelDispatchBuilder(op, cg, ids, outputs, scratch).build();
+}
+
+} // namespace mlir::moe::loops
