@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <numeric>
 #include <random>
 
@@ -318,3 +319,151 @@ TEST(GpuEmuBackendTest, ShiftedSharedRowIsCaught) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// The parallel dispatch alone, on ids chosen to stress it
+//===----------------------------------------------------------------------===//
+
+struct DispatchResult {
+  std::vector<int32_t> counts, offsets, slots, positions;
+  std::string error;
+  bool operator==(const DispatchResult &) const = default;
+};
+
+/// The ABI's order by its definition: a stable counting sort of the slots
+/// by expert; out-of-range ids take part in nothing.
+DispatchResult referenceDispatch(const std::vector<int32_t> &ids,
+                                 int64_t numExperts) {
+  DispatchResult r;
+  r.counts.assign(numExperts, 0);
+  r.offsets.assign(numExperts + 1, 0);
+  r.positions.assign(ids.size(), -7);
+  for (int32_t id : ids)
+    if (id >= 0 && id < numExperts)
+      ++r.counts[id];
+  for (int64_t e = 0; e < numExperts; ++e)
+    r.offsets[e + 1] = r.offsets[e] + r.counts[e];
+  r.slots.assign(r.offsets[numExperts], -7);
+  std::vector<int32_t> fill(r.offsets.begin(), r.offsets.end() - 1);
+  for (size_t s = 0; s < ids.size(); ++s)
+    if (ids[s] >= 0 && ids[s] < numExperts) {
+      r.slots[fill[ids[s]]] = int32_t(s);
+      r.positions[s] = fill[ids[s]]++;
+    }
+  return r;
+}
+
+/// rt::CudaRouter::dispatch on the emulated GPU. Unwritten entries read -7.
+DispatchResult emulatedDispatch(const rt::HostRouter &router,
+                                const std::vector<int32_t> &ids,
+                                int64_t numExperts, int64_t k) {
+  const rt::CudaRouter *device = gpuemu::emulatedDevice(router);
+  EXPECT_TRUE(device);
+  const rt::CudaDriver &driver = device->driver();
+  auto buffer = [&](size_t elements) {
+    return rt::DeviceBuffer(driver, device->context(),
+                            std::max<size_t>(1, elements) * 4);
+  };
+  const size_t slots = ids.size();
+  rt::DeviceBuffer idsBuffer = buffer(slots), counts = buffer(numExperts),
+                   offsets = buffer(numExperts + 1), sorted = buffer(slots),
+                   positions = buffer(slots);
+  std::vector<int32_t> poison(std::max<size_t>(slots, numExperts + 1), -7);
+  if (slots)
+    idsBuffer.upload(ids.data(), slots * 4, nullptr);
+  for (rt::DeviceBuffer *b : {&counts, &offsets, &sorted, &positions})
+    b->upload(poison.data(), b->size(), nullptr);
+  rt::RouteOutputs out;
+  out.expertCounts = counts.get();
+  out.expertOffsets = offsets.get();
+  out.sortedSlots = sorted.get();
+  out.slotPositions = positions.get();
+  device->dispatch(idsBuffer.get(), int64_t(slots) / k, out, nullptr);
+  DispatchResult r;
+  r.error = device->readError(nullptr);
+  r.counts.resize(numExperts);
+  r.offsets.resize(numExperts + 1);
+  r.slots.resize(slots);
+  r.positions.resize(slots);
+  counts.download(r.counts.data(), numExperts * 4, nullptr);
+  offsets.download(r.offsets.data(), (numExperts + 1) * 4, nullptr);
+  if (slots) {
+    sorted.download(r.slots.data(), slots * 4, nullptr);
+    positions.download(r.positions.data(), slots * 4, nullptr);
+  }
+  // What the reference leaves unwritten, the kernel may too.
+  r.slots.resize(std::min<size_t>(slots, size_t(r.offsets.back())));
+  return r;
+}
+
+RoutingSpec dispatchSpec(int64_t numExperts, int64_t k) {
+  std::string error;
+  auto spec = parseRoutingSpec(
+      "name: dispatch_" + std::to_string(numExperts) +
+          "\nnum_experts: " + std::to_string(numExperts) +
+          "\ntop_k: " + std::to_string(k) + "\nscoring: softmax\ndispatch: true\n",
+      "dispatch", error);
+  EXPECT_TRUE(spec) << error;
+  return spec ? *spec : RoutingSpec{};
+}
+
+TEST(GpuEmuBackendTest, ParallelDispatchIsTheStableCountingSort) {
+  struct Case {
+    std::string what;
+    int64_t experts, k, tokens;
+    std::function<int32_t(int64_t slot, std::mt19937 &)> id;
+  };
+  auto uniform = [](int64_t e) {
+    return [e](int64_t, std::mt19937 &rng) { return int32_t(rng() % e); };
+  };
+  const std::vector<Case> cases = {
+      {"no tokens", 256, 8, 0, uniform(256)},
+      {"one token", 256, 8, 1, uniform(256)},
+      {"T not a multiple of a round", 256, 8, 37, uniform(256)},
+      // 16,392 slots: 9 blocks wanted, 4 (the emulated SMs) launched, so
+      // each warp walks several rounds.
+      {"several blocks and rounds", 256, 8, 2049, uniform(256)},
+      {"every slot to one expert", 256, 8, 700,
+       [](int64_t, std::mt19937 &) { return 77; }},
+      {"odd experts empty", 64, 4, 513,
+       [](int64_t, std::mt19937 &rng) { return int32_t(2 * (rng() % 32)); }},
+      {"the last expert only", 16, 2, 300,
+       [](int64_t, std::mt19937 &) { return 15; }},
+      {"E = 8192, T = 1", 8192, 8, 1, uniform(8192)},
+      {"E = 8192, many tokens", 8192, 8, 1100, uniform(8192)},
+      {"two experts, k = 2", 2, 2, 50, uniform(2)},
+  };
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.what);
+    RoutingSpec spec = dispatchSpec(c.experts, c.k);
+    auto emu = emulated(spec);
+    ASSERT_TRUE(emu);
+    std::mt19937 rng(uint32_t(c.tokens * 31 + c.experts));
+    std::vector<int32_t> ids(size_t(c.tokens * c.k));
+    for (size_t s = 0; s < ids.size(); ++s)
+      ids[s] = c.id(int64_t(s), rng);
+    DispatchResult expected = referenceDispatch(ids, c.experts);
+    EXPECT_EQ(emulatedDispatch(*emu, ids, c.experts, c.k), expected);
+    // A second call reuses the scratch (its barrier and counters).
+    EXPECT_EQ(emulatedDispatch(*emu, ids, c.experts, c.k), expected);
+  }
+}
+
+TEST(GpuEmuBackendTest, ParallelDispatchReportsTheFirstBadId) {
+  RoutingSpec spec = dispatchSpec(256, 8);
+  auto emu = emulated(spec);
+  ASSERT_TRUE(emu);
+  std::mt19937 rng(5);
+  std::vector<int32_t> ids(3000 * 8);
+  for (int32_t &id : ids)
+    id = int32_t(rng() % 256);
+  // Bad ids in different warps and blocks, and two in one token: the first
+  // by (token, index) is reported, whichever thread gets there first.
+  ids[2900 * 8 + 0] = -1;
+  ids[1200 * 8 + 6] = 256;
+  ids[1200 * 8 + 2] = 9999;
+  ids[2000 * 8 + 1] = 300;
+  DispatchResult result = emulatedDispatch(*emu, ids, 256, 8);
+  EXPECT_EQ(result.error, "topk_ids[1200][2] = 9999: expert id outside "
+                          "[0, 256)");
+}

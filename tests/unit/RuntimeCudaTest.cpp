@@ -358,6 +358,27 @@ TEST_F(RuntimeCudaRouterTest, LargeSharedMemoryOptIn) {
                          "argument))");
 }
 
+TEST_F(RuntimeCudaRouterTest, CooperativeDispatchNeedsEveryBlockResident) {
+  // At most one block per SM: a device of 2 SMs gets a grid of 2.
+  fake().multiprocessors = 2;
+  auto router = load(rttest::exampleManifest());
+  Tensors t = allocate(*router, 1000, 3);
+  fake().launches.clear();
+  router->dispatch(t.ids.get(), 1000, outputs(t, true), nullptr);
+  ASSERT_EQ(fake().launches.size(), 1u);
+  EXPECT_TRUE(fake().launches[0].cooperative);
+  EXPECT_EQ(fake().launches[0].grid, 2u);
+  router.reset();
+
+  // A device without cooperative launches cannot run the dispatch kernel.
+  fake().cooperativeLaunch = 0;
+  auto [kind, message] = loadError(rttest::exampleManifest());
+  EXPECT_EQ(kind, Error::Kind::Arch);
+  EXPECT_EQ(message, dir.path() + "/manifest.json" +
+                         ": kernels[1].launch.grid_dim: the device does not "
+                         "support cooperative launches");
+}
+
 TEST_F(RuntimeCudaRouterTest, RouteAndDispatchLaunches) {
   auto router = load(rttest::exampleManifest());
   Tensors t = allocate(*router, 10, 3);
@@ -382,12 +403,20 @@ TEST_F(RuntimeCudaRouterTest, RouteAndDispatchLaunches) {
                                    t.capture.get(), 10, 3, 2, t.ids.get(), 10,
                                    t.weights.get(), 10, t.error.get()}));
   const FakeCudaLaunch &dispatch = fake().launches[1];
+  // Cooperative: 80 slots fit one block; the scratch is the router's own,
+  // allocated at load to the ABI's size.
+  EXPECT_TRUE(dispatch.cooperative);
+  EXPECT_FALSE(route.cooperative);
   EXPECT_EQ(dispatch.grid, 1u);
-  EXPECT_EQ(dispatch.block, 32u);
+  EXPECT_EQ(dispatch.block, 256u);
+  ASSERT_EQ(dispatch.params.size(), 10u);
+  EXPECT_EQ(fake().allocations.at(CUdeviceptr(dispatch.params[9])),
+            size_t(moegen::abi::dispatchScratchWords(256)) * 4);
   EXPECT_EQ(dispatch.params,
             (std::vector<uint64_t>{t.ids.get(), 10, t.counts.get(),
                                    t.offsets.get(), t.slots.get(), 80,
-                                   t.positions.get(), 80, t.error.get()}));
+                                   t.positions.get(), 80, t.error.get(),
+                                   dispatch.params[9]}));
   EXPECT_TRUE(fake().contextStack.empty());
 
   // T = 0: no route launch; dispatch still runs (it zeroes the counts).
@@ -402,6 +431,16 @@ TEST_F(RuntimeCudaRouterTest, RouteAndDispatchLaunches) {
   ASSERT_EQ(fake().launches.size(), 1u);
   EXPECT_EQ(fake().launches[0].params[1], 7u);
   EXPECT_EQ(fake().launches[0].params[5], 56u);
+
+  // The grid: one block per 2048 slots, at most one per SM.
+  Tensors many = allocate(*router, 1000, 3);
+  fake().launches.clear();
+  router->dispatch(many.ids.get(), 1000, outputs(many, true), stream);
+  ASSERT_EQ(fake().launches.size(), 1u);
+  EXPECT_EQ(fake().launches[0].grid, 4u); // ceil(8000 / 2048)
+  fake().launches.clear();
+  router->dispatch(many.ids.get(), 0, outputs(many, true), stream);
+  EXPECT_EQ(fake().launches.at(0).grid, 1u); // T = 0 still writes counts
   driver->streamDestroy(stream);
 }
 

@@ -297,11 +297,42 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "kernels[1].params[2].name: 'bias' is not a tensor of a dispatch kernel "
        "(expected one of topk_ids, expert_counts, expert_offsets, "
        "sorted_slots, slot_positions, error, scratch)"},
+      {"scratch of the wrong size",
+       [](json &m) { m["kernels"][1]["params"][9]["shape"] = {1024}; },
+       "kernels[1].params[9].shape: [1024] must be [526338] for scratch "
+       "(num_experts = 256, top_k = 8)"},
+      {"cooperative without scratch",
+       [](json &m) { m["kernels"][1]["params"].erase(9); },
+       "kernels[1].launch.grid_dim: \"cooperative\" needs a 'scratch' "
+       "parameter"},
+      {"scratch without a cooperative grid",
+       [](json &m) {
+         m["kernels"][1]["launch"] = {{"block_dim", 1},
+                                      {"tokens_per_block", 0},
+                                      {"grid_dim", "1"},
+                                      {"dynamic_shared_memory_bytes", 0}};
+       },
+       "kernels[1].launch.grid_dim: must be \"cooperative\" for a kernel "
+       "with 'scratch'"},
+      {"cooperative grid cap",
+       [](json &m) { m["kernels"][1]["launch"]["max_grid_dim"] = 64; },
+       "kernels[1].launch.max_grid_dim: 64 must be 256 for num_experts = 256"},
+      {"cooperative block",
+       [](json &m) { m["kernels"][1]["launch"]["block_dim"] = 128; },
+       "kernels[1].launch.block_dim: 128 must be 256 for a cooperative "
+       "launch"},
+      {"cooperative slots per block",
+       [](json &m) { m["kernels"][1]["launch"].erase("slots_per_block"); },
+       "kernels[1].launch.slots_per_block: missing"},
+      {"cooperative row kernel",
+       [](json &m) { m["kernels"][0]["launch"]["grid_dim"] = "cooperative"; },
+       "kernels[0].launch.tokens_per_block: must be 0 for a cooperative "
+       "launch, got 4"},
       {"duplicate param",
        [](json &m) {
          m["kernels"][1]["params"].push_back(m["kernels"][1]["params"][2]);
        },
-       "kernels[1].params[9].name: 'expert_counts' appears twice"},
+       "kernels[1].params[10].name: 'expert_counts' appears twice"},
       {"scalar dtype",
        [](json &m) { m["kernels"][0]["params"][6]["dtype"] = "i32"; },
        "kernels[0].params[6].dtype: 'i32' must be 'i64' (scalars are int64)"},

@@ -3,6 +3,7 @@
 #ifndef MOEGEN_TESTS_UNIT_RUNTIMETESTUTIL_H
 #define MOEGEN_TESTS_UNIT_RUNTIMETESTUTIL_H
 
+#include "abi/KernelAbi.h"
 #include "runtime/Error.h"
 
 #include <nlohmann/json.hpp>
@@ -157,11 +158,18 @@ inline nlohmann::json exampleManifest() {
                       {"kind", "pointer"},
                       {"dtype", "i64"},
                       {"shape", {6}},
+                      {"access", "readwrite"}},
+                     {{"name", "scratch"},
+                      {"kind", "pointer"},
+                      {"dtype", "i32"},
+                      {"shape", {moegen::abi::dispatchScratchWords(256)}},
                       {"access", "readwrite"}}}},
                    {"launch",
-                    {{"block_dim", 32},
+                    {{"block_dim", 256},
                      {"tokens_per_block", 0},
-                     {"grid_dim", "1"},
+                     {"grid_dim", "cooperative"},
+                     {"max_grid_dim", 256},
+                     {"slots_per_block", 2048},
                      {"dynamic_shared_memory_bytes", 0}}}};
   return {{"format", "moegen-kernels"},
           {"abi_version", 1},

@@ -58,6 +58,7 @@ public:
   std::string run(const rt::HostRouteCall &call) override {
     return router->run(call);
   }
+  const rt::CudaRouter &device() const { return router->device(); }
 
 private:
   // Destroyed in reverse order: the router (which unloads the module)
@@ -90,6 +91,11 @@ llvm::Error internalError(const std::string &message) {
 }
 
 } // namespace
+
+const rt::CudaRouter *emulatedDevice(const rt::HostRouter &router) {
+  const auto *emulated = dynamic_cast<const GpuEmuHostRouter *>(&router);
+  return emulated ? &emulated->device() : nullptr;
+}
 
 llvm::Expected<std::unique_ptr<rt::HostRouter>>
 compileEmulatedRouter(const RoutingSpec &spec, const GpuEmuOptions &options) {

@@ -17,6 +17,7 @@
 #include "compiler/backend/nvptx/NvptxCompiler.h"
 #include "compiler/spec/RoutingSpec.h"
 #include "runtime/HostRouter.h"
+#include "runtime/cuda/CudaRouter.h"
 
 #include "llvm/Support/Error.h"
 
@@ -44,6 +45,11 @@ struct GpuEmuOptions {
 /// the seed.
 llvm::Expected<std::unique_ptr<rt::HostRouter>>
 compileEmulatedRouter(const RoutingSpec &spec, const GpuEmuOptions &options);
+
+/// The runtime's device router under a router compileEmulatedRouter made
+/// (launches on emulated device pointers, e.g. dispatch alone); null for
+/// any other router.
+const rt::CudaRouter *emulatedDevice(const rt::HostRouter &router);
 
 } // namespace moegen::gpuemu
 
