@@ -220,6 +220,49 @@ int checkSuite(const fs::path &suite) {
   return failed ? 1 : 0;
 }
 
+/// "" when the dispatch outputs on the device are the stable counting sort
+/// (by expert, then slot) of the ids on the device, else what differs.
+std::string checkDispatch(const rt::CudaRouter &router,
+                          const rt::RouteOutputs &out, int64_t t) {
+  const int64_t e = router.manifest().numExperts, k = router.manifest().topK;
+  const size_t slots = size_t(t * k);
+  std::vector<int32_t> ids(slots), counts(e), offsets(e + 1), sorted(slots),
+      positions(slots);
+  const rt::CudaDriver &driver = router.driver();
+  rt::ScopedContext scope(driver, router.context());
+  auto download = [&](std::vector<int32_t> &host, CUdeviceptr device) {
+    if (!host.empty())
+      driver.check(driver.memcpyDtoHAsync(host.data(), device, host.size() * 4,
+                                          nullptr),
+                   "cuMemcpyDtoHAsync");
+  };
+  download(ids, out.topkIds);
+  download(counts, out.expertCounts);
+  download(offsets, out.expertOffsets);
+  download(sorted, out.sortedSlots);
+  download(positions, out.slotPositions);
+  driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
+  std::vector<int32_t> fill(e + 1, 0);
+  for (int32_t id : ids) {
+    if (id < 0 || id >= e)
+      return "id " + std::to_string(id) + " out of range";
+    ++fill[id + 1];
+  }
+  for (int64_t x = 0; x < e; ++x) {
+    if (counts[x] != fill[x + 1])
+      return "expert_counts[" + std::to_string(x) + "]";
+    fill[x + 1] += fill[x];
+  }
+  if (offsets != fill)
+    return "expert_offsets";
+  for (size_t s = 0; s < slots; ++s) {
+    int32_t position = fill[ids[s]]++;
+    if (sorted[position] != int32_t(s) || positions[s] != position)
+      return "slot " + std::to_string(s);
+  }
+  return "";
+}
+
 int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
           int reps) {
   std::unique_ptr<rt::CudaRouter> router = rt::CudaRouter::load(kernels.string());
@@ -237,6 +280,7 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
   std::printf("%s: %s, E = %lld, k = %lld, %s\n", kernels.c_str(),
               manifest.specName.c_str(), static_cast<long long>(e),
               static_cast<long long>(k), dispatch ? "route + dispatch" : "route");
+  bool failed = false;
   for (int64_t t : tokenCounts) {
     std::mt19937 rng(42);
     std::normal_distribution<float> normal(0.0f, 2.0f);
@@ -275,8 +319,27 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
                 "of %.2f MB moved\n",
                 static_cast<long long>(t), seconds * 1e6, reps,
                 bytes / seconds / 1e9, bytes / 1e6);
+    if (dispatch) {
+      start = std::chrono::steady_clock::now();
+      for (int r = 0; r < reps; ++r)
+        router->dispatch(out.topkIds, t, out, nullptr);
+      router->driver().check(router->driver().streamSynchronize(nullptr),
+                             "cuStreamSynchronize");
+      double dispatchSeconds = std::chrono::duration<double>(
+                                   std::chrono::steady_clock::now() - start)
+                                   .count() /
+                               reps;
+      std::string problem = checkDispatch(*router, out, t);
+      std::printf("T=%lld: dispatch alone %.2f us/call; %s\n",
+                  static_cast<long long>(t), dispatchSeconds * 1e6,
+                  problem.empty() ? "equal to the stable counting sort of "
+                                    "the GPU's ids"
+                                  : ("WRONG: " + problem).c_str());
+      if (!problem.empty())
+        failed = true;
+    }
   }
-  return 0;
+  return failed ? 1 : 0;
 }
 
 } // namespace
