@@ -20,6 +20,17 @@ build/bin/moegen compile templates/deepseek-v3.yaml --emit=cubin \
   --arch "$arch" -o gpu-carry/deepseek-v3
 build/bin/moegen compile templates/kimi-k2.yaml --emit=cubin \
   --arch "$arch" -o gpu-carry/kimi-k2
+# The peer benchmark's kernels (tests/gpu/bench_routing.py): fp32 logits,
+# routing and dispatch only, as the peers compute them.
+for t in deepseek-v3 qwen3-30b-a3b kimi-k2 deepseek-v4-flash; do
+  mkdir -p gpu-carry/bench-specs
+  sed -e 's/^logits_dtype:.*/logits_dtype: f32/' -e '/^capture:/d' \
+    -e '/^replay:/d' "templates/$t.yaml" > "gpu-carry/bench-specs/$t.yaml"
+  grep -q '^logits_dtype:' "gpu-carry/bench-specs/$t.yaml" ||
+    echo 'logits_dtype: f32' >> "gpu-carry/bench-specs/$t.yaml"
+  build/bin/moegen compile "gpu-carry/bench-specs/$t.yaml" --emit=cubin \
+    --arch "$arch" -o "gpu-carry/bench/$t"
+done
 strip -o gpu-carry/moegen-gpu-check build/bin/moegen-gpu-check
 strip -o gpu-carry/MoEGenRuntimeTests build/tests/unit/MoEGenRuntimeTests
 strip -o gpu-carry/moegen-sample-capture-replay-rt \

@@ -3,8 +3,10 @@
 # prepare-device-carry.sh) at its root, every GPU check that needs no
 # compiler, and leaves the logs in $OUT (or gpu-carry/logs):
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
-# DeepSeek-V3's kernels, the route (+ dispatch) benchmark, and the
-# capture-then-replay sample over 58 DeepSeek-V3 layers.
+# DeepSeek-V3's kernels, the route (+ dispatch) benchmark (which checks the
+# parallel dispatch up to a million tokens), the capture-then-replay sample
+# over 58 DeepSeek-V3 layers, and moegen against PyTorch eager and
+# torch.compile (tests/gpu/bench_routing.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${OUT:-gpu-carry/logs}"
@@ -29,4 +31,8 @@ gpu-carry/moegen-gpu-check --bench gpu-carry/kimi-k2 \
   status=1
 gpu-carry/moegen-sample-capture-replay-rt --kernels gpu-carry/deepseek-v3 \
   --tokens 8192 --layers 58 2>&1 | tee "$out/sample.txt" || status=1
+# moegen against PyTorch eager and torch.compile, results checked equal
+# first (needs PyTorch on the GPU machine).
+python3 tests/gpu/bench_routing.py --kernels gpu-carry/bench --out "$out" \
+  2>&1 | tee "$out/bench-peers.txt" || status=1
 exit $status

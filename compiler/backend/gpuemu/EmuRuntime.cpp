@@ -46,6 +46,23 @@
 #include <ucontext.h>
 #endif
 
+// Under AddressSanitizer every stack switch is announced, so that ASan knows
+// which stack is live (its reports and its fake stacks follow the fiber),
+// and a reused fiber stack is unpoisoned first: the frames an abandoned
+// fiber left poisoned are gone.
+#if defined(__SANITIZE_ADDRESS__)
+#define MOEGEN_GPUEMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MOEGEN_GPUEMU_ASAN 1
+#endif
+#endif
+#ifdef MOEGEN_GPUEMU_ASAN
+#include <pthread.h>
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 using namespace moegen::gpuemu;
 
 namespace {
@@ -70,6 +87,9 @@ using FiberEntry = void (*)(void *);
 #ifdef MOEGEN_GPUEMU_ASM_SWITCH
 struct MachineContext {
   void *stackPointer = nullptr;
+  /// The stack's extent, for AddressSanitizer's fiber annotations.
+  const void *stackBottom = nullptr;
+  size_t stackSize = 0;
 };
 } // namespace
 
@@ -137,10 +157,52 @@ void prepareContext(MachineContext &context, void *stackLow, size_t bytes,
   frame[6] = 0;                                    // rbp
   frame[7] = reinterpret_cast<uint64_t>(&moegenGpuEmuFiberStart);
   context.stackPointer = frame;
+  context.stackBottom = stackLow;
+  context.stackSize = bytes;
+#ifdef MOEGEN_GPUEMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(stackLow, bytes);
+#endif
 }
 
-inline void switchContext(MachineContext &from, MachineContext &to) {
+/// Suspends `from` and resumes `to`; returns when `from` is resumed. A
+/// fiber `leaving` for good never is.
+inline void switchContext(MachineContext &from, MachineContext &to,
+                          bool leaving = false) {
+#ifdef MOEGEN_GPUEMU_ASAN
+  void *fakeStack = nullptr;
+  __sanitizer_start_switch_fiber(leaving ? nullptr : &fakeStack,
+                                 to.stackBottom, to.stackSize);
   moegenGpuEmuSwitchStack(&from.stackPointer, to.stackPointer);
+  __sanitizer_finish_switch_fiber(fakeStack, nullptr, nullptr);
+#else
+  (void)leaving;
+  moegenGpuEmuSwitchStack(&from.stackPointer, to.stackPointer);
+#endif
+}
+
+/// The first thing a new fiber does: completes the switch that started it.
+inline void enterFiber() {
+#ifdef MOEGEN_GPUEMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
+#endif
+}
+
+/// Records the calling OS thread's stack as `context`'s (the scheduler's).
+inline void describeThreadStack(MachineContext &context) {
+#ifdef MOEGEN_GPUEMU_ASAN
+  pthread_attr_t attributes;
+  if (pthread_getattr_np(pthread_self(), &attributes) == 0) {
+    void *bottom = nullptr;
+    size_t size = 0;
+    if (pthread_attr_getstack(&attributes, &bottom, &size) == 0) {
+      context.stackBottom = bottom;
+      context.stackSize = size;
+    }
+    pthread_attr_destroy(&attributes);
+  }
+#else
+  (void)context;
+#endif
 }
 #else
 struct MachineContext {
@@ -168,9 +230,12 @@ void prepareContext(MachineContext &context, void *stackLow, size_t bytes,
               unsigned(uint64_t(entryBits) >> 32), unsigned(entryBits));
 }
 
-inline void switchContext(MachineContext &from, MachineContext &to) {
+inline void switchContext(MachineContext &from, MachineContext &to,
+                          bool /*leaving*/ = false) {
   swapcontext(&from.context, &to.context);
 }
+inline void enterFiber() {}
+inline void describeThreadStack(MachineContext &) {}
 #endif
 
 //===----------------------------------------------------------------------===//
@@ -428,13 +493,13 @@ private:
   /// the scheduler loop when none is left or the block must stop; returns
   /// when `fiber` is resumed. Switching fiber to fiber directly halves the
   /// switches of a round of synchronisation.
-  void suspend(Fiber &fiber) {
+  void suspend(Fiber &fiber, bool leaving = false) {
     if (Fiber *next = pickNext()) {
       if (next != &fiber)
-        switchContext(fiber.context, next->context);
+        switchContext(fiber.context, next->context, leaving);
       return;
     }
-    switchContext(fiber.context, scheduler);
+    switchContext(fiber.context, scheduler, leaving);
   }
   /// The next fiber to run, drawn at random; nullptr when none is runnable
   /// or the block must stop.
@@ -508,6 +573,7 @@ BlockRunner::BlockRunner(Launch &launch, unsigned worker)
   fibers.resize(size_t(config.blockDim));
   warps.resize(size_t((config.blockDim + kWarpSize - 1) / kWarpSize));
   runQueue.reserve(fibers.size());
+  describeThreadStack(scheduler);
   size_t parameters = launch.params.size();
   for (size_t i = 0; i < fibers.size(); ++i) {
     Fiber &fiber = fibers[i];
@@ -549,6 +615,7 @@ BlockRunner::~BlockRunner() {
 }
 
 void BlockRunner::fiberMain(void *argument) {
+  enterFiber();
   auto &fiber = *static_cast<Fiber *>(argument);
   fiber.runner->launch.kernel(fiber.args.data());
   fiber.runner->onReturn(fiber);
@@ -606,7 +673,7 @@ void BlockRunner::recordFault(int64_t thread, const std::string &what) {
 
 void BlockRunner::abandon(Fiber &fiber) {
   // A returned or faulted fiber is in no queue: it never comes back.
-  suspend(fiber);
+  suspend(fiber, /*leaving=*/true);
   __builtin_unreachable();
 }
 
