@@ -32,6 +32,16 @@ config.substitutions.append(
 
 llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-sample-capture-replay-rt", "moegen-gpu-check"], [config.moegen_tools_dir])
 
+# A sanitizer build (-DMOEGEN_SANITIZE=...): feature `sanitizer`, and the
+# sanitizers' options for every process a test starts: leaks are findings,
+# UBSan stops at the first (CMakeLists.txt, MOEGEN_SANITIZE).
+if config.moegen_sanitize:
+    config.available_features.add("sanitizer")
+    config.environment["ASAN_OPTIONS"] = (
+        "detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0")
+    config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    config.environment["MOEGEN_SANITIZED"] = "1"
+
 # `cuda-runtime`: moegen was built with the runtime's CUDA library (cuda.h
 # found), so `--backend cuda` exists at all.
 if config.moegen_have_cuda_runtime:

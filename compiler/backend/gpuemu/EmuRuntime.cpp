@@ -48,9 +48,9 @@
 
 // Under AddressSanitizer every stack switch is announced, so that ASan knows
 // which stack is live (its reports and its fake stacks follow the fiber),
-// and a reused fiber stack is unpoisoned first: the frames an abandoned
-// fiber left poisoned are gone.
-#if defined(__SANITIZE_ADDRESS__)
+// and a reused fiber stack is unpoisoned before a fiber starts on it: the
+// redzones of the frames an abandoned fiber left behind are gone.
+#if defined(MOEGEN_ADDRESS_SANITIZER) || defined(__SANITIZE_ADDRESS__)
 #define MOEGEN_GPUEMU_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)

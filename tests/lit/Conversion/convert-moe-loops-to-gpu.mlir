@@ -24,11 +24,16 @@
 // CHECK: %[[WARP:.*]] = arith.divui %[[TID]], %c32
 // CHECK: %[[BLOCK:.*]] = gpu.block_id x
 // CHECK: %[[BASE:.*]] = arith.muli %[[BLOCK]], %c2
-// CHECK: %[[TOKEN:.*]] = arith.addi %[[BASE]], %[[WARP]]
+// CHECK: %[[ANY:.*]] = arith.addi %[[BASE]], %[[WARP]]
+// A warp past the last token routes the last token again: the token loop
+// always has one trip.
+// CHECK: %[[LASTTOKEN:.*]] = arith.subi %{{.*}}, %c1
+// CHECK: %[[TOKEN:.*]] = arith.minui %[[ANY]], %[[LASTTOKEN]]
+// CHECK: %[[END:.*]] = arith.addi %[[TOKEN]], %c1
 // CHECK: %[[SHARED:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
 // CHECK: %[[SLICE:.*]] = arith.muli %[[WARP]], %c128
 // CHECK: memref.view %[[SHARED]][%{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<32xf32, #gpu.address_space<workgroup>>
-// CHECK: scf.for %[[TOK:.*]] = %[[TOKEN]] to
+// CHECK: scf.for %[[TOK:.*]] = %[[TOKEN]] to %[[END]]
 // A full chunk: lane l loads element e0 + l.
 // CHECK: scf.for %[[E0:.*]] = %{{.*}} to %{{.*}} step
 // CHECK: %[[E:.*]] = arith.addi %[[E0]], %[[LANE]]

@@ -242,20 +242,25 @@ private:
       if (!numTokens)
         return func.emitOpError("the first argument's first dimension must "
                                 "be the tokens");
-      // One token per warp: [token, token + 1), empty past the last token.
+      // One token per warp: [token, token + 1). A warp past the last token
+      // (in the last block only; no block is launched for T = 0) routes the
+      // last token again and writes what its owner writes. So the token
+      // loop has one trip in every warp, and ptxas sees the body's warp
+      // shuffles in straight-line code: with a loop that may run zero
+      // times it must assume divergence and wraps every shuffle in a
+      // collective sequence.
       Value token = b.create<arith::AddIOp>(
           loc,
           b.create<arith::MulIOp>(
               loc, b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x),
               b.create<arith::ConstantIndexOp>(loc, warps)),
           warp);
-      Value inRange = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult,
-                                              token, numTokens);
-      Value end = b.create<arith::SelectOp>(
-          loc, inRange,
-          b.create<arith::AddIOp>(loc, token,
-                                  b.create<arith::ConstantIndexOp>(loc, 1)),
-          token);
+      token = b.create<arith::MinUIOp>(
+          loc, token,
+          b.create<arith::SubIOp>(loc, numTokens,
+                                  b.create<arith::ConstantIndexOp>(loc, 1)));
+      Value end = b.create<arith::AddIOp>(
+          loc, token, b.create<arith::ConstantIndexOp>(loc, 1));
       mapping.map(source.getArgument(*tokenBegin), token);
       mapping.map(source.getArgument(*tokenEnd), end);
 

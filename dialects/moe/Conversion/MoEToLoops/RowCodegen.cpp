@@ -20,16 +20,25 @@ RowRef RowCodegen::allocRow(Type elementType, int64_t size) {
       loc, MemRefType::get({padded}, elementType));
   // Padding lanes are read (and ignored) by chunk loads: give them a
   // defined value once, at the entry, rather than reading uninitialized
-  // stack.
+  // stack. One store of a zero chunk over the last chunk, before anything
+  // else writes the row: on a GPU one lane-parallel store instead of a
+  // fenced scalar store per padding element.
   if (padded > size) {
-    Value zero = allocBuilder.create<arith::ConstantOp>(
-        loc, elementType, allocBuilder.getZeroAttr(elementType));
-    for (int64_t i = size; i < padded; ++i)
-      allocBuilder.create<memref::StoreOp>(
-          loc, zero, buffer,
-          ValueRange{allocBuilder.create<arith::ConstantIndexOp>(loc, i)});
+    auto chunkType = VectorType::get({width}, elementType);
+    Value zeros = allocBuilder.create<arith::ConstantOp>(
+        loc, chunkType, allocBuilder.getZeroAttr(chunkType));
+    allocBuilder.create<vector::StoreOp>(
+        loc, zeros, buffer,
+        ValueRange{
+            allocBuilder.create<arith::ConstantIndexOp>(loc, padded - width)});
   }
   return RowRef{buffer, /*perToken=*/false, size, /*padded=*/true};
+}
+
+RowRef RowCodegen::allocScalarRow(Type elementType, int64_t size) {
+  Value buffer = allocBuilder.create<memref::AllocaOp>(
+      loc, MemRefType::get({size}, elementType));
+  return RowRef{buffer, /*perToken=*/false, size, /*padded=*/false};
 }
 
 RowRef RowCodegen::newRow(Value result) {

@@ -73,6 +73,9 @@ public:
   /// A stack row of `size` elements padded to whole vector chunks, the
   /// padding zeroed; allocated at the function entry.
   RowRef allocRow(Type elementType, int64_t size);
+  /// A stack row that is only ever indexed by scalars: no padding, and any
+  /// element type (i1 included, which chunks of memory do not hold).
+  RowRef allocScalarRow(Type elementType, int64_t size);
   /// A new stack row for `result` ([T, N] tensor), registered in `rows`.
   RowRef newRow(Value result);
 

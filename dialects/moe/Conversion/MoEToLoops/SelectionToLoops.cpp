@@ -242,9 +242,56 @@ LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
   return success();
 }
 
+/// A group's score from whole vector chunks: lane-wise the two largest keys
+/// (as the scalar loop below keeps them), then across lanes the largest and
+/// the largest of the rest (the other lanes' largest and the second of the
+/// lowest lane holding the largest, so that a repeated maximum counts
+/// twice).
+Value chunkedGroupScore(RowCodegen &cg, const RowRef &keys, Value first,
+                        int64_t chunks, bool top2) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value minusInf = cg.splat(cg.f32(-kInf));
+  SmallVector<Value> top = cg.forLoop(
+      0, chunks, {minusInf, minusInf},
+      [&](Value c, ValueRange best) -> SmallVector<Value> {
+        Value e0 = b.create<arith::AddIOp>(
+            loc, first,
+            b.create<arith::MulIOp>(loc, c, cg.index(cg.width)));
+        Value key = cg.loadChunk(keys, e0, cg.width, cg.f32(-kInf));
+        Value newFirst = b.create<arith::CmpFOp>(
+            loc, arith::CmpFPredicate::OGT, key, best[0]);
+        Value second = b.create<arith::SelectOp>(
+            loc, newFirst, best[0],
+            b.create<arith::MaximumFOp>(loc, best[1], key));
+        Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
+        return {largest, second};
+      });
+  Value largest = b.create<vector::ReductionOp>(
+      loc, vector::CombiningKind::MAXIMUMF, top[0]);
+  if (!top2)
+    return largest;
+  Value lanes = cg.laneIds(cg.index(0));
+  Value holders = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
+                                          top[0], cg.splat(largest));
+  Value holder = b.create<vector::ReductionOp>(
+      loc, vector::CombiningKind::MINSI,
+      b.create<arith::SelectOp>(loc, holders, lanes,
+                                cg.splat(cg.i32(kNoId))));
+  Value isHolder = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                           lanes, cg.splat(holder));
+  Value rest = b.create<arith::SelectOp>(loc, isHolder, top[1], top[0]);
+  Value second = b.create<vector::ReductionOp>(
+      loc, vector::CombiningKind::MAXIMUMF, rest);
+  return b.create<arith::AddFOp>(loc, largest, second);
+}
+
 /// Scores the groups, keeps the best `keep` (ties to the lower group) and
-/// copies the keys of kept groups, -inf elsewhere. Scalar: groups are
-/// contiguous runs of E / G experts that need not align with vector chunks.
+/// copies the keys of kept groups, -inf elsewhere. Groups are contiguous
+/// runs of E / G experts. When a group is a whole number of vector chunks
+/// (every real model: DeepSeek-V3's 32 experts per group), scoring and
+/// masking work on chunks; otherwise groups need not align with chunks and
+/// both are scalar loops.
 LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
@@ -253,10 +300,43 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
   const int64_t groups = op.getGroups();
   const int64_t perGroup = keys.size / groups;
   const bool top2 = op.getGroupScore() == GroupScoreKind::top2_sum;
+  const bool chunked = perGroup % cg.width == 0;
+  const int64_t chunksPerGroup = perGroup / cg.width;
 
   // Group scores live in a padded stack row so emitTopK can rank them.
   RowRef groupScores = cg.allocRow(b.getF32Type(), groups);
-  RowRef kept = cg.allocRow(b.getI1Type(), groups);
+  RowRef kept = cg.allocScalarRow(b.getI1Type(), groups);
+
+  if (chunked) {
+    cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
+      Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
+      cg.store(chunkedGroupScore(cg, keys, first, chunksPerGroup,
+                                 top2 && perGroup >= 2),
+               groupScores, g);
+      cg.store(cg.boolean(false), kept, g);
+      return SmallVector<Value>{};
+    });
+    emitTopK(cg, groupScores, groups, op.getKeep(), [&](Value, Value group) {
+      cg.store(cg.boolean(true), kept,
+               b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
+    });
+    cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
+      Value isKept = cg.splat(cg.load(kept, g));
+      Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
+      cg.forLoop(0, chunksPerGroup, {}, [&](Value c, ValueRange) {
+        Value e0 = b.create<arith::AddIOp>(
+            loc, first,
+            b.create<arith::MulIOp>(loc, c, cg.index(cg.width)));
+        Value key = cg.loadChunk(keys, e0, cg.width, cg.f32(-kInf));
+        cg.storeChunk(b.create<arith::SelectOp>(loc, isKept, key,
+                                                cg.splat(cg.f32(-kInf))),
+                      masked, e0, cg.width);
+        return SmallVector<Value>{};
+      });
+      return SmallVector<Value>{};
+    });
+    return success();
+  }
 
   cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
     Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));

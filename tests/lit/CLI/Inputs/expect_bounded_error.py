@@ -5,7 +5,9 @@
 
 Runs CMD with its address space limited (so reading an endless stream to
 its end fails the check by crashing, not by exhausting the machine) and a
-time limit. With --feed, CMD's standard input is a pipe carrying FILE and
+time limit. Under a sanitizer build (MOEGEN_SANITIZED=1), whose shadow
+memory needs a vast address space, AddressSanitizer's resident-memory
+limit stands in for the address-space limit. With --feed, CMD's standard input is a pipe carrying FILE and
 then zero bytes without end; with --zeros, only the zeros. Fails unless CMD
 exits with code 2, prints nothing on stdout and exactly one line on stderr
 containing MESSAGE, and leaves DIR absent.
@@ -20,8 +22,20 @@ MEMORY_LIMIT = 4 << 30
 TIME_LIMIT_S = 120
 
 
+SANITIZED = os.environ.get("MOEGEN_SANITIZED") == "1"
+
+
 def limit():
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    if not SANITIZED:
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def environment():
+    env = dict(os.environ)
+    if SANITIZED:
+        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") +
+                               ":hard_rss_limit_mb=%d" % (MEMORY_LIMIT >> 20))
+    return env
 
 
 def feed(pipe, prefix):
@@ -55,7 +69,8 @@ def main():
         read_end, write_end = os.pipe()
         stdin = read_end
     process = subprocess.Popen(command, preexec_fn=limit, stdin=stdin,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               env=environment(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     if prefix is not None:
         os.close(read_end)
         threading.Thread(target=feed, args=(os.fdopen(write_end, "wb"), prefix),
