@@ -219,11 +219,12 @@ template <bool Sync> void sharedRowKernel(void **raw) {
   store(a.ctx(), row + a.lane(), int32_t(a.thread() * 3), true);
   if (Sync)
     moegen_emu_warp_sync(a.ctx(), -1);
-  int32_t sum = 0;
+  // Unsigned: without the sync a lane may read the poisoned pattern.
+  uint32_t sum = 0;
   for (int64_t lane = 0; lane < 32; ++lane)
-    sum += load(a.ctx(), row + lane, true);
-  store(a.ctx(), a.pointer<int32_t>(0) + a.block() * 64 + a.thread(), sum,
-        false);
+    sum += uint32_t(load(a.ctx(), row + lane, true));
+  store(a.ctx(), a.pointer<int32_t>(0) + a.block() * 64 + a.thread(),
+        int32_t(sum), false);
 }
 
 TEST(GpuEmuRuntime, SharedRowWrittenByLanesAndReadAfterAWarpSync) {

@@ -143,6 +143,12 @@ namespace {
 
 void prepareContext(MachineContext &context, void *stackLow, size_t bytes,
                     FiberEntry entry, void *argument) {
+#ifdef MOEGEN_GPUEMU_ASAN
+  // Before anything is written to it. The function, not
+  // ASAN_UNPOISON_MEMORY_REGION: the sanitizer job hides
+  // __SANITIZE_ADDRESS__, which turns that macro into nothing.
+  __asan_unpoison_memory_region(stackLow, bytes);
+#endif
   // The frame moegenGpuEmuSwitchStack pops: MXCSR/x87 control word, r15,
   // r14, r13, r12, rbx, rbp, return address; after the `ret` the stack
   // pointer is 16-byte aligned, as the call in FiberStart needs.
@@ -159,9 +165,6 @@ void prepareContext(MachineContext &context, void *stackLow, size_t bytes,
   context.stackPointer = frame;
   context.stackBottom = stackLow;
   context.stackSize = bytes;
-#ifdef MOEGEN_GPUEMU_ASAN
-  ASAN_UNPOISON_MEMORY_REGION(stackLow, bytes);
-#endif
 }
 
 /// Suspends `from` and resumes `to`; returns when `from` is resumed. A
