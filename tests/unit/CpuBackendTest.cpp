@@ -1247,16 +1247,19 @@ TEST(CpuBackendEdge, ExplicitVectorWidths) {
   }
 }
 
-TEST(CpuBackendEdge, BothTopKMethods) {
-  // The kernel config picks how a row's top-k is found; both methods must
+TEST(CpuBackendEdge, EveryTopKMethod) {
+  // The kernel config picks how a row's top-k is found; every method must
   // give the golden ids on every shape: tails, groups (-inf keys), ties.
+  // lane_lists (the GPU's choice for rows of at most 16 chunks) falls back
+  // to the passes on wider rows, as 1000 and 4096 experts are here.
   struct Case {
     int64_t experts, k, groups;
     LogitsStyle style;
   };
-  for (const char *method : {"argmax_passes", "insertion"})
+  for (const char *method : {"argmax_passes", "insertion", "lane_lists"})
     for (Case c : {Case{8, 8, 1, LogitsStyle::Random},
                    Case{60, 7, 6, LogitsStyle::Random},
+                   Case{100, 12, 1, LogitsStyle::Adversarial},
                    Case{256, 8, 8, LogitsStyle::Adversarial},
                    Case{1000, 64, 1, LogitsStyle::Random},
                    Case{4096, 33, 8, LogitsStyle::Adversarial}}) {

@@ -467,3 +467,36 @@ TEST(GpuEmuBackendTest, ParallelDispatchReportsTheFirstBadId) {
   EXPECT_EQ(result.error, "topk_ids[1200][2] = 9999: expert id outside "
                           "[0, 256)");
 }
+
+TEST(GpuEmuBackendTest, ExactTiesGoToTheLowerIndexLikeTheCpu) {
+  // Logits from three values: most keys tie exactly, and every backend
+  // must pick the lower expert id among equal keys, with lane lists
+  // (E <= 512 on the GPU), arg-max passes (wider rows) and groups alike.
+  const std::vector<std::string> specs = {
+      "name: ties_softmax\nnum_experts: 128\ntop_k: 8\nscoring: softmax\n"
+      "normalize: true\ndispatch: true\n",
+      "name: ties_groups\nnum_experts: 256\ntop_k: 8\nscoring: sigmoid\n"
+      "groups: 8\ntopk_groups: 4\nnormalize: true\n",
+      "name: ties_wide\nnum_experts: 1024\ntop_k: 6\nscoring: sigmoid\n",
+      "name: ties_few\nnum_experts: 40\ntop_k: 40\nscoring: softmax\n"};
+  for (const std::string &text : specs) {
+    std::string error;
+    auto spec = parseRoutingSpec(text, "ties", error);
+    ASSERT_TRUE(spec) << error;
+    SCOPED_TRACE(spec->name);
+    auto emu = emulated(*spec);
+    auto cpu = onCpu(*spec);
+    ASSERT_TRUE(emu && cpu);
+    Inputs in = makeInputs(*spec, 9, 11);
+    std::mt19937 rng(3);
+    for (size_t i = 0; i < in.logits.size() / 4; ++i) {
+      float value = float(rng() % 3);
+      std::memcpy(&in.logits[i * 4], &value, 4);
+    }
+    Outputs gpu = run(*emu, *spec, in, false);
+    Outputs host = run(*cpu, *spec, in, false);
+    EXPECT_EQ(gpu.error, "");
+    EXPECT_EQ(gpu.ids, host.ids);
+    EXPECT_EQ(difference(*spec, gpu, host), "");
+  }
+}

@@ -58,7 +58,7 @@ struct CpuToLLVMPipelineOptions
                                                "heuristic"),
                                 llvm::cl::init(0)};
   Option<std::string> topk{*this, "topk",
-                           llvm::cl::desc("argmax_passes or insertion; empty "
+                           llvm::cl::desc("argmax_passes, insertion or lane_lists; empty "
                                           "= heuristic"),
                            llvm::cl::init("")};
 };

@@ -23,7 +23,7 @@ struct CpuPipelineOptions {
   /// 0: chosen by the kernel-config heuristics.
   int64_t vectorWidth = 0;
   int64_t tokensPerTask = 0;
-  /// "argmax_passes" or "insertion"; empty: heuristic.
+  /// "argmax_passes", "insertion" or "lane_lists"; empty: heuristic.
   std::string topk;
 };
 

@@ -106,9 +106,10 @@ static bool checkOptions(const NvptxCompileOptions &options,
     return false;
   }
   if (!options.topk.empty() && options.topk != "argmax_passes" &&
-      options.topk != "insertion") {
+      options.topk != "insertion" && options.topk != "lane_lists") {
     error = "topk " + support::quote(options.topk) +
-            ": must be empty (heuristic), argmax_passes or insertion";
+            ": must be empty (heuristic), argmax_passes, insertion or "
+            "lane_lists";
     return false;
   }
   return true;

@@ -69,7 +69,7 @@ struct NvptxToNvvmPipelineOptions
       llvm::cl::desc("Warps (tokens) per block; 0 = heuristic"),
       llvm::cl::init(0)};
   Option<std::string> topk{*this, "topk",
-                           llvm::cl::desc("argmax_passes or insertion; empty "
+                           llvm::cl::desc("argmax_passes, insertion or lane_lists; empty "
                                           "= heuristic"),
                            llvm::cl::init("")};
   Option<std::string> chip{*this, "chip",

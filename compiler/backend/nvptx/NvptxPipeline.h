@@ -21,7 +21,7 @@ namespace moegen::nvptx {
 struct NvptxPipelineOptions {
   /// Warps (tokens) per block; 0: chosen by the kernel-config heuristics.
   int64_t tokensPerBlock = 0;
-  /// "argmax_passes" or "insertion"; empty: heuristic.
+  /// "argmax_passes", "insertion" or "lane_lists"; empty: heuristic.
   std::string topk;
   /// The chip the NVVM target names (LLVM 19 knows archs up to sm_90a).
   std::string chip = "sm_90";

@@ -32,7 +32,7 @@ def MoE_KernelConfigAttr : MoE_Attr<"KernelConfig", "kernel_config"> {
       64 (32, a warp, on nvptx);
     - `tokens_per_task`: tokens per thread-pool task (cpu) or per block, one
       warp each (nvptx);
-    - `topk`: `argmax_passes` or `insertion`.
+    - `topk`: `argmax_passes`, `insertion` or `lane_lists`.
 
     Example: `#moe.kernel_config<target = cpu, vector_width = 8,
     tokens_per_task = 256, topk = argmax_passes>`.

@@ -30,6 +30,9 @@ inline constexpr const char *kKernelSizeAttrName = "moe.kernel_size";
 inline constexpr int64_t kWarpSize = 32;
 /// Largest vector width the lowerings accept.
 inline constexpr int64_t kMaxVectorWidth = 64;
+/// The widest row (in vector chunks) the lane_lists top-k sorts in
+/// registers; wider rows fall back to argmax passes.
+inline constexpr int64_t kMaxLaneListChunks = 16;
 /// Largest CUDA block.
 inline constexpr int64_t kMaxBlockThreads = 1024;
 } // namespace mlir::moe

@@ -41,11 +41,14 @@ def MoE_KernelTarget : I32EnumAttr<"KernelTarget",
 // in cost.
 def MoE_TopKArgmaxPasses : I32EnumAttrCase<"ArgmaxPasses", 0, "argmax_passes">;
 def MoE_TopKInsertion    : I32EnumAttrCase<"Insertion", 1, "insertion">;
+def MoE_TopKLaneLists    : I32EnumAttrCase<"LaneLists", 2, "lane_lists">;
 
 def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
     "how a row's top-k is found: k passes of a vectorized arg-max "
-    "(argmax_passes), or one pass keeping a sorted list of k (insertion)",
-    [MoE_TopKArgmaxPasses, MoE_TopKInsertion]> {
+    "(argmax_passes), one pass keeping a sorted list of k (insertion), or "
+    "each lane's chunk elements sorted in registers, then k arg-max "
+    "rounds over the lanes' heads (lane_lists)",
+    [MoE_TopKArgmaxPasses, MoE_TopKInsertion, MoE_TopKLaneLists]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

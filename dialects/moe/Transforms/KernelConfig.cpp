@@ -74,7 +74,7 @@ struct MoEKernelConfigPass
       if (!topkMethod) {
         getOperation().emitError()
             << "moe-kernel-config: topk = '" << topk.getValue()
-            << "': must be argmax_passes or insertion";
+            << "': must be argmax_passes, insertion or lane_lists";
         return signalPassFailure();
       }
     }

@@ -19,7 +19,13 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
     const int64_t rowBytes = std::max<int64_t>(1, shape.numExperts) * 4;
     config.tokensPerTask =
         std::clamp<int64_t>((48 * 1024) / (4 * rowBytes), 1, 4);
-    config.topkMethod = TopKMethod::ArgmaxPasses;
+    // Rows of at most 16 chunks (E <= 512) sort each lane's elements in
+    // registers once and merge the lanes' heads k times; wider rows make
+    // k arg-max passes over the row.
+    config.topkMethod = (shape.numExperts + kWarpSize - 1) / kWarpSize <=
+                                kMaxLaneListChunks
+                            ? TopKMethod::LaneLists
+                            : TopKMethod::ArgmaxPasses;
     return config;
   }
   // Host: 8 f32 lanes fill an AVX2 register; tiny expert counts would pay

@@ -21,8 +21,8 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
     - `vector_width`: lanes over the expert dimension, a power of two;
     - `tokens_per_task`: tokens one thread-pool task (CPU) or one block (GPU)
       handles;
-    - `topk`: how a row's top-k is found, `"argmax_passes"` or
-      `"insertion"` (same ids, different cost).
+    - `topk`: how a row's top-k is found, `"argmax_passes"`,
+      `"insertion"` or `"lane_lists"` (same ids, different cost).
 
     The values come from the heuristics in KernelConfigHeuristics.h, from
     (E, k, groups, logits dtype, target), unless an option pins them; an
@@ -39,7 +39,7 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
     Option<"tokensPerTask", "tokens-per-task", "int64_t", /*default=*/"0",
            "Tokens per task; 0 = heuristic">,
     Option<"topk", "topk", "std::string", /*default=*/"\"\"",
-           "Top-k method: argmax_passes or insertion; empty = heuristic">,
+           "Top-k method: argmax_passes, insertion or lane_lists; empty = heuristic">,
   ];
 }
 

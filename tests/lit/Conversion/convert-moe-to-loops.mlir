@@ -970,3 +970,34 @@ func.func @missing_weights(%logits: tensor<?x8xf32>) -> tensor<?x2xi32> attribut
   %ids = moe.topk %s k 2 : tensor<?x8xf32> -> tensor<?x2xi32>
   return %ids : tensor<?x2xi32>
 }
+
+// -----
+
+// lane_lists: each lane's elements of the row (2 chunks of 8) are loaded
+// once, ineligible ones (NaN) become (-inf, INT32_MAX), a compare-exchange
+// network sorts them lane by lane, then k = 3 rounds take the largest head
+// (ties to the lowest id) and pop it from its lane; the last round pops
+// nothing.
+// CHECK-LABEL: func.func @lane_lists(
+// CHECK: scf.for %[[T:.*]] = %{{.*}} to
+// CHECK: vector.load %[[SCORES:.*]][%c0] : memref<16xf32>, vector<8xf32>
+// CHECK-NEXT: arith.cmpf ord
+// CHECK: vector.load %[[SCORES]][%c8] : memref<16xf32>, vector<8xf32>
+// CHECK-NEXT: arith.cmpf ord
+// CHECK: arith.cmpf ogt, {{.*}} : vector<8xf32>
+// CHECK: vector.reduction <maximumf>
+// CHECK: vector.reduction <minsi>
+// CHECK: memref.store {{.*}}[%c0]
+// CHECK: vector.reduction <maximumf>
+// CHECK: vector.reduction <minsi>
+// CHECK: memref.store {{.*}}[%c1]
+// CHECK: vector.reduction <maximumf>
+// CHECK: vector.reduction <minsi>
+// CHECK-NOT: vector.reduction
+// CHECK: memref.store {{.*}}[%c2]
+func.func @lane_lists(%logits: tensor<?x16xf32>) -> (tensor<?x3xi32>, tensor<?x3xf32>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = lane_lists>} {
+  %s = moe.score sigmoid %logits : tensor<?x16xf32> -> tensor<?x16xf32>
+  %ids = moe.topk %s k 3 : tensor<?x16xf32> -> tensor<?x3xi32>
+  %w = moe.gather %s[%ids] : tensor<?x16xf32>, tensor<?x3xi32> -> tensor<?x3xf32>
+  return %ids, %w : tensor<?x3xi32>, tensor<?x3xf32>
+}

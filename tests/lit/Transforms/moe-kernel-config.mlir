@@ -7,7 +7,7 @@
 
 // BAD-TARGET: moe-kernel-config: target = 'tpu': must be cpu or nvptx
 // BAD-WIDTH: moe-kernel-config: vector-width = 6: must be 0 (heuristic) or a power of two up to 64
-// BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes or insertion
+// BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes, insertion or lane_lists
 
 // 256 f32 experts: 8 lanes (AVX2), 1 KiB per token -> 256 tokens per task;
 // rows of 32 chunks -> k arg-max passes.
@@ -15,9 +15,11 @@
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 256, topk = argmax_passes>
 // PINNED-LABEL: func.func @route
 // PINNED-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 32, topk = argmax_passes>
+// On the GPU a row of 8 warp-wide chunks is sorted lane by lane in
+// registers (lane_lists; E <= 512).
 // NVPTX-LABEL: func.func @route
 // NVPTX-SAME: target = nvptx
-// NVPTX-SAME: topk = argmax_passes
+// NVPTX-SAME: topk = lane_lists
 func.func @route(%logits: tensor<?x256xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x256xf32> -> tensor<?x256xf32>
   %ids = moe.topk %s k 8 : tensor<?x256xf32> -> tensor<?x8xi32>
@@ -44,9 +46,12 @@ func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.en
 
 // -----
 
-// From 1024 experts on, the single-pass insertion top-k.
+// From 1024 experts on, the single-pass insertion top-k; on the GPU rows of
+// more than 16 chunks take the arg-max passes.
 // CHECK-LABEL: func.func @wide
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = insertion>
+// NVPTX-LABEL: func.func @wide
+// NVPTX-SAME: topk = argmax_passes
 func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x1024xf32> -> tensor<?x1024xf32>
   %ids = moe.topk %s k 8 : tensor<?x1024xf32> -> tensor<?x8xi32>

@@ -108,6 +108,86 @@ void emitTopK(RowCodegen &cg, const RowRef &keys, int64_t n, int64_t k,
       });
 }
 
+/// Top-k by lane lists: lane l's elements of the row (one per chunk) are
+/// loaded once and sorted in registers by a sorting network under the
+/// selection order; then k rounds each take the best of the lanes' heads
+/// (the largest value, then the lowest id) and pop it from its lane's list.
+/// Ineligible elements (ids >= n, NaN keys) become (-inf, kNoId), which
+/// comes after every eligible key, -inf keys of masked groups included; a
+/// round with no eligible head yields kNoId, which becomes 0 as with the
+/// passes. The picks equal the passes' one by one: both take the remaining
+/// maximum of one strict total order. For rows of at most
+/// kMaxLaneListChunks chunks.
+void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
+                      int64_t k, function_ref<void(Value j, Value id)> emitPick) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  const int64_t chunks = (n + cg.width - 1) / cg.width;
+  Value noId = cg.splat(cg.i32(kNoId));
+  Value minusInf = cg.splat(cg.f32(-kInf));
+  Value bound = cg.splat(cg.i32(n));
+  SmallVector<Value> values, ids;
+  for (int64_t c = 0; c < chunks; ++c) {
+    int64_t valid = std::min<int64_t>(cg.width, n - c * cg.width);
+    Value e0 = cg.index(c * cg.width);
+    Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
+    Value id = cg.laneIds(e0);
+    // Unordered: the key is NaN.
+    Value eligible = b.create<arith::AndIOp>(
+        loc,
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, id, bound),
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::ORD, value, value));
+    values.push_back(b.create<arith::SelectOp>(loc, eligible, value, minusInf));
+    ids.push_back(b.create<arith::SelectOp>(loc, eligible, id, noId));
+  }
+  // Odd-even transposition network: `chunks` rounds of compare-exchanges
+  // between neighbours sort any input (chunks <= 16 keeps it small).
+  auto compareExchange = [&](int64_t i, int64_t j) {
+    Value swap = comesBefore(b, loc, values[j], ids[j], values[i], ids[i]);
+    Value vi = b.create<arith::SelectOp>(loc, swap, values[j], values[i]);
+    Value vj = b.create<arith::SelectOp>(loc, swap, values[i], values[j]);
+    Value ii = b.create<arith::SelectOp>(loc, swap, ids[j], ids[i]);
+    Value ij = b.create<arith::SelectOp>(loc, swap, ids[i], ids[j]);
+    values[i] = vi, values[j] = vj, ids[i] = ii, ids[j] = ij;
+  };
+  for (int64_t round = 0; round < chunks; ++round)
+    for (int64_t i = round % 2; i + 1 < chunks; i += 2)
+      compareExchange(i, i + 1);
+
+  for (int64_t j = 0; j < k; ++j) {
+    Value bestValue = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MAXIMUMF, values[0]);
+    Value holders = b.create<arith::CmpFOp>(
+        loc, arith::CmpFPredicate::OEQ, values[0], cg.splat(bestValue));
+    Value bestId = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MINSI,
+        b.create<arith::SelectOp>(loc, holders, ids[0], noId));
+    emitPick(cg.index(j), cg.safeId(bestId, n));
+    if (j + 1 == k)
+      break;
+    // The lane holding the pick moves its list up by one.
+    Value popped = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                           ids[0], cg.splat(bestId));
+    for (int64_t c = 0; c < chunks; ++c) {
+      Value nextValue = c + 1 < chunks ? values[c + 1] : minusInf;
+      Value nextId = c + 1 < chunks ? ids[c + 1] : noId;
+      values[c] = b.create<arith::SelectOp>(loc, popped, nextValue, values[c]);
+      ids[c] = b.create<arith::SelectOp>(loc, popped, nextId, ids[c]);
+    }
+  }
+}
+
+/// Top-k by the configured method (lane lists only for rows of at most
+/// kMaxLaneListChunks chunks; wider rows take the passes).
+void emitConfiguredTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
+                        int64_t k,
+                        function_ref<void(Value j, Value id)> emitPick) {
+  if (cg.topkMethod == TopKMethod::LaneLists &&
+      (n + cg.width - 1) / cg.width <= kMaxLaneListChunks)
+    return emitLaneListTopK(cg, keys, n, k, emitPick);
+  emitTopK(cg, keys, n, k, emitPick);
+}
+
 /// Inserts (value, id) into the sorted list (listValues, listIds) holding
 /// `size` entries (index), keeping at most k: it goes after every entry
 /// whose key is >= its own, since ids are inserted in increasing order.
@@ -237,8 +317,8 @@ LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
     emitInsertionTopK(cg, keys, keys.size, op.getK(), ids);
     return success();
   }
-  emitTopK(cg, keys, keys.size, op.getK(),
-           [&](Value j, Value id) { cg.store(id, ids, j); });
+  emitConfiguredTopK(cg, keys, keys.size, op.getK(),
+                     [&](Value j, Value id) { cg.store(id, ids, j); });
   return success();
 }
 
@@ -316,7 +396,8 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
       cg.store(cg.boolean(false), kept, g);
       return SmallVector<Value>{};
     });
-    emitTopK(cg, groupScores, groups, op.getKeep(), [&](Value, Value group) {
+    emitConfiguredTopK(cg, groupScores, groups, op.getKeep(),
+                       [&](Value, Value group) {
       cg.store(cg.boolean(true), kept,
                b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
     });
@@ -363,7 +444,8 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
     return SmallVector<Value>{};
   });
 
-  emitTopK(cg, groupScores, groups, op.getKeep(), [&](Value, Value group) {
+  emitConfiguredTopK(cg, groupScores, groups, op.getKeep(),
+                     [&](Value, Value group) {
     cg.store(cg.boolean(true), kept,
              b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
   });
