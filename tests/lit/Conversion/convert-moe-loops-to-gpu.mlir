@@ -123,7 +123,8 @@ func.func @shuffle_of_vectors(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kern
   %c1 = arith.constant 1 : index
   scf.for %t = %t0 to %t1 step %c1 {
     %v = vector.load %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
-    // expected-error @+1 {{'vector.shuffle' op cannot be spread over warp lanes}}
+    // Only xor permutations of one vector are warp shuffles.
+    // expected-error @+1 {{'vector.shuffle' op only an xor permutation of one vector of f32 or i32 lanes has a warp-shuffle lowering}}
     %s = vector.shuffle %v, %v [1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31] : vector<32xi32>, vector<32xi32>
     vector.store %s, %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
   }
@@ -147,5 +148,31 @@ func.func @dispatch(%ids: memref<?x2xi32> {moe.kernel_arg = #moe.kernel_arg<name
 // Kernels come from convert-moe-to-loops: every argument has its ABI stamp.
 // expected-error @+1 {{'func.func' op argument #1 has no 'moe.kernel_arg': kernels come from convert-moe-to-loops}}
 func.func @unstamped(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64>, %t0: index, %t1: index) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
+  return
+}
+
+// -----
+
+// An xor permutation of one vector's lanes is a warp xor shuffle; a lane
+// constant that sums over the lane's bits (lane & 16 != 0, a lane's group
+// in a transposed reduction) is computed from the lane id.
+// CHECK-LABEL: gpu.func @xor_permutation(
+// CHECK: %[[LANE:.*]] = gpu.lane_id
+// CHECK: %[[LANE32:.*]] = arith.index_cast %[[LANE]] : index to i32
+// CHECK: arith.andi %[[LANE32]], %c16_i32
+// CHECK: arith.cmpi ne
+// CHECK: %[[UPPER:.*]] = arith.cmpi ne
+// CHECK: %[[SHUFFLED:.*]], %{{.*}} = gpu.shuffle xor %[[V:.*]], %c16_i32{{.*}}, %c32_i32 : i32
+// CHECK: arith.select %[[UPPER]], %[[SHUFFLED]], %[[V]] : i32
+func.func @xor_permutation(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 32], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %upper = arith.constant dense<[false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true]> : vector<32xi1>
+  scf.for %t = %t0 to %t1 step %c1 {
+    %v = vector.load %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
+    %s = vector.shuffle %v, %v [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] : vector<32xi32>, vector<32xi32>
+    %m = arith.select %upper, %s, %v : vector<32xi1>, vector<32xi32>
+    vector.store %m, %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
+  }
   return
 }

@@ -20,14 +20,19 @@
 // CHECK: arith.divf {{.*}} : vector<8xf32>
 // Bias on the keys only.
 // CHECK: vector.load %[[BIAS]]
-// Group scores (top-2 sums), the kept groups, then -inf elsewhere; a group
-// of 8 is one chunk: lane-wise top-2, then across lanes the largest, the
-// lowest lane holding it, and the largest of the rest; the mask is a chunk
-// select.
+// Group scores (top-2 sums), the kept groups, then -inf elsewhere. 8 groups
+// of one chunk each: lane-wise top-2 per group, then one transposed
+// butterfly (xor lane permutations at 4, 2, 1 that also hand each lane its
+// group), the best 2 groups by max and min-id reductions, and the mask as a
+// chunk select.
 // CHECK: arith.cmpf ogt, {{.*}} : vector<8xf32>
+// CHECK: vector.shuffle {{.*}} [4, 5, 6, 7, 0, 1, 2, 3]
+// CHECK: vector.shuffle {{.*}} [2, 3, 0, 1, 6, 7, 4, 5]
+// CHECK: vector.shuffle {{.*}} [1, 0, 3, 2, 5, 4, 7, 6]
 // CHECK: vector.reduction <maximumf>
 // CHECK: vector.reduction <minsi>
 // CHECK: vector.reduction <maximumf>
+// CHECK: vector.reduction <minsi>
 // CHECK: arith.select {{.*}} : vector<8xi1>, vector<8xf32>
 // Top-k: arg-max passes, ties to the lower id, an out-of-range pick -> 0.
 // CHECK: vector.reduction <maximumf>
@@ -475,8 +480,8 @@ func.func @topk_ties_bias(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (
 // CHECK-DAG: %[[FALSE:.*]] = arith.constant false
 // CHECK: %[[S:.*]] = memref.alloca() : memref<16xf32>
 // CHECK: %[[MASKED:.*]] = memref.alloca() : memref<16xf32>
-// CHECK: %[[GS:.*]] = memref.alloca() : memref<8xf32>
 // CHECK: %[[KEPT:.*]] = memref.alloca() : memref<4xi1>
+// CHECK: %[[GS:.*]] = memref.alloca() : memref<8xf32>
 // CHECK: scf.for %[[G:arg[0-9]+]] = %c0 to %c4 step %c1 {
 // CHECK-NEXT: %[[FIRST:[0-9]+]] = arith.muli %[[G]], %c4
 // CHECK-NEXT: %[[TOP:[0-9]+]]:2 = scf.for %{{.*}} = %c0 to %c4 step %c1 iter_args(%[[B0:arg[0-9]+]] = %[[NINF_S]], %[[B1:arg[0-9]+]] = %[[NINF_S]])

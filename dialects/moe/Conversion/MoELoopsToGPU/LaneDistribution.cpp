@@ -176,26 +176,86 @@ LogicalResult LaneDistributor::cloneConstant(Operation *op) {
     return op->emitOpError("non-uniform float vector constant cannot be "
                            "spread over warp lanes");
   SmallVector<APInt> values(dense.getValues<APInt>());
+  const int64_t count = static_cast<int64_t>(values.size());
+  auto valueAt = [&](int64_t i) {
+    return element.isInteger(1) ? int64_t(values[i].getZExtValue())
+                                : values[i].getSExtValue();
+  };
+  // A sum over the lane's bits: v[l] = v[0] + sum of (v[2^b] - v[0]) over
+  // the bits b set in l (folded lane masks such as `lane & 16 != 0`, and the
+  // lanes' groups of the transposed group reductions).
+  auto bitAdditive = [&]() -> Value {
+    if (!llvm::isPowerOf2_64(count))
+      return nullptr;
+    for (int64_t l = 0; l < count; ++l) {
+      int64_t expected = valueAt(0);
+      for (int64_t bit = 1; bit < count; bit *= 2)
+        if (l & bit)
+          expected += valueAt(bit) - valueAt(0);
+      if (valueAt(l) != expected)
+        return nullptr;
+    }
+    Type i32 = b.getI32Type();
+    Value laneI32 = b.create<arith::IndexCastOp>(loc, i32, lane);
+    Value sum = b.create<arith::ConstantIntOp>(loc, valueAt(0), 32);
+    Value zero = b.create<arith::ConstantIntOp>(loc, 0, 32);
+    for (int64_t bit = 1; bit < count; bit *= 2) {
+      int64_t delta = valueAt(bit) - valueAt(0);
+      if (delta == 0)
+        continue;
+      Value set = b.create<arith::CmpIOp>(
+          loc, arith::CmpIPredicate::ne,
+          b.create<arith::AndIOp>(loc, laneI32,
+                                  b.create<arith::ConstantIntOp>(loc, bit, 32)),
+          zero);
+      sum = b.create<arith::AddIOp>(
+          loc, sum,
+          b.create<arith::SelectOp>(
+              loc, set, b.create<arith::ConstantIntOp>(loc, delta, 32), zero));
+    }
+    if (element.isInteger(1))
+      return b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ne, sum, zero);
+    if (element.getIntOrFloatBitWidth() == 32)
+      return sum;
+    return b.create<arith::ExtSIOp>(loc, element, sum);
+  };
   if (element.isInteger(1)) {
     // A folded constant mask: lanes [0, n) set.
     int64_t valid = 0;
-    while (valid < static_cast<int64_t>(values.size()) && values[valid].isOne())
+    while (valid < count && values[valid].isOne())
       ++valid;
-    for (int64_t i = valid; i < static_cast<int64_t>(values.size()); ++i)
-      if (values[i].isOne())
-        return op->emitOpError("i1 vector constant is not a prefix mask");
-    mapping.map(constant.getResult(),
-                b.create<arith::CmpIOp>(
-                    loc, arith::CmpIPredicate::ult, lane,
-                    b.create<arith::ConstantIndexOp>(loc, valid)));
-    return success();
+    bool prefix = true;
+    for (int64_t i = valid; i < count; ++i)
+      prefix = prefix && !values[i].isOne();
+    if (prefix) {
+      mapping.map(constant.getResult(),
+                  b.create<arith::CmpIOp>(
+                      loc, arith::CmpIPredicate::ult, lane,
+                      b.create<arith::ConstantIndexOp>(loc, valid)));
+      return success();
+    }
+    if (Value mask = bitAdditive()) {
+      mapping.map(constant.getResult(), mask);
+      return success();
+    }
+    return op->emitOpError("i1 vector constant is neither a prefix mask nor "
+                           "a sum over lane bits");
   }
   int64_t start = values[0].getSExtValue();
-  int64_t step = values.size() > 1 ? values[1].getSExtValue() - start : 0;
+  int64_t step = count > 1 ? values[1].getSExtValue() - start : 0;
+  bool progression = true;
   for (auto [i, v] : llvm::enumerate(values))
-    if (v.getSExtValue() != start + static_cast<int64_t>(i) * step)
-      return op->emitOpError("vector constant is not an arithmetic "
-                             "progression over lanes");
+    progression = progression &&
+                  v.getSExtValue() == start + static_cast<int64_t>(i) * step;
+  if (!progression) {
+    if (element.getIntOrFloatBitWidth() <= 32)
+      if (Value sum = bitAdditive()) {
+        mapping.map(constant.getResult(), sum);
+        return success();
+      }
+    return op->emitOpError("vector constant is not an arithmetic "
+                           "progression over lanes");
+  }
   Value laneId = b.create<arith::IndexCastOp>(loc, element, lane);
   Value stepped = b.create<arith::MulIOp>(
       loc, laneId, b.create<arith::ConstantOp>(loc, IntegerAttr::get(element, step)));
@@ -328,6 +388,30 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
       return op->emitOpError("broadcast of a vector cannot be spread over "
                              "warp lanes");
     mapping.map(broadcast.getResult(), mapping.lookup(broadcast.getSource()));
+    return success();
+  }
+  if (auto shuffle = dyn_cast<vector::ShuffleOp>(op)) {
+    // A permutation lane -> lane ^ c of one vector (the transposed group
+    // reductions, SelectionToLoops.cpp): a warp xor shuffle.
+    SmallVector<int64_t> mask;
+    for (Attribute index : shuffle.getMask())
+      mask.push_back(cast<IntegerAttr>(index).getInt());
+    int64_t offset = mask.empty() ? -1 : mask[0];
+    bool xorPermutation = int64_t(mask.size()) == warpSize && offset >= 0 &&
+                          offset < warpSize;
+    for (int64_t i = 0; xorPermutation && i < int64_t(mask.size()); ++i)
+      xorPermutation = mask[i] == (i ^ offset);
+    Type element = shuffle.getResultVectorType().getElementType();
+    if (!xorPermutation || !(element.isF32() || element.isInteger(32)))
+      return op->emitOpError("only an xor permutation of one vector of f32 "
+                             "or i32 lanes has a warp-shuffle lowering");
+    Value width = b.create<arith::ConstantIntOp>(loc, warpSize, 32);
+    Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
+    mapping.map(shuffle.getResult(),
+                b.create<gpu::ShuffleOp>(loc, mapping.lookup(shuffle.getV1()),
+                                         distance, width,
+                                         gpu::ShuffleMode::XOR)
+                    .getShuffleResult());
     return success();
   }
   if (auto reduction = dyn_cast<vector::ReductionOp>(op)) {

@@ -322,6 +322,115 @@ LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
   return success();
 }
 
+/// Lane-wise, the two largest keys of `chunks` whole chunks from `first`
+/// (as the scalar loop of lowerGroupMask keeps them).
+std::pair<Value, Value> laneTopTwo(RowCodegen &cg, const RowRef &keys,
+                                   Value first, int64_t chunks) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value minusInf = cg.splat(cg.f32(-kInf));
+  SmallVector<Value> top = cg.forLoop(
+      0, chunks, {minusInf, minusInf},
+      [&](Value c, ValueRange best) -> SmallVector<Value> {
+        Value e0 = b.create<arith::AddIOp>(
+            loc, first,
+            b.create<arith::MulIOp>(loc, c, cg.index(cg.width)));
+        Value key = cg.loadChunk(keys, e0, cg.width, cg.f32(-kInf));
+        Value newFirst = b.create<arith::CmpFOp>(
+            loc, arith::CmpFPredicate::OGT, key, best[0]);
+        Value second = b.create<arith::SelectOp>(
+            loc, newFirst, best[0],
+            b.create<arith::MaximumFOp>(loc, best[1], key));
+        Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
+        return {largest, second};
+      });
+  return {top[0], top[1]};
+}
+
+/// Lane i of the result holds lane i ^ offset of `v`.
+Value xorLanes(RowCodegen &cg, Value v, int64_t offset) {
+  SmallVector<int64_t> mask;
+  for (int64_t i = 0; i < cg.width; ++i)
+    mask.push_back(i ^ offset);
+  return cg.b.create<vector::ShuffleOp>(cg.loc, v, v, mask);
+}
+
+/// The two largest of two pairs of two largest (a repeated maximum counts
+/// twice).
+std::pair<Value, Value> mergeTopTwo(RowCodegen &cg, std::pair<Value, Value> x,
+                                    std::pair<Value, Value> y) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value largest = b.create<arith::MaximumFOp>(loc, x.first, y.first);
+  Value second = b.create<arith::MaximumFOp>(
+      loc, b.create<arith::MinimumFOp>(loc, x.first, y.first),
+      b.create<arith::MaximumFOp>(loc, x.second, y.second));
+  return {largest, second};
+}
+
+/// Every group's score at once, for `groups` a power of two <= width: the
+/// lane-wise pairs of all groups go through one butterfly that also splits
+/// the groups among the lanes (at offset W/2 the lower lanes keep the first
+/// half of the groups and receive their partners' values of it, and so on),
+/// then the lanes sharing a group reduce it. Lane l ends with group
+/// `groupOf[l]`'s score: log2(W) shuffle steps in all instead of log2(W)
+/// per group and reduction (DeepSeek-V3 on a warp: 14 shuffles, not 120).
+/// Returns the scores and, lane by lane, the group each belongs to.
+std::pair<Value, Value> transposedGroupScores(RowCodegen &cg,
+                                              const RowRef &keys,
+                                              int64_t groups, int64_t perGroup,
+                                              bool top2) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  const int64_t width = cg.width;
+  SmallVector<std::pair<Value, Value>> live;
+  for (int64_t g = 0; g < groups; ++g)
+    live.push_back(laneTopTwo(cg, keys, cg.index(g * perGroup),
+                              perGroup / width));
+  // Lane masks and group numbers from the lane ids (lane-varying constants
+  // other than the ids themselves do not exist on a warp).
+  Value lanes = cg.laneIds(cg.index(0));
+  Value groupOf = cg.splat(cg.i32(0));
+  int64_t offset = width / 2;
+  for (int64_t count = groups; count > 1; count /= 2, offset /= 2) {
+    const int64_t half = count / 2;
+    Value upper = b.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ne,
+        b.create<arith::AndIOp>(loc, lanes, cg.splat(cg.i32(offset))),
+        cg.splat(cg.i32(0)));
+    groupOf = b.create<arith::AddIOp>(
+        loc, groupOf,
+        b.create<arith::SelectOp>(loc, upper, cg.splat(cg.i32(half)),
+                                  cg.splat(cg.i32(0))));
+    SmallVector<std::pair<Value, Value>> next;
+    for (int64_t j = 0; j < half; ++j) {
+      auto pick = [&](Value ifUpper, Value ifLower) {
+        return b.create<arith::SelectOp>(loc, upper, ifUpper, ifLower)
+            .getResult();
+      };
+      std::pair<Value, Value> kept{
+          pick(live[half + j].first, live[j].first),
+          pick(live[half + j].second, live[j].second)};
+      std::pair<Value, Value> sent{
+          pick(live[j].first, live[half + j].first),
+          pick(live[j].second, live[half + j].second)};
+      std::pair<Value, Value> received{xorLanes(cg, sent.first, offset),
+                                       xorLanes(cg, sent.second, offset)};
+      next.push_back(mergeTopTwo(cg, kept, received));
+    }
+    live = std::move(next);
+  }
+  std::pair<Value, Value> pair = live.front();
+  for (; offset >= 1; offset /= 2)
+    pair = mergeTopTwo(cg, pair,
+                       {xorLanes(cg, pair.first, offset),
+                        xorLanes(cg, pair.second, offset)});
+  Value score = top2 ? b.create<arith::AddFOp>(loc, pair.first, pair.second)
+                           .getResult()
+                     : pair.first;
+  return {score, groupOf};
+}
+
 /// A group's score from whole vector chunks: lane-wise the two largest keys
 /// (as the scalar loop below keeps them), then across lanes the largest and
 /// the largest of the rest (the other lanes' largest and the second of the
@@ -370,8 +479,9 @@ Value chunkedGroupScore(RowCodegen &cg, const RowRef &keys, Value first,
 /// copies the keys of kept groups, -inf elsewhere. Groups are contiguous
 /// runs of E / G experts. When a group is a whole number of vector chunks
 /// (every real model: DeepSeek-V3's 32 experts per group), scoring and
-/// masking work on chunks; otherwise groups need not align with chunks and
-/// both are scalar loops.
+/// masking work on chunks, and a power-of-two number of groups up to the
+/// vector width is scored by one transposed butterfly; otherwise groups
+/// need not align with chunks and both are scalar loops.
 LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
@@ -383,11 +493,39 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
   const bool chunked = perGroup % cg.width == 0;
   const int64_t chunksPerGroup = perGroup / cg.width;
 
-  // Group scores live in a padded stack row so emitTopK can rank them.
-  RowRef groupScores = cg.allocRow(b.getF32Type(), groups);
   RowRef kept = cg.allocScalarRow(b.getI1Type(), groups);
 
-  if (chunked) {
+  if (chunked && llvm::isPowerOf2_64(groups) && groups <= cg.width &&
+      llvm::isPowerOf2_64(cg.width)) {
+    // All groups scored by one transposed butterfly; the best `keep` taken
+    // by rounds over the lanes (ties to the lower group), each pick's lanes
+    // then set to -inf.
+    auto [scores, groupIds] = transposedGroupScores(
+        cg, keys, groups, perGroup, top2 && perGroup >= 2);
+    cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
+      cg.store(cg.boolean(false), kept, g);
+      return SmallVector<Value>{};
+    });
+    for (int64_t r = 0; r < op.getKeep(); ++r) {
+      Value best = b.create<vector::ReductionOp>(
+          loc, vector::CombiningKind::MAXIMUMF, scores);
+      Value holders = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
+                                              scores, cg.splat(best));
+      Value bestGroup = b.create<vector::ReductionOp>(
+          loc, vector::CombiningKind::MINSI,
+          b.create<arith::SelectOp>(loc, holders, groupIds,
+                                    cg.splat(cg.i32(kNoId))));
+      cg.store(cg.boolean(true), kept,
+               b.create<arith::IndexCastOp>(loc, b.getIndexType(),
+                                            cg.safeId(bestGroup, groups)));
+      Value picked = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                             groupIds, cg.splat(bestGroup));
+      scores = b.create<arith::SelectOp>(loc, picked,
+                                         cg.splat(cg.f32(-kInf)), scores);
+    }
+  } else if (chunked) {
+    // Group scores live in a padded stack row so emitTopK can rank them.
+    RowRef groupScores = cg.allocRow(b.getF32Type(), groups);
     cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
       Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
       cg.store(chunkedGroupScore(cg, keys, first, chunksPerGroup,
@@ -401,6 +539,8 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
       cg.store(cg.boolean(true), kept,
                b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
     });
+  }
+  if (chunked) {
     cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
       Value isKept = cg.splat(cg.load(kept, g));
       Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
@@ -419,6 +559,7 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
     return success();
   }
 
+  RowRef groupScores = cg.allocRow(b.getF32Type(), groups);
   cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
     Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
     // The two largest keys of the group (the second is -inf for a group of
