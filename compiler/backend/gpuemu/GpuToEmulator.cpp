@@ -191,6 +191,7 @@ private:
           return success();
         })
         .Case([&](gpu::ShuffleOp shuffle) { return rewriteShuffle(shuffle); })
+        .Case([&](NVVM::ReduxOp redux) { return rewriteRedux(redux); })
         .Case([&](NVVM::SyncWarpOp sync) {
           if (fault != Fault::NoWarpSync)
             call(loc, kWarpSync, {}, {context, sync.getMask()});
@@ -286,6 +287,54 @@ private:
     shuffle.getShuffleResult().replaceAllUsesWith(result);
     shuffle.getValid().replaceAllUsesWith(valid);
     shuffle.erase();
+    return success();
+  }
+
+  /// redux.sync over the whole warp (the only mask the backend emits) as the
+  /// butterfly of xor shuffles it stands for: every lane ends with the
+  /// warp's result, as PTX defines it.
+  LogicalResult rewriteRedux(NVVM::ReduxOp redux) {
+    Location loc = redux.getLoc();
+    auto mask = redux.getMaskAndClamp().getDefiningOp<arith::ConstantIntOp>();
+    if (!mask || mask.value() != -1 || !redux.getType().isInteger(32))
+      return redux.emitOpError("only i32 redux.sync over a whole warp "
+                               "(mask -1) is emulated");
+    Value value = redux.getVal();
+    for (int64_t offset = kWarpSize / 2; offset >= 1; offset /= 2) {
+      Value other = call(loc, kShuffleXor, b.getI32Type(),
+                         {context, value, constantI32(loc, offset),
+                          constantI32(loc, kWarpSize)});
+      switch (redux.getKind()) {
+      case NVVM::ReduxKind::ADD:
+        value = b.create<arith::AddIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::AND:
+        value = b.create<arith::AndIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::OR:
+        value = b.create<arith::OrIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::XOR:
+        value = b.create<arith::XOrIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::MAX:
+        value = b.create<arith::MaxSIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::MIN:
+        value = b.create<arith::MinSIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::UMAX:
+        value = b.create<arith::MaxUIOp>(loc, value, other);
+        break;
+      case NVVM::ReduxKind::UMIN:
+        value = b.create<arith::MinUIOp>(loc, value, other);
+        break;
+      default:
+        return redux.emitOpError("redux kind is not emulated");
+      }
+    }
+    redux.getResult().replaceAllUsesWith(value);
+    redux.erase();
     return success();
   }
 

@@ -78,12 +78,14 @@ func.func @route(%logits: memref<?x40xf32> {moe.kernel_arg = #moe.kernel_arg<nam
 // -----
 
 // Lane-id vectors (e0 + [0, 1, ..., 31]) become e0 + lane; an i1 OR
-// reduction shuffles 32-bit words.
+// reduction is one redux.sync over 32-bit words (integer reductions; float
+// ones stay butterflies of shuffles, above).
 // CHECK-LABEL: gpu.func @lanes(
 // CHECK: %[[LANE:.*]] = gpu.lane_id
 // CHECK: arith.index_cast %[[LANE]] : index to i32
 // CHECK: arith.extui %{{.*}} : i1 to i32
-// CHECK-COUNT-5: gpu.shuffle  xor %{{.*}} : i32
+// CHECK-NOT: gpu.shuffle
+// CHECK: nvvm.redux.sync  or %{{.*}}, %c-1_i32 : i32 -> i32
 // CHECK: arith.trunci %{{.*}} : i32 to i1
 func.func @lanes(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
   %c0 = arith.constant 0 : index

@@ -93,3 +93,36 @@ module attributes {gpu.container_module} {
     }
   }
 }
+
+// -----
+
+// redux.sync over the whole warp is the butterfly of five xor shuffles it
+// stands for; a partial mask is refused.
+// CHECK-LABEL: func.func @redux(
+// CHECK-COUNT-5: call @moegen_emu_shfl_xor_i32
+// CHECK-NOT: nvvm.redux.sync
+// CHECK: arith.minsi
+module attributes {gpu.container_module} {
+  gpu.module @moe_kernels {
+    gpu.func @redux(%out: !llvm.ptr) kernel {
+      %c7_i32 = arith.constant 7 : i32
+      %all = arith.constant -1 : i32
+      %r = nvvm.redux.sync min %c7_i32, %all : i32 -> i32
+      gpu.return
+    }
+  }
+}
+
+// -----
+
+module attributes {gpu.container_module} {
+  gpu.module @moe_kernels {
+    gpu.func @partial_redux(%out: !llvm.ptr) kernel {
+      %c7_i32 = arith.constant 7 : i32
+      %low = arith.constant 65535 : i32
+      // expected-error @+1 {{only i32 redux.sync over a whole warp (mask -1) is emulated}}
+      %p = nvvm.redux.sync min %c7_i32, %low : i32 -> i32
+      gpu.return
+    }
+  }
+}

@@ -2,6 +2,8 @@
 
 #include "dialects/moe/Conversion/MoELoopsToGPU/LaneDistribution.h"
 
+#include "llvm/ADT/StringSwitch.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
@@ -294,6 +296,25 @@ Value LaneDistributor::warpReduce(Location loc, Value value, StringRef kind) {
   Type i32 = b.getI32Type();
   if (widen)
     value = b.create<arith::ExtUIOp>(loc, i32, value);
+  // Integer reductions over a whole warp are one redux.sync (sm_80 and up,
+  // every arch the backend targets) instead of five shuffle steps.
+  std::optional<NVVM::ReduxKind> redux;
+  if (value.getType().isInteger(32) && warpSize == 32)
+    redux = llvm::StringSwitch<std::optional<NVVM::ReduxKind>>(kind)
+                .Case("minsi", NVVM::ReduxKind::MIN)
+                .Case("maxsi", NVVM::ReduxKind::MAX)
+                .Case("add", NVVM::ReduxKind::ADD)
+                .Case("or", NVVM::ReduxKind::OR)
+                .Case("and", NVVM::ReduxKind::AND)
+                .Default(std::nullopt);
+  if (redux) {
+    value = b.create<NVVM::ReduxOp>(
+        loc, i32, value, *redux,
+        b.create<arith::ConstantIntOp>(loc, -1, 32));
+    if (widen)
+      value = b.create<arith::TruncIOp>(loc, type, value);
+    return value;
+  }
   Value width = b.create<arith::ConstantIntOp>(loc, warpSize, 32);
   for (int64_t offset = warpSize / 2; offset >= 1; offset /= 2) {
     Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
