@@ -1260,6 +1260,8 @@ TEST(CpuBackendEdge, EveryTopKMethod) {
     for (Case c : {Case{8, 8, 1, LogitsStyle::Random},
                    Case{60, 7, 6, LogitsStyle::Random},
                    Case{100, 12, 1, LogitsStyle::Adversarial},
+                   // 3 groups of 4 chunks: chunked, but not transposed.
+                   Case{96, 8, 3, LogitsStyle::Adversarial},
                    Case{256, 8, 8, LogitsStyle::Adversarial},
                    Case{1000, 64, 1, LogitsStyle::Random},
                    Case{4096, 33, 8, LogitsStyle::Adversarial}}) {

@@ -478,6 +478,9 @@ TEST(GpuEmuBackendTest, ExactTiesGoToTheLowerIndexLikeTheCpu) {
       "name: ties_groups\nnum_experts: 256\ntop_k: 8\nscoring: sigmoid\n"
       "groups: 8\ntopk_groups: 4\nnormalize: true\n",
       "name: ties_wide\nnum_experts: 1024\ntop_k: 6\nscoring: sigmoid\n",
+      // 3 groups of one warp-wide chunk: chunked, but not transposed.
+      "name: ties_groups3\nnum_experts: 96\ntop_k: 8\nscoring: sigmoid\n"
+      "groups: 3\ntopk_groups: 2\n",
       "name: ties_few\nnum_experts: 40\ntop_k: 40\nscoring: softmax\n"};
   for (const std::string &text : specs) {
     std::string error;

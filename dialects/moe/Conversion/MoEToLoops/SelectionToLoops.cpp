@@ -440,22 +440,8 @@ Value chunkedGroupScore(RowCodegen &cg, const RowRef &keys, Value first,
                         int64_t chunks, bool top2) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
-  Value minusInf = cg.splat(cg.f32(-kInf));
-  SmallVector<Value> top = cg.forLoop(
-      0, chunks, {minusInf, minusInf},
-      [&](Value c, ValueRange best) -> SmallVector<Value> {
-        Value e0 = b.create<arith::AddIOp>(
-            loc, first,
-            b.create<arith::MulIOp>(loc, c, cg.index(cg.width)));
-        Value key = cg.loadChunk(keys, e0, cg.width, cg.f32(-kInf));
-        Value newFirst = b.create<arith::CmpFOp>(
-            loc, arith::CmpFPredicate::OGT, key, best[0]);
-        Value second = b.create<arith::SelectOp>(
-            loc, newFirst, best[0],
-            b.create<arith::MaximumFOp>(loc, best[1], key));
-        Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
-        return {largest, second};
-      });
+  auto [topFirst, topSecond] = laneTopTwo(cg, keys, first, chunks);
+  Value top[2] = {topFirst, topSecond};
   Value largest = b.create<vector::ReductionOp>(
       loc, vector::CombiningKind::MAXIMUMF, top[0]);
   if (!top2)
