@@ -56,7 +56,9 @@ def ConvertMoELoopsToGPU : Pass<"convert-moe-loops-to-gpu", "ModuleOp"> {
     `e0 + lane` (masked tails never leave the row), reductions are
     butterflies of `gpu.shuffle xor`. Stack rows become per-warp slices of
     dynamic shared memory, every store to them fenced by `nvvm.bar.warp.sync`.
-    The dispatch kernel runs on a single thread.
+    The dispatch kernel (already written over threads, blocks and the grid
+    by convert-moe-to-loops) runs cooperatively in blocks of 256 threads,
+    with `moe.launch` naming its grid cap and slots per block.
 
     Each pointer parameter keeps its memref's `#moe.kernel_arg`, each size
     parameter gets a `#moe.kernel_size<of, dim>`, and each kernel gets

@@ -5,7 +5,8 @@
 // expert's bucket gives the (expert, slot) order in O(T*k + E). Ids outside
 // [0, E) are reported and skipped, so no count or position is addressed by
 // them. Counts double as the buckets' fill levels, so the kernel needs no
-// scratch memory. Single-threaded on the host and, for now, on the GPU.
+// scratch memory. This is the host's form, single-threaded; the GPU sorts
+// in parallel over a whole grid (ParallelDispatchToLoops.cpp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -71,7 +72,7 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
 
   // Placement, with counts[e] as the fill level of expert e's bucket: it
   // restarts from 0 and ends at the count again, so no scratch buffer is
-  // needed (none exists on the GPU).
+  // needed.
   cg.forLoop(0, numExperts, {}, [&](Value e, ValueRange) {
     b.create<memref::StoreOp>(loc, cg.i32(0), counts, e);
     return SmallVector<Value>{};
