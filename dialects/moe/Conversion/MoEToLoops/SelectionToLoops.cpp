@@ -431,6 +431,29 @@ std::pair<Value, Value> transposedGroupScores(RowCodegen &cg,
   return {score, groupOf};
 }
 
+/// A group's score by a scalar walk of its keys: groups need not align
+/// with vector chunks. The second largest is -inf for a group of one, where
+/// top2_sum degenerates to the largest.
+Value scalarGroupScore(RowCodegen &cg, const RowRef &keys, Value first,
+                       int64_t perGroup, bool top2) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  SmallVector<Value> top = cg.forLoop(
+      0, perGroup, {cg.f32(-kInf), cg.f32(-kInf)},
+      [&](Value i, ValueRange best) -> SmallVector<Value> {
+        Value key = cg.load(keys, b.create<arith::AddIOp>(loc, first, i));
+        Value newFirst = b.create<arith::CmpFOp>(
+            loc, arith::CmpFPredicate::OGT, key, best[0]);
+        Value second = b.create<arith::SelectOp>(
+            loc, newFirst, best[0],
+            b.create<arith::MaximumFOp>(loc, best[1], key));
+        Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
+        return {largest, second};
+      });
+  return top2 ? b.create<arith::AddFOp>(loc, top[0], top[1]).getResult()
+              : top[0];
+}
+
 /// A group's score from whole vector chunks: lane-wise the two largest keys
 /// (as the scalar loop below keeps them), then across lanes the largest and
 /// the largest of the rest (the other lanes' largest and the second of the
@@ -509,13 +532,14 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
       scores = b.create<arith::SelectOp>(loc, picked,
                                          cg.splat(cg.f32(-kInf)), scores);
     }
-  } else if (chunked) {
+  } else {
     // Group scores live in a padded stack row so emitTopK can rank them.
     RowRef groupScores = cg.allocRow(b.getF32Type(), groups);
     cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
       Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
-      cg.store(chunkedGroupScore(cg, keys, first, chunksPerGroup,
-                                 top2 && perGroup >= 2),
+      const bool sum = top2 && perGroup >= 2;
+      cg.store(chunked ? chunkedGroupScore(cg, keys, first, chunksPerGroup, sum)
+                       : scalarGroupScore(cg, keys, first, perGroup, sum),
                groupScores, g);
       cg.store(cg.boolean(false), kept, g);
       return SmallVector<Value>{};
@@ -544,38 +568,6 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
     });
     return success();
   }
-
-  RowRef groupScores = cg.allocRow(b.getF32Type(), groups);
-  cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
-    Value first = b.create<arith::MulIOp>(loc, g, cg.index(perGroup));
-    // The two largest keys of the group (the second is -inf for a group of
-    // one, where top2_sum degenerates to the largest).
-    SmallVector<Value> top = cg.forLoop(
-        0, perGroup, {cg.f32(-kInf), cg.f32(-kInf)},
-        [&](Value i, ValueRange best) -> SmallVector<Value> {
-          Value key = cg.load(keys, b.create<arith::AddIOp>(loc, first, i));
-          Value newFirst = b.create<arith::CmpFOp>(
-              loc, arith::CmpFPredicate::OGT, key, best[0]);
-          Value second = b.create<arith::SelectOp>(
-              loc, newFirst, best[0],
-              b.create<arith::MaximumFOp>(loc, best[1], key));
-          Value largest =
-              b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
-          return {largest, second};
-        });
-    Value score = top[0];
-    if (top2 && perGroup >= 2)
-      score = b.create<arith::AddFOp>(loc, top[0], top[1]);
-    cg.store(score, groupScores, g);
-    cg.store(cg.boolean(false), kept, g);
-    return SmallVector<Value>{};
-  });
-
-  emitConfiguredTopK(cg, groupScores, groups, op.getKeep(),
-                     [&](Value, Value group) {
-    cg.store(cg.boolean(true), kept,
-             b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
-  });
 
   cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
     Value isKept = cg.load(kept, g);
