@@ -232,6 +232,21 @@ void Parser::parseLaunch(const Json &value, const std::string &key,
            std::to_string(launch.slotsPerBlock) + " must be " +
                std::to_string(kDispatchSlotsPerBlock));
   } else {
+    // Optional: kernels from before sub-warp schedules ran a warp per token.
+    if (value.contains("lanes_per_token")) {
+      launch.lanesPerToken =
+          getInt(value["lanes_per_token"], key + ".lanes_per_token", 0, 32);
+      const int64_t lanes = launch.lanesPerToken;
+      if (lanes != 0 && ((lanes & (lanes - 1)) != 0 ||
+                         launch.blockDim != launch.tokensPerBlock * lanes))
+        fail(key + ".lanes_per_token",
+             std::to_string(lanes) +
+                 " must be a power of two with block_dim = tokens_per_block "
+                 "* lanes_per_token (" +
+                 std::to_string(launch.blockDim) + " = " +
+                 std::to_string(launch.tokensPerBlock) + " * " +
+                 std::to_string(lanes) + ")");
+    }
     const std::string expected =
         launch.tokensPerBlock > 0
             ? "ceil_div(T," + std::to_string(launch.tokensPerBlock) + ")"
@@ -746,6 +761,8 @@ std::string writeManifest(const Manifest &manifest) {
     if (launch.cooperative) {
       object["launch"]["max_grid_dim"] = launch.maxGridDim;
       object["launch"]["slots_per_block"] = launch.slotsPerBlock;
+    } else if (launch.lanesPerToken > 0) {
+      object["launch"]["lanes_per_token"] = launch.lanesPerToken;
     }
     object["launch"]["dynamic_shared_memory_bytes"] =
         launch.dynamicSharedMemoryBytes;

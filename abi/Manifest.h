@@ -72,6 +72,10 @@ struct LaunchRule {
   /// > 0: gridDim.x = ceil(T / tokensPerBlock) and no launch when T == 0;
   /// 0: gridDim.x = 1, or the cooperative grid below.
   int64_t tokensPerBlock = 0;
+  /// The schedule of a row kernel: lanes of a warp per token (1 to 32;
+  /// blockDim = tokensPerBlock * lanesPerToken); 0 for the others.
+  /// Information for people and tools: the launch needs only the above.
+  int64_t lanesPerToken = 0;
   /// As written in the manifest ("ceil_div(T, 4)", "1" or "cooperative");
   /// checked against tokensPerBlock.
   std::string gridDim;

@@ -91,6 +91,7 @@ CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
   // fingerprint.
   inputs.kernelConfigText =
       "tokens_per_block=" + std::to_string(options.tokensPerBlock) +
+      "\nlanes_per_token=" + std::to_string(options.lanesPerToken) +
       "\ntopk=" + options.topk + "\n" + toolkitFingerprint(options);
   return inputs;
 }

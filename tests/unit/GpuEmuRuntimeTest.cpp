@@ -54,7 +54,7 @@ void store(void *ctx, T *address, T value, bool isShared, int32_t site = 0) {
 
 float shuffleXor(void *ctx, float value, int32_t offset, int32_t width) {
   return std::bit_cast<float>(moegen_emu_shfl_xor_i32(
-      ctx, std::bit_cast<int32_t>(value), offset, width));
+      ctx, std::bit_cast<int32_t>(value), offset, width, -1));
 }
 
 uint64_t addressOf(const void *pointer) {
@@ -141,9 +141,9 @@ void segmentSumKernel(void **raw) {
   KernelArgs<2> a(raw);
   int32_t value = int32_t(a.thread() * a.thread());
   for (int32_t offset = 4; offset > 0; offset /= 2)
-    value += moegen_emu_shfl_xor_i32(a.ctx(), value, offset, 8);
-  value = moegen_emu_shfl_xor_i32(a.ctx(), value, 8, 8);
-  int32_t neighbour = moegen_emu_shfl_xor_i32(a.ctx(), value, 1, 1);
+    value += moegen_emu_shfl_xor_i32(a.ctx(), value, offset, 8, -1);
+  value = moegen_emu_shfl_xor_i32(a.ctx(), value, 8, 8, -1);
+  int32_t neighbour = moegen_emu_shfl_xor_i32(a.ctx(), value, 1, 1, -1);
   store(a.ctx(), a.pointer<int32_t>(0) + a.thread(), value, false);
   store(a.ctx(), a.pointer<int32_t>(1) + a.thread(), neighbour, false);
 }
@@ -164,13 +164,80 @@ TEST(GpuEmuRuntime, ShuffleWidthSplitsTheWarpIntoSegments) {
   }
 }
 
+/// Segments of 8 lanes that diverge: segment s runs s + 1 rounds of a
+/// butterfly sum and a redux, each over its own member mask, as a tiled
+/// kernel whose tokens take different paths does.
+void divergentSegmentsKernel(void **raw) {
+  KernelArgs<2> a(raw);
+  const int32_t lane = int32_t(a.lane());
+  const int32_t segment = lane / 8;
+  const int32_t mask = int32_t(0xFFu << (8 * segment));
+  int32_t value = lane + 1, rounds = 0;
+  for (int32_t round = 0; round <= segment; ++round, ++rounds)
+    for (int32_t offset = 4; offset > 0; offset /= 2)
+      value += moegen_emu_shfl_xor_i32(a.ctx(), value, offset, 8, mask);
+  int32_t smallest =
+      moegen_emu_redux_i32(a.ctx(), lane, moegen::gpuemu::kReduxMin, mask);
+  store(a.ctx(), a.pointer<int32_t>(0) + a.thread(), value, false);
+  store(a.ctx(), a.pointer<int32_t>(1) + a.thread(), smallest + 100 * rounds,
+        false);
+}
+
+TEST(GpuEmuRuntime, SegmentsWithTheirOwnMasksMayDiverge) {
+  for (uint64_t seed : {1, 2, 3, 4}) {
+    std::vector<int32_t> sums(32), mins(32);
+    LaunchConfig config = configFor("divergent_segments", 1, 32, seed);
+    config.regions = {regionOf(sums, "sums"), regionOf(mins, "mins")};
+    ASSERT_EQ(launch(config, &divergentSegmentsKernel,
+                     {addressOf(sums.data()), addressOf(mins.data())}),
+              "");
+    for (int32_t lane = 0; lane < 32; ++lane) {
+      int32_t segment = lane / 8, expected = 0;
+      for (int32_t l = segment * 8; l < segment * 8 + 8; ++l)
+        expected += l + 1;
+      // Each round multiplies the segment's sum by 8.
+      for (int32_t round = 0; round < segment; ++round)
+        expected *= 8;
+      EXPECT_EQ(sums[size_t(lane)], expected) << "lane " << lane;
+      EXPECT_EQ(mins[size_t(lane)], segment * 8 + 100 * (segment + 1))
+          << "lane " << lane;
+    }
+  }
+}
+
+/// Lane 5 names a different member mask than the rest of its segment.
+void disagreeingMaskKernel(void **raw) {
+  KernelArgs<0> a(raw);
+  if (a.lane() >= 8)
+    return;
+  int32_t mask = a.lane() == 5 ? 0x3F : 0xFF;
+  moegen_emu_shfl_xor_i32(a.ctx(), 1, 1, 8, mask);
+}
+
+/// A full-width shuffle whose partners lie outside the member mask.
+void outsideMaskKernel(void **raw) {
+  KernelArgs<0> a(raw);
+  if (a.lane() >= 8)
+    return;
+  moegen_emu_shfl_xor_i32(a.ctx(), 1, 8, 32, 0xFF);
+}
+
+TEST(GpuEmuRuntime, MemberMaskMisuseIsAFault) {
+  LaunchConfig config = configFor("disagree", 1, 32);
+  std::string fault = launch(config, &disagreeingMaskKernel, {});
+  EXPECT_NE(fault.find("disagree"), std::string::npos) << fault;
+  config = configFor("outside", 1, 32);
+  fault = launch(config, &outsideMaskKernel, {});
+  EXPECT_NE(fault.find("outside its member mask"), std::string::npos) << fault;
+}
+
 /// blockDim 40: warp 1 has lanes 0-7; partners past them do not exist.
 void partialWarpKernel(void **raw) {
   KernelArgs<1> a(raw);
   int32_t value = int32_t((a.thread() * 37) % 41);
   for (int32_t offset = 16; offset > 0; offset /= 2)
     value =
-        std::max(value, moegen_emu_shfl_xor_i32(a.ctx(), value, offset, 32));
+        std::max(value, moegen_emu_shfl_xor_i32(a.ctx(), value, offset, 32, -1));
   store(a.ctx(), a.pointer<int32_t>(0) + a.thread(), value, false);
 }
 
@@ -193,7 +260,7 @@ void earlyReturnShuffleKernel(void **raw) {
   KernelArgs<0> a(raw);
   if (a.lane() == 3)
     return;
-  moegen_emu_shfl_xor_i32(a.ctx(), 1, 1, 32);
+  moegen_emu_shfl_xor_i32(a.ctx(), 1, 1, 32, -1);
 }
 
 TEST(GpuEmuRuntime, ShuffleWithReturnedLanesIsAFault) {
@@ -273,7 +340,7 @@ void shuffleInsteadOfSyncKernel(void **raw) {
   KernelArgs<0> a(raw);
   auto *row = static_cast<int32_t *>(moegen_emu_shared_base(a.ctx()));
   store(a.ctx(), row + a.lane(), 1, true);
-  moegen_emu_shfl_xor_i32(a.ctx(), 0, 1, 32);
+  moegen_emu_shfl_xor_i32(a.ctx(), 0, 1, 32, -1);
   load(a.ctx(), row + (a.lane() ^ 1), true);
 }
 
@@ -547,7 +614,7 @@ void mixedSyncKernel(void **raw) {
   if (a.lane() == 0)
     moegen_emu_barrier(a.ctx());
   else
-    moegen_emu_shfl_xor_i32(a.ctx(), 0, 1, 32);
+    moegen_emu_shfl_xor_i32(a.ctx(), 0, 1, 32, -1);
 }
 
 TEST(GpuEmuRuntime, DeadlockNamesWhatEveryoneWaitsFor) {

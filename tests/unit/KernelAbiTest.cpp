@@ -146,6 +146,7 @@ TEST(KernelAbiTest, WrittenManifestReadsBackAsWritten) {
     EXPECT_EQ(a.symbol, b.symbol);
     EXPECT_EQ(a.launch.blockDim, b.launch.blockDim);
     EXPECT_EQ(a.launch.tokensPerBlock, b.launch.tokensPerBlock);
+    EXPECT_EQ(a.launch.lanesPerToken, b.launch.lanesPerToken);
     EXPECT_EQ(a.launch.dynamicSharedMemoryBytes,
               b.launch.dynamicSharedMemoryBytes);
     EXPECT_EQ(a.registers, b.registers);

@@ -352,6 +352,14 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        },
        "kernels[0].launch.grid_dim: 'ceil_div(T, 8)' does not match "
        "tokens_per_block = 4 (expected \"ceil_div(T, 4)\")"},
+      {"lanes per token",
+       [](json &m) { m["kernels"][0]["launch"]["lanes_per_token"] = 8; },
+       "kernels[0].launch.lanes_per_token: 8 must be a power of two with "
+       "block_dim = tokens_per_block * lanes_per_token (128 = 4 * 8)"},
+      {"lanes per token not a power of two",
+       [](json &m) { m["kernels"][0]["launch"]["lanes_per_token"] = 3; },
+       "kernels[0].launch.lanes_per_token: 3 must be a power of two with "
+       "block_dim = tokens_per_block * lanes_per_token (128 = 4 * 3)"},
       {"block", [](json &m) { m["kernels"][0]["launch"]["block_dim"] = 2048; },
        "kernels[0].launch.block_dim: 2048 must be in [1, 1024]"},
       {"shared",

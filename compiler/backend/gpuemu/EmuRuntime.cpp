@@ -402,6 +402,9 @@ struct Launch {
 
 class BlockRunner;
 
+/// Fiber::collectiveKind of a shuffle (a redux has its ReduxKind).
+constexpr int32_t kShuffleCollective = -1;
+
 enum class FiberState : uint8_t {
   Runnable,
   AtShuffle,
@@ -420,11 +423,18 @@ struct Fiber {
   int64_t blockIdx = 0, threadIdx = 0;
   void *self = nullptr;
   std::vector<void *> args;
-  // Shuffle operands and result.
+  // Shuffle and redux operands and result.
   int32_t shuffleValue = 0, shuffleOffset = 0, shuffleWidth = 0;
   int32_t shuffleResult = 0;
+  int32_t collectiveKind = 0;
+  uint32_t collectiveMask = 0;
   /// The member mask this lane waits with at a warp sync.
   uint32_t warpSyncMask = 0;
+  /// Warp syncs this lane took part in, and the members of the latest (the
+  /// whole warp before the first): lanes with equal counts that were in
+  /// each other's latest sync run between the same two syncs.
+  uint32_t laneSyncs = 0;
+  uint32_t lastSyncMembers = ~0u;
   /// Vector clock over the lanes of its warp, in units of the warp's sync
   /// count: clock[r] > g means that lane r's accesses made while the warp's
   /// count was g are ordered before this lane's next ones. The effective
@@ -450,6 +460,7 @@ struct Warp {
 struct ShadowByte {
   uint32_t writeEpoch = 0;
   uint32_t writeSync = 0;
+  uint32_t writeLaneSyncs = 0; // the writer's Fiber::laneSyncs
   uint32_t readEpoch = 0;
   uint32_t readSync = 0; // the largest warp sync count among the reads
   uint32_t readerLanes = 0;
@@ -474,7 +485,8 @@ public:
 
   // Runtime calls, made on the calling fiber's stack.
   int32_t shuffleXor(Fiber &fiber, int32_t value, int32_t offset,
-                     int32_t width);
+                     int32_t width, uint32_t mask);
+  int32_t redux(Fiber &fiber, int32_t value, int32_t kind, uint32_t mask);
   void warpSync(Fiber &fiber, uint32_t mask);
   void barrier(Fiber &fiber);
   void yield(Fiber &fiber);
@@ -487,6 +499,10 @@ public:
   static void fiberMain(void *fiber);
 
 private:
+  /// A warp-collective op over the lanes of `mask` (a shuffle, or a redux
+  /// of kind `kind`): waits for every member, checks that they agree, and
+  /// returns this lane's result.
+  int32_t collective(Fiber &fiber, int32_t value, int32_t kind, uint32_t mask);
   /// Records a fault named after `thread` and stops the block.
   void recordFault(int64_t thread, const std::string &what);
   /// Leaves the fiber for good. Nothing with a destructor may be alive on
@@ -648,6 +664,8 @@ void BlockRunner::runBlock(int64_t blockIdx) {
   for (Fiber &fiber : fibers) {
     fiber.blockIdx = blockIdx;
     std::fill(std::begin(fiber.clock), std::end(fiber.clock), 0u);
+    fiber.laneSyncs = 0;
+    fiber.lastSyncMembers = ~0u;
     // Stagger the stack tops: stacks lie a multiple of the page size apart,
     // so unstaggered the fibers' hot frames would all compete for the same
     // few L1 cache sets.
@@ -693,42 +711,135 @@ uint64_t BlockRunner::othersProgress() const {
 //===----------------------------------------------------------------------===//
 
 int32_t BlockRunner::shuffleXor(Fiber &fiber, int32_t value, int32_t offset,
-                                int32_t width) {
-  Warp &warp = warps[fiber.warp];
+                                int32_t width, uint32_t mask) {
   if (width < 1 || width > kWarpSize || (width & (width - 1)) != 0) {
     recordFault(fiber.thread, "shuffle width " + std::to_string(width) +
                                   " is not a power of two in [1, 32]");
     abandon(fiber);
   }
-  if (warp.returnedMask) {
-    recordFault(fiber.thread, "shuffle by lane " + std::to_string(fiber.lane) +
-                                  " while lanes " +
-                                  describeLanes(warp.returnedMask) +
-                                  " of its warp have returned");
+  fiber.shuffleOffset = offset;
+  fiber.shuffleWidth = width;
+  return collective(fiber, value, kShuffleCollective, mask);
+}
+
+int32_t BlockRunner::redux(Fiber &fiber, int32_t value, int32_t kind,
+                           uint32_t mask) {
+  if (kind < 0 || kind > kReduxUMin) {
+    recordFault(fiber.thread,
+                "redux kind " + std::to_string(kind) + " is not emulated");
+    abandon(fiber);
+  }
+  return collective(fiber, value, kind, mask);
+}
+
+int32_t BlockRunner::collective(Fiber &fiber, int32_t value, int32_t kind,
+                                uint32_t mask) {
+  Warp &warp = warps[fiber.warp];
+  const char *what = kind == kShuffleCollective ? "shuffle" : "redux";
+  uint32_t members = mask & warp.laneMask;
+  uint32_t self = 1u << fiber.lane;
+  if (!(members & self)) {
+    recordFault(fiber.thread, std::string(what) + " with mask " +
+                                  hexAddress(mask) + ", which excludes lane " +
+                                  std::to_string(fiber.lane) + " itself");
+    abandon(fiber);
+  }
+  if (members & warp.returnedMask) {
+    recordFault(fiber.thread, std::string(what) + " by lane " +
+                                  std::to_string(fiber.lane) + " while lanes " +
+                                  describeLanes(members & warp.returnedMask) +
+                                  " of its member mask have returned");
     abandon(fiber);
   }
   fiber.shuffleValue = value;
-  fiber.shuffleOffset = offset;
-  fiber.shuffleWidth = width;
+  fiber.collectiveKind = kind;
+  fiber.collectiveMask = members;
   fiber.state = FiberState::AtShuffle;
-  warp.shuffleMask |= 1u << fiber.lane;
+  warp.shuffleMask |= self;
   noteProgress();
-  if (warp.shuffleMask == warp.laneMask) {
-    // Everyone is here: exchange (shfl.sync.bfly: a source lane outside the
-    // segment or the warp leaves the lane its own value), then release.
+  if ((warp.shuffleMask & members) == members) {
+    // Every member is here. They must agree on the op and the mask (PTX
+    // leaves anything else undefined); then exchange and release.
     Fiber *lanes = &fibers[size_t(fiber.warp) * kWarpSize];
     for (int32_t lane = 0; lane < warp.laneCount; ++lane) {
-      Fiber &target = lanes[lane];
-      uint32_t source = uint32_t(lane) ^ uint32_t(target.shuffleOffset);
-      uint32_t segment = ~uint32_t(target.shuffleWidth - 1);
-      bool inSegment = source < uint32_t(warp.laneCount) &&
-                       (source & segment) == (uint32_t(lane) & segment);
-      target.shuffleResult =
-          inSegment ? lanes[source].shuffleValue : target.shuffleValue;
+      Fiber &other = lanes[lane];
+      if (!(members & (1u << lane)))
+        continue;
+      if (other.collectiveMask != members || other.collectiveKind != kind) {
+        recordFault(fiber.thread,
+                    "lanes of one " + std::string(what) +
+                        " disagree: lane " + std::to_string(fiber.lane) +
+                        " has mask " + hexAddress(members) + ", lane " +
+                        std::to_string(lane) + " has mask " +
+                        hexAddress(other.collectiveMask) +
+                        (other.collectiveKind != kind ? " and another op"
+                                                      : ""));
+        abandon(fiber);
+      }
     }
-    warp.shuffleMask = 0;
+    if (kind == kShuffleCollective) {
+      // shfl.sync.bfly: a source lane outside the segment or the warp
+      // leaves the lane its own value; one outside the member mask is
+      // undefined.
+      for (int32_t lane = 0; lane < warp.laneCount; ++lane) {
+        if (!(members & (1u << lane)))
+          continue;
+        Fiber &target = lanes[lane];
+        uint32_t source = uint32_t(lane) ^ uint32_t(target.shuffleOffset);
+        uint32_t segment = ~uint32_t(target.shuffleWidth - 1);
+        bool inSegment = source < uint32_t(warp.laneCount) &&
+                         (source & segment) == (uint32_t(lane) & segment);
+        if (inSegment && !(members & (1u << source))) {
+          recordFault(target.thread,
+                      "shuffle reads lane " + std::to_string(source) +
+                          ", outside its member mask " + hexAddress(members));
+          abandon(fiber);
+        }
+        target.shuffleResult =
+            inSegment ? lanes[source].shuffleValue : target.shuffleValue;
+      }
+    } else {
+      int32_t first = __builtin_ctz(members);
+      int64_t result = lanes[first].shuffleValue;
+      for (int32_t lane = first + 1; lane < warp.laneCount; ++lane) {
+        if (!(members & (1u << lane)))
+          continue;
+        int32_t v = lanes[lane].shuffleValue;
+        switch (kind) {
+        case kReduxAdd:
+          result = int32_t(uint32_t(result) + uint32_t(v));
+          break;
+        case kReduxAnd:
+          result &= v;
+          break;
+        case kReduxOr:
+          result |= v;
+          break;
+        case kReduxXor:
+          result ^= v;
+          break;
+        case kReduxMax:
+          result = std::max<int32_t>(int32_t(result), v);
+          break;
+        case kReduxMin:
+          result = std::min<int32_t>(int32_t(result), v);
+          break;
+        case kReduxUMax:
+          result = std::max<uint32_t>(uint32_t(result), uint32_t(v));
+          break;
+        case kReduxUMin:
+          result = std::min<uint32_t>(uint32_t(result), uint32_t(v));
+          break;
+        }
+      }
+      for (int32_t lane = 0; lane < warp.laneCount; ++lane)
+        if (members & (1u << lane))
+          lanes[lane].shuffleResult = int32_t(result);
+    }
+    warp.shuffleMask &= ~members;
     for (int32_t lane = 0; lane < warp.laneCount; ++lane)
-      makeRunnable(lanes[lane]);
+      if (members & (1u << lane))
+        makeRunnable(lanes[lane]);
   }
   suspend(fiber);
   return fiber.shuffleResult;
@@ -788,8 +899,11 @@ void BlockRunner::warpSync(Fiber &fiber, uint32_t mask) {
     }
     warp.warpSyncMask &= ~members;
     for (int32_t lane = 0; lane < warp.laneCount; ++lane)
-      if (members & (1u << lane))
+      if (members & (1u << lane)) {
+        ++lanes[lane].laneSyncs;
+        lanes[lane].lastSyncMembers = members;
         makeRunnable(lanes[lane]);
+      }
   }
   suspend(fiber);
 }
@@ -854,14 +968,17 @@ void BlockRunner::onReturn(Fiber &fiber) {
   Fiber *lanes = &fibers[size_t(fiber.warp) * kWarpSize];
   // Name the fault after the lowest waiting thread, as when a waiter
   // arrives after the return.
-  if (warp.shuffleMask) {
-    int32_t waiter = __builtin_ctz(warp.shuffleMask);
-    recordFault(lanes[waiter].thread,
-                "shuffle by lanes " + describeLanes(warp.shuffleMask) +
-                    " while lanes " + describeLanes(warp.returnedMask) +
-                    " of the warp have returned");
-    return;
-  }
+  for (int32_t lane = 0; lane < warp.laneCount; ++lane)
+    if ((warp.shuffleMask & (1u << lane)) &&
+        (lanes[lane].collectiveMask & self)) {
+      recordFault(lanes[lane].thread,
+                  "shuffle by lanes " +
+                      describeLanes(warp.shuffleMask &
+                                    lanes[lane].collectiveMask) +
+                      " while lanes " + describeLanes(warp.returnedMask) +
+                      " of the warp have returned");
+      return;
+    }
   for (int32_t lane = 0; lane < warp.laneCount; ++lane)
     if ((warp.warpSyncMask & (1u << lane)) &&
         (lanes[lane].warpSyncMask & self)) {
@@ -1025,14 +1142,16 @@ void BlockRunner::checkRace(Fiber &fiber, int64_t offset, int64_t bytes,
     bool otherWrote = false;
     // Against the last write: every access must be ordered after it,
     // except an atomic after an atomic, and a plain write after a plain
-    // write from the same store site by another lane of the same warp since
-    // its last warp sync: that is one warp-wide store instruction, of which
-    // CUDA lets one lane's value win (the NVPTX kernels' uniform scalar
-    // stores to shared rows).
+    // write from the same store site by another lane of the same warp
+    // between the same two warp syncs of both: that is one warp-wide store
+    // instruction, of which CUDA lets one lane's value win (the NVPTX
+    // kernels' uniform scalar stores to shared rows, each token's segment
+    // of lanes syncing on its own).
     const bool convergentStore =
         isWrite && !isAtomic && !state.writeWasAtomic && site >= 0 &&
         state.writeSite == site && state.writer / kWarpSize == fiber.warp &&
-        state.writeSync == sync;
+        state.writeLaneSyncs == fiber.laneSyncs &&
+        (fiber.lastSyncMembers >> (state.writer % kWarpSize)) & 1u;
     if (state.writeEpoch == epoch && state.writer != thread &&
         !(isAtomic && state.writeWasAtomic) && !convergentStore &&
         !isOrderedBefore(state.writer, state.writeSync, fiber)) {
@@ -1075,6 +1194,7 @@ void BlockRunner::checkRace(Fiber &fiber, int64_t offset, int64_t bytes,
       // whatever is ordered after it: only the write needs remembering.
       state.writeEpoch = epoch;
       state.writeSync = sync;
+      state.writeLaneSyncs = fiber.laneSyncs;
       state.writer = thread;
       state.writeWasAtomic = isAtomic;
       state.writeSite = site;
@@ -1110,9 +1230,16 @@ Fiber &fiberOf(void *ctx) { return *static_cast<Fiber *>(ctx); }
 //===----------------------------------------------------------------------===//
 
 extern "C" int32_t moegen_emu_shfl_xor_i32(void *ctx, int32_t value,
-                                           int32_t offset, int32_t width) {
+                                           int32_t offset, int32_t width,
+                                           int32_t mask) {
   Fiber &fiber = fiberOf(ctx);
-  return fiber.runner->shuffleXor(fiber, value, offset, width);
+  return fiber.runner->shuffleXor(fiber, value, offset, width, uint32_t(mask));
+}
+
+extern "C" int32_t moegen_emu_redux_i32(void *ctx, int32_t value, int32_t kind,
+                                        int32_t mask) {
+  Fiber &fiber = fiberOf(ctx);
+  return fiber.runner->redux(fiber, value, kind, uint32_t(mask));
 }
 
 extern "C" void moegen_emu_warp_sync(void *ctx, int32_t mask) {

@@ -13,9 +13,12 @@
 //    an atomic) or returns; the next fiber to run is drawn at random. The
 //    order of blocks and of fibers follows a seed, so a result that depends
 //    on scheduling changes with the seed.
-//  * Warps of 32 consecutive threads (the last one may be partial), and
-//    shfl.sync.bfly with a full member mask: every lane of the warp must
-//    arrive; lanes outside the width segment or the warp keep their value.
+//  * Warps of 32 consecutive threads (the last one may be partial);
+//    shfl.sync.bfly and redux.sync over a member mask: every member lane
+//    must arrive with the same op and mask, the others go on their way
+//    (tiled sub-warp segments); a shuffle's lanes outside the width segment
+//    or the warp keep their value, one reading a lane outside the mask is a
+//    fault.
 //  * bar.warp.sync with a member mask, and the block-wide barrier.
 //  * Faults, reported as one line naming kernel, block, thread and seed:
 //    out-of-bounds accesses to dynamic shared memory and to the kernel's
@@ -30,8 +33,8 @@
 // stores between blocks, and weak atomics are all sequentially consistent
 // here; races on global memory are not detected); timing; warp divergence
 // beyond what shfl.sync requires (lanes of a warp run independently between
-// synchronisation points, as under independent thread scheduling); shuffles
-// with a partial member mask; stack overflow of a fiber (256 KiB, ended by
+// synchronisation points, as under independent thread scheduling); stack
+// overflow of a fiber (256 KiB, ended by
 // its guard page like any host stack overflow).
 //
 // The lowered code calls the extern "C" functions below through `void *ctx`,
@@ -50,11 +53,14 @@
 #include <vector>
 
 extern "C" {
-/// gpu.shuffle xor (shfl.sync.bfly, full member mask). f32 values are
-/// bitcast to i32 around the call.
+/// shfl.sync.bfly over the lanes of `mask`, in segments of `width` lanes.
+/// f32 values are bitcast to i32 around the call.
 __attribute__((visibility("default"))) int32_t
 moegen_emu_shfl_xor_i32(void *ctx, int32_t value, int32_t offset,
-                        int32_t width);
+                        int32_t width, int32_t mask);
+/// redux.sync over the lanes of `mask`; `kind` is a moegen::gpuemu::ReduxKind.
+__attribute__((visibility("default"))) int32_t
+moegen_emu_redux_i32(void *ctx, int32_t value, int32_t kind, int32_t mask);
 /// bar.warp.sync / __syncwarp(mask).
 __attribute__((visibility("default"))) void moegen_emu_warp_sync(void *ctx,
                                                                  int32_t mask);
@@ -80,6 +86,18 @@ moegen_emu_check_access(void *ctx, const void *address, int64_t bytes,
 }
 
 namespace moegen::gpuemu {
+
+/// moegen_emu_redux_i32's `kind`: redux.sync's operations on i32.
+enum ReduxKind : int32_t {
+  kReduxAdd,
+  kReduxAnd,
+  kReduxOr,
+  kReduxXor,
+  kReduxMax,
+  kReduxMin,
+  kReduxUMax,
+  kReduxUMin,
+};
 
 /// A kernel argument's buffer: global memory the kernel may touch.
 struct MemoryRegion {

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "compiler/backend/gpuemu/EmuRuntime.h"
 #include "compiler/backend/gpuemu/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -33,6 +34,7 @@ namespace {
 /// The emulation runtime's entry points (EmuRuntime.h), as the lowered
 /// kernels call them.
 constexpr llvm::StringLiteral kShuffleXor = "moegen_emu_shfl_xor_i32";
+constexpr llvm::StringLiteral kRedux = "moegen_emu_redux_i32";
 constexpr llvm::StringLiteral kWarpSync = "moegen_emu_warp_sync";
 constexpr llvm::StringLiteral kBarrier = "moegen_emu_barrier";
 constexpr llvm::StringLiteral kYield = "moegen_emu_yield";
@@ -78,7 +80,8 @@ void declareRuntime(ModuleOp module) {
                                      b.getFunctionType(inputs, results));
     fn.setPrivate();
   };
-  declare(kShuffleXor, {ptr, i32, i32, i32}, {i32});
+  declare(kShuffleXor, {ptr, i32, i32, i32, i32}, {i32});
+  declare(kRedux, {ptr, i32, i32, i32}, {i32});
   declare(kWarpSync, {ptr, i32}, {});
   declare(kBarrier, {ptr}, {});
   declare(kYield, {ptr}, {});
@@ -191,6 +194,7 @@ private:
           return success();
         })
         .Case([&](gpu::ShuffleOp shuffle) { return rewriteShuffle(shuffle); })
+        .Case([&](NVVM::ShflOp shuffle) { return rewriteNvvmShuffle(shuffle); })
         .Case([&](NVVM::ReduxOp redux) { return rewriteRedux(redux); })
         .Case([&](NVVM::SyncWarpOp sync) {
           if (fault != Fault::NoWarpSync)
@@ -270,8 +274,10 @@ private:
     Value bits = shuffle.getValue();
     if (type.isF32())
       bits = b.create<arith::BitcastOp>(loc, b.getI32Type(), bits);
-    Value result = call(loc, kShuffleXor, b.getI32Type(),
-                        {context, bits, shuffle.getOffset(), shuffle.getWidth()});
+    Value result =
+        call(loc, kShuffleXor, b.getI32Type(),
+             {context, bits, shuffle.getOffset(), shuffle.getWidth(),
+              constantI32(loc, -1)});
     if (type.isF32())
       result = b.create<arith::BitcastOp>(loc, type, result);
     // PTX: the partner lane^offset is valid when it is a lane of the warp
@@ -290,53 +296,80 @@ private:
     return success();
   }
 
-  /// redux.sync over the whole warp (the only mask the backend emits) as the
-  /// butterfly of xor shuffles it stands for: every lane ends with the
-  /// warp's result, as PTX defines it.
+  /// nvvm.shfl.sync bfly over a member mask, in segments that its c
+  /// operand ((32 - width) << 8 | 31, CUDA's __shfl_xor_sync) names.
+  LogicalResult rewriteNvvmShuffle(NVVM::ShflOp shuffle) {
+    Location loc = shuffle.getLoc();
+    if (shuffle.getKind() != NVVM::ShflKind::bfly ||
+        shuffle.getReturnValueAndIsValid())
+      return shuffle.emitOpError("only bfly shuffles without a validity "
+                                 "result are emulated");
+    Type type = shuffle.getVal().getType();
+    if (!type.isF32() && !type.isInteger(32))
+      return shuffle.emitOpError("shuffles of ") << type << " are not emulated";
+    auto clamp = shuffle.getMaskAndClamp().getDefiningOp<arith::ConstantIntOp>();
+    int64_t segmentBits = clamp ? (clamp.value() >> 8) & 31 : -1;
+    int64_t width = kWarpSize - segmentBits;
+    if (!clamp || (clamp.value() & 0x1f1f) != clamp.value() ||
+        (clamp.value() & 31) != 31 || !llvm::isPowerOf2_64(width))
+      return shuffle.emitOpError("only a constant c = (32 - width) << 8 | 31 "
+                                 "with a power-of-two width is emulated");
+    Value bits = shuffle.getVal();
+    if (type.isF32())
+      bits = b.create<arith::BitcastOp>(loc, b.getI32Type(), bits);
+    Value result = call(loc, kShuffleXor, b.getI32Type(),
+                        {context, bits, shuffle.getOffset(),
+                         constantI32(loc, width), shuffle.getThreadMask()});
+    if (type.isF32())
+      result = b.create<arith::BitcastOp>(loc, type, result);
+    shuffle.getResult().replaceAllUsesWith(result);
+    shuffle.erase();
+    return success();
+  }
+
+  /// redux.sync over its member mask: every member ends with the members'
+  /// result, as PTX defines it.
   LogicalResult rewriteRedux(NVVM::ReduxOp redux) {
     Location loc = redux.getLoc();
-    auto mask = redux.getMaskAndClamp().getDefiningOp<arith::ConstantIntOp>();
-    if (!mask || mask.value() != -1 || !redux.getType().isInteger(32))
-      return redux.emitOpError("only i32 redux.sync over a whole warp "
-                               "(mask -1) is emulated");
-    Value value = redux.getVal();
-    for (int64_t offset = kWarpSize / 2; offset >= 1; offset /= 2) {
-      Value other = call(loc, kShuffleXor, b.getI32Type(),
-                         {context, value, constantI32(loc, offset),
-                          constantI32(loc, kWarpSize)});
-      switch (redux.getKind()) {
-      case NVVM::ReduxKind::ADD:
-        value = b.create<arith::AddIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::AND:
-        value = b.create<arith::AndIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::OR:
-        value = b.create<arith::OrIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::XOR:
-        value = b.create<arith::XOrIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::MAX:
-        value = b.create<arith::MaxSIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::MIN:
-        value = b.create<arith::MinSIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::UMAX:
-        value = b.create<arith::MaxUIOp>(loc, value, other);
-        break;
-      case NVVM::ReduxKind::UMIN:
-        value = b.create<arith::MinUIOp>(loc, value, other);
-        break;
-      default:
-        return redux.emitOpError("redux kind is not emulated");
-      }
+    if (!redux.getType().isInteger(32))
+      return redux.emitOpError("only i32 redux.sync is emulated");
+    std::optional<moegen::gpuemu::ReduxKind> kind;
+    switch (redux.getKind()) {
+    case NVVM::ReduxKind::ADD:
+      kind = moegen::gpuemu::kReduxAdd;
+      break;
+    case NVVM::ReduxKind::AND:
+      kind = moegen::gpuemu::kReduxAnd;
+      break;
+    case NVVM::ReduxKind::OR:
+      kind = moegen::gpuemu::kReduxOr;
+      break;
+    case NVVM::ReduxKind::XOR:
+      kind = moegen::gpuemu::kReduxXor;
+      break;
+    case NVVM::ReduxKind::MAX:
+      kind = moegen::gpuemu::kReduxMax;
+      break;
+    case NVVM::ReduxKind::MIN:
+      kind = moegen::gpuemu::kReduxMin;
+      break;
+    case NVVM::ReduxKind::UMAX:
+      kind = moegen::gpuemu::kReduxUMax;
+      break;
+    case NVVM::ReduxKind::UMIN:
+      kind = moegen::gpuemu::kReduxUMin;
+      break;
     }
+    if (!kind)
+      return redux.emitOpError("redux kind is not emulated");
+    Value value = call(loc, kRedux, b.getI32Type(),
+                       {context, redux.getVal(), constantI32(loc, *kind),
+                        redux.getMaskAndClamp()});
     redux.getResult().replaceAllUsesWith(value);
     redux.erase();
     return success();
   }
+
 
   /// The block's dynamic shared memory as a memref<?xi8> over the
   /// runtime's buffer.

@@ -100,9 +100,25 @@ static bool checkOptions(const NvptxCompileOptions &options,
             "sm_90a, sm_100";
     return false;
   }
-  if (options.tokensPerBlock < 0 || options.tokensPerBlock > 32) {
-    error = "tokens per block = " + std::to_string(options.tokensPerBlock) +
-            ": must be 0 (heuristic) or 1 to 32 warps";
+  const int64_t lanes = options.lanesPerToken;
+  if (lanes < 0 || lanes > 32 || (lanes & (lanes - 1)) != 0) {
+    error = "lanes per token = " + std::to_string(lanes) +
+            ": must be 0 (heuristic) or a power of two up to 32";
+    return false;
+  }
+  const int64_t tokens = options.tokensPerBlock;
+  if (tokens < 0 || (lanes == 0 && tokens > 32)) {
+    error = "tokens per block = " + std::to_string(tokens) +
+            ": must be 0 (heuristic) or 1 to 32 (more with lanes per token "
+            "given)";
+    return false;
+  }
+  if (lanes > 0 && tokens > 0 &&
+      ((tokens * lanes) % 32 != 0 || tokens * lanes > 1024)) {
+    error = "tokens per block = " + std::to_string(tokens) +
+            " with lanes per token = " + std::to_string(lanes) +
+            ": a block is whole warps of at most 1024 threads (tokens * "
+            "lanes a multiple of 32)";
     return false;
   }
   if (!options.topk.empty() && options.topk != "argmax_passes" &&
@@ -256,6 +272,7 @@ bool describeKernels(mlir::ModuleOp module, std::vector<abi::Kernel> &kernels,
     kernel.symbol = func.getName().str();
     kernel.launch.blockDim = launch.getBlockDim();
     kernel.launch.tokensPerBlock = launch.getTokensPerBlock();
+    kernel.launch.lanesPerToken = launch.getLanesPerToken();
     kernel.launch.dynamicSharedMemoryBytes =
         launch.getDynamicSharedMemoryBytes();
     kernel.launch.cooperative = launch.getMaxBlocks() > 0;
@@ -462,6 +479,7 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
 
   NvptxPipelineOptions pipeline;
   pipeline.tokensPerBlock = options.tokensPerBlock;
+  pipeline.lanesPerToken = options.lanesPerToken;
   pipeline.topk = options.topk;
   pipeline.chip = ptxTarget(options.arch);
   pipeline.toolkitPath = toolkitDirectory(options);

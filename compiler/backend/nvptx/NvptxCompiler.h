@@ -55,8 +55,12 @@ enum class Stage { Gpu, Llvm, Ptx, Cubin };
 
 struct NvptxCompileOptions {
   std::string arch = "sm_90";
-  /// Warps (tokens) per block; 0 lets the kernel-config heuristic choose.
+  /// Tokens per block; 0 lets the kernel-config heuristic choose. Without
+  /// lanesPerToken, at most 32 (a warp per token always fits).
   int64_t tokensPerBlock = 0;
+  /// Lanes of a warp per token: 1, 2, 4, ..., 32; 0 lets the heuristic
+  /// choose.
+  int64_t lanesPerToken = 0;
   /// Top-k method; empty lets the heuristic choose.
   std::string topk;
   /// When non-empty, every stage is written there (01-moe.mlir ...

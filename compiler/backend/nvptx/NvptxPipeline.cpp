@@ -19,6 +19,7 @@ void addNvptxConfigStage(mlir::OpPassManager &pm,
   mlir::moe::MoEKernelConfigOptions config;
   config.target = "nvptx";
   config.tokensPerTask = options.tokensPerBlock;
+  config.vectorWidth = options.lanesPerToken;
   config.topk = options.topk;
   pm.addPass(mlir::moe::createMoEKernelConfig(config));
 }
@@ -44,6 +45,7 @@ void addNvptxNvvmStage(mlir::OpPassManager &pm,
   target.optLevel = 3;
   pm.addPass(mlir::createGpuNVVMAttachTarget(target));
   mlir::OpPassManager &gpu = pm.nest<mlir::gpu::GPUModuleOp>();
+  gpu.addPass(mlir::moe::createMoEGpuFastMath());
   gpu.addPass(mlir::createConvertSCFToCFPass());
   gpu.addPass(mlir::createConvertGpuOpsToNVVMOps());
   gpu.addPass(mlir::createCanonicalizerPass());
@@ -66,7 +68,11 @@ struct NvptxToNvvmPipelineOptions
     : public mlir::PassPipelineOptions<NvptxToNvvmPipelineOptions> {
   Option<int64_t> tokensPerBlock{
       *this, "tokens-per-block",
-      llvm::cl::desc("Warps (tokens) per block; 0 = heuristic"),
+      llvm::cl::desc("Tokens per block; 0 = heuristic"), llvm::cl::init(0)};
+  Option<int64_t> lanesPerToken{
+      *this, "lanes-per-token",
+      llvm::cl::desc("Lanes of a warp per token (1, 2, 4, ..., 32); 0 = "
+                     "heuristic"),
       llvm::cl::init(0)};
   Option<std::string> topk{*this, "topk",
                            llvm::cl::desc("argmax_passes, insertion or lane_lists; empty "
@@ -82,11 +88,13 @@ struct NvptxToNvvmPipelineOptions
 void registerNvptxPipeline() {
   mlir::PassPipelineRegistration<NvptxToNvvmPipelineOptions>(
       "moe-nvptx-to-nvvm",
-      "Lower moe entry points to warp-per-token GPU kernels in the NVVM "
+      "Lower moe entry points to GPU kernels (a warp segment per token) in "
+      "the NVVM "
       "dialect (the NVPTX backend up to its binary stage)",
       [](mlir::OpPassManager &pm, const NvptxToNvvmPipelineOptions &options) {
         NvptxPipelineOptions pipeline;
         pipeline.tokensPerBlock = options.tokensPerBlock;
+        pipeline.lanesPerToken = options.lanesPerToken;
         pipeline.topk = options.topk;
         pipeline.chip = options.chip;
         addNvptxConfigStage(pm, pipeline);

@@ -19,8 +19,10 @@ class OpPassManager;
 namespace moegen::nvptx {
 
 struct NvptxPipelineOptions {
-  /// Warps (tokens) per block; 0: chosen by the kernel-config heuristics.
+  /// Tokens per block; 0: chosen by the kernel-config heuristics.
   int64_t tokensPerBlock = 0;
+  /// Lanes of a warp per token (1, 2, 4, ..., 32); 0: heuristic.
+  int64_t lanesPerToken = 0;
   /// "argmax_passes", "insertion" or "lane_lists"; empty: heuristic.
   std::string topk;
   /// The chip the NVVM target names (LLVM 19 knows archs up to sm_90a).
@@ -32,9 +34,11 @@ struct NvptxPipelineOptions {
 /// Stage 02: moe-kernel-config with target=nvptx.
 void addNvptxConfigStage(mlir::OpPassManager &pm,
                          const NvptxPipelineOptions &options);
-/// Stage 03: convert-moe-to-loops (32-lane vectors), canonicalize, cse.
+/// Stage 03: convert-moe-to-loops (vectors of lanes-per-token lanes),
+/// canonicalize, cse.
 void addNvptxLoopsStage(mlir::OpPassManager &pm);
-/// Stage 04: convert-moe-loops-to-gpu (a warp per token), canonicalize, cse.
+/// Stage 04: convert-moe-loops-to-gpu (a warp segment per token),
+/// canonicalize, cse.
 void addNvptxGpuStage(mlir::OpPassManager &pm);
 /// Stage 05: the NVVM target, then gpu to NVVM inside the gpu.module.
 void addNvptxNvvmStage(mlir::OpPassManager &pm,

@@ -92,6 +92,7 @@ int runCacheWarm(const CacheOptions &options) {
       jit::JitOptions jit;
       jit.compile.arch = arch;
       jit.compile.tokensPerBlock = options.tokensPerBlock;
+      jit.compile.lanesPerToken = options.lanesPerToken;
       try {
         rt::CacheEntry entry = jit::compileCached(specs[i], jit);
         llvm::outs() << specs[i].name << " " << arch << " "

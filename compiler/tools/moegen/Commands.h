@@ -41,6 +41,7 @@ struct CompileOptions {
   std::string output = "-";
   std::string arch = "sm_90";
   int64_t tokensPerBlock = 0;
+  int64_t lanesPerToken = 0;
   std::string dumpDir;
   std::string overrideDir;
   /// Print every stage's, pass's and ptxas's time to stderr.
@@ -71,6 +72,7 @@ struct CacheOptions {
   std::vector<std::string> specPaths;
   std::vector<std::string> archs;
   int64_t tokensPerBlock = 0;
+  int64_t lanesPerToken = 0;
   std::string commandLine;
 };
 int runCacheDir();

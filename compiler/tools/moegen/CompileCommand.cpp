@@ -37,6 +37,7 @@ int runCompileNvptx(const RoutingSpec &spec, const CompileOptions &options) {
   nvptx::NvptxCompileOptions compileOptions;
   compileOptions.arch = options.arch;
   compileOptions.tokensPerBlock = options.tokensPerBlock;
+  compileOptions.lanesPerToken = options.lanesPerToken;
   compileOptions.dumpDir = options.dumpDir;
   if (compileOptions.dumpDir.empty())
     if (const char *dump = std::getenv("MOEGEN_DUMP_DIR"); dump && *dump)

@@ -80,10 +80,17 @@ CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
       ->capture_default_str();
   compileCmd
       ->add_option("--tokens-per-block", compile.tokensPerBlock,
-                   "warps (one token each) per block; 0 lets the heuristic "
-                   "choose")
+                   "tokens per block; 0 lets the heuristic choose (at most "
+                   "32 unless --lanes-per-token is given)")
       ->check(decimalInteger())
-      ->check(CLI::Range(0, 32))
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  compileCmd
+      ->add_option("--lanes-per-token", compile.lanesPerToken,
+                   "lanes of a warp that route one token (1, 2, 4, 8, 16 or "
+                   "32); 0 lets the heuristic choose")
+      ->check(decimalInteger())
+      ->check(CLI::IsMember({0, 1, 2, 4, 8, 16, 32}))
       ->capture_default_str();
   compileCmd->add_option("--dump-dir", compile.dumpDir,
                          "write the IR after every stage, the PTX and the "
@@ -172,10 +179,17 @@ CacheCommands addCacheCommand(CLI::App &app, CacheOptions &cacheOptions) {
       ->check(CLI::IsMember({"sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"}));
   cacheWarmCmd
       ->add_option("--tokens-per-block", cacheOptions.tokensPerBlock,
-                   "warps per block; 0 lets the heuristic choose (engines "
+                   "tokens per block; 0 lets the heuristic choose (engines "
                    "use 0)")
       ->check(decimalInteger())
-      ->check(CLI::Range(int64_t{0}, int64_t{32}))
+      ->check(CLI::Range(int64_t{0}, int64_t{1024}))
+      ->capture_default_str();
+  cacheWarmCmd
+      ->add_option("--lanes-per-token", cacheOptions.lanesPerToken,
+                   "lanes of a warp per token; 0 lets the heuristic choose "
+                   "(engines use 0)")
+      ->check(decimalInteger())
+      ->check(CLI::IsMember({0, 1, 2, 4, 8, 16, 32}))
       ->capture_default_str();
 
   return {cacheCmd, cacheDirCmd, cacheListCmd, cacheClearCmd, cacheWarmCmd};

@@ -49,17 +49,30 @@ KernelConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (tokensPerTask < 1)
     return emitError() << "#moe.kernel_config: tokens_per_task = "
                        << tokensPerTask << " must be positive";
-  if (target == KernelTarget::Nvptx && vectorWidth != kWarpSize)
-    return emitError() << "#moe.kernel_config: nvptx kernels have "
-                          "vector_width = "
-                       << kWarpSize << " (a warp), not " << vectorWidth;
+  if (target != KernelTarget::Nvptx)
+    return success();
+  // On nvptx the vector lanes are a token's lanes of a warp and a task is a
+  // block: whole warps, at most kMaxBlockThreads threads.
+  if (vectorWidth > kWarpSize)
+    return emitError() << "#moe.kernel_config: nvptx kernels spread a token "
+                          "over at most a warp: vector_width = "
+                       << vectorWidth << " must be at most " << kWarpSize;
+  const int64_t threads = tokensPerTask * vectorWidth;
+  if (threads % kWarpSize != 0 || threads > kMaxBlockThreads)
+    return emitError() << "#moe.kernel_config: nvptx blocks are whole warps "
+                          "of at most "
+                       << kMaxBlockThreads
+                       << " threads: tokens_per_task * vector_width = "
+                       << tokensPerTask << " * " << vectorWidth << " = "
+                       << threads;
   return success();
 }
 
 LogicalResult LaunchAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                  int64_t blockDim, int64_t tokensPerBlock,
                                  int64_t dynamicSharedMemoryBytes,
-                                 int64_t maxBlocks, int64_t slotsPerBlock) {
+                                 int64_t maxBlocks, int64_t slotsPerBlock,
+                                 int64_t lanesPerToken) {
   if (blockDim < 1 || blockDim > kMaxBlockThreads)
     return emitError() << "#moe.launch: block_dim = " << blockDim
                        << " must be in [1, " << kMaxBlockThreads << "]";
@@ -72,6 +85,14 @@ LogicalResult LaunchAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (maxBlocks > 0 && tokensPerBlock != 0)
     return emitError() << "#moe.launch: a cooperative launch has "
                           "tokens_per_block = 0";
+  if (lanesPerToken != 0 &&
+      (lanesPerToken < 0 || lanesPerToken > kWarpSize ||
+       !llvm::isPowerOf2_64(lanesPerToken) ||
+       blockDim != tokensPerBlock * lanesPerToken))
+    return emitError() << "#moe.launch: lanes_per_token = " << lanesPerToken
+                       << " must be a power of two up to " << kWarpSize
+                       << " with block_dim = tokens_per_block * "
+                          "lanes_per_token";
   return success();
 }
 

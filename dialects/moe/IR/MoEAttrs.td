@@ -29,9 +29,11 @@ def MoE_KernelConfigAttr : MoE_Attr<"KernelConfig", "kernel_config"> {
 
     - `target`: `cpu` (host) or `nvptx`;
     - `vector_width`: lanes over the expert dimension, a power of two up to
-      64 (32, a warp, on nvptx);
-    - `tokens_per_task`: tokens per thread-pool task (cpu) or per block, one
-      warp each (nvptx);
+      64; on nvptx the lanes of a warp that one token owns (1 to 32), so a
+      warp routes 32 / `vector_width` tokens;
+    - `tokens_per_task`: tokens per thread-pool task (cpu) or per block
+      (nvptx, where `tokens_per_task * vector_width` is a whole number of
+      warps, at most 1024 threads);
     - `topk`: `argmax_passes`, `insertion` or `lane_lists`.
 
     Example: `#moe.kernel_config<target = cpu, vector_width = 8,
@@ -52,7 +54,9 @@ def MoE_LaunchAttr : MoE_Attr<"Launch", "launch"> {
     Set by `convert-moe-loops-to-gpu` on every `gpu.func` it creates (under
     the name `moe.launch`), and copied into the manifest: blockDim.x =
     `block_dim`; gridDim.x = ceil(T / `tokens_per_block`), or 1 when
-    `tokens_per_block` is 0; `dynamic_shared_memory_bytes` per block.
+    `tokens_per_block` is 0; `dynamic_shared_memory_bytes` per block. A row
+    kernel routes each token on `lanes_per_token` lanes of a warp, so
+    `block_dim` = `tokens_per_block` * `lanes_per_token`.
 
     A cooperative kernel (the GPU dispatch, which synchronizes its whole
     grid) has `max_blocks` > 0: the runtime launches it with every block
@@ -64,7 +68,8 @@ def MoE_LaunchAttr : MoE_Attr<"Launch", "launch"> {
     "int64_t":$tokens_per_block,
     "int64_t":$dynamic_shared_memory_bytes,
     DefaultValuedParameter<"int64_t", "0">:$max_blocks,
-    DefaultValuedParameter<"int64_t", "0">:$slots_per_block);
+    DefaultValuedParameter<"int64_t", "0">:$slots_per_block,
+    DefaultValuedParameter<"int64_t", "0">:$lanes_per_token);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
 }

@@ -82,11 +82,20 @@ struct MoEKernelConfigPass
     for (auto func : getOperation().getOps<func::FuncOp>()) {
       if (!func->hasAttr(kEntryAttrName))
         continue;
-      KernelConfig config = chooseKernelConfig(*kernelTarget, shapeOf(func));
+      KernelConfig config = chooseKernelConfig(
+          *kernelTarget, shapeOf(func),
+          *kernelTarget == KernelTarget::Nvptx ? int64_t(vectorWidth) : 0);
       if (vectorWidth > 0)
         config.vectorWidth = vectorWidth;
-      if (tokensPerTask > 0)
+      if (tokensPerTask > 0) {
         config.tokensPerTask = tokensPerTask;
+        // Pinned tokens per block with the heuristic's lanes per token: a
+        // block must stay whole warps, which a warp per token always is.
+        const int64_t threads = tokensPerTask * config.vectorWidth;
+        if (config.target == KernelTarget::Nvptx && vectorWidth == 0 &&
+            (threads % kWarpSize != 0 || threads > kMaxBlockThreads))
+          config.vectorWidth = kWarpSize;
+      }
       if (topkMethod)
         config.topkMethod = *topkMethod;
       auto attr = KernelConfigAttr::getChecked(

@@ -2,30 +2,57 @@
 
 #include "dialects/moe/Transforms/KernelConfigHeuristics.h"
 
+#include "llvm/Support/MathExtras.h"
+
 #include <algorithm>
 
 namespace mlir::moe {
 
-KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape) {
+KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
+                                int64_t lanesPerToken) {
   KernelConfig config;
   config.target = target;
   if (target == KernelTarget::Nvptx) {
-    // One warp per token: the expert dimension is spread over the 32 lanes
-    // (vector_width is the warp size), so reductions are warp shuffles.
-    // A block holds `tokens_per_task` warps; each warp's rows live in
-    // dynamic shared memory, so large rows get fewer warps per block to
-    // keep the block's share under the 48 KiB every arch grants unasked.
-    config.vectorWidth = kWarpSize;
-    const int64_t rowBytes = std::max<int64_t>(1, shape.numExperts) * 4;
-    config.tokensPerTask =
-        std::clamp<int64_t>((48 * 1024) / (4 * rowBytes), 1, 4);
-    // Rows of at most 16 chunks (E <= 512) sort each lane's elements in
+    // A token owns a segment of `lanes` lanes of a warp (vector_width), so
+    // reductions are shuffles within the segment and a warp routes
+    // 32 / lanes tokens at once. Fewer lanes per token share the per-token
+    // work (reductions, the top-k merge, scalar steps) among more tokens:
+    // the smallest segment that keeps each lane's share of the row to at
+    // most kMaxLaneListChunks elements (the register-sorted top-k) and
+    // whose chunk loads still fill a 32-byte sector (8 f32 or 16 bf16
+    // lanes) where the row is that wide. Fewer lanes would cut
+    // instructions further (Mixtral on one lane per token) but read each
+    // sector several times; the autotuner may weigh that on a device.
+    const int64_t experts = std::max<int64_t>(1, shape.numExperts);
+    // (A row narrower than a sector needs no more lanes than it has.)
+    const int64_t sectorLanes = std::min<int64_t>(
+        std::clamp<int64_t>(32 / std::max<int64_t>(1, shape.logitBytes), 1,
+                            kWarpSize),
+        int64_t(llvm::PowerOf2Ceil(uint64_t(experts))));
+    const int64_t rowLanes = std::clamp<int64_t>(
+        int64_t(llvm::PowerOf2Ceil(uint64_t(
+            (experts + kMaxLaneListChunks - 1) / kMaxLaneListChunks))),
+        1, kWarpSize);
+    const int64_t lanes = lanesPerToken > 0
+                              ? lanesPerToken
+                              : std::max(sectorLanes, rowLanes);
+    config.vectorWidth = lanes;
+    // Each token's rows live in dynamic shared memory, so a block holds as
+    // many tokens as keep its share under the 48 KiB every arch grants
+    // unasked (a row of 4-byte elements counted four times), up to 4 warps;
+    // at least one whole warp.
+    const int64_t rowBytes = experts * 4;
+    const int64_t tokensPerWarp = kWarpSize / lanes;
+    const int64_t warps =
+        std::clamp<int64_t>((48 * 1024) / (4 * rowBytes * tokensPerWarp), 1, 4);
+    config.tokensPerTask = warps * tokensPerWarp;
+    // Rows of at most 16 chunks per lane sort each lane's elements in
     // registers once and merge the lanes' heads k times; wider rows make
     // k arg-max passes over the row.
-    config.topkMethod = (shape.numExperts + kWarpSize - 1) / kWarpSize <=
-                                kMaxLaneListChunks
-                            ? TopKMethod::LaneLists
-                            : TopKMethod::ArgmaxPasses;
+    config.topkMethod =
+        (experts + lanes - 1) / lanes <= kMaxLaneListChunks
+            ? TopKMethod::LaneLists
+            : TopKMethod::ArgmaxPasses;
     return config;
   }
   // Host: 8 f32 lanes fill an AVX2 register; tiny expert counts would pay

@@ -35,8 +35,10 @@ struct KernelConfig {
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
 };
 
-/// The default schedule for `shape` on `target`.
-KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape);
+/// The default schedule for `shape` on `target`. On nvptx, `lanesPerToken`
+/// > 0 pins the lanes per token (vector_width) and the rest follows it.
+KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
+                                int64_t lanesPerToken = 0);
 
 } // namespace mlir::moe
 

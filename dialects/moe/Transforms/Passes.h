@@ -3,6 +3,7 @@
 #ifndef MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_H
 #define MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_H
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Pass/Pass.h"
 
 #include <memory>

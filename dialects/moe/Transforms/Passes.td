@@ -56,6 +56,28 @@ def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
                            "mlir::vector::VectorDialect"];
 }
 
+def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
+  let summary = "map approximate (`afn`) f32 exp and division to PTX's "
+                "approximate instructions";
+  let description = [{
+    The scoring lowering marks with `afn` only the f32 exps whose argument
+    is at most 0 and the divisions whose divisor lies in [1, 2^126]
+    (ScoringToLoops.cpp); this pass gives them the fast forms CUDA's
+    `__expf` and `__fdividef` use, instead of libdevice's correctly rounded
+    sequences:
+
+    - `math.exp %x {afn}` -> `llvm.nvvm.ex2.approx.f(%x * log2(e))`
+      (ex2.approx.f32: 2 ulp, subnormal results kept);
+    - `arith.divf %a, %b {afn}` -> `llvm.nvvm.div.approx.f(%a, %b)`
+      (div.approx.f32: 2 ulp for |b| in [2^-126, 2^126]).
+
+    Ops without `afn`, other types, and everything outside `gpu.module`s
+    are left alone. Runs before `convert-gpu-to-nvvm`.
+  }];
+  let dependentDialects = ["mlir::arith::ArithDialect",
+                           "mlir::LLVM::LLVMDialect"];
+}
+
 def MoEExternDynamicSharedMemory
     : Pass<"moe-extern-dynamic-shared-memory", "ModuleOp"> {
   let summary = "give the dynamic shared memory symbol external linkage";

@@ -14,7 +14,7 @@
 // CHECK-SAME: %{{.*}}: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", {{.*}}>}, %{{.*}}: i64 {moe.kernel_size = #moe.kernel_size<of = "topk_weights", dim = 0>},
 // CHECK-SAME: %[[ERR:arg[0-9]+]]: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}) kernel
 // CHECK-SAME: known_block_size = array<i32: 64, 1, 1>
-// CHECK-SAME: moe.launch = #moe.launch<block_dim = 64, tokens_per_block = 2, dynamic_shared_memory_bytes = 256>
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 64, tokens_per_block = 2, dynamic_shared_memory_bytes = 256, lanes_per_token = 32>
 // The descriptor of logits rebuilt from the pointer and T.
 // CHECK: llvm.insertvalue %[[LOGITS]]
 // CHECK: llvm.insertvalue %[[T]], %{{.*}}[3, 0]
@@ -47,10 +47,9 @@
 // CHECK: nvvm.bar.warp.sync
 // CHECK-NEXT: %[[AT:.*]] = arith.addi %{{.*}}, %[[LANE]]
 // CHECK-NEXT: memref.store %{{.*}}, %{{.*}}[%[[AT]]] : memref<32xf32, #gpu.address_space<workgroup>>
-// CHECK-NEXT: arith.constant -1 : i32
-// CHECK-NEXT: nvvm.bar.warp.sync
-// The reduction is a butterfly of five shuffles.
-// CHECK-COUNT-5: gpu.shuffle  xor
+// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// The reduction is a butterfly of five shuffles over the whole warp.
+// CHECK-COUNT-5: nvvm.shfl.sync  bfly %c-1_i32, %{{.*}}, %{{.*}}, %c31_i32{{.*}} : f32 -> f32
 // CHECK: gpu.return
 func.func @route(%logits: memref<?x40xf32> {moe.kernel_arg = #moe.kernel_arg<name = "logits", role = tensor, dtype = f32, shape = ["T", 40], access = read>}, %out: memref<?x1xf32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", role = tensor, dtype = f32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 2, topk = argmax_passes>} {
   %row = memref.alloca() : memref<32xf32>
@@ -112,8 +111,8 @@ func.func @host(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "
 
 // -----
 
-// The schedule's own verifier: a warp is 32 lanes.
-// expected-error @+1 {{#moe.kernel_config: nvptx kernels have vector_width = 32 (a warp), not 8}}
+// The schedule's own verifier: a block is whole warps.
+// expected-error @+1 {{#moe.kernel_config: nvptx blocks are whole warps of at most 1024 threads: tokens_per_task * vector_width = 1 * 8 = 8}}
 func.func @narrow(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 1, topk = argmax_passes>} {
   return
 }
@@ -156,25 +155,80 @@ func.func @unstamped(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<nam
 // -----
 
 // An xor permutation of one vector's lanes is a warp xor shuffle; a lane
-// constant that sums over the lane's bits (lane & 16 != 0, a lane's group
+// constant that sums over the lane's bits (lane & 8 != 0, a lane's group
 // in a transposed reduction) is computed from the lane id.
 // CHECK-LABEL: gpu.func @xor_permutation(
 // CHECK: %[[LANE:.*]] = gpu.lane_id
 // CHECK: %[[LANE32:.*]] = arith.index_cast %[[LANE]] : index to i32
-// CHECK: arith.andi %[[LANE32]], %c16_i32
+// CHECK: arith.andi %[[LANE32]], %c8_i32
 // CHECK: arith.cmpi ne
 // CHECK: %[[UPPER:.*]] = arith.cmpi ne
-// CHECK: %[[SHUFFLED:.*]], %{{.*}} = gpu.shuffle xor %[[V:.*]], %c16_i32{{.*}}, %c32_i32 : i32
+// CHECK: %[[SHUFFLED:.*]] = nvvm.shfl.sync  bfly %c-1_i32, %[[V:.*]], %c16_i32{{.*}}, %c31_i32 : i32 -> i32
 // CHECK: arith.select %[[UPPER]], %[[SHUFFLED]], %[[V]] : i32
 func.func @xor_permutation(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 32], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
-  %upper = arith.constant dense<[false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true]> : vector<32xi1>
+  %upper = arith.constant dense<[false, false, false, false, false, false, false, false, true, true, true, true, true, true, true, true, false, false, false, false, false, false, false, false, true, true, true, true, true, true, true, true]> : vector<32xi1>
   scf.for %t = %t0 to %t1 step %c1 {
     %v = vector.load %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
     %s = vector.shuffle %v, %v [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] : vector<32xi32>, vector<32xi32>
     %m = arith.select %upper, %s, %v : vector<32xi1>, vector<32xi32>
     vector.store %m, %ids[%t, %c0] : memref<?x32xi32>, vector<32xi32>
   }
+  return
+}
+
+// -----
+
+// A token on 8 lanes, 4 tokens per warp, 16 per block: the lane within the
+// token's segment, the token from the thread, a shared slice per token, and
+// every collective (shuffle, redux, segment barrier) over the segment's
+// member mask, 0xFF << (lane & ~7); shfl.sync's c is (32 - 8) << 8 | 31.
+// A constant lane interval [2, 6) is two compares.
+// CHECK-LABEL: gpu.func @segments(
+// CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 128, tokens_per_block = 16, dynamic_shared_memory_bytes = 512, lanes_per_token = 8>
+// CHECK: %[[LANEID:.*]] = gpu.lane_id
+// CHECK: %[[TID:.*]] = gpu.thread_id x
+// CHECK: %[[LANE:.*]] = arith.andi %[[LANEID]], %c7
+// CHECK: %[[SLOT:.*]] = arith.divui %[[TID]], %c8
+// CHECK: %[[LANEID32:.*]] = arith.index_cast %[[LANEID]] : index to i32
+// CHECK: %[[FIRST:.*]] = arith.andi %[[LANEID32]], %c-8_i32
+// CHECK: %[[MASK:.*]] = arith.shli %c255_i32, %[[FIRST]]
+// CHECK: arith.muli %{{.*}}, %c16
+// CHECK: arith.addi %{{.*}}, %[[SLOT]]
+// CHECK: arith.muli %[[SLOT]], %c32
+// CHECK: arith.cmpi ult, %[[LANE]], %c6
+// CHECK: arith.cmpi uge, %[[LANE]], %c2
+// CHECK: nvvm.bar.warp.sync %[[MASK]]
+// CHECK: memref.store
+// CHECK: nvvm.bar.warp.sync %[[MASK]]
+// CHECK-COUNT-3: nvvm.shfl.sync  bfly %[[MASK]], %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : f32 -> f32
+// CHECK: nvvm.redux.sync  max %{{.*}}, %[[MASK]] : i32 -> i32
+func.func @segments(%logits: memref<?x8xf32> {moe.kernel_arg = #moe.kernel_arg<name = "logits", role = tensor, dtype = f32, shape = ["T", 8], access = read>}, %out: memref<?x2xf32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", role = tensor, dtype = f32, shape = ["T", 2], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 16, topk = argmax_passes>} {
+  %row = memref.alloca() : memref<8xf32>
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %zero = arith.constant dense<0.0> : vector<8xf32>
+  %middle = arith.constant dense<[false, false, true, true, true, true, false, false]> : vector<8xi1>
+  %ids = arith.constant dense<[0, 1, 2, 3, 4, 5, 6, 7]> : vector<8xi32>
+  scf.for %t = %t0 to %t1 step %c1 {
+    %x = vector.load %logits[%t, %c0] : memref<?x8xf32>, vector<8xf32>
+    %kept = arith.select %middle, %x, %zero : vector<8xi1>, vector<8xf32>
+    vector.store %kept, %row[%c0] : memref<8xf32>, vector<8xf32>
+    %back = vector.load %row[%c0] : memref<8xf32>, vector<8xf32>
+    %max = vector.reduction <maximumf>, %back : vector<8xf32> into f32
+    %top = vector.reduction <maxsi>, %ids : vector<8xi32> into i32
+    %topf = arith.sitofp %top : i32 to f32
+    memref.store %max, %out[%t, %c0] : memref<?x2xf32>
+    memref.store %topf, %out[%t, %c1] : memref<?x2xf32>
+  }
+  return
+}
+
+// -----
+
+// expected-error @+1 {{#moe.kernel_config: nvptx kernels spread a token over at most a warp: vector_width = 64 must be at most 32}}
+func.func @too_wide(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 64, tokens_per_task = 1, topk = argmax_passes>} {
   return
 }

@@ -8,7 +8,8 @@
 // One GPU thread as a host function: the kernel's parameters (and their
 // ABI stamps), then blockIdx, threadIdx and the emulator's context.
 // CHECK-NOT: gpu.module
-// CHECK-DAG: func.func private @moegen_emu_shfl_xor_i32(!llvm.ptr, i32, i32, i32) -> i32
+// CHECK-DAG: func.func private @moegen_emu_shfl_xor_i32(!llvm.ptr, i32, i32, i32, i32) -> i32
+// CHECK-DAG: func.func private @moegen_emu_redux_i32(!llvm.ptr, i32, i32, i32) -> i32
 // CHECK-DAG: func.func private @moegen_emu_check_access(!llvm.ptr, !llvm.ptr, i64, i32, i32, i32)
 // CHECK-LABEL: func.func @kernel(
 // CHECK-SAME: %[[OUT:arg[0-9]+]]: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights"
@@ -26,9 +27,9 @@
 // CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c4_i64{{.*}}, %c1_i32{{.*}}, %c1_i32{{.*}}, %c0_i32{{.*}})
 // CHECK-NEXT: memref.store
 // CHECK: call @moegen_emu_warp_sync(%[[CTX]], %c-1_i32)
-// A shuffle of f32 goes through i32.
+// A shuffle of f32 goes through i32, over the whole warp (mask -1).
 // CHECK: %[[BITS:.*]] = arith.bitcast %{{.*}} : f32 to i32
-// CHECK: %[[SHUFFLED:.*]] = call @moegen_emu_shfl_xor_i32(%[[CTX]], %[[BITS]], %c16_i32, %c32_i32)
+// CHECK: %[[SHUFFLED:.*]] = call @moegen_emu_shfl_xor_i32(%[[CTX]], %[[BITS]], %c16_i32, %c32_i32, %c-1_i32{{.*}})
 // CHECK: arith.bitcast %[[SHUFFLED]] : i32 to f32
 // A global atomic is announced as one (2), and yields after.
 // CHECK: call @moegen_emu_check_access(%[[CTX]], %{{.*}}, %c8_i64{{.*}}, %c2_i32{{.*}}, %c0_i32{{.*}}, %c2_i32{{.*}})
@@ -96,18 +97,27 @@ module attributes {gpu.container_module} {
 
 // -----
 
-// redux.sync over the whole warp is the butterfly of five xor shuffles it
-// stands for; a partial mask is refused.
+// redux.sync over its member mask is one call (kind 5 = min); so is
+// nvvm.shfl.sync bfly, whose c names the segment width ((32 - 8) << 8 | 31:
+// 8 lanes), with its member mask.
 // CHECK-LABEL: func.func @redux(
-// CHECK-COUNT-5: call @moegen_emu_shfl_xor_i32
-// CHECK-NOT: nvvm.redux.sync
-// CHECK: arith.minsi
+// CHECK: call @moegen_emu_redux_i32(%{{.*}}, %c7_i32, %c5_i32{{.*}}, %c-1_i32)
+// CHECK: call @moegen_emu_redux_i32(%{{.*}}, %c7_i32, %c5_i32{{.*}}, %c255_i32)
+// CHECK: %[[BITS:.*]] = arith.bitcast %{{.*}} : f32 to i32
+// CHECK: call @moegen_emu_shfl_xor_i32(%{{.*}}, %[[BITS]], %c4_i32, %c8_i32{{.*}}, %c255_i32)
+// CHECK-NOT: nvvm.
 module attributes {gpu.container_module} {
   gpu.module @moe_kernels {
     gpu.func @redux(%out: !llvm.ptr) kernel {
       %c7_i32 = arith.constant 7 : i32
+      %c4_i32 = arith.constant 4 : i32
       %all = arith.constant -1 : i32
+      %low = arith.constant 255 : i32
+      %c = arith.constant 6175 : i32
+      %x = arith.constant 1.0 : f32
       %r = nvvm.redux.sync min %c7_i32, %all : i32 -> i32
+      %p = nvvm.redux.sync min %c7_i32, %low : i32 -> i32
+      %s = nvvm.shfl.sync bfly %low, %x, %c4_i32, %c : f32 -> f32
       gpu.return
     }
   }
@@ -117,11 +127,13 @@ module attributes {gpu.container_module} {
 
 module attributes {gpu.container_module} {
   gpu.module @moe_kernels {
-    gpu.func @partial_redux(%out: !llvm.ptr) kernel {
-      %c7_i32 = arith.constant 7 : i32
-      %low = arith.constant 65535 : i32
-      // expected-error @+1 {{only i32 redux.sync over a whole warp (mask -1) is emulated}}
-      %p = nvvm.redux.sync min %c7_i32, %low : i32 -> i32
+    gpu.func @odd_segment(%out: !llvm.ptr) kernel {
+      %c4_i32 = arith.constant 4 : i32
+      %low = arith.constant 255 : i32
+      %c = arith.constant 6144 : i32
+      %x = arith.constant 1.0 : f32
+      // expected-error @+1 {{only a constant c = (32 - width) << 8 | 31 with a power-of-two width is emulated}}
+      %s = nvvm.shfl.sync bfly %low, %x, %c4_i32, %c : f32 -> f32
       gpu.return
     }
   }

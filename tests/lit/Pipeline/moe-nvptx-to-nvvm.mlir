@@ -13,7 +13,7 @@
 // CHECK: gpu.module @moe_kernels [#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">]
 // CHECK: llvm.mlir.global external @__dynamic_shmem__0() {addr_space = 3 : i32
 // CHECK-LABEL: llvm.func @route(
-// CHECK-SAME: moe.launch = #moe.launch<block_dim = 128, tokens_per_block = 4,
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 128, tokens_per_block = 8, dynamic_shared_memory_bytes = {{[0-9]+}}, lanes_per_token = 16>
 // CHECK-SAME: nvvm.kernel
 // CHECK: nvvm.shfl.sync bfly
 // CHECK-NOT: scf.for

@@ -47,14 +47,42 @@ LaneDistributor::cloneBlock(Block &block,
   return success();
 }
 
-void LaneDistributor::warpBarrier(Location loc) {
+Value segmentMemberMask(OpBuilder &b, Location loc, Value laneId,
+                        int64_t lanesPerToken) {
+  if (lanesPerToken >= 32)
+    return b.create<arith::ConstantIntOp>(loc, -1, 32);
+  Type i32 = b.getI32Type();
+  Value laneI32 = b.create<arith::IndexCastOp>(loc, i32, laneId);
+  Value first = b.create<arith::AndIOp>(
+      loc, laneI32,
+      b.create<arith::ConstantIntOp>(loc, ~(lanesPerToken - 1), 32));
+  Value ones =
+      b.create<arith::ConstantIntOp>(loc, (int64_t(1) << lanesPerToken) - 1, 32);
+  return b.create<arith::ShLIOp>(loc, ones, first);
+}
+
+void LaneDistributor::segmentBarrier(Location loc) {
+  // One lane is its own segment: nothing to order.
+  if (lanesPerToken == 1)
+    return;
   // Back-to-back fenced stores share the barrier between them.
   Block *block = b.getInsertionBlock();
   if (b.getInsertionPoint() != block->begin() &&
       isa<NVVM::SyncWarpOp>(*std::prev(b.getInsertionPoint())))
     return;
-  Value all = b.create<arith::ConstantIntOp>(loc, -1, 32);
-  b.create<NVVM::SyncWarpOp>(loc, all);
+  b.create<NVVM::SyncWarpOp>(loc, memberMask);
+}
+
+Value LaneDistributor::shuffleXor(Location loc, Value value, int64_t offset) {
+  // shfl.sync.bfly's c operand: the segment bits of a lane id in [12:8]
+  // and the highest source lane, 31, in [4:0] (CUDA's __shfl_xor_sync with
+  // a width).
+  Value clamp =
+      b.create<arith::ConstantIntOp>(loc, ((32 - lanesPerToken) << 8) | 31, 32);
+  Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
+  return b.create<NVVM::ShflOp>(loc, value.getType(), memberMask, value,
+                                distance, clamp, NVVM::ShflKind::bfly,
+                                UnitAttr());
 }
 
 SmallVector<Value> LaneDistributor::laneIndices(ValueRange indices) {
@@ -67,6 +95,11 @@ SmallVector<Value> LaneDistributor::laneIndices(ValueRange indices) {
 }
 
 LogicalResult LaneDistributor::cloneOp(Operation *op) {
+  // The row code's lane (the error record's leader) is the segment's lane.
+  if (auto laneId = dyn_cast<gpu::LaneIdOp>(op)) {
+    mapping.map(laneId.getResult(), lane);
+    return success();
+  }
   if (isa<scf::ForOp>(op))
     return cloneFor(op);
   if (isa<scf::IfOp>(op))
@@ -103,10 +136,10 @@ LogicalResult LaneDistributor::cloneOp(Operation *op) {
   auto store = dyn_cast<memref::StoreOp>(op);
   bool fenced = store && isShared(mapping.lookup(store.getMemRef()));
   if (fenced)
-    warpBarrier(op->getLoc());
+    segmentBarrier(op->getLoc());
   b.clone(*op, mapping);
   if (fenced)
-    warpBarrier(op->getLoc());
+    segmentBarrier(op->getLoc());
   return success();
 }
 
@@ -222,26 +255,36 @@ LogicalResult LaneDistributor::cloneConstant(Operation *op) {
     return b.create<arith::ExtSIOp>(loc, element, sum);
   };
   if (element.isInteger(1)) {
-    // A folded constant mask: lanes [0, n) set.
-    int64_t valid = 0;
-    while (valid < count && values[valid].isOne())
-      ++valid;
-    bool prefix = true;
-    for (int64_t i = valid; i < count; ++i)
-      prefix = prefix && !values[i].isOne();
-    if (prefix) {
-      mapping.map(constant.getResult(),
-                  b.create<arith::CmpIOp>(
-                      loc, arith::CmpIPredicate::ult, lane,
-                      b.create<arith::ConstantIndexOp>(loc, valid)));
+    // A folded constant mask: lanes [first, end) set (a prefix when first
+    // is 0).
+    int64_t first = 0;
+    while (first < count && !values[first].isOne())
+      ++first;
+    int64_t end = first;
+    while (end < count && values[end].isOne())
+      ++end;
+    bool interval = first < count;
+    for (int64_t i = end; i < count; ++i)
+      interval = interval && !values[i].isOne();
+    if (interval) {
+      Value mask = b.create<arith::CmpIOp>(
+          loc, arith::CmpIPredicate::ult, lane,
+          b.create<arith::ConstantIndexOp>(loc, end));
+      if (first > 0)
+        mask = b.create<arith::AndIOp>(
+            loc, mask,
+            b.create<arith::CmpIOp>(
+                loc, arith::CmpIPredicate::uge, lane,
+                b.create<arith::ConstantIndexOp>(loc, first)));
+      mapping.map(constant.getResult(), mask);
       return success();
     }
     if (Value mask = bitAdditive()) {
       mapping.map(constant.getResult(), mask);
       return success();
     }
-    return op->emitOpError("i1 vector constant is neither a prefix mask nor "
-                           "a sum over lane bits");
+    return op->emitOpError("i1 vector constant is neither an interval of "
+                           "lanes nor a sum over lane bits");
   }
   int64_t start = values[0].getSExtValue();
   int64_t step = count > 1 ? values[1].getSExtValue() - start : 0;
@@ -289,17 +332,20 @@ LogicalResult LaneDistributor::cloneElementwise(Operation *op) {
   return success();
 }
 
-Value LaneDistributor::warpReduce(Location loc, Value value, StringRef kind) {
+Value LaneDistributor::segmentReduce(Location loc, Value value,
+                                     StringRef kind) {
+  if (lanesPerToken == 1)
+    return value;
   Type type = value.getType();
   // Shuffles move 32-bit words: narrower integers (i1 flags) are widened.
   bool widen = type.isInteger() && type.getIntOrFloatBitWidth() < 32;
   Type i32 = b.getI32Type();
   if (widen)
     value = b.create<arith::ExtUIOp>(loc, i32, value);
-  // Integer reductions over a whole warp are one redux.sync (sm_80 and up,
-  // every arch the backend targets) instead of five shuffle steps.
+  // Integer reductions are one redux.sync over the segment's lanes (sm_80
+  // and up, every arch the backend targets) instead of log2(W) shuffles.
   std::optional<NVVM::ReduxKind> redux;
-  if (value.getType().isInteger(32) && warpSize == 32)
+  if (value.getType().isInteger(32))
     redux = llvm::StringSwitch<std::optional<NVVM::ReduxKind>>(kind)
                 .Case("minsi", NVVM::ReduxKind::MIN)
                 .Case("maxsi", NVVM::ReduxKind::MAX)
@@ -308,19 +354,13 @@ Value LaneDistributor::warpReduce(Location loc, Value value, StringRef kind) {
                 .Case("and", NVVM::ReduxKind::AND)
                 .Default(std::nullopt);
   if (redux) {
-    value = b.create<NVVM::ReduxOp>(
-        loc, i32, value, *redux,
-        b.create<arith::ConstantIntOp>(loc, -1, 32));
+    value = b.create<NVVM::ReduxOp>(loc, i32, value, *redux, memberMask);
     if (widen)
       value = b.create<arith::TruncIOp>(loc, type, value);
     return value;
   }
-  Value width = b.create<arith::ConstantIntOp>(loc, warpSize, 32);
-  for (int64_t offset = warpSize / 2; offset >= 1; offset /= 2) {
-    Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
-    Value other = b.create<gpu::ShuffleOp>(loc, value, distance, width,
-                                           gpu::ShuffleMode::XOR)
-                      .getShuffleResult();
+  for (int64_t offset = lanesPerToken / 2; offset >= 1; offset /= 2) {
+    Value other = shuffleXor(loc, value, offset);
     if (kind == "maximumf")
       value = b.create<arith::MaximumFOp>(loc, value, other);
     else if (kind == "minimumf")
@@ -368,17 +408,17 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
   if (auto store = dyn_cast<vector::StoreOp>(op)) {
     Value memref = mapping.lookup(store.getBase());
     if (isShared(memref))
-      warpBarrier(loc);
+      segmentBarrier(loc);
     b.create<memref::StoreOp>(loc, mapping.lookup(store.getValueToStore()),
                               memref, laneIndices(store.getIndices()));
     if (isShared(memref))
-      warpBarrier(loc);
+      segmentBarrier(loc);
     return success();
   }
   if (auto store = dyn_cast<vector::MaskedStoreOp>(op)) {
     Value memref = mapping.lookup(store.getBase());
     if (isShared(memref))
-      warpBarrier(loc);
+      segmentBarrier(loc);
     auto ifOp = b.create<scf::IfOp>(loc, mapping.lookup(store.getMask()),
                                     /*withElseRegion=*/false);
     {
@@ -389,7 +429,7 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     }
     // The barrier waits outside the lane-dependent branch.
     if (isShared(memref))
-      warpBarrier(loc);
+      segmentBarrier(loc);
     return success();
   }
   if (auto mask = dyn_cast<vector::ConstantMaskOp>(op)) {
@@ -398,6 +438,17 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     mapping.map(mask.getResult(),
                 b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, lane,
                                         bound));
+    return success();
+  }
+  if (auto extract = dyn_cast<vector::ExtractOp>(op)) {
+    // Canonicalization turns reductions over one-lane vectors into
+    // extracts: with one lane per token, element 0 is the lane's value.
+    VectorType source = extract.getSourceVectorType();
+    if (lanesPerToken != 1 || source.getRank() != 1 ||
+        source.getNumElements() != 1 || !extract.getDynamicPosition().empty())
+      return op->emitOpError("only element 0 of a one-lane vector can be "
+                             "extracted on warp lanes");
+    mapping.map(extract.getResult(), mapping.lookup(extract.getVector()));
     return success();
   }
   if (auto splat = dyn_cast<vector::SplatOp>(op)) {
@@ -418,21 +469,18 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     for (Attribute index : shuffle.getMask())
       mask.push_back(cast<IntegerAttr>(index).getInt());
     int64_t offset = mask.empty() ? -1 : mask[0];
-    bool xorPermutation = int64_t(mask.size()) == warpSize && offset >= 0 &&
-                          offset < warpSize;
+    bool xorPermutation = int64_t(mask.size()) == lanesPerToken &&
+                          offset >= 0 && offset < lanesPerToken;
     for (int64_t i = 0; xorPermutation && i < int64_t(mask.size()); ++i)
       xorPermutation = mask[i] == (i ^ offset);
     Type element = shuffle.getResultVectorType().getElementType();
     if (!xorPermutation || !(element.isF32() || element.isInteger(32)))
       return op->emitOpError("only an xor permutation of one vector of f32 "
                              "or i32 lanes has a warp-shuffle lowering");
-    Value width = b.create<arith::ConstantIntOp>(loc, warpSize, 32);
-    Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
-    mapping.map(shuffle.getResult(),
-                b.create<gpu::ShuffleOp>(loc, mapping.lookup(shuffle.getV1()),
-                                         distance, width,
-                                         gpu::ShuffleMode::XOR)
-                    .getShuffleResult());
+    Value source = mapping.lookup(shuffle.getV1());
+    mapping.map(shuffle.getResult(), offset == 0
+                                         ? source
+                                         : shuffleXor(loc, source, offset));
     return success();
   }
   if (auto reduction = dyn_cast<vector::ReductionOp>(op)) {
@@ -451,7 +499,7 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
       return op->emitOpError("reduction over ")
              << type << " has no warp-shuffle lowering (32-bit lanes)";
     mapping.map(reduction.getResult(),
-                warpReduce(loc, mapping.lookup(reduction.getVector()), kind));
+                segmentReduce(loc, mapping.lookup(reduction.getVector()), kind));
     return success();
   }
   return op->emitOpError("cannot be spread over warp lanes");

@@ -1,17 +1,21 @@
 //===- LaneDistribution.h - vector lanes to warp lanes ----------*- C++ -*-===//
 //
 // An nvptx row kernel from convert-moe-to-loops is vectorized over experts
-// with vector_width = 32. On the GPU those 32 vector lanes are the 32 lanes
-// of a warp: lane l holds element l of every vector value, so vector ops
-// become the same op on scalars, chunk loads and stores address e0 + l, a
-// mask is `l < valid`, and a reduction is a butterfly of shuffles whose
-// result every lane holds. Scalar code was computed from reductions,
-// constants and loop indices, so it is uniform across the warp and runs on
-// every lane unchanged.
+// with vector_width = W, a power of two up to 32. On the GPU those W vector
+// lanes are W lanes of a warp, a token's segment (lanes [s*W, s*W + W) for
+// segment s; a warp routes 32 / W tokens): segment lane l holds element l
+// of every vector value, so vector ops become the same op on scalars, chunk
+// loads and stores address e0 + l, a mask is `l < valid`, and a reduction is
+// a butterfly of shuffles within the segment whose result every lane of the
+// segment holds. Scalar code was computed from reductions, constants and
+// loop indices, so it is uniform across the segment and runs on each of its
+// lanes unchanged; different segments may branch differently, so every
+// warp-collective op (shuffle, redux, warp sync) names the segment's lanes
+// as its member mask, as cooperative groups' tiled partitions do.
 //
-// Stack rows become per-warp slices of shared memory, written by chunks
+// Stack rows become per-token slices of shared memory, written by chunks
 // (one element per lane) and read by scalar index (any lane's element), so
-// every store to them is fenced by warp barriers on both sides.
+// every store to them is fenced by segment barriers on both sides.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,10 +30,13 @@ namespace mlir::moe::gpu_lowering {
 
 class LaneDistributor {
 public:
-  /// Clones at `b`'s insertion point; `lane` is the lane id (index).
+  /// Clones at `b`'s insertion point. `lane` is the lane within the
+  /// token's segment (index, in [0, lanesPerToken)); `memberMask` (i32) has
+  /// the bits of the segment's lanes in the warp.
   LaneDistributor(OpBuilder &b, IRMapping &mapping, Value lane,
-                  int64_t warpSize)
-      : b(b), mapping(mapping), lane(lane), warpSize(warpSize) {}
+                  Value memberMask, int64_t lanesPerToken)
+      : b(b), mapping(mapping), lane(lane), memberMask(memberMask),
+        lanesPerToken(lanesPerToken) {}
 
   /// Memrefs (already mapped values) that live in shared memory: stores to
   /// them are fenced by warp barriers.
@@ -49,15 +56,23 @@ private:
   LogicalResult cloneConstant(Operation *op);
   /// The element `lane` of a chunk starting at `indices`' last index.
   SmallVector<Value> laneIndices(ValueRange indices);
-  Value warpReduce(Location loc, Value value, StringRef kind);
-  void warpBarrier(Location loc);
+  Value segmentReduce(Location loc, Value value, StringRef kind);
+  /// `value` (f32 or i32) of lane `lane ^ offset` of the segment.
+  Value shuffleXor(Location loc, Value value, int64_t offset);
+  void segmentBarrier(Location loc);
   bool isShared(Value memref) const { return sharedMemrefs.contains(memref); }
 
   OpBuilder &b;
   IRMapping &mapping;
   Value lane;
-  int64_t warpSize;
+  Value memberMask;
+  int64_t lanesPerToken;
 };
+
+/// The i32 member mask of the segment of `lanesPerToken` lanes that holds
+/// `laneId` (the lane in the warp, index): a constant -1 for whole warps.
+Value segmentMemberMask(OpBuilder &b, Location loc, Value laneId,
+                        int64_t lanesPerToken);
 
 /// The scalar type a vector<warpSize x T> value has on one lane.
 Type laneType(Type type);

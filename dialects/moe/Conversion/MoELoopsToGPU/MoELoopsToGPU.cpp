@@ -4,11 +4,12 @@
 // gpu.module as a gpu.func with the bare-pointer ABI of docs/kernel-abi.md,
 // and maps its schedule onto the GPU:
 //
-// - a row kernel runs one token per warp, `tokens_per_task` warps per block:
+// - a row kernel runs a token on `vector_width` = W lanes of a warp (a
+//   segment; 32 / W tokens per warp), `tokens_per_task` tokens per block:
 //   the token range [t0, t1) becomes [token, token + 1) for
-//   token = blockIdx.x * warps + warp (empty past T), and the 32 vector
-//   lanes become the warp's lanes (LaneDistribution.h);
-// - its stack rows become per-warp slices of dynamic shared memory;
+//   token = blockIdx.x * tokens_per_task + threadIdx.x / W, and the W
+//   vector lanes become the segment's lanes (LaneDistribution.h);
+// - its stack rows become per-token slices of dynamic shared memory;
 // - the dispatch kernel (ParallelDispatchToLoops.cpp) already speaks of
 //   threads, blocks and the grid; it runs cooperatively, blocks of
 //   abi::kDispatchBlockThreads threads, as many as the runtime's rule
@@ -66,15 +67,10 @@ public:
     KernelConfigAttr config = getKernelConfig(func);
     if (!config)
       return func.emitOpError("needs 'moe.kernel_config'");
-    warpSize = config.getVectorWidth();
-    if (warpSize != kWarpSize)
-      return func.emitOpError("nvptx kernels need vector_width = ")
-             << kWarpSize << " (a warp), not " << warpSize;
-    warps = config.getTokensPerTask();
-    if (warps < 1 || warps * kWarpSize > kMaxBlockThreads)
-      return func.emitOpError("tokens_per_task = ")
-             << warps << ": a block holds 1 to " << kMaxBlockThreads / kWarpSize
-             << " warps";
+    // The attribute's verifier keeps blocks whole warps of at most
+    // kMaxBlockThreads threads.
+    lanesPerToken = config.getVectorWidth();
+    tokensPerBlock = config.getTokensPerTask();
     auto entry = func->getAttrOfType<StringAttr>(kEntryAttrName);
     isDispatch = entry && entry.getValue() == "dispatch";
 
@@ -155,7 +151,7 @@ private:
     kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     int32_t blockDim =
         static_cast<int32_t>(isDispatch ? moegen::abi::kDispatchBlockThreads
-                                        : warps * warpSize);
+                                        : tokensPerBlock * lanesPerToken);
     kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({blockDim, 1, 1}));
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
@@ -231,30 +227,42 @@ private:
       }
     }
 
-    Value lane = b.create<gpu::LaneIdOp>(loc, /*upperBound=*/nullptr);
-    Value warp = b.create<arith::DivUIOp>(
-        loc, b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x),
-        b.create<arith::ConstantIndexOp>(loc, warpSize));
+    Value laneId = b.create<gpu::LaneIdOp>(loc, /*upperBound=*/nullptr);
+    Value threadId = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    // The lane within the token's segment, and the token within the block.
+    Value lane = laneId;
+    Value slot = b.create<arith::ConstantIndexOp>(loc, 0);
+    if (!isDispatch) {
+      if (lanesPerToken < kWarpSize)
+        lane = b.create<arith::AndIOp>(
+            loc, laneId,
+            b.create<arith::ConstantIndexOp>(loc, lanesPerToken - 1));
+      slot = b.create<arith::DivUIOp>(
+          loc, threadId, b.create<arith::ConstantIndexOp>(loc, lanesPerToken));
+    }
+    Value memberMask = segmentMemberMask(
+        b, loc, laneId, isDispatch ? kWarpSize : lanesPerToken);
     llvm::DenseSet<Operation *> skip;
-    LaneDistributor distributor(b, mapping, lane, warpSize);
+    LaneDistributor distributor(b, mapping, lane, memberMask,
+                                isDispatch ? kWarpSize : lanesPerToken);
 
     if (!isDispatch) {
       if (!numTokens)
         return func.emitOpError("the first argument's first dimension must "
                                 "be the tokens");
-      // One token per warp: [token, token + 1). A warp past the last token
-      // (in the last block only; no block is launched for T = 0) routes the
-      // last token again and writes what its owner writes. So the token
-      // loop has one trip in every warp, and ptxas sees the body's warp
-      // shuffles in straight-line code: with a loop that may run zero
-      // times it must assume divergence and wraps every shuffle in a
+      // One token per segment: [token, token + 1). A segment past the last
+      // token (in the last block only; no block is launched for T = 0)
+      // routes the last token again and writes what its owner writes. So
+      // the token loop has one trip in every segment, and ptxas sees the
+      // body's shuffles in straight-line code: with a loop that may run
+      // zero times it must assume divergence and wraps every shuffle in a
       // collective sequence.
       Value token = b.create<arith::AddIOp>(
           loc,
           b.create<arith::MulIOp>(
               loc, b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x),
-              b.create<arith::ConstantIndexOp>(loc, warps)),
-          warp);
+              b.create<arith::ConstantIndexOp>(loc, tokensPerBlock)),
+          slot);
       token = b.create<arith::MinUIOp>(
           loc, token,
           b.create<arith::SubIOp>(loc, numTokens,
@@ -264,9 +272,9 @@ private:
       mapping.map(source.getArgument(*tokenBegin), token);
       mapping.map(source.getArgument(*tokenEnd), end);
 
-      // Stack rows: slices of this warp's share of dynamic shared memory.
+      // Stack rows: slices of this token's share of dynamic shared memory.
       SmallVector<memref::AllocaOp> rows;
-      int64_t bytesPerWarp = 0;
+      int64_t bytesPerToken = 0;
       SmallVector<int64_t> offsets;
       for (auto alloca : source.getOps<memref::AllocaOp>()) {
         MemRefType type = alloca.getType();
@@ -274,8 +282,8 @@ private:
             !type.getElementType().isIntOrFloat())
           return alloca.emitOpError("stack rows must be static 1-D rows of "
                                     "scalars");
-        offsets.push_back(bytesPerWarp);
-        bytesPerWarp += llvm::alignTo(
+        offsets.push_back(bytesPerToken);
+        bytesPerToken += llvm::alignTo(
             type.getNumElements() * elementBytes(type.getElementType()),
             kRowAlignment);
         rows.push_back(alloca);
@@ -286,12 +294,12 @@ private:
         Value shared = b.create<gpu::DynamicSharedMemoryOp>(
             loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                                  MemRefLayoutAttrInterface{}, workgroup));
-        Value warpBase = b.create<arith::MulIOp>(
-            loc, warp, b.create<arith::ConstantIndexOp>(loc, bytesPerWarp));
+        Value tokenBase = b.create<arith::MulIOp>(
+            loc, slot, b.create<arith::ConstantIndexOp>(loc, bytesPerToken));
         for (auto [alloca, offset] : llvm::zip(rows, offsets)) {
           MemRefType type = alloca.getType();
           Value shift = b.create<arith::AddIOp>(
-              loc, warpBase, b.create<arith::ConstantIndexOp>(loc, offset));
+              loc, tokenBase, b.create<arith::ConstantIndexOp>(loc, offset));
           Value view = b.create<memref::ViewOp>(
               loc,
               MemRefType::get(type.getShape(), type.getElementType(),
@@ -302,7 +310,7 @@ private:
           skip.insert(alloca);
         }
       }
-      sharedBytes = bytesPerWarp * warps;
+      sharedBytes = bytesPerToken * tokensPerBlock;
     }
 
     // The body, minus its return: gpu.func ends in gpu.return.
@@ -321,9 +329,11 @@ private:
         kLaunchAttrName,
         isDispatch ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads, 0,
                                      0, dispatchMaxBlocks(numExperts),
-                                     kDispatchSlotsPerBlock)
-                   : LaunchAttr::get(b.getContext(), warps * warpSize, warps,
-                                     sharedBytes, 0, 0));
+                                     kDispatchSlotsPerBlock, 0)
+                   : LaunchAttr::get(b.getContext(),
+                                     tokensPerBlock * lanesPerToken,
+                                     tokensPerBlock, sharedBytes, 0, 0,
+                                     lanesPerToken));
     return success();
   }
 
@@ -335,8 +345,8 @@ private:
   gpu::GPUModuleOp gpuModule;
   OpBuilder b;
   gpu::GPUFuncOp kernel;
-  int64_t warpSize = kWarpSize;
-  int64_t warps = 1;
+  int64_t lanesPerToken = kWarpSize;
+  int64_t tokensPerBlock = 1;
   bool isDispatch = false;
   SmallVector<KernelArgAttr> args;
   std::optional<unsigned> tokenBegin, tokenEnd;

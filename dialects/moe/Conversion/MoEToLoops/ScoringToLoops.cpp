@@ -60,14 +60,38 @@ private:
     return b.create<arith::SelectOp>(loc, mask, v, vf(otherwise));
   }
 
+  /// On nvptx, exp and 1 / d for d in [1, 2^126] may be approximate
+  /// (`afn`: ex2.approx and div.approx, 2 ulp, subnormal results kept;
+  /// moe-gpu-fast-math): the arguments here stay in the ranges where those
+  /// keep the weights within 1e-5 (docs/semantics.md).
+  arith::FastMathFlagsAttr fastMath() const {
+    return arith::FastMathFlagsAttr::get(
+        b.getContext(), cg.target == KernelTarget::Nvptx
+                            ? arith::FastMathFlags::afn
+                            : arith::FastMathFlags::none);
+  }
+  /// exp(x) for x <= 0, so in (0, 1].
+  Value expOfNonPositive(Value x) {
+    return b.create<math::ExpOp>(loc, x, fastMath());
+  }
+  /// 1 / d for d >= 1.
+  Value reciprocalOfAtLeastOne(Value d) {
+    return b.create<arith::DivFOp>(loc, vf(1.0), d, fastMath());
+  }
+
   /// 1 / (1 + exp(-x)) for x >= 0, exp(x) / (1 + exp(x)) otherwise: exp
   /// never overflows and sigmoid(-inf) = 0.
   Value sigmoid(Value x) {
-    Value e = b.create<math::ExpOp>(
-        loc, b.create<arith::NegFOp>(loc, b.create<math::AbsFOp>(loc, x)));
+    Value e = expOfNonPositive(
+        b.create<arith::NegFOp>(loc, b.create<math::AbsFOp>(loc, x)));
     Value denominator = b.create<arith::AddFOp>(loc, vf(1.0), e);
-    Value positive = b.create<arith::DivFOp>(loc, vf(1.0), denominator);
-    Value negative = b.create<arith::DivFOp>(loc, e, denominator);
+    Value positive = reciprocalOfAtLeastOne(denominator);
+    // One reciprocal serves both signs where it is approximate anyway;
+    // the host keeps the correctly rounded quotient.
+    Value negative = cg.target == KernelTarget::Nvptx
+                         ? b.create<arith::MulFOp>(loc, e, positive).getResult()
+                         : b.create<arith::DivFOp>(loc, e, denominator)
+                               .getResult();
     Value isPositive =
         b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, x, vf(0.0));
     return b.create<arith::SelectOp>(loc, isPositive, positive, negative);
@@ -76,8 +100,8 @@ private:
   /// max(x, 0) + log1p(exp(-|x|)): no overflow for large x, no cancellation
   /// for very negative x, and softplus(-inf) = 0.
   Value softplus(Value x) {
-    Value e = b.create<math::ExpOp>(
-        loc, b.create<arith::NegFOp>(loc, b.create<math::AbsFOp>(loc, x)));
+    Value e = expOfNonPositive(
+        b.create<arith::NegFOp>(loc, b.create<math::AbsFOp>(loc, x)));
     Value tail = b.create<math::Log1pOp>(loc, e);
     Value linear = b.create<arith::MaximumFOp>(loc, x, vf(0.0));
     return b.create<arith::AddFOp>(loc, linear, tail);
@@ -132,8 +156,8 @@ private:
         [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
           Value x = cg.loadChunk(logits, e0, valid, cg.f32(-kInf));
           x = b.create<arith::SelectOp>(loc, allMaskedLanes, vf(0.0), x);
-          Value e = b.create<math::ExpOp>(
-              loc, b.create<arith::SubFOp>(loc, x, cg.splat(shift)));
+          Value e = expOfNonPositive(
+              b.create<arith::SubFOp>(loc, x, cg.splat(shift)));
           e = keepValidLanes(e, valid, 0.0);
           cg.storeChunk(e, scores, e0, valid);
           return {b.create<arith::AddFOp>(loc, iter[0], e)};
@@ -141,12 +165,22 @@ private:
     // sum >= 1: the maximum contributes exp(0).
     Value sum = b.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
                                               sums[0]);
+    // The GPU multiplies by one approximate reciprocal; the host divides.
     Value sumLanes = cg.splat(sum);
+    Value inverse = cg.target == KernelTarget::Nvptx
+                        ? cg.splat(b.create<arith::DivFOp>(
+                              loc, cg.f32(1.0), sum, fastMath()))
+                        : Value();
     cg.forEachChunk(numExperts, {},
                     [&](Value e0, int64_t valid, ValueRange) {
                       Value e = cg.loadChunk(scores, e0, valid, cg.f32(0.0));
-                      cg.storeChunk(b.create<arith::DivFOp>(loc, e, sumLanes),
-                                    scores, e0, valid);
+                      Value p =
+                          inverse
+                              ? b.create<arith::MulFOp>(loc, e, inverse)
+                                    .getResult()
+                              : b.create<arith::DivFOp>(loc, e, sumLanes)
+                                    .getResult();
+                      cg.storeChunk(p, scores, e0, valid);
                       return SmallVector<Value>{};
                     });
   }

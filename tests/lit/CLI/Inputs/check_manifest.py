@@ -86,14 +86,17 @@ def main():
                     or [p["name"] for p in params][-1] != "scratch"):
                 fail(f"{name}: dispatch is one cooperative grid of 256-thread "
                      f"blocks with a scratch buffer")
-        elif launch["block_dim"] != 32 * launch["tokens_per_block"]:
-            fail(f"{name}: block_dim != 32 * tokens_per_block")
+        elif launch["block_dim"] != (launch["lanes_per_token"]
+                                     * launch["tokens_per_block"]):
+            fail(f"{name}: block_dim != lanes_per_token * tokens_per_block")
         if launch["dynamic_shared_memory_bytes"] > 227 * 1024:
             fail(f"{name}: shared memory over 227 KiB")
         if "--no-spills" in args and kernel.get("spill_store_bytes", 0) != 0:
             fail(f"{name}: {kernel['spill_store_bytes']} bytes of spill stores")
+        lanes = (f", {launch['lanes_per_token']} lanes per token"
+                 if "lanes_per_token" in launch else "")
         print(f"{manifest['spec_name']} {kernel['entry']}: {len(params)} params, "
-              f"block {launch['block_dim']}, grid {launch['grid_dim']}, "
+              f"block {launch['block_dim']}{lanes}, grid {launch['grid_dim']}, "
               f"smem {launch['dynamic_shared_memory_bytes']}")
 
 

@@ -1,0 +1,73 @@
+//===- GpuFastMath.cpp - afn exp and division as PTX approximations -------===//
+//
+// See the pass description in Passes.td. The scoring lowering decides which
+// ops may be approximate (it knows their ranges); this pass only maps them.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/Builders.h"
+
+#include <numbers>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEGPUFASTMATH
+#include "dialects/moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+
+namespace {
+
+bool isApproximateF32(Operation *op, arith::FastMathFlags flags) {
+  return op->getResult(0).getType().isF32() &&
+         arith::bitEnumContainsAll(flags, arith::FastMathFlags::afn);
+}
+
+Value callIntrinsic(OpBuilder &b, Location loc, StringRef name,
+                    ValueRange args) {
+  return b
+      .create<LLVM::CallIntrinsicOp>(loc, TypeRange{b.getF32Type()},
+                                     b.getStringAttr(name), args)
+      .getResult(0);
+}
+
+struct MoEGpuFastMathPass
+    : public moe::impl::MoEGpuFastMathBase<MoEGpuFastMathPass> {
+  void runOnOperation() override {
+    SmallVector<Operation *> ops;
+    getOperation()->walk([&](Operation *op) {
+      if (auto exp = dyn_cast<math::ExpOp>(op);
+          exp && isApproximateF32(op, exp.getFastmath()))
+        ops.push_back(op);
+      else if (auto div = dyn_cast<arith::DivFOp>(op);
+               div && isApproximateF32(op, div.getFastmath()))
+        ops.push_back(op);
+    });
+    OpBuilder b(&getContext());
+    for (Operation *op : ops) {
+      b.setInsertionPoint(op);
+      Location loc = op->getLoc();
+      Value result;
+      if (auto exp = dyn_cast<math::ExpOp>(op)) {
+        // exp(x) = 2^(x log2 e), as CUDA's __expf.
+        Value log2e = b.create<arith::ConstantOp>(
+            loc, b.getF32FloatAttr(std::numbers::log2e_v<float>));
+        Value scaled = b.create<arith::MulFOp>(loc, exp.getOperand(), log2e);
+        result = callIntrinsic(b, loc, "llvm.nvvm.ex2.approx.f", {scaled});
+      } else {
+        auto div = cast<arith::DivFOp>(op);
+        result = callIntrinsic(b, loc, "llvm.nvvm.div.approx.f",
+                               {div.getLhs(), div.getRhs()});
+      }
+      op->getResult(0).replaceAllUsesWith(result);
+      op->erase();
+    }
+  }
+};
+
+} // namespace
