@@ -7,8 +7,9 @@
 A GPU machine need not have LLVM or MLIR: this script runs where the
 compiler is, and only programs linked to the runtime alone run on the GPU
 machine. It writes, for
-every template and N seeded random specs (tests/lit/CLI/Inputs/
-random_specs.py):
+every template, N seeded random specs (tests/lit/CLI/Inputs/
+random_specs.py) and three templates pinned to 1, 4 and 32 lanes per token
+(<template>-lanes-<W>):
 
     SUITE/<case>/case.txt        the spec's facts the checker needs
     SUITE/<case>/spec.yaml
@@ -72,7 +73,7 @@ def distinct_ids(rng, experts, k):
     return rng.sample(range(experts), k)
 
 
-def make_case(args, name, text, rng):
+def make_case(args, name, text, rng, compile_flags=()):
     facts = parse_spec(text)
     experts, k = int(facts["num_experts"]), int(facts["top_k"])
     directory = os.path.join(args.out, name)
@@ -82,7 +83,8 @@ def make_case(args, name, text, rng):
         f.write(text)
     code, _, err = run([os.path.join(args.bin, "moegen"), "compile", spec_path,
                         "--emit=cubin", "--arch", args.arch,
-                        "-o", os.path.join(directory, "kernels")])
+                        "-o", os.path.join(directory, "kernels")]
+                       + list(compile_flags))
     if code != 0:
         sys.exit("%s: moegen compile failed:\n%s" % (name, err))
     # Sizes that keep the suite small enough to travel (64 MiB in all).
@@ -180,8 +182,21 @@ def main():
                 cases.append((file[:-5], f.read()))
     for index in range(args.random):
         cases.append(("random-%d" % index, random_specs.spec(rng, index)))
+    # Each schedule family on the device, not only the heuristic's pick:
+    # a token per lane, per 4 lanes and per warp.
+    schedules = []
+    if not args.no_templates:
+        for template in ("mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3"):
+            with open(os.path.join(templates, template + ".yaml")) as f:
+                text = f.read()
+            for lanes in (1, 4, 32):
+                schedules.append(("%s-lanes-%d" % (template, lanes), text,
+                                  ("--lanes-per-token", str(lanes))))
     for name, text in cases:
         make_case(args, name, text, rng)
+    for name, text, flags in schedules:
+        make_case(args, name, text, rng, flags)
+    cases += [(name, text) for name, text, _ in schedules]
     with open(os.path.join(args.out, "cases.txt"), "w") as f:
         f.write("".join(name + "\n" for name, _ in cases))
     print("%d cases for %s in %s" % (len(cases), args.arch, args.out))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Warp-instructions on a kernel's fast path, from `cuobjdump -sass`.
 
-    cuobjdump -sass -fun route kernels.cubin | tests/gpu/sass_fast_path.py [--trips=ADDR=N,...]
+    cuobjdump -sass -fun route kernels.cubin | tests/gpu/sass_fast_path.py [--trips=ADDR=N,...] [--lanes-per-token=W]
 
 The fast path of a route kernel with valid input: the main body up to its
 EXIT (ptxas puts the code for divergent warps, reached by BRA.DIV, after
@@ -9,6 +9,8 @@ it), without the blocks a forward branch skips when they take the error
 record's lock (ATOMG.E.EXCH: reporting a violation, never run on valid
 input), counting each remaining loop body by the trip count given with
 --trips ADDR=N (default: report the loops found and count them once).
+A warp routes 32 / W tokens at once (the manifest's launch.lanes_per_token,
+default 32): the figure per token divides by that.
 """
 import re
 import sys
@@ -27,7 +29,11 @@ def target(text):
 
 def main():
     trips = {}
+    lanes = 32
     for arg in sys.argv[1:]:
+        if arg.startswith("--lanes-per-token="):
+            lanes = int(arg.split("=", 1)[1])
+            continue
         if arg.startswith("--trips="):
             for item in arg[len("--trips="):].split(","):
                 a, n = item.split("=")
@@ -55,5 +61,7 @@ def main():
         print("loop %#x-%#x: %d instructions x %d trips" % (start, stop, size, n))
     print("main body %d, cold (error reporting) %d, fast path %d warp-instructions" %
           (len(body), len([1 for a, _ in body if a in cold]), total))
+    print("per token: %d warp-instructions (%d tokens per warp)" %
+          (round(total * lanes / 32), 32 // lanes))
 
 main()

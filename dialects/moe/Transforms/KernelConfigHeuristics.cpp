@@ -19,14 +19,15 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
     // work (reductions, the top-k merge, scalar steps) among more tokens:
     // the smallest segment that keeps each lane's share of the row to at
     // most kMaxLaneListChunks elements (the register-sorted top-k) and
-    // whose chunk loads still fill a 32-byte sector (8 f32 or 16 bf16
-    // lanes) where the row is that wide. Fewer lanes would cut
-    // instructions further (Mixtral on one lane per token) but read each
-    // sector several times; the autotuner may weigh that on a device.
+    // whose chunk loads still read 16 bytes of a row at once (4 f32 or 8
+    // bf16 lanes; the other half of the 32-byte sector comes from L1 on
+    // the next chunk) where the row is that wide. Fewer lanes would cut
+    // instructions further (Mixtral on one lane per token) but split each
+    // sector among more loads; the autotuner may weigh that on a device.
     const int64_t experts = std::max<int64_t>(1, shape.numExperts);
     // (A row narrower than a sector needs no more lanes than it has.)
     const int64_t sectorLanes = std::min<int64_t>(
-        std::clamp<int64_t>(32 / std::max<int64_t>(1, shape.logitBytes), 1,
+        std::clamp<int64_t>(16 / std::max<int64_t>(1, shape.logitBytes), 1,
                             kWarpSize),
         int64_t(llvm::PowerOf2Ceil(uint64_t(experts))));
     const int64_t rowLanes = std::clamp<int64_t>(

@@ -15,11 +15,11 @@
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 256, topk = argmax_passes>
 // PINNED-LABEL: func.func @route
 // PINNED-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 32, topk = argmax_passes>
-// On the GPU a row of 8 warp-wide chunks is sorted lane by lane in
-// registers (lane_lists; E <= 512).
+// On the GPU a token takes 16 lanes of a warp, each holding 16 experts,
+// sorted lane by lane in registers (lane_lists); 8 tokens per block of 4
+// warps.
 // NVPTX-LABEL: func.func @route
-// NVPTX-SAME: target = nvptx
-// NVPTX-SAME: topk = lane_lists
+// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 16, tokens_per_task = 8, topk = lane_lists>
 func.func @route(%logits: tensor<?x256xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x256xf32> -> tensor<?x256xf32>
   %ids = moe.topk %s k 8 : tensor<?x256xf32> -> tensor<?x8xi32>
@@ -35,9 +35,12 @@ func.func @helper() {
 
 // -----
 
-// Two experts need only two lanes; bf16 halves the bytes per token.
+// Two experts need only two lanes; bf16 halves the bytes per token. On the
+// GPU too: two lanes per token, 16 tokens per warp.
 // CHECK-LABEL: func.func @tiny
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 2, tokens_per_task = 4096, topk = argmax_passes>
+// NVPTX-LABEL: func.func @tiny
+// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 2, tokens_per_task = 64, topk = lane_lists>
 func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.entry = "route"} {
   %s = moe.score sigmoid %logits : tensor<?x2xbf16> -> tensor<?x2xf32>
   %ids = moe.topk %s k 1 : tensor<?x2xf32> -> tensor<?x1xi32>
@@ -46,12 +49,12 @@ func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.en
 
 // -----
 
-// From 1024 experts on, the single-pass insertion top-k; on the GPU rows of
-// more than 16 chunks take the arg-max passes.
+// From 1024 experts on, the single-pass insertion top-k; on the GPU a warp
+// per token, and rows of more than 16 chunks take the arg-max passes.
 // CHECK-LABEL: func.func @wide
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = insertion>
 // NVPTX-LABEL: func.func @wide
-// NVPTX-SAME: topk = argmax_passes
+// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 3, topk = argmax_passes>
 func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x1024xf32> -> tensor<?x1024xf32>
   %ids = moe.topk %s k 8 : tensor<?x1024xf32> -> tensor<?x8xi32>

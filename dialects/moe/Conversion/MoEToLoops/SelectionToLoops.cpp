@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
 #include <limits>
@@ -140,8 +141,10 @@ void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
     values.push_back(b.create<arith::SelectOp>(loc, eligible, value, minusInf));
     ids.push_back(b.create<arith::SelectOp>(loc, eligible, id, noId));
   }
-  // Odd-even transposition network: `chunks` rounds of compare-exchanges
-  // between neighbours sort any input (chunks <= 16 keeps it small).
+  // Batcher's odd-even merge sort (63 compare-exchanges for 16 elements,
+  // where neighbour transpositions take 120), on the next power of two:
+  // the missing elements would be (-inf, kNoId), last in the order, so
+  // every comparator that touches one leaves it in place and is dropped.
   auto compareExchange = [&](int64_t i, int64_t j) {
     Value swap = comesBefore(b, loc, values[j], ids[j], values[i], ids[i]);
     Value vi = b.create<arith::SelectOp>(loc, swap, values[j], values[i]);
@@ -150,9 +153,17 @@ void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
     Value ij = b.create<arith::SelectOp>(loc, swap, ids[i], ids[j]);
     values[i] = vi, values[j] = vj, ids[i] = ii, ids[j] = ij;
   };
-  for (int64_t round = 0; round < chunks; ++round)
-    for (int64_t i = round % 2; i + 1 < chunks; i += 2)
-      compareExchange(i, i + 1);
+  const int64_t padded = int64_t(llvm::PowerOf2Ceil(uint64_t(chunks)));
+  for (int64_t p = 1; p < padded; p *= 2)
+    for (int64_t d = p; d >= 1; d /= 2)
+      for (int64_t j = d % p; j + d < padded; j += 2 * d)
+        for (int64_t i = 0; i < std::min(d, padded - j - d); ++i)
+          if ((i + j) / (2 * p) == (i + j + d) / (2 * p) && i + j + d < chunks)
+            compareExchange(i + j, i + j + d);
+  // A lane gives at most k picks, so its list needs only its k best.
+  const int64_t kept = std::min(chunks, k);
+  values.resize(kept);
+  ids.resize(kept);
 
   for (int64_t j = 0; j < k; ++j) {
     Value bestValue = b.create<vector::ReductionOp>(
@@ -168,9 +179,9 @@ void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
     // The lane holding the pick moves its list up by one.
     Value popped = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
                                            ids[0], cg.splat(bestId));
-    for (int64_t c = 0; c < chunks; ++c) {
-      Value nextValue = c + 1 < chunks ? values[c + 1] : minusInf;
-      Value nextId = c + 1 < chunks ? ids[c + 1] : noId;
+    for (int64_t c = 0; c < kept; ++c) {
+      Value nextValue = c + 1 < kept ? values[c + 1] : minusInf;
+      Value nextId = c + 1 < kept ? ids[c + 1] : noId;
       values[c] = b.create<arith::SelectOp>(loc, popped, nextValue, values[c]);
       ids[c] = b.create<arith::SelectOp>(loc, popped, nextId, ids[c]);
     }

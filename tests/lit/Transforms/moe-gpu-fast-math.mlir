@@ -1,0 +1,27 @@
+// RUN: moegen-opt %s -split-input-file --pass-pipeline='builtin.module(gpu.module(moe-gpu-fast-math))' | FileCheck %s
+
+// f32 exp and division marked afn become PTX's approximations; the same ops
+// without afn (or on f64) keep their precise lowering.
+// CHECK-LABEL: gpu.func @scores(
+// CHECK-SAME: %[[X:.*]]: f32, %[[D:.*]]: f32, %[[W:.*]]: f64)
+// CHECK: %[[LOG2E:.*]] = arith.constant 1.44269502 : f32
+// CHECK: %[[SCALED:.*]] = arith.mulf %[[X]], %[[LOG2E]] : f32
+// CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f"(%[[SCALED]]) : (f32) -> f32
+// CHECK: llvm.call_intrinsic "llvm.nvvm.div.approx.f"(%{{.*}}, %[[D]]) : (f32, f32) -> f32
+// CHECK: math.exp %[[X]] : f32
+// CHECK: arith.divf %{{.*}}, %[[D]] : f32
+// CHECK: math.exp %[[W]] fastmath<afn> : f64
+// CHECK-NOT: llvm.call_intrinsic
+module attributes {gpu.container_module} {
+  gpu.module @kernels {
+    gpu.func @scores(%x: f32, %d: f32, %w: f64) {
+      %one = arith.constant 1.0 : f32
+      %e = math.exp %x fastmath<afn> : f32
+      %r = arith.divf %one, %d fastmath<afn> : f32
+      %p = math.exp %x : f32
+      %q = arith.divf %one, %d : f32
+      %v = math.exp %w fastmath<afn> : f64
+      gpu.return
+    }
+  }
+}
