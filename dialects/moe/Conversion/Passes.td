@@ -42,20 +42,26 @@ def ConvertMoEToLoops : Pass<"convert-moe-to-loops", "ModuleOp"> {
 }
 
 def ConvertMoELoopsToGPU : Pass<"convert-moe-loops-to-gpu", "ModuleOp"> {
-  let summary = "run nvptx row kernels as one warp per token";
+  let summary = "run nvptx row kernels on a warp segment per token";
   let description = [{
     Moves every kernel of `convert-moe-to-loops` whose `moe.kernel_config`
     targets `nvptx` into a `gpu.module` as a `gpu.func` kernel, with the
     bare-pointer ABI of docs/kernel-abi.md: each memref argument becomes its
     device pointer followed by its dynamic sizes (i64), each index an i64.
 
-    A row kernel runs one token per warp and `tokens_per_task` warps per
-    block (gridDim.x = ceil(T / tokens_per_task)). The 32 lanes of its
-    vectors (vector_width must be 32) become the warp's lanes: elementwise
-    ops act on one element per lane, chunk loads and stores address
-    `e0 + lane` (masked tails never leave the row), reductions are
-    butterflies of `gpu.shuffle xor`. Stack rows become per-warp slices of
-    dynamic shared memory, every store to them fenced by `nvvm.bar.warp.sync`.
+    A row kernel runs each token on a segment of W = `vector_width` lanes
+    of a warp (1 to 32; 32 / W tokens per warp) and `tokens_per_task`
+    tokens per block (gridDim.x = ceil(T / tokens_per_task)). The W lanes
+    of its vectors become the segment's lanes: elementwise ops act on one
+    element per lane, chunk loads and stores address `e0 + lane` (masked
+    tails never leave the row), reductions are butterflies of
+    `nvvm.shfl.sync bfly` (or one `nvvm.redux.sync` for i32). Stack rows
+    become per-token slices of dynamic shared memory, every store to them
+    fenced by `nvvm.bar.warp.sync`. A collective under token-dependent
+    control flow names the segment's member mask,
+    (2^W - 1) << (lane & ~(W - 1)), so segments whose tokens branch apart
+    stay correct; elsewhere every lane gets there and it names the whole
+    warp.
     The dispatch kernel (already written over threads, blocks and the grid
     by convert-moe-to-loops) runs cooperatively in blocks of 256 threads,
     with `moe.launch` naming its grid cap and slots per block.
@@ -63,7 +69,8 @@ def ConvertMoELoopsToGPU : Pass<"convert-moe-loops-to-gpu", "ModuleOp"> {
     Each pointer parameter keeps its memref's `#moe.kernel_arg`, each size
     parameter gets a `#moe.kernel_size<of, dim>`, and each kernel gets
     `moe.launch = #moe.launch<block_dim, tokens_per_block,
-    dynamic_shared_memory_bytes>` and the known block size: the manifest is
+    dynamic_shared_memory_bytes, ..., lanes_per_token>` and the known block
+    size: the manifest is
     read off these. Arguments without a stamp are an error. Kernels for the
     host are left alone.
   }];

@@ -60,9 +60,17 @@ struct MoEGpuFastMathPass
         Value scaled = b.create<arith::MulFOp>(loc, exp.getOperand(), log2e);
         result = callIntrinsic(b, loc, "llvm.nvvm.ex2.approx.f", {scaled});
       } else {
+        // The divisor is in [1, 2^126] (the pass's contract), so its
+        // reciprocal is a normal number and flushing subnormals changes
+        // nothing: rcp.approx.ftz is one MUFU.RCP, where div.approx adds a
+        // range fix for tiny divisors.
         auto div = cast<arith::DivFOp>(op);
-        result = callIntrinsic(b, loc, "llvm.nvvm.div.approx.f",
-                               {div.getLhs(), div.getRhs()});
+        result = callIntrinsic(b, loc, "llvm.nvvm.rcp.approx.ftz.f",
+                               {div.getRhs()});
+        auto one = div.getLhs().getDefiningOp<arith::ConstantOp>();
+        auto unit = one ? dyn_cast<FloatAttr>(one.getValue()) : nullptr;
+        if (!unit || !unit.getValue().isExactlyValue(1.0))
+          result = b.create<arith::MulFOp>(loc, div.getLhs(), result);
       }
       op->getResult(0).replaceAllUsesWith(result);
       op->erase();

@@ -68,8 +68,10 @@ def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
 
     - `math.exp %x {afn}` -> `llvm.nvvm.ex2.approx.f(%x * log2(e))`
       (ex2.approx.f32: 2 ulp, subnormal results kept);
-    - `arith.divf %a, %b {afn}` -> `llvm.nvvm.div.approx.f(%a, %b)`
-      (div.approx.f32: 2 ulp for |b| in [2^-126, 2^126]).
+    - `arith.divf %a, %b {afn}`, whose divisor must lie in [1, 2^126] ->
+      `%a * llvm.nvvm.rcp.approx.ftz.f(%b)` (1 ulp; the reciprocal is a
+      normal number there, so flushing subnormals changes nothing), or
+      the reciprocal alone when %a is 1.
 
     Ops without `afn`, other types, and everything outside `gpu.module`s
     are left alone. Runs before `convert-gpu-to-nvvm`.

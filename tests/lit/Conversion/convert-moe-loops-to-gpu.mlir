@@ -181,10 +181,13 @@ func.func @xor_permutation(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kernel_
 // -----
 
 // A token on 8 lanes, 4 tokens per warp, 16 per block: the lane within the
-// token's segment, the token from the thread, a shared slice per token, and
-// every collective (shuffle, redux, segment barrier) over the segment's
-// member mask, 0xFF << (lane & ~7); shfl.sync's c is (32 - 8) << 8 | 31.
-// A constant lane interval [2, 6) is two compares.
+// token's segment, the token from the thread, a shared slice per token.
+// In converged code (the token loop has one trip in every segment) the
+// collectives name the whole warp and shfl.sync's c, (32 - 8) << 8 | 31,
+// keeps each exchange within its segment; an integer reduction there is a
+// butterfly too (redux.sync has no width). Under a token-dependent branch
+// they name the segment's lanes, 0xFF << (lane & ~7). A constant lane
+// interval [2, 6) is two compares.
 // CHECK-LABEL: gpu.func @segments(
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // CHECK-SAME: moe.launch = #moe.launch<block_dim = 128, tokens_per_block = 16, dynamic_shared_memory_bytes = 512, lanes_per_token = 8>
@@ -200,16 +203,20 @@ func.func @xor_permutation(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kernel_
 // CHECK: arith.muli %[[SLOT]], %c32
 // CHECK: arith.cmpi ult, %[[LANE]], %c6
 // CHECK: arith.cmpi uge, %[[LANE]], %c2
-// CHECK: nvvm.bar.warp.sync %[[MASK]]
+// CHECK: nvvm.bar.warp.sync %c-1_i32
 // CHECK: memref.store
-// CHECK: nvvm.bar.warp.sync %[[MASK]]
-// CHECK-COUNT-3: nvvm.shfl.sync  bfly %[[MASK]], %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : f32 -> f32
+// CHECK: nvvm.bar.warp.sync %c-1_i32
+// CHECK-COUNT-3: nvvm.shfl.sync  bfly %c-1_i32{{.*}}, %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : f32 -> f32
+// CHECK-COUNT-3: nvvm.shfl.sync  bfly %c-1_i32{{.*}}, %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : i32 -> i32
+// CHECK: scf.if
 // CHECK: nvvm.redux.sync  max %{{.*}}, %[[MASK]] : i32 -> i32
+// CHECK: nvvm.shfl.sync  bfly %[[MASK]], %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : f32 -> f32
 func.func @segments(%logits: memref<?x8xf32> {moe.kernel_arg = #moe.kernel_arg<name = "logits", role = tensor, dtype = f32, shape = ["T", 8], access = read>}, %out: memref<?x2xf32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", role = tensor, dtype = f32, shape = ["T", 2], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 16, topk = argmax_passes>} {
   %row = memref.alloca() : memref<8xf32>
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
   %zero = arith.constant dense<0.0> : vector<8xf32>
+  %fzero = arith.constant 0.0 : f32
   %middle = arith.constant dense<[false, false, true, true, true, true, false, false]> : vector<8xi1>
   %ids = arith.constant dense<[0, 1, 2, 3, 4, 5, 6, 7]> : vector<8xi32>
   scf.for %t = %t0 to %t1 step %c1 {
@@ -219,9 +226,16 @@ func.func @segments(%logits: memref<?x8xf32> {moe.kernel_arg = #moe.kernel_arg<n
     %back = vector.load %row[%c0] : memref<8xf32>, vector<8xf32>
     %max = vector.reduction <maximumf>, %back : vector<8xf32> into f32
     %top = vector.reduction <maxsi>, %ids : vector<8xi32> into i32
+    %positive = arith.cmpf ogt, %max, %fzero : f32
+    scf.if %positive {
+      %again = vector.reduction <maxsi>, %ids : vector<8xi32> into i32
+      %sum = vector.reduction <maximumf>, %x : vector<8xf32> into f32
+      %againf = arith.sitofp %again : i32 to f32
+      %both = arith.addf %againf, %sum : f32
+      memref.store %both, %out[%t, %c1] : memref<?x2xf32>
+    }
     %topf = arith.sitofp %top : i32 to f32
     memref.store %max, %out[%t, %c0] : memref<?x2xf32>
-    memref.store %topf, %out[%t, %c1] : memref<?x2xf32>
   }
   return
 }

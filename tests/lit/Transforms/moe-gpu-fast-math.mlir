@@ -7,7 +7,9 @@
 // CHECK: %[[LOG2E:.*]] = arith.constant 1.44269502 : f32
 // CHECK: %[[SCALED:.*]] = arith.mulf %[[X]], %[[LOG2E]] : f32
 // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f"(%[[SCALED]]) : (f32) -> f32
-// CHECK: llvm.call_intrinsic "llvm.nvvm.div.approx.f"(%{{.*}}, %[[D]]) : (f32, f32) -> f32
+// CHECK: llvm.call_intrinsic "llvm.nvvm.rcp.approx.ftz.f"(%[[D]]) : (f32) -> f32
+// CHECK: %[[R:.*]] = llvm.call_intrinsic "llvm.nvvm.rcp.approx.ftz.f"(%[[D]]) : (f32) -> f32
+// CHECK: arith.mulf %[[X]], %[[R]] : f32
 // CHECK: math.exp %[[X]] : f32
 // CHECK: arith.divf %{{.*}}, %[[D]] : f32
 // CHECK: math.exp %[[W]] fastmath<afn> : f64
@@ -18,6 +20,7 @@ module attributes {gpu.container_module} {
       %one = arith.constant 1.0 : f32
       %e = math.exp %x fastmath<afn> : f32
       %r = arith.divf %one, %d fastmath<afn> : f32
+      %xd = arith.divf %x, %d fastmath<afn> : f32
       %p = math.exp %x : f32
       %q = arith.divf %one, %d : f32
       %v = math.exp %w fastmath<afn> : f64

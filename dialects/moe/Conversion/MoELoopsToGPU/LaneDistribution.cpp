@@ -2,6 +2,7 @@
 
 #include "dialects/moe/Conversion/MoELoopsToGPU/LaneDistribution.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringSwitch.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -11,6 +12,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Matchers.h"
 
 namespace mlir::moe::gpu_lowering {
 
@@ -70,7 +72,11 @@ void LaneDistributor::segmentBarrier(Location loc) {
   if (b.getInsertionPoint() != block->begin() &&
       isa<NVVM::SyncWarpOp>(*std::prev(b.getInsertionPoint())))
     return;
-  b.create<NVVM::SyncWarpOp>(loc, memberMask);
+  b.create<NVVM::SyncWarpOp>(loc, collectiveMask());
+}
+
+Value LaneDistributor::collectiveMask() {
+  return divergenceDepth == 0 ? wholeWarp : memberMask;
 }
 
 Value LaneDistributor::shuffleXor(Location loc, Value value, int64_t offset) {
@@ -80,7 +86,7 @@ Value LaneDistributor::shuffleXor(Location loc, Value value, int64_t offset) {
   Value clamp =
       b.create<arith::ConstantIntOp>(loc, ((32 - lanesPerToken) << 8) | 31, 32);
   Value distance = b.create<arith::ConstantIntOp>(loc, offset, 32);
-  return b.create<NVVM::ShflOp>(loc, value.getType(), memberMask, value,
+  return b.create<NVVM::ShflOp>(loc, value.getType(), collectiveMask(), value,
                                 distance, clamp, NVVM::ShflKind::bfly,
                                 UnitAttr());
 }
@@ -145,6 +151,22 @@ LogicalResult LaneDistributor::cloneOp(Operation *op) {
 
 LogicalResult LaneDistributor::cloneFor(Operation *op) {
   auto loop = cast<scf::ForOp>(op);
+  // A trip count that depends on the token may differ between segments;
+  // constant bounds keep the segments in step.
+  auto isConstant = [&](Value v) {
+    return matchPattern(mapping.lookup(v), m_Constant());
+  };
+  const bool tokenLoop = tokenBegin && loop.getLowerBound() == tokenBegin &&
+                         loop.getUpperBound() == tokenEnd;
+  const bool uniform = tokenLoop || (isConstant(loop.getLowerBound()) &&
+                                     isConstant(loop.getUpperBound()) &&
+                                     isConstant(loop.getStep()));
+  if (!uniform)
+    ++divergenceDepth;
+  auto restore = llvm::make_scope_exit([&] {
+    if (!uniform)
+      --divergenceDepth;
+  });
   SmallVector<Value> inits;
   for (Value init : loop.getInitArgs())
     inits.push_back(mapping.lookup(init));
@@ -172,6 +194,9 @@ LogicalResult LaneDistributor::cloneIf(Operation *op) {
                                    laneTypes(ifOp.getResultTypes()),
                                    mapping.lookup(ifOp.getCondition()),
                                    /*withElseRegion=*/hasElse);
+  // The condition depends on the token: segments may part here.
+  ++divergenceDepth;
+  auto restore = llvm::make_scope_exit([&] { --divergenceDepth; });
   auto cloneRegion = [&](Region &from, Region &to) -> LogicalResult {
     Block &target = to.front();
     // Builders add an empty scf.yield only for result-less ifs; the cloned
@@ -343,9 +368,13 @@ Value LaneDistributor::segmentReduce(Location loc, Value value,
   if (widen)
     value = b.create<arith::ExtUIOp>(loc, i32, value);
   // Integer reductions are one redux.sync over the segment's lanes (sm_80
-  // and up, every arch the backend targets) instead of log2(W) shuffles.
+  // and up, every arch the backend targets) instead of log2(W) shuffles;
+  // but redux.sync has no segment width, so in converged code, where the
+  // shuffles may name the whole warp, a segment's reduction stays a
+  // butterfly of shuffles.
   std::optional<NVVM::ReduxKind> redux;
-  if (value.getType().isInteger(32))
+  if (value.getType().isInteger(32) &&
+      (lanesPerToken == 32 || divergenceDepth > 0))
     redux = llvm::StringSwitch<std::optional<NVVM::ReduxKind>>(kind)
                 .Case("minsi", NVVM::ReduxKind::MIN)
                 .Case("maxsi", NVVM::ReduxKind::MAX)

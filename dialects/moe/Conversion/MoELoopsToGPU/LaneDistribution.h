@@ -9,9 +9,13 @@
 // a butterfly of shuffles within the segment whose result every lane of the
 // segment holds. Scalar code was computed from reductions, constants and
 // loop indices, so it is uniform across the segment and runs on each of its
-// lanes unchanged; different segments may branch differently, so every
-// warp-collective op (shuffle, redux, warp sync) names the segment's lanes
-// as its member mask, as cooperative groups' tiled partitions do.
+// lanes unchanged; different segments may branch differently, so a
+// warp-collective op (shuffle, redux, warp sync) under token-dependent
+// control flow names the segment's lanes as its member mask, as
+// cooperative groups' tiled partitions do. Outside such control flow every
+// lane of the warp reaches it (the token loop has one trip in every
+// segment), so it names the whole warp and shfl.sync's width keeps the
+// exchange within the segment.
 //
 // Stack rows become per-token slices of shared memory, written by chunks
 // (one element per lane) and read by scalar index (any lane's element), so
@@ -32,15 +36,20 @@ class LaneDistributor {
 public:
   /// Clones at `b`'s insertion point. `lane` is the lane within the
   /// token's segment (index, in [0, lanesPerToken)); `memberMask` (i32) has
-  /// the bits of the segment's lanes in the warp.
+  /// the bits of the segment's lanes in the warp, `wholeWarp` (i32) is -1.
   LaneDistributor(OpBuilder &b, IRMapping &mapping, Value lane,
-                  Value memberMask, int64_t lanesPerToken)
+                  Value memberMask, Value wholeWarp, int64_t lanesPerToken)
       : b(b), mapping(mapping), lane(lane), memberMask(memberMask),
-        lanesPerToken(lanesPerToken) {}
+        wholeWarp(wholeWarp), lanesPerToken(lanesPerToken) {}
 
   /// Memrefs (already mapped values) that live in shared memory: stores to
   /// them are fenced by warp barriers.
   llvm::DenseSet<Value> sharedMemrefs;
+
+  /// The source kernel's token range (token_begin, token_end): a loop over
+  /// it has one trip in every segment (convert-moe-loops-to-gpu makes it
+  /// so), so it keeps the warp converged.
+  Value tokenBegin, tokenEnd;
 
   /// Clones the ops of `block` except those in `skip`, distributing vector
   /// values over lanes; emits an error on the op that cannot be.
@@ -57,6 +66,11 @@ private:
   /// The element `lane` of a chunk starting at `indices`' last index.
   SmallVector<Value> laneIndices(ValueRange indices);
   Value segmentReduce(Location loc, Value value, StringRef kind);
+  /// The member mask of a collective here: the whole warp in converged
+  /// code (every lane runs it, so shfl.sync's width keeps the exchange
+  /// within segments and ptxas needs no convergence check), the segment's
+  /// lanes under token-dependent control flow.
+  Value collectiveMask();
   /// `value` (f32 or i32) of lane `lane ^ offset` of the segment.
   Value shuffleXor(Location loc, Value value, int64_t offset);
   void segmentBarrier(Location loc);
@@ -66,7 +80,11 @@ private:
   IRMapping &mapping;
   Value lane;
   Value memberMask;
+  Value wholeWarp;
   int64_t lanesPerToken;
+  /// How many token-dependent branches and loops enclose the insertion
+  /// point (0: every lane of the warp gets here together).
+  int divergenceDepth = 0;
 };
 
 /// The i32 member mask of the segment of `lanesPerToken` lanes that holds

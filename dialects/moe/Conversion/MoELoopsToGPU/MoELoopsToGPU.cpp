@@ -240,10 +240,13 @@ private:
       slot = b.create<arith::DivUIOp>(
           loc, threadId, b.create<arith::ConstantIndexOp>(loc, lanesPerToken));
     }
-    Value memberMask = segmentMemberMask(
-        b, loc, laneId, isDispatch ? kWarpSize : lanesPerToken);
+    Value wholeWarp = b.create<arith::ConstantIntOp>(loc, -1, 32);
+    Value memberMask =
+        isDispatch || lanesPerToken == kWarpSize
+            ? wholeWarp
+            : segmentMemberMask(b, loc, laneId, lanesPerToken);
     llvm::DenseSet<Operation *> skip;
-    LaneDistributor distributor(b, mapping, lane, memberMask,
+    LaneDistributor distributor(b, mapping, lane, memberMask, wholeWarp,
                                 isDispatch ? kWarpSize : lanesPerToken);
 
     if (!isDispatch) {
@@ -271,6 +274,8 @@ private:
           loc, token, b.create<arith::ConstantIndexOp>(loc, 1));
       mapping.map(source.getArgument(*tokenBegin), token);
       mapping.map(source.getArgument(*tokenEnd), end);
+      distributor.tokenBegin = source.getArgument(*tokenBegin);
+      distributor.tokenEnd = source.getArgument(*tokenEnd);
 
       // Stack rows: slices of this token's share of dynamic shared memory.
       SmallVector<memref::AllocaOp> rows;

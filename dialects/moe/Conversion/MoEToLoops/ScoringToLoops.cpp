@@ -61,7 +61,7 @@ private:
   }
 
   /// On nvptx, exp and 1 / d for d in [1, 2^126] may be approximate
-  /// (`afn`: ex2.approx and div.approx, 2 ulp, subnormal results kept;
+  /// (`afn`: ex2.approx, subnormal results kept, and rcp.approx, a few ulp;
   /// moe-gpu-fast-math): the arguments here stay in the ranges where those
   /// keep the weights within 1e-5 (docs/semantics.md).
   arith::FastMathFlagsAttr fastMath() const {
