@@ -26,6 +26,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -525,5 +526,42 @@ TEST(GpuEmuBackendTest, ExactTiesGoToTheLowerIndexLikeTheCpu) {
     EXPECT_EQ(gpu.error, "");
     EXPECT_EQ(gpu.ids, host.ids);
     EXPECT_EQ(difference(*spec, gpu, host), "");
+  }
+}
+
+TEST(GpuEmuBackendTest, GroupedTopKFromTheKeptGroupsMatchesTheMaskedRow) {
+  // DeepSeek-V3's top-8 reads only the 4 kept groups' chunks from the keys
+  // instead of a row with the other groups at -inf (docs/kernel-abi.md,
+  // "Schedule"; exact because every kept key is finite). Rows where most
+  // logits are -inf have scores of 0 and keys equal to the bias there, so
+  // kept and dropped groups hold many equal and near-equal keys: the picks
+  // must still be the CPU's, from a warp per token and from the heuristic's
+  // sub-warp segments alike.
+  RoutingSpec spec = templateSpec("deepseek-v3");
+  for (int64_t lanes : {0, 32}) {
+    SCOPED_TRACE(std::to_string(lanes) + " lanes per token (0: heuristic)");
+    auto emu = emulated(spec, "", lanes);
+    auto cpu = onCpu(spec);
+    ASSERT_TRUE(emu && cpu);
+    Inputs in = makeInputs(spec, 37, 21);
+    std::mt19937 rng(8);
+    const float minusInf = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < 37; ++t) {
+      // Every third token keeps its random row; the others keep only
+      // t % 12 finite logits (none for some), the rest -inf.
+      if (t % 3 == 0)
+        continue;
+      for (int64_t e = 0; e < 256; ++e)
+        std::memcpy(&in.logits[(t * 256 + e) * 4], &minusInf, 4);
+      for (int64_t i = 0; i < t % 12; ++i) {
+        float value = float(rng() % 1000) / 100.0f - 5.0f;
+        std::memcpy(&in.logits[(t * 256 + rng() % 256) * 4], &value, 4);
+      }
+    }
+    Outputs gpu = run(*emu, spec, in, false);
+    Outputs host = run(*cpu, spec, in, false);
+    EXPECT_EQ(gpu.error, "");
+    EXPECT_EQ(gpu.ids, host.ids);
+    EXPECT_EQ(difference(spec, gpu, host), "");
   }
 }

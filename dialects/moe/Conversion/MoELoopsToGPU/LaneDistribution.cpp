@@ -76,7 +76,7 @@ void LaneDistributor::segmentBarrier(Location loc) {
 }
 
 Value LaneDistributor::collectiveMask() {
-  return divergenceDepth == 0 ? wholeWarp : memberMask;
+  return divergenceDepth == 0 ? allLanes : memberMask;
 }
 
 Value LaneDistributor::shuffleXor(Location loc, Value value, int64_t offset) {

@@ -36,11 +36,11 @@ class LaneDistributor {
 public:
   /// Clones at `b`'s insertion point. `lane` is the lane within the
   /// token's segment (index, in [0, lanesPerToken)); `memberMask` (i32) has
-  /// the bits of the segment's lanes in the warp, `wholeWarp` (i32) is -1.
+  /// the bits of the segment's lanes in the warp, `allLanes` (i32) is -1.
   LaneDistributor(OpBuilder &b, IRMapping &mapping, Value lane,
-                  Value memberMask, Value wholeWarp, int64_t lanesPerToken)
+                  Value memberMask, Value allLanes, int64_t lanesPerToken)
       : b(b), mapping(mapping), lane(lane), memberMask(memberMask),
-        wholeWarp(wholeWarp), lanesPerToken(lanesPerToken) {}
+        allLanes(allLanes), lanesPerToken(lanesPerToken) {}
 
   /// Memrefs (already mapped values) that live in shared memory: stores to
   /// them are fenced by warp barriers.
@@ -80,7 +80,8 @@ private:
   IRMapping &mapping;
   Value lane;
   Value memberMask;
-  Value wholeWarp;
+  /// The constant -1: every lane of the warp.
+  Value allLanes;
   int64_t lanesPerToken;
   /// How many token-dependent branches and loops enclose the insertion
   /// point (0: every lane of the warp gets here together).

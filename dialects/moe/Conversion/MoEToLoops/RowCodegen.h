@@ -66,6 +66,18 @@ public:
   /// that run in any order.
   KernelTarget target = KernelTarget::Cpu;
 
+  /// The groups a moe.group_mask kept, for a top-k of its masked keys that
+  /// reads the kept groups' chunks straight from the keys instead of a
+  /// masked row (SelectionToLoops.cpp). Keyed by the masked tensor.
+  struct KeptGroups {
+    RowRef keys;
+    /// i32 row of the `keep` kept groups, in the order they were picked.
+    RowRef groups;
+    int64_t perGroup = 0;
+    int64_t keep = 0;
+  };
+  llvm::DenseMap<Value, KeptGroups> keptGroups;
+
   //--- Values of the entry: rows of tensors and scalars (index args) -----//
   llvm::DenseMap<Value, RowRef> rows;
   llvm::DenseMap<Value, Value> scalars;

@@ -109,35 +109,45 @@ void emitTopK(RowCodegen &cg, const RowRef &keys, int64_t n, int64_t k,
       });
 }
 
-/// Top-k by lane lists: lane l's elements of the row (one per chunk) are
-/// loaded once and sorted in registers by a sorting network under the
-/// selection order; then k rounds each take the best of the lanes' heads
-/// (the largest value, then the lowest id) and pop it from its lane's list.
-/// Ineligible elements (ids >= n, NaN keys) become (-inf, kNoId), which
-/// comes after every eligible key, -inf keys of masked groups included; a
-/// round with no eligible head yields kNoId, which becomes 0 as with the
-/// passes. The picks equal the passes' one by one: both take the remaining
-/// maximum of one strict total order. For rows of at most
-/// kMaxLaneListChunks chunks.
-void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
-                      int64_t k, function_ref<void(Value j, Value id)> emitPick) {
+/// One vector chunk of a lane-list top-k: its first expert (index, may be
+/// dynamic), its valid lanes, and whether all its ids are known to be below
+/// n (a dynamic e0 hides it from the folder).
+struct ListChunk {
+  Value e0;
+  int64_t valid;
+  bool inBounds = false;
+};
+
+/// Top-k by lane lists over `chunks` of the row: lane l's elements (one per
+/// chunk) are loaded once and sorted in registers by a sorting network
+/// under the selection order; then k rounds each take the best of the
+/// lanes' heads (the largest value, then the lowest id) and pop it from its
+/// lane's list. Ineligible elements (ids >= n, NaN keys) become (-inf,
+/// kNoId), which comes after every eligible key, -inf keys of masked groups
+/// included; a round with no eligible head yields kNoId, which becomes 0 as
+/// with the passes. The picks equal the passes' one by one: both take the
+/// remaining maximum of one strict total order. At most kMaxLaneListChunks
+/// chunks.
+void emitLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
+                   ArrayRef<ListChunk> chunkList, int64_t k,
+                   function_ref<void(Value j, Value id)> emitPick) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
-  const int64_t chunks = (n + cg.width - 1) / cg.width;
+  const int64_t chunks = static_cast<int64_t>(chunkList.size());
   Value noId = cg.splat(cg.i32(kNoId));
   Value minusInf = cg.splat(cg.f32(-kInf));
   Value bound = cg.splat(cg.i32(n));
   SmallVector<Value> values, ids;
-  for (int64_t c = 0; c < chunks; ++c) {
-    int64_t valid = std::min<int64_t>(cg.width, n - c * cg.width);
-    Value e0 = cg.index(c * cg.width);
-    Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
-    Value id = cg.laneIds(e0);
+  for (const ListChunk &chunk : chunkList) {
+    Value value = cg.loadChunk(keys, chunk.e0, chunk.valid, cg.f32(-kInf));
+    Value id = cg.laneIds(chunk.e0);
     // Unordered: the key is NaN.
-    Value eligible = b.create<arith::AndIOp>(
-        loc,
-        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, id, bound),
-        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::ORD, value, value));
+    Value eligible =
+        b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::ORD, value, value);
+    if (!chunk.inBounds)
+      eligible = b.create<arith::AndIOp>(
+          loc, eligible,
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, id, bound));
     values.push_back(b.create<arith::SelectOp>(loc, eligible, value, minusInf));
     ids.push_back(b.create<arith::SelectOp>(loc, eligible, id, noId));
   }
@@ -186,6 +196,19 @@ void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
       ids[c] = b.create<arith::SelectOp>(loc, popped, nextId, ids[c]);
     }
   }
+}
+
+/// The row's chunks in order, for emitLaneLists.
+SmallVector<ListChunk> rowChunks(RowCodegen &cg, int64_t n) {
+  SmallVector<ListChunk> chunks;
+  for (int64_t e0 = 0; e0 < n; e0 += cg.width)
+    chunks.push_back({cg.index(e0), std::min<int64_t>(cg.width, n - e0)});
+  return chunks;
+}
+
+void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
+                      int64_t k, function_ref<void(Value j, Value id)> emitPick) {
+  emitLaneLists(cg, keys, n, rowChunks(cg, n), k, emitPick);
 }
 
 /// Top-k by the configured method (lane lists only for rows of at most
@@ -321,9 +344,59 @@ void emitInsertionTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
   });
 }
 
+/// Whether a group_mask's masked keys go to a top-k that reads the kept
+/// groups straight from the keys: the masked row's one reader is a moe.topk
+/// by lane lists, the groups are whole chunks, and the kept groups' chunks
+/// fit a lane's list (DeepSeek-V3: 4 groups of 2 chunks of 16 lanes, so 8
+/// elements per lane to sort instead of 16).
+bool topKReadsKeptGroups(GroupMaskOp op, const RowCodegen &cg) {
+  Value masked = op.getMasked();
+  if (!masked.hasOneUse() || cg.topkMethod != TopKMethod::LaneLists)
+    return false;
+  auto topk = dyn_cast<TopKOp>(*masked.getUsers().begin());
+  auto type = cast<RankedTensorType>(masked.getType());
+  const int64_t n = type.getDimSize(1);
+  const int64_t perGroup = n / op.getGroups();
+  return topk && perGroup % cg.width == 0 &&
+         op.getKeep() * perGroup >= topk.getK() &&
+         op.getKeep() * (perGroup / cg.width) <= kMaxLaneListChunks;
+}
+
+/// Top-k of a group_mask's keys from the kept groups' chunks alone. The
+/// same picks as over the masked row: on valid input every kept key is
+/// finite and the kept groups hold at least k experts (docs/semantics.md,
+/// section 5), so no -inf key of a masked group is ever picked. (On invalid
+/// input, a NaN key, the call fails; the picks stay in range.)
+void emitKeptGroupsTopK(RowCodegen &cg, const RowCodegen::KeptGroups &groups,
+                        int64_t n, int64_t k, const RowRef &ids) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  SmallVector<ListChunk> chunks;
+  for (int64_t r = 0; r < groups.keep; ++r) {
+    Value group = b.create<arith::IndexCastOp>(
+        loc, b.getIndexType(), cg.load(groups.groups, cg.index(r)));
+    Value first = b.create<arith::MulIOp>(loc, group, cg.index(groups.perGroup));
+    for (int64_t c = 0; c * cg.width < groups.perGroup; ++c)
+      chunks.push_back({b.create<arith::AddIOp>(loc, first,
+                                                cg.index(c * cg.width)),
+                        cg.width,
+                        /*inBounds=*/true});
+  }
+  emitLaneLists(cg, groups.keys, n, chunks, k,
+                [&](Value j, Value id) { cg.store(id, ids, j); });
+}
+
 LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
-  RowRef keys = cg.rowOf(op.getKeys());
   RowRef ids = cg.newRow(op.getIds());
+  auto grouped = cg.keptGroups.find(op.getKeys());
+  if (grouped != cg.keptGroups.end()) {
+    emitKeptGroupsTopK(cg, grouped->second,
+                       cast<RankedTensorType>(op.getKeys().getType())
+                           .getDimSize(1),
+                       op.getK(), ids);
+    return success();
+  }
+  RowRef keys = cg.rowOf(op.getKeys());
   if (cg.topkMethod == TopKMethod::Insertion) {
     emitInsertionTopK(cg, keys, keys.size, op.getK(), ids);
     return success();
@@ -506,14 +579,31 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
   RowRef keys = cg.rowOf(op.getKeys());
-  RowRef masked = cg.newRow(op.getMasked());
+  // When the top-k reads the kept groups from the keys, no masked row.
+  const bool fused = topKReadsKeptGroups(op, cg);
+  RowRef masked = fused ? RowRef{} : cg.newRow(op.getMasked());
   const int64_t groups = op.getGroups();
   const int64_t perGroup = keys.size / groups;
   const bool top2 = op.getGroupScore() == GroupScoreKind::top2_sum;
   const bool chunked = perGroup % cg.width == 0;
   const int64_t chunksPerGroup = perGroup / cg.width;
 
-  RowRef kept = cg.allocScalarRow(b.getI1Type(), groups);
+  // The masked row needs a kept flag per group; the top-k that reads the
+  // kept groups straight from the keys needs their list.
+  RowRef kept = fused ? RowRef{} : cg.allocScalarRow(b.getI1Type(), groups);
+  RowRef keptOrder =
+      fused ? cg.allocScalarRow(b.getI32Type(), op.getKeep()) : RowRef{};
+  auto clearKept = [&](Value g) {
+    if (!fused)
+      cg.store(cg.boolean(false), kept, g);
+  };
+  auto markKept = [&](Value r, Value group) {
+    if (fused)
+      cg.store(group, keptOrder, r);
+    else
+      cg.store(cg.boolean(true), kept,
+               b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
+  };
 
   if (chunked && llvm::isPowerOf2_64(groups) && groups <= cg.width &&
       llvm::isPowerOf2_64(cg.width)) {
@@ -523,7 +613,7 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
     auto [scores, groupIds] = transposedGroupScores(
         cg, keys, groups, perGroup, top2 && perGroup >= 2);
     cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {
-      cg.store(cg.boolean(false), kept, g);
+      clearKept(g);
       return SmallVector<Value>{};
     });
     for (int64_t r = 0; r < op.getKeep(); ++r) {
@@ -535,9 +625,7 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
           loc, vector::CombiningKind::MINSI,
           b.create<arith::SelectOp>(loc, holders, groupIds,
                                     cg.splat(cg.i32(kNoId))));
-      cg.store(cg.boolean(true), kept,
-               b.create<arith::IndexCastOp>(loc, b.getIndexType(),
-                                            cg.safeId(bestGroup, groups)));
+      markKept(cg.index(r), cg.safeId(bestGroup, groups));
       Value picked = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
                                              groupIds, cg.splat(bestGroup));
       scores = b.create<arith::SelectOp>(loc, picked,
@@ -552,14 +640,14 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
       cg.store(chunked ? chunkedGroupScore(cg, keys, first, chunksPerGroup, sum)
                        : scalarGroupScore(cg, keys, first, perGroup, sum),
                groupScores, g);
-      cg.store(cg.boolean(false), kept, g);
+      clearKept(g);
       return SmallVector<Value>{};
     });
-    emitConfiguredTopK(cg, groupScores, groups, op.getKeep(),
-                       [&](Value, Value group) {
-      cg.store(cg.boolean(true), kept,
-               b.create<arith::IndexCastOp>(loc, b.getIndexType(), group));
-    });
+    emitConfiguredTopK(cg, groupScores, groups, op.getKeep(), markKept);
+  }
+  if (fused) {
+    cg.keptGroups[op.getMasked()] = {keys, keptOrder, perGroup, op.getKeep()};
+    return success();
   }
   if (chunked) {
     cg.forLoop(0, groups, {}, [&](Value g, ValueRange) {

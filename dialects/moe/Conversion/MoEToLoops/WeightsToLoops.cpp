@@ -43,9 +43,28 @@ LogicalResult lowerNormalize(NormalizeOp op, RowCodegen &cg) {
                  });
   Value denominator = b.create<arith::AddFOp>(
       loc, sum[0], cg.f32(op.getEpsilon().convertToDouble()));
+  if (cg.target != KernelTarget::Nvptx) {
+    cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
+      cg.store(b.create<arith::DivFOp>(loc, cg.load(weights, j), denominator),
+               normalized, j);
+      return SmallVector<Value>{};
+    });
+    return success();
+  }
+  // On the GPU a correctly rounded division is a dozen instructions and a
+  // slow path: one reciprocal and k products instead (1 ulp more). A
+  // denominator below 2^-64 (an epsilon of 0 and tiny weights) is scaled
+  // by 2^64 first, and each weight with it, so that the reciprocal stays
+  // finite; 0, inf and NaN give what the division gives.
+  Value tiny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT,
+                                       denominator, cg.f32(0x1p-64));
+  Value scale =
+      b.create<arith::SelectOp>(loc, tiny, cg.f32(0x1p64), cg.f32(1.0));
+  Value reciprocal = b.create<arith::DivFOp>(
+      loc, cg.f32(1.0), b.create<arith::MulFOp>(loc, denominator, scale));
   cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
-    cg.store(b.create<arith::DivFOp>(loc, cg.load(weights, j), denominator),
-             normalized, j);
+    Value scaled = b.create<arith::MulFOp>(loc, cg.load(weights, j), scale);
+    cg.store(b.create<arith::MulFOp>(loc, scaled, reciprocal), normalized, j);
     return SmallVector<Value>{};
   });
   return success();
