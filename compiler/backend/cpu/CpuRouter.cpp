@@ -278,8 +278,10 @@ std::string CpuRouter::Impl::readSignatures(mlir::ModuleOp module) {
                "' takes '" + arg.name + "' as " +
                (dtype ? std::string(toString(*dtype)) : "an unknown type") +
                ", which the host cannot bind";
+      // Scratch belongs to the GPU's parallel dispatch; the host's is serial.
       if (arg.shape.size() > size_t(Descriptor::kMaxRank) ||
-          (arg.role == ArgRole::Scalar && arg.name != "layer"))
+          (arg.role == ArgRole::Scalar && arg.name != "layer") ||
+          arg.role == ArgRole::Scratch)
         return "internal compiler error: kernel '" + func.getName().str() +
                "' takes '" + arg.name + "' in a form the host cannot bind";
       kernel.args.push_back(std::move(arg));
@@ -350,6 +352,8 @@ std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
         break;
       case ArgRole::TokenEnd:
         args[i] = &last;
+        break;
+      case ArgRole::Scratch: // refused when the kernels were bound
         break;
       }
     }

@@ -357,9 +357,10 @@ bool topKReadsKeptGroups(GroupMaskOp op, const RowCodegen &cg) {
   auto type = cast<RankedTensorType>(masked.getType());
   const int64_t n = type.getDimSize(1);
   const int64_t perGroup = n / op.getGroups();
+  const int64_t keep = op.getKeep();
   return topk && perGroup % cg.width == 0 &&
-         op.getKeep() * perGroup >= topk.getK() &&
-         op.getKeep() * (perGroup / cg.width) <= kMaxLaneListChunks;
+         keep * perGroup >= int64_t(topk.getK()) &&
+         keep * (perGroup / cg.width) <= kMaxLaneListChunks;
 }
 
 /// Top-k of a group_mask's keys from the kept groups' chunks alone. The
@@ -616,7 +617,7 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
       clearKept(g);
       return SmallVector<Value>{};
     });
-    for (int64_t r = 0; r < op.getKeep(); ++r) {
+    for (int64_t r = 0; r < int64_t(op.getKeep()); ++r) {
       Value best = b.create<vector::ReductionOp>(
           loc, vector::CombiningKind::MAXIMUMF, scores);
       Value holders = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
@@ -646,7 +647,8 @@ LogicalResult lowerGroupMask(GroupMaskOp op, RowCodegen &cg) {
     emitConfiguredTopK(cg, groupScores, groups, op.getKeep(), markKept);
   }
   if (fused) {
-    cg.keptGroups[op.getMasked()] = {keys, keptOrder, perGroup, op.getKeep()};
+    cg.keptGroups[op.getMasked()] = {keys, keptOrder, perGroup,
+                                     int64_t(op.getKeep())};
     return success();
   }
   if (chunked) {
