@@ -38,14 +38,15 @@
 // CHECK: vector.reduction <maximumf>
 // CHECK: vector.reduction <minsi>
 // CHECK: arith.cmpi ult
-// Capture: layer checked against the buffer, ids narrowed to i16.
+// Capture: layer checked against the buffer, ids narrowed to i16, a chunk
+// at a time (the 4 ids of the token: a masked chunk of 8 lanes).
 // CHECK: memref.dim %[[CAP]], %c1
 // CHECK: arith.cmpi ult, %[[LAYER]]
-// CHECK: arith.trunci {{.*}} : i32 to i16
-// CHECK: memref.store {{.*}}, %[[CAP]][%[[T]], %[[LAYER]], %{{.*}}]
-// Results copied to the outputs' row t.
-// CHECK: memref.store {{.*}}, %[[IDS]][%[[T]], %{{.*}}]
-// CHECK: memref.store {{.*}}, %[[W]][%[[T]], %{{.*}}]
+// CHECK: arith.trunci {{.*}} : vector<8xi32> to vector<8xi16>
+// CHECK: vector.maskedstore %[[CAP]][%[[T]], %[[LAYER]], %{{.*}}]
+// Results copied to the outputs' row t, a chunk at a time.
+// CHECK: vector.maskedstore %[[IDS]][%[[T]], %{{.*}}]
+// CHECK: vector.maskedstore %[[W]][%[[T]], %{{.*}}]
 func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<?x?x4xi16>, %layer: index) -> (tensor<?x4xi32>, tensor<?x4xf32>, tensor<?x?x4xi16>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
   %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
   %keys = moe.add_bias %s, %bias : tensor<?x64xf32>, tensor<64xf32>
@@ -756,8 +757,9 @@ func.func @weights_epsilon_scale(%logits: tensor<?x8xf32>) -> (tensor<?x2xi32>, 
 // CHECK-NEXT: memref.store %[[L64]], %[[ERR]][%c3]
 // CHECK-NEXT: memref.store %[[LAYER64]], %[[ERR]][%c4]
 // CHECK: scf.if %[[VALID]] {
-// CHECK-NEXT: %[[ID:[0-9]+]] = memref.load %[[IDS]][%c0] : memref<8xi32>
-// CHECK-NEXT: memref.store %[[ID]], %[[CAP]][%[[T]], %[[LAYER]], %c0] : memref<?x?x1xi32>
+// CHECK-NEXT: %[[ID:[0-9]+]] = vector.load %[[IDS]][%c0] : memref<8xi32>, vector<8xi32>
+// CHECK-NEXT: %[[ONE:[0-9]+]] = vector.constant_mask [1] : vector<8xi1>
+// CHECK-NEXT: vector.maskedstore %[[CAP]][%[[T]], %[[LAYER]], %c0], %[[ONE]], %[[ID]] : memref<?x?x1xi32>, vector<8xi1>, vector<8xi32>
 // CHECK-NOT: arith.trunci
 // CHECK: return
 func.func @capture_i32(%logits: tensor<?x40000xf32>, %cap: tensor<?x?x1xi32>, %layer: index) -> (tensor<?x1xi32>, tensor<?x1xf32>, tensor<?x?x1xi32>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
@@ -850,7 +852,7 @@ func.func @dispatch_counting_sort(%ids: tensor<?x3xi32>) -> (tensor<4xi32>, tens
 // CHECK-SAME: %arg7: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>},
 // CHECK-SAME: %arg8: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>})
 // CHECK-SAME: attributes {llvm.emit_c_interface, moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
-// CHECK: arith.trunci %{{.*}} : i32 to i16
+// CHECK: arith.trunci %{{.*}} : vector<8xi32> to vector<8xi16>
 func.func @abi_route(%logits: tensor<?x16xbf16>, %bias: tensor<16xf32>, %cap: tensor<?x?x2xi16>, %layer: index) -> (tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x?x2xi16>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
   %s = moe.score sigmoid %logits : tensor<?x16xbf16> -> tensor<?x16xf32>
   %keys = moe.add_bias %s, %bias : tensor<?x16xf32>, tensor<16xf32>

@@ -27,12 +27,19 @@ LogicalResult lowerCapture(CaptureOp op, RowCodegen &cg) {
     cg.recordError(KernelErrorCode::CaptureLayerOutOfRange, cg.token, layers,
                    layer);
   });
+  // A vector chunk of ids at a time: on a GPU one coalesced store per
+  // chunk.
   cg.ifThen(valid, [&] {
-    cg.forLoop(0, ids.size, {}, [&](Value j, ValueRange) {
-      Value id = cg.load(ids, j);
-      if (element != id.getType())
-        id = b.create<arith::TruncIOp>(loc, element, id);
-      b.create<memref::StoreOp>(loc, id, buffer, ValueRange{cg.token, layer, j});
+    cg.forEachChunk(ids.size, {}, [&](Value e0, int64_t count, ValueRange) {
+      Value chunk = cg.loadChunk(ids, e0, count, cg.i32(0));
+      if (element != b.getI32Type())
+        chunk = b.create<arith::TruncIOp>(loc, cg.vectorOf(element), chunk);
+      Value mask = b.create<vector::ConstantMaskOp>(
+          loc, VectorType::get({cg.width}, b.getI1Type()),
+          b.getI64ArrayAttr({count}));
+      b.create<vector::MaskedStoreOp>(loc, buffer,
+                                      ValueRange{cg.token, layer, e0}, mask,
+                                      chunk);
       return SmallVector<Value>{};
     });
   });

@@ -352,7 +352,9 @@ private:
         });
   }
 
-  /// Writes the token's row of each untied result to its output argument.
+  /// Writes the token's row of each untied result to its output argument,
+  /// a vector chunk at a time (on a GPU one coalesced store per chunk, not
+  /// one warp-wide store per element).
   void copyResults(RowCodegen &cg, Block &entry, unsigned numInputs) {
     unsigned output = numInputs;
     for (const ResultPlan &plan : results) {
@@ -360,10 +362,21 @@ private:
         continue;
       RowRef from = cg.rowOf(plan.value);
       RowRef to{entry.getArgument(output++), /*perToken=*/true, from.size};
-      cg.forLoop(0, from.size, {}, [&](Value j, ValueRange) {
-        cg.store(cg.load(from, j), to, j);
-        return SmallVector<Value>{};
-      });
+      Type element = from.elementType();
+      if (!element.isF32() && !element.isInteger(32)) {
+        cg.forLoop(0, from.size, {}, [&](Value j, ValueRange) {
+          cg.store(cg.load(from, j), to, j);
+          return SmallVector<Value>{};
+        });
+        continue;
+      }
+      Value padding = element.isF32() ? cg.f32(0.0) : cg.i32(0);
+      cg.forEachChunk(from.size, {},
+                      [&](Value e0, int64_t valid, ValueRange) {
+                        cg.storeChunk(cg.loadChunk(from, e0, valid, padding),
+                                      to, e0, valid);
+                        return SmallVector<Value>{};
+                      });
     }
   }
 
