@@ -93,7 +93,7 @@ private:
 Value segmentMemberMask(OpBuilder &b, Location loc, Value laneId,
                         int64_t lanesPerToken);
 
-/// The scalar type a vector<warpSize x T> value has on one lane.
+/// The scalar type a vector<W x T> value has on one lane.
 Type laneType(Type type);
 
 } // namespace mlir::moe::gpu_lowering

@@ -1,4 +1,4 @@
-//===- MoELoopsToGPU.cpp - nvptx row kernels as warp-per-token kernels ----===//
+//===- MoELoopsToGPU.cpp - nvptx row kernels on warp segments per token ---===//
 //
 // Moves every nvptx kernel that convert-moe-to-loops produced into a
 // gpu.module as a gpu.func with the bare-pointer ABI of docs/kernel-abi.md,
