@@ -59,6 +59,30 @@ bool isShared(Type type) {
   return space && space.getValue() == gpu::AddressSpace::Workgroup;
 }
 
+/// The runtime's name of a redux.sync operation.
+moegen::gpuemu::ReduxKind emulatedReduxKind(NVVM::ReduxKind kind) {
+  using namespace moegen::gpuemu;
+  switch (kind) {
+  case NVVM::ReduxKind::ADD:
+    return kReduxAdd;
+  case NVVM::ReduxKind::AND:
+    return kReduxAnd;
+  case NVVM::ReduxKind::OR:
+    return kReduxOr;
+  case NVVM::ReduxKind::XOR:
+    return kReduxXor;
+  case NVVM::ReduxKind::MAX:
+    return kReduxMax;
+  case NVVM::ReduxKind::MIN:
+    return kReduxMin;
+  case NVVM::ReduxKind::UMAX:
+    return kReduxUMax;
+  case NVVM::ReduxKind::UMIN:
+    return kReduxUMin;
+  }
+  llvm_unreachable("every redux.sync kind is listed");
+}
+
 /// `type` in host memory: workgroup memrefs lose their address space.
 Type hostType(Type type) {
   if (!isShared(type))
@@ -333,37 +357,9 @@ private:
     Location loc = redux.getLoc();
     if (!redux.getType().isInteger(32))
       return redux.emitOpError("only i32 redux.sync is emulated");
-    std::optional<moegen::gpuemu::ReduxKind> kind;
-    switch (redux.getKind()) {
-    case NVVM::ReduxKind::ADD:
-      kind = moegen::gpuemu::kReduxAdd;
-      break;
-    case NVVM::ReduxKind::AND:
-      kind = moegen::gpuemu::kReduxAnd;
-      break;
-    case NVVM::ReduxKind::OR:
-      kind = moegen::gpuemu::kReduxOr;
-      break;
-    case NVVM::ReduxKind::XOR:
-      kind = moegen::gpuemu::kReduxXor;
-      break;
-    case NVVM::ReduxKind::MAX:
-      kind = moegen::gpuemu::kReduxMax;
-      break;
-    case NVVM::ReduxKind::MIN:
-      kind = moegen::gpuemu::kReduxMin;
-      break;
-    case NVVM::ReduxKind::UMAX:
-      kind = moegen::gpuemu::kReduxUMax;
-      break;
-    case NVVM::ReduxKind::UMIN:
-      kind = moegen::gpuemu::kReduxUMin;
-      break;
-    }
-    if (!kind)
-      return redux.emitOpError("redux kind is not emulated");
     Value value = call(loc, kRedux, b.getI32Type(),
-                       {context, redux.getVal(), constantI32(loc, *kind),
+                       {context, redux.getVal(),
+                        constantI32(loc, emulatedReduxKind(redux.getKind())),
                         redux.getMaskAndClamp()});
     redux.getResult().replaceAllUsesWith(value);
     redux.erase();

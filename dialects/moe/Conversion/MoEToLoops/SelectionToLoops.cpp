@@ -407,6 +407,18 @@ LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
   return success();
 }
 
+/// The two largest of (best[0] >= best[1]) and `key`, scalars or lane-wise
+/// vectors alike (a repeated maximum counts twice).
+SmallVector<Value> keepTopTwo(OpBuilder &b, Location loc, Value key,
+                              ValueRange best) {
+  Value newFirst =
+      b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, key, best[0]);
+  Value second = b.create<arith::SelectOp>(
+      loc, newFirst, best[0], b.create<arith::MaximumFOp>(loc, best[1], key));
+  Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
+  return {largest, second};
+}
+
 /// Lane-wise, the two largest keys of `chunks` whole chunks from `first`
 /// (as the scalar loop of lowerGroupMask keeps them).
 std::pair<Value, Value> laneTopTwo(RowCodegen &cg, const RowRef &keys,
@@ -421,13 +433,7 @@ std::pair<Value, Value> laneTopTwo(RowCodegen &cg, const RowRef &keys,
             loc, first,
             b.create<arith::MulIOp>(loc, c, cg.index(cg.width)));
         Value key = cg.loadChunk(keys, e0, cg.width, cg.f32(-kInf));
-        Value newFirst = b.create<arith::CmpFOp>(
-            loc, arith::CmpFPredicate::OGT, key, best[0]);
-        Value second = b.create<arith::SelectOp>(
-            loc, newFirst, best[0],
-            b.create<arith::MaximumFOp>(loc, best[1], key));
-        Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
-        return {largest, second};
+        return keepTopTwo(b, loc, key, best);
       });
   return {top[0], top[1]};
 }
@@ -527,13 +533,7 @@ Value scalarGroupScore(RowCodegen &cg, const RowRef &keys, Value first,
       0, perGroup, {cg.f32(-kInf), cg.f32(-kInf)},
       [&](Value i, ValueRange best) -> SmallVector<Value> {
         Value key = cg.load(keys, b.create<arith::AddIOp>(loc, first, i));
-        Value newFirst = b.create<arith::CmpFOp>(
-            loc, arith::CmpFPredicate::OGT, key, best[0]);
-        Value second = b.create<arith::SelectOp>(
-            loc, newFirst, best[0],
-            b.create<arith::MaximumFOp>(loc, best[1], key));
-        Value largest = b.create<arith::SelectOp>(loc, newFirst, key, best[0]);
-        return {largest, second};
+        return keepTopTwo(b, loc, key, best);
       });
   return top2 ? b.create<arith::AddFOp>(loc, top[0], top[1]).getResult()
               : top[0];
