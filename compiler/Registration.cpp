@@ -40,8 +40,8 @@ void registerMoEGenDialects(mlir::DialectRegistry &registry) {
                   mlir::cf::ControlFlowDialect, mlir::index::IndexDialect,
                   mlir::LLVM::LLVMDialect, mlir::gpu::GPUDialect,
                   mlir::NVVM::NVVMDialect>();
-  // gpu-module-to-binary: the NVVM target (without it the pass crashes with
-  // no message) and the translations to LLVM IR.
+  // moe-gpu-module-to-ptx and gpu-module-to-binary: the NVVM target
+  // (without it they crash with no message) and the translations to LLVM IR.
   mlir::NVVM::registerNVVMTargetInterfaceExternalModels(registry);
   mlir::registerBuiltinDialectTranslation(registry);
   mlir::registerLLVMDialectTranslation(registry);

@@ -204,7 +204,9 @@ struct StageRunner {
   /// textual pipeline) into `error`.
   bool run(llvm::StringRef name,
            llvm::function_ref<void(mlir::OpPassManager &)> build) {
-    std::string input = printModule(module);
+    // Printed only on failure: printing every stage's input costs more
+    // than a stage of passes.
+    mlir::OwningOpRef<mlir::ModuleOp> input = module.clone();
     std::string diagnostics;
     mlir::PassManager pm(module->getContext());
     build(pm);
@@ -233,7 +235,7 @@ struct StageRunner {
       std::string dir = keepDirectory(options);
       std::string path = dir + "/" + prefix + name.str() + "-input.mlir";
       std::string ignored;
-      writeFile(path, input, ignored);
+      writeFile(path, printModule(*input), ignored);
       error = "internal error: the " + name.str() +
               " stage failed:\n" + diagnostics + "input IR: " + path +
               "\nrepro: moegen-opt " + path + " --pass-pipeline='" +
@@ -495,20 +497,22 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
     return Status::Internal;
   if (!describeKernels(*module, result.kernels, error))
     return Status::Internal;
-  result.gpuIR = printModule(*module);
   // The gpu stage's manifest serves the GPU emulator, which runs these
   // very kernels (PTX named, not built).
-  if (stage == Stage::Gpu)
+  if (stage == Stage::Gpu) {
+    result.gpuIR = printModule(*module);
     return manifestJson(spec, options, result, error) ? Status::Ok
                                                       : Status::Internal;
+  }
 
   if (!runner.run("nvvm", [&](mlir::OpPassManager &pm) {
         addNvptxNvvmStage(pm, pipeline);
       }))
     return Status::Internal;
-  result.llvmIR = printModule(*module);
-  if (stage == Stage::Llvm)
+  if (stage == Stage::Llvm) {
+    result.llvmIR = printModule(*module);
     return Status::Ok;
+  }
 
   if (!runner.run("binary", [&](mlir::OpPassManager &pm) {
         addNvptxBinaryStage(pm, pipeline);
@@ -516,7 +520,7 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
     return Status::Internal;
   std::optional<std::string> ptx = extractPtx(*module);
   if (!ptx) {
-    error = "internal error: gpu-module-to-binary produced no PTX";
+    error = "internal error: the binary stage produced no PTX";
     return Status::Internal;
   }
   result.ptx = *ptx;

@@ -4,9 +4,10 @@
 //
 //   moe IR --moe-kernel-config{target=nvptx}--> 02-config
 //          --convert-moe-to-loops-->            03-loops  (vectors of 32)
-//          --convert-moe-loops-to-gpu-->        04-gpu    (warp per token)
+//          --convert-moe-loops-to-gpu-->        04-gpu    (warp segment per token)
 //          --nvvm-attach-target, convert-gpu-to-nvvm--> 05-nvvm
-//          --gpu-module-to-binary{format=isa}-> 07-kernels.ptx (libdevice linked)
+//          --moe-gpu-module-to-ptx-->          07-kernels.ptx (a thread per
+//                                               kernel; libdevice where called)
 //          --ptxas -->                          kernels.cubin
 //
 // and the kernel directory the runtime loads: manifest.json (entry points,
@@ -113,7 +114,8 @@ std::pair<CompileStatus, std::string> takeCompileError(llvm::Error error);
 llvm::Error validateOptions(const NvptxCompileOptions &options);
 
 struct NvptxCompileResult {
-  /// Text of the last stage reached before the binaries.
+  /// The IR of the stage the compile stopped at: gpuIR for Stage::Gpu,
+  /// llvmIR for Stage::Llvm; empty otherwise.
   std::string gpuIR;
   std::string llvmIR;
   std::string ptx;

@@ -56,11 +56,10 @@ void addNvptxNvvmStage(mlir::OpPassManager &pm,
 void addNvptxBinaryStage(mlir::OpPassManager &pm,
                          const NvptxPipelineOptions &options) {
   pm.addPass(mlir::moe::createMoEExternDynamicSharedMemory());
-  mlir::GpuModuleToBinaryPassOptions binary;
-  binary.compilationTarget = "isa";
+  mlir::moe::MoEGpuModuleToPtxOptions ptx;
   // Without a toolkit path, math calls stay unresolved externs in the PTX.
-  binary.toolkitPath = options.toolkitPath;
-  pm.addPass(mlir::createGpuModuleToBinaryPass(binary));
+  ptx.toolkitPath = options.toolkitPath;
+  pm.addPass(mlir::moe::createMoEGpuModuleToPtx(ptx));
 }
 
 namespace {

@@ -43,7 +43,8 @@ void addNvptxGpuStage(mlir::OpPassManager &pm);
 /// Stage 05: the NVVM target, then gpu to NVVM inside the gpu.module.
 void addNvptxNvvmStage(mlir::OpPassManager &pm,
                        const NvptxPipelineOptions &options);
-/// Stage 06: extern dynamic shared memory, gpu-module-to-binary (PTX).
+/// Stage 06: extern dynamic shared memory, moe-gpu-module-to-ptx (each
+/// kernel on its own thread, one PTX module).
 void addNvptxBinaryStage(mlir::OpPassManager &pm,
                          const NvptxPipelineOptions &options);
 

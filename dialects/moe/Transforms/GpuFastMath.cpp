@@ -28,10 +28,13 @@ bool isApproximateF32(Operation *op, arith::FastMathFlags flags) {
          arith::bitEnumContainsAll(flags, arith::FastMathFlags::afn);
 }
 
+/// A call of an intrinsic whose result has its first argument's type. As
+/// a call, not llvm.intr.*: convert-gpu-to-nvvm marks the math intrinsics
+/// illegal so that they go to libdevice.
 Value callIntrinsic(OpBuilder &b, Location loc, StringRef name,
                     ValueRange args) {
   return b
-      .create<LLVM::CallIntrinsicOp>(loc, TypeRange{b.getF32Type()},
+      .create<LLVM::CallIntrinsicOp>(loc, TypeRange{args[0].getType()},
                                      b.getStringAttr(name), args)
       .getResult(0);
 }
@@ -47,13 +50,25 @@ struct MoEGpuFastMathPass
       else if (auto div = dyn_cast<arith::DivFOp>(op);
                div && isApproximateF32(op, div.getFastmath()))
         ops.push_back(op);
+      else if (isa<math::AbsFOp, math::SqrtOp>(op) &&
+               isa<Float32Type, Float64Type>(op->getResult(0).getType()))
+        ops.push_back(op);
     });
     OpBuilder b(&getContext());
     for (Operation *op : ops) {
       b.setInsertionPoint(op);
       Location loc = op->getLoc();
       Value result;
-      if (auto exp = dyn_cast<math::ExpOp>(op)) {
+      if (isa<math::AbsFOp, math::SqrtOp>(op)) {
+        // Exact either way; LLVM's intrinsics keep libdevice out. Without
+        // fast-math flags NVPTX prints sqrt.rn, correctly rounded as
+        // libdevice's __nv_sqrtf.
+        bool f32 = op->getResult(0).getType().isF32();
+        std::string name = std::string(isa<math::AbsFOp>(op) ? "llvm.fabs"
+                                                             : "llvm.sqrt") +
+                           (f32 ? ".f32" : ".f64");
+        result = callIntrinsic(b, loc, name, op->getOperand(0));
+      } else if (auto exp = dyn_cast<math::ExpOp>(op)) {
         // exp(x) = 2^(x log2 e), as CUDA's __expf.
         Value log2e = b.create<arith::ConstantOp>(
             loc, b.getF32FloatAttr(std::numbers::log2e_v<float>));

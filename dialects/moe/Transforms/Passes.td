@@ -58,7 +58,7 @@ def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
 
 def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
   let summary = "map approximate (`afn`) f32 exp and division to PTX's "
-                "approximate instructions";
+                "approximate instructions, and abs and sqrt to intrinsics";
   let description = [{
     The scoring lowering marks with `afn` only the f32 exps whose argument
     is at most 0 and the divisions whose divisor lies in [1, 2^126]
@@ -73,8 +73,14 @@ def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
       normal number there, so flushing subnormals changes nothing), or
       the reciprocal alone when %a is 1.
 
-    Ops without `afn`, other types, and everything outside `gpu.module`s
-    are left alone. Runs before `convert-gpu-to-nvvm`.
+    It also maps f32 and f64 `math.absf` and `math.sqrt` to LLVM's
+    intrinsics (`abs` and `sqrt.rn` in PTX, exact like libdevice's
+    `__nv_fabsf` and `__nv_sqrtf`), so that a kernel without other math
+    calls needs no libdevice, whose parsing and linking cost more than the
+    kernel's own code generation.
+
+    Other ops, other types, and everything outside `gpu.module`s are left
+    alone. Runs before `convert-gpu-to-nvvm`.
   }];
   let dependentDialects = ["mlir::arith::ArithDialect",
                            "mlir::LLVM::LLVMDialect"];
@@ -94,6 +100,41 @@ def MoEExternDynamicSharedMemory
     are left alone.
   }];
   let dependentDialects = ["mlir::LLVM::LLVMDialect"];
+}
+
+def MoEGpuModuleToPtx : Pass<"moe-gpu-module-to-ptx", "ModuleOp"> {
+  let summary = "serialize each kernel of a gpu.module to PTX on its own "
+                "thread and join them into one PTX module";
+  let description = [{
+    Replaces every `gpu.module` carrying one `#nvvm.target` with a
+    `gpu.binary` holding PTX (`#gpu.object<..., assembly = "...">`), as
+    `gpu-module-to-binary{format=isa}` does, but faster on a machine with
+    several cores: each kernel (an `llvm.func` with `nvvm.kernel`) is cut
+    out into a copy of the module holding only what it uses, the copies go
+    through LLVM's optimizer and NVPTX code generation on the context's
+    threads, and their PTX is joined. Kernels are independent, so each
+    comes out as it would from the whole module.
+
+    The join keeps one header (`.version`, `.target`, `.address_size`),
+    keeps the first of module-scope statements that repeat word for word
+    (such as the dynamic shared memory declaration), and gives up when two
+    parts declare one symbol differently; then, and when `split-kernels`
+    is off or the module has fewer than two kernels, the module is
+    serialized whole.
+
+    A copy that calls no libdevice function (`__nv_*`) is serialized
+    without it, which spares parsing and linking the library.
+  }];
+  let options = [
+    Option<"toolkitPath", "toolkit", "std::string", /*default=*/"\"\"",
+           "CUDA toolkit whose libdevice resolves __nv_* calls">,
+    Option<"splitKernels", "split-kernels", "bool", /*default=*/"true",
+           "Serialize each kernel on its own thread (off: the module "
+           "whole)">,
+  ];
+  let dependentDialects = ["mlir::gpu::GPUDialect",
+                           "mlir::LLVM::LLVMDialect",
+                           "mlir::NVVM::NVVMDialect"];
 }
 
 #endif // MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_TD
