@@ -50,7 +50,7 @@ struct MoEGpuFastMathPass
       else if (auto div = dyn_cast<arith::DivFOp>(op);
                div && isApproximateF32(op, div.getFastmath()))
         ops.push_back(op);
-      else if (isa<math::AbsFOp, math::SqrtOp>(op) &&
+      else if (isa<math::AbsFOp>(op) &&
                isa<Float32Type, Float64Type>(op->getResult(0).getType()))
         ops.push_back(op);
     });
@@ -59,14 +59,11 @@ struct MoEGpuFastMathPass
       b.setInsertionPoint(op);
       Location loc = op->getLoc();
       Value result;
-      if (isa<math::AbsFOp, math::SqrtOp>(op)) {
-        // Exact either way; LLVM's intrinsics keep libdevice out. Without
-        // fast-math flags NVPTX prints sqrt.rn, correctly rounded as
-        // libdevice's __nv_sqrtf.
-        bool f32 = op->getResult(0).getType().isF32();
-        std::string name = std::string(isa<math::AbsFOp>(op) ? "llvm.fabs"
-                                                             : "llvm.sqrt") +
-                           (f32 ? ".f32" : ".f64");
+      if (isa<math::AbsFOp>(op)) {
+        // Exact either way; LLVM's intrinsic keeps libdevice out.
+        std::string name = op->getResult(0).getType().isF32()
+                               ? "llvm.fabs.f32"
+                               : "llvm.fabs.f64";
         result = callIntrinsic(b, loc, name, op->getOperand(0));
       } else if (auto exp = dyn_cast<math::ExpOp>(op)) {
         // exp(x) = 2^(x log2 e), as CUDA's __expf.

@@ -43,11 +43,12 @@
 // CHECK: arith.select %[[VALID]]
 // CHECK: memref.load
 // CHECK: arith.select %[[VALID]]
-// Stores to the shared row are fenced on both sides.
-// CHECK: nvvm.bar.warp.sync
-// CHECK-NEXT: %[[AT:.*]] = arith.addi %{{.*}}, %[[LANE]]
+// Each lane stores and reads back its own element of the shared row: no
+// fence.
+// CHECK-NOT: nvvm.bar.warp.sync
+// CHECK: %[[AT:.*]] = arith.addi %{{.*}}, %[[LANE]]
 // CHECK-NEXT: memref.store %{{.*}}, %{{.*}}[%[[AT]]] : memref<32xf32, #gpu.address_space<workgroup>>
-// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NOT: nvvm.bar.warp.sync
 // The reduction is a butterfly of five shuffles over the whole warp.
 // CHECK-COUNT-5: nvvm.shfl.sync  bfly %c-1_i32, %{{.*}}, %{{.*}}, %c31_i32{{.*}} : f32 -> f32
 // CHECK: gpu.return
@@ -203,9 +204,9 @@ func.func @xor_permutation(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kernel_
 // CHECK: arith.muli %[[SLOT]], %c32
 // CHECK: arith.cmpi ult, %[[LANE]], %c6
 // CHECK: arith.cmpi uge, %[[LANE]], %c2
-// CHECK: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NOT: nvvm.bar.warp.sync
 // CHECK: memref.store
-// CHECK: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NOT: nvvm.bar.warp.sync
 // CHECK-COUNT-3: nvvm.shfl.sync  bfly %c-1_i32{{.*}}, %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : f32 -> f32
 // CHECK-COUNT-3: nvvm.shfl.sync  bfly %c-1_i32{{.*}}, %{{.*}}, %{{.*}}, %c6175_i32{{.*}} : i32 -> i32
 // CHECK: scf.if
@@ -244,5 +245,78 @@ func.func @segments(%logits: memref<?x8xf32> {moe.kernel_arg = #moe.kernel_arg<n
 
 // expected-error @+1 {{#moe.kernel_config: nvptx kernels spread a token over at most a warp: vector_width = 64 must be at most 32}}
 func.func @too_wide(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 64, tokens_per_task = 1, topk = argmax_passes>} {
+  return
+}
+
+// -----
+
+// Segment barriers go only where a lane may read or overwrite another
+// lane's element of a shared row since the last one. Chunk accesses at
+// multiples of the width touch each lane's own elements; scalar accesses
+// (every lane, one element) touch anyone's.
+// CHECK-LABEL: gpu.func @fences(
+// Own store, then a scalar load of the row: one barrier, before the load.
+// CHECK: scf.for
+// CHECK-NOT: nvvm.bar.warp.sync
+// CHECK: memref.store %{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>
+// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: memref.load %{{.*}}[%[[C0:.*]]] : memref<8xf32, #gpu.address_space<workgroup>>
+// Scalar stores to distinct constant elements need nothing between them;
+// reading one back does.
+// CHECK-NEXT: memref.store %{{.*}}[%[[C0]]] : memref<8xf32, #gpu.address_space<workgroup>>
+// CHECK-NEXT: memref.store %{{.*}}[%[[C1:.*]]] : memref<8xf32, #gpu.address_space<workgroup>>
+// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: memref.load %{{.*}}[%[[C1]]] : memref<8xf32, #gpu.address_space<workgroup>>
+// A loop storing element j of trip j after element 1 was read: one barrier
+// before it. Then a loop reading element k of trip k: one barrier before
+// it, none in the trips (a trip's element is no other trip's).
+// CHECK: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step
+// CHECK-NEXT: memref.store %{{.*}}[%[[J]]] : memref<8xf32
+// CHECK-NEXT: }
+// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: scf.for %[[K:.*]] = %{{.*}} to %{{.*}} step
+// CHECK-NEXT: memref.load %{{.*}}[%[[K]]] : memref<8xf32
+// CHECK-NOT: nvvm.bar.warp.sync
+// CHECK: }
+// Element 0 read in every trip while trip l stores element l: trip 0's
+// store meets later trips' reads, and each trip's read meets its store.
+// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: scf.for %[[L:.*]] = %{{.*}} to %{{.*}} step
+// CHECK-NEXT: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: memref.load %{{.*}}[%{{.*}}] : memref<8xf32
+// CHECK: nvvm.bar.warp.sync %c-1_i32
+// CHECK-NEXT: memref.store %{{.*}}[%[[L]]] : memref<8xf32
+// CHECK-NEXT: }
+// CHECK: gpu.return
+func.func @fences(%logits: memref<?x8xf32> {moe.kernel_arg = #moe.kernel_arg<name = "logits", role = tensor, dtype = f32, shape = ["T", 8], access = read>}, %out: memref<?x2xf32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", role = tensor, dtype = f32, shape = ["T", 2], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 4, topk = argmax_passes>} {
+  %row = memref.alloca() : memref<8xf32>
+  %copy = memref.alloca() : memref<8xf32>
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  scf.for %t = %t0 to %t1 step %c1 {
+    %x = vector.load %logits[%t, %c0] : memref<?x8xf32>, vector<8xf32>
+    vector.store %x, %row[%c0] : memref<8xf32>, vector<8xf32>
+    %first = memref.load %row[%c0] : memref<8xf32>
+    memref.store %first, %copy[%c0] : memref<8xf32>
+    memref.store %first, %copy[%c1] : memref<8xf32>
+    %second = memref.load %copy[%c1] : memref<8xf32>
+    memref.store %second, %out[%t, %c0] : memref<?x2xf32>
+    scf.for %j = %c0 to %c8 step %c1 {
+      memref.store %second, %copy[%j] : memref<8xf32>
+    }
+    %sum = scf.for %k = %c0 to %c8 step %c1 iter_args(%acc = %second) -> (f32) {
+      %v = memref.load %copy[%k] : memref<8xf32>
+      %s = arith.addf %acc, %v : f32
+      scf.yield %s : f32
+    }
+    scf.for %l = %c0 to %c8 step %c1 {
+      %v = memref.load %copy[%c0] : memref<8xf32>
+      %w = arith.addf %v, %sum : f32
+      memref.store %w, %copy[%l] : memref<8xf32>
+    }
+    memref.store %sum, %out[%t, %c1] : memref<?x2xf32>
+  }
   return
 }

@@ -67,12 +67,269 @@ void LaneDistributor::segmentBarrier(Location loc) {
   // One lane is its own segment: nothing to order.
   if (lanesPerToken == 1)
     return;
-  // Back-to-back fenced stores share the barrier between them.
+  pending = PendingAccesses();
+  // Back-to-back fenced accesses share the barrier between them.
   Block *block = b.getInsertionBlock();
   if (b.getInsertionPoint() != block->begin() &&
       isa<NVVM::SyncWarpOp>(*std::prev(b.getInsertionPoint())))
     return;
   b.create<NVVM::SyncWarpOp>(loc, collectiveMask());
+}
+
+bool LaneDistributor::ElementSet::mayHold(const Element &element) const {
+  if (all)
+    return true;
+  if (element.constant)
+    return llvm::is_contained(constants, *element.constant) || !ivs.empty() ||
+           !otherTrips.empty();
+  if (element.iv)
+    return !constants.empty() || !ivs.empty() ||
+           llvm::any_of(otherTrips,
+                        [&](Value iv) { return iv != element.iv; });
+  return !empty();
+}
+
+void LaneDistributor::ElementSet::add(const Element &element) {
+  if (all)
+    return;
+  // Past a few constants, "all" is as good and bounded.
+  if (element.constant && constants.size() < 64) {
+    if (!llvm::is_contained(constants, *element.constant))
+      constants.push_back(*element.constant);
+  } else if (element.iv) {
+    if (!llvm::is_contained(ivs, element.iv))
+      ivs.push_back(element.iv);
+  } else {
+    *this = ElementSet();
+    all = true;
+  }
+}
+
+void LaneDistributor::ElementSet::merge(const ElementSet &other) {
+  if (other.all)
+    add(Element());
+  for (int64_t c : other.constants)
+    add(Element{c, Value()});
+  for (Value iv : other.ivs)
+    add(Element{std::nullopt, iv});
+  if (all)
+    return;
+  for (Value iv : other.otherTrips)
+    if (!llvm::is_contained(otherTrips, iv))
+      otherTrips.push_back(iv);
+}
+
+void LaneDistributor::ElementSet::carryAround(Value iv) {
+  if (!llvm::is_contained(ivs, iv))
+    return;
+  llvm::erase(ivs, iv);
+  if (!llvm::is_contained(otherTrips, iv))
+    otherTrips.push_back(iv);
+}
+
+void LaneDistributor::ElementSet::leave(Value iv) {
+  if (llvm::is_contained(ivs, iv) || llvm::is_contained(otherTrips, iv))
+    add(Element());
+}
+
+void LaneDistributor::RowAccesses::merge(const RowAccesses &other) {
+  ownLoad |= other.ownLoad;
+  ownStore |= other.ownStore;
+  anyLoads.merge(other.anyLoads);
+  anyStores.merge(other.anyStores);
+}
+
+void LaneDistributor::PendingAccesses::merge(const PendingAccesses &other) {
+  unknown |= other.unknown;
+  for (const auto &[row, accesses] : other.rows)
+    rows[row].merge(accesses);
+}
+
+void LaneDistributor::record(RowAccesses &row, Access access,
+                             Element element) {
+  switch (access) {
+  case Access::OwnLoad:
+    row.ownLoad = true;
+    break;
+  case Access::OwnStore:
+    row.ownStore = true;
+    break;
+  case Access::AnyLoad:
+    row.anyLoads.add(element);
+    break;
+  case Access::AnyStore:
+    row.anyStores.add(element);
+    break;
+  }
+}
+
+LaneDistributor::Element LaneDistributor::elementOf(ValueRange indices) {
+  if (indices.size() != 1)
+    return {};
+  APInt constant;
+  if (matchPattern(indices[0], m_ConstantInt(&constant)))
+    return {constant.getSExtValue(), Value()};
+  if (auto arg = dyn_cast<BlockArgument>(indices[0]))
+    if (auto loop = dyn_cast<scf::ForOp>(arg.getOwner()->getParentOp());
+        loop && arg == loop.getInductionVar())
+      return {std::nullopt, arg};
+  return {};
+}
+
+void LaneDistributor::orderSharedAccess(Location loc, Value memref,
+                                        Access access, Element element) {
+  if (lanesPerToken == 1 || !isShared(memref))
+    return;
+  auto it = pending.rows.find(memref);
+  RowAccesses done = it == pending.rows.end() ? RowAccesses() : it->second;
+  // A lane's own accesses never meet another lane's own accesses. A scalar
+  // access (every lane of the segment, one element) meets every own access
+  // and the scalar accesses of its element. Loads meet only stores.
+  bool conflict = pending.unknown;
+  switch (access) {
+  case Access::OwnLoad:
+    conflict |= !done.anyStores.empty();
+    break;
+  case Access::OwnStore:
+    conflict |= !done.anyStores.empty() || !done.anyLoads.empty();
+    break;
+  case Access::AnyLoad:
+    conflict |= done.ownStore || done.anyStores.mayHold(element);
+    break;
+  case Access::AnyStore:
+    conflict |= done.ownStore || done.ownLoad ||
+                done.anyStores.mayHold(element) ||
+                done.anyLoads.mayHold(element);
+    break;
+  }
+  if (conflict)
+    segmentBarrier(loc);
+  record(pending.rows[memref], access, element);
+}
+
+bool LaneDistributor::ElementSet::mayOverlap(const ElementSet &other) const {
+  if (empty() || other.empty())
+    return false;
+  if (all || other.all || !ivs.empty() || !otherTrips.empty() ||
+      !other.ivs.empty() || !other.otherTrips.empty())
+    return true;
+  return llvm::any_of(constants, [&](int64_t c) {
+    return llvm::is_contained(other.constants, c);
+  });
+}
+
+bool LaneDistributor::conflict(const PendingAccesses &done,
+                               const PendingAccesses &next) {
+  auto isEmpty = [](const PendingAccesses &p) {
+    return !p.unknown && llvm::all_of(p.rows, [](const auto &row) {
+      const RowAccesses &r = row.second;
+      return !r.ownLoad && !r.ownStore && r.anyLoads.empty() &&
+             r.anyStores.empty();
+    });
+  };
+  if (done.unknown || next.unknown)
+    return !isEmpty(done) && !isEmpty(next);
+  for (const auto &[memref, later] : next.rows) {
+    auto it = done.rows.find(memref);
+    if (it == done.rows.end())
+      continue;
+    const RowAccesses &earlier = it->second;
+    bool own = later.ownLoad || later.ownStore;
+    if ((later.ownLoad && !earlier.anyStores.empty()) ||
+        (later.ownStore && !earlier.anyLoads.empty()) ||
+        (own && !earlier.anyStores.empty()) ||
+        (!later.anyLoads.empty() && earlier.ownStore) ||
+        (!later.anyStores.empty() && (earlier.ownStore || earlier.ownLoad)) ||
+        earlier.anyStores.mayOverlap(later.anyLoads) ||
+        earlier.anyStores.mayOverlap(later.anyStores) ||
+        earlier.anyLoads.mayOverlap(later.anyStores))
+      return true;
+  }
+  return false;
+}
+
+bool LaneDistributor::isChunkAligned(Value index, int depth) {
+  if (depth > 16)
+    return false;
+  APInt constant;
+  if (matchPattern(index, m_ConstantInt(&constant)))
+    return constant.getSExtValue() % lanesPerToken == 0;
+  if (auto arg = dyn_cast<BlockArgument>(index)) {
+    auto loop = dyn_cast<scf::ForOp>(arg.getOwner()->getParentOp());
+    return loop && arg == loop.getInductionVar() &&
+           isChunkAligned(loop.getLowerBound(), depth + 1) &&
+           isChunkAligned(loop.getStep(), depth + 1);
+  }
+  if (auto add = index.getDefiningOp<arith::AddIOp>())
+    return isChunkAligned(add.getLhs(), depth + 1) &&
+           isChunkAligned(add.getRhs(), depth + 1);
+  if (auto mul = index.getDefiningOp<arith::MulIOp>())
+    return isChunkAligned(mul.getLhs(), depth + 1) ||
+           isChunkAligned(mul.getRhs(), depth + 1);
+  return false;
+}
+
+LaneDistributor::Access LaneDistributor::chunkAccess(Value index,
+                                                     Type vectorType,
+                                                     bool store) {
+  auto vector = dyn_cast<VectorType>(vectorType);
+  bool own = vector && vector.getRank() == 1 &&
+             vector.getNumElements() == lanesPerToken && isChunkAligned(index);
+  if (store)
+    return own ? Access::OwnStore : Access::AnyStore;
+  return own ? Access::OwnLoad : Access::AnyLoad;
+}
+
+/// Whether a masked chunk load from `memref` at an aligned start may read
+/// every lane's element unmasked: the row is a whole number of chunks.
+static bool isWholeChunks(Value memref, int64_t lanesPerToken) {
+  auto type = dyn_cast<MemRefType>(memref.getType());
+  return type && type.hasStaticShape() && type.getRank() >= 1 &&
+         type.getShape().back() % lanesPerToken == 0;
+}
+
+LaneDistributor::PendingAccesses
+LaneDistributor::summarizeSharedAccesses(Block &block, Value iv) {
+  PendingAccesses summary;
+  auto note = [&](Value source, Access access, Element element = {}) {
+    Value memref = mapping.lookupOrNull(source);
+    if (!memref || !isShared(memref))
+      return;
+    // Another loop's variable takes every value in the summary.
+    if (element.iv && element.iv != iv)
+      element = {};
+    record(summary.rows[memref], access, element);
+  };
+  block.walk([&](Operation *op) {
+    if (auto load = dyn_cast<vector::LoadOp>(op)) {
+      note(load.getBase(), chunkAccess(load.getIndices().back(),
+                                       load.getVectorType(), false));
+    } else if (auto load = dyn_cast<vector::MaskedLoadOp>(op)) {
+      Value memref = mapping.lookupOrNull(load.getBase());
+      bool whole = memref && isWholeChunks(memref, lanesPerToken);
+      note(load.getBase(),
+           whole ? chunkAccess(load.getIndices().back(), load.getVectorType(),
+                               false)
+                 : Access::AnyLoad);
+    } else if (auto store = dyn_cast<vector::StoreOp>(op)) {
+      note(store.getBase(), chunkAccess(store.getIndices().back(),
+                                        store.getVectorType(), true));
+    } else if (auto store = dyn_cast<vector::MaskedStoreOp>(op)) {
+      note(store.getBase(), chunkAccess(store.getIndices().back(),
+                                        store.getVectorType(), true));
+    } else if (auto load = dyn_cast<memref::LoadOp>(op)) {
+      note(load.getMemRef(), Access::AnyLoad, elementOf(load.getIndices()));
+    } else if (auto store = dyn_cast<memref::StoreOp>(op)) {
+      note(store.getMemRef(), Access::AnyStore,
+           elementOf(store.getIndices()));
+    } else {
+      for (Value operand : op->getOperands())
+        if (Value memref = mapping.lookupOrNull(operand);
+            memref && isShared(memref))
+          summary.unknown = true;
+    }
+  });
+  return summary;
 }
 
 Value LaneDistributor::collectiveMask() {
@@ -139,13 +396,31 @@ LogicalResult LaneDistributor::cloneOp(Operation *op) {
     return op->emitOpError("allocates memory inside a GPU kernel; rows must "
                            "be stack rows at the kernel entry");
 
-  auto store = dyn_cast<memref::StoreOp>(op);
-  bool fenced = store && isShared(mapping.lookup(store.getMemRef()));
-  if (fenced)
-    segmentBarrier(op->getLoc());
+  if (auto store = dyn_cast<memref::StoreOp>(op))
+    orderSharedAccess(op->getLoc(), mapping.lookup(store.getMemRef()),
+                      Access::AnyStore, elementOf(store.getIndices()));
+  else if (auto load = dyn_cast<memref::LoadOp>(op))
+    orderSharedAccess(op->getLoc(), mapping.lookup(load.getMemRef()),
+                      Access::AnyLoad, elementOf(load.getIndices()));
+  // A region op cloned whole: order what it does to shared rows before and
+  // after it, unseen.
+  bool opaque = false;
+  if (op->getNumRegions() > 0) {
+    op->walk([&](Operation *inner) {
+      for (Value operand : inner->getOperands())
+        if (Value memref = mapping.lookupOrNull(operand);
+            memref && isShared(memref))
+          opaque = true;
+    });
+    if (opaque && (pending.unknown || !pending.rows.empty()))
+      segmentBarrier(op->getLoc());
+  }
   b.clone(*op, mapping);
-  if (fenced)
-    segmentBarrier(op->getLoc());
+  if (opaque)
+    pending.unknown = true;
+  // A block barrier orders shared memory for every thread.
+  if (isa<gpu::BarrierOp>(op))
+    pending = PendingAccesses();
   return success();
 }
 
@@ -161,11 +436,35 @@ LogicalResult LaneDistributor::cloneFor(Operation *op) {
   const bool uniform = tokenLoop || (isConstant(loop.getLowerBound()) &&
                                      isConstant(loop.getUpperBound()) &&
                                      isConstant(loop.getStep()));
+  Value iv = loop.getInductionVar();
+  PendingAccesses body = summarizeSharedAccesses(*loop.getBody(), iv);
+  // A barrier the loop's first accesses need from what came before goes
+  // before the loop, once, rather than into every trip.
+  if (lanesPerToken > 1 && conflict(pending, body))
+    segmentBarrier(loop.getLoc());
   if (!uniform)
     ++divergenceDepth;
   auto restore = llvm::make_scope_exit([&] {
     if (!uniform)
       --divergenceDepth;
+  });
+  // An iteration starts after the previous one's accesses; the loop ends
+  // after the last one's, or (no trip) where it started. The token loop
+  // has exactly one trip.
+  PendingAccesses before = pending;
+  if (!tokenLoop) {
+    for (auto &[memref, row] : body.rows) {
+      row.anyLoads.carryAround(iv);
+      row.anyStores.carryAround(iv);
+    }
+    pending.merge(body);
+  }
+  auto leave = llvm::make_scope_exit([&] {
+    for (auto &[memref, row] : pending.rows) {
+      row.anyLoads.leave(iv);
+      row.anyStores.leave(iv);
+    }
+    pending.merge(before);
   });
   SmallVector<Value> inits;
   for (Value init : loop.getInitArgs())
@@ -207,11 +506,17 @@ LogicalResult LaneDistributor::cloneIf(Operation *op) {
     b.setInsertionPointToEnd(&target);
     return cloneBlock(from.front());
   };
+  // Each branch starts from what came before; after the if, either may
+  // have run.
+  PendingAccesses before = pending;
   if (failed(cloneRegion(ifOp.getThenRegion(), newIf.getThenRegion())))
     return failure();
+  PendingAccesses afterThen = pending;
+  pending = before;
   if (hasElse &&
       failed(cloneRegion(ifOp.getElseRegion(), newIf.getElseRegion())))
     return failure();
+  pending.merge(afterThen);
   for (auto [from, to] : llvm::zip(ifOp.getResults(), newIf.getResults()))
     mapping.map(from, to);
   return success();
@@ -415,20 +720,34 @@ Value LaneDistributor::segmentReduce(Location loc, Value value,
 LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
   Location loc = op->getLoc();
   if (auto load = dyn_cast<vector::LoadOp>(op)) {
+    Value memref = mapping.lookup(load.getBase());
+    orderSharedAccess(loc, memref,
+                      chunkAccess(load.getIndices().back(),
+                                  load.getVectorType(), false));
     mapping.map(load.getResult(),
-                b.create<memref::LoadOp>(loc, mapping.lookup(load.getBase()),
+                b.create<memref::LoadOp>(loc, memref,
                                          laneIndices(load.getIndices())));
     return success();
   }
   if (auto load = dyn_cast<vector::MaskedLoadOp>(op)) {
-    // A masked-off lane loads the chunk's first element (in bounds: a tail
-    // chunk starts inside the row) and keeps the pass-through value.
+    Value memref = mapping.lookup(load.getBase());
     Value mask = mapping.lookup(load.getMask());
     SmallVector<Value> indices = laneIndices(load.getIndices());
-    indices.back() = b.create<arith::SelectOp>(
-        loc, mask, indices.back(), mapping.lookup(load.getIndices().back()));
-    Value value =
-        b.create<memref::LoadOp>(loc, mapping.lookup(load.getBase()), indices);
+    Access access = chunkAccess(load.getIndices().back(), load.getVectorType(),
+                                false);
+    if (access == Access::OwnLoad && isShared(memref) &&
+        isWholeChunks(memref, lanesPerToken)) {
+      // A row of whole chunks: every lane's own element is in bounds, and
+      // a masked-off lane reads it and keeps the pass-through value.
+    } else {
+      // A masked-off lane loads the chunk's first element (in bounds: a
+      // tail chunk starts inside the row), which may be another lane's.
+      access = Access::AnyLoad;
+      indices.back() = b.create<arith::SelectOp>(
+          loc, mask, indices.back(), mapping.lookup(load.getIndices().back()));
+    }
+    orderSharedAccess(loc, memref, access);
+    Value value = b.create<memref::LoadOp>(loc, memref, indices);
     mapping.map(load.getResult(),
                 b.create<arith::SelectOp>(
                     loc, mask, value, mapping.lookup(load.getPassThru())));
@@ -436,18 +755,19 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
   }
   if (auto store = dyn_cast<vector::StoreOp>(op)) {
     Value memref = mapping.lookup(store.getBase());
-    if (isShared(memref))
-      segmentBarrier(loc);
+    orderSharedAccess(loc, memref,
+                      chunkAccess(store.getIndices().back(),
+                                  store.getVectorType(), true));
     b.create<memref::StoreOp>(loc, mapping.lookup(store.getValueToStore()),
                               memref, laneIndices(store.getIndices()));
-    if (isShared(memref))
-      segmentBarrier(loc);
     return success();
   }
   if (auto store = dyn_cast<vector::MaskedStoreOp>(op)) {
     Value memref = mapping.lookup(store.getBase());
-    if (isShared(memref))
-      segmentBarrier(loc);
+    // Any barrier waits before the lane-dependent branch.
+    orderSharedAccess(loc, memref,
+                      chunkAccess(store.getIndices().back(),
+                                  store.getVectorType(), true));
     auto ifOp = b.create<scf::IfOp>(loc, mapping.lookup(store.getMask()),
                                     /*withElseRegion=*/false);
     {
@@ -456,9 +776,6 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
       b.create<memref::StoreOp>(loc, mapping.lookup(store.getValueToStore()),
                                 memref, laneIndices(store.getIndices()));
     }
-    // The barrier waits outside the lane-dependent branch.
-    if (isShared(memref))
-      segmentBarrier(loc);
     return success();
   }
   if (auto mask = dyn_cast<vector::ConstantMaskOp>(op)) {

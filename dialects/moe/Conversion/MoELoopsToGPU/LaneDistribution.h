@@ -17,9 +17,13 @@
 // segment), so it names the whole warp and shfl.sync's width keeps the
 // exchange within the segment.
 //
-// Stack rows become per-token slices of shared memory, written by chunks
-// (one element per lane) and read by scalar index (any lane's element), so
-// every store to them is fenced by segment barriers on both sides.
+// Stack rows become per-token slices of shared memory. A chunk access whose
+// start is a multiple of W touches only the lane's own element (element e
+// belongs to lane e mod W); a scalar access (or an unaligned chunk) may
+// touch any lane's. A segment barrier goes only where a lane may read or
+// overwrite another lane's element since the last barrier (read after
+// write, write after read or write), per row and across loops and branches,
+// so the fast path of chunk loads and stores runs without fences.
 //
 //===----------------------------------------------------------------------===//
 
@@ -28,7 +32,11 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/SmallVector.h"
+
+#include <optional>
 
 namespace mlir::moe::gpu_lowering {
 
@@ -42,8 +50,8 @@ public:
       : b(b), mapping(mapping), lane(lane), memberMask(memberMask),
         allLanes(allLanes), lanesPerToken(lanesPerToken) {}
 
-  /// Memrefs (already mapped values) that live in shared memory: stores to
-  /// them are fenced by warp barriers.
+  /// Memrefs (already mapped values) that live in shared memory, disjoint
+  /// from one another: accesses to them are ordered by segment barriers.
   llvm::DenseSet<Value> sharedMemrefs;
 
   /// The source kernel's token range (token_begin, token_end): a loop over
@@ -57,6 +65,70 @@ public:
                            const llvm::DenseSet<Operation *> &skip = {});
 
 private:
+  /// The element a scalar access to a 1-D row touches, as far as known:
+  /// a constant, or exactly a loop's induction variable (source IR).
+  struct Element {
+    std::optional<int64_t> constant;
+    Value iv;
+  };
+  /// Elements of a row that scalar accesses touched: all, constants,
+  /// induction variables in this trip of their loop, and induction
+  /// variables in other trips (carried around the loop: never this trip's
+  /// element at the same variable).
+  struct ElementSet {
+    bool all = false;
+    llvm::SmallVector<int64_t, 8> constants;
+    llvm::SmallVector<Value, 2> ivs, otherTrips;
+    bool empty() const {
+      return !all && constants.empty() && ivs.empty() && otherTrips.empty();
+    }
+    bool mayHold(const Element &element) const;
+    /// Whether the two sets may share an element.
+    bool mayOverlap(const ElementSet &other) const;
+    void add(const Element &element);
+    void merge(const ElementSet &other);
+    /// The set seen from the next trip of `iv`'s loop.
+    void carryAround(Value iv);
+    /// The set after `iv`'s loop: its elements are unknown.
+    void leave(Value iv);
+  };
+  /// What the segment's lanes did to one shared row since the last segment
+  /// barrier: own = each lane its own elements, any = possibly another's.
+  struct RowAccesses {
+    bool ownLoad = false, ownStore = false;
+    ElementSet anyLoads, anyStores;
+    void merge(const RowAccesses &other);
+  };
+  enum class Access { OwnLoad, OwnStore, AnyLoad, AnyStore };
+  /// Per shared row (mapped value); `unknown`: every row may have anything
+  /// pending (after code the distributor cannot see into).
+  struct PendingAccesses {
+    llvm::DenseMap<Value, RowAccesses> rows;
+    bool unknown = false;
+    void merge(const PendingAccesses &other);
+  };
+
+  /// Emits a segment barrier first if `access` to `memref` may conflict
+  /// with what another lane did since the last one; records the access.
+  /// `element`: what a scalar access touches. Memrefs
+  /// outside shared memory are ignored.
+  void orderSharedAccess(Location loc, Value memref, Access access,
+                         Element element = {});
+  static void record(RowAccesses &row, Access access, Element element);
+  /// Whether an access in `next` may conflict with one in `done`.
+  static bool conflict(const PendingAccesses &done,
+                       const PendingAccesses &next);
+  /// The element a scalar access to a 1-D row at `indices` touches.
+  static Element elementOf(ValueRange indices);
+  /// The accesses of loop body `block` and everything nested in it to
+  /// shared rows mapped so far (the rows live outside loops and branches);
+  /// only `iv`, the loop's own variable, is kept as a known element.
+  PendingAccesses summarizeSharedAccesses(Block &block, Value iv);
+  /// Whether a chunk access at `index` (source IR) touches only each
+  /// lane's own elements: its start is provably a multiple of W.
+  bool isChunkAligned(Value index, int depth = 0);
+  Access chunkAccess(Value index, Type vectorType, bool store);
+
   LogicalResult cloneOp(Operation *op);
   LogicalResult cloneFor(Operation *op);
   LogicalResult cloneIf(Operation *op);
@@ -86,6 +158,8 @@ private:
   /// How many token-dependent branches and loops enclose the insertion
   /// point (0: every lane of the warp gets here together).
   int divergenceDepth = 0;
+  /// Shared-row accesses since the last segment barrier on the way here.
+  PendingAccesses pending;
 };
 
 /// The i32 member mask of the segment of `lanesPerToken` lanes that holds
