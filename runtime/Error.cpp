@@ -30,6 +30,8 @@ const char *toString(Error::Kind kind) {
     return "Io";
   case Error::Kind::Compile:
     return "Compile";
+  case Error::Kind::Communication:
+    return "Communication";
   }
   return "Unknown";
 }

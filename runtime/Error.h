@@ -29,6 +29,7 @@ public:
     Cache,           ///< the JIT cache could not be read or written
     Io,              ///< a file could not be read or written
     Compile,         ///< the compile step of a JIT cache miss failed
+    Communication,   ///< a collective of the EP group failed (MPI, NCCL)
   };
 
   Error(Kind kind, const std::string &message)

@@ -30,7 +30,8 @@ config.substitutions.append(
      "%s %s" % (config.python_executable,
                 os.path.join(config.test_source_root, "expect_exit.py"))))
 
-llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-sample-capture-replay-rt", "moegen-gpu-check"], [config.moegen_tools_dir])
+llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-sample-capture-replay-rt", "moegen-gpu-check", "moegen-ep-check"], [config.moegen_tools_dir])
+
 
 # A sanitizer build (-DMOEGEN_SANITIZE=...): feature `sanitizer`, and the
 # sanitizers' options for every process a test starts: leaks are findings,
@@ -41,6 +42,25 @@ if config.moegen_sanitize:
         "detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0")
     config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     config.environment["MOEGEN_SANITIZED"] = "1"
+
+# `mpi`: moegen was built with MPI (MoEGenEpMpi) and mpirun is on PATH.
+# `%mpirun N` starts N ranks on this machine whatever its core count, also
+# as root, and kills the job after 120 s rather than let a test hang.
+import shutil
+if config.moegen_have_mpi and shutil.which("mpirun"):
+    config.available_features.add("mpi")
+    config.environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    config.environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    # Open MPI's own allocations outlive MPI_Finalize (dlclosed plugins,
+    # no frame to suppress by), so LeakSanitizer is off for its ranks; the
+    # EP code's leaks are checked by MoEGenRuntimeTests (EpTest.cpp, ranks
+    # as threads).
+    mpirun = "mpirun --oversubscribe --timeout 120"
+    if config.moegen_sanitize:
+        mpirun = "env ASAN_OPTIONS=%s %s" % (
+            config.environment["ASAN_OPTIONS"].replace(
+                "detect_leaks=1", "detect_leaks=0"), mpirun)
+    config.substitutions.append(("%mpirun", mpirun + " -n"))
 
 # `cuda-runtime`: moegen was built with the runtime's CUDA library (cuda.h
 # found), so `--backend cuda` exists at all.
