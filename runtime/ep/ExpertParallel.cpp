@@ -72,13 +72,10 @@ agreeOnArguments(Communicator &comm, std::string_view operation,
 
 namespace {
 
-/// This rank's verdict on allGatherForcedIds' arguments; empty if fine.
-std::string checkForcedIds(const Communicator &comm,
-                           std::span<const int32_t> ids, int64_t tokens,
-                           int64_t k, int64_t numExperts) {
-  if (comm.memorySpace() != MemorySpace::Host)
-    return "forced_ids are host memory but the " + comm.name() +
-           " communicator exchanges device buffers";
+/// Expert ids [tokens, k] named `name`: k in [1, numExperts], the shape,
+/// ids in [0, numExperts), distinct within a token. Empty if fine.
+std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
+                     int64_t numExperts, const std::string &name) {
   if (numExperts < 1)
     return "the expert count must be at least 1, got " +
            std::to_string(numExperts);
@@ -86,27 +83,37 @@ std::string checkForcedIds(const Communicator &comm,
     return "k must be in [1, " + std::to_string(numExperts) + "], got " +
            std::to_string(k);
   if (tokens < 0 || tokens > std::numeric_limits<int64_t>::max() / k)
-    return "forced_ids: the token count must be in [0, 2^63 / k), got " +
+    return name + ": the token count must be in [0, 2^63 / k), got " +
            std::to_string(tokens);
   if (static_cast<int64_t>(ids.size()) != tokens * k)
-    return "forced_ids: shape [" + std::to_string(tokens) + ", " +
+    return name + ": shape [" + std::to_string(tokens) + ", " +
            std::to_string(k) + "] needs " + std::to_string(tokens * k) +
            " ids, got " + std::to_string(ids.size());
   for (int64_t t = 0; t < tokens; ++t) {
     const int32_t *row = ids.data() + t * k;
     for (int64_t j = 0; j < k; ++j) {
       if (row[j] < 0 || row[j] >= numExperts)
-        return "forced_ids[" + std::to_string(t) + "][" + std::to_string(j) +
+        return name + "[" + std::to_string(t) + "][" + std::to_string(j) +
                "] = " + std::to_string(row[j]) + " is outside [0, " +
                std::to_string(numExperts) + ")";
       for (int64_t i = 0; i < j; ++i)
         if (row[i] == row[j])
-          return "forced_ids[" + std::to_string(t) + "] repeats expert " +
+          return name + "[" + std::to_string(t) + "] repeats expert " +
                  std::to_string(row[j]) + " (at " + std::to_string(i) +
                  " and " + std::to_string(j) + ")";
     }
   }
   return "";
+}
+
+/// This rank's verdict on allGatherForcedIds' arguments; empty if fine.
+std::string checkForcedIds(const Communicator &comm,
+                           std::span<const int32_t> ids, int64_t tokens,
+                           int64_t k, int64_t numExperts) {
+  if (comm.memorySpace() != MemorySpace::Host)
+    return "forced_ids are host memory but the " + comm.name() +
+           " communicator exchanges device buffers";
+  return checkIds(ids, tokens, k, numExperts, "forced_ids");
 }
 
 } // namespace
@@ -137,6 +144,291 @@ std::vector<int32_t> allGatherForcedIds(Communicator &comm,
   comm.allToAllV(ids.data(), sendBytes, sendOffsets, gathered.data(),
                  recvBytes, recvOffsets);
   return gathered;
+}
+
+} // namespace moegen::rt::ep
+
+namespace moegen::rt::ep {
+
+ExpertPlacement ExpertPlacement::contiguous(int64_t numExperts, int ranks) {
+  if (ranks < 1 || numExperts < 1 || numExperts % ranks != 0)
+    throw Error(Error::Kind::InvalidArgument,
+                "contiguous expert placement: " + std::to_string(numExperts) +
+                    " experts do not divide into " + std::to_string(ranks) +
+                    " ranks");
+  ExpertPlacement placement;
+  const int64_t perRank = numExperts / ranks;
+  for (int64_t e = 0; e < numExperts; ++e)
+    placement.rankOfExpert.push_back(static_cast<int32_t>(e / perRank));
+  return placement;
+}
+
+std::vector<int32_t> ExpertPlacement::expertsOf(int rank) const {
+  std::vector<int32_t> experts;
+  for (std::size_t e = 0; e < rankOfExpert.size(); ++e)
+    if (rankOfExpert[e] == rank)
+      experts.push_back(static_cast<int32_t>(e));
+  return experts;
+}
+
+namespace {
+
+std::size_t rowBytesOf(RowType type, int64_t hiddenSize) {
+  return static_cast<std::size_t>(hiddenSize) *
+         (type == RowType::F32 ? sizeof(float) : sizeof(uint16_t));
+}
+
+/// FNV-1a of the placement: ranks must hold the same map.
+int64_t placementHash(const ExpertPlacement &placement) {
+  uint64_t hash = 1469598103934665603ull;
+  for (int32_t rank : placement.rankOfExpert) {
+    hash ^= static_cast<uint32_t>(rank);
+    hash *= 1099511628211ull;
+  }
+  return static_cast<int64_t>(hash >> 1);
+}
+
+float loadElement(const std::byte *row, int64_t i, RowType type) {
+  if (type == RowType::F32) {
+    float value;
+    std::memcpy(&value, row + i * 4, 4);
+    return value;
+  }
+  uint16_t bits;
+  std::memcpy(&bits, row + i * 2, 2);
+  uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float value;
+  std::memcpy(&value, &wide, 4);
+  return value;
+}
+
+void storeElement(std::byte *row, int64_t i, float value, RowType type) {
+  if (type == RowType::F32) {
+    std::memcpy(row + i * 4, &value, 4);
+    return;
+  }
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  uint16_t narrow;
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))
+    narrow = static_cast<uint16_t>((bits >> 16) | 0x40u); // quiet NaN
+  else // round to nearest even
+    narrow = static_cast<uint16_t>(
+        (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  std::memcpy(row + i * 2, &narrow, 2);
+}
+
+/// Exchanges per-rank vectors of trivially copyable T: sent[r] goes to
+/// rank r; returns what each rank sent here. Counts travel first.
+template <typename T>
+std::vector<std::vector<T>>
+exchangeVectors(Communicator &comm, const std::vector<std::vector<T>> &sent) {
+  const std::size_t ranks = sent.size();
+  std::vector<int64_t> counts(ranks), incoming(ranks);
+  for (std::size_t r = 0; r < ranks; ++r)
+    counts[r] = static_cast<int64_t>(sent[r].size());
+  std::vector<std::size_t> eight(ranks, sizeof(int64_t)), at(ranks);
+  for (std::size_t r = 0; r < ranks; ++r)
+    at[r] = r * sizeof(int64_t);
+  comm.allToAllV(counts.data(), eight, at, incoming.data(), eight, at);
+  std::vector<T> packed;
+  std::vector<std::size_t> sendBytes(ranks), sendAt(ranks), recvBytes(ranks),
+      recvAt(ranks);
+  std::size_t total = 0;
+  for (std::size_t r = 0; r < ranks; ++r) {
+    sendAt[r] = packed.size() * sizeof(T);
+    sendBytes[r] = sent[r].size() * sizeof(T);
+    packed.insert(packed.end(), sent[r].begin(), sent[r].end());
+    recvAt[r] = total * sizeof(T);
+    recvBytes[r] = static_cast<std::size_t>(incoming[r]) * sizeof(T);
+    total += static_cast<std::size_t>(incoming[r]);
+  }
+  std::vector<T> received(total);
+  comm.allToAllV(packed.data(), sendBytes, sendAt, received.data(), recvBytes,
+                 recvAt);
+  std::vector<std::vector<T>> result(ranks);
+  for (std::size_t r = 0; r < ranks; ++r)
+    result[r].assign(received.begin() + recvAt[r] / sizeof(T),
+                     received.begin() + (recvAt[r] + recvBytes[r]) / sizeof(T));
+  return result;
+}
+
+std::string checkDispatch(const Communicator &comm,
+                          std::span<const std::byte> hidden, RowType rowType,
+                          int64_t hiddenSize, std::span<const int32_t> ids,
+                          int64_t tokens, int64_t k,
+                          const ExpertPlacement &placement) {
+  const int64_t experts = placement.numExperts();
+  if (comm.memorySpace() != MemorySpace::Host)
+    return "hidden rows are host memory but the " + comm.name() +
+           " communicator exchanges device buffers";
+  for (int64_t e = 0; e < experts; ++e)
+    if (placement.rankOfExpert[e] < 0 ||
+        placement.rankOfExpert[e] >= comm.size())
+      return "expert placement: expert " + std::to_string(e) +
+             " is on rank " + std::to_string(placement.rankOfExpert[e]) +
+             ", outside [0, " + std::to_string(comm.size()) + ")";
+  if (hiddenSize < 1 || hiddenSize > (int64_t(1) << 40))
+    return "the hidden size must be in [1, 2^40], got " +
+           std::to_string(hiddenSize);
+  std::string idsError = checkIds(ids, tokens, k, experts, "ids");
+  if (!idsError.empty())
+    return idsError;
+  const std::size_t rowBytes = rowBytesOf(rowType, hiddenSize);
+  if (hidden.size() % rowBytes != 0 ||
+      hidden.size() / rowBytes != static_cast<std::size_t>(tokens))
+    return "hidden: " + std::to_string(hidden.size()) +
+           " bytes are not [" + std::to_string(tokens) + ", " +
+           std::to_string(hiddenSize) + "] rows of " +
+           std::to_string(rowBytes) + " bytes";
+  return "";
+}
+
+} // namespace
+
+Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
+                    RowType rowType, int64_t hiddenSize,
+                    std::span<const int32_t> ids, int64_t tokens, int64_t k,
+                    const ExpertPlacement &placement) {
+  const SignatureEntry signature[] = {
+      {"k", k},
+      {"experts", placement.numExperts()},
+      {"hidden_size", hiddenSize},
+      {"row_type", static_cast<int64_t>(rowType)},
+      {"placement", placementHash(placement)},
+      {"tokens", tokens, false}};
+  agreeOnArguments(comm, "dispatch", signature,
+                   checkDispatch(comm, hidden, rowType, hiddenSize, ids,
+                                 tokens, k, placement));
+  const int ranks = comm.size();
+  const std::size_t rowBytes = rowBytesOf(rowType, hiddenSize);
+
+  // Local expert index of each expert on its rank.
+  std::vector<int32_t> localIndex(placement.rankOfExpert.size());
+  std::vector<int32_t> held(static_cast<std::size_t>(ranks), 0);
+  for (std::size_t e = 0; e < localIndex.size(); ++e)
+    localIndex[e] = held[placement.rankOfExpert[e]]++;
+
+  // Each token once per destination rank, with its local experts there
+  // (k entries per row, -1 where the slot's expert is elsewhere).
+  DispatchHandle handle;
+  handle.tokens = tokens;
+  handle.k = k;
+  handle.hiddenSize = hiddenSize;
+  handle.rowType = rowType;
+  std::vector<std::vector<std::byte>> rowsTo(ranks);
+  std::vector<std::vector<int32_t>> slotsTo(ranks);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int32_t *row = ids.data() + t * k;
+    for (int r = 0; r < ranks; ++r) {
+      bool sent = false;
+      for (int64_t j = 0; j < k; ++j)
+        sent |= placement.rankOfExpert[row[j]] == r;
+      if (!sent)
+        continue;
+      const std::byte *source = hidden.data() + t * rowBytes;
+      rowsTo[r].insert(rowsTo[r].end(), source, source + rowBytes);
+      for (int64_t j = 0; j < k; ++j)
+        slotsTo[r].push_back(placement.rankOfExpert[row[j]] == r
+                                 ? localIndex[row[j]]
+                                 : -1);
+    }
+    for (int64_t j = 0; j < k; ++j)
+      handle.slotRank.push_back(placement.rankOfExpert[row[j]]);
+  }
+  std::vector<std::vector<std::byte>> rowsFrom =
+      exchangeVectors(comm, rowsTo);
+  std::vector<std::vector<int32_t>> slotsFrom =
+      exchangeVectors(comm, slotsTo);
+
+  // Group by local expert: expert e's rows in (source rank, token, slot)
+  // order; remember where each (source, row, slot) went for the way back.
+  const auto local = static_cast<int64_t>(held[comm.rank()]);
+  Dispatched result;
+  result.expertOffsets.assign(static_cast<std::size_t>(local + 1), 0);
+  for (int r = 0; r < ranks; ++r)
+    for (int32_t e : slotsFrom[r])
+      if (e >= 0)
+        ++result.expertOffsets[e + 1];
+  for (int64_t e = 0; e < local; ++e)
+    result.expertOffsets[e + 1] += result.expertOffsets[e];
+  handle.groupedRows = result.expertOffsets[local];
+  result.rows.resize(static_cast<std::size_t>(handle.groupedRows) * rowBytes);
+  std::vector<int64_t> next(result.expertOffsets.begin(),
+                            result.expertOffsets.end() - 1);
+  handle.returnRows.assign(static_cast<std::size_t>(ranks), {});
+  for (int r = 0; r < ranks; ++r) {
+    const std::size_t received = rowsFrom[r].size() / rowBytes;
+    for (std::size_t i = 0; i < received; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        int32_t e = slotsFrom[r][i * k + j];
+        if (e < 0)
+          continue;
+        int64_t at = next[e]++;
+        std::memcpy(result.rows.data() + at * rowBytes,
+                    rowsFrom[r].data() + i * rowBytes, rowBytes);
+        handle.returnRows[r].push_back(at);
+      }
+  }
+  result.handle = std::move(handle);
+  return result;
+}
+
+std::vector<std::byte> combine(Communicator &comm,
+                               const DispatchHandle &handle,
+                               std::span<const std::byte> expertOutputs,
+                               std::span<const float> weights) {
+  const std::size_t rowBytes = rowBytesOf(handle.rowType, handle.hiddenSize);
+  std::string error;
+  if (expertOutputs.size() !=
+      static_cast<std::size_t>(handle.groupedRows) * rowBytes)
+    error = "expert outputs: [" + std::to_string(handle.groupedRows) + ", " +
+            std::to_string(handle.hiddenSize) + "] rows need " +
+            std::to_string(handle.groupedRows * rowBytes) + " bytes, got " +
+            std::to_string(expertOutputs.size());
+  else if (weights.size() != static_cast<std::size_t>(handle.tokens * handle.k))
+    error = "weights: [" + std::to_string(handle.tokens) + ", " +
+            std::to_string(handle.k) + "] needs " +
+            std::to_string(handle.tokens * handle.k) + " weights, got " +
+            std::to_string(weights.size());
+  else if (handle.returnRows.size() != static_cast<std::size_t>(comm.size()))
+    error = "the handle is from a dispatch over " +
+            std::to_string(handle.returnRows.size()) + " ranks, not " +
+            std::to_string(comm.size());
+  const SignatureEntry signature[] = {
+      {"k", handle.k},
+      {"hidden_size", handle.hiddenSize},
+      {"row_type", static_cast<int64_t>(handle.rowType)}};
+  agreeOnArguments(comm, "combine", signature, error);
+
+  // Back to the tokens' ranks, in the order each expects.
+  std::vector<std::vector<std::byte>> back(handle.returnRows.size());
+  for (std::size_t r = 0; r < back.size(); ++r)
+    for (int64_t at : handle.returnRows[r]) {
+      const std::byte *row = expertOutputs.data() + at * rowBytes;
+      back[r].insert(back[r].end(), row, row + rowBytes);
+    }
+  std::vector<std::vector<std::byte>> outputs =
+      exchangeVectors(comm, back);
+
+  // Sum per token over its slots in slot order, in fp32.
+  std::vector<std::byte> combined(static_cast<std::size_t>(handle.tokens) *
+                                  rowBytes);
+  std::vector<std::size_t> nextFrom(outputs.size(), 0);
+  std::vector<float> sum(static_cast<std::size_t>(handle.hiddenSize));
+  for (int64_t t = 0; t < handle.tokens; ++t) {
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    for (int64_t j = 0; j < handle.k; ++j) {
+      int32_t r = handle.slotRank[t * handle.k + j];
+      const std::byte *row = outputs[r].data() + nextFrom[r]++ * rowBytes;
+      const float w = weights[t * handle.k + j];
+      for (int64_t h = 0; h < handle.hiddenSize; ++h)
+        sum[h] += w * loadElement(row, h, handle.rowType);
+    }
+    for (int64_t h = 0; h < handle.hiddenSize; ++h)
+      storeElement(combined.data() + t * rowBytes, h, sum[h], handle.rowType);
+  }
+  return combined;
 }
 
 } // namespace moegen::rt::ep

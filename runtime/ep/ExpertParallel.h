@@ -54,6 +54,67 @@ std::vector<int32_t> allGatherForcedIds(Communicator &comm,
                                         int64_t tokens, int64_t k,
                                         int64_t numExperts);
 
+/// Which rank holds each expert.
+struct ExpertPlacement {
+  /// rankOfExpert[e]: the rank holding expert e.
+  std::vector<int32_t> rankOfExpert;
+
+  /// Experts in equal contiguous blocks: rank r holds [r E/n, (r+1) E/n).
+  /// Throws InvalidArgument unless ranks divides numExperts.
+  static ExpertPlacement contiguous(int64_t numExperts, int ranks);
+  int64_t numExperts() const {
+    return static_cast<int64_t>(rankOfExpert.size());
+  }
+  /// The experts `rank` holds, ascending: its local experts 0, 1, ...
+  std::vector<int32_t> expertsOf(int rank) const;
+};
+
+/// The element type of hidden rows.
+enum class RowType { F32, BF16 };
+
+/// What combine needs to send expert outputs back: filled by dispatch.
+struct DispatchHandle {
+  int64_t tokens = 0, k = 0, hiddenSize = 0;
+  RowType rowType = RowType::F32;
+  /// Per source rank: the grouped rows (dispatch's output) whose outputs go
+  /// back to it, in the order it expects them (its tokens in order, then
+  /// top-k slot order).
+  std::vector<std::vector<int64_t>> returnRows;
+  /// Per local token and top-k slot: the rank holding that expert.
+  std::vector<int32_t> slotRank;
+  int64_t groupedRows = 0;
+};
+
+struct Dispatched {
+  /// The received rows grouped by local expert: expertOffsets[e] to
+  /// expertOffsets[e + 1] are local expert e's rows, [rows, hiddenSize].
+  std::vector<std::byte> rows;
+  std::vector<int64_t> expertOffsets;
+  DispatchHandle handle;
+};
+
+/// EP dispatch: sends each token's hidden row ([tokens, hiddenSize] of
+/// rowType) once to every rank holding one of its experts (ids: [tokens,
+/// k] int32), and returns the rows this rank received, grouped by local
+/// expert (a row whose token picked two local experts appears under
+/// both). Per-rank token counts may differ; 0 is fine. Checked before any
+/// exchange: ids in range and distinct per token, shapes; agreed across
+/// ranks: k, the expert count, hiddenSize, rowType and the placement.
+Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
+                    RowType rowType, int64_t hiddenSize,
+                    std::span<const int32_t> ids, int64_t tokens, int64_t k,
+                    const ExpertPlacement &placement);
+
+/// EP combine: sends the expert outputs ([groupedRows, hiddenSize] of the
+/// handle's rowType, dispatch's layout) back to the tokens' ranks and
+/// returns, per local token in order, the sum over its top-k slots in slot
+/// order of weight * output, accumulated in fp32 and stored in rowType
+/// ([tokens, hiddenSize]): the same sum a single rank computes.
+std::vector<std::byte> combine(Communicator &comm,
+                               const DispatchHandle &handle,
+                               std::span<const std::byte> expertOutputs,
+                               std::span<const float> weights);
+
 } // namespace moegen::rt::ep
 
 #endif // MOEGEN_RUNTIME_EP_EXPERTPARALLEL_H

@@ -11,6 +11,10 @@
 //   duplicate    rank 0 forces one expert twice in a token
 //   bad-k        rank 1 passes k = 3 where the others pass 2
 //   bad-experts  rank 1 passes 16 experts where the others pass 8
+//   moe-layer    dispatch, experts y = (e + 1) x + e / 2, combine; compared
+//                with what one rank computes for the same tokens
+//   skewed       the same with every token's experts on rank 0 (experts
+//                placed by an explicit map)
 //
 // Exit code 0 when the rank saw what the scenario expects, 1 otherwise.
 //
@@ -22,8 +26,10 @@
 
 #include <mpi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -93,6 +99,66 @@ int expectError(ep::Communicator &comm, const std::string &scenario) {
   return 1;
 }
 
+int moeLayer(ep::Communicator &comm, bool skewed) {
+  constexpr int64_t hiddenSize = 16, k = 3;
+  const int rank = comm.rank();
+  const int64_t tokens = 3 * rank + 2;
+  std::vector<float> hidden, weights;
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t h = 0; h < hiddenSize; ++h)
+      hidden.push_back(std::sin(0.1f * static_cast<float>(rank * 100 + t * 16 + h)));
+    for (int64_t j = 0; j < k; ++j) {
+      ids.push_back(skewed ? static_cast<int32_t>(j)
+                           : static_cast<int32_t>((rank * 5 + t * 3 + j * 5) % kExperts));
+      weights.push_back(0.2f + 0.1f * static_cast<float>(j));
+    }
+  }
+  // Skewed: experts 0-3 on rank 0 (an explicit map), the others spread.
+  ep::ExpertPlacement placement =
+      ep::ExpertPlacement::contiguous(kExperts, comm.size());
+  if (skewed)
+    for (int32_t e = 0; e < kExperts; ++e)
+      placement.rankOfExpert[e] = e < 4 ? 0 : e % comm.size();
+  ep::Dispatched dispatched = ep::dispatch(
+      comm, std::as_bytes(std::span<const float>(hidden)), ep::RowType::F32,
+      hiddenSize, ids, tokens, k, placement);
+  std::vector<int32_t> experts = placement.expertsOf(rank);
+  auto expert = [](int32_t e, float x) {
+    return static_cast<float>(e + 1) * x + 0.5f * static_cast<float>(e);
+  };
+  int64_t received = 0;
+  for (std::size_t e = 0; e < experts.size(); ++e)
+    for (int64_t row = dispatched.expertOffsets[e];
+         row < dispatched.expertOffsets[e + 1]; ++row, ++received)
+      for (int64_t h = 0; h < hiddenSize; ++h) {
+        float x;
+        std::byte *at = dispatched.rows.data() + (row * hiddenSize + h) * 4;
+        std::memcpy(&x, at, 4);
+        float y = expert(experts[e], x);
+        std::memcpy(at, &y, 4);
+      }
+  std::vector<std::byte> combined =
+      ep::combine(comm, dispatched.handle, dispatched.rows, weights);
+  double maxError = 0.0;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t h = 0; h < hiddenSize; ++h) {
+      float single = 0.0f;
+      for (int64_t j = 0; j < k; ++j)
+        single += weights[t * k + j] *
+                  expert(ids[t * k + j], hidden[t * hiddenSize + h]);
+      float got;
+      std::memcpy(&got, combined.data() + (t * hiddenSize + h) * 4, 4);
+      maxError = std::max(maxError, std::fabs(double(got) - double(single)));
+    }
+  std::printf("rank %d: %s ok, %lld tokens, %lld expert rows received, max "
+              "abs error against one rank %g\n",
+              rank, skewed ? "skewed" : "moe-layer",
+              static_cast<long long>(tokens),
+              static_cast<long long>(received), maxError);
+  return maxError == 0.0 ? 0 : 1;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -104,12 +170,15 @@ int main(int argc, char **argv) {
     try {
       if (scenario == "all-gather")
         status = allGather(comm);
+      else if (scenario == "moe-layer" || scenario == "skewed")
+        status = moeLayer(comm, scenario == "skewed");
       else if (scenario == "bad-id" || scenario == "duplicate" ||
                scenario == "bad-k" || scenario == "bad-experts")
         status = expectError(comm, scenario);
       else
         std::fprintf(stderr, "usage: moegen-ep-check all-gather|bad-id|"
-                             "duplicate|bad-k|bad-experts\n");
+                             "duplicate|bad-k|bad-experts|moe-layer|"
+                             "skewed\n");
     } catch (const Error &e) {
       std::printf("rank %d: FAIL: %s\n", comm.rank(), e.what());
     }

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <barrier>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -207,6 +208,182 @@ TEST(EpTest, RanksThatDisagreeFailEveryRank) {
                                 comm, {}, 0, 2, comm.rank() == 1 ? 64 : 8);
                           }),
                   "all_gather_forced_ids: rank 1: experts = 64, rank 0 has 8");
+}
+
+// Dispatch and combine. Rank r holds 2r + 1 tokens of hidden size 5; token
+// t of rank r picks k = 3 distinct experts of 8 from a fixed pattern.
+constexpr int64_t kHidden = 5;
+
+std::vector<int32_t> pickedBy(int rank, int64_t tokens, bool skewed) {
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < 3; ++j)
+      ids.push_back(skewed ? static_cast<int32_t>(j) // all on rank 0
+                           : static_cast<int32_t>((rank * 3 + t * 5 + j * 3) % 8));
+  return ids;
+}
+
+float hiddenValue(int rank, int64_t t, int64_t h) {
+  return 0.25f * static_cast<float>(rank) + 0.5f * static_cast<float>(t) -
+         0.125f * static_cast<float>(h) + 1.0f;
+}
+
+float weightOf(int rank, int64_t t, int64_t j) {
+  return 0.1f + 0.2f * static_cast<float>(j) + 0.01f * static_cast<float>(t + rank);
+}
+
+/// Expert e: y = (e + 1) * x + 0.5 e, elementwise (f32 rows).
+void applyExperts(ep::Dispatched &dispatched, const ep::ExpertPlacement &placement,
+                  int rank) {
+  std::vector<int32_t> experts = placement.expertsOf(rank);
+  for (std::size_t e = 0; e < experts.size(); ++e)
+    for (int64_t row = dispatched.expertOffsets[e];
+         row < dispatched.expertOffsets[e + 1]; ++row)
+      for (int64_t h = 0; h < kHidden; ++h) {
+        float x;
+        std::memcpy(&x, dispatched.rows.data() + (row * kHidden + h) * 4, 4);
+        float y = static_cast<float>(experts[e] + 1) * x +
+                  0.5f * static_cast<float>(experts[e]);
+        std::memcpy(dispatched.rows.data() + (row * kHidden + h) * 4, &y, 4);
+      }
+}
+
+/// Each rank's combined rows after dispatch, experts and combine.
+std::vector<std::vector<float>> moeLayer(int ranks, bool skewed,
+                                         std::vector<std::string> *errors = nullptr) {
+  std::vector<std::vector<float>> out(static_cast<std::size_t>(ranks));
+  std::vector<std::string> got = onRanks(ranks, [&](ep::Communicator &comm) {
+    int r = comm.rank();
+    int64_t tokens = 2 * r + 1;
+    std::vector<float> hidden;
+    std::vector<float> weights;
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t h = 0; h < kHidden; ++h)
+        hidden.push_back(hiddenValue(r, t, h));
+      for (int64_t j = 0; j < 3; ++j)
+        weights.push_back(weightOf(r, t, j));
+    }
+    ep::ExpertPlacement placement = ep::ExpertPlacement::contiguous(8, ranks);
+    ep::Dispatched dispatched = ep::dispatch(
+        comm, std::as_bytes(std::span<const float>(hidden)), ep::RowType::F32,
+        kHidden, pickedBy(r, tokens, skewed), tokens, 3, placement);
+    applyExperts(dispatched, placement, r);
+    std::vector<std::byte> combined =
+        ep::combine(comm, dispatched.handle, dispatched.rows, weights);
+    out[r].resize(combined.size() / 4);
+    std::memcpy(out[r].data(), combined.data(), combined.size());
+  });
+  if (errors)
+    *errors = got;
+  return out;
+}
+
+/// What one process computes for rank r's tokens, in the same order.
+std::vector<float> singleRank(int r, bool skewed) {
+  int64_t tokens = 2 * r + 1;
+  std::vector<int32_t> ids = pickedBy(r, tokens, skewed);
+  std::vector<float> out;
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t h = 0; h < kHidden; ++h) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < 3; ++j) {
+        int32_t e = ids[t * 3 + j];
+        float y = static_cast<float>(e + 1) * hiddenValue(r, t, h) +
+                  0.5f * static_cast<float>(e);
+        sum += weightOf(r, t, j) * y;
+      }
+      out.push_back(sum);
+    }
+  return out;
+}
+
+TEST(EpTest, DispatchExpertsCombineEqualsOneRank) {
+  for (int ranks : {1, 2, 4}) {
+    std::vector<std::string> errors;
+    std::vector<std::vector<float>> out = moeLayer(ranks, false, &errors);
+    for (int r = 0; r < ranks; ++r) {
+      EXPECT_EQ(errors[r], "") << ranks << " ranks, rank " << r;
+      EXPECT_EQ(out[r], singleRank(r, false)) << ranks << " ranks, rank " << r;
+    }
+  }
+}
+
+TEST(EpTest, EveryTokenToOneRank) {
+  std::vector<std::string> errors;
+  std::vector<std::vector<float>> out = moeLayer(4, true, &errors);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(out[r], singleRank(r, true)) << "rank " << r;
+  }
+}
+
+TEST(EpTest, DispatchSendsATokenOncePerRankAndGroupsByExpert) {
+  // Rank 0's one token picks experts 0 and 1 (both on rank 0) and 6 (on
+  // rank 1): two rows at rank 0 (one per local expert), one at rank 1.
+  std::vector<ep::Dispatched> got(2);
+  onRanks(2, [&](ep::Communicator &comm) {
+    std::vector<float> hidden(comm.rank() == 0 ? 2 : 0, 7.0f);
+    std::vector<int32_t> ids =
+        comm.rank() == 0 ? std::vector<int32_t>{6, 0, 1} : std::vector<int32_t>{};
+    got[comm.rank()] = ep::dispatch(
+        comm, std::as_bytes(std::span<const float>(hidden)), ep::RowType::F32,
+        2, ids, comm.rank() == 0 ? 1 : 0, 3, ep::ExpertPlacement::contiguous(8, 2));
+  });
+  EXPECT_EQ(got[0].expertOffsets, (std::vector<int64_t>{0, 1, 2, 2, 2}));
+  EXPECT_EQ(got[1].expertOffsets, (std::vector<int64_t>{0, 0, 0, 1, 1}));
+  EXPECT_EQ(got[0].rows.size(), 2u * 2 * 4);
+  EXPECT_EQ(got[1].rows.size(), 1u * 2 * 4);
+}
+
+TEST(EpTest, Bf16RowsAreSummedInF32) {
+  // One token of 1.0 (bf16), identity experts, weights 256, 1, -256: in
+  // fp32 the sum in slot order is 1; a bf16 accumulator would round
+  // 256 + 1 to 256 and give 0.
+  std::vector<std::string> errors = onRanks(1, [](ep::Communicator &comm) {
+    std::vector<uint16_t> hidden = {0x3f80}; // 1.0
+    ep::Dispatched d = ep::dispatch(
+        comm, std::as_bytes(std::span<const uint16_t>(hidden)),
+        ep::RowType::BF16, 1, std::vector<int32_t>{0, 1, 2}, 1, 3,
+        ep::ExpertPlacement::contiguous(4, 1));
+    std::vector<float> weights = {256.0f, 1.0f, -256.0f};
+    std::vector<std::byte> out = ep::combine(comm, d.handle, d.rows, weights);
+    uint16_t bits;
+    std::memcpy(&bits, out.data(), 2);
+    EXPECT_EQ(bits, 0x3f80);
+  });
+  EXPECT_EQ(errors[0], "");
+}
+
+TEST(EpTest, BadDispatchArgumentsFailEveryRank) {
+  ep::ExpertPlacement placement = ep::ExpertPlacement::contiguous(8, 2);
+  expectEveryRank(
+      onRanks(2,
+              [&](ep::Communicator &comm) {
+                std::vector<float> hidden(4, 1.0f);
+                std::vector<int32_t> ids = {0, comm.rank() == 1 ? 9 : 1};
+                ep::dispatch(comm, std::as_bytes(std::span<const float>(hidden)),
+                             ep::RowType::F32, 4, ids, 1, 2, placement);
+              }),
+      "dispatch: rank 1: ids[0][1] = 9 is outside [0, 8)");
+  expectEveryRank(
+      onRanks(2,
+              [&](ep::Communicator &comm) {
+                std::vector<float> hidden(comm.rank() == 0 ? 3 : 4, 1.0f);
+                ep::dispatch(comm, std::as_bytes(std::span<const float>(hidden)),
+                             ep::RowType::F32, 4, std::vector<int32_t>{0, 1},
+                             1, 2, placement);
+              }),
+      "dispatch: rank 0: hidden: 12 bytes are not [1, 4] rows of 16 bytes");
+  std::vector<std::string> errors = onRanks(2, [&](ep::Communicator &comm) {
+    ep::ExpertPlacement mine = placement;
+    if (comm.rank() == 1)
+      std::swap(mine.rankOfExpert[0], mine.rankOfExpert[7]);
+    ep::dispatch(comm, {}, ep::RowType::F32, 4, {}, 0, 2, mine);
+  });
+  for (const std::string &e : errors)
+    EXPECT_EQ(e.rfind("InvalidArgument: dispatch: rank 1: placement = ", 0), 0u)
+        << e;
+  EXPECT_THROW(ep::ExpertPlacement::contiguous(6, 4), Error);
 }
 
 TEST(EpTest, HostIdsOnADeviceCommunicatorAreRefused) {
