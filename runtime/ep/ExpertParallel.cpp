@@ -3,6 +3,7 @@
 #include "runtime/ep/ExpertParallel.h"
 
 #include "runtime/Error.h"
+#include "runtime/npy/HalfFloat.h"
 
 #include <algorithm>
 #include <cstring>
@@ -196,10 +197,7 @@ float loadElement(const std::byte *row, int64_t i, RowType type) {
   }
   uint16_t bits;
   std::memcpy(&bits, row + i * 2, 2);
-  uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &wide, 4);
-  return value;
+  return npy::bf16ToFloat(bits);
 }
 
 void storeElement(std::byte *row, int64_t i, float value, RowType type) {
@@ -207,15 +205,8 @@ void storeElement(std::byte *row, int64_t i, float value, RowType type) {
     std::memcpy(row + i * 4, &value, 4);
     return;
   }
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  uint16_t narrow;
-  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))
-    narrow = static_cast<uint16_t>((bits >> 16) | 0x40u); // quiet NaN
-  else // round to nearest even
-    narrow = static_cast<uint16_t>(
-        (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-  std::memcpy(row + i * 2, &narrow, 2);
+  uint16_t bits = npy::floatToBf16(value); // nearest even, NaN kept
+  std::memcpy(row + i * 2, &bits, 2);
 }
 
 /// Exchanges per-rank vectors of trivially copyable T: sent[r] goes to
