@@ -15,6 +15,8 @@
 //                with what one rank computes for the same tokens
 //   skewed       the same with every token's experts on rank 0 (experts
 //                placed by an explicit map)
+//   rank-dies    rank 1 exits before the exchange; the others must not
+//                wait for it forever
 //
 // Exit code 0 when the rank saw what the scenario expects, 1 otherwise.
 //
@@ -29,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -170,7 +173,11 @@ int main(int argc, char **argv) {
     try {
       if (scenario == "all-gather")
         status = allGather(comm);
-      else if (scenario == "moe-layer" || scenario == "skewed")
+      else if (scenario == "rank-dies") {
+        if (comm.rank() == 1)
+          std::_Exit(3);
+        status = allGather(comm);
+      } else if (scenario == "moe-layer" || scenario == "skewed")
         status = moeLayer(comm, scenario == "skewed");
       else if (scenario == "bad-id" || scenario == "duplicate" ||
                scenario == "bad-k" || scenario == "bad-experts")
@@ -178,7 +185,7 @@ int main(int argc, char **argv) {
       else
         std::fprintf(stderr, "usage: moegen-ep-check all-gather|bad-id|"
                              "duplicate|bad-k|bad-experts|moe-layer|"
-                             "skewed\n");
+                             "skewed|rank-dies\n");
     } catch (const Error &e) {
       std::printf("rank %d: FAIL: %s\n", comm.rank(), e.what());
     }
