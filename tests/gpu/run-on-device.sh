@@ -3,7 +3,7 @@
 # prepare-device-carry.sh) at its root, every GPU check that needs no
 # compiler, and leaves the logs in $OUT (or gpu-carry/logs):
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
-# DeepSeek-V3's kernels, the route (+ dispatch) benchmark (which checks the
+# DeepSeek-V3's kernels, the NCCL communicator with one rank, the route (+ dispatch) benchmark (which checks the
 # parallel dispatch up to a million tokens), the capture-then-replay sample
 # over 58 DeepSeek-V3 layers, and moegen against PyTorch eager and
 # torch.compile (tests/gpu/bench_routing.py).
@@ -21,6 +21,10 @@ gpu-carry/moegen-gpu-check gpu-carry/suite 2>&1 | tee "$out/suite.txt" ||
   status=1
 MOEGEN_TEST_KERNEL_DIR=gpu-carry/deepseek-v3 gpu-carry/MoEGenRuntimeTests \
   --gtest_filter='RuntimeGpu*' 2>&1 | tee "$out/runtime-gpu.txt" || status=1
+# The NCCL communicator with one rank, on PyTorch's NCCL when there is one.
+nccl="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)"
+MOEGEN_NCCL_LIBRARY="$nccl" gpu-carry/MoEGenRuntimeTests \
+  --gtest_filter='EpNccl*' 2>&1 | tee "$out/nccl.txt" || status=1
 # The benchmark also checks the parallel dispatch at every T against the
 # stable counting sort of the GPU's own ids (up to a million tokens).
 gpu-carry/moegen-gpu-check --bench gpu-carry/deepseek-v3 \

@@ -1,0 +1,229 @@
+//===- NcclCommunicator.cpp - The EP group over NCCL ----------------------===//
+
+#include "runtime/ep/NcclCommunicator.h"
+
+#include "runtime/Error.h"
+#include "runtime/cuda/CudaDriver.h"
+
+#include <dlfcn.h>
+
+#include <vector>
+
+namespace moegen::rt::ep {
+
+// The subset of NCCL's C API used here, by its stable ABI (nccl.h since
+// 2.0): results are ints (0 = ncclSuccess), ncclUint8 is 1, a
+// communicator is an opaque pointer, a unique id 128 bytes by value.
+struct NcclCommunicator::Library {
+  struct Id {
+    char internal[128];
+  };
+  void *handle = nullptr;
+  std::string name;
+  int (*getUniqueId)(Id *) = nullptr;
+  int (*commInitRank)(void **, int, Id, int) = nullptr;
+  int (*commDestroy)(void *) = nullptr;
+  int (*allGather)(const void *, void *, std::size_t, int, void *,
+                   CUstream) = nullptr;
+  int (*send)(const void *, std::size_t, int, int, void *, CUstream) = nullptr;
+  int (*recv)(void *, std::size_t, int, int, void *, CUstream) = nullptr;
+  int (*groupStart)() = nullptr;
+  int (*groupEnd)() = nullptr;
+  const char *(*getErrorString)(int) = nullptr;
+
+  ~Library() {
+    if (handle)
+      ::dlclose(handle);
+  }
+};
+
+namespace {
+
+constexpr int kNcclUint8 = 1;
+
+std::shared_ptr<NcclCommunicator::Library> load(const std::string &name) {
+  auto library = std::make_shared<NcclCommunicator::Library>();
+  library->name = name;
+  ::dlerror();
+  library->handle = ::dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!library->handle) {
+    const char *reason = ::dlerror();
+    throw Error(Error::Kind::Communication,
+                "nccl: cannot load " + name + ": " +
+                    (reason ? reason : "unknown reason") +
+                    " (install NCCL or put it on LD_LIBRARY_PATH)");
+  }
+  auto find = [&](auto &entry, const char *symbol) {
+    entry = reinterpret_cast<std::remove_reference_t<decltype(entry)>>(
+        ::dlsym(library->handle, symbol));
+    if (!entry)
+      throw Error(Error::Kind::Communication,
+                  "nccl: " + name + " has no " + symbol +
+                      " (NCCL 2.7 or later is needed)");
+  };
+  find(library->getUniqueId, "ncclGetUniqueId");
+  find(library->commInitRank, "ncclCommInitRank");
+  find(library->commDestroy, "ncclCommDestroy");
+  find(library->allGather, "ncclAllGather");
+  find(library->send, "ncclSend");
+  find(library->recv, "ncclRecv");
+  find(library->groupStart, "ncclGroupStart");
+  find(library->groupEnd, "ncclGroupEnd");
+  find(library->getErrorString, "ncclGetErrorString");
+  return library;
+}
+
+void checkResult(const NcclCommunicator::Library &nccl, int result,
+                 const char *call) {
+  if (result != 0)
+    throw Error(Error::Kind::Communication,
+                std::string("nccl: ") + call + " failed: " +
+                    nccl.getErrorString(result));
+}
+
+/// Device memory for a scope.
+class DeviceBuffer {
+public:
+  DeviceBuffer(const CudaDriver &driver, std::size_t bytes) : driver(driver) {
+    if (bytes)
+      driver.check(driver.memAlloc(&pointer, bytes), "cuMemAlloc");
+  }
+  ~DeviceBuffer() {
+    if (pointer)
+      driver.memFree(pointer);
+  }
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  void *get() const { return reinterpret_cast<void *>(pointer); }
+
+private:
+  const CudaDriver &driver;
+  CUdeviceptr pointer = 0;
+};
+
+} // namespace
+
+NcclUniqueId NcclCommunicator::uniqueId(const std::string &library) {
+  std::shared_ptr<Library> nccl = load(library);
+  Library::Id id{};
+  checkResult(*nccl, nccl->getUniqueId(&id), "ncclGetUniqueId");
+  NcclUniqueId result;
+  std::copy(std::begin(id.internal), std::end(id.internal), result.begin());
+  return result;
+}
+
+NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
+                                   int device, CUstream userStream,
+                                   const std::string &library)
+    : rankInGroup(rank), groupSize(size) {
+  if (size < 1 || rank < 0 || rank >= size)
+    throw Error(Error::Kind::InvalidArgument,
+                "nccl: rank " + std::to_string(rank) + " is outside a group of " +
+                    std::to_string(size));
+  const CudaDriver &driver = CudaDriver::get(); // NoDriver, NoDevice
+  if (device < 0 || device >= driver.deviceCount())
+    throw Error(Error::Kind::InvalidArgument,
+                "nccl: device " + std::to_string(device) + " is outside [0, " +
+                    std::to_string(driver.deviceCount()) + ")");
+  nccl = load(library);
+  driver.check(driver.deviceGet(&cuDevice, device), "cuDeviceGet");
+  driver.check(driver.devicePrimaryCtxRetain(&context, cuDevice),
+               "cuDevicePrimaryCtxRetain");
+  ScopedContext scope(driver, context);
+  if (userStream) {
+    stream = userStream;
+  } else {
+    driver.check(driver.streamCreate(&stream, 0), "cuStreamCreate");
+    ownsStream = true;
+  }
+  Library::Id ncclId;
+  std::copy(id.begin(), id.end(), ncclId.internal);
+  checkResult(*nccl, nccl->commInitRank(&comm, size, ncclId, rank),
+              "ncclCommInitRank");
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  const CudaDriver &driver = CudaDriver::get();
+  try {
+    ScopedContext scope(driver, context);
+    if (comm)
+      nccl->commDestroy(comm);
+    if (ownsStream)
+      driver.streamDestroy(stream);
+  } catch (const Error &) {
+    // Nothing to report from a destructor.
+  }
+  if (context)
+    driver.devicePrimaryCtxRelease(cuDevice);
+}
+
+void NcclCommunicator::check(int result, const char *call) const {
+  checkResult(*nccl, result, call);
+}
+
+void NcclCommunicator::synchronize() const {
+  const CudaDriver &driver = CudaDriver::get();
+  driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
+}
+
+void NcclCommunicator::allGather(const void *send, std::size_t bytes,
+                                 void *recv) {
+  ScopedContext scope(CudaDriver::get(), context);
+  check(nccl->allGather(send, recv, bytes, kNcclUint8, comm, stream),
+        "ncclAllGather");
+  synchronize();
+}
+
+void NcclCommunicator::allGatherHost(const void *send, std::size_t bytes,
+                                     void *recv) {
+  const CudaDriver &driver = CudaDriver::get();
+  ScopedContext scope(driver, context);
+  const std::size_t total = bytes * static_cast<std::size_t>(groupSize);
+  DeviceBuffer deviceSend(driver, bytes), deviceRecv(driver, total);
+  if (bytes)
+    driver.check(driver.memcpyHtoDAsync(
+                     reinterpret_cast<CUdeviceptr>(deviceSend.get()), send,
+                     bytes, stream),
+                 "cuMemcpyHtoDAsync");
+  check(nccl->allGather(deviceSend.get(), deviceRecv.get(), bytes, kNcclUint8,
+                        comm, stream),
+        "ncclAllGather");
+  if (total)
+    driver.check(driver.memcpyDtoHAsync(
+                     recv, reinterpret_cast<CUdeviceptr>(deviceRecv.get()),
+                     total, stream),
+                 "cuMemcpyDtoHAsync");
+  synchronize();
+}
+
+void NcclCommunicator::allToAllV(const void *send,
+                                 std::span<const std::size_t> sendBytes,
+                                 std::span<const std::size_t> sendOffsets,
+                                 void *recv,
+                                 std::span<const std::size_t> recvBytes,
+                                 std::span<const std::size_t> recvOffsets) {
+  const auto ranks = static_cast<std::size_t>(groupSize);
+  if (sendBytes.size() != ranks || sendOffsets.size() != ranks ||
+      recvBytes.size() != ranks || recvOffsets.size() != ranks)
+    throw Error(Error::Kind::InvalidArgument,
+                "nccl: an all-to-all needs one count and offset per rank (" +
+                    std::to_string(ranks) + ")");
+  ScopedContext scope(CudaDriver::get(), context);
+  // Point-to-point pairs in one group: NCCL's all-to-all-v.
+  check(nccl->groupStart(), "ncclGroupStart");
+  for (std::size_t r = 0; r < ranks; ++r) {
+    int peer = static_cast<int>(r);
+    if (sendBytes[r])
+      check(nccl->send(static_cast<const char *>(send) + sendOffsets[r],
+                       sendBytes[r], kNcclUint8, peer, comm, stream),
+            "ncclSend");
+    if (recvBytes[r])
+      check(nccl->recv(static_cast<char *>(recv) + recvOffsets[r],
+                       recvBytes[r], kNcclUint8, peer, comm, stream),
+            "ncclRecv");
+  }
+  check(nccl->groupEnd(), "ncclGroupEnd");
+  synchronize();
+}
+
+} // namespace moegen::rt::ep

@@ -1,0 +1,80 @@
+//===- NcclCommunicator.h - The EP group over NCCL --------------*- C++ -*-===//
+//
+// A Communicator over NCCL for ranks with GPUs: device buffers, one device
+// and stream per rank. libnccl is loaded at run time with dlopen, like the
+// CUDA driver, so every build links and starts on machines without it; a
+// missing library is an rt::Error of kind Communication, a missing driver
+// NoDriver. Part of MoEGenCudaRuntime (it needs cuda.h's types only).
+//
+// Ranks meet through an NCCL unique id that one rank creates (uniqueId)
+// and the caller distributes (over MPI, a file, a store).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_RUNTIME_EP_NCCLCOMMUNICATOR_H
+#define MOEGEN_RUNTIME_EP_NCCLCOMMUNICATOR_H
+
+#include "runtime/ep/Communicator.h"
+
+#include <cuda.h>
+
+#include <array>
+#include <memory>
+#include <string>
+
+namespace moegen::rt::ep {
+
+/// NCCL's ncclUniqueId: 128 opaque bytes.
+using NcclUniqueId = std::array<char, 128>;
+
+class NcclCommunicator : public Communicator {
+public:
+  /// The library's default name; an absolute path also works.
+  static constexpr const char *kDefaultLibrary = "libnccl.so.2";
+
+  /// A fresh unique id (on one rank; the others receive it).
+  static NcclUniqueId uniqueId(const std::string &library = kDefaultLibrary);
+
+  /// Joins the group `id` names as `rank` of `size`, on CUDA device
+  /// `device` (its primary context). Collectives run on `stream` (null: a
+  /// stream of its own) and return when done.
+  NcclCommunicator(const NcclUniqueId &id, int rank, int size, int device,
+                   CUstream stream = nullptr,
+                   const std::string &library = kDefaultLibrary);
+  ~NcclCommunicator() override;
+  NcclCommunicator(const NcclCommunicator &) = delete;
+  NcclCommunicator &operator=(const NcclCommunicator &) = delete;
+
+  int rank() const override { return rankInGroup; }
+  int size() const override { return groupSize; }
+  MemorySpace memorySpace() const override { return MemorySpace::CudaDevice; }
+  std::string name() const override { return "nccl"; }
+
+  void allGather(const void *send, std::size_t bytes, void *recv) override;
+  /// Stages the host bytes through device memory.
+  void allGatherHost(const void *send, std::size_t bytes,
+                     void *recv) override;
+  void allToAllV(const void *send, std::span<const std::size_t> sendBytes,
+                 std::span<const std::size_t> sendOffsets, void *recv,
+                 std::span<const std::size_t> recvBytes,
+                 std::span<const std::size_t> recvOffsets) override;
+
+  struct Library; // the resolved NCCL entry points
+
+private:
+  void check(int result, const char *call) const;
+  void synchronize() const;
+
+  std::shared_ptr<Library> nccl;
+  void *comm = nullptr; // ncclComm_t
+  int rankInGroup = 0;
+  int groupSize = 1;
+  CUdevice cuDevice = 0;
+  CUcontext context = nullptr;
+  CUstream stream = nullptr;
+  bool ownsStream = false;
+};
+
+} // namespace moegen::rt::ep
+
+#endif // MOEGEN_RUNTIME_EP_NCCLCOMMUNICATOR_H
