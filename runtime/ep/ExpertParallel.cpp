@@ -189,31 +189,22 @@ int64_t placementHash(const ExpertPlacement &placement) {
   return static_cast<int64_t>(hash >> 1);
 }
 
-float loadElement(const std::byte *row, int64_t i, RowType type) {
-  if (type == RowType::F32) {
-    float value;
-    std::memcpy(&value, row + i * 4, 4);
-    return value;
+/// What every rank sent here, back to back in rank order: rank r's part
+/// is data[offsets[r], offsets[r + 1]).
+template <typename T> struct Received {
+  std::vector<T> data;
+  std::vector<std::size_t> offsets;
+  std::size_t count(std::size_t rank) const {
+    return offsets[rank + 1] - offsets[rank];
   }
-  uint16_t bits;
-  std::memcpy(&bits, row + i * 2, 2);
-  return npy::bf16ToFloat(bits);
-}
-
-void storeElement(std::byte *row, int64_t i, float value, RowType type) {
-  if (type == RowType::F32) {
-    std::memcpy(row + i * 4, &value, 4);
-    return;
-  }
-  uint16_t bits = npy::floatToBf16(value); // nearest even, NaN kept
-  std::memcpy(row + i * 2, &bits, 2);
-}
+  const T *from(std::size_t rank) const { return data.data() + offsets[rank]; }
+};
 
 /// Exchanges per-rank vectors of trivially copyable T: sent[r] goes to
-/// rank r; returns what each rank sent here. Counts travel first.
+/// rank r. Counts travel first.
 template <typename T>
-std::vector<std::vector<T>>
-exchangeVectors(Communicator &comm, const std::vector<std::vector<T>> &sent) {
+Received<T> exchangeVectors(Communicator &comm,
+                            const std::vector<std::vector<T>> &sent) {
   const std::size_t ranks = sent.size();
   std::vector<int64_t> counts(ranks), incoming(ranks);
   for (std::size_t r = 0; r < ranks; ++r)
@@ -223,25 +214,27 @@ exchangeVectors(Communicator &comm, const std::vector<std::vector<T>> &sent) {
     at[r] = r * sizeof(int64_t);
   comm.allToAllV(counts.data(), eight, at, incoming.data(), eight, at);
   std::vector<T> packed;
+  std::size_t sentTotal = 0;
+  for (const std::vector<T> &part : sent)
+    sentTotal += part.size();
+  packed.reserve(sentTotal);
+  Received<T> received;
+  received.offsets.assign(ranks + 1, 0);
   std::vector<std::size_t> sendBytes(ranks), sendAt(ranks), recvBytes(ranks),
       recvAt(ranks);
-  std::size_t total = 0;
   for (std::size_t r = 0; r < ranks; ++r) {
     sendAt[r] = packed.size() * sizeof(T);
     sendBytes[r] = sent[r].size() * sizeof(T);
     packed.insert(packed.end(), sent[r].begin(), sent[r].end());
-    recvAt[r] = total * sizeof(T);
+    recvAt[r] = received.offsets[r] * sizeof(T);
     recvBytes[r] = static_cast<std::size_t>(incoming[r]) * sizeof(T);
-    total += static_cast<std::size_t>(incoming[r]);
+    received.offsets[r + 1] =
+        received.offsets[r] + static_cast<std::size_t>(incoming[r]);
   }
-  std::vector<T> received(total);
-  comm.allToAllV(packed.data(), sendBytes, sendAt, received.data(), recvBytes,
-                 recvAt);
-  std::vector<std::vector<T>> result(ranks);
-  for (std::size_t r = 0; r < ranks; ++r)
-    result[r].assign(received.begin() + recvAt[r] / sizeof(T),
-                     received.begin() + (recvAt[r] + recvBytes[r]) / sizeof(T));
-  return result;
+  received.data.resize(received.offsets[ranks]);
+  comm.allToAllV(packed.data(), sendBytes, sendAt, received.data.data(),
+                 recvBytes, recvAt);
+  return received;
 }
 
 std::string checkDispatch(const Communicator &comm,
@@ -327,20 +320,17 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
     for (int64_t j = 0; j < k; ++j)
       handle.slotRank.push_back(placement.rankOfExpert[row[j]]);
   }
-  std::vector<std::vector<std::byte>> rowsFrom =
-      exchangeVectors(comm, rowsTo);
-  std::vector<std::vector<int32_t>> slotsFrom =
-      exchangeVectors(comm, slotsTo);
+  Received<std::byte> rowsFrom = exchangeVectors(comm, rowsTo);
+  Received<int32_t> slotsFrom = exchangeVectors(comm, slotsTo);
 
   // Group by local expert: expert e's rows in (source rank, token, slot)
   // order; remember where each (source, row, slot) went for the way back.
   const auto local = static_cast<int64_t>(held[comm.rank()]);
   Dispatched result;
   result.expertOffsets.assign(static_cast<std::size_t>(local + 1), 0);
-  for (int r = 0; r < ranks; ++r)
-    for (int32_t e : slotsFrom[r])
-      if (e >= 0)
-        ++result.expertOffsets[e + 1];
+  for (int32_t e : slotsFrom.data)
+    if (e >= 0)
+      ++result.expertOffsets[e + 1];
   for (int64_t e = 0; e < local; ++e)
     result.expertOffsets[e + 1] += result.expertOffsets[e];
   handle.groupedRows = result.expertOffsets[local];
@@ -349,15 +339,15 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
                             result.expertOffsets.end() - 1);
   handle.returnRows.assign(static_cast<std::size_t>(ranks), {});
   for (int r = 0; r < ranks; ++r) {
-    const std::size_t received = rowsFrom[r].size() / rowBytes;
+    const std::size_t received = rowsFrom.count(r) / rowBytes;
     for (std::size_t i = 0; i < received; ++i)
       for (int64_t j = 0; j < k; ++j) {
-        int32_t e = slotsFrom[r][i * k + j];
+        int32_t e = slotsFrom.from(r)[i * k + j];
         if (e < 0)
           continue;
         int64_t at = next[e]++;
         std::memcpy(result.rows.data() + at * rowBytes,
-                    rowsFrom[r].data() + i * rowBytes, rowBytes);
+                    rowsFrom.from(r) + i * rowBytes, rowBytes);
         handle.returnRows[r].push_back(at);
       }
   }
@@ -399,25 +389,42 @@ std::vector<std::byte> combine(Communicator &comm,
       const std::byte *row = expertOutputs.data() + at * rowBytes;
       back[r].insert(back[r].end(), row, row + rowBytes);
     }
-  std::vector<std::vector<std::byte>> outputs =
-      exchangeVectors(comm, back);
+  Received<std::byte> outputs = exchangeVectors(comm, back);
 
-  // Sum per token over its slots in slot order, in fp32.
+  // Sum per token over its slots in slot order, in fp32: each slot's row
+  // widened to fp32 once, then one multiply-add per element.
   std::vector<std::byte> combined(static_cast<std::size_t>(handle.tokens) *
                                   rowBytes);
-  std::vector<std::size_t> nextFrom(outputs.size(), 0);
-  std::vector<float> sum(static_cast<std::size_t>(handle.hiddenSize));
+  std::vector<std::size_t> nextFrom(outputs.offsets.begin(),
+                                    outputs.offsets.end() - 1);
+  const auto hidden = static_cast<std::size_t>(handle.hiddenSize);
+  std::vector<float> sum(hidden), row(hidden);
+  std::vector<uint16_t> narrow(hidden);
   for (int64_t t = 0; t < handle.tokens; ++t) {
     std::fill(sum.begin(), sum.end(), 0.0f);
     for (int64_t j = 0; j < handle.k; ++j) {
       int32_t r = handle.slotRank[t * handle.k + j];
-      const std::byte *row = outputs[r].data() + nextFrom[r]++ * rowBytes;
+      const std::byte *bytes = outputs.data.data() + nextFrom[r];
+      nextFrom[r] += rowBytes;
+      if (handle.rowType == RowType::F32) {
+        std::memcpy(row.data(), bytes, rowBytes);
+      } else {
+        std::memcpy(narrow.data(), bytes, rowBytes);
+        for (std::size_t h = 0; h < hidden; ++h)
+          row[h] = npy::bf16ToFloat(narrow[h]);
+      }
       const float w = weights[t * handle.k + j];
-      for (int64_t h = 0; h < handle.hiddenSize; ++h)
-        sum[h] += w * loadElement(row, h, handle.rowType);
+      for (std::size_t h = 0; h < hidden; ++h)
+        sum[h] += w * row[h];
     }
-    for (int64_t h = 0; h < handle.hiddenSize; ++h)
-      storeElement(combined.data() + t * rowBytes, h, sum[h], handle.rowType);
+    std::byte *out = combined.data() + t * rowBytes;
+    if (handle.rowType == RowType::F32) {
+      std::memcpy(out, sum.data(), rowBytes);
+    } else {
+      for (std::size_t h = 0; h < hidden; ++h)
+        narrow[h] = npy::floatToBf16(sum[h]); // nearest even, NaN kept
+      std::memcpy(out, narrow.data(), rowBytes);
+    }
   }
   return combined;
 }
