@@ -328,6 +328,22 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
   const auto local = static_cast<int64_t>(held[comm.rank()]);
   Dispatched result;
   result.expertOffsets.assign(static_cast<std::size_t>(local + 1), 0);
+  // Peers ran the same code on agreed arguments; a mismatch here is a
+  // broken exchange, refused rather than read out of bounds.
+  for (int r = 0; r < ranks; ++r)
+    if (rowsFrom.count(r) % rowBytes != 0 ||
+        slotsFrom.count(r) != rowsFrom.count(r) / rowBytes *
+                                  static_cast<std::size_t>(k))
+      throw Error(Error::Kind::Communication,
+                  "dispatch: rank " + std::to_string(r) + " sent " +
+                      std::to_string(rowsFrom.count(r)) + " row bytes and " +
+                      std::to_string(slotsFrom.count(r)) +
+                      " slots, which do not match");
+  for (int32_t e : slotsFrom.data)
+    if (e >= local)
+      throw Error(Error::Kind::Communication,
+                  "dispatch: a peer named local expert " + std::to_string(e) +
+                      " of " + std::to_string(local));
   for (int32_t e : slotsFrom.data)
     if (e >= 0)
       ++result.expertOffsets[e + 1];
@@ -390,6 +406,17 @@ std::vector<std::byte> combine(Communicator &comm,
       back[r].insert(back[r].end(), row, row + rowBytes);
     }
   Received<std::byte> outputs = exchangeVectors(comm, back);
+  std::vector<std::size_t> expected(outputs.offsets.size() - 1, 0);
+  for (int32_t r : handle.slotRank)
+    expected[r] += rowBytes;
+  for (std::size_t r = 0; r < expected.size(); ++r)
+    if (outputs.count(r) != expected[r])
+      throw Error(Error::Kind::Communication,
+                  "combine: rank " + std::to_string(r) + " sent back " +
+                      std::to_string(outputs.count(r)) + " bytes, " +
+                      std::to_string(expected[r]) +
+                      " expected: the ranks' handles are not from one "
+                      "dispatch");
 
   // Sum per token over its slots in slot order, in fp32: each slot's row
   // widened to fp32 once, then one multiply-add per element.

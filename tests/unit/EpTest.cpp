@@ -72,7 +72,8 @@ public:
       // EXPECT, not ASSERT: a rank leaving early would strand the others
       // at the barrier.
       EXPECT_EQ(from.bytes[rankInGroup], recvBytes[r]) << "rank " << r;
-      if (from.bytes[rankInGroup] == recvBytes[r])
+      // (memcpy wants real pointers even for 0 bytes.)
+      if (from.bytes[rankInGroup] == recvBytes[r] && recvBytes[r] > 0)
         std::memcpy(static_cast<char *>(recv) + recvOffsets[r],
                     from.send + from.offsets[rankInGroup], recvBytes[r]);
     }
