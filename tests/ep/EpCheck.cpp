@@ -17,6 +17,9 @@
 //                placed by an explicit map)
 //   rank-dies    rank 1 exits before the exchange; the others must not
 //                wait for it forever
+//   dispatch-dtype, dispatch-k, dispatch-experts
+//                dispatch where rank 1 passes bf16 rows, k = 3 or 16
+//                experts where the others pass fp32, 2 and 8
 //
 // Exit code 0 when the rank saw what the scenario expects, 1 otherwise.
 //
@@ -162,6 +165,32 @@ int moeLayer(ep::Communicator &comm, bool skewed) {
   return maxError == 0.0 ? 0 : 1;
 }
 
+int dispatchMismatch(ep::Communicator &comm, const std::string &scenario) {
+  const int rank = comm.rank();
+  const bool deviant = rank == 1;
+  ep::RowType type = deviant && scenario == "dispatch-dtype" ? ep::RowType::BF16
+                                                         : ep::RowType::F32;
+  int64_t k = deviant && scenario == "dispatch-k" ? 3 : 2;
+  int64_t experts = deviant && scenario == "dispatch-experts" ? 16 : kExperts;
+  const int64_t hidden = 4, tokens = 1;
+  std::vector<std::byte> rows(
+      static_cast<std::size_t>(hidden) *
+      (type == ep::RowType::F32 ? 4 : 2));
+  std::vector<int32_t> ids;
+  for (int64_t j = 0; j < k; ++j)
+    ids.push_back(static_cast<int32_t>(j));
+  try {
+    ep::dispatch(comm, rows, type, hidden, ids, tokens, k,
+                 ep::ExpertPlacement::contiguous(experts, comm.size()));
+  } catch (const Error &e) {
+    std::printf("rank %d: %s error: %s\n", rank, toString(e.kind()),
+                e.what());
+    return 0;
+  }
+  std::printf("rank %d: FAIL: no error\n", rank);
+  return 1;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -177,7 +206,10 @@ int main(int argc, char **argv) {
         if (comm.rank() == 1)
           std::_Exit(3);
         status = allGather(comm);
-      } else if (scenario == "moe-layer" || scenario == "skewed")
+      } else if (scenario == "dispatch-dtype" || scenario == "dispatch-k" ||
+                 scenario == "dispatch-experts")
+        status = dispatchMismatch(comm, scenario);
+      else if (scenario == "moe-layer" || scenario == "skewed")
         status = moeLayer(comm, scenario == "skewed");
       else if (scenario == "bad-id" || scenario == "duplicate" ||
                scenario == "bad-k" || scenario == "bad-experts")
@@ -185,7 +217,8 @@ int main(int argc, char **argv) {
       else
         std::fprintf(stderr, "usage: moegen-ep-check all-gather|bad-id|"
                              "duplicate|bad-k|bad-experts|moe-layer|"
-                             "skewed|rank-dies\n");
+                             "skewed|rank-dies|dispatch-dtype|"
+                             "dispatch-k|dispatch-experts\n");
     } catch (const Error &e) {
       std::printf("rank %d: FAIL: %s\n", comm.rank(), e.what());
     }
