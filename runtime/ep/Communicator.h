@@ -52,6 +52,14 @@ public:
                          std::span<const std::size_t> recvOffsets) = 0;
 };
 
+/// Throws rt::Error(InvalidArgument) unless an allToAllV call gives one
+/// count and offset per rank of `ranks` (`name`: "mpi", "nccl").
+void checkAllToAllV(const std::string &name, int ranks,
+                    std::span<const std::size_t> sendBytes,
+                    std::span<const std::size_t> sendOffsets,
+                    std::span<const std::size_t> recvBytes,
+                    std::span<const std::size_t> recvOffsets);
+
 } // namespace moegen::rt::ep
 
 #endif // MOEGEN_RUNTIME_EP_COMMUNICATOR_H

@@ -339,14 +339,14 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
                       std::to_string(rowsFrom.count(r)) + " row bytes and " +
                       std::to_string(slotsFrom.count(r)) +
                       " slots, which do not match");
-  for (int32_t e : slotsFrom.data)
+  for (int32_t e : slotsFrom.data) {
     if (e >= local)
       throw Error(Error::Kind::Communication,
                   "dispatch: a peer named local expert " + std::to_string(e) +
                       " of " + std::to_string(local));
-  for (int32_t e : slotsFrom.data)
     if (e >= 0)
       ++result.expertOffsets[e + 1];
+  }
   for (int64_t e = 0; e < local; ++e)
     result.expertOffsets[e + 1] += result.expertOffsets[e];
   handle.groupedRows = result.expertOffsets[local];

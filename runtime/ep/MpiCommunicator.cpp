@@ -67,11 +67,8 @@ void MpiCommunicator::allToAllV(const void *send,
                                 std::span<const std::size_t> recvBytes,
                                 std::span<const std::size_t> recvOffsets) {
   const auto ranks = static_cast<std::size_t>(groupSize);
-  if (sendBytes.size() != ranks || sendOffsets.size() != ranks ||
-      recvBytes.size() != ranks || recvOffsets.size() != ranks)
-    throw Error(Error::Kind::InvalidArgument,
-                "mpi: an all-to-all needs one count and offset per rank (" +
-                    std::to_string(ranks) + ")");
+  checkAllToAllV(name(), groupSize, sendBytes, sendOffsets, recvBytes,
+                 recvOffsets);
   std::vector<int> sc(ranks), sd(ranks), rc(ranks), rd(ranks);
   for (std::size_t r = 0; r < ranks; ++r) {
     sc[r] = count(sendBytes[r], "a send");

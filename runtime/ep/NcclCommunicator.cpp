@@ -203,11 +203,8 @@ void NcclCommunicator::allToAllV(const void *send,
                                  std::span<const std::size_t> recvBytes,
                                  std::span<const std::size_t> recvOffsets) {
   const auto ranks = static_cast<std::size_t>(groupSize);
-  if (sendBytes.size() != ranks || sendOffsets.size() != ranks ||
-      recvBytes.size() != ranks || recvOffsets.size() != ranks)
-    throw Error(Error::Kind::InvalidArgument,
-                "nccl: an all-to-all needs one count and offset per rank (" +
-                    std::to_string(ranks) + ")");
+  checkAllToAllV(name(), groupSize, sendBytes, sendOffsets, recvBytes,
+                 recvOffsets);
   ScopedContext scope(CudaDriver::get(), context);
   // Point-to-point pairs in one group: NCCL's all-to-all-v.
   check(nccl->groupStart(), "ncclGroupStart");

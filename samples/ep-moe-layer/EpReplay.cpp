@@ -19,27 +19,12 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/backend/cpu/CpuHostRouter.h"
-#include "compiler/spec/SpecParser.h"
-#include "runtime/Error.h"
-#include "runtime/HostRouter.h"
+#include "ToyMoe.h"
+
 #include "runtime/Recorder.h"
-#include "runtime/ep/ExpertParallel.h"
 #include "runtime/ep/MpiCommunicator.h"
-#include "runtime/npy/HalfFloat.h"
 
-#include "llvm/Support/Error.h"
-
-#include <CLI/CLI.hpp>
-#include <mpi.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
 #include <random>
-#include <string>
-#include <vector>
 
 using namespace moegen;
 
@@ -62,74 +47,27 @@ void appendLogits(const rt::RouterFacts &facts, int r, int64_t t,
   std::normal_distribution<float> normal(0.0f, 2.0f);
   std::mt19937 drift(static_cast<unsigned>(r * 7 + t * 1009 + layer * 3 + 1));
   std::normal_distribution<float> noise(0.0f, 0.2f);
-  for (int64_t e = 0; e < facts.numExperts; ++e) {
-    float value = normal(random) + (perturbed ? noise(drift) : 0.0f);
-    if (facts.logits == rt::RouterFacts::Logits::F32) {
-      uint8_t bytes[4];
-      std::memcpy(bytes, &value, 4);
-      out.insert(out.end(), bytes, bytes + 4);
-    } else {
-      uint16_t bits = facts.logits == rt::RouterFacts::Logits::BF16
-                          ? npy::floatToBf16(value)
-                          : npy::floatToHalf(value);
-      uint8_t bytes[2];
-      std::memcpy(bytes, &bits, 2);
-      out.insert(out.end(), bytes, bytes + 2);
-    }
-  }
+  for (int64_t e = 0; e < facts.numExperts; ++e)
+    samples::appendLogit(
+        facts, normal(random) + (perturbed ? noise(drift) : 0.0f), out);
 }
 
 float hiddenValue(int r, int64_t t, int64_t h) {
   return std::sin(0.37f * static_cast<float>(r * 7919 + t * 31 + h));
 }
 
-float expert(int32_t e, int64_t experts, float x) {
-  float scale = static_cast<float>(e) / static_cast<float>(experts);
-  return x * (1.0f - scale) + scale;
-}
-
-/// Layer 0's MoE block over `comm` for tokens given by (rollout rank,
-/// token) with their routing; returns the largest difference against one
-/// rank's computation of the same tokens.
+/// Layer 0's MoE block over `comm` for tokens named by (rollout rank,
+/// token), against one rank's computation.
 double moeBlock(rt::ep::Communicator &comm, int64_t experts, int64_t k,
-                int64_t hiddenSize, const std::vector<std::pair<int, int64_t>> &tokens,
+                int64_t hiddenSize,
+                const std::vector<std::pair<int, int64_t>> &tokens,
                 const std::vector<int32_t> &ids,
                 const std::vector<float> &weights) {
-  const auto count = static_cast<int64_t>(tokens.size());
   std::vector<float> hidden;
   for (auto [r, t] : tokens)
     for (int64_t h = 0; h < hiddenSize; ++h)
       hidden.push_back(hiddenValue(r, t, h));
-  rt::ep::ExpertPlacement placement =
-      rt::ep::ExpertPlacement::contiguous(experts, comm.size());
-  rt::ep::Dispatched dispatched = rt::ep::dispatch(
-      comm, std::as_bytes(std::span<const float>(hidden)),
-      rt::ep::RowType::F32, hiddenSize, ids, count, k, placement);
-  std::vector<int32_t> local = placement.expertsOf(comm.rank());
-  for (std::size_t e = 0; e < local.size(); ++e)
-    for (int64_t row = dispatched.expertOffsets[e];
-         row < dispatched.expertOffsets[e + 1]; ++row)
-      for (int64_t h = 0; h < hiddenSize; ++h) {
-        std::byte *at = dispatched.rows.data() + (row * hiddenSize + h) * 4;
-        float x;
-        std::memcpy(&x, at, 4);
-        float y = expert(local[e], experts, x);
-        std::memcpy(at, &y, 4);
-      }
-  std::vector<std::byte> out =
-      rt::ep::combine(comm, dispatched.handle, dispatched.rows, weights);
-  double worst = 0.0;
-  for (int64_t i = 0; i < count; ++i)
-    for (int64_t h = 0; h < hiddenSize; ++h) {
-      float single = 0.0f;
-      for (int64_t j = 0; j < k; ++j)
-        single += weights[i * k + j] *
-                  expert(ids[i * k + j], experts, hidden[i * hiddenSize + h]);
-      float got;
-      std::memcpy(&got, out.data() + (i * hiddenSize + h) * 4, 4);
-      worst = std::max(worst, std::fabs(double(got) - double(single)));
-    }
-  return worst;
+  return samples::moeBlock(comm, experts, k, hiddenSize, hidden, ids, weights);
 }
 
 int run(const Options &options, rt::ep::MpiCommunicator &world) {
@@ -138,23 +76,11 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
     throw rt::Error(rt::Error::Kind::InvalidArgument,
                     "--train-ep " + std::to_string(options.trainEp) +
                         " must divide the rank count " + std::to_string(ranks));
-  std::string error;
-  std::optional<RoutingSpec> spec =
-      parseRoutingSpecFile(options.specPath, error);
-  if (!spec)
-    throw rt::Error(rt::Error::Kind::InvalidArgument, error);
-  spec->capture = true; // rollout records, training replays
-  spec->replay = true;
-  auto compiled = cpu::CpuHostRouter::compile(*spec, {});
-  if (!compiled)
-    throw rt::Error(rt::Error::Kind::Compile,
-                    llvm::toString(compiled.takeError()));
-  rt::HostRouter &router = **compiled;
+  // Rollout records, training replays.
+  std::unique_ptr<rt::HostRouter> compiled =
+      samples::compileRouter(options.specPath, /*captureAndReplay=*/true);
+  rt::HostRouter &router = *compiled;
   const rt::RouterFacts &facts = router.facts();
-  if (facts.hashSelection || facts.scoreBias)
-    throw rt::Error(rt::Error::Kind::InvalidArgument,
-                    options.specPath + ": the sample routes plain logits (no "
-                                       "bias, no hash table)");
   const int64_t E = facts.numExperts, k = facts.topK, L = options.layers;
 
   // Rollout: T_r tokens on rank r, every layer routed with capture.
@@ -276,7 +202,6 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
 } // namespace
 
 int main(int argc, char **argv) {
-  MPI_Init(&argc, &argv);
   Options options;
   CLI::App app{"Router replay across EP sizes: capture on rollout ranks, "
                "replay on training ranks regrouped (run under mpirun)"};
@@ -289,17 +214,9 @@ int main(int argc, char **argv) {
   app.add_option("--hidden", options.hidden, "hidden size")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 14));
   app.add_option("--train-ep", options.trainEp, "EP size of the training groups");
-  int status = 2;
-  try {
-    app.parse(argc, argv);
-    rt::ep::MpiCommunicator world;
-    status = run(options, world);
-  } catch (const CLI::ParseError &e) {
-    status = app.exit(e) == 0 ? 0 : 2;
-  } catch (const rt::Error &e) {
-    std::fprintf(stderr, "moegen-sample-ep-replay: error: %s\n", e.what());
-    status = e.kind() == rt::Error::Kind::InvalidArgument ? 2 : 1;
-  }
-  MPI_Finalize();
-  return status;
+  return samples::runUnderMpi(argc, argv, app, "moegen-sample-ep-replay",
+                              [&] {
+                                rt::ep::MpiCommunicator world;
+                                return run(options, world);
+                              });
 }

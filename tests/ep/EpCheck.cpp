@@ -36,6 +36,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,20 @@ int allGather(ep::Communicator &comm) {
   return 0;
 }
 
+/// Runs `call`, which must throw: prints the error ("rank R: KIND error:
+/// MESSAGE") and returns 0, or "FAIL: no error" and 1.
+int expectThrow(int rank, const std::function<void()> &call) {
+  try {
+    call();
+  } catch (const Error &e) {
+    std::printf("rank %d: %s error: %s\n", rank, toString(e.kind()),
+                e.what());
+    return 0;
+  }
+  std::printf("rank %d: FAIL: no error\n", rank);
+  return 1;
+}
+
 int expectError(ep::Communicator &comm, const std::string &scenario) {
   int rank = comm.rank(), last = comm.size() - 1;
   std::vector<int32_t> ids = forcedIds(rank);
@@ -94,15 +109,9 @@ int expectError(ep::Communicator &comm, const std::string &scenario) {
   } else if (scenario == "bad-experts" && rank == 1) {
     experts = 16;
   }
-  try {
+  return expectThrow(rank, [&] {
     ep::allGatherForcedIds(comm, ids, tokens, k, experts);
-  } catch (const Error &e) {
-    std::printf("rank %d: %s error: %s\n", rank, toString(e.kind()),
-                e.what());
-    return 0;
-  }
-  std::printf("rank %d: FAIL: no error\n", rank);
-  return 1;
+  });
 }
 
 int moeLayer(ep::Communicator &comm, bool skewed) {
@@ -168,8 +177,9 @@ int moeLayer(ep::Communicator &comm, bool skewed) {
 int dispatchMismatch(ep::Communicator &comm, const std::string &scenario) {
   const int rank = comm.rank();
   const bool deviant = rank == 1;
-  ep::RowType type = deviant && scenario == "dispatch-dtype" ? ep::RowType::BF16
-                                                         : ep::RowType::F32;
+  ep::RowType type = deviant && scenario == "dispatch-dtype"
+                         ? ep::RowType::BF16
+                         : ep::RowType::F32;
   int64_t k = deviant && scenario == "dispatch-k" ? 3 : 2;
   int64_t experts = deviant && scenario == "dispatch-experts" ? 16 : kExperts;
   const int64_t hidden = 4, tokens = 1;
@@ -179,16 +189,10 @@ int dispatchMismatch(ep::Communicator &comm, const std::string &scenario) {
   std::vector<int32_t> ids;
   for (int64_t j = 0; j < k; ++j)
     ids.push_back(static_cast<int32_t>(j));
-  try {
+  return expectThrow(rank, [&] {
     ep::dispatch(comm, rows, type, hidden, ids, tokens, k,
                  ep::ExpertPlacement::contiguous(experts, comm.size()));
-  } catch (const Error &e) {
-    std::printf("rank %d: %s error: %s\n", rank, toString(e.kind()),
-                e.what());
-    return 0;
-  }
-  std::printf("rank %d: FAIL: no error\n", rank);
-  return 1;
+  });
 }
 
 } // namespace

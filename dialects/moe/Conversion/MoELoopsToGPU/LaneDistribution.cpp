@@ -235,9 +235,8 @@ bool LaneDistributor::conflict(const PendingAccesses &done,
       continue;
     const RowAccesses &earlier = it->second;
     bool own = later.ownLoad || later.ownStore;
-    if ((later.ownLoad && !earlier.anyStores.empty()) ||
+    if ((own && !earlier.anyStores.empty()) ||
         (later.ownStore && !earlier.anyLoads.empty()) ||
-        (own && !earlier.anyStores.empty()) ||
         (!later.anyLoads.empty() && earlier.ownStore) ||
         (!later.anyStores.empty() && (earlier.ownStore || earlier.ownLoad)) ||
         earlier.anyStores.mayOverlap(later.anyLoads) ||
