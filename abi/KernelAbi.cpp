@@ -8,8 +8,8 @@ namespace {
 
 constexpr std::array<std::string_view, 6> kDTypeNames = {"f32", "bf16", "f16",
                                                          "i16", "i32",  "i64"};
-constexpr std::array<std::string_view, 4> kEntryNames = {
-    "route", "route_hash", "replay", "dispatch"};
+constexpr std::array<std::string_view, 6> kEntryNames = {
+    "route", "route_hash", "replay", "dispatch", "permute", "combine"};
 constexpr std::array<std::string_view, 3> kAccessNames = {"read", "write",
                                                           "readwrite"};
 constexpr std::array<std::string_view, 6> kRoleNames = {
@@ -98,6 +98,28 @@ constexpr ArgSpec kDispatch[] = {
             DTypeRule::Fixed, DType::I32, Access::ReadWrite,
             /*required=*/false}};
 
+// Permute and combine run per token like the row kernels: permute fills the
+// k rows of sorted positions [t*k, t*k + k), combine token t's row.
+constexpr ArgSpec kPermute[] = {
+    tensor("hidden", {Tokens, Hidden}, 2, DType::F32, Access::Read, true,
+           DTypeRule::Hidden),
+    tensor("sorted_slots", {Slots}, 1, DType::I32, Access::Read),
+    tensor("permuted", {Slots, Hidden}, 2, DType::F32, Access::Write, true,
+           DTypeRule::Hidden),
+    kErrorRecord,
+    kTokenBegin,
+    kTokenEnd};
+constexpr ArgSpec kCombine[] = {
+    tensor("topk_weights", {Tokens, TopK}, 2, DType::F32, Access::Read),
+    tensor("slot_positions", {Slots}, 1, DType::I32, Access::Read),
+    tensor("expert_output", {Slots, Hidden}, 2, DType::F32, Access::Read,
+           true, DTypeRule::Hidden),
+    tensor("combined", {Tokens, Hidden}, 2, DType::F32, Access::Write, true,
+           DTypeRule::Hidden),
+    kErrorRecord,
+    kTokenBegin,
+    kTokenEnd};
+
 } // namespace
 
 std::string_view toString(DType dtype) {
@@ -165,6 +187,8 @@ std::string_view toString(DimRule rule) {
     return "L";
   case Slots:
     return "T*k";
+  case Hidden:
+    return "H";
   case Experts:
     return "E";
   case ExpertsPlus1:
@@ -189,6 +213,10 @@ std::span<const ArgSpec> entrySignature(EntryKind entry) {
     return kReplay;
   case EntryKind::Dispatch:
     return kDispatch;
+  case EntryKind::Permute:
+    return kPermute;
+  case EntryKind::Combine:
+    return kCombine;
   }
   return {};
 }

@@ -35,13 +35,15 @@ std::optional<DType> parseDType(std::string_view text);
 size_t byteSize(DType dtype);
 
 /// The entry points a spec compiles to.
-enum class EntryKind { Route, RouteHash, Replay, Dispatch };
-/// "route", "route_hash", "replay", "dispatch".
+/// Permute and combine move hidden rows, not routing data: a spec emits
+/// them with `permute: true` (docs/kernel-abi.md, "Permute and combine").
+enum class EntryKind { Route, RouteHash, Replay, Dispatch, Permute, Combine };
+/// "route", "route_hash", "replay", "dispatch", "permute", "combine".
 std::string_view toString(EntryKind entry);
 std::optional<EntryKind> parseEntryKind(std::string_view text);
-inline constexpr std::array<EntryKind, 4> kEntryKinds = {
-    EntryKind::Route, EntryKind::RouteHash, EntryKind::Replay,
-    EntryKind::Dispatch};
+inline constexpr std::array<EntryKind, 6> kEntryKinds = {
+    EntryKind::Route,    EntryKind::RouteHash, EntryKind::Replay,
+    EntryKind::Dispatch, EntryKind::Permute,   EntryKind::Combine};
 
 enum class Access { Read, Write, ReadWrite };
 /// "read", "write", "readwrite".
@@ -76,18 +78,20 @@ enum class DimRule {
   HashRows,     ///< V, the hash table's rows, dynamic
   Layers,       ///< L, the capture buffer's layers, dynamic
   Slots,        ///< T * k, dynamic
+  Hidden,       ///< H, the hidden size, dynamic
   Experts,      ///< E, static
   ExpertsPlus1, ///< E + 1, static
   TopK,         ///< k, static
   ErrorWords,   ///< the error record's words on the target, static
   DispatchScratchWords, ///< dispatchScratchWords(E), static
 };
-/// "T", "V", "L", "T*k", "E", "E+1", "k", "W", "S".
+/// "T", "V", "L", "T*k", "H", "E", "E+1", "k", "W", "S".
 std::string_view toString(DimRule rule);
 /// Whether the dimension is a run-time size (a symbol in the manifest).
 constexpr bool isDynamic(DimRule rule) {
   return rule == DimRule::Tokens || rule == DimRule::HashRows ||
-         rule == DimRule::Layers || rule == DimRule::Slots;
+         rule == DimRule::Layers || rule == DimRule::Slots ||
+         rule == DimRule::Hidden;
 }
 
 /// Where an argument's element type comes from.
@@ -95,6 +99,7 @@ enum class DTypeRule {
   Fixed,   ///< ArgSpec::dtype
   Logits,  ///< the spec's logits dtype (f32, bf16, f16)
   Capture, ///< i16 when E <= kMaxI16CaptureExperts, else i32
+  Hidden,  ///< the spec's hidden dtype (f32, bf16, f16)
 };
 inline constexpr int64_t kMaxI16CaptureExperts = 32767;
 constexpr DType captureDType(int64_t numExperts) {

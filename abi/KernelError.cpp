@@ -73,6 +73,12 @@ std::string formatKernelError(const int64_t *record, int64_t numExperts,
   case KernelErrorCode::DispatchIdOutOfRange:
     return at2(idsTensorName, i0, i1) + " = " + v + ": " +
            expertRange(numExperts);
+  case KernelErrorCode::PermuteSlotOutOfRange:
+    return "sorted_slots[" + std::to_string(i0) + "] = " + v +
+           ": outside the slots [0, " + std::to_string(i1) + ")";
+  case KernelErrorCode::CombinePositionOutOfRange:
+    return "slot_positions[" + std::to_string(i0) + "] = " + v +
+           ": outside the permuted rows [0, " + std::to_string(i1) + ")";
   }
   return "kernel error record with unknown code " +
          std::to_string(record[kErrorCode]);

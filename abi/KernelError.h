@@ -51,14 +51,21 @@ enum class KernelErrorCode : int64_t {
   CaptureLayerOutOfRange = 7,
   /// The dispatch input ids[index0][index1] = value is outside [0, E).
   DispatchIdOutOfRange = 8,
+  /// The permute input sorted_slots[index0] = value is outside
+  /// [0, index1 = T * k).
+  PermuteSlotOutOfRange = 9,
+  /// The combine input slot_positions[index0] = value is outside
+  /// [0, index1 = T * k).
+  CombinePositionOutOfRange = 10,
 };
 
 /// Violations are reported in the order of docs/semantics.md §2: by
 /// category (logits, then the bias, then hash inputs, then forced ids, then
-/// the capture layer, then dispatch ids), then by token, then by index. The
+/// the capture layer, then dispatch ids; permute's and combine's inputs,
+/// each in its own entry point, last), then by token, then by index. The
 /// category of a code; 0 for None. Codes are numbered so that a code's
 /// category is the number of these thresholds it reaches.
-inline constexpr int64_t kErrorCategoryThresholds[] = {1, 2, 5, 7, 8};
+inline constexpr int64_t kErrorCategoryThresholds[] = {1, 2, 5, 7, 8, 9};
 constexpr int64_t kernelErrorCategory(int64_t code) {
   int64_t category = 0;
   for (int64_t threshold : kErrorCategoryThresholds)

@@ -147,11 +147,13 @@ Dim Parser::parseDim(const Json &value, const std::string &key) {
     else
       fail(key, "unknown symbolic dimension " +
                     quote(value.get<std::string>()) +
-                    " (expected \"T\", \"V\", \"L\", \"T*k\" or an integer)");
+                    " (expected \"T\", \"V\", \"L\", \"T*k\", \"H\" or an "
+                    "integer)");
     return dim;
   }
   if (!value.is_number_integer())
-    fail(key, "must be an integer or a symbol (\"T\", \"V\", \"L\", \"T*k\"), "
+    fail(key, "must be an integer or a symbol (\"T\", \"V\", \"L\", \"T*k\", "
+              "\"H\"), "
               "got " +
                   describe(value));
   dim.extent = getInt(value, key, 0, std::numeric_limits<int32_t>::max());
@@ -174,6 +176,9 @@ std::vector<Dim> Parser::expectedShape(const ArgSpec &arg) {
       break;
     case DimRule::Slots:
       dim.symbol = Dim::Symbol::TK;
+      break;
+    case DimRule::Hidden:
+      dim.symbol = Dim::Symbol::H;
       break;
     case DimRule::Experts:
       dim.extent = manifest.numExperts;
@@ -365,6 +370,12 @@ void Parser::parseKernel(const Json &value, const std::string &key,
                "missing, but " + pkey + " is a capture buffer");
         want = manifest.captureDType;
         source = "as capture_dtype";
+      } else if (it->dtypeRule == DTypeRule::Hidden) {
+        if (!manifest.hiddenDType)
+          fail("hidden_dtype",
+               "missing, but " + pkey + " is a hidden-state tensor");
+        want = manifest.hiddenDType;
+        source = "as hidden_dtype";
       }
       if (param.dtype != *want)
         fail(pkey + ".dtype", quote(toString(param.dtype)) + " must be " +
@@ -585,6 +596,18 @@ Manifest Parser::parse(std::string_view text) {
                " (i16 when num_experts <= 32767, else i32)");
   }
 
+  if (auto it = root.find("hidden_dtype"); it != root.end()) {
+    manifest.hiddenDType = getDType(*it, "hidden_dtype");
+    if (*manifest.hiddenDType != DType::F32 &&
+        *manifest.hiddenDType != DType::BF16 &&
+        *manifest.hiddenDType != DType::F16)
+      fail("hidden_dtype", quote(toString(*manifest.hiddenDType)) +
+                               " must be f32, bf16 or f16");
+    manifest.hiddenSize =
+        getInt(member(root, "", "hidden_size"), "hidden_size", 1,
+               std::numeric_limits<int32_t>::max());
+  }
+
   // Optional: the compiler may state the record size; it must be ours.
   if (auto it = root.find("error_record_words"); it != root.end())
     getInt(*it, "error_record_words", moegen::kGpuKernelErrorWords,
@@ -630,7 +653,8 @@ std::string_view toString(ParamKind kind) {
 
 std::optional<Dim::Symbol> parseDimSymbol(std::string_view text) {
   for (Dim::Symbol symbol :
-       {Dim::Symbol::T, Dim::Symbol::V, Dim::Symbol::L, Dim::Symbol::TK})
+       {Dim::Symbol::T, Dim::Symbol::V, Dim::Symbol::L, Dim::Symbol::TK,
+        Dim::Symbol::H})
     if (toString(Dim{symbol, 0}) == text)
       return symbol;
   return std::nullopt;
@@ -648,6 +672,8 @@ std::string toString(const Dim &dim) {
     return "L";
   case Dim::Symbol::TK:
     return "T*k";
+  case Dim::Symbol::H:
+    return "H";
   }
   return "?";
 }
@@ -789,6 +815,10 @@ std::string writeManifest(const Manifest &manifest) {
   root["logits_dtype"] = toString(manifest.logitsDType);
   if (manifest.captureDType)
     root["capture_dtype"] = toString(*manifest.captureDType);
+  if (manifest.hiddenDType) {
+    root["hidden_dtype"] = toString(*manifest.hiddenDType);
+    root["hidden_size"] = manifest.hiddenSize;
+  }
   root["error_record_words"] = kGpuKernelErrorWords;
   root["kernels"] = std::move(kernels);
   return root.dump(2) + "\n";

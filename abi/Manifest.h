@@ -41,15 +41,15 @@ std::string_view toString(ParamKind kind);
 /// One dimension of a pointer parameter's shape: a fixed extent, or one of
 /// the symbols the caller's sizes resolve.
 struct Dim {
-  enum class Symbol { None, T, V, L, TK };
+  enum class Symbol { None, T, V, L, TK, H };
   Symbol symbol = Symbol::None; ///< None: fixed `extent`
   int64_t extent = 0;
 
   bool isDynamic() const { return symbol != Symbol::None; }
 };
-/// "T", "V", "L", "T*k", or the extent.
+/// "T", "V", "L", "T*k", "H", or the extent.
 std::string toString(const Dim &dim);
-/// The symbol "T", "V", "L" or "T*k" names, or nothing.
+/// The symbol "T", "V", "L", "T*k" or "H" names, or nothing.
 std::optional<Dim::Symbol> parseDimSymbol(std::string_view text);
 
 /// One cuLaunchKernel parameter; every parameter is 8 bytes.
@@ -147,6 +147,10 @@ struct Manifest {
   int64_t topK = 0;
   DType logitsDType = DType::F32;
   std::optional<DType> captureDType;
+  /// Permute and combine's row type (f32, bf16, f16) and the spec's default
+  /// hidden size; present exactly when those kernels are.
+  std::optional<DType> hiddenDType;
+  int64_t hiddenSize = 0;
   std::vector<Kernel> kernels;
 
   /// The kernel of this entry point, or null.

@@ -4,6 +4,9 @@
 #include "runtime/Error.h"
 #include "runtime/Manifest.h"
 
+#include <algorithm>
+#include <limits>
+
 namespace moegen::rt {
 
 RouterFacts routerFactsOf(const Manifest &manifest) {
@@ -22,7 +25,68 @@ RouterFacts routerFactsOf(const Manifest &manifest) {
   facts.capture = manifest.captureDType.has_value();
   facts.replay = manifest.find(EntryKind::Replay) != nullptr;
   facts.dispatch = manifest.find(EntryKind::Dispatch) != nullptr;
+  facts.permute = manifest.find(EntryKind::Permute) != nullptr &&
+                  manifest.find(EntryKind::Combine) != nullptr &&
+                  manifest.hiddenDType.has_value();
+  if (manifest.hiddenDType)
+    facts.hidden = *manifest.hiddenDType == DType::F32
+                       ? RouterFacts::Logits::F32
+                   : *manifest.hiddenDType == DType::F16
+                       ? RouterFacts::Logits::F16
+                       : RouterFacts::Logits::BF16;
+  facts.hiddenSize = manifest.hiddenSize;
   return facts;
+}
+
+std::string checkRowMovementSizes(const RouterFacts &facts, const char *entry,
+                                  int64_t numTokens, int64_t hiddenSize) {
+  if (!facts.permute)
+    return std::string(entry) +
+           ": the spec has no permute and combine entry points (set "
+           "permute: true)";
+  if (numTokens < 0)
+    return "num_tokens = " + std::to_string(numTokens) +
+           ": must not be negative";
+  const int64_t k = facts.topK;
+  if (numTokens > std::numeric_limits<int32_t>::max() / k)
+    return "num_tokens = " + std::to_string(numTokens) +
+           ": num_tokens * top_k must fit in int32";
+  if (hiddenSize < 1)
+    return "hidden_size = " + std::to_string(hiddenSize) +
+           ": must be at least 1";
+  // The largest buffer, [T * k, H], must be addressable in bytes.
+  const int64_t rowBytes = static_cast<int64_t>(facts.hiddenBytes());
+  if (hiddenSize > std::numeric_limits<int64_t>::max() / rowBytes /
+                       std::max<int64_t>(1, numTokens * k))
+    return "hidden_size = " + std::to_string(hiddenSize) +
+           ": num_tokens * top_k * hidden_size elements overflow";
+  return {};
+}
+
+std::string checkPermuteCall(const RouterFacts &facts,
+                             const HostPermuteCall &call) {
+  if (std::string error =
+          checkRowMovementSizes(facts, "permute", call.numTokens, call.hiddenSize);
+      !error.empty())
+    return error;
+  if (call.numTokens > 0 &&
+      (!call.hidden || !call.sortedSlots || !call.permuted))
+    return "hidden, sorted_slots, permuted: buffers required when num_tokens "
+           "> 0";
+  return {};
+}
+
+std::string checkCombineCall(const RouterFacts &facts,
+                             const HostCombineCall &call) {
+  if (std::string error =
+          checkRowMovementSizes(facts, "combine", call.numTokens, call.hiddenSize);
+      !error.empty())
+    return error;
+  if (call.numTokens > 0 && (!call.topkWeights || !call.slotPositions ||
+                             !call.expertOutput || !call.combined))
+    return "topk_weights, slot_positions, expert_output, combined: buffers "
+           "required when num_tokens > 0";
+  return {};
 }
 
 HostEntry entryOf(const HostRouteCall &call) {

@@ -47,6 +47,15 @@ struct RouterFacts {
   bool replay = false;
   /// Dispatch metadata follows every call.
   bool dispatch = false;
+  /// The permute and combine entry points exist, over rows of `hidden`
+  /// (the same three types as logits); `hiddenSize` is the spec's default
+  /// H (calls give their own).
+  bool permute = false;
+  Logits hidden = Logits::BF16;
+  int64_t hiddenSize = 0;
+
+  /// Bytes per hidden element.
+  size_t hiddenBytes() const { return hidden == Logits::F32 ? 4 : 2; }
 
   /// Bytes per logit: 4 for f32, 2 for the bf16 / f16 bit patterns.
   size_t logitBytes() const { return logits == Logits::F32 ? 4 : 2; }
@@ -89,6 +98,43 @@ struct HostRouteCall {
   int32_t *slotPositions = nullptr;
 };
 
+/// One permute call: `permuted[p, :] = hidden[sortedSlots[p] / k, :]` for
+/// p < T * k, rows of H = hiddenSize elements of the facts' hidden type
+/// (float, or bf16 / f16 bit patterns). sortedSlots is dispatch's output.
+struct HostPermuteCall {
+  int64_t numTokens = 0;
+  int64_t hiddenSize = 0;
+  const void *hidden = nullptr;          ///< [T, H]
+  const int32_t *sortedSlots = nullptr;  ///< [T * k]
+  void *permuted = nullptr;              ///< [T * k, H], written
+};
+
+/// One combine call: `combined[t, :] = sum_j topkWeights[t, j] *
+/// expertOutput[slotPositions[t * k + j], :]`, in f32, rounded once to the
+/// hidden type. slotPositions is dispatch's output.
+struct HostCombineCall {
+  int64_t numTokens = 0;
+  int64_t hiddenSize = 0;
+  const float *topkWeights = nullptr;      ///< [T, k]
+  const int32_t *slotPositions = nullptr;  ///< [T * k]
+  const void *expertOutput = nullptr;      ///< [T * k, H]
+  void *combined = nullptr;                ///< [T, H], written
+};
+
+/// The size checks of permute and combine (`entry` names the call): the
+/// entry points exist, T >= 0, T * k fits in int32, H >= 1 and the largest
+/// buffer ([T * k, H]) is addressable. "" or one line.
+std::string checkRowMovementSizes(const RouterFacts &facts, const char *entry,
+                                  int64_t numTokens, int64_t hiddenSize);
+
+/// What every backend checks before a permute or combine call: the entry
+/// points exist, sizes are in range (T * k and T * k * H addressable), and
+/// every buffer a non-empty call reads or writes is given. "" or one line.
+std::string checkPermuteCall(const RouterFacts &facts,
+                             const HostPermuteCall &call);
+std::string checkCombineCall(const RouterFacts &facts,
+                             const HostCombineCall &call);
+
 /// The entry point a call runs, chosen by the inputs it gives.
 enum class HostEntry { Route, RouteHash, Replay };
 HostEntry entryOf(const HostRouteCall &call);
@@ -120,6 +166,12 @@ public:
   std::string replay(const HostRouteCall &call) {
     return runAs(HostEntry::Replay, call);
   }
+
+  /// The permute and combine entry points (facts().permute): "" or the
+  /// one-line message of the first input violation (a row index outside
+  /// [0, T * k)), as run() does.
+  virtual std::string permute(const HostPermuteCall &call) = 0;
+  virtual std::string combine(const HostCombineCall &call) = 0;
 
 private:
   std::string runAs(HostEntry entry, const HostRouteCall &call);

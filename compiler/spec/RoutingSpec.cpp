@@ -167,6 +167,21 @@ std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
                      " must be a normal f32 value, in [", kMinNormalF32Text,
                      ", ", kMaxF32Text, "] (the weights are scaled in f32)");
 
+  if (spec.hiddenSize < 1 || spec.hiddenSize > kMaxHiddenSize)
+    return violation("hidden_size", "'hidden_size' = ", spec.hiddenSize,
+                     " must be in [1, ", kMaxHiddenSize, "]");
+  if (!spec.permute && spec.hiddenDType != RoutingSpec().hiddenDType)
+    return violation("hidden_dtype", "'hidden_dtype' = ",
+                     toString(spec.hiddenDType),
+                     " has no effect without permute: true; remove it");
+  if (!spec.permute && spec.hiddenSize != RoutingSpec().hiddenSize)
+    return violation("hidden_size", "'hidden_size' = ", spec.hiddenSize,
+                     " has no effect without permute: true; remove it");
+  if (spec.permute && !spec.dispatch)
+    return violation("permute",
+                     "'permute' = true needs dispatch: true (permute reads "
+                     "dispatch's sorted_slots, combine its slot_positions)");
+
   if (spec.selection == Selection::Hash) {
     if (spec.scoreBias)
       return violation("score_bias",

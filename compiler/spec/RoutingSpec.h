@@ -48,6 +48,9 @@ inline constexpr int64_t kMinExperts = 2;
 inline constexpr int64_t kMaxExperts = 8192;
 inline constexpr int64_t kMaxTopK = 64;
 inline constexpr int64_t kMaxNameLength = 128;
+/// The hidden sizes a spec may name as its default (permute and combine take
+/// any H at run time; the default sizes what tools generate).
+inline constexpr int64_t kMaxHiddenSize = 65536;
 /// Added to the sum of the selected weights before normalizing.
 inline constexpr double kNormalizeEpsilon = 1e-20;
 
@@ -75,6 +78,13 @@ struct RoutingSpec {
   /// Write the selected ids to a capture buffer.
   bool capture = false;
   LogitsDType logitsDType = LogitsDType::F32;
+  /// Emit the permute and combine entry points (hidden rows into expert
+  /// order and the weighted sum back); needs dispatch, whose sorted_slots
+  /// and slot_positions they read.
+  bool permute = false;
+  /// Their row type (the same three types as logits) and default H.
+  LogitsDType hiddenDType = LogitsDType::BF16;
+  int64_t hiddenSize = 4096;
 
   bool isGrouped() const { return groups > 1; }
   int64_t expertsPerGroup() const { return numExperts / groups; }

@@ -39,7 +39,8 @@ constexpr StringLiteral kKeys[] = {
     "name",      "num_experts", "top_k",          "scoring",
     "selection", "score_bias",  "groups",         "topk_groups",
     "group_score", "normalize", "scaling_factor", "replay",
-    "dispatch",  "capture",     "logits_dtype"};
+    "dispatch",  "capture",     "logits_dtype",   "permute",
+    "hidden_dtype", "hidden_size"};
 
 /// What each key allows, for messages; built from the constants and the
 /// enum spellings that the rules themselves use, so the two cannot drift.
@@ -71,8 +72,10 @@ std::string allowedValues(StringRef key) {
     return oneOf(GroupScore::Top2Sum, GroupScore::Max);
   if (key == "scaling_factor")
     return "a finite number > 0";
-  if (key == "logits_dtype")
+  if (key == "logits_dtype" || key == "hidden_dtype")
     return oneOf(LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16);
+  if (key == "hidden_size")
+    return range(1, Twine(kMaxHiddenSize));
   return "true or false";
 }
 
@@ -293,6 +296,12 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
     return readBool(key, value, spec.capture);
   if (key == "logits_dtype")
     return readEnum(key, value, &parseLogitsDType, spec.logitsDType);
+  if (key == "permute")
+    return readBool(key, value, spec.permute);
+  if (key == "hidden_dtype")
+    return readEnum(key, value, &parseLogitsDType, spec.hiddenDType);
+  if (key == "hidden_size")
+    return readInteger(key, value, allowedValues(key), spec.hiddenSize);
   llvm_unreachable("keys are checked against kKeys before readKey");
 }
 
@@ -527,6 +536,13 @@ std::string printRoutingSpec(const RoutingSpec &spec) {
      << "dispatch: " << flag(spec.dispatch) << "\n"
      << "capture: " << flag(spec.capture) << "\n"
      << "logits_dtype: " << toString(spec.logitsDType) << "\n";
+  // The hidden keys mean something only with permute (validateRoutingSpec
+  // refuses them otherwise), and specs without it keep their print, and so
+  // their hash.
+  if (spec.permute)
+    os << "permute: true\n"
+       << "hidden_dtype: " << toString(spec.hiddenDType) << "\n"
+       << "hidden_size: " << spec.hiddenSize << "\n";
   return out;
 }
 

@@ -4,7 +4,8 @@
 // for: scoring, then selection (top-k with optional bias and group mask,
 // hash, or forced ids), then the weights (gather, normalize, scale), and
 // optionally capture. Dispatch is its own entry point because it spans
-// tokens.
+// tokens; permute and combine, which move hidden rows by dispatch's
+// metadata, are one op each.
 //
 //===----------------------------------------------------------------------===//
 
@@ -60,6 +61,8 @@ public:
     biasType = RankedTensorType::get({spec.numExperts}, f32);
     idsType = RankedTensorType::get({dyn, spec.topK}, i32);
     weightsType = RankedTensorType::get({dyn, spec.topK}, f32);
+    hiddenType = RankedTensorType::get(
+        {dyn, dyn}, toLogitsElementType(spec.hiddenDType, context));
     // vLLM's routed_experts layout; i16 halves the buffer when it can.
     captureType = RankedTensorType::get(
         {dyn, dyn, spec.topK},
@@ -134,6 +137,32 @@ public:
     builder.create<func::ReturnOp>(loc, dispatch.getResults());
   }
 
+  void buildPermute() {
+    Type i32 = builder.getI32Type();
+    auto slotsType = RankedTensorType::get({ShapedType::kDynamic}, i32);
+    func::FuncOp func = createFunc(entry::kPermute, {hiddenType, slotsType},
+                                   {hiddenType});
+    Block &body = func.getBody().front();
+    Value permuted = builder.create<moe::PermuteOp>(
+        loc, hiddenType, body.getArgument(0), body.getArgument(1), spec.topK);
+    builder.create<func::ReturnOp>(loc, permuted);
+  }
+
+  /// Arguments in the ABI's order: the [T, k] weights first, so that dim 0
+  /// of the first argument is the token count, as for every row kernel.
+  void buildCombine() {
+    Type i32 = builder.getI32Type();
+    auto positionsType = RankedTensorType::get({ShapedType::kDynamic}, i32);
+    func::FuncOp func =
+        createFunc(entry::kCombine, {weightsType, positionsType, hiddenType},
+                   {hiddenType});
+    Block &body = func.getBody().front();
+    Value combined = builder.create<moe::CombineOp>(
+        loc, hiddenType, body.getArgument(2), body.getArgument(1),
+        body.getArgument(0));
+    builder.create<func::ReturnOp>(loc, combined);
+  }
+
 private:
   /// Creates an entry func whose results are ids and weights (and the
   /// updated capture buffer when `withCapture`), appending the capture
@@ -182,7 +211,7 @@ private:
   OpBuilder builder;
   Location loc;
   RankedTensorType logitsType, scoresType, biasType, idsType, weightsType,
-      captureType;
+      captureType, hiddenType;
 };
 
 } // namespace
@@ -198,6 +227,10 @@ OwningOpRef<ModuleOp> buildRouterModule(const RoutingSpec &spec,
     builder.buildReplay();
   if (spec.dispatch)
     builder.buildDispatch();
+  if (spec.permute) {
+    builder.buildPermute();
+    builder.buildCombine();
+  }
   return module;
 }
 

@@ -18,6 +18,8 @@ inline constexpr const char *kRoute = "route";          // selection: topk
 inline constexpr const char *kRouteHash = "route_hash"; // selection: hash
 inline constexpr const char *kReplay = "replay";        // replay: true
 inline constexpr const char *kDispatch = "dispatch";    // dispatch: true
+inline constexpr const char *kPermute = "permute";      // permute: true
+inline constexpr const char *kCombine = "combine";      // permute: true
 } // namespace entry
 
 /// The attribute marking a func.func as a moegen entry point.

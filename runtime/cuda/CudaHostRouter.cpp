@@ -99,4 +99,46 @@ std::string CudaHostRouter::run(const HostRouteCall &call) {
   return "";
 }
 
+std::string CudaHostRouter::permute(const HostPermuteCall &call) {
+  if (std::string error = checkPermuteCall(routerFacts, call); !error.empty())
+    return error;
+  const int64_t t = call.numTokens, k = routerFacts.topK;
+  const size_t row = size_t(call.hiddenSize) * routerFacts.hiddenBytes();
+  PermuteArgs args;
+  args.numTokens = t;
+  args.hiddenSize = call.hiddenSize;
+  args.hidden = stage(HiddenIn, call.hidden, size_t(t) * row);
+  args.sortedSlots = stage(SortedSlots, call.sortedSlots, size_t(t * k) * 4);
+  args.permuted = stage(HiddenOut, nullptr, size_t(t * k) * row);
+  args.error = stage(ErrorRecord, nullptr, 6 * 8);
+  router->permute(args, nullptr);
+  if (std::string message = router->readError(nullptr, args.error);
+      !message.empty())
+    return message;
+  fetch(HiddenOut, call.permuted, size_t(t * k) * row);
+  return "";
+}
+
+std::string CudaHostRouter::combine(const HostCombineCall &call) {
+  if (std::string error = checkCombineCall(routerFacts, call); !error.empty())
+    return error;
+  const int64_t t = call.numTokens, k = routerFacts.topK;
+  const size_t row = size_t(call.hiddenSize) * routerFacts.hiddenBytes();
+  CombineArgs args;
+  args.numTokens = t;
+  args.hiddenSize = call.hiddenSize;
+  args.topkWeights = stage(TopkWeights, call.topkWeights, size_t(t * k) * 4);
+  args.slotPositions =
+      stage(SlotPositions, call.slotPositions, size_t(t * k) * 4);
+  args.expertOutput = stage(HiddenIn, call.expertOutput, size_t(t * k) * row);
+  args.combined = stage(HiddenOut, nullptr, size_t(t) * row);
+  args.error = stage(ErrorRecord, nullptr, 6 * 8);
+  router->combine(args, nullptr);
+  if (std::string message = router->readError(nullptr, args.error);
+      !message.empty())
+    return message;
+  fetch(HiddenOut, call.combined, size_t(t) * row);
+  return "";
+}
+
 } // namespace moegen::rt

@@ -31,6 +31,8 @@ public:
   const RouterFacts &facts() const override { return routerFacts; }
   std::string_view backendName() const override { return "cuda"; }
   std::string run(const HostRouteCall &call) override;
+  std::string permute(const HostPermuteCall &call) override;
+  std::string combine(const HostCombineCall &call) override;
 
   /// The device router, for launches on device pointers.
   const CudaRouter &device() const { return *router; }
@@ -49,6 +51,8 @@ private:
     ExpertOffsets,
     SortedSlots,
     SlotPositions,
+    HiddenIn,
+    HiddenOut,
     ErrorRecord,
     NumSlots
   };

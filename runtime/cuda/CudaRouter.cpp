@@ -10,6 +10,7 @@
 
 #include "runtime/cuda/CudaRouter.h"
 #include "runtime/Error.h"
+#include "runtime/HostRouter.h"
 #include "abi/KernelError.h"
 
 #include <algorithm>
@@ -84,6 +85,7 @@ struct Extents {
   int64_t vocab = 0;
   int64_t layers = 0;
   int64_t slots = 0;
+  int64_t hidden = 0;
 
   int64_t resolve(const Dim &dim) const {
     switch (dim.symbol) {
@@ -97,6 +99,8 @@ struct Extents {
       return layers;
     case Dim::Symbol::TK:
       return slots;
+    case Dim::Symbol::H:
+      return hidden;
     }
     return 0;
   }
@@ -219,7 +223,7 @@ struct CudaRouter::Impl {
   int major = 0, minor = 0;
   CUmodule module = nullptr;
   const char *binaryKind = "";
-  std::array<CUfunction, 4> functions{};
+  std::array<CUfunction, abi::kEntryKinds.size()> functions{};
   DeviceBuffer ownError;
   /// The cooperative dispatch kernel's scratch (abi::dispatchScratchWords),
   /// allocated and zeroed once at load; its grid barrier leaves it ready
@@ -244,6 +248,10 @@ struct CudaRouter::Impl {
            CUstream stream) const;
   std::vector<Binding> dispatchBindings(CUdeviceptr ids,
                                         const RouteOutputs &out) const;
+  /// Permute or combine: checks, zeroes the record, launches once.
+  void runRowMovement(EntryKind entry, int64_t numTokens, int64_t hiddenSize,
+                      const std::vector<Binding> &tensors, CUdeviceptr record,
+                      CUstream stream) const;
 };
 
 CudaRouter::Impl::~Impl() {
@@ -749,6 +757,48 @@ void CudaRouter::dispatch(CUdeviceptr topkIds, int64_t numTokens,
       impl->driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
       "cuMemsetD8Async(error record)");
   impl->submit(plan, stream);
+}
+
+void CudaRouter::Impl::runRowMovement(EntryKind entry, int64_t numTokens,
+                                      int64_t hiddenSize,
+                                      const std::vector<Binding> &tensors,
+                                      CUdeviceptr record,
+                                      CUstream stream) const {
+  const Kernel &kernel = kernelFor(entry);
+  const std::string name(toString(entry));
+  if (std::string error = checkRowMovementSizes(routerFactsOf(manifest),
+                                                name.c_str(), numTokens,
+                                                hiddenSize);
+      !error.empty())
+    invalid(name, error);
+  Extents extents;
+  extents.tokens = numTokens;
+  extents.slots = numTokens * manifest.topK;
+  extents.hidden = hiddenSize;
+  ScopedContext scope(*driver, context);
+  checkStream(name, stream);
+  const CUdeviceptr error = record ? record : ownError.get();
+  LaunchPlan plan = prepare(kernel, tensors, extents, 0, error);
+  driver->check(driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
+                "cuMemsetD8Async(error record)");
+  submit(plan, stream);
+}
+
+void CudaRouter::permute(const PermuteArgs &args, CUstream stream) const {
+  impl->runRowMovement(EntryKind::Permute, args.numTokens, args.hiddenSize,
+                       {{"hidden", args.hidden},
+                        {"sorted_slots", args.sortedSlots},
+                        {"permuted", args.permuted}},
+                       args.error, stream);
+}
+
+void CudaRouter::combine(const CombineArgs &args, CUstream stream) const {
+  impl->runRowMovement(EntryKind::Combine, args.numTokens, args.hiddenSize,
+                       {{"topk_weights", args.topkWeights},
+                        {"slot_positions", args.slotPositions},
+                        {"expert_output", args.expertOutput},
+                        {"combined", args.combined}},
+                       args.error, stream);
 }
 
 namespace {

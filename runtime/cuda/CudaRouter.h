@@ -83,6 +83,30 @@ struct RouteOutputs {
   }
 };
 
+/// Permute: `permuted[p, :] = hidden[sortedSlots[p] / k, :]` for p < T * k,
+/// rows of H = hiddenSize elements of the manifest's hidden_dtype.
+struct PermuteArgs {
+  int64_t numTokens = 0;
+  int64_t hiddenSize = 0;
+  CUdeviceptr hidden = 0;       ///< [T, H]
+  CUdeviceptr sortedSlots = 0;  ///< [T * k] int32, from dispatch
+  CUdeviceptr permuted = 0;     ///< [T * k, H], written
+  /// The error record (see RouteOutputs::error); 0: the router's own.
+  CUdeviceptr error = 0;
+};
+
+/// Combine: `combined[t, :] = sum_j topkWeights[t, j] *
+/// expertOutput[slotPositions[t * k + j], :]` in f32, rounded once.
+struct CombineArgs {
+  int64_t numTokens = 0;
+  int64_t hiddenSize = 0;
+  CUdeviceptr topkWeights = 0;    ///< [T, k] f32
+  CUdeviceptr slotPositions = 0;  ///< [T * k] int32, from dispatch
+  CUdeviceptr expertOutput = 0;   ///< [T * k, H]
+  CUdeviceptr combined = 0;       ///< [T, H], written
+  CUdeviceptr error = 0;
+};
+
 /// Device memory from cuMemAlloc in a given context; freed on destruction.
 class DeviceBuffer {
 public:
@@ -175,6 +199,10 @@ public:
   /// Dispatch metadata alone from [numTokens, k] int32 ids on device.
   void dispatch(CUdeviceptr topkIds, int64_t numTokens,
                 const RouteOutputs &outputs, CUstream stream) const;
+  /// The permute and combine entry points (spec permute: true); each zeroes
+  /// its error record and launches once. Asynchronous on `stream`.
+  void permute(const PermuteArgs &args, CUstream stream) const;
+  void combine(const CombineArgs &args, CUstream stream) const;
 
   /// The same into library-allocated buffers (numTokens <= maxTokens());
   /// returns the pointers written. Dispatch runs when `buffers` has its

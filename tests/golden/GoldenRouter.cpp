@@ -376,4 +376,48 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
   return result;
 }
 
+std::string permute(int64_t numTokens, int64_t topK, int64_t hiddenSize,
+                    const std::vector<float> &hidden,
+                    const std::vector<int32_t> &sortedSlots,
+                    std::vector<float> &permuted) {
+  const int64_t slots = numTokens * topK;
+  for (int64_t p = 0; p < slots; ++p)
+    if (sortedSlots[p] < 0 || sortedSlots[p] >= slots)
+      return "sorted_slots[" + std::to_string(p) +
+             "] = " + std::to_string(sortedSlots[p]) +
+             ": outside the slots [0, " + std::to_string(slots) + ")";
+  permuted.assign(static_cast<size_t>(slots * hiddenSize), 0.0f);
+  for (int64_t p = 0; p < slots; ++p) {
+    const int64_t token = sortedSlots[p] / topK;
+    std::copy_n(hidden.begin() + token * hiddenSize, hiddenSize,
+                permuted.begin() + p * hiddenSize);
+  }
+  return {};
+}
+
+std::string combine(int64_t numTokens, int64_t topK, int64_t hiddenSize,
+                    const std::vector<float> &weights,
+                    const std::vector<int32_t> &slotPositions,
+                    const std::vector<float> &expertOutput,
+                    std::vector<float> &combined) {
+  const int64_t slots = numTokens * topK;
+  for (int64_t s = 0; s < slots; ++s)
+    if (slotPositions[s] < 0 || slotPositions[s] >= slots)
+      return "slot_positions[" + std::to_string(s) +
+             "] = " + std::to_string(slotPositions[s]) +
+             ": outside the permuted rows [0, " + std::to_string(slots) + ")";
+  combined.assign(static_cast<size_t>(numTokens * hiddenSize), 0.0f);
+  for (int64_t t = 0; t < numTokens; ++t)
+    for (int64_t h = 0; h < hiddenSize; ++h) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < topK; ++j) {
+        const int64_t row = slotPositions[t * topK + j];
+        sum = std::fma(weights[t * topK + j],
+                       expertOutput[row * hiddenSize + h], sum);
+      }
+      combined[t * hiddenSize + h] = sum;
+    }
+  return {};
+}
+
 } // namespace moegen::golden

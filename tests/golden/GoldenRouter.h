@@ -15,7 +15,13 @@
 //   weights    w_j = s[id_j] (unbiased), optionally w_j /= sum w + 1e-20,
 //              then w_j *= scalingFactor;
 //   dispatch   per-expert counts, exclusive offsets, and the permutation of
-//              the slots t*k+j sorted by (expert, slot).
+//              the slots t*k+j sorted by (expert, slot);
+//   permute    permuted[p] = hidden[sorted_slots[p] / k], rows copied;
+//   combine    combined[t] = sum_j w[t][j] * expert_output[slot_positions[
+//              t*k+j]], in f32 with one fused multiply-add per slot, in slot
+//              order (the one place the reference computes in f32: the
+//              contract is bit-exact, and the caller rounds once to the
+//              hidden type).
 //
 //===----------------------------------------------------------------------===//
 
@@ -104,6 +110,25 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs);
 std::string computeDispatch(int64_t numExperts, int64_t numTokens,
                             int64_t topK, const std::vector<int32_t> &ids,
                             RouterOutputs &out);
+
+/// Permute over rows of `hiddenSize` floats (bf16 / f16 rows converted
+/// exactly by the caller): permuted[p] = hidden[sortedSlots[p] / topK] for
+/// p < numTokens * topK. Returns "" or, for the lowest p whose slot lies
+/// outside [0, numTokens * topK), the kernels' one-line message, leaving
+/// `permuted` untouched.
+std::string permute(int64_t numTokens, int64_t topK, int64_t hiddenSize,
+                    const std::vector<float> &hidden,
+                    const std::vector<int32_t> &sortedSlots,
+                    std::vector<float> &permuted);
+
+/// Combine: combined[t][h] = fma chain over j of weights[t*k+j] *
+/// expertOutput[slotPositions[t*k+j]][h], from 0.0f, in f32. Returns "" or
+/// the message for the lowest bad position, leaving `combined` untouched.
+std::string combine(int64_t numTokens, int64_t topK, int64_t hiddenSize,
+                    const std::vector<float> &weights,
+                    const std::vector<int32_t> &slotPositions,
+                    const std::vector<float> &expertOutput,
+                    std::vector<float> &combined);
 
 } // namespace moegen::golden
 

@@ -27,6 +27,8 @@ std::string dtypeText(const ArgSpec &arg) {
     return "logits";
   case DTypeRule::Capture:
     return "capture";
+  case DTypeRule::Hidden:
+    return "hidden";
   case DTypeRule::Fixed:
     break;
   }

@@ -278,7 +278,7 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
       {"shape symbol",
        [](json &m) { m["kernels"][0]["params"][0]["shape"][0] = "N"; },
        "kernels[0].params[0].shape[0]: unknown symbolic dimension 'N' "
-       "(expected \"T\", \"V\", \"L\", \"T*k\" or an integer)"},
+       "(expected \"T\", \"V\", \"L\", \"T*k\", \"H\" or an integer)"},
       {"dtype mismatch",
        [](json &m) { m["kernels"][0]["params"][7]["dtype"] = "i64"; },
        "kernels[0].params[7].dtype: 'i64' must be 'i32' for topk_ids"},

@@ -88,6 +88,15 @@ public:
     }
     return "";
   }
+  // RouterInputs feeds routing calls only.
+  std::string permute(const rt::HostPermuteCall &) override {
+    ADD_FAILURE() << "permute called";
+    return "unexpected";
+  }
+  std::string combine(const rt::HostCombineCall &) override {
+    ADD_FAILURE() << "combine called";
+    return "unexpected";
+  }
 
   rt::RouterFacts routerFacts;
   std::vector<rt::HostRouteCall> calls;

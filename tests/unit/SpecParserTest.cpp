@@ -697,7 +697,8 @@ TEST(SpecParserKeys, RoutingSpecKeysInDocumentedOrder) {
                       "name", "num_experts", "top_k", "scoring", "selection",
                       "score_bias", "groups", "topk_groups", "group_score",
                       "normalize", "scaling_factor", "replay", "dispatch",
-                      "capture", "logits_dtype"}));
+                      "capture", "logits_dtype", "permute", "hidden_dtype",
+                      "hidden_size"}));
 }
 
 //===----------------------------------------------------------------------===//
@@ -1034,7 +1035,7 @@ TEST(SpecParserErrors, BlockMappingValue) {
                        "num_experts, top_k, scoring, selection, score_bias, "
                        "groups, topk_groups, group_score, normalize, "
                        "scaling_factor, replay, dispatch, capture, "
-                       "logits_dtype");
+                       "logits_dtype, permute, hidden_dtype, hidden_size");
   EXPECT_EQ(parseError("name:\n  a: 1\nnum_experts: 8\ntop_k: 2\n"
                        "scoring: softmax\n"),
             at(1, 1) + "'name' must be an identifier, got a mapping");
@@ -1284,7 +1285,7 @@ INSTANTIATE_TEST_SUITE_P(SpecParser, SpecParserBadValue,
 const std::string kAllowedKeys =
     "name, num_experts, top_k, scoring, selection, score_bias, groups, "
     "topk_groups, group_score, normalize, scaling_factor, replay, dispatch, "
-    "capture, logits_dtype";
+    "capture, logits_dtype, permute, hidden_dtype, hidden_size";
 
 TEST(SpecParserStructure, UnknownKeyCloseSpelling) {
   EXPECT_EQ(parseError(kBase + "num_expert: 8\n"),
@@ -1845,7 +1846,10 @@ TEST(SpecParserPrint, NonDefaultSpecExactText) {
                                  "logits_dtype: f16\n");
 }
 TEST(SpecParserPrint, EveryKeyInDocumentedOrder) {
-  std::string text = printRoutingSpec(smallSpec());
+  // With permute, so that the hidden keys print too.
+  RoutingSpec spec = smallSpec();
+  spec.dispatch = spec.permute = true;
+  std::string text = printRoutingSpec(spec);
   size_t pos = 0;
   for (llvm::StringRef key : routingSpecKeys()) {
     std::string line = key.str() + ": ";
@@ -1975,9 +1979,48 @@ TEST(SpecParserPrint, EachFieldChangesThePrint) {
   variant("capture", [](RoutingSpec &s) { s.capture = true; });
   variant("logitsDType",
           [](RoutingSpec &s) { s.logitsDType = LogitsDType::BF16; });
-  ASSERT_EQ(variants.size(), routingSpecKeys().size());
+  variant("permute", [](RoutingSpec &s) {
+    s.dispatch = true;
+    s.permute = true;
+  });
+  // The hidden keys change the print of a spec with permute (a spec without
+  // it refuses them).
+  RoutingSpec permuted = base;
+  permuted.dispatch = permuted.permute = true;
+  RoutingSpec otherDType = permuted, otherSize = permuted;
+  otherDType.hiddenDType = LogitsDType::F16;
+  otherSize.hiddenSize = 7168;
+  EXPECT_NE(printRoutingSpec(otherDType), printRoutingSpec(permuted));
+  EXPECT_NE(printRoutingSpec(otherSize), printRoutingSpec(permuted));
+  ASSERT_EQ(variants.size() + 2, routingSpecKeys().size());
   for (auto &[what, s] : variants)
     EXPECT_NE(printRoutingSpec(s), basePrint) << what;
+}
+TEST(SpecParserErrors, PermuteNeedsDispatch) {
+  EXPECT_EQ(parseError(kBase + "permute: true\n"),
+            at(5, 10) + "'permute' = true needs dispatch: true (permute reads "
+                       "dispatch's sorted_slots, combine its slot_positions)");
+}
+TEST(SpecParserErrors, HiddenKeysNeedPermute) {
+  EXPECT_EQ(parseError(kBase + "hidden_size: 7168\n"),
+            at(5, 14) + "'hidden_size' = 7168 has no effect without permute: "
+                       "true; remove it");
+  EXPECT_EQ(parseError(kBase + "hidden_dtype: f32\n"),
+            at(5, 15) + "'hidden_dtype' = f32 has no effect without permute: "
+                       "true; remove it");
+}
+TEST(SpecParserErrors, HiddenSizeRange) {
+  EXPECT_TRUE(contains(
+      parseError(kBase + "dispatch: true\npermute: true\nhidden_size: 0\n"),
+      "'hidden_size' = 0 must be in [1, 65536]"));
+}
+TEST(SpecParserPrint, PermuteRoundTrips) {
+  RoutingSpec s = parseOk(kBase + "dispatch: true\npermute: true\n"
+                                  "hidden_dtype: f16\nhidden_size: 7168\n");
+  EXPECT_TRUE(s.permute);
+  EXPECT_EQ(s.hiddenDType, LogitsDType::F16);
+  EXPECT_EQ(s.hiddenSize, 7168);
+  EXPECT_EQ(printRoutingSpec(parseOk(printRoutingSpec(s))), printRoutingSpec(s));
 }
 TEST(SpecParserPrint, PrintIsDeterministic) {
   EXPECT_EQ(printRoutingSpec(groupedSpec()), printRoutingSpec(groupedSpec()));

@@ -18,6 +18,12 @@ rt::RouterFacts routerFactsOf(const RoutingSpec &spec) {
   facts.capture = spec.capture;
   facts.replay = spec.replay;
   facts.dispatch = spec.dispatch;
+  facts.permute = spec.permute;
+  facts.hidden =
+      spec.hiddenDType == LogitsDType::BF16  ? rt::RouterFacts::Logits::BF16
+      : spec.hiddenDType == LogitsDType::F16 ? rt::RouterFacts::Logits::F16
+                                             : rt::RouterFacts::Logits::F32;
+  facts.hiddenSize = spec.hiddenSize;
   return facts;
 }
 
@@ -40,6 +46,14 @@ std::string CpuHostRouter::run(const rt::HostRouteCall &call) {
   // route or route_hash by the spec, which the inputs were checked against
   // (rt::checkInputsUsed).
   return router->run(call);
+}
+
+std::string CpuHostRouter::permute(const rt::HostPermuteCall &call) {
+  return router->permute(call);
+}
+
+std::string CpuHostRouter::combine(const rt::HostCombineCall &call) {
+  return router->combine(call);
 }
 
 } // namespace moegen::cpu

@@ -31,6 +31,8 @@ public:
   const rt::RouterFacts &facts() const override { return routerFacts; }
   std::string_view backendName() const override { return "cpu"; }
   std::string run(const rt::HostRouteCall &call) override;
+  std::string permute(const rt::HostPermuteCall &call) override;
+  std::string combine(const rt::HostCombineCall &call) override;
 
   CpuRouter &backend() { return *router; }
 

@@ -1,6 +1,7 @@
 //===- CpuRouter.cpp - Run a routing spec on the host ---------------------===//
 
 #include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/backend/cpu/CpuHostRouter.h"
 
 #include "compiler/Registration.h"
 #include "compiler/backend/cpu/CpuPipeline.h"
@@ -73,6 +74,8 @@ struct HostKernel {
   moegen::abi::EntryKind entry = moegen::abi::EntryKind::Route;
   void (*fn)(void **) = nullptr;
   std::vector<KernelArg> args;
+  /// Tokens per thread-pool task, from the kernel's moe.kernel_config.
+  int64_t tokensPerTask = 1;
 
   bool takes(std::string_view name) const {
     return std::any_of(args.begin(), args.end(),
@@ -84,7 +87,7 @@ struct HostKernel {
 /// the shapes' symbols stand for.
 struct Bindings {
   std::map<std::string, const void *, std::less<>> tensors;
-  int64_t tokens = 0, hashRows = 0, layers = 0, topK = 0;
+  int64_t tokens = 0, hashRows = 0, layers = 0, topK = 0, hidden = 0;
   int64_t layer = 0;
 
   int64_t resolve(const moegen::abi::Dim &dim) const {
@@ -100,6 +103,8 @@ struct Bindings {
       return layers;
     case Symbol::TK:
       return tokens * topK;
+    case Symbol::H:
+      return hidden;
     }
     return 0;
   }
@@ -118,6 +123,8 @@ struct CpuRouter::Impl {
   HostKernel route; // route or route_hash
   HostKernel replay;
   HostKernel dispatch;
+  HostKernel permute;
+  HostKernel combine;
   std::unique_ptr<llvm::StdThreadPool> pool;
 
   std::string compile(const CpuCompileOptions &options);
@@ -126,7 +133,26 @@ struct CpuRouter::Impl {
   std::string runKernel(const HostKernel &kernel, const Bindings &bindings,
                         const std::string &biasError);
   std::string run(const RouterCall &call);
+  HostKernel &kernelOf(moegen::abi::EntryKind kind);
 };
+
+HostKernel &CpuRouter::Impl::kernelOf(moegen::abi::EntryKind kind) {
+  using moegen::abi::EntryKind;
+  switch (kind) {
+  case EntryKind::Replay:
+    return replay;
+  case EntryKind::Dispatch:
+    return dispatch;
+  case EntryKind::Permute:
+    return permute;
+  case EntryKind::Combine:
+    return combine;
+  case EntryKind::Route:
+  case EntryKind::RouteHash:
+    break;
+  }
+  return route;
+}
 
 std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
   mlir::DialectRegistry registry;
@@ -210,7 +236,7 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
            llvm::toString(created.takeError());
   engine = std::move(*created);
 
-  for (HostKernel *kernel : {&route, &replay, &dispatch}) {
+  for (HostKernel *kernel : {&route, &replay, &dispatch, &permute, &combine}) {
     if (kernel->args.empty())
       continue;
     std::string name(moegen::abi::toString(kernel->entry));
@@ -221,7 +247,8 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
     kernel->fn = *found;
   }
   if (!route.fn || (spec.replay && !replay.fn) ||
-      (spec.dispatch && !dispatch.fn))
+      (spec.dispatch && !dispatch.fn) ||
+      (spec.permute && (!permute.fn || !combine.fn)))
     return "internal compiler error: the CPU pipeline lost an entry point";
 
   unsigned threads = options.threads;
@@ -231,15 +258,26 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
   return {};
 }
 
-/// The configuration the heuristics chose for the row kernels, as they will
-/// be built.
+/// The configuration the heuristics chose for each kernel, as they will be
+/// built; vectorWidth() and tokensPerTask() report the routing kernels'.
 void CpuRouter::Impl::readChosenConfig(mlir::ModuleOp module) {
   for (auto func : module.getOps<mlir::func::FuncOp>()) {
     mlir::moe::KernelConfigAttr config = mlir::moe::getKernelConfig(func);
-    if (!config || func.getName() == entry::kDispatch)
+    auto entryName =
+        func->getAttrOfType<mlir::StringAttr>(mlir::moe::kEntryAttrName);
+    std::optional<moegen::abi::EntryKind> kind =
+        entryName ? moegen::abi::parseEntryKind(entryName.getValue().str())
+                  : std::nullopt;
+    if (!config || !kind)
+      continue;
+    const int64_t perTask = std::max<int64_t>(1, config.getTokensPerTask());
+    kernelOf(*kind).tokensPerTask = perTask;
+    if (*kind == moegen::abi::EntryKind::Dispatch ||
+        *kind == moegen::abi::EntryKind::Permute ||
+        *kind == moegen::abi::EntryKind::Combine)
       continue;
     vectorWidth = config.getVectorWidth();
-    tokensPerTask = std::max<int64_t>(1, config.getTokensPerTask());
+    tokensPerTask = perTask;
   }
 }
 
@@ -254,9 +292,7 @@ std::string CpuRouter::Impl::readSignatures(mlir::ModuleOp module) {
         entryName ? parseEntryKind(entryName.getValue().str()) : std::nullopt;
     if (!kind)
       continue;
-    HostKernel &kernel = *kind == EntryKind::Replay     ? replay
-                         : *kind == EntryKind::Dispatch ? dispatch
-                                                        : route;
+    HostKernel &kernel = kernelOf(*kind);
     kernel.entry = *kind;
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
       auto stamp = func.getArgAttrOfType<mlir::moe::KernelArgAttr>(
@@ -301,6 +337,7 @@ std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
   using moegen::abi::ArgRole;
   const bool rowKernel = kernel.entry != moegen::abi::EntryKind::Dispatch;
   const int64_t numTokens = bindings.tokens;
+  const int64_t tokensPerTask = kernel.tokensPerTask;
   const int64_t numTasks =
       rowKernel ? (numTokens + tokensPerTask - 1) / tokensPerTask : 1;
   std::vector<ErrorRecord> records(static_cast<size_t>(numTasks),
@@ -493,6 +530,37 @@ CpuRouter::compile(const RoutingSpec &spec, const CpuCompileOptions &options) {
   if (std::string error = impl->compile(options); !error.empty())
     return llvm::createStringError(error);
   return std::unique_ptr<CpuRouter>(new CpuRouter(std::move(impl)));
+}
+
+std::string CpuRouter::permute(const rt::HostPermuteCall &call) {
+  if (std::string error =
+          rt::checkPermuteCall(routerFactsOf(impl->spec), call);
+      !error.empty())
+    return error;
+  Bindings bindings;
+  bindings.tokens = call.numTokens;
+  bindings.topK = impl->spec.topK;
+  bindings.hidden = call.hiddenSize;
+  bindings.tensors["hidden"] = call.hidden;
+  bindings.tensors["sorted_slots"] = call.sortedSlots;
+  bindings.tensors["permuted"] = call.permuted;
+  return impl->runKernel(impl->permute, bindings, "");
+}
+
+std::string CpuRouter::combine(const rt::HostCombineCall &call) {
+  if (std::string error =
+          rt::checkCombineCall(routerFactsOf(impl->spec), call);
+      !error.empty())
+    return error;
+  Bindings bindings;
+  bindings.tokens = call.numTokens;
+  bindings.topK = impl->spec.topK;
+  bindings.hidden = call.hiddenSize;
+  bindings.tensors["topk_weights"] = call.topkWeights;
+  bindings.tensors["slot_positions"] = call.slotPositions;
+  bindings.tensors["expert_output"] = call.expertOutput;
+  bindings.tensors["combined"] = call.combined;
+  return impl->runKernel(impl->combine, bindings, "");
 }
 
 const RoutingSpec &CpuRouter::spec() const { return impl->spec; }

@@ -67,6 +67,10 @@ public:
   /// Runs route / route_hash / replay, then dispatch when its outputs are
   /// given. Returns an empty string on success, else one line.
   std::string run(const RouterCall &call);
+  /// The permute and combine entry points (spec permute: true), checked as
+  /// rt::checkPermuteCall / checkCombineCall say. "" or one line.
+  std::string permute(const rt::HostPermuteCall &call);
+  std::string combine(const rt::HostCombineCall &call);
 
 private:
   struct Impl;

@@ -58,6 +58,12 @@ public:
   std::string run(const rt::HostRouteCall &call) override {
     return router->run(call);
   }
+  std::string permute(const rt::HostPermuteCall &call) override {
+    return router->permute(call);
+  }
+  std::string combine(const rt::HostCombineCall &call) override {
+    return router->combine(call);
+  }
   const rt::CudaRouter &device() const { return router->device(); }
 
 private:

@@ -433,9 +433,16 @@ bool manifestJson(const RoutingSpec &spec, const NvptxCompileOptions &options,
     manifest.cubinFile = "kernels.cubin";
   manifest.numExperts = spec.numExperts;
   manifest.topK = spec.topK;
-  manifest.logitsDType = spec.logitsDType == LogitsDType::F32    ? abi::DType::F32
-                         : spec.logitsDType == LogitsDType::BF16 ? abi::DType::BF16
-                                                                 : abi::DType::F16;
+  auto floatDType = [](LogitsDType dtype) {
+    return dtype == LogitsDType::F32    ? abi::DType::F32
+           : dtype == LogitsDType::BF16 ? abi::DType::BF16
+                                        : abi::DType::F16;
+  };
+  manifest.logitsDType = floatDType(spec.logitsDType);
+  if (spec.permute) {
+    manifest.hiddenDType = floatDType(spec.hiddenDType);
+    manifest.hiddenSize = spec.hiddenSize;
+  }
   if (spec.capture)
     manifest.captureDType = abi::captureDType(spec.numExperts);
   manifest.kernels = result.kernels;

@@ -1,6 +1,8 @@
 //===- MoEDialect.cpp - The moe dialect -----------------------------------===//
 
 #include "dialects/moe/IR/MoEDialect.h"
+
+#include "abi/KernelAbi.h"
 #include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEOps.h"
 
@@ -49,15 +51,17 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                            << "' (known: 'moe.entry', 'moe.kernel_config', "
                               "'moe.launch')";
   auto kind = dyn_cast<StringAttr>(attribute.getValue());
-  bool known = kind && llvm::StringSwitch<bool>(kind.getValue())
-                           .Cases("route", "route_hash", "replay", "dispatch",
-                                  true)
-                           .Default(false);
-  if (!known)
-    return op->emitError()
-           << "attribute 'moe.entry' must be one of \"route\", "
-              "\"route_hash\", \"replay\", \"dispatch\", got "
-           << attribute.getValue();
+  // The entry kinds are the kernel ABI's (abi/KernelAbi.h).
+  bool known =
+      kind && moegen::abi::parseEntryKind(kind.getValue().str()).has_value();
+  if (!known) {
+    std::string names;
+    for (moegen::abi::EntryKind entry : moegen::abi::kEntryKinds)
+      names += (names.empty() ? "\"" : ", \"") +
+               std::string(moegen::abi::toString(entry)) + "\"";
+    return op->emitError() << "attribute 'moe.entry' must be one of "
+                           << names << ", got " << attribute.getValue();
+  }
   // func.func until lowered, llvm.func after.
   if (!isa<FunctionOpInterface>(op))
     return op->emitError() << "attribute 'moe.entry' belongs on a function";

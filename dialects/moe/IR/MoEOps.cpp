@@ -134,6 +134,8 @@ MOE_RESULT_NAME(ScoreOp, "scores")
 MOE_RESULT_NAME(AddBiasOp, "keys")
 MOE_RESULT_NAME(GroupMaskOp, "masked")
 MOE_RESULT_NAME(TopKOp, "ids")
+MOE_RESULT_NAME(PermuteOp, "permuted")
+MOE_RESULT_NAME(CombineOp, "combined")
 MOE_RESULT_NAME(HashSelectOp, "ids")
 MOE_RESULT_NAME(ForcedSelectOp, "ids")
 MOE_RESULT_NAME(GatherOp, "weights")
@@ -405,5 +407,88 @@ LogicalResult CaptureOp::verify() {
   if (tensorOf(getBuffer()).getElementType().isInteger(16) && experts > 32767)
     return emitOpError() << "buffer of i16 cannot hold the ids of " << experts
                          << " experts (i16 needs experts <= 32767; use i32)";
+  return success();
+}
+
+namespace {
+
+/// Hidden rows keep their type and size (dim 1) from input to result.
+LogicalResult sameRows(Operation *op, Value input, StringRef inputName,
+                       Value result, StringRef resultName) {
+  RankedTensorType in = tensorOf(input), out = tensorOf(result);
+  if (in.getElementType() != out.getElementType())
+    return op->emitOpError()
+           << resultName << " element type " << out.getElementType()
+           << " must match " << inputName << " (" << in.getElementType()
+           << "): rows are moved, not converted";
+  if (!compatible(in.getDimSize(1), out.getDimSize(1)))
+    return op->emitOpError()
+           << "hidden size of " << resultName << " ("
+           << dimString(out.getDimSize(1)) << ") must match " << inputName
+           << " (" << dimString(in.getDimSize(1)) << ")";
+  return success();
+}
+
+/// `slots` (rows or entries, one per slot) must be tokens * k where both
+/// are static.
+LogicalResult slotsMatch(Operation *op, Value perSlot, StringRef name,
+                         int64_t tokens, int64_t k) {
+  int64_t size = tensorOf(perSlot).getDimSize(0);
+  int64_t slots = 0;
+  if (ShapedType::isDynamic(size) || ShapedType::isDynamic(tokens))
+    return success();
+  if (llvm::MulOverflow(tokens, k, slots) || size != slots)
+    return op->emitOpError() << name << " has " << size
+                             << " rows or entries, expected tokens * k = "
+                             << tokens << " * " << k;
+  return success();
+}
+
+} // namespace
+
+LogicalResult PermuteOp::verify() {
+  int64_t k = getK();
+  if (failed(inRange(*this, "k", k, 1, INT32_MAX, "the i32 slot limit")))
+    return failure();
+  if (failed(sameRows(*this, getHidden(), "hidden", getPermuted(), "permuted")))
+    return failure();
+  int64_t tokens = tensorOf(getHidden()).getDimSize(0);
+  if (failed(slotsMatch(*this, getSortedSlots(), "sorted_slots", tokens, k)) ||
+      failed(slotsMatch(*this, getPermuted(), "permuted", tokens, k)))
+    return failure();
+  if (!compatible(tensorOf(getSortedSlots()).getDimSize(0),
+                  tensorOf(getPermuted()).getDimSize(0)))
+    return emitOpError() << "permuted has "
+                         << dimString(tensorOf(getPermuted()).getDimSize(0))
+                         << " rows, sorted_slots "
+                         << dimString(tensorOf(getSortedSlots()).getDimSize(0))
+                         << " entries (one row per slot)";
+  return success();
+}
+
+LogicalResult CombineOp::verify() {
+  FailureOr<int64_t> k =
+      staticDim(*this, getWeights(), "weights", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (failed(sameRows(*this, getExpertOutput(), "expert_output",
+                      getCombined(), "combined")) ||
+      failed(sameTokens(*this, getWeights(), "weights", getCombined(),
+                        "combined")))
+    return failure();
+  int64_t tokens = tensorOf(getWeights()).getDimSize(0);
+  if (failed(slotsMatch(*this, getSlotPositions(), "slot_positions", tokens,
+                        *k)) ||
+      failed(slotsMatch(*this, getExpertOutput(), "expert_output", tokens,
+                        *k)))
+    return failure();
+  if (!compatible(tensorOf(getSlotPositions()).getDimSize(0),
+                  tensorOf(getExpertOutput()).getDimSize(0)))
+    return emitOpError()
+           << "expert_output has "
+           << dimString(tensorOf(getExpertOutput()).getDimSize(0))
+           << " rows, slot_positions "
+           << dimString(tensorOf(getSlotPositions()).getDimSize(0))
+           << " entries (one row per slot)";
   return success();
 }

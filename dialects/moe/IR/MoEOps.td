@@ -36,6 +36,7 @@ def MoE_HashTableTensor : TensorRankOf<[I32], [2]>;
 def MoE_WeightTensor : TensorRankOf<[F32], [2]>;
 def MoE_MetaTensor   : TensorRankOf<[I32], [1]>;
 def MoE_CaptureTensor : TensorRankOf<[I16, I32], [3]>;
+def MoE_HiddenTensor : TensorRankOf<[F32, BF16, F16], [2]>;
 
 //===----------------------------------------------------------------------===//
 // Scoring
@@ -303,6 +304,67 @@ def MoE_CaptureOp : MoE_Op<"capture",
   let assemblyFormat = [{
     $ids `into` $buffer `[` $layer `]` `experts` $experts attr-dict `:`
     type($ids) `into` type($buffer)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Moving hidden rows: permute and combine
+//===----------------------------------------------------------------------===//
+
+// Both read metadata that dispatch wrote and validate it, like
+// hash_select: no memory effects, but not speculatable.
+
+def MoE_PermuteOp : MoE_Op<"permute", [NoMemoryEffect, MoE_NamedResults]> {
+  let summary = "hidden rows gathered into expert order";
+  let description = [{
+    `permuted[p, :] = hidden[sorted_slots[p] / k, :]`: row `p` of the
+    result is the hidden row of the token that owns slot `sorted_slots[p]`,
+    so the rows of each expert are contiguous (`expert_offsets` delimits
+    them) and, within an expert, in slot order. H (dim 1) is usually a
+    run-time size; the rows are f32, bf16 or f16 and copied bit for bit. A
+    slot outside `[0, T * k)` is invalid input: lowerings report it through
+    the entry point's error status and never address memory with it.
+
+    ```mlir
+    %permuted = moe.permute %hidden[%sorted_slots] k 8
+        : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+    ```
+  }];
+  let arguments = (ins MoE_HiddenTensor:$hidden, MoE_MetaTensor:$sorted_slots,
+                       I64Attr:$k);
+  let results = (outs MoE_HiddenTensor:$permuted);
+  let assemblyFormat = [{
+    $hidden `[` $sorted_slots `]` `k` $k attr-dict `:` type($hidden) `,`
+    type($sorted_slots) `->` type($permuted)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_CombineOp : MoE_Op<"combine", [NoMemoryEffect, MoE_NamedResults]> {
+  let summary = "the weighted sum of each token's expert outputs";
+  let description = [{
+    `combined[t, :] = sum_j weights[t, j] * expert_output[slot_positions[t * k
+    + j], :]`, for `j = 0 .. k - 1` in that order, accumulated in f32 with a
+    fused multiply-add per term (so every backend rounds alike) and rounded
+    once to the row type. `expert_output` holds one row per slot in
+    permuted (expert) order, as `moe.permute` laid them out. A position
+    outside `[0, T * k)` is invalid input, reported through the entry
+    point's error status.
+
+    ```mlir
+    %combined = moe.combine %expert_output[%slot_positions] weights %w
+        : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x8xf32> -> tensor<?x?xbf16>
+    ```
+  }];
+  let arguments = (ins MoE_HiddenTensor:$expert_output,
+                       MoE_MetaTensor:$slot_positions,
+                       MoE_WeightTensor:$weights);
+  let results = (outs MoE_HiddenTensor:$combined);
+  let assemblyFormat = [{
+    $expert_output `[` $slot_positions `]` `weights` $weights attr-dict `:`
+    type($expert_output) `,` type($slot_positions) `,` type($weights) `->`
+    type($combined)
   }];
   let hasVerifier = 1;
 }

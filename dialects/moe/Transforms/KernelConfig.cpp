@@ -34,6 +34,12 @@ KernelShape shapeOf(func::FuncOp func) {
       shape.groups = mask.getGroups();
     } else if (auto dispatch = dyn_cast<DispatchOp>(op)) {
       shape.numExperts = dispatch.getExperts();
+    } else if (isa<PermuteOp, CombineOp>(op)) {
+      shape.movesRows = true;
+      shape.rowElementBytes =
+          cast<RankedTensorType>(op->getResult(0).getType())
+              .getElementTypeBitWidth() /
+          8;
     }
   });
   return shape;

@@ -12,6 +12,24 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
                                 int64_t lanesPerToken) {
   KernelConfig config;
   config.target = target;
+  if (shape.movesRows) {
+    const int64_t bytes = std::max<int64_t>(1, shape.rowElementBytes);
+    if (target == KernelTarget::Nvptx) {
+      // Rows are thousands of elements: a whole warp per token, each load
+      // a warp-wide coalesced run of the row, four tokens (warps) a block.
+      config.vectorWidth = lanesPerToken > 0 ? lanesPerToken : kWarpSize;
+      config.tokensPerTask =
+          std::max<int64_t>(1, 4 * kWarpSize / config.vectorWidth);
+      return config;
+    }
+    // Host: 32-byte chunks (one AVX2 register of f32 after widening
+    // bf16/f16 to f32 takes 8 lanes; 16 lanes of 2 bytes load 32 bytes),
+    // and tasks of 64 tokens: a few hundred KiB of rows at H in the
+    // thousands.
+    config.vectorWidth = std::clamp<int64_t>(32 / bytes, 1, kMaxVectorWidth);
+    config.tokensPerTask = 64;
+    return config;
+  }
   if (target == KernelTarget::Nvptx) {
     // A token owns a segment of `lanes` lanes of a warp (vector_width), so
     // reductions are shuffles within the segment and a warp routes

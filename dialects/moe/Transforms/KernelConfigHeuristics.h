@@ -26,6 +26,10 @@ struct KernelShape {
   int64_t groups = 1;
   /// Bytes per logit (4 for f32, 2 for bf16/f16).
   int64_t logitBytes = 4;
+  /// Permute and combine: a token's work is copying (or summing) rows of
+  /// H elements of `rowElementBytes` each, H known only at run time.
+  bool movesRows = false;
+  int64_t rowElementBytes = 2;
 };
 
 struct KernelConfig {

@@ -286,6 +286,7 @@ func.func @score_softmax_f32(%logits: tensor<?x16xf32>) -> (tensor<?x2xi32>, ten
 // CHECK: arith.cmpi sge, %[[CUR]], %c5_i64
 // CHECK: arith.cmpi sge, %[[CUR]], %c7_i64
 // CHECK: arith.cmpi sge, %[[CUR]], %c8_i64
+// CHECK: arith.cmpi sge, %[[CUR]], %c9_i64
 // CHECK: %[[CAT:[0-9]+]] = arith.addi
 // CHECK-NEXT: %[[LATER:[0-9]+]] = arith.cmpi sgt, %[[CAT]], %c1_i64 : i64
 // CHECK-NEXT: %[[EMPTY:[0-9]+]] = arith.cmpi eq, %[[CUR]], %c0_i64 : i64
@@ -1007,4 +1008,61 @@ func.func @lane_lists(%logits: tensor<?x16xf32>) -> (tensor<?x3xi32>, tensor<?x3
   %ids = moe.topk %s k 3 : tensor<?x16xf32> -> tensor<?x3xi32>
   %w = moe.gather %s[%ids] : tensor<?x16xf32>, tensor<?x3xi32> -> tensor<?x3xf32>
   return %ids, %w : tensor<?x3xi32>, tensor<?x3xf32>
+}
+
+// -----
+
+// Permute: one token fills the k permuted rows t*k .. t*k+k-1; each row's
+// slot is loaded and validated once (code 9), then the row is copied in
+// whole chunks and one masked tail, the k rows of a chunk back to back.
+// CHECK-LABEL: func.func @permute(
+// CHECK-SAME: %[[H:arg[0-9]+]]: memref<?x?xbf16> {moe.kernel_arg = #moe.kernel_arg<name = "hidden", role = tensor, dtype = bf16, shape = ["T", "H"], access = read>}, %[[S:arg[0-9]+]]: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "sorted_slots", {{[^}]*}}}, %[[P:arg[0-9]+]]: memref<?x?xbf16> {moe.kernel_arg = #moe.kernel_arg<name = "permuted", role = tensor, dtype = bf16, shape = ["T*k", "H"], access = write>}, %[[ERR:arg[0-9]+]]: memref<5xi64> {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}})
+// CHECK: scf.for %[[T:arg[0-9]+]] =
+// CHECK: %[[SLOT0:.*]] = memref.load %[[S]][%{{.*}}] : memref<?xi32>
+// CHECK: memref.store %c9_i64, %[[ERR]][%c0]
+// CHECK: %[[SLOT1:.*]] = memref.load %[[S]][%{{.*}}] : memref<?xi32>
+// CHECK: memref.store %c9_i64, %[[ERR]][%c0]
+// CHECK: scf.for %[[E0:arg[0-9]+]] = %c0 to %{{.*}} step %c16 {
+// CHECK-NEXT: %[[A:.*]] = vector.load %[[H]][%{{.*}}, %[[E0]]] : memref<?x?xbf16>, vector<16xbf16>
+// CHECK-NEXT: %[[B:.*]] = vector.load %[[H]][%{{.*}}, %[[E0]]] : memref<?x?xbf16>, vector<16xbf16>
+// CHECK-NEXT: vector.store %[[A]], %[[P]]
+// CHECK-NEXT: vector.store %[[B]], %[[P]]
+// CHECK: vector.create_mask %{{.*}} : vector<16xi1>
+// CHECK: vector.maskedload %[[H]]
+// CHECK: vector.maskedstore %[[P]]
+func.func @permute(%hidden: tensor<?x?xbf16>, %slots: tensor<?xi32>) -> tensor<?x?xbf16> attributes {moe.entry = "permute", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 64, topk = argmax_passes>} {
+  %p = moe.permute %hidden[%slots] k 2 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  return %p : tensor<?x?xbf16>
+}
+
+// -----
+
+// Combine: the weights first (dim 0 is T), positions validated once (code
+// 10), then per chunk an f32 fused multiply-add chain in slot order,
+// rounded once to the row type.
+// CHECK-LABEL: func.func @combine(
+// CHECK-SAME: %[[W:arg[0-9]+]]: memref<?x2xf32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_weights", {{[^}]*}}}, %[[POS:arg[0-9]+]]: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "slot_positions", {{[^}]*}}}, %[[O:arg[0-9]+]]: memref<?x?xf16> {moe.kernel_arg = #moe.kernel_arg<name = "expert_output", role = tensor, dtype = f16, shape = ["T*k", "H"], access = read>}, %[[C:arg[0-9]+]]: memref<?x?xf16> {moe.kernel_arg = #moe.kernel_arg<name = "combined", role = tensor, dtype = f16, shape = ["T", "H"], access = write>}
+// CHECK: memref.store %c10_i64
+// CHECK: memref.store %c10_i64
+// CHECK: %[[W0:.*]] = memref.load %[[W]][%[[T:.*]], %c0] : memref<?x2xf32>
+// CHECK: scf.for %[[E0:arg[0-9]+]] = %c0 to %{{.*}} step %c8 {
+// CHECK: %[[X0:.*]] = arith.extf %{{.*}} : vector<8xf16> to vector<8xf32>
+// CHECK: %[[X1:.*]] = arith.extf %{{.*}} : vector<8xf16> to vector<8xf32>
+// CHECK-NEXT: %[[S0:.*]] = math.fma %{{.*}}, %[[X0]], %cst{{.*}} : vector<8xf32>
+// CHECK-NEXT: %[[S1:.*]] = math.fma %{{.*}}, %[[X1]], %[[S0]] : vector<8xf32>
+// CHECK-NEXT: %[[R:.*]] = arith.truncf %[[S1]] : vector<8xf32> to vector<8xf16>
+// CHECK-NEXT: vector.store %[[R]], %[[C]][%{{.*}}, %[[E0]]]
+// CHECK: vector.maskedstore %[[C]]
+func.func @combine(%w: tensor<?x2xf32>, %pos: tensor<?xi32>, %out: tensor<?x?xf16>) -> tensor<?x?xf16> attributes {moe.entry = "combine", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
+  %c = moe.combine %out[%pos] weights %w : tensor<?x?xf16>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x?xf16>
+  return %c : tensor<?x?xf16>
+}
+
+// -----
+
+func.func @permute_not_alone(%hidden: tensor<?x?xbf16>, %slots: tensor<?xi32>) -> (tensor<?x?xbf16>, tensor<?x?xbf16>) attributes {moe.entry = "permute", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 64, topk = argmax_passes>} {
+  // expected-error @+1 {{'moe.permute' op moves whole rows of a run-time size and must be alone in its entry point, its result returned}}
+  %p = moe.permute %hidden[%slots] k 2 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  %q = moe.permute %hidden[%slots] k 2 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  return %p, %q : tensor<?x?xbf16>, tensor<?x?xbf16>
 }

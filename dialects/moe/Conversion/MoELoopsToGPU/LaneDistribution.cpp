@@ -785,6 +785,15 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
                                         bound));
     return success();
   }
+  if (auto mask = dyn_cast<vector::CreateMaskOp>(op)) {
+    // A run-time tail (permute and combine's rows of H elements).
+    if (mask.getNumOperands() != 1)
+      return op->emitOpError("only 1-D masks can be distributed over lanes");
+    mapping.map(mask.getResult(),
+                b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, lane,
+                                        mapping.lookup(mask.getOperand(0))));
+    return success();
+  }
   if (auto extract = dyn_cast<vector::ExtractOp>(op)) {
     // Canonicalization turns reductions over one-lane vectors into
     // extracts: with one lane per token, element 0 is the lane's value.

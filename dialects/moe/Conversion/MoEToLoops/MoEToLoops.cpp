@@ -63,6 +63,14 @@ std::string abiNameOfArgument(BlockArgument arg) {
               return index == 1 ? "capture" : index == 2 ? "layer" : "";
             })
             .Case([&](DispatchOp) { return "topk_ids"; })
+            .Case([&](PermuteOp) {
+              return index == 0 ? "hidden" : "sorted_slots";
+            })
+            .Case([&](CombineOp) {
+              return index == 0   ? "expert_output"
+                     : index == 1 ? "slot_positions"
+                                  : "topk_weights";
+            })
             .Default([](Operation *) { return ""; });
     if (!name.empty())
       return name;
@@ -85,6 +93,8 @@ std::string abiNameOfResult(Value result) {
           [](Operation *) { return "topk_ids"; })
       .Case<GatherOp, NormalizeOp, ScaleOp>(
           [](Operation *) { return "topk_weights"; })
+      .Case([](PermuteOp) { return "permuted"; })
+      .Case([](CombineOp) { return "combined"; })
       .Default([](Operation *) { return ""; });
 }
 
@@ -142,6 +152,16 @@ public:
             "spans tokens and must be alone in its entry point, its results "
             "returned in order");
       return convertDispatch(dispatches.front());
+    }
+    for (Operation &op : body.without_terminator()) {
+      if (!isa<PermuteOp, CombineOp>(op))
+        continue;
+      if (std::distance(body.begin(), body.end()) != 2 ||
+          ret.getOperands() != op.getResults())
+        return op.emitOpError("moves whole rows of a run-time size and must "
+                              "be alone in its entry point, its result "
+                              "returned");
+      return convertRowMovement(&op);
     }
     return convertRowKernel(body, ret);
   }
@@ -398,6 +418,42 @@ private:
                                     entry.getArgument(6))
             : lowerDispatch(dispatch, cg, entry.getArgument(0),
                             entry.getArguments().slice(1, 4));
+    return finish(kernel, status);
+  }
+
+  /// Permute and combine: one token per trip of the token loop, like a row
+  /// kernel, but the rows they move are H elements long, H known only at
+  /// run time, so they read and write the arguments directly instead of
+  /// through stack rows (PermuteToLoops.cpp).
+  LogicalResult convertRowMovement(Operation *op) {
+    FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/true);
+    if (failed(created))
+      return failure();
+    func::FuncOp kernel = *created;
+    Block &entry = kernel.getBody().front();
+    unsigned numArgs = entry.getNumArguments();
+    OpBuilder b = OpBuilder::atBlockEnd(&entry);
+    OpBuilder allocBuilder = startKernelBody(b, entry);
+    RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth,
+                  entry.getArgument(numArgs - 3));
+    cg.target = target;
+    // The kernel's arguments in the entry's order, outputs after inputs.
+    SmallVector<Value> operands(entry.getArguments().take_front(numArgs - 3));
+    LogicalResult status = success();
+    b.create<scf::ForOp>(
+        func.getLoc(), entry.getArgument(numArgs - 2),
+        entry.getArgument(numArgs - 1), cg.index(1), ValueRange{},
+        [&](OpBuilder &nested, Location loc, Value token, ValueRange) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          cg.token = token;
+          status = isa<PermuteOp>(op)
+                       ? lowerPermute(cast<PermuteOp>(op), cg, operands[0],
+                                      operands[1], operands[2])
+                       : lowerCombine(cast<CombineOp>(op), cg, operands[2],
+                                      operands[1], operands[0], operands[3]);
+          b.create<scf::YieldOp>(loc);
+        });
     return finish(kernel, status);
   }
 

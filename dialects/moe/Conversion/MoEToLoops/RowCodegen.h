@@ -171,6 +171,15 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
 LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                                     ValueRange outputs, Value scratch);
 
+/// Permute and combine, one token per call (PermuteToLoops.cpp): the
+/// values are the kernel's memref arguments. Permute fills permuted rows
+/// [token * k, token * k + k) from `hidden` by `sortedSlots`; combine
+/// writes row `token` of `combined`.
+LogicalResult lowerPermute(PermuteOp op, RowCodegen &cg, Value hidden,
+                           Value sortedSlots, Value permuted);
+LogicalResult lowerCombine(CombineOp op, RowCodegen &cg, Value expertOutput,
+                           Value slotPositions, Value weights, Value combined);
+
 } // namespace mlir::moe::loops
 
 #endif // MOEGEN_DIALECT_MOE_CONVERSION_MOETOLOOPS_ROWCODEGEN_H

@@ -952,14 +952,14 @@ func.func @dispatch_slots_just_over_i32(%ids: tensor<1073741824x2xi32>) {
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", got "reroute"}}
+// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", "permute", "combine", got "reroute"}}
 func.func @bad_entry_kind() attributes {moe.entry = "reroute"} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", got 5 : i64}}
+// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", "permute", "combine", got 5 : i64}}
 func.func @entry_not_a_string() attributes {moe.entry = 5} {
   return
 }
@@ -1082,4 +1082,84 @@ func.func @kernel_arg_static_for_dynamic(%ids: memref<?x2xi32> {moe.kernel_arg =
 // expected-error @+1 {{argument #0: attribute 'moe.kernel_bogus' is not a moe argument attribute (known: 'moe.kernel_arg', 'moe.kernel_size')}}
 func.func @kernel_arg_unknown(%ids: memref<?x2xi32> {moe.kernel_bogus = 1}) {
   return
+}
+
+// -----
+
+func.func @permute_converts(%h: tensor<?x?xbf16>, %s: tensor<?xi32>) -> tensor<?x?xf32> {
+  // expected-error @+1 {{'moe.permute' op permuted element type 'f32' must match hidden ('bf16'): rows are moved, not converted}}
+  %p = moe.permute %h[%s] k 2 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xf32>
+  return %p : tensor<?x?xf32>
+}
+
+// -----
+
+func.func @permute_hidden_size(%h: tensor<?x64xbf16>, %s: tensor<?xi32>) -> tensor<?x32xbf16> {
+  // expected-error @+1 {{'moe.permute' op hidden size of permuted (32) must match hidden (64)}}
+  %p = moe.permute %h[%s] k 2 : tensor<?x64xbf16>, tensor<?xi32> -> tensor<?x32xbf16>
+  return %p : tensor<?x32xbf16>
+}
+
+// -----
+
+func.func @permute_k(%h: tensor<?x?xbf16>, %s: tensor<?xi32>) -> tensor<?x?xbf16> {
+  // expected-error @+1 {{'moe.permute' op attribute 'k' = 0 must be in [1, 2147483647] (the i32 slot limit)}}
+  %p = moe.permute %h[%s] k 0 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  return %p : tensor<?x?xbf16>
+}
+
+// -----
+
+func.func @permute_slots(%h: tensor<4x?xf16>, %s: tensor<7xi32>) -> tensor<?x?xf16> {
+  // expected-error @+1 {{'moe.permute' op sorted_slots has 7 rows or entries, expected tokens * k = 4 * 2}}
+  %p = moe.permute %h[%s] k 2 : tensor<4x?xf16>, tensor<7xi32> -> tensor<?x?xf16>
+  return %p : tensor<?x?xf16>
+}
+
+// -----
+
+func.func @permute_rows(%h: tensor<?x?xf32>, %s: tensor<8xi32>) -> tensor<6x?xf32> {
+  // expected-error @+1 {{'moe.permute' op permuted has 6 rows, sorted_slots 8 entries (one row per slot)}}
+  %p = moe.permute %h[%s] k 2 : tensor<?x?xf32>, tensor<8xi32> -> tensor<6x?xf32>
+  return %p : tensor<6x?xf32>
+}
+
+// -----
+
+func.func @combine_dynamic_k(%o: tensor<?x?xbf16>, %pos: tensor<?xi32>, %w: tensor<?x?xf32>) -> tensor<?x?xbf16> {
+  // expected-error @+1 {{'moe.combine' op weights must have a static ids-per-token dimension (dim 1), got 'tensor<?x?xf32>'}}
+  %c = moe.combine %o[%pos] weights %w : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x?xf32> -> tensor<?x?xbf16>
+  return %c : tensor<?x?xbf16>
+}
+
+// -----
+
+func.func @combine_converts(%o: tensor<?x?xbf16>, %pos: tensor<?xi32>, %w: tensor<?x2xf32>) -> tensor<?x?xf16> {
+  // expected-error @+1 {{'moe.combine' op combined element type 'f16' must match expert_output ('bf16'): rows are moved, not converted}}
+  %c = moe.combine %o[%pos] weights %w : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x?xf16>
+  return %c : tensor<?x?xf16>
+}
+
+// -----
+
+func.func @combine_tokens(%o: tensor<?x?xbf16>, %pos: tensor<?xi32>, %w: tensor<3x2xf32>) -> tensor<4x?xbf16> {
+  // expected-error @+1 {{'moe.combine' op token dimension of combined (4) must match weights (3)}}
+  %c = moe.combine %o[%pos] weights %w : tensor<?x?xbf16>, tensor<?xi32>, tensor<3x2xf32> -> tensor<4x?xbf16>
+  return %c : tensor<4x?xbf16>
+}
+
+// -----
+
+func.func @combine_positions(%o: tensor<?x?xbf16>, %pos: tensor<5xi32>, %w: tensor<3x2xf32>) -> tensor<3x?xbf16> {
+  // expected-error @+1 {{'moe.combine' op slot_positions has 5 rows or entries, expected tokens * k = 3 * 2}}
+  %c = moe.combine %o[%pos] weights %w : tensor<?x?xbf16>, tensor<5xi32>, tensor<3x2xf32> -> tensor<3x?xbf16>
+  return %c : tensor<3x?xbf16>
+}
+
+// -----
+
+func.func @combine_rows(%o: tensor<7x?xbf16>, %pos: tensor<6xi32>, %w: tensor<?x2xf32>) -> tensor<?x?xbf16> {
+  // expected-error @+1 {{'moe.combine' op expert_output has 7 rows, slot_positions 6 entries (one row per slot)}}
+  %c = moe.combine %o[%pos] weights %w : tensor<7x?xbf16>, tensor<6xi32>, tensor<?x2xf32> -> tensor<?x?xbf16>
+  return %c : tensor<?x?xbf16>
 }

@@ -537,3 +537,14 @@ func.func @route_and_dispatch(%logits: tensor<16x64xf32>)
   return %w, %counts, %offsets, %sorted, %positions
       : tensor<16x4xf32>, tensor<64xi32>, tensor<65xi32>, tensor<64xi32>, tensor<64xi32>
 }
+
+// Permute and combine move rows of a run-time hidden size.
+// CHECK-LABEL: func.func @permute_and_combine(
+func.func @permute_and_combine(%hidden: tensor<?x?xbf16>, %sorted: tensor<?xi32>, %positions: tensor<?xi32>, %w: tensor<?x8xf32>, %out: tensor<?x?xbf16>) -> (tensor<?x?xbf16>, tensor<?x?xbf16>) {
+  // CHECK:      %[[P:.*]] = moe.permute %{{.*}}[%{{.*}}] k 8 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  // CHECK-NEXT: %[[C:.*]] = moe.combine %{{.*}}[%{{.*}}] weights %{{.*}} : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x8xf32> -> tensor<?x?xbf16>
+  // CHECK-NEXT: return %[[P]], %[[C]]
+  %p = moe.permute %hidden[%sorted] k 8 : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  %c = moe.combine %out[%positions] weights %w : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x8xf32> -> tensor<?x?xbf16>
+  return %p, %c : tensor<?x?xbf16>, tensor<?x?xbf16>
+}
