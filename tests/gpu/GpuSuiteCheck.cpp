@@ -15,6 +15,10 @@
 // (fp32 near-ties: the backends sum in different orders); weights within
 // 1e-5 relative where the ids agree; dispatch metadata and the capture
 // equal whenever all ids are; invalid forced ids give the CPU's message.
+// Cases with permute and combine run them on the GPU's own routing, at
+// the spec's hidden size and at one that leaves a tail chunk, against
+// their contract computed here (a row copy; an f32 fused-multiply-add
+// chain in slot order, rounded once): bit for bit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +26,7 @@
 #include "runtime/RouterInputs.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaHostRouter.h"
+#include "runtime/npy/HalfFloat.h"
 #include "runtime/npy/Npy.h"
 
 #include <CLI/CLI.hpp>
@@ -162,6 +167,110 @@ rt::HostRunResult runCall(rt::HostRouter &router, const fs::path &dir,
   return rt::runOnHost(router, inputs, 0);
 }
 
+/// Rows of `count` random values of the hidden type, as bytes.
+std::vector<uint8_t> randomRows(const rt::RouterFacts &facts, size_t count,
+                                std::mt19937 &rng) {
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  std::vector<uint8_t> bytes(std::max<size_t>(1, count * facts.hiddenBytes()));
+  for (size_t i = 0; i < count; ++i) {
+    float x = normal(rng);
+    if (facts.hidden == rt::RouterFacts::Logits::F32) {
+      std::memcpy(&bytes[i * 4], &x, 4);
+      continue;
+    }
+    uint16_t bits = facts.hidden == rt::RouterFacts::Logits::BF16
+                        ? npy::floatToBf16(x)
+                        : npy::floatToHalf(x);
+    std::memcpy(&bytes[i * 2], &bits, 2);
+  }
+  return bytes;
+}
+
+float rowValue(const rt::RouterFacts &facts, const uint8_t *bytes, size_t i) {
+  if (facts.hidden == rt::RouterFacts::Logits::F32) {
+    float x;
+    std::memcpy(&x, bytes + i * 4, 4);
+    return x;
+  }
+  uint16_t bits;
+  std::memcpy(&bits, bytes + i * 2, 2);
+  return facts.hidden == rt::RouterFacts::Logits::BF16 ? npy::bf16ToFloat(bits)
+                                                       : npy::halfToFloat(bits);
+}
+
+/// Permute and combine of T tokens on the GPU, by the routing `result`,
+/// against their contract; "" or what differs.
+std::string checkPermuteCombine(rt::CudaHostRouter &router,
+                                const rt::HostRunResult &result, int64_t t,
+                                int64_t hidden) {
+  const rt::RouterFacts &facts = router.facts();
+  const int64_t k = facts.topK;
+  const size_t bytes = facts.hiddenBytes(), slots = size_t(t * k);
+  const npy::Array *weights = result.find("topk_weights");
+  const npy::Array *sorted = result.find("sorted_slots");
+  const npy::Array *positions = result.find("slot_positions");
+  if (!weights || !sorted || !positions)
+    return "the routing gave no weights or dispatch outputs\n";
+  const int32_t *sortedSlots = sorted->as<int32_t>();
+  const int32_t *slotPositions = positions->as<int32_t>();
+  std::mt19937 rng(uint32_t(t * 31 + hidden));
+  std::vector<uint8_t> rows = randomRows(facts, size_t(t * hidden), rng);
+  std::vector<uint8_t> permuted(std::max<size_t>(1, slots * hidden * bytes));
+  rt::HostPermuteCall permute;
+  permute.numTokens = t;
+  permute.hiddenSize = hidden;
+  permute.hidden = rows.data();
+  permute.sortedSlots = sortedSlots;
+  permute.permuted = permuted.data();
+  if (std::string error = router.permute(permute); !error.empty())
+    return "permute: kernel error: " + error + "\n";
+  for (size_t p = 0; p < slots; ++p) {
+    const size_t token = size_t(sortedSlots[p]) / size_t(k);
+    if (std::memcmp(&permuted[p * hidden * bytes],
+                    &rows[token * hidden * bytes], hidden * bytes) != 0)
+      return "permute: row " + std::to_string(p) + " is not token " +
+             std::to_string(token) + "'s\n";
+  }
+
+  std::vector<uint8_t> outputs = randomRows(facts, slots * hidden, rng);
+  std::vector<uint8_t> combined(std::max<size_t>(1, t * hidden * bytes));
+  std::vector<float> weightValues(slots);
+  for (size_t s = 0; s < slots; ++s)
+    weightValues[s] = weights->as<float>()[s];
+  rt::HostCombineCall combine;
+  combine.numTokens = t;
+  combine.hiddenSize = hidden;
+  combine.topkWeights = weightValues.data();
+  combine.slotPositions = slotPositions;
+  combine.expertOutput = outputs.data();
+  combine.combined = combined.data();
+  if (std::string error = router.combine(combine); !error.empty())
+    return "combine: kernel error: " + error + "\n";
+  for (int64_t token = 0; token < t; ++token)
+    for (int64_t h = 0; h < hidden; ++h) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < k; ++j) {
+        const size_t row = size_t(slotPositions[token * k + j]);
+        sum = std::fma(weightValues[size_t(token * k + j)],
+                       rowValue(facts, outputs.data(), row * hidden + h), sum);
+      }
+      std::vector<uint8_t> want(bytes);
+      if (facts.hidden == rt::RouterFacts::Logits::F32) {
+        std::memcpy(want.data(), &sum, 4);
+      } else {
+        uint16_t bits = facts.hidden == rt::RouterFacts::Logits::BF16
+                            ? npy::floatToBf16(sum)
+                            : npy::floatToHalf(sum);
+        std::memcpy(want.data(), &bits, 2);
+      }
+      if (std::memcmp(want.data(), &combined[size_t(token * hidden + h) * bytes],
+                      bytes) != 0)
+        return "combine: combined[" + std::to_string(token) + "][" +
+               std::to_string(h) + "] differs from the f32 fma chain\n";
+    }
+  return "";
+}
+
 int checkSuite(const fs::path &suite) {
   std::ifstream list(suite / "cases.txt");
   if (!list)
@@ -196,6 +305,16 @@ int checkSuite(const fs::path &suite) {
           problems += "T=" + t + " " + entry + ": " + found;
       };
       check("route", "", "route");
+      if (router.facts().permute) {
+        rt::HostRunResult routed = runCall(router, inputs, "");
+        for (int64_t hidden : {router.facts().hiddenSize, int64_t(1000)}) {
+          ++calls;
+          if (std::string found =
+                  checkPermuteCombine(router, routed, std::stoll(t), hidden);
+              !found.empty())
+            problems += "T=" + t + " H=" + std::to_string(hidden) + " " + found;
+        }
+      }
       if (router.facts().replay) {
         check("replay", "forced_ids.npy", "replay");
         ++calls;

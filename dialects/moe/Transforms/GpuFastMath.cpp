@@ -50,7 +50,7 @@ struct MoEGpuFastMathPass
       else if (auto div = dyn_cast<arith::DivFOp>(op);
                div && isApproximateF32(op, div.getFastmath()))
         ops.push_back(op);
-      else if (isa<math::AbsFOp>(op) &&
+      else if (isa<math::AbsFOp, math::FmaOp>(op) &&
                isa<Float32Type, Float64Type>(op->getResult(0).getType()))
         ops.push_back(op);
     });
@@ -59,12 +59,13 @@ struct MoEGpuFastMathPass
       b.setInsertionPoint(op);
       Location loc = op->getLoc();
       Value result;
-      if (isa<math::AbsFOp>(op)) {
-        // Exact either way; LLVM's intrinsic keeps libdevice out.
-        std::string name = op->getResult(0).getType().isF32()
-                               ? "llvm.fabs.f32"
-                               : "llvm.fabs.f64";
-        result = callIntrinsic(b, loc, name, op->getOperand(0));
+      if (isa<math::AbsFOp, math::FmaOp>(op)) {
+        // Exact either way; LLVM's intrinsic keeps libdevice out (and
+        // convert-gpu-to-nvvm has no pattern for math.fma at all).
+        std::string name =
+            std::string(isa<math::AbsFOp>(op) ? "llvm.fabs." : "llvm.fma.") +
+            (op->getResult(0).getType().isF32() ? "f32" : "f64");
+        result = callIntrinsic(b, loc, name, op->getOperands());
       } else if (auto exp = dyn_cast<math::ExpOp>(op)) {
         // exp(x) = 2^(x log2 e), as CUDA's __expf.
         Value log2e = b.create<arith::ConstantOp>(

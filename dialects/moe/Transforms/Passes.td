@@ -58,7 +58,7 @@ def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
 
 def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
   let summary = "map approximate (`afn`) f32 exp and division to PTX's "
-                "approximate instructions, and abs to an intrinsic";
+                "approximate instructions, and abs and fma to intrinsics";
   let description = [{
     The scoring lowering marks with `afn` only the f32 exps whose argument
     is at most 0 and the divisions whose divisor lies in [1, 2^126]
@@ -76,7 +76,9 @@ def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
     It also maps f32 and f64 `math.absf` to LLVM's intrinsic (`abs` in PTX,
     exact like libdevice's `__nv_fabsf`), so that a kernel without other
     math calls needs no libdevice, whose parsing and linking cost more than
-    the kernel's own code generation. `math.sqrt` stays libdevice's: with
+    the kernel's own code generation; likewise `math.fma` (combine's
+    accumulation) to LLVM's `fma` (`fma.rn` in PTX, exact), for which
+    `convert-gpu-to-nvvm` has no pattern. `math.sqrt` stays libdevice's: with
     LLVM's `sqrt` intrinsic instead, ptxas no longer unrolled DeepSeek-V4's
     scoring loop (835 -> 997 SASS warp-instructions per token).
 

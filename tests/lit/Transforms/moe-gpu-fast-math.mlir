@@ -50,3 +50,23 @@ module attributes {gpu.container_module} {
     }
   }
 }
+
+// -----
+
+// f32 and f64 fma (combine's accumulation) become LLVM's intrinsic, which
+// PTX rounds once like std::fma; other types keep math's lowering.
+// CHECK-LABEL: gpu.func @fused(
+// CHECK-SAME: %[[X:.*]]: f32, %[[W:.*]]: f64, %[[H:.*]]: f16)
+// CHECK: llvm.call_intrinsic "llvm.fma.f32"(%[[X]], %[[X]], %[[X]]) : (f32, f32, f32) -> f32
+// CHECK: llvm.call_intrinsic "llvm.fma.f64"(%[[W]], %[[W]], %[[W]]) : (f64, f64, f64) -> f64
+// CHECK: math.fma %[[H]], %[[H]], %[[H]] : f16
+module attributes {gpu.container_module} {
+  gpu.module @kernels {
+    gpu.func @fused(%x: f32, %w: f64, %h: f16) {
+      %a = math.fma %x, %x, %x : f32
+      %b = math.fma %w, %w, %w : f64
+      %c = math.fma %h, %h, %h : f16
+      gpu.return
+    }
+  }
+}
