@@ -150,6 +150,7 @@ void CudaDriver::resolveEntryPoints(
   resolve("cuStreamCreate", streamCreate);
   resolve("cuStreamDestroy", streamDestroy);
   resolve("cuStreamSynchronize", streamSynchronize);
+  resolve("cuStreamQuery", streamQuery);
   resolve("cuModuleLoadData", moduleLoadData);
   resolve("cuModuleLoadDataEx", moduleLoadDataEx);
   resolve("cuModuleGetFunction", moduleGetFunction);

@@ -87,6 +87,9 @@ public:
   CUresult (*streamCreate)(CUstream *, unsigned int) = nullptr;
   CUresult (*streamDestroy)(CUstream) = nullptr;
   CUresult (*streamSynchronize)(CUstream) = nullptr;
+  /// CUDA_SUCCESS when the stream's work is done, CUDA_ERROR_NOT_READY
+  /// while it runs (for waits with a deadline).
+  CUresult (*streamQuery)(CUstream) = nullptr;
   CUresult (*moduleLoadData)(CUmodule *, const void *) = nullptr;
   CUresult (*moduleLoadDataEx)(CUmodule *, const void *, unsigned int,
                                CUjit_option *, void **) = nullptr;

@@ -2,10 +2,12 @@
 //
 // An expert-parallel (EP) group of ranks and the two collectives the EP
 // operations (ExpertParallel.h) are built on, over buffers in one memory
-// space. Implementations: MpiCommunicator (host buffers, Open MPI, its own
-// library so that the runtime needs no MPI); an NCCL one (device buffers,
-// libnccl loaded at run time) is to come. A failed collective throws
-// rt::Error of kind Communication. Plain C++20.
+// space, and their host-buffer forms, which every communicator offers (a
+// device one stages the bytes through device memory). Implementations:
+// MpiCommunicator (host buffers, Open MPI, its own library so that the
+// runtime needs no MPI) and NcclCommunicator (device buffers, libnccl
+// loaded at run time). A failed collective throws rt::Error of kind
+// Communication. Plain C++20.
 //
 //===----------------------------------------------------------------------===//
 
@@ -50,6 +52,14 @@ public:
                          std::span<const std::size_t> sendOffsets, void *recv,
                          std::span<const std::size_t> recvBytes,
                          std::span<const std::size_t> recvOffsets) = 0;
+  /// allToAllV of host buffers, whatever memorySpace() is (a device
+  /// communicator stages the bytes): how the EP operations move host rows.
+  virtual void allToAllVHost(const void *send,
+                             std::span<const std::size_t> sendBytes,
+                             std::span<const std::size_t> sendOffsets,
+                             void *recv,
+                             std::span<const std::size_t> recvBytes,
+                             std::span<const std::size_t> recvOffsets) = 0;
 };
 
 /// Throws rt::Error(InvalidArgument) unless an allToAllV call gives one

@@ -6,6 +6,7 @@
 #include "runtime/npy/HalfFloat.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -107,16 +108,6 @@ std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
   return "";
 }
 
-/// This rank's verdict on allGatherForcedIds' arguments; empty if fine.
-std::string checkForcedIds(const Communicator &comm,
-                           std::span<const int32_t> ids, int64_t tokens,
-                           int64_t k, int64_t numExperts) {
-  if (comm.memorySpace() != MemorySpace::Host)
-    return "forced_ids are host memory but the " + comm.name() +
-           " communicator exchanges device buffers";
-  return checkIds(ids, tokens, k, numExperts, "forced_ids");
-}
-
 } // namespace
 
 std::vector<int32_t> allGatherForcedIds(Communicator &comm,
@@ -127,7 +118,7 @@ std::vector<int32_t> allGatherForcedIds(Communicator &comm,
       {"k", k}, {"experts", numExperts}, {"tokens", tokens, false}};
   std::vector<std::vector<int64_t>> agreed = agreeOnArguments(
       comm, "all_gather_forced_ids", signature,
-      checkForcedIds(comm, ids, tokens, k, numExperts));
+      checkIds(ids, tokens, k, numExperts, "forced_ids"));
   const std::vector<int64_t> &rankTokens = agreed[2];
 
   const std::size_t ranks = rankTokens.size();
@@ -142,7 +133,7 @@ std::vector<int32_t> allGatherForcedIds(Communicator &comm,
     total += recvBytes[r];
   }
   std::vector<int32_t> gathered(total / sizeof(int32_t));
-  comm.allToAllV(ids.data(), sendBytes, sendOffsets, gathered.data(),
+  comm.allToAllVHost(ids.data(), sendBytes, sendOffsets, gathered.data(),
                  recvBytes, recvOffsets);
   return gathered;
 }
@@ -212,7 +203,7 @@ Received<T> exchangeVectors(Communicator &comm,
   std::vector<std::size_t> eight(ranks, sizeof(int64_t)), at(ranks);
   for (std::size_t r = 0; r < ranks; ++r)
     at[r] = r * sizeof(int64_t);
-  comm.allToAllV(counts.data(), eight, at, incoming.data(), eight, at);
+  comm.allToAllVHost(counts.data(), eight, at, incoming.data(), eight, at);
   std::vector<T> packed;
   std::size_t sentTotal = 0;
   for (const std::vector<T> &part : sent)
@@ -232,7 +223,7 @@ Received<T> exchangeVectors(Communicator &comm,
         received.offsets[r] + static_cast<std::size_t>(incoming[r]);
   }
   received.data.resize(received.offsets[ranks]);
-  comm.allToAllV(packed.data(), sendBytes, sendAt, received.data.data(),
+  comm.allToAllVHost(packed.data(), sendBytes, sendAt, received.data.data(),
                  recvBytes, recvAt);
   return received;
 }
@@ -243,9 +234,6 @@ std::string checkDispatch(const Communicator &comm,
                           int64_t tokens, int64_t k,
                           const ExpertPlacement &placement) {
   const int64_t experts = placement.numExperts();
-  if (comm.memorySpace() != MemorySpace::Host)
-    return "hidden rows are host memory but the " + comm.name() +
-           " communicator exchanges device buffers";
   for (int64_t e = 0; e < experts; ++e)
     if (placement.rankOfExpert[e] < 0 ||
         placement.rankOfExpert[e] >= comm.size())
@@ -440,9 +428,12 @@ std::vector<std::byte> combine(Communicator &comm,
         for (std::size_t h = 0; h < hidden; ++h)
           row[h] = npy::bf16ToFloat(narrow[h]);
       }
+      // moe.combine's contract (semantics.md §10): one fused multiply-add
+      // per slot, in slot order, so EP and the generated kernel agree bit
+      // for bit.
       const float w = weights[t * handle.k + j];
       for (std::size_t h = 0; h < hidden; ++h)
-        sum[h] += w * row[h];
+        sum[h] = std::fma(w, row[h], sum[h]);
     }
     std::byte *out = combined.data() + t * rowBytes;
     if (handle.rowType == RowType::F32) {

@@ -6,7 +6,9 @@
 // all ranks must share) are all-gathered, so that one rank's bad argument or
 // a mismatch between ranks is reported on every rank, with the same message
 // naming the rank, the argument, what was expected and what came, instead
-// of a hang or an out-of-bounds exchange. docs/expert-parallelism.md.
+// of a hang or an out-of-bounds exchange. The operations take host buffers
+// on every communicator: a device one (NCCL) stages them through device
+// memory (Communicator::allToAllVHost). docs/expert-parallelism.md.
 //
 //===----------------------------------------------------------------------===//
 
@@ -47,8 +49,8 @@ agreeOnArguments(Communicator &comm, std::string_view operation,
 /// Router replay under EP: every rank's forced expert ids ([tokens, k],
 /// int32, rank-local token counts may differ, 0 included), concatenated in
 /// rank order into [sum of tokens, k]. Checked before any exchange: k in
-/// [1, numExperts], ids in [0, numExperts), distinct within a token, the
-/// communicator's buffers on the host; k and numExperts equal on all ranks.
+/// [1, numExperts], ids in [0, numExperts), distinct within a token; k and
+/// numExperts equal on all ranks.
 std::vector<int32_t> allGatherForcedIds(Communicator &comm,
                                         std::span<const int32_t> ids,
                                         int64_t tokens, int64_t k,

@@ -38,6 +38,12 @@ public:
                  std::span<const std::size_t> sendOffsets, void *recv,
                  std::span<const std::size_t> recvBytes,
                  std::span<const std::size_t> recvOffsets) override;
+  void allToAllVHost(const void *send, std::span<const std::size_t> sendBytes,
+                     std::span<const std::size_t> sendOffsets, void *recv,
+                     std::span<const std::size_t> recvBytes,
+                     std::span<const std::size_t> recvOffsets) override {
+    allToAllV(send, sendBytes, sendOffsets, recv, recvBytes, recvOffsets);
+  }
 
 private:
   MPI_Comm comm = MPI_COMM_NULL;

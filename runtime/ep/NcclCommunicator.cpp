@@ -7,6 +7,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
 #include <vector>
 
 namespace moegen::rt::ep {
@@ -23,6 +26,8 @@ struct NcclCommunicator::Library {
   int (*getUniqueId)(Id *) = nullptr;
   int (*commInitRank)(void **, int, Id, int) = nullptr;
   int (*commDestroy)(void *) = nullptr;
+  int (*commAbort)(void *) = nullptr;
+  int (*commGetAsyncError)(void *, int *) = nullptr;
   int (*allGather)(const void *, void *, std::size_t, int, void *,
                    CUstream) = nullptr;
   int (*send)(const void *, std::size_t, int, int, void *, CUstream) = nullptr;
@@ -40,6 +45,8 @@ struct NcclCommunicator::Library {
 namespace {
 
 constexpr int kNcclUint8 = 1;
+/// ncclResult_t's ncclInProgress: an operation still running.
+constexpr int kNcclInProgress = 7;
 
 std::shared_ptr<NcclCommunicator::Library> load(const std::string &name) {
   auto library = std::make_shared<NcclCommunicator::Library>();
@@ -64,6 +71,8 @@ std::shared_ptr<NcclCommunicator::Library> load(const std::string &name) {
   find(library->getUniqueId, "ncclGetUniqueId");
   find(library->commInitRank, "ncclCommInitRank");
   find(library->commDestroy, "ncclCommDestroy");
+  find(library->commAbort, "ncclCommAbort");
+  find(library->commGetAsyncError, "ncclCommGetAsyncError");
   find(library->allGather, "ncclAllGather");
   find(library->send, "ncclSend");
   find(library->recv, "ncclRecv");
@@ -136,6 +145,15 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
     driver.check(driver.streamCreate(&stream, 0), "cuStreamCreate");
     ownsStream = true;
   }
+  if (const char *seconds = std::getenv("MOEGEN_EP_TIMEOUT_S")) {
+    char *end = nullptr;
+    const long value = std::strtol(seconds, &end, 10);
+    if (end == seconds || *end != '\0' || value < 1 || value > 86400)
+      throw Error(Error::Kind::InvalidArgument,
+                  std::string("nccl: MOEGEN_EP_TIMEOUT_S = '") + seconds +
+                      "': must be whole seconds in [1, 86400]");
+    waitLimit = std::chrono::seconds(value);
+  }
   Library::Id ncclId;
   std::copy(id.begin(), id.end(), ncclId.internal);
   checkResult(*nccl, nccl->commInitRank(&comm, size, ncclId, rank),
@@ -146,7 +164,7 @@ NcclCommunicator::~NcclCommunicator() {
   const CudaDriver &driver = CudaDriver::get();
   try {
     ScopedContext scope(driver, context);
-    if (comm)
+    if (comm && aborted.empty())
       nccl->commDestroy(comm);
     if (ownsStream)
       driver.streamDestroy(stream);
@@ -161,21 +179,57 @@ void NcclCommunicator::check(int result, const char *call) const {
   checkResult(*nccl, result, call);
 }
 
-void NcclCommunicator::synchronize() const {
+void NcclCommunicator::checkUsable(const char *collective) const {
+  if (!aborted.empty())
+    throw Error(Error::Kind::Communication,
+                std::string("nccl: ") + collective + ": the communicator was "
+                "aborted earlier (" + aborted + ")");
+}
+
+void NcclCommunicator::synchronize(const char *collective) {
   const CudaDriver &driver = CudaDriver::get();
-  driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
+  const auto deadline = std::chrono::steady_clock::now() + waitLimit;
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    CUresult done = driver.streamQuery(stream);
+    if (done == CUDA_SUCCESS)
+      return;
+    if (done != CUDA_ERROR_NOT_READY)
+      driver.check(done, "cuStreamQuery");
+    int state = 0;
+    check(nccl->commGetAsyncError(comm, &state), "ncclCommGetAsyncError");
+    std::string why;
+    if (state != 0 && state != kNcclInProgress)
+      why = std::string("asynchronous error: ") + nccl->getErrorString(state);
+    else if (std::chrono::steady_clock::now() > deadline)
+      why = "no completion within " +
+            std::to_string(waitLimit.count() / 1000) +
+            " s (a peer may have died or stopped calling)";
+    if (!why.empty()) {
+      // Abort unblocks the stream; the communicator is unusable after.
+      nccl->commAbort(comm);
+      aborted = why;
+      throw Error(Error::Kind::Communication,
+                  "nccl: rank " + std::to_string(rankInGroup) + ": " +
+                      collective + ": " + why + "; communicator aborted");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+  }
 }
 
 void NcclCommunicator::allGather(const void *send, std::size_t bytes,
                                  void *recv) {
+  checkUsable("allGather");
   ScopedContext scope(CudaDriver::get(), context);
   check(nccl->allGather(send, recv, bytes, kNcclUint8, comm, stream),
         "ncclAllGather");
-  synchronize();
+  synchronize("allGather");
 }
 
 void NcclCommunicator::allGatherHost(const void *send, std::size_t bytes,
                                      void *recv) {
+  checkUsable("allGatherHost");
   const CudaDriver &driver = CudaDriver::get();
   ScopedContext scope(driver, context);
   const std::size_t total = bytes * static_cast<std::size_t>(groupSize);
@@ -193,7 +247,7 @@ void NcclCommunicator::allGatherHost(const void *send, std::size_t bytes,
                      recv, reinterpret_cast<CUdeviceptr>(deviceRecv.get()),
                      total, stream),
                  "cuMemcpyDtoHAsync");
-  synchronize();
+  synchronize("allGatherHost");
 }
 
 void NcclCommunicator::allToAllV(const void *send,
@@ -205,6 +259,7 @@ void NcclCommunicator::allToAllV(const void *send,
   const auto ranks = static_cast<std::size_t>(groupSize);
   checkAllToAllV(name(), groupSize, sendBytes, sendOffsets, recvBytes,
                  recvOffsets);
+  checkUsable("allToAllV");
   ScopedContext scope(CudaDriver::get(), context);
   // Point-to-point pairs in one group: NCCL's all-to-all-v.
   check(nccl->groupStart(), "ncclGroupStart");
@@ -220,7 +275,47 @@ void NcclCommunicator::allToAllV(const void *send,
             "ncclRecv");
   }
   check(nccl->groupEnd(), "ncclGroupEnd");
-  synchronize();
+  synchronize("allToAllV");
+}
+
+void NcclCommunicator::allToAllVHost(const void *send,
+                                     std::span<const std::size_t> sendBytes,
+                                     std::span<const std::size_t> sendOffsets,
+                                     void *recv,
+                                     std::span<const std::size_t> recvBytes,
+                                     std::span<const std::size_t> recvOffsets) {
+  checkAllToAllV(name(), groupSize, sendBytes, sendOffsets, recvBytes,
+                 recvOffsets);
+  checkUsable("allToAllVHost");
+  // The send buffer's extent covers every range; the receive ranges are
+  // disjoint, so their end bounds the receive buffer.
+  std::size_t sendEnd = 0, recvEnd = 0;
+  for (std::size_t r = 0; r < sendBytes.size(); ++r) {
+    if (sendBytes[r])
+      sendEnd = std::max(sendEnd, sendOffsets[r] + sendBytes[r]);
+    if (recvBytes[r])
+      recvEnd = std::max(recvEnd, recvOffsets[r] + recvBytes[r]);
+  }
+  const CudaDriver &driver = CudaDriver::get();
+  ScopedContext scope(driver, context);
+  DeviceBuffer deviceSend(driver, sendEnd), deviceRecv(driver, recvEnd);
+  if (sendEnd)
+    driver.check(driver.memcpyHtoDAsync(
+                     reinterpret_cast<CUdeviceptr>(deviceSend.get()), send,
+                     sendEnd, stream),
+                 "cuMemcpyHtoDAsync");
+  allToAllV(deviceSend.get(), sendBytes, sendOffsets, deviceRecv.get(),
+            recvBytes, recvOffsets);
+  // Range by range: bytes of `recv` between the ranges stay untouched.
+  for (std::size_t r = 0; r < recvBytes.size(); ++r)
+    if (recvBytes[r])
+      driver.check(
+          driver.memcpyDtoHAsync(
+              static_cast<char *>(recv) + recvOffsets[r],
+              reinterpret_cast<CUdeviceptr>(deviceRecv.get()) + recvOffsets[r],
+              recvBytes[r], stream),
+          "cuMemcpyDtoHAsync");
+  synchronize("allToAllVHost");
 }
 
 } // namespace moegen::rt::ep

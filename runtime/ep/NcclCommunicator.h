@@ -9,6 +9,14 @@
 // Ranks meet through an NCCL unique id that one rank creates (uniqueId)
 // and the caller distributes (over MPI, a file, a store).
 //
+// A collective waits for its stream with a deadline, polling NCCL's
+// asynchronous error state: a peer that died or stopped calling would
+// leave NCCL waiting forever, so past the timeout (MOEGEN_EP_TIMEOUT_S
+// seconds, 300 by default, or setTimeout) the communicator is aborted and
+// the call throws rt::Error(Communication); every later call throws too.
+// (Joining the group, ncclCommInitRank, still blocks until every rank has
+// joined.)
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef MOEGEN_RUNTIME_EP_NCCLCOMMUNICATOR_H
@@ -19,6 +27,7 @@
 #include <cuda.h>
 
 #include <array>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -58,12 +67,25 @@ public:
                  std::span<const std::size_t> sendOffsets, void *recv,
                  std::span<const std::size_t> recvBytes,
                  std::span<const std::size_t> recvOffsets) override;
+  /// Stages the host bytes through device memory.
+  void allToAllVHost(const void *send, std::span<const std::size_t> sendBytes,
+                     std::span<const std::size_t> sendOffsets, void *recv,
+                     std::span<const std::size_t> recvBytes,
+                     std::span<const std::size_t> recvOffsets) override;
+
+  /// How long a collective may wait for its peers.
+  void setTimeout(std::chrono::milliseconds timeout) { waitLimit = timeout; }
+  std::chrono::milliseconds timeout() const { return waitLimit; }
 
   struct Library; // the resolved NCCL entry points
 
 private:
   void check(int result, const char *call) const;
-  void synchronize() const;
+  /// Waits for the stream until the deadline; aborts the communicator and
+  /// throws on an asynchronous NCCL error or when the time is up.
+  void synchronize(const char *collective);
+  /// Throws when an earlier call aborted the communicator.
+  void checkUsable(const char *collective) const;
 
   std::shared_ptr<Library> nccl;
   void *comm = nullptr; // ncclComm_t
@@ -73,6 +95,9 @@ private:
   CUcontext context = nullptr;
   CUstream stream = nullptr;
   bool ownsStream = false;
+  std::chrono::milliseconds waitLimit{300'000};
+  /// Why the communicator was aborted; empty while usable.
+  std::string aborted;
 };
 
 } // namespace moegen::rt::ep

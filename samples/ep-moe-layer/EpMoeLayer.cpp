@@ -4,8 +4,10 @@
 // own random tokens with a template spec on the CPU backend, dispatches the
 // hidden rows to the ranks holding their experts, applies toy experts
 // there, combines the outputs back in fp32, and compares them with what
-// one rank computes for the same tokens. Rank 0 prints one verification
-// line: the largest difference over all ranks (0: bit for bit).
+// one rank computes for the same tokens through the generated kernels
+// (route with dispatch -> permute -> toy experts -> combine). Rank 0 prints
+// one verification line: the largest difference over all ranks (0: bit for
+// bit).
 //
 //===----------------------------------------------------------------------===//
 
@@ -41,13 +43,11 @@ int run(const Options &options, rt::ep::Communicator &comm) {
   std::vector<uint8_t> logits;
   for (int64_t i = 0; i < tokens * experts; ++i)
     samples::appendLogit(facts, normal(random), logits);
-  std::vector<int32_t> ids(static_cast<std::size_t>(tokens * k));
-  std::vector<float> weights(ids.size());
+  samples::Routing routing(tokens, facts);
   rt::HostRouteCall call;
   call.numTokens = tokens;
   call.logits = logits.data();
-  call.topkIds = ids.data();
-  call.topkWeights = weights.data();
+  routing.attach(call);
   if (std::string failed = router->route(call); !failed.empty())
     throw rt::Error(rt::Error::Kind::Kernel, failed);
 
@@ -56,7 +56,7 @@ int run(const Options &options, rt::ep::Communicator &comm) {
   for (float &x : hidden)
     x = uniform(random);
   double maxError =
-      samples::moeBlock(comm, experts, k, options.hidden, hidden, ids, weights);
+      samples::moeBlock(comm, *router, options.hidden, hidden, routing);
 
   // The largest error and the token count of every rank, at rank 0.
   double mine[2] = {maxError, static_cast<double>(tokens)};

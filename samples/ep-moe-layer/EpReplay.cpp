@@ -58,16 +58,15 @@ float hiddenValue(int r, int64_t t, int64_t h) {
 
 /// Layer 0's MoE block over `comm` for tokens named by (rollout rank,
 /// token), against one rank's computation.
-double moeBlock(rt::ep::Communicator &comm, int64_t experts, int64_t k,
+double moeBlock(rt::ep::Communicator &comm, rt::HostRouter &router,
                 int64_t hiddenSize,
                 const std::vector<std::pair<int, int64_t>> &tokens,
-                const std::vector<int32_t> &ids,
-                const std::vector<float> &weights) {
+                const samples::Routing &routing) {
   std::vector<float> hidden;
   for (auto [r, t] : tokens)
     for (int64_t h = 0; h < hiddenSize; ++h)
       hidden.push_back(hiddenValue(r, t, h));
-  return samples::moeBlock(comm, experts, k, hiddenSize, hidden, ids, weights);
+  return samples::moeBlock(comm, router, hiddenSize, hidden, routing);
 }
 
 int run(const Options &options, rt::ep::MpiCommunicator &world) {
@@ -86,8 +85,7 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
   // Rollout: T_r tokens on rank r, every layer routed with capture.
   const int64_t mine = options.tokens + 5 * rank;
   rt::Recorder capture(mine, L, k, E);
-  std::vector<int32_t> rolloutIds(static_cast<std::size_t>(mine * k));
-  std::vector<float> rolloutWeights(rolloutIds.size());
+  samples::Routing rollout(mine, facts);
   for (int64_t layer = 0; layer < L; ++layer) {
     std::vector<uint8_t> logits;
     for (int64_t t = 0; t < mine; ++t)
@@ -102,18 +100,16 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
     call.captureLayer = layer;
     call.topkIds = ids.data();
     call.topkWeights = weights.data();
+    if (layer == 0)
+      rollout.attach(call); // with dispatch's metadata
     if (std::string failed = router.route(call); !failed.empty())
       throw rt::Error(rt::Error::Kind::Kernel, failed);
-    if (layer == 0) {
-      rolloutIds = ids;
-      rolloutWeights = weights;
-    }
   }
   std::vector<std::pair<int, int64_t>> rolloutTokens;
   for (int64_t t = 0; t < mine; ++t)
     rolloutTokens.emplace_back(rank, t);
-  double rolloutError = moeBlock(world, E, k, options.hidden, rolloutTokens,
-                                 rolloutIds, rolloutWeights);
+  double rolloutError =
+      moeBlock(world, router, options.hidden, rolloutTokens, rollout);
 
   // Training: every layer's captured ids gathered in (rollout rank, token)
   // order, then a contiguous slice of all tokens per rank.
@@ -143,22 +139,22 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
       std::vector<uint8_t> logits;
       for (auto [r, t] : slice)
         appendLogits(facts, r, t, layer, /*perturbed=*/true, logits);
-      std::vector<int32_t> ids(forced.size());
-      std::vector<float> weights(forced.size());
+      samples::Routing replayed(count, facts);
       rt::HostRouteCall call;
       call.numTokens = count;
       call.logits = logits.data();
       call.forcedIds = forced.data();
-      call.topkIds = ids.data();
-      call.topkWeights = weights.data();
+      replayed.attach(call);
       if (std::string failed = router.replay(call); !failed.empty())
         throw rt::Error(rt::Error::Kind::Kernel, failed);
-      for (std::size_t i = 0; i < ids.size(); ++i)
-        mismatches += ids[i] != forced[i];
+      for (std::size_t i = 0; i < replayed.ids.size(); ++i)
+        mismatches += replayed.ids[i] != forced[i];
       // Routed afresh on the perturbed logits, for comparison.
       std::vector<int32_t> fresh(forced.size());
       std::vector<float> freshWeights(forced.size());
-      call.forcedIds = nullptr;
+      call = rt::HostRouteCall();
+      call.numTokens = count;
+      call.logits = logits.data();
       call.topkIds = fresh.data();
       call.topkWeights = freshWeights.data();
       if (std::string failed = router.route(call); !failed.empty())
@@ -172,7 +168,7 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
         drifted += changed;
       }
       if (layer == 0)
-        trainError = moeBlock(train, E, k, options.hidden, slice, ids, weights);
+        trainError = moeBlock(train, router, options.hidden, slice, replayed);
     }
   }
   MPI_Comm_free(&trainGroup);

@@ -1,9 +1,11 @@
 //===- ToyMoe.h - What the EP samples share -------------------*- C++ -*-===//
 //
 // The pieces both EP samples (EpMoeLayer.cpp, EpReplay.cpp) use: a CPU
-// router compiled from a template, logits in the spec's dtype, a toy
-// expert, one MoE block over an EP group checked against one rank, and
-// main()'s MPI and error handling.
+// router compiled from a template (with dispatch, permute and combine), logits
+// in the spec's dtype, a toy expert, one MoE block over an EP group checked
+// bit for bit against the same tokens on one rank through the generated
+// kernels (route -> permute -> experts -> combine), and main()'s MPI and
+// error handling.
 //
 //===----------------------------------------------------------------------===//
 
@@ -33,8 +35,9 @@
 
 namespace moegen::samples {
 
-/// The CPU backend's router for `specPath`, with capture and replay when
-/// asked. Refuses specs with a score bias or a hash table (exit 2).
+/// The CPU backend's router for `specPath`, with dispatch, permute and
+/// combine over f32 rows, and capture and replay when asked. Refuses specs
+/// with a score bias or a hash table (exit 2).
 inline std::unique_ptr<rt::HostRouter>
 compileRouter(const std::string &specPath, bool captureAndReplay) {
   std::string error;
@@ -43,6 +46,8 @@ compileRouter(const std::string &specPath, bool captureAndReplay) {
     throw rt::Error(rt::Error::Kind::InvalidArgument, error);
   spec->capture |= captureAndReplay;
   spec->replay |= captureAndReplay;
+  spec->dispatch = spec->permute = true;
+  spec->hiddenDType = LogitsDType::F32;
   auto compiled = cpu::CpuHostRouter::compile(*spec, {});
   if (!compiled)
     throw rt::Error(rt::Error::Kind::Compile,
@@ -77,20 +82,48 @@ inline float toyExpert(int32_t e, int64_t experts, float x) {
   return x * (1.0f + scale) + scale;
 }
 
-/// One MoE block over `comm`: dispatch `hidden` ([ids.size() / k,
-/// hiddenSize] fp32) with contiguous placement, apply the toy experts,
-/// combine with `weights`. Returns the largest difference against one
-/// rank's computation of the same tokens.
-inline double moeBlock(rt::ep::Communicator &comm, int64_t experts, int64_t k,
+/// One rank's routing of its tokens: ids and weights, and dispatch's
+/// metadata for them (which the one-rank computation permutes by).
+struct Routing {
+  std::vector<int32_t> ids, counts, offsets, sortedSlots, slotPositions;
+  std::vector<float> weights;
+
+  Routing(int64_t tokens, const rt::RouterFacts &facts)
+      : ids(std::size_t(std::max<int64_t>(1, tokens * facts.topK))),
+        counts(std::size_t(facts.numExperts)),
+        offsets(std::size_t(facts.numExperts + 1)), sortedSlots(ids.size()),
+        slotPositions(ids.size()), weights(ids.size()) {
+    ids.resize(std::size_t(tokens * facts.topK));
+    weights.resize(ids.size());
+  }
+  /// Points `call`'s outputs (dispatch's included) here.
+  void attach(rt::HostRouteCall &call) {
+    call.topkIds = ids.data();
+    call.topkWeights = weights.data();
+    call.expertCounts = counts.data();
+    call.expertOffsets = offsets.data();
+    call.sortedSlots = sortedSlots.data();
+    call.slotPositions = slotPositions.data();
+  }
+};
+
+/// One MoE block over `comm`: dispatch `hidden` ([tokens, hiddenSize] fp32)
+/// with contiguous placement, apply the toy experts, combine with the
+/// routing weights. Returns the largest difference against this rank's
+/// tokens on this rank alone, through the router's generated kernels:
+/// permute by dispatch's sorted slots, the toy experts over each expert's
+/// contiguous rows, combine by the slot positions (0: bit for bit, which
+/// combine's contract promises).
+inline double moeBlock(rt::ep::Communicator &comm, rt::HostRouter &router,
                        int64_t hiddenSize, const std::vector<float> &hidden,
-                       const std::vector<int32_t> &ids,
-                       const std::vector<float> &weights) {
-  const auto tokens = static_cast<int64_t>(ids.size()) / k;
+                       const Routing &routing) {
+  const int64_t experts = router.facts().numExperts, k = router.facts().topK;
+  const auto tokens = static_cast<int64_t>(routing.ids.size()) / k;
   rt::ep::ExpertPlacement placement =
       rt::ep::ExpertPlacement::contiguous(experts, comm.size());
   rt::ep::Dispatched dispatched = rt::ep::dispatch(
       comm, std::as_bytes(std::span<const float>(hidden)),
-      rt::ep::RowType::F32, hiddenSize, ids, tokens, k, placement);
+      rt::ep::RowType::F32, hiddenSize, routing.ids, tokens, k, placement);
   std::vector<int32_t> local = placement.expertsOf(comm.rank());
   for (std::size_t e = 0; e < local.size(); ++e)
     for (int64_t row = dispatched.expertOffsets[e];
@@ -103,18 +136,40 @@ inline double moeBlock(rt::ep::Communicator &comm, int64_t experts, int64_t k,
         std::memcpy(at, &y, 4);
       }
   std::vector<std::byte> combined =
-      rt::ep::combine(comm, dispatched.handle, dispatched.rows, weights);
+      rt::ep::combine(comm, dispatched.handle, dispatched.rows, routing.weights);
+
+  // The same block on this rank alone: permute, experts, combine.
+  std::vector<float> rows(std::size_t(std::max<int64_t>(1, tokens * k * hiddenSize)));
+  std::vector<float> single(std::size_t(std::max<int64_t>(1, tokens * hiddenSize)));
+  rt::HostPermuteCall permute;
+  permute.numTokens = tokens;
+  permute.hiddenSize = hiddenSize;
+  permute.hidden = hidden.data();
+  permute.sortedSlots = routing.sortedSlots.data();
+  permute.permuted = rows.data();
+  if (std::string failed = router.permute(permute); !failed.empty())
+    throw rt::Error(rt::Error::Kind::Kernel, failed);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t row = routing.offsets[e]; row < routing.offsets[e + 1]; ++row)
+      for (int64_t h = 0; h < hiddenSize; ++h)
+        rows[row * hiddenSize + h] =
+            toyExpert(int32_t(e), experts, rows[row * hiddenSize + h]);
+  rt::HostCombineCall combine;
+  combine.numTokens = tokens;
+  combine.hiddenSize = hiddenSize;
+  combine.topkWeights = routing.weights.data();
+  combine.slotPositions = routing.slotPositions.data();
+  combine.expertOutput = rows.data();
+  combine.combined = single.data();
+  if (std::string failed = router.combine(combine); !failed.empty())
+    throw rt::Error(rt::Error::Kind::Kernel, failed);
+
   double worst = 0.0;
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t h = 0; h < hiddenSize; ++h) {
-      float single = 0.0f;
-      for (int64_t j = 0; j < k; ++j)
-        single += weights[t * k + j] *
-                  toyExpert(ids[t * k + j], experts, hidden[t * hiddenSize + h]);
-      float got;
-      std::memcpy(&got, combined.data() + (t * hiddenSize + h) * 4, 4);
-      worst = std::max(worst, std::fabs(double(got) - double(single)));
-    }
+  for (int64_t i = 0; i < tokens * hiddenSize; ++i) {
+    float got;
+    std::memcpy(&got, combined.data() + i * 4, 4);
+    worst = std::max(worst, std::fabs(double(got) - double(single[i])));
+  }
   return worst;
 }
 

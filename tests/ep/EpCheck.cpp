@@ -160,8 +160,9 @@ int moeLayer(ep::Communicator &comm, bool skewed) {
     for (int64_t h = 0; h < hiddenSize; ++h) {
       float single = 0.0f;
       for (int64_t j = 0; j < k; ++j)
-        single += weights[t * k + j] *
-                  expert(ids[t * k + j], hidden[t * hiddenSize + h]);
+        single = std::fma(weights[t * k + j],
+                          expert(ids[t * k + j], hidden[t * hiddenSize + h]),
+                          single); // combine's contract
       float got;
       std::memcpy(&got, combined.data() + (t * hiddenSize + h) * 4, 4);
       maxError = std::max(maxError, std::fabs(double(got) - double(single)));

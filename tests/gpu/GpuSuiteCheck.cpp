@@ -18,7 +18,11 @@
 // Cases with permute and combine run them on the GPU's own routing, at
 // the spec's hidden size and at one that leaves a tail chunk, against
 // their contract computed here (a row copy; an f32 fused-multiply-add
-// chain in slot order, rounded once): bit for bit.
+// chain in slot order, rounded once): bit for bit. And the whole MoE
+// block, route -> permute -> experts -> combine on the GPU, against the EP
+// path (dispatch, experts, combine) over a one-rank NCCL communicator
+// (MOEGEN_NCCL_LIBRARY, else libnccl.so.2; skipped, and said so, without
+// one): bit for bit, as combine's contract promises.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,6 +30,8 @@
 #include "runtime/RouterInputs.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaHostRouter.h"
+#include "runtime/ep/ExpertParallel.h"
+#include "runtime/ep/NcclCommunicator.h"
 #include "runtime/npy/HalfFloat.h"
 #include "runtime/npy/Npy.h"
 
@@ -35,11 +41,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -271,6 +280,108 @@ std::string checkPermuteCombine(rt::CudaHostRouter &router,
   return "";
 }
 
+/// Toy expert e of E on a row of the hidden type, in f32, rounded back.
+void toyExpert(const rt::RouterFacts &facts, int64_t e, uint8_t *row,
+               int64_t hidden) {
+  const float scale = float(e) / float(facts.numExperts);
+  for (int64_t h = 0; h < hidden; ++h) {
+    float y = rowValue(facts, row, size_t(h)) * (1.0f + scale) + scale;
+    if (facts.hidden == rt::RouterFacts::Logits::F32) {
+      std::memcpy(row + h * 4, &y, 4);
+    } else {
+      uint16_t bits = facts.hidden == rt::RouterFacts::Logits::BF16
+                          ? npy::floatToBf16(y)
+                          : npy::floatToHalf(y);
+      std::memcpy(row + h * 2, &bits, 2);
+    }
+  }
+}
+
+/// The MoE block of T tokens two ways: the generated kernels on the GPU
+/// (permute, toy experts over each expert's rows, combine) and the EP
+/// operations over a one-rank NCCL communicator. "" when equal, "skip: ..."
+/// when NCCL is not there or the row type has no EP form, else what
+/// differs.
+std::string checkEpOneRank(rt::CudaHostRouter &router,
+                           const rt::HostRunResult &result, int64_t t,
+                           int64_t hidden) {
+  const rt::RouterFacts &facts = router.facts();
+  if (facts.hidden == rt::RouterFacts::Logits::F16)
+    return "skip: EP moves f32 and bf16 rows, not f16";
+  const int64_t k = facts.topK, e = facts.numExperts;
+  const size_t bytes = facts.hiddenBytes(), slots = size_t(t * k);
+  const npy::Array *ids = result.find("topk_ids");
+  const npy::Array *weights = result.find("topk_weights");
+  const npy::Array *offsets = result.find("expert_offsets");
+  const npy::Array *sorted = result.find("sorted_slots");
+  const npy::Array *positions = result.find("slot_positions");
+  if (!ids || !weights || !offsets || !sorted || !positions)
+    return "the routing gave no ids, weights or dispatch outputs\n";
+  std::mt19937 rng(uint32_t(t * 17 + hidden));
+  std::vector<uint8_t> rows = randomRows(facts, size_t(t * hidden), rng);
+
+  // The generated kernels.
+  std::vector<uint8_t> permuted(std::max<size_t>(1, slots * hidden * bytes));
+  rt::HostPermuteCall permute;
+  permute.numTokens = t;
+  permute.hiddenSize = hidden;
+  permute.hidden = rows.data();
+  permute.sortedSlots = sorted->as<int32_t>();
+  permute.permuted = permuted.data();
+  if (std::string error = router.permute(permute); !error.empty())
+    return "permute: kernel error: " + error + "\n";
+  const int32_t *offset = offsets->as<int32_t>();
+  for (int64_t x = 0; x < e; ++x)
+    for (int32_t row = offset[x]; row < offset[x + 1]; ++row)
+      toyExpert(facts, x, &permuted[size_t(row) * hidden * bytes], hidden);
+  std::vector<uint8_t> kernels(std::max<size_t>(1, size_t(t * hidden) * bytes));
+  rt::HostCombineCall combine;
+  combine.numTokens = t;
+  combine.hiddenSize = hidden;
+  combine.topkWeights = weights->as<float>();
+  combine.slotPositions = positions->as<int32_t>();
+  combine.expertOutput = permuted.data();
+  combine.combined = kernels.data();
+  if (std::string error = router.combine(combine); !error.empty())
+    return "combine: kernel error: " + error + "\n";
+
+  // The EP path on one rank.
+  const char *path = std::getenv("MOEGEN_NCCL_LIBRARY");
+  const std::string library =
+      path && *path ? path : rt::ep::NcclCommunicator::kDefaultLibrary;
+  std::unique_ptr<rt::ep::NcclCommunicator> comm;
+  try {
+    comm = std::make_unique<rt::ep::NcclCommunicator>(
+        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr,
+        library);
+  } catch (const rt::Error &error) {
+    return std::string("skip: ") + error.what();
+  }
+  const rt::ep::RowType rowType =
+      facts.hidden == rt::RouterFacts::Logits::F32 ? rt::ep::RowType::F32
+                                                   : rt::ep::RowType::BF16;
+  rt::ep::ExpertPlacement placement =
+      rt::ep::ExpertPlacement::contiguous(e, 1);
+  rt::ep::Dispatched dispatched = rt::ep::dispatch(
+      *comm, std::as_bytes(std::span<const uint8_t>(rows.data(), t * hidden * bytes)),
+      rowType, hidden,
+      std::span<const int32_t>(ids->as<int32_t>(), slots), t, k, placement);
+  for (int64_t x = 0; x < e; ++x)
+    for (int64_t row = dispatched.expertOffsets[x];
+         row < dispatched.expertOffsets[x + 1]; ++row)
+      toyExpert(facts, x,
+                reinterpret_cast<uint8_t *>(dispatched.rows.data()) +
+                    size_t(row) * hidden * bytes,
+                hidden);
+  std::vector<std::byte> ep = rt::ep::combine(
+      *comm, dispatched.handle, dispatched.rows,
+      std::span<const float>(weights->as<float>(), slots));
+  if (ep.size() != size_t(t * hidden) * bytes ||
+      (t > 0 && std::memcmp(ep.data(), kernels.data(), ep.size()) != 0))
+    return "EP over one NCCL rank differs from the generated kernels\n";
+  return "";
+}
+
 int checkSuite(const fs::path &suite) {
   std::ifstream list(suite / "cases.txt");
   if (!list)
@@ -314,6 +425,13 @@ int checkSuite(const fs::path &suite) {
               !found.empty())
             problems += "T=" + t + " H=" + std::to_string(hidden) + " " + found;
         }
+        ++calls;
+        std::string ep = checkEpOneRank(router, routed, std::stoll(t), 1000);
+        if (ep.rfind("skip: ", 0) == 0)
+          std::printf("     %s T=%s: EP one-rank check %s\n", name.c_str(),
+                      t.c_str(), ep.c_str());
+        else if (!ep.empty())
+          problems += "T=" + t + " " + ep;
       }
       if (router.facts().replay) {
         check("replay", "forced_ids.npy", "replay");

@@ -17,12 +17,14 @@ status=0
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm \
     --format=csv
 } 2>&1 | tee "$out/device.txt"
-gpu-carry/moegen-gpu-check gpu-carry/suite 2>&1 | tee "$out/suite.txt" ||
-  status=1
+# NCCL: PyTorch's when there is one (the suite's permute cases also run
+# the EP path over a one-rank NCCL communicator).
+nccl="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)"
+MOEGEN_NCCL_LIBRARY="$nccl" gpu-carry/moegen-gpu-check gpu-carry/suite 2>&1 |
+  tee "$out/suite.txt" || status=1
 MOEGEN_TEST_KERNEL_DIR=gpu-carry/deepseek-v3 gpu-carry/MoEGenRuntimeTests \
   --gtest_filter='RuntimeGpu*' 2>&1 | tee "$out/runtime-gpu.txt" || status=1
-# The NCCL communicator with one rank, on PyTorch's NCCL when there is one.
-nccl="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)"
+# The NCCL communicator with one rank.
 MOEGEN_NCCL_LIBRARY="$nccl" gpu-carry/MoEGenRuntimeTests \
   --gtest_filter='EpNccl*' 2>&1 | tee "$out/nccl.txt" || status=1
 # The benchmark also checks the parallel dispatch at every T against the

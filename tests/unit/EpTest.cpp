@@ -47,21 +47,47 @@ public:
   ep::MemorySpace memorySpace() const override { return space; }
   std::string name() const override { return "threads"; }
 
+  // The EP operations move host buffers: on a device communicator they
+  // must use the host forms (which a real one stages), never these.
   void allGather(const void *send, std::size_t bytes, void *recv) override {
-    std::vector<std::size_t> each(group.posted.size(), bytes), at;
-    for (std::size_t r = 0; r < each.size(); ++r)
-      at.push_back(r * bytes);
-    allToAllV(send, each, std::vector<std::size_t>(each.size(), 0), recv,
-              each, at);
+    EXPECT_EQ(space, ep::MemorySpace::Host) << "device allGather, host bytes";
+    gather(send, bytes, recv);
   }
   void allGatherHost(const void *send, std::size_t bytes,
                      void *recv) override {
-    allGather(send, bytes, recv);
+    ++hostCalls;
+    gather(send, bytes, recv);
   }
   void allToAllV(const void *send, std::span<const std::size_t> sendBytes,
                  std::span<const std::size_t> sendOffsets, void *recv,
                  std::span<const std::size_t> recvBytes,
                  std::span<const std::size_t> recvOffsets) override {
+    EXPECT_EQ(space, ep::MemorySpace::Host) << "device allToAllV, host bytes";
+    exchange(send, sendBytes, sendOffsets, recv, recvBytes, recvOffsets);
+  }
+  void allToAllVHost(const void *send, std::span<const std::size_t> sendBytes,
+                     std::span<const std::size_t> sendOffsets, void *recv,
+                     std::span<const std::size_t> recvBytes,
+                     std::span<const std::size_t> recvOffsets) override {
+    ++hostCalls;
+    exchange(send, sendBytes, sendOffsets, recv, recvBytes, recvOffsets);
+  }
+
+  /// Calls of the host forms.
+  int hostCalls = 0;
+
+private:
+  void gather(const void *send, std::size_t bytes, void *recv) {
+    std::vector<std::size_t> each(group.posted.size(), bytes), at;
+    for (std::size_t r = 0; r < each.size(); ++r)
+      at.push_back(r * bytes);
+    exchange(send, each, std::vector<std::size_t>(each.size(), 0), recv, each,
+             at);
+  }
+  void exchange(const void *send, std::span<const std::size_t> sendBytes,
+                std::span<const std::size_t> sendOffsets, void *recv,
+                std::span<const std::size_t> recvBytes,
+                std::span<const std::size_t> recvOffsets) {
     ThreadGroup::Post &mine = group.posted[rankInGroup];
     mine.send = static_cast<const char *>(send);
     mine.bytes.assign(sendBytes.begin(), sendBytes.end());
@@ -80,7 +106,6 @@ public:
     group.sync.arrive_and_wait();
   }
 
-private:
   ThreadGroup &group;
   int rankInGroup;
   ep::MemorySpace space;
@@ -250,8 +275,9 @@ void applyExperts(ep::Dispatched &dispatched, const ep::ExpertPlacement &placeme
 }
 
 /// Each rank's combined rows after dispatch, experts and combine.
-std::vector<std::vector<float>> moeLayer(int ranks, bool skewed,
-                                         std::vector<std::string> *errors = nullptr) {
+std::vector<std::vector<float>>
+moeLayer(int ranks, bool skewed, std::vector<std::string> *errors = nullptr,
+         ep::MemorySpace space = ep::MemorySpace::Host) {
   std::vector<std::vector<float>> out(static_cast<std::size_t>(ranks));
   std::vector<std::string> got = onRanks(ranks, [&](ep::Communicator &comm) {
     int r = comm.rank();
@@ -273,7 +299,10 @@ std::vector<std::vector<float>> moeLayer(int ranks, bool skewed,
         ep::combine(comm, dispatched.handle, dispatched.rows, weights);
     out[r].resize(combined.size() / 4);
     std::memcpy(out[r].data(), combined.data(), combined.size());
-  });
+    if (space != ep::MemorySpace::Host) {
+      EXPECT_GT(static_cast<ThreadCommunicator &>(comm).hostCalls, 0);
+    }
+  }, space);
   if (errors)
     *errors = got;
   return out;
@@ -291,7 +320,7 @@ std::vector<float> singleRank(int r, bool skewed) {
         int32_t e = ids[t * 3 + j];
         float y = static_cast<float>(e + 1) * hiddenValue(r, t, h) +
                   0.5f * static_cast<float>(e);
-        sum += weightOf(r, t, j) * y;
+        sum = std::fma(weightOf(r, t, j), y, sum); // combine's contract
       }
       out.push_back(sum);
     }
@@ -387,17 +416,27 @@ TEST(EpTest, BadDispatchArgumentsFailEveryRank) {
   EXPECT_THROW(ep::ExpertPlacement::contiguous(6, 4), Error);
 }
 
-TEST(EpTest, HostIdsOnADeviceCommunicatorAreRefused) {
-  expectEveryRank(
-      onRanks(
-          2,
-          [](ep::Communicator &comm) {
-            ep::allGatherForcedIds(comm, idsOf(comm.rank()), comm.rank(), 2,
-                                   8);
-          },
-          ep::MemorySpace::CudaDevice),
-      "all_gather_forced_ids: rank 0: forced_ids are host memory but the "
-      "threads communicator exchanges device buffers");
+TEST(EpTest, HostBuffersOnADeviceCommunicatorGoThroughTheHostForms) {
+  // A device communicator (NCCL) stages host buffers: the EP operations
+  // must call allGatherHost / allToAllVHost, never the device forms (the
+  // stand-in fails the test if they do), and give the host result.
+  std::vector<std::string> errors = onRanks(
+      3,
+      [](ep::Communicator &comm) {
+        std::vector<int32_t> all = ep::allGatherForcedIds(
+            comm, idsOf(comm.rank()), comm.rank(), 2, 8);
+        EXPECT_EQ(all.size(), size_t(2 * (0 + 1 + 2)));
+        EXPECT_GT(static_cast<ThreadCommunicator &>(comm).hostCalls, 0);
+      },
+      ep::MemorySpace::CudaDevice);
+  for (const std::string &e : errors)
+    EXPECT_EQ(e, "");
+  std::vector<std::vector<float>> out =
+      moeLayer(2, false, &errors, ep::MemorySpace::CudaDevice);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(out[r], singleRank(r, false)) << "rank " << r;
+  }
 }
 
 } // namespace

@@ -194,6 +194,7 @@ CUresult fakeStreamDestroy(CUstream stream) {
   return CUDA_SUCCESS;
 }
 CUresult fakeStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+CUresult fakeStreamQuery(CUstream) { return CUDA_SUCCESS; }
 CUresult fakeModuleLoadData(CUmodule *module, const void *image) {
   ++state.cubinLoads;
   return loadImage(module, image, "FAKE-CUBIN");
@@ -355,6 +356,7 @@ cuGetProcAddress_v2(const char *symbol, void **pointer, int, cuuint64_t,
       {"cuStreamCreate", (void *)fakeStreamCreate},
       {"cuStreamDestroy", (void *)fakeStreamDestroy},
       {"cuStreamSynchronize", (void *)fakeStreamSynchronize},
+      {"cuStreamQuery", (void *)fakeStreamQuery},
       {"cuModuleLoadData", (void *)fakeModuleLoadData},
       {"cuModuleLoadDataEx", (void *)fakeModuleLoadDataEx},
       {"cuModuleGetFunction", (void *)fakeModuleGetFunction},

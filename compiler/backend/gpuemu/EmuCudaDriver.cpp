@@ -440,6 +440,11 @@ CUresult emuStreamSynchronize(CUstream stream) {
   return checkContextAndStream(stream);
 }
 
+// Launches run to completion when submitted: a stream is always done.
+CUresult emuStreamQuery(CUstream stream) {
+  return checkContextAndStream(stream);
+}
+
 //===----------------------------------------------------------------------===//
 // Modules and functions
 //===----------------------------------------------------------------------===//
@@ -883,6 +888,7 @@ const EntryPoint kEntryPoints[] = {
     {"cuStreamCreate", reinterpret_cast<void *>(emuStreamCreate)},
     {"cuStreamDestroy", reinterpret_cast<void *>(emuStreamDestroy)},
     {"cuStreamSynchronize", reinterpret_cast<void *>(emuStreamSynchronize)},
+    {"cuStreamQuery", reinterpret_cast<void *>(emuStreamQuery)},
     {"cuModuleLoadData", reinterpret_cast<void *>(emuModuleLoadData)},
     {"cuModuleLoadDataEx", reinterpret_cast<void *>(emuModuleLoadDataEx)},
     {"cuModuleGetFunction", reinterpret_cast<void *>(emuModuleGetFunction)},
