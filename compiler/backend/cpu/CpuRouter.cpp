@@ -131,7 +131,11 @@ struct CpuRouter::Impl {
   void readChosenConfig(mlir::ModuleOp module);
   std::string readSignatures(mlir::ModuleOp module);
   std::string runKernel(const HostKernel &kernel, const Bindings &bindings,
-                        const std::string &biasError);
+                        const std::string &biasError,
+                        int64_t tokensPerTaskOverride = 0);
+  /// Tokens per task for permute and combine, whose rows are H elements
+  /// long, H known only now: about kRowBytesPerTask of rows per task.
+  int64_t rowMovementTokensPerTask(int64_t hiddenSize) const;
   std::string run(const RouterCall &call);
   HostKernel &kernelOf(moegen::abi::EntryKind kind);
 };
@@ -331,13 +335,25 @@ std::string CpuRouter::Impl::readSignatures(mlir::ModuleOp module) {
 /// with its own token range and error record; dispatch runs once.
 /// `biasError` is the host's verdict on the bias, reported in its place in
 /// the order of semantics.md §2 (after logits, before everything else).
+/// Enough rows per task to pay for the hand-off to the pool, few enough
+/// that both cores get work at a few dozen tokens of thousands of elements.
+constexpr int64_t kRowBytesPerTask = 256 * 1024;
+
+int64_t CpuRouter::Impl::rowMovementTokensPerTask(int64_t hiddenSize) const {
+  const int64_t bytes = spec.hiddenDType == LogitsDType::F32 ? 4 : 2;
+  const int64_t perToken = std::max<int64_t>(1, spec.topK * hiddenSize * bytes);
+  return std::clamp<int64_t>(kRowBytesPerTask / perToken, 1, 4096);
+}
+
 std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
                                        const Bindings &bindings,
-                                       const std::string &biasError) {
+                                       const std::string &biasError,
+                                       int64_t tokensPerTaskOverride) {
   using moegen::abi::ArgRole;
   const bool rowKernel = kernel.entry != moegen::abi::EntryKind::Dispatch;
   const int64_t numTokens = bindings.tokens;
-  const int64_t tokensPerTask = kernel.tokensPerTask;
+  const int64_t tokensPerTask =
+      tokensPerTaskOverride > 0 ? tokensPerTaskOverride : kernel.tokensPerTask;
   const int64_t numTasks =
       rowKernel ? (numTokens + tokensPerTask - 1) / tokensPerTask : 1;
   std::vector<ErrorRecord> records(static_cast<size_t>(numTasks),
@@ -544,7 +560,8 @@ std::string CpuRouter::permute(const rt::HostPermuteCall &call) {
   bindings.tensors["hidden"] = call.hidden;
   bindings.tensors["sorted_slots"] = call.sortedSlots;
   bindings.tensors["permuted"] = call.permuted;
-  return impl->runKernel(impl->permute, bindings, "");
+  return impl->runKernel(impl->permute, bindings, "",
+                         impl->rowMovementTokensPerTask(call.hiddenSize));
 }
 
 std::string CpuRouter::combine(const rt::HostCombineCall &call) {
@@ -560,7 +577,8 @@ std::string CpuRouter::combine(const rt::HostCombineCall &call) {
   bindings.tensors["slot_positions"] = call.slotPositions;
   bindings.tensors["expert_output"] = call.expertOutput;
   bindings.tensors["combined"] = call.combined;
-  return impl->runKernel(impl->combine, bindings, "");
+  return impl->runKernel(impl->combine, bindings, "",
+                         impl->rowMovementTokensPerTask(call.hiddenSize));
 }
 
 const RoutingSpec &CpuRouter::spec() const { return impl->spec; }

@@ -22,11 +22,11 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
           std::max<int64_t>(1, 4 * kWarpSize / config.vectorWidth);
       return config;
     }
-    // Host: 32-byte chunks (one AVX2 register of f32 after widening
-    // bf16/f16 to f32 takes 8 lanes; 16 lanes of 2 bytes load 32 bytes),
-    // and tasks of 64 tokens: a few hundred KiB of rows at H in the
-    // thousands.
-    config.vectorWidth = std::clamp<int64_t>(32 / bytes, 1, kMaxVectorWidth);
+    // Host: 64-byte chunks (two AVX2 registers per row and chunk; measured
+    // 5-15% faster than 32-byte ones at T = 4096, H = 2048, docs/
+    // benchmarks.md). The runtime sizes the tasks from H (CpuRouter), which
+    // this step does not know; 64 tokens is the fallback.
+    config.vectorWidth = std::clamp<int64_t>(64 / bytes, 1, kMaxVectorWidth);
     config.tokensPerTask = 64;
     return config;
   }

@@ -2,11 +2,14 @@
 //
 // Both run one token per trip of the token loop. A token's k row indices
 // (permute: the sources of sorted positions t*k .. t*k+k-1; combine: the
-// positions of its k slots) are loaded and validated once, then the row is
-// walked in vector chunks of the kernel's width with the k rows of a chunk
-// loaded back to back, so that k independent loads are in flight (on a GPU
-// every chunk is one coalesced warp-wide access per row). H is a run-time
-// size: whole chunks first, then one masked tail chunk.
+// positions of its k slots) are loaded and validated once, then the rows
+// are walked in vector chunks of the kernel's width. On a GPU the k rows of
+// a chunk are loaded back to back, so that k independent loads are in
+// flight (each chunk one coalesced warp-wide access per row); on the host
+// permute copies one row after the other (sequential streams, which the
+// core's prefetchers follow), and combine, which needs all k rows of a
+// chunk for its sum, reads them together. H is a run-time size: whole
+// chunks first, then one masked tail chunk.
 //
 // Combine accumulates in f32 with one fused multiply-add per slot, in slot
 // order, and rounds once to the row type: every backend and the golden
@@ -128,6 +131,15 @@ LogicalResult lowerPermute(PermuteOp op, RowCodegen &cg, Value hidden,
   for (Value slot : slotsHere)
     sources.push_back(b.create<arith::DivUIOp>(loc, slot, cg.index(k)));
 
+  if (cg.target == KernelTarget::Cpu) {
+    // A core streams one row at a time best: k sequential copies.
+    for (auto [source, position] : llvm::zip(sources, positions))
+      forEachRowChunk(cg, size, [&](Value e0, Value mask) {
+        storeRowChunk(cg, loadRowChunk(cg, hidden, source, e0, mask),
+                      permuted, position, e0, mask);
+      });
+    return success();
+  }
   forEachRowChunk(cg, size, [&](Value e0, Value mask) {
     SmallVector<Value> chunks;
     for (Value source : sources)
