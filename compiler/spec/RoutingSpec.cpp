@@ -167,6 +167,22 @@ std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
                      " must be a normal f32 value, in [", kMinNormalF32Text,
                      ", ", kMaxF32Text, "] (the weights are scaled in f32)");
 
+  if (spec.normalizeEpsilon != kNormalizeEpsilon) {
+    if (!spec.normalize)
+      return violation("normalize_epsilon", "'normalize_epsilon' = ",
+                       spec.normalizeEpsilon,
+                       " has no effect without normalize: true; remove it");
+    // Added in f32: 0 or a normal f32 value, as for scaling_factor.
+    if (!std::isfinite(spec.normalizeEpsilon) ||
+        (spec.normalizeEpsilon != 0 &&
+         (spec.normalizeEpsilon > kMaxF32 ||
+          spec.normalizeEpsilon < kMinNormalF32)))
+      return violation("normalize_epsilon", "'normalize_epsilon' = ",
+                       spec.normalizeEpsilon,
+                       " must be 0 or a normal f32 value, in [",
+                       kMinNormalF32Text, ", ", kMaxF32Text,
+                       "] (it is added in f32)");
+  }
   if (spec.hiddenSize < 1 || spec.hiddenSize > kMaxHiddenSize)
     return violation("hidden_size", "'hidden_size' = ", spec.hiddenSize,
                      " must be in [1, ", kMaxHiddenSize, "]");

@@ -51,7 +51,8 @@ inline constexpr int64_t kMaxNameLength = 128;
 /// The hidden sizes a spec may name as its default (permute and combine take
 /// any H at run time; the default sizes what tools generate).
 inline constexpr int64_t kMaxHiddenSize = 65536;
-/// Added to the sum of the selected weights before normalizing.
+/// Added to the sum of the selected weights before normalizing, unless the
+/// spec says otherwise (normalize_epsilon: LFM2 adds 1e-6, for one).
 inline constexpr double kNormalizeEpsilon = 1e-20;
 
 struct RoutingSpec {
@@ -67,8 +68,9 @@ struct RoutingSpec {
   int64_t groups = 1;
   int64_t topkGroups = 1;
   GroupScore groupScore = GroupScore::Top2Sum;
-  /// w_j /= (sum_j w_j + kNormalizeEpsilon) when set.
+  /// w_j /= (sum_j w_j + normalizeEpsilon) when set.
   bool normalize = false;
+  double normalizeEpsilon = kNormalizeEpsilon;
   /// w_j *= scalingFactor, after normalization.
   double scalingFactor = 1.0;
   /// Emit the forced-ids entry point (router replay).

@@ -40,7 +40,7 @@ constexpr StringLiteral kKeys[] = {
     "selection", "score_bias",  "groups",         "topk_groups",
     "group_score", "normalize", "scaling_factor", "replay",
     "dispatch",  "capture",     "logits_dtype",   "permute",
-    "hidden_dtype", "hidden_size"};
+    "hidden_dtype", "hidden_size", "normalize_epsilon"};
 
 /// What each key allows, for messages; built from the constants and the
 /// enum spellings that the rules themselves use, so the two cannot drift.
@@ -76,6 +76,8 @@ std::string allowedValues(StringRef key) {
     return oneOf(LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16);
   if (key == "hidden_size")
     return range(1, Twine(kMaxHiddenSize));
+  if (key == "normalize_epsilon")
+    return "0 or a normal f32 number";
   return "true or false";
 }
 
@@ -302,6 +304,8 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
     return readEnum(key, value, &parseLogitsDType, spec.hiddenDType);
   if (key == "hidden_size")
     return readInteger(key, value, allowedValues(key), spec.hiddenSize);
+  if (key == "normalize_epsilon")
+    return readNumber(key, value, allowedValues(key), spec.normalizeEpsilon);
   llvm_unreachable("keys are checked against kKeys before readKey");
 }
 
@@ -543,6 +547,10 @@ std::string printRoutingSpec(const RoutingSpec &spec) {
     os << "permute: true\n"
        << "hidden_dtype: " << toString(spec.hiddenDType) << "\n"
        << "hidden_size: " << spec.hiddenSize << "\n";
+  // Likewise the epsilon, printed only when it is not the default.
+  if (spec.normalizeEpsilon != kNormalizeEpsilon)
+    os << "normalize_epsilon: " << format("%.17g", spec.normalizeEpsilon)
+       << "\n";
   return out;
 }
 

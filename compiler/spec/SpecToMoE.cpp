@@ -198,7 +198,7 @@ private:
     Value weights = builder.create<moe::GatherOp>(loc, weightsType, scores, ids);
     if (spec.normalize)
       weights = builder.create<moe::NormalizeOp>(
-          loc, weightsType, weights, builder.getF64FloatAttr(kNormalizeEpsilon));
+          loc, weightsType, weights, builder.getF64FloatAttr(spec.normalizeEpsilon));
     if (spec.scalingFactor != 1.0)
       weights = builder.create<moe::ScaleOp>(
           loc, weightsType, weights, builder.getF64FloatAttr(spec.scalingFactor));

@@ -361,7 +361,7 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
     if (spec.normalize) {
       const double sum = std::accumulate(weights.begin(), weights.end(), 0.0);
       for (double &w : weights)
-        w /= sum + kNormalizeEpsilon;
+        w /= sum + spec.normalizeEpsilon;
     }
     for (double &w : weights)
       w *= spec.scalingFactor;

@@ -706,7 +706,7 @@ std::vector<double> weightsFor(const RoutingSpec &spec, const Inputs &in,
   }
   if (spec.normalize)
     for (double &v : w)
-      v /= total + kNormalizeEpsilon;
+      v /= total + spec.normalizeEpsilon;
   for (double &v : w)
     v *= spec.scalingFactor;
   *sum = total;
@@ -772,7 +772,7 @@ void expectMatchesGolden(const RoutingSpec &spec, const Inputs &in,
     const double floor =
         kWeightAbs + spec.scalingFactor * scoreFloor(spec) *
                          (spec.normalize ? static_cast<double>(k) /
-                                               (sum + kNormalizeEpsilon)
+                                               (sum + spec.normalizeEpsilon)
                                          : 1.0);
     for (int64_t j = 0; j < k; ++j) {
       const double got = cpu.weights[t * k + j];
@@ -1023,6 +1023,9 @@ RoutingSpec randomSpec(Rng &rng, int64_t e, int64_t k, int64_t index) {
   spec.replay = rng.chance(0.4);
   spec.dispatch = rng.chance(0.5);
   spec.capture = rng.chance(0.4);
+  // LFM2-style epsilons (and none), where the spec normalizes.
+  if (spec.normalize && rng.chance(0.3))
+    spec.normalizeEpsilon = rng.pick(std::vector<double>{0.0, 1e-6, 0.25});
   return spec;
 }
 

@@ -229,6 +229,18 @@ TEST(GpuEmuBackendTest, RandomSpecsMatchTheCpuBackend) {
   }
 }
 
+TEST(GpuEmuBackendTest, NormalizeEpsilonMatchesTheCpuBackend) {
+  // The GPU normalizes with one reciprocal of (sum + epsilon): epsilons of
+  // 0 (LFM2 without one), 1e-6 and one that changes every weight.
+  for (const char *name : {"qwen3-30b-a3b", "deepseek-v3"})
+    for (double epsilon : {0.0, 1e-6, 0.25}) {
+      RoutingSpec spec = templateSpec(name);
+      spec.normalizeEpsilon = epsilon;
+      SCOPED_TRACE(std::string(name) + ", epsilon " + std::to_string(epsilon));
+      check(spec, {1, 37}, 5);
+    }
+}
+
 TEST(GpuEmuBackendTest, EveryLanesPerTokenMatchesTheCpuBackend) {
   // Each schedule family, from a token per lane to a token per warp; T = 37
   // leaves segments of the last warp past the last token.

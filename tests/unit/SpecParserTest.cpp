@@ -698,7 +698,7 @@ TEST(SpecParserKeys, RoutingSpecKeysInDocumentedOrder) {
                       "score_bias", "groups", "topk_groups", "group_score",
                       "normalize", "scaling_factor", "replay", "dispatch",
                       "capture", "logits_dtype", "permute", "hidden_dtype",
-                      "hidden_size"}));
+                      "hidden_size", "normalize_epsilon"}));
 }
 
 //===----------------------------------------------------------------------===//
@@ -1035,7 +1035,8 @@ TEST(SpecParserErrors, BlockMappingValue) {
                        "num_experts, top_k, scoring, selection, score_bias, "
                        "groups, topk_groups, group_score, normalize, "
                        "scaling_factor, replay, dispatch, capture, "
-                       "logits_dtype, permute, hidden_dtype, hidden_size");
+                       "logits_dtype, permute, hidden_dtype, hidden_size, "
+                       "normalize_epsilon");
   EXPECT_EQ(parseError("name:\n  a: 1\nnum_experts: 8\ntop_k: 2\n"
                        "scoring: softmax\n"),
             at(1, 1) + "'name' must be an identifier, got a mapping");
@@ -1285,7 +1286,8 @@ INSTANTIATE_TEST_SUITE_P(SpecParser, SpecParserBadValue,
 const std::string kAllowedKeys =
     "name, num_experts, top_k, scoring, selection, score_bias, groups, "
     "topk_groups, group_score, normalize, scaling_factor, replay, dispatch, "
-    "capture, logits_dtype, permute, hidden_dtype, hidden_size";
+    "capture, logits_dtype, permute, hidden_dtype, hidden_size, "
+    "normalize_epsilon";
 
 TEST(SpecParserStructure, UnknownKeyCloseSpelling) {
   EXPECT_EQ(parseError(kBase + "num_expert: 8\n"),
@@ -1849,6 +1851,8 @@ TEST(SpecParserPrint, EveryKeyInDocumentedOrder) {
   // With permute, so that the hidden keys print too.
   RoutingSpec spec = smallSpec();
   spec.dispatch = spec.permute = true;
+  spec.normalize = true;
+  spec.normalizeEpsilon = 1e-6;
   std::string text = printRoutingSpec(spec);
   size_t pos = 0;
   for (llvm::StringRef key : routingSpecKeys()) {
@@ -1992,7 +1996,11 @@ TEST(SpecParserPrint, EachFieldChangesThePrint) {
   otherSize.hiddenSize = 7168;
   EXPECT_NE(printRoutingSpec(otherDType), printRoutingSpec(permuted));
   EXPECT_NE(printRoutingSpec(otherSize), printRoutingSpec(permuted));
-  ASSERT_EQ(variants.size() + 2, routingSpecKeys().size());
+  // So does the epsilon of a normalizing spec (groupedSpec normalizes).
+  RoutingSpec otherEpsilon = base;
+  otherEpsilon.normalizeEpsilon = 1e-6;
+  EXPECT_NE(printRoutingSpec(otherEpsilon), basePrint);
+  ASSERT_EQ(variants.size() + 3, routingSpecKeys().size());
   for (auto &[what, s] : variants)
     EXPECT_NE(printRoutingSpec(s), basePrint) << what;
 }
@@ -2013,6 +2021,30 @@ TEST(SpecParserErrors, HiddenSizeRange) {
   EXPECT_TRUE(contains(
       parseError(kBase + "dispatch: true\npermute: true\nhidden_size: 0\n"),
       "'hidden_size' = 0 must be in [1, 65536]"));
+}
+TEST(SpecParserErrors, NormalizeEpsilon) {
+  EXPECT_EQ(parseOk(kBase + "normalize: true\nnormalize_epsilon: 1e-6\n")
+                .normalizeEpsilon,
+            1e-6);
+  EXPECT_EQ(parseOk(kBase + "normalize: true\nnormalize_epsilon: 0\n")
+                .normalizeEpsilon,
+            0.0);
+  EXPECT_EQ(parseError(kBase + "normalize_epsilon: 1e-6\n"),
+            at(5, 20) + "'normalize_epsilon' = 1e-06 has no effect without "
+                        "normalize: true; remove it");
+  EXPECT_TRUE(contains(
+      parseError(kBase + "normalize: true\nnormalize_epsilon: 1e-40\n"),
+      "'normalize_epsilon' = 1e-40 must be 0 or a normal f32 value, in "
+      "[1.1754944e-38, 3.4028234e38] (it is added in f32)"));
+  EXPECT_TRUE(contains(
+      parseError(kBase + "normalize: true\nnormalize_epsilon: -1\n"),
+      "'normalize_epsilon' = -1 must be 0 or a normal f32 value"));
+}
+TEST(SpecParserPrint, NormalizeEpsilonRoundTrips) {
+  RoutingSpec s =
+      parseOk(kBase + "normalize: true\nnormalize_epsilon: 1e-6\n");
+  EXPECT_TRUE(contains(printRoutingSpec(s), "normalize_epsilon: 9.9999999999999995e-07\n"));
+  EXPECT_EQ(parseOk(printRoutingSpec(s)).normalizeEpsilon, 1e-6);
 }
 TEST(SpecParserPrint, PermuteRoundTrips) {
   RoutingSpec s = parseOk(kBase + "dispatch: true\npermute: true\n"
