@@ -167,6 +167,19 @@ std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
                      " must be a normal f32 value, in [", kMinNormalF32Text,
                      ", ", kMaxF32Text, "] (the weights are scaled in f32)");
 
+  // Both divide logits in f32: normal f32 values, as scaling_factor.
+  if (!std::isfinite(spec.temperature) || spec.temperature > kMaxF32 ||
+      spec.temperature < kMinNormalF32)
+    return violation("temperature", "'temperature' = ", spec.temperature,
+                     " must be a normal f32 value > 0, in [",
+                     kMinNormalF32Text, ", ", kMaxF32Text,
+                     "] (1 leaves the logits alone)");
+  if (spec.logitSoftcap != 0.0 &&
+      (!std::isfinite(spec.logitSoftcap) || spec.logitSoftcap > kMaxF32 ||
+       spec.logitSoftcap < kMinNormalF32))
+    return violation("logit_softcap", "'logit_softcap' = ", spec.logitSoftcap,
+                     " must be 0 (none) or a normal f32 value > 0, in [",
+                     kMinNormalF32Text, ", ", kMaxF32Text, "]");
   if (spec.normalizeEpsilon != kNormalizeEpsilon) {
     if (!spec.normalize)
       return violation("normalize_epsilon", "'normalize_epsilon' = ",

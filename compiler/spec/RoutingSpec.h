@@ -60,6 +60,10 @@ struct RoutingSpec {
   int64_t numExperts = 0;
   int64_t topK = 0;
   Scoring scoring = Scoring::Softmax;
+  /// Logits are divided by the temperature (1: none) and then soft-capped,
+  /// l = cap * tanh(l / cap) (0: none), before scoring; -inf stays -inf.
+  double temperature = 1.0;
+  double logitSoftcap = 0.0;
   Selection selection = Selection::TopK;
   /// A per-expert bias added to the scores for selection only.
   bool scoreBias = false;

@@ -40,7 +40,8 @@ constexpr StringLiteral kKeys[] = {
     "selection", "score_bias",  "groups",         "topk_groups",
     "group_score", "normalize", "scaling_factor", "replay",
     "dispatch",  "capture",     "logits_dtype",   "permute",
-    "hidden_dtype", "hidden_size", "normalize_epsilon"};
+    "hidden_dtype", "hidden_size", "normalize_epsilon", "temperature",
+    "logit_softcap"};
 
 /// What each key allows, for messages; built from the constants and the
 /// enum spellings that the rules themselves use, so the two cannot drift.
@@ -76,8 +77,10 @@ std::string allowedValues(StringRef key) {
     return oneOf(LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16);
   if (key == "hidden_size")
     return range(1, Twine(kMaxHiddenSize));
-  if (key == "normalize_epsilon")
+  if (key == "normalize_epsilon" || key == "logit_softcap")
     return "0 or a normal f32 number";
+  if (key == "temperature")
+    return "a normal f32 number > 0";
   return "true or false";
 }
 
@@ -306,6 +309,10 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
     return readInteger(key, value, allowedValues(key), spec.hiddenSize);
   if (key == "normalize_epsilon")
     return readNumber(key, value, allowedValues(key), spec.normalizeEpsilon);
+  if (key == "temperature")
+    return readNumber(key, value, allowedValues(key), spec.temperature);
+  if (key == "logit_softcap")
+    return readNumber(key, value, allowedValues(key), spec.logitSoftcap);
   llvm_unreachable("keys are checked against kKeys before readKey");
 }
 
@@ -551,6 +558,10 @@ std::string printRoutingSpec(const RoutingSpec &spec) {
   if (spec.normalizeEpsilon != kNormalizeEpsilon)
     os << "normalize_epsilon: " << format("%.17g", spec.normalizeEpsilon)
        << "\n";
+  if (spec.temperature != 1.0)
+    os << "temperature: " << format("%.17g", spec.temperature) << "\n";
+  if (spec.logitSoftcap != 0.0)
+    os << "logit_softcap: " << format("%.17g", spec.logitSoftcap) << "\n";
   return out;
 }
 

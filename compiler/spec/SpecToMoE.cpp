@@ -189,8 +189,14 @@ private:
   }
 
   Value score(Value logits) {
+    FloatAttr temperature, softcap;
+    if (spec.temperature != 1.0)
+      temperature = builder.getF64FloatAttr(spec.temperature);
+    if (spec.logitSoftcap != 0.0)
+      softcap = builder.getF64FloatAttr(spec.logitSoftcap);
     return builder.create<moe::ScoreOp>(loc, scoresType,
-                                        toScoringKind(spec.scoring), logits);
+                                        toScoringKind(spec.scoring), logits,
+                                        temperature, softcap);
   }
 
   /// Weights are always the unbiased scores at the chosen ids.

@@ -764,11 +764,17 @@ void CudaRouter::Impl::runRowMovement(EntryKind entry, int64_t numTokens,
                                       const std::vector<Binding> &tensors,
                                       CUdeviceptr record,
                                       CUstream stream) const {
-  const Kernel &kernel = kernelFor(entry);
+  const Kernel &kernel = kernelFor(entry); // throws if the entry is missing
   const std::string name(toString(entry));
-  if (std::string error = checkRowMovementSizes(routerFactsOf(manifest),
-                                                name.c_str(), numTokens,
-                                                hiddenSize);
+  // Only the sizes are left to check: the entry point is there.
+  RouterFacts facts;
+  facts.topK = manifest.topK;
+  facts.permute = true;
+  facts.hidden = manifest.hiddenDType == DType::F32   ? RouterFacts::Logits::F32
+                 : manifest.hiddenDType == DType::F16 ? RouterFacts::Logits::F16
+                                                      : RouterFacts::Logits::BF16;
+  if (std::string error =
+          checkRowMovementSizes(facts, name.c_str(), numTokens, hiddenSize);
       !error.empty())
     invalid(name, error);
   Extents extents;

@@ -134,7 +134,7 @@ std::vector<int32_t> allGatherForcedIds(Communicator &comm,
   }
   std::vector<int32_t> gathered(total / sizeof(int32_t));
   comm.allToAllVHost(ids.data(), sendBytes, sendOffsets, gathered.data(),
-                 recvBytes, recvOffsets);
+                     recvBytes, recvOffsets);
   return gathered;
 }
 
@@ -224,7 +224,7 @@ Received<T> exchangeVectors(Communicator &comm,
   }
   received.data.resize(received.offsets[ranks]);
   comm.allToAllVHost(packed.data(), sendBytes, sendAt, received.data.data(),
-                 recvBytes, recvAt);
+                     recvBytes, recvAt);
   return received;
 }
 

@@ -129,6 +129,15 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
     throw Error(Error::Kind::InvalidArgument,
                 "nccl: rank " + std::to_string(rank) + " is outside a group of " +
                     std::to_string(size));
+  if (const char *seconds = std::getenv("MOEGEN_EP_TIMEOUT_S")) {
+    char *end = nullptr;
+    const long value = std::strtol(seconds, &end, 10);
+    if (end == seconds || *end != '\0' || value < 1 || value > 86400)
+      throw Error(Error::Kind::InvalidArgument,
+                  std::string("nccl: MOEGEN_EP_TIMEOUT_S = '") + seconds +
+                      "': must be whole seconds in [1, 86400]");
+    waitLimit = std::chrono::seconds(value);
+  }
   const CudaDriver &driver = CudaDriver::get(); // NoDriver, NoDevice
   if (device < 0 || device >= driver.deviceCount())
     throw Error(Error::Kind::InvalidArgument,
@@ -145,19 +154,17 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
     driver.check(driver.streamCreate(&stream, 0), "cuStreamCreate");
     ownsStream = true;
   }
-  if (const char *seconds = std::getenv("MOEGEN_EP_TIMEOUT_S")) {
-    char *end = nullptr;
-    const long value = std::strtol(seconds, &end, 10);
-    if (end == seconds || *end != '\0' || value < 1 || value > 86400)
-      throw Error(Error::Kind::InvalidArgument,
-                  std::string("nccl: MOEGEN_EP_TIMEOUT_S = '") + seconds +
-                      "': must be whole seconds in [1, 86400]");
-    waitLimit = std::chrono::seconds(value);
-  }
   Library::Id ncclId;
   std::copy(id.begin(), id.end(), ncclId.internal);
-  checkResult(*nccl, nccl->commInitRank(&comm, size, ncclId, rank),
-              "ncclCommInitRank");
+  int joined = nccl->commInitRank(&comm, size, ncclId, rank);
+  if (joined != 0) {
+    // The destructor does not run for a constructor that throws.
+    comm = nullptr;
+    if (ownsStream)
+      driver.streamDestroy(stream);
+    driver.devicePrimaryCtxRelease(cuDevice);
+    checkResult(*nccl, joined, "ncclCommInitRank");
+  }
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -177,6 +184,14 @@ NcclCommunicator::~NcclCommunicator() {
 
 void NcclCommunicator::check(int result, const char *call) const {
   checkResult(*nccl, result, call);
+}
+
+void NcclCommunicator::setTimeout(std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0)
+    throw Error(Error::Kind::InvalidArgument,
+                "nccl: setTimeout(" + std::to_string(timeout.count()) +
+                    " ms): the timeout must be positive");
+  waitLimit = timeout;
 }
 
 void NcclCommunicator::checkUsable(const char *collective) const {
@@ -202,9 +217,8 @@ void NcclCommunicator::synchronize(const char *collective) {
     if (state != 0 && state != kNcclInProgress)
       why = std::string("asynchronous error: ") + nccl->getErrorString(state);
     else if (std::chrono::steady_clock::now() > deadline)
-      why = "no completion within " +
-            std::to_string(waitLimit.count() / 1000) +
-            " s (a peer may have died or stopped calling)";
+      why = "no completion within " + std::to_string(waitLimit.count()) +
+            " ms (a peer may have died or stopped calling)";
     if (!why.empty()) {
       // Abort unblocks the stream; the communicator is unusable after.
       nccl->commAbort(comm);

@@ -11,11 +11,14 @@
 //
 // A collective waits for its stream with a deadline, polling NCCL's
 // asynchronous error state: a peer that died or stopped calling would
-// leave NCCL waiting forever, so past the timeout (MOEGEN_EP_TIMEOUT_S
-// seconds, 300 by default, or setTimeout) the communicator is aborted and
-// the call throws rt::Error(Communication); every later call throws too.
-// (Joining the group, ncclCommInitRank, still blocks until every rank has
-// joined.)
+// leave the stream waiting forever, so past the timeout
+// (MOEGEN_EP_TIMEOUT_S seconds, 300 by default, or setTimeout) the
+// communicator is aborted and the call throws rt::Error(Communication);
+// every later call throws too. Not covered, because the communicator is a
+// blocking one: joining the group (ncclCommInitRank) and the connection
+// setup NCCL may do inside a collective's launch both block until the
+// peers answer. A non-blocking communicator (ncclCommInitRankConfig) would
+// close that gap.
 //
 //===----------------------------------------------------------------------===//
 
@@ -73,8 +76,8 @@ public:
                      std::span<const std::size_t> recvBytes,
                      std::span<const std::size_t> recvOffsets) override;
 
-  /// How long a collective may wait for its peers.
-  void setTimeout(std::chrono::milliseconds timeout) { waitLimit = timeout; }
+  /// How long a collective may wait for its peers (> 0).
+  void setTimeout(std::chrono::milliseconds timeout);
   std::chrono::milliseconds timeout() const { return waitLimit; }
 
   struct Library; // the resolved NCCL entry points

@@ -146,12 +146,26 @@ int run(const Options &options) {
     // re-dispatched (a prefix of the ids is a routing of its own).
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.0f, 2.0f);
-    std::vector<float> logits(static_cast<size_t>(maxTokens * e));
+    std::vector<float> values(static_cast<size_t>(maxTokens * e));
     std::vector<float> bias(static_cast<size_t>(e));
-    for (float &x : logits)
+    for (float &x : values)
       x = normal(rng);
     for (float &x : bias)
       x = 0.1f * normal(rng);
+    // The logits in the spec's dtype (bf16 / f16 bit patterns).
+    std::vector<uint8_t> logits;
+    for (float x : values) {
+      if (spec.logitsDType == LogitsDType::F32) {
+        const auto *bytes = reinterpret_cast<const uint8_t *>(&x);
+        logits.insert(logits.end(), bytes, bytes + 4);
+        continue;
+      }
+      uint16_t bits = spec.logitsDType == LogitsDType::BF16
+                          ? npy::floatToBf16(x)
+                          : npy::floatToHalf(x);
+      const auto *bytes = reinterpret_cast<const uint8_t *>(&bits);
+      logits.insert(logits.end(), bytes, bytes + 2);
+    }
     for (int64_t t : options.tokens) {
       std::vector<int32_t> ids(static_cast<size_t>(std::max<int64_t>(1, t * k)));
       std::vector<int32_t> counts(static_cast<size_t>(e));

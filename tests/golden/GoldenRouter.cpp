@@ -169,8 +169,18 @@ std::optional<std::string> checkInputs(const RoutingSpec &spec,
 
 } // namespace
 
-std::vector<double> scoreToken(const RoutingSpec &spec, const float *logits) {
+std::vector<double> scoreToken(const RoutingSpec &spec,
+                               const float *rawLogits) {
   const int64_t e = spec.numExperts;
+  // Temperature, then the soft cap; -inf (a masked expert) stays -inf.
+  std::vector<double> logits(rawLogits, rawLogits + e);
+  for (double &l : logits) {
+    if (std::isinf(l) && l < 0)
+      continue;
+    l /= spec.temperature;
+    if (spec.logitSoftcap != 0.0)
+      l = spec.logitSoftcap * std::tanh(l / spec.logitSoftcap);
+  }
   std::vector<double> scores(e);
   switch (spec.scoring) {
   case Scoring::Softmax: {

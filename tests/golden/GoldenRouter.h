@@ -6,14 +6,17 @@
 // performance rule is that nothing is quadratic in the number of tokens.
 //
 // Semantics, per token t with logits l (E values):
-//   scores     s = scoring(l), in double;
+//   scores     s = scoring(l), in double, after l /= temperature and
+//              l = softcap * tanh(l / softcap) when the spec has them
+//              (-inf stays -inf);
 //   keys       c = s + bias (score_bias with top-k selection), else c = s;
 //   selection  top-k of c (ties to the lower expert index), optionally only
 //              among the best `topkGroups` groups (ties to the lower group
 //              index); or ids = hash_table[token_ids[t]]; or, when forced ids
 //              are given (router replay), ids = forced_ids[t];
-//   weights    w_j = s[id_j] (unbiased), optionally w_j /= sum w + 1e-20,
-//              then w_j *= scalingFactor;
+//   weights    w_j = s[id_j] (unbiased), optionally w_j /= sum w +
+//              normalizeEpsilon (1e-20 unless the spec says), then
+//              w_j *= scalingFactor;
 //   dispatch   per-expert counts, exclusive offsets, and the permutation of
 //              the slots t*k+j sorted by (expert, slot);
 //   permute    permuted[p] = hidden[sorted_slots[p] / k], rows copied;

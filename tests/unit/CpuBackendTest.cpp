@@ -1026,6 +1026,12 @@ RoutingSpec randomSpec(Rng &rng, int64_t e, int64_t k, int64_t index) {
   // LFM2-style epsilons (and none), where the spec normalizes.
   if (spec.normalize && rng.chance(0.3))
     spec.normalizeEpsilon = rng.pick(std::vector<double>{0.0, 1e-6, 0.25});
+  // Logit temperature and soft cap (Grok-style routers, sharpened or
+  // softened softmax).
+  if (rng.chance(0.25))
+    spec.temperature = rng.pick(std::vector<double>{0.5, 2.0, 0.7});
+  if (rng.chance(0.25))
+    spec.logitSoftcap = rng.pick(std::vector<double>{1.0, 5.0, 30.0});
   return spec;
 }
 

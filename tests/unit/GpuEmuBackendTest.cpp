@@ -241,6 +241,20 @@ TEST(GpuEmuBackendTest, NormalizeEpsilonMatchesTheCpuBackend) {
     }
 }
 
+TEST(GpuEmuBackendTest, TemperatureAndSoftcapMatchTheCpuBackend) {
+  for (const char *name : {"qwen3-30b-a3b", "deepseek-v3"})
+    for (auto [temperature, softcap] :
+         {std::pair{0.5, 0.0}, {1.0, 5.0}, {2.0, 1.0}}) {
+      RoutingSpec spec = templateSpec(name);
+      spec.temperature = temperature;
+      spec.logitSoftcap = softcap;
+      SCOPED_TRACE(std::string(name) + ", temperature " +
+                   std::to_string(temperature) + ", softcap " +
+                   std::to_string(softcap));
+      check(spec, {1, 37}, 9);
+    }
+}
+
 TEST(GpuEmuBackendTest, EveryLanesPerTokenMatchesTheCpuBackend) {
   // Each schedule family, from a token per lane to a token per warp; T = 37
   // leaves segments of the last warp past the last token.

@@ -698,7 +698,8 @@ TEST(SpecParserKeys, RoutingSpecKeysInDocumentedOrder) {
                       "score_bias", "groups", "topk_groups", "group_score",
                       "normalize", "scaling_factor", "replay", "dispatch",
                       "capture", "logits_dtype", "permute", "hidden_dtype",
-                      "hidden_size", "normalize_epsilon"}));
+                      "hidden_size", "normalize_epsilon", "temperature",
+                      "logit_softcap"}));
 }
 
 //===----------------------------------------------------------------------===//
@@ -1036,7 +1037,7 @@ TEST(SpecParserErrors, BlockMappingValue) {
                        "groups, topk_groups, group_score, normalize, "
                        "scaling_factor, replay, dispatch, capture, "
                        "logits_dtype, permute, hidden_dtype, hidden_size, "
-                       "normalize_epsilon");
+                       "normalize_epsilon, temperature, logit_softcap");
   EXPECT_EQ(parseError("name:\n  a: 1\nnum_experts: 8\ntop_k: 2\n"
                        "scoring: softmax\n"),
             at(1, 1) + "'name' must be an identifier, got a mapping");
@@ -1287,7 +1288,7 @@ const std::string kAllowedKeys =
     "name, num_experts, top_k, scoring, selection, score_bias, groups, "
     "topk_groups, group_score, normalize, scaling_factor, replay, dispatch, "
     "capture, logits_dtype, permute, hidden_dtype, hidden_size, "
-    "normalize_epsilon";
+    "normalize_epsilon, temperature, logit_softcap";
 
 TEST(SpecParserStructure, UnknownKeyCloseSpelling) {
   EXPECT_EQ(parseError(kBase + "num_expert: 8\n"),
@@ -1323,9 +1324,9 @@ INSTANTIATE_TEST_SUITE_P(
         Typo{"tpo_k", "top_k"}));
 
 TEST(SpecParserStructure, UnknownKeyFarSpellingListsAllowedKeys) {
-  EXPECT_EQ(parseError(kBase + "temperature: 1\n"),
+  EXPECT_EQ(parseError(kBase + "sharpness: 1\n"),
             at(5, 1) +
-                "unknown key 'temperature'; allowed keys: " + kAllowedKeys);
+                "unknown key 'sharpness'; allowed keys: " + kAllowedKeys);
 }
 TEST(SpecParserStructure, UnknownKeyThreeEditsAwayListsAllowedKeys) {
   // "groupsxyz" is 3 edits from "groups": too far for a suggestion.
@@ -1853,6 +1854,8 @@ TEST(SpecParserPrint, EveryKeyInDocumentedOrder) {
   spec.dispatch = spec.permute = true;
   spec.normalize = true;
   spec.normalizeEpsilon = 1e-6;
+  spec.temperature = 2.0;
+  spec.logitSoftcap = 30.0;
   std::string text = printRoutingSpec(spec);
   size_t pos = 0;
   for (llvm::StringRef key : routingSpecKeys()) {
@@ -1983,6 +1986,8 @@ TEST(SpecParserPrint, EachFieldChangesThePrint) {
   variant("capture", [](RoutingSpec &s) { s.capture = true; });
   variant("logitsDType",
           [](RoutingSpec &s) { s.logitsDType = LogitsDType::BF16; });
+  variant("temperature", [](RoutingSpec &s) { s.temperature = 0.5; });
+  variant("logitSoftcap", [](RoutingSpec &s) { s.logitSoftcap = 30.0; });
   variant("permute", [](RoutingSpec &s) {
     s.dispatch = true;
     s.permute = true;
@@ -2039,6 +2044,20 @@ TEST(SpecParserErrors, NormalizeEpsilon) {
   EXPECT_TRUE(contains(
       parseError(kBase + "normalize: true\nnormalize_epsilon: -1\n"),
       "'normalize_epsilon' = -1 must be 0 or a normal f32 value"));
+}
+TEST(SpecParserErrors, TemperatureAndSoftcap) {
+  RoutingSpec s = parseOk(kBase + "temperature: 0.5\nlogit_softcap: 30\n");
+  EXPECT_EQ(s.temperature, 0.5);
+  EXPECT_EQ(s.logitSoftcap, 30.0);
+  EXPECT_EQ(parseOk(printRoutingSpec(s)).logitSoftcap, 30.0);
+  EXPECT_TRUE(contains(parseError(kBase + "temperature: 0\n"),
+                       "'temperature' = 0 must be a normal f32 value > 0"));
+  EXPECT_TRUE(contains(parseError(kBase + "temperature: 1e39\n"),
+                       "'temperature' = 1e+39 must be a normal f32 value > 0"));
+  EXPECT_TRUE(contains(parseError(kBase + "logit_softcap: -30\n"),
+                       "'logit_softcap' = -30 must be 0 (none) or a normal "
+                       "f32 value > 0"));
+  EXPECT_EQ(parseOk(kBase + "logit_softcap: 0\n").logitSoftcap, 0.0);
 }
 TEST(SpecParserPrint, NormalizeEpsilonRoundTrips) {
   RoutingSpec s =

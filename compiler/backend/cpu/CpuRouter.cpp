@@ -330,21 +330,26 @@ std::string CpuRouter::Impl::readSignatures(mlir::ModuleOp module) {
   return {};
 }
 
-/// Calls `kernel` with the caller's buffers bound to its arguments by name.
-/// A row kernel runs over [0, tokens) in tasks of tokensPerTask tokens, each
-/// with its own token range and error record; dispatch runs once.
-/// `biasError` is the host's verdict on the bias, reported in its place in
-/// the order of semantics.md §2 (after logits, before everything else).
 /// Enough rows per task to pay for the hand-off to the pool, few enough
 /// that both cores get work at a few dozen tokens of thousands of elements.
 constexpr int64_t kRowBytesPerTask = 256 * 1024;
 
 int64_t CpuRouter::Impl::rowMovementTokensPerTask(int64_t hiddenSize) const {
   const int64_t bytes = spec.hiddenDType == LogitsDType::F32 ? 4 : 2;
-  const int64_t perToken = std::max<int64_t>(1, spec.topK * hiddenSize * bytes);
-  return std::clamp<int64_t>(kRowBytesPerTask / perToken, 1, 4096);
+  // Elements of one hidden column over a token's k rows that fit a task;
+  // divided, not multiplied, since H may be anything when T = 0.
+  const int64_t columnsPerTask = kRowBytesPerTask / (spec.topK * bytes);
+  if (hiddenSize >= columnsPerTask)
+    return 1;
+  return std::clamp<int64_t>(
+      columnsPerTask / std::max<int64_t>(1, hiddenSize), 1, 4096);
 }
 
+/// Calls `kernel` with the caller's buffers bound to its arguments by name.
+/// A row kernel runs over [0, tokens) in tasks of tokensPerTask tokens, each
+/// with its own token range and error record; dispatch runs once.
+/// `biasError` is the host's verdict on the bias, reported in its place in
+/// the order of semantics.md §2 (after logits, before everything else).
 std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
                                        const Bindings &bindings,
                                        const std::string &biasError,

@@ -160,6 +160,20 @@ LogicalResult ScoreOp::verify() {
       staticDim(*this, getLogits(), "logits", 1, "expert");
   if (failed(experts))
     return failure();
+  // Both divide logits in f32: a normal f32 value, as scale's factor.
+  for (auto [name, attr] :
+       {std::pair<StringRef, std::optional<APFloat>>{"temperature",
+                                                     getTemperature()},
+        {"softcap", getSoftcap()}}) {
+    if (!attr)
+      continue;
+    double value = attr->convertToDouble();
+    if (!std::isfinite(value) || value < 1.1754944e-38 || value > 3.4028234e38)
+      return emitOpError() << "attribute '" << name
+                           << "' = " << doubleString(value)
+                           << " must be a normal f32 value > 0, in "
+                              "[1.1754944e-38, 3.4028234e38]";
+  }
   if (failed(sameTokens(*this, getLogits(), "logits", getScores(), "scores")) ||
       failed(dimIs(*this, getScores(), "scores", 1, *experts,
                    "one score per expert of logits")))

@@ -54,15 +54,26 @@ def MoE_ScoreOp : MoE_Op<"score", [Pure, MoE_NamedResults]> {
     - `sqrtsoftplus`: `s = sqrt(softplus(l))`, with the stable
       `softplus(x) = max(x, 0) + log1p(exp(-|x|))` (DeepSeek-V4).
 
+    Before the scoring function, and after the logits are validated, each
+    logit may be divided by a `temperature` and then soft-capped,
+    `l = softcap * tanh(l / softcap)`; `-inf` stays `-inf` (a masked
+    expert stays masked). Both transforms are increasing, so they change
+    the scores, never the order of the logits.
+
     Example:
     ```mlir
     %s = moe.score sigmoid %logits : tensor<?x256xbf16> -> tensor<?x256xf32>
+    %t = moe.score softmax %logits temperature 2.0 softcap 30.0
+        : tensor<?x64xf32> -> tensor<?x64xf32>
     ```
   }];
-  let arguments = (ins MoE_ScoringKindAttr:$kind, MoE_LogitsTensor:$logits);
+  let arguments = (ins MoE_ScoringKindAttr:$kind, MoE_LogitsTensor:$logits,
+                       OptionalAttr<F64Attr>:$temperature,
+                       OptionalAttr<F64Attr>:$softcap);
   let results = (outs MoE_ScoreTensor:$scores);
   let assemblyFormat = [{
-    $kind $logits attr-dict `:` type($logits) `->` type($scores)
+    $kind $logits (`temperature` $temperature^)? (`softcap` $softcap^)?
+    attr-dict `:` type($logits) `->` type($scores)
   }];
   let hasVerifier = 1;
 }

@@ -3,7 +3,8 @@
 // Permute and combine on warp lanes: a warp per token (vector width 32),
 // four tokens per block, no shared memory. Chunk loads and stores become
 // one element per lane at e0 + lane (a coalesced warp-wide access), and the
-// run-time tail's vector.create_mask becomes `lane < rest`.
+// run-time tail's vector.create_mask becomes `lane < rest` (signed, as the
+// mask's bound is).
 
 // CHECK-LABEL: gpu.func @permute(
 // CHECK-SAME: moe.launch = #moe.launch<block_dim = 128, tokens_per_block = 4, dynamic_shared_memory_bytes = 0, lanes_per_token = 32>
@@ -15,7 +16,7 @@
 // CHECK-NEXT: memref.store %[[X]], %{{.*}}[%{{.*}}, %[[TO]]] : memref<?x?xbf16>
 // CHECK: %[[REST:.*]] = arith.subi
 // CHECK: scf.if
-// CHECK: %[[MASK:.*]] = arith.cmpi ult, %[[LANE]], %[[REST]] : index
+// CHECK: %[[MASK:.*]] = arith.cmpi slt, %[[LANE]], %[[REST]] : index
 // CHECK-NOT: gpu.dynamic_shared_memory
 // CHECK: gpu.return
 func.func @permute(%hidden: tensor<?x?xbf16>, %slots: tensor<?xi32>) -> tensor<?x?xbf16> attributes {moe.entry = "permute", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = argmax_passes>} {

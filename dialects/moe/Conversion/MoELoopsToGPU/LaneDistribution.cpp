@@ -786,11 +786,12 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     return success();
   }
   if (auto mask = dyn_cast<vector::CreateMaskOp>(op)) {
-    // A run-time tail (permute and combine's rows of H elements).
+    // A run-time tail (permute and combine's rows of H elements). The
+    // bound is signed: a negative one masks every lane.
     if (mask.getNumOperands() != 1)
       return op->emitOpError("only 1-D masks can be distributed over lanes");
     mapping.map(mask.getResult(),
-                b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, lane,
+                b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, lane,
                                         mapping.lookup(mask.getOperand(0))));
     return success();
   }

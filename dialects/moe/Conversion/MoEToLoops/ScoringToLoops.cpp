@@ -4,7 +4,9 @@
 // of experts at a time, with the stable forms of docs/semantics.md. Logits
 // that are NaN or +inf are reported through the error record: the check is
 // one compare per chunk on the fast path, and the offending index is
-// searched for only once a row is known to hold one.
+// searched for only once a row is known to hold one. A temperature and a
+// soft cap, when the op has them, transform each checked chunk before the
+// scoring function sees it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -44,6 +46,27 @@ public:
 
 private:
   Value vf(double v) { return cg.splat(cg.f32(v)); }
+
+  /// l / temperature, then softcap * tanh(l / softcap), in f32; -inf (a
+  /// masked expert, and the padding of tail chunks) stays -inf.
+  Value transform(Value x) {
+    std::optional<APFloat> temperature = op.getTemperature();
+    std::optional<APFloat> softcap = op.getSoftcap();
+    if (!temperature && !softcap)
+      return x;
+    Value y = x;
+    if (temperature)
+      y = b.create<arith::DivFOp>(loc, y, vf(temperature->convertToDouble()));
+    if (softcap) {
+      Value cap = vf(softcap->convertToDouble());
+      y = b.create<arith::MulFOp>(
+          loc, cap,
+          b.create<math::TanhOp>(loc, b.create<arith::DivFOp>(loc, y, cap)));
+    }
+    Value masked = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ, x,
+                                           vf(-kInf));
+    return b.create<arith::SelectOp>(loc, masked, x, y);
+  }
 
   /// NaN or +inf: the logits the spec rejects (-inf masks an expert).
   Value isBad(Value x) {
@@ -126,7 +149,7 @@ private:
         numExperts, {noneBad},
         [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
           Value x = cg.loadChunk(logits, e0, valid, cg.f32(0.0));
-          cg.storeChunk(f(x), scores, e0, valid);
+          cg.storeChunk(f(transform(x)), scores, e0, valid);
           return {b.create<arith::OrIOp>(loc, iter[0], isBad(x))};
         });
     reportBadLogits(result[0]);
@@ -140,7 +163,7 @@ private:
         numExperts, {vf(-kInf), noneBad},
         [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
           Value x = cg.loadChunk(logits, e0, valid, cg.f32(-kInf));
-          return {b.create<arith::MaximumFOp>(loc, iter[0], x),
+          return {b.create<arith::MaximumFOp>(loc, iter[0], transform(x)),
                   b.create<arith::OrIOp>(loc, iter[1], isBad(x))};
         });
     reportBadLogits(maxAndBad[1]);
@@ -154,7 +177,7 @@ private:
     SmallVector<Value> sums = cg.forEachChunk(
         numExperts, {vf(0.0)},
         [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
-          Value x = cg.loadChunk(logits, e0, valid, cg.f32(-kInf));
+          Value x = transform(cg.loadChunk(logits, e0, valid, cg.f32(-kInf)));
           x = b.create<arith::SelectOp>(loc, allMaskedLanes, vf(0.0), x);
           Value e = expOfNonPositive(
               b.create<arith::SubFOp>(loc, x, cg.splat(shift)));

@@ -1163,3 +1163,19 @@ func.func @combine_rows(%o: tensor<7x?xbf16>, %pos: tensor<6xi32>, %w: tensor<?x
   %c = moe.combine %o[%pos] weights %w : tensor<7x?xbf16>, tensor<6xi32>, tensor<?x2xf32> -> tensor<?x?xbf16>
   return %c : tensor<?x?xbf16>
 }
+
+// -----
+
+func.func @score_temperature(%l: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  // expected-error @+1 {{'moe.score' op attribute 'temperature' = 0 must be a normal f32 value > 0, in [1.1754944e-38, 3.4028234e38]}}
+  %s = moe.score softmax %l temperature 0.0 : tensor<?x8xf32> -> tensor<?x8xf32>
+  return %s : tensor<?x8xf32>
+}
+
+// -----
+
+func.func @score_softcap(%l: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  // expected-error @+1 {{'moe.score' op attribute 'softcap' = -1 must be a normal f32 value > 0, in [1.1754944e-38, 3.4028234e38]}}
+  %s = moe.score softmax %l softcap -1.0 : tensor<?x8xf32> -> tensor<?x8xf32>
+  return %s : tensor<?x8xf32>
+}

@@ -548,3 +548,13 @@ func.func @permute_and_combine(%hidden: tensor<?x?xbf16>, %sorted: tensor<?xi32>
   %c = moe.combine %out[%positions] weights %w : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x8xf32> -> tensor<?x?xbf16>
   return %p, %c : tensor<?x?xbf16>, tensor<?x?xbf16>
 }
+
+// Temperature and soft cap on the logits, before scoring.
+// CHECK-LABEL: func.func @score_transforms(
+func.func @score_transforms(%l: tensor<?x64xbf16>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  // CHECK:      moe.score softmax %{{.*}} temperature 2.000000e+00 softcap 3.000000e+01 : tensor<?x64xbf16> -> tensor<?x64xf32>
+  // CHECK-NEXT: moe.score sigmoid %{{.*}} softcap 5.000000e+00 : tensor<?x64xbf16> -> tensor<?x64xf32>
+  %a = moe.score softmax %l temperature 2.0 softcap 30.0 : tensor<?x64xbf16> -> tensor<?x64xf32>
+  %b = moe.score sigmoid %l softcap 5.0 : tensor<?x64xbf16> -> tensor<?x64xf32>
+  return %a, %b : tensor<?x64xf32>, tensor<?x64xf32>
+}
