@@ -192,6 +192,16 @@ std::optional<std::string> whyUnused(std::string_view name,
     if (replay)
       return std::string("replay (forced_ids given) does not capture");
   }
+  if (name == "hidden" || name == "expert_output") {
+    if (!facts.permute)
+      return std::string("the spec has no permute and combine entry points "
+                         "(set permute: true)");
+    // They read dispatch's outputs (a spec with permute always has it; a
+    // hand-made kernel directory may not).
+    if (!facts.dispatch)
+      return std::string("the kernels have no dispatch entry point, whose "
+                         "sorted_slots and slot_positions they read");
+  }
   return std::nullopt;
 }
 
@@ -281,6 +291,18 @@ int64_t checkInputs(const RouterFacts &facts, const RouterInputMap &inputs,
                        " must fit in int32 (slot indices are int32)");
 
   const ExpectedDim tokens{"T", numTokens, "the token count of logits"};
+  // Hidden rows: their dtype, and H from hidden when it is given.
+  DType rowDType = DType::U16;
+  std::string rowWhy =
+      " (hidden_dtype: bf16, stored as raw bits since NumPy has no bf16)";
+  if (facts.hidden == RouterFacts::Logits::F32) {
+    rowDType = DType::F32;
+    rowWhy = " (hidden_dtype: f32)";
+  } else if (facts.hidden == RouterFacts::Logits::F16) {
+    rowDType = DType::F16;
+    rowWhy = " (hidden_dtype: f16)";
+  }
+  std::optional<int64_t> hiddenSize;
   const ExpectedDim experts{"E", e, "num_experts"};
   const ExpectedDim topK{"k", k, "top_k"};
   const std::vector<DType> ids = {DType::I32, DType::I64};
@@ -321,6 +343,21 @@ int64_t checkInputs(const RouterFacts &facts, const RouterInputMap &inputs,
         error = "capture: --layer " + std::to_string(layer) +
                 " is outside the buffer's layers [0, " +
                 std::to_string(array.shape[1]) + ")";
+    } else if (name == "hidden") {
+      error = checkDType(name, array, {rowDType}, rowWhy);
+      if (!error)
+        error = checkShape(name, array,
+                           {tokens, {"H", std::nullopt, "hidden size", 1}});
+      if (!error)
+        hiddenSize = array.shape[1];
+    } else if (name == "expert_output") {
+      error = checkDType(name, array, {rowDType}, rowWhy);
+      if (!error)
+        error = checkShape(
+            name, array,
+            {{"T*k", numTokens * k, "tokens * top_k, one row per slot"},
+             {"H", hiddenSize,
+              hiddenSize ? "the hidden size of hidden" : "hidden size", 1}});
     }
     if (error)
       fail(name, *error);
@@ -442,6 +479,48 @@ HostRunResult runOnHost(HostRouter &router, RouterInputMap &inputs,
   }
   if (captures)
     result.outputs.emplace_back("capture", std::move(capture));
+
+  // Permute and combine, on this call's dispatch outputs and weights.
+  auto rows = [&](std::string_view name, int64_t count, int64_t size) {
+    npy::Array array;
+    array.dtype = inputs.at(std::string(name)).array.dtype;
+    array.shape = {count, size};
+    array.data.assign(size_t(count * size) * npy::itemSize(array.dtype),
+                      std::byte{0});
+    return array;
+  };
+  if (inputs.count("hidden")) {
+    npy::Array &hidden = inputs.at("hidden").array;
+    npy::Array permuted = rows("hidden", slots, hidden.shape[1]);
+    HostPermuteCall permute;
+    permute.numTokens = numTokens;
+    permute.hiddenSize = hidden.shape[1];
+    permute.hidden = pointer(hidden.data);
+    permute.sortedSlots = static_cast<const int32_t *>(pointer(sortedSlots));
+    permute.permuted = pointer(permuted.data);
+    if (std::string error = router.permute(permute); !error.empty()) {
+      result = HostRunResult{error, {}};
+      return result;
+    }
+    result.outputs.emplace_back("permuted", std::move(permuted));
+  }
+  if (inputs.count("expert_output")) {
+    npy::Array &outputs = inputs.at("expert_output").array;
+    npy::Array combined = rows("expert_output", numTokens, outputs.shape[1]);
+    HostCombineCall combine;
+    combine.numTokens = numTokens;
+    combine.hiddenSize = outputs.shape[1];
+    combine.topkWeights = static_cast<const float *>(pointer(topkWeights));
+    combine.slotPositions =
+        static_cast<const int32_t *>(pointer(slotPositions));
+    combine.expertOutput = pointer(outputs.data);
+    combine.combined = pointer(combined.data);
+    if (std::string error = router.combine(combine); !error.empty()) {
+      result = HostRunResult{error, {}};
+      return result;
+    }
+    result.outputs.emplace_back("combined", std::move(combined));
+  }
   return result;
 }
 

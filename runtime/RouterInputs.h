@@ -33,8 +33,11 @@ namespace moegen::rt {
 
 /// The tensors a call reads, in the order the kernels check them
 /// (docs/semantics.md §2), so that input errors come out in that order.
-inline constexpr std::array<std::string_view, 6> kRouterInputNames = {
-    "logits", "bias", "token_ids", "hash_table", "forced_ids", "capture"};
+/// hidden and expert_output (spec permute: true) feed permute and combine,
+/// which run after routing and dispatch, on their outputs.
+inline constexpr std::array<std::string_view, 8> kRouterInputNames = {
+    "logits",     "bias",    "token_ids", "hash_table",
+    "forced_ids", "capture", "hidden",    "expert_output"};
 
 /// A bad input or argument: one line naming the file (when there is one)
 /// and the rule.
@@ -95,7 +98,8 @@ struct HostRunResult {
   std::string error;
   /// topk_ids, topk_weights, then with dispatch expert_counts,
   /// expert_offsets, sorted_slots, slot_positions, then capture when the
-  /// call captured. Empty after an error.
+  /// call captured, then permuted (given hidden) and combined (given
+  /// expert_output). Empty after an error.
   std::vector<NamedArray> outputs;
 
   const npy::Array *find(std::string_view name) const;
