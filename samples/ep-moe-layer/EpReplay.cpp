@@ -90,18 +90,24 @@ int run(const Options &options, rt::ep::MpiCommunicator &world) {
     std::vector<uint8_t> logits;
     for (int64_t t = 0; t < mine; ++t)
       appendLogits(facts, rank, t, layer, /*perturbed=*/false, logits);
-    std::vector<int32_t> ids(static_cast<std::size_t>(mine * k));
-    std::vector<float> weights(ids.size());
     rt::HostRouteCall call;
     call.numTokens = mine;
     call.logits = logits.data();
     call.captureBuffer = capture.data();
     call.captureLayers = L;
     call.captureLayer = layer;
-    call.topkIds = ids.data();
-    call.topkWeights = weights.data();
-    if (layer == 0)
-      rollout.attach(call); // with dispatch's metadata
+    // Layer 0 feeds the MoE block (with dispatch's metadata); the others
+    // are only captured.
+    std::vector<int32_t> ids;
+    std::vector<float> weights;
+    if (layer == 0) {
+      rollout.attach(call);
+    } else {
+      ids.resize(static_cast<std::size_t>(mine * k));
+      weights.resize(ids.size());
+      call.topkIds = ids.data();
+      call.topkWeights = weights.data();
+    }
     if (std::string failed = router.route(call); !failed.empty())
       throw rt::Error(rt::Error::Kind::Kernel, failed);
   }
