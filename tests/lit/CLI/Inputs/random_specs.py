@@ -38,12 +38,20 @@ def spec(rng, index, experts=None, top_k=None):
                               f"group_score: {rng.choice(['max', 'top2_sum'])}"]
         if rng.random() < 0.4:
             lines.append("capture: true")
-    lines.append(f"normalize: {str(rng.random() < 0.6).lower()}")
+    normalize = rng.random() < 0.6
+    lines.append(f"normalize: {str(normalize).lower()}")
     if rng.random() < 0.5:
         lines.append(f"scaling_factor: {rng.choice([0.5, 1.5, 2.5, 16.0])}")
     for key in ("replay", "dispatch"):
         if rng.random() < 0.5:
             lines.append(f"{key}: true")
+    # Logit transforms and an epsilon of their own (LFM2, Grok-style).
+    if rng.random() < 0.2:
+        lines.append(f"temperature: {rng.choice([0.5, 2.0])}")
+    if rng.random() < 0.2:
+        lines.append(f"logit_softcap: {rng.choice([1.0, 30.0])}")
+    if normalize and rng.random() < 0.3:
+        lines.append(f"normalize_epsilon: {rng.choice([0.0, 1e-6])}")
     return "\n".join(lines) + "\n"
 
 
