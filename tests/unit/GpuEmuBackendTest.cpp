@@ -231,8 +231,9 @@ TEST(GpuEmuBackendTest, RandomSpecsMatchTheCpuBackend) {
 
 TEST(GpuEmuBackendTest, NormalizeEpsilonMatchesTheCpuBackend) {
   // The GPU normalizes with one reciprocal of (sum + epsilon): epsilons of
-  // 0 (LFM2 without one), 1e-6 and one that changes every weight.
-  for (const char *name : {"qwen3-30b-a3b", "deepseek-v3"})
+  // 0 (LFM2 without one), 1e-6 and one that changes every weight. (One
+  // template: each emulated compile costs seconds under the sanitizers.)
+  for (const char *name : {"deepseek-v3"})
     for (double epsilon : {0.0, 1e-6, 0.25}) {
       RoutingSpec spec = templateSpec(name);
       spec.normalizeEpsilon = epsilon;
@@ -242,7 +243,8 @@ TEST(GpuEmuBackendTest, NormalizeEpsilonMatchesTheCpuBackend) {
 }
 
 TEST(GpuEmuBackendTest, TemperatureAndSoftcapMatchTheCpuBackend) {
-  for (const char *name : {"qwen3-30b-a3b", "deepseek-v3"})
+  // Softmax, where both change every score.
+  for (const char *name : {"qwen3-30b-a3b"})
     for (auto [temperature, softcap] :
          {std::pair{0.5, 0.0}, {1.0, 5.0}, {2.0, 1.0}}) {
       RoutingSpec spec = templateSpec(name);
