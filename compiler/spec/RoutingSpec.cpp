@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/spec/RoutingSpec.h"
+#include "compiler/spec/Program.h"
 #include "support/Quote.h"
 
 #include <algorithm>
@@ -210,6 +211,39 @@ std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
     return violation("permute",
                      "'permute' = true needs dispatch: true (permute reads "
                      "dispatch's sorted_slots, combine its slot_positions)");
+
+  if (spec.isProgram()) {
+    // The keys a program replaces keep their defaults, and the facts it
+    // determines are the ones it states.
+    RoutingSpec keys;
+    if (spec.scoring != keys.scoring || spec.temperature != keys.temperature ||
+        spec.logitSoftcap != keys.logitSoftcap || spec.groups != keys.groups ||
+        spec.topkGroups != keys.topkGroups ||
+        spec.groupScore != keys.groupScore || spec.normalize != keys.normalize ||
+        spec.normalizeEpsilon != keys.normalizeEpsilon ||
+        spec.scalingFactor != keys.scalingFactor)
+      return violation("program",
+                       "a spec with 'program' takes no scoring, selection or "
+                       "weighting keys: the program states them");
+    program::ProgramError error;
+    std::optional<program::Program> parsed = program::parseProgram(
+        spec.program, {spec.numExperts, spec.logitsDType, spec.hiddenDType},
+        error);
+    if (!parsed)
+      return violation("program", "program:", error.loc.line, ":",
+                       error.loc.column, ": ", error.message);
+    RoutingSpec facts = spec;
+    program::applyProgramFacts(*parsed, facts);
+    if (facts.topK != spec.topK || facts.selection != spec.selection ||
+        facts.scoreBias != spec.scoreBias || facts.capture != spec.capture ||
+        facts.replay != spec.replay || facts.dispatch != spec.dispatch ||
+        facts.permute != spec.permute)
+      return violation("program",
+                       "the spec's top_k, selection, score_bias, capture, "
+                       "replay, dispatch or permute differ from what its "
+                       "program states (set them with applyProgramFacts)");
+    return std::nullopt;
+  }
 
   if (spec.selection == Selection::Hash) {
     if (spec.scoreBias)

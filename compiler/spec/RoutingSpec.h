@@ -92,7 +92,15 @@ struct RoutingSpec {
   LogitsDType hiddenDType = LogitsDType::BF16;
   int64_t hiddenSize = 4096;
 
+  /// A gating program (Program.h, docs/spec-language.md) in place of the
+  /// keys above: when set, the program alone says how experts are scored,
+  /// selected and weighted, and topK, selection, scoreBias, capture, replay,
+  /// dispatch and permute are the facts it determines (applyProgramFacts);
+  /// the other keys keep their defaults.
+  std::string program;
+
   bool isGrouped() const { return groups > 1; }
+  bool isProgram() const { return !program.empty(); }
   int64_t expertsPerGroup() const { return numExperts / groups; }
 };
 

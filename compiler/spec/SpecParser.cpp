@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/spec/SpecParser.h"
+#include "compiler/spec/Program.h"
 #include "support/Numbers.h"
 #include "support/Quote.h"
 
@@ -41,7 +42,12 @@ constexpr StringLiteral kKeys[] = {
     "group_score", "normalize", "scaling_factor", "replay",
     "dispatch",  "capture",     "logits_dtype",   "permute",
     "hidden_dtype", "hidden_size", "normalize_epsilon", "temperature",
-    "logit_softcap"};
+    "logit_softcap", "program"};
+
+/// The keys a spec with a program still takes: the program states the rest.
+constexpr StringLiteral kProgramKeys[] = {"name", "num_experts", "logits_dtype",
+                                          "hidden_dtype", "hidden_size",
+                                          "program"};
 
 /// What each key allows, for messages; built from the constants and the
 /// enum spellings that the rules themselves use, so the two cannot drift.
@@ -81,6 +87,8 @@ std::string allowedValues(StringRef key) {
     return "0 or a normal f32 number";
   if (key == "temperature")
     return "a normal f32 number > 0";
+  if (key == "program")
+    return "a gating program, as a literal block scalar (program: |)";
   return "true or false";
 }
 
@@ -144,6 +152,9 @@ private:
   bool readEnum(StringRef key, yaml::Node *node,
                 std::optional<Enum> (*parseFn)(std::string_view), Enum &out);
   bool readKey(StringRef key, yaml::Node *value, RoutingSpec &spec);
+  bool readProgram(yaml::Node *value, RoutingSpec &spec);
+  /// Where the program's text starts in the file, for its locations.
+  program::Location programOrigin();
 
   StringRef text;
   StringRef bufferName;
@@ -152,7 +163,60 @@ private:
   SMLoc currentKeyLoc;        // the key whose value is being read
   StringMap<SMLoc> keyLocs;   // where each given key starts
   StringMap<SMLoc> valueLocs; // where each given key's value starts
+  SMLoc programLoc;           // the program's block indicator, '|'
+
 };
+
+bool SpecParser::readProgram(yaml::Node *value, RoutingSpec &spec) {
+  SmallString<64> storage;
+  StringRef program;
+  if (!readScalar("program", value, allowedValues("program"), storage, program))
+    return false;
+  // Plain and quoted scalars fold their lines; a program's lines are its
+  // statements.
+  auto *block = dyn_cast<yaml::BlockScalarNode>(value);
+  // The indicator follows the key's ':' on the key's line ('>' folds).
+  const char *indicator = nullptr;
+  if (block) {
+    StringRef rest(currentKeyLoc.getPointer(),
+                   text.end() - currentKeyLoc.getPointer());
+    rest = rest.take_until([](char c) { return c == '\n'; });
+    size_t colon = rest.find(':');
+    if (colon != StringRef::npos) {
+      StringRef after = rest.drop_front(colon + 1).ltrim(" \t");
+      if (!after.empty())
+        indicator = after.data();
+    }
+  }
+  if (!block || !indicator || *indicator != '|')
+    return fail(currentKeyLoc, "'program' must be a literal block scalar: "
+                               "'program: |', then the program's lines, "
+                               "indented");
+  programLoc = SMLoc::getFromPointer(indicator);
+  if (program.trim().empty())
+    return fail(currentKeyLoc, "'program' is empty: it needs at least a "
+                               "route entry, e.g. 'route(logits) -> (ids, "
+                               "weights):'");
+  spec.program = program.str();
+  if (!spec.program.empty() && spec.program.back() != '\n')
+    spec.program += '\n';
+  return true;
+}
+
+program::Location SpecParser::programOrigin() {
+  // Program line l is file line (indicator line + l); its columns are
+  // shifted by the block's indentation, that of its first non-blank line.
+  unsigned indicatorLine = sourceMgr.getLineAndColumn(programLoc).first;
+  SmallVector<StringRef> lines;
+  text.split(lines, '\n');
+  size_t indent = 0;
+  for (size_t i = indicatorLine; i < lines.size(); ++i)
+    if (!lines[i].trim().empty()) {
+      indent = lines[i].size() - lines[i].ltrim(' ').size();
+      break;
+    }
+  return {static_cast<int>(indicatorLine), static_cast<int>(indent)};
+}
 
 bool SpecParser::readScalar(StringRef key, yaml::Node *node,
                             StringRef expected, SmallVectorImpl<char> &storage,
@@ -313,6 +377,8 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
     return readNumber(key, value, allowedValues(key), spec.temperature);
   if (key == "logit_softcap")
     return readNumber(key, value, allowedValues(key), spec.logitSoftcap);
+  if (key == "program")
+    return readProgram(value, spec);
   llvm_unreachable("keys are checked against kKeys before readKey");
 }
 
@@ -431,7 +497,49 @@ std::optional<RoutingSpec> SpecParser::parse() {
   if (failed())
     return std::nullopt;
 
+  if (keyLocs.count("program")) {
+    for (StringRef key : kKeys)
+      if (keyLocs.count(key) && !llvm::is_contained(kProgramKeys, key)) {
+        fail(keyLocs[key], "'" + key +
+                               "' is stated by the program: a spec with "
+                               "'program' takes only name, num_experts, "
+                               "logits_dtype, hidden_dtype and hidden_size");
+        return std::nullopt;
+      }
+    for (StringRef key : {"name", "num_experts"})
+      if (!keyLocs.count(key)) {
+        fail(mappingLoc, "missing required key '" + key + "' (" +
+                             allowedValues(key) + ")");
+        return std::nullopt;
+      }
+    // The program's types need E and the dtypes; report their own rules
+    // first.
+    if (std::optional<SpecViolation> violation = validateRoutingSpec([&] {
+          RoutingSpec keysOnly = spec;
+          keysOnly.program.clear();
+          keysOnly.topK = 1;
+          keysOnly.permute = keysOnly.dispatch = true;
+          return keysOnly;
+        }())) {
+      auto it = valueLocs.find(violation->key);
+      fail(it != valueLocs.end() ? it->second : mappingLoc, violation->message);
+      return std::nullopt;
+    }
+    program::ProgramError programError;
+    std::optional<program::Program> parsed = program::parseProgram(
+        spec.program, {spec.numExperts, spec.logitsDType, spec.hiddenDType},
+        programError, programOrigin());
+    if (!parsed) {
+      setError(programError.loc.line, programError.loc.column,
+               programError.message);
+      return std::nullopt;
+    }
+    program::applyProgramFacts(*parsed, spec);
+  }
+
   for (StringRef key : {"name", "num_experts", "top_k", "scoring"}) {
+    if (keyLocs.count("program"))
+      break;
     if (!keyLocs.count(key)) {
       fail(mappingLoc, "missing required key '" + key + "' (" +
                            allowedValues(key) + ")");
@@ -530,6 +638,20 @@ ArrayRef<StringLiteral> routingSpecKeys() { return kKeys; }
 std::string printRoutingSpec(const RoutingSpec &spec) {
   std::string out;
   raw_string_ostream os(out);
+  if (spec.isProgram()) {
+    os << "name: " << spec.name << "\n"
+       << "num_experts: " << spec.numExperts << "\n"
+       << "logits_dtype: " << toString(spec.logitsDType) << "\n";
+    if (spec.permute)
+      os << "hidden_dtype: " << toString(spec.hiddenDType) << "\n"
+         << "hidden_size: " << spec.hiddenSize << "\n";
+    os << "program: |\n";
+    SmallVector<StringRef> lines;
+    StringRef(spec.program).rtrim('\n').split(lines, '\n');
+    for (StringRef line : lines)
+      os << (line.empty() ? "" : "  ") << line << "\n";
+    return out;
+  }
   auto flag = [](bool value) { return value ? "true" : "false"; };
   os << "name: " << spec.name << "\n"
      << "num_experts: " << spec.numExperts << "\n"

@@ -11,6 +11,7 @@
 
 #include "compiler/spec/SpecToMoE.h"
 
+#include "compiler/spec/Program.h"
 #include "dialects/moe/IR/MoEOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -220,6 +221,165 @@ private:
       captureType, hiddenType;
 };
 
+/// Builds the entry points of a gating program: one func per entry, one op
+/// per call, in the program's order. The types are the program's (checked
+/// by the parser against the kernel ABI); each op's location names the
+/// spec and the call's place in the program text.
+class ProgramBuilder {
+public:
+  ProgramBuilder(const RoutingSpec &spec, const program::Program &program,
+                 ModuleOp module)
+      : spec(spec), program(program), module(module),
+        context(*module.getContext()), builder(&context),
+        name(StringAttr::get(&context, spec.name)) {}
+
+  void build() {
+    for (const program::Entry &entry : program.entries)
+      buildEntry(entry);
+  }
+
+private:
+  Type elementType(abi::DType dtype) {
+    switch (dtype) {
+    case abi::DType::F32:
+      return builder.getF32Type();
+    case abi::DType::BF16:
+      return builder.getBF16Type();
+    case abi::DType::F16:
+      return builder.getF16Type();
+    case abi::DType::I16:
+      return builder.getI16Type();
+    case abi::DType::I32:
+      return builder.getI32Type();
+    case abi::DType::I64:
+      return builder.getI64Type();
+    }
+    return builder.getF32Type();
+  }
+
+  Type typeOf(int value) {
+    const program::ValueType &type = program.values[value];
+    if (type.dims.empty())
+      return builder.getIndexType();
+    SmallVector<int64_t> shape;
+    for (abi::DimRule dim : type.dims)
+      shape.push_back(dim == abi::DimRule::Experts        ? spec.numExperts
+                      : dim == abi::DimRule::ExpertsPlus1 ? spec.numExperts + 1
+                      : dim == abi::DimRule::TopK         ? program.topK
+                                                          : ShapedType::kDynamic);
+    return RankedTensorType::get(shape, elementType(type.dtype));
+  }
+
+  Location locOf(program::Location where) {
+    return NameLoc::get(name, FileLineColLoc::get(&context, "program",
+                                                  where.line, where.column));
+  }
+
+  void buildEntry(const program::Entry &entry) {
+    SmallVector<Type> inputs, results;
+    for (int param : entry.params)
+      inputs.push_back(typeOf(param));
+    for (int result : entry.results)
+      results.push_back(typeOf(result));
+    builder.setInsertionPointToEnd(module.getBody());
+    StringRef entryName = abi::toString(entry.kind);
+    auto func = builder.create<func::FuncOp>(
+        NameLoc::get(name), entryName, builder.getFunctionType(inputs, results));
+    func->setAttr(kEntryAttrName, builder.getStringAttr(entryName));
+    Block *body = func.addEntryBlock();
+    builder.setInsertionPointToStart(body);
+    values.clear();
+    for (auto [index, param] : llvm::enumerate(entry.params))
+      values[param] = body->getArgument(index);
+    for (const program::Op &op : entry.ops)
+      buildOp(op);
+    SmallVector<Value> returned;
+    for (int result : entry.results)
+      returned.push_back(values.at(result));
+    builder.create<func::ReturnOp>(NameLoc::get(name), returned);
+  }
+
+  void buildOp(const program::Op &op) {
+    Location loc = locOf(op.loc);
+    auto operand = [&](size_t i) { return values.at(op.operands[i]); };
+    Type result = op.results.empty() ? Type() : typeOf(op.results.front());
+    auto f64 = [&](std::optional<double> v) {
+      return v ? builder.getF64FloatAttr(*v) : FloatAttr();
+    };
+    Operation *built = nullptr;
+    switch (op.kind) {
+    case program::OpKind::Score:
+      built = builder.create<moe::ScoreOp>(loc, result,
+                                           toScoringKind(op.scoring),
+                                           operand(0), f64(op.temperature),
+                                           f64(op.softcap));
+      break;
+    case program::OpKind::AddBias:
+      built = builder.create<moe::AddBiasOp>(loc, result, operand(0), operand(1));
+      break;
+    case program::OpKind::GroupMask:
+      built = builder.create<moe::GroupMaskOp>(
+          loc, result, operand(0), op.groups, op.keep,
+          op.by == GroupScore::Top2Sum ? moe::GroupScoreKind::top2_sum
+                                       : moe::GroupScoreKind::max);
+      break;
+    case program::OpKind::TopK:
+      built = builder.create<moe::TopKOp>(loc, result, operand(0), op.k);
+      break;
+    case program::OpKind::Hash:
+      built = builder.create<moe::HashSelectOp>(loc, result, operand(0),
+                                                operand(1), spec.numExperts);
+      break;
+    case program::OpKind::Forced:
+      built = builder.create<moe::ForcedSelectOp>(loc, result, operand(0),
+                                                  spec.numExperts);
+      break;
+    case program::OpKind::Gather:
+      built = builder.create<moe::GatherOp>(loc, result, operand(0), operand(1));
+      break;
+    case program::OpKind::Normalize:
+      built = builder.create<moe::NormalizeOp>(
+          loc, result, operand(0), builder.getF64FloatAttr(op.epsilon));
+      break;
+    case program::OpKind::Scale:
+      built = builder.create<moe::ScaleOp>(loc, result, operand(0),
+                                           builder.getF64FloatAttr(op.factor));
+      break;
+    case program::OpKind::Capture:
+      built = builder.create<moe::CaptureOp>(loc, result, operand(0),
+                                             operand(1), operand(2),
+                                             spec.numExperts);
+      break;
+    case program::OpKind::Dispatch: {
+      SmallVector<Type> types;
+      for (int value : op.results)
+        types.push_back(typeOf(value));
+      built = builder.create<moe::DispatchOp>(loc, types, operand(0),
+                                              spec.numExperts);
+      break;
+    }
+    case program::OpKind::Permute:
+      built = builder.create<moe::PermuteOp>(loc, result, operand(0),
+                                             operand(1), program.topK);
+      break;
+    case program::OpKind::Combine:
+      built = builder.create<moe::CombineOp>(loc, result, operand(0),
+                                             operand(1), operand(2));
+      break;
+    }
+    for (auto [index, value] : llvm::enumerate(op.results))
+      values[value] = built->getResult(index);
+  }
+
+  const RoutingSpec &spec;
+  const program::Program &program;
+  ModuleOp module;
+  MLIRContext &context;
+  OpBuilder builder;
+  StringAttr name;
+  llvm::DenseMap<int, Value> values;
+};
+
 } // namespace
 
 OwningOpRef<ModuleOp> buildRouterModule(const RoutingSpec &spec,
@@ -227,6 +387,17 @@ OwningOpRef<ModuleOp> buildRouterModule(const RoutingSpec &spec,
   OwningOpRef<ModuleOp> module =
       ModuleOp::create(NameLoc::get(StringAttr::get(&context, spec.name)),
                        StringRef(spec.name));
+  if (spec.isProgram()) {
+    // Valid specs only (validateRoutingSpec parses the program too); an
+    // invalid one gives a module without entry points, which every
+    // consumer rejects.
+    program::ProgramError error;
+    if (std::optional<program::Program> program = program::parseProgram(
+            spec.program,
+            {spec.numExperts, spec.logitsDType, spec.hiddenDType}, error))
+      ProgramBuilder(spec, *program, *module).build();
+    return module;
+  }
   RouterBuilder builder(spec, *module);
   builder.buildRoute();
   if (spec.replay)

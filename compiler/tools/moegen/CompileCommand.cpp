@@ -1,7 +1,7 @@
 //===- CompileCommand.cpp - moegen compile --------------------------------===//
 //
 // A spec to moe dialect IR (--emit=mlir), the spec with its defaults
-// (--emit=spec), or through the NVPTX backend to GPU IR, LLVM IR, or a
+// (--emit=spec), the spec as a gating program (--emit=program), or through the NVPTX backend to GPU IR, LLVM IR, or a
 // kernel directory of PTX or cubin with its manifest.
 //
 //===----------------------------------------------------------------------===//
@@ -10,6 +10,7 @@
 
 #include "compiler/Registration.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/spec/Program.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
 #include "support/AtomicFile.h"
@@ -109,6 +110,9 @@ int runCompile(const CompileOptions &options) {
   }
   if (options.emit == "spec")
     return writeOutput(options.output, printRoutingSpec(*spec));
+  if (options.emit == "program")
+    return writeOutput(options.output,
+                       printRoutingSpec(program::programTwin(*spec)));
   if (options.emit != "mlir")
     return runCompileNvptx(*spec, options);
 

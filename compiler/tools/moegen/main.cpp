@@ -63,10 +63,13 @@ CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
   compileCmd
       ->add_option("--emit", compile.emit,
                    "what to produce: mlir (moe dialect IR), spec (the spec "
-                   "with every default made explicit), gpu (gpu kernels), "
-                   "llvm (NVVM/LLVM dialect), ptx or cubin (a kernel "
-                   "directory with manifest.json; docs/kernel-abi.md)")
-      ->check(CLI::IsMember({"mlir", "spec", "gpu", "llvm", "ptx", "cubin"}))
+                   "with every default made explicit), program (the spec "
+                   "as a gating program, its keys expanded), gpu (gpu "
+                   "kernels), llvm (NVVM/LLVM dialect), ptx or cubin (a "
+                   "kernel directory with manifest.json; "
+                   "docs/kernel-abi.md)")
+      ->check(CLI::IsMember(
+          {"mlir", "spec", "program", "gpu", "llvm", "ptx", "cubin"}))
       ->capture_default_str();
   compileCmd
       ->add_option("-o,--output", compile.output,
