@@ -993,14 +993,27 @@ void applyProgramFacts(const Program &program, RoutingSpec &spec) {
 }
 
 std::string formatNumber(double value) {
-  // The shortest of %.1g .. %.17g that reads back exactly.
   char buffer[40];
+  if (value == std::floor(value) && std::fabs(value) < 1e15) {
+    std::snprintf(buffer, sizeof buffer, "%.0f", value);
+    return buffer;
+  }
+  // The shortest of %.1g .. %.17g that reads back exactly, with a plain
+  // exponent: 1e-06 is written 1e-6.
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buffer, sizeof buffer, "%.*g", precision, value);
     if (std::strtod(buffer, nullptr) == value)
       break;
   }
-  return buffer;
+  std::string text = buffer;
+  if (size_t e = text.find('e'); e != std::string::npos) {
+    std::string mantissa = text.substr(0, e), exponent = text.substr(e + 1);
+    bool negative = exponent[0] == '-';
+    size_t digits = exponent.find_first_not_of("+-0");
+    text = mantissa + "e" + (negative ? "-" : "") +
+           (digits == std::string::npos ? "0" : exponent.substr(digits));
+  }
+  return text;
 }
 
 std::string expandToProgram(const RoutingSpec &spec) {

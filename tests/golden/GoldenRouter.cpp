@@ -7,6 +7,8 @@
 
 #include "tests/golden/GoldenRouter.h"
 
+#include "compiler/spec/Program.h"
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -319,6 +321,115 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
   return {};
 }
 
+namespace {
+
+/// A gating program, one op after another per token (Program.h): rows of
+/// E values (scores, keys) in double with the experts a group mask left
+/// selectable, rows of k ids, rows of k weights. The op rules are the
+/// spec path's own functions above.
+void interpretProgram(const RoutingSpec &spec, const program::Program &program,
+                      const program::Entry &entry, const RouterInputs &inputs,
+                      RouterOutputs &out) {
+  const int64_t e = spec.numExperts, k = spec.topK;
+  struct Row {
+    std::vector<double> values;
+    std::vector<bool> selectable;
+    std::vector<int32_t> ids;
+  };
+  for (int64_t t = 0; t < inputs.numTokens; ++t) {
+    std::vector<Row> rows(program.values.size());
+    for (size_t index = 0; index < entry.paramNames.size(); ++index) {
+      const std::string &name = entry.paramNames[index];
+      Row &row = rows[entry.params[index]];
+      if (name == "logits")
+        row.values.assign(inputs.logits + t * e, inputs.logits + t * e + e);
+      else if (name == "bias")
+        row.values.assign(inputs.bias, inputs.bias + e);
+    }
+    for (const program::Op &op : entry.ops) {
+      auto in = [&](size_t i) -> Row & { return rows[op.operands[i]]; };
+      Row result;
+      switch (op.kind) {
+      case program::OpKind::Score: {
+        RoutingSpec scoring;
+        scoring.numExperts = e;
+        scoring.scoring = op.scoring;
+        scoring.temperature = op.temperature.value_or(1.0);
+        scoring.logitSoftcap = op.softcap.value_or(0.0);
+        // Scores are f32 values in the kernels: a score of scores reads
+        // them rounded.
+        std::vector<float> logits(in(0).values.begin(), in(0).values.end());
+        result.values = scoreToken(scoring, logits.data());
+        break;
+      }
+      case program::OpKind::AddBias:
+        result.values = in(0).values;
+        for (int64_t x = 0; x < e; ++x)
+          result.values[x] += in(1).values[x];
+        result.selectable = in(0).selectable;
+        break;
+      case program::OpKind::GroupMask:
+        result.values = in(0).values;
+        result.selectable =
+            selectableExperts(result.values, op.groups, op.keep, op.by);
+        for (int64_t x = 0; x < e; ++x)
+          if (!result.selectable[x])
+            result.values[x] = -std::numeric_limits<double>::infinity();
+        break;
+      case program::OpKind::TopK:
+        result.ids = topKExperts(in(0).values,
+                                 in(0).selectable.empty()
+                                     ? std::vector<bool>(e, true)
+                                     : in(0).selectable,
+                                 k);
+        break;
+      case program::OpKind::Hash: {
+        const int32_t *row = inputs.hashTable + inputs.tokenIds[t] * k;
+        result.ids.assign(row, row + k);
+        break;
+      }
+      case program::OpKind::Forced:
+        for (int64_t j = 0; j < k; ++j)
+          result.ids.push_back(static_cast<int32_t>(inputs.forcedIds[t * k + j]));
+        break;
+      case program::OpKind::Gather:
+        for (int32_t id : in(1).ids)
+          result.values.push_back(in(0).values[id]);
+        break;
+      case program::OpKind::Normalize: {
+        result.values = in(0).values;
+        const double sum =
+            std::accumulate(result.values.begin(), result.values.end(), 0.0);
+        for (double &w : result.values)
+          w /= sum + op.epsilon;
+        break;
+      }
+      case program::OpKind::Scale:
+        result.values = in(0).values;
+        for (double &w : result.values)
+          w *= op.factor;
+        break;
+      case program::OpKind::Capture:
+        // The capture buffer is the caller's; route() reports ids only.
+        break;
+      case program::OpKind::Dispatch:
+      case program::OpKind::Permute:
+      case program::OpKind::Combine:
+        break; // entries of their own, not routing
+      }
+      if (!op.results.empty())
+        rows[op.results.front()] = std::move(result);
+    }
+    const Row &ids = rows[entry.results[0]];
+    const Row &weights = rows[entry.results[1]];
+    out.topkIds.insert(out.topkIds.end(), ids.ids.begin(), ids.ids.end());
+    out.topkWeights.insert(out.topkWeights.end(), weights.values.begin(),
+                           weights.values.end());
+  }
+}
+
+} // namespace
+
 RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
   RouterResult result;
   const bool forced = inputs.forcedIds != nullptr;
@@ -342,6 +453,30 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
   RouterOutputs &out = result.outputs;
   out.topkIds.reserve(numTokens * k);
   out.topkWeights.reserve(numTokens * k);
+
+  if (spec.isProgram()) {
+    program::ProgramError error;
+    std::optional<program::Program> program = program::parseProgram(
+        spec.program, {e, spec.logitsDType, spec.hiddenDType}, error);
+    if (!program) {
+      result.error = "program:" + std::to_string(error.loc.line) + ":" +
+                     std::to_string(error.loc.column) + ": " + error.message;
+      return result;
+    }
+    const program::Entry *entry =
+        forced ? program->find(abi::EntryKind::Replay)
+               : program->find(spec.selection == Selection::Hash
+                                   ? abi::EntryKind::RouteHash
+                                   : abi::EntryKind::Route);
+    if (!entry) {
+      result.error = "forced_ids: the program has no replay entry";
+      return result;
+    }
+    interpretProgram(spec, *program, *entry, inputs, out);
+    if (spec.dispatch)
+      result.error = computeDispatch(e, numTokens, k, out.topkIds, out);
+    return result;
+  }
 
   for (int64_t t = 0; t < numTokens; ++t) {
     const std::vector<double> scores = scoreToken(spec, inputs.logits + t * e);

@@ -70,6 +70,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/spec/Program.h"
 #include "compiler/spec/RoutingSpec.h"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/npy/HalfFloat.h"
@@ -1651,6 +1652,113 @@ TEST(CpuBackendErrors, InvalidSpecDoesNotCompile) {
   badHash.scoreBias = true;
   EXPECT_EQ(compileRouter(badHash, {}, error), nullptr);
   EXPECT_NE(error, "");
+}
+
+//===----------------------------------------------------------------------===//
+// Gating programs
+//===----------------------------------------------------------------------===//
+
+RoutingSpec parseProgramSpec(const std::string &text) {
+  std::string error;
+  std::optional<RoutingSpec> spec = parseRoutingSpec(text, "program", error);
+  EXPECT_TRUE(spec) << error << "\n" << text;
+  return spec.value_or(RoutingSpec{});
+}
+
+TEST(CpuBackendPrograms, TemplateTwinsMatchTheGoldenInterpreter) {
+  // The twin runs through the golden reference's program interpreter,
+  // the template through its key path: the same numbers, to the bit.
+  for (const std::string &file : templateFiles()) {
+    std::string error;
+    std::optional<RoutingSpec> spec = parseRoutingSpecFile(file, error);
+    ASSERT_TRUE(spec) << error;
+    RoutingSpec twin = program::programTwin(*spec);
+    ASSERT_TRUE(twin.isProgram());
+    SCOPED_TRACE(twin.program);
+    const Inputs in = makeInputs(*spec, 33, 3, LogitsStyle::Random);
+    for (Entry entry : {Entry::Route, Entry::Replay}) {
+      if (entry == Entry::Replay && !spec->replay)
+        continue;
+      golden::RouterResult keys = runGolden(*spec, in, entry);
+      golden::RouterResult programmed = runGolden(twin, in, entry);
+      ASSERT_TRUE(keys.ok() && programmed.ok())
+          << keys.error << programmed.error;
+      EXPECT_EQ(keys.outputs.topkIds, programmed.outputs.topkIds);
+      EXPECT_EQ(keys.outputs.topkWeights, programmed.outputs.topkWeights);
+      EXPECT_EQ(keys.outputs.sortedSlots, programmed.outputs.sortedSlots);
+    }
+    // Identical IR, so identical kernels: the same bits on the CPU. (The
+    // template itself is checked against the golden reference above.)
+    std::unique_ptr<CpuRouter> keysRouter = compileRouter(*spec, {});
+    std::unique_ptr<CpuRouter> twinRouter = compileRouter(twin, {});
+    ASSERT_TRUE(keysRouter && twinRouter);
+    for (Entry entry : {Entry::Route, Entry::Replay}) {
+      if (entry == Entry::Replay && !spec->replay)
+        continue;
+      std::optional<CaptureRequest> capture;
+      if (spec->capture && entry == Entry::Route)
+        capture = CaptureRequest{2, 1};
+      CpuResult a = runCpu(*keysRouter, *spec, in, entry, spec->dispatch, capture);
+      CpuResult b = runCpu(*twinRouter, twin, in, entry, spec->dispatch, capture);
+      ASSERT_EQ(a.error, "");
+      ASSERT_EQ(b.error, "");
+      EXPECT_EQ(a.ids, b.ids);
+      EXPECT_EQ(a.weights, b.weights);
+      EXPECT_EQ(a.sortedSlots, b.sortedSlots);
+      EXPECT_EQ(a.capture, b.capture);
+    }
+  }
+}
+
+/// Routers the spec keys cannot write, each on the CPU backend against the
+/// golden reference's interpreter.
+TEST(CpuBackendPrograms, VariantsMatchTheGoldenInterpreter) {
+  const char *programs[] = {
+      // Selection from capped sigmoid scores plus a bias; weights from a
+      // softmax at temperature 2, renormalized with LFM2's epsilon.
+      R"(name: two_scorings
+num_experts: 64
+program: |
+  route(logits, bias) -> (ids, weights):
+    sel = sigmoid(logits, softcap: 30)
+    ids = topk(sel + bias, 4)
+    p = softmax(logits, temperature: 2)
+    weights = scale(normalize(gather(p, ids), epsilon: 1e-6), 1.5)
+  replay(logits, forced_ids) -> (ids, weights):
+    p = softmax(logits, temperature: 2)
+    ids = forced(forced_ids)
+    weights = scale(normalize(gather(p, ids), epsilon: 1e-6), 1.5)
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids)
+)",
+      // Weights from the biased, group-masked keys themselves, scaled
+      // before they are normalized (so the scale cancels but the
+      // epsilon does not).
+      R"(name: biased_weights
+num_experts: 96
+logits_dtype: bf16
+program: |
+  route(logits, bias, capture, layer) -> (ids, weights, captured):
+    c = group_mask(sqrtsoftplus(logits) + bias, groups: 12, keep: 3, by: max)
+    ids = topk(c, 6)
+    weights = normalize(scale(gather(c, ids), 0.5), epsilon: 0.25)
+    captured = capture(ids, capture, layer)
+)",
+      // Hash selection with softmax weights of soft-capped logits.
+      R"(name: hash_softcap
+num_experts: 32
+logits_dtype: f16
+program: |
+  route_hash(logits, token_ids, hash_table) -> (ids, weights):
+    ids = hash(token_ids, hash_table, 3)
+    weights = gather(softmax(logits, softcap: 5), ids)
+)",
+  };
+  for (const char *text : programs) {
+    RoutingSpec spec = parseProgramSpec(text);
+    ASSERT_TRUE(spec.isProgram());
+    checkEveryEntryPoint(spec, {}, 77, 5, LogitsStyle::Random);
+  }
 }
 
 } // namespace

@@ -257,6 +257,29 @@ TEST(GpuEmuBackendTest, TemperatureAndSoftcapMatchTheCpuBackend) {
     }
 }
 
+TEST(GpuEmuBackendTest, GatingProgramMatchesTheCpuBackend) {
+  // What the keys cannot write, in one program (one emulated compile):
+  // two scorings in one kernel, a group mask by max over capped sigmoid
+  // keys, and weights scaled before they are normalized.
+  std::string error;
+  auto spec = parseRoutingSpec(R"(name: emulated_program
+num_experts: 96
+logits_dtype: bf16
+program: |
+  route(logits, bias) -> (ids, weights):
+    c = group_mask(sigmoid(logits, softcap: 30) + bias, groups: 12, keep: 3, by: max)
+    ids = topk(c, 6)
+    p = softmax(logits, temperature: 2)
+    weights = normalize(scale(gather(p, ids), 0.5), epsilon: 0.25)
+  replay(logits, forced_ids) -> (ids, weights):
+    ids = forced(forced_ids)
+    weights = normalize(gather(sqrtsoftplus(logits), ids))
+)",
+                               "program", error);
+  ASSERT_TRUE(spec) << error;
+  check(*spec, {1, 37}, 13);
+}
+
 TEST(GpuEmuBackendTest, EveryLanesPerTokenMatchesTheCpuBackend) {
   // Each schedule family, from a token per lane to a token per warp; T = 37
   // leaves segments of the last warp past the last token.
