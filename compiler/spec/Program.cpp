@@ -47,7 +47,10 @@ struct Expr {
   Location loc;
   std::string text; // the name, the number's literal, or the callee
   std::vector<Expr> args;
-  std::vector<std::pair<Token, Expr>> options; // name: value
+  // Named options, `key: value`, as two parallel lists (a pair would hold
+  // the incomplete Expr).
+  std::vector<Token> optionKeys;
+  std::vector<Expr> optionValues;
 };
 
 struct Statement {
@@ -203,7 +206,7 @@ private:
     Expr left = primary();
     while (isPunct("+")) {
       Token plus = take();
-      Expr call{Expr::Call, plus.loc, "add_bias", {}, {}};
+      Expr call{Expr::Call, plus.loc, "add_bias", {}, {}, {}};
       call.args.push_back(std::move(left));
       call.args.push_back(primary());
       left = std::move(call);
@@ -215,7 +218,7 @@ private:
     Token token = peek();
     if (token.kind == Token::Number) {
       take();
-      return Expr{Expr::Number, token.loc, token.text, {}, {}};
+      return Expr{Expr::Number, token.loc, token.text, {}, {}, {}};
     }
     if (isPunct("(")) {
       take();
@@ -228,18 +231,19 @@ private:
                           describe(token));
     take();
     if (!isPunct("("))
-      return Expr{Expr::Name, token.loc, token.text, {}, {}};
+      return Expr{Expr::Name, token.loc, token.text, {}, {}, {}};
     take();
-    Expr call{Expr::Call, token.loc, token.text, {}, {}};
+    Expr call{Expr::Call, token.loc, token.text, {}, {}, {}};
     if (!isPunct(")")) {
       do {
         if (peek().kind == Token::Ident && pos + 1 < tokens.size() &&
             tokens[pos + 1].kind == Token::Punct && tokens[pos + 1].text == ":") {
           Token key = take();
           take();
-          call.options.emplace_back(key, primary());
+          call.optionKeys.push_back(key);
+          call.optionValues.push_back(primary());
         } else {
-          if (!call.options.empty())
+          if (!call.optionKeys.empty())
             fail(peek().loc, "positional argument after a named one in '" +
                                  call.text + "(...)'");
           call.args.push_back(expr());
@@ -729,7 +733,9 @@ private:
                          " positional arguments, " + callee->second + "; got " +
                          std::to_string(expr.args.size()));
     std::map<std::string, const Expr *> options;
-    for (const auto &[key, value] : expr.options) {
+    for (size_t i = 0; i < expr.optionKeys.size(); ++i) {
+      const Token &key = expr.optionKeys[i];
+      const Expr &value = expr.optionValues[i];
       if (std::find(allowedOptions.begin(), allowedOptions.end(), key.text) ==
           allowedOptions.end())
         fail(key.loc, name + " has no option '" + key.text + "'; it takes " +

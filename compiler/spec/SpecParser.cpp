@@ -197,9 +197,13 @@ bool SpecParser::readProgram(yaml::Node *value, RoutingSpec &spec) {
     return fail(currentKeyLoc, "'program' is empty: it needs at least a "
                                "route entry, e.g. 'route(logits) -> (ids, "
                                "weights):'");
-  spec.program = program.str();
-  if (!spec.program.empty() && spec.program.back() != '\n')
-    spec.program += '\n';
+  // Trailing blanks mean nothing in a program: dropped, so that equal
+  // programs print (and hash) equally.
+  SmallVector<StringRef> lines;
+  program.rtrim("\n").split(lines, '\n');
+  spec.program.clear();
+  for (StringRef line : lines)
+    spec.program += line.rtrim(" \t\r").str() + "\n";
   return true;
 }
 
@@ -645,9 +649,12 @@ std::string printRoutingSpec(const RoutingSpec &spec) {
     if (spec.permute)
       os << "hidden_dtype: " << toString(spec.hiddenDType) << "\n"
          << "hidden_size: " << spec.hiddenSize << "\n";
-    os << "program: |\n";
     SmallVector<StringRef> lines;
     StringRef(spec.program).rtrim('\n').split(lines, '\n');
+    // An indented first line (a comment) needs the indentation stated.
+    auto first = llvm::find_if(lines, [](StringRef l) { return !l.empty(); });
+    bool indented = first != lines.end() && first->starts_with(" ");
+    os << (indented ? "program: |2\n" : "program: |\n");
     for (StringRef line : lines)
       os << (line.empty() ? "" : "  ") << line << "\n";
     return out;

@@ -20,6 +20,7 @@ config.substitutions.append(("%src_root", config.moegen_src_root))
 config.substitutions.append(("%templates", os.path.join(config.moegen_src_root, "templates")))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
 config.substitutions.append(("%bindir", config.moegen_tools_dir))
+config.substitutions.append(("%moegen_obj_root", config.moegen_obj_root))
 # The runtime tests' stand-in libcuda (tests/unit/RuntimeFakeCuda.cpp).
 config.substitutions.append(
     ("%fakecuda", os.path.join(config.moegen_obj_root, "tests", "unit",

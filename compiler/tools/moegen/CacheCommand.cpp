@@ -9,6 +9,7 @@
 #include "compiler/tools/moegen/Commands.h"
 
 #include "compiler/jit/KernelJit.h"
+#include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
 #include "runtime/JitCache.h"
@@ -77,7 +78,7 @@ int runCacheWarm(const CacheOptions &options) {
   std::vector<RoutingSpec> specs;
   for (const std::string &path : options.specPaths) {
     std::string error;
-    std::optional<RoutingSpec> spec = parseRoutingSpecFile(path, error);
+    std::optional<RoutingSpec> spec = parseRouterFile(path, error);
     if (!spec) {
       llvm::errs() << error << "\n";
       return kExitBadInput;

@@ -11,6 +11,7 @@
 #include "compiler/Registration.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
 #include "compiler/spec/Program.h"
+#include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
 #include "compiler/spec/SpecToMoE.h"
 #include "support/AtomicFile.h"
@@ -103,7 +104,7 @@ int writeOutput(const std::string &path, const std::string &text) {
 int runCompile(const CompileOptions &options) {
   std::string error;
   std::optional<RoutingSpec> spec =
-      parseRoutingSpecFile(options.specPath, error);
+      parseRouterFile(options.specPath, error);
   if (!spec) {
     llvm::errs() << error << "\n";
     return kExitBadInput;

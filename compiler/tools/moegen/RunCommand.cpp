@@ -11,6 +11,7 @@
 #include "compiler/tools/moegen/Commands.h"
 
 #include "compiler/backend/cpu/CpuHostRouter.h"
+#include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
 #include "runtime/RouterInputs.h"
@@ -70,7 +71,7 @@ int runRun(const RunOptions &options) {
 
   std::string error;
   std::optional<RoutingSpec> spec =
-      parseRoutingSpecFile(options.specPath, error);
+      parseRouterFile(options.specPath, error);
   if (!spec) {
     llvm::errs() << error << "\n";
     return kExitBadInput;

@@ -58,7 +58,8 @@ CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
       "compile", "Compile a routing spec and print or write the result");
   compileCmd
       ->add_option("SPEC", compile.specPath,
-                   "routing spec, e.g. templates/deepseek-v3.yaml")
+                   "routing spec, e.g. templates/deepseek-v3.yaml, or a moe "
+                   "dialect module (.mlir) whose functions carry moe.entry")
       ->required();
   compileCmd
       ->add_option("--emit", compile.emit,
@@ -117,7 +118,8 @@ CLI::App *addRunCommand(CLI::App &app, RunOptions &run,
       "run", "Route tokens with a spec: read .npy inputs, write .npy outputs");
   runCmd
       ->add_option("SPEC", run.specPath,
-                   "routing spec, e.g. templates/deepseek-v3.yaml")
+                   "routing spec, e.g. templates/deepseek-v3.yaml, or a moe "
+                   "dialect module (.mlir) whose functions carry moe.entry")
       ->required();
   runCmd
       ->add_option("--backend", run.backend,
@@ -174,7 +176,8 @@ CacheCommands addCacheCommand(CLI::App &app, CacheOptions &cacheOptions) {
   CLI::App *cacheWarmCmd = cacheCmd->add_subcommand(
       "warm", "Compile specs into the cache for the given archs, as "
               "'run --backend cuda' and engines would on first use");
-  cacheWarmCmd->add_option("SPEC", cacheOptions.specPaths, "routing specs")
+  cacheWarmCmd->add_option("SPEC", cacheOptions.specPaths,
+                           "routing specs or moe dialect modules (.mlir)")
       ->required();
   cacheWarmCmd
       ->add_option("--arch", cacheOptions.archs,
