@@ -304,6 +304,13 @@ private:
                             : ", epsilon: " + program::formatNumber(epsilon)) +
                        ")";
               })
+              .Case([&](mlir::moe::SparsemixerOp mixer) {
+                return "sparsemixer(" + operand(0) + ", " + operand(1) +
+                       ", jitter_eps: " +
+                       program::formatNumber(
+                           mixer.getJitterEps().convertToDouble()) +
+                       ")";
+              })
               .Case([&](mlir::moe::ScaleOp scale) {
                 return "scale(" + operand(0) + ", " +
                        program::formatNumber(scale.getFactor().convertToDouble()) +

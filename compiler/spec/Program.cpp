@@ -327,6 +327,8 @@ const std::map<std::string, std::string, std::less<>> kCallees = {
     {"softmax", "softmax(x, temperature: t, softcap: c)"},
     {"sigmoid", "sigmoid(x, temperature: t, softcap: c)"},
     {"sqrtsoftplus", "sqrtsoftplus(x, temperature: t, softcap: c)"},
+    {"identity", "identity(x, temperature: t, softcap: c)"},
+    {"sparsemixer", "sparsemixer(x, ids, jitter_eps: e)"},
     {"add_bias", "add_bias(x, bias), or x + bias"},
     {"group_mask", "group_mask(x, groups: G, keep: K, by: top2_sum|max)"},
     {"topk", "topk(x, k)"},
@@ -716,9 +718,10 @@ private:
                      "sorted_slots, slot_positions = dispatch(topk_ids)'");
 
     // Arity: value arguments, then number arguments, then named options.
-    bool isScore = name == "softmax" || name == "sigmoid" || name == "sqrtsoftplus";
+    bool isScore = name == "softmax" || name == "sigmoid" ||
+                   name == "sqrtsoftplus" || name == "identity";
     size_t numValues = name == "add_bias" || name == "gather" || name == "hash" ||
-                               name == "permute"
+                               name == "permute" || name == "sparsemixer"
                            ? 2
                        : name == "capture" || name == "combine" ? 3
                                                                 : 1;
@@ -727,6 +730,7 @@ private:
         isScore ? std::vector<std::string>{"temperature", "softcap"}
         : name == "group_mask" ? std::vector<std::string>{"groups", "keep", "by"}
         : name == "normalize"  ? std::vector<std::string>{"epsilon"}
+        : name == "sparsemixer" ? std::vector<std::string>{"jitter_eps"}
                                : std::vector<std::string>{};
     if (expr.args.size() != numValues + numNumbers)
       fail(expr.loc, name + " takes " + std::to_string(numValues + numNumbers) +
@@ -778,9 +782,10 @@ private:
 
     if (isScore) {
       op.kind = OpKind::Score;
-      op.scoring = name == "softmax"   ? Scoring::Softmax
-                   : name == "sigmoid" ? Scoring::Sigmoid
-                                       : Scoring::SqrtSoftplus;
+      op.scoring = name == "softmax"        ? Scoring::Softmax
+                   : name == "sigmoid"      ? Scoring::Sigmoid
+                   : name == "sqrtsoftplus" ? Scoring::SqrtSoftplus
+                                            : Scoring::Identity;
       const ValueType &x = program.values[operands[0]];
       if (x.dims != scores.dims ||
           (x.dtype != DType::F32 && x.dtype != DType::BF16 && x.dtype != DType::F16))
@@ -872,6 +877,21 @@ private:
       op.kind = OpKind::Gather;
       expectType(expr, 0, arg(0), operands[0], scores, "scores");
       expectType(expr, 1, arg(1), operands[1], ids, "selected ids");
+      resultTypes.push_back(weights);
+    } else if (name == "sparsemixer") {
+      op.kind = OpKind::Sparsemixer;
+      expectType(expr, 0, arg(0), operands[0], scores, "scores");
+      expectType(expr, 1, arg(1), operands[1], ids, "selected ids");
+      auto it = options.find("jitter_eps");
+      if (it == options.end())
+        fail(expr.loc, "sparsemixer needs the option 'jitter_eps' (Phi-3.5-MoE "
+                       "uses router_jitter_noise, 0.01); " + callee->second);
+      op.jitterEps = number(expr, *it->second, "jitter_eps");
+      if (op.jitterEps != 0 &&
+          (!isNormalF32(op.jitterEps) || op.jitterEps > kMaxF32 / 2))
+        fail(it->second->loc, "sparsemixer: jitter_eps = " + it->second->text +
+                                  " must be 0 or a normal f32 value at most "
+                                  "1.7014117e38 (twice it is compared in f32)");
       resultTypes.push_back(weights);
     } else if (name == "normalize") {
       op.kind = OpKind::Normalize;

@@ -53,7 +53,8 @@ struct ValueType {
 std::string toString(const ValueType &type);
 
 enum class OpKind {
-  Score,     ///< softmax | sigmoid | sqrtsoftplus (x, temperature:, softcap:)
+  Score,     ///< softmax | sigmoid | sqrtsoftplus | identity (x,
+             ///< temperature:, softcap:)
   AddBias,   ///< x + bias, add_bias(x, bias)
   GroupMask, ///< group_mask(x, groups:, keep:, by:)
   TopK,      ///< topk(x, k)
@@ -61,6 +62,7 @@ enum class OpKind {
   Forced,    ///< forced(forced_ids)
   Gather,    ///< gather(x, ids)
   Normalize, ///< normalize(w, epsilon:)
+  Sparsemixer, ///< sparsemixer(x, ids, jitter_eps:)
   Scale,     ///< scale(w, factor)
   Capture,   ///< capture(ids, capture, layer)
   Dispatch,  ///< dispatch(topk_ids), four results
@@ -83,6 +85,7 @@ struct Op {
   int64_t k = 0;                              // TopK, Hash
   double epsilon = kNormalizeEpsilon;         // Normalize
   double factor = 1.0;                        // Scale
+  double jitterEps = 0.0;                     // Sparsemixer
 };
 
 struct Entry {

@@ -25,6 +25,8 @@ std::string_view toString(Scoring scoring) {
     return "sigmoid";
   case Scoring::SqrtSoftplus:
     return "sqrtsoftplus";
+  case Scoring::Identity:
+    return "identity";
   }
   return "?";
 }

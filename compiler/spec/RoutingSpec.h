@@ -25,6 +25,10 @@ enum class Scoring {
   Softmax,      ///< s = exp(l - max l) / sum exp(l - max l)
   Sigmoid,      ///< s = 1 / (1 + exp(-l))
   SqrtSoftplus, ///< s = sqrt(log(1 + exp(l))), softplus computed stably
+  /// s = l: gating programs only (`identity(logits)`); the `scoring` key
+  /// does not offer it, since selecting and weighting by raw logits needs
+  /// more than the keys can say (Phi-3.5-MoE's sparsemixer).
+  Identity,
 };
 
 /// How the k experts of a token are chosen.

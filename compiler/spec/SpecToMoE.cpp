@@ -31,6 +31,8 @@ moe::ScoringKind toScoringKind(Scoring scoring) {
     return moe::ScoringKind::sigmoid;
   case Scoring::SqrtSoftplus:
     return moe::ScoringKind::sqrtsoftplus;
+  case Scoring::Identity:
+    return moe::ScoringKind::identity;
   }
   return moe::ScoringKind::softmax;
 }
@@ -344,6 +346,11 @@ private:
     case program::OpKind::Scale:
       built = builder.create<moe::ScaleOp>(loc, result, operand(0),
                                            builder.getF64FloatAttr(op.factor));
+      break;
+    case program::OpKind::Sparsemixer:
+      built = builder.create<moe::SparsemixerOp>(
+          loc, result, operand(0), operand(1),
+          builder.getF64FloatAttr(op.jitterEps));
       break;
     case program::OpKind::Capture:
       built = builder.create<moe::CaptureOp>(loc, result, operand(0),

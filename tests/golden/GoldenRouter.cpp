@@ -213,6 +213,10 @@ std::vector<double> scoreToken(const RoutingSpec &spec,
     for (int64_t x = 0; x < e; ++x)
       scores[x] = std::sqrt(softplus(static_cast<double>(logits[x])));
     break;
+  case Scoring::Identity:
+    for (int64_t x = 0; x < e; ++x)
+      scores[x] = logits[x];
+    break;
   }
   return scores;
 }
@@ -396,6 +400,26 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
         for (int32_t id : in(1).ids)
           result.values.push_back(in(0).values[id]);
         break;
+      case program::OpKind::Sparsemixer: {
+        // semantics.md, "Sparsemixer": per slot, the softmax at the slot's
+        // expert over the close experts not selected before it.
+        const std::vector<double> &x = in(0).values;
+        const std::vector<int32_t> &ids = in(1).ids;
+        for (size_t j = 0; j < ids.size(); ++j) {
+          const double m = x[ids[j]];
+          double sum = 0.0;
+          for (int64_t e2 = 0; e2 < e; ++e2) {
+            if (std::find(ids.begin(), ids.begin() + j, e2) != ids.begin() + j)
+              continue;
+            const double ratio = (m - x[e2]) / std::max(std::fabs(x[e2]), m);
+            if (ratio > 2.0 * op.jitterEps)
+              continue;
+            sum += std::exp(x[e2] == m ? 0.0 : x[e2] - m);
+          }
+          result.values.push_back(1.0 / sum);
+        }
+        break;
+      }
       case program::OpKind::Normalize: {
         result.values = in(0).values;
         const double sum =

@@ -92,6 +92,9 @@ def deepseek_v4_router(logits, bias, top_k, scale):
 
 def peer_for(spec):
     """The eager function of a spec's facts, or None."""
+    # Gating programs (no scoring key) have no eager twin here.
+    if "scoring" not in spec:
+        return None
     e, k = spec["num_experts"], spec["top_k"]
     scale = spec.get("scaling_factor", 1.0)
     if spec["scoring"] == "softmax" and not spec.get("score_bias"):

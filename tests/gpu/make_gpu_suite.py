@@ -24,6 +24,7 @@ and moegen-gpu-check (runtime only) runs the kernels on the GPU and
 compares with the CPU backend's outputs. Needs no NumPy.
 """
 import argparse
+import json
 import os
 import random
 import struct
@@ -73,9 +74,26 @@ def distinct_ids(rng, experts, k):
     return rng.sample(range(experts), k)
 
 
+def facts_from_manifest(path):
+    """A gating program's facts, from its kernels' manifest: the program
+    states them, not keys."""
+    with open(path) as f:
+        manifest = json.load(f)
+    entries = {kernel["entry"]: kernel for kernel in manifest["kernels"]}
+    route = entries.get("route") or entries.get("route_hash")
+    params = {param["name"] for param in route["params"]}
+    flag = lambda value: "true" if value else "false"
+    return {"num_experts": str(manifest["num_experts"]),
+            "top_k": str(manifest["top_k"]),
+            "logits_dtype": manifest["logits_dtype"],
+            "selection": "hash" if "route_hash" in entries else "topk",
+            "score_bias": flag("bias" in params),
+            "replay": flag("replay" in entries),
+            "dispatch": flag("dispatch" in entries),
+            "capture": flag("capture" in params)}
+
+
 def make_case(args, name, text, rng, compile_flags=()):
-    facts = parse_spec(text)
-    experts, k = int(facts["num_experts"]), int(facts["top_k"])
     directory = os.path.join(args.out, name)
     os.makedirs(directory)
     spec_path = os.path.join(directory, "spec.yaml")
@@ -87,6 +105,9 @@ def make_case(args, name, text, rng, compile_flags=()):
                        + list(compile_flags))
     if code != 0:
         sys.exit("%s: moegen compile failed:\n%s" % (name, err))
+    facts = (facts_from_manifest(os.path.join(directory, "kernels", "manifest.json"))
+             if "program:" in text else parse_spec(text))
+    experts, k = int(facts["num_experts"]), int(facts["top_k"])
     # Sizes that keep the suite small enough to travel (64 MiB in all).
     tokens = [1, 131 if experts <= 2048 else 64] + ([1024] if experts <= 256 else [])
     with open(os.path.join(directory, "case.txt"), "w") as f:

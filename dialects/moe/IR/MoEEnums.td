@@ -8,10 +8,12 @@ include "mlir/IR/EnumAttr.td"
 def MoE_ScoringSoftmax      : I32EnumAttrCase<"softmax", 0>;
 def MoE_ScoringSigmoid      : I32EnumAttrCase<"sigmoid", 1>;
 def MoE_ScoringSqrtSoftplus : I32EnumAttrCase<"sqrtsoftplus", 2>;
+def MoE_ScoringIdentity     : I32EnumAttrCase<"identity", 3>;
 
 def MoE_ScoringKindAttr : I32EnumAttr<"ScoringKind",
     "how gate logits become expert scores",
-    [MoE_ScoringSoftmax, MoE_ScoringSigmoid, MoE_ScoringSqrtSoftplus]> {
+    [MoE_ScoringSoftmax, MoE_ScoringSigmoid, MoE_ScoringSqrtSoftplus,
+     MoE_ScoringIdentity]> {
   let cppNamespace = "::mlir::moe";
 }
 

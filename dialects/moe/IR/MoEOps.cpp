@@ -139,6 +139,7 @@ MOE_RESULT_NAME(CombineOp, "combined")
 MOE_RESULT_NAME(HashSelectOp, "ids")
 MOE_RESULT_NAME(ForcedSelectOp, "ids")
 MOE_RESULT_NAME(GatherOp, "weights")
+MOE_RESULT_NAME(SparsemixerOp, "weights")
 MOE_RESULT_NAME(NormalizeOp, "normalized")
 MOE_RESULT_NAME(ScaleOp, "scaled")
 MOE_RESULT_NAME(CaptureOp, "captured")
@@ -312,6 +313,36 @@ LogicalResult GatherOp::verify() {
       failed(sameTokens(*this, getIds(), "ids", getWeights(), "weights")) ||
       failed(dimIs(*this, getWeights(), "weights", 1, *k, "one weight per id")))
     return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// SparsemixerOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult SparsemixerOp::verify() {
+  FailureOr<int64_t> experts =
+      staticDim(*this, getScores(), "scores", 1, "expert");
+  if (failed(experts))
+    return failure();
+  FailureOr<int64_t> k = staticDim(*this, getIds(), "ids", 1, "ids-per-token");
+  if (failed(k))
+    return failure();
+  if (*k > *experts)
+    return emitOpError() << "ids has " << *k << " ids per token, more than the "
+                         << *experts << " experts of scores";
+  if (failed(sameTokens(*this, getScores(), "scores", getIds(), "ids")) ||
+      failed(sameTokens(*this, getScores(), "scores", getWeights(),
+                        "weights")) ||
+      failed(dimIs(*this, getWeights(), "weights", 1, *k, "one weight per id")))
+    return failure();
+  // Compared in f32 as 2 * jitter_eps: a normal f32 value, or 0.
+  double eps = getJitterEps().convertToDouble();
+  if (!std::isfinite(eps) || eps < 0 || eps > 1.7014117e38 ||
+      (eps != 0 && eps < 1.1754944e-38))
+    return emitOpError() << "attribute 'jitter_eps' = " << doubleString(eps)
+                         << " must be 0 or a normal f32 value at most "
+                            "1.7014117e38 (twice it is compared in f32)";
   return success();
 }
 

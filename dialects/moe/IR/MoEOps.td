@@ -52,7 +52,9 @@ def MoE_ScoreOp : MoE_Op<"score", [Pure, MoE_NamedResults]> {
       logits are all `-inf` gets `1/E` everywhere (the limit of equal logits);
     - `sigmoid`: `s = 1 / (1 + exp(-l))`;
     - `sqrtsoftplus`: `s = sqrt(softplus(l))`, with the stable
-      `softplus(x) = max(x, 0) + log1p(exp(-|x|))` (DeepSeek-V4).
+      `softplus(x) = max(x, 0) + log1p(exp(-|x|))` (DeepSeek-V4);
+    - `identity`: `s = l`, the validated logits in f32, for routers that
+      select on the raw logits (Phi-3.5-MoE's sparsemixer).
 
     Before the scoring function, and after the logits are validated, each
     logit may be divided by a `temperature` and then soft-capped,
@@ -236,6 +238,37 @@ def MoE_NormalizeOp : MoE_Op<"normalize",
   let results = (outs MoE_WeightTensor:$normalized);
   let assemblyFormat = [{
     $weights `epsilon` $epsilon attr-dict `:` type($weights)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_SparsemixerOp : MoE_Op<"sparsemixer", [Pure, MoE_NamedResults]> {
+  let summary = "Phi-3.5-MoE's sparsemixer weights (inference form)";
+  let description = [{
+    The weight of each selected expert is a softmax over only the experts
+    whose score is close to its own, among those not selected before it.
+    For slot j with `m = scores[t, ids[t, j]]` and `R` the experts of the row
+    not among `ids[t, 0..j)`:
+
+    `weights[t, j] = 1 / sum over e in R with !((m - s_e) / max(|s_e|, m) > 2 * jitter_eps) of exp(s_e - m)`
+
+    (`s_e - m` read as 0 when both are -inf; the ratio is compared as IEEE
+    floats, so a NaN ratio keeps its expert, as PyTorch's `masked_fill` does).
+    With the ids of a top-k in descending order this is Hugging Face's
+    `sparsemixer` without jitter noise: each round's argmax, its mask, and
+    the softmax value at the argmax.
+
+    ```mlir
+    %w = moe.sparsemixer %s[%ids] jitter_eps 1.000000e-02
+        : tensor<?x16xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$scores, MoE_IdsTensor:$ids,
+                       F64Attr:$jitter_eps);
+  let results = (outs MoE_WeightTensor:$weights);
+  let assemblyFormat = [{
+    $scores `[` $ids `]` `jitter_eps` $jitter_eps attr-dict `:` type($scores)
+    `,` type($ids) `->` type($weights)
   }];
   let hasVerifier = 1;
 }

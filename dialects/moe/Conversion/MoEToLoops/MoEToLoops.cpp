@@ -91,7 +91,7 @@ std::string abiNameOfResult(Value result) {
   return llvm::TypeSwitch<Operation *, std::string>(op)
       .Case<TopKOp, HashSelectOp, ForcedSelectOp>(
           [](Operation *) { return "topk_ids"; })
-      .Case<GatherOp, NormalizeOp, ScaleOp>(
+      .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
           [](Operation *) { return "topk_weights"; })
       .Case([](PermuteOp) { return "permuted"; })
       .Case([](CombineOp) { return "combined"; })
@@ -363,7 +363,7 @@ private:
             [&](Operation *op) { return lowerSelection(op, cg); })
         .Case<HashSelectOp, ForcedSelectOp>(
             [&](Operation *op) { return lowerValidatedSelection(op, cg); })
-        .Case<GatherOp, NormalizeOp, ScaleOp>(
+        .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
             [&](Operation *op) { return lowerWeights(op, cg); })
         .Case([&](CaptureOp capture) { return lowerCapture(capture, cg); })
         .Default([](Operation *op) {

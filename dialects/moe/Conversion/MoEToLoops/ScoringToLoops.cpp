@@ -40,6 +40,9 @@ public:
     case ScoringKind::sqrtsoftplus:
       emitElementwise([&](Value x) { return sqrtSoftplus(x); });
       break;
+    case ScoringKind::identity:
+      emitElementwise([](Value x) { return x; });
+      break;
     }
     return success();
   }

@@ -1,4 +1,4 @@
-//===- WeightsToLoops.cpp - gather, normalize, scale on a row -------------===//
+//===- WeightsToLoops.cpp - gather, normalize, scale, sparsemixer ---------===//
 //
 // Rows of k <= 64 weights: scalar loops, which LLVM unrolls or vectorizes
 // as it sees fit. The gather re-checks its ids (unsigned compare against E)
@@ -9,7 +9,10 @@
 
 #include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
 
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "llvm/ADT/TypeSwitch.h"
+
+#include <limits>
 
 namespace mlir::moe::loops {
 
@@ -84,6 +87,75 @@ LogicalResult lowerScale(ScaleOp op, RowCodegen &cg) {
   return success();
 }
 
+/// Per slot j, a pass over the row: the experts not selected before slot
+/// j whose score is close to the slot's own (the ratio test, negated so
+/// that a NaN ratio keeps its expert) add exp(s - m); the weight is the
+/// reciprocal of that sum, which holds exp(0) = 1 for the slot's own
+/// expert. exp may see positive arguments (forced ids need not be in
+/// descending order), so it is never the approximate form.
+LogicalResult lowerSparsemixer(SparsemixerOp op, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef scores = cg.rowOf(op.getScores());
+  RowRef ids = cg.rowOf(op.getIds());
+  RowRef weights = cg.newRow(op.getWeights());
+  const int64_t numExperts = scores.size;
+  const double inf = std::numeric_limits<double>::infinity();
+  Value threshold = cg.splat(cg.f32(2.0 * op.getJitterEps().convertToDouble()));
+  cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
+    Value id = cg.safeId(cg.load(ids, j), numExperts);
+    Value m = cg.loadF32(
+        scores, b.create<arith::IndexCastOp>(loc, b.getIndexType(), id));
+    Value mLanes = cg.splat(m);
+    SmallVector<Value> sums = cg.forEachChunk(
+        numExperts, {cg.splat(cg.f32(0.0))},
+        [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+          Value x = cg.loadChunk(scores, e0, valid, cg.f32(-inf));
+          Value lanes = cg.laneIds(e0);
+          // Not selected before slot j.
+          SmallVector<Value> fresh = cg.forLoop(
+              cg.index(0), j, {cg.splat(cg.boolean(true))},
+              [&](Value i, ValueRange notYet) -> SmallVector<Value> {
+                Value earlier = cg.splat(cg.load(ids, i));
+                return {b.create<arith::AndIOp>(
+                    loc, notYet[0],
+                    b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ne,
+                                            lanes, earlier))};
+              });
+          Value factor = b.create<arith::MaximumFOp>(
+              loc, b.create<math::AbsFOp>(loc, x), mLanes);
+          Value ratio = b.create<arith::DivFOp>(
+              loc, b.create<arith::SubFOp>(loc, mLanes, x), factor);
+          Value far = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT,
+                                              ratio, threshold);
+          Value keep = b.create<arith::AndIOp>(
+              loc, fresh[0],
+              b.create<arith::XOrIOp>(loc, far,
+                                      cg.splat(cg.boolean(true))));
+          if (valid < cg.width)
+            keep = b.create<arith::AndIOp>(
+                loc, keep,
+                b.create<vector::ConstantMaskOp>(
+                    loc, cg.vectorOf(b.getI1Type()),
+                    b.getI64ArrayAttr({valid})));
+          Value same = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
+                                               x, mLanes);
+          Value difference = b.create<arith::SelectOp>(
+              loc, same, cg.splat(cg.f32(0.0)),
+              b.create<arith::SubFOp>(loc, x, mLanes));
+          Value term = b.create<arith::SelectOp>(
+              loc, keep, b.create<math::ExpOp>(loc, difference),
+              cg.splat(cg.f32(0.0)));
+          return {b.create<arith::AddFOp>(loc, iter[0], term)};
+        });
+    Value sum = b.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
+                                              sums[0]);
+    cg.store(b.create<arith::DivFOp>(loc, cg.f32(1.0), sum), weights, j);
+    return SmallVector<Value>{};
+  });
+  return success();
+}
+
 } // namespace
 
 LogicalResult lowerWeights(Operation *op, RowCodegen &cg) {
@@ -91,6 +163,7 @@ LogicalResult lowerWeights(Operation *op, RowCodegen &cg) {
       .Case([&](GatherOp op) { return lowerGather(op, cg); })
       .Case([&](NormalizeOp op) { return lowerNormalize(op, cg); })
       .Case([&](ScaleOp op) { return lowerScale(op, cg); })
+      .Case([&](SparsemixerOp op) { return lowerSparsemixer(op, cg); })
       .Default([](Operation *op) {
         return op->emitOpError("is not a weights op");
       });

@@ -11,6 +11,7 @@ line per kernel; exits 1 with the reason on the first violation.
 """
 import json
 import os
+import re
 import sys
 
 
@@ -46,11 +47,15 @@ def main():
             fail(f"missing {name}")
     ptx = open(os.path.join(directory, manifest["ptx"])).read()
     spec = open(os.path.join(directory, "spec.yaml")).read()
-    expected = {"route_hash" if "selection: hash" in spec else "route"}
-    if "replay: true" in spec:
-        expected.add("replay")
-    if "dispatch: true" in spec:
-        expected.add("dispatch")
+    if "program:" in spec:
+        # A gating program's entries are its headers, "NAME(...) -> ...:".
+        expected = set(re.findall(r"^  (\w+)\(.*\) ->", spec, re.M))
+    else:
+        expected = {"route_hash" if "selection: hash" in spec else "route"}
+        if "replay: true" in spec:
+            expected.add("replay")
+        if "dispatch: true" in spec:
+            expected.add("dispatch")
     entries = {k["entry"] for k in manifest["kernels"]}
     if entries != expected:
         fail(f"entries {sorted(entries)} != {sorted(expected)}")

@@ -72,7 +72,7 @@ func.func @score_bf16_scores(%l: tensor<4x8xbf16>) {
 // -----
 
 func.func @score_unknown_kind(%l: tensor<4x8xf32>) {
-  // expected-error @+1 {{expected string or keyword containing one of the following enum values for attribute 'kind' [softmax, sigmoid, sqrtsoftplus]}}
+  // expected-error @+1 {{expected string or keyword containing one of the following enum values for attribute 'kind' [softmax, sigmoid, sqrtsoftplus, identity]}}
   %s = moe.score relu %l : tensor<4x8xf32> -> tensor<4x8xf32>
   return
 }
