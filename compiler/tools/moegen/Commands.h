@@ -80,6 +80,22 @@ int runCacheList();
 int runCacheClear();
 int runCacheWarm(const CacheOptions &options);
 
+/// `moegen bench SPEC... --backend cpu --tokens T,...` (BenchCommand.cpp).
+struct BenchOptions {
+  std::vector<std::string> specPaths;
+  std::string backend = "cpu";
+  std::vector<int64_t> tokens = {1, 16, 256, 4096, 65536};
+  int reps = 21;
+  double minSampleMs = 2.0;
+  unsigned threads = 0;
+  bool dispatch = false;
+  int64_t copyMiB = 256;
+  /// Also write the figures as JSON here ("-": stdout, the table then
+  /// going to stderr).
+  std::string jsonPath;
+};
+int runBench(const BenchOptions &options);
+
 /// Writes `text` to `path` ("-" is stdout) through a temporary file and a
 /// rename, so that readers never see a partial file.
 int writeOutput(const std::string &path, const std::string &text);

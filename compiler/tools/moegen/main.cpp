@@ -156,6 +156,59 @@ CLI::App *addRunCommand(CLI::App &app, RunOptions &run,
   return runCmd;
 }
 
+/// `moegen bench`: its options into `bench`.
+CLI::App *addBenchCommand(CLI::App &app, BenchOptions &bench) {
+  CLI::App *benchCmd = app.add_subcommand(
+      "bench", "Time the CPU kernels of specs per token count, against the "
+               "machine's copy bandwidth");
+  benchCmd
+      ->add_option("SPEC", bench.specPaths,
+                   "routing specs or moe dialect modules (.mlir)")
+      ->required();
+  benchCmd
+      ->add_option("--backend", bench.backend,
+                   "the backend to time: cpu (GPU kernels: "
+                   "tests/gpu/bench_routing.py)")
+      ->capture_default_str();
+  benchCmd
+      ->add_option("--tokens", bench.tokens,
+                   "comma-separated token counts, each in [1, 4194304]")
+      ->delimiter(',')
+      ->check(decimalInteger())
+      ->capture_default_str();
+  benchCmd
+      ->add_option("--reps", bench.reps,
+                   "samples per token count (median, 10th and 90th "
+                   "percentiles)")
+      ->check(decimalInteger())
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  benchCmd
+      ->add_option("--min-sample-ms", bench.minSampleMs,
+                   "each sample repeats the call for at least this long")
+      ->check(CLI::Range(0.0, 10000.0))
+      ->capture_default_str();
+  benchCmd
+      ->add_option("--threads", bench.threads,
+                   "worker threads; 0 is one per hardware thread")
+      ->check(decimalInteger())
+      ->check(CLI::Range(0u, 4096u))
+      ->capture_default_str();
+  benchCmd->add_flag("--dispatch", bench.dispatch,
+                     "time route and dispatch together (specs with "
+                     "dispatch)");
+  benchCmd
+      ->add_option("--copy-mib", bench.copyMiB,
+                   "size of the memcpy that measures the copy bandwidth")
+      ->check(decimalInteger())
+      ->check(CLI::Range(int64_t{1}, int64_t{16384}))
+      ->capture_default_str();
+  benchCmd->add_option("--json", bench.jsonPath,
+                       "also write the figures as JSON to this file ('-' "
+                       "for stdout; the table then goes to stderr)");
+  return benchCmd;
+}
+
 /// `moegen cache` and its commands.
 struct CacheCommands {
   CLI::App *cache, *dir, *list, *clear, *warm;
@@ -223,7 +276,8 @@ int main(int argc, char **argv) {
       "--arch sm_90 -o ds3/\n"
       "  moegen run templates/mixtral-8x7b.yaml --backend cpu \\\n"
       "      --in logits=logits.npy --out out/\n"
-      "  moegen cache warm templates/*.yaml --arch sm_90 --arch sm_80\n\n"
+      "  moegen cache warm templates/*.yaml --arch sm_90 --arch sm_80\n"
+      "  moegen bench templates/deepseek-v3.yaml --tokens 1,64,4096\n\n"
       "Spec keys and their rules: docs/spec-language.md\n"
       "moegen run inputs and outputs: docs/cli.md\n"
       "Routing math: docs/semantics.md\n"
@@ -236,6 +290,8 @@ int main(int argc, char **argv) {
   RunOptions run;
   CLI::Option *layerOption = nullptr;
   CLI::App *runCmd = addRunCommand(app, run, layerOption);
+  BenchOptions bench;
+  CLI::App *benchCmd = addBenchCommand(app, bench);
   CacheOptions cacheOptions;
   CacheCommands cache = addCacheCommand(app, cacheOptions);
   CLI::App *cacheCmd = cache.cache;
@@ -286,6 +342,8 @@ int main(int argc, char **argv) {
     compile.commandLine = commandLine(argc, argv);
     return runCompile(compile);
   }
+  if (benchCmd->parsed())
+    return runBench(bench);
   if (cacheCmd->parsed()) {
     if (cache.dir->parsed())
       return runCacheDir();
