@@ -11,6 +11,7 @@
 
 #include "compiler/spec/Program.h"
 #include "compiler/spec/SpecParser.h"
+#include "compiler/spec/SpecToMoE.h"
 #include "dialects/moe/IR/MoEDialect.h"
 #include "dialects/moe/IR/MoEOps.h"
 #include "support/Quote.h"
@@ -130,15 +131,17 @@ private:
       entries.push_back(func);
     }
 
-    // E and the dtypes come from the entry signatures.
+    // E and the logits dtype come from the route entry's logits, the
+    // hidden dtype from permute's rows; every function's type is then
+    // compared with the one the program builds.
     for (func::FuncOp func : entries) {
       StringRef name = func.getSymName();
       auto first = func.getNumArguments()
                        ? dyn_cast<RankedTensorType>(func.getArgumentTypes()[0])
                        : RankedTensorType();
-      if ((name == "route" || name == "route_hash" || name == "replay") &&
-          first && first.getRank() == 2 && !ShapedType::isDynamic(first.getDimSize(1)) &&
-          dtypeOf(first.getElementType()) && !spec.numExperts) {
+      if ((name == "route" || name == "route_hash") && first &&
+          first.getRank() == 2 && !ShapedType::isDynamic(first.getDimSize(1)) &&
+          dtypeOf(first.getElementType())) {
         spec.numExperts = first.getDimSize(1);
         spec.logitsDType = *dtypeOf(first.getElementType());
       }
@@ -172,6 +175,23 @@ private:
                       std::to_string(program->topK));
     if (std::optional<SpecViolation> violation = validateRoutingSpec(spec))
       fail(module.getLoc(), violation->message);
+    // The raise is exact: the program builds these very signatures.
+    OwningOpRef<ModuleOp> rebuilt =
+        buildRouterModule(spec, *module.getContext());
+    for (func::FuncOp func : entries) {
+      auto twin = rebuilt->lookupSymbol<func::FuncOp>(func.getSymName());
+      if (twin && twin.getFunctionType() == func.getFunctionType())
+        continue;
+      std::string expected;
+      llvm::raw_string_ostream os(expected);
+      if (twin)
+        os << twin.getFunctionType();
+      fail(func.getLoc(),
+           "func @" + func.getSymName().str() + ": its type is not the " +
+               "router's " + expected +
+               " (E, k and the dtypes come from @route's logits and "
+               "selection, and @permute's rows)");
+    }
     return spec;
   }
 

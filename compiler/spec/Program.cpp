@@ -203,9 +203,13 @@ public:
 private:
   /// primary ('+' primary)*: '+' adds a bias, add_bias(x, b).
   Expr expr() {
+    Nesting nested(*this, peek().loc);
     Expr left = primary();
+    // Each '+' nests the sum so far one level deeper.
+    std::vector<std::unique_ptr<Nesting>> sums;
     while (isPunct("+")) {
       Token plus = take();
+      sums.push_back(std::make_unique<Nesting>(*this, plus.loc));
       Expr call{Expr::Call, plus.loc, "add_bias", {}, {}, {}};
       call.args.push_back(std::move(left));
       call.args.push_back(primary());
@@ -214,6 +218,20 @@ private:
     return left;
   }
 
+  /// Expressions nest at most kMaxDepth deep (calls, parentheses and sums
+  /// together): the checker, the IR builder and the destructors recurse.
+  static constexpr int kMaxDepth = 64;
+  struct Nesting {
+    Nesting(LineParser &parser, Location loc) : parser(parser) {
+      if (++parser.depth > kMaxDepth)
+        fail(loc, "expression nested more than " + std::to_string(kMaxDepth) +
+                      " deep; name the inner values instead");
+    }
+    ~Nesting() { --parser.depth; }
+    LineParser &parser;
+  };
+  int depth = 0;
+
   Expr primary() {
     Token token = peek();
     if (token.kind == Token::Number) {
@@ -221,7 +239,7 @@ private:
       return Expr{Expr::Number, token.loc, token.text, {}, {}, {}};
     }
     if (isPunct("(")) {
-      take();
+      Nesting nested(*this, take().loc);
       Expr inner = expr();
       expectPunct(")", "to close '('");
       return inner;
@@ -232,7 +250,7 @@ private:
     take();
     if (!isPunct("("))
       return Expr{Expr::Name, token.loc, token.text, {}, {}, {}};
-    take();
+    Nesting nested(*this, take().loc);
     Expr call{Expr::Call, token.loc, token.text, {}, {}, {}};
     if (!isPunct(")")) {
       do {
@@ -365,7 +383,8 @@ public:
     for (const EntrySyntax &entry : syntax) {
       std::optional<EntryKind> kind = abi::parseEntryKind(entry.name.text);
       if (!kind)
-        fail(entry.name.loc, "unknown entry point '" + entry.name.text +
+        fail(entry.name.loc, "unknown entry point '" +
+                                 quoteForDiagnostic(entry.name.text) +
                                  "'; entry points are " + kEntryNames);
       if (auto it = seen.find(*kind); it != seen.end())
         fail(entry.name.loc, "entry point '" + entry.name.text +
@@ -513,6 +532,7 @@ private:
     entry.loc = syntax.name.loc;
     names.clear();
     uses.clear();
+    paramNames.clear();
     const std::string entryName = syntax.name.text;
 
     // Parameters: the ABI's inputs in order; optional ones may be left out.
@@ -526,6 +546,7 @@ private:
         int value = newValue(abiType(arg));
         entry.params.push_back(value);
         entry.paramNames.push_back(param.text);
+        paramNames[value] = param.text;
         bind(param, value, /*isParam=*/true);
         hasCapture |= arg.name == "capture";
         hasLayer |= arg.name == "layer";
@@ -626,6 +647,12 @@ private:
         fail(syntax.name.loc, entryName + ": the entry holds exactly one "
                                           "call, " +
                                   kCallees.at(entryName));
+      for (size_t i = 0; i < syntax.results.size(); ++i)
+        if (names.at(syntax.results[i].text) != entry.ops[0].results[i])
+          fail(syntax.results[i].loc,
+               entryName + ": returns its call's results, in order (result " +
+                   std::to_string(i + 1) + " is not the call's result " +
+                   std::to_string(i + 1) + ")");
       break;
     }
     entry.results.reserve(syntax.results.size());
@@ -647,6 +674,11 @@ private:
                                          "' has one result; got " +
                                          std::to_string(statement.targets.size()) + " names");
     }
+    if (value.kind == Expr::Name)
+      fail(value.loc, "'" + quoteForDiagnostic(statement.targets[0].text) +
+                          " = " + quoteForDiagnostic(value.text) +
+                          "' only renames a value; use '" +
+                          quoteForDiagnostic(value.text) + "' itself");
     std::vector<int> results = eval(value, entry, statement.targets.size());
     for (size_t i = 0; i < results.size(); ++i)
       bind(statement.targets[i], results[i], /*isParam=*/false);
@@ -677,7 +709,7 @@ private:
   int lookup(const Token &name) {
     auto it = names.find(name.text);
     if (it == names.end())
-      fail(name.loc, "'" + name.text + "' is not defined" +
+      fail(name.loc, "'" + quoteForDiagnostic(name.text) + "' is not defined" +
                          (kCallees.count(name.text)
                               ? " (did you mean the call '" + name.text + "(...)'?)"
                               : ""));
@@ -711,7 +743,8 @@ private:
     const std::string &name = expr.text;
     auto callee = kCallees.find(name);
     if (callee == kCallees.end())
-      fail(expr.loc, "unknown operation '" + name + "'; operations are " +
+      fail(expr.loc, "unknown operation '" + quoteForDiagnostic(name) +
+                         "'; operations are " +
                          calleeList());
     if (name == "dispatch" && wanted != 4)
       fail(expr.loc, "dispatch has 4 results: write 'counts, offsets, "
@@ -756,7 +789,22 @@ private:
                                    expr.args[i].text + "; " + callee->second);
       std::vector<int> values = eval(expr.args[i], entry);
       operands.push_back(values.front());
+      // The logits reach a kernel only through a scoring call, which
+      // validates them; forced ids only through forced(), the capture
+      // buffer only through capture(), each as the parameter itself.
+      const std::string param = paramNameOf(values.front());
+      if (param == "logits" && !isScore)
+        fail(expr.args[i].loc, name + ": the logits are read by a scoring "
+                                      "call only (softmax, sigmoid, "
+                                      "sqrtsoftplus or identity), which "
+                                      "validates them");
     }
+    auto requireParam = [&](size_t i, const char *param) {
+      if (paramNameOf(operands[i]) != param)
+        fail(expr.args[i].loc, name + ": argument " + std::to_string(i + 1) +
+                                   " must be the parameter '" + param + "'");
+    };
+
     auto arg = [&](size_t i) -> const Expr & { return expr.args[i]; };
 
     const int64_t e = shape.numExperts, k = program.topK;
@@ -813,6 +861,15 @@ private:
     } else if (name == "group_mask") {
       op.kind = OpKind::GroupMask;
       expectType(expr, 0, arg(0), operands[0], scores, "keys");
+      if (selectableOf(operands[0]) < e)
+        fail(arg(0).loc, "group_mask: " + describe(arg(0)) +
+                             " is already group-masked; mask once, with the "
+                             "groups and keep you mean");
+      if (mayBeNegInf.count(operands[0]))
+        fail(arg(0).loc, "group_mask: " + describe(arg(0)) +
+                             " holds identity scores, which keep -inf "
+                             "logits; mask the groups of softmax, sigmoid "
+                             "or sqrtsoftplus scores");
       for (const char *key : {"groups", "keep"})
         if (!options.count(key))
           fail(expr.loc, "group_mask needs the option '" + std::string(key) +
@@ -872,6 +929,7 @@ private:
     } else if (name == "forced") {
       op.kind = OpKind::Forced;
       expectType(expr, 0, arg(0), operands[0], rawIds, "forced ids");
+      requireParam(0, "forced_ids");
       resultTypes.push_back(ids);
     } else if (name == "gather") {
       op.kind = OpKind::Gather;
@@ -920,6 +978,8 @@ private:
                                 {DimRule::Tokens, DimRule::Layers, DimRule::TopK});
       expectType(expr, 1, arg(1), operands[1], buffer, "capture buffer");
       expectType(expr, 2, arg(2), operands[2], tensor(DType::I64, {}), "layer");
+      requireParam(1, "capture");
+      requireParam(2, "layer");
       resultTypes.push_back(buffer);
     } else if (name == "dispatch") {
       placeOnlyIn(EntryKind::Dispatch);
@@ -944,11 +1004,16 @@ private:
       resultTypes.push_back(tensor(hidden, {DimRule::Tokens, DimRule::Hidden}));
     }
 
+    // Identity scores keep -inf logits, and a bias keeps them -inf.
+    bool negInf = (op.kind == OpKind::Score && op.scoring == Scoring::Identity) ||
+                  (op.kind == OpKind::AddBias && mayBeNegInf.count(operands[0]));
     for (ValueType &type : resultTypes) {
       int value = newValue(std::move(type));
       op.results.push_back(value);
       producer[value] = op.kind;
       selectableCount[value] = selectable;
+      if (negInf)
+        mayBeNegInf.insert(value);
     }
     entry.ops.push_back(op);
     return op.results;
@@ -967,6 +1032,14 @@ private:
   std::map<int, Token> defined;
   std::map<int, OpKind> producer;
   std::map<int, int64_t> selectableCount;
+  std::set<int> mayBeNegInf;
+  /// The ABI name of each parameter value of the entry being checked.
+  std::map<int, std::string> paramNames;
+
+  std::string paramNameOf(int value) const {
+    auto it = paramNames.find(value);
+    return it == paramNames.end() ? "" : it->second;
+  }
 };
 
 } // namespace

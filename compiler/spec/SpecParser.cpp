@@ -164,6 +164,7 @@ private:
   StringMap<SMLoc> keyLocs;   // where each given key starts
   StringMap<SMLoc> valueLocs; // where each given key's value starts
   SMLoc programLoc;           // the program's block indicator, '|'
+  std::optional<size_t> programIndent; // its explicit indentation, if any
 
 };
 
@@ -193,6 +194,16 @@ bool SpecParser::readProgram(yaml::Node *value, RoutingSpec &spec) {
                                "'program: |', then the program's lines, "
                                "indented");
   programLoc = SMLoc::getFromPointer(indicator);
+  // An explicit indentation indicator ('|2') fixes the block's indentation.
+  programIndent.reset();
+  for (const char *c = indicator + 1; c < text.end() && *c != '\n'; ++c) {
+    if (*c >= '1' && *c <= '9') {
+      programIndent = *c - '0';
+      break;
+    }
+    if (*c != '+' && *c != '-')
+      break;
+  }
   if (program.trim().empty())
     return fail(currentKeyLoc, "'program' is empty: it needs at least a "
                                "route entry, e.g. 'route(logits) -> (ids, "
@@ -213,8 +224,8 @@ program::Location SpecParser::programOrigin() {
   unsigned indicatorLine = sourceMgr.getLineAndColumn(programLoc).first;
   SmallVector<StringRef> lines;
   text.split(lines, '\n');
-  size_t indent = 0;
-  for (size_t i = indicatorLine; i < lines.size(); ++i)
+  size_t indent = programIndent.value_or(0);
+  for (size_t i = indicatorLine; !programIndent && i < lines.size(); ++i)
     if (!lines[i].trim().empty()) {
       indent = lines[i].size() - lines[i].ltrim(' ').size();
       break;
