@@ -37,25 +37,31 @@ def main():
         except (OSError, ValueError) as e:
             sys.exit("plot_bench.py: %s: %s" % (path, e))
 
-    fig, (time_ax, bw_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (time_ax, bw_ax) = plt.subplots(1, 2, figsize=(13, 5))
     roofs = set()
-    for run in runs:
+    # One colour per spec, one line style per implementation.
+    specs = sorted({row["spec"] for run in runs for row in run["results"]})
+    colours = {spec: "C%d" % (i % 10) for i, spec in enumerate(specs)}
+    styles = ["-", "--", ":", "-."]
+    for index, run in enumerate(runs):
         implementation = run.get("implementation", "moegen")
         roofs.add(run["copy_bandwidth_gbs"])
         lines = {}
         for row in run["results"]:
-            key = "%s %s (%s)" % (implementation, row["spec"], row["entry"])
-            lines.setdefault(key, []).append(row)
-        for label, rows in sorted(lines.items()):
+            lines.setdefault((row["spec"], row["entry"]), []).append(row)
+        for (spec, entry), rows in sorted(lines.items()):
             rows.sort(key=lambda r: r["tokens"])
             tokens = [r["tokens"] for r in rows]
-            line, = time_ax.plot(tokens, [r["median_us"] for r in rows],
-                                 marker="o", label=label)
+            label = "%s %s (%s)" % (implementation, spec, entry)
+            style = dict(color=colours[spec],
+                         linestyle=styles[index % len(styles)], marker="o",
+                         markersize=3)
+            time_ax.plot(tokens, [r["median_us"] for r in rows], label=label,
+                         **style)
             time_ax.fill_between(tokens, [r["p10_us"] for r in rows],
                                  [r["p90_us"] for r in rows],
-                                 color=line.get_color(), alpha=0.2)
-            bw_ax.plot(tokens, [r["gbs"] for r in rows], marker="o",
-                       color=line.get_color(), label=label)
+                                 color=colours[spec], alpha=0.15)
+            bw_ax.plot(tokens, [r["gbs"] for r in rows], label=label, **style)
     for roof in sorted(roofs):
         bw_ax.axhline(roof, linestyle="--", color="grey")
         bw_ax.annotate("copy %.1f GB/s" % roof, (1, roof),
@@ -70,7 +76,7 @@ def main():
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     time_ax.set_yscale("log")
-    bw_ax.legend(fontsize="small")
+    bw_ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(args.output, dpi=120)

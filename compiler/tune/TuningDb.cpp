@@ -1,0 +1,248 @@
+//===- TuningDb.cpp - Autotuned kernel configs ----------------------------===//
+
+#include "compiler/tune/TuningDb.h"
+
+#include "support/AtomicFile.h"
+#include "support/Quote.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+namespace moegen::tune {
+
+namespace {
+
+constexpr const char *kFormat = "moegen-tuning";
+constexpr int kVersion = 1;
+/// A database is a few hundred bytes per entry; the cap keeps a mistaken
+/// path from being read whole.
+constexpr std::streamoff kMaxBytes = 64 << 20;
+
+using nlohmann::json;
+
+/// The entries of `document`, or why it is not a tuning database.
+std::optional<std::vector<Entry>> parseEntries(const json &document,
+                                               std::string &why) {
+  auto fail = [&](const std::string &message) {
+    why = message;
+    return std::nullopt;
+  };
+  if (!document.is_object() || document.value("format", "") != kFormat)
+    return fail("not a moegen tuning database (no \"format\": \"" +
+                std::string(kFormat) + "\")");
+  if (!document.contains("version") || document["version"] != kVersion)
+    return fail("tuning database version " +
+                (document.contains("version") ? document["version"].dump()
+                                              : std::string("(none)")) +
+                ", this moegen reads version " + std::to_string(kVersion));
+  if (!document.contains("entries") || !document["entries"].is_array())
+    return fail("\"entries\" must be an array");
+  std::vector<Entry> entries;
+  size_t index = 0;
+  for (const json &item : document["entries"]) {
+    std::string where = "entries[" + std::to_string(index++) + "]";
+    try {
+      Entry entry;
+      entry.specHash = item.at("spec_hash").get<std::string>();
+      entry.specName = item.value("spec_name", "");
+      entry.origin.backend = item.at("backend").get<std::string>();
+      entry.origin.machine = item.at("machine").get<std::string>();
+      entry.origin.compilerVersion =
+          item.at("compiler_version").get<std::string>();
+      entry.tokens = item.at("tokens").get<int64_t>();
+      const json &config = item.at("config");
+      entry.config.vectorWidth = config.at("vector_width").get<int64_t>();
+      entry.config.tokensPerTask = config.at("tokens_per_task").get<int64_t>();
+      entry.config.topk = config.at("topk").get<std::string>();
+      entry.defaultUs = item.value("default_us", 0.0);
+      entry.tunedUs = item.value("tuned_us", 0.0);
+      entry.candidates = item.value("candidates", int64_t{0});
+      entry.date = item.value("date", "");
+      if (entry.tokens < 1)
+        return fail(where + ".tokens must be >= 1");
+      if (entry.config.vectorWidth < 0 || entry.config.tokensPerTask < 0)
+        return fail(where + ".config: sizes must be >= 0");
+      entries.push_back(std::move(entry));
+    } catch (const json::exception &e) {
+      return fail(where + ": " + e.what());
+    }
+  }
+  return entries;
+}
+
+json toJson(const Entry &entry) {
+  return {{"spec_hash", entry.specHash},
+          {"spec_name", entry.specName},
+          {"backend", entry.origin.backend},
+          {"machine", entry.origin.machine},
+          {"compiler_version", entry.origin.compilerVersion},
+          {"tokens", entry.tokens},
+          {"config",
+           {{"vector_width", entry.config.vectorWidth},
+            {"tokens_per_task", entry.config.tokensPerTask},
+            {"topk", entry.config.topk}}},
+          {"default_us", entry.defaultUs},
+          {"tuned_us", entry.tunedUs},
+          {"candidates", entry.candidates},
+          {"date", entry.date}};
+}
+
+bool sameKey(const Entry &a, const Entry &b) {
+  return a.specHash == b.specHash && a.origin.backend == b.origin.backend &&
+         a.origin.machine == b.origin.machine &&
+         a.origin.compilerVersion == b.origin.compilerVersion &&
+         a.tokens == b.tokens;
+}
+
+bool sameOrigin(const Origin &a, const Origin &b) {
+  return a.backend == b.backend && a.machine == b.machine &&
+         a.compilerVersion == b.compilerVersion;
+}
+
+} // namespace
+
+std::string CpuConfig::describe() const {
+  auto number = [](int64_t v) {
+    return v ? std::to_string(v) : std::string("auto");
+  };
+  return "vector_width=" + number(vectorWidth) +
+         " tokens_per_task=" + number(tokensPerTask) +
+         " topk=" + (topk.empty() ? std::string("auto") : topk);
+}
+
+std::optional<TuningDb> TuningDb::load(const std::string &path,
+                                       std::string &error) {
+  TuningDb db;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) && !ec)
+    return db;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    error = support::quotePath(path) +
+            ": error: the tuning database is not a regular file";
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = support::quotePath(path) +
+            ": error: cannot read the tuning database: " + std::strerror(errno);
+    return std::nullopt;
+  }
+  in.seekg(0, std::ios::end);
+  std::streamoff size = in.tellg();
+  if (size > kMaxBytes) {
+    error = support::quotePath(path) + ": error: the tuning database is " +
+            std::to_string(size) + " bytes; at most 64 MiB";
+    return std::nullopt;
+  }
+  in.seekg(0);
+  std::stringstream text;
+  text << in.rdbuf();
+  json document = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (document.is_discarded()) {
+    error = support::quotePath(path) +
+            ": error: not a moegen tuning database: not valid JSON";
+    return std::nullopt;
+  }
+  std::string why;
+  std::optional<std::vector<Entry>> entries = parseEntries(document, why);
+  if (!entries) {
+    error = support::quotePath(path) + ": error: " + support::escape(why);
+    return std::nullopt;
+  }
+  db.all = std::move(*entries);
+  return db;
+}
+
+const Entry *TuningDb::lookup(const std::string &specHash,
+                              const Origin &origin, int64_t tokens) const {
+  const Entry *below = nullptr, *smallest = nullptr;
+  for (const Entry &entry : all) {
+    if (entry.specHash != specHash || !sameOrigin(entry.origin, origin))
+      continue;
+    if (entry.tokens <= tokens && (!below || entry.tokens > below->tokens))
+      below = &entry;
+    if (!smallest || entry.tokens < smallest->tokens)
+      smallest = &entry;
+  }
+  return below ? below : smallest;
+}
+
+size_t TuningDb::foreignEntries(const Origin &origin) const {
+  return size_t(std::count_if(all.begin(), all.end(), [&](const Entry &e) {
+    return !sameOrigin(e.origin, origin);
+  }));
+}
+
+std::string TuningDb::merge(const std::string &path,
+                            const std::vector<Entry> &updates) {
+  const std::string lockPath = path + ".lock";
+  int lock = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock < 0)
+    return support::quotePath(path) +
+           ": error: cannot write the tuning database: " + std::strerror(errno);
+  // Released when the descriptor closes, whatever happens below.
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{lock};
+  while (::flock(lock, LOCK_EX) != 0)
+    if (errno != EINTR)
+      return support::quotePath(lockPath) +
+             ": error: cannot lock the tuning database: " + std::strerror(errno);
+
+  std::string error;
+  std::optional<TuningDb> current = load(path, error);
+  if (!current)
+    return error + " (left as it is)";
+  std::vector<Entry> entries = current->all;
+  for (const Entry &update : updates) {
+    auto same = std::find_if(entries.begin(), entries.end(),
+                             [&](const Entry &e) { return sameKey(e, update); });
+    if (same != entries.end())
+      *same = update;
+    else
+      entries.push_back(update);
+  }
+  json document = {{"format", kFormat}, {"version", kVersion},
+                   {"entries", json::array()}};
+  for (const Entry &entry : entries)
+    document["entries"].push_back(toJson(entry));
+  if (!support::writeFileAtomically(path, document.dump(2) + "\n", error))
+    return support::quotePath(path) +
+           ": error: cannot write the tuning database: " + error;
+  return "";
+}
+
+std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts) {
+  const int64_t w = config.vectorWidth;
+  if (w != 0 && (w < 1 || w > 64 || (w & (w - 1)) != 0))
+    return "vector_width " + std::to_string(w) +
+           " must be a power of two in [1, 64] (0: the heuristic's)";
+  if (config.tokensPerTask < 0 || config.tokensPerTask > 65536)
+    return "tokens_per_task " + std::to_string(config.tokensPerTask) +
+           " must be in [1, 65536] (0: the heuristic's)";
+  if (!config.topk.empty() && config.topk != "argmax_passes" &&
+      config.topk != "insertion" && config.topk != "lane_lists")
+    return "topk " + support::quote(config.topk) +
+           " must be argmax_passes, insertion or lane_lists (empty: the "
+           "heuristic's)";
+  // Lane lists keep each lane's elements in registers: rows of at most 16
+  // chunks (kMaxLaneListChunks); wider rows would fall back to the passes.
+  if (config.topk == "lane_lists" && w > 0 && (numExperts + w - 1) / w > 16)
+    return "topk lane_lists needs rows of at most 16 chunks, but E = " +
+           std::to_string(numExperts) + " at vector_width " +
+           std::to_string(w) + " is " + std::to_string((numExperts + w - 1) / w);
+  return "";
+}
+
+} // namespace moegen::tune

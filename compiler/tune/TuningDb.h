@@ -1,0 +1,99 @@
+//===- TuningDb.h - Autotuned kernel configs, per spec and token count -*- C++ -*-===//
+//
+// `moegen autotune` measures kernel configurations and records the winners
+// here; `moegen run` (and whatever compiles kernels for a known token count)
+// looks them up. A database is a JSON file (docs/autotune.md):
+//
+//   {"format": "moegen-tuning", "version": 1, "entries": [
+//     {"spec_hash": "...", "spec_name": "...", "backend": "cpu",
+//      "machine": "<CPU model>, <threads> threads",
+//      "compiler_version": "0.1.0+codegen.<fingerprint>", "tokens": 4096,
+//      "config": {"vector_width": 8, "tokens_per_task": 64,
+//                 "topk": "insertion"},
+//      "default_us": 120.5, "tuned_us": 101.2, "candidates": 24,
+//      "date": "2026-12-01"}]}
+//
+// Entries are keyed by spec hash, backend, machine, compiler version and
+// token bucket. A lookup sees only the entries of this machine and build:
+// others stay in the file (a database may be shared) but are never used.
+// A file that does not parse as a whole is refused, never half-used.
+// Plain C++20 and nlohmann-json; no LLVM.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEGEN_COMPILER_TUNE_TUNINGDB_H
+#define MOEGEN_COMPILER_TUNE_TUNINGDB_H
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moegen::tune {
+
+/// A CPU kernel configuration; 0 / empty fields are the heuristic's.
+struct CpuConfig {
+  int64_t vectorWidth = 0;
+  int64_t tokensPerTask = 0;
+  std::string topk;
+
+  bool operator==(const CpuConfig &) const = default;
+  /// "vector_width=8 tokens_per_task=64 topk=insertion" (heuristic fields
+  /// as "auto").
+  std::string describe() const;
+};
+
+/// The part of a key that says where an entry was measured.
+struct Origin {
+  std::string backend = "cpu";
+  std::string machine;
+  std::string compilerVersion;
+};
+
+struct Entry {
+  std::string specHash;
+  std::string specName;
+  Origin origin;
+  int64_t tokens = 0;
+  CpuConfig config;
+  double defaultUs = 0;
+  double tunedUs = 0;
+  int64_t candidates = 0;
+  std::string date;
+};
+
+class TuningDb {
+public:
+  /// Reads `path`; a missing file is an empty database. nullopt with one
+  /// line "PATH: error: ..." when the file is unreadable or malformed.
+  static std::optional<TuningDb> load(const std::string &path,
+                                      std::string &error);
+
+  /// The entry for `specHash` measured at `origin` whose token bucket
+  /// serves `tokens`: the largest bucket <= tokens, else the smallest.
+  const Entry *lookup(const std::string &specHash, const Origin &origin,
+                      int64_t tokens) const;
+  /// Entries of other machines or builds (ignored by lookup).
+  size_t foreignEntries(const Origin &origin) const;
+
+  const std::vector<Entry> &entries() const { return all; }
+
+  /// Merges `updates` into the file at `path` under a lock (PATH.lock), so
+  /// that processes tuning at once keep each other's entries: re-reads the
+  /// file, replaces entries with the same key, writes it atomically. "" or
+  /// one line; a malformed file already there is left alone.
+  static std::string merge(const std::string &path,
+                           const std::vector<Entry> &updates);
+
+private:
+  std::vector<Entry> all;
+};
+
+/// Whether `config` is a CPU configuration the kernels accept for E experts;
+/// "" if so, else why not. The autotuner's validity model and the check on
+/// every config read from a database.
+std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts);
+
+} // namespace moegen::tune
+
+#endif // MOEGEN_COMPILER_TUNE_TUNINGDB_H
