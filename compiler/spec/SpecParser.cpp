@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
@@ -703,6 +704,17 @@ std::string printRoutingSpec(const RoutingSpec &spec) {
   if (spec.logitSoftcap != 0.0)
     os << "logit_softcap: " << format("%.17g", spec.logitSoftcap) << "\n";
   return out;
+}
+
+std::string specHash(const RoutingSpec &spec) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (unsigned char c : printRoutingSpec(spec)) {
+    hash ^= c;
+    hash *= 0x100000001b3ull;
+  }
+  char text[17];
+  snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(hash));
+  return text;
 }
 
 } // namespace moegen

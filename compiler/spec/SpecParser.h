@@ -37,6 +37,10 @@ llvm::ArrayRef<llvm::StringLiteral> routingSpecKeys();
 /// order. Equal specs print equally (a basis for cache keys).
 std::string printRoutingSpec(const RoutingSpec &spec);
 
+/// 16 hex digits of FNV-1a over printRoutingSpec(spec): the spec's identity
+/// in manifests, kernel caches and tuning databases.
+std::string specHash(const RoutingSpec &spec);
+
 } // namespace moegen
 
 #endif // MOEGEN_COMPILER_SPEC_SPECPARSER_H

@@ -156,7 +156,8 @@ std::optional<TuningDb> TuningDb::load(const std::string &path,
   std::string why;
   std::optional<std::vector<Entry>> entries = parseEntries(document, why);
   if (!entries) {
-    error = support::quotePath(path) + ": error: " + support::escape(why);
+    error = support::quotePath(path) + ": error: " +
+            support::escape(why, support::QuoteStyle{240});
     return std::nullopt;
   }
   db.all = std::move(*entries);

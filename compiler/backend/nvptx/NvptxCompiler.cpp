@@ -131,17 +131,6 @@ static bool checkOptions(const NvptxCompileOptions &options,
   return true;
 }
 
-std::string specHash(const RoutingSpec &spec) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (unsigned char c : printRoutingSpec(spec)) {
-    hash ^= c;
-    hash *= 0x100000001b3ull;
-  }
-  char text[17];
-  snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(hash));
-  return text;
-}
-
 std::string toolkitDirectory(const NvptxCompileOptions &options) {
   if (!options.toolkitPath.empty())
     return options.toolkitPath;

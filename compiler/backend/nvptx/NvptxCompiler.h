@@ -20,6 +20,7 @@
 #define MOEGEN_COMPILER_BACKEND_NVPTX_NVPTXCOMPILER_H
 
 #include "compiler/spec/RoutingSpec.h"
+#include "compiler/spec/SpecParser.h"
 
 #include "abi/Manifest.h"
 
@@ -152,8 +153,8 @@ std::string toolkitDirectory(const NvptxCompileOptions &options);
 /// there is none (as compile() says), ToolFailed when it fails.
 llvm::Expected<std::string> ptxasVersion(const NvptxCompileOptions &options);
 
-/// FNV-1a 64 of the normalized spec text, as 16 hex digits.
-std::string specHash(const RoutingSpec &spec);
+/// The spec's hash in manifests: moegen::specHash (SpecParser.h).
+using moegen::specHash;
 
 } // namespace moegen::nvptx
 

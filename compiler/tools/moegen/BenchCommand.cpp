@@ -15,6 +15,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/tools/moegen/Commands.h"
+#include "compiler/tools/moegen/BenchInputs.h"
 
 #include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/spec/MoEToProgram.h"
@@ -42,12 +43,6 @@ namespace moegen::tool {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double secondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 /// Read + write bandwidth of memcpy over `bytes`, the best of five, in GB/s.
 double copyBandwidth(size_t bytes) {
   std::vector<char> source(bytes, 1), target(bytes, 0);
@@ -62,118 +57,6 @@ double copyBandwidth(size_t bytes) {
     best = std::max(best, 2.0 * double(bytes) / seconds / 1e9);
   }
   return best;
-}
-
-std::string cpuModel() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line))
-    if (line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos)
-        return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  return "unknown";
-}
-
-/// Seeded inputs for T tokens and the buffers the call writes.
-struct BenchCall {
-  std::vector<uint8_t> logits;
-  std::vector<float> bias;
-  std::vector<int32_t> tokenIds, hashTable;
-  std::vector<int16_t> capture16;
-  std::vector<int32_t> capture32;
-  std::vector<int32_t> ids, counts, offsets, sortedSlots, slotPositions;
-  std::vector<float> weights;
-  rt::HostRouteCall call;
-  double bytes = 0;
-};
-
-void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch,
-              BenchCall &c) {
-  const int64_t e = facts.numExperts, k = facts.topK;
-  std::mt19937 rng(uint32_t(tokens) * 2654435761u + uint32_t(e));
-  std::normal_distribution<float> normal(0.0f, 2.0f);
-  const size_t logitBytes = facts.logitBytes();
-  c.logits.resize(std::max<size_t>(1, tokens * e * logitBytes));
-  for (int64_t i = 0; i < tokens * e; ++i) {
-    float x = normal(rng);
-    if (logitBytes == 4) {
-      std::memcpy(&c.logits[i * 4], &x, 4);
-    } else {
-      uint16_t bits = facts.logits == rt::RouterFacts::Logits::BF16
-                          ? npy::floatToBf16(x)
-                          : npy::floatToHalf(x);
-      std::memcpy(&c.logits[i * 2], &bits, 2);
-    }
-  }
-  c.call = {};
-  c.call.numTokens = tokens;
-  c.call.logits = c.logits.data();
-  c.bytes = double(tokens * e * logitBytes);
-  if (facts.scoreBias) {
-    c.bias.resize(e);
-    for (float &b : c.bias)
-      b = 0.01f * normal(rng);
-    c.call.bias = c.bias.data();
-    c.bytes += double(e * 4);
-  }
-  if (facts.hashSelection) {
-    const int64_t vocab = 4096;
-    std::vector<int32_t> experts(e);
-    for (int64_t row = 0; row < vocab; ++row) {
-      std::iota(experts.begin(), experts.end(), 0);
-      std::shuffle(experts.begin(), experts.end(), rng);
-      c.hashTable.insert(c.hashTable.end(), experts.begin(), experts.begin() + k);
-    }
-    c.tokenIds.resize(std::max<int64_t>(1, tokens));
-    for (int32_t &id : c.tokenIds)
-      id = int32_t(rng() % vocab);
-    c.call.tokenIds = c.tokenIds.data();
-    c.call.hashTable = c.hashTable.data();
-    c.call.hashVocab = vocab;
-    c.bytes += double(tokens * 4 + tokens * k * 4);
-  }
-  if (facts.capture) {
-    // One layer, as an engine capturing one layer per call would.
-    c.call.captureLayers = 1;
-    if (facts.captureElementBytes() == 2) {
-      c.capture16.assign(std::max<int64_t>(1, tokens * k), 0);
-      c.call.captureBuffer = c.capture16.data();
-    } else {
-      c.capture32.assign(std::max<int64_t>(1, tokens * k), 0);
-      c.call.captureBuffer = c.capture32.data();
-    }
-    c.bytes += double(tokens * k * facts.captureElementBytes());
-  }
-  c.ids.resize(std::max<int64_t>(1, tokens * k));
-  c.weights.resize(std::max<int64_t>(1, tokens * k));
-  c.call.topkIds = c.ids.data();
-  c.call.topkWeights = c.weights.data();
-  c.bytes += double(tokens * k * 8);
-  if (dispatch) {
-    c.counts.resize(e);
-    c.offsets.resize(e + 1);
-    c.sortedSlots.resize(std::max<int64_t>(1, tokens * k));
-    c.slotPositions.resize(std::max<int64_t>(1, tokens * k));
-    c.call.expertCounts = c.counts.data();
-    c.call.expertOffsets = c.offsets.data();
-    c.call.sortedSlots = c.sortedSlots.data();
-    c.call.slotPositions = c.slotPositions.data();
-    // Dispatch reads the ids again and writes its four arrays.
-    c.bytes += double(tokens * k * 4 + (2 * e + 1) * 4 + 2 * tokens * k * 4);
-  }
-}
-
-struct Timing {
-  double median = 0, p10 = 0, p90 = 0; // seconds per call
-  int64_t callsPerSample = 0;
-};
-
-/// The p-th percentile of sorted `values` (nearest rank).
-double percentile(const std::vector<double> &values, double p) {
-  size_t index = size_t(std::lround(p * double(values.size() - 1)));
-  return values[std::min(index, values.size() - 1)];
 }
 
 } // namespace

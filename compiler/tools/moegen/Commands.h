@@ -16,6 +16,7 @@
 #define MOEGEN_COMPILER_TOOLS_MOEGEN_COMMANDS_H
 
 #include "compiler/spec/RoutingSpec.h"
+#include "compiler/tune/TuningDb.h"
 #include "runtime/npy/Npy.h"
 
 #include <cstdint>
@@ -62,6 +63,12 @@ struct RunOptions {
   bool layerGiven = false;
   unsigned threads = 0;
   std::string dumpDir;
+  /// The tuning database to take the CPU config from (else
+  /// $MOEGEN_TUNING_DB); --no-tuning ignores both.
+  std::string tuningDb;
+  bool noTuning = false;
+  /// Print the kernel config used and where it came from, on stderr.
+  bool printConfig = false;
   /// The command as typed, for the repro line of an internal error.
   std::string commandLine;
 };
@@ -95,6 +102,26 @@ struct BenchOptions {
   std::string jsonPath;
 };
 int runBench(const BenchOptions &options);
+
+/// `moegen autotune SPEC... --backend cpu --tokens T,... --db PATH`
+/// (AutotuneCommand.cpp, docs/autotune.md).
+struct AutotuneOptions {
+  std::vector<std::string> specPaths;
+  std::string backend = "cpu";
+  std::vector<int64_t> tokens = {1, 16, 256, 4096, 65536};
+  std::string dbPath;
+  int reps = 9;
+  double minSampleMs = 2.0;
+  /// A winner must beat the default by this fraction to be recorded.
+  double minGain = 0.03;
+  unsigned threads = 0;
+  /// At most this many candidates, the default included (0: all).
+  int64_t maxCandidates = 0;
+};
+int runAutotune(const AutotuneOptions &options);
+/// Where CPU tuning entries are measured and looked up: this CPU model and
+/// thread count, this moegen build (AutotuneCommand.cpp).
+tune::Origin cpuTuningOrigin(unsigned threads);
 
 /// Writes `text` to `path` ("-" is stdout) through a temporary file and a
 /// rename, so that readers never see a partial file.

@@ -13,6 +13,7 @@
 #include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
+#include "compiler/tune/TuningDb.h"
 #include "runtime/Error.h"
 #include "runtime/RouterInputs.h"
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
@@ -26,6 +27,7 @@
 
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -36,13 +38,53 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// The CPU backend for `spec`, or null after reporting why not.
+/// The CPU backend for `spec` and `tokens` tokens, with the tuning
+/// database's config when there is one for them, or null after reporting
+/// why not.
 std::unique_ptr<rt::HostRouter> compileForCpu(const RoutingSpec &spec,
                                               const RunOptions &options,
-                                              int &exitCode) {
+                                              int64_t tokens, int &exitCode) {
   cpu::CpuCompileOptions compileOptions;
   compileOptions.threads = options.threads;
   compileOptions.dumpDir = options.dumpDir;
+  std::string source = "the heuristic's";
+  std::string dbPath = options.tuningDb;
+  if (dbPath.empty())
+    if (const char *db = std::getenv("MOEGEN_TUNING_DB"); db && *db)
+      dbPath = db;
+  if (!options.noTuning && !dbPath.empty()) {
+    std::string error;
+    std::optional<tune::TuningDb> db = tune::TuningDb::load(dbPath, error);
+    if (!db) {
+      llvm::errs() << error << "\n";
+      exitCode = kExitBadInput;
+      return nullptr;
+    }
+    const tune::Origin origin = cpuTuningOrigin(options.threads);
+    if (const tune::Entry *entry =
+            db->lookup(specHash(spec), origin, tokens)) {
+      if (std::string why = tune::checkCpuConfig(entry->config, spec.numExperts);
+          !why.empty()) {
+        llvm::errs() << support::quotePath(dbPath)
+                     << ": error: the entry for " << spec.name << " at T = "
+                     << entry->tokens << ": " << why << "\n";
+        exitCode = kExitBadInput;
+        return nullptr;
+      }
+      compileOptions.vectorWidth = entry->config.vectorWidth;
+      compileOptions.tokensPerTask = entry->config.tokensPerTask;
+      compileOptions.topk = entry->config.topk;
+      source = "tuned for T = " + std::to_string(entry->tokens) + " in " +
+               dbPath;
+    } else {
+      source = "the heuristic's: " + dbPath + " has no entry for this spec" +
+               (db->foreignEntries(origin)
+                    ? " on this machine and build (" +
+                          std::to_string(db->foreignEntries(origin)) +
+                          " entries of others ignored)"
+                    : "");
+    }
+  }
   auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
   std::string error = compiled ? "" : llvm::toString(compiled.takeError());
   std::unique_ptr<rt::HostRouter> router =
@@ -55,6 +97,13 @@ std::unique_ptr<rt::HostRouter> compileForCpu(const RoutingSpec &spec,
                  << error << "\nrepro: " << options.commandLine
                  << (options.dumpDir.empty() ? " --dump-ir DIR" : "") << "\n";
     exitCode = kExitInternal;
+  }
+  if (router && options.printConfig) {
+    auto &backend = static_cast<cpu::CpuHostRouter &>(*router).backend();
+    llvm::errs() << "moegen: config: vector_width=" << backend.vectorWidth()
+                 << " tokens_per_task=" << backend.tokensPerTask() << " topk="
+                 << (compileOptions.topk.empty() ? "auto" : compileOptions.topk)
+                 << " (" << source << ")\n";
   }
   return router;
 }
@@ -79,6 +128,7 @@ int runRun(const RunOptions &options) {
   const rt::RouterFacts facts = cpu::routerFactsOf(*spec);
 
   rt::RouterInputMap inputs;
+  int64_t tokens = 0;
   try {
     rt::InputPaths paths = rt::parseInputArguments(options.inputs);
     rt::checkInputsUsed(facts, paths,
@@ -91,7 +141,7 @@ int runRun(const RunOptions &options) {
       return reportFile(options.outDir, "--out: exists and is not a directory");
     // Read every input before checking any, in the kernels' order.
     inputs = rt::readInputs(paths);
-    rt::checkInputs(facts, inputs, options.layer);
+    tokens = rt::checkInputs(facts, inputs, options.layer);
   } catch (const rt::InputError &e) {
     llvm::errs() << e.format("moegen") << "\n";
     return kExitBadInput;
@@ -138,7 +188,7 @@ int runRun(const RunOptions &options) {
   } else if (!cuda) {
     int exitCode = kExitOk;
     std::unique_ptr<rt::HostRouter> router =
-        compileForCpu(*spec, options, exitCode);
+        compileForCpu(*spec, options, tokens, exitCode);
     if (!router)
       return exitCode;
     result = rt::runOnHost(*router, inputs, options.layer);

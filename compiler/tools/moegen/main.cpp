@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -152,6 +153,15 @@ CLI::App *addRunCommand(CLI::App &app, RunOptions &run,
   runCmd->add_option("--dump-ir", run.dumpDir,
                      "write the IR after every compiler stage to this "
                      "directory");
+  runCmd->add_option("--tuning-db", run.tuningDb,
+                     "take the CPU kernel config for this token count from "
+                     "a tuning database (moegen autotune; else "
+                     "$MOEGEN_TUNING_DB)");
+  runCmd->add_flag("--no-tuning", run.noTuning,
+                   "ignore any tuning database: the heuristic's config");
+  runCmd->add_flag("--print-config", run.printConfig,
+                   "print the kernel config and where it came from on "
+                   "stderr");
 
   return runCmd;
 }
@@ -207,6 +217,61 @@ CLI::App *addBenchCommand(CLI::App &app, BenchOptions &bench) {
                        "also write the figures as JSON to this file ('-' "
                        "for stdout; the table then goes to stderr)");
   return benchCmd;
+}
+
+/// `moegen autotune`: its options into `tune`.
+CLI::App *addAutotuneCommand(CLI::App &app, AutotuneOptions &tune) {
+  CLI::App *tuneCmd = app.add_subcommand(
+      "autotune", "Measure CPU kernel configs per token count and record the "
+                  "fastest in a tuning database");
+  tuneCmd
+      ->add_option("SPEC", tune.specPaths,
+                   "routing specs or moe dialect modules (.mlir)")
+      ->required();
+  tuneCmd->add_option("--backend", tune.backend, "the backend to tune: cpu")
+      ->capture_default_str();
+  tuneCmd
+      ->add_option("--tokens", tune.tokens,
+                   "comma-separated token counts (the buckets), each in [1, "
+                   "4194304]")
+      ->delimiter(',')
+      ->check(decimalInteger())
+      ->capture_default_str();
+  tuneCmd
+      ->add_option("--db", tune.dbPath,
+                   "the tuning database (JSON) to write; created if missing, "
+                   "merged into under a lock otherwise (or set "
+                   "MOEGEN_TUNING_DB)");
+  tuneCmd
+      ->add_option("--reps", tune.reps, "samples per candidate and token count")
+      ->check(decimalInteger())
+      ->check(CLI::Range(3, 1000))
+      ->capture_default_str();
+  tuneCmd
+      ->add_option("--min-sample-ms", tune.minSampleMs,
+                   "each sample repeats the call for at least this long")
+      ->check(CLI::Range(0.0, 10000.0))
+      ->capture_default_str();
+  tuneCmd
+      ->add_option("--min-gain", tune.minGain,
+                   "keep the default unless a candidate is faster by this "
+                   "fraction")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
+  tuneCmd
+      ->add_option("--max-candidates", tune.maxCandidates,
+                   "try at most this many configs, the default first (0: "
+                   "every valid one)")
+      ->check(decimalInteger())
+      ->check(CLI::Range(int64_t{0}, int64_t{100000}))
+      ->capture_default_str();
+  tuneCmd
+      ->add_option("--threads", tune.threads,
+                   "worker threads; 0 is one per hardware thread")
+      ->check(decimalInteger())
+      ->check(CLI::Range(0u, 4096u))
+      ->capture_default_str();
+  return tuneCmd;
 }
 
 /// `moegen cache` and its commands.
@@ -277,7 +342,9 @@ int main(int argc, char **argv) {
       "  moegen run templates/mixtral-8x7b.yaml --backend cpu \\\n"
       "      --in logits=logits.npy --out out/\n"
       "  moegen cache warm templates/*.yaml --arch sm_90 --arch sm_80\n"
-      "  moegen bench templates/deepseek-v3.yaml --tokens 1,64,4096\n\n"
+      "  moegen bench templates/deepseek-v3.yaml --tokens 1,64,4096\n"
+      "  moegen autotune templates/qwen3-30b-a3b.yaml --tokens 64,4096 "
+      "--db tuning.json\n\n"
       "Spec keys and their rules: docs/spec-language.md\n"
       "moegen run inputs and outputs: docs/cli.md\n"
       "Routing math: docs/semantics.md\n"
@@ -292,6 +359,8 @@ int main(int argc, char **argv) {
   CLI::App *runCmd = addRunCommand(app, run, layerOption);
   BenchOptions bench;
   CLI::App *benchCmd = addBenchCommand(app, bench);
+  AutotuneOptions autotune;
+  CLI::App *autotuneCmd = addAutotuneCommand(app, autotune);
   CacheOptions cacheOptions;
   CacheCommands cache = addCacheCommand(app, cacheOptions);
   CLI::App *cacheCmd = cache.cache;
@@ -344,6 +413,12 @@ int main(int argc, char **argv) {
   }
   if (benchCmd->parsed())
     return runBench(bench);
+  if (autotuneCmd->parsed()) {
+    if (autotune.dbPath.empty())
+      if (const char *db = std::getenv("MOEGEN_TUNING_DB"); db && *db)
+        autotune.dbPath = db;
+    return runAutotune(autotune);
+  }
   if (cacheCmd->parsed()) {
     if (cache.dir->parsed())
       return runCacheDir();

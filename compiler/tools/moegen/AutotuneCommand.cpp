@@ -1,0 +1,282 @@
+//===- AutotuneCommand.cpp - moegen autotune ------------------------------===//
+//
+// For each spec: the candidate CPU configurations the validity model keeps
+// (tune::checkCpuConfig: vector widths, tokens per task, top-k methods), each
+// compiled once; then, per token bucket, every candidate's outputs checked
+// against the default configuration's on seeded inputs (ids equal, weights
+// within 1e-6 relative: the vector width changes the order of the softmax
+// sum) before it is timed like `moegen bench` (warm-up, median of --reps
+// samples, pruned after three samples when clearly slower than the best so
+// far). A candidate that fails to compile or differs is reported with its
+// parameters and skipped. The winner of each bucket goes to the tuning
+// database unless it beats the default by less than --min-gain, in which
+// case the default is recorded: a tuned config is never slower than the
+// default beyond noise.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/tools/moegen/BenchInputs.h"
+#include "compiler/tools/moegen/Commands.h"
+
+#include "compiler/backend/cpu/CpuHostRouter.h"
+#include "compiler/jit/KernelJit.h"
+#include "compiler/spec/MoEToProgram.h"
+#include "compiler/spec/SpecParser.h"
+#include "compiler/tune/TuningDb.h"
+#include "support/Quote.h"
+
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+namespace moegen::tool {
+
+tune::Origin cpuTuningOrigin(unsigned threads) {
+  tune::Origin origin;
+  origin.backend = "cpu";
+  const unsigned count =
+      threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+  origin.machine = cpuModel() + ", " + std::to_string(count) + " threads";
+  origin.compilerVersion =
+      std::string(MOEGEN_VERSION) + "+codegen." + jit::codegenFingerprint();
+  return origin;
+}
+
+namespace {
+
+struct Candidate {
+  tune::CpuConfig config;
+  std::unique_ptr<rt::HostRouter> router;
+  std::string skipped; // why, once it failed
+};
+
+/// Vector widths, tokens per task and top-k methods, the heuristic's
+/// choice (the default) first.
+std::vector<tune::CpuConfig> candidateConfigs(int64_t numExperts) {
+  std::vector<tune::CpuConfig> configs{tune::CpuConfig{}};
+  for (int64_t width : {4, 8, 16, 32})
+    for (int64_t perTask : {16, 64, 256, 1024})
+      for (const char *topk : {"argmax_passes", "insertion", "lane_lists"}) {
+        tune::CpuConfig config{width, perTask, topk};
+        // Lanes beyond the experts only pad every chunk.
+        if (width > 8 && width / 2 >= numExperts)
+          continue;
+        if (tune::checkCpuConfig(config, numExperts).empty())
+          configs.push_back(config);
+      }
+  return configs;
+}
+
+/// "" when `got` equals `want` (ids exactly, weights within 1e-6 relative
+/// or 1e-9 absolute), else the first difference.
+std::string compareOutputs(const BenchCall &got, const BenchCall &want,
+                           int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (got.ids[i] != want.ids[i])
+      return "slot " + std::to_string(i) + ": expert " +
+             std::to_string(got.ids[i]) + ", the default has " +
+             std::to_string(want.ids[i]);
+    const double a = got.weights[i], b = want.weights[i];
+    if (!(std::fabs(a - b) <= 1e-6 * std::fabs(b) + 1e-9))
+      return "slot " + std::to_string(i) + ": weight " + std::to_string(a) +
+             ", the default has " + std::to_string(b);
+  }
+  return "";
+}
+
+} // namespace
+
+int runAutotune(const AutotuneOptions &options) {
+  if (options.backend != "cpu")
+    return reportUsage("--backend '" + support::escape(options.backend) +
+                       "': moegen autotune tunes the cpu backend here; GPU "
+                       "configurations need a GPU to time them on");
+  if (options.tokens.empty())
+    return reportUsage("--tokens: give at least one token count");
+  for (int64_t t : options.tokens)
+    if (t < 1 || t > (int64_t{1} << 22))
+      return reportUsage("--tokens: " + std::to_string(t) +
+                         " must be in [1, 4194304]");
+  if (options.dbPath.empty())
+    return reportUsage("--db: give the tuning database to write");
+  {
+    // Refuse a database we could not merge into before spending any time.
+    std::string error;
+    if (!tune::TuningDb::load(options.dbPath, error)) {
+      llvm::errs() << error << "\n";
+      return kExitBadInput;
+    }
+    std::error_code ec;
+    std::filesystem::path parent =
+        std::filesystem::absolute(options.dbPath, ec).parent_path();
+    if (ec || !std::filesystem::is_directory(parent, ec))
+      return reportFile(options.dbPath, "--db: the directory does not exist");
+  }
+  std::vector<std::pair<std::string, RoutingSpec>> specs;
+  for (const std::string &path : options.specPaths) {
+    std::string error;
+    std::optional<RoutingSpec> spec = parseRouterFile(path, error);
+    if (!spec) {
+      llvm::errs() << error << "\n";
+      return kExitBadInput;
+    }
+    specs.emplace_back(path, *spec);
+  }
+
+  const tune::Origin origin = cpuTuningOrigin(options.threads);
+  char date[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  llvm::raw_ostream &log = llvm::errs();
+  const bool tty = log.is_displayed();
+  std::vector<tune::Entry> entries;
+
+  for (const auto &[path, spec] : specs) {
+    const rt::RouterFacts facts = cpu::routerFactsOf(spec);
+    std::vector<Candidate> candidates;
+    for (const tune::CpuConfig &config : candidateConfigs(facts.numExperts))
+      if (!options.maxCandidates ||
+          int64_t(candidates.size()) < options.maxCandidates)
+        candidates.push_back({config, nullptr, ""});
+    log << spec.name << ": " << candidates.size()
+        << " candidates (the default first), " << options.tokens.size()
+        << " token counts\n";
+    // Compile each candidate once for every bucket.
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      Candidate &c = candidates[i];
+      cpu::CpuCompileOptions compileOptions;
+      compileOptions.vectorWidth = c.config.vectorWidth;
+      compileOptions.tokensPerTask = c.config.tokensPerTask;
+      compileOptions.topk = c.config.topk;
+      compileOptions.threads = options.threads;
+      auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
+      if (!compiled) {
+        c.skipped = "does not compile: " + llvm::toString(compiled.takeError());
+        if (i == 0) {
+          llvm::errs() << path << ": internal error: the default "
+                                  "configuration does not compile: "
+                       << c.skipped << "\n";
+          return kExitInternal;
+        }
+        log << "  skipped " << c.config.describe() << ": " << c.skipped
+            << "\n";
+        continue;
+      }
+      c.router = std::move(*compiled);
+      if (tty)
+        log << "\r  compiled " << (i + 1) << "/" << candidates.size();
+    }
+    log << (tty ? "\n" : "") << "  compiled " << candidates.size()
+        << " candidates\n";
+
+    for (int64_t tokens : options.tokens) {
+      BenchCall reference;
+      makeCall(facts, tokens, /*dispatch=*/false, reference);
+      if (std::string error = candidates[0].router->run(reference.call);
+          !error.empty()) {
+        llvm::errs() << path << ": internal error: the default configuration "
+                                "failed on valid inputs: "
+                     << error << "\n";
+        return kExitInternal;
+      }
+      double best = 0, defaultTime = 0;
+      size_t bestIndex = 0;
+      for (size_t i = 0; i < candidates.size(); ++i) {
+        Candidate &c = candidates[i];
+        if (!c.router)
+          continue;
+        BenchCall call;
+        makeCall(facts, tokens, /*dispatch=*/false, call);
+        if (std::string error = c.router->run(call.call); !error.empty()) {
+          log << "  T=" << tokens << " skipped " << c.config.describe()
+              << ": " << error << "\n";
+          continue;
+        }
+        if (std::string diff =
+                compareOutputs(call, reference, tokens * facts.topK);
+            !diff.empty()) {
+          log << "  T=" << tokens << " skipped " << c.config.describe()
+              << ": differs from the default at " << diff << "\n";
+          continue;
+        }
+        // Calls per sample from one call's time.
+        Clock::time_point start = Clock::now();
+        c.router->run(call.call);
+        double one = std::max(secondsSince(start), 1e-9);
+        int64_t calls = std::max<int64_t>(
+            1, int64_t(std::ceil(options.minSampleMs / 1e3 / one)));
+        std::vector<double> samples;
+        bool pruned = false;
+        for (int rep = 0; rep < options.reps; ++rep) {
+          start = Clock::now();
+          for (int64_t n = 0; n < calls; ++n)
+            c.router->run(call.call);
+          samples.push_back(secondsSince(start) / double(calls));
+          // Clearly losing after three samples: stop timing it.
+          if (best > 0 && samples.size() == 3) {
+            std::vector<double> sorted = samples;
+            std::sort(sorted.begin(), sorted.end());
+            if (sorted[1] > 1.5 * best) {
+              pruned = true;
+              break;
+            }
+          }
+        }
+        std::sort(samples.begin(), samples.end());
+        double median = samples[samples.size() / 2];
+        if (i == 0)
+          defaultTime = median;
+        if (!pruned && (best == 0 || median < best)) {
+          best = median;
+          bestIndex = i;
+        }
+        // A progress bar on a terminal; one line per bucket elsewhere.
+        if (tty)
+          log << llvm::format("\r  T=%lld [%zu/%zu] best %.2f us (%s)   ",
+                              (long long)tokens, i + 1, candidates.size(),
+                              best * 1e6,
+                              candidates[bestIndex].config.describe().c_str());
+      }
+      if (!tty)
+        log << llvm::format("  T=%lld: %zu candidates, best %.2f us (%s)",
+                            (long long)tokens, candidates.size(), best * 1e6,
+                            candidates[bestIndex].config.describe().c_str());
+      log << "\n";
+      // Within --min-gain of the default: keep the default.
+      if (best > defaultTime * (1.0 - options.minGain))
+        bestIndex = 0, best = defaultTime;
+      const tune::CpuConfig &winner = candidates[bestIndex].config;
+      llvm::outs() << llvm::format(
+          "%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",
+          spec.name.c_str(), (long long)tokens, defaultTime * 1e6, best * 1e6,
+          defaultTime / best,
+          bestIndex == 0 ? "the default" : winner.describe().c_str());
+      tune::Entry entry;
+      entry.specHash = specHash(spec);
+      entry.specName = spec.name;
+      entry.origin = origin;
+      entry.tokens = tokens;
+      entry.config = winner;
+      entry.defaultUs = defaultTime * 1e6;
+      entry.tunedUs = best * 1e6;
+      entry.candidates = int64_t(candidates.size());
+      entry.date = date;
+      entries.push_back(entry);
+    }
+  }
+  if (std::string error = tune::TuningDb::merge(options.dbPath, entries);
+      !error.empty()) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+  llvm::outs() << "wrote " << entries.size() << " entries to "
+               << options.dbPath << "\n";
+  return kExitOk;
+}
+
+} // namespace moegen::tool
