@@ -76,10 +76,15 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
   }
   // Host: 8 f32 lanes fill an AVX2 register; tiny expert counts would pay
   // for a masked tail on every row, so they get the narrowest power of two
-  // that covers them.
+  // that covers them. Rows of 64 to 512 experts take 16 or 32 lanes, the
+  // narrowest that keeps a row within kMaxLaneListChunks chunks, for lane
+  // lists (below).
   int64_t width = 8;
   while (width > 1 && width / 2 >= shape.numExperts)
     width /= 2;
+  const bool laneLists = shape.numExperts >= 64 && shape.numExperts <= 512;
+  if (laneLists)
+    width = shape.numExperts <= 16 * kMaxLaneListChunks ? 16 : 32;
   config.vectorWidth = width;
   // A task should stream a few hundred KiB of logits: large enough to hide
   // the thread-pool hand-off (microseconds), small enough to balance.
@@ -87,13 +92,17 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
       std::max<int64_t>(1, shape.numExperts * shape.logitBytes);
   config.tokensPerTask =
       std::clamp<int64_t>((256 * 1024) / bytesPerToken, 16, 4096);
-  // k branch-free passes pipeline well while a row is a few dozen chunks;
-  // past that, skipping the chunks that cannot enter the top k wins.
-  // Measured on a 2-core AVX2 host, T = 8192, softmax (docs/benchmarks.md):
-  // E = 256, k = 8: passes 1.3-1.7x faster; E = 1024, k = 8: insertion
-  // 1.1-1.25x; E = 4096, k = 8: insertion 1.7-2x.
-  config.topkMethod = shape.numExperts >= 1024 ? TopKMethod::Insertion
-                                               : TopKMethod::ArgmaxPasses;
+  // Rows of 64 to 512 experts: each lane sorts its few elements once and
+  // the lanes' heads are merged k times (lane lists), 2-3x faster than k
+  // arg-max passes at width 8 on every such template (moegen autotune on a
+  // 2-core AVX-512 host, T = 1 to 65536, docs/benchmarks.md). Otherwise k
+  // branch-free passes pipeline well while a row is a few dozen chunks;
+  // past that, skipping the chunks that cannot enter the top k wins
+  // (2-core AVX2 host, T = 8192, softmax: E = 1024, k = 8: insertion
+  // 1.1-1.25x; E = 4096: 1.7-2x).
+  config.topkMethod = laneLists                  ? TopKMethod::LaneLists
+                      : shape.numExperts >= 1024 ? TopKMethod::Insertion
+                                                 : TopKMethod::ArgmaxPasses;
   return config;
 }
 

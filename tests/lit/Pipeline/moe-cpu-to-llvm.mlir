@@ -7,7 +7,7 @@
 // CHECK-NOT: func.func
 // CHECK-NOT: moe.score
 // CHECK-LABEL: llvm.func @route(
-// CHECK: llvm.load {{.*}} -> vector<8xf32>
+// CHECK: llvm.load {{.*}} -> vector<16xf32>
 // CHECK-NOT: math.
 // CHECK-LABEL: llvm.func @_mlir_ciface_route(
 // CHECK-LABEL: llvm.func @replay(

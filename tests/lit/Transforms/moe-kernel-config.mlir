@@ -9,10 +9,10 @@
 // BAD-WIDTH: moe-kernel-config: vector-width = 6: must be 0 (heuristic) or a power of two up to 64
 // BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes, insertion or lane_lists
 
-// 256 f32 experts: 8 lanes (AVX2), 1 KiB per token -> 256 tokens per task;
-// rows of 32 chunks -> k arg-max passes.
+// 256 f32 experts: 16 lanes, rows of 16 chunks for lane lists; 1 KiB per
+// token -> 256 tokens per task.
 // CHECK-LABEL: func.func @route
-// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 256, topk = argmax_passes>
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 256, topk = lane_lists>
 // PINNED-LABEL: func.func @route
 // PINNED-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 32, topk = argmax_passes>
 // On the GPU a token takes 16 lanes of a warp, each holding 16 experts,
@@ -65,9 +65,9 @@ func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.
 
 // An existing configuration is replaced: the pass is idempotent.
 // CHECK-LABEL: func.func @reconfigured
-// CHECK-SAME: vector_width = 8,
-// CHECK-NOT: vector_width = 16
-func.func @reconfigured(%logits: tensor<?x64xf32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 1, topk = argmax_passes>} {
+// CHECK-SAME: vector_width = 16, tokens_per_task = 1024, topk = lane_lists
+// CHECK-NOT: vector_width = 4
+func.func @reconfigured(%logits: tensor<?x64xf32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 1, topk = insertion>} {
   %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
   %ids = moe.topk %s k 2 : tensor<?x64xf32> -> tensor<?x2xi32>
   return %ids : tensor<?x2xi32>
