@@ -465,7 +465,7 @@ private:
                        const std::string &what) {
     if (arg.kind != Expr::Number)
       fail(arg.loc, call.text + ": " + what + " must be a number, got '" +
-                        arg.text + "'");
+                        quoteForDiagnostic(arg.text) + "'");
     if (!support::isDecimalNumber(arg.text))
       fail(arg.loc, call.text + ": " + what + " must be a decimal number, got '" +
                         quoteForDiagnostic(arg.text) + "'");

@@ -125,6 +125,18 @@ int runAutotune(const AutotuneOptions &options) {
       llvm::errs() << error << "\n";
       return kExitBadInput;
     }
+    // Every call's buffers are allocated at once: refuse sizes that would
+    // not fit before anything is timed.
+    const rt::RouterFacts facts = cpu::routerFactsOf(*spec);
+    for (int64_t tokens : options.tokens)
+      if (callBytes(facts, tokens) > kMaxCallBytes)
+        return reportFile(path, "--tokens: T = " + std::to_string(tokens) +
+                                    " with E = " +
+                                    std::to_string(facts.numExperts) +
+                                    " needs " +
+                                    std::to_string(int64_t(
+                                        callBytes(facts, tokens) / (1 << 20))) +
+                                    " MiB per call; at most 8 GiB");
     specs.emplace_back(path, *spec);
   }
 

@@ -46,6 +46,18 @@ struct BenchCall {
   double bytes = 0;
 };
 
+/// The most input and output memory one benchmark call may take; larger
+/// token counts are refused before anything is allocated.
+inline constexpr double kMaxCallBytes = 8.0 * (1ull << 30);
+
+/// The bytes makeCall would allocate for T tokens (inputs and outputs),
+/// for the check against kMaxCallBytes.
+inline double callBytes(const rt::RouterFacts &facts, int64_t tokens) {
+  const double t = double(tokens), e = double(facts.numExperts),
+               k = double(facts.topK);
+  return t * e * double(facts.logitBytes()) + t * k * 4 * 8 + 4096 * k * 4;
+}
+
 inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch,
               BenchCall &c) {
   const int64_t e = facts.numExperts, k = facts.topK;
