@@ -538,6 +538,35 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
   return runKernel(dispatch, bindings, "");
 }
 
+std::string CpuRouter::dispatch(const int32_t *topkIds, int64_t numTokens,
+                                int32_t *expertCounts, int32_t *expertOffsets,
+                                int32_t *sortedSlots, int32_t *slotPositions) {
+  const RoutingSpec &spec = impl->spec;
+  const int64_t k = spec.topK;
+  if (!spec.dispatch)
+    return "topk_ids: the spec has no dispatch entry point (set dispatch: "
+           "true)";
+  if (numTokens < 0)
+    return "num_tokens = " + std::to_string(numTokens) +
+           ": must not be negative";
+  if (numTokens > std::numeric_limits<int32_t>::max() / k)
+    return "num_tokens = " + std::to_string(numTokens) +
+           ": num_tokens * top_k must fit in int32";
+  if (!expertCounts || !expertOffsets ||
+      (numTokens > 0 && (!topkIds || !sortedSlots || !slotPositions)))
+    return "topk_ids, expert_counts, expert_offsets, sorted_slots, "
+           "slot_positions: every buffer is required";
+  Bindings bindings;
+  bindings.tokens = numTokens;
+  bindings.topK = k;
+  bindings.tensors["topk_ids"] = topkIds;
+  bindings.tensors["expert_counts"] = expertCounts;
+  bindings.tensors["expert_offsets"] = expertOffsets;
+  bindings.tensors["sorted_slots"] = sortedSlots;
+  bindings.tensors["slot_positions"] = slotPositions;
+  return impl->runKernel(impl->dispatch, bindings, "");
+}
+
 CpuRouter::CpuRouter(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}
 CpuRouter::~CpuRouter() = default;
 

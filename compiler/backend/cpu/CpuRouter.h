@@ -67,6 +67,13 @@ public:
   /// Runs route / route_hash / replay, then dispatch when its outputs are
   /// given. Returns an empty string on success, else one line.
   std::string run(const RouterCall &call);
+  /// The dispatch entry point alone, over [T, k] ids from anywhere (the
+  /// caller's own selection, a capture): the four outputs as in run(). The
+  /// kernel checks every id is in [0, num_experts) (semantics.md §10 needs
+  /// no more). "" or one line naming topk_ids[t][j].
+  std::string dispatch(const int32_t *topkIds, int64_t numTokens,
+                       int32_t *expertCounts, int32_t *expertOffsets,
+                       int32_t *sortedSlots, int32_t *slotPositions);
   /// The permute and combine entry points (spec permute: true), checked as
   /// rt::checkPermuteCall / checkCombineCall say. "" or one line.
   std::string permute(const rt::HostPermuteCall &call);

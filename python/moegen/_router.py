@@ -1,0 +1,275 @@
+"""moegen.Router: a routing spec compiled for the CPU or a CUDA device, called
+on PyTorch tensors or NumPy arrays.
+
+The outputs are allocated here, in the framework and on the device of the
+logits, and filled in place by the native router (moegen._moegen): no copies,
+and CUDA work is queued on the caller's current stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple, Optional
+
+from . import _moegen
+
+InputError = _moegen.InputError
+Error = _moegen.Error
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+class Routing(NamedTuple):
+    """What route and replay return: [T, k] int32 ids and float32 weights,
+    then the dispatch metadata when it was asked for (else None)."""
+
+    topk_ids: Any
+    topk_weights: Any
+    expert_counts: Any = None
+    expert_offsets: Any = None
+    sorted_slots: Any = None
+    slot_positions: Any = None
+
+
+class Dispatch(NamedTuple):
+    """Dispatch metadata: [E] counts, [E + 1] offsets, [T * k] sorted slots
+    and [T * k] slot positions, all int32."""
+
+    expert_counts: Any
+    expert_offsets: Any
+    sorted_slots: Any
+    slot_positions: Any
+
+
+def _torch():
+    try:
+        import torch  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return None
+    return torch
+
+
+def _is_torch(x) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def spec_to_yaml(spec: dict) -> str:
+    """A spec given as a dict, as the YAML text the spec parser reads. Scalars
+    and lists are written as JSON, which is YAML's flow form; `program` as a
+    literal block."""
+    if not isinstance(spec, dict):
+        raise InputError(f"spec: expected a path, YAML text or a dict, got {type(spec).__name__}")
+    lines = []
+    for key, value in spec.items():
+        if not isinstance(key, str):
+            raise InputError(f"spec: key {key!r} must be a string")
+        if key == "program":
+            if not isinstance(value, str):
+                raise InputError("spec: 'program' must be a string")
+            lines.append("program: |")
+            lines.extend("  " + line if line else "" for line in value.splitlines())
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+class Router:
+    """A router compiled from a spec.
+
+    spec: a path to a YAML spec or a `.mlir` moe module, YAML text, or a dict
+    of spec keys. backend: "cpu" (compiled in process) or "cuda" (compiled on
+    first use and kept in the kernel cache, MOEGEN_CACHE_DIR). device: the
+    CUDA device (an int or torch.device; default: the current one).
+    threads: the CPU backend's worker threads (0: one per hardware thread).
+    """
+
+    def __init__(self, spec, backend: str = "cpu", *, device=None, threads: int = 0):
+        if not isinstance(backend, str):
+            raise InputError(f"backend: expected 'cpu' or 'cuda', got {backend!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InputError(f"threads: expected a non-negative int, got {threads!r}")
+        index = 0
+        if backend == "cuda":
+            index = self._cuda_index(device)
+        elif device is not None:
+            raise InputError(f"device: only the cuda backend takes a device, got {device!r}")
+        if isinstance(spec, dict):
+            text, is_path, name = spec_to_yaml(spec), False, "<spec dict>"
+        elif isinstance(spec, os.PathLike):
+            text, is_path, name = os.fspath(spec), True, os.fspath(spec)
+        elif isinstance(spec, str):
+            # YAML text has a key; a path is one line without ": ".
+            is_path = "\n" not in spec and ": " not in spec
+            text, name = spec, (spec if is_path else "<spec>")
+        else:
+            raise InputError(f"spec: expected a path, YAML text or a dict, got {type(spec).__name__}")
+        self._native = _moegen.Router(text, is_path, name, backend, threads, index)
+        self._facts = dict(self._native.facts)
+        self.backend = backend
+        self.device_index = index
+
+    @staticmethod
+    def _cuda_index(device) -> int:
+        torch = _torch()
+        if device is None:
+            if torch is None or not torch.cuda.is_available():
+                raise Error("backend cuda: no CUDA device is visible to PyTorch; give device=N")
+            return torch.cuda.current_device()
+        if torch is not None and isinstance(device, torch.device):
+            if device.type != "cuda":
+                raise InputError(f"device: {device} is not a CUDA device")
+            return device.index if device.index is not None else torch.cuda.current_device()
+        if isinstance(device, str) and device.startswith("cuda"):
+            return int(device.split(":")[1]) if ":" in device else 0
+        if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+            return device
+        raise InputError(f"device: expected a CUDA device index, got {device!r}")
+
+    # Facts ---------------------------------------------------------------
+    @property
+    def facts(self) -> dict:
+        """What the spec decides about calls: num_experts, top_k, the
+        logits dtype, which inputs and entry points exist."""
+        return dict(self._facts)
+
+    @property
+    def num_experts(self) -> int:
+        return self._facts["num_experts"]
+
+    @property
+    def top_k(self) -> int:
+        return self._facts["top_k"]
+
+    @property
+    def name(self) -> str:
+        return self._facts["name"]
+
+    @property
+    def spec(self) -> str:
+        """The spec in canonical form (every key explicit), or its program."""
+        return self._native.spec
+
+    def __repr__(self) -> str:
+        return (f"moegen.Router({self.name!r}, backend={self.backend!r}, "
+                f"num_experts={self.num_experts}, top_k={self.top_k})")
+
+    # Calls ---------------------------------------------------------------
+    def route(self, logits, bias=None, token_ids=None, *, hash_table=None,
+              capture=None, layer: int = 0, dispatch: Optional[bool] = None,
+              check: bool = True) -> Routing:
+        """Top-k (or hash) routing of [T, E] logits. bias: [E] float32 when
+        the spec has score_bias. token_ids, hash_table: selection: hash.
+        capture: a [T, L, k] buffer (int16 while E fits) of which `layer` is
+        written. dispatch: also build the dispatch metadata (default: when
+        the spec has the entry point). check (CUDA): wait for the stream and
+        raise the kernels' first input error; pass False inside CUDA graph
+        capture and call check_errors() later."""
+        return self._run(logits, bias, token_ids, hash_table, None, capture,
+                         layer, dispatch, check)
+
+    def replay(self, logits, forced_ids, *, dispatch: Optional[bool] = None,
+               check: bool = True) -> Routing:
+        """Router replay: the [T, k] forced ids are the selection (checked:
+        in [0, E), distinct per token); the weights are computed from the
+        logits as route computes them."""
+        if forced_ids is None:
+            raise InputError("forced_ids: required by replay ([T, k] int32)")
+        return self._run(logits, None, None, None, forced_ids, None, 0,
+                         dispatch, check)
+
+    def dispatch(self, topk_ids, *, check: bool = True) -> Dispatch:
+        """Dispatch metadata alone from [T, k] ids (int32, or int64 in
+        int32's range)."""
+        ids = self._ids("topk_ids", topk_ids)
+        t = ids.shape[0] if len(ids.shape) == 2 else 0
+        e, k = self.num_experts, self.top_k
+        out = Dispatch(*(self._empty(ids, (n,), "int32") for n in (e, e + 1, t * k, t * k)))
+        self._native.dispatch(ids, *out, stream=self._stream(ids), check=check)
+        return out
+
+    def check_errors(self) -> None:
+        """CUDA: waits for the current stream and raises the first input
+        error recorded by calls made with check=False."""
+        if self.backend == "cuda":
+            self._native.check_errors(stream=self._current_stream())
+
+    # Internals -----------------------------------------------------------
+    def _run(self, logits, bias, token_ids, hash_table, forced_ids, capture,
+             layer, dispatch, check) -> Routing:
+        if logits is None:
+            raise InputError("logits: required ([T, E])")
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise InputError(f"layer: expected an int, got {layer!r}")
+        if dispatch is None:
+            dispatch = self._facts["dispatch"]
+        elif dispatch and not self._facts["dispatch"]:
+            raise InputError("dispatch: the spec has no dispatch entry point (set dispatch: true)")
+        token_ids = None if token_ids is None else self._ids("token_ids", token_ids)
+        hash_table = None if hash_table is None else self._ids("hash_table", hash_table)
+        forced_ids = None if forced_ids is None else self._ids("forced_ids", forced_ids)
+        shape = getattr(logits, "shape", None)
+        t = int(shape[0]) if shape is not None and len(shape) >= 1 else 0
+        k, e = self.top_k, self.num_experts
+        ids = self._empty(logits, (t, k), "int32")
+        weights = self._empty(logits, (t, k), "float32")
+        meta = ()
+        if dispatch:
+            meta = tuple(self._empty(logits, (n,), "int32") for n in (e, e + 1, t * k, t * k))
+        self._native.run(logits, bias, token_ids, hash_table, forced_ids,
+                         capture, layer, ids, weights, *(meta or (None,) * 4),
+                         stream=self._stream(logits), check=check)
+        return Routing(ids, weights, *meta)
+
+    def _current_stream(self) -> int:
+        torch = _torch()
+        if torch is None:
+            return 0
+        return torch.cuda.current_stream(self.device_index).cuda_stream
+
+    def _stream(self, tensor) -> int:
+        if self.backend != "cuda" or not _is_torch(tensor) or tensor.device.type != "cuda":
+            return 0
+        return _torch().cuda.current_stream(tensor.device).cuda_stream
+
+    @staticmethod
+    def _empty(like, shape, dtype: str):
+        if _is_torch(like):
+            torch = _torch()
+            return torch.empty(shape, dtype=getattr(torch, dtype), device=like.device)
+        import numpy as np  # noqa: PLC0415
+
+        return np.empty(shape, dtype=dtype)
+
+    def _ids(self, name: str, ids):
+        """int32 ids as they are; int64 ids narrowed to int32, where an id
+        outside int32 is an error naming it (on the host), or becomes -1,
+        which the kernels report as out of range (on a device, where finding
+        it would wait for the stream)."""
+        if _is_torch(ids):
+            torch = _torch()
+            if ids.dtype != torch.int64:
+                return ids
+            if ids.device.type == "cpu" and ids.numel():
+                wide = (ids < _INT32_MIN) | (ids > _INT32_MAX)
+                if bool(wide.any()):
+                    self._raise_wide(name, ids, wide.nonzero()[0].tolist())
+            elif ids.numel():
+                ids = torch.where((ids < _INT32_MIN) | (ids > _INT32_MAX),
+                                  torch.full_like(ids, -1), ids)
+            return ids.to(torch.int32)
+        import numpy as np  # noqa: PLC0415
+
+        if isinstance(ids, np.ndarray) and ids.dtype == np.int64:
+            wide = (ids < _INT32_MIN) | (ids > _INT32_MAX)
+            if ids.size and wide.any():
+                self._raise_wide(name, ids, [int(i) for i in np.argwhere(wide)[0]])
+            return ids.astype(np.int32)
+        return ids
+
+    @staticmethod
+    def _raise_wide(name, ids, index):
+        where = "".join(f"[{i}]" for i in index)
+        value = int(ids[tuple(index)])
+        raise InputError(f"{name}{where} = {value}: outside int32 (ids are int32)")

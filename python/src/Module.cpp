@@ -1,0 +1,583 @@
+//===- Module.cpp - moegen._moegen, the Python extension -----------------===//
+//
+// The native half of the `moegen` Python package (python/moegen/): a
+// Router over a routing spec, compiled on construction by the CPU backend
+// (in-process JIT) or through the kernel JIT cache for a CUDA device, and
+// called on DLPack tensors (PyTorch, NumPy, anything with __dlpack__) in
+// place: the caller allocates the outputs (python/moegen/_router.py does),
+// so nothing is copied and CUDA tensors stay on their device and stream.
+//
+// Every tensor is checked here (dtype, shape, row-major layout, device)
+// before any kernel runs, and a bad one raises moegen.InputError (a
+// ValueError) with one line naming the tensor, the dimension or index and
+// the rule, worded as `moegen run` words it. Errors that are not the
+// input's fault (compile, driver) raise moegen.Error (a RuntimeError).
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/backend/cpu/CpuHostRouter.h"
+#include "compiler/backend/cpu/CpuRouter.h"
+#include "compiler/spec/MoEToProgram.h"
+#include "compiler/spec/SpecParser.h"
+#include "runtime/Error.h"
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+#include "compiler/jit/KernelJit.h"
+#include "runtime/cuda/CudaRouter.h"
+#endif
+
+#include "llvm/Support/Error.h"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nb = nanobind;
+
+namespace moegen::python {
+namespace {
+
+/// A bad argument or tensor: moegen.InputError (a ValueError).
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+/// Anything else moegen reports: moegen.Error (a RuntimeError).
+struct MoegenError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+using Tensor = nb::ndarray<>;
+using OptTensor = std::optional<Tensor>;
+
+std::string dtypeName(nb::dlpack::dtype dtype) {
+  using Code = nb::dlpack::dtype_code;
+  std::string base;
+  switch (Code(dtype.code)) {
+  case Code::Int:
+    base = "int";
+    break;
+  case Code::UInt:
+    base = "uint";
+    break;
+  case Code::Float:
+    base = "float";
+    break;
+  case Code::Bfloat:
+    base = "bfloat";
+    break;
+  case Code::Complex:
+    base = "complex";
+    break;
+  case Code::Bool:
+    return "bool";
+  }
+  return base + std::to_string(dtype.bits);
+}
+
+bool isDType(const Tensor &t, nb::dlpack::dtype_code code, int bits) {
+  nb::dlpack::dtype d = t.dtype();
+  return d.code == uint8_t(code) && d.bits == bits && d.lanes == 1;
+}
+
+std::string shapeRepr(const Tensor &t) {
+  std::string s = "(";
+  for (size_t i = 0; i < t.ndim(); ++i)
+    s += (i ? ", " : "") + std::to_string(t.shape(i));
+  return s + (t.ndim() == 1 ? ",)" : ")");
+}
+
+std::string deviceRepr(int type, int id) {
+  if (type == nb::device::cpu::value)
+    return "cpu";
+  if (type == nb::device::cuda::value)
+    return "cuda:" + std::to_string(id);
+  return "device type " + std::to_string(type) + ":" + std::to_string(id);
+}
+
+/// One dimension a tensor must have: its symbol, its size (nullopt: any)
+/// and what fixes it, as runtime/RouterInputs.cpp words its checks.
+struct Dim {
+  std::string symbol;
+  std::optional<int64_t> size;
+  std::string reason;
+};
+
+/// Where every tensor of a call must live.
+struct Placement {
+  int deviceType = nb::device::cpu::value;
+  int deviceId = 0;
+  std::string backend; // for messages
+};
+
+/// Checks dtype, shape, dense row-major layout and device of `t`, named
+/// `name`; `allowed` lists (code, bits) pairs and `why` explains them.
+void checkTensor(const std::string &name, const Tensor &t,
+                 const std::vector<std::pair<nb::dlpack::dtype_code, int>> &allowed,
+                 const std::string &why, const std::vector<Dim> &dims,
+                 const Placement &placement) {
+  bool dtypeOk = false;
+  for (auto [code, bits] : allowed)
+    dtypeOk |= isDType(t, code, bits);
+  if (!dtypeOk) {
+    std::string expected;
+    for (size_t i = 0; i < allowed.size(); ++i)
+      expected += (i ? " or " : "") +
+                  dtypeName({uint8_t(allowed[i].first), uint8_t(allowed[i].second), 1});
+    throw InputError(name + ": dtype " + dtypeName(t.dtype()) + " must be " +
+                     expected + why);
+  }
+  std::string symbols, sizes;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    symbols += (i ? ", " : "") + dims[i].symbol;
+    sizes += (i ? ", " : "") +
+             (dims[i].size ? std::to_string(*dims[i].size) : dims[i].symbol);
+  }
+  std::string prefix = name + ": shape " + shapeRepr(t) + " must be [" +
+                       symbols + "] = [" + sizes + "]: ";
+  if (t.ndim() != dims.size())
+    throw InputError(prefix + "it has " + std::to_string(t.ndim()) +
+                     (t.ndim() == 1 ? " dimension" : " dimensions") +
+                     ", not " + std::to_string(dims.size()));
+  for (size_t i = 0; i < dims.size(); ++i)
+    if (dims[i].size && int64_t(t.shape(i)) != *dims[i].size)
+      throw InputError(prefix + "dimension " + std::to_string(i) + " is " +
+                       std::to_string(t.shape(i)) + ", not " + dims[i].symbol +
+                       " = " + std::to_string(*dims[i].size) + " (" +
+                       dims[i].reason + ")");
+  // Dense row-major: strides (in elements) as a contiguous tensor's, where
+  // a dimension of size 1 may have any stride.
+  int64_t expected = 1;
+  bool empty = false;
+  for (size_t i = 0; i < t.ndim(); ++i)
+    empty |= t.shape(i) == 0;
+  for (size_t i = t.ndim(); !empty && i-- > 0;) {
+    if (t.shape(i) != 1 && t.stride(i) != expected)
+      throw InputError(name + ": must be contiguous (dense, row-major); "
+                              "dimension " +
+                       std::to_string(i) + " has stride " +
+                       std::to_string(t.stride(i)) + ", not " +
+                       std::to_string(expected) + " (call .contiguous())");
+    expected *= int64_t(t.shape(i));
+  }
+  if (int(t.device_type()) != placement.deviceType ||
+      (placement.deviceType != nb::device::cpu::value &&
+       int(t.device_id()) != placement.deviceId))
+    throw InputError(name + ": on " +
+                     deviceRepr(t.device_type(), t.device_id()) +
+                     ", but this router runs on " + placement.backend + " (" +
+                     deviceRepr(placement.deviceType, placement.deviceId) +
+                     ")");
+}
+
+using Code = nb::dlpack::dtype_code;
+const std::vector<std::pair<Code, int>> kInt32 = {{Code::Int, 32}};
+const std::vector<std::pair<Code, int>> kFloat32 = {{Code::Float, 32}};
+
+/// The facts as a dict, for Python.
+nb::dict factsDict(const rt::RouterFacts &f, const std::string &specHashText) {
+  auto dtype = [](rt::RouterFacts::Logits l) {
+    return l == rt::RouterFacts::Logits::F32    ? "f32"
+           : l == rt::RouterFacts::Logits::BF16 ? "bf16"
+                                                : "f16";
+  };
+  nb::dict d;
+  d["name"] = f.name;
+  d["num_experts"] = f.numExperts;
+  d["top_k"] = f.topK;
+  d["logits_dtype"] = dtype(f.logits);
+  d["score_bias"] = f.scoreBias;
+  d["hash_selection"] = f.hashSelection;
+  d["capture"] = f.capture;
+  d["replay"] = f.replay;
+  d["dispatch"] = f.dispatch;
+  d["permute"] = f.permute;
+  d["hidden_dtype"] = dtype(f.hidden);
+  d["hidden_size"] = f.hiddenSize;
+  d["capture_dtype"] = f.captureElementBytes() == 2 ? "int16" : "int32";
+  d["spec_hash"] = specHashText;
+  return d;
+}
+
+class Router {
+public:
+  /// `spec` is a file path when `isPath`, else YAML text named `name`.
+  Router(const std::string &spec, bool isPath, const std::string &name,
+         const std::string &backend, unsigned threads, int device)
+      : backendName(backend) {
+    std::string error;
+    std::optional<RoutingSpec> parsed =
+        isPath ? parseRouterFile(spec, error)
+               : parseRoutingSpec(spec, name, error);
+    if (!parsed)
+      throw InputError(error);
+    routingSpec = std::move(*parsed);
+    facts = cpu::routerFactsOf(routingSpec);
+    hash = specHash(routingSpec);
+    canonical = routingSpec.isProgram() ? routingSpec.program
+                                        : printRoutingSpec(routingSpec);
+    if (backend == "cpu") {
+      cpu::CpuCompileOptions options;
+      options.threads = threads;
+      auto compiled = cpu::CpuRouter::compile(routingSpec, options);
+      if (!compiled)
+        throw MoegenError(routingSpec.name +
+                          ": internal error: the CPU backend cannot compile "
+                          "this spec: " +
+                          llvm::toString(compiled.takeError()));
+      cpuRouter = std::move(*compiled);
+      placement = {nb::device::cpu::value, 0, "the cpu backend"};
+      return;
+    }
+    if (backend == "cuda") {
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+      try {
+        rt::LoadOptions load;
+        load.device = device;
+        cudaRouter = jit::loadRouter(routingSpec, jit::JitOptions{}, load);
+      } catch (const rt::Error &e) {
+        throw MoegenError(std::string("backend cuda: ") + e.what());
+      }
+      placement = {nb::device::cuda::value, device,
+                   "the cuda backend on device " + std::to_string(device)};
+      return;
+#else
+      throw InputError("backend 'cuda': this moegen was built without the "
+                       "CUDA runtime (cuda.h was not found; set CUDA_HOME "
+                       "and rebuild)");
+#endif
+    }
+    throw InputError("backend '" + backend +
+                     "': unknown backend (available: cpu, cuda)");
+  }
+
+  nb::dict factsAsDict() const { return factsDict(facts, hash); }
+  const std::string &backend() const { return backendName; }
+  const std::string &spec() const { return canonical; }
+
+  /// route, route_hash or replay (forced_ids given), then dispatch when
+  /// its four outputs are given. `check` (CUDA): wait for the stream and
+  /// raise the kernels' first input error; off inside CUDA graph capture.
+  void run(Tensor logits, OptTensor bias, OptTensor tokenIds,
+           OptTensor hashTable, OptTensor forcedIds, OptTensor capture,
+           int64_t captureLayer, Tensor topkIds, Tensor topkWeights,
+           OptTensor counts, OptTensor offsets, OptTensor sortedSlots,
+           OptTensor slotPositions, uintptr_t stream, bool check) {
+    const int64_t e = facts.numExperts, k = facts.topK;
+    auto [logitTypes, logitWhy] = logitsRule();
+    checkTensor("logits", logits, logitTypes, logitWhy,
+                {{"T", std::nullopt, "tokens"}, {"E", e, "num_experts"}},
+                placement);
+    const int64_t t = int64_t(logits.shape(0));
+    if (t > std::numeric_limits<int32_t>::max() / k)
+      throw InputError("logits: T = " + std::to_string(t) +
+                       " tokens: T * top_k = " + std::to_string(t * k) +
+                       " must fit in int32 (slot indices are int32)");
+    const Dim tokens{"T", t, "the token count of logits"};
+    const Dim topK{"k", k, "top_k"};
+    const bool replay = forcedIds.has_value();
+    if (replay) {
+      if (!facts.replay)
+        throw InputError("forced_ids: the spec has no replay entry point "
+                         "(set replay: true)");
+      if (bias || tokenIds || hashTable)
+        throw InputError(std::string(bias ? "bias" : tokenIds ? "token_ids"
+                                                              : "hash_table") +
+                         ": replay (forced_ids given) takes no selection "
+                         "inputs");
+      if (capture)
+        throw InputError("capture: replay (forced_ids given) does not "
+                         "capture");
+      checkTensor("forced_ids", *forcedIds, kInt32, "", {tokens, topK},
+                  placement);
+    } else {
+      if (facts.scoreBias && !bias)
+        throw InputError("bias: required by score_bias: true ([E] float32)");
+      if (!facts.scoreBias && bias)
+        throw InputError("bias: not used: the spec has score_bias: false");
+      if (bias)
+        checkTensor("bias", *bias, kFloat32, "", {{"E", e, "num_experts"}},
+                    placement);
+      if (facts.hashSelection && (!tokenIds || !hashTable))
+        throw InputError(std::string(!tokenIds ? "token_ids" : "hash_table") +
+                         ": required by selection: hash");
+      if (!facts.hashSelection && (tokenIds || hashTable))
+        throw InputError(std::string(tokenIds ? "token_ids" : "hash_table") +
+                         ": not used: the spec has selection: topk");
+      if (tokenIds)
+        checkTensor("token_ids", *tokenIds, kInt32, "", {tokens}, placement);
+      if (hashTable)
+        checkTensor("hash_table", *hashTable, kInt32, "",
+                    {{"V", std::nullopt, "vocabulary"}, topK}, placement);
+      if (capture && !facts.capture)
+        throw InputError("capture: not used: the spec has capture: false");
+      if (capture) {
+        const bool narrow = facts.captureElementBytes() == 2;
+        checkTensor("capture", *capture,
+                    {{Code::Int, narrow ? 16 : 32}},
+                    narrow ? " (expert ids fit in int16)"
+                           : " (num_experts > 32767)",
+                    {tokens, {"L", std::nullopt, "layers"}, topK}, placement);
+        const int64_t layers = int64_t(capture->shape(1));
+        if (captureLayer < 0 || captureLayer >= layers)
+          throw InputError("capture: layer " + std::to_string(captureLayer) +
+                           " is outside the buffer's " +
+                           std::to_string(layers) + " layers");
+      }
+    }
+    checkTensor("topk_ids", topkIds, kInt32, "", {tokens, topK}, placement);
+    checkTensor("topk_weights", topkWeights, kFloat32, "", {tokens, topK},
+                placement);
+    const int given = int(bool(counts)) + bool(offsets) + bool(sortedSlots) +
+                      bool(slotPositions);
+    if (given != 0 && given != 4)
+      throw InputError("expert_counts, expert_offsets, sorted_slots, "
+                       "slot_positions: give all four dispatch outputs or "
+                       "none");
+    if (given && !facts.dispatch)
+      throw InputError("expert_counts: the spec has no dispatch entry point "
+                       "(set dispatch: true)");
+    if (given)
+      checkDispatchOutputs(t, *counts, *offsets, *sortedSlots, *slotPositions);
+
+    if (cpuRouter) {
+      rt::HostRouteCall call;
+      call.numTokens = t;
+      call.logits = logits.data();
+      call.bias = bias ? static_cast<const float *>(bias->data()) : nullptr;
+      call.tokenIds =
+          tokenIds ? static_cast<const int32_t *>(tokenIds->data()) : nullptr;
+      call.hashTable =
+          hashTable ? static_cast<const int32_t *>(hashTable->data()) : nullptr;
+      call.hashVocab = hashTable ? int64_t(hashTable->shape(0)) : 0;
+      call.forcedIds =
+          forcedIds ? static_cast<const int32_t *>(forcedIds->data()) : nullptr;
+      call.captureBuffer = capture ? capture->data() : nullptr;
+      call.captureLayers = capture ? int64_t(capture->shape(1)) : 0;
+      call.captureLayer = captureLayer;
+      call.topkIds = static_cast<int32_t *>(topkIds.data());
+      call.topkWeights = static_cast<float *>(topkWeights.data());
+      if (given) {
+        call.expertCounts = static_cast<int32_t *>(counts->data());
+        call.expertOffsets = static_cast<int32_t *>(offsets->data());
+        call.sortedSlots = static_cast<int32_t *>(sortedSlots->data());
+        call.slotPositions = static_cast<int32_t *>(slotPositions->data());
+      }
+      std::string error;
+      {
+        nb::gil_scoped_release release;
+        error = cpuRouter->run(call);
+      }
+      if (!error.empty())
+        throw InputError(error);
+      return;
+    }
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    rt::RouteInputs in;
+    in.numTokens = t;
+    in.logits = devicePtr(logits);
+    in.bias = bias ? devicePtr(*bias) : 0;
+    in.tokenIds = tokenIds ? devicePtr(*tokenIds) : 0;
+    in.hashTable = hashTable ? devicePtr(*hashTable) : 0;
+    in.hashVocab = hashTable ? int64_t(hashTable->shape(0)) : 0;
+    in.forcedIds = forcedIds ? devicePtr(*forcedIds) : 0;
+    in.capture = capture ? devicePtr(*capture) : 0;
+    in.captureLayers = capture ? int64_t(capture->shape(1)) : 0;
+    in.captureLayer = captureLayer;
+    rt::RouteOutputs out;
+    out.topkIds = devicePtr(topkIds);
+    out.topkWeights = devicePtr(topkWeights);
+    if (given) {
+      out.expertCounts = devicePtr(*counts);
+      out.expertOffsets = devicePtr(*offsets);
+      out.sortedSlots = devicePtr(*sortedSlots);
+      out.slotPositions = devicePtr(*slotPositions);
+    }
+    CUstream s = reinterpret_cast<CUstream>(stream);
+    cudaCall([&] {
+      if (replay)
+        cudaRouter->replay(in, out, s);
+      else if (facts.hashSelection)
+        cudaRouter->routeHash(in, out, s);
+      else
+        cudaRouter->route(in, out, s);
+      if (check)
+        cudaRouter->checkErrors(s);
+    });
+#else
+    (void)stream;
+    (void)check;
+#endif
+  }
+
+  /// Dispatch metadata alone from [T, k] int32 ids.
+  void dispatch(Tensor topkIds, Tensor counts, Tensor offsets,
+                Tensor sortedSlots, Tensor slotPositions, uintptr_t stream,
+                bool check) {
+    if (!facts.dispatch)
+      throw InputError("topk_ids: the spec has no dispatch entry point (set "
+                       "dispatch: true)");
+    const int64_t k = facts.topK;
+    checkTensor("topk_ids", topkIds, kInt32, "",
+                {{"T", std::nullopt, "tokens"}, {"k", k, "top_k"}}, placement);
+    const int64_t t = int64_t(topkIds.shape(0));
+    if (t > std::numeric_limits<int32_t>::max() / k)
+      throw InputError("topk_ids: T = " + std::to_string(t) +
+                       " tokens: T * top_k must fit in int32");
+    checkDispatchOutputs(t, counts, offsets, sortedSlots, slotPositions);
+    if (cpuRouter) {
+      std::string error;
+      {
+        nb::gil_scoped_release release;
+        error = cpuRouter->dispatch(
+            static_cast<const int32_t *>(topkIds.data()), t,
+            static_cast<int32_t *>(counts.data()),
+            static_cast<int32_t *>(offsets.data()),
+            static_cast<int32_t *>(sortedSlots.data()),
+            static_cast<int32_t *>(slotPositions.data()));
+      }
+      if (!error.empty())
+        throw InputError(error);
+      return;
+    }
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    rt::RouteOutputs out;
+    out.expertCounts = devicePtr(counts);
+    out.expertOffsets = devicePtr(offsets);
+    out.sortedSlots = devicePtr(sortedSlots);
+    out.slotPositions = devicePtr(slotPositions);
+    CUstream s = reinterpret_cast<CUstream>(stream);
+    cudaCall([&] {
+      cudaRouter->dispatch(devicePtr(topkIds), t, out, s);
+      if (check)
+        cudaRouter->checkErrors(s);
+    });
+#else
+    (void)stream;
+    (void)check;
+#endif
+  }
+
+  /// CUDA: waits for `stream` and raises the first input error its kernels
+  /// recorded since the last launch (after calls made with check=False).
+  void checkErrors(uintptr_t stream) {
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    if (cudaRouter)
+      cudaCall(
+          [&] { cudaRouter->checkErrors(reinterpret_cast<CUstream>(stream)); });
+#else
+    (void)stream;
+#endif
+  }
+
+private:
+  std::pair<std::vector<std::pair<Code, int>>, std::string> logitsRule() const {
+    switch (facts.logits) {
+    case rt::RouterFacts::Logits::F32:
+      return {kFloat32, " (logits_dtype: f32)"};
+    case rt::RouterFacts::Logits::F16:
+      return {{{Code::Float, 16}}, " (logits_dtype: f16)"};
+    case rt::RouterFacts::Logits::BF16:
+      // NumPy has no bfloat16: its raw bits as uint16 are accepted too.
+      return {{{Code::Bfloat, 16}, {Code::UInt, 16}},
+              " (logits_dtype: bf16, or its bits as uint16)"};
+    }
+    return {kFloat32, ""};
+  }
+
+  void checkDispatchOutputs(int64_t t, const Tensor &counts,
+                            const Tensor &offsets, const Tensor &sortedSlots,
+                            const Tensor &slotPositions) const {
+    const int64_t e = facts.numExperts, k = facts.topK;
+    checkTensor("expert_counts", counts, kInt32, "", {{"E", e, "num_experts"}},
+                placement);
+    checkTensor("expert_offsets", offsets, kInt32, "",
+                {{"E + 1", e + 1, "num_experts + 1"}}, placement);
+    checkTensor("sorted_slots", sortedSlots, kInt32, "",
+                {{"T * k", t * k, "slots"}}, placement);
+    checkTensor("slot_positions", slotPositions, kInt32, "",
+                {{"T * k", t * k, "slots"}}, placement);
+  }
+
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+  static CUdeviceptr devicePtr(const Tensor &t) {
+    return reinterpret_cast<CUdeviceptr>(t.data());
+  }
+  template <typename F> void cudaCall(F &&f) {
+    std::string message;
+    bool input = false;
+    {
+      nb::gil_scoped_release release;
+      try {
+        f();
+      } catch (const rt::Error &e) {
+        message = e.what();
+        input = e.kind() == rt::Error::Kind::Kernel ||
+                e.kind() == rt::Error::Kind::InvalidArgument;
+      }
+    }
+    if (message.empty())
+      return;
+    if (input)
+      throw InputError(message);
+    throw MoegenError(message);
+  }
+  std::unique_ptr<rt::CudaRouter> cudaRouter;
+#endif
+
+  std::string backendName;
+  RoutingSpec routingSpec;
+  rt::RouterFacts facts;
+  std::string hash;
+  std::string canonical;
+  Placement placement;
+  std::unique_ptr<cpu::CpuRouter> cpuRouter;
+};
+
+} // namespace
+} // namespace moegen::python
+
+NB_MODULE(_moegen, m) {
+  using namespace moegen::python;
+  m.doc() = "moegen's native routers (use the moegen package, not this)";
+  // Routers registered for the torch ops live until the interpreter exits,
+  // after the module's types: not leaks worth a warning.
+  nb::set_leak_warnings(false);
+  nb::exception<MoegenError>(m, "Error", PyExc_RuntimeError);
+  nb::exception<InputError>(m, "InputError", PyExc_ValueError);
+  m.attr("version") = MOEGEN_VERSION;
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
+
+  nb::class_<Router>(m, "Router")
+      .def(nb::init<const std::string &, bool, const std::string &,
+                    const std::string &, unsigned, int>(),
+           nb::arg("spec"), nb::arg("is_path"), nb::arg("name"),
+           nb::arg("backend"), nb::arg("threads"), nb::arg("device"))
+      .def_prop_ro("facts", &Router::factsAsDict)
+      .def_prop_ro("backend", &Router::backend)
+      .def_prop_ro("spec", &Router::spec)
+      .def("run", &Router::run, nb::arg("logits"), nb::arg("bias").none(),
+           nb::arg("token_ids").none(), nb::arg("hash_table").none(),
+           nb::arg("forced_ids").none(), nb::arg("capture").none(),
+           nb::arg("capture_layer"), nb::arg("topk_ids"),
+           nb::arg("topk_weights"), nb::arg("expert_counts").none(),
+           nb::arg("expert_offsets").none(), nb::arg("sorted_slots").none(),
+           nb::arg("slot_positions").none(), nb::arg("stream"),
+           nb::arg("check"))
+      .def("dispatch", &Router::dispatch, nb::arg("topk_ids"),
+           nb::arg("expert_counts"), nb::arg("expert_offsets"),
+           nb::arg("sorted_slots"), nb::arg("slot_positions"),
+           nb::arg("stream"), nb::arg("check"))
+      .def("check_errors", &Router::checkErrors, nb::arg("stream"));
+}
