@@ -1,0 +1,185 @@
+"""moegen.Router against an independent torch reference, on torch tensors
+and NumPy arrays, and its one-line errors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import moegen
+
+
+def reference(logits, bias=None, *, k, scoring, groups=1, keep=1, normalize=False,
+              epsilon=1e-20, scale=1.0, forced=None):
+    """docs/semantics.md in plain torch (float64): scores, selection keys with
+    the bias and group mask, top-k with ties to the lower index, weights."""
+    x = logits.double()
+    scores = {"softmax": lambda v: torch.softmax(v, -1), "sigmoid": torch.sigmoid,
+              "sqrtsoftplus": lambda v: F.softplus(v).sqrt()}[scoring](x)
+    if forced is None:
+        keys = scores + (bias.double() if bias is not None else 0)
+        if groups > 1:
+            t, e = keys.shape
+            g = keys.view(t, groups, e // groups).topk(2, -1).values.sum(-1)
+            # the larger group score first, ties to the lower group index
+            top = torch.stack([torch.tensor(sorted(range(groups), key=lambda i: (-row[i].item(), i))[:keep])
+                               for row in g])
+            mask = torch.zeros(t, groups, dtype=torch.bool)
+            mask.scatter_(1, top, True)
+            keys = keys.masked_fill(~mask.repeat_interleave(e // groups, 1), float("-inf"))
+        ids = torch.stack([torch.tensor(sorted(range(keys.shape[1]), key=lambda i: (-row[i].item(), i))[:k])
+                           for row in keys]) if keys.shape[0] else torch.zeros(0, k, dtype=torch.long)
+    else:
+        ids = forced.long()
+    w = scores.gather(1, ids)
+    if normalize:
+        w = w / (w.sum(-1, keepdim=True) + epsilon)
+    return ids.int(), (w * scale).float()
+
+
+def test_deepseek_v3_matches_the_reference(template):
+    router = moegen.Router(template("deepseek-v3"))
+    assert (router.num_experts, router.top_k) == (256, 8)
+    torch.manual_seed(1)
+    logits, bias = torch.randn(33, 256), torch.randn(256) * 0.1
+    out = router.route(logits, bias)
+    ids, w = reference(logits, bias, k=8, scoring="sigmoid", groups=8, keep=4,
+                       normalize=True, scale=2.5)
+    assert torch.equal(out.topk_ids, ids)
+    torch.testing.assert_close(out.topk_weights, w, rtol=1e-5, atol=1e-6)
+    # replay of the routed ids gives the same weights; dispatch alone the
+    # same metadata as route's
+    again = router.replay(logits, out.topk_ids)
+    assert torch.equal(again.topk_ids, out.topk_ids)
+    torch.testing.assert_close(again.topk_weights, out.topk_weights)
+    alone = router.dispatch(out.topk_ids)
+    for name in moegen.Dispatch._fields:
+        assert torch.equal(getattr(alone, name), getattr(out, name)), name
+
+
+def test_dispatch_metadata_follows_the_semantics():
+    router = moegen.Router({"name": "m", "num_experts": 8, "top_k": 2, "scoring": "softmax",
+                            "dispatch": True})
+    ids = torch.tensor([[3, 0], [1, 3], [3, 0]], dtype=torch.int32)
+    # the worked example of docs/semantics.md §10, with E = 8
+    d = router.dispatch(ids)
+    assert d.expert_counts.tolist() == [2, 1, 0, 3, 0, 0, 0, 0]
+    assert d.expert_offsets.tolist() == [0, 2, 3, 3, 6, 6, 6, 6, 6]
+    assert d.sorted_slots.tolist() == [1, 5, 2, 0, 3, 4]
+    assert d.slot_positions.tolist() == [3, 0, 2, 4, 5, 1]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_softmax_top_k_on_numpy_and_torch(dtype):
+    spec = {"name": "qwen_like", "num_experts": 64, "top_k": 4, "scoring": "softmax",
+            "normalize": True, "logits_dtype": dtype}
+    router = moegen.Router(spec)
+    torch.manual_seed(2)
+    logits = torch.randn(17, 64)
+    if dtype == "bf16":
+        logits = logits.bfloat16()
+    out = router.route(logits)
+    ids, w = reference(logits.float(), k=4, scoring="softmax", normalize=True)
+    assert torch.equal(out.topk_ids, ids)
+    torch.testing.assert_close(out.topk_weights, w, rtol=1e-5, atol=1e-6)
+    # NumPy in, NumPy out; bf16 as its raw bits (NumPy has no bf16)
+    arr = logits.view(torch.int16).numpy().view(np.uint16) if dtype == "bf16" else logits.numpy()
+    np_out = router.route(arr)
+    assert isinstance(np_out.topk_ids, np.ndarray)
+    assert (np_out.topk_ids == ids.numpy()).all()
+    assert np.allclose(np_out.topk_weights, out.topk_weights.numpy())
+
+
+def test_hash_routing_and_capture(template):
+    router = moegen.Router(template("deepseek-v4-flash-hash"))
+    torch.manual_seed(3)
+    vocab, t, k = 50, 9, 6
+    table = torch.stack([torch.randperm(256)[:k] for _ in range(vocab)]).int()
+    tokens = torch.randint(0, vocab, (t,), dtype=torch.int32)
+    logits = torch.randn(t, 256)
+    out = router.route(logits, token_ids=tokens, hash_table=table)
+    assert torch.equal(out.topk_ids, table[tokens.long()])
+    _, w = reference(logits, k=k, scoring="sqrtsoftplus", normalize=True, scale=1.5,
+                     forced=table[tokens.long()])
+    torch.testing.assert_close(out.topk_weights, w, rtol=1e-5, atol=1e-6)
+    # int64 token ids (torch's default) are narrowed
+    out64 = router.route(logits, token_ids=tokens.long(), hash_table=table.long())
+    assert torch.equal(out64.topk_ids, out.topk_ids)
+
+
+def test_capture_writes_its_layer(template):
+    router = moegen.Router(template("deepseek-v3"))
+    logits, bias = torch.randn(5, 256), torch.zeros(256)
+    buffer = torch.full((5, 3, 8), -1, dtype=torch.int16)
+    out = router.route(logits, bias, capture=buffer, layer=1)
+    assert torch.equal(buffer[:, 1].int(), out.topk_ids)
+    assert (buffer[:, 0] == -1).all() and (buffer[:, 2] == -1).all()
+
+
+def test_zero_tokens(template):
+    router = moegen.Router(template("deepseek-v3"))
+    out = router.route(torch.empty(0, 256), torch.zeros(256))
+    assert out.topk_ids.shape == (0, 8) and out.expert_offsets.tolist() == [0] * 257
+
+
+BAD_CALLS = [
+    (lambda r, x, b: r.route(x), "bias: required by score_bias"),
+    (lambda r, x, b: r.route(x[:, :255], b), "logits: shape (4, 255) must be [T, E] = [T, 256]: dimension 1 is 255, not E = 256"),
+    (lambda r, x, b: r.route(x.double(), b), "logits: dtype float64 must be float32 (logits_dtype: f32)"),
+    (lambda r, x, b: r.route(torch.randn(256, 4).t(), b), "logits: must be contiguous"),
+    (lambda r, x, b: r.route(x, b[:3]), "bias: shape (3,) must be [E] = [256]"),
+    (lambda r, x, b: r.route(x.clone().fill_(float("nan")), b), "logits[0][0] is nan: logits must be finite or -inf"),
+    (lambda r, x, b: r.replay(x, torch.full((4, 8), 300, dtype=torch.int32)), "forced_ids[0][0] = 300: expert id outside [0, 256)"),
+    (lambda r, x, b: r.replay(x, torch.tensor([[1, 1, 2, 3, 4, 5, 6, 7]] * 4, dtype=torch.int32)), "forced_ids[0]"),
+    (lambda r, x, b: r.replay(x, torch.full((4, 8), 2**40)), "forced_ids[0][0] = 1099511627776: outside int32"),
+    (lambda r, x, b: r.replay(x, torch.zeros(4, 7, dtype=torch.int32)), "forced_ids: shape (4, 7) must be [T, k]"),
+    (lambda r, x, b: r.dispatch(torch.full((2, 8), -1, dtype=torch.int32)), "topk_ids[0][0] = -1"),
+    (lambda r, x, b: r.route(x, b, capture=torch.zeros(4, 2, 8, dtype=torch.int16), layer=2), "capture: layer 2 is outside the buffer's 2 layers"),
+    (lambda r, x, b: r.route(x, b, capture=torch.zeros(4, 2, 8, dtype=torch.int32)), "capture: dtype int32 must be int16"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD_CALLS)
+def test_bad_calls_raise_one_line(template, call, message):
+    router = moegen.Router(template("deepseek-v3"))
+    with pytest.raises(moegen.InputError) as info:
+        call(router, torch.randn(4, 256), torch.zeros(256))
+    text = str(info.value)
+    assert message in text and "\n" not in text
+
+
+def test_bad_specs_raise_one_line(tmp_path):
+    with pytest.raises(moegen.InputError, match=r"nope\.yaml: error: cannot read spec"):
+        moegen.Router(str(tmp_path / "nope.yaml"))
+    with pytest.raises(moegen.InputError, match=r"<spec dict>:3:8: error: 'top_k' = 9 must be in \[1, 8\]"):
+        moegen.Router({"name": "x", "num_experts": 8, "top_k": 9, "scoring": "softmax"})
+    with pytest.raises(moegen.InputError, match="unknown backend"):
+        moegen.Router({"name": "x", "num_experts": 8, "top_k": 2, "scoring": "softmax"}, backend="tpu")
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nnum_experts: 8\ntop_k: 2\nscoring: softmax\nbogus: 1\n")
+    with pytest.raises(moegen.InputError, match=r"bad\.yaml:5:1: error: unknown key 'bogus'"):
+        moegen.Router(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not moegen.has_cuda, reason="needs a CUDA device")
+def test_cuda_matches_cpu_on_the_current_stream(template):
+    cpu = moegen.Router(template("deepseek-v3"))
+    gpu = moegen.Router(template("deepseek-v3"), backend="cuda")
+    torch.manual_seed(4)
+    logits, bias = torch.randn(300, 256), torch.randn(256) * 0.1
+    ref = cpu.route(logits, bias)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = gpu.route(logits.cuda(), bias.cuda())
+    stream.synchronize()
+    assert out.topk_ids.is_cuda
+    for name in moegen.Routing._fields:
+        a, b = getattr(out, name).cpu(), getattr(ref, name)
+        if name == "topk_weights":
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(a, b), name
+    with pytest.raises(moegen.InputError, match="forced_ids"):
+        gpu.replay(logits.cuda(), torch.full((300, 8), 999, dtype=torch.int32, device="cuda"))
+    with pytest.raises(moegen.InputError, match="logits: on cpu, but this router runs on the cuda backend"):
+        gpu.route(logits, bias.cuda())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The Python package's tests (python/tests/): makes the virtual environment
+# they need from python/requirements-test.txt (PyTorch, transformers,
+# nanobind, pytest from PyPI), builds the package into build/python/ with
+# that environment's nanobind, and runs pytest. Part of the README's test
+# command; the C++ build and tools never need any of this.
+#
+# The environment lives in ~/.cache/moegen/ under a name that hashes the
+# requirements, so it is made once per machine and requirements file, and a
+# half-made one (no .complete marker) is made again.
+#
+# Environment: MOEGEN_PYTHON_ENV (the environment's directory),
+# MOEGEN_BUILD_DIR (default build), PYTEST_ADDOPTS (extra pytest options).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+requirements=python/requirements-test.txt
+digest=$(sha256sum "$requirements" | cut -c1-12)
+env_dir="${MOEGEN_PYTHON_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/moegen/python-env-$digest}"
+build_dir="${MOEGEN_BUILD_DIR:-build}"
+
+if [ ! -f "$env_dir/.complete" ]; then
+  echo "run-python-tests: making the test environment in $env_dir"
+  rm -rf "$env_dir"
+  mkdir -p "$(dirname "$env_dir")"
+  python3 -m venv "$env_dir"
+  "$env_dir/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+  touch "$env_dir/.complete"
+fi
+python="$env_dir/bin/python"
+
+cmake -S . -B "$build_dir" -DMOEGEN_PYTHON=ON -DPython_EXECUTABLE="$python" \
+  -Dnanobind_DIR="$("$python" -m nanobind --cmake_dir)" >/dev/null
+cmake --build "$build_dir" --target moegen-python
+
+# The templates and samples are found from the repository root.
+PYTHONPATH="$PWD/$build_dir/python" MOEGEN_REPO="$PWD" \
+  "$python" -m pytest -q -p no:cacheprovider python/tests
