@@ -95,6 +95,10 @@ class Router:
             index = self._cuda_index(device)
         elif device is not None:
             raise InputError(f"device: only the cuda backend takes a device, got {device!r}")
+        if not _moegen.has_compiler:
+            raise Error("moegen.Router(spec): this moegen was built without the compiler "
+                        "(the runtime-only package); load compiled kernels with "
+                        "moegen.Router.load(DIRECTORY)")
         if isinstance(spec, dict):
             text, is_path, name = spec_to_yaml(spec), False, "<spec dict>"
         elif isinstance(spec, os.PathLike):
@@ -109,6 +113,20 @@ class Router:
         self._facts = dict(self._native.facts)
         self.backend = backend
         self.device_index = index
+
+    @classmethod
+    def load(cls, directory, device=None) -> "Router":
+        """Kernels compiled ahead for a CUDA device (`moegen compile SPEC
+        --emit=cubin -o DIRECTORY`, or a kernel cache entry), loaded without
+        the compiler: the way to run on a GPU machine that has only the
+        runtime-only package (python/runtime-only/)."""
+        index = cls._cuda_index(device)
+        self = cls.__new__(cls)
+        self._native = _moegen.Router.load(os.fspath(directory), index)
+        self._facts = dict(self._native.facts)
+        self.backend = "cuda"
+        self.device_index = index
+        return self
 
     @staticmethod
     def _cuda_index(device) -> int:

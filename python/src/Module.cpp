@@ -13,19 +13,29 @@
 // the rule, worded as `moegen run` words it. Errors that are not the
 // input's fault (compile, driver) raise moegen.Error (a RuntimeError).
 //
+// The same source builds a runtime-only extension (no LLVM, no MLIR, no
+// compiler: python/runtime-only/CMakeLists.txt) for GPU machines without
+// the compiler: it loads compiled kernel directories (Router.load) and has
+// no CPU backend. MOEGEN_PYTHON_COMPILER marks the full build.
+//
 //===----------------------------------------------------------------------===//
 
+#include "runtime/Error.h"
+#include "runtime/HostRouter.h"
+#include "runtime/Manifest.h"
+#ifdef MOEGEN_PYTHON_COMPILER
 #include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/backend/cpu/CpuRouter.h"
 #include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
-#include "runtime/Error.h"
+#include "llvm/Support/Error.h"
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "compiler/jit/KernelJit.h"
+#endif
+#endif
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "runtime/cuda/CudaRouter.h"
 #endif
-
-#include "llvm/Support/Error.h"
 
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -208,6 +218,7 @@ nb::dict factsDict(const rt::RouterFacts &f, const std::string &specHashText) {
 
 class Router {
 public:
+#ifdef MOEGEN_PYTHON_COMPILER
   /// `spec` is a file path when `isPath`, else YAML text named `name`.
   Router(const std::string &spec, bool isPath, const std::string &name,
          const std::string &backend, unsigned threads, int device)
@@ -256,6 +267,38 @@ public:
     }
     throw InputError("backend '" + backend +
                      "': unknown backend (available: cpu, cuda)");
+  }
+#endif
+
+  /// A kernel directory compiled ahead (`moegen compile --emit=cubin -o
+  /// DIR`, or a kernel cache entry), loaded for CUDA device `device`.
+  static std::unique_ptr<Router> load(const std::string &directory,
+                                      int device) {
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    auto router = std::unique_ptr<Router>(new Router());
+    router->backendName = "cuda";
+    try {
+      rt::LoadOptions load;
+      load.device = device;
+      router->cudaRouter = rt::CudaRouter::load(directory, load);
+    } catch (const rt::Error &e) {
+      if (e.kind() == rt::Error::Kind::Manifest)
+        throw InputError(e.what());
+      throw MoegenError(e.what());
+    }
+    const rt::Manifest &manifest = router->cudaRouter->manifest();
+    router->facts = rt::routerFactsOf(manifest);
+    router->hash = manifest.specHash;
+    router->canonical = directory;
+    router->placement = {nb::device::cuda::value, device,
+                         "the cuda backend on device " + std::to_string(device)};
+    return router;
+#else
+    (void)device;
+    throw InputError(directory + ": loading kernels needs the CUDA runtime, "
+                                 "and this moegen was built without it "
+                                 "(cuda.h was not found)");
+#endif
   }
 
   nb::dict factsAsDict() const { return factsDict(facts, hash); }
@@ -347,6 +390,7 @@ public:
     if (given)
       checkDispatchOutputs(t, *counts, *offsets, *sortedSlots, *slotPositions);
 
+#ifdef MOEGEN_PYTHON_COMPILER
     if (cpuRouter) {
       rt::HostRouteCall call;
       call.numTokens = t;
@@ -379,6 +423,7 @@ public:
         throw InputError(error);
       return;
     }
+#endif
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
     rt::RouteInputs in;
     in.numTokens = t;
@@ -432,6 +477,7 @@ public:
       throw InputError("topk_ids: T = " + std::to_string(t) +
                        " tokens: T * top_k must fit in int32");
     checkDispatchOutputs(t, counts, offsets, sortedSlots, slotPositions);
+#ifdef MOEGEN_PYTHON_COMPILER
     if (cpuRouter) {
       std::string error;
       {
@@ -447,6 +493,7 @@ public:
         throw InputError(error);
       return;
     }
+#endif
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
     rt::RouteOutputs out;
     out.expertCounts = devicePtr(counts);
@@ -478,6 +525,8 @@ public:
   }
 
 private:
+  Router() = default;
+
   std::pair<std::vector<std::pair<Code, int>>, std::string> logitsRule() const {
     switch (facts.logits) {
     case rt::RouterFacts::Logits::F32:
@@ -533,12 +582,14 @@ private:
 #endif
 
   std::string backendName;
-  RoutingSpec routingSpec;
   rt::RouterFacts facts;
   std::string hash;
   std::string canonical;
   Placement placement;
+#ifdef MOEGEN_PYTHON_COMPILER
+  RoutingSpec routingSpec;
   std::unique_ptr<cpu::CpuRouter> cpuRouter;
+#endif
 };
 
 } // namespace
@@ -559,11 +610,21 @@ NB_MODULE(_moegen, m) {
   m.attr("has_cuda") = false;
 #endif
 
+#ifdef MOEGEN_PYTHON_COMPILER
+  m.attr("has_compiler") = true;
+#else
+  m.attr("has_compiler") = false;
+#endif
+
   nb::class_<Router>(m, "Router")
+#ifdef MOEGEN_PYTHON_COMPILER
       .def(nb::init<const std::string &, bool, const std::string &,
                     const std::string &, unsigned, int>(),
            nb::arg("spec"), nb::arg("is_path"), nb::arg("name"),
            nb::arg("backend"), nb::arg("threads"), nb::arg("device"))
+#endif
+      .def_static("load", &Router::load, nb::arg("directory"),
+                  nb::arg("device"))
       .def_prop_ro("facts", &Router::factsAsDict)
       .def_prop_ro("backend", &Router::backend)
       .def_prop_ro("spec", &Router::spec)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares what a GPU machine without LLVM/MLIR needs to run moegen's GPU
 # checks, in gpu-carry/ (ignored by git): the runtime-only checker and
-# runtime tests and the runtime-only sample (stripped), the suite of kernels + inputs + CPU outputs, and
-# DeepSeek-V3's kernels for the runtime's GPU tests and the benchmark.
+# runtime tests and the runtime-only sample (stripped), the suite of kernels + inputs + CPU outputs,
+# DeepSeek-V3's kernels for the runtime's and the Python package's GPU tests
+# and the benchmark, and nlohmann-json's headers for the Python package.
 # Then copy gpu-carry/ to the root of a checkout of the same commit on the
 # GPU machine and run tests/gpu/run-on-device.sh there (docs/development.md,
 # "On a GPU machine").
@@ -35,5 +36,10 @@ strip -o gpu-carry/moegen-gpu-check build/bin/moegen-gpu-check
 strip -o gpu-carry/MoEGenRuntimeTests build/tests/unit/MoEGenRuntimeTests
 strip -o gpu-carry/moegen-sample-capture-replay-rt \
   build/bin/moegen-sample-capture-replay-rt
+# The Python package's runtime-only build (python/runtime-only/) is built
+# there; it needs nlohmann-json's headers, which that machine may lack.
+mkdir -p gpu-carry/include
+cp -r "$(dirname "$(find /usr/include -path '*nlohmann/json.hpp' | head -1)")" \
+  gpu-carry/include/
 git rev-parse HEAD > gpu-carry/commit
 du -sh gpu-carry

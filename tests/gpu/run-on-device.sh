@@ -5,7 +5,8 @@
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
 # DeepSeek-V3's kernels, the NCCL communicator with one rank, the route (+ dispatch) benchmark (which checks the
 # parallel dispatch up to a million tokens), the capture-then-replay sample
-# over 58 DeepSeek-V3 layers, and moegen against PyTorch eager and
+# over 58 DeepSeek-V3 layers, the Python package on CUDA tensors
+# (tests/gpu/test_python_cuda.py), and moegen against PyTorch eager and
 # torch.compile (tests/gpu/bench_routing.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,6 +38,21 @@ gpu-carry/moegen-gpu-check --bench gpu-carry/kimi-k2 \
   status=1
 gpu-carry/moegen-sample-capture-replay-rt --kernels gpu-carry/deepseek-v3 \
   --tokens 8192 --layers 58 2>&1 | tee "$out/sample.txt" || status=1
+# The Python package without the compiler (python/runtime-only/), built
+# here with this machine's Python and nanobind, on DeepSeek-V3's kernels:
+# CUDA tensors on a side stream, replay, capture, errors, the torch op
+# under torch.compile and in a CUDA graph (tests/gpu/test_python_cuda.py).
+if python3 -c 'import torch, nanobind, pytest' 2>/dev/null; then
+  { cmake -S python/runtime-only -B /tmp/moegen-python -G Ninja \
+      -DMOEGEN_JSON_INCLUDE="$PWD/gpu-carry/include" &&
+    cmake --build /tmp/moegen-python &&
+    PYTHONPATH=/tmp/moegen-python MOEGEN_TEST_KERNEL_DIR=gpu-carry/deepseek-v3 \
+      python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_python_cuda.py
+  } 2>&1 | tee "$out/python.txt" || status=1
+else
+  echo "test_python_cuda.py skipped: no torch, nanobind or pytest here" |
+    tee "$out/python.txt"
+fi
 # moegen against PyTorch eager and torch.compile, results checked equal
 # first (needs PyTorch on the GPU machine).
 if python3 -c 'import torch' 2>/dev/null; then
