@@ -243,3 +243,39 @@ def test_the_sample_runs(tmp_path):
     assert "captured (24, 4, 4) torch.int16 routes" in result.stdout
     assert "replayed: loss" in result.stdout
     assert np.load(tmp_path / "routes.npy").shape == (24, 4, 4)
+
+
+def test_routes_are_the_files_the_cli_writes(tmp_path):
+    """moegen run's capture.npy (the C++ runtime's recorder layout) and
+    moegen.hf's routes are the same kind of file: replay takes the CLI's."""
+    import subprocess
+
+    from conftest import BIN
+
+    model = build("qwen3_moe")
+    tokens = torch.randint(0, 128, (1, 7))
+    with torch.no_grad(), moegen.hf.capture(model) as recorded:
+        model(tokens)
+    # The same routing through the CLI, one layer at a time, into one buffer.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(moegen.spec_to_yaml(moegen.hf.router_spec(routers(model)[0])))
+    capture = np.zeros((7, 2, 2), dtype=np.int16)
+    np.save(tmp_path / "capture.npy", capture)
+    for layer, module in enumerate(routers(model)):
+        hidden = {}
+        hook = module.register_forward_pre_hook(lambda m, args: hidden.setdefault("h", args[0]))
+        with torch.no_grad():
+            model(tokens)
+        hook.remove()
+        logits = torch.nn.functional.linear(hidden["h"], module.weight).detach().float().numpy()
+        np.save(tmp_path / "logits.npy", logits)
+        out = tmp_path / f"out{layer}"
+        subprocess.run([str(BIN / "moegen"), "run", str(spec), "--backend", "cpu",
+                        "--in", f"logits={tmp_path / 'logits.npy'}", "--in", f"capture={tmp_path / 'capture.npy'}",
+                        "--layer", str(layer), "--out", str(out)], check=True, capture_output=True)
+        np.save(tmp_path / "capture.npy", np.load(out / "capture.npy"))
+    written = np.load(tmp_path / "capture.npy")
+    assert written.dtype == np.int16 and written.shape == (7, 2, 2)
+    assert (written == recorded.routes.numpy()).all()
+    with torch.no_grad(), moegen.hf.replay(model, written):
+        model(tokens)

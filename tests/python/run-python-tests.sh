@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Python package's tests (python/tests/): makes the virtual environment
-# they need from python/requirements-test.txt (PyTorch, transformers,
-# nanobind, pytest from PyPI), builds the package into build/python/ with
-# that environment's nanobind, and runs pytest. Part of the README's test
-# command; the C++ build and tools never need any of this.
+# they need from python/requirements-test.txt (NumPy, PyTorch,
+# transformers, pytest from PyPI), builds the package into build/python/
+# (configured by .ci/setup) and runs pytest with that environment's Python.
+# Part of the README's test command; the C++ build and tools never need any
+# of this.
 #
 # The environment lives in ~/.cache/moegen/ under a name that hashes the
 # requirements, so it is made once per machine and requirements file, and a
@@ -28,10 +29,14 @@ if [ ! -f "$env_dir/.complete" ]; then
 fi
 python="$env_dir/bin/python"
 
-cmake -S . -B "$build_dir" -DMOEGEN_PYTHON=ON -DPython_EXECUTABLE="$python" \
-  -Dnanobind_DIR="$("$python" -m nanobind --cmake_dir)" >/dev/null
+# .ci/setup configures the build with the package (nanobind from PyPI) for
+# the same python3 the environment was made from.
+if ! grep -q '^MOEGEN_PYTHON:STRING=ON' "$build_dir/CMakeCache.txt" 2>/dev/null; then
+  echo "run-python-tests: error: $build_dir is not configured with the Python package; run .ci/setup (it needs nanobind from PyPI)" >&2
+  exit 1
+fi
 cmake --build "$build_dir" --target moegen-python
 
 # The templates and samples are found from the repository root.
-PYTHONPATH="$PWD/$build_dir/python" MOEGEN_REPO="$PWD" \
+PYTHONPATH="$PWD/$build_dir/python" MOEGEN_REPO="$PWD" MOEGEN_BIN="$PWD/$build_dir/bin" \
   "$python" -m pytest -q -p no:cacheprovider python/tests
