@@ -71,8 +71,66 @@ def spec_to_yaml(spec: dict) -> str:
             lines.append("program: |")
             lines.extend("  " + line if line else "" for line in value.splitlines())
         else:
-            lines.append(f"{key}: {json.dumps(value)}")
+            try:
+                lines.append(f"{key}: {json.dumps(value, default=_json_scalar)}")
+            except TypeError as error:
+                raise InputError(f"spec: key {key!r}: {error}") from None
     return "\n".join(lines) + "\n"
+
+
+def _json_scalar(value):
+    """NumPy and torch scalars (np.int64(8), torch.tensor(2.5)) as Python's."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not a number, string, bool or list")
+
+
+def _tensor(name: str, value):
+    """`value` if it is a tensor moegen takes (a torch.Tensor, a NumPy
+    array, anything with __dlpack__), with a torch tensor's lazy negation or
+    conjugation applied (DLPack would drop it), else InputError."""
+    if _is_torch(value):
+        if value.device.type not in ("cpu", "cuda"):
+            raise InputError(f"{name}: on {value.device}, but moegen runs on cpu or cuda tensors")
+        if value.is_neg():
+            value = value.resolve_neg()
+        if value.is_conj():
+            value = value.resolve_conj()
+        if value.requires_grad:
+            value = value.detach()
+        return value
+    dtype = getattr(value, "dtype", None)
+    if getattr(dtype, "isnative", True) is False:
+        raise InputError(f"{name}: dtype {dtype.str!r} is not in this machine's byte order "
+                         "(use .astype(dtype.newbyteorder('=')))")
+    if hasattr(value, "__dlpack__"):
+        return value
+    raise InputError(f"{name}: expected a tensor (torch.Tensor or numpy.ndarray), "
+                     f"got {type(value).__name__}")
+
+
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise InputError(f"{name}: expected True or False, got {value!r}")
+
+
+class _NoDevice:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _on_device(backend: str, index: int):
+    """Makes device `index` current while a CUDA router loads, so that its
+    kernels go into that device's context (the driver loads into the
+    current one)."""
+    torch = _torch()
+    if backend != "cuda" or torch is None or not torch.cuda.is_available():
+        return _NoDevice()
+    return torch.cuda.device(index)
 
 
 class Router:
@@ -109,7 +167,8 @@ class Router:
             text, name = spec, (spec if is_path else "<spec>")
         else:
             raise InputError(f"spec: expected a path, YAML text or a dict, got {type(spec).__name__}")
-        self._native = _moegen.Router(text, is_path, name, backend, threads, index)
+        with _on_device(backend, index):
+            self._native = _moegen.Router(text, is_path, name, backend, threads, index)
         self._facts = dict(self._native.facts)
         self.backend = backend
         self.device_index = index
@@ -122,7 +181,8 @@ class Router:
         runtime-only package (python/runtime-only/)."""
         index = cls._cuda_index(device)
         self = cls.__new__(cls)
-        self._native = _moegen.Router.load(os.fspath(directory), index)
+        with _on_device("cuda", index):
+            self._native = _moegen.Router.load(os.fspath(directory), index)
         self._facts = dict(self._native.facts)
         self.backend = "cuda"
         self.device_index = index
@@ -140,7 +200,11 @@ class Router:
                 raise InputError(f"device: {device} is not a CUDA device")
             return device.index if device.index is not None else torch.cuda.current_device()
         if isinstance(device, str) and device.startswith("cuda"):
-            return int(device.split(":")[1]) if ":" in device else 0
+            index = device.partition(":")[2]
+            if not index:
+                return torch.cuda.current_device() if torch is not None else 0
+            if index.isdigit():
+                return int(index)
         if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
             return device
         raise InputError(f"device: expected a CUDA device index, got {device!r}")
@@ -200,7 +264,8 @@ class Router:
     def dispatch(self, topk_ids, *, check: bool = True) -> Dispatch:
         """Dispatch metadata alone from [T, k] ids (int32, or int64 in
         int32's range)."""
-        ids = self._ids("topk_ids", topk_ids)
+        _check_flag("check", check)
+        ids = self._ids("topk_ids", _tensor("topk_ids", topk_ids))
         t = ids.shape[0] if len(ids.shape) == 2 else 0
         e, k = self.num_experts, self.top_k
         out = Dispatch(*(self._empty(ids, (n,), "int32") for n in (e, e + 1, t * k, t * k)))
@@ -216,10 +281,22 @@ class Router:
     # Internals -----------------------------------------------------------
     def _run(self, logits, bias, token_ids, hash_table, forced_ids, capture,
              layer, dispatch, check) -> Routing:
-        if logits is None:
-            raise InputError("logits: required ([T, E])")
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise InputError(f"layer: expected an int, got {layer!r}")
+        logits = _tensor("logits", logits)
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < 2**63:
+            raise InputError(f"layer: expected an int in [0, 2**63), got {layer!r}")
+        _check_flag("check", check)
+        if dispatch is not None:
+            _check_flag("dispatch", dispatch)
+        bias = None if bias is None else _tensor("bias", bias)
+        token_ids = None if token_ids is None else _tensor("token_ids", token_ids)
+        hash_table = None if hash_table is None else _tensor("hash_table", hash_table)
+        forced_ids = None if forced_ids is None else _tensor("forced_ids", forced_ids)
+        if capture is not None:
+            capture = _tensor("capture", capture)
+            if not getattr(getattr(capture, "flags", None), "writeable", True):
+                raise InputError("capture: the buffer is read-only; the kernels write it")
+        # Before allocating outputs sized by them.
+        self._native.check_logits(logits)
         if dispatch is None:
             dispatch = self._facts["dispatch"]
         elif dispatch and not self._facts["dispatch"]:

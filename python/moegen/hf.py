@@ -187,20 +187,37 @@ class _Layer:
     spec: dict
     router: Router
     index: int
+    # The module's own instance forward (an accelerate hook's), if any.
+    had_forward: bool = False
     original: Optional[Callable] = None
+    # The hash table as int32, and the version of tid2eid it was made from.
+    table: Optional[torch.Tensor] = None
+    table_key: tuple = ()
+
+
+@dataclass
+class _Chunk:
+    """One forward's capture: a [T, L, k] buffer per device (the kernels of
+    each layer write on its own device) and the layers written so far."""
+
+    tokens: int
+    buffers: dict = field(default_factory=dict)
+    # Layer index -> the device whose buffer it wrote.
+    written: dict = field(default_factory=dict)
 
 
 @dataclass
 class _State:
     model: torch.nn.Module
     layers: list = field(default_factory=list)
-    backend: str = "cpu"
-    # Capture: per forward, a [T, L, k] buffer the kernels write.
+    hooks: list = field(default_factory=list)
     capturing: bool = False
     captured: list = field(default_factory=list)
-    # Replay: the [T, L, k] routes and the next token row per layer.
+    # Replay: the [T, L, k] routes, the next token row per layer, and per
+    # layer the slices handed out, for recomputation in backward.
     routes: Optional[torch.Tensor] = None
     cursor: list = field(default_factory=list)
+    handed: list = field(default_factory=list)
     input_ids: Optional[torch.Tensor] = None
 
 
@@ -216,6 +233,12 @@ def _router_for(spec: dict, backend: str, device) -> Router:
 
 def _moe_routers(model: torch.nn.Module):
     return [m for m in model.modules() if type(m).__name__ in ROUTERS]
+
+
+def _in_backward() -> bool:
+    """Whether autograd's engine is running: a gradient-checkpointed layer
+    recomputing its forward during backward."""
+    return torch._C._current_graph_task_id() != -1
 
 
 class Patch(contextlib.AbstractContextManager):
@@ -235,23 +258,30 @@ class Patch(contextlib.AbstractContextManager):
         return [layer.spec for layer in self._state.layers]
 
     def unpatch(self) -> None:
-        state = self._state
-        for layer in state.layers:
-            if "forward" in layer.module.__dict__:
-                del layer.module.forward
-        for hook in getattr(state, "hooks", []):
-            hook.remove()
-        if getattr(state.model, "_moegen_state", None) is state:
-            del state.model._moegen_state
+        _unpatch(self._state)
 
     def __exit__(self, *exc):
         self.unpatch()
         return False
 
 
+def _unpatch(state: _State) -> None:
+    for layer in state.layers:
+        if layer.had_forward:
+            layer.module.forward = layer.original
+        else:
+            layer.module.__dict__.pop("forward", None)
+    for hook in state.hooks:
+        hook.remove()
+    state.hooks = []
+    if getattr(state.model, "_moegen_state", None) is state:
+        del state.model._moegen_state
+
+
 def patch(model: torch.nn.Module, backend: Optional[str] = None) -> Patch:
     """Routes every MoE router of `model` through moegen. backend: "cpu" or
-    "cuda" (default: where the model's parameters are)."""
+    "cuda" (default: where each router's weight is). Every router is
+    compiled before any is patched, so a failure leaves the model as it was."""
     if getattr(model, "_moegen_state", None) is not None:
         raise InputError("model: already patched by moegen (unpatch it first)")
     modules = _moe_routers(model)
@@ -264,21 +294,35 @@ def patch(model: torch.nn.Module, backend: Optional[str] = None) -> Patch:
         family = ROUTERS[type(module).__name__]
         device = module.weight.device
         backend_here = backend or ("cuda" if device.type == "cuda" else "cpu")
-        spec = router_spec(module, config)
-        router = _router_for(spec, backend_here, device)
-        layer = _Layer(module, family, spec, router, index)
-        module.forward = _patched_forward(state, layer)
-        state.layers.append(layer)
-    state.backend = backend or "auto"
+        try:
+            spec = router_spec(module, config)
+            router = _router_for(spec, backend_here, device)
+        except InputError as error:
+            raise InputError(f"MoE layer {index} ({type(module).__name__}): {error}") from None
+        had_forward = "forward" in module.__dict__
+        state.layers.append(_Layer(module, family, spec, router, index, had_forward,
+                                   module.__dict__.get("forward")))
+    for layer in state.layers:
+        layer.module.forward = _patched_forward(state, layer)
     # Hash layers read the token ids, which reach the block only: remember
     # the ids of the model's forward.
     if any(layer.family.hash_routed for layer in state.layers):
         def remember_ids(_module, args, kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
             state.input_ids = ids
-        state.hooks = [model.register_forward_pre_hook(remember_ids, with_kwargs=True)]
+        state.hooks.append(model.register_forward_pre_hook(remember_ids, with_kwargs=True))
     model._moegen_state = state
     return Patch(state)
+
+
+def _hash_table(layer: _Layer) -> torch.Tensor:
+    """tid2eid as int32, converted again only when the buffer changes."""
+    table = layer.module.tid2eid
+    key = (table.data_ptr(), table._version, table.device)
+    if layer.table is None or layer.table_key != key:
+        layer.table = table.to(torch.int32).contiguous()
+        layer.table_key = key
+    return layer.table
 
 
 def _patched_forward(state: _State, layer: _Layer):
@@ -287,13 +331,16 @@ def _patched_forward(state: _State, layer: _Layer):
     def forward(hidden_states, *args):
         logits = family.logits(module, hidden_states)
         x = logits.detach()
-        if not x.is_contiguous():
-            x = x.contiguous()
         if x.dtype != torch.float32:
             x = x.float()
-        t, k = x.shape[0], spec["top_k"]
+        if not x.is_contiguous():
+            x = x.contiguous()
+        t = x.shape[0]
+        # A sync to check the kernels' error record is not allowed while a
+        # CUDA graph is being captured.
+        check = not (x.is_cuda and torch.cuda.is_current_stream_capturing())
         if state.routes is not None and not family.hash_routed:
-            out = router.replay(x, _take_routes(state, layer, t), dispatch=False)
+            out = router.replay(x, _take_routes(state, layer, t), dispatch=False, check=check)
         else:
             bias = family.bias(module, args)
             if bias is not None:
@@ -302,15 +349,17 @@ def _patched_forward(state: _State, layer: _Layer):
             if family.hash_routed:
                 ids = args[0] if args else state.input_ids
                 if ids is None:
-                    raise InputError(f"layer {layer.index} ({type(module).__name__}): hash routing "
-                                     "needs the token ids (call the model with input_ids)")
+                    raise InputError(f"MoE layer {layer.index} ({type(module).__name__}): hash "
+                                     "routing needs the token ids (call the model with input_ids)")
                 token_ids = ids.reshape(-1).to(torch.int32).contiguous()
-                table = module.tid2eid.to(torch.int32).contiguous()
+                table = _hash_table(layer)
             capture = None
-            if state.capturing:
-                capture = _capture_buffer(state, layer, t, k, x.device)
+            if state.capturing and not _in_backward():
+                capture = _capture_buffer(state, layer, t, x.device)
             out = router.route(x, bias, token_ids, hash_table=table, capture=capture,
-                               layer=layer.index, dispatch=False)
+                               layer=layer.index, dispatch=False, check=check)
+            if capture is not None:
+                state.captured[-1].written[layer.index] = x.device
             if state.routes is not None:  # a hash layer under replay: check it
                 _check_hash_layer(state, layer, out.topk_ids)
         ids = out.topk_ids.long()
@@ -327,33 +376,55 @@ def _patched_forward(state: _State, layer: _Layer):
 # Capture and replay.
 
 
-def _capture_buffer(state: _State, layer: _Layer, t: int, k: int, device):
-    dtype = torch.int16 if layer.spec["num_experts"] <= 32767 else torch.int32
-    if layer.index == 0 or not state.captured or state.captured[-1].shape[0] != t:
-        state.captured.append(torch.zeros((t, len(state.layers), k), dtype=dtype, device=device))
-    return state.captured[-1]
+def _capture_buffer(state: _State, layer: _Layer, t: int, device):
+    """Layer `layer`'s buffer in this forward's chunk; a forward starts a
+    chunk at the first MoE layer (or when the token count changes). Rows
+    start at -1, so a layer that never ran can never pass as routes."""
+    chunks = state.captured
+    if layer.index == 0 or not chunks or chunks[-1].tokens != t:
+        chunks.append(_Chunk(tokens=t))
+    chunk = chunks[-1]
+    if device not in chunk.buffers:
+        k = layer.spec["top_k"]
+        dtype = torch.int16 if max(l.spec["num_experts"] for l in state.layers) <= 32767 else torch.int32
+        chunk.buffers[device] = torch.full((t, len(state.layers), k), -1, dtype=dtype, device=device)
+    return chunk.buffers[device]
 
 
 class Capture(Patch):
-    """capture()'s handle: `routes` is every forward's routing so far,
-    [tokens, layers, k] (int16 while expert ids fit, else int32), the
-    layout of the C++ runtime's capture files."""
+    """capture()'s handle: `routes` is the routing of every forward inside
+    the context that reached all MoE layers (a forward that raised midway
+    is left out), [tokens, layers, k]: int16 while expert ids fit, else
+    int32, the layout of the C++ runtime's capture files."""
 
     @property
     def routes(self) -> torch.Tensor:
-        captured = self._state.captured
-        if not captured:
-            layers = len(self._state.layers)
-            k = self._state.layers[0].spec["top_k"]
-            return torch.zeros((0, layers, k), dtype=torch.int16)
-        return torch.cat([c.cpu() for c in captured])
+        state = self._state
+        layers = len(state.layers)
+        k = state.layers[0].spec["top_k"]
+        wide = max(l.spec["num_experts"] for l in state.layers) > 32767
+        parts = []
+        for chunk in state.captured:
+            if len(chunk.written) != layers:
+                continue
+            out = torch.empty((chunk.tokens, layers, k), dtype=torch.int32 if wide else torch.int16)
+            for index, device in chunk.written.items():
+                out[:, index] = chunk.buffers[device][:, index].cpu()
+            parts.append(out)
+        if not parts:
+            return torch.zeros((0, layers, k), dtype=torch.int32 if wide else torch.int16)
+        return torch.cat(parts)
 
 
 def capture(model: torch.nn.Module, backend: Optional[str] = None) -> Capture:
     """Patches `model` (as patch()) and records the experts every MoE layer
     chooses, for all forwards inside the context."""
     handle = patch(model, backend)
-    _check_uniform_k(handle._state)
+    try:
+        _check_uniform_k(handle._state)
+    except BaseException:
+        handle.unpatch()
+        raise
     handle._state.capturing = True
     return Capture(handle._state)
 
@@ -439,6 +510,7 @@ def replay(model: torch.nn.Module, routes, backend: Optional[str] = None) -> Rep
         _check_uniform_k(state)
         state.routes = validate_routes(routes, state.layers)
         state.cursor = [0] * len(state.layers)
+        state.handed = [[] for _ in state.layers]
     except BaseException:
         handle.unpatch()
         raise
@@ -446,6 +518,17 @@ def replay(model: torch.nn.Module, routes, backend: Optional[str] = None) -> Rep
 
 
 def _take_routes(state: _State, layer: _Layer, t: int) -> torch.Tensor:
+    """The next t rows of layer `layer`'s routes. A gradient-checkpointed
+    layer recomputing its forward in backward gets the rows it was given
+    in that forward again (the latest of its size not yet recomputed)."""
+    handed = state.handed[layer.index]
+    if _in_backward():
+        for i in range(len(handed) - 1, -1, -1):
+            if handed[i][1].shape[0] == t:
+                return handed.pop(i)[1]
+        raise InputError(f"routes: MoE layer {layer.index} recomputes {t} tokens in backward "
+                         "(gradient checkpointing) that replay() did not route; call backward "
+                         "inside the replay() context")
     start = state.cursor[layer.index]
     total = state.routes.shape[0]
     if start + t > total:
@@ -453,13 +536,17 @@ def _take_routes(state: _State, layer: _Layer, t: int) -> torch.Tensor:
                          f"{total - start} of the {total} replayed tokens are left")
     state.cursor[layer.index] = start + t
     forced = state.routes[start:start + t, layer.index, :].to(torch.int32)
-    return forced.to(layer.module.weight.device).contiguous()
+    forced = forced.to(layer.module.weight.device).contiguous()
+    if torch.is_grad_enabled():  # a backward may recompute this forward
+        handed.append((start, forced))
+    return forced
 
 
 def _check_hash_layer(state: _State, layer: _Layer, ids: torch.Tensor) -> None:
     t = ids.shape[0]
+    start = state.cursor[layer.index]
     forced = _take_routes(state, layer, t).to(ids.device)
     if not torch.equal(forced.sort(dim=1).values, ids.sort(dim=1).values):
         row = int((forced.sort(dim=1).values != ids.sort(dim=1).values).any(dim=1).nonzero()[0])
-        raise InputError(f"routes[{state.cursor[layer.index] - t + row}][{layer.index}]: "
-                         "differs from the hash table of this hash-routed layer")
+        raise InputError(f"routes[{start + row}][{layer.index}]: differs from the hash "
+                         "table of this hash-routed layer")

@@ -10,7 +10,9 @@ tensor, so it cannot be an argument of a graph). Its fake implementation
 gives the [T, k] int32 ids and float32 weights, so shapes propagate without
 running. Inside CUDA graph capture the op does not wait for the stream to
 check the kernels' error record; call router.check_errors() after a replay
-of the graph to see an input error.
+of the graph to see an input error. The op has no autograd formula (ids are
+not differentiable); for gradients through the weights, recompute them in
+torch at the op's ids, as moegen.hf.recompute_weights does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ _routers: dict[str, Router] = {}
 
 def register(router: Router) -> str:
     """Makes `router` callable from the ops; returns its key (stable for
-    the same spec, backend and device)."""
+    the same spec, backend and device: a second router of the same three
+    gets the first one's key and the first one runs, with the same
+    results)."""
     if not isinstance(router, Router):
         raise InputError(f"router: expected a moegen.Router, got {type(router).__name__}")
     key = f"{router.facts['spec_hash']}:{router.backend}:{router.device_index}"
@@ -50,6 +54,8 @@ def route(logits: torch.Tensor, bias: Optional[torch.Tensor],
     impl = router_for(router)
     check = not (logits.is_cuda and torch.cuda.is_current_stream_capturing())
     if forced_ids is not None:
+        if bias is not None or token_ids is not None or hash_table is not None:
+            raise InputError("forced_ids: replay takes no selection inputs (bias, token_ids, hash_table)")
         out = impl.replay(logits, forced_ids, dispatch=False, check=check)
     else:
         out = impl.route(logits, bias, token_ids, hash_table=hash_table,

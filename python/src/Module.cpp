@@ -64,8 +64,21 @@ struct MoegenError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Outputs (and the capture buffer, which the kernels write) must be
+/// writable; inputs may be read-only (np.load(mmap_mode='r'), broadcasts).
 using Tensor = nb::ndarray<>;
 using OptTensor = std::optional<Tensor>;
+using Input = nb::ndarray<nb::ro>;
+using OptInput = std::optional<Input>;
+
+/// The address a kernel gets for a tensor. An empty tensor's data pointer
+/// may be null (PyTorch's are), which the routers read as "not given":
+/// given-but-empty tensors point here instead (nothing is read or written).
+alignas(64) char emptyTensorAddress[64];
+template <typename T> void *addressOf(const T &t) {
+  void *data = const_cast<void *>(static_cast<const void *>(t.data()));
+  return data ? data : emptyTensorAddress;
+}
 
 std::string dtypeName(nb::dlpack::dtype dtype) {
   using Code = nb::dlpack::dtype_code;
@@ -88,16 +101,20 @@ std::string dtypeName(nb::dlpack::dtype dtype) {
     break;
   case Code::Bool:
     return "bool";
+  default:
+    return "DLPack dtype (code " + std::to_string(dtype.code) + ", " +
+           std::to_string(dtype.bits) + " bits)";
   }
   return base + std::to_string(dtype.bits);
 }
 
-bool isDType(const Tensor &t, nb::dlpack::dtype_code code, int bits) {
+template <typename T>
+bool isDType(const T &t, nb::dlpack::dtype_code code, int bits) {
   nb::dlpack::dtype d = t.dtype();
   return d.code == uint8_t(code) && d.bits == bits && d.lanes == 1;
 }
 
-std::string shapeRepr(const Tensor &t) {
+template <typename T> std::string shapeRepr(const T &t) {
   std::string s = "(";
   for (size_t i = 0; i < t.ndim(); ++i)
     s += (i ? ", " : "") + std::to_string(t.shape(i));
@@ -129,7 +146,8 @@ struct Placement {
 
 /// Checks dtype, shape, dense row-major layout and device of `t`, named
 /// `name`; `allowed` lists (code, bits) pairs and `why` explains them.
-void checkTensor(const std::string &name, const Tensor &t,
+template <typename T>
+void checkTensor(const std::string &name, const T &t,
                  const std::vector<std::pair<nb::dlpack::dtype_code, int>> &allowed,
                  const std::string &why, const std::vector<Dim> &dims,
                  const Placement &placement) {
@@ -302,14 +320,24 @@ public:
   }
 
   nb::dict factsAsDict() const { return factsDict(facts, hash); }
+
+  /// The logits' checks alone, before the caller allocates outputs sized
+  /// by them (a bad shape must not first cost an allocation).
+  void checkLogits(Input logits) const {
+    auto [types, why] = logitsRule();
+    checkTensor("logits", logits, types, why,
+                {{"T", std::nullopt, "tokens"},
+                 {"E", facts.numExperts, "num_experts"}},
+                placement);
+  }
   const std::string &backend() const { return backendName; }
   const std::string &spec() const { return canonical; }
 
   /// route, route_hash or replay (forced_ids given), then dispatch when
   /// its four outputs are given. `check` (CUDA): wait for the stream and
   /// raise the kernels' first input error; off inside CUDA graph capture.
-  void run(Tensor logits, OptTensor bias, OptTensor tokenIds,
-           OptTensor hashTable, OptTensor forcedIds, OptTensor capture,
+  void run(Input logits, OptInput bias, OptInput tokenIds,
+           OptInput hashTable, OptInput forcedIds, OptTensor capture,
            int64_t captureLayer, Tensor topkIds, Tensor topkWeights,
            OptTensor counts, OptTensor offsets, OptTensor sortedSlots,
            OptTensor slotPositions, uintptr_t stream, bool check) {
@@ -394,25 +422,28 @@ public:
     if (cpuRouter) {
       rt::HostRouteCall call;
       call.numTokens = t;
-      call.logits = logits.data();
-      call.bias = bias ? static_cast<const float *>(bias->data()) : nullptr;
-      call.tokenIds =
-          tokenIds ? static_cast<const int32_t *>(tokenIds->data()) : nullptr;
-      call.hashTable =
-          hashTable ? static_cast<const int32_t *>(hashTable->data()) : nullptr;
+      call.logits = addressOf(logits);
+      call.bias = bias ? static_cast<const float *>(addressOf(*bias)) : nullptr;
+      call.tokenIds = tokenIds
+                          ? static_cast<const int32_t *>(addressOf(*tokenIds))
+                          : nullptr;
+      call.hashTable = hashTable
+                           ? static_cast<const int32_t *>(addressOf(*hashTable))
+                           : nullptr;
       call.hashVocab = hashTable ? int64_t(hashTable->shape(0)) : 0;
-      call.forcedIds =
-          forcedIds ? static_cast<const int32_t *>(forcedIds->data()) : nullptr;
-      call.captureBuffer = capture ? capture->data() : nullptr;
+      call.forcedIds = forcedIds
+                           ? static_cast<const int32_t *>(addressOf(*forcedIds))
+                           : nullptr;
+      call.captureBuffer = capture ? addressOf(*capture) : nullptr;
       call.captureLayers = capture ? int64_t(capture->shape(1)) : 0;
       call.captureLayer = captureLayer;
-      call.topkIds = static_cast<int32_t *>(topkIds.data());
-      call.topkWeights = static_cast<float *>(topkWeights.data());
+      call.topkIds = static_cast<int32_t *>(addressOf(topkIds));
+      call.topkWeights = static_cast<float *>(addressOf(topkWeights));
       if (given) {
-        call.expertCounts = static_cast<int32_t *>(counts->data());
-        call.expertOffsets = static_cast<int32_t *>(offsets->data());
-        call.sortedSlots = static_cast<int32_t *>(sortedSlots->data());
-        call.slotPositions = static_cast<int32_t *>(slotPositions->data());
+        call.expertCounts = static_cast<int32_t *>(addressOf(*counts));
+        call.expertOffsets = static_cast<int32_t *>(addressOf(*offsets));
+        call.sortedSlots = static_cast<int32_t *>(addressOf(*sortedSlots));
+        call.slotPositions = static_cast<int32_t *>(addressOf(*slotPositions));
       }
       std::string error;
       {
@@ -463,7 +494,7 @@ public:
   }
 
   /// Dispatch metadata alone from [T, k] int32 ids.
-  void dispatch(Tensor topkIds, Tensor counts, Tensor offsets,
+  void dispatch(Input topkIds, Tensor counts, Tensor offsets,
                 Tensor sortedSlots, Tensor slotPositions, uintptr_t stream,
                 bool check) {
     if (!facts.dispatch)
@@ -483,11 +514,11 @@ public:
       {
         nb::gil_scoped_release release;
         error = cpuRouter->dispatch(
-            static_cast<const int32_t *>(topkIds.data()), t,
-            static_cast<int32_t *>(counts.data()),
-            static_cast<int32_t *>(offsets.data()),
-            static_cast<int32_t *>(sortedSlots.data()),
-            static_cast<int32_t *>(slotPositions.data()));
+            static_cast<const int32_t *>(addressOf(topkIds)), t,
+            static_cast<int32_t *>(addressOf(counts)),
+            static_cast<int32_t *>(addressOf(offsets)),
+            static_cast<int32_t *>(addressOf(sortedSlots)),
+            static_cast<int32_t *>(addressOf(slotPositions)));
       }
       if (!error.empty())
         throw InputError(error);
@@ -556,7 +587,7 @@ private:
   }
 
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
-  static CUdeviceptr devicePtr(const Tensor &t) {
+  template <typename T> static CUdeviceptr devicePtr(const T &t) {
     return reinterpret_cast<CUdeviceptr>(t.data());
   }
   template <typename F> void cudaCall(F &&f) {
@@ -640,5 +671,6 @@ NB_MODULE(_moegen, m) {
            nb::arg("expert_counts"), nb::arg("expert_offsets"),
            nb::arg("sorted_slots"), nb::arg("slot_positions"),
            nb::arg("stream"), nb::arg("check"))
+      .def("check_logits", &Router::checkLogits, nb::arg("logits"))
       .def("check_errors", &Router::checkErrors, nb::arg("stream"));
 }

@@ -14,7 +14,8 @@ import moegen.hf
 
 COMMON = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2)
-DEEPSEEK_V3 = dict(COMMON, num_key_value_heads=4, intermediate_size=64, moe_intermediate_size=32,
+# Three layers where the first is dense, so that two are MoE.
+DEEPSEEK_V3 = dict(COMMON, num_hidden_layers=3, num_key_value_heads=4, intermediate_size=64, moe_intermediate_size=32,
                    n_routed_experts=8, n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1,
                    kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8)
 CONFIGS = {
@@ -30,15 +31,16 @@ CONFIGS = {
     "deepseek_v3": ("DeepseekV3Config", dict(DEEPSEEK_V3, n_group=2, topk_group=1, routed_scaling_factor=2.5)),
     # Kimi-K2 is a DeepSeek-V3 architecture: one group, scaling 2.827.
     "kimi_k2": ("DeepseekV3Config", dict(DEEPSEEK_V3, n_group=1, topk_group=1, routed_scaling_factor=2.827)),
-    "glm4_moe": ("Glm4MoeConfig", dict(COMMON, intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8,
+    "glm4_moe": ("Glm4MoeConfig", dict(COMMON, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=32, n_routed_experts=8,
                                        n_shared_experts=1, num_experts_per_tok=2, n_group=2, topk_group=1,
                                        first_k_dense_replace=1, head_dim=16, routed_scaling_factor=2.5)),
-    "ernie4_5_moe": ("Ernie4_5_MoeConfig", dict(COMMON, intermediate_size=64, moe_intermediate_size=32,
+    "ernie4_5_moe": ("Ernie4_5_MoeConfig", dict(COMMON, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=32,
                                                 moe_num_experts=8, moe_k=2, moe_num_shared_experts=1,
                                                 moe_layer_start_index=1)),
-    "lfm2_moe": ("Lfm2MoeConfig", dict(COMMON, intermediate_size=64, moe_intermediate_size=32, num_experts=8,
-                                       num_experts_per_tok=2, num_dense_layers=1,
-                                       layer_types=["conv", "full_attention"], routed_scaling_factor=2.5)),
+    "lfm2_moe": ("Lfm2MoeConfig", dict(COMMON, num_hidden_layers=3, intermediate_size=64,
+                                       moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
+                                       num_dense_layers=1, layer_types=["conv", "full_attention", "conv"],
+                                       routed_scaling_factor=2.5)),
     # One hash-routed layer and one learned layer.
     "deepseek_v4": ("DeepseekV4Config", dict(
         vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
@@ -133,7 +135,7 @@ def test_patched_equals_transformers_and_replay_forces_the_captured_experts(fami
         want = model(tokens).logits
         with moegen.hf.patch(model) as patched:
             got = model(tokens).logits
-        assert patched.num_layers == len(routers(model))
+        assert patched.num_layers == len(routers(model)) >= 2
         assert relative_error(got, want) < 1e-5
 
         with moegen.hf.capture(model) as recorded:
@@ -279,3 +281,70 @@ def test_routes_are_the_files_the_cli_writes(tmp_path):
     assert (written == recorded.routes.numpy()).all()
     with torch.no_grad(), moegen.hf.replay(model, written):
         model(tokens)
+
+
+def test_replay_under_gradient_checkpointing():
+    """A checkpointed layer recomputes its forward in backward: it gets the
+    same routes again, and the gradients equal those without checkpointing."""
+    tokens = torch.randint(0, 128, (1, 6))
+    grads = []
+    for checkpointing in (False, True):
+        model = build("qwen3_moe")
+        with torch.no_grad(), moegen.hf.capture(model) as recorded:
+            model(tokens)
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        with moegen.hf.replay(model, recorded.routes):
+            model(tokens, labels=tokens).loss.backward()
+        grads.append(routers(model)[1].weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_a_forward_that_raises_is_left_out_of_the_routes():
+    model = build("qwen3_moe")
+    tokens = torch.randint(0, 128, (1, 4))
+
+    def fail(_module, _args):
+        raise RuntimeError("out of memory")
+
+    hook = routers(model)[1].register_forward_pre_hook(fail)
+    with torch.no_grad(), moegen.hf.capture(model) as recorded:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            model(tokens)
+        hook.remove()
+        model(tokens)
+    assert recorded.routes.shape == (4, 2, 2)
+    assert (recorded.routes >= 0).all()
+
+
+def test_patch_failures_leave_the_model_as_it_was():
+    model = build("qwen3_moe")
+    gates = routers(model)
+    own = gates[0].forward  # an instance forward (as accelerate's hooks install)
+    gates[0].forward = own
+    gates[1].top_k = 99  # not a valid spec: the second layer fails to compile
+    with pytest.raises(moegen.InputError, match=r"MoE layer 1 \(Qwen3MoeTopKRouter\): .*'top_k' = 99"):
+        moegen.hf.patch(model)
+    assert gates[0].__dict__["forward"] is own and "forward" not in gates[1].__dict__
+    assert not hasattr(model, "_moegen_state")
+    gates[1].top_k = 3  # valid, but k differs between layers
+    with pytest.raises(moegen.InputError, match="different top_k"):
+        moegen.hf.capture(model)
+    assert gates[0].__dict__["forward"] is own and not hasattr(model, "_moegen_state")
+    gates[1].top_k = 2
+    with moegen.hf.patch(model):
+        assert gates[0].__dict__["forward"] is not own
+    assert gates[0].__dict__["forward"] is own
+
+
+def test_capture_and_replay_through_generate():
+    model = build("qwen3_moe")
+    prompt = torch.randint(0, 128, (2, 5))
+    with torch.no_grad(), moegen.hf.capture(model) as recorded:
+        generated = model.generate(prompt, max_new_tokens=4, do_sample=False)
+    # prompt (10 tokens), then one token per sequence and step
+    assert recorded.routes.shape[0] == 10 + 2 * 3
+    with torch.no_grad(), moegen.hf.replay(model, recorded.routes):
+        again = model.generate(prompt, max_new_tokens=4, do_sample=False)
+    assert torch.equal(generated, again)

@@ -94,6 +94,45 @@ def test_zero_tokens(template):
     router = moegen.Router(template("deepseek-v3"))
     out = router.route(torch.empty(0, 256), torch.zeros(256))
     assert out.topk_ids.shape == (0, 8) and out.expert_offsets.tolist() == [0] * 257
+    # PyTorch's empty tensors have a null data pointer: still replay
+    again = router.replay(torch.empty(0, 256), torch.empty(0, 8, dtype=torch.int32))
+    assert again.topk_ids.shape == (0, 8) and again.expert_counts.tolist() == [0] * 256
+    assert router.dispatch(torch.empty(0, 8, dtype=torch.int32)).expert_offsets.tolist() == [0] * 257
+
+
+def test_read_only_and_lazy_views(template):
+    router = moegen.Router(template("deepseek-v3"))
+    torch.manual_seed(6)
+    logits, bias = torch.randn(6, 256), torch.randn(256) * 0.1
+    want = router.route(logits, bias)
+    frozen = logits.numpy().copy()
+    frozen.flags.writeable = False
+    got = router.route(frozen, bias.numpy())
+    assert (got.topk_ids == want.topk_ids.numpy()).all()
+    # a negated view (torch's lazy negation) routes the negated values
+    negated = router.route((-logits)._neg_view(), bias)
+    assert torch.equal(negated.topk_ids, want.topk_ids)
+    assert not torch.equal(router.route(-logits, bias).topk_ids, want.topk_ids)
+
+
+BAD_ARGUMENTS = [
+    (lambda r: r.route([[0.0] * 256], np.zeros(256, np.float32)), "logits: expected a tensor (torch.Tensor or numpy.ndarray), got list"),
+    (lambda r: r.route(np.zeros((2, 256), ">f4"), np.zeros(256, np.float32)), "logits: dtype '>f4' is not in this machine's byte order"),
+    (lambda r: r.route(torch.zeros(2, 256, device="meta"), torch.zeros(256)), "logits: on meta, but moegen runs on cpu or cuda tensors"),
+    (lambda r: r.route(torch.zeros(2, 256, dtype=torch.float8_e4m3fn), torch.zeros(256)), "logits: dtype DLPack dtype (code"),
+    (lambda r: r.route(torch.zeros(1, 256).expand(10**12, 256), torch.zeros(256)), "logits: must be contiguous"),
+    (lambda r: r.route(torch.zeros(2, 256), torch.zeros(256), layer=2**63), "layer: expected an int in [0, 2**63)"),
+    (lambda r: r.route(torch.zeros(2, 256), torch.zeros(256), check=0), "check: expected True or False, got 0"),
+    (lambda r: r.dispatch([[1, 2]]), "topk_ids: expected a tensor"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD_ARGUMENTS)
+def test_bad_arguments_raise_input_errors(template, call, message):
+    router = moegen.Router(template("deepseek-v3"))
+    with pytest.raises(moegen.InputError) as info:
+        call(router)
+    assert message in str(info.value)
 
 
 BAD_CALLS = [
@@ -104,7 +143,7 @@ BAD_CALLS = [
     (lambda r, x, b: r.route(x, b[:3]), "bias: shape (3,) must be [E] = [256]"),
     (lambda r, x, b: r.route(x.clone().fill_(float("nan")), b), "logits[0][0] is nan: logits must be finite or -inf"),
     (lambda r, x, b: r.replay(x, torch.full((4, 8), 300, dtype=torch.int32)), "forced_ids[0][0] = 300: expert id outside [0, 256)"),
-    (lambda r, x, b: r.replay(x, torch.tensor([[1, 1, 2, 3, 4, 5, 6, 7]] * 4, dtype=torch.int32)), "forced_ids[0]"),
+    (lambda r, x, b: r.replay(x, torch.tensor([[1, 1, 2, 3, 4, 5, 6, 7]] * 4, dtype=torch.int32)), "forced_ids[0][1] = 1: repeats an expert of the same token"),
     (lambda r, x, b: r.replay(x, torch.full((4, 8), 2**40)), "forced_ids[0][0] = 1099511627776: outside int32"),
     (lambda r, x, b: r.replay(x, torch.zeros(4, 7, dtype=torch.int32)), "forced_ids: shape (4, 7) must be [T, k]"),
     (lambda r, x, b: r.dispatch(torch.full((2, 8), -1, dtype=torch.int32)), "topk_ids[0][0] = -1"),

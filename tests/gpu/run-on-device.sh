@@ -49,9 +49,14 @@ if python3 -c 'import torch, nanobind, pytest' 2>/dev/null; then
     PYTHONPATH=/tmp/moegen-python MOEGEN_TEST_KERNEL_DIR=gpu-carry/deepseek-v3 \
       python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_python_cuda.py
   } 2>&1 | tee "$out/python.txt" || status=1
-else
-  echo "test_python_cuda.py skipped: no torch, nanobind or pytest here" |
+elif python3 -c 'import torch' 2>/dev/null; then
+  # PyTorch without nanobind or pytest: the check cannot run, and must not
+  # pass silently.
+  echo "test_python_cuda.py: error: this machine has PyTorch but not nanobind and pytest" |
     tee "$out/python.txt"
+  status=1
+else
+  echo "test_python_cuda.py skipped: no PyTorch here" | tee "$out/python.txt"
 fi
 # moegen against PyTorch eager and torch.compile, results checked equal
 # first (needs PyTorch on the GPU machine).

@@ -52,8 +52,15 @@ def test_route_on_a_side_stream_matches_the_reference(router, t):
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        out = router.route(logits, bias)
+        # The logits are written on the side stream after a delay: a route
+        # launched on any other stream would read them before they are.
+        final = logits.clone()
+        logits.zero_()
+        torch.cuda._sleep(50_000_000)
+        logits.copy_(final)
+        out = router.route(logits, bias, check=False)
     stream.synchronize()
+    router.check_errors()
     ids, weights = reference.route(logits, bias, **SPEC)
     assert out.topk_ids.is_cuda and out.topk_ids.dtype == torch.int32
     assert torch.equal(out.topk_ids, ids)
