@@ -44,6 +44,7 @@ gpu-carry/moegen-sample-capture-replay-rt --kernels gpu-carry/deepseek-v3 \
 # under torch.compile and in a CUDA graph (tests/gpu/test_python_cuda.py).
 if python3 -c 'import torch, nanobind, pytest' 2>/dev/null; then
   { cmake -S python/runtime-only -B /tmp/moegen-python -G Ninja \
+      -DPython_EXECUTABLE="$(command -v python3)" \
       -DMOEGEN_JSON_INCLUDE="$PWD/gpu-carry/include" &&
     cmake --build /tmp/moegen-python &&
     PYTHONPATH=/tmp/moegen-python MOEGEN_TEST_KERNEL_DIR=gpu-carry/deepseek-v3 \
