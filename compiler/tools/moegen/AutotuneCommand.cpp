@@ -2,7 +2,7 @@
 //
 // For each spec: the candidate CPU configurations the validity model keeps
 // (tune::checkCpuConfig: vector widths, tokens per task, top-k methods), each
-// compiled once; then, per token bucket, every candidate's outputs checked
+// compiled once, in parallel; then, per token bucket, every candidate's outputs checked
 // against the default configuration's on seeded inputs (ids equal, weights
 // within 1e-6 relative: the vector width changes the order of the softmax
 // sum) before it is timed like `moegen bench` (warm-up, median of --reps
@@ -28,10 +28,13 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 namespace moegen::tool {
@@ -158,33 +161,59 @@ int runAutotune(const AutotuneOptions &options) {
     log << spec.name << ": " << candidates.size()
         << " candidates (the default first), " << options.tokens.size()
         << " token counts\n";
-    // Compile each candidate once for every bucket.
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      Candidate &c = candidates[i];
-      cpu::CpuCompileOptions compileOptions;
-      compileOptions.vectorWidth = c.config.vectorWidth;
-      compileOptions.tokensPerTask = c.config.tokensPerTask;
-      compileOptions.topk = c.config.topk;
-      compileOptions.threads = options.threads;
-      auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
-      if (!compiled) {
-        c.skipped = "does not compile: " + llvm::toString(compiled.takeError());
-        if (i == 0) {
-          llvm::errs() << path << ": internal error: the default "
-                                  "configuration does not compile: "
-                       << c.skipped << "\n";
-          return kExitInternal;
+    // Compile each candidate once for every bucket, on every hardware
+    // thread (each compile has its own MLIR context and JIT), before any
+    // timing: compiles running beside a timed call would skew it.
+    std::vector<std::string> errors(candidates.size());
+    {
+      std::atomic<size_t> next{0}, done{0};
+      std::mutex logMutex;
+      auto worker = [&] {
+        for (size_t i = next++; i < candidates.size(); i = next++) {
+          Candidate &c = candidates[i];
+          cpu::CpuCompileOptions compileOptions;
+          compileOptions.vectorWidth = c.config.vectorWidth;
+          compileOptions.tokensPerTask = c.config.tokensPerTask;
+          compileOptions.topk = c.config.topk;
+          compileOptions.threads = options.threads;
+          auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
+          if (compiled)
+            c.router = std::move(*compiled);
+          else
+            errors[i] = llvm::toString(compiled.takeError());
+          size_t finished = ++done;
+          if (tty) {
+            std::lock_guard<std::mutex> lock(logMutex);
+            log << "\r  compiled " << finished << "/" << candidates.size();
+            log.flush();
+          }
         }
-        log << "  skipped " << c.config.describe() << ": " << c.skipped
-            << "\n";
-        continue;
-      }
-      c.router = std::move(*compiled);
-      if (tty)
-        log << "\r  compiled " << (i + 1) << "/" << candidates.size();
+      };
+      const size_t workers = std::clamp<size_t>(
+          std::thread::hardware_concurrency(), 1, candidates.size());
+      std::vector<std::thread> threads;
+      for (size_t w = 1; w < workers; ++w)
+        threads.emplace_back(worker);
+      worker();
+      for (std::thread &thread : threads)
+        thread.join();
     }
     log << (tty ? "\n" : "") << "  compiled " << candidates.size()
         << " candidates\n";
+    // Failures in candidate order, as if compiled one by one.
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (errors[i].empty())
+        continue;
+      Candidate &c = candidates[i];
+      c.skipped = "does not compile: " + errors[i];
+      if (i == 0) {
+        llvm::errs() << path << ": internal error: the default "
+                                "configuration does not compile: "
+                     << c.skipped << "\n";
+        return kExitInternal;
+      }
+      log << "  skipped " << c.config.describe() << ": " << c.skipped << "\n";
+    }
 
     for (int64_t tokens : options.tokens) {
       BenchCall reference;
