@@ -137,8 +137,10 @@ class Router:
     """A router compiled from a spec.
 
     spec: a path to a YAML spec or a `.mlir` moe module, YAML text, or a dict
-    of spec keys. backend: "cpu" (compiled in process) or "cuda" (compiled on
-    first use and kept in the kernel cache, MOEGEN_CACHE_DIR). device: the
+    of spec keys. backend: "cpu" (compiled in process), "cuda" (compiled on
+    first use and kept in the kernel cache, MOEGEN_CACHE_DIR), or "gpu-emu"
+    (the CUDA kernels on the host's GPU emulator, over CPU tensors: slow,
+    for tests of the CUDA launch path where no GPU is). device: the
     CUDA device (an int or torch.device; default: the current one).
     threads: the CPU backend's worker threads (0: one per hardware thread).
     """
@@ -277,6 +279,8 @@ class Router:
         error recorded by calls made with check=False."""
         if self.backend == "cuda":
             self._native.check_errors(stream=self._current_stream())
+        elif self.backend == "gpu-emu":
+            self._native.check_errors(stream=0)
 
     # Internals -----------------------------------------------------------
     def _run(self, logits, bias, token_ids, hash_table, forced_ids, capture,
@@ -307,6 +311,13 @@ class Router:
         shape = getattr(logits, "shape", None)
         t = int(shape[0]) if shape is not None and len(shape) >= 1 else 0
         k, e = self.top_k, self.num_experts
+        if capture is None and forced_ids is None and self._facts["capture"]:
+            # The kernels of a capture spec always write a capture buffer:
+            # without one, a private single layer (as the CPU backend does).
+            if layer != 0:
+                raise InputError(f"layer: {layer} without a capture buffer; the "
+                                 "private one has a single layer")
+            capture = self._empty(logits, (t, 1, k), self._facts["capture_dtype"])
         ids = self._empty(logits, (t, k), "int32")
         weights = self._empty(logits, (t, k), "float32")
         meta = ()

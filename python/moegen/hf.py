@@ -357,7 +357,8 @@ def _patched_forward(state: _State, layer: _Layer):
             if state.capturing and not _in_backward():
                 capture = _capture_buffer(state, layer, t, x.device)
             out = router.route(x, bias, token_ids, hash_table=table, capture=capture,
-                               layer=layer.index, dispatch=False, check=check)
+                               layer=layer.index if capture is not None else 0,
+                               dispatch=False, check=check)
             if capture is not None:
                 state.captured[-1].written[layer.index] = x.device
             if state.routes is not None:  # a hash layer under replay: check it

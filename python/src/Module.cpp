@@ -18,6 +18,11 @@
 // the compiler: it loads compiled kernel directories (Router.load) and has
 // no CPU backend. MOEGEN_PYTHON_COMPILER marks the full build.
 //
+// The full build also has backend "gpu-emu": the NVPTX kernels on the
+// host's GPU emulator, launched through the runtime's CudaRouter exactly as
+// on a GPU, over CPU tensors registered with the emulated driver for the
+// call. It runs the CUDA launch path of this file where no GPU is.
+//
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
@@ -31,6 +36,10 @@
 #include "llvm/Support/Error.h"
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "compiler/jit/KernelJit.h"
+#endif
+#ifdef MOEGEN_HAVE_GPU_EMU
+#include "compiler/backend/gpuemu/EmuCudaDriver.h"
+#include "compiler/backend/gpuemu/GpuEmuRouter.h"
 #endif
 #endif
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
@@ -283,8 +292,24 @@ public:
                        "and rebuild)");
 #endif
     }
+    if (backend == "gpu-emu") {
+#ifdef MOEGEN_HAVE_GPU_EMU
+      auto compiled = gpuemu::compileEmulatedRouter(routingSpec, {});
+      if (!compiled)
+        throw MoegenError(
+            routingSpec.name +
+            ": internal error: the GPU emulator cannot run this spec: " +
+            nvptx::takeCompileError(compiled.takeError()).second);
+      emulated = std::move(*compiled);
+      placement = {nb::device::cpu::value, 0, "the gpu-emu backend"};
+      return;
+#else
+      throw InputError("backend 'gpu-emu': this moegen was built without "
+                       "the CUDA runtime (cuda.h was not found)");
+#endif
+    }
     throw InputError("backend '" + backend +
-                     "': unknown backend (available: cpu, cuda)");
+                     "': unknown backend (available: cpu, cuda, gpu-emu)");
   }
 #endif
 
@@ -477,15 +502,20 @@ public:
       out.slotPositions = devicePtr(*slotPositions);
     }
     CUstream s = reinterpret_cast<CUstream>(stream);
+    const rt::CudaRouter *router = device();
+    EmulatorMemory memory(emulated != nullptr);
+    memory.add(logits).add(bias).add(tokenIds).add(hashTable).add(forcedIds)
+        .add(capture).add(topkIds).add(topkWeights).add(counts).add(offsets)
+        .add(sortedSlots).add(slotPositions);
     cudaCall([&] {
       if (replay)
-        cudaRouter->replay(in, out, s);
+        router->replay(in, out, s);
       else if (facts.hashSelection)
-        cudaRouter->routeHash(in, out, s);
+        router->routeHash(in, out, s);
       else
-        cudaRouter->route(in, out, s);
+        router->route(in, out, s);
       if (check)
-        cudaRouter->checkErrors(s);
+        router->checkErrors(s);
     });
 #else
     (void)stream;
@@ -532,10 +562,14 @@ public:
     out.sortedSlots = devicePtr(sortedSlots);
     out.slotPositions = devicePtr(slotPositions);
     CUstream s = reinterpret_cast<CUstream>(stream);
+    const rt::CudaRouter *router = device();
+    EmulatorMemory memory(emulated != nullptr);
+    memory.add(topkIds).add(counts).add(offsets).add(sortedSlots)
+        .add(slotPositions);
     cudaCall([&] {
-      cudaRouter->dispatch(devicePtr(topkIds), t, out, s);
+      router->dispatch(devicePtr(topkIds), t, out, s);
       if (check)
-        cudaRouter->checkErrors(s);
+        router->checkErrors(s);
     });
 #else
     (void)stream;
@@ -547,9 +581,8 @@ public:
   /// recorded since the last launch (after calls made with check=False).
   void checkErrors(uintptr_t stream) {
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
-    if (cudaRouter)
-      cudaCall(
-          [&] { cudaRouter->checkErrors(reinterpret_cast<CUstream>(stream)); });
+    if (const rt::CudaRouter *router = device())
+      cudaCall([&] { router->checkErrors(reinterpret_cast<CUstream>(stream)); });
 #else
     (void)stream;
 #endif
@@ -610,7 +643,43 @@ private:
     throw MoegenError(message);
   }
   std::unique_ptr<rt::CudaRouter> cudaRouter;
+
+  /// The CUDA router calls launch on: the device's, or the emulator's.
+  const rt::CudaRouter *device() const {
+#ifdef MOEGEN_HAVE_GPU_EMU
+    if (emulated)
+      return gpuemu::emulatedDevice(*emulated);
 #endif
+    return cudaRouter.get();
+  }
+#endif
+
+  /// The emulator's view of a call's tensors: each registered as device
+  /// memory while the call runs (gpu-emu only; a no-op otherwise).
+  class EmulatorMemory {
+  public:
+    explicit EmulatorMemory(bool active) : active(active) {}
+    template <typename T> EmulatorMemory &add(const T &t) {
+#ifdef MOEGEN_HAVE_GPU_EMU
+      if (active && t.data())
+        ranges.push_back(std::make_unique<gpuemu::ScopedDeviceMemory>(
+            t.data(), t.nbytes()));
+#endif
+      return *this;
+    }
+    template <typename T> EmulatorMemory &add(const std::optional<T> &t) {
+      return t ? add(*t) : *this;
+    }
+
+  private:
+    bool active;
+#ifdef MOEGEN_HAVE_GPU_EMU
+    std::vector<std::unique_ptr<gpuemu::ScopedDeviceMemory>> ranges;
+#endif
+  };
+
+  /// gpu-emu: the emulated router (its kernels and the CudaRouter under it).
+  std::unique_ptr<rt::HostRouter> emulated;
 
   std::string backendName;
   rt::RouterFacts facts;

@@ -543,7 +543,8 @@ void CudaRouter::Impl::checkRowCall(EntryKind entry, const RouteInputs &in,
     invalid(name,
             "hash_vocab = " + std::to_string(in.hashVocab) + " must be >= 0");
   if (takesCapture) {
-    if (!in.capture)
+    // An empty buffer (T = 0) may have a null pointer, as any empty tensor.
+    if (!in.capture && in.numTokens > 0)
       invalid(name, "capture is required: this kernel writes the chosen ids "
                     "to a [T, layers, k] capture buffer (the spec has "
                     "capture: true)");
@@ -552,8 +553,9 @@ void CudaRouter::Impl::checkRowCall(EntryKind entry, const RouteInputs &in,
                         " must be >= 1");
   }
   if (out.hasDispatch()) {
-    if (!out.expertCounts || !out.expertOffsets || !out.sortedSlots ||
-        !out.slotPositions)
+    // The [T * k] outputs of an empty call may be null, as any empty tensor.
+    if (!out.expertCounts || !out.expertOffsets ||
+        (in.numTokens > 0 && (!out.sortedSlots || !out.slotPositions)))
       invalid(name, "expert_counts, expert_offsets, sorted_slots and "
                     "slot_positions go together: give all four or none");
     kernelFor(EntryKind::Dispatch);

@@ -57,7 +57,7 @@ struct RouteInputs {
   CUdeviceptr forcedIds = 0;
   /// route / routeHash with capture: the [T, captureLayers, k] buffer of the
   /// manifest's capture_dtype, of which layer captureLayer is written.
-  /// Required when the kernel has a capture parameter.
+  /// Required when the kernel has a capture parameter (and T > 0).
   CUdeviceptr capture = 0;
   int64_t captureLayers = 0;
   int64_t captureLayer = 0;

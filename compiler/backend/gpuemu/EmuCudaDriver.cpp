@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -931,6 +932,32 @@ std::string registerModule(std::vector<EmuKernel> kernels) {
   return std::string(kImageTag) + " " +
          std::to_string(emu.registeredModules.size()) + " " + emu.processToken +
          "\n";
+}
+
+ScopedDeviceMemory::ScopedDeviceMemory(const void *pointer, size_t bytes) {
+  if (!pointer || bytes == 0)
+    return;
+  const CUdeviceptr start = CUdeviceptr(pointer);
+  if (bytes > std::numeric_limits<CUdeviceptr>::max() - start)
+    return;
+  Emulator &emu = emulator();
+  std::lock_guard<std::mutex> lock(emu.mutex);
+  // Refuse overlaps: the allocation below or at start, and the next one.
+  auto next = emu.allocations.lower_bound(start);
+  if (next != emu.allocations.end() && next->first < start + bytes)
+    return;
+  if (findAllocation(emu, start) != emu.allocations.end())
+    return;
+  emu.allocations[start] = Allocation{bytes, emu.nextBufferId++};
+  key = start;
+}
+
+ScopedDeviceMemory::~ScopedDeviceMemory() {
+  if (!key)
+    return;
+  Emulator &emu = emulator();
+  std::lock_guard<std::mutex> lock(emu.mutex);
+  emu.allocations.erase(CUdeviceptr(key));
 }
 
 void setEmuOptions(const EmuOptions &options) {

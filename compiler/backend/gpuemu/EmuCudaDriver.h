@@ -12,7 +12,9 @@
 //     when it was made;
 //   - cuMemAlloc over host memory (256-byte aligned, filled with a poison
 //     pattern as real device memory is not zeroed), and an allocation table
-//     that answers cuPointerGetAttribute(s) and bounds memset and memcpy;
+//     that answers cuPointerGetAttribute(s) and bounds memset and memcpy,
+//     and caller-owned host memory registered as device memory
+//     (ScopedDeviceMemory);
 //   - modules: an image is the text registerModule() returns, naming kernels
 //     registered in this process; anything else is CUDA_ERROR_INVALID_IMAGE;
 //   - cuLaunchKernel for 1-D grids and blocks: the launch runs to completion
@@ -88,6 +90,26 @@ std::string takeLastFault();
 /// The emulator's implementation of a CUDA driver entry point ("cuInit",
 /// "cuLaunchKernel", ...; the CUDA 12.0 forms), or null when it has none.
 void *entryPoint(const char *symbol);
+
+/// Host memory the caller owns, made emulated device memory while this
+/// object lives: launches may touch [pointer, pointer + bytes) and pointer
+/// queries answer for it, as for cuMemAlloc's memory (what
+/// cuMemHostRegister and a mapped device pointer give on a GPU). For
+/// callers that hand the emulator buffers they did not allocate through it,
+/// such as the Python package's tensors. A range that overlaps memory the
+/// emulator already knows is not registered (registered() says so); zero
+/// bytes register nothing. Thread-safe.
+class ScopedDeviceMemory {
+public:
+  ScopedDeviceMemory(const void *pointer, size_t bytes);
+  ~ScopedDeviceMemory();
+  ScopedDeviceMemory(const ScopedDeviceMemory &) = delete;
+  ScopedDeviceMemory &operator=(const ScopedDeviceMemory &) = delete;
+  bool registered() const { return key != 0; }
+
+private:
+  uintptr_t key = 0;
+};
 
 /// The process-wide emulated driver: rt::CudaDriver::fromEntryPoints(
 /// "moegen GPU emulator", 12080, ...). Never destroyed.

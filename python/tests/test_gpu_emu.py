@@ -1,0 +1,95 @@
+"""The CUDA launch path of the package (python/src/Module.cpp's device
+branch: device pointers, entry selection, the error record) run where no
+GPU is: backend "gpu-emu" launches the NVPTX kernels through the runtime's
+CudaRouter on the host's GPU emulator, over CPU tensors. Checked against
+the CPU backend and the plain-torch reference."""
+
+import pytest
+import torch
+
+import moegen
+import moegen.ops
+from reference import dispatch as reference_dispatch
+from reference import route as reference
+
+pytestmark = pytest.mark.skipif(not moegen.has_cuda, reason="built without the CUDA runtime")
+
+DSV3 = dict(k=8, scoring="sigmoid", groups=8, keep=4, normalize=True, scale=2.5)
+
+
+@pytest.fixture(scope="module")
+def dsv3(template):
+    return moegen.Router(template("deepseek-v3"), backend="gpu-emu")
+
+
+@pytest.fixture(scope="module")
+def template():
+    from conftest import REPO
+
+    return lambda name: str(REPO / "templates" / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("t", [0, 1, 37])
+def test_route_dispatch_replay_capture(dsv3, t):
+    torch.manual_seed(t)
+    logits, bias = torch.randn(t, 256), torch.randn(256) * 0.1
+    out = dsv3.route(logits, bias)
+    ids, weights = reference(logits, bias, **DSV3)
+    assert torch.equal(out.topk_ids, ids)
+    torch.testing.assert_close(out.topk_weights, weights, rtol=1e-5, atol=1e-6)
+    for name, want in zip(moegen.Dispatch._fields, reference_dispatch(ids, 256)):
+        assert torch.equal(getattr(out, name), want), name
+    again = dsv3.replay(logits, out.topk_ids)
+    assert torch.equal(again.topk_ids, ids) and torch.equal(again.topk_weights, out.topk_weights)
+    alone = dsv3.dispatch(out.topk_ids)
+    for name in moegen.Dispatch._fields:
+        assert torch.equal(getattr(alone, name), getattr(out, name)), name
+    capture = torch.full((t, 3, 8), -1, dtype=torch.int16)
+    dsv3.route(logits, bias, capture=capture, layer=2)
+    assert torch.equal(capture[:, 2].int(), ids) and (capture[:, :2] == -1).all()
+
+
+def test_errors_come_from_the_kernels_error_record(dsv3):
+    logits, bias = torch.randn(5, 256), torch.zeros(256)
+    bad = torch.full((5, 8), 999, dtype=torch.int32)
+    with pytest.raises(moegen.InputError, match=r"forced_ids\[0\]\[0\] = 999: expert id outside \[0, 256\)"):
+        dsv3.replay(logits, bad)
+    dsv3.replay(logits, bad, check=False)  # recorded, not raised
+    with pytest.raises(moegen.InputError, match=r"forced_ids\[0\]\[0\] = 999"):
+        dsv3.check_errors()
+    nan = logits.clone()
+    nan[3, 7] = float("nan")
+    with pytest.raises(moegen.InputError, match=r"logits\[3\]\[7\] is nan"):
+        dsv3.route(nan, bias)
+    with pytest.raises(moegen.InputError, match=r"logits\[3\]\[7\] is nan"):
+        dsv3.check_errors()  # the record holds the last call's error
+    dsv3.route(logits, bias)  # until the next call clears it
+    dsv3.check_errors()
+
+
+def test_hash_and_bf16_specs_match_the_cpu_backend(template):
+    torch.manual_seed(9)
+    hashed = template("deepseek-v4-flash-hash")
+    table = torch.stack([torch.randperm(256)[:6] for _ in range(40)]).int()
+    tokens = torch.randint(0, 40, (11,), dtype=torch.int32)
+    logits = torch.randn(11, 256)
+    cpu = moegen.Router(hashed).route(logits, token_ids=tokens, hash_table=table)
+    emu = moegen.Router(hashed, backend="gpu-emu").route(logits, token_ids=tokens, hash_table=table)
+    for name in moegen.Routing._fields:
+        a, b = getattr(emu, name), getattr(cpu, name)
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), name
+    qwen = template("qwen3-30b-a3b")  # bf16 logits
+    x = torch.randn(9, 128).bfloat16()
+    cpu, emu = moegen.Router(qwen).route(x), moegen.Router(qwen, backend="gpu-emu").route(x)
+    assert torch.equal(emu.topk_ids, cpu.topk_ids)
+    torch.testing.assert_close(emu.topk_weights, cpu.topk_weights, rtol=1e-5, atol=1e-6)
+
+
+def test_the_op_on_the_emulated_backend(dsv3):
+    key = moegen.ops.register(dsv3)
+    x, bias = torch.randn(6, 256), torch.randn(256) * 0.1
+    ids, weights = torch.compile(lambda a, b: torch.ops.moegen.route(a, b, None, None, None, key),
+                                 fullgraph=True)(x, bias)
+    want = reference(x, bias, **DSV3)
+    assert torch.equal(ids, want[0])
+    torch.testing.assert_close(weights, want[1], rtol=1e-5, atol=1e-6)
