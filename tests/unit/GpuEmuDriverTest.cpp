@@ -19,6 +19,7 @@
 #include <array>
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 using namespace moegen;
 using namespace moegen::gpuemu;
@@ -226,6 +227,41 @@ TEST_F(GpuEmuDriverTest, PointerAttributes) {
             CUDA_ERROR_INVALID_VALUE);
   driver.memFree(base);
   EXPECT_EQ(std::get<0>(query(base)), 0u);
+}
+
+TEST_F(GpuEmuDriverTest, HostMemoryRegisteredForAScope) {
+  // Caller-owned host memory is device memory while registered (the Python
+  // package's tensors on backend gpu-emu), and unknown again after.
+  std::vector<int32_t> host(250);
+  const CUdeviceptr pointer = CUdeviceptr(host.data());
+  auto rangeSize = [&](CUdeviceptr p) {
+    size_t size = 0;
+    CUpointer_attribute attribute = CU_POINTER_ATTRIBUTE_RANGE_SIZE;
+    void *data = &size;
+    EXPECT_EQ(driver.pointerGetAttributes(1, &attribute, &data, p),
+              CUDA_SUCCESS);
+    return size;
+  };
+  {
+    gpuemu::ScopedDeviceMemory registered(host.data(), 1000);
+    EXPECT_TRUE(registered.registered());
+    EXPECT_EQ(rangeSize(pointer + 4), 1000u);
+    // Overlaps, inside or across its start, are refused; so is nothing.
+    gpuemu::ScopedDeviceMemory inside(host.data() + 10, 40);
+    gpuemu::ScopedDeviceMemory across(
+        reinterpret_cast<const char *>(host.data()) - 8, 16);
+    gpuemu::ScopedDeviceMemory empty(host.data(), 0);
+    EXPECT_FALSE(inside.registered());
+    EXPECT_FALSE(across.registered());
+    EXPECT_FALSE(empty.registered());
+    EXPECT_EQ(rangeSize(pointer + 4), 1000u);
+    // memset bounds follow it.
+    EXPECT_EQ(driver.memsetD8Async(pointer, 0x5A, 1000, nullptr),
+              CUDA_SUCCESS);
+    EXPECT_EQ(host[249], 0x5A5A5A5A);
+    EXPECT_NE(driver.memsetD8Async(pointer, 0, 1001, nullptr), CUDA_SUCCESS);
+  }
+  EXPECT_EQ(rangeSize(pointer + 4), 0u);
 }
 
 TEST_F(GpuEmuDriverTest, ModuleRegistry) {
