@@ -23,6 +23,14 @@ if [ ! -f "$env_dir/.complete" ]; then
   echo "run-python-tests: making the test environment in $env_dir"
   rm -rf "$env_dir"
   mkdir -p "$(dirname "$env_dir")"
+  # Environments of older requirements (a few GB each) go.
+  if [ -z "${MOEGEN_PYTHON_ENV:-}" ]; then
+    for old in "$(dirname "$env_dir")"/python-env-*; do
+      if [ "$old" != "$env_dir" ] && [ -d "$old" ]; then
+        rm -rf "$old"
+      fi
+    done
+  fi
   python3 -m venv "$env_dir"
   "$env_dir/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
   touch "$env_dir/.complete"
