@@ -274,6 +274,51 @@ class Router:
         self._native.dispatch(ids, *out, stream=self._stream(ids), check=check)
         return out
 
+    def permute(self, hidden, sorted_slots, *, check: bool = True):
+        """Hidden rows [T, H] (of the spec's hidden_dtype) into expert order
+        by dispatch's sorted_slots [T * k]: [T * k, H], row p =
+        hidden[sorted_slots[p] // k] (spec permute: true)."""
+        _check_flag("check", check)
+        hidden = _tensor("hidden", hidden)
+        sorted_slots = self._ids("sorted_slots", _tensor("sorted_slots", sorted_slots))
+        shape = tuple(getattr(hidden, "shape", ()))
+        if len(shape) != 2:
+            raise InputError(f"hidden: shape {shape} must be [T, H]: it has {len(shape)} dimensions, not 2")
+        permuted = self._empty_like_rows(hidden, (shape[0] * self.top_k, shape[1]))
+        self._native.permute(hidden, sorted_slots, permuted, stream=self._stream(hidden), check=check)
+        return permuted
+
+    def combine(self, expert_output, topk_weights, slot_positions, *, check: bool = True):
+        """The experts' rows [T * k, H] (in expert order) weighted by the
+        routing weights [T, k] and summed back per token by dispatch's
+        slot_positions [T * k]: [T, H] of the spec's hidden_dtype, summed in
+        f32 and rounded once (spec permute: true)."""
+        _check_flag("check", check)
+        expert_output = _tensor("expert_output", expert_output)
+        topk_weights = _tensor("topk_weights", topk_weights)
+        slot_positions = self._ids("slot_positions", _tensor("slot_positions", slot_positions))
+        rows, weights = tuple(getattr(expert_output, "shape", ())), tuple(getattr(topk_weights, "shape", ()))
+        if len(weights) != 2:
+            raise InputError(f"topk_weights: shape {weights} must be [T, k]: it has {len(weights)} "
+                             "dimensions, not 2")
+        if len(rows) != 2:
+            raise InputError(f"expert_output: shape {rows} must be [T * k, H]: it has {len(rows)} "
+                             "dimensions, not 2")
+        combined = self._empty_like_rows(expert_output, (weights[0], rows[1]))
+        self._native.combine(expert_output, topk_weights, slot_positions, combined,
+                             stream=self._stream(expert_output), check=check)
+        return combined
+
+    @staticmethod
+    def _empty_like_rows(like, shape):
+        """An output of `like`'s framework, device and dtype (a dtype the
+        kernels refuse is reported by them, naming the input)."""
+        if _is_torch(like):
+            return _torch().empty(shape, dtype=like.dtype, device=like.device)
+        import numpy as np  # noqa: PLC0415
+
+        return np.empty(shape, dtype=getattr(like, "dtype", np.float32))
+
     def check_errors(self) -> None:
         """CUDA: waits for the current stream and raises the first input
         error recorded by calls made with check=False."""

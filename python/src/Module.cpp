@@ -577,6 +577,113 @@ public:
 #endif
   }
 
+  /// permute (spec permute: true): rows of `hidden` [T, H] into expert
+  /// order by dispatch's sorted_slots [T * k], into `permuted` [T * k, H].
+  void permute(Input hidden, Input sortedSlots, Tensor permuted,
+               uintptr_t stream, bool check) {
+    const auto [t, h] = checkRows("hidden", hidden);
+    const int64_t k = facts.topK;
+    checkTensor("sorted_slots", sortedSlots, kInt32, "",
+                {{"T * k", t * k, "slots"}}, placement);
+    checkTensor("permuted", permuted, hiddenTypes(), hiddenWhy(),
+                {{"T * k", t * k, "slots"}, {"H", h, "the row size of hidden"}},
+                placement);
+#ifdef MOEGEN_PYTHON_COMPILER
+    if (cpuRouter) {
+      rt::HostPermuteCall call;
+      call.numTokens = t;
+      call.hiddenSize = h;
+      call.hidden = addressOf(hidden);
+      call.sortedSlots = static_cast<const int32_t *>(addressOf(sortedSlots));
+      call.permuted = addressOf(permuted);
+      hostCall([&] { return cpuRouter->permute(call); });
+      return;
+    }
+#endif
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    rt::PermuteArgs args;
+    args.numTokens = t;
+    args.hiddenSize = h;
+    args.hidden = devicePtr(hidden);
+    args.sortedSlots = devicePtr(sortedSlots);
+    args.permuted = devicePtr(permuted);
+    const rt::CudaRouter *router = device();
+    EmulatorMemory memory(emulated != nullptr);
+    memory.add(hidden).add(sortedSlots).add(permuted);
+    CUstream s = reinterpret_cast<CUstream>(stream);
+    cudaCall([&] {
+      router->permute(args, s);
+      if (check)
+        router->checkErrors(s);
+    });
+#else
+    (void)stream;
+    (void)check;
+#endif
+  }
+
+  /// combine (spec permute: true): `combined` [T, H] = the routing weights
+  /// [T, k] times the experts' rows [T * k, H] found by slot_positions,
+  /// summed in f32 in slot order and rounded once.
+  void combine(Input expertOutput, Input topkWeights, Input slotPositions,
+               Tensor combined, uintptr_t stream, bool check) {
+    const int64_t k = facts.topK;
+    checkTensor("topk_weights", topkWeights, kFloat32, "",
+                {{"T", std::nullopt, "tokens"}, {"k", k, "top_k"}}, placement);
+    const int64_t t = int64_t(topkWeights.shape(0));
+    if (t > std::numeric_limits<int32_t>::max() / k)
+      throw InputError("topk_weights: T = " + std::to_string(t) +
+                       " tokens: T * top_k must fit in int32");
+    checkTensor("expert_output", expertOutput, hiddenTypes(), hiddenWhy(),
+                {{"T * k", t * k, "slots"}, {"H", std::nullopt, "hidden size"}},
+                placement);
+    const int64_t h = int64_t(expertOutput.shape(1));
+    checkTensor("slot_positions", slotPositions, kInt32, "",
+                {{"T * k", t * k, "slots"}}, placement);
+    checkTensor("combined", combined, hiddenTypes(), hiddenWhy(),
+                {{"T", t, "the token count of topk_weights"},
+                 {"H", h, "the row size of expert_output"}},
+                placement);
+    if (!facts.permute)
+      throw InputError("expert_output: the spec has no permute and combine "
+                       "entry points (set permute: true)");
+#ifdef MOEGEN_PYTHON_COMPILER
+    if (cpuRouter) {
+      rt::HostCombineCall call;
+      call.numTokens = t;
+      call.hiddenSize = h;
+      call.topkWeights = static_cast<const float *>(addressOf(topkWeights));
+      call.slotPositions =
+          static_cast<const int32_t *>(addressOf(slotPositions));
+      call.expertOutput = addressOf(expertOutput);
+      call.combined = addressOf(combined);
+      hostCall([&] { return cpuRouter->combine(call); });
+      return;
+    }
+#endif
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    rt::CombineArgs args;
+    args.numTokens = t;
+    args.hiddenSize = h;
+    args.topkWeights = devicePtr(topkWeights);
+    args.slotPositions = devicePtr(slotPositions);
+    args.expertOutput = devicePtr(expertOutput);
+    args.combined = devicePtr(combined);
+    const rt::CudaRouter *router = device();
+    EmulatorMemory memory(emulated != nullptr);
+    memory.add(topkWeights).add(slotPositions).add(expertOutput).add(combined);
+    CUstream s = reinterpret_cast<CUstream>(stream);
+    cudaCall([&] {
+      router->combine(args, s);
+      if (check)
+        router->checkErrors(s);
+    });
+#else
+    (void)stream;
+    (void)check;
+#endif
+  }
+
   /// CUDA: waits for `stream` and raises the first input error its kernels
   /// recorded since the last launch (after calls made with check=False).
   void checkErrors(uintptr_t stream) {
@@ -590,6 +697,50 @@ public:
 
 private:
   Router() = default;
+
+  std::vector<std::pair<Code, int>> hiddenTypes() const {
+    switch (facts.hidden) {
+    case rt::RouterFacts::Logits::F32:
+      return kFloat32;
+    case rt::RouterFacts::Logits::F16:
+      return {{Code::Float, 16}};
+    case rt::RouterFacts::Logits::BF16:
+      return {{Code::Bfloat, 16}, {Code::UInt, 16}};
+    }
+    return kFloat32;
+  }
+  std::string hiddenWhy() const {
+    return facts.hidden == rt::RouterFacts::Logits::F32   ? " (hidden_dtype: f32)"
+           : facts.hidden == rt::RouterFacts::Logits::F16 ? " (hidden_dtype: f16)"
+                                                          : " (hidden_dtype: bf16, or its bits as uint16)";
+  }
+
+  /// The checks of a [T, H] hidden tensor, and (T, H).
+  std::pair<int64_t, int64_t> checkRows(const std::string &name,
+                                        const Input &rows) const {
+    if (!facts.permute)
+      throw InputError(name + ": the spec has no permute and combine entry "
+                              "points (set permute: true)");
+    checkTensor(name, rows, hiddenTypes(), hiddenWhy(),
+                {{"T", std::nullopt, "tokens"}, {"H", std::nullopt, "hidden size"}},
+                placement);
+    const int64_t t = int64_t(rows.shape(0)), h = int64_t(rows.shape(1));
+    if (t > std::numeric_limits<int32_t>::max() / facts.topK)
+      throw InputError(name + ": T = " + std::to_string(t) +
+                       " tokens: T * top_k must fit in int32");
+    return {t, h};
+  }
+
+  /// A host router call without the GIL: its one-line error, if any, raised.
+  template <typename F> void hostCall(F &&f) {
+    std::string error;
+    {
+      nb::gil_scoped_release release;
+      error = f();
+    }
+    if (!error.empty())
+      throw InputError(error);
+  }
 
   std::pair<std::vector<std::pair<Code, int>>, std::string> logitsRule() const {
     switch (facts.logits) {
@@ -740,6 +891,12 @@ NB_MODULE(_moegen, m) {
            nb::arg("expert_counts"), nb::arg("expert_offsets"),
            nb::arg("sorted_slots"), nb::arg("slot_positions"),
            nb::arg("stream"), nb::arg("check"))
+      .def("permute", &Router::permute, nb::arg("hidden"),
+           nb::arg("sorted_slots"), nb::arg("permuted"), nb::arg("stream"),
+           nb::arg("check"))
+      .def("combine", &Router::combine, nb::arg("expert_output"),
+           nb::arg("topk_weights"), nb::arg("slot_positions"),
+           nb::arg("combined"), nb::arg("stream"), nb::arg("check"))
       .def("check_logits", &Router::checkLogits, nb::arg("logits"))
       .def("check_errors", &Router::checkErrors, nb::arg("stream"));
 }

@@ -93,3 +93,19 @@ def test_the_op_on_the_emulated_backend(dsv3):
     want = reference(x, bias, **DSV3)
     assert torch.equal(ids, want[0])
     torch.testing.assert_close(weights, want[1], rtol=1e-5, atol=1e-6)
+
+
+def test_permute_and_combine_on_the_emulated_gpu():
+    from test_router import PERMUTE_SPEC, permute_and_combine
+
+    spec = dict(PERMUTE_SPEC, hidden_dtype="bf16", hidden_size=64)
+    emulated = moegen.Router(spec, backend="gpu-emu")
+    permute_and_combine(emulated, torch.bfloat16)
+    # and bit for bit as the CPU backend
+    cpu = moegen.Router(spec)
+    out = cpu.route(torch.randn(5, 16))
+    hidden = torch.randn(5, 64).bfloat16()
+    rows = torch.randn(20, 64).bfloat16()
+    assert torch.equal(emulated.permute(hidden, out.sorted_slots), cpu.permute(hidden, out.sorted_slots))
+    assert torch.equal(emulated.combine(rows, out.topk_weights, out.slot_positions),
+                       cpu.combine(rows, out.topk_weights, out.slot_positions))

@@ -196,3 +196,45 @@ def test_cuda_matches_cpu_on_the_current_stream(template):
         gpu.replay(logits.cuda(), torch.full((300, 8), 999, dtype=torch.int32, device="cuda"))
     with pytest.raises(moegen.InputError, match="logits: on cpu, but this router runs on the cuda backend"):
         gpu.route(logits, bias.cuda())
+
+
+PERMUTE_SPEC = {"name": "moe_block", "num_experts": 16, "top_k": 4, "scoring": "softmax",
+                "normalize": True, "dispatch": True, "permute": True}
+
+
+def permute_and_combine(router, hidden_dtype):
+    torch.manual_seed(7)
+    out = router.route(torch.randn(9, 16))
+    hidden = torch.randn(9, 64).to(hidden_dtype)
+    permuted = router.permute(hidden, out.sorted_slots)
+    # rows in expert order, bit copies
+    assert permuted.dtype == hidden_dtype and permuted.shape == (36, 64)
+    assert torch.equal(permuted, hidden[(out.sorted_slots // 4).long()])
+    expert_output = (permuted.float() * 3 - 1).to(hidden_dtype)
+    combined = router.combine(expert_output, out.topk_weights, out.slot_positions)
+    rows = expert_output.float()[out.slot_positions.long()].view(9, 4, 64)
+    want = (out.topk_weights.unsqueeze(-1) * rows).sum(1)
+    assert combined.dtype == hidden_dtype
+    # f32 sums in slot order, rounded once: within the hidden type's rounding
+    tolerance = 1e-6 if hidden_dtype == torch.float32 else 2**-7
+    torch.testing.assert_close(combined.float(), want, rtol=tolerance, atol=1e-6)
+    return out, hidden
+
+
+@pytest.mark.parametrize("dtype,hidden_dtype", [("f32", torch.float32), ("bf16", torch.bfloat16)])
+def test_permute_and_combine(dtype, hidden_dtype):
+    router = moegen.Router(dict(PERMUTE_SPEC, hidden_dtype=dtype, hidden_size=64))
+    out, hidden = permute_and_combine(router, hidden_dtype)
+    with pytest.raises(moegen.InputError, match=r"sorted_slots\[0\] = 99: outside the slots \[0, 36\)"):
+        router.permute(hidden, torch.full((36,), 99, dtype=torch.int32))
+    with pytest.raises(moegen.InputError, match=r"slot_positions\[0\] = -1: outside the permuted rows"):
+        router.combine(router.permute(hidden, out.sorted_slots), out.topk_weights,
+                       torch.full((36,), -1, dtype=torch.int32))
+    with pytest.raises(moegen.InputError, match="sorted_slots: shape"):
+        router.permute(hidden, out.sorted_slots[:5])
+    if hidden_dtype != torch.float32:
+        with pytest.raises(moegen.InputError, match=r"expert_output: dtype float32 must be bfloat16"):
+            router.combine(torch.zeros(36, 64), out.topk_weights, out.slot_positions)
+    plain = moegen.Router({"name": "r", "num_experts": 16, "top_k": 4, "scoring": "softmax"})
+    with pytest.raises(moegen.InputError, match="hidden: the spec has no permute and combine entry points"):
+        plain.permute(hidden, out.sorted_slots)
