@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -244,6 +245,28 @@ std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts) {
            std::to_string(numExperts) + " at vector_width " +
            std::to_string(w) + " is " + std::to_string((numExperts + w - 1) / w);
   return "";
+}
+
+std::string cpuModel() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos)
+        return line.substr(line.find_first_not_of(" \t", colon + 1));
+    }
+  return "unknown";
+}
+
+Origin cpuOrigin(unsigned threads, const std::string &compilerVersion) {
+  Origin origin;
+  origin.backend = "cpu";
+  const unsigned count =
+      threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+  origin.machine = cpuModel() + ", " + std::to_string(count) + " threads";
+  origin.compilerVersion = compilerVersion;
+  return origin;
 }
 
 } // namespace moegen::tune

@@ -94,6 +94,15 @@ private:
 /// every config read from a database.
 std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts);
 
+/// The CPU's model name from /proc/cpuinfo, or "unknown".
+std::string cpuModel();
+
+/// Where CPU tunings of this build on this machine come from: backend
+/// "cpu", the CPU model and the worker threads (0: one per hardware
+/// thread), and `compilerVersion` (moegen's version and the code
+/// generator's fingerprint). Entries of any other origin are ignored.
+Origin cpuOrigin(unsigned threads, const std::string &compilerVersion);
+
 } // namespace moegen::tune
 
 #endif // MOEGEN_COMPILER_TUNE_TUNINGDB_H

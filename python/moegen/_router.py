@@ -143,9 +143,15 @@ class Router:
     for tests of the CUDA launch path where no GPU is). device: the
     CUDA device (an int or torch.device; default: the current one).
     threads: the CPU backend's worker threads (0: one per hardware thread).
+    tuning_db: a tuning database `moegen autotune` wrote (default: the
+    MOEGEN_TUNING_DB environment variable; False: none). Each call on the
+    CPU then runs the configuration tuned for its token count on this
+    machine and build (compiled on first use), else the heuristic's;
+    config(T) says which.
     """
 
-    def __init__(self, spec, backend: str = "cpu", *, device=None, threads: int = 0):
+    def __init__(self, spec, backend: str = "cpu", *, device=None, threads: int = 0,
+                 tuning_db=None):
         if not isinstance(backend, str):
             raise InputError(f"backend: expected 'cpu' or 'cuda', got {backend!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
@@ -169,8 +175,19 @@ class Router:
             text, name = spec, (spec if is_path else "<spec>")
         else:
             raise InputError(f"spec: expected a path, YAML text or a dict, got {type(spec).__name__}")
+        if tuning_db is None:
+            tuning_db = os.environ.get("MOEGEN_TUNING_DB", "") if backend == "cpu" else ""
+        elif tuning_db is False:
+            tuning_db = ""
+        elif isinstance(tuning_db, (str, os.PathLike)):
+            tuning_db = os.fspath(tuning_db)
+            if tuning_db and backend != "cpu":
+                raise InputError(f"tuning_db: only the cpu backend is tuned, not {backend!r}")
+        else:
+            raise InputError(f"tuning_db: expected a path, None or False, got {tuning_db!r}")
         with _on_device(backend, index):
-            self._native = _moegen.Router(text, is_path, name, backend, threads, index)
+            self._native = _moegen.Router(text, is_path, name, backend, threads, index,
+                                          tuning_db)
         self._facts = dict(self._native.facts)
         self.backend = backend
         self.device_index = index
@@ -234,6 +251,16 @@ class Router:
     def spec(self) -> str:
         """The spec in canonical form (every key explicit), or its program."""
         return self._native.spec
+
+    def config(self, tokens: int) -> dict:
+        """The CPU configuration a call of `tokens` tokens runs with
+        (vector_width, tokens_per_task) and its source: the heuristic's, or
+        the tuning database entry it came from."""
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise InputError(f"tokens: expected a non-negative int, got {tokens!r}")
+        if self.backend != "cpu":
+            raise InputError(f"config: only the cpu backend has a tunable configuration, not {self.backend!r}")
+        return dict(self._native.config(tokens))
 
     def __repr__(self) -> str:
         return (f"moegen.Router({self.name!r}, backend={self.backend!r}, "

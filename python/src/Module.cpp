@@ -33,6 +33,7 @@
 #include "compiler/backend/cpu/CpuRouter.h"
 #include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
+#include "compiler/tune/TuningDb.h"
 #include "llvm/Support/Error.h"
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
 #include "compiler/jit/KernelJit.h"
@@ -53,6 +54,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -248,8 +250,9 @@ public:
 #ifdef MOEGEN_PYTHON_COMPILER
   /// `spec` is a file path when `isPath`, else YAML text named `name`.
   Router(const std::string &spec, bool isPath, const std::string &name,
-         const std::string &backend, unsigned threads, int device)
-      : backendName(backend) {
+         const std::string &backend, unsigned threads, int device,
+         const std::string &tuningDbPath)
+      : backendName(backend), threads(threads) {
     std::string error;
     std::optional<RoutingSpec> parsed =
         isPath ? parseRouterFile(spec, error)
@@ -272,6 +275,14 @@ public:
                           llvm::toString(compiled.takeError()));
       cpuRouter = std::move(*compiled);
       placement = {nb::device::cpu::value, 0, "the cpu backend"};
+      if (!tuningDbPath.empty()) {
+        std::optional<tune::TuningDb> db =
+            tune::TuningDb::load(tuningDbPath, error);
+        if (!db)
+          throw InputError(error);
+        tuning = std::move(*db);
+        tuningPath = tuningDbPath;
+      }
       return;
     }
     if (backend == "cuda") {
@@ -310,6 +321,20 @@ public:
     }
     throw InputError("backend '" + backend +
                      "': unknown backend (available: cpu, cuda, gpu-emu)");
+  }
+
+  /// The CPU configuration a call of `t` tokens runs with, and where it
+  /// came from (the heuristic's, or the tuning database's entry).
+  nb::dict configFor(int64_t t) {
+    if (!cpuRouter)
+      throw InputError("config: only the cpu backend has a tunable "
+                       "configuration");
+    cpu::CpuRouter &router = *cpuRouterFor(t);
+    nb::dict d;
+    d["vector_width"] = router.vectorWidth();
+    d["tokens_per_task"] = router.tokensPerTask();
+    d["source"] = lastSource;
+    return d;
   }
 #endif
 
@@ -445,6 +470,7 @@ public:
 
 #ifdef MOEGEN_PYTHON_COMPILER
     if (cpuRouter) {
+      cpu::CpuRouter *router = cpuRouterFor(t);
       rt::HostRouteCall call;
       call.numTokens = t;
       call.logits = addressOf(logits);
@@ -473,7 +499,7 @@ public:
       std::string error;
       {
         nb::gil_scoped_release release;
-        error = cpuRouter->run(call);
+        error = router->run(call);
       }
       if (!error.empty())
         throw InputError(error);
@@ -540,10 +566,11 @@ public:
     checkDispatchOutputs(t, counts, offsets, sortedSlots, slotPositions);
 #ifdef MOEGEN_PYTHON_COMPILER
     if (cpuRouter) {
+      cpu::CpuRouter *router = cpuRouterFor(t);
       std::string error;
       {
         nb::gil_scoped_release release;
-        error = cpuRouter->dispatch(
+        error = router->dispatch(
             static_cast<const int32_t *>(addressOf(topkIds)), t,
             static_cast<int32_t *>(addressOf(counts)),
             static_cast<int32_t *>(addressOf(offsets)),
@@ -596,7 +623,8 @@ public:
       call.hidden = addressOf(hidden);
       call.sortedSlots = static_cast<const int32_t *>(addressOf(sortedSlots));
       call.permuted = addressOf(permuted);
-      hostCall([&] { return cpuRouter->permute(call); });
+      cpu::CpuRouter *router = cpuRouterFor(t);
+      hostCall([&] { return router->permute(call); });
       return;
     }
 #endif
@@ -657,7 +685,8 @@ public:
           static_cast<const int32_t *>(addressOf(slotPositions));
       call.expertOutput = addressOf(expertOutput);
       call.combined = addressOf(combined);
-      hostCall([&] { return cpuRouter->combine(call); });
+      cpu::CpuRouter *router = cpuRouterFor(t);
+      hostCall([&] { return router->combine(call); });
       return;
     }
 #endif
@@ -839,7 +868,55 @@ private:
   Placement placement;
 #ifdef MOEGEN_PYTHON_COMPILER
   RoutingSpec routingSpec;
+  unsigned threads = 0;
+  /// The heuristic's router, and the tuned ones by configuration.
   std::unique_ptr<cpu::CpuRouter> cpuRouter;
+  std::map<std::string, std::unique_ptr<cpu::CpuRouter>> tunedRouters;
+  std::optional<tune::TuningDb> tuning;
+  std::string tuningPath;
+  std::string lastSource = "the heuristic's";
+
+  /// The CPU router for a call of `t` tokens: the tuning database's
+  /// configuration for its bucket (compiled on first use), else the
+  /// heuristic's, as `moegen run --tuning-db` chooses.
+  cpu::CpuRouter *cpuRouterFor(int64_t t) {
+    lastSource = "the heuristic's";
+    if (!tuning)
+      return cpuRouter.get();
+    const tune::Origin origin = tune::cpuOrigin(
+        threads,
+        std::string(MOEGEN_VERSION) + "+codegen." + jit::codegenFingerprint());
+    const tune::Entry *entry = tuning->lookup(hash, origin, t);
+    if (!entry) {
+      lastSource = "the heuristic's: " + tuningPath +
+                   " has no entry for this spec on this machine and build";
+      return cpuRouter.get();
+    }
+    if (std::string why =
+            tune::checkCpuConfig(entry->config, routingSpec.numExperts);
+        !why.empty())
+      throw InputError(tuningPath + ": error: the entry for " +
+                       routingSpec.name + " at T = " +
+                       std::to_string(entry->tokens) + ": " + why);
+    lastSource = "tuned for T = " + std::to_string(entry->tokens) + " in " +
+                 tuningPath;
+    const std::string key = entry->config.describe();
+    auto found = tunedRouters.find(key);
+    if (found != tunedRouters.end())
+      return found->second.get();
+    cpu::CpuCompileOptions options;
+    options.threads = threads;
+    options.vectorWidth = entry->config.vectorWidth;
+    options.tokensPerTask = entry->config.tokensPerTask;
+    options.topk = entry->config.topk;
+    auto compiled = cpu::CpuRouter::compile(routingSpec, options);
+    if (!compiled)
+      throw MoegenError(routingSpec.name +
+                        ": internal error: the CPU backend cannot compile the "
+                        "tuned configuration " + key + ": " +
+                        llvm::toString(compiled.takeError()));
+    return tunedRouters.emplace(key, std::move(*compiled)).first->second.get();
+  }
 #endif
 };
 
@@ -870,9 +947,11 @@ NB_MODULE(_moegen, m) {
   nb::class_<Router>(m, "Router")
 #ifdef MOEGEN_PYTHON_COMPILER
       .def(nb::init<const std::string &, bool, const std::string &,
-                    const std::string &, unsigned, int>(),
+                    const std::string &, unsigned, int, const std::string &>(),
            nb::arg("spec"), nb::arg("is_path"), nb::arg("name"),
-           nb::arg("backend"), nb::arg("threads"), nb::arg("device"))
+           nb::arg("backend"), nb::arg("threads"), nb::arg("device"),
+           nb::arg("tuning_db"))
+      .def("config", &Router::configFor, nb::arg("tokens"))
 #endif
       .def_static("load", &Router::load, nb::arg("directory"),
                   nb::arg("device"))

@@ -238,3 +238,37 @@ def test_permute_and_combine(dtype, hidden_dtype):
     plain = moegen.Router({"name": "r", "num_experts": 16, "top_k": 4, "scoring": "softmax"})
     with pytest.raises(moegen.InputError, match="hidden: the spec has no permute and combine entry points"):
         plain.permute(hidden, out.sorted_slots)
+
+
+def test_tuning_database_picks_the_bucket_config(tmp_path, template, monkeypatch):
+    """moegen autotune's database, read as moegen run reads it: each call
+    runs its bucket's configuration, with the same results."""
+    import subprocess
+
+    from conftest import BIN
+
+    db = tmp_path / "tuning.json"
+    subprocess.run([str(BIN / "moegen"), "autotune", template("mixtral-8x7b"), "--tokens", "16,512",
+                    "--db", str(db), "--max-candidates", "6", "--reps", "3"],
+                   check=True, capture_output=True)
+    tuned = moegen.Router(template("mixtral-8x7b"), tuning_db=db)
+    plain = moegen.Router(template("mixtral-8x7b"), tuning_db=False)
+    assert tuned.config(20)["source"] == f"tuned for T = 16 in {db}"
+    assert tuned.config(4096)["source"] == f"tuned for T = 512 in {db}"
+    assert plain.config(20)["source"] == "the heuristic's"
+    monkeypatch.setenv("MOEGEN_TUNING_DB", str(db))
+    assert moegen.Router(template("mixtral-8x7b")).config(600)["source"].startswith("tuned for T = 512")
+    torch.manual_seed(8)
+    for t in (20, 700):
+        x = torch.randn(t, 8).bfloat16()
+        a, b = tuned.route(x), plain.route(x)
+        assert torch.equal(a.topk_ids, b.topk_ids)
+        torch.testing.assert_close(a.topk_weights, b.topk_weights, rtol=1e-6, atol=1e-7)
+    # another spec's entries are not this one's
+    assert "has no entry for this spec" in moegen.Router(template("deepseek-v3"), tuning_db=db).config(16)["source"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(moegen.InputError, match=r"bad\.json: error: not a moegen tuning database"):
+        moegen.Router(template("mixtral-8x7b"), tuning_db=bad)
+    with pytest.raises(moegen.InputError, match="only the cpu backend is tuned"):
+        moegen.Router(template("mixtral-8x7b"), backend="gpu-emu", tuning_db=db)

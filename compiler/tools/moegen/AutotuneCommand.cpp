@@ -40,14 +40,8 @@
 namespace moegen::tool {
 
 tune::Origin cpuTuningOrigin(unsigned threads) {
-  tune::Origin origin;
-  origin.backend = "cpu";
-  const unsigned count =
-      threads ? threads : std::max(1u, std::thread::hardware_concurrency());
-  origin.machine = cpuModel() + ", " + std::to_string(count) + " threads";
-  origin.compilerVersion =
-      std::string(MOEGEN_VERSION) + "+codegen." + jit::codegenFingerprint();
-  return origin;
+  return tune::cpuOrigin(threads, std::string(MOEGEN_VERSION) + "+codegen." +
+                                      jit::codegenFingerprint());
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #ifndef MOEGEN_COMPILER_TOOLS_MOEGEN_BENCHINPUTS_H
 #define MOEGEN_COMPILER_TOOLS_MOEGEN_BENCHINPUTS_H
 
+#include "compiler/tune/TuningDb.h"
 #include "runtime/HostRouter.h"
 #include "runtime/npy/HalfFloat.h"
 
@@ -135,17 +136,7 @@ inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch
 }
 
 /// The CPU's model name from /proc/cpuinfo, or "unknown".
-inline std::string cpuModel() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line))
-    if (line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos)
-        return line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  return "unknown";
-}
+using tune::cpuModel;
 
 /// Seconds per call: the median and the 10th and 90th percentiles.
 struct Timing {
