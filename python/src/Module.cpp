@@ -282,6 +282,10 @@ public:
           throw InputError(error);
         tuning = std::move(*db);
         tuningPath = tuningDbPath;
+        // Once: it reads /proc/cpuinfo.
+        tuningOrigin = tune::cpuOrigin(
+            threads, std::string(MOEGEN_VERSION) + "+codegen." +
+                         jit::codegenFingerprint());
       }
       return;
     }
@@ -873,6 +877,7 @@ private:
   std::unique_ptr<cpu::CpuRouter> cpuRouter;
   std::map<std::string, std::unique_ptr<cpu::CpuRouter>> tunedRouters;
   std::optional<tune::TuningDb> tuning;
+  tune::Origin tuningOrigin;
   std::string tuningPath;
   std::string lastSource = "the heuristic's";
 
@@ -883,10 +888,7 @@ private:
     lastSource = "the heuristic's";
     if (!tuning)
       return cpuRouter.get();
-    const tune::Origin origin = tune::cpuOrigin(
-        threads,
-        std::string(MOEGEN_VERSION) + "+codegen." + jit::codegenFingerprint());
-    const tune::Entry *entry = tuning->lookup(hash, origin, t);
+    const tune::Entry *entry = tuning->lookup(hash, tuningOrigin, t);
     if (!entry) {
       lastSource = "the heuristic's: " + tuningPath +
                    " has no entry for this spec on this machine and build";
