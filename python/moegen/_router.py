@@ -8,6 +8,7 @@ and CUDA work is queued on the caller's current stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, NamedTuple, Optional
@@ -115,21 +116,13 @@ def _check_flag(name: str, value) -> None:
         raise InputError(f"{name}: expected True or False, got {value!r}")
 
 
-class _NoDevice:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _on_device(backend: str, index: int):
     """Makes device `index` current while a CUDA router loads, so that its
     kernels go into that device's context (the driver loads into the
     current one)."""
     torch = _torch()
     if backend != "cuda" or torch is None or not torch.cuda.is_available():
-        return _NoDevice()
+        return contextlib.nullcontext()
     return torch.cuda.device(index)
 
 

@@ -6,7 +6,11 @@ same minute.
 
     PYTHONPATH=build/python python3 tests/bench/python_overhead.py
 """
-import time, statistics, torch, numpy as np, moegen
+import time
+
+import moegen
+import torch
+
 r = moegen.Router("templates/deepseek-v3.yaml")
 for t in (64, 4096, 65536):
     torch.manual_seed(0)
