@@ -144,3 +144,24 @@ def test_time_per_call(router):
             times.append(start.elapsed_time(end) * 1000)
         times.sort()
         print(f"\npython route T={t}: median {times[50]:.1f} us, p10 {times[10]:.1f}, p90 {times[90]:.1f}")
+
+
+def test_permute_and_combine_on_the_gpu():
+    """DeepSeek-V3 with bf16 hidden rows (the suite's permute case):
+    permute is a bit copy into expert order, combine the f32 weighted sum
+    rounded once, as on the CPU (python/tests/test_router.py)."""
+    kernels = os.environ.get("MOEGEN_TEST_PERMUTE_KERNEL_DIR",
+                             "gpu-carry/suite/deepseek-v3-permute-bf16/kernels")
+    router = moegen.Router.load(kernels)
+    logits, bias = inputs(131, seed=6)
+    out = router.route(logits, bias)
+    hidden = torch.randn(131, 7168, device="cuda").bfloat16()
+    permuted = router.permute(hidden, out.sorted_slots)
+    assert torch.equal(permuted, hidden[(out.sorted_slots // 8).long()])
+    expert_output = (permuted.float() * 3 - 1).bfloat16()
+    combined = router.combine(expert_output, out.topk_weights, out.slot_positions)
+    rows = expert_output.float()[out.slot_positions.long()].view(131, 8, 7168)
+    want = (out.topk_weights.unsqueeze(-1) * rows).sum(1)
+    torch.testing.assert_close(combined.float(), want, rtol=2**-7, atol=1e-5)
+    with pytest.raises(moegen.InputError, match=r"sorted_slots\[0\] = 9999: outside the slots"):
+        router.permute(hidden, torch.full_like(out.sorted_slots, 9999))
