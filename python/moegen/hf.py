@@ -325,16 +325,35 @@ def _hash_table(layer: _Layer) -> torch.Tensor:
     return layer.table
 
 
+_LOGITS_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+
+
+def _router_for_logits(layer: _Layer, logits: torch.Tensor) -> Optional[Router]:
+    """The layer's router for logits of this dtype: bf16 and f16 logits
+    (a bf16 or f16 model's router) go to the kernels as they are, through
+    the spec with that logits_dtype, compiled on first use."""
+    dtype = _LOGITS_DTYPES.get(logits.dtype)
+    if dtype is None:
+        return None
+    if dtype == "f32":
+        return layer.router
+    backend = layer.router.backend
+    return _router_for(dict(layer.spec, logits_dtype=dtype), backend,
+                       logits.device if backend == "cuda" else None)
+
+
 def _patched_forward(state: _State, layer: _Layer):
-    module, family, spec, router = layer.module, layer.family, layer.spec, layer.router
+    module, family, spec = layer.module, layer.family, layer.spec
 
     def forward(hidden_states, *args):
         logits = family.logits(module, hidden_states)
         x = logits.detach()
-        if x.dtype != torch.float32:
-            x = x.float()
         if not x.is_contiguous():
             x = x.contiguous()
+        router = _router_for_logits(layer, x)
+        if router is None:  # a dtype without a spec form: exact in f32
+            x = x.float()
+            router = layer.router
         t = x.shape[0]
         # A sync to check the kernels' error record is not allowed while a
         # CUDA graph is being captured.

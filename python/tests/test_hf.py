@@ -348,3 +348,32 @@ def test_capture_and_replay_through_generate():
     with torch.no_grad(), moegen.hf.replay(model, recorded.routes):
         again = model.generate(prompt, max_new_tokens=4, do_sample=False)
     assert torch.equal(generated, again)
+
+
+# Families that score in f32 whatever the model's dtype. LFM2-MoE and
+# DeepSeek-V4 score in the model's dtype, so in bf16 their near-ties can
+# break otherwise than moegen's f32 scores (docs/python.md).
+@pytest.mark.parametrize("family", ["qwen3_moe", "mixtral", "deepseek_v3", "ernie4_5_moe"])
+def test_bf16_models_route_bf16_logits_as_transformers(family):
+    """A bf16 model's router logits reach the kernels as bf16 (a spec with
+    logits_dtype: bf16, no f32 copy); the experts chosen are transformers'
+    own and the outputs match to bf16 precision."""
+    model = build(family).to(torch.bfloat16)
+    tokens = torch.randint(0, 128, (2, 7))
+    chosen = []
+
+    def record(_module, _inputs, output):
+        chosen.append((output[2].sort(dim=1).values, output[1]))
+
+    hooks = [m.register_forward_hook(record) for m in routers(model)]
+    with torch.no_grad():
+        want = model(tokens).logits
+        with moegen.hf.patch(model):
+            got = model(tokens).logits
+    for hook in hooks:
+        hook.remove()
+    half = len(chosen) // 2
+    for (ids_hf, w_hf), (ids_mg, w_mg) in zip(chosen[:half], chosen[half:]):
+        assert torch.equal(ids_hf, ids_mg)
+        assert w_mg.dtype == w_hf.dtype
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
