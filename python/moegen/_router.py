@@ -364,8 +364,10 @@ class Router:
             capture = _tensor("capture", capture)
             if not getattr(getattr(capture, "flags", None), "writeable", True):
                 raise InputError("capture: the buffer is read-only; the kernels write it")
-        # Before allocating outputs sized by them.
-        self._native.check_logits(logits)
+        # Outputs are sized by the logits: a shape, dtype or layout the
+        # native checks would refuse is reported before any allocation.
+        if not self._plain_logits(logits):
+            self._native.check_logits(logits)
         if dispatch is None:
             dispatch = self._facts["dispatch"]
         elif dispatch and not self._facts["dispatch"]:
@@ -392,6 +394,18 @@ class Router:
                          capture, layer, ids, weights, *(meta or (None,) * 4),
                          stream=self._stream(logits), check=check)
         return Routing(ids, weights, *meta)
+
+    def _plain_logits(self, logits) -> bool:
+        """Whether the logits are a dense [T, E] torch tensor or NumPy
+        array, whose T sizes the outputs safely; anything else goes through
+        the native check first (which run repeats)."""
+        shape = getattr(logits, "shape", ())
+        if len(shape) != 2 or shape[1] != self.num_experts:
+            return False
+        if _is_torch(logits):
+            return logits.is_contiguous()
+        flags = getattr(logits, "flags", None)
+        return bool(flags is not None and flags.c_contiguous)
 
     def _current_stream(self) -> int:
         torch = _torch()

@@ -500,13 +500,7 @@ public:
         call.sortedSlots = static_cast<int32_t *>(addressOf(*sortedSlots));
         call.slotPositions = static_cast<int32_t *>(addressOf(*slotPositions));
       }
-      std::string error;
-      {
-        nb::gil_scoped_release release;
-        error = router->run(call);
-      }
-      if (!error.empty())
-        throw InputError(error);
+      hostCall([&] { return router->run(call); });
       return;
     }
 #endif
@@ -531,22 +525,17 @@ public:
       out.sortedSlots = devicePtr(*sortedSlots);
       out.slotPositions = devicePtr(*slotPositions);
     }
-    CUstream s = reinterpret_cast<CUstream>(stream);
-    const rt::CudaRouter *router = device();
-    EmulatorMemory memory(emulated != nullptr);
-    memory.add(logits).add(bias).add(tokenIds).add(hashTable).add(forcedIds)
-        .add(capture).add(topkIds).add(topkWeights).add(counts).add(offsets)
-        .add(sortedSlots).add(slotPositions);
-    cudaCall([&] {
+    auto launch = [&](const rt::CudaRouter &router, CUstream s) {
       if (replay)
-        router->replay(in, out, s);
+        router.replay(in, out, s);
       else if (facts.hashSelection)
-        router->routeHash(in, out, s);
+        router.routeHash(in, out, s);
       else
-        router->route(in, out, s);
-      if (check)
-        router->checkErrors(s);
-    });
+        router.route(in, out, s);
+    };
+    deviceCall(stream, check, launch, logits, bias, tokenIds, hashTable,
+               forcedIds, capture, topkIds, topkWeights, counts, offsets,
+               sortedSlots, slotPositions);
 #else
     (void)stream;
     (void)check;
@@ -571,18 +560,14 @@ public:
 #ifdef MOEGEN_PYTHON_COMPILER
     if (cpuRouter) {
       cpu::CpuRouter *router = cpuRouterFor(t);
-      std::string error;
-      {
-        nb::gil_scoped_release release;
-        error = router->dispatch(
+      hostCall([&] {
+        return router->dispatch(
             static_cast<const int32_t *>(addressOf(topkIds)), t,
             static_cast<int32_t *>(addressOf(counts)),
             static_cast<int32_t *>(addressOf(offsets)),
             static_cast<int32_t *>(addressOf(sortedSlots)),
             static_cast<int32_t *>(addressOf(slotPositions)));
-      }
-      if (!error.empty())
-        throw InputError(error);
+      });
       return;
     }
 #endif
@@ -592,16 +577,11 @@ public:
     out.expertOffsets = devicePtr(offsets);
     out.sortedSlots = devicePtr(sortedSlots);
     out.slotPositions = devicePtr(slotPositions);
-    CUstream s = reinterpret_cast<CUstream>(stream);
-    const rt::CudaRouter *router = device();
-    EmulatorMemory memory(emulated != nullptr);
-    memory.add(topkIds).add(counts).add(offsets).add(sortedSlots)
-        .add(slotPositions);
-    cudaCall([&] {
-      router->dispatch(devicePtr(topkIds), t, out, s);
-      if (check)
-        router->checkErrors(s);
-    });
+    auto launch = [&](const rt::CudaRouter &router, CUstream s) {
+      router.dispatch(devicePtr(topkIds), t, out, s);
+    };
+    deviceCall(stream, check, launch, topkIds, counts, offsets, sortedSlots,
+               slotPositions);
 #else
     (void)stream;
     (void)check;
@@ -639,15 +619,10 @@ public:
     args.hidden = devicePtr(hidden);
     args.sortedSlots = devicePtr(sortedSlots);
     args.permuted = devicePtr(permuted);
-    const rt::CudaRouter *router = device();
-    EmulatorMemory memory(emulated != nullptr);
-    memory.add(hidden).add(sortedSlots).add(permuted);
-    CUstream s = reinterpret_cast<CUstream>(stream);
-    cudaCall([&] {
-      router->permute(args, s);
-      if (check)
-        router->checkErrors(s);
-    });
+    auto launch = [&](const rt::CudaRouter &router, CUstream s) {
+      router.permute(args, s);
+    };
+    deviceCall(stream, check, launch, hidden, sortedSlots, permuted);
 #else
     (void)stream;
     (void)check;
@@ -702,15 +677,11 @@ public:
     args.slotPositions = devicePtr(slotPositions);
     args.expertOutput = devicePtr(expertOutput);
     args.combined = devicePtr(combined);
-    const rt::CudaRouter *router = device();
-    EmulatorMemory memory(emulated != nullptr);
-    memory.add(topkWeights).add(slotPositions).add(expertOutput).add(combined);
-    CUstream s = reinterpret_cast<CUstream>(stream);
-    cudaCall([&] {
-      router->combine(args, s);
-      if (check)
-        router->checkErrors(s);
-    });
+    auto launch = [&](const rt::CudaRouter &router, CUstream s) {
+      router.combine(args, s);
+    };
+    deviceCall(stream, check, launch, topkWeights, slotPositions, expertOutput,
+               combined);
 #else
     (void)stream;
     (void)check;
@@ -806,6 +777,22 @@ private:
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
   template <typename T> static CUdeviceptr devicePtr(const T &t) {
     return reinterpret_cast<CUdeviceptr>(t.data());
+  }
+  /// Launches on the device router (the GPU's, or the emulator's with
+  /// `tensors` registered as its memory for the call) on `stream`, then,
+  /// when `check`, waits and raises the kernels' first input error.
+  template <typename F, typename... Ts>
+  void deviceCall(uintptr_t stream, bool check, F &&launch,
+                  const Ts &...tensors) {
+    const rt::CudaRouter &router = *device();
+    EmulatorMemory memory(emulated != nullptr);
+    (memory.add(tensors), ...);
+    CUstream s = reinterpret_cast<CUstream>(stream);
+    cudaCall([&] {
+      launch(router, s);
+      if (check)
+        router.checkErrors(s);
+    });
   }
   template <typename F> void cudaCall(F &&f) {
     std::string message;

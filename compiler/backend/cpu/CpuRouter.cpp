@@ -443,13 +443,21 @@ std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
                            rowKernel ? "ids" : "topk_ids");
 }
 
-std::string CpuRouter::Impl::run(const RouterCall &call) {
-  const int64_t t = call.numTokens, e = spec.numExperts, k = spec.topK;
+/// "" or why a call of `t` tokens cannot run: negative, or slot indices
+/// (t * k) past int32.
+static std::string checkTokenCount(int64_t t, int64_t k) {
   if (t < 0)
     return "num_tokens = " + std::to_string(t) + ": must not be negative";
   if (t > std::numeric_limits<int32_t>::max() / k)
     return "num_tokens = " + std::to_string(t) +
            ": num_tokens * top_k must fit in int32";
+  return {};
+}
+
+std::string CpuRouter::Impl::run(const RouterCall &call) {
+  const int64_t t = call.numTokens, e = spec.numExperts, k = spec.topK;
+  if (std::string error = checkTokenCount(t, k); !error.empty())
+    return error;
   if (t > 0 && !call.logits)
     return "logits: required when num_tokens > 0";
   if (t > 0 && (!call.topkIds || !call.topkWeights))
@@ -546,12 +554,8 @@ std::string CpuRouter::dispatch(const int32_t *topkIds, int64_t numTokens,
   if (!spec.dispatch)
     return "topk_ids: the spec has no dispatch entry point (set dispatch: "
            "true)";
-  if (numTokens < 0)
-    return "num_tokens = " + std::to_string(numTokens) +
-           ": must not be negative";
-  if (numTokens > std::numeric_limits<int32_t>::max() / k)
-    return "num_tokens = " + std::to_string(numTokens) +
-           ": num_tokens * top_k must fit in int32";
+  if (std::string error = checkTokenCount(numTokens, k); !error.empty())
+    return error;
   if (!expertCounts || !expertOffsets ||
       (numTokens > 0 && (!topkIds || !sortedSlots || !slotPositions)))
     return "topk_ids, expert_counts, expert_offsets, sorted_slots, "
