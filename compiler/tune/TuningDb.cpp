@@ -225,7 +225,7 @@ std::string TuningDb::merge(const std::string &path,
   return "";
 }
 
-std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts) {
+std::string checkCpuConfig(const CpuConfig &config) {
   const int64_t w = config.vectorWidth;
   if (w != 0 && (w < 1 || w > 64 || (w & (w - 1)) != 0))
     return "vector_width " + std::to_string(w) +
@@ -238,12 +238,8 @@ std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts) {
     return "topk " + support::quote(config.topk) +
            " must be argmax_passes, insertion or lane_lists (empty: the "
            "heuristic's)";
-  // Lane lists keep each lane's elements in registers: rows of at most 16
-  // chunks (kMaxLaneListChunks); wider rows would fall back to the passes.
-  if (config.topk == "lane_lists" && w > 0 && (numExperts + w - 1) / w > 16)
-    return "topk lane_lists needs rows of at most 16 chunks, but E = " +
-           std::to_string(numExperts) + " at vector_width " +
-           std::to_string(w) + " is " + std::to_string((numExperts + w - 1) / w);
+  // Every method fits every row (lane lists sort rows of at most 16 chunks
+  // a lane in registers and stream wider ones), and every width too.
   return "";
 }
 

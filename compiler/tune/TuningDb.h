@@ -89,10 +89,10 @@ private:
   std::vector<Entry> all;
 };
 
-/// Whether `config` is a CPU configuration the kernels accept for E experts;
-/// "" if so, else why not. The autotuner's validity model and the check on
-/// every config read from a database.
-std::string checkCpuConfig(const CpuConfig &config, int64_t numExperts);
+/// Whether `config` is a CPU configuration the kernels accept (for any
+/// spec); "" if so, else why not. The autotuner's validity model and the
+/// check on every config read from a database.
+std::string checkCpuConfig(const CpuConfig &config);
 
 /// The CPU's model name from /proc/cpuinfo, or "unknown".
 std::string cpuModel();

@@ -882,7 +882,7 @@ private:
       return cpuRouter.get();
     }
     if (std::string why =
-            tune::checkCpuConfig(entry->config, routingSpec.numExperts);
+            tune::checkCpuConfig(entry->config);
         !why.empty())
       throw InputError(tuningPath + ": error: the entry for " +
                        routingSpec.name + " at T = " +

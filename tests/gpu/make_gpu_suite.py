@@ -8,7 +8,8 @@ A GPU machine need not have LLVM or MLIR: this script runs where the
 compiler is, and only programs linked to the runtime alone run on the GPU
 machine. It writes, for
 every template, N seeded random specs (tests/lit/CLI/Inputs/
-random_specs.py) and three templates pinned to 1, 4 and 32 lanes per token
+random_specs.py), two wide routers (1024 and 4096 experts) and three
+templates pinned to 1, 4 and 32 lanes per token
 (<template>-lanes-<W>):
 
     SUITE/<case>/case.txt        the spec's facts the checker needs
@@ -213,6 +214,18 @@ def main():
             for lanes in (1, 4, 32):
                 schedules.append(("%s-lanes-%d" % (template, lanes), text,
                                   ("--lanes-per-token", str(lanes))))
+    # Rows of 1024 and 4096 experts: a warp per token and the streamed lane
+    # lists (a bound from the lanes' maxima, then each lane's list of the
+    # keys above it).
+    if not args.no_templates:
+        cases.append(("wide-softmax-1024",
+                      "name: wide_softmax_1024\nnum_experts: 1024\ntop_k: 8\n"
+                      "scoring: softmax\nnormalize: true\nreplay: true\n"
+                      "dispatch: true\nlogits_dtype: bf16\n"))
+        cases.append(("wide-groups-4096",
+                      "name: wide_groups_4096\nnum_experts: 4096\ntop_k: 8\n"
+                      "scoring: sigmoid\nscore_bias: true\ngroups: 8\n"
+                      "topk_groups: 3\nnormalize: true\ndispatch: true\n"))
     # Permute and combine (one case per row type; f32 alone in the quick
     # suite): moegen-gpu-check checks them against their contract on the
     # GPU's own routing.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Warp-instructions on a kernel's fast path, from `cuobjdump -sass`.
 
-    cuobjdump -sass -fun route kernels.cubin | tests/gpu/sass_fast_path.py [--trips=ADDR=N,...] [--lanes-per-token=W]
+    cuobjdump -sass -fun route kernels.cubin | tests/gpu/sass_fast_path.py [--trips=ADDR=N,...] [--skip=START-END,...] [--lanes-per-token=W]
 
 The fast path of a route kernel with valid input: the main body up to its
 EXIT (ptxas puts the code for divergent warps, reached by BRA.DIV, after
@@ -9,6 +9,10 @@ it), without the blocks a forward branch skips when they take the error
 record's lock (ATOMG.E.EXCH: reporting a violation, never run on valid
 input), counting each remaining loop body by the trip count given with
 --trips ADDR=N (default: report the loops found and count them once).
+--skip START-END (inclusive addresses) leaves out code that valid input
+does not run, or runs on a few trips only (a branch the caller knows the
+odds of): the fallback of the streamed lane lists, or their insertion
+block, whose cost per hit the caller adds.
 A warp routes 32 / W tokens at once (the manifest's launch.lanes_per_token,
 default 32): the figure per token divides by that.
 """
@@ -29,10 +33,16 @@ def target(text):
 
 def main():
     trips = {}
+    skip_ranges = []
     lanes = 32
     for arg in sys.argv[1:]:
         if arg.startswith("--lanes-per-token="):
             lanes = int(arg.split("=", 1)[1])
+            continue
+        if arg.startswith("--skip="):
+            for item in arg[len("--skip="):].split(","):
+                a, b = item.split("-")
+                skip_ranges.append((int(a, 16), int(b, 16)))
             continue
         if arg.startswith("--trips="):
             for item in arg[len("--trips="):].split(","):
@@ -51,6 +61,8 @@ def main():
         skipped = [x for x in body if a < x[0] < tgt]
         if any("ATOMG.E.EXCH" in x[1] for x in skipped):
             cold.update(x[0] for x in skipped)
+    for a, b in skip_ranges:
+        cold.update(x for x, _ in body if a <= x <= b)
     hot = [(a, t) for a, t in body if a not in cold]
     total = len(hot)
     loops = [(target(t), a) for a, t in hot if target(t) is not None and target(t) < a and "BRA.DIV" not in t]
@@ -59,7 +71,7 @@ def main():
         size = len([1 for a, _ in hot if start <= a <= stop])
         total += size * (n - 1)
         print("loop %#x-%#x: %d instructions x %d trips" % (start, stop, size, n))
-    print("main body %d, cold (error reporting) %d, fast path %d warp-instructions" %
+    print("main body %d, cold (error reporting, skipped) %d, fast path %d warp-instructions" %
           (len(body), len([1 for a, _ in body if a in cold]), total))
     print("per token: %d warp-instructions (%d tokens per warp)" %
           (round(total * lanes / 32), 32 // lanes))

@@ -1260,8 +1260,9 @@ TEST(CpuBackendEdge, ExplicitVectorWidths) {
 TEST(CpuBackendEdge, EveryTopKMethod) {
   // The kernel config picks how a row's top-k is found; every method must
   // give the golden ids on every shape: tails, groups (-inf keys), ties.
-  // lane_lists (the GPU's choice for rows of at most 16 chunks) falls back
-  // to the passes on wider rows, as 1000 and 4096 experts are here.
+  // Rows of 1000 and 4096 experts are wider than 16 chunks a lane: their
+  // lane lists stream (WideRowLaneLists) or, with fewer lanes than k, fall
+  // back to the passes.
   struct Case {
     int64_t experts, k, groups;
     LogitsStyle style;
@@ -1287,6 +1288,41 @@ TEST(CpuBackendEdge, EveryTopKMethod) {
       options.topk = method;
       checkEveryEntryPoint(spec, options, 70, 77 + c.experts, c.style);
     }
+}
+
+TEST(CpuBackendEdge, WideRowLaneLists) {
+  // Rows of more than 16 chunks a lane take the lane lists in two streaming
+  // passes: only keys at or above a bound from the lanes' maxima enter a
+  // lane's list. Groups narrower than a chunk leave most lanes without a
+  // finite key on some tokens (no bound: the arg-max passes take over);
+  // fewer lanes than k always take the passes.
+  struct Case {
+    int64_t experts, k, groups, keep, width;
+    Scoring scoring;
+    LogitsStyle style;
+  };
+  for (Case c :
+       {Case{1000, 8, 1, 1, 16, Scoring::Softmax, LogitsStyle::Random},
+        Case{1024, 6, 1, 1, 32, Scoring::Sigmoid, LogitsStyle::Adversarial},
+        Case{4096, 8, 8, 3, 32, Scoring::Sigmoid, LogitsStyle::Adversarial},
+        Case{1024, 8, 256, 2, 32, Scoring::Sigmoid, LogitsStyle::Random},
+        Case{2048, 32, 1, 1, 32, Scoring::Softmax, LogitsStyle::Adversarial},
+        Case{2048, 16, 1, 1, 8, Scoring::Softmax, LogitsStyle::Random}}) {
+    SCOPED_TRACE("E = " + std::to_string(c.experts) + ", k = " +
+                 std::to_string(c.k) + ", groups = " +
+                 std::to_string(c.groups) + ", width = " +
+                 std::to_string(c.width));
+    RoutingSpec spec = makeSpec("wide_lane_lists", c.experts, c.k, c.scoring);
+    spec.scoreBias = c.scoring == Scoring::Sigmoid;
+    spec.groups = c.groups;
+    spec.topkGroups = c.keep;
+    spec.normalize = true;
+    spec.dispatch = true;
+    CpuCompileOptions options;
+    options.topk = "lane_lists";
+    options.vectorWidth = c.width;
+    checkEveryEntryPoint(spec, options, 61, 5 + c.experts + c.k, c.style);
+  }
 }
 
 TEST(CpuBackendEdge, ResultsIndependentOfTaskSplit) {
@@ -1759,6 +1795,43 @@ program: |
     ASSERT_TRUE(spec.isProgram());
     checkEveryEntryPoint(spec, {}, 77, 5, LogitsStyle::Random);
   }
+}
+
+TEST(CpuBackendPrograms, WideLaneListsPickMaskedLogitsByTheLowerId) {
+  // Raw logits as keys keep -inf (a masked expert). A row with fewer
+  // finite logits than k leaves the streaming lane lists without a bound:
+  // the arg-max passes pick the -inf experts by the lower id, as the
+  // golden reference does; rows with k or more finite logits stay on the
+  // lists.
+  RoutingSpec spec = parseProgramSpec(R"(name: wide_masked
+num_experts: 1024
+program: |
+  route(logits) -> (ids, weights):
+    l = identity(logits)
+    ids = topk(l, 8)
+    weights = gather(softmax(logits), ids)
+)");
+  CpuCompileOptions options;
+  options.topk = "lane_lists";
+  options.vectorWidth = 32;
+  std::unique_ptr<CpuRouter> router = compileRouter(spec, options);
+  ASSERT_TRUE(router);
+  Inputs in = makeInputs(spec, 40, 17, LogitsStyle::Random);
+  Rng rng(5);
+  for (int64_t t = 0; t < in.numTokens; ++t) {
+    // About 0 to 15 finite logits; a few tokens keep all of them.
+    const int64_t finite =
+        t % 10 == 9 ? spec.numExperts : rng.uniformInt(0, 15);
+    for (int64_t e = 0; e < spec.numExperts; ++e)
+      if (rng.uniformInt(0, spec.numExperts - 1) >= finite)
+        in.logits[t * spec.numExperts + e] =
+            -std::numeric_limits<float>::infinity();
+  }
+  const CpuResult cpu = runCpu(*router, spec, in, Entry::Route, false);
+  ASSERT_EQ(cpu.error, "");
+  const golden::RouterResult gold = runGolden(spec, in, Entry::Route);
+  ASSERT_TRUE(gold.ok()) << gold.error;
+  expectMatchesGolden(spec, in, cpu, gold.outputs, Entry::Route);
 }
 
 } // namespace

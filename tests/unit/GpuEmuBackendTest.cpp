@@ -303,6 +303,66 @@ TEST(GpuEmuBackendTest, EveryLanesPerTokenMatchesTheCpuBackend) {
   }
 }
 
+TEST(GpuEmuBackendTest, WideRowsMatchTheCpuBackend) {
+  // E >= 1024: a warp per token, lane lists streamed above a bound from the
+  // lanes' maxima (more than 16 chunks a lane); 16 lanes per token give 64
+  // to 256 chunks a lane, and 4 lanes (fewer than k) take the passes.
+  const std::vector<std::string> specs = {
+      "name: wide_softmax\nnum_experts: 1024\ntop_k: 8\nscoring: softmax\n"
+      "normalize: true\ndispatch: true\n",
+      "name: wide_groups\nnum_experts: 4096\ntop_k: 8\nscoring: sigmoid\n"
+      "score_bias: true\ngroups: 8\ntopk_groups: 3\nnormalize: true\n",
+      // Groups of 4 experts: on some tokens fewer than k lanes hold a
+      // finite key, and the passes take over.
+      "name: wide_narrow_groups\nnum_experts: 1024\ntop_k: 8\n"
+      "scoring: sigmoid\ngroups: 256\ntopk_groups: 2\n"};
+  for (const std::string &text : specs) {
+    std::string error;
+    auto spec = parseRoutingSpec(text, "wide", error);
+    ASSERT_TRUE(spec) << error;
+    // (At 4 lanes, 8 tokens' rows of 4096 experts would pass the shared
+    // memory a block may have.)
+    for (int64_t lanes : {0, 16, spec->numExperts <= 1024 ? 4 : 0}) {
+      SCOPED_TRACE(spec->name + ", " + std::to_string(lanes) +
+                   " lanes per token (0: heuristic)");
+      check(*spec, {1, 37}, 19, lanes);
+    }
+  }
+}
+
+TEST(GpuEmuBackendTest, WideRowsOfMaskedLogitsMatchTheCpuBackend) {
+  // Raw logits as keys keep -inf: rows with fewer finite logits than k
+  // have no bound and pick -inf experts by the lower id, on the passes.
+  std::string error;
+  auto spec = parseRoutingSpec(R"(name: wide_masked
+num_experts: 1024
+program: |
+  route(logits) -> (ids, weights):
+    l = identity(logits)
+    ids = topk(l, 8)
+    weights = gather(softmax(logits), ids)
+)",
+                               "program", error);
+  ASSERT_TRUE(spec) << error;
+  auto emu = emulated(*spec);
+  auto cpu = onCpu(*spec);
+  ASSERT_TRUE(emu && cpu);
+  Inputs in = makeInputs(*spec, 37, 23);
+  std::mt19937 rng(29);
+  const float minusInf = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < in.tokens; ++t) {
+    const uint32_t finite = t % 10 == 9 ? 1024 : rng() % 16;
+    for (int64_t e = 0; e < 1024; ++e)
+      if (rng() % 1024 >= finite)
+        std::memcpy(&in.logits[(t * 1024 + e) * 4], &minusInf, 4);
+  }
+  Outputs gpu = run(*emu, *spec, in, false);
+  Outputs host = run(*cpu, *spec, in, false);
+  EXPECT_EQ(gpu.error, "");
+  EXPECT_EQ(gpu.ids, host.ids);
+  EXPECT_EQ(difference(*spec, gpu, host), "");
+}
+
 TEST(GpuEmuBackendTest, ThousandsOfTokensMatchTheCpuBackend) {
   // Many blocks on several workers, the last one partial (2049 = 512 * 4 + 1).
   check(templateSpec("deepseek-v3"), {2049}, 3);
@@ -552,7 +612,8 @@ TEST(GpuEmuBackendTest, ParallelDispatchReportsTheFirstBadId) {
 TEST(GpuEmuBackendTest, ExactTiesGoToTheLowerIndexLikeTheCpu) {
   // Logits from three values: most keys tie exactly, and every backend
   // must pick the lower expert id among equal keys, with lane lists
-  // (E <= 512 on the GPU), arg-max passes (wider rows) and groups alike.
+  // (sorted for E <= 512 on the GPU, streamed for wider rows) and groups
+  // alike.
   const std::vector<std::string> specs = {
       "name: ties_softmax\nnum_experts: 128\ntop_k: 8\nscoring: softmax\n"
       "normalize: true\ndispatch: true\n",

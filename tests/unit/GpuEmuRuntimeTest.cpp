@@ -205,6 +205,32 @@ TEST(GpuEmuRuntime, SegmentsWithTheirOwnMasksMayDiverge) {
   }
 }
 
+/// A ballot per segment of 8 lanes, each over its own member mask: lanes
+/// whose id is a multiple of 3 vote yes.
+void segmentBallotKernel(void **raw) {
+  KernelArgs<1> a(raw);
+  const int32_t lane = int32_t(a.lane());
+  const int32_t mask = int32_t(0xFFu << (8 * (lane / 8)));
+  const int32_t ballot =
+      moegen_emu_ballot_i32(a.ctx(), lane % 3 == 0 ? 1 : 0, mask);
+  store(a.ctx(), a.pointer<int32_t>(0) + a.thread(), ballot, false);
+}
+
+TEST(GpuEmuRuntime, BallotHoldsTheBitsOfTheMembersThatVoteYes) {
+  std::vector<int32_t> ballots(64);
+  LaunchConfig config = configFor("segment_ballot", 1, 64);
+  config.regions = {regionOf(ballots, "ballots")};
+  ASSERT_EQ(launch(config, &segmentBallotKernel, {addressOf(ballots.data())}),
+            "");
+  uint32_t yes = 0;
+  for (int32_t lane = 0; lane < 32; lane += 3)
+    yes |= 1u << lane;
+  for (int32_t thread = 0; thread < 64; ++thread)
+    EXPECT_EQ(uint32_t(ballots[size_t(thread)]),
+              yes & (0xFFu << (8 * ((thread % 32) / 8))))
+        << "thread " << thread;
+}
+
 /// Lane 5 names a different member mask than the rest of its segment.
 void disagreeingMaskKernel(void **raw) {
   KernelArgs<0> a(raw);

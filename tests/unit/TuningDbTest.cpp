@@ -141,15 +141,15 @@ TEST(TuningDb, MalformedFilesAreRefusedWhole) {
 }
 
 TEST(TuningDb, ValidityModel) {
-  EXPECT_EQ(checkCpuConfig({}, 8), "");
-  EXPECT_EQ(checkCpuConfig({16, 64, "lane_lists"}, 256), "");
-  EXPECT_NE(checkCpuConfig({3, 0, ""}, 8), "");
-  EXPECT_NE(checkCpuConfig({128, 0, ""}, 8), "");
-  EXPECT_NE(checkCpuConfig({8, -1, ""}, 8), "");
-  EXPECT_NE(checkCpuConfig({8, 0, "bubble"}, 8), "");
-  // Lane lists hold at most 16 chunks per row.
-  EXPECT_NE(checkCpuConfig({4, 0, "lane_lists"}, 256), "");
-  EXPECT_EQ(checkCpuConfig({16, 0, "lane_lists"}, 256), "");
+  EXPECT_EQ(checkCpuConfig({}), "");
+  EXPECT_EQ(checkCpuConfig({16, 64, "lane_lists"}), "");
+  EXPECT_NE(checkCpuConfig({3, 0, ""}), "");
+  EXPECT_NE(checkCpuConfig({128, 0, ""}), "");
+  EXPECT_NE(checkCpuConfig({8, -1, ""}), "");
+  EXPECT_NE(checkCpuConfig({8, 0, "bubble"}), "");
+  // Lane lists fit rows of any width (sorted up to 16 chunks a lane,
+  // streamed past that), so a narrow width is no error.
+  EXPECT_EQ(checkCpuConfig({4, 0, "lane_lists"}), "");
 }
 
 } // namespace

@@ -1242,6 +1242,14 @@ extern "C" int32_t moegen_emu_redux_i32(void *ctx, int32_t value, int32_t kind,
   return fiber.runner->redux(fiber, value, kind, uint32_t(mask));
 }
 
+extern "C" int32_t moegen_emu_ballot_i32(void *ctx, int32_t predicate,
+                                         int32_t mask) {
+  // A ballot is the or of each member's own bit.
+  Fiber &fiber = fiberOf(ctx);
+  const uint32_t bit = predicate != 0 ? 1u << fiber.lane : 0u;
+  return fiber.runner->redux(fiber, int32_t(bit), kReduxOr, uint32_t(mask));
+}
+
 extern "C" void moegen_emu_warp_sync(void *ctx, int32_t mask) {
   Fiber &fiber = fiberOf(ctx);
   fiber.runner->warpSync(fiber, uint32_t(mask));

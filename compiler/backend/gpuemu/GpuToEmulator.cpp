@@ -35,6 +35,7 @@ namespace {
 /// kernels call them.
 constexpr llvm::StringLiteral kShuffleXor = "moegen_emu_shfl_xor_i32";
 constexpr llvm::StringLiteral kRedux = "moegen_emu_redux_i32";
+constexpr llvm::StringLiteral kBallot = "moegen_emu_ballot_i32";
 constexpr llvm::StringLiteral kWarpSync = "moegen_emu_warp_sync";
 constexpr llvm::StringLiteral kBarrier = "moegen_emu_barrier";
 constexpr llvm::StringLiteral kYield = "moegen_emu_yield";
@@ -106,6 +107,7 @@ void declareRuntime(ModuleOp module) {
   };
   declare(kShuffleXor, {ptr, i32, i32, i32, i32}, {i32});
   declare(kRedux, {ptr, i32, i32, i32}, {i32});
+  declare(kBallot, {ptr, i32, i32}, {i32});
   declare(kWarpSync, {ptr, i32}, {});
   declare(kBarrier, {ptr}, {});
   declare(kYield, {ptr}, {});
@@ -220,6 +222,7 @@ private:
         .Case([&](gpu::ShuffleOp shuffle) { return rewriteShuffle(shuffle); })
         .Case([&](NVVM::ShflOp shuffle) { return rewriteNvvmShuffle(shuffle); })
         .Case([&](NVVM::ReduxOp redux) { return rewriteRedux(redux); })
+        .Case([&](NVVM::VoteBallotOp ballot) { return rewriteBallot(ballot); })
         .Case([&](NVVM::SyncWarpOp sync) {
           if (fault != Fault::NoWarpSync)
             call(loc, kWarpSync, {}, {context, sync.getMask()});
@@ -363,6 +366,22 @@ private:
                         redux.getMaskAndClamp()});
     redux.getResult().replaceAllUsesWith(value);
     redux.erase();
+    return success();
+  }
+
+  /// vote.sync.ballot over its member mask: every member ends with the bits
+  /// of the members whose predicate is true.
+  LogicalResult rewriteBallot(NVVM::VoteBallotOp ballot) {
+    Location loc = ballot.getLoc();
+    if (!ballot.getType().isInteger(32) ||
+        !ballot.getPred().getType().isInteger(1))
+      return ballot.emitOpError("only an i32 ballot of an i1 is emulated");
+    Value predicate =
+        b.create<arith::ExtUIOp>(loc, b.getI32Type(), ballot.getPred());
+    Value value = call(loc, kBallot, b.getI32Type(),
+                       {context, predicate, ballot.getMask()});
+    ballot.getResult().replaceAllUsesWith(value);
+    ballot.erase();
     return success();
   }
 

@@ -63,7 +63,7 @@ std::vector<tune::CpuConfig> candidateConfigs(int64_t numExperts) {
         // Lanes beyond the experts only pad every chunk.
         if (width > 8 && width / 2 >= numExperts)
           continue;
-        if (tune::checkCpuConfig(config, numExperts).empty())
+        if (tune::checkCpuConfig(config).empty())
           configs.push_back(config);
       }
   return configs;

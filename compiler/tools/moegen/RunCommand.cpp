@@ -63,7 +63,7 @@ std::unique_ptr<rt::HostRouter> compileForCpu(const RoutingSpec &spec,
     const tune::Origin origin = cpuTuningOrigin(options.threads);
     if (const tune::Entry *entry =
             db->lookup(specHash(spec), origin, tokens)) {
-      if (std::string why = tune::checkCpuConfig(entry->config, spec.numExperts);
+      if (std::string why = tune::checkCpuConfig(entry->config);
           !why.empty()) {
         llvm::errs() << support::quotePath(dbPath)
                      << ": error: the entry for " << spec.name << " at T = "

@@ -48,8 +48,9 @@ def MoE_TopKLaneLists    : I32EnumAttrCase<"LaneLists", 2, "lane_lists">;
 def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
     "how a row's top-k is found: k passes of a vectorized arg-max "
     "(argmax_passes), one pass keeping a sorted list of k (insertion), or "
-    "each lane's chunk elements sorted in registers, then k arg-max "
-    "rounds over the lanes' heads (lane_lists)",
+    "a list per lane in registers (its chunk elements sorted, or on rows "
+    "of more than 16 chunks a lane its keys above a bound from the lanes' "
+    "maxima), then k arg-max rounds over the lanes' heads (lane_lists)",
     [MoE_TopKArgmaxPasses, MoE_TopKInsertion, MoE_TopKLaneLists]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;

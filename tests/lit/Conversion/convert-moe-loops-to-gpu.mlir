@@ -78,15 +78,16 @@ func.func @route(%logits: memref<?x40xf32> {moe.kernel_arg = #moe.kernel_arg<nam
 // -----
 
 // Lane-id vectors (e0 + [0, 1, ..., 31]) become e0 + lane; an i1 OR
-// reduction is one redux.sync over 32-bit words (integer reductions; float
-// ones stay butterflies of shuffles, above).
+// reduction is one ballot, its segment's bits (here the whole warp) tested
+// against zero: no widening, no shuffles.
 // CHECK-LABEL: gpu.func @lanes(
 // CHECK: %[[LANE:.*]] = gpu.lane_id
 // CHECK: arith.index_cast %[[LANE]] : index to i32
-// CHECK: arith.extui %{{.*}} : i1 to i32
 // CHECK-NOT: gpu.shuffle
-// CHECK: nvvm.redux.sync  or %{{.*}}, %c-1_i32 : i32 -> i32
-// CHECK: arith.trunci %{{.*}} : i32 to i1
+// CHECK-NOT: nvvm.redux.sync
+// CHECK: %[[BALLOT:.*]] = nvvm.vote.ballot.sync %c-1_i32, %{{.*}} : i32
+// CHECK: %[[MINE:.*]] = arith.andi %[[BALLOT]], %c-1_i32 : i32
+// CHECK: arith.cmpi ne, %[[MINE]], %{{.*}} : i32
 func.func @lanes(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 1, topk = argmax_passes>} {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
@@ -96,6 +97,30 @@ func.func @lanes(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = 
     %is = arith.cmpi eq, %steps, %five : vector<32xi32>
     %any = vector.reduction <or>, %is : vector<32xi1> into i1
     %v = arith.extui %any : i1 to i32
+    memref.store %v, %ids[%t, %c0] : memref<?x1xi32>
+  }
+  return
+}
+
+// -----
+
+// A segment of 8 lanes: the ballot names the whole warp (converged code)
+// and an AND tests the segment's own bits, ((1 << 8) - 1) << (lane & -8).
+// CHECK-LABEL: gpu.func @segment_vote(
+// CHECK: %[[SHIFT:.*]] = arith.andi %{{.*}}, %c-8_i32 : i32
+// CHECK: %[[MEMBERS:.*]] = arith.shli %c255_i32, %[[SHIFT]] : i32
+// CHECK: %[[BALLOT:.*]] = nvvm.vote.ballot.sync %c-1_i32, %{{.*}} : i32
+// CHECK: %[[MINE:.*]] = arith.andi %[[BALLOT]], %[[MEMBERS]] : i32
+// CHECK: arith.cmpi eq, %[[MINE]], %[[MEMBERS]] : i32
+func.func @segment_vote(%ids: memref<?x1xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 1], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %t0: index {moe.kernel_arg = #moe.kernel_arg<name = "token_begin", role = token_begin, dtype = i64, shape = [], access = read>}, %t1: index {moe.kernel_arg = #moe.kernel_arg<name = "token_end", role = token_end, dtype = i64, shape = [], access = read>}) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 4, topk = argmax_passes>} {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %steps = arith.constant dense<[0, 1, 2, 3, 4, 5, 6, 7]> : vector<8xi32>
+  %five = arith.constant dense<5> : vector<8xi32>
+  scf.for %t = %t0 to %t1 step %c1 {
+    %is = arith.cmpi eq, %steps, %five : vector<8xi32>
+    %all = vector.reduction <and>, %is : vector<8xi1> into i1
+    %v = arith.extui %all : i1 to i32
     memref.store %v, %ids[%t, %c0] : memref<?x1xi32>
   }
   return

@@ -1012,6 +1012,50 @@ func.func @lane_lists(%logits: tensor<?x16xf32>) -> (tensor<?x3xi32>, tensor<?x3
 
 // -----
 
+// lane_lists on a row of more than 16 chunks a lane (22 chunks of 4): a
+// first pass takes each lane's largest key; the k-th largest of those
+// (k - 1 = 1 round drops the largest) bounds the picks. With no bound
+// (-inf) the arg-max passes run; otherwise a second pass, 4 chunks a trip
+// and the 2 chunks left after, inserts a chunk's keys at or above the
+// bound into each lane's list of k only when some lane has one, and the
+// lists are merged as the sorted ones are.
+// CHECK-LABEL: func.func @wide_lane_lists(
+// CHECK: %[[MAX:.*]] = scf.for %{{.*}} = %c0 to %c88 step %c4 iter_args(%{{.*}} = %{{.*}}) -> (vector<4xf32>) {
+// CHECK: arith.cmpf ogt
+// CHECK: vector.reduction <maximumf>, %[[MAX]]
+// CHECK: vector.reduction <minsi>
+// CHECK: %[[BOUND:.*]] = vector.reduction <maximumf>
+// CHECK: %[[UNBOUNDED:.*]] = arith.cmpf oeq, %[[BOUND]], %{{.*}} : f32
+// CHECK: scf.if %[[UNBOUNDED]] {
+// CHECK: scf.for %{{.*}} = %c0 to %c2 step %c1
+// CHECK: } else {
+// CHECK: %[[SPLAT:.*]] = vector.splat %[[BOUND]] : vector<4xf32>
+// CHECK: scf.for %[[E0:.*]] = %c0 to %c80 step %c16 iter_args({{.*}}) -> (vector<4xf32>, vector<4xf32>, vector<4xi32>, vector<4xi32>) {
+// CHECK: %[[KEYS:.*]] = vector.load %{{.*}}[%[[E0]]] : memref<88xf32>, vector<4xf32>
+// CHECK: %[[CANDIDATE:.*]] = arith.cmpf oge, %[[KEYS]], %[[SPLAT]] : vector<4xf32>
+// CHECK: %[[ANY:.*]] = vector.reduction <or>, %[[CANDIDATE]]
+// CHECK: scf.if %[[ANY]] -> (vector<4xf32>, vector<4xf32>, vector<4xi32>, vector<4xi32>) {
+// CHECK: arith.select %[[CANDIDATE]]
+// CHECK-COUNT-2: arith.cmpf ogt
+// CHECK: } else {
+// CHECK-COUNT-3: vector.reduction <or>
+// CHECK: vector.load %{{.*}}[%c80]
+// CHECK: vector.load %{{.*}}[%c84]
+// CHECK: vector.reduction <maximumf>
+// CHECK: vector.reduction <minsi>
+// CHECK: memref.store {{.*}}[%c0]
+// CHECK: vector.reduction <maximumf>
+// CHECK: vector.reduction <minsi>
+// CHECK: memref.store {{.*}}[%c1]
+func.func @wide_lane_lists(%logits: tensor<?x88xf32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 64, topk = lane_lists>} {
+  %s = moe.score sigmoid %logits : tensor<?x88xf32> -> tensor<?x88xf32>
+  %ids = moe.topk %s k 2 : tensor<?x88xf32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x88xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
 // Permute: one token fills the k permuted rows t*k .. t*k+k-1; each row's
 // slot is loaded and validated once (code 9), then (on the host) each row
 // is copied in turn, in whole chunks and one masked tail.

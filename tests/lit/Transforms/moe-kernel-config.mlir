@@ -50,11 +50,12 @@ func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.en
 // -----
 
 // From 1024 experts on, the single-pass insertion top-k; on the GPU a warp
-// per token, and rows of more than 16 chunks take the arg-max passes.
+// per token, and lane lists streamed above a bound (rows of more than 16
+// chunks a lane).
 // CHECK-LABEL: func.func @wide
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = insertion>
 // NVPTX-LABEL: func.func @wide
-// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 3, topk = argmax_passes>
+// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 3, topk = lane_lists>
 func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.entry = "route"} {
   %s = moe.score softmax %logits : tensor<?x1024xf32> -> tensor<?x1024xf32>
   %ids = moe.topk %s k 8 : tensor<?x1024xf32> -> tensor<?x8xi32>

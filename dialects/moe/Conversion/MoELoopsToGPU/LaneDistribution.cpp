@@ -666,9 +666,23 @@ Value LaneDistributor::segmentReduce(Location loc, Value value,
   if (lanesPerToken == 1)
     return value;
   Type type = value.getType();
+  Type i32 = b.getI32Type();
+  // Whether any or all of the segment's flags are set is one ballot, its
+  // segment bits tested once: a VOTE and a compare, where a redux.sync of
+  // the widened flag costs a conversion each way as well.
+  if (type.isInteger(1) && (kind == "or" || kind == "and")) {
+    Value ballot =
+        b.create<NVVM::VoteBallotOp>(loc, i32, collectiveMask(), value);
+    Value mine = b.create<arith::AndIOp>(loc, ballot, memberMask);
+    if (kind == "or")
+      return b.create<arith::CmpIOp>(
+          loc, arith::CmpIPredicate::ne, mine,
+          b.create<arith::ConstantIntOp>(loc, 0, 32));
+    return b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, mine,
+                                   memberMask);
+  }
   // Shuffles move 32-bit words: narrower integers (i1 flags) are widened.
   bool widen = type.isInteger() && type.getIntOrFloatBitWidth() < 32;
-  Type i32 = b.getI32Type();
   if (widen)
     value = b.create<arith::ExtUIOp>(loc, i32, value);
   // Integer reductions are one redux.sync over the segment's lanes (sm_80

@@ -142,22 +142,29 @@ Value RowCodegen::laneIds(Value e0) {
 }
 
 SmallVector<Value> RowCodegen::forEachChunk(int64_t n, ValueRange init,
-                                            ChunkBody body) {
-  int64_t full = n / width * width;
+                                            ChunkBody body, int64_t unroll) {
+  const int64_t step = width * std::max<int64_t>(1, unroll);
+  const int64_t looped = n / step * step;
   SmallVector<Value> values(init.begin(), init.end());
-  if (full > 0) {
+  if (looped > 0) {
     auto loop = b.create<scf::ForOp>(
-        loc, index(0), index(full), index(width), values,
-        [&](OpBuilder &nested, Location, Value e0, ValueRange iter) {
+        loc, index(0), index(looped), index(step), values,
+        [&](OpBuilder &nested, Location, Value first, ValueRange iter) {
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(nested.getInsertionBlock());
-          SmallVector<Value> next = body(e0, width, iter);
+          SmallVector<Value> next(iter.begin(), iter.end());
+          for (int64_t e = 0; e < step; e += width) {
+            Value e0 = e == 0 ? first
+                              : b.create<arith::AddIOp>(loc, first, index(e));
+            next = body(e0, width, next);
+          }
           b.create<scf::YieldOp>(loc, next);
         });
     values.assign(loop.getResults().begin(), loop.getResults().end());
   }
-  if (full < n)
-    values = body(index(full), n - full, values);
+  // Whole chunks the unrolled loop leaves, then the tail.
+  for (int64_t e0 = looped; e0 < n; e0 += width)
+    values = body(index(e0), std::min(width, n - e0), values);
   return values;
 }
 

@@ -121,9 +121,10 @@ public:
   using ChunkBody =
       function_ref<SmallVector<Value>(Value e0, int64_t valid, ValueRange)>;
   /// Runs `body` over vector chunks covering [0, n): a loop over the full
-  /// chunks, then one statically sized tail chunk. Returns the final
-  /// iteration values.
-  SmallVector<Value> forEachChunk(int64_t n, ValueRange init, ChunkBody body);
+  /// chunks, `unroll` of them a trip, then the chunks left and one
+  /// statically sized tail chunk. Returns the final iteration values.
+  SmallVector<Value> forEachChunk(int64_t n, ValueRange init, ChunkBody body,
+                                  int64_t unroll = 1);
   using LoopBody = function_ref<SmallVector<Value>(Value iv, ValueRange)>;
   /// scf.for over [lb, ub) with step 1 (index bounds).
   SmallVector<Value> forLoop(Value lb, Value ub, ValueRange init,

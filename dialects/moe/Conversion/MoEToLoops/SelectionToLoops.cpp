@@ -118,16 +118,49 @@ struct ListChunk {
   bool inBounds = false;
 };
 
+/// The merge of lane lists: each lane's list (values, ids; entries in the
+/// selection order, ineligible ones (-inf, kNoId) last) gives up its head
+/// when it holds the best of the lanes' heads (the largest value, then the
+/// lowest id), k times; a round with no eligible head yields kNoId, which
+/// becomes 0 as with the passes.
+void emitLaneListMerge(RowCodegen &cg, SmallVector<Value> &values,
+                       SmallVector<Value> &ids, int64_t n, int64_t k,
+                       function_ref<void(Value j, Value id)> emitPick) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value noId = cg.splat(cg.i32(kNoId));
+  Value minusInf = cg.splat(cg.f32(-kInf));
+  const int64_t kept = static_cast<int64_t>(values.size());
+  for (int64_t j = 0; j < k; ++j) {
+    Value bestValue = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MAXIMUMF, values[0]);
+    Value holders = b.create<arith::CmpFOp>(
+        loc, arith::CmpFPredicate::OEQ, values[0], cg.splat(bestValue));
+    Value bestId = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MINSI,
+        b.create<arith::SelectOp>(loc, holders, ids[0], noId));
+    emitPick(cg.index(j), cg.safeId(bestId, n));
+    if (j + 1 == k)
+      break;
+    // The lane holding the pick moves its list up by one.
+    Value popped = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                           ids[0], cg.splat(bestId));
+    for (int64_t c = 0; c < kept; ++c) {
+      Value nextValue = c + 1 < kept ? values[c + 1] : minusInf;
+      Value nextId = c + 1 < kept ? ids[c + 1] : noId;
+      values[c] = b.create<arith::SelectOp>(loc, popped, nextValue, values[c]);
+      ids[c] = b.create<arith::SelectOp>(loc, popped, nextId, ids[c]);
+    }
+  }
+}
+
 /// Top-k by lane lists over `chunks` of the row: lane l's elements (one per
 /// chunk) are loaded once and sorted in registers by a sorting network
-/// under the selection order; then k rounds each take the best of the
-/// lanes' heads (the largest value, then the lowest id) and pop it from its
-/// lane's list. Ineligible elements (ids >= n, NaN keys) become (-inf,
-/// kNoId), which comes after every eligible key, -inf keys of masked groups
-/// included; a round with no eligible head yields kNoId, which becomes 0 as
-/// with the passes. The picks equal the passes' one by one: both take the
-/// remaining maximum of one strict total order. At most kMaxLaneListChunks
-/// chunks.
+/// under the selection order, then merged (emitLaneListMerge). Ineligible
+/// elements (ids >= n, NaN keys) become (-inf, kNoId), which comes after
+/// every eligible key, -inf keys of masked groups included. The picks equal
+/// the passes' one by one: both take the remaining maximum of one strict
+/// total order. At most kMaxLaneListChunks chunks.
 void emitLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
                    ArrayRef<ListChunk> chunkList, int64_t k,
                    function_ref<void(Value j, Value id)> emitPick) {
@@ -174,28 +207,7 @@ void emitLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
   const int64_t kept = std::min(chunks, k);
   values.resize(kept);
   ids.resize(kept);
-
-  for (int64_t j = 0; j < k; ++j) {
-    Value bestValue = b.create<vector::ReductionOp>(
-        loc, vector::CombiningKind::MAXIMUMF, values[0]);
-    Value holders = b.create<arith::CmpFOp>(
-        loc, arith::CmpFPredicate::OEQ, values[0], cg.splat(bestValue));
-    Value bestId = b.create<vector::ReductionOp>(
-        loc, vector::CombiningKind::MINSI,
-        b.create<arith::SelectOp>(loc, holders, ids[0], noId));
-    emitPick(cg.index(j), cg.safeId(bestId, n));
-    if (j + 1 == k)
-      break;
-    // The lane holding the pick moves its list up by one.
-    Value popped = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
-                                           ids[0], cg.splat(bestId));
-    for (int64_t c = 0; c < kept; ++c) {
-      Value nextValue = c + 1 < kept ? values[c + 1] : minusInf;
-      Value nextId = c + 1 < kept ? ids[c + 1] : noId;
-      values[c] = b.create<arith::SelectOp>(loc, popped, nextValue, values[c]);
-      ids[c] = b.create<arith::SelectOp>(loc, popped, nextId, ids[c]);
-    }
-  }
+  emitLaneListMerge(cg, values, ids, n, k, emitPick);
 }
 
 /// The row's chunks in order, for emitLaneLists.
@@ -211,15 +223,137 @@ void emitLaneListTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
   emitLaneLists(cg, keys, n, rowChunks(cg, n), k, emitPick);
 }
 
-/// Top-k by the configured method (lane lists only for rows of at most
-/// kMaxLaneListChunks chunks; wider rows take the passes).
+/// Lane lists for a row too wide to sort in registers (more than
+/// kMaxLaneListChunks chunks per lane), in two streaming passes:
+///  1. each lane's largest eligible key; the k-th largest of those W
+///     maxima, t, bounds the row's k-th key from below (k lanes hold a key
+///     >= t), so no key below t is picked;
+///  2. a chunk in which some lane holds a key >= t inserts it into that
+///     lane's register list of k. A lane's keys come in increasing id
+///     order, so a key goes after the equal ones already listed, and a
+///     strict comparison places it. Few chunks hold such a key on typical
+///     rows (about k to 2k of them), so most cost a load, a compare and a
+///     vote.
+/// The lists are then merged as for the sorted ones. When t is -inf (fewer
+/// than k lanes hold a key above -inf: masked groups narrower than the
+/// segment, or invalid input) the row takes the arg-max passes, whose
+/// order handles -inf keys; so does a segment of fewer than k lanes.
+void emitBoundedLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
+                          int64_t k,
+                          function_ref<void(Value j, Value id)> emitPick) {
+  if (cg.width < k)
+    return emitTopK(cg, keys, n, k, emitPick);
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value minusInf = cg.splat(cg.f32(-kInf));
+  Value noId = cg.splat(cg.i32(kNoId));
+  Value bound = cg.splat(cg.i32(n));
+  // Lanes of a tail chunk past the row read padding, never a key.
+  auto inRow = [&](Value test, Value e0, int64_t valid) -> Value {
+    if (valid == cg.width)
+      return test;
+    return b.create<arith::AndIOp>(
+        loc, test,
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt,
+                                cg.laneIds(e0), bound));
+  };
+
+  // Pass 1. A NaN key never compares greater, so it never becomes a maximum.
+  Value laneMax = cg.forEachChunk(
+      n, {minusInf},
+      [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+        Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
+        Value larger = inRow(b.create<arith::CmpFOp>(
+                                 loc, arith::CmpFPredicate::OGT, value, iter[0]),
+                             e0, valid);
+        return {b.create<arith::SelectOp>(loc, larger, value, iter[0])};
+      })[0];
+  // t: k - 1 rounds each drop the largest maximum (its lowest lane), then
+  // the largest left.
+  Value lanes = cg.laneIds(cg.index(0));
+  Value noLane = cg.splat(cg.i32(cg.width));
+  for (int64_t j = 0; j + 1 < k; ++j) {
+    Value top = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MAXIMUMF, laneMax);
+    Value holders = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
+                                            laneMax, cg.splat(top));
+    Value holder = b.create<vector::ReductionOp>(
+        loc, vector::CombiningKind::MINSI,
+        b.create<arith::SelectOp>(loc, holders, lanes, noLane));
+    Value dropped = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                            lanes, cg.splat(holder));
+    laneMax = b.create<arith::SelectOp>(loc, dropped, minusInf, laneMax);
+  }
+  Value threshold = b.create<vector::ReductionOp>(
+      loc, vector::CombiningKind::MAXIMUMF, laneMax);
+  Value unbounded = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OEQ,
+                                            threshold, cg.f32(-kInf));
+  auto ifUnbounded =
+      b.create<scf::IfOp>(loc, unbounded, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(ifUnbounded.thenBlock());
+  emitTopK(cg, keys, n, k, emitPick);
+  b.setInsertionPointToStart(ifUnbounded.elseBlock());
+
+  // Pass 2: lists[0, k) are the values, lists[k, 2k) the ids.
+  SmallVector<Value> init(k, minusInf);
+  init.append(k, noId);
+  Value t = cg.splat(threshold);
+  SmallVector<Value> lists = cg.forEachChunk(
+      n, init,
+      [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+        Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
+        Value candidate = inRow(
+            b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, value, t),
+            e0, valid);
+        Value any = b.create<vector::ReductionOp>(
+            loc, vector::CombiningKind::OR, candidate);
+        auto ifAny = b.create<scf::IfOp>(loc, iter.getTypes(), any,
+                                         /*withElseRegion=*/true);
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(ifAny.thenBlock());
+        // A lane without a candidate inserts -inf, which goes nowhere:
+        // every listed value is >= -inf.
+        Value v = b.create<arith::SelectOp>(loc, candidate, value, minusInf);
+        Value id = cg.laneIds(e0);
+        // Entry c moves down where the new key goes before it; the key
+        // lands at the first such entry. Both follow from the old list.
+        SmallVector<Value> next(2 * k);
+        Value before;
+        for (int64_t c = 0; c < k; ++c) {
+          Value previous = before;
+          before = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, v,
+                                           iter[c]);
+          Value inValue = c == 0 ? v
+                                 : b.create<arith::SelectOp>(
+                                       loc, previous, iter[c - 1], v);
+          Value inId = c == 0 ? id
+                              : b.create<arith::SelectOp>(
+                                    loc, previous, iter[k + c - 1], id);
+          next[c] = b.create<arith::SelectOp>(loc, before, inValue, iter[c]);
+          next[k + c] =
+              b.create<arith::SelectOp>(loc, before, inId, iter[k + c]);
+        }
+        b.create<scf::YieldOp>(loc, next);
+        b.setInsertionPointToStart(ifAny.elseBlock());
+        b.create<scf::YieldOp>(loc, iter);
+        return SmallVector<Value>(ifAny.getResults());
+      },
+      /*unroll=*/4);
+  SmallVector<Value> values(lists.begin(), lists.begin() + k);
+  SmallVector<Value> ids(lists.begin() + k, lists.end());
+  emitLaneListMerge(cg, values, ids, n, k, emitPick);
+}
+
+/// Top-k by the configured method.
 void emitConfiguredTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
                         int64_t k,
                         function_ref<void(Value j, Value id)> emitPick) {
-  if (cg.topkMethod == TopKMethod::LaneLists &&
-      (n + cg.width - 1) / cg.width <= kMaxLaneListChunks)
+  if (cg.topkMethod != TopKMethod::LaneLists)
+    return emitTopK(cg, keys, n, k, emitPick);
+  if ((n + cg.width - 1) / cg.width <= kMaxLaneListChunks)
     return emitLaneListTopK(cg, keys, n, k, emitPick);
-  emitTopK(cg, keys, n, k, emitPick);
+  emitBoundedLaneLists(cg, keys, n, k, emitPick);
 }
 
 /// Inserts (value, id) into the sorted list (listValues, listIds) holding
