@@ -479,6 +479,19 @@ void Parser::parseKernel(const Json &value, const std::string &key,
     fail(key + ".launch.grid_dim",
          hasScratch ? "must be \"cooperative\" for a kernel with 'scratch'"
                     : "\"cooperative\" needs a 'scratch' parameter");
+  // Information for people and tools (optional: older kernels lack it).
+  if (auto it = value.find("topk"); it != value.end()) {
+    kernel.topk = getString(*it, key + ".topk");
+    if (kernel.topk != "argmax_passes" && kernel.topk != "insertion" &&
+        kernel.topk != "lane_lists")
+      fail(key + ".topk", quote(kernel.topk) +
+                              " must be argmax_passes, insertion or lane_lists");
+  }
+  if (auto it = value.find("schedule_source"); it != value.end()) {
+    kernel.scheduleSource = getString(*it, key + ".schedule_source");
+    if (kernel.scheduleSource.empty())
+      fail(key + ".schedule_source", "must not be empty");
+  }
   // Information from ptxas; checked only for sanity.
   if (auto it = value.find("registers"); it != value.end())
     kernel.registers = getInt(*it, key + ".registers", 0, 65536);
@@ -792,6 +805,10 @@ std::string writeManifest(const Manifest &manifest) {
     }
     object["launch"]["dynamic_shared_memory_bytes"] =
         launch.dynamicSharedMemoryBytes;
+    if (!kernel.topk.empty())
+      object["topk"] = kernel.topk;
+    if (!kernel.scheduleSource.empty())
+      object["schedule_source"] = kernel.scheduleSource;
     if (kernel.registers)
       object["registers"] = *kernel.registers;
     if (kernel.spillStoreBytes)

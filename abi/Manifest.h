@@ -94,6 +94,12 @@ struct Kernel {
   std::string symbol;
   std::vector<Param> params;
   LaunchRule launch;
+  /// The schedule's choice the launch does not show (route kernels): the
+  /// top-k method, "argmax_passes", "insertion" or "lane_lists"; "" for the
+  /// others. And what chose the schedule: "heuristic", or the compile
+  /// options that pinned part of it. Information for people and tools.
+  std::string topk;
+  std::string scheduleSource;
   /// From `ptxas -v` when a cubin was built; information only.
   std::optional<int64_t> registers;
   std::optional<int64_t> spillStoreBytes;

@@ -89,6 +89,9 @@ TEST_F(RuntimeManifestTest, GoodManifest) {
   EXPECT_EQ(route->launch.blockDim, 128);
   EXPECT_EQ(route->launch.tokensPerBlock, 4);
   EXPECT_EQ(route->launch.dynamicSharedMemoryBytes, 12288);
+  // Optional information: absent here, as from older compilers.
+  EXPECT_EQ(route->topk, "");
+  EXPECT_EQ(route->scheduleSource, "");
 
   const Kernel *dispatch = m.find(EntryKind::Dispatch);
   ASSERT_NE(dispatch, nullptr);
@@ -360,6 +363,13 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        [](json &m) { m["kernels"][0]["launch"]["lanes_per_token"] = 3; },
        "kernels[0].launch.lanes_per_token: 3 must be a power of two with "
        "block_dim = tokens_per_block * lanes_per_token (128 = 4 * 3)"},
+      {"top-k method",
+       [](json &m) { m["kernels"][0]["topk"] = "heap"; },
+       "kernels[0].topk: 'heap' must be argmax_passes, insertion or "
+       "lane_lists"},
+      {"schedule source",
+       [](json &m) { m["kernels"][0]["schedule_source"] = ""; },
+       "kernels[0].schedule_source: must not be empty"},
       {"block", [](json &m) { m["kernels"][0]["launch"]["block_dim"] = 2048; },
        "kernels[0].launch.block_dim: 2048 must be in [1, 1024]"},
       {"shared",
@@ -459,6 +469,23 @@ TEST_F(RuntimeManifestTest, UnknownKeysAreIgnored) {
   m["kernel_config"] = {{"topk", "argmax_passes"}};
   m["kernels"][0]["notes"] = "one warp per token";
   EXPECT_EQ(loadError(m), "");
+}
+
+TEST_F(RuntimeManifestTest, ScheduleInformationIsReadAndWrittenBack) {
+  json m = rttest::exampleManifest();
+  m["kernels"][0]["topk"] = "lane_lists";
+  m["kernels"][0]["schedule_source"] = "options: lanes_per_token = 4";
+  rttest::writeKernelDir(dir.path(), m);
+  Manifest manifest = loadManifest(dir.path());
+  const Kernel *route = manifest.find(EntryKind::Route);
+  ASSERT_NE(route, nullptr);
+  EXPECT_EQ(route->topk, "lane_lists");
+  EXPECT_EQ(route->scheduleSource, "options: lanes_per_token = 4");
+  const json written = json::parse(writeManifest(manifest));
+  EXPECT_EQ(written["kernels"][0]["topk"], "lane_lists");
+  EXPECT_EQ(written["kernels"][0]["schedule_source"],
+            "options: lanes_per_token = 4");
+  EXPECT_FALSE(written["kernels"][1].contains("topk"));
 }
 
 TEST(RuntimeArchTest, ParseAndCompatibility) {

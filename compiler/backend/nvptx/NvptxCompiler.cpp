@@ -131,6 +131,30 @@ static bool checkOptions(const NvptxCompileOptions &options,
   return true;
 }
 
+/// What chose a kernel's schedule, for the manifest: "heuristic", or the
+/// options that pinned part of it (the rest is the heuristic's). The
+/// dispatch's cooperative grid is fixed by the ABI.
+static std::string scheduleSource(const NvptxCompileOptions &options,
+                                  abi::EntryKind entry) {
+  if (entry == abi::EntryKind::Dispatch)
+    return "abi";
+  std::vector<std::string> pinned;
+  if (options.lanesPerToken > 0)
+    pinned.push_back("lanes_per_token = " +
+                     std::to_string(options.lanesPerToken));
+  if (options.tokensPerBlock > 0)
+    pinned.push_back("tokens_per_block = " +
+                     std::to_string(options.tokensPerBlock));
+  if (!options.topk.empty() && entry == abi::EntryKind::Route)
+    pinned.push_back("topk = " + options.topk);
+  if (pinned.empty())
+    return "heuristic";
+  std::string text = "options: ";
+  for (size_t i = 0; i < pinned.size(); ++i)
+    text += (i ? ", " : "") + pinned[i];
+  return text;
+}
+
 std::string toolkitDirectory(const NvptxCompileOptions &options) {
   if (!options.toolkitPath.empty())
     return options.toolkitPath;
@@ -269,6 +293,11 @@ bool describeKernels(mlir::ModuleOp module, std::vector<abi::Kernel> &kernels,
     kernel.launch.cooperative = launch.getMaxBlocks() > 0;
     kernel.launch.maxGridDim = launch.getMaxBlocks();
     kernel.launch.slotsPerBlock = launch.getSlotsPerBlock();
+    // Only route finds a top-k (route_hash and replay are given theirs).
+    if (*entry == EntryKind::Route)
+      if (mlir::moe::KernelConfigAttr config =
+              mlir::moe::getKernelConfig(func))
+        kernel.topk = mlir::moe::stringifyTopKMethod(config.getTopk()).str();
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
       Param param;
       if (auto size = func.getArgAttrOfType<mlir::moe::KernelSizeAttr>(
@@ -493,6 +522,8 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
     return Status::Internal;
   if (!describeKernels(*module, result.kernels, error))
     return Status::Internal;
+  for (abi::Kernel &kernel : result.kernels)
+    kernel.scheduleSource = scheduleSource(options, kernel.entry);
   // The gpu stage's manifest serves the GPU emulator, which runs these
   // very kernels (PTX named, not built).
   if (stage == Stage::Gpu) {

@@ -94,15 +94,23 @@ def main():
         elif launch["block_dim"] != (launch["lanes_per_token"]
                                      * launch["tokens_per_block"]):
             fail(f"{name}: block_dim != lanes_per_token * tokens_per_block")
+        # What chose the schedule, and route's top-k method (no other
+        # entry finds a top-k).
+        if not kernel.get("schedule_source"):
+            fail(f"{name}: no schedule_source")
+        if (kernel["entry"] == "route") != ("topk" in kernel):
+            fail(f"{name}: topk belongs to route kernels alone")
         if launch["dynamic_shared_memory_bytes"] > 227 * 1024:
             fail(f"{name}: shared memory over 227 KiB")
         if "--no-spills" in args and kernel.get("spill_store_bytes", 0) != 0:
             fail(f"{name}: {kernel['spill_store_bytes']} bytes of spill stores")
         lanes = (f", {launch['lanes_per_token']} lanes per token"
                  if "lanes_per_token" in launch else "")
+        topk = f", top-k {kernel['topk']}" if "topk" in kernel else ""
         print(f"{manifest['spec_name']} {kernel['entry']}: {len(params)} params, "
               f"block {launch['block_dim']}{lanes}, grid {launch['grid_dim']}, "
-              f"smem {launch['dynamic_shared_memory_bytes']}")
+              f"smem {launch['dynamic_shared_memory_bytes']}{topk}, "
+              f"schedule: {kernel['schedule_source']}")
 
 
 if __name__ == "__main__":
