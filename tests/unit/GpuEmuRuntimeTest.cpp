@@ -231,6 +231,27 @@ TEST(GpuEmuRuntime, BallotHoldsTheBitsOfTheMembersThatVoteYes) {
         << "thread " << thread;
 }
 
+/// match.any over the whole warp: each lane holds lane % 5.
+void matchAnyKernel(void **raw) {
+  KernelArgs<1> a(raw);
+  const int32_t lane = int32_t(a.lane());
+  store(a.ctx(), a.pointer<int32_t>(0) + a.thread(),
+        moegen_emu_match_any_i32(a.ctx(), lane % 5, -1), false);
+}
+
+TEST(GpuEmuRuntime, MatchAnyHoldsTheLanesWithTheSameValue) {
+  std::vector<int32_t> masks(32);
+  LaunchConfig config = configFor("match_any", 1, 32);
+  config.regions = {regionOf(masks, "masks")};
+  ASSERT_EQ(launch(config, &matchAnyKernel, {addressOf(masks.data())}), "");
+  for (int32_t lane = 0; lane < 32; ++lane) {
+    uint32_t expected = 0;
+    for (int32_t other = lane % 5; other < 32; other += 5)
+      expected |= 1u << other;
+    EXPECT_EQ(uint32_t(masks[size_t(lane)]), expected) << "lane " << lane;
+  }
+}
+
 /// Lane 5 names a different member mask than the rest of its segment.
 void disagreeingMaskKernel(void **raw) {
   KernelArgs<0> a(raw);

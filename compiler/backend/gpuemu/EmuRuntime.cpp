@@ -402,8 +402,10 @@ struct Launch {
 
 class BlockRunner;
 
-/// Fiber::collectiveKind of a shuffle (a redux has its ReduxKind).
+/// Fiber::collectiveKind of a shuffle and of a match.any (a redux has its
+/// ReduxKind).
 constexpr int32_t kShuffleCollective = -1;
+constexpr int32_t kMatchAnyCollective = -2;
 
 enum class FiberState : uint8_t {
   Runnable,
@@ -487,6 +489,9 @@ public:
   int32_t shuffleXor(Fiber &fiber, int32_t value, int32_t offset,
                      int32_t width, uint32_t mask);
   int32_t redux(Fiber &fiber, int32_t value, int32_t kind, uint32_t mask);
+  int32_t matchAny(Fiber &fiber, int32_t value, uint32_t mask) {
+    return collective(fiber, value, kMatchAnyCollective, mask);
+  }
   void warpSync(Fiber &fiber, uint32_t mask);
   void barrier(Fiber &fiber);
   void yield(Fiber &fiber);
@@ -735,7 +740,9 @@ int32_t BlockRunner::redux(Fiber &fiber, int32_t value, int32_t kind,
 int32_t BlockRunner::collective(Fiber &fiber, int32_t value, int32_t kind,
                                 uint32_t mask) {
   Warp &warp = warps[fiber.warp];
-  const char *what = kind == kShuffleCollective ? "shuffle" : "redux";
+  const char *what = kind == kShuffleCollective    ? "shuffle"
+                     : kind == kMatchAnyCollective ? "match"
+                                                   : "redux";
   uint32_t members = mask & warp.laneMask;
   uint32_t self = 1u << fiber.lane;
   if (!(members & self)) {
@@ -797,6 +804,18 @@ int32_t BlockRunner::collective(Fiber &fiber, int32_t value, int32_t kind,
         }
         target.shuffleResult =
             inSegment ? lanes[source].shuffleValue : target.shuffleValue;
+      }
+    } else if (kind == kMatchAnyCollective) {
+      // match.any.sync: the members holding the same value as each lane.
+      for (int32_t lane = 0; lane < warp.laneCount; ++lane) {
+        if (!(members & (1u << lane)))
+          continue;
+        uint32_t same = 0;
+        for (int32_t other = 0; other < warp.laneCount; ++other)
+          if ((members & (1u << other)) &&
+              lanes[other].shuffleValue == lanes[lane].shuffleValue)
+            same |= 1u << other;
+        lanes[lane].shuffleResult = int32_t(same);
       }
     } else {
       int32_t first = __builtin_ctz(members);
@@ -1240,6 +1259,12 @@ extern "C" int32_t moegen_emu_redux_i32(void *ctx, int32_t value, int32_t kind,
                                         int32_t mask) {
   Fiber &fiber = fiberOf(ctx);
   return fiber.runner->redux(fiber, value, kind, uint32_t(mask));
+}
+
+extern "C" int32_t moegen_emu_match_any_i32(void *ctx, int32_t value,
+                                           int32_t mask) {
+  Fiber &fiber = fiberOf(ctx);
+  return fiber.runner->matchAny(fiber, value, uint32_t(mask));
 }
 
 extern "C" int32_t moegen_emu_ballot_i32(void *ctx, int32_t predicate,

@@ -61,6 +61,10 @@ moegen_emu_shfl_xor_i32(void *ctx, int32_t value, int32_t offset,
 /// redux.sync over the lanes of `mask`; `kind` is a moegen::gpuemu::ReduxKind.
 __attribute__((visibility("default"))) int32_t
 moegen_emu_redux_i32(void *ctx, int32_t value, int32_t kind, int32_t mask);
+/// match.any.sync over the lanes of `mask`: the members whose `value`
+/// equals this lane's.
+__attribute__((visibility("default"))) int32_t
+moegen_emu_match_any_i32(void *ctx, int32_t value, int32_t mask);
 /// vote.sync.ballot over the lanes of `mask`: the bits of the members whose
 /// `predicate` is nonzero.
 __attribute__((visibility("default"))) int32_t

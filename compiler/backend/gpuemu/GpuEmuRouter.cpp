@@ -79,6 +79,8 @@ std::vector<cpu::HostSymbol> runtimeSymbols() {
       {"moegen_emu_shfl_xor_i32",
        reinterpret_cast<void *>(&moegen_emu_shfl_xor_i32)},
       {"moegen_emu_redux_i32", reinterpret_cast<void *>(&moegen_emu_redux_i32)},
+      {"moegen_emu_match_any_i32",
+       reinterpret_cast<void *>(&moegen_emu_match_any_i32)},
       {"moegen_emu_ballot_i32",
        reinterpret_cast<void *>(&moegen_emu_ballot_i32)},
       {"moegen_emu_warp_sync", reinterpret_cast<void *>(&moegen_emu_warp_sync)},

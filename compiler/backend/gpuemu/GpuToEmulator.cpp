@@ -36,6 +36,7 @@ namespace {
 constexpr llvm::StringLiteral kShuffleXor = "moegen_emu_shfl_xor_i32";
 constexpr llvm::StringLiteral kRedux = "moegen_emu_redux_i32";
 constexpr llvm::StringLiteral kBallot = "moegen_emu_ballot_i32";
+constexpr llvm::StringLiteral kMatchAny = "moegen_emu_match_any_i32";
 constexpr llvm::StringLiteral kWarpSync = "moegen_emu_warp_sync";
 constexpr llvm::StringLiteral kBarrier = "moegen_emu_barrier";
 constexpr llvm::StringLiteral kYield = "moegen_emu_yield";
@@ -108,6 +109,7 @@ void declareRuntime(ModuleOp module) {
   declare(kShuffleXor, {ptr, i32, i32, i32, i32}, {i32});
   declare(kRedux, {ptr, i32, i32, i32}, {i32});
   declare(kBallot, {ptr, i32, i32}, {i32});
+  declare(kMatchAny, {ptr, i32, i32}, {i32});
   declare(kWarpSync, {ptr, i32}, {});
   declare(kBarrier, {ptr}, {});
   declare(kYield, {ptr}, {});
@@ -208,6 +210,15 @@ private:
           return success();
         })
         .Case([&](LLVM::CallIntrinsicOp intrinsic) -> LogicalResult {
+          if (intrinsic.getIntrin() == "llvm.nvvm.match.any.sync.i32") {
+            // (mask, value): the member lanes holding this lane's value.
+            Value same = call(loc, kMatchAny, b.getI32Type(),
+                              {context, intrinsic.getArgs()[1],
+                               intrinsic.getArgs()[0]});
+            intrinsic.getResult(0).replaceAllUsesWith(same);
+            intrinsic.erase();
+            return success();
+          }
           // Memory is sequentially consistent here: fences are no-ops.
           if (intrinsic.getIntrin() != "llvm.nvvm.membar.gl")
             return intrinsic.emitOpError("cannot be emulated on the host");

@@ -1012,6 +1012,27 @@ func.func @lane_lists(%logits: tensor<?x16xf32>) -> (tensor<?x3xi32>, tensor<?x3
 
 // -----
 
+// The nvptx dispatch (a counting sort over a cooperative grid): a lane's
+// rank among the lanes of its round holding the same expert, and their
+// number, come from one match.any.sync and two population counts (in the
+// count phase and again in the place phase), not from 31 shuffles.
+// CHECK-LABEL: func.func @parallel_dispatch(
+// CHECK-SAME: %{{.*}}: memref<18434xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
+// CHECK: %[[SAME:.*]] = llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"(%c-1_i32, %{{.*}}) : (i32, i32) -> i32
+// CHECK: %[[BIT:.*]] = arith.shli %c1_i32, %{{.*}} : i32
+// CHECK: %[[BELOW:.*]] = arith.subi %[[BIT]], %c1_i32 : i32
+// CHECK: %[[EARLIER:.*]] = arith.andi %[[SAME]], %[[BELOW]] : i32
+// CHECK: llvm.intr.ctpop(%[[EARLIER]])
+// CHECK: llvm.intr.ctpop(%[[SAME]])
+// CHECK: llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"
+// CHECK-NOT: llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"
+func.func @parallel_dispatch(%ids: tensor<?x2xi32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "dispatch", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = argmax_passes>} {
+  %c, %o, %s, %p = moe.dispatch %ids experts 8 : tensor<?x2xi32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>
+  return %c, %o, %s, %p : tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>
+}
+
+// -----
+
 // lane_lists on a row of more than 16 chunks a lane (22 chunks of 4): a
 // first pass takes each lane's largest key; the k-th largest of those
 // (k - 1 = 1 round drops the largest) bounds the picks. With no bound

@@ -7,8 +7,9 @@
 // expert in the scratch buffer, laid out expert-major: hist[e * P + p].
 //
 //   1. count:  each warp zeroes its counters, then walks its slots 32 at a
-//              time; the lanes holding one expert agree on a leader (xor
-//              shuffles) which adds their number to the warp's counter.
+//              time; the lanes holding one expert agree on a leader (one
+//              match.any.sync) which adds their number to the warp's
+//              counter.
 //   2. sums:   the counters, read in (expert, partition) order, are one
 //              array of E * P words; each warp sums its own segment of it.
 //   3. scan:   each warp adds the sums of the segments before it and turns
@@ -225,22 +226,21 @@ private:
   }
 
   /// For this lane's expert: how many lanes before it hold the same one
-  /// (its rank in the round) and how many lanes hold it in all. 31 xor
-  /// shuffles show every lane every other lane's expert.
+  /// (its rank in the round) and how many lanes hold it in all. One
+  /// match.any.sync gives the lanes holding it (sm_70 and up), two
+  /// population counts the rest.
   std::pair<Value, Value> peers(Value expert) {
-    SmallVector<Value> result = forStep(
-        cg.index(1), cg.index(32), cg.index(1), {cg.i32(0), cg.i32(1)},
-        [&](Value mask, ValueRange iter) -> SmallVector<Value> {
-          Value other = shuffleXor(expert, toI32(mask));
-          Value same = cmp(CmpIPredicate::eq, other, expert);
-          Value partner = b.create<arith::XOrIOp>(loc, lane, mask);
-          Value before = b.create<arith::AndIOp>(
-              loc, same, cmp(CmpIPredicate::ult, partner, lane));
-          Value one = cg.i32(1), zero = cg.i32(0);
-          return {add(iter[0], select(before, one, zero)),
-                  add(iter[1], select(same, one, zero))};
-        });
-    return {result[0], result[1]};
+    Type i32 = b.getI32Type();
+    Value same =
+        b.create<LLVM::CallIntrinsicOp>(
+             loc, i32, b.getStringAttr("llvm.nvvm.match.any.sync.i32"),
+             ValueRange{cg.i32(-1), expert})
+            .getResult(0);
+    Value before = b.create<arith::SubIOp>(
+        loc, b.create<arith::ShLIOp>(loc, cg.i32(1), toI32(lane)), cg.i32(1));
+    Value rank = b.create<LLVM::CtPopOp>(
+        loc, i32, b.create<arith::AndIOp>(loc, same, before));
+    return {rank, b.create<LLVM::CtPopOp>(loc, i32, same)};
   }
 
   /// Calls body(slot, valid) for this warp's slots, 32 at a time (every
