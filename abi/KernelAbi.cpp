@@ -56,13 +56,24 @@ constexpr ArgSpec kLayer{"layer",          ArgRole::Scalar, {}, 0,
                          DTypeRule::Fixed, DType::I64,      Access::Read,
                          /*required=*/false};
 
+// The shared expert's gate (Qwen2-MoE): one logit per token in, its
+// sigmoid out, beside the routed experts' ids and weights.
+constexpr ArgSpec kSharedGateLogits =
+    tensor("shared_gate_logits", {Tokens, One}, 2, DType::F32, Access::Read,
+           /*required=*/false, DTypeRule::Logits);
+constexpr ArgSpec kSharedGateOut = tensor("shared_gate", {Tokens, One}, 2,
+                                          DType::F32, Access::Write,
+                                          /*required=*/false);
+
 constexpr ArgSpec kRoute[] = {
     kLogits,
     tensor("bias", {Experts}, 1, DType::F32, Access::Read, false),
     kCapture,
     kLayer,
+    kSharedGateLogits,
     kTopkIdsOut,
     kTopkWeightsOut,
+    kSharedGateOut,
     kErrorRecord,
     kTokenBegin,
     kTokenEnd};
@@ -72,16 +83,20 @@ constexpr ArgSpec kRouteHash[] = {
     tensor("hash_table", {HashRows, TopK}, 2, DType::I32, Access::Read),
     kCapture,
     kLayer,
+    kSharedGateLogits,
     kTopkIdsOut,
     kTopkWeightsOut,
+    kSharedGateOut,
     kErrorRecord,
     kTokenBegin,
     kTokenEnd};
 constexpr ArgSpec kReplay[] = {
     kLogits,
     tensor("forced_ids", {Tokens, TopK}, 2, DType::I32, Access::Read),
+    kSharedGateLogits,
     kTopkIdsOut,
     kTopkWeightsOut,
+    kSharedGateOut,
     kErrorRecord,
     kTokenBegin,
     kTokenEnd};
@@ -195,6 +210,8 @@ std::string_view toString(DimRule rule) {
     return "E+1";
   case TopK:
     return "k";
+  case One:
+    return "1";
   case ErrorWords:
     return "W";
   case DispatchScratchWords:

@@ -82,10 +82,11 @@ enum class DimRule {
   Experts,      ///< E, static
   ExpertsPlus1, ///< E + 1, static
   TopK,         ///< k, static
+  One,          ///< 1, static (one value per token)
   ErrorWords,   ///< the error record's words on the target, static
   DispatchScratchWords, ///< dispatchScratchWords(E), static
 };
-/// "T", "V", "L", "T*k", "H", "E", "E+1", "k", "W", "S".
+/// "T", "V", "L", "T*k", "H", "E", "E+1", "k", "1", "W", "S".
 std::string_view toString(DimRule rule);
 /// Whether the dimension is a run-time size (a symbol in the manifest).
 constexpr bool isDynamic(DimRule rule) {

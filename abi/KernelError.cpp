@@ -79,6 +79,9 @@ std::string formatKernelError(const int64_t *record, int64_t numExperts,
   case KernelErrorCode::CombinePositionOutOfRange:
     return "slot_positions[" + std::to_string(i0) + "] = " + v +
            ": outside the permuted rows [0, " + std::to_string(i1) + ")";
+  case KernelErrorCode::NonFiniteSharedGateLogit:
+    return at2("shared_gate_logits", i0, i1) + " is " + formatLogit(value) +
+           ": shared gate logits must be finite or -inf";
   }
   return "kernel error record with unknown code " +
          std::to_string(record[kErrorCode]);

@@ -57,12 +57,16 @@ enum class KernelErrorCode : int64_t {
   /// The combine input slot_positions[index0] = value is outside
   /// [0, index1 = T * k).
   CombinePositionOutOfRange = 10,
+  /// shared_gate_logits[index0][0] is NaN or +inf; value = its f32 bit
+  /// pattern.
+  NonFiniteSharedGateLogit = 11,
 };
 
 /// Violations are reported in the order of docs/semantics.md §2: by
 /// category (logits, then the bias, then hash inputs, then forced ids, then
 /// the capture layer, then dispatch ids; permute's and combine's inputs,
-/// each in its own entry point, last), then by token, then by index. The
+/// each in its own entry point, and the shared expert's gate logits last),
+/// then by token, then by index. The
 /// category of a code; 0 for None. Codes are numbered so that a code's
 /// category is the number of these thresholds it reaches.
 inline constexpr int64_t kErrorCategoryThresholds[] = {1, 2, 5, 7, 8, 9};

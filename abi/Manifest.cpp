@@ -189,6 +189,9 @@ std::vector<Dim> Parser::expectedShape(const ArgSpec &arg) {
     case DimRule::TopK:
       dim.extent = manifest.topK;
       break;
+    case DimRule::One:
+      dim.extent = 1;
+      break;
     case DimRule::ErrorWords:
       dim.extent = kGpuKernelErrorWords;
       break;

@@ -23,6 +23,9 @@ RouterFacts routerFactsOf(const Manifest &manifest) {
   facts.hashSelection = route == nullptr;
   facts.scoreBias = route && route->findParam("bias") >= 0;
   facts.capture = manifest.captureDType.has_value();
+  const Kernel *selection = route ? route : manifest.find(EntryKind::RouteHash);
+  facts.sharedGate =
+      selection && selection->findParam("shared_gate_logits") >= 0;
   facts.replay = manifest.find(EntryKind::Replay) != nullptr;
   facts.dispatch = manifest.find(EntryKind::Dispatch) != nullptr;
   facts.permute = manifest.find(EntryKind::Permute) != nullptr &&

@@ -45,6 +45,10 @@ struct RouterFacts {
   bool capture = false;
   /// The replay entry point exists.
   bool replay = false;
+  /// Route, route_hash and replay also gate the shared expert: they take
+  /// shared_gate_logits [T, 1] (the logits' type) and write shared_gate
+  /// [T, 1] f32 (spec shared_expert_gate: true).
+  bool sharedGate = false;
   /// Dispatch metadata follows every call.
   bool dispatch = false;
   /// The permute and combine entry points exist, over rows of `hidden`
@@ -82,6 +86,9 @@ struct HostRouteCall {
   int64_t hashVocab = 0;
   /// [T, k]; when given, replay runs instead of route / route_hash.
   const int32_t *forcedIds = nullptr;
+  /// [T, 1] of the facts' logits type; required exactly when the facts
+  /// have sharedGate, by every entry point.
+  const void *sharedGateLogits = nullptr;
   /// [T, captureLayers, k] of captureElementBytes(); route / route_hash
   /// write layer captureLayer when the facts have capture.
   void *captureBuffer = nullptr;
@@ -91,6 +98,8 @@ struct HostRouteCall {
   /// Outputs, always: [T, k] each.
   int32_t *topkIds = nullptr;
   float *topkWeights = nullptr;
+  /// [T, 1]: sigmoid(sharedGateLogits), required with them.
+  float *sharedGate = nullptr;
   /// Dispatch outputs, all four or none: [E], [E + 1], [T * k], [T * k].
   int32_t *expertCounts = nullptr;
   int32_t *expertOffsets = nullptr;

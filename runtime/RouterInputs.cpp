@@ -186,6 +186,9 @@ std::optional<std::string> whyUnused(std::string_view name,
       return std::string("the spec has selection: topk");
     return std::nullopt;
   }
+  if (name == "shared_gate_logits" && !facts.sharedGate)
+    return std::string("the spec has no shared expert gate (set "
+                       "shared_expert_gate: true)");
   if (name == "capture") {
     if (!facts.capture)
       return std::string("the spec has capture: false");
@@ -222,6 +225,10 @@ void checkInputsUsed(const RouterFacts &facts, const InputPaths &paths,
     required.push_back(
         {"hash_table", "[V, k] i32, required by selection: hash"});
   }
+  if (facts.sharedGate)
+    required.push_back({"shared_gate_logits",
+                        "[T, 1] of the logits' dtype, required by "
+                        "shared_expert_gate: true"});
   for (const auto &[name, what] : required)
     if (!paths.count(name))
       failUsage("missing input '" + name + "' (" + what + "); give --in " +
@@ -343,6 +350,11 @@ int64_t checkInputs(const RouterFacts &facts, const RouterInputMap &inputs,
         error = "capture: --layer " + std::to_string(layer) +
                 " is outside the buffer's layers [0, " +
                 std::to_string(array.shape[1]) + ")";
+    } else if (name == "shared_gate_logits") {
+      error = checkDType(name, array, {logitsDType}, why);
+      if (!error)
+        error = checkShape(name, array,
+                           {tokens, {"1", 1, "one logit per token"}});
     } else if (name == "hidden") {
       error = checkDType(name, array, {rowDType}, rowWhy);
       if (!error)
@@ -432,6 +444,12 @@ HostRunResult runOnHost(HostRouter &router, RouterInputMap &inputs,
   std::vector<float> topkWeights(slots);
   call.topkIds = static_cast<int32_t *>(pointer(topkIds));
   call.topkWeights = static_cast<float *>(pointer(topkWeights));
+  std::vector<float> sharedGate;
+  if (facts.sharedGate) {
+    sharedGate.resize(numTokens);
+    call.sharedGateLogits = pointer(inputs.at("shared_gate_logits").array.data);
+    call.sharedGate = static_cast<float *>(pointer(sharedGate));
+  }
   std::vector<int32_t> counts, offsets, sortedSlots, slotPositions;
   if (facts.dispatch) {
     counts.resize(e);
@@ -467,6 +485,9 @@ HostRunResult runOnHost(HostRouter &router, RouterInputMap &inputs,
                               makeArray(DType::I32, {numTokens, k}, topkIds));
   result.outputs.emplace_back(
       "topk_weights", makeArray(DType::F32, {numTokens, k}, topkWeights));
+  if (facts.sharedGate)
+    result.outputs.emplace_back(
+        "shared_gate", makeArray(DType::F32, {numTokens, 1}, sharedGate));
   if (facts.dispatch) {
     result.outputs.emplace_back("expert_counts",
                                 makeArray(DType::I32, {e}, counts));

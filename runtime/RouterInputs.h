@@ -35,9 +35,10 @@ namespace moegen::rt {
 /// (docs/semantics.md §2), so that input errors come out in that order.
 /// hidden and expert_output (spec permute: true) feed permute and combine,
 /// which run after routing and dispatch, on their outputs.
-inline constexpr std::array<std::string_view, 8> kRouterInputNames = {
-    "logits",     "bias",    "token_ids", "hash_table",
-    "forced_ids", "capture", "hidden",    "expert_output"};
+inline constexpr std::array<std::string_view, 9> kRouterInputNames = {
+    "logits",     "bias",    "token_ids",          "hash_table",
+    "forced_ids", "capture", "shared_gate_logits", "hidden",
+    "expert_output"};
 
 /// A bad input or argument: one line naming the file (when there is one)
 /// and the rule.

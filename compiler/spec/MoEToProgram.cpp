@@ -336,6 +336,9 @@ private:
                        program::formatNumber(scale.getFactor().convertToDouble()) +
                        ")";
               })
+              .Case([&](mlir::moe::SharedGateOp) {
+                return "shared_gate(" + operand(0) + ")";
+              })
               .Case([&](mlir::moe::CaptureOp capture) {
                 experts(capture.getExperts());
                 return "capture(" + operand(0) + ", " + operand(1) + ", " +

@@ -356,6 +356,7 @@ const std::map<std::string, std::string, std::less<>> kCallees = {
     {"normalize", "normalize(w, epsilon: e)"},
     {"scale", "scale(w, factor)"},
     {"capture", "capture(ids, capture, layer)"},
+    {"shared_gate", "shared_gate(shared_gate_logits)"},
     {"dispatch", "dispatch(topk_ids)"},
     {"permute", "permute(hidden, sorted_slots)"},
     {"combine", "combine(expert_output, slot_positions, topk_weights)"},
@@ -537,7 +538,7 @@ private:
 
     // Parameters: the ABI's inputs in order; optional ones may be left out.
     size_t given = 0;
-    bool hasCapture = false, hasLayer = false;
+    bool hasCapture = false, hasLayer = false, hasSharedGate = false;
     for (const abi::ArgSpec &arg : abi::entrySignature(entry.kind)) {
       if (!isInput(arg))
         continue;
@@ -550,6 +551,7 @@ private:
         bind(param, value, /*isParam=*/true);
         hasCapture |= arg.name == "capture";
         hasLayer |= arg.name == "layer";
+        hasSharedGate |= arg.name == "shared_gate_logits";
         continue;
       }
       if (arg.required) {
@@ -572,10 +574,12 @@ private:
     for (const Statement &statement : syntax.body)
       checkStatement(statement, entry);
 
-    // Results: the ABI's outputs in order, then the updated capture buffer.
+    // Results: the ABI's outputs in order (the shared gate with its
+    // logits), then the updated capture buffer.
     std::vector<std::pair<std::string, ValueType>> expected;
     for (const abi::ArgSpec &arg : abi::entrySignature(entry.kind))
-      if (arg.role == abi::ArgRole::Tensor && arg.access == abi::Access::Write) {
+      if (arg.role == abi::ArgRole::Tensor && arg.access == abi::Access::Write &&
+          (arg.name != "shared_gate" || hasSharedGate)) {
         ValueType type = abiType(arg);
         type.selected = arg.name == "topk_ids";
         expected.emplace_back(std::string(arg.name), type);
@@ -981,6 +985,10 @@ private:
       requireParam(1, "capture");
       requireParam(2, "layer");
       resultTypes.push_back(buffer);
+    } else if (name == "shared_gate") {
+      op.kind = OpKind::SharedGate;
+      requireParam(0, "shared_gate_logits");
+      resultTypes.push_back(tensor(DType::F32, {DimRule::Tokens, DimRule::One}));
     } else if (name == "dispatch") {
       placeOnlyIn(EntryKind::Dispatch);
       op.kind = OpKind::Dispatch;
@@ -1086,6 +1094,7 @@ void applyProgramFacts(const Program &program, RoutingSpec &spec) {
   };
   spec.scoreBias = hasParam("bias");
   spec.capture = hasParam("capture");
+  spec.sharedGate = hasParam("shared_gate_logits");
   spec.replay = program.find(abi::EntryKind::Replay) != nullptr;
   spec.dispatch = program.find(abi::EntryKind::Dispatch) != nullptr;
   spec.permute = program.find(abi::EntryKind::Permute) != nullptr;
@@ -1143,7 +1152,14 @@ std::string expandToProgram(const RoutingSpec &spec) {
               : spec.scoreBias ? "route(logits, bias" : "route(logits");
   if (spec.capture)
     os << ", capture, layer";
-  os << ") -> (ids, weights" << (spec.capture ? ", captured" : "") << "):\n";
+  if (spec.sharedGate)
+    os << ", shared_gate_logits";
+  os << ") -> (ids, weights" << (spec.sharedGate ? ", gate" : "")
+     << (spec.capture ? ", captured" : "") << "):\n";
+  auto sharedGate = [&] {
+    if (spec.sharedGate)
+      os << "  gate = shared_gate(shared_gate_logits)\n";
+  };
   score();
   if (hash) {
     os << "  ids = hash(token_ids, hash_table, " << spec.topK << ")\n";
@@ -1158,13 +1174,17 @@ std::string expandToProgram(const RoutingSpec &spec) {
     os << "  ids = topk(" << keys << ", " << spec.topK << ")\n";
   }
   weights();
+  sharedGate();
   if (spec.capture)
     os << "  captured = capture(ids, capture, layer)\n";
   if (spec.replay) {
-    os << "replay(logits, forced_ids) -> (ids, weights):\n";
+    os << "replay(logits, forced_ids"
+       << (spec.sharedGate ? ", shared_gate_logits" : "") << ") -> (ids, weights"
+       << (spec.sharedGate ? ", gate" : "") << "):\n";
     score();
     os << "  ids = forced(forced_ids)\n";
     weights();
+    sharedGate();
   }
   if (spec.dispatch)
     os << "dispatch(topk_ids) -> (counts, offsets, sorted_slots, "
@@ -1192,6 +1212,7 @@ RoutingSpec programTwin(const RoutingSpec &spec) {
   twin.selection = spec.selection;
   twin.scoreBias = spec.scoreBias && spec.selection == Selection::TopK;
   twin.capture = spec.capture;
+  twin.sharedGate = spec.sharedGate;
   twin.replay = spec.replay;
   twin.dispatch = spec.dispatch;
   twin.permute = spec.permute;

@@ -65,6 +65,7 @@ enum class OpKind {
   Sparsemixer, ///< sparsemixer(x, ids, jitter_eps:)
   Scale,     ///< scale(w, factor)
   Capture,   ///< capture(ids, capture, layer)
+  SharedGate, ///< shared_gate(shared_gate_logits)
   Dispatch,  ///< dispatch(topk_ids), four results
   Permute,   ///< permute(hidden, sorted_slots)
   Combine,   ///< combine(expert_output, slot_positions, topk_weights)

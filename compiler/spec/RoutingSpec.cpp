@@ -239,11 +239,12 @@ std::optional<SpecViolation> validateRoutingSpec(const RoutingSpec &spec) {
     if (facts.topK != spec.topK || facts.selection != spec.selection ||
         facts.scoreBias != spec.scoreBias || facts.capture != spec.capture ||
         facts.replay != spec.replay || facts.dispatch != spec.dispatch ||
-        facts.permute != spec.permute)
+        facts.permute != spec.permute || facts.sharedGate != spec.sharedGate)
       return violation("program",
                        "the spec's top_k, selection, score_bias, capture, "
-                       "replay, dispatch or permute differ from what its "
-                       "program states (set them with applyProgramFacts)");
+                       "replay, dispatch, permute or shared_expert_gate "
+                       "differ from what its program states (set them with "
+                       "applyProgramFacts)");
     return std::nullopt;
   }
 

@@ -87,6 +87,9 @@ struct RoutingSpec {
   bool dispatch = false;
   /// Write the selected ids to a capture buffer.
   bool capture = false;
+  /// Route, route_hash and replay also gate the shared expert (Qwen2-MoE):
+  /// shared_gate [T, 1] = sigmoid(shared_gate_logits [T, 1]).
+  bool sharedGate = false;
   LogitsDType logitsDType = LogitsDType::F32;
   /// Emit the permute and combine entry points (hidden rows into expert
   /// order and the weighted sum back); needs dispatch, whose sorted_slots
@@ -99,7 +102,8 @@ struct RoutingSpec {
   /// A gating program (Program.h, docs/spec-language.md) in place of the
   /// keys above: when set, the program alone says how experts are scored,
   /// selected and weighted, and topK, selection, scoreBias, capture, replay,
-  /// dispatch and permute are the facts it determines (applyProgramFacts);
+  /// dispatch, permute and sharedGate are the facts it determines
+  /// (applyProgramFacts);
   /// the other keys keep their defaults.
   std::string program;
 

@@ -43,7 +43,7 @@ constexpr StringLiteral kKeys[] = {
     "group_score", "normalize", "scaling_factor", "replay",
     "dispatch",  "capture",     "logits_dtype",   "permute",
     "hidden_dtype", "hidden_size", "normalize_epsilon", "temperature",
-    "logit_softcap", "program"};
+    "logit_softcap", "shared_expert_gate", "program"};
 
 /// The keys a spec with a program still takes: the program states the rest.
 constexpr StringLiteral kProgramKeys[] = {"name", "num_experts", "logits_dtype",
@@ -393,6 +393,8 @@ bool SpecParser::readKey(StringRef key, yaml::Node *value, RoutingSpec &spec) {
     return readNumber(key, value, allowedValues(key), spec.temperature);
   if (key == "logit_softcap")
     return readNumber(key, value, allowedValues(key), spec.logitSoftcap);
+  if (key == "shared_expert_gate")
+    return readBool(key, value, spec.sharedGate);
   if (key == "program")
     return readProgram(value, spec);
   llvm_unreachable("keys are checked against kKeys before readKey");
@@ -703,6 +705,8 @@ std::string printRoutingSpec(const RoutingSpec &spec) {
     os << "temperature: " << format("%.17g", spec.temperature) << "\n";
   if (spec.logitSoftcap != 0.0)
     os << "logit_softcap: " << format("%.17g", spec.logitSoftcap) << "\n";
+  if (spec.sharedGate)
+    os << "shared_expert_gate: true\n";
   return out;
 }
 

@@ -66,6 +66,9 @@ public:
     weightsType = RankedTensorType::get({dyn, spec.topK}, f32);
     hiddenType = RankedTensorType::get(
         {dyn, dyn}, toLogitsElementType(spec.hiddenDType, context));
+    sharedGateLogitsType = RankedTensorType::get(
+        {dyn, 1}, toLogitsElementType(spec.logitsDType, context));
+    sharedGateType = RankedTensorType::get({dyn, 1}, f32);
     // vLLM's routed_experts layout; i16 halves the buffer when it can.
     captureType = RankedTensorType::get(
         {dyn, dyn, spec.topK},
@@ -106,8 +109,9 @@ public:
       ids = builder.create<moe::TopKOp>(loc, idsType, keys, spec.topK);
     }
     SmallVector<Value> results{ids, weights(scores, ids)};
+    appendSharedGate(body, results);
     if (spec.capture) {
-      unsigned n = body.getNumArguments();
+      unsigned n = body.getNumArguments() - (spec.sharedGate ? 1 : 0);
       results.push_back(builder.create<moe::CaptureOp>(
           loc, captureType, ids, body.getArgument(n - 2), body.getArgument(n - 1),
           spec.numExperts));
@@ -122,8 +126,9 @@ public:
     Value scores = score(body.getArgument(0));
     Value ids = builder.create<moe::ForcedSelectOp>(
         loc, idsType, body.getArgument(1), spec.numExperts);
-    builder.create<func::ReturnOp>(loc,
-                                   ValueRange{ids, weights(scores, ids)});
+    SmallVector<Value> results{ids, weights(scores, ids)};
+    appendSharedGate(body, results);
+    builder.create<func::ReturnOp>(loc, results);
   }
 
   void buildDispatch() {
@@ -167,18 +172,33 @@ public:
   }
 
 private:
-  /// Creates an entry func whose results are ids and weights (and the
-  /// updated capture buffer when `withCapture`), appending the capture
-  /// buffer and layer index to `inputs`.
+  /// Creates an entry func in the kernel ABI's order: inputs, then the
+  /// capture buffer and layer index when `withCapture`, then the shared
+  /// expert's gate logits with the spec's shared gate; results ids and
+  /// weights, the shared gate, then the updated capture buffer.
   func::FuncOp beginEntry(StringRef name, SmallVector<Type> inputs,
                           bool withCapture) {
     SmallVector<Type> results{idsType, weightsType};
     if (withCapture) {
       inputs.push_back(captureType);
       inputs.push_back(builder.getIndexType());
-      results.push_back(captureType);
     }
+    if (spec.sharedGate) {
+      inputs.push_back(sharedGateLogitsType);
+      results.push_back(sharedGateType);
+    }
+    if (withCapture)
+      results.push_back(captureType);
     return createFunc(name, inputs, results);
+  }
+
+  /// The shared expert's gate from the entry's last argument.
+  void appendSharedGate(Block &body, SmallVector<Value> &results) {
+    if (!spec.sharedGate)
+      return;
+    results.push_back(builder.create<moe::SharedGateOp>(
+        loc, sharedGateType,
+        body.getArgument(body.getNumArguments() - 1)));
   }
 
   func::FuncOp createFunc(StringRef name, TypeRange inputs,
@@ -220,7 +240,7 @@ private:
   OpBuilder builder;
   Location loc;
   RankedTensorType logitsType, scoresType, biasType, idsType, weightsType,
-      captureType, hiddenType;
+      captureType, hiddenType, sharedGateLogitsType, sharedGateType;
 };
 
 /// Builds the entry points of a gating program: one func per entry, one op
@@ -268,6 +288,7 @@ private:
       shape.push_back(dim == abi::DimRule::Experts        ? spec.numExperts
                       : dim == abi::DimRule::ExpertsPlus1 ? spec.numExperts + 1
                       : dim == abi::DimRule::TopK         ? program.topK
+                      : dim == abi::DimRule::One          ? 1
                                                           : ShapedType::kDynamic);
     return RankedTensorType::get(shape, elementType(type.dtype));
   }
@@ -356,6 +377,9 @@ private:
       built = builder.create<moe::CaptureOp>(loc, result, operand(0),
                                              operand(1), operand(2),
                                              spec.numExperts);
+      break;
+    case program::OpKind::SharedGate:
+      built = builder.create<moe::SharedGateOp>(loc, result, operand(0));
       break;
     case program::OpKind::Dispatch: {
       SmallVector<Type> types;

@@ -54,9 +54,14 @@ std::string CudaHostRouter::run(const HostRouteCall &call) {
     inputs.captureLayers = call.captureLayers;
     inputs.captureLayer = call.captureLayer;
   }
+  if (call.sharedGateLogits)
+    inputs.sharedGateLogits = stage(SharedGateLogits, call.sharedGateLogits,
+                                    t * routerFacts.logitBytes());
   RouteOutputs outputs;
   outputs.topkIds = stage(TopkIds, nullptr, ids);
   outputs.topkWeights = stage(TopkWeights, nullptr, ids);
+  if (call.sharedGate)
+    outputs.sharedGate = stage(SharedGate, nullptr, t * 4);
   if (call.expertCounts) {
     outputs.expertCounts = stage(ExpertCounts, nullptr, e * 4);
     outputs.expertOffsets = stage(ExpertOffsets, nullptr, (e + 1) * 4);
@@ -96,6 +101,7 @@ std::string CudaHostRouter::run(const HostRouteCall &call) {
   }
   if (call.captureBuffer)
     fetch(Capture, call.captureBuffer, captureSize);
+  fetch(SharedGate, call.sharedGate, t * 4);
   return "";
 }
 

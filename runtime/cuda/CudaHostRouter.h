@@ -47,6 +47,8 @@ private:
     Capture,
     TopkIds,
     TopkWeights,
+    SharedGateLogits,
+    SharedGate,
     ExpertCounts,
     ExpertOffsets,
     SortedSlots,

@@ -526,6 +526,18 @@ void CudaRouter::Impl::checkRowCall(EntryKind entry, const RouteInputs &in,
   };
   const bool takesBias = kernel.findParam("bias") >= 0;
   const bool takesCapture = kernel.findParam("capture") >= 0;
+  const bool takesSharedGate = kernel.findParam("shared_gate_logits") >= 0;
+  unused((in.sharedGateLogits || out.sharedGate) && !takesSharedGate,
+         "shared_gate_logits / shared_gate",
+         "this " + std::string(name) +
+             " kernel gates no shared expert (the spec has no "
+             "shared_expert_gate: true)");
+  // Empty tensors (T = 0) may have null pointers.
+  if (takesSharedGate && in.numTokens > 0 &&
+      (!in.sharedGateLogits || !out.sharedGate))
+    invalid(name, "shared_gate_logits and shared_gate are required: this "
+                  "kernel gates the shared expert (the spec has "
+                  "shared_expert_gate: true)");
   unused(
       in.bias && !takesBias, "bias",
       "this " + std::string(name) + " kernel takes none" +
@@ -588,7 +600,9 @@ void CudaRouter::Impl::run(EntryKind entry, const RouteInputs &in,
       {"logits", in.logits},        {"bias", in.bias},
       {"token_ids", in.tokenIds},   {"hash_table", in.hashTable},
       {"forced_ids", in.forcedIds}, {"capture", in.capture},
-      {"topk_ids", out.topkIds},    {"topk_weights", out.topkWeights}};
+      {"topk_ids", out.topkIds},    {"topk_weights", out.topkWeights},
+      {"shared_gate_logits", in.sharedGateLogits},
+      {"shared_gate", out.sharedGate}};
   // Both launches are checked before either is submitted.
   LaunchPlan plan = prepare(kernel, tensors, extents, in.captureLayer, error);
   std::optional<LaunchPlan> dispatchPlan;

@@ -61,6 +61,9 @@ struct RouteInputs {
   CUdeviceptr capture = 0;
   int64_t captureLayers = 0;
   int64_t captureLayer = 0;
+  /// [T, 1] of the logits' dtype: the shared expert's gate logits, required
+  /// exactly when the kernel takes them (spec shared_expert_gate: true).
+  CUdeviceptr sharedGateLogits = 0;
 };
 
 /// Outputs (RouteOutput, and with dispatch RouteMetadata): device pointers.
@@ -68,6 +71,8 @@ struct RouteOutputs {
   /// [T, k] int32 and [T, k] f32; required.
   CUdeviceptr topkIds = 0;
   CUdeviceptr topkWeights = 0;
+  /// [T, 1] f32, sigmoid(shared_gate_logits); required with them.
+  CUdeviceptr sharedGate = 0;
   /// Dispatch metadata: [E], [E + 1], [T * k], [T * k] int32. Either all
   /// four (and the manifest has a dispatch kernel) or none.
   CUdeviceptr expertCounts = 0;

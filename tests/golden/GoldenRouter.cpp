@@ -166,6 +166,17 @@ std::optional<std::string> checkInputs(const RoutingSpec &spec,
               checkIdRow("forced_ids", t, in.forcedIds + t * k, k, e, "token"))
         return error;
 
+  if (spec.sharedGate) {
+    if (numTokens > 0 && !in.sharedGateLogits)
+      return std::string("shared_gate_logits: required by shared_expert_gate");
+    for (int64_t t = 0; t < numTokens; ++t) {
+      const float l = in.sharedGateLogits[t];
+      if (std::isnan(l) || (std::isinf(l) && l > 0))
+        return index2("shared_gate_logits", t, 0) + " is " + formatValue(l) +
+               ": shared gate logits must be finite or -inf";
+    }
+  }
+
   return std::nullopt;
 }
 
@@ -436,6 +447,9 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
       case program::OpKind::Capture:
         // The capture buffer is the caller's; route() reports ids only.
         break;
+      case program::OpKind::SharedGate:
+        out.sharedGate.push_back(sigmoid(inputs.sharedGateLogits[t]));
+        break;
       case program::OpKind::Dispatch:
       case program::OpKind::Permute:
       case program::OpKind::Combine:
@@ -540,6 +554,9 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
                            weights.end());
   }
 
+  if (spec.sharedGate)
+    for (int64_t t = 0; t < numTokens; ++t)
+      out.sharedGate.push_back(sigmoid(inputs.sharedGateLogits[t]));
   if (spec.dispatch)
     result.error = computeDispatch(e, numTokens, k, out.topkIds, out);
   return result;

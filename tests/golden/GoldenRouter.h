@@ -56,11 +56,16 @@ struct RouterInputs {
   /// (router replay), whatever spec.selection says; bias, groups and the hash
   /// inputs then play no role and are neither required nor checked.
   const int64_t *forcedIds = nullptr;
+  /// [numTokens] (the [T, 1] tensor), already converted to float; required
+  /// iff spec.sharedGate.
+  const float *sharedGateLogits = nullptr;
 };
 
 struct RouterOutputs {
   std::vector<int32_t> topkIds;    ///< [T*k], slot t*k+j
   std::vector<double> topkWeights; ///< [T*k]
+  /// [T], sigmoid(shared_gate_logits); filled only when spec.sharedGate.
+  std::vector<double> sharedGate;
   // Filled only when spec.dispatch (or by computeDispatch):
   std::vector<int32_t> expertCounts;  ///< [E]
   std::vector<int32_t> expertOffsets; ///< [E+1], exclusive prefix sum
@@ -102,8 +107,9 @@ std::vector<int32_t> topKExperts(const std::vector<double> &keys,
 
 /// Full routing of all tokens. Precondition: the spec is valid (validated
 /// elsewhere); the inputs are checked here, and the first violation (in the
-/// order logits, bias, hash inputs, forced ids; lowest token, then lowest
-/// index within each) is reported in RouterResult::error.
+/// order logits, bias, hash inputs, forced ids, the shared gate's logits;
+/// lowest token, then lowest index within each) is reported in
+/// RouterResult::error.
 RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs);
 
 /// Dispatch metadata alone from ids [numTokens*k] (used by route when

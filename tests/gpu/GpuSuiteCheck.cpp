@@ -132,6 +132,21 @@ std::string compare(const rt::HostRunResult &gpu, const fs::path &expected,
   if (differing > ids.size() / 1000 + 1)
     problems << differing << " of " << ids.size()
              << " ids differ from the CPU's (more than near-ties explain)\n";
+  // The shared expert's gate: the same sigmoid, approximate on the GPU.
+  if (fs::path file = expected / "shared_gate.npy"; fs::exists(file)) {
+    std::vector<float> want = values<float>(readArray(file));
+    const npy::Array *got = gpu.find("shared_gate");
+    std::vector<float> have = got ? values<float>(*got) : std::vector<float>{};
+    for (size_t t = 0; t < want.size(); ++t)
+      if (have.size() != want.size() ||
+          !(std::fabs(have[t] - want[t]) <= 1e-5f * std::fabs(want[t]) + 1e-30f)) {
+        problems << "shared gate of token " << t << ": GPU "
+                 << (have.size() == want.size() ? std::to_string(have[t])
+                                                : std::string("missing"))
+                 << ", CPU " << want[t] << "\n";
+        break;
+      }
+  }
   if (differing != 0)
     return problems.str();
   // Dispatch metadata and the capture follow from the ids: equal whenever
@@ -170,6 +185,8 @@ rt::HostRunResult runCall(rt::HostRouter &router, const fs::path &dir,
     if (facts.capture)
       add("capture", "capture.npy");
   }
+  if (facts.sharedGate)
+    add("shared_gate_logits", "shared_gate_logits.npy");
   rt::checkInputsUsed(facts, paths, std::nullopt);
   rt::RouterInputMap inputs = rt::readInputs(paths);
   rt::checkInputs(facts, inputs, 0);

@@ -57,7 +57,8 @@ def bf16_bits(value):
 
 def parse_spec(text):
     facts = {"selection": "topk", "score_bias": "false", "replay": "false",
-             "dispatch": "false", "capture": "false", "logits_dtype": "f32"}
+             "dispatch": "false", "capture": "false", "logits_dtype": "f32",
+             "shared_expert_gate": "false"}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if ":" in line:
@@ -91,7 +92,8 @@ def facts_from_manifest(path):
             "score_bias": flag("bias" in params),
             "replay": flag("replay" in entries),
             "dispatch": flag("dispatch" in entries),
-            "capture": flag("capture" in params)}
+            "capture": flag("capture" in params),
+            "shared_expert_gate": flag("shared_gate_logits" in params)}
 
 
 def make_case(args, name, text, rng, compile_flags=()):
@@ -132,6 +134,19 @@ def make_case(args, name, text, rng, compile_flags=()):
             write_npy(os.path.join(inputs, "logits.npy"), "<u2", [t, experts],
                       [bf16_bits(x) for x in logits])
         route_inputs = ["logits"]
+        # The shared expert's gate logits go to route and replay alike.
+        gate_inputs = []
+        if facts["shared_expert_gate"] == "true":
+            gate = [rng.gauss(0.0, 3.0) for _ in range(t)]
+            if dtype == "f32":
+                write_npy(os.path.join(inputs, "shared_gate_logits.npy"), "<f4", [t, 1], gate)
+            elif dtype == "f16":
+                write_npy(os.path.join(inputs, "shared_gate_logits.npy"), "<f2", [t, 1], gate)
+            else:
+                write_npy(os.path.join(inputs, "shared_gate_logits.npy"), "<u2", [t, 1],
+                          [bf16_bits(x) for x in gate])
+            gate_inputs = ["shared_gate_logits"]
+            route_inputs += gate_inputs
         if facts["score_bias"] == "true":
             write_npy(os.path.join(inputs, "bias.npy"), "<f4", [experts],
                       [0.1 * rng.gauss(0.0, 2.0) for _ in range(experts)])
@@ -166,7 +181,7 @@ def make_case(args, name, text, rng, compile_flags=()):
             for _ in range(t):
                 forced += distinct_ids(rng, experts, k)
             write_npy(os.path.join(inputs, "forced_ids.npy"), "<i4", [t, k], forced)
-            code, _, err = moegen_run(["logits", "forced_ids"], "replay")
+            code, _, err = moegen_run(["logits", "forced_ids"] + gate_inputs, "replay")
             if code != 0:
                 sys.exit("%s t%d: moegen run (replay) failed:\n%s" % (name, t, err))
             # Two invalid ids: the error names the first in token order.
@@ -174,7 +189,8 @@ def make_case(args, name, text, rng, compile_flags=()):
             bad[(t - 1) * k + (k - 1)] = experts + 5
             bad[(t // 2) * k] = -3
             write_npy(os.path.join(inputs, "bad_forced_ids.npy"), "<i4", [t, k], bad)
-            code, _, err = moegen_run(["logits", "bad_forced_ids"], "bad_replay")
+            code, _, err = moegen_run(["logits", "bad_forced_ids"] + gate_inputs,
+                                      "bad_replay")
             if code != 2:
                 sys.exit("%s t%d: bad forced ids were not refused" % (name, t))
             # "FILE: error: MESSAGE": the checker compares the message.

@@ -189,6 +189,10 @@ struct Inputs {
   std::vector<int32_t> hashTable;  ///< [vocab, k]
   int64_t hashVocab = 0;
   std::vector<int32_t> forcedIds;  ///< [T, k]
+  /// [T, 1] shared gate logits, float values of the spec's dtype (rounded
+  /// like the logits), and their raw 16-bit patterns (empty for f32).
+  std::vector<float> sharedGateLogits;
+  std::vector<uint16_t> sharedGateLogits16;
 
   const void *logitsPointer() const {
     return logits16.empty() ? static_cast<const void *>(logits.data())
@@ -347,6 +351,19 @@ Inputs makeInputs(const RoutingSpec &spec, int64_t numTokens, uint64_t seed,
   for (int64_t t = 0; t < numTokens; ++t)
     for (int32_t id : rng.distinct(e, k))
       in.forcedIds.push_back(id);
+
+  // Shared gate logits: mostly moderate, some saturating, some -inf (a
+  // gate of exactly 0).
+  in.sharedGateLogits.resize(numTokens);
+  for (float &x : in.sharedGateLogits)
+    x = rng.chance(0.05)   ? -std::numeric_limits<float>::infinity()
+        : rng.chance(0.1) ? static_cast<float>(rng.uniform(-120.0, 120.0))
+                          : static_cast<float>(rng.uniform(-6.0, 6.0));
+  Inputs gate;
+  gate.logits = in.sharedGateLogits;
+  encodeLogits(spec.logitsDType, gate);
+  in.sharedGateLogits = gate.logits;
+  in.sharedGateLogits16 = gate.logits16;
   return in;
 }
 
@@ -398,6 +415,7 @@ struct CpuResult {
   std::vector<float> weights;
   std::vector<int32_t> counts, offsets, sortedSlots, slotPositions;
   std::vector<int16_t> capture; ///< [T, layers, k]
+  std::vector<float> sharedGate; ///< [T, 1] with shared_expert_gate
   /// Names of the outputs whose guard zones were written.
   std::string clobbered;
 };
@@ -421,10 +439,18 @@ CpuResult runCpu(CpuRouter &router, const RoutingSpec &spec, const Inputs &in,
   const int64_t captureSize =
       capture ? numTokens * capture->layers * spec.topK : 0;
   Guarded<int16_t> captureBuffer(captureSize, kCaptureSentinel, 0x5A5A);
+  Guarded<float> sharedGate(spec.sharedGate ? numTokens : 0, kNaN, -7.0f);
 
   RouterCall call;
   call.numTokens = numTokens;
   call.logits = in.logitsPointer();
+  if (spec.sharedGate) {
+    call.sharedGateLogits =
+        in.sharedGateLogits16.empty()
+            ? static_cast<const void *>(in.sharedGateLogits.data())
+            : static_cast<const void *>(in.sharedGateLogits16.data());
+    call.sharedGate = sharedGate.data();
+  }
   if (entry == Entry::Replay) {
     call.forcedIds = in.forcedIds.data();
   } else {
@@ -462,7 +488,9 @@ CpuResult runCpu(CpuRouter &router, const RoutingSpec &spec, const Inputs &in,
   }
   if (capture)
     result.capture = captureBuffer.body();
+  result.sharedGate = sharedGate.body();
   const std::pair<const char *, bool> guards[] = {
+      {"shared_gate", sharedGate.guardsIntact()},
       {"topk_ids", ids.guardsIntact()},
       {"topk_weights", weights.guardsIntact()},
       {"expert_counts", counts.guardsIntact()},
@@ -482,6 +510,8 @@ golden::RouterResult runGolden(const RoutingSpec &spec, const Inputs &in,
   golden::RouterInputs g;
   g.numTokens = in.numTokens;
   g.logits = in.logits.data();
+  if (spec.sharedGate)
+    g.sharedGateLogits = in.sharedGateLogits.data();
   std::vector<int64_t> tokenIds(in.tokenIds.begin(), in.tokenIds.end());
   std::vector<int64_t> forcedIds(in.forcedIds.begin(), in.forcedIds.end());
   if (entry == Entry::Replay) {
@@ -785,6 +815,19 @@ void expectMatchesGolden(const RoutingSpec &spec, const Inputs &in,
                     formatDouble(tolerance));
         break;
       }
+    }
+  }
+  // The shared expert's gate: one sigmoid per token, within the weights'
+  // tolerance.
+  if (spec.sharedGate) {
+    ASSERT_EQ(cpu.sharedGate.size(), static_cast<size_t>(numTokens));
+    ASSERT_EQ(gold.sharedGate.size(), static_cast<size_t>(numTokens));
+    for (int64_t t = 0; t < numTokens; ++t) {
+      const double expected = gold.sharedGate[t];
+      const double tolerance = kWeightRel * expected + kWeightAbs;
+      if (!(std::fabs(cpu.sharedGate[t] - expected) <= tolerance))
+        fail(t, "shared gate is " + formatDouble(cpu.sharedGate[t]) +
+                    ", expected " + formatDouble(expected));
     }
   }
   EXPECT_EQ(badTokens, 0) << badTokens << " of " << numTokens
@@ -1378,6 +1421,7 @@ CpuRouter *errorRouter(Selection selection) {
     spec.replay = true;
     spec.dispatch = true;
     spec.capture = true;
+    spec.sharedGate = true;
     CpuCompileOptions options;
     options.tokensPerTask = 64;
     std::string error;
@@ -1427,6 +1471,27 @@ void expectError(CpuRouter &router, const Inputs &in, Entry entry,
         << "test bug: the golden reference reports " << gold.error;
     // Same format as the golden reference (docs/semantics.md §2).
     EXPECT_EQ(cpu.error, gold.error) << "wording differs from the golden";
+  }
+}
+
+TEST(CpuBackendErrors, SharedGateLogitsAfterEveryOtherInput) {
+  // Checked like the logits, in every entry point, and reported after
+  // every other input's violation (docs/semantics.md §2).
+  for (Selection selection : {Selection::TopK, Selection::Hash}) {
+    CpuRouter *router = errorRouter(selection);
+    ASSERT_NE(router, nullptr);
+    ErrorCall c(*router);
+    c.in.sharedGateLogits[kLate] = std::numeric_limits<float>::infinity();
+    c.in.sharedGateLogits[kEarly] = kNaN;
+    expectError(*router, c.in, Entry::Route,
+                "shared_gate_logits[1200][0] is nan: shared gate logits must "
+                "be finite or -inf",
+                "shared_gate_logits[4000]");
+    expectError(*router, c.in, Entry::Replay, "shared_gate_logits[1200][0]",
+                "shared_gate_logits[4000]");
+    c.in.logits[kLate * 64 + 5] = kNaN;
+    expectError(*router, c.in, Entry::Route, "logits[4000][5]",
+                "shared_gate_logits");
   }
 }
 
@@ -1629,14 +1694,16 @@ TEST(CpuBackendErrors, MissingOrInconsistentPointers) {
   Inputs in = makeInputs(spec, 10, 3, LogitsStyle::Random);
   std::vector<int32_t> ids(10 * 4), counts(64), offsets(65), sorted(40),
       positions(40);
-  std::vector<float> weights(10 * 4);
+  std::vector<float> weights(10 * 4), gate(10);
   auto baseCall = [&] {
     RouterCall call;
     call.numTokens = 10;
     call.logits = in.logits.data();
     call.bias = in.bias.data();
+    call.sharedGateLogits = in.sharedGateLogits.data();
     call.topkIds = ids.data();
     call.topkWeights = weights.data();
+    call.sharedGate = gate.data();
     return call;
   };
   ASSERT_EQ(router.run(baseCall()), "");
@@ -1665,6 +1732,12 @@ TEST(CpuBackendErrors, MissingOrInconsistentPointers) {
   call = baseCall();
   call.numTokens = -1;
   expectOneLineError(call, "negative token count");
+  call = baseCall();
+  call.sharedGateLogits = nullptr;
+  expectOneLineError(call, "no shared gate logits with shared_expert_gate");
+  call = baseCall();
+  call.sharedGate = nullptr;
+  expectOneLineError(call, "no shared gate output");
 }
 
 TEST(CpuBackendErrors, InvalidSpecDoesNotCompile) {

@@ -43,6 +43,7 @@ struct Outputs {
   std::vector<float> weights;
   std::vector<uint8_t> capture;
   std::vector<int32_t> counts, offsets, slots, positions;
+  std::vector<float> sharedGate;
   std::string error;
 };
 
@@ -67,6 +68,11 @@ Outputs run(rt::HostRouter &router, const RoutingSpec &spec, const Inputs &in,
   } else if (spec.scoreBias) {
     call.bias = in.bias.data();
   }
+  if (router.facts().sharedGate) {
+    out.sharedGate.resize(std::max<int64_t>(1, t));
+    call.sharedGateLogits = in.sharedGateLogits.data();
+    call.sharedGate = out.sharedGate.data();
+  }
   if (!replay && spec.capture) {
     out.capture.assign(std::max<int64_t>(1, 2 * t * k) *
                            router.facts().captureElementBytes(),
@@ -88,6 +94,8 @@ Outputs run(rt::HostRouter &router, const RoutingSpec &spec, const Inputs &in,
   out.error = router.run(call);
   out.ids.resize(t * k);
   out.weights.resize(t * k);
+  if (!out.sharedGate.empty())
+    out.sharedGate.resize(t);
   if (spec.dispatch) {
     out.slots.resize(t * k);
     out.positions.resize(t * k);
@@ -116,6 +124,16 @@ std::string difference(const RoutingSpec &spec, const Outputs &emu,
              std::to_string(cpu.ids[i]) + " weight " +
              std::to_string(cpu.weights[i]);
   }
+  // The shared expert's gate: the same sigmoid, approximate on the GPU.
+  if (emu.sharedGate.size() != cpu.sharedGate.size())
+    return "shared gate of " + std::to_string(emu.sharedGate.size()) +
+           " tokens where the CPU has " + std::to_string(cpu.sharedGate.size());
+  for (size_t t = 0; t < cpu.sharedGate.size(); ++t)
+    if (!(std::fabs(emu.sharedGate[t] - cpu.sharedGate[t]) <=
+          1e-5f * std::fabs(cpu.sharedGate[t]) + 1e-30f))
+      return "token " + std::to_string(t) + ": shared gate " +
+             std::to_string(emu.sharedGate[t]) + " vs " +
+             std::to_string(cpu.sharedGate[t]);
   // Ids may differ only at fp32 near-ties of the keys: a few slots at most.
   if (differing > cpu.ids.size() / 1000 + 1)
     return std::to_string(differing) + " of " +
@@ -398,6 +416,23 @@ TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
   expected = run(*cpuHash, hash, ids, false);
   EXPECT_NE(expected.error, "");
   EXPECT_EQ(run(*emuHash, hash, ids, false).error, expected.error);
+
+  // The shared expert's gate logits (bf16 bits): NaN and +inf reported at
+  // the lowest token, in route and replay alike.
+  RoutingSpec qwen2 = templateSpec("qwen2-57b-a14b");
+  auto emuGate = emulated(qwen2);
+  auto cpuGate = onCpu(qwen2);
+  ASSERT_TRUE(emuGate && cpuGate);
+  Inputs gate = makeInputs(qwen2, 40, 10);
+  const uint16_t nanBits = 0x7fc0, infBits = 0x7f80;
+  std::memcpy(&gate.sharedGateLogits[33 * 2], &infBits, 2);
+  std::memcpy(&gate.sharedGateLogits[19 * 2], &nanBits, 2);
+  for (bool replay : {false, true}) {
+    expected = run(*cpuGate, qwen2, gate, replay);
+    EXPECT_EQ(expected.error, "shared_gate_logits[19][0] is nan: shared gate "
+                              "logits must be finite or -inf");
+    EXPECT_EQ(run(*emuGate, qwen2, gate, replay).error, expected.error);
+  }
 }
 
 TEST(GpuEmuBackendTest, ResultsDoNotDependOnTheSchedule) {

@@ -27,6 +27,8 @@ struct Inputs {
   std::vector<float> bias;
   std::vector<int32_t> tokenIds, hashTable, forcedIds;
   int64_t vocab = 0;
+  /// [T, 1] shared gate logits, raw bytes in the spec's dtype.
+  std::vector<uint8_t> sharedGateLogits;
 };
 
 inline Inputs makeInputs(const RoutingSpec &spec, int64_t tokens,
@@ -37,18 +39,19 @@ inline Inputs makeInputs(const RoutingSpec &spec, int64_t tokens,
   std::normal_distribution<float> normal(0.0f, 2.0f);
   const int64_t e = spec.numExperts, k = spec.topK;
   const size_t elementBytes = spec.logitsDType == LogitsDType::F32 ? 4 : 2;
-  in.logits.resize(std::max<size_t>(1, tokens * e * elementBytes));
-  for (int64_t i = 0; i < tokens * e; ++i) {
-    float x = normal(rng);
+  auto encode = [&](std::vector<uint8_t> &bytes, int64_t i, float x) {
     if (spec.logitsDType == LogitsDType::F32) {
-      std::memcpy(&in.logits[i * 4], &x, 4);
+      std::memcpy(&bytes[i * 4], &x, 4);
     } else {
       uint16_t bits = spec.logitsDType == LogitsDType::BF16
                           ? npy::floatToBf16(x)
                           : npy::floatToHalf(x);
-      std::memcpy(&in.logits[i * 2], &bits, 2);
+      std::memcpy(&bytes[i * 2], &bits, 2);
     }
-  }
+  };
+  in.logits.resize(std::max<size_t>(1, tokens * e * elementBytes));
+  for (int64_t i = 0; i < tokens * e; ++i)
+    encode(in.logits, i, normal(rng));
   in.bias.resize(e);
   for (float &b : in.bias)
     b = 0.1f * normal(rng);
@@ -68,6 +71,10 @@ inline Inputs makeInputs(const RoutingSpec &spec, int64_t tokens,
     in.forcedIds.insert(in.forcedIds.end(), experts.begin(),
                         experts.begin() + k);
   }
+  // Drawn last, so that the other inputs of a seed stay as they were.
+  in.sharedGateLogits.resize(std::max<size_t>(1, tokens * elementBytes));
+  for (int64_t t = 0; t < tokens; ++t)
+    encode(in.sharedGateLogits, t, 2.0f * normal(rng));
   return in;
 }
 

@@ -16,6 +16,7 @@ rt::RouterFacts routerFactsOf(const RoutingSpec &spec) {
   facts.scoreBias = spec.scoreBias;
   facts.hashSelection = spec.selection == Selection::Hash;
   facts.capture = spec.capture;
+  facts.sharedGate = spec.sharedGate;
   facts.replay = spec.replay;
   facts.dispatch = spec.dispatch;
   facts.permute = spec.permute;

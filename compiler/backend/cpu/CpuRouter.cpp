@@ -481,6 +481,17 @@ std::string CpuRouter::Impl::run(const RouterCall &call) {
   bindings.tensors["logits"] = call.logits;
   bindings.tensors["topk_ids"] = call.topkIds;
   bindings.tensors["topk_weights"] = call.topkWeights;
+  if (spec.sharedGate) {
+    if (t > 0 && !call.sharedGateLogits)
+      return "shared_gate_logits: required by shared_expert_gate";
+    if (t > 0 && !call.sharedGate)
+      return "shared_gate: output buffer required by shared_expert_gate";
+    bindings.tensors["shared_gate_logits"] = call.sharedGateLogits;
+    bindings.tensors["shared_gate"] = call.sharedGate;
+  } else if (call.sharedGateLogits || call.sharedGate) {
+    return "shared_gate_logits: the spec has no shared expert gate (set "
+           "shared_expert_gate: true)";
+  }
 
   const HostKernel *kernel = &route;
   std::string biasError;

@@ -131,6 +131,7 @@ LogicalResult sameExperts(Operation *op, Value ids, int64_t experts,
     setNameFn(getResult(), name);                                              \
   }
 MOE_RESULT_NAME(ScoreOp, "scores")
+MOE_RESULT_NAME(SharedGateOp, "gate")
 MOE_RESULT_NAME(AddBiasOp, "keys")
 MOE_RESULT_NAME(GroupMaskOp, "masked")
 MOE_RESULT_NAME(TopKOp, "ids")
@@ -178,6 +179,25 @@ LogicalResult ScoreOp::verify() {
   if (failed(sameTokens(*this, getLogits(), "logits", getScores(), "scores")) ||
       failed(dimIs(*this, getScores(), "scores", 1, *experts,
                    "one score per expert of logits")))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// SharedGateOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult SharedGateOp::verify() {
+  FailureOr<int64_t> width =
+      staticDim(*this, getLogits(), "logits", 1, "logit");
+  if (failed(width))
+    return failure();
+  if (*width != 1)
+    return emitOpError() << "logits must be [T, 1] (one logit per token), "
+                            "got [T, "
+                         << *width << "]";
+  if (failed(sameTokens(*this, getLogits(), "logits", getGate(), "gate")) ||
+      failed(dimIs(*this, getGate(), "gate", 1, 1, "one gate per token")))
     return failure();
   return success();
 }

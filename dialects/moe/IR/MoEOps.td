@@ -80,6 +80,28 @@ def MoE_ScoreOp : MoE_Op<"score", [Pure, MoE_NamedResults]> {
   let hasVerifier = 1;
 }
 
+def MoE_SharedGateOp : MoE_Op<"shared_gate", [Pure, MoE_NamedResults]> {
+  let summary = "the shared expert's gate from its one logit per token";
+  let description = [{
+    `gate[t, 0] = 1 / (1 + exp(-logits[t, 0]))` in fp32, from a logit of
+    type f32, bf16 or f16, validated like the gate logits (finite or
+    `-inf`). Qwen2-MoE scales its always-on shared expert's output by this
+    gate; its logit comes from a linear layer of one output beside the
+    router's, so the kernel that routes a token also gates its shared
+    expert.
+
+    ```mlir
+    %g = moe.shared_gate %x : tensor<?x1xbf16> -> tensor<?x1xf32>
+    ```
+  }];
+  let arguments = (ins MoE_LogitsTensor:$logits);
+  let results = (outs MoE_ScoreTensor:$gate);
+  let assemblyFormat = [{
+    $logits attr-dict `:` type($logits) `->` type($gate)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Selection
 //===----------------------------------------------------------------------===//

@@ -54,6 +54,7 @@ std::string abiNameOfArgument(BlockArgument arg) {
     std::string name =
         llvm::TypeSwitch<Operation *, std::string>(user)
             .Case([&](ScoreOp) { return "logits"; })
+            .Case([&](SharedGateOp) { return "shared_gate_logits"; })
             .Case([&](AddBiasOp) { return index == 1 ? "bias" : ""; })
             .Case([&](HashSelectOp) {
               return index == 0 ? "token_ids" : "hash_table";
@@ -93,6 +94,7 @@ std::string abiNameOfResult(Value result) {
           [](Operation *) { return "topk_ids"; })
       .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
           [](Operation *) { return "topk_weights"; })
+      .Case([](SharedGateOp) { return "shared_gate"; })
       .Case([](PermuteOp) { return "permuted"; })
       .Case([](CombineOp) { return "combined"; })
       .Default([](Operation *) { return ""; });
@@ -359,6 +361,7 @@ private:
   LogicalResult lowerRowOp(Operation *op, RowCodegen &cg) {
     return llvm::TypeSwitch<Operation *, LogicalResult>(op)
         .Case([&](ScoreOp score) { return lowerScoring(score, cg); })
+        .Case([&](SharedGateOp gate) { return lowerSharedGate(gate, cg); })
         .Case<AddBiasOp, GroupMaskOp, TopKOp>(
             [&](Operation *op) { return lowerSelection(op, cg); })
         .Case<HashSelectOp, ForcedSelectOp>(

@@ -156,6 +156,7 @@ public:
 /// Lowers one row-wise op at the codegen's insertion point (inside the
 /// token loop). One function per op family, in the file named after it.
 LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg);
+LogicalResult lowerSharedGate(SharedGateOp op, RowCodegen &cg);
 LogicalResult lowerSelection(Operation *op, RowCodegen &cg);
 LogicalResult lowerValidatedSelection(Operation *op, RowCodegen &cg);
 LogicalResult lowerWeights(Operation *op, RowCodegen &cg);

@@ -6,7 +6,8 @@
 // one compare per chunk on the fast path, and the offending index is
 // searched for only once a row is known to hold one. A temperature and a
 // soft cap, when the op has them, transform each checked chunk before the
-// scoring function sees it.
+// scoring function sees it. The shared expert's gate (moe.shared_gate) is
+// the same sigmoid of a row of one logit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,15 +23,20 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+/// Scores of one row of logits: moe.score's, and moe.shared_gate's sigmoid
+/// of a [T, 1] row (its own error code, no transforms).
 class ScoringEmitter {
 public:
-  ScoringEmitter(ScoreOp op, RowCodegen &cg)
-      : op(op), cg(cg), b(cg.b), loc(cg.loc), logits(cg.rowOf(op.getLogits())),
-        numExperts(logits.size) {}
+  ScoringEmitter(RowCodegen &cg, Value logitsValue,
+                 std::optional<APFloat> temperature,
+                 std::optional<APFloat> softcap, KernelErrorCode badLogitCode)
+      : cg(cg), b(cg.b), loc(cg.loc), logits(cg.rowOf(logitsValue)),
+        numExperts(logits.size), temperature(temperature), softcap(softcap),
+        badLogitCode(badLogitCode) {}
 
-  LogicalResult emit() {
-    scores = cg.newRow(op.getScores());
-    switch (op.getKind()) {
+  LogicalResult emit(ScoringKind kind, Value result) {
+    scores = cg.newRow(result);
+    switch (kind) {
     case ScoringKind::softmax:
       emitSoftmax();
       break;
@@ -53,8 +59,6 @@ private:
   /// l / temperature, then softcap * tanh(l / softcap), in f32; -inf (a
   /// masked expert, and the padding of tail chunks) stays -inf.
   Value transform(Value x) {
-    std::optional<APFloat> temperature = op.getTemperature();
-    std::optional<APFloat> softcap = op.getSoftcap();
     if (!temperature && !softcap)
       return x;
     Value y = x;
@@ -225,20 +229,21 @@ private:
           Value bits = b.create<arith::ExtUIOp>(
               loc, b.getI64Type(),
               b.create<arith::BitcastOp>(loc, b.getI32Type(), x));
-          cg.recordError(KernelErrorCode::NonFiniteLogit, cg.token, e, bits);
+          cg.recordError(badLogitCode, cg.token, e, bits);
         });
         return SmallVector<Value>{};
       });
     });
   }
 
-  ScoreOp op;
   RowCodegen &cg;
   OpBuilder &b;
   Location loc;
   RowRef logits;
   RowRef scores;
   int64_t numExperts;
+  std::optional<APFloat> temperature, softcap;
+  KernelErrorCode badLogitCode;
 };
 
 } // namespace
@@ -246,7 +251,17 @@ private:
 LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg) {
   if (!cg.rowOf(op.getLogits()).memref)
     return op.emitOpError("logits must be an argument of the entry point");
-  return ScoringEmitter(op, cg).emit();
+  return ScoringEmitter(cg, op.getLogits(), op.getTemperature(),
+                        op.getSoftcap(), KernelErrorCode::NonFiniteLogit)
+      .emit(op.getKind(), op.getScores());
+}
+
+LogicalResult lowerSharedGate(SharedGateOp op, RowCodegen &cg) {
+  if (!cg.rowOf(op.getLogits()).memref)
+    return op.emitOpError("logits must be an argument of the entry point");
+  return ScoringEmitter(cg, op.getLogits(), std::nullopt, std::nullopt,
+                        KernelErrorCode::NonFiniteSharedGateLogit)
+      .emit(ScoringKind::sigmoid, op.getGate());
 }
 
 } // namespace mlir::moe::loops
