@@ -226,7 +226,22 @@ private:
       }
       if (!valid)
         continue;
-      if (names.size() == func.getNumArguments())
+      // Optional inputs of equal count (a bias [E] or the shared gate's
+      // logits [T, 1]) are told apart by their ranks.
+      auto fits = [&] {
+        for (auto [index, name] : llvm::enumerate(names)) {
+          const abi::ArgSpec *arg = abi::findArg(kind, name);
+          Type type = func.getArgumentTypes()[index];
+          auto tensor = dyn_cast<RankedTensorType>(type);
+          if (arg->role == abi::ArgRole::Scalar ? !isa<IndexType>(type)
+                                                : !tensor ||
+                                                      tensor.getRank() !=
+                                                          arg->rank)
+            return false;
+        }
+        return true;
+      };
+      if (names.size() == func.getNumArguments() && fits())
         return names;
       std::string list;
       for (const std::string &n : names)

@@ -23,7 +23,8 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 class Routing(NamedTuple):
     """What route and replay return: [T, k] int32 ids and float32 weights,
-    then the dispatch metadata when it was asked for (else None)."""
+    then the dispatch metadata when it was asked for (else None), then the
+    shared expert's [T, 1] float32 gate when the spec has one (else None)."""
 
     topk_ids: Any
     topk_weights: Any
@@ -31,6 +32,7 @@ class Routing(NamedTuple):
     expert_offsets: Any = None
     sorted_slots: Any = None
     slot_positions: Any = None
+    shared_gate: Any = None
 
 
 class Dispatch(NamedTuple):
@@ -262,26 +264,28 @@ class Router:
     # Calls ---------------------------------------------------------------
     def route(self, logits, bias=None, token_ids=None, *, hash_table=None,
               capture=None, layer: int = 0, dispatch: Optional[bool] = None,
-              check: bool = True) -> Routing:
+              shared_gate_logits=None, check: bool = True) -> Routing:
         """Top-k (or hash) routing of [T, E] logits. bias: [E] float32 when
         the spec has score_bias. token_ids, hash_table: selection: hash.
         capture: a [T, L, k] buffer (int16 while E fits) of which `layer` is
         written. dispatch: also build the dispatch metadata (default: when
-        the spec has the entry point). check (CUDA): wait for the stream and
-        raise the kernels' first input error; pass False inside CUDA graph
-        capture and call check_errors() later."""
+        the spec has the entry point). shared_gate_logits: [T, 1] of the
+        logits' dtype when the spec has shared_expert_gate; their sigmoid
+        comes back as Routing.shared_gate. check (CUDA): wait for the stream
+        and raise the kernels' first input error; pass False inside CUDA
+        graph capture and call check_errors() later."""
         return self._run(logits, bias, token_ids, hash_table, None, capture,
-                         layer, dispatch, check)
+                         layer, dispatch, check, shared_gate_logits)
 
     def replay(self, logits, forced_ids, *, dispatch: Optional[bool] = None,
-               check: bool = True) -> Routing:
+               shared_gate_logits=None, check: bool = True) -> Routing:
         """Router replay: the [T, k] forced ids are the selection (checked:
-        in [0, E), distinct per token); the weights are computed from the
-        logits as route computes them."""
+        in [0, E), distinct per token); the weights (and the shared expert's
+        gate) are computed from the logits as route computes them."""
         if forced_ids is None:
             raise InputError("forced_ids: required by replay ([T, k] int32)")
         return self._run(logits, None, None, None, forced_ids, None, 0,
-                         dispatch, check)
+                         dispatch, check, shared_gate_logits)
 
     def dispatch(self, topk_ids, *, check: bool = True) -> Dispatch:
         """Dispatch metadata alone from [T, k] ids (int32, or int64 in
@@ -349,7 +353,7 @@ class Router:
 
     # Internals -----------------------------------------------------------
     def _run(self, logits, bias, token_ids, hash_table, forced_ids, capture,
-             layer, dispatch, check) -> Routing:
+             layer, dispatch, check, shared_gate_logits=None) -> Routing:
         logits = _tensor("logits", logits)
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < 2**63:
             raise InputError(f"layer: expected an int in [0, 2**63), got {layer!r}")
@@ -390,10 +394,21 @@ class Router:
         meta = ()
         if dispatch:
             meta = tuple(self._empty(logits, (n,), "int32") for n in (e, e + 1, t * k, t * k))
+        gate = None
+        if shared_gate_logits is not None:
+            shared_gate_logits = _tensor("shared_gate_logits", shared_gate_logits)
+            if self._facts["shared_gate"]:
+                gate = self._empty(logits, (t, 1), "float32")
+        elif self._facts["shared_gate"]:
+            raise InputError("shared_gate_logits: required by shared_expert_gate: "
+                             "true ([T, 1] of the logits' dtype)")
         self._native.run(logits, bias, token_ids, hash_table, forced_ids,
                          capture, layer, ids, weights, *(meta or (None,) * 4),
-                         stream=self._stream(logits), check=check)
-        return Routing(ids, weights, *meta)
+                         stream=self._stream(logits), check=check,
+                         shared_gate_logits=shared_gate_logits, shared_gate=gate)
+        if not meta:
+            meta = (None,) * 4
+        return Routing(ids, weights, *meta, gate)
 
     def _plain_logits(self, logits) -> bool:
         """Whether the logits are a dense [T, E] torch tensor or NumPy

@@ -235,6 +235,7 @@ nb::dict factsDict(const rt::RouterFacts &f, const std::string &specHashText) {
   d["score_bias"] = f.scoreBias;
   d["hash_selection"] = f.hashSelection;
   d["capture"] = f.capture;
+  d["shared_gate"] = f.sharedGate;
   d["replay"] = f.replay;
   d["dispatch"] = f.dispatch;
   d["permute"] = f.permute;
@@ -394,7 +395,8 @@ public:
            OptInput hashTable, OptInput forcedIds, OptTensor capture,
            int64_t captureLayer, Tensor topkIds, Tensor topkWeights,
            OptTensor counts, OptTensor offsets, OptTensor sortedSlots,
-           OptTensor slotPositions, uintptr_t stream, bool check) {
+           OptTensor slotPositions, uintptr_t stream, bool check,
+           OptInput sharedGateLogits, OptTensor sharedGate) {
     const int64_t e = facts.numExperts, k = facts.topK;
     auto [logitTypes, logitWhy] = logitsRule();
     checkTensor("logits", logits, logitTypes, logitWhy,
@@ -460,6 +462,23 @@ public:
     checkTensor("topk_ids", topkIds, kInt32, "", {tokens, topK}, placement);
     checkTensor("topk_weights", topkWeights, kFloat32, "", {tokens, topK},
                 placement);
+    // The shared expert's gate, in every entry point of a spec that has it.
+    const Dim one{"1", 1, "one logit per token"};
+    if (facts.sharedGate) {
+      if (!sharedGateLogits)
+        throw InputError("shared_gate_logits: required by shared_expert_gate: "
+                         "true ([T, 1] of the logits' dtype)");
+      checkTensor("shared_gate_logits", *sharedGateLogits, logitTypes,
+                  logitWhy, {tokens, one}, placement);
+      if (!sharedGate)
+        throw InputError("shared_gate: output buffer required by "
+                         "shared_expert_gate: true ([T, 1] float32)");
+      checkTensor("shared_gate", *sharedGate, kFloat32, "", {tokens, one},
+                  placement);
+    } else if (sharedGateLogits || sharedGate) {
+      throw InputError("shared_gate_logits: not used: the spec has no shared "
+                       "expert gate (set shared_expert_gate: true)");
+    }
     const int given = int(bool(counts)) + bool(offsets) + bool(sortedSlots) +
                       bool(slotPositions);
     if (given != 0 && given != 4)
@@ -494,6 +513,10 @@ public:
       call.captureLayer = captureLayer;
       call.topkIds = static_cast<int32_t *>(addressOf(topkIds));
       call.topkWeights = static_cast<float *>(addressOf(topkWeights));
+      if (sharedGateLogits) {
+        call.sharedGateLogits = addressOf(*sharedGateLogits);
+        call.sharedGate = static_cast<float *>(addressOf(*sharedGate));
+      }
       if (given) {
         call.expertCounts = static_cast<int32_t *>(addressOf(*counts));
         call.expertOffsets = static_cast<int32_t *>(addressOf(*offsets));
@@ -516,9 +539,11 @@ public:
     in.capture = capture ? devicePtr(*capture) : 0;
     in.captureLayers = capture ? int64_t(capture->shape(1)) : 0;
     in.captureLayer = captureLayer;
+    in.sharedGateLogits = sharedGateLogits ? devicePtr(*sharedGateLogits) : 0;
     rt::RouteOutputs out;
     out.topkIds = devicePtr(topkIds);
     out.topkWeights = devicePtr(topkWeights);
+    out.sharedGate = sharedGate ? devicePtr(*sharedGate) : 0;
     if (given) {
       out.expertCounts = devicePtr(*counts);
       out.expertOffsets = devicePtr(*offsets);
@@ -535,7 +560,7 @@ public:
     };
     deviceCall(stream, check, launch, logits, bias, tokenIds, hashTable,
                forcedIds, capture, topkIds, topkWeights, counts, offsets,
-               sortedSlots, slotPositions);
+               sortedSlots, slotPositions, sharedGateLogits, sharedGate);
 #else
     (void)stream;
     (void)check;
@@ -954,7 +979,8 @@ NB_MODULE(_moegen, m) {
            nb::arg("topk_weights"), nb::arg("expert_counts").none(),
            nb::arg("expert_offsets").none(), nb::arg("sorted_slots").none(),
            nb::arg("slot_positions").none(), nb::arg("stream"),
-           nb::arg("check"))
+           nb::arg("check"), nb::arg("shared_gate_logits").none() = nb::none(),
+           nb::arg("shared_gate").none() = nb::none())
       .def("dispatch", &Router::dispatch, nb::arg("topk_ids"),
            nb::arg("expert_counts"), nb::arg("expert_offsets"),
            nb::arg("sorted_slots"), nb::arg("slot_positions"),

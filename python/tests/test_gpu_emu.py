@@ -77,6 +77,9 @@ def test_hash_and_bf16_specs_match_the_cpu_backend(template):
     emu = moegen.Router(hashed, backend="gpu-emu").route(logits, token_ids=tokens, hash_table=table)
     for name in moegen.Routing._fields:
         a, b = getattr(emu, name), getattr(cpu, name)
+        if name == "shared_gate":  # the spec has none
+            assert a is None and b is None
+            continue
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), name
     qwen = template("qwen3-30b-a3b")  # bf16 logits
     x = torch.randn(9, 128).bfloat16()
@@ -109,3 +112,14 @@ def test_permute_and_combine_on_the_emulated_gpu():
     assert torch.equal(emulated.permute(hidden, out.sorted_slots), cpu.permute(hidden, out.sorted_slots))
     assert torch.equal(emulated.combine(rows, out.topk_weights, out.slot_positions),
                        cpu.combine(rows, out.topk_weights, out.slot_positions))
+
+
+def test_shared_expert_gate_matches_the_cpu_backend(template):
+    qwen2 = template("qwen2-57b-a14b")
+    torch.manual_seed(12)
+    x, g = torch.randn(13, 64).bfloat16(), (torch.randn(13, 1) * 5).bfloat16()
+    cpu = moegen.Router(qwen2).route(x, shared_gate_logits=g)
+    emu = moegen.Router(qwen2, backend="gpu-emu").route(x, shared_gate_logits=g)
+    assert torch.equal(emu.topk_ids, cpu.topk_ids)
+    # the GPU's sigmoid uses ex2.approx and rcp.approx
+    torch.testing.assert_close(emu.shared_gate, cpu.shared_gate, rtol=1e-5, atol=0)

@@ -31,6 +31,57 @@ def test_deepseek_v3_matches_the_reference(template):
         assert torch.equal(getattr(out, name), want), name
 
 
+def test_qwen2_shared_expert_gate(template):
+    router = moegen.Router(template("qwen2-57b-a14b"))
+    assert router.facts["shared_gate"]
+    torch.manual_seed(4)
+    logits = torch.randn(21, 64).bfloat16()
+    gate_logits = (torch.randn(21, 1) * 4).bfloat16()
+    gate_logits[3, 0] = float("-inf")
+    out = router.route(logits, shared_gate_logits=gate_logits)
+    ids, w = reference(logits.float(), k=8, scoring="softmax")
+    assert torch.equal(out.topk_ids, ids)
+    torch.testing.assert_close(out.topk_weights, w, rtol=1e-5, atol=1e-6)
+    # Qwen2-MoE: F.sigmoid(shared_expert_gate(x)), computed here in f32
+    assert out.shared_gate.shape == (21, 1) and out.shared_gate.dtype == torch.float32
+    torch.testing.assert_close(out.shared_gate, torch.sigmoid(gate_logits.float()),
+                               rtol=1e-6, atol=0)
+    assert out.shared_gate[3, 0] == 0
+    again = router.replay(logits, out.topk_ids, shared_gate_logits=gate_logits)
+    torch.testing.assert_close(again.shared_gate, out.shared_gate, rtol=0, atol=0)
+    # NumPy: bf16 as raw bits, as the logits
+    bits = lambda x: x.view(torch.int16).numpy().view(np.uint16)  # noqa: E731
+    arrays = router.route(bits(logits), shared_gate_logits=bits(gate_logits))
+    np.testing.assert_array_equal(arrays.shared_gate, out.shared_gate.numpy())
+    # a spec without the gate returns None
+    plain = {"name": "plain", "num_experts": 64, "top_k": 8, "scoring": "softmax",
+             "logits_dtype": "bf16"}
+    assert moegen.Router(plain).route(logits).shared_gate is None
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda r, x, g: r.route(x), "shared_gate_logits: required by shared_expert_gate"),
+    (lambda r, x, g: r.route(x, shared_gate_logits=g[:, :0]),
+     "shared_gate_logits: shape (5, 0) must be [T, 1]"),
+    (lambda r, x, g: r.route(x, shared_gate_logits=g[:4]),
+     "shared_gate_logits: shape (4, 1) must be [T, 1] = [5, 1]"),
+    (lambda r, x, g: r.route(x, shared_gate_logits=g.float()),
+     "shared_gate_logits: dtype float32"),
+    (lambda r, x, g: r.route(x, shared_gate_logits=g.index_fill(0, torch.tensor([2]), float("nan"))),
+     "shared_gate_logits[2][0] is nan: shared gate logits must be finite or -inf"),
+])
+def test_shared_gate_errors(template, call, message):
+    router = moegen.Router(template("qwen2-57b-a14b"))
+    x, g = torch.randn(5, 64).bfloat16(), torch.randn(5, 1).bfloat16()
+    with pytest.raises(moegen.InputError) as error:
+        call(router, x, g)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    plain = moegen.Router({"name": "plain", "num_experts": 64, "top_k": 8,
+                           "scoring": "softmax", "logits_dtype": "bf16"})
+    with pytest.raises(moegen.InputError, match="the spec has no shared expert gate"):
+        plain.route(x, shared_gate_logits=g)
+
+
 def test_dispatch_metadata_follows_the_semantics():
     router = moegen.Router({"name": "m", "num_experts": 8, "top_k": 2, "scoring": "softmax",
                             "dispatch": True})

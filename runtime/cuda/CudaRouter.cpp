@@ -202,6 +202,7 @@ RouteOutputs RouteBuffers::outputs() const {
   RouteOutputs out;
   out.topkIds = ids.get();
   out.topkWeights = weights.get();
+  out.sharedGate = sharedGate.get();
   out.expertCounts = counts.get();
   out.expertOffsets = offsets.get();
   out.sortedSlots = slots.get();
@@ -875,6 +876,11 @@ RouteBuffers CudaRouter::allocateBuffers(int64_t maxTokens,
   buffers.capacity = maxTokens;
   buffers.ids = allocate(slots * 4);
   buffers.weights = allocate(slots * 4);
+  const abi::Kernel *selection = impl->manifest.find(EntryKind::Route);
+  if (!selection)
+    selection = impl->manifest.find(EntryKind::RouteHash);
+  if (selection && selection->findParam("shared_gate") >= 0)
+    buffers.sharedGate = allocate(size_t(maxTokens) * 4);
   if (withDispatch && hasEntry(EntryKind::Dispatch)) {
     buffers.counts = allocate(size_t(e) * 4);
     buffers.offsets = allocate(size_t(e + 1) * 4);

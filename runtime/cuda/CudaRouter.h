@@ -147,7 +147,8 @@ public:
 private:
   friend class CudaRouter;
   int64_t capacity = 0;
-  DeviceBuffer ids, weights, counts, offsets, slots, positions, error;
+  DeviceBuffer ids, weights, sharedGate, counts, offsets, slots, positions,
+      error;
 };
 
 struct LoadOptions {

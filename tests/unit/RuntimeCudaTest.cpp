@@ -844,6 +844,8 @@ TEST_F(RuntimeCudaRouterTest, CompilerManifestsBind) {
       }
       if (kernel.entry == EntryKind::Replay)
         call.forcedIds = buffer(tokens * k, 4);
+      if (kernel.findParam("shared_gate_logits") >= 0)
+        call.sharedGateLogits = buffer(tokens, byteSize(real.logitsDType));
       fake().launches.clear();
       if (kernel.entry == EntryKind::Route)
         router->route(call, buffers, nullptr);

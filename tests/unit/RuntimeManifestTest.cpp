@@ -341,7 +341,8 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "kernels[0].params[6].dtype: 'i32' must be 'i64' (scalars are int64)"},
       {"missing error", [](json &m) { m["kernels"][0]["params"].erase(11); },
        "kernels[0].params: missing 'error' (a route kernel takes logits, "
-       "bias, capture, layer, topk_ids, topk_weights, error)"},
+       "bias, capture, layer, shared_gate_logits, topk_ids, topk_weights, "
+       "shared_gate, error)"},
       {"capture without layer",
        [](json &m) { m["kernels"][0]["params"].erase(6); },
        "kernels[0].params: has 'capture' but no 'layer'"},

@@ -127,7 +127,7 @@ TEST(RouterInputs, RejectsBadArguments) {
   EXPECT_EQ(inputError([] { rt::parseInputArguments({"weights=w.npy"}); }),
             "moegen: error: --in weights=w.npy: unknown input 'weights' "
             "(inputs: logits, bias, token_ids, hash_table, forced_ids, "
-            "capture, hidden, expert_output)");
+            "capture, shared_gate_logits, hidden, expert_output)");
   EXPECT_EQ(inputError([] {
               rt::parseInputArguments({"logits=a.npy", "logits=b.npy"});
             }),

@@ -700,7 +700,7 @@ TEST(SpecParserKeys, RoutingSpecKeysInDocumentedOrder) {
                       "normalize", "scaling_factor", "replay", "dispatch",
                       "capture", "logits_dtype", "permute", "hidden_dtype",
                       "hidden_size", "normalize_epsilon", "temperature",
-                      "logit_softcap", "program"}));
+                      "logit_softcap", "shared_expert_gate", "program"}));
 }
 
 //===----------------------------------------------------------------------===//
@@ -1039,7 +1039,7 @@ TEST(SpecParserErrors, BlockMappingValue) {
                        "scaling_factor, replay, dispatch, capture, "
                        "logits_dtype, permute, hidden_dtype, hidden_size, "
                        "normalize_epsilon, temperature, logit_softcap, "
-                       "program");
+                       "shared_expert_gate, program");
   EXPECT_EQ(parseError("name:\n  a: 1\nnum_experts: 8\ntop_k: 2\n"
                        "scoring: softmax\n"),
             at(1, 1) + "'name' must be an identifier, got a mapping");
@@ -1290,7 +1290,8 @@ const std::string kAllowedKeys =
     "name, num_experts, top_k, scoring, selection, score_bias, groups, "
     "topk_groups, group_score, normalize, scaling_factor, replay, dispatch, "
     "capture, logits_dtype, permute, hidden_dtype, hidden_size, "
-    "normalize_epsilon, temperature, logit_softcap, program";
+    "normalize_epsilon, temperature, logit_softcap, shared_expert_gate, "
+    "program";
 
 TEST(SpecParserStructure, UnknownKeyCloseSpelling) {
   EXPECT_EQ(parseError(kBase + "num_expert: 8\n"),
@@ -1858,6 +1859,7 @@ TEST(SpecParserPrint, EveryKeyInDocumentedOrder) {
   spec.normalizeEpsilon = 1e-6;
   spec.temperature = 2.0;
   spec.logitSoftcap = 30.0;
+  spec.sharedGate = true;
   std::string text = printRoutingSpec(spec);
   size_t pos = 0;
   // Every key but program, which a spec written with keys does not have.
@@ -1995,6 +1997,7 @@ TEST(SpecParserPrint, EachFieldChangesThePrint) {
     s.dispatch = true;
     s.permute = true;
   });
+  variant("sharedGate", [](RoutingSpec &s) { s.sharedGate = true; });
   // The hidden keys change the print of a spec with permute (a spec without
   // it refuses them).
   RoutingSpec permuted = base;
