@@ -1012,6 +1012,28 @@ func.func @lane_lists(%logits: tensor<?x16xf32>) -> (tensor<?x3xi32>, tensor<?x3
 
 // -----
 
+// The shared expert's gate: its [T, 1] logits (bf16 here) are an input row
+// of one element, scored by the sigmoid in a masked chunk, checked with
+// error code 11, and stored to the [T, 1] shared_gate output.
+// CHECK-LABEL: func.func @shared_gate(
+// CHECK-SAME: %[[X:arg[0-9]+]]: memref<?x1xbf16> {moe.kernel_arg = #moe.kernel_arg<name = "shared_gate_logits", role = tensor, dtype = bf16, shape = ["T", 1], access = read>}
+// CHECK-SAME: %[[G:arg[0-9]+]]: memref<?x1xf32> {moe.kernel_arg = #moe.kernel_arg<name = "shared_gate", role = tensor, dtype = f32, shape = ["T", 1], access = write>}
+// CHECK: %[[C11:.*]] = arith.constant 11 : i64
+// CHECK: vector.maskedload %[[X]][%{{.*}}, %c0]
+// CHECK: arith.extf %{{.*}} : vector<8xbf16> to vector<8xf32>
+// CHECK: math.exp
+// CHECK: memref.store %[[C11]]
+// CHECK: vector.maskedstore %[[G]][%{{.*}}, %c0]
+func.func @shared_gate(%logits: tensor<?x8xf32>, %x: tensor<?x1xbf16>) -> (tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x1xf32>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
+  %s = moe.score softmax %logits : tensor<?x8xf32> -> tensor<?x8xf32>
+  %ids = moe.topk %s k 2 : tensor<?x8xf32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  %g = moe.shared_gate %x : tensor<?x1xbf16> -> tensor<?x1xf32>
+  return %ids, %w, %g : tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x1xf32>
+}
+
+// -----
+
 // The nvptx dispatch (a counting sort over a cooperative grid): a lane's
 // rank among the lanes of its round holding the same expert, and their
 // number, come from one match.any.sync and two population counts (in the

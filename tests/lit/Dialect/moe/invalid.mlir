@@ -15,6 +15,30 @@ func.func @score_dynamic_experts(%l: tensor<4x?xf32>) {
 
 // -----
 
+func.func @shared_gate_two_logits(%x: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.shared_gate' op logits must be [T, 1] (one logit per token), got [T, 2]}}
+  %g = moe.shared_gate %x : tensor<?x2xf32> -> tensor<?x2xf32>
+  return
+}
+
+// -----
+
+func.func @shared_gate_tokens(%x: tensor<4x1xf32>) {
+  // expected-error @+1 {{'moe.shared_gate' op token dimension of gate (5) must match logits (4)}}
+  %g = moe.shared_gate %x : tensor<4x1xf32> -> tensor<5x1xf32>
+  return
+}
+
+// -----
+
+func.func @shared_gate_width(%x: tensor<?x1xf16>) {
+  // expected-error @+1 {{'moe.shared_gate' op gate dim 1 is 3, expected 1 (one gate per token)}}
+  %g = moe.shared_gate %x : tensor<?x1xf16> -> tensor<?x3xf32>
+  return
+}
+
+// -----
+
 func.func @score_empty_experts(%l: tensor<?x0xbf16>) {
   // expected-error @+1 {{'moe.score' op logits must have a non-empty expert dimension (dim 1), got 'tensor<?x0xbf16>'}}
   %s = moe.score sigmoid %l : tensor<?x0xbf16> -> tensor<?x0xf32>

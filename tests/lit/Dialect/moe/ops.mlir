@@ -18,6 +18,15 @@ func.func @score_softmax_f32(%logits: tensor<4x8xf32>) -> tensor<4x8xf32> {
   return %s : tensor<4x8xf32>
 }
 
+// CHECK-LABEL: func.func @shared_gate_bf16
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x1xbf16>
+func.func @shared_gate_bf16(%x: tensor<?x1xbf16>) -> tensor<?x1xf32> {
+  // CHECK: %[[G:.*]] = moe.shared_gate %[[X]] : tensor<?x1xbf16> -> tensor<?x1xf32>
+  %g = moe.shared_gate %x : tensor<?x1xbf16> -> tensor<?x1xf32>
+  // CHECK: return %[[G]]
+  return %g : tensor<?x1xf32>
+}
+
 // CHECK-LABEL: func.func @score_sigmoid_bf16
 // CHECK-SAME:    %[[L:[a-zA-Z0-9_]+]]: tensor<?x256xbf16>
 func.func @score_sigmoid_bf16(%logits: tensor<?x256xbf16>) -> tensor<?x256xf32> {
