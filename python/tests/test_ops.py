@@ -24,6 +24,25 @@ def test_op_under_torch_compile_equals_eager(template):
     assert torch.equal(want[0], ref.topk_ids.long() + 1)
 
 
+def test_gated_op_under_torch_compile(template):
+    router = moegen.Router(template("qwen2-57b-a14b"))
+    key = moegen.ops.register(router)
+
+    def layer(x, g):
+        ids, weights, gate = torch.ops.moegen.route_gated(x, None, None, None, None, g, key)
+        return ids, weights, gate * 2
+
+    torch.manual_seed(6)
+    x, g = torch.randn(9, 64).bfloat16(), torch.randn(9, 1).bfloat16()
+    got = torch.compile(layer, fullgraph=True)(x, g)
+    ref = router.route(x, shared_gate_logits=g)
+    assert torch.equal(got[0], ref.topk_ids) and torch.equal(got[1], ref.topk_weights)
+    assert torch.equal(got[2], ref.shared_gate * 2)
+    # replay through the op: the same gate
+    again = torch.ops.moegen.route_gated(x, None, None, None, ref.topk_ids, g, key)
+    assert torch.equal(again[2], ref.shared_gate)
+
+
 def test_fake_shapes():
     router = moegen.Router({"name": "f", "num_experts": 16, "top_k": 3, "scoring": "softmax"})
     key = moegen.ops.register(router)
