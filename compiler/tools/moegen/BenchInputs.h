@@ -36,8 +36,8 @@ inline double secondsSince(Clock::time_point start) {
 
 /// Seeded inputs for T tokens and the buffers the call writes.
 struct BenchCall {
-  std::vector<uint8_t> logits;
-  std::vector<float> bias;
+  std::vector<uint8_t> logits, sharedGateLogits;
+  std::vector<float> bias, sharedGate;
   std::vector<int32_t> tokenIds, hashTable;
   std::vector<int16_t> capture16;
   std::vector<int32_t> capture32;
@@ -56,7 +56,8 @@ inline constexpr double kMaxCallBytes = 8.0 * (1ull << 30);
 inline double callBytes(const rt::RouterFacts &facts, int64_t tokens) {
   const double t = double(tokens), e = double(facts.numExperts),
                k = double(facts.topK);
-  return t * e * double(facts.logitBytes()) + t * k * 4 * 8 + 4096 * k * 4;
+  return t * e * double(facts.logitBytes()) + t * k * 4 * 8 + 4096 * k * 4 +
+         (facts.sharedGate ? t * double(facts.logitBytes() + 4) : 0.0);
 }
 
 inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch,
@@ -115,6 +116,25 @@ inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch
       c.call.captureBuffer = c.capture32.data();
     }
     c.bytes += double(tokens * k * facts.captureElementBytes());
+  }
+  if (facts.sharedGate) {
+    // The shared expert's gate logits: one per token, of the logits' type.
+    c.sharedGateLogits.resize(std::max<size_t>(1, tokens * logitBytes));
+    for (int64_t t = 0; t < tokens; ++t) {
+      float x = normal(rng);
+      if (logitBytes == 4) {
+        std::memcpy(&c.sharedGateLogits[t * 4], &x, 4);
+      } else {
+        uint16_t bits = facts.logits == rt::RouterFacts::Logits::BF16
+                            ? npy::floatToBf16(x)
+                            : npy::floatToHalf(x);
+        std::memcpy(&c.sharedGateLogits[t * 2], &bits, 2);
+      }
+    }
+    c.sharedGate.resize(std::max<int64_t>(1, tokens));
+    c.call.sharedGateLogits = c.sharedGateLogits.data();
+    c.call.sharedGate = c.sharedGate.data();
+    c.bytes += double(tokens * (logitBytes + 4));
   }
   c.ids.resize(std::max<int64_t>(1, tokens * k));
   c.weights.resize(std::max<int64_t>(1, tokens * k));
