@@ -131,6 +131,37 @@ static bool checkOptions(const NvptxCompileOptions &options,
   return true;
 }
 
+/// The dynamic shared memory one block may have on `arch` with the
+/// opt-in attribute (CUDA's sharedMemPerBlockOptin): 163 KiB on sm_80,
+/// 99 KiB on sm_89, 227 KiB on sm_90 and sm_100.
+static int64_t maxSharedBytesPerBlock(std::string_view arch) {
+  if (arch == "sm_80")
+    return 163 * 1024;
+  if (arch == "sm_89")
+    return 99 * 1024;
+  return 227 * 1024;
+}
+
+/// "" or why a kernel's rows cannot fit a block's shared memory on the
+/// target: only a pinned schedule can ask for more (the heuristic keeps
+/// below every target's limit up to the largest E).
+static std::string checkSharedMemory(const NvptxCompileOptions &options,
+                                     const std::vector<abi::Kernel> &kernels) {
+  const int64_t limit = maxSharedBytesPerBlock(options.arch);
+  for (const abi::Kernel &kernel : kernels)
+    if (kernel.launch.dynamicSharedMemoryBytes > limit)
+      return std::string(abi::toString(kernel.entry)) + ": " +
+             std::to_string(kernel.launch.tokensPerBlock) +
+             " tokens per block at " +
+             std::to_string(kernel.launch.lanesPerToken) +
+             " lanes per token need " +
+             std::to_string(kernel.launch.dynamicSharedMemoryBytes) +
+             " bytes of shared memory per block, but " + options.arch +
+             " has at most " + std::to_string(limit) +
+             "; give more lanes per token or fewer tokens per block";
+  return "";
+}
+
 /// What chose a kernel's schedule, for the manifest: "heuristic", or the
 /// options that pinned part of it (the rest is the heuristic's). The
 /// dispatch's cooperative grid is fixed by the ABI.
@@ -524,6 +555,8 @@ Status compileInto(const RoutingSpec &spec, const NvptxCompileOptions &options,
     return Status::Internal;
   for (abi::Kernel &kernel : result.kernels)
     kernel.scheduleSource = scheduleSource(options, kernel.entry);
+  if (error = checkSharedMemory(options, result.kernels); !error.empty())
+    return Status::BadInput;
   // The gpu stage's manifest serves the GPU emulator, which runs these
   // very kernels (PTX named, not built).
   if (stage == Stage::Gpu) {
