@@ -115,27 +115,8 @@ int runAutotune(const AutotuneOptions &options) {
       return reportFile(options.dbPath, "--db: the directory does not exist");
   }
   std::vector<std::pair<std::string, RoutingSpec>> specs;
-  for (const std::string &path : options.specPaths) {
-    std::string error;
-    std::optional<RoutingSpec> spec = parseRouterFile(path, error);
-    if (!spec) {
-      llvm::errs() << error << "\n";
-      return kExitBadInput;
-    }
-    // Every call's buffers are allocated at once: refuse sizes that would
-    // not fit before anything is timed.
-    const rt::RouterFacts facts = cpu::routerFactsOf(*spec);
-    for (int64_t tokens : options.tokens)
-      if (callBytes(facts, tokens) > kMaxCallBytes)
-        return reportFile(path, "--tokens: T = " + std::to_string(tokens) +
-                                    " with E = " +
-                                    std::to_string(facts.numExperts) +
-                                    " needs " +
-                                    std::to_string(int64_t(
-                                        callBytes(facts, tokens) / (1 << 20))) +
-                                    " MiB per call; at most 8 GiB");
-    specs.emplace_back(path, *spec);
-  }
+  if (!readTimedSpecs(options.specPaths, options.tokens, specs))
+    return kExitBadInput;
 
   const tune::Origin origin = cpuTuningOrigin(options.threads);
   char date[32];

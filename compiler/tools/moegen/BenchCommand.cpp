@@ -61,6 +61,34 @@ double copyBandwidth(size_t bytes) {
 
 } // namespace
 
+bool readTimedSpecs(const std::vector<std::string> &paths,
+                    const std::vector<int64_t> &tokenCounts,
+                    std::vector<std::pair<std::string, RoutingSpec>> &specs) {
+  for (const std::string &path : paths) {
+    std::string error;
+    std::optional<RoutingSpec> spec = parseRouterFile(path, error);
+    if (!spec) {
+      llvm::errs() << error << "\n";
+      return false;
+    }
+    // Every call's buffers are allocated at once: refuse sizes that would
+    // not fit before anything is timed.
+    const rt::RouterFacts facts = cpu::routerFactsOf(*spec);
+    for (int64_t tokens : tokenCounts)
+      if (callBytes(facts, tokens) > kMaxCallBytes) {
+        reportFile(path, "--tokens: T = " + std::to_string(tokens) +
+                             " with E = " + std::to_string(facts.numExperts) +
+                             " needs " +
+                             std::to_string(int64_t(callBytes(facts, tokens) /
+                                                    (1 << 20))) +
+                             " MiB per call; at most 8 GiB");
+        return false;
+      }
+    specs.emplace_back(path, *spec);
+  }
+  return true;
+}
+
 int runBench(const BenchOptions &options) {
   if (options.backend != "cpu")
     return reportUsage(
@@ -84,27 +112,8 @@ int runBench(const BenchOptions &options) {
   }
 
   std::vector<std::pair<std::string, RoutingSpec>> specs;
-  for (const std::string &path : options.specPaths) {
-    std::string error;
-    std::optional<RoutingSpec> spec = parseRouterFile(path, error);
-    if (!spec) {
-      llvm::errs() << error << "\n";
-      return kExitBadInput;
-    }
-    // Every call's buffers are allocated at once: refuse sizes that would
-    // not fit before anything is timed.
-    const rt::RouterFacts facts = cpu::routerFactsOf(*spec);
-    for (int64_t tokens : options.tokens)
-      if (callBytes(facts, tokens) > kMaxCallBytes)
-        return reportFile(path, "--tokens: T = " + std::to_string(tokens) +
-                                    " with E = " +
-                                    std::to_string(facts.numExperts) +
-                                    " needs " +
-                                    std::to_string(int64_t(
-                                        callBytes(facts, tokens) / (1 << 20))) +
-                                    " MiB per call; at most 8 GiB");
-    specs.emplace_back(path, *spec);
-  }
+  if (!readTimedSpecs(options.specPaths, options.tokens, specs))
+    return kExitBadInput;
 
   const unsigned threads =
       options.threads ? options.threads

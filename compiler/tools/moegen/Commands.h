@@ -35,6 +35,14 @@ int reportUsage(const std::string &message);
 /// Prints "PATH: error: MESSAGE"; returns kExitBadInput.
 int reportFile(const std::string &path, const std::string &message);
 
+/// The specs (or moe IR files) `moegen bench` and `moegen autotune` time,
+/// appended to `specs` as (path, spec), each checked to fit one call of
+/// every token count (BenchInputs.h, kMaxCallBytes). False after one line
+/// on stderr naming the file.
+bool readTimedSpecs(const std::vector<std::string> &paths,
+                    const std::vector<int64_t> &tokenCounts,
+                    std::vector<std::pair<std::string, RoutingSpec>> &specs);
+
 /// `moegen compile SPEC`.
 struct CompileOptions {
   std::string specPath;
