@@ -576,6 +576,10 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
       in.capture = uploads.add(nullptr, t * k * 4);
       in.captureLayers = 1;
     }
+    // A gated spec's shared-expert gate logits (f32 like the logits); the
+    // buffers hold its gate.
+    if (route->findParam("shared_gate_logits") >= 0)
+      in.sharedGateLogits = uploads.add(logits.data(), t * 4);
     rt::RouteBuffers buffers = router->allocateBuffers(t, dispatch);
     rt::RouteOutputs out = router->route(in, buffers, nullptr); // warm-up
     router->checkErrors(nullptr, out.error);
