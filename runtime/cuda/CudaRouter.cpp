@@ -876,10 +876,7 @@ RouteBuffers CudaRouter::allocateBuffers(int64_t maxTokens,
   buffers.capacity = maxTokens;
   buffers.ids = allocate(slots * 4);
   buffers.weights = allocate(slots * 4);
-  const abi::Kernel *selection = impl->manifest.find(EntryKind::Route);
-  if (!selection)
-    selection = impl->manifest.find(EntryKind::RouteHash);
-  if (selection && selection->findParam("shared_gate") >= 0)
+  if (routerFactsOf(impl->manifest).sharedGate)
     buffers.sharedGate = allocate(size_t(maxTokens) * 4);
   if (withDispatch && hasEntry(EntryKind::Dispatch)) {
     buffers.counts = allocate(size_t(e) * 4);

@@ -66,18 +66,22 @@ inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch
   std::mt19937 rng(uint32_t(tokens) * 2654435761u + uint32_t(e));
   std::normal_distribution<float> normal(0.0f, 2.0f);
   const size_t logitBytes = facts.logitBytes();
-  c.logits.resize(std::max<size_t>(1, tokens * e * logitBytes));
-  for (int64_t i = 0; i < tokens * e; ++i) {
-    float x = normal(rng);
-    if (logitBytes == 4) {
-      std::memcpy(&c.logits[i * 4], &x, 4);
-    } else {
-      uint16_t bits = facts.logits == rt::RouterFacts::Logits::BF16
-                          ? npy::floatToBf16(x)
-                          : npy::floatToHalf(x);
-      std::memcpy(&c.logits[i * 2], &bits, 2);
+  // `count` normal values in the logits' type (bf16 / f16 as their bits).
+  auto fillLogits = [&](std::vector<uint8_t> &bytes, int64_t count) {
+    bytes.resize(std::max<size_t>(1, count * logitBytes));
+    for (int64_t i = 0; i < count; ++i) {
+      float x = normal(rng);
+      if (logitBytes == 4) {
+        std::memcpy(&bytes[i * 4], &x, 4);
+      } else {
+        uint16_t bits = facts.logits == rt::RouterFacts::Logits::BF16
+                            ? npy::floatToBf16(x)
+                            : npy::floatToHalf(x);
+        std::memcpy(&bytes[i * 2], &bits, 2);
+      }
     }
-  }
+  };
+  fillLogits(c.logits, tokens * e);
   c.call = {};
   c.call.numTokens = tokens;
   c.call.logits = c.logits.data();
@@ -119,18 +123,7 @@ inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch
   }
   if (facts.sharedGate) {
     // The shared expert's gate logits: one per token, of the logits' type.
-    c.sharedGateLogits.resize(std::max<size_t>(1, tokens * logitBytes));
-    for (int64_t t = 0; t < tokens; ++t) {
-      float x = normal(rng);
-      if (logitBytes == 4) {
-        std::memcpy(&c.sharedGateLogits[t * 4], &x, 4);
-      } else {
-        uint16_t bits = facts.logits == rt::RouterFacts::Logits::BF16
-                            ? npy::floatToBf16(x)
-                            : npy::floatToHalf(x);
-        std::memcpy(&c.sharedGateLogits[t * 2], &bits, 2);
-      }
-    }
+    fillLogits(c.sharedGateLogits, tokens);
     c.sharedGate.resize(std::max<int64_t>(1, tokens));
     c.call.sharedGateLogits = c.sharedGateLogits.data();
     c.call.sharedGate = c.sharedGate.data();
