@@ -291,6 +291,19 @@ private:
       for (Value result : op.getResults())
         results.push_back(names[result] = freshName(result));
       auto operand = [&](unsigned i) { return nameOf(op.getOperand(i), op); };
+      // The program derives unused_slots from the route's selection: an op
+      // that says otherwise cannot be written as a program.
+      auto unusedSlots = [&](bool given) {
+        bool derived = false;
+        module.walk([&](mlir::moe::TopPOp) { derived = true; });
+        if (given != derived)
+          fail(op.getLoc(),
+               op.getName().getStringRef().str() +
+                   (given ? ": unused_slots without a moe.topp selection "
+                            "(only top-p routing leaves slots unused)"
+                          : ": a moe.topp router's ids may hold -1: it "
+                            "needs unused_slots"));
+      };
       auto number = [](std::optional<double> v) {
         return program::formatNumber(*v);
       };
@@ -318,6 +331,11 @@ private:
                 return "topk(" + operand(0) + ", " + std::to_string(topk.getK()) +
                        ")";
               })
+              .Case([&](mlir::moe::TopPOp topp) {
+                return "topp(" + operand(0) + ", " + std::to_string(topp.getK()) +
+                       ", p: " + program::formatNumber(topp.getP().convertToDouble()) +
+                       ")";
+              })
               .Case([&](mlir::moe::HashSelectOp hash) {
                 experts(hash.getExperts());
                 auto ids = cast<RankedTensorType>(hash.getType());
@@ -326,6 +344,7 @@ private:
               })
               .Case([&](mlir::moe::ForcedSelectOp forced) {
                 experts(forced.getExperts());
+                unusedSlots(forced.getUnusedSlots());
                 return "forced(" + operand(0) + ")";
               })
               .Case([&](mlir::moe::GatherOp) {
@@ -361,13 +380,16 @@ private:
               })
               .Case([&](mlir::moe::DispatchOp dispatch) {
                 experts(dispatch.getExperts());
+                unusedSlots(dispatch.getUnusedSlots());
                 return "dispatch(" + operand(0) + ")";
               })
               .Case([&](mlir::moe::PermuteOp permute) {
                 permuteKs.emplace_back(permute.getK(), permute.getLoc());
+                unusedSlots(permute.getUnusedSlots());
                 return "permute(" + operand(0) + ", " + operand(1) + ")";
               })
-              .Case([&](mlir::moe::CombineOp) {
+              .Case([&](mlir::moe::CombineOp combine) {
+                unusedSlots(combine.getUnusedSlots());
                 return "combine(" + operand(0) + ", " + operand(1) + ", " +
                        operand(2) + ")";
               })

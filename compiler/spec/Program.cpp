@@ -350,6 +350,7 @@ const std::map<std::string, std::string, std::less<>> kCallees = {
     {"add_bias", "add_bias(x, bias), or x + bias"},
     {"group_mask", "group_mask(x, groups: G, keep: K, by: top2_sum|max)"},
     {"topk", "topk(x, k)"},
+    {"topp", "topp(x, k, p: P)"},
     {"hash", "hash(token_ids, hash_table, k)"},
     {"forced", "forced(forced_ids)"},
     {"gather", "gather(x, ids)"},
@@ -449,7 +450,9 @@ private:
     for (const Expr &arg : expr.args)
       if (std::optional<int64_t> k = topKIn(arg))
         return k;
-    size_t index = expr.text == "topk" ? 1 : expr.text == "hash" ? 2 : 0;
+    size_t index = expr.text == "topk" || expr.text == "topp" ? 1
+                   : expr.text == "hash"                     ? 2
+                                                             : 0;
     if (!index || expr.args.size() != index + 1 ||
         expr.args[index].kind != Expr::Number)
       return std::nullopt;
@@ -632,10 +635,13 @@ private:
     case EntryKind::Route:
     case EntryKind::RouteHash: {
       OpKind wanted = entry.kind == EntryKind::Route ? OpKind::TopK : OpKind::Hash;
-      if (idsProducer() != wanted)
+      std::optional<OpKind> got = idsProducer();
+      if (got == OpKind::TopP && wanted == OpKind::TopK)
+        program.unusedSlots = true;
+      else if (got != wanted)
         fail(syntax.results.front().loc,
              entryName + ": no selection: its ids must come from " +
-                 (wanted == OpKind::TopK ? "topk(x, k)"
+                 (wanted == OpKind::TopK ? "topk(x, k) or topp(x, k, p: P)"
                                          : "hash(token_ids, hash_table, k)"));
       break;
     }
@@ -762,12 +768,16 @@ private:
                            ? 2
                        : name == "capture" || name == "combine" ? 3
                                                                 : 1;
-    size_t numNumbers = name == "topk" || name == "hash" || name == "scale" ? 1 : 0;
+    size_t numNumbers =
+        name == "topk" || name == "topp" || name == "hash" || name == "scale"
+            ? 1
+            : 0;
     std::vector<std::string> allowedOptions =
         isScore ? std::vector<std::string>{"temperature", "softcap"}
         : name == "group_mask" ? std::vector<std::string>{"groups", "keep", "by"}
         : name == "normalize"  ? std::vector<std::string>{"epsilon"}
         : name == "sparsemixer" ? std::vector<std::string>{"jitter_eps"}
+        : name == "topp"        ? std::vector<std::string>{"p"}
                                : std::vector<std::string>{};
     if (expr.args.size() != numValues + numNumbers)
       fail(expr.loc, name + " takes " + std::to_string(numValues + numNumbers) +
@@ -903,9 +913,11 @@ private:
                            std::to_string(perGroup) + " (use by: max)");
       selectable = op.keep * perGroup;
       resultTypes.push_back(scores);
-    } else if (name == "topk" || name == "hash") {
-      bool isTopK = name == "topk";
-      op.kind = isTopK ? OpKind::TopK : OpKind::Hash;
+    } else if (name == "topk" || name == "topp" || name == "hash") {
+      bool isTopK = name != "hash";
+      op.kind = name == "topk"   ? OpKind::TopK
+                : name == "topp" ? OpKind::TopP
+                                 : OpKind::Hash;
       if (isTopK) {
         expectType(expr, 0, arg(0), operands[0], scores, "keys");
       } else {
@@ -925,10 +937,25 @@ private:
                            std::to_string(k) +
                            "; every selection of a program picks the same k");
       if (isTopK && op.k > selectableOf(operands[0]))
-        fail(kArg.loc, "topk: k = " + std::to_string(op.k) + " exceeds the " +
+        fail(kArg.loc, name + ": k = " + std::to_string(op.k) + " exceeds the " +
                            std::to_string(selectableOf(operands[0])) +
                            " experts that " + describe(arg(0)) +
                            " leaves selectable (keep * E / groups)");
+      if (op.kind == OpKind::TopP) {
+        if (entry.kind != EntryKind::Route)
+          fail(expr.loc, "topp: a dynamic-k selection belongs in the route "
+                         "entry (replay's forced() takes its ids)");
+        auto it = options.find("p");
+        if (it == options.end())
+          fail(expr.loc, "topp needs the option 'p', the running sum of the "
+                         "selected keys to pass; " + callee->second);
+        op.p = number(expr, *it->second, "p");
+        if (!isNormalF32(op.p))
+          fail(it->second->loc, "topp: p = " + it->second->text +
+                                    " must be a normal f32 value > 0 (the "
+                                    "running sum of the keys is compared "
+                                    "with it in f32)");
+      }
       resultTypes.push_back(ids);
     } else if (name == "forced") {
       op.kind = OpKind::Forced;
@@ -1098,6 +1125,7 @@ void applyProgramFacts(const Program &program, RoutingSpec &spec) {
   spec.replay = program.find(abi::EntryKind::Replay) != nullptr;
   spec.dispatch = program.find(abi::EntryKind::Dispatch) != nullptr;
   spec.permute = program.find(abi::EntryKind::Permute) != nullptr;
+  spec.unusedSlots = program.unusedSlots;
 }
 
 std::string formatNumber(double value) {
@@ -1216,6 +1244,7 @@ RoutingSpec programTwin(const RoutingSpec &spec) {
   twin.replay = spec.replay;
   twin.dispatch = spec.dispatch;
   twin.permute = spec.permute;
+  twin.unusedSlots = spec.unusedSlots;
   twin.program = expandToProgram(spec);
   return twin;
 }

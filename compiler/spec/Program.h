@@ -58,6 +58,7 @@ enum class OpKind {
   AddBias,   ///< x + bias, add_bias(x, bias)
   GroupMask, ///< group_mask(x, groups:, keep:, by:)
   TopK,      ///< topk(x, k)
+  TopP,      ///< topp(x, k, p:): dynamic k, unused slots hold -1
   Hash,      ///< hash(token_ids, hash_table, k)
   Forced,    ///< forced(forced_ids)
   Gather,    ///< gather(x, ids)
@@ -83,7 +84,8 @@ struct Op {
   std::optional<double> temperature, softcap; // Score
   int64_t groups = 1, keep = 1;               // GroupMask
   GroupScore by = GroupScore::Top2Sum;        // GroupMask
-  int64_t k = 0;                              // TopK, Hash
+  int64_t k = 0;                              // TopK, TopP, Hash
+  double p = 1.0;                             // TopP
   double epsilon = kNormalizeEpsilon;         // Normalize
   double factor = 1.0;                        // Scale
   double jitterEps = 0.0;                     // Sparsemixer
@@ -102,6 +104,9 @@ struct Entry {
 struct Program {
   /// k, the experts per token, from the route entry's selection.
   int64_t topK = 0;
+  /// The route entry selects with topp: ids may hold -1 (an unused slot),
+  /// which replay's forced(), dispatch, permute and combine then accept.
+  bool unusedSlots = false;
   std::vector<ValueType> values;
   /// In the order the text defines them.
   std::vector<Entry> entries;
@@ -131,7 +136,8 @@ std::optional<Program> parseProgram(std::string_view text,
                                     Location origin = {0, 0});
 
 /// The spec facts a program determines: top_k, score_bias, selection,
-/// capture, replay, dispatch and permute, set on `spec` from `program`.
+/// capture, replay, dispatch, permute and unused_slots, set on `spec` from
+/// `program`.
 void applyProgramFacts(const Program &program, RoutingSpec &spec);
 
 /// The program twin of a spec written with keys: the same entry points and

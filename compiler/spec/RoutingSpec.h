@@ -90,6 +90,10 @@ struct RoutingSpec {
   /// Route, route_hash and replay also gate the shared expert (Qwen2-MoE):
   /// shared_gate [T, 1] = sigmoid(shared_gate_logits [T, 1]).
   bool sharedGate = false;
+  /// The selection is top-p (gating programs only): a token may use fewer
+  /// than k slots, the rest hold the id -1, which replay, dispatch, permute
+  /// and combine accept (docs/semantics.md, "Top-p selection").
+  bool unusedSlots = false;
   LogitsDType logitsDType = LogitsDType::F32;
   /// Emit the permute and combine entry points (hidden rows into expert
   /// order and the weighted sum back); needs dispatch, whose sorted_slots

@@ -349,13 +349,18 @@ private:
     case program::OpKind::TopK:
       built = builder.create<moe::TopKOp>(loc, result, operand(0), op.k);
       break;
+    case program::OpKind::TopP:
+      built = builder.create<moe::TopPOp>(loc, result, operand(0),
+                                          builder.getI64IntegerAttr(op.k),
+                                          builder.getF64FloatAttr(op.p));
+      break;
     case program::OpKind::Hash:
       built = builder.create<moe::HashSelectOp>(loc, result, operand(0),
                                                 operand(1), spec.numExperts);
       break;
     case program::OpKind::Forced:
-      built = builder.create<moe::ForcedSelectOp>(loc, result, operand(0),
-                                                  spec.numExperts);
+      built = builder.create<moe::ForcedSelectOp>(
+          loc, result, operand(0), spec.numExperts, program.unusedSlots);
       break;
     case program::OpKind::Gather:
       built = builder.create<moe::GatherOp>(loc, result, operand(0), operand(1));
@@ -385,17 +390,19 @@ private:
       SmallVector<Type> types;
       for (int value : op.results)
         types.push_back(typeOf(value));
-      built = builder.create<moe::DispatchOp>(loc, types, operand(0),
-                                              spec.numExperts);
+      built = builder.create<moe::DispatchOp>(
+          loc, types, operand(0), spec.numExperts, program.unusedSlots);
       break;
     }
     case program::OpKind::Permute:
       built = builder.create<moe::PermuteOp>(loc, result, operand(0),
-                                             operand(1), program.topK);
+                                             operand(1), program.topK,
+                                             program.unusedSlots);
       break;
     case program::OpKind::Combine:
       built = builder.create<moe::CombineOp>(loc, result, operand(0),
-                                             operand(1), operand(2));
+                                             operand(1), operand(2),
+                                             program.unusedSlots);
       break;
     }
     for (auto [index, value] : llvm::enumerate(op.results))

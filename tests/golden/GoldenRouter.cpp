@@ -85,9 +85,13 @@ std::optional<std::string> checkSpecShape(const RoutingSpec &spec,
 template <typename IdT>
 std::optional<std::string> checkIdRow(const char *tensor, int64_t row,
                                       const IdT *ids, int64_t k,
-                                      int64_t numExperts, const char *what) {
+                                      int64_t numExperts, const char *what,
+                                      bool unusedSlots = false) {
   for (int64_t j = 0; j < k; ++j) {
     const int64_t id = ids[j];
+    // An unused slot of a top-p router: neither checked nor compared.
+    if (unusedSlots && id == -1)
+      continue;
     if (id < 0 || id >= numExperts)
       return index2(tensor, row, j) + " = " + std::to_string(id) +
              ": expert id outside [0, " + std::to_string(numExperts) + ")";
@@ -163,7 +167,8 @@ std::optional<std::string> checkInputs(const RoutingSpec &spec,
   if (forced)
     for (int64_t t = 0; t < numTokens; ++t)
       if (auto error =
-              checkIdRow("forced_ids", t, in.forcedIds + t * k, k, e, "token"))
+              checkIdRow("forced_ids", t, in.forcedIds + t * k, k, e, "token",
+                         spec.unusedSlots))
         return error;
 
   if (spec.sharedGate) {
@@ -301,7 +306,7 @@ std::vector<int32_t> topKExperts(const std::vector<double> &keys,
 
 std::string computeDispatch(int64_t numExperts, int64_t numTokens,
                             int64_t topK, const std::vector<int32_t> &ids,
-                            RouterOutputs &out) {
+                            RouterOutputs &out, bool unusedSlots) {
   const int64_t numSlots = numTokens * topK;
   if (numTokens < 0 || topK < 1 || numExperts < 1 ||
       static_cast<int64_t>(ids.size()) != numSlots)
@@ -309,14 +314,16 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
            " entries, expected num_tokens * top_k = " +
            std::to_string(numSlots);
   for (size_t slot = 0; slot < ids.size(); ++slot)
-    if (ids[slot] < 0 || ids[slot] >= numExperts)
+    if ((ids[slot] < 0 || ids[slot] >= numExperts) &&
+        !(unusedSlots && ids[slot] == -1))
       return "ids[" + std::to_string(slot) + "] = " +
              std::to_string(ids[slot]) + ": expert id outside [0, " +
              std::to_string(numExperts) + ")";
 
   out.expertCounts.assign(numExperts, 0);
   for (int32_t id : ids)
-    ++out.expertCounts[id];
+    if (id != -1)
+      ++out.expertCounts[id];
 
   out.expertOffsets.assign(numExperts + 1, 0);
   for (int64_t x = 0; x < numExperts; ++x)
@@ -326,9 +333,13 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
   // its expert's bucket yields the (expert, slot) order in O(T*k + E).
   std::vector<int32_t> nextPosition(out.expertOffsets.begin(),
                                     out.expertOffsets.end() - 1);
-  out.sortedSlots.assign(numSlots, 0);
-  out.slotPositions.assign(numSlots, 0);
+  // Unused slots (-1) are counted nowhere: position -1, and the positions
+  // past the used slots hold -1.
+  out.sortedSlots.assign(numSlots, -1);
+  out.slotPositions.assign(numSlots, -1);
   for (int64_t slot = 0; slot < numSlots; ++slot) {
+    if (ids[slot] == -1)
+      continue;
     const int32_t position = nextPosition[ids[slot]]++;
     out.sortedSlots[position] = static_cast<int32_t>(slot);
     out.slotPositions[slot] = position;
@@ -392,11 +403,26 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
             result.values[x] = -std::numeric_limits<double>::infinity();
         break;
       case program::OpKind::TopK:
+      case program::OpKind::TopP:
         result.ids = topKExperts(in(0).values,
                                  in(0).selectable.empty()
                                      ? std::vector<bool>(e, true)
                                      : in(0).selectable,
                                  k);
+        if (op.kind == program::OpKind::TopP) {
+          // semantics.md, "Top-p selection": cut after the first slot
+          // whose running sum of keys exceeds p.
+          double sum = 0.0;
+          bool cut = false;
+          for (int32_t &id : result.ids) {
+            if (cut) {
+              id = -1;
+              continue;
+            }
+            sum += in(0).values[id];
+            cut = sum > op.p;
+          }
+        }
         break;
       case program::OpKind::Hash: {
         const int32_t *row = inputs.hashTable + inputs.tokenIds[t] * k;
@@ -409,7 +435,7 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
         break;
       case program::OpKind::Gather:
         for (int32_t id : in(1).ids)
-          result.values.push_back(in(0).values[id]);
+          result.values.push_back(id == -1 ? 0.0 : in(0).values[id]);
         break;
       case program::OpKind::Sparsemixer: {
         // semantics.md, "Sparsemixer": per slot, the softmax at the slot's
@@ -417,6 +443,10 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
         const std::vector<double> &x = in(0).values;
         const std::vector<int32_t> &ids = in(1).ids;
         for (size_t j = 0; j < ids.size(); ++j) {
+          if (ids[j] == -1) { // an unused slot weighs 0
+            result.values.push_back(0.0);
+            continue;
+          }
           const double m = x[ids[j]];
           double sum = 0.0;
           for (int64_t e2 = 0; e2 < e; ++e2) {
@@ -512,7 +542,8 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
     }
     interpretProgram(spec, *program, *entry, inputs, out);
     if (spec.dispatch)
-      result.error = computeDispatch(e, numTokens, k, out.topkIds, out);
+      result.error =
+          computeDispatch(e, numTokens, k, out.topkIds, out, spec.unusedSlots);
     return result;
   }
 
@@ -565,15 +596,18 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
 std::string permute(int64_t numTokens, int64_t topK, int64_t hiddenSize,
                     const std::vector<float> &hidden,
                     const std::vector<int32_t> &sortedSlots,
-                    std::vector<float> &permuted) {
+                    std::vector<float> &permuted, bool unusedSlots) {
   const int64_t slots = numTokens * topK;
   for (int64_t p = 0; p < slots; ++p)
-    if (sortedSlots[p] < 0 || sortedSlots[p] >= slots)
+    if ((sortedSlots[p] < 0 || sortedSlots[p] >= slots) &&
+        !(unusedSlots && sortedSlots[p] == -1))
       return "sorted_slots[" + std::to_string(p) +
              "] = " + std::to_string(sortedSlots[p]) +
              ": outside the slots [0, " + std::to_string(slots) + ")";
   permuted.assign(static_cast<size_t>(slots * hiddenSize), 0.0f);
   for (int64_t p = 0; p < slots; ++p) {
+    if (sortedSlots[p] == -1)
+      continue; // an unused slot: a row of zeros
     const int64_t token = sortedSlots[p] / topK;
     std::copy_n(hidden.begin() + token * hiddenSize, hiddenSize,
                 permuted.begin() + p * hiddenSize);
@@ -585,10 +619,11 @@ std::string combine(int64_t numTokens, int64_t topK, int64_t hiddenSize,
                     const std::vector<float> &weights,
                     const std::vector<int32_t> &slotPositions,
                     const std::vector<float> &expertOutput,
-                    std::vector<float> &combined) {
+                    std::vector<float> &combined, bool unusedSlots) {
   const int64_t slots = numTokens * topK;
   for (int64_t s = 0; s < slots; ++s)
-    if (slotPositions[s] < 0 || slotPositions[s] >= slots)
+    if ((slotPositions[s] < 0 || slotPositions[s] >= slots) &&
+        !(unusedSlots && slotPositions[s] == -1))
       return "slot_positions[" + std::to_string(s) +
              "] = " + std::to_string(slotPositions[s]) +
              ": outside the permuted rows [0, " + std::to_string(slots) + ")";
@@ -598,6 +633,8 @@ std::string combine(int64_t numTokens, int64_t topK, int64_t hiddenSize,
       float sum = 0.0f;
       for (int64_t j = 0; j < topK; ++j) {
         const int64_t row = slotPositions[t * topK + j];
+        if (row == -1)
+          continue; // an unused slot adds no term
         sum = std::fma(weights[t * topK + j],
                        expertOutput[row * hiddenSize + h], sum);
       }

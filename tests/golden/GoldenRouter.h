@@ -10,7 +10,8 @@
 //              l = softcap * tanh(l / softcap) when the spec has them
 //              (-inf stays -inf);
 //   keys       c = s + bias (score_bias with top-k selection), else c = s;
-//   selection  top-k of c (ties to the lower expert index), optionally only
+//   selection  top-k of c (ties to the lower expert index; gating programs
+//              may cut it by top-p, leaving -1 in unused slots), optionally only
 //              among the best `topkGroups` groups (ties to the lower group
 //              index); or ids = hash_table[token_ids[t]]; or, when forced ids
 //              are given (router replay), ids = forced_ids[t];
@@ -115,10 +116,12 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs);
 /// Dispatch metadata alone from ids [numTokens*k] (used by route when
 /// spec.dispatch). Returns an empty string on success, or one line naming
 /// the violation (wrong ids size, an id outside [0, numExperts)) and leaves
-/// `out` untouched; checked in every build type, not by assert.
+/// `out` untouched; checked in every build type, not by assert. With
+/// `unusedSlots` (a top-p router) an id of -1 is an unused slot: counted
+/// nowhere, its slot position -1, and sortedSlots past the used slots -1.
 std::string computeDispatch(int64_t numExperts, int64_t numTokens,
                             int64_t topK, const std::vector<int32_t> &ids,
-                            RouterOutputs &out);
+                            RouterOutputs &out, bool unusedSlots = false);
 
 /// Permute over rows of `hiddenSize` floats (bf16 / f16 rows converted
 /// exactly by the caller): permuted[p] = hidden[sortedSlots[p] / topK] for
@@ -128,7 +131,7 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
 std::string permute(int64_t numTokens, int64_t topK, int64_t hiddenSize,
                     const std::vector<float> &hidden,
                     const std::vector<int32_t> &sortedSlots,
-                    std::vector<float> &permuted);
+                    std::vector<float> &permuted, bool unusedSlots = false);
 
 /// Combine: combined[t][h] = fma chain over j of weights[t*k+j] *
 /// expertOutput[slotPositions[t*k+j]][h], from 0.0f, in f32. Returns "" or
@@ -137,7 +140,7 @@ std::string combine(int64_t numTokens, int64_t topK, int64_t hiddenSize,
                     const std::vector<float> &weights,
                     const std::vector<int32_t> &slotPositions,
                     const std::vector<float> &expertOutput,
-                    std::vector<float> &combined);
+                    std::vector<float> &combined, bool unusedSlots = false);
 
 } // namespace moegen::golden
 

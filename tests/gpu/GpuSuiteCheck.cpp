@@ -519,8 +519,12 @@ std::string checkDispatch(const rt::CudaRouter &router,
   download(sorted, out.sortedSlots);
   download(positions, out.slotPositions);
   driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
+  // -1 is an unused slot of a top-p router: counted nowhere, position -1,
+  // and the sorted slots past the used ones are -1.
   std::vector<int32_t> fill(e + 1, 0);
   for (int32_t id : ids) {
+    if (id == -1)
+      continue;
     if (id < 0 || id >= e)
       return "id " + std::to_string(id) + " out of range";
     ++fill[id + 1];
@@ -533,10 +537,18 @@ std::string checkDispatch(const rt::CudaRouter &router,
   if (offsets != fill)
     return "expert_offsets";
   for (size_t s = 0; s < slots; ++s) {
+    if (ids[s] == -1) {
+      if (positions[s] != -1)
+        return "slot " + std::to_string(s) + " (unused)";
+      continue;
+    }
     int32_t position = fill[ids[s]]++;
     if (sorted[position] != int32_t(s) || positions[s] != position)
       return "slot " + std::to_string(s);
   }
+  for (size_t p = size_t(offsets[e]); p < slots; ++p)
+    if (sorted[p] != -1)
+      return "sorted_slots[" + std::to_string(p) + "] past the used slots";
   return "";
 }
 

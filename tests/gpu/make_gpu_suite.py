@@ -242,6 +242,36 @@ def main():
                       "name: wide_groups_4096\nnum_experts: 4096\ntop_k: 8\n"
                       "scoring: sigmoid\nscore_bias: true\ngroups: 8\n"
                       "topk_groups: 3\nnormalize: true\ndispatch: true\n"))
+    # Top-p routing (dynamic k): -1 in the unused slots of route's ids,
+    # which dispatch skips, replay accepts and the checker compares like
+    # any id.
+    if not args.no_templates:
+        cases.append(("topp-softmax-64",
+                      "name: topp_softmax_64\nnum_experts: 64\nprogram: |\n"
+                      "  route(logits) -> (ids, weights):\n"
+                      "    s = softmax(logits)\n"
+                      "    ids = topp(s, 8, p: 0.6)\n"
+                      "    weights = normalize(gather(s, ids))\n"
+                      "  replay(logits, forced_ids) -> (ids, weights):\n"
+                      "    s = softmax(logits)\n"
+                      "    ids = forced(forced_ids)\n"
+                      "    weights = normalize(gather(s, ids))\n"
+                      "  dispatch(topk_ids) -> (counts, offsets, sorted_slots, "
+                      "slot_positions):\n"
+                      "    counts, offsets, sorted_slots, slot_positions = "
+                      "dispatch(topk_ids)\n"))
+        cases.append(("topp-grouped-256",
+                      "name: topp_grouped_256\nnum_experts: 256\n"
+                      "logits_dtype: bf16\nprogram: |\n"
+                      "  route(logits, bias) -> (ids, weights):\n"
+                      "    s = sigmoid(logits)\n"
+                      "    c = group_mask(s + bias, groups: 8, keep: 4, by: top2_sum)\n"
+                      "    ids = topp(c, 8, p: 1.5)\n"
+                      "    weights = scale(normalize(gather(s, ids)), 2.5)\n"
+                      "  dispatch(topk_ids) -> (counts, offsets, sorted_slots, "
+                      "slot_positions):\n"
+                      "    counts, offsets, sorted_slots, slot_positions = "
+                      "dispatch(topk_ids)\n"))
     # Permute and combine (one case per row type; f32 alone in the quick
     # suite): moegen-gpu-check checks them against their contract on the
     # GPU's own routing.

@@ -95,8 +95,8 @@ std::string doubleString(double value) {
 /// the E of moe.topk's keys, or the `experts` of hash_select/forced_select.
 std::optional<int64_t> producerExperts(Value ids) {
   Operation *producer = ids.getDefiningOp();
-  if (auto topk = dyn_cast_or_null<TopKOp>(producer)) {
-    int64_t experts = tensorOf(topk.getKeys()).getDimSize(1);
+  if (isa_and_nonnull<TopKOp, TopPOp>(producer)) {
+    int64_t experts = tensorOf(producer->getOperand(0)).getDimSize(1);
     if (!ShapedType::isDynamic(experts))
       return experts;
   }
@@ -135,6 +135,7 @@ MOE_RESULT_NAME(SharedGateOp, "gate")
 MOE_RESULT_NAME(AddBiasOp, "keys")
 MOE_RESULT_NAME(GroupMaskOp, "masked")
 MOE_RESULT_NAME(TopKOp, "ids")
+MOE_RESULT_NAME(TopPOp, "ids")
 MOE_RESULT_NAME(PermuteOp, "permuted")
 MOE_RESULT_NAME(CombineOp, "combined")
 MOE_RESULT_NAME(HashSelectOp, "ids")
@@ -256,6 +257,30 @@ LogicalResult TopKOp::verify() {
       failed(sameTokens(*this, getKeys(), "keys", getIds(), "ids")) ||
       failed(dimIs(*this, getIds(), "ids", 1, k, "k ids per token")))
     return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// TopPOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult TopPOp::verify() {
+  FailureOr<int64_t> experts = staticDim(*this, getKeys(), "keys", 1, "expert");
+  if (failed(experts))
+    return failure();
+  int64_t k = getK();
+  if (failed(inRange(*this, "k", k, 1, *experts,
+                     "the number of experts")) ||
+      failed(sameTokens(*this, getKeys(), "keys", getIds(), "ids")) ||
+      failed(dimIs(*this, getIds(), "ids", 1, k, "k ids per token")))
+    return failure();
+  // p is compared with an f32 sum: a normal f32 value > 0.
+  double p = getP().convertToDouble();
+  if (!std::isfinite(p) || p < 1.1754944e-38 || p > 3.4028234e38)
+    return emitOpError() << "attribute 'p' = " << doubleString(p)
+                         << " must be a normal f32 value > 0, in "
+                            "[1.1754944e-38, 3.4028234e38] (the running sum "
+                            "of the selected keys is compared with it in f32)";
   return success();
 }
 

@@ -172,6 +172,37 @@ def MoE_TopKOp : MoE_Op<"topk", [Pure, MoE_NamedResults]> {
   let hasVerifier = 1;
 }
 
+def MoE_TopPOp : MoE_Op<"topp", [Pure, MoE_NamedResults]> {
+  let summary = "top-p routing: the fewest best keys whose sum passes p, at most k";
+  let description = [{
+    Dynamic-k selection ("top-p routing"): the ids of `moe.topk` with the
+    same keys and k, cut after the first slot at which the running sum of
+    the selected keys, in slot order, exceeds `p`; the slots after it are
+    unused and hold the sentinel id -1. A token always keeps its best
+    expert. With softmax scores as keys this is the cumulative-probability
+    rule of dynamic routing MoEs, capped at k experts:
+
+    `S_j = keys[t, ids_0] + ... + keys[t, ids_j]` (f32, in slot order),
+    `n = 1 + min{ j : S_j > p }` (k when no such j), slots `j >= n` hold -1.
+
+    The consumers of the ids treat -1 as "no expert": `moe.gather` and
+    `moe.sparsemixer` give it weight 0, `moe.capture` records it, and
+    `moe.dispatch`, `moe.permute`, `moe.combine` and `moe.forced_select`
+    accept it when they carry `unused_slots`.
+
+    ```mlir
+    %ids = moe.topp %scores k 8 p 6.000000e-01
+        : tensor<?x64xf32> -> tensor<?x8xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$keys, I64Attr:$k, F64Attr:$p);
+  let results = (outs MoE_IdsTensor:$ids);
+  let assemblyFormat = [{
+    $keys `k` $k `p` $p attr-dict `:` type($keys) `->` type($ids)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_HashSelectOp : MoE_Op<"hash_select",
     [NoMemoryEffect, MoE_NamedResults]> {
   let summary = "ids looked up from a token-id hash table (DeepSeek-V4)";
@@ -206,17 +237,20 @@ def MoE_ForcedSelectOp : MoE_Op<"forced_select",
     lowerings validate this before any memory access and report violations
     through the entry point's error status. The op is where replay's
     validation lives; its result feeds `moe.gather` like any selection.
+    With `unused_slots` (the replay of a `moe.topp` router) an id may also
+    be -1, an unused slot, which is neither range-checked nor compared.
 
     ```mlir
     %ids = moe.forced_select %forced experts 256
         : tensor<?x8xi64> -> tensor<?x8xi32>
     ```
   }];
-  let arguments = (ins MoE_IdsInTensor:$forced_ids, I64Attr:$experts);
+  let arguments = (ins MoE_IdsInTensor:$forced_ids, I64Attr:$experts,
+                       UnitAttr:$unused_slots);
   let results = (outs MoE_IdsTensor:$ids);
   let assemblyFormat = [{
-    $forced_ids `experts` $experts attr-dict `:` type($forced_ids) `->`
-    type($ids)
+    $forced_ids `experts` $experts (`unused_slots` $unused_slots^)? attr-dict
+    `:` type($forced_ids) `->` type($ids)
   }];
   let hasVerifier = 1;
 }
@@ -230,7 +264,8 @@ def MoE_GatherOp : MoE_Op<"gather", [Pure, MoE_NamedResults]> {
   let description = [{
     `weights[t, j] = scores[t, ids[t, j]]`. Gathered from the dense, unbiased
     scores in every selection mode, so that a replayed id that the live
-    router would not pick still gets its true score.
+    router would not pick still gets its true score. An unused slot (id -1,
+    from `moe.topp`) gets the weight 0.
 
     ```mlir
     %w = moe.gather %s[%ids] : tensor<?x256xf32>, tensor<?x8xi32>
@@ -278,7 +313,8 @@ def MoE_SparsemixerOp : MoE_Op<"sparsemixer", [Pure, MoE_NamedResults]> {
     floats, so a NaN ratio keeps its expert, as PyTorch's `masked_fill` does).
     With the ids of a top-k in descending order this is Hugging Face's
     `sparsemixer` without jitter noise: each round's argmax, its mask, and
-    the softmax value at the argmax.
+    the softmax value at the argmax. An unused slot (id -1) gets the
+    weight 0.
 
     ```mlir
     %w = moe.sparsemixer %s[%ids] jitter_eps 1.000000e-02
@@ -329,6 +365,11 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure, MoE_NamedResults]> {
     - `slot_positions`: its inverse, the position of each slot in
       `sorted_slots`.
 
+    With `unused_slots` (the ids of a `moe.topp` router) an id of -1 marks
+    an unused slot, which dispatch skips: it is counted nowhere, so
+    `offsets[E]` is the number of used slots, `sorted_slots[offsets[E] ..
+    T * k)` hold -1, and its `slot_positions` entry is -1.
+
     Unlike every other op, dispatch spans tokens; it is the one op allowed to
     need a second kernel launch.
 
@@ -338,13 +379,15 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure, MoE_NamedResults]> {
           tensor<?xi32>, tensor<?xi32>
     ```
   }];
-  let arguments = (ins MoE_IdsTensor:$ids, I64Attr:$experts);
+  let arguments = (ins MoE_IdsTensor:$ids, I64Attr:$experts,
+                       UnitAttr:$unused_slots);
   let results = (outs MoE_MetaTensor:$counts, MoE_MetaTensor:$offsets,
                       MoE_MetaTensor:$sorted_slots,
                       MoE_MetaTensor:$slot_positions);
   let assemblyFormat = [{
-    $ids `experts` $experts attr-dict `:` type($ids) `->` type($counts) `,`
-    type($offsets) `,` type($sorted_slots) `,` type($slot_positions)
+    $ids `experts` $experts (`unused_slots` $unused_slots^)? attr-dict `:`
+    type($ids) `->` type($counts) `,` type($offsets) `,` type($sorted_slots)
+    `,` type($slot_positions)
   }];
   let hasVerifier = 1;
 }
@@ -390,7 +433,9 @@ def MoE_PermuteOp : MoE_Op<"permute", [NoMemoryEffect, MoE_NamedResults]> {
     them) and, within an expert, in slot order. H (dim 1) is usually a
     run-time size; the rows are f32, bf16 or f16 and copied bit for bit. A
     slot outside `[0, T * k)` is invalid input: lowerings report it through
-    the entry point's error status and never address memory with it.
+    the entry point's error status and never address memory with it. With
+    `unused_slots` a slot of -1 (the tail dispatch leaves for the unused
+    slots of a `moe.topp` router) gives a row of zeros.
 
     ```mlir
     %permuted = moe.permute %hidden[%sorted_slots] k 8
@@ -398,11 +443,11 @@ def MoE_PermuteOp : MoE_Op<"permute", [NoMemoryEffect, MoE_NamedResults]> {
     ```
   }];
   let arguments = (ins MoE_HiddenTensor:$hidden, MoE_MetaTensor:$sorted_slots,
-                       I64Attr:$k);
+                       I64Attr:$k, UnitAttr:$unused_slots);
   let results = (outs MoE_HiddenTensor:$permuted);
   let assemblyFormat = [{
-    $hidden `[` $sorted_slots `]` `k` $k attr-dict `:` type($hidden) `,`
-    type($sorted_slots) `->` type($permuted)
+    $hidden `[` $sorted_slots `]` `k` $k (`unused_slots` $unused_slots^)?
+    attr-dict `:` type($hidden) `,` type($sorted_slots) `->` type($permuted)
   }];
   let hasVerifier = 1;
 }
@@ -416,7 +461,8 @@ def MoE_CombineOp : MoE_Op<"combine", [NoMemoryEffect, MoE_NamedResults]> {
     once to the row type. `expert_output` holds one row per slot in
     permuted (expert) order, as `moe.permute` laid them out. A position
     outside `[0, T * k)` is invalid input, reported through the entry
-    point's error status.
+    point's error status. With `unused_slots` a position of -1 (an unused
+    slot of a `moe.topp` router) adds no term.
 
     ```mlir
     %combined = moe.combine %expert_output[%slot_positions] weights %w
@@ -425,12 +471,12 @@ def MoE_CombineOp : MoE_Op<"combine", [NoMemoryEffect, MoE_NamedResults]> {
   }];
   let arguments = (ins MoE_HiddenTensor:$expert_output,
                        MoE_MetaTensor:$slot_positions,
-                       MoE_WeightTensor:$weights);
+                       MoE_WeightTensor:$weights, UnitAttr:$unused_slots);
   let results = (outs MoE_HiddenTensor:$combined);
   let assemblyFormat = [{
-    $expert_output `[` $slot_positions `]` `weights` $weights attr-dict `:`
-    type($expert_output) `,` type($slot_positions) `,` type($weights) `->`
-    type($combined)
+    $expert_output `[` $slot_positions `]` `weights` $weights
+    (`unused_slots` $unused_slots^)? attr-dict `:` type($expert_output) `,`
+    type($slot_positions) `,` type($weights) `->` type($combined)
   }];
   let hasVerifier = 1;
 }

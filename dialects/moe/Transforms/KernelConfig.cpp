@@ -30,6 +30,8 @@ KernelShape shapeOf(func::FuncOp func) {
       shape.logitBytes = type.getElementTypeBitWidth() / 8;
     } else if (auto topk = dyn_cast<TopKOp>(op)) {
       shape.topK = topk.getK();
+    } else if (auto topp = dyn_cast<TopPOp>(op)) {
+      shape.topK = topp.getK();
     } else if (auto mask = dyn_cast<GroupMaskOp>(op)) {
       shape.groups = mask.getGroups();
     } else if (auto dispatch = dyn_cast<DispatchOp>(op)) {

@@ -130,6 +130,46 @@ func.func @dispatch(%ids: tensor<?x2xi32>) -> (tensor<16xi32>, tensor<17xi32>, t
 
 // -----
 
+// Top-p: after the top-k picks, one pass over the k slots sums their keys
+// in f32 and, once the sum has passed p, stores -1 in every later slot;
+// the gather gives an unused slot the weight 0.
+// CHECK-LABEL: func.func @topp(
+// CHECK: vector.reduction <maximumf>
+// CHECK: scf.for %{{.*}} = %c0 to %c4 step %c1 iter_args(%[[SUM:.*]] = %cst{{.*}}, %[[CUT:.*]] = %false) -> (f32, i1)
+// CHECK: scf.if %[[CUT]] {
+// CHECK-NEXT: memref.store %c-1_i32
+// CHECK: %[[NEXT:.*]] = arith.addf %[[SUM]]
+// CHECK: arith.cmpf ogt, %[[NEXT]], %cst
+// CHECK: arith.ori %[[CUT]]
+// CHECK: arith.cmpi eq, %{{.*}}, %c-1_i32 : i32
+// CHECK: arith.select
+func.func @topp(%logits: tensor<?x64xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
+  %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
+  %ids = moe.topp %s k 4 p 0.6 : tensor<?x64xf32> -> tensor<?x4xi32>
+  %w = moe.gather %s[%ids] : tensor<?x64xf32>, tensor<?x4xi32> -> tensor<?x4xf32>
+  return %ids, %w : tensor<?x4xi32>, tensor<?x4xf32>
+}
+
+// -----
+
+// A dispatch with unused_slots: an id of -1 is neither reported nor
+// counted; its position is -1, and so is every sorted slot past
+// offsets[E].
+// CHECK-LABEL: func.func @dispatch_unused_slots(
+// CHECK-SAME: %[[IDS:arg[0-9]+]]: memref<?x2xi32> {{{[^}]*}}}, %{{.*}}: memref<16xi32> {{{[^}]*}}}, %[[OFFSETS:arg[0-9]+]]: memref<17xi32> {{{[^}]*}}}, %[[SORTED:arg[0-9]+]]: memref<?xi32> {{{[^}]*}}}, %[[POS:arg[0-9]+]]: memref<?xi32>
+// CHECK: arith.cmpi eq, %{{.*}}, %c-1_i32 : i32
+// CHECK: memref.store %c-1_i32, %[[POS]]
+// CHECK: %[[USED:.*]] = memref.load %[[OFFSETS]][%c16]
+// CHECK: %[[FROM:.*]] = arith.index_cast %[[USED]]
+// CHECK: scf.for %[[P:.*]] = %[[FROM]] to
+// CHECK-NEXT: memref.store %c-1_i32, %[[SORTED]][%[[P]]]
+func.func @dispatch_unused_slots(%ids: tensor<?x2xi32>) -> (tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "dispatch", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
+  %c, %o, %s, %p = moe.dispatch %ids experts 16 unused_slots : tensor<?x2xi32> -> tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>
+  return %c, %o, %s, %p : tensor<16xi32>, tensor<17xi32>, tensor<?xi32>, tensor<?xi32>
+}
+
+// -----
+
 // A vector width of 1 is a scalar schedule.
 // CHECK-LABEL: func.func @scalar(
 // CHECK: vector.load {{.*}} : memref<?x3xf32>, vector<1xf32>

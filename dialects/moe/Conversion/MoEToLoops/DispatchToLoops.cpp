@@ -5,7 +5,9 @@
 // expert's bucket gives the (expert, slot) order in O(T*k + E). Ids outside
 // [0, E) are reported and skipped, so no count or position is addressed by
 // them. Counts double as the buckets' fill levels, so the kernel needs no
-// scratch memory. This is the host's form, single-threaded; the GPU sorts
+// scratch memory. With `unused_slots` an id of -1 is an unused slot (a
+// top-p router's): counted nowhere, its position -1, and the positions
+// past the used slots hold -1. This is the host's form, single-threaded; the GPU sorts
 // in parallel over a whole grid (ParallelDispatchToLoops.cpp).
 //
 //===----------------------------------------------------------------------===//
@@ -28,21 +30,38 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
   auto asIndex = [&](Value v) -> Value {
     return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v);
   };
-  // Calls body(slot, expert index) for every valid id, in slot order.
-  auto forEachSlot = [&](function_ref<void(Value, Value)> body) {
+  const bool unusedSlots = op.getUnusedSlots();
+  // Calls body(slot, expert index) for every valid id, in slot order, and
+  // unusedBody(slot) for every unused one.
+  auto forEachSlot = [&](function_ref<void(Value, Value)> body,
+                         function_ref<void(Value)> unusedBody = nullptr) {
     cg.forLoop(cg.index(0), numTokens, {}, [&](Value t, ValueRange) {
       cg.token = t;
       cg.forLoop(0, k, {}, [&](Value j, ValueRange) {
         Value id = b.create<memref::LoadOp>(loc, ids, ValueRange{t, j});
         Value valid = cg.inRange(id, bound);
-        cg.ifThen(b.create<arith::XOrIOp>(loc, valid, cg.boolean(true)), [&] {
-          cg.recordError(KernelErrorCode::DispatchIdOutOfRange, t, j, id);
-        });
-        cg.ifThen(valid, [&] {
-          Value slot = b.create<arith::AddIOp>(
+        Value unused = unusedSlots ? b.create<arith::CmpIOp>(
+                                         loc, arith::CmpIPredicate::eq, id,
+                                         cg.i32(-1))
+                                         .getResult()
+                                   : cg.boolean(false);
+        cg.ifThen(b.create<arith::XOrIOp>(
+                      loc, b.create<arith::OrIOp>(loc, valid, unused),
+                      cg.boolean(true)),
+                  [&] {
+                    cg.recordError(KernelErrorCode::DispatchIdOutOfRange, t, j,
+                                   id);
+                  });
+        auto slot = [&]() -> Value {
+          return b.create<arith::AddIOp>(
               loc, b.create<arith::MulIOp>(loc, t, cg.index(k)), j);
-          body(slot, asIndex(id));
+        };
+        cg.ifThen(valid, [&] {
+          Value s = slot();
+          body(s, asIndex(id));
         });
+        if (unusedSlots && unusedBody)
+          cg.ifThen(unused, [&] { unusedBody(slot()); });
         return SmallVector<Value>{};
       });
       return SmallVector<Value>{};
@@ -87,7 +106,19 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
         loc, b.create<arith::IndexCastOp>(loc, b.getI32Type(), slot),
         sortedSlots, asIndex(position));
     b.create<memref::StoreOp>(loc, position, slotPositions, slot);
+  }, [&](Value slot) {
+    b.create<memref::StoreOp>(loc, cg.i32(-1), slotPositions, slot);
   });
+  if (unusedSlots) {
+    // The positions past the used slots: -1.
+    Value used = asIndex(
+        b.create<memref::LoadOp>(loc, offsets, cg.index(numExperts)));
+    cg.forLoop(used, b.create<arith::MulIOp>(loc, numTokens, cg.index(k)), {},
+               [&](Value p, ValueRange) {
+                 b.create<memref::StoreOp>(loc, cg.i32(-1), sortedSlots, p);
+                 return SmallVector<Value>{};
+               });
+  }
   return success();
 }
 

@@ -90,7 +90,7 @@ std::string abiNameOfResult(Value result) {
     return kNames[cast<OpResult>(result).getResultNumber()];
   }
   return llvm::TypeSwitch<Operation *, std::string>(op)
-      .Case<TopKOp, HashSelectOp, ForcedSelectOp>(
+      .Case<TopKOp, TopPOp, HashSelectOp, ForcedSelectOp>(
           [](Operation *) { return "topk_ids"; })
       .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
           [](Operation *) { return "topk_weights"; })
@@ -362,7 +362,7 @@ private:
     return llvm::TypeSwitch<Operation *, LogicalResult>(op)
         .Case([&](ScoreOp score) { return lowerScoring(score, cg); })
         .Case([&](SharedGateOp gate) { return lowerSharedGate(gate, cg); })
-        .Case<AddBiasOp, GroupMaskOp, TopKOp>(
+        .Case<AddBiasOp, GroupMaskOp, TopKOp, TopPOp>(
             [&](Operation *op) { return lowerSelection(op, cg); })
         .Case<HashSelectOp, ForcedSelectOp>(
             [&](Operation *op) { return lowerValidatedSelection(op, cg); })

@@ -29,7 +29,10 @@
 // counter in the scratch buffer and waits for its generation to change. It
 // needs no reset between calls: the last block to arrive puts the counter
 // back to 0. Ids outside [0, E) are reported by the thread that reads them
-// (the lowest slot wins) and take part in nothing.
+// (the lowest slot wins) and take part in nothing. With `unused_slots` an
+// id of -1 is an unused slot (a top-p router's): not reported, its
+// position -1, and after the scan the grid fills the positions past the
+// used slots, [offsets[E], T*k), with -1.
 //
 //===----------------------------------------------------------------------===//
 
@@ -95,6 +98,8 @@ public:
     scanSegments();
     gridBarrier();
     writeCounts();
+    if (op.getUnusedSlots())
+      fillUnusedTail();
     placeSlots();
     return success();
   }
@@ -211,7 +216,14 @@ private:
           Value ok = cg.inRange(id, bound);
           if (report) {
             cg.token = token;
-            cg.ifThen(b.create<arith::XOrIOp>(loc, ok, cg.boolean(true)), [&] {
+            Value accepted = ok;
+            if (op.getUnusedSlots())
+              accepted = b.create<arith::OrIOp>(
+                  loc, ok,
+                  cmp(CmpIPredicate::eq, id,
+                      b.create<arith::ConstantIntOp>(
+                          loc, -1, idType.getIntOrFloatBitWidth())));
+            cg.ifThen(b.create<arith::XOrIOp>(loc, accepted, cg.boolean(true)), [&] {
               cg.recordError(KernelErrorCode::DispatchIdOutOfRange, token, j,
                              id, /*eachThread=*/true);
             });
@@ -348,11 +360,30 @@ private:
             });
   }
 
+  /// sorted_slots[offsets[E] .. T*k) = -1, grid-stride: the positions no
+  /// used slot takes.
+  void fillUnusedTail() {
+    using moegen::abi::kDispatchBlockThreads;
+    Value used = toIndex(loadWord(offsets, cg.index(numExperts)));
+    Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
+    forStep(add(used, first), numSlots,
+            mul(grid, cg.index(kDispatchBlockThreads)), {},
+            [&](Value p, ValueRange) -> SmallVector<Value> {
+              storeWord(cg.i32(-1), sortedSlots, p);
+              return {};
+            });
+  }
+
   void placeSlots() {
     forEachRound([&](Value slot, Value valid) {
       Value expert = expertOfSlot(slot, valid, /*report=*/false);
       auto [rank, group] = peers(expert);
       Value placed = cmp(CmpIPredicate::sge, expert, cg.i32(0));
+      if (op.getUnusedSlots())
+        cg.ifThen(b.create<arith::AndIOp>(
+                      loc, valid,
+                      b.create<arith::XOrIOp>(loc, placed, cg.boolean(true))),
+                  [&] { storeWord(cg.i32(-1), slotPositions, slot); });
       Value base = ifElse(
           placed, [&] { return loadWord(scratch, counterIndex(expert)); },
           [&] { return cg.i32(0); });

@@ -17,7 +17,9 @@
 //
 // An index outside [0, T * k) is reported and replaced by one in bounds
 // (the token's own row for permute, row 0 for combine), so no memory
-// outside the arguments is ever addressed.
+// outside the arguments is ever addressed. With `unused_slots` (a top-p
+// router's metadata) an index of -1 is an unused slot: permute writes a
+// row of zeros for it and combine adds no term.
 //
 //===----------------------------------------------------------------------===//
 
@@ -87,11 +89,14 @@ void storeRowChunk(RowCodegen &cg, Value chunk, Value memref, Value row,
 
 /// Loads `indexes[token * k + j]` for j < k, reports each outside
 /// [0, slots) with `code` and returns them as indices, each bad one
-/// replaced by `fallback`. Also returns the slot numbers token * k + j.
+/// replaced by `fallback`. Also returns the slot numbers token * k + j and,
+/// with `unusedSlots`, whether each index is -1 (an unused slot, not
+/// reported; it reads `fallback` too).
 void loadRowIndices(RowCodegen &cg, Value indexes, int64_t k, Value slots,
-                    KernelErrorCode code, Value fallback,
+                    KernelErrorCode code, Value fallback, bool unusedSlots,
                     SmallVectorImpl<Value> &rows,
-                    SmallVectorImpl<Value> &slotNumbers) {
+                    SmallVectorImpl<Value> &slotNumbers,
+                    SmallVectorImpl<Value> &unused) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
   Value slots64 = cg.toI64(slots);
@@ -101,9 +106,15 @@ void loadRowIndices(RowCodegen &cg, Value indexes, int64_t k, Value slots,
     Value entry = b.create<memref::LoadOp>(loc, indexes, ValueRange{slot});
     Value entry64 = cg.toI64(entry);
     Value valid = cg.inRange(entry64, slots64);
-    cg.ifThen(b.create<arith::XOrIOp>(loc, valid, cg.boolean(true)), [&] {
-      cg.recordError(code, slot, slots, entry);
-    });
+    Value isUnused = cg.boolean(false);
+    if (unusedSlots) {
+      isUnused = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq,
+                                         entry64, cg.i64(-1));
+      unused.push_back(isUnused);
+    }
+    Value bad = b.create<arith::XOrIOp>(
+        loc, b.create<arith::OrIOp>(loc, valid, isUnused), cg.boolean(true));
+    cg.ifThen(bad, [&] { cg.recordError(code, slot, slots, entry); });
     Value index = b.create<arith::IndexCastOp>(loc, b.getIndexType(), entry64);
     rows.push_back(b.create<arith::SelectOp>(loc, valid, index, fallback));
     slotNumbers.push_back(slot);
@@ -123,19 +134,29 @@ LogicalResult lowerPermute(PermuteOp op, RowCodegen &cg, Value hidden,
 
   // Position p = token * k + j holds slot s = sorted_slots[p], whose token
   // is s / k.
-  SmallVector<Value> slotsHere, positions, sources;
+  SmallVector<Value> slotsHere, positions, sources, unused;
   loadRowIndices(cg, sortedSlots, k, slots,
                  KernelErrorCode::PermuteSlotOutOfRange,
                  b.create<arith::MulIOp>(loc, cg.token, cg.index(k)),
-                 slotsHere, positions);
+                 op.getUnusedSlots(), slotsHere, positions, unused);
   for (Value slot : slotsHere)
     sources.push_back(b.create<arith::DivUIOp>(loc, slot, cg.index(k)));
+  // The row an unused position gets: zeros instead of its stand-in source.
+  Type element = cast<MemRefType>(hidden.getType()).getElementType();
+  VectorType chunkType = cg.vectorOf(element);
+  auto rowFor = [&](size_t j, Value chunk) -> Value {
+    if (unused.empty())
+      return chunk;
+    Value zeros = b.create<arith::ConstantOp>(loc, chunkType,
+                                              b.getZeroAttr(chunkType));
+    return b.create<arith::SelectOp>(loc, cg.splat(unused[j]), zeros, chunk);
+  };
 
   if (cg.target == KernelTarget::Cpu) {
     // A core streams one row at a time best: k sequential copies.
-    for (auto [source, position] : llvm::zip(sources, positions))
+    for (auto [j, source, position] : llvm::enumerate(sources, positions))
       forEachRowChunk(cg, size, [&](Value e0, Value mask) {
-        storeRowChunk(cg, loadRowChunk(cg, hidden, source, e0, mask),
+        storeRowChunk(cg, rowFor(j, loadRowChunk(cg, hidden, source, e0, mask)),
                       permuted, position, e0, mask);
       });
     return success();
@@ -144,8 +165,8 @@ LogicalResult lowerPermute(PermuteOp op, RowCodegen &cg, Value hidden,
     SmallVector<Value> chunks;
     for (Value source : sources)
       chunks.push_back(loadRowChunk(cg, hidden, source, e0, mask));
-    for (auto [chunk, position] : llvm::zip(chunks, positions))
-      storeRowChunk(cg, chunk, permuted, position, e0, mask);
+    for (auto [j, chunk, position] : llvm::enumerate(chunks, positions))
+      storeRowChunk(cg, rowFor(j, chunk), permuted, position, e0, mask);
   });
   return success();
 }
@@ -160,10 +181,10 @@ LogicalResult lowerCombine(CombineOp op, RowCodegen &cg, Value expertOutput,
   Value size = b.create<memref::DimOp>(loc, expertOutput, 1);
   Value slots = b.create<arith::MulIOp>(loc, tokens, cg.index(k));
 
-  SmallVector<Value> rows, slotNumbers, weightSplats;
+  SmallVector<Value> rows, slotNumbers, weightSplats, unused;
   loadRowIndices(cg, slotPositions, k, slots,
-                 KernelErrorCode::CombinePositionOutOfRange, cg.index(0), rows,
-                 slotNumbers);
+                 KernelErrorCode::CombinePositionOutOfRange, cg.index(0),
+                 op.getUnusedSlots(), rows, slotNumbers, unused);
   for (int64_t j = 0; j < k; ++j)
     weightSplats.push_back(cg.splat(b.create<memref::LoadOp>(
         loc, weights, ValueRange{cg.token, cg.index(j)})));
@@ -180,8 +201,14 @@ LogicalResult lowerCombine(CombineOp op, RowCodegen &cg, Value expertOutput,
     }
     Value sum = b.create<arith::ConstantOp>(loc, f32Chunk,
                                             b.getZeroAttr(f32Chunk));
-    for (auto [chunk, weight] : llvm::zip(chunks, weightSplats))
-      sum = b.create<math::FmaOp>(loc, weight, chunk, sum);
+    for (auto [j, chunk, weight] : llvm::enumerate(chunks, weightSplats)) {
+      Value next = b.create<math::FmaOp>(loc, weight, chunk, sum);
+      // An unused slot adds no term (not even 0 * inf).
+      sum = unused.empty()
+                ? next
+                : b.create<arith::SelectOp>(loc, cg.splat(unused[j]), sum, next)
+                      .getResult();
+    }
     if (!element.isF32())
       sum = b.create<arith::TruncFOp>(loc, cg.vectorOf(element), sum);
     storeRowChunk(cg, sum, combined, cg.token, e0, mask);

@@ -541,6 +541,37 @@ LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
   return success();
 }
 
+/// Top-p: the top-k picks, then one pass over the k slots that keeps the
+/// running f32 sum of their keys and marks every slot after the one where
+/// it first exceeds p as unused (-1). Scalar code once per token: k <= 64
+/// adds and compares, beside the top-k's work over E keys.
+LogicalResult lowerTopP(TopPOp op, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef ids = cg.newRow(op.getIds());
+  RowRef keys = cg.rowOf(op.getKeys());
+  const int64_t k = op.getK();
+  if (cg.topkMethod == TopKMethod::Insertion)
+    emitInsertionTopK(cg, keys, keys.size, k, ids);
+  else
+    emitConfiguredTopK(cg, keys, keys.size, k,
+                       [&](Value j, Value id) { cg.store(id, ids, j); });
+  Value p = cg.f32(op.getP().convertToDouble());
+  cg.forLoop(0, k, {cg.f32(0.0), cg.boolean(false)},
+             [&](Value j, ValueRange iter) -> SmallVector<Value> {
+               Value id = cg.load(ids, j);
+               Value cut = iter[1];
+               cg.ifThen(cut, [&] { cg.store(cg.i32(-1), ids, j); });
+               Value e = b.create<arith::IndexCastOp>(loc, b.getIndexType(), id);
+               Value sum = b.create<arith::AddFOp>(loc, iter[0],
+                                                   cg.loadF32(keys, e));
+               Value passed = b.create<arith::CmpFOp>(
+                   loc, arith::CmpFPredicate::OGT, sum, p);
+               return {sum, b.create<arith::OrIOp>(loc, cut, passed)};
+             });
+  return success();
+}
+
 /// The two largest of (best[0] >= best[1]) and `key`, scalars or lane-wise
 /// vectors alike (a repeated maximum counts twice).
 SmallVector<Value> keepTopTwo(OpBuilder &b, Location loc, Value key,
@@ -826,6 +857,7 @@ LogicalResult lowerSelection(Operation *op, RowCodegen &cg) {
       .Case([&](AddBiasOp op) { return lowerAddBias(op, cg); })
       .Case([&](GroupMaskOp op) { return lowerGroupMask(op, cg); })
       .Case([&](TopKOp op) { return lowerTopK(op, cg); })
+      .Case([&](TopPOp op) { return lowerTopP(op, cg); })
       .Default([](Operation *op) {
         return op->emitOpError("is not a selection op");
       });

@@ -5,7 +5,8 @@
 // an id out of range is replaced by expert 0, so the gather that follows
 // stays in bounds; a repeated id is in range and kept (the outputs of a
 // failed call are unspecified). A token id outside the hash table is
-// checked before the table is read at all.
+// checked before the table is read at all. The replay of a top-p router
+// (forced_select with unused_slots) also accepts -1, an unused slot.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,28 +21,42 @@ namespace {
 
 /// Validates the k ids `loadId(j)` (any integer type) and stores the safe
 /// ids into `ids`. `row` names the row in messages (the token for forced
-/// ids, the table row for hash entries).
+/// ids, the table row for hash entries). With `unusedSlots`, -1 is an
+/// unused slot: neither reported nor compared, and kept as -1.
 void emitCheckedIds(RowCodegen &cg, const RowRef &ids, int64_t k,
                     int64_t numExperts, Value row,
                     function_ref<Value(Value j)> loadId,
-                    KernelErrorCode outOfRange, KernelErrorCode repeated) {
+                    KernelErrorCode outOfRange, KernelErrorCode repeated,
+                    bool unusedSlots = false) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
   cg.forLoop(0, k, {}, [&](Value j, ValueRange) {
     Value id = cg.toI64(loadId(j));
-    cg.ifThen(b.create<arith::XOrIOp>(loc, cg.inRange(id, cg.i64(numExperts)),
-                                      cg.boolean(true)),
+    Value unused =
+        unusedSlots
+            ? b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, id,
+                                      cg.i64(-1))
+                  .getResult()
+            : cg.boolean(false);
+    Value ok = b.create<arith::OrIOp>(
+        loc, unused, cg.inRange(id, cg.i64(numExperts)));
+    cg.ifThen(b.create<arith::XOrIOp>(loc, ok, cg.boolean(true)),
               [&] { cg.recordError(outOfRange, row, j, id); });
     // k <= 64: the quadratic scan of one row is cheaper than a bitmap.
     cg.forLoop(cg.index(0), j, {}, [&](Value i, ValueRange) {
       Value earlier = cg.toI64(loadId(i));
-      cg.ifThen(
-          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, earlier, id),
-          [&] { cg.recordError(repeated, row, j, id); });
+      Value same =
+          b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, earlier, id);
+      if (unusedSlots)
+        same = b.create<arith::AndIOp>(
+            loc, same, b.create<arith::XOrIOp>(loc, unused, cg.boolean(true)));
+      cg.ifThen(same, [&] { cg.recordError(repeated, row, j, id); });
       return SmallVector<Value>{};
     });
     Value safe = b.create<arith::TruncIOp>(loc, b.getI32Type(),
                                            cg.safeId(id, numExperts));
+    if (unusedSlots)
+      safe = b.create<arith::SelectOp>(loc, unused, cg.i32(-1), safe);
     cg.store(safe, ids, j);
     return SmallVector<Value>{};
   });
@@ -53,7 +68,8 @@ LogicalResult lowerForcedSelect(ForcedSelectOp op, RowCodegen &cg) {
   emitCheckedIds(
       cg, ids, ids.size, op.getExperts(), cg.token,
       [&](Value j) { return cg.load(forced, j); },
-      KernelErrorCode::ForcedIdOutOfRange, KernelErrorCode::ForcedIdRepeated);
+      KernelErrorCode::ForcedIdOutOfRange, KernelErrorCode::ForcedIdRepeated,
+      op.getUnusedSlots());
   return success();
 }
 

@@ -3,7 +3,8 @@
 // Rows of k <= 64 weights: scalar loops, which LLVM unrolls or vectorizes
 // as it sees fit. The gather re-checks its ids (unsigned compare against E)
 // even though every selection op already produces valid ones, so that an
-// entry point built by hand cannot read outside the scores either.
+// entry point built by hand cannot read outside the scores either. An
+// unused slot (id -1, moe.topp) weighs 0 in gather and sparsemixer.
 //
 //===----------------------------------------------------------------------===//
 
@@ -18,6 +19,12 @@ namespace mlir::moe::loops {
 
 namespace {
 
+/// Whether an id is the unused-slot sentinel -1 of moe.topp.
+Value isUnused(RowCodegen &cg, Value id) {
+  return cg.b.create<arith::CmpIOp>(cg.loc, arith::CmpIPredicate::eq, id,
+                                    cg.i32(-1));
+}
+
 LogicalResult lowerGather(GatherOp op, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
@@ -25,9 +32,12 @@ LogicalResult lowerGather(GatherOp op, RowCodegen &cg) {
   RowRef ids = cg.rowOf(op.getIds());
   RowRef weights = cg.newRow(op.getWeights());
   cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
-    Value id = cg.safeId(cg.load(ids, j), scores.size);
+    Value raw = cg.load(ids, j);
+    Value id = cg.safeId(raw, scores.size);
     Value e = b.create<arith::IndexCastOp>(loc, b.getIndexType(), id);
-    cg.store(cg.loadF32(scores, e), weights, j);
+    cg.store(b.create<arith::SelectOp>(loc, isUnused(cg, raw), cg.f32(0.0),
+                                       cg.loadF32(scores, e)),
+             weights, j);
     return SmallVector<Value>{};
   });
   return success();
@@ -103,7 +113,8 @@ LogicalResult lowerSparsemixer(SparsemixerOp op, RowCodegen &cg) {
   const double inf = std::numeric_limits<double>::infinity();
   Value threshold = cg.splat(cg.f32(2.0 * op.getJitterEps().convertToDouble()));
   cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
-    Value id = cg.safeId(cg.load(ids, j), numExperts);
+    Value raw = cg.load(ids, j);
+    Value id = cg.safeId(raw, numExperts);
     Value m = cg.loadF32(
         scores, b.create<arith::IndexCastOp>(loc, b.getIndexType(), id));
     Value mLanes = cg.splat(m);
@@ -150,7 +161,10 @@ LogicalResult lowerSparsemixer(SparsemixerOp op, RowCodegen &cg) {
         });
     Value sum = b.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
                                               sums[0]);
-    cg.store(b.create<arith::DivFOp>(loc, cg.f32(1.0), sum), weights, j);
+    cg.store(b.create<arith::SelectOp>(
+                 loc, isUnused(cg, raw), cg.f32(0.0),
+                 b.create<arith::DivFOp>(loc, cg.f32(1.0), sum)),
+             weights, j);
     return SmallVector<Value>{};
   });
   return success();

@@ -267,6 +267,30 @@ func.func @group_mask_result_type(%k: tensor<?x8xf32>) {
 // moe.topk
 //===----------------------------------------------------------------------===//
 
+func.func @topp_zero_p(%k: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.topp' op attribute 'p' = 0 must be a normal f32 value > 0, in [1.1754944e-38, 3.4028234e38] (the running sum of the selected keys is compared with it in f32)}}
+  %ids = moe.topp %k k 2 p 0.0 : tensor<?x8xf32> -> tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @topp_k_above_experts(%k: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.topp' op attribute 'k' = 9 must be in [1, 8] (the number of experts)}}
+  %ids = moe.topp %k k 9 p 0.5 : tensor<?x8xf32> -> tensor<?x9xi32>
+  return
+}
+
+// -----
+
+func.func @topp_wrong_ids(%k: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.topp' op ids}}
+  %ids = moe.topp %k k 2 p 0.5 : tensor<?x8xf32> -> tensor<?x3xi32>
+  return
+}
+
+// -----
+
 func.func @topk_dynamic_experts(%k: tensor<?x?xf32>) {
   // expected-error @+1 {{'moe.topk' op keys must have a static expert dimension (dim 1), got 'tensor<?x?xf32>'}}
   %ids = moe.topk %k k 2 : tensor<?x?xf32> -> tensor<?x2xi32>

@@ -182,6 +182,41 @@ func.func @topk_edges(%keys: tensor<?x8xf32>) -> (tensor<?x8xi32>, tensor<?x1xi3
 }
 
 //===----------------------------------------------------------------------===//
+// moe.topp
+//===----------------------------------------------------------------------===//
+
+// CHECK-LABEL: func.func @topp_dynamic_tokens
+// CHECK-SAME:    %[[K:[a-zA-Z0-9_]+]]: tensor<?x64xf32>
+func.func @topp_dynamic_tokens(%keys: tensor<?x64xf32>) -> tensor<?x8xi32> {
+  // CHECK: %[[IDS:.*]] = moe.topp %[[K]] k 8 p 6.000000e-01 : tensor<?x64xf32> -> tensor<?x8xi32>
+  %ids = moe.topp %keys k 8 p 0.6 : tensor<?x64xf32> -> tensor<?x8xi32>
+  // CHECK: return %[[IDS]] : tensor<?x8xi32>
+  return %ids : tensor<?x8xi32>
+}
+
+// The ops that read a top-p router's ids or metadata carry unused_slots.
+// CHECK-LABEL: func.func @unused_slots
+func.func @unused_slots(%forced: tensor<?x8xi32>, %hidden: tensor<?x?xbf16>,
+                        %out: tensor<?x?xbf16>, %w: tensor<?x8xf32>)
+    -> (tensor<?x8xi32>, tensor<256xi32>, tensor<?x?xbf16>, tensor<?x?xbf16>) {
+  // CHECK: moe.forced_select %{{.*}} experts 256 unused_slots : tensor<?x8xi32> -> tensor<?x8xi32>
+  %ids = moe.forced_select %forced experts 256 unused_slots
+      : tensor<?x8xi32> -> tensor<?x8xi32>
+  // CHECK: moe.dispatch %{{.*}} experts 256 unused_slots : tensor<?x8xi32> -> tensor<256xi32>
+  %counts, %offsets, %sorted, %positions = moe.dispatch %forced experts 256
+      unused_slots : tensor<?x8xi32> -> tensor<256xi32>, tensor<257xi32>,
+                     tensor<?xi32>, tensor<?xi32>
+  // CHECK: moe.permute %{{.*}}[%{{.*}}] k 8 unused_slots : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  %permuted = moe.permute %hidden[%sorted] k 8 unused_slots
+      : tensor<?x?xbf16>, tensor<?xi32> -> tensor<?x?xbf16>
+  // CHECK: moe.combine %{{.*}}[%{{.*}}] weights %{{.*}} unused_slots : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x8xf32> -> tensor<?x?xbf16>
+  %combined = moe.combine %out[%positions] weights %w unused_slots
+      : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x8xf32> -> tensor<?x?xbf16>
+  return %ids, %counts, %permuted, %combined
+      : tensor<?x8xi32>, tensor<256xi32>, tensor<?x?xbf16>, tensor<?x?xbf16>
+}
+
+//===----------------------------------------------------------------------===//
 // moe.hash_select
 //===----------------------------------------------------------------------===//
 
