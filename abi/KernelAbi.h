@@ -162,10 +162,12 @@ constexpr int64_t dispatchMaxBlocks(int64_t numExperts) {
                                          : byBudget;
 }
 /// The scratch buffer's size in int32 words: the barrier, one sum per
-/// partition and E counters per partition, for the largest grid.
+/// partition and E counters per partition, for the largest grid, then the
+/// E + 1 offsets of the capped counts (a dispatch with a capacity).
 constexpr int64_t dispatchScratchWords(int64_t numExperts) {
   int64_t partitions = dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
-  return kDispatchBarrierWords + partitions + partitions * numExperts;
+  return kDispatchBarrierWords + partitions + partitions * numExperts +
+         numExperts + 1;
 }
 /// The grid of one dispatch launch over `slots` = T * k slots on a device of
 /// `multiprocessors` SMs: one block per kDispatchSlotsPerBlock slots, at

@@ -293,16 +293,31 @@ private:
       auto operand = [&](unsigned i) { return nameOf(op.getOperand(i), op); };
       // The program derives unused_slots from the route's selection: an op
       // that says otherwise cannot be written as a program.
-      auto unusedSlots = [&](bool given) {
-        bool derived = false;
-        module.walk([&](mlir::moe::TopPOp) { derived = true; });
+      // Permute and combine also meet the slots a capacity drops.
+      auto unusedSlots = [&](bool given, bool rows = false) {
+        bool topp = false, capacity = false;
+        module.walk([&](mlir::moe::TopPOp) { topp = true; });
+        module.walk([&](mlir::moe::DispatchOp dispatch) {
+          capacity |= dispatch.getCapacityFactor().has_value();
+        });
+        bool derived = topp || (rows && capacity);
         if (given != derived)
           fail(op.getLoc(),
                op.getName().getStringRef().str() +
-                   (given ? ": unused_slots without a moe.topp selection "
-                            "(only top-p routing leaves slots unused)"
-                          : ": a moe.topp router's ids may hold -1: it "
-                            "needs unused_slots"));
+                   (given ? std::string(rows ? ": unused_slots without a "
+                                               "moe.topp selection or a "
+                                               "dispatch capacity (only they "
+                                               "leave slots without an "
+                                               "expert row)"
+                                             : ": unused_slots without a "
+                                               "moe.topp selection (only "
+                                               "top-p routing leaves slots "
+                                               "unused)")
+                          : std::string(topp ? ": a moe.topp router's ids "
+                                               "may hold -1"
+                                             : ": a dispatch with a capacity "
+                                               "drops slots") +
+                                ": it needs unused_slots"));
       };
       auto number = [](std::optional<double> v) {
         return program::formatNumber(*v);
@@ -381,15 +396,19 @@ private:
               .Case([&](mlir::moe::DispatchOp dispatch) {
                 experts(dispatch.getExperts());
                 unusedSlots(dispatch.getUnusedSlots());
-                return "dispatch(" + operand(0) + ")";
+                std::string text = "dispatch(" + operand(0);
+                if (auto f = dispatch.getCapacityFactor())
+                  text += ", capacity_factor: " +
+                          program::formatNumber(f->convertToDouble());
+                return text + ")";
               })
               .Case([&](mlir::moe::PermuteOp permute) {
                 permuteKs.emplace_back(permute.getK(), permute.getLoc());
-                unusedSlots(permute.getUnusedSlots());
+                unusedSlots(permute.getUnusedSlots(), /*rows=*/true);
                 return "permute(" + operand(0) + ", " + operand(1) + ")";
               })
               .Case([&](mlir::moe::CombineOp combine) {
-                unusedSlots(combine.getUnusedSlots());
+                unusedSlots(combine.getUnusedSlots(), /*rows=*/true);
                 return "combine(" + operand(0) + ", " + operand(1) + ", " +
                        operand(2) + ")";
               })

@@ -358,7 +358,7 @@ const std::map<std::string, std::string, std::less<>> kCallees = {
     {"scale", "scale(w, factor)"},
     {"capture", "capture(ids, capture, layer)"},
     {"shared_gate", "shared_gate(shared_gate_logits)"},
-    {"dispatch", "dispatch(topk_ids)"},
+    {"dispatch", "dispatch(topk_ids, capacity_factor: f)"},
     {"permute", "permute(hidden, sorted_slots)"},
     {"combine", "combine(expert_output, slot_positions, topk_weights)"},
 };
@@ -778,6 +778,7 @@ private:
         : name == "normalize"  ? std::vector<std::string>{"epsilon"}
         : name == "sparsemixer" ? std::vector<std::string>{"jitter_eps"}
         : name == "topp"        ? std::vector<std::string>{"p"}
+        : name == "dispatch"    ? std::vector<std::string>{"capacity_factor"}
                                : std::vector<std::string>{};
     if (expr.args.size() != numValues + numNumbers)
       fail(expr.loc, name + " takes " + std::to_string(numValues + numNumbers) +
@@ -1020,6 +1021,16 @@ private:
       placeOnlyIn(EntryKind::Dispatch);
       op.kind = OpKind::Dispatch;
       expectType(expr, 0, arg(0), operands[0], rawIds, "ids");
+      if (auto it = options.find("capacity_factor"); it != options.end()) {
+        double f = number(expr, *it->second, "capacity_factor");
+        if (!isNormalF32(f))
+          fail(it->second->loc, "dispatch: capacity_factor = " +
+                                    it->second->text +
+                                    " must be a normal f32 value > 0 (each "
+                                    "expert keeps ceil(f * T * k / E) slots)");
+        op.capacityFactor = f;
+        program.capacityFactor = f;
+      }
       resultTypes = {tensor(DType::I32, {DimRule::Experts}),
                      tensor(DType::I32, {DimRule::ExpertsPlus1}), slots, slots};
     } else if (name == "permute") {
@@ -1126,6 +1137,7 @@ void applyProgramFacts(const Program &program, RoutingSpec &spec) {
   spec.dispatch = program.find(abi::EntryKind::Dispatch) != nullptr;
   spec.permute = program.find(abi::EntryKind::Permute) != nullptr;
   spec.unusedSlots = program.unusedSlots;
+  spec.capacityFactor = program.capacityFactor.value_or(0.0);
 }
 
 std::string formatNumber(double value) {
@@ -1245,6 +1257,7 @@ RoutingSpec programTwin(const RoutingSpec &spec) {
   twin.dispatch = spec.dispatch;
   twin.permute = spec.permute;
   twin.unusedSlots = spec.unusedSlots;
+  twin.capacityFactor = spec.capacityFactor;
   twin.program = expandToProgram(spec);
   return twin;
 }

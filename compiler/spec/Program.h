@@ -67,7 +67,7 @@ enum class OpKind {
   Scale,     ///< scale(w, factor)
   Capture,   ///< capture(ids, capture, layer)
   SharedGate, ///< shared_gate(shared_gate_logits)
-  Dispatch,  ///< dispatch(topk_ids), four results
+  Dispatch,  ///< dispatch(topk_ids, capacity_factor:), four results
   Permute,   ///< permute(hidden, sorted_slots)
   Combine,   ///< combine(expert_output, slot_positions, topk_weights)
 };
@@ -89,6 +89,7 @@ struct Op {
   double epsilon = kNormalizeEpsilon;         // Normalize
   double factor = 1.0;                        // Scale
   double jitterEps = 0.0;                     // Sparsemixer
+  std::optional<double> capacityFactor;       // Dispatch
 };
 
 struct Entry {
@@ -107,6 +108,10 @@ struct Program {
   /// The route entry selects with topp: ids may hold -1 (an unused slot),
   /// which replay's forced(), dispatch, permute and combine then accept.
   bool unusedSlots = false;
+  /// The dispatch entry's capacity factor (Switch / GShard): each expert
+  /// keeps its first ceil(f * T * k / E) slots; dispatch's metadata then
+  /// holds -1 for the dropped ones, which permute and combine accept.
+  std::optional<double> capacityFactor;
   std::vector<ValueType> values;
   /// In the order the text defines them.
   std::vector<Entry> entries;

@@ -94,6 +94,10 @@ struct RoutingSpec {
   /// than k slots, the rest hold the id -1, which replay, dispatch, permute
   /// and combine accept (docs/semantics.md, "Top-p selection").
   bool unusedSlots = false;
+  /// Dispatch keeps at most ceil(capacityFactor * T * k / E) slots per
+  /// expert, the first in slot order, and drops the rest (gating programs
+  /// only; 0 for no capacity). docs/semantics.md §10, "Capacity".
+  double capacityFactor = 0.0;
   LogitsDType logitsDType = LogitsDType::F32;
   /// Emit the permute and combine entry points (hidden rows into expert
   /// order and the weighted sum back); needs dispatch, whose sorted_slots

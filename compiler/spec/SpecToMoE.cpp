@@ -141,7 +141,8 @@ public:
     func::FuncOp func = createFunc(entry::kDispatch, {idsType}, results);
     Block &body = func.getBody().front();
     auto dispatch = builder.create<moe::DispatchOp>(
-        loc, results, body.getArgument(0), spec.numExperts);
+        loc, results, body.getArgument(0),
+        builder.getI64IntegerAttr(spec.numExperts), UnitAttr(), FloatAttr());
     builder.create<func::ReturnOp>(loc, dispatch.getResults());
   }
 
@@ -391,22 +392,31 @@ private:
       for (int value : op.results)
         types.push_back(typeOf(value));
       built = builder.create<moe::DispatchOp>(
-          loc, types, operand(0), spec.numExperts, program.unusedSlots);
+          loc, types, operand(0), builder.getI64IntegerAttr(spec.numExperts),
+          program.unusedSlots ? builder.getUnitAttr() : UnitAttr(),
+          op.capacityFactor ? builder.getF64FloatAttr(*op.capacityFactor)
+                            : FloatAttr());
       break;
     }
     case program::OpKind::Permute:
       built = builder.create<moe::PermuteOp>(loc, result, operand(0),
                                              operand(1), program.topK,
-                                             program.unusedSlots);
+                                             rowsMayBeMissing());
       break;
     case program::OpKind::Combine:
       built = builder.create<moe::CombineOp>(loc, result, operand(0),
                                              operand(1), operand(2),
-                                             program.unusedSlots);
+                                             rowsMayBeMissing());
       break;
     }
     for (auto [index, value] : llvm::enumerate(op.results))
       values[value] = built->getResult(index);
+  }
+
+  /// Dispatch's metadata may hold -1 (an unused or dropped slot): the
+  /// route selects by top-p or dispatch has a capacity.
+  bool rowsMayBeMissing() const {
+    return program.unusedSlots || program.capacityFactor.has_value();
   }
 
   const RoutingSpec &spec;

@@ -304,9 +304,18 @@ std::vector<int32_t> topKExperts(const std::vector<double> &keys,
   return candidates;
 }
 
+int64_t dispatchCapacity(double capacityFactor, int64_t numTokens,
+                         int64_t topK, int64_t numExperts) {
+  const int64_t slots = numTokens * topK;
+  const double wanted = std::ceil(capacityFactor * double(slots) /
+                                  double(numExperts));
+  return wanted >= double(slots) ? slots : static_cast<int64_t>(wanted);
+}
+
 std::string computeDispatch(int64_t numExperts, int64_t numTokens,
                             int64_t topK, const std::vector<int32_t> &ids,
-                            RouterOutputs &out, bool unusedSlots) {
+                            RouterOutputs &out, bool unusedSlots,
+                            double capacityFactor) {
   const int64_t numSlots = numTokens * topK;
   if (numTokens < 0 || topK < 1 || numExperts < 1 ||
       static_cast<int64_t>(ids.size()) != numSlots)
@@ -320,10 +329,22 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
              std::to_string(ids[slot]) + ": expert id outside [0, " +
              std::to_string(numExperts) + ")";
 
+  // With a capacity C, an expert keeps its first C slots in slot order;
+  // the rest are dropped like unused slots (semantics.md §10).
+  const int64_t capacity =
+      capacityFactor > 0
+          ? dispatchCapacity(capacityFactor, numTokens, topK, numExperts)
+          : numSlots;
+  std::vector<int32_t> kept(ids);
   out.expertCounts.assign(numExperts, 0);
-  for (int32_t id : ids)
-    if (id != -1)
+  for (int32_t &id : kept) {
+    if (id == -1)
+      continue;
+    if (out.expertCounts[id] >= capacity)
+      id = -1; // dropped
+    else
       ++out.expertCounts[id];
+  }
 
   out.expertOffsets.assign(numExperts + 1, 0);
   for (int64_t x = 0; x < numExperts; ++x)
@@ -338,9 +359,9 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
   out.sortedSlots.assign(numSlots, -1);
   out.slotPositions.assign(numSlots, -1);
   for (int64_t slot = 0; slot < numSlots; ++slot) {
-    if (ids[slot] == -1)
+    if (kept[slot] == -1)
       continue;
-    const int32_t position = nextPosition[ids[slot]]++;
+    const int32_t position = nextPosition[kept[slot]]++;
     out.sortedSlots[position] = static_cast<int32_t>(slot);
     out.slotPositions[slot] = position;
   }
@@ -542,8 +563,8 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
     }
     interpretProgram(spec, *program, *entry, inputs, out);
     if (spec.dispatch)
-      result.error =
-          computeDispatch(e, numTokens, k, out.topkIds, out, spec.unusedSlots);
+      result.error = computeDispatch(e, numTokens, k, out.topkIds, out,
+                                     spec.unusedSlots, spec.capacityFactor);
     return result;
   }
 

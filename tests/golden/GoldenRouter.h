@@ -119,9 +119,17 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs);
 /// `out` untouched; checked in every build type, not by assert. With
 /// `unusedSlots` (a top-p router) an id of -1 is an unused slot: counted
 /// nowhere, its slot position -1, and sortedSlots past the used slots -1.
+/// With `capacityFactor` > 0 each expert keeps its first
+/// dispatchCapacity(...) slots in slot order and drops the others alike.
 std::string computeDispatch(int64_t numExperts, int64_t numTokens,
                             int64_t topK, const std::vector<int32_t> &ids,
-                            RouterOutputs &out, bool unusedSlots = false);
+                            RouterOutputs &out, bool unusedSlots = false,
+                            double capacityFactor = 0.0);
+
+/// C = ceil(capacityFactor * T * k / E) in double, at most T * k: the
+/// slots an expert keeps under a capacity.
+int64_t dispatchCapacity(double capacityFactor, int64_t numTokens,
+                         int64_t topK, int64_t numExperts);
 
 /// Permute over rows of `hiddenSize` floats (bf16 / f16 rows converted
 /// exactly by the caller): permuted[p] = hidden[sortedSlots[p] / topK] for

@@ -847,8 +847,9 @@ void expectMatchesGolden(const RoutingSpec &spec, const Inputs &in,
 void expectDispatchConsistent(const RoutingSpec &spec, int64_t numTokens,
                               const CpuResult &cpu) {
   golden::RouterOutputs expected;
-  const std::string error = golden::computeDispatch(
-      spec.numExperts, numTokens, spec.topK, cpu.ids, expected);
+  const std::string error =
+      golden::computeDispatch(spec.numExperts, numTokens, spec.topK, cpu.ids,
+                              expected, spec.unusedSlots, spec.capacityFactor);
   ASSERT_EQ(error, "") << "the backend's ids are invalid";
   EXPECT_EQ(cpu.counts, expected.expertCounts) << "expert_counts";
   EXPECT_EQ(cpu.offsets, expected.expertOffsets) << "expert_offsets";

@@ -302,7 +302,7 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "sorted_slots, slot_positions, error, scratch)"},
       {"scratch of the wrong size",
        [](json &m) { m["kernels"][1]["params"][9]["shape"] = {1024}; },
-       "kernels[1].params[9].shape: [1024] must be [526338] for scratch "
+       "kernels[1].params[9].shape: [1024] must be [526595] for scratch "
        "(num_experts = 256, top_k = 8)"},
       {"cooperative without scratch",
        [](json &m) { m["kernels"][1]["params"].erase(9); },

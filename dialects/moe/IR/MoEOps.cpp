@@ -439,6 +439,14 @@ LogicalResult DispatchOp::verify() {
     return failure();
   if (failed(sameExperts(*this, getIds(), experts, "'experts' is")))
     return failure();
+  if (std::optional<APFloat> factor = getCapacityFactor()) {
+    double f = factor->convertToDouble();
+    if (!std::isfinite(f) || f < 1.1754944e-38 || f > 3.4028234e38)
+      return emitOpError() << "attribute 'capacity_factor' = "
+                           << doubleString(f)
+                           << " must be a normal f32 value > 0, in "
+                              "[1.1754944e-38, 3.4028234e38]";
+  }
   int64_t tokens = tensorOf(getIds()).getDimSize(0);
   int64_t slots = ShapedType::kDynamic;
   if (!ShapedType::isDynamic(tokens) &&

@@ -370,6 +370,13 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure, MoE_NamedResults]> {
     `offsets[E]` is the number of used slots, `sorted_slots[offsets[E] ..
     T * k)` hold -1, and its `slot_positions` entry is -1.
 
+    With `capacity_factor` f (Switch / GShard), each expert takes at most
+    `C = ceil(f * T * k / E)` slots (computed in f64 at run time), the first
+    C in slot order: a slot whose position within its expert is C or more
+    is dropped like an unused slot (counted nowhere, position -1, so
+    combine adds no term for it), while its id stays in the router's
+    output; `counts[e] = min(n_e, C)`.
+
     Unlike every other op, dispatch spans tokens; it is the one op allowed to
     need a second kernel launch.
 
@@ -380,12 +387,14 @@ def MoE_DispatchOp : MoE_Op<"dispatch", [Pure, MoE_NamedResults]> {
     ```
   }];
   let arguments = (ins MoE_IdsTensor:$ids, I64Attr:$experts,
-                       UnitAttr:$unused_slots);
+                       UnitAttr:$unused_slots,
+                       OptionalAttr<F64Attr>:$capacity_factor);
   let results = (outs MoE_MetaTensor:$counts, MoE_MetaTensor:$offsets,
                       MoE_MetaTensor:$sorted_slots,
                       MoE_MetaTensor:$slot_positions);
   let assemblyFormat = [{
-    $ids `experts` $experts (`unused_slots` $unused_slots^)? attr-dict `:`
+    $ids `experts` $experts (`unused_slots` $unused_slots^)?
+    (`capacity_factor` $capacity_factor^)? attr-dict `:`
     type($ids) `->` type($counts) `,` type($offsets) `,` type($sorted_slots)
     `,` type($slot_positions)
   }];
@@ -435,7 +444,8 @@ def MoE_PermuteOp : MoE_Op<"permute", [NoMemoryEffect, MoE_NamedResults]> {
     slot outside `[0, T * k)` is invalid input: lowerings report it through
     the entry point's error status and never address memory with it. With
     `unused_slots` a slot of -1 (the tail dispatch leaves for the unused
-    slots of a `moe.topp` router) gives a row of zeros.
+    slots of a `moe.topp` router or the slots a capacity dropped) gives a
+    row of zeros.
 
     ```mlir
     %permuted = moe.permute %hidden[%sorted_slots] k 8
@@ -462,7 +472,7 @@ def MoE_CombineOp : MoE_Op<"combine", [NoMemoryEffect, MoE_NamedResults]> {
     permuted (expert) order, as `moe.permute` laid them out. A position
     outside `[0, T * k)` is invalid input, reported through the entry
     point's error status. With `unused_slots` a position of -1 (an unused
-    slot of a `moe.topp` router) adds no term.
+    slot of a `moe.topp` router, or a slot a capacity dropped) adds no term.
 
     ```mlir
     %combined = moe.combine %expert_output[%slot_positions] weights %w

@@ -1079,7 +1079,7 @@ func.func @shared_gate(%logits: tensor<?x8xf32>, %x: tensor<?x1xbf16>) -> (tenso
 // number, come from one match.any.sync and two population counts (in the
 // count phase and again in the place phase), not from 31 shuffles.
 // CHECK-LABEL: func.func @parallel_dispatch(
-// CHECK-SAME: %{{.*}}: memref<18434xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
+// CHECK-SAME: %{{.*}}: memref<18443xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
 // CHECK: %[[SAME:.*]] = llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"(%c-1_i32, %{{.*}}) : (i32, i32) -> i32
 // CHECK: %[[BIT:.*]] = arith.shli %c1_i32, %{{.*}} : i32
 // CHECK: %[[BELOW:.*]] = arith.subi %[[BIT]], %c1_i32 : i32

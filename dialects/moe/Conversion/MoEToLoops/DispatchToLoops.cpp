@@ -7,14 +7,39 @@
 // them. Counts double as the buckets' fill levels, so the kernel needs no
 // scratch memory. With `unused_slots` an id of -1 is an unused slot (a
 // top-p router's): counted nowhere, its position -1, and the positions
-// past the used slots hold -1. This is the host's form, single-threaded; the GPU sorts
+// past the used slots hold -1. With a capacity, a slot whose place in its
+// expert's bucket is C or more is dropped the same way (position -1), and
+// the offsets sum the capped counts. This is the host's form, single-threaded; the GPU sorts
 // in parallel over a whole grid (ParallelDispatchToLoops.cpp).
 //
 //===----------------------------------------------------------------------===//
 
 #include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
 
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
 namespace mlir::moe::loops {
+
+Value dispatchCapacity(RowCodegen &cg, Value numTokens, int64_t k,
+                       int64_t numExperts, double factor) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  Value slots = b.create<arith::MulIOp>(loc, numTokens, cg.index(k));
+  Value slots64 = b.create<arith::IndexCastOp>(loc, b.getI64Type(), slots);
+  Value wanted = b.create<arith::DivFOp>(
+      loc,
+      b.create<arith::MulFOp>(
+          loc, b.create<arith::ConstantOp>(loc, b.getF64FloatAttr(factor)),
+          b.create<arith::SIToFPOp>(loc, b.getF64Type(), slots64)),
+      b.create<arith::ConstantOp>(loc, b.getF64FloatAttr(double(numExperts))));
+  Value ceiled = b.create<math::CeilOp>(loc, wanted);
+  // No expert holds more than every slot: the clamp also keeps a huge
+  // factor's capacity in range of i32.
+  Value limit = b.create<arith::SIToFPOp>(loc, b.getF64Type(), slots64);
+  Value capped = b.create<arith::MinimumFOp>(loc, ceiled, limit);
+  return b.create<arith::FPToSIOp>(loc, b.getI32Type(), capped);
+}
 
 LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                             ValueRange outputs) {
@@ -31,6 +56,14 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
     return b.create<arith::IndexCastOp>(loc, b.getIndexType(), v);
   };
   const bool unusedSlots = op.getUnusedSlots();
+  std::optional<APFloat> factor = op.getCapacityFactor();
+  Value capacity = factor ? dispatchCapacity(cg, numTokens, k, numExperts,
+                                             factor->convertToDouble())
+                          : Value();
+  auto capped = [&](Value count) -> Value {
+    return capacity ? b.create<arith::MinSIOp>(loc, count, capacity).getResult()
+                    : count;
+  };
   // Calls body(slot, expert index) for every valid id, in slot order, and
   // unusedBody(slot) for every unused one.
   auto forEachSlot = [&](function_ref<void(Value, Value)> body,
@@ -83,7 +116,8 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
   cg.forLoop(0, numExperts, {cg.i32(0)},
              [&](Value e, ValueRange running) -> SmallVector<Value> {
                Value next = b.create<arith::AddIOp>(
-                   loc, running[0], b.create<memref::LoadOp>(loc, counts, e));
+                   loc, running[0],
+                   capped(b.create<memref::LoadOp>(loc, counts, e)));
                Value nextExpert = b.create<arith::AddIOp>(loc, e, cg.index(1));
                b.create<memref::StoreOp>(loc, next, offsets, nextExpert);
                return {next};
@@ -100,16 +134,34 @@ LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
     Value filled = b.create<memref::LoadOp>(loc, counts, e);
     b.create<memref::StoreOp>(
         loc, b.create<arith::AddIOp>(loc, filled, cg.i32(1)), counts, e);
-    Value position = b.create<arith::AddIOp>(
-        loc, b.create<memref::LoadOp>(loc, offsets, e), filled);
-    b.create<memref::StoreOp>(
-        loc, b.create<arith::IndexCastOp>(loc, b.getI32Type(), slot),
-        sortedSlots, asIndex(position));
-    b.create<memref::StoreOp>(loc, position, slotPositions, slot);
+    auto place = [&] {
+      Value position = b.create<arith::AddIOp>(
+          loc, b.create<memref::LoadOp>(loc, offsets, e), filled);
+      b.create<memref::StoreOp>(
+          loc, b.create<arith::IndexCastOp>(loc, b.getI32Type(), slot),
+          sortedSlots, asIndex(position));
+      b.create<memref::StoreOp>(loc, position, slotPositions, slot);
+    };
+    if (!capacity)
+      return place();
+    Value fits = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt,
+                                         filled, capacity);
+    auto ifFits = b.create<scf::IfOp>(loc, fits, /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifFits.thenBlock());
+    place();
+    b.setInsertionPointToStart(ifFits.elseBlock());
+    b.create<memref::StoreOp>(loc, cg.i32(-1), slotPositions, slot);
   }, [&](Value slot) {
     b.create<memref::StoreOp>(loc, cg.i32(-1), slotPositions, slot);
   });
-  if (unusedSlots) {
+  if (capacity)
+    cg.forLoop(0, numExperts, {}, [&](Value e, ValueRange) {
+      b.create<memref::StoreOp>(
+          loc, capped(b.create<memref::LoadOp>(loc, counts, e)), counts, e);
+      return SmallVector<Value>{};
+    });
+  if (unusedSlots || capacity) {
     // The positions past the used slots: -1.
     Value used = asIndex(
         b.create<memref::LoadOp>(loc, offsets, cg.index(numExperts)));

@@ -34,6 +34,13 @@
 // position -1, and after the scan the grid fills the positions past the
 // used slots, [offsets[E], T*k), with -1.
 //
+// With a capacity C, the scan's offsets are those of the uncapped counts:
+// one warp then sums the capped counts min(n_e, C) into their own offsets
+// (after the partitions' counters in the scratch buffer), a slot is placed
+// at its expert's capped offset plus its place r in the expert (its scanned
+// position minus the uncapped offset) when r < C and dropped (position -1)
+// otherwise, and a last phase writes the capped counts and offsets out.
+//
 //===----------------------------------------------------------------------===//
 
 #include "dialects/moe/Conversion/MoEToLoops/RowCodegen.h"
@@ -68,6 +75,7 @@ public:
         dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
     sumsBase = kDispatchBarrierWords;
     histBase = sumsBase + maxPartitions;
+    cappedBase = histBase + maxPartitions * numExperts;
     auto scratchType = cast<MemRefType>(scratch.getType());
     if (scratchType.getNumElements() != dispatchScratchWords(numExperts))
       return op.emitOpError("scratch buffer of ")
@@ -82,7 +90,7 @@ public:
     Value warp = divui(tid, cg.index(32));
     partitions = mul(grid, cg.index(kDispatchWarpsPerBlock));
     partition = add(mul(block, cg.index(kDispatchWarpsPerBlock)), warp);
-    Value numTokens = b.create<memref::DimOp>(loc, ids, 0);
+    numTokens = b.create<memref::DimOp>(loc, ids, 0);
     numSlots = mul(numTokens, cg.index(k));
     // Partitions of whole rounds of 32 slots; the last ones may be short or
     // empty.
@@ -91,16 +99,29 @@ public:
     chunkBegin = minui(mul(partition, chunk), numSlots);
     chunkEnd = minui(add(chunkBegin, chunk), numSlots);
 
+    if (std::optional<APFloat> factor = op.getCapacityFactor())
+      capacity = dispatchCapacity(cg, numTokens, k, numExperts,
+                                  factor->convertToDouble());
+
     countSlots();
     gridBarrier();
     sumSegments();
     gridBarrier();
     scanSegments();
     gridBarrier();
-    writeCounts();
-    if (op.getUnusedSlots())
-      fillUnusedTail();
+    if (!capacity) {
+      writeCounts();
+      if (op.getUnusedSlots())
+        fillUnusedTail(loadWord(offsets, cg.index(numExperts)));
+      placeSlots();
+      return success();
+    }
+    sumCappedCounts();
+    gridBarrier();
+    fillUnusedTail(loadWord(scratch, cg.index(cappedBase + numExperts)));
     placeSlots();
+    gridBarrier();
+    writeCappedMetadata();
     return success();
   }
 
@@ -360,11 +381,66 @@ private:
             });
   }
 
-  /// sorted_slots[offsets[E] .. T*k) = -1, grid-stride: the positions no
-  /// used slot takes.
-  void fillUnusedTail() {
+  /// One warp sums the capped counts min(n_e, C), n_e from the uncapped
+  /// offsets the scan wrote, into exclusive offsets at cappedBase (E + 1
+  /// words).
+  void sumCappedCounts() {
+    Value first = cmp(CmpIPredicate::eq, add(block, threadInBlock),
+                      cg.index(0));
+    Value firstWarp = b.create<arith::AndIOp>(
+        loc, cmp(CmpIPredicate::eq, block, cg.index(0)),
+        cmp(CmpIPredicate::ult, threadInBlock, cg.index(32)));
+    cg.ifThen(firstWarp, [&] {
+      Value total = forStep(
+          cg.index(0), cg.index(numExperts), cg.index(32), {cg.i32(0)},
+          [&](Value round, ValueRange iter) -> SmallVector<Value> {
+            Value e = add(round, lane);
+            Value valid = cmp(CmpIPredicate::ult, e, cg.index(numExperts));
+            Value count = ifElse(
+                valid,
+                [&] {
+                  Value n = sub(loadWord(offsets, add(e, cg.index(1))),
+                                loadWord(offsets, e));
+                  return b.create<arith::MinSIOp>(loc, n, capacity)
+                      .getResult();
+                },
+                [&] { return cg.i32(0); });
+            auto [inclusive, sum] = warpInclusiveScan(count);
+            cg.ifThen(valid, [&] {
+              storeWord(sub(add(iter[0], inclusive), count), scratch,
+                        add(cg.index(cappedBase), e));
+            });
+            return {add(iter[0], sum)};
+          })[0];
+      cg.ifThen(first, [&] {
+        storeWord(total, scratch, cg.index(cappedBase + numExperts));
+      });
+    });
+  }
+
+  /// The capped counts and offsets, from cappedBase to the outputs.
+  void writeCappedMetadata() {
     using moegen::abi::kDispatchBlockThreads;
-    Value used = toIndex(loadWord(offsets, cg.index(numExperts)));
+    Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
+    forStep(first, cg.index(numExperts + 1),
+            mul(grid, cg.index(kDispatchBlockThreads)), {},
+            [&](Value e, ValueRange) -> SmallVector<Value> {
+              Value start = loadWord(scratch, add(cg.index(cappedBase), e));
+              storeWord(start, offsets, e);
+              cg.ifThen(cmp(CmpIPredicate::ult, e, cg.index(numExperts)), [&] {
+                Value end = loadWord(
+                    scratch, add(cg.index(cappedBase + 1), e));
+                storeWord(sub(end, start), counts, e);
+              });
+              return {};
+            });
+  }
+
+  /// sorted_slots[used .. T*k) = -1, grid-stride: the positions no used
+  /// slot takes.
+  void fillUnusedTail(Value usedWord) {
+    using moegen::abi::kDispatchBlockThreads;
+    Value used = toIndex(usedWord);
     Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
     forStep(add(used, first), numSlots,
             mul(grid, cg.index(kDispatchBlockThreads)), {},
@@ -392,8 +468,26 @@ private:
       syncWarp();
       cg.ifThen(placed, [&] {
         Value position = add(base, rank);
-        storeWord(toI32(slot), sortedSlots, toIndex(position));
-        storeWord(position, slotPositions, slot);
+        if (!capacity) {
+          storeWord(toI32(slot), sortedSlots, toIndex(position));
+          storeWord(position, slotPositions, slot);
+        } else {
+          // Its place in the expert, from the uncapped offsets; kept at the
+          // capped offset when it is below C, else dropped.
+          Value e = toIndex(expert);
+          Value r = sub(position, loadWord(offsets, e));
+          auto ifFits = b.create<scf::IfOp>(
+              loc, cmp(CmpIPredicate::slt, r, capacity),
+              /*withElseRegion=*/true);
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(ifFits.thenBlock());
+          Value kept =
+              add(loadWord(scratch, add(cg.index(cappedBase), e)), r);
+          storeWord(toI32(slot), sortedSlots, toIndex(kept));
+          storeWord(kept, slotPositions, slot);
+          b.setInsertionPointToStart(ifFits.elseBlock());
+          storeWord(cg.i32(-1), slotPositions, slot);
+        }
         cg.ifThen(cmp(CmpIPredicate::eq, rank, cg.i32(0)), [&] {
           storeWord(add(base, group), scratch, counterIndex(expert));
         });
@@ -452,9 +546,11 @@ private:
   OpBuilder &b;
   Location loc;
   Value ids, counts, offsets, sortedSlots, slotPositions, scratch;
-  int64_t numExperts = 0, k = 0, sumsBase = 0, histBase = 0;
-  Value block, grid, threadInBlock, lane, partitions, partition, numSlots,
-      chunkBegin, chunkEnd;
+  int64_t numExperts = 0, k = 0, sumsBase = 0, histBase = 0, cappedBase = 0;
+  Value block, grid, threadInBlock, lane, partitions, partition, numTokens,
+      numSlots, chunkBegin, chunkEnd;
+  /// C (i32) for a dispatch with a capacity, else null.
+  Value capacity;
 };
 
 } // namespace

@@ -167,6 +167,10 @@ LogicalResult lowerCapture(CaptureOp op, RowCodegen &cg);
 /// kernel's memref arguments. Sets `cg.token` as it goes.
 LogicalResult lowerDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                             ValueRange outputs);
+/// A dispatch's capacity per expert, C = ceil(factor * T * k / E) in f64,
+/// at most T * k, as i32 (semantics.md §10, "Capacity").
+Value dispatchCapacity(RowCodegen &cg, Value numTokens, int64_t k,
+                       int64_t numExperts, double factor);
 /// The nvptx form: a parallel stable counting sort over the whole grid of a
 /// cooperative launch, with `scratch` (abi::dispatchScratchWords(E) i32
 /// words) for its histograms and grid barrier (ParallelDispatchToLoops.cpp).

@@ -1,4 +1,7 @@
-//===- TopPRoutingTest.cpp - top-p (dynamic k) routing end to end --------===//
+//===- UnusedSlotsTest.cpp - top-p routing and capacity end to end --------===//
+//
+// Slots without an expert row: the unused slots of top-p routing and the
+// slots a dispatch capacity drops.
 //
 // Gating programs that select with topp(x, k, p: P): a token keeps its
 // best experts up to the first whose running sum of keys exceeds p, and
@@ -14,6 +17,12 @@
 // token whose running sum lands within rounding of p may be cut one slot
 // apart on a backend that sums in f32; such tokens are counted, and there
 // must be almost none.
+//
+// Dispatch with a capacity (Switch): each expert keeps its first
+// ceil(f * T * k / E) slots in slot order; the dropped ones get position
+// -1, which permute and combine skip. Checked on skewed routings (most
+// tokens to a few experts) against the reference's counting sort, with
+// enough slots for several blocks of the GPU's parallel dispatch.
 //
 //===----------------------------------------------------------------------===//
 
@@ -496,6 +505,144 @@ TEST(TopPRouting, DispatchAcceptsOnlyTheSentinel) {
             "topk_ids[0][5] = -3: expert id outside [0, 64)");
 }
 
+//===----------------------------------------------------------------------===//
+// Capacity
+//===----------------------------------------------------------------------===//
+
+// Switch Transformer's router: top-1 of a softmax, its probability as the
+// weight, at most 1.25 * T / E tokens per expert.
+constexpr const char *kSwitch = R"(name: switch_capacity
+num_experts: 16
+hidden_dtype: bf16
+program: |
+  route(logits) -> (ids, weights):
+    s = softmax(logits)
+    ids = topk(s, 1)
+    weights = gather(s, ids)
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 1.25)
+  permute(hidden, sorted_slots) -> permuted:
+    permuted = permute(hidden, sorted_slots)
+  combine(topk_weights, slot_positions, expert_output) -> combined:
+    combined = combine(expert_output, slot_positions, topk_weights)
+)";
+
+// Top-p and a capacity together: unused and dropped slots in one call.
+constexpr const char *kToppCapacity = R"(name: topp_capacity
+num_experts: 64
+program: |
+  route(logits) -> (ids, weights):
+    s = softmax(logits)
+    ids = topp(s, 4, p: 0.5)
+    weights = normalize(gather(s, ids))
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 0.5)
+)";
+
+/// Logits that send most tokens to the first few experts: a skewed load,
+/// so that capacities bind.
+Inputs skewedInputs(const RoutingSpec &spec, int64_t tokens, uint32_t seed) {
+  Inputs in = makeInputs(spec, tokens, seed, 0.05, 3.0);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t x = 0; x < 4 && x < spec.numExperts; ++x) {
+      float &l = in.logits[t * spec.numExperts + x];
+      l += 3.0f + 0.37f * float(x);
+      std::memcpy(&in.logitBytes[(t * spec.numExperts + x) * 4], &l, 4);
+    }
+  return in;
+}
+
+/// Route and dispatch on `router`: the metadata is the reference's counting
+/// sort with the capacity of the router's own ids, and the capacity binds.
+Routed checkCapacity(rt::HostRouter &router, const RoutingSpec &spec,
+                     const Inputs &in) {
+  Routed routed = run(router, spec, in);
+  EXPECT_EQ(routed.error, "");
+  golden::RouterOutputs want;
+  EXPECT_EQ(golden::computeDispatch(spec.numExperts, in.tokens, spec.topK,
+                                    routed.ids, want, spec.unusedSlots,
+                                    spec.capacityFactor),
+            "");
+  EXPECT_EQ(routed.counts, want.expertCounts);
+  EXPECT_EQ(routed.offsets, want.expertOffsets);
+  EXPECT_EQ(routed.sortedSlots, want.sortedSlots);
+  EXPECT_EQ(routed.slotPositions, want.slotPositions);
+  const int64_t capacity = golden::dispatchCapacity(
+      spec.capacityFactor, in.tokens, spec.topK, spec.numExperts);
+  int64_t full = 0, dropped = 0;
+  for (int64_t x = 0; x < spec.numExperts; ++x) {
+    EXPECT_LE(routed.counts[x], capacity) << "expert " << x;
+    full += routed.counts[x] == capacity;
+  }
+  for (size_t s = 0; s < routed.ids.size(); ++s)
+    dropped += routed.ids[s] != -1 && routed.slotPositions[s] == -1;
+  EXPECT_GT(full, 0) << "the capacity never binds";
+  EXPECT_GT(dropped, 0);
+  // The router's own output keeps every chosen id: dropping is dispatch's.
+  golden::RouterResult gold = runGolden(spec, in);
+  EXPECT_TRUE(gold.ok()) << gold.error;
+  return routed;
+}
+
+TEST(CapacityDispatch, HandWorkedExample) {
+  // T = 4, k = 1, E = 2, factor 1: C = ceil(4 / 2) = 2. Expert 0 keeps
+  // slots 0 and 1 and drops slot 2; expert 1 keeps slot 3.
+  RoutingSpec spec = parse(R"(name: tiny
+num_experts: 2
+program: |
+  route(logits) -> (ids, weights):
+    s = softmax(logits)
+    ids = topk(s, 1)
+    weights = gather(s, ids)
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 1)
+)");
+  EXPECT_EQ(spec.capacityFactor, 1.0);
+  auto router = cpu::CpuRouter::compile(spec, {});
+  ASSERT_TRUE(bool(router)) << llvm::toString(router.takeError());
+  std::vector<int32_t> ids{0, 0, 0, 1}, counts(2), offsets(3), sorted(4),
+      positions(4);
+  ASSERT_EQ((*router)->dispatch(ids.data(), 4, counts.data(), offsets.data(),
+                                sorted.data(), positions.data()),
+            "");
+  EXPECT_EQ(counts, (std::vector<int32_t>{2, 1}));
+  EXPECT_EQ(offsets, (std::vector<int32_t>{0, 2, 3}));
+  EXPECT_EQ(sorted, (std::vector<int32_t>{0, 1, 3, -1}));
+  EXPECT_EQ(positions, (std::vector<int32_t>{0, 1, -1, 2}));
+  // Without unused slots, -1 is still a bad id.
+  ids[1] = -1;
+  EXPECT_EQ((*router)->dispatch(ids.data(), 4, counts.data(), offsets.data(),
+                                sorted.data(), positions.data()),
+            "topk_ids[1][0] = -1: expert id outside [0, 2)");
+  EXPECT_EQ(golden::dispatchCapacity(1.25, 100, 1, 16), 8);
+  EXPECT_EQ(golden::dispatchCapacity(1e30, 3, 2, 4), 6);
+  EXPECT_EQ(golden::dispatchCapacity(1.0, 0, 2, 4), 0);
+}
+
+TEST(CapacityDispatch, CpuSwitchMatchesTheReference) {
+  RoutingSpec spec = parse(kSwitch);
+  EXPECT_FALSE(spec.unusedSlots);
+  auto router = onCpu(spec);
+  ASSERT_TRUE(router);
+  for (int64_t tokens : {0, 1, 7, 300}) {
+    SCOPED_TRACE("T = " + std::to_string(tokens));
+    const Inputs in = skewedInputs(spec, tokens, uint32_t(tokens) + 1);
+    if (tokens < 7) {
+      EXPECT_EQ(run(*router, spec, in).error, "");
+      continue;
+    }
+    Routed routed = checkCapacity(*router, spec, in);
+    checkRowMovement(*router, spec, in, routed);
+  }
+}
+
+TEST(CapacityDispatch, CpuTopPWithCapacity) {
+  RoutingSpec spec = parse(kToppCapacity);
+  auto router = onCpu(spec);
+  ASSERT_TRUE(router);
+  checkCapacity(*router, spec, skewedInputs(spec, 200, 9));
+}
+
 #ifdef MOEGEN_TEST_GPU_EMULATOR
 std::unique_ptr<rt::HostRouter> emulated(const RoutingSpec &spec) {
   auto router = gpuemu::compileEmulatedRouter(spec, {});
@@ -514,6 +661,27 @@ TEST(TopPRouting, EmulatedGpuSoftmaxMatchesTheReference) {
   Routed routed = checkRouteAndReplay(*router, spec, in, 0.6);
   checkBadForcedIds(*router, spec, in, routed);
   checkRowMovement(*router, spec, in, routed);
+}
+
+TEST(CapacityDispatch, EmulatedGpuSwitchMatchesTheReference) {
+  RoutingSpec spec = parse(kSwitch);
+  auto router = emulated(spec);
+  ASSERT_TRUE(router);
+  // 5000 slots: three blocks of the parallel dispatch.
+  for (int64_t tokens : {7, 5000}) {
+    SCOPED_TRACE("T = " + std::to_string(tokens));
+    const Inputs in = skewedInputs(spec, tokens, uint32_t(tokens));
+    Routed routed = checkCapacity(*router, spec, in);
+    if (tokens < 100)
+      checkRowMovement(*router, spec, in, routed);
+  }
+}
+
+TEST(CapacityDispatch, EmulatedGpuTopPWithCapacity) {
+  RoutingSpec spec = parse(kToppCapacity);
+  auto router = emulated(spec);
+  ASSERT_TRUE(router);
+  checkCapacity(*router, spec, skewedInputs(spec, 700, 4));
 }
 
 TEST(TopPRouting, EmulatedGpuGroupedMatchesTheReference) {
