@@ -624,6 +624,20 @@ Manifest Parser::parse(std::string_view text) {
                std::numeric_limits<int32_t>::max());
   }
 
+  if (auto it = root.find("unused_slots"); it != root.end()) {
+    if (!it->is_boolean())
+      fail("unused_slots", "must be true or false, got " + describe(*it));
+    manifest.unusedSlots = it->get<bool>();
+  }
+  if (auto it = root.find("capacity_factor"); it != root.end()) {
+    if (!it->is_number())
+      fail("capacity_factor", "must be a number, got " + describe(*it));
+    double f = it->get<double>();
+    if (!(f >= 1.1754944e-38 && f <= 3.4028234e38))
+      fail("capacity_factor", it->dump() + " must be a normal f32 value > 0");
+    manifest.capacityFactor = f;
+  }
+
   // Optional: the compiler may state the record size; it must be ours.
   if (auto it = root.find("error_record_words"); it != root.end())
     getInt(*it, "error_record_words", moegen::kGpuKernelErrorWords,
@@ -839,6 +853,10 @@ std::string writeManifest(const Manifest &manifest) {
     root["hidden_dtype"] = toString(*manifest.hiddenDType);
     root["hidden_size"] = manifest.hiddenSize;
   }
+  if (manifest.unusedSlots)
+    root["unused_slots"] = true;
+  if (manifest.capacityFactor > 0)
+    root["capacity_factor"] = manifest.capacityFactor;
   root["error_record_words"] = kGpuKernelErrorWords;
   root["kernels"] = std::move(kernels);
   return root.dump(2) + "\n";

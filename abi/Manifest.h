@@ -157,6 +157,12 @@ struct Manifest {
   /// hidden size; present exactly when those kernels are.
   std::optional<DType> hiddenDType;
   int64_t hiddenSize = 0;
+  /// The route selects by top-p: ids may hold -1 in unused slots, which
+  /// replay and dispatch accept ("unused_slots": true; absent: false).
+  bool unusedSlots = false;
+  /// Dispatch keeps at most ceil(f * T * k / E) slots per expert
+  /// ("capacity_factor"; absent: 0, no capacity).
+  double capacityFactor = 0.0;
   std::vector<Kernel> kernels;
 
   /// The kernel of this entry point, or null.

@@ -28,6 +28,8 @@ RouterFacts routerFactsOf(const Manifest &manifest) {
       selection && selection->findParam("shared_gate_logits") >= 0;
   facts.replay = manifest.find(EntryKind::Replay) != nullptr;
   facts.dispatch = manifest.find(EntryKind::Dispatch) != nullptr;
+  facts.unusedSlots = manifest.unusedSlots;
+  facts.capacityFactor = manifest.capacityFactor;
   facts.permute = manifest.find(EntryKind::Permute) != nullptr &&
                   manifest.find(EntryKind::Combine) != nullptr &&
                   manifest.hiddenDType.has_value();

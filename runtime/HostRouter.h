@@ -51,6 +51,12 @@ struct RouterFacts {
   bool sharedGate = false;
   /// Dispatch metadata follows every call.
   bool dispatch = false;
+  /// The route selects by top-p: ids may hold -1 in unused slots (replay
+  /// and dispatch accept it; docs/semantics.md, "Top-p selection").
+  bool unusedSlots = false;
+  /// Dispatch keeps at most ceil(capacityFactor * T * k / E) slots per
+  /// expert and marks the others' positions -1; 0 for no capacity.
+  double capacityFactor = 0.0;
   /// The permute and combine entry points exist, over rows of `hidden`
   /// (the same three types as logits); `hiddenSize` is the spec's default
   /// H (calls give their own).

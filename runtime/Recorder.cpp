@@ -47,7 +47,8 @@ Recorder::Recorder(int64_t numTokens, int64_t numLayers, int64_t topK,
   experts = numExperts;
 }
 
-Recorder Recorder::load(const std::string &path, int64_t numExperts) {
+Recorder Recorder::load(const std::string &path, int64_t numExperts,
+                        bool unusedSlots) {
   std::string error;
   std::optional<npy::Array> loaded = npy::readNpy(path, error);
   if (!loaded)
@@ -76,6 +77,7 @@ Recorder Recorder::load(const std::string &path, int64_t numExperts) {
   Recorder recorder;
   recorder.array = std::move(*loaded);
   recorder.experts = numExperts;
+  recorder.unused = unusedSlots;
   recorder.source = path;
   recorder.validate();
   return recorder;
@@ -105,7 +107,7 @@ void Recorder::set(int64_t token, int64_t layer, int64_t j, int32_t id) {
     invalid(source + ": index [" + std::to_string(token) + ", " +
             std::to_string(layer) + ", " + std::to_string(j) +
             "] outside the capture's shape");
-  if (id < 0 || id >= experts)
+  if ((id < 0 || id >= experts) && !(unused && id == -1))
     invalid(source + ": layer " + std::to_string(layer) + ", token " +
             std::to_string(token) + ": expert id " + std::to_string(id) +
             " outside [0, " + std::to_string(experts) + ")");
@@ -134,6 +136,9 @@ void Recorder::validateLayer(int64_t layer) const {
       int32_t id = at(t, layer, j);
       const std::string where = source + ": layer " + std::to_string(layer) +
                                 ", token " + std::to_string(t) + ": ";
+      row[size_t(j)] = id;
+      if (unused && id == -1)
+        continue; // an unused slot of a top-p router
       if (id < 0 || id >= experts)
         invalid(where + "expert id " + std::to_string(id) + " at position " +
                 std::to_string(j) + " outside [0, " + std::to_string(experts) +
@@ -142,7 +147,6 @@ void Recorder::validateLayer(int64_t layer) const {
         if (row[size_t(i)] == id)
           invalid(where + "expert id " + std::to_string(id) + " at position " +
                   std::to_string(j) + " repeats position " + std::to_string(i));
-      row[size_t(j)] = id;
     }
   }
 }

@@ -60,7 +60,10 @@ public:
 
   /// Loads a capture saved by save() (or by vLLM through np.save): a 3-d
   /// .npy array of the dtype numExperts calls for, every id validated.
-  static Recorder load(const std::string &path, int64_t numExperts);
+  /// `unusedSlots`: the capture of a top-p router, whose unused slots hold
+  /// -1 (see setUnusedSlots).
+  static Recorder load(const std::string &path, int64_t numExperts,
+                       bool unusedSlots = false);
 
   /// Writes the buffer as .npy (atomically: a temporary file and a rename).
   void save(const std::string &path) const;
@@ -85,8 +88,14 @@ public:
   /// One layer, to feed replay.
   LayerView layer(int64_t layer) const;
 
-  /// Checks every id: in [0, numExperts) and distinct within its token and
-  /// layer. Throws one line naming `source` (the file, or "capture"), the
+  /// A top-p router's capture (RouterFacts::unusedSlots): -1 marks an
+  /// unused slot, which set(), validate() and replay accept (it is neither
+  /// range-checked nor compared). Off by default: -1 is then an error.
+  void setUnusedSlots(bool allowed) { unused = allowed; }
+  bool unusedSlots() const { return unused; }
+
+  /// Checks every id: in [0, numExperts) (or -1 with unusedSlots()) and
+  /// distinct within its token and layer. Throws one line naming `source` (the file, or "capture"), the
   /// layer, the token and the value.
   void validate() const;
   /// validate() for one layer.
@@ -102,6 +111,7 @@ private:
   Recorder() = default;
   npy::Array array;
   int64_t experts = 0;
+  bool unused = false;
   std::string source = "capture";
 };
 

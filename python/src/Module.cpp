@@ -238,6 +238,8 @@ nb::dict factsDict(const rt::RouterFacts &f, const std::string &specHashText) {
   d["shared_gate"] = f.sharedGate;
   d["replay"] = f.replay;
   d["dispatch"] = f.dispatch;
+  d["unused_slots"] = f.unusedSlots;
+  d["capacity_factor"] = f.capacityFactor;
   d["permute"] = f.permute;
   d["hidden_dtype"] = dtype(f.hidden);
   d["hidden_size"] = f.hiddenSize;

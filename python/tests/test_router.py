@@ -323,3 +323,74 @@ def test_tuning_database_picks_the_bucket_config(tmp_path, template, monkeypatch
         moegen.Router(template("mixtral-8x7b"), tuning_db=bad)
     with pytest.raises(moegen.InputError, match="only the cpu backend is tuned"):
         moegen.Router(template("mixtral-8x7b"), backend="gpu-emu", tuning_db=db)
+
+
+TOPP_CAPACITY = """name: topp_capacity
+num_experts: 16
+hidden_dtype: f32
+program: |
+  route(logits) -> (ids, weights):
+    s = softmax(logits)
+    ids = topp(s, 4, p: 0.6)
+    weights = normalize(gather(s, ids))
+  replay(logits, forced_ids) -> (ids, weights):
+    s = softmax(logits)
+    ids = forced(forced_ids)
+    weights = normalize(gather(s, ids))
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 0.5)
+  permute(hidden, sorted_slots) -> permuted:
+    permuted = permute(hidden, sorted_slots)
+  combine(topk_weights, slot_positions, expert_output) -> combined:
+    combined = combine(expert_output, slot_positions, topk_weights)
+"""
+
+
+def test_top_p_and_capacity():
+    """Top-p leaves -1 in unused slots, the capacity drops each expert's
+    slots past ceil(0.5 * T * k / E); both are facts of the router, and
+    dispatch, permute and combine skip the slots without an expert row."""
+    router = moegen.Router(TOPP_CAPACITY)
+    assert router.facts["unused_slots"] and router.facts["capacity_factor"] == 0.5
+    torch.manual_seed(7)
+    t, k, e = 40, 4, 16
+    logits = torch.randn(t, e) * torch.linspace(0.2, 4.0, t)[:, None]
+    logits[:, :2] += 2.0  # a skewed load, so that the capacity binds
+    out = router.route(logits)
+    ids = out.topk_ids
+    # top-p against torch: the sorted softmax, cut after the running sum
+    # first passes 0.6
+    scores = torch.softmax(logits, dim=-1)
+    top, order = torch.topk(scores, k, dim=-1)
+    keep = torch.cat([torch.ones(t, 1, dtype=torch.bool),
+                      (top.cumsum(-1) <= 0.6)[:, :-1]], dim=-1)
+    assert torch.equal(ids, torch.where(keep, order.int(), -1))
+    used = (ids >= 0).sum(-1)
+    assert used.min() == 1 and used.max() == k
+    torch.testing.assert_close(out.topk_weights.sum(-1), torch.ones(t))
+    # the capacity: each expert keeps its first C slots in slot order
+    capacity = -(-t * k // (2 * e))
+    flat = ids.flatten().tolist()
+    seen = [0] * e
+    for s, x in enumerate(flat):
+        if x < 0:
+            assert out.slot_positions[s] == -1
+            continue
+        seen[x] += 1
+        assert (out.slot_positions[s] == -1) == (seen[x] > capacity), s
+    assert out.expert_counts.tolist() == [min(n, capacity) for n in seen]
+    kept = int(out.expert_offsets[-1])
+    assert (out.sorted_slots[kept:] == -1).all()
+    # identity experts: each token gets its kept slots' weights times its row
+    hidden = torch.randn(t, 8)
+    combined = router.combine(router.permute(hidden, out.sorted_slots),
+                              out.topk_weights, out.slot_positions)
+    kept_weight = torch.where(out.slot_positions.view(t, k) >= 0, out.topk_weights, 0.0)
+    torch.testing.assert_close(combined, hidden * kept_weight.sum(-1, keepdim=True))
+    # replay takes the -1 slots back; any other negative id is refused
+    again = router.replay(logits, ids)
+    assert torch.equal(again.topk_ids, ids)
+    bad = ids.clone()
+    bad[3, 0] = -2
+    with pytest.raises(moegen.InputError, match=r"forced_ids\[3\]\[0\] = -2: expert id outside \[0, 16\)"):
+        router.replay(logits, bad)

@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/Error.h"
+#include "runtime/HostRouter.h"
 #include "runtime/Manifest.h"
 #include "tests/unit/RuntimeTestUtil.h"
 
@@ -99,6 +100,29 @@ TEST_F(RuntimeManifestTest, GoodManifest) {
   EXPECT_EQ(dispatch->params[3].shape[0].extent, 257);
   EXPECT_EQ(dispatch->launch.tokensPerBlock, 0);
   EXPECT_EQ(m.find(EntryKind::Replay), nullptr);
+}
+
+TEST_F(RuntimeManifestTest, UnusedSlotsAndCapacity) {
+  // Absent: neither; present: both reach the router's facts and survive a
+  // write and a parse.
+  rttest::writeKernelDir(dir.path(), rttest::exampleManifest());
+  Manifest plain = loadManifest(dir.path());
+  EXPECT_FALSE(plain.unusedSlots);
+  EXPECT_EQ(plain.capacityFactor, 0.0);
+  json manifest = rttest::exampleManifest();
+  manifest["unused_slots"] = true;
+  manifest["capacity_factor"] = 1.25;
+  rttest::writeKernelDir(dir.path(), manifest);
+  Manifest m = loadManifest(dir.path());
+  EXPECT_TRUE(m.unusedSlots);
+  EXPECT_EQ(m.capacityFactor, 1.25);
+  RouterFacts facts = routerFactsOf(m);
+  EXPECT_TRUE(facts.unusedSlots);
+  EXPECT_EQ(facts.capacityFactor, 1.25);
+  json written = json::parse(writeManifest(m));
+  EXPECT_EQ(written["unused_slots"], true);
+  EXPECT_EQ(written["capacity_factor"], 1.25);
+  EXPECT_FALSE(json::parse(writeManifest(plain)).contains("unused_slots"));
 }
 
 TEST_F(RuntimeManifestTest, ManifestFileOrDirectory) {
@@ -300,6 +324,15 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "kernels[1].params[2].name: 'bias' is not a tensor of a dispatch kernel "
        "(expected one of topk_ids, expert_counts, expert_offsets, "
        "sorted_slots, slot_positions, error, scratch)"},
+      {"unused_slots not a bool",
+       [](json &m) { m["unused_slots"] = 1; },
+       "unused_slots: must be true or false, got number 1"},
+      {"capacity_factor not positive",
+       [](json &m) { m["capacity_factor"] = -1.5; },
+       "capacity_factor: -1.5 must be a normal f32 value > 0"},
+      {"capacity_factor not a number",
+       [](json &m) { m["capacity_factor"] = "1.25"; },
+       "capacity_factor: must be a number, got string '1.25'"},
       {"scratch of the wrong size",
        [](json &m) { m["kernels"][1]["params"][9]["shape"] = {1024}; },
        "kernels[1].params[9].shape: [1024] must be [526595] for scratch "

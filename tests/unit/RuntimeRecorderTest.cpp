@@ -129,6 +129,38 @@ TEST(RuntimeRecorderTest, ValidationNamesFileLayerTokenValue) {
             "rollout-7.npy: index [2, 0, 0] outside the capture's shape");
 }
 
+TEST(RuntimeRecorderTest, TopPCapturesHoldUnusedSlots) {
+  // A top-p router's capture: -1 in unused slots, accepted (and kept out
+  // of the repeat check) only when the recorder is told so.
+  TempDir dir;
+  const std::string path = dir / "topp.npy";
+  Recorder r = filled(2, 2, 4, 64);
+  EXPECT_EQ(errorOf([&] { r.set(1, 0, 2, -1); }),
+            "capture: layer 0, token 1: expert id -1 outside [0, 64)");
+  r.setUnusedSlots(true);
+  EXPECT_TRUE(r.unusedSlots());
+  r.set(1, 0, 2, -1);
+  r.set(1, 0, 3, -1);
+  r.validate();
+  std::vector<int32_t> ids = r.layer(0).forcedIds();
+  EXPECT_EQ(ids[6], -1);
+  EXPECT_EQ(ids[7], -1);
+  EXPECT_EQ(errorOf([&] { r.set(1, 0, 1, -2); }),
+            "capture: layer 0, token 1: expert id -2 outside [0, 64)");
+  r.save(path);
+  EXPECT_EQ(errorOf([&] { Recorder::load(path, 64); }),
+            path + ": layer 0, token 1: expert id -1 at position 2 outside "
+                   "[0, 64)");
+  Recorder loaded = Recorder::load(path, 64, /*unusedSlots=*/true);
+  EXPECT_EQ(loaded.at(1, 0, 3), -1);
+  // A valid id after an unused slot is still checked for repeats.
+  loaded.set(1, 0, 3, loaded.at(1, 0, 0));
+  EXPECT_EQ(errorOf([&] { loaded.validate(); }),
+            path + ": layer 0, token 1: expert id " +
+                std::to_string(loaded.at(1, 0, 0)) +
+                " at position 3 repeats position 0");
+}
+
 TEST(RuntimeRecorderTest, LoadChecksDTypeAndShape) {
   TempDir dir;
   std::string error;

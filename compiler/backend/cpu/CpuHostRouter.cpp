@@ -19,6 +19,8 @@ rt::RouterFacts routerFactsOf(const RoutingSpec &spec) {
   facts.sharedGate = spec.sharedGate;
   facts.replay = spec.replay;
   facts.dispatch = spec.dispatch;
+  facts.unusedSlots = spec.unusedSlots;
+  facts.capacityFactor = spec.capacityFactor;
   facts.permute = spec.permute;
   facts.hidden =
       spec.hiddenDType == LogitsDType::BF16  ? rt::RouterFacts::Logits::BF16

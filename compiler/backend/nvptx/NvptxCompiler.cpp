@@ -494,6 +494,8 @@ bool manifestJson(const RoutingSpec &spec, const NvptxCompileOptions &options,
   }
   if (spec.capture)
     manifest.captureDType = abi::captureDType(spec.numExperts);
+  manifest.unusedSlots = spec.unusedSlots;
+  manifest.capacityFactor = spec.capacityFactor;
   manifest.kernels = result.kernels;
   result.manifestJson = abi::writeManifest(manifest);
   try {
