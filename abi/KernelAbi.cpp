@@ -8,8 +8,9 @@ namespace {
 
 constexpr std::array<std::string_view, 6> kDTypeNames = {"f32", "bf16", "f16",
                                                          "i16", "i32",  "i64"};
-constexpr std::array<std::string_view, 6> kEntryNames = {
-    "route", "route_hash", "replay", "dispatch", "permute", "combine"};
+constexpr std::array<std::string_view, 7> kEntryNames = {
+    "route",   "route_hash", "replay",     "dispatch",
+    "permute", "combine",    "update_bias"};
 constexpr std::array<std::string_view, 3> kAccessNames = {"read", "write",
                                                           "readwrite"};
 constexpr std::array<std::string_view, 6> kRoleNames = {
@@ -135,6 +136,15 @@ constexpr ArgSpec kCombine[] = {
     kTokenBegin,
     kTokenEnd};
 
+// Auxiliary-loss-free balancing: the loads (dispatch's expert_counts, or
+// their sum over several batches) move the bias; one small kernel, no
+// tokens.
+constexpr ArgSpec kUpdateBias[] = {
+    tensor("bias", {Experts}, 1, DType::F32, Access::Read),
+    tensor("expert_counts", {Experts}, 1, DType::I32, Access::Read),
+    tensor("updated_bias", {Experts}, 1, DType::F32, Access::Write),
+    kErrorRecord};
+
 } // namespace
 
 std::string_view toString(DType dtype) {
@@ -234,6 +244,8 @@ std::span<const ArgSpec> entrySignature(EntryKind entry) {
     return kPermute;
   case EntryKind::Combine:
     return kCombine;
+  case EntryKind::UpdateBias:
+    return kUpdateBias;
   }
   return {};
 }

@@ -37,13 +37,27 @@ size_t byteSize(DType dtype);
 /// The entry points a spec compiles to.
 /// Permute and combine move hidden rows, not routing data: a spec emits
 /// them with `permute: true` (docs/kernel-abi.md, "Permute and combine").
-enum class EntryKind { Route, RouteHash, Replay, Dispatch, Permute, Combine };
-/// "route", "route_hash", "replay", "dispatch", "permute", "combine".
+/// UpdateBias is auxiliary-loss-free balancing's step (DeepSeek-V3): the
+/// bias moved against each expert's load (gating programs only).
+enum class EntryKind {
+  Route,
+  RouteHash,
+  Replay,
+  Dispatch,
+  Permute,
+  Combine,
+  UpdateBias
+};
+/// "route", "route_hash", "replay", "dispatch", "permute", "combine",
+/// "update_bias".
 std::string_view toString(EntryKind entry);
 std::optional<EntryKind> parseEntryKind(std::string_view text);
-inline constexpr std::array<EntryKind, 6> kEntryKinds = {
+inline constexpr std::array<EntryKind, 7> kEntryKinds = {
     EntryKind::Route,    EntryKind::RouteHash, EntryKind::Replay,
-    EntryKind::Dispatch, EntryKind::Permute,   EntryKind::Combine};
+    EntryKind::Dispatch, EntryKind::Permute,   EntryKind::Combine,
+    EntryKind::UpdateBias};
+/// The threads of the update_bias kernel's one block (one warp).
+inline constexpr int64_t kUpdateBiasBlockThreads = 32;
 
 enum class Access { Read, Write, ReadWrite };
 /// "read", "write", "readwrite".

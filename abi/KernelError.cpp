@@ -82,6 +82,12 @@ std::string formatKernelError(const int64_t *record, int64_t numExperts,
   case KernelErrorCode::NonFiniteSharedGateLogit:
     return at2("shared_gate_logits", i0, i1) + " is " + formatLogit(value) +
            ": shared gate logits must be finite or -inf";
+  case KernelErrorCode::NegativeExpertCount:
+    return "expert_counts[" + std::to_string(i0) + "] = " + v +
+           ": a load must not be negative";
+  case KernelErrorCode::NonFiniteBiasToUpdate:
+    return "bias[" + std::to_string(i0) + "] = " + formatLogit(value) +
+           ": must be finite";
   }
   return "kernel error record with unknown code " +
          std::to_string(record[kErrorCode]);

@@ -60,12 +60,18 @@ enum class KernelErrorCode : int64_t {
   /// shared_gate_logits[index0][0] is NaN or +inf; value = its f32 bit
   /// pattern.
   NonFiniteSharedGateLogit = 11,
+  /// The update_bias input expert_counts[index0] = value is negative.
+  NegativeExpertCount = 12,
+  /// The update_bias input bias[index0] is NaN or infinite; value = its f32
+  /// bit pattern.
+  NonFiniteBiasToUpdate = 13,
 };
 
 /// Violations are reported in the order of docs/semantics.md §2: by
 /// category (logits, then the bias, then hash inputs, then forced ids, then
 /// the capture layer, then dispatch ids; permute's and combine's inputs,
-/// each in its own entry point, and the shared expert's gate logits last),
+/// each in its own entry point, and the shared expert's gate logits last;
+/// update_bias's inputs, in their own entry point, by expert index),
 /// then by token, then by index. The
 /// category of a code; 0 for None. Codes are numbered so that a code's
 /// category is the number of these thresholds it reaches.

@@ -30,6 +30,7 @@ RouterFacts routerFactsOf(const Manifest &manifest) {
   facts.dispatch = manifest.find(EntryKind::Dispatch) != nullptr;
   facts.unusedSlots = manifest.unusedSlots;
   facts.capacityFactor = manifest.capacityFactor;
+  facts.updateBias = manifest.find(EntryKind::UpdateBias) != nullptr;
   facts.permute = manifest.find(EntryKind::Permute) != nullptr &&
                   manifest.find(EntryKind::Combine) != nullptr &&
                   manifest.hiddenDType.has_value();
@@ -41,6 +42,16 @@ RouterFacts routerFactsOf(const Manifest &manifest) {
                        : RouterFacts::Logits::BF16;
   facts.hiddenSize = manifest.hiddenSize;
   return facts;
+}
+
+std::string checkUpdateBiasCall(const RouterFacts &facts,
+                                const HostUpdateBiasCall &call) {
+  if (!facts.updateBias)
+    return "bias: the router has no update_bias entry point (a gating "
+           "program's update_bias(bias, expert_counts))";
+  if (!call.bias || !call.expertCounts || !call.updatedBias)
+    return "bias, expert_counts, updated_bias: every buffer is required";
+  return {};
 }
 
 std::string checkRowMovementSizes(const RouterFacts &facts, const char *entry,

@@ -57,6 +57,8 @@ struct RouterFacts {
   /// Dispatch keeps at most ceil(capacityFactor * T * k / E) slots per
   /// expert and marks the others' positions -1; 0 for no capacity.
   double capacityFactor = 0.0;
+  /// The update_bias entry point exists (auxiliary-loss-free balancing).
+  bool updateBias = false;
   /// The permute and combine entry points exist, over rows of `hidden`
   /// (the same three types as logits); `hiddenSize` is the spec's default
   /// H (calls give their own).
@@ -150,6 +152,21 @@ std::string checkPermuteCall(const RouterFacts &facts,
 std::string checkCombineCall(const RouterFacts &facts,
                              const HostCombineCall &call);
 
+/// One update_bias call, [E] each: updatedBias[e] = bias[e] + rate *
+/// sign(mean(expertCounts) - expertCounts[e]) (docs/semantics.md, "Bias
+/// update"). expertCounts are loads: dispatch's counts, or their sum over
+/// a step's batches.
+struct HostUpdateBiasCall {
+  const float *bias = nullptr;
+  const int32_t *expertCounts = nullptr;
+  float *updatedBias = nullptr; ///< written; may be `bias` itself
+};
+
+/// What every backend checks before an update_bias call: the entry point
+/// exists and every buffer is given. "" or one line.
+std::string checkUpdateBiasCall(const RouterFacts &facts,
+                                const HostUpdateBiasCall &call);
+
 /// The entry point a call runs, chosen by the inputs it gives.
 enum class HostEntry { Route, RouteHash, Replay };
 HostEntry entryOf(const HostRouteCall &call);
@@ -187,6 +204,10 @@ public:
   /// [0, T * k)), as run() does.
   virtual std::string permute(const HostPermuteCall &call) = 0;
   virtual std::string combine(const HostCombineCall &call) = 0;
+  /// The update_bias entry point (facts().updateBias): "" or the one-line
+  /// message of the first input violation (a negative load, a non-finite
+  /// bias, the lowest expert first).
+  virtual std::string updateBias(const HostUpdateBiasCall &call) = 0;
 
 private:
   std::string runAs(HostEntry entry, const HostRouteCall &call);

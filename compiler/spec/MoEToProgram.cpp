@@ -407,6 +407,12 @@ private:
                 unusedSlots(permute.getUnusedSlots(), /*rows=*/true);
                 return "permute(" + operand(0) + ", " + operand(1) + ")";
               })
+              .Case([&](mlir::moe::UpdateBiasOp update) {
+                return "update_bias(" + operand(0) + ", " + operand(1) +
+                       ", rate: " +
+                       program::formatNumber(update.getRate().convertToDouble()) +
+                       ")";
+              })
               .Case([&](mlir::moe::CombineOp combine) {
                 unusedSlots(combine.getUnusedSlots(), /*rows=*/true);
                 return "combine(" + operand(0) + ", " + operand(1) + ", " +

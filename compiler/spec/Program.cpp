@@ -338,7 +338,8 @@ ValueType tensor(DType dtype, std::vector<DimRule> dims, bool selected = false) 
   return ValueType{dtype, std::move(dims), selected};
 }
 
-const char *kEntryNames = "route, route_hash, replay, dispatch, permute, combine";
+const char *kEntryNames =
+    "route, route_hash, replay, dispatch, permute, combine, update_bias";
 
 /// What each callee takes, for messages.
 const std::map<std::string, std::string, std::less<>> kCallees = {
@@ -361,6 +362,7 @@ const std::map<std::string, std::string, std::less<>> kCallees = {
     {"dispatch", "dispatch(topk_ids, capacity_factor: f)"},
     {"permute", "permute(hidden, sorted_slots)"},
     {"combine", "combine(expert_output, slot_positions, topk_weights)"},
+    {"update_bias", "update_bias(bias, expert_counts, rate: r)"},
 };
 
 std::string calleeList() {
@@ -653,6 +655,7 @@ private:
     case EntryKind::Dispatch:
     case EntryKind::Permute:
     case EntryKind::Combine:
+    case EntryKind::UpdateBias:
       if (entry.ops.size() != 1)
         fail(syntax.name.loc, entryName + ": the entry holds exactly one "
                                           "call, " +
@@ -764,7 +767,8 @@ private:
     bool isScore = name == "softmax" || name == "sigmoid" ||
                    name == "sqrtsoftplus" || name == "identity";
     size_t numValues = name == "add_bias" || name == "gather" || name == "hash" ||
-                               name == "permute" || name == "sparsemixer"
+                               name == "permute" || name == "sparsemixer" ||
+                               name == "update_bias"
                            ? 2
                        : name == "capture" || name == "combine" ? 3
                                                                 : 1;
@@ -779,6 +783,7 @@ private:
         : name == "sparsemixer" ? std::vector<std::string>{"jitter_eps"}
         : name == "topp"        ? std::vector<std::string>{"p"}
         : name == "dispatch"    ? std::vector<std::string>{"capacity_factor"}
+        : name == "update_bias" ? std::vector<std::string>{"rate"}
                                : std::vector<std::string>{};
     if (expr.args.size() != numValues + numNumbers)
       fail(expr.loc, name + " takes " + std::to_string(numValues + numNumbers) +
@@ -1033,6 +1038,23 @@ private:
       }
       resultTypes = {tensor(DType::I32, {DimRule::Experts}),
                      tensor(DType::I32, {DimRule::ExpertsPlus1}), slots, slots};
+    } else if (name == "update_bias") {
+      placeOnlyIn(EntryKind::UpdateBias);
+      op.kind = OpKind::UpdateBias;
+      const ValueType bias = tensor(DType::F32, {DimRule::Experts});
+      expectType(expr, 0, arg(0), operands[0], bias, "bias");
+      expectType(expr, 1, arg(1), operands[1],
+                 tensor(DType::I32, {DimRule::Experts}), "expert loads");
+      auto it = options.find("rate");
+      if (it == options.end())
+        fail(expr.loc, "update_bias needs the option 'rate', the step the "
+                       "bias moves by (DeepSeek-V3: 0.001); " + callee->second);
+      op.rate = number(expr, *it->second, "rate");
+      if (!isNormalF32(op.rate))
+        fail(it->second->loc, "update_bias: rate = " + it->second->text +
+                                  " must be a normal f32 value > 0 (it is "
+                                  "added to the bias in f32)");
+      resultTypes.push_back(bias);
     } else if (name == "permute") {
       placeOnlyIn(EntryKind::Permute);
       op.kind = OpKind::Permute;
@@ -1138,6 +1160,7 @@ void applyProgramFacts(const Program &program, RoutingSpec &spec) {
   spec.permute = program.find(abi::EntryKind::Permute) != nullptr;
   spec.unusedSlots = program.unusedSlots;
   spec.capacityFactor = program.capacityFactor.value_or(0.0);
+  spec.updateBias = program.find(abi::EntryKind::UpdateBias) != nullptr;
 }
 
 std::string formatNumber(double value) {
@@ -1258,6 +1281,7 @@ RoutingSpec programTwin(const RoutingSpec &spec) {
   twin.permute = spec.permute;
   twin.unusedSlots = spec.unusedSlots;
   twin.capacityFactor = spec.capacityFactor;
+  twin.updateBias = spec.updateBias;
   twin.program = expandToProgram(spec);
   return twin;
 }

@@ -70,6 +70,7 @@ enum class OpKind {
   Dispatch,  ///< dispatch(topk_ids, capacity_factor:), four results
   Permute,   ///< permute(hidden, sorted_slots)
   Combine,   ///< combine(expert_output, slot_positions, topk_weights)
+  UpdateBias, ///< update_bias(bias, expert_counts, rate:)
 };
 
 /// One op of an entry, in evaluation order. Operands and results index
@@ -90,6 +91,7 @@ struct Op {
   double factor = 1.0;                        // Scale
   double jitterEps = 0.0;                     // Sparsemixer
   std::optional<double> capacityFactor;       // Dispatch
+  double rate = 0.0;                          // UpdateBias
 };
 
 struct Entry {

@@ -98,6 +98,9 @@ struct RoutingSpec {
   /// expert, the first in slot order, and drops the rest (gating programs
   /// only; 0 for no capacity). docs/semantics.md §10, "Capacity".
   double capacityFactor = 0.0;
+  /// Emit the update_bias entry point (auxiliary-loss-free balancing;
+  /// gating programs only).
+  bool updateBias = false;
   LogitsDType logitsDType = LogitsDType::F32;
   /// Emit the permute and combine entry points (hidden rows into expert
   /// order and the weighted sum back); needs dispatch, whose sorted_slots

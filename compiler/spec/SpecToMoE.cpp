@@ -403,6 +403,10 @@ private:
                                              operand(1), program.topK,
                                              rowsMayBeMissing());
       break;
+    case program::OpKind::UpdateBias:
+      built = builder.create<moe::UpdateBiasOp>(
+          loc, result, operand(0), operand(1), builder.getF64FloatAttr(op.rate));
+      break;
     case program::OpKind::Combine:
       built = builder.create<moe::CombineOp>(loc, result, operand(0),
                                              operand(1), operand(2),

@@ -333,6 +333,20 @@ class Router:
                              stream=self._stream(expert_output), check=check)
         return combined
 
+    def update_bias(self, bias, expert_counts, *, check: bool = True):
+        """Auxiliary-loss-free balancing's step (a gating program's
+        update_bias entry): bias [E] f32 moved by the program's rate against
+        the loads expert_counts [E] int32 (dispatch's counts, or their sum
+        over a step's batches): up for an expert below the mean load, down
+        above it. Returns the new bias, [E] f32."""
+        _check_flag("check", check)
+        bias = _tensor("bias", bias)
+        expert_counts = _tensor("expert_counts", expert_counts)
+        updated = self._empty_like_rows(bias, tuple(getattr(bias, "shape", ())))
+        self._native.update_bias(bias, expert_counts, updated,
+                                 stream=self._stream(bias), check=check)
+        return updated
+
     @staticmethod
     def _empty_like_rows(like, shape):
         """An output of `like`'s framework, device and dtype (a dtype the

@@ -240,6 +240,7 @@ nb::dict factsDict(const rt::RouterFacts &f, const std::string &specHashText) {
   d["dispatch"] = f.dispatch;
   d["unused_slots"] = f.unusedSlots;
   d["capacity_factor"] = f.capacityFactor;
+  d["update_bias"] = f.updateBias;
   d["permute"] = f.permute;
   d["hidden_dtype"] = dtype(f.hidden);
   d["hidden_size"] = f.hiddenSize;
@@ -715,6 +716,45 @@ public:
 #endif
   }
 
+  /// update_bias (a gating program's update_bias entry): `updated` [E] =
+  /// bias [E] moved by the rate against the loads `counts` [E].
+  void updateBias(Input bias, Input counts, Tensor updated, uintptr_t stream,
+                  bool check) {
+    const int64_t e = facts.numExperts;
+    if (!facts.updateBias)
+      throw InputError("bias: the router has no update_bias entry point (a "
+                       "gating program's update_bias(bias, expert_counts))");
+    checkTensor("bias", bias, kFloat32, "", {{"E", e, "num_experts"}},
+                placement);
+    checkTensor("expert_counts", counts, kInt32, "", {{"E", e, "num_experts"}},
+                placement);
+    checkTensor("updated_bias", updated, kFloat32, "",
+                {{"E", e, "num_experts"}}, placement);
+#ifdef MOEGEN_PYTHON_COMPILER
+    if (cpuRouter) {
+      rt::HostUpdateBiasCall call;
+      call.bias = static_cast<const float *>(addressOf(bias));
+      call.expertCounts = static_cast<const int32_t *>(addressOf(counts));
+      call.updatedBias = static_cast<float *>(addressOf(updated));
+      hostCall([&] { return cpuRouter->updateBias(call); });
+      return;
+    }
+#endif
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    rt::UpdateBiasArgs args;
+    args.bias = devicePtr(bias);
+    args.expertCounts = devicePtr(counts);
+    args.updatedBias = devicePtr(updated);
+    auto launch = [&](const rt::CudaRouter &router, CUstream s) {
+      router.updateBias(args, s);
+    };
+    deviceCall(stream, check, launch, bias, counts, updated);
+#else
+    (void)stream;
+    (void)check;
+#endif
+  }
+
   /// CUDA: waits for `stream` and raises the first input error its kernels
   /// recorded since the last launch (after calls made with check=False).
   void checkErrors(uintptr_t stream) {
@@ -993,6 +1033,9 @@ NB_MODULE(_moegen, m) {
       .def("combine", &Router::combine, nb::arg("expert_output"),
            nb::arg("topk_weights"), nb::arg("slot_positions"),
            nb::arg("combined"), nb::arg("stream"), nb::arg("check"))
+      .def("update_bias", &Router::updateBias, nb::arg("bias"),
+           nb::arg("expert_counts"), nb::arg("updated_bias"),
+           nb::arg("stream"), nb::arg("check"))
       .def("check_logits", &Router::checkLogits, nb::arg("logits"))
       .def("check_errors", &Router::checkErrors, nb::arg("stream"));
 }

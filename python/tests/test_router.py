@@ -394,3 +394,41 @@ def test_top_p_and_capacity():
     bad[3, 0] = -2
     with pytest.raises(moegen.InputError, match=r"forced_ids\[3\]\[0\] = -2: expert id outside \[0, 16\)"):
         router.replay(logits, bad)
+
+
+BALANCED = """name: balanced
+num_experts: 64
+program: |
+  route(logits, bias) -> (ids, weights):
+    s = sigmoid(logits)
+    ids = topk(s + bias, 4)
+    weights = normalize(gather(s, ids))
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids)
+  update_bias(bias, expert_counts) -> updated_bias:
+    updated_bias = update_bias(bias, expert_counts, rate: 0.001)
+"""
+
+
+def test_update_bias_moves_against_the_load():
+    """DeepSeek-V3's auxiliary-loss-free balancing, as torch writes it:
+    bias += rate * sign(mean(load) - load)."""
+    router = moegen.Router(BALANCED)
+    assert router.facts["update_bias"]
+    torch.manual_seed(3)
+    logits = torch.randn(50, 64)
+    logits[:, :8] += 1.0
+    bias = torch.randn(64) * 0.01
+    counts = router.route(logits, bias).expert_counts
+    updated = router.update_bias(bias, counts)
+    want = bias + 0.001 * torch.sign(counts.float().mean() - counts.float())
+    assert torch.equal(updated, want)
+    # NumPy in, NumPy out
+    np.testing.assert_array_equal(router.update_bias(bias.numpy(), counts.numpy()), want.numpy())
+    with pytest.raises(moegen.InputError, match=r"expert_counts\[5\] = -1: a load must not be negative"):
+        router.update_bias(bias, counts.index_fill(0, torch.tensor([5]), -1))
+    with pytest.raises(moegen.InputError, match=r"expert_counts: shape"):
+        router.update_bias(bias, counts[:10])
+    plain = moegen.Router({"name": "r", "num_experts": 64, "top_k": 4, "scoring": "softmax"})
+    with pytest.raises(moegen.InputError, match="the router has no update_bias entry point"):
+        plain.update_bias(bias, counts)

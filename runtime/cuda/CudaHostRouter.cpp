@@ -147,4 +147,22 @@ std::string CudaHostRouter::combine(const HostCombineCall &call) {
   return "";
 }
 
+std::string CudaHostRouter::updateBias(const HostUpdateBiasCall &call) {
+  if (std::string error = checkUpdateBiasCall(routerFacts, call);
+      !error.empty())
+    return error;
+  const size_t bytes = size_t(routerFacts.numExperts) * 4;
+  UpdateBiasArgs args;
+  args.bias = stage(HiddenIn, call.bias, bytes);
+  args.expertCounts = stage(ExpertCounts, call.expertCounts, bytes);
+  args.updatedBias = stage(HiddenOut, nullptr, bytes);
+  args.error = stage(ErrorRecord, nullptr, 6 * 8);
+  router->updateBias(args, nullptr);
+  if (std::string message = router->readError(nullptr, args.error);
+      !message.empty())
+    return message;
+  fetch(HiddenOut, call.updatedBias, bytes);
+  return "";
+}
+
 } // namespace moegen::rt

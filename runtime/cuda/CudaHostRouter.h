@@ -33,6 +33,7 @@ public:
   std::string run(const HostRouteCall &call) override;
   std::string permute(const HostPermuteCall &call) override;
   std::string combine(const HostCombineCall &call) override;
+  std::string updateBias(const HostUpdateBiasCall &call) override;
 
   /// The device router, for launches on device pointers.
   const CudaRouter &device() const { return *router; }

@@ -824,6 +824,22 @@ void CudaRouter::combine(const CombineArgs &args, CUstream stream) const {
                        args.error, stream);
 }
 
+void CudaRouter::updateBias(const UpdateBiasArgs &args, CUstream stream) const {
+  const Kernel &kernel = impl->kernelFor(EntryKind::UpdateBias);
+  ScopedContext scope(*impl->driver, impl->context);
+  impl->checkStream("update_bias", stream);
+  const CUdeviceptr error = args.error ? args.error : impl->ownError.get();
+  LaunchPlan plan = impl->prepare(kernel,
+                                  {{"bias", args.bias},
+                                   {"expert_counts", args.expertCounts},
+                                   {"updated_bias", args.updatedBias}},
+                                  Extents{}, 0, error);
+  impl->driver->check(
+      impl->driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
+      "cuMemsetD8Async(error record)");
+  impl->submit(plan, stream);
+}
+
 namespace {
 void checkCapacity(std::string_view entry, const RouteInputs &inputs,
                    const RouteBuffers &buffers) {

@@ -112,6 +112,14 @@ struct CombineArgs {
   CUdeviceptr error = 0;
 };
 
+/// The bias update (a gating program's update_bias entry): [E] each.
+struct UpdateBiasArgs {
+  CUdeviceptr bias = 0;         ///< f32
+  CUdeviceptr expertCounts = 0; ///< int32 loads
+  CUdeviceptr updatedBias = 0;  ///< f32, written; may be `bias`
+  CUdeviceptr error = 0;
+};
+
 /// Device memory from cuMemAlloc in a given context; freed on destruction.
 class DeviceBuffer {
 public:
@@ -209,6 +217,9 @@ public:
   /// its error record and launches once. Asynchronous on `stream`.
   void permute(const PermuteArgs &args, CUstream stream) const;
   void combine(const CombineArgs &args, CUstream stream) const;
+  /// The update_bias entry point: zeroes its error record and launches one
+  /// warp. Asynchronous on `stream`.
+  void updateBias(const UpdateBiasArgs &args, CUstream stream) const;
 
   /// The same into library-allocated buffers (numTokens <= maxTokens());
   /// returns the pointers written. Dispatch runs when `buffers` has its

@@ -504,6 +504,7 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
       case program::OpKind::Dispatch:
       case program::OpKind::Permute:
       case program::OpKind::Combine:
+      case program::OpKind::UpdateBias:
         break; // entries of their own, not routing
       }
       if (!op.results.empty())
@@ -612,6 +613,36 @@ RouterResult route(const RoutingSpec &spec, const RouterInputs &inputs) {
   if (spec.dispatch)
     result.error = computeDispatch(e, numTokens, k, out.topkIds, out);
   return result;
+}
+
+std::string updateBias(const std::vector<float> &bias,
+                       const std::vector<int32_t> &counts, double rate,
+                       std::vector<float> &updated) {
+  const int64_t e = static_cast<int64_t>(bias.size());
+  if (static_cast<int64_t>(counts.size()) != e)
+    return "expert_counts: " + std::to_string(counts.size()) +
+           " entries, expected one per expert (" + std::to_string(e) + ")";
+  int64_t sum = 0;
+  for (int32_t count : counts)
+    sum += count;
+  for (int64_t x = 0; x < e; ++x) {
+    if (!std::isfinite(bias[x]))
+      return "bias[" + std::to_string(x) + "] = " + formatValue(bias[x]) +
+             ": must be finite";
+    if (counts[x] < 0)
+      return "expert_counts[" + std::to_string(x) + "] = " +
+             std::to_string(counts[x]) + ": a load must not be negative";
+  }
+  updated.resize(bias.size());
+  for (int64_t x = 0; x < e; ++x) {
+    // sign(mean - count) = sign(sum - E * count), exactly.
+    const int64_t difference = sum - e * int64_t(counts[x]);
+    const float step = difference > 0   ? float(rate)
+                       : difference < 0 ? -float(rate)
+                                        : 0.0f;
+    updated[x] = bias[x] + step;
+  }
+  return {};
 }
 
 std::string permute(int64_t numTokens, int64_t topK, int64_t hiddenSize,

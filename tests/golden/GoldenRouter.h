@@ -126,6 +126,15 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
                             RouterOutputs &out, bool unusedSlots = false,
                             double capacityFactor = 0.0);
 
+/// Auxiliary-loss-free balancing's step: updated[e] = bias[e] + rate *
+/// sign(mean(counts) - counts[e]), the sign decided in integers and the
+/// sum in f32. Returns "" or, for the lowest bad expert, the kernels'
+/// message (a non-finite bias before a negative count), leaving `updated`
+/// untouched.
+std::string updateBias(const std::vector<float> &bias,
+                       const std::vector<int32_t> &counts, double rate,
+                       std::vector<float> &updated);
+
 /// C = ceil(capacityFactor * T * k / E) in double, at most T * k: the
 /// slots an expert keeps under a capacity.
 int64_t dispatchCapacity(double capacityFactor, int64_t numTokens,

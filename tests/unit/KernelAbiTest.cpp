@@ -111,8 +111,12 @@ TEST(KernelAbiTest, CatalogueRules) {
       }
     }
     EXPECT_EQ(errorRecords, 1);
-    // Dispatch spans all tokens; row kernels take a host task's range.
-    EXPECT_EQ(tokenRange, entry == EntryKind::Dispatch ? 0 : 2);
+    // Dispatch spans all tokens and update_bias all experts; row kernels
+    // take a host task's range.
+    EXPECT_EQ(tokenRange, entry == EntryKind::Dispatch ||
+                                  entry == EntryKind::UpdateBias
+                              ? 0
+                              : 2);
     // Capture and its layer come together.
     EXPECT_EQ(findArg(entry, "capture") != nullptr,
               findArg(entry, "layer") != nullptr);

@@ -97,6 +97,10 @@ public:
     ADD_FAILURE() << "combine called";
     return "unexpected";
   }
+  std::string updateBias(const rt::HostUpdateBiasCall &) override {
+    ADD_FAILURE() << "updateBias called";
+    return "unexpected";
+  }
 
   rt::RouterFacts routerFacts;
   std::vector<rt::HostRouteCall> calls;

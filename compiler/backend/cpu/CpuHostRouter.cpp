@@ -21,6 +21,7 @@ rt::RouterFacts routerFactsOf(const RoutingSpec &spec) {
   facts.dispatch = spec.dispatch;
   facts.unusedSlots = spec.unusedSlots;
   facts.capacityFactor = spec.capacityFactor;
+  facts.updateBias = spec.updateBias;
   facts.permute = spec.permute;
   facts.hidden =
       spec.hiddenDType == LogitsDType::BF16  ? rt::RouterFacts::Logits::BF16
@@ -57,6 +58,10 @@ std::string CpuHostRouter::permute(const rt::HostPermuteCall &call) {
 
 std::string CpuHostRouter::combine(const rt::HostCombineCall &call) {
   return router->combine(call);
+}
+
+std::string CpuHostRouter::updateBias(const rt::HostUpdateBiasCall &call) {
+  return router->updateBias(call);
 }
 
 } // namespace moegen::cpu

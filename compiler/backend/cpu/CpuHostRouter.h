@@ -33,6 +33,7 @@ public:
   std::string run(const rt::HostRouteCall &call) override;
   std::string permute(const rt::HostPermuteCall &call) override;
   std::string combine(const rt::HostCombineCall &call) override;
+  std::string updateBias(const rt::HostUpdateBiasCall &call) override;
 
   CpuRouter &backend() { return *router; }
 

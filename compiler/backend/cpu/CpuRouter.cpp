@@ -125,6 +125,7 @@ struct CpuRouter::Impl {
   HostKernel dispatch;
   HostKernel permute;
   HostKernel combine;
+  HostKernel updateBias;
   std::unique_ptr<llvm::StdThreadPool> pool;
 
   std::string compile(const CpuCompileOptions &options);
@@ -151,6 +152,8 @@ HostKernel &CpuRouter::Impl::kernelOf(moegen::abi::EntryKind kind) {
     return permute;
   case EntryKind::Combine:
     return combine;
+  case EntryKind::UpdateBias:
+    return updateBias;
   case EntryKind::Route:
   case EntryKind::RouteHash:
     break;
@@ -240,7 +243,8 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
            llvm::toString(created.takeError());
   engine = std::move(*created);
 
-  for (HostKernel *kernel : {&route, &replay, &dispatch, &permute, &combine}) {
+  for (HostKernel *kernel :
+       {&route, &replay, &dispatch, &permute, &combine, &updateBias}) {
     if (kernel->args.empty())
       continue;
     std::string name(moegen::abi::toString(kernel->entry));
@@ -252,7 +256,8 @@ std::string CpuRouter::Impl::compile(const CpuCompileOptions &options) {
   }
   if (!route.fn || (spec.replay && !replay.fn) ||
       (spec.dispatch && !dispatch.fn) ||
-      (spec.permute && (!permute.fn || !combine.fn)))
+      (spec.permute && (!permute.fn || !combine.fn)) ||
+      (spec.updateBias && !updateBias.fn))
     return "internal compiler error: the CPU pipeline lost an entry point";
 
   unsigned threads = options.threads;
@@ -278,7 +283,8 @@ void CpuRouter::Impl::readChosenConfig(mlir::ModuleOp module) {
     kernelOf(*kind).tokensPerTask = perTask;
     if (*kind == moegen::abi::EntryKind::Dispatch ||
         *kind == moegen::abi::EntryKind::Permute ||
-        *kind == moegen::abi::EntryKind::Combine)
+        *kind == moegen::abi::EntryKind::Combine ||
+        *kind == moegen::abi::EntryKind::UpdateBias)
       continue;
     vectorWidth = config.getVectorWidth();
     tokensPerTask = perTask;
@@ -355,7 +361,9 @@ std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
                                        const std::string &biasError,
                                        int64_t tokensPerTaskOverride) {
   using moegen::abi::ArgRole;
-  const bool rowKernel = kernel.entry != moegen::abi::EntryKind::Dispatch;
+  // Dispatch and update_bias span all tokens or experts: one task.
+  const bool rowKernel = kernel.entry != moegen::abi::EntryKind::Dispatch &&
+                         kernel.entry != moegen::abi::EntryKind::UpdateBias;
   const int64_t numTokens = bindings.tokens;
   const int64_t tokensPerTask =
       tokensPerTaskOverride > 0 ? tokensPerTaskOverride : kernel.tokensPerTask;
@@ -580,6 +588,20 @@ std::string CpuRouter::dispatch(const int32_t *topkIds, int64_t numTokens,
   bindings.tensors["sorted_slots"] = sortedSlots;
   bindings.tensors["slot_positions"] = slotPositions;
   return impl->runKernel(impl->dispatch, bindings, "");
+}
+
+std::string CpuRouter::updateBias(const rt::HostUpdateBiasCall &call) {
+  if (std::string error =
+          rt::checkUpdateBiasCall(routerFactsOf(impl->spec), call);
+      !error.empty())
+    return error;
+  Bindings bindings;
+  bindings.tokens = 0;
+  bindings.topK = impl->spec.topK;
+  bindings.tensors["bias"] = call.bias;
+  bindings.tensors["expert_counts"] = call.expertCounts;
+  bindings.tensors["updated_bias"] = call.updatedBias;
+  return impl->runKernel(impl->updateBias, bindings, "");
 }
 
 CpuRouter::CpuRouter(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}

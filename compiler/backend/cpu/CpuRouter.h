@@ -78,6 +78,8 @@ public:
   /// rt::checkPermuteCall / checkCombineCall say. "" or one line.
   std::string permute(const rt::HostPermuteCall &call);
   std::string combine(const rt::HostCombineCall &call);
+  /// The update_bias entry point (rt::checkUpdateBiasCall). "" or one line.
+  std::string updateBias(const rt::HostUpdateBiasCall &call);
 
 private:
   struct Impl;

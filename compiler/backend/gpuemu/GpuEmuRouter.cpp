@@ -64,6 +64,9 @@ public:
   std::string combine(const rt::HostCombineCall &call) override {
     return router->combine(call);
   }
+  std::string updateBias(const rt::HostUpdateBiasCall &call) override {
+    return router->updateBias(call);
+  }
   const rt::CudaRouter &device() const { return router->device(); }
 
 private:

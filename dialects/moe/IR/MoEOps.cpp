@@ -145,6 +145,7 @@ MOE_RESULT_NAME(SparsemixerOp, "weights")
 MOE_RESULT_NAME(NormalizeOp, "normalized")
 MOE_RESULT_NAME(ScaleOp, "scaled")
 MOE_RESULT_NAME(CaptureOp, "captured")
+MOE_RESULT_NAME(UpdateBiasOp, "updated")
 #undef MOE_RESULT_NAME
 
 void DispatchOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
@@ -281,6 +282,27 @@ LogicalResult TopPOp::verify() {
                          << " must be a normal f32 value > 0, in "
                             "[1.1754944e-38, 3.4028234e38] (the running sum "
                             "of the selected keys is compared with it in f32)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// UpdateBiasOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult UpdateBiasOp::verify() {
+  FailureOr<int64_t> experts = staticDim(*this, getBias(), "bias", 0, "expert");
+  if (failed(experts) ||
+      failed(dimIs(*this, getCounts(), "counts", 0, *experts,
+                   "one load per expert of bias")) ||
+      failed(dimIs(*this, getUpdated(), "updated", 0, *experts,
+                   "one bias per expert")))
+    return failure();
+  double rate = getRate().convertToDouble();
+  if (!std::isfinite(rate) || rate < 1.1754944e-38 || rate > 3.4028234e38)
+    return emitOpError() << "attribute 'rate' = " << doubleString(rate)
+                         << " must be a normal f32 value > 0, in "
+                            "[1.1754944e-38, 3.4028234e38] (it is added to "
+                            "the bias in f32)";
   return success();
 }
 

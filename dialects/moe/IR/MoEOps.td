@@ -427,6 +427,40 @@ def MoE_CaptureOp : MoE_Op<"capture",
 }
 
 //===----------------------------------------------------------------------===//
+// Load balancing
+//===----------------------------------------------------------------------===//
+
+def MoE_UpdateBiasOp : MoE_Op<"update_bias", [Pure, MoE_NamedResults]> {
+  let summary = "auxiliary-loss-free balancing: move the bias against the load";
+  let description = [{
+    DeepSeek-V3's update between training steps: each expert's selection
+    bias moves by `rate` towards balance, down when the expert is busier
+    than the mean load and up when it is idler,
+
+    `updated[e] = bias[e] + rate * sign(mean(counts) - counts[e])`
+
+    with `sign(0) = 0`, decided exactly in integers (`sum(counts) - E *
+    counts[e]`), and the addition in f32. `counts` are per-expert loads: the
+    `counts` of `moe.dispatch`, or their sum over the batches of a step. A
+    negative count or a non-finite bias is invalid input, reported through
+    the entry point's error status.
+
+    ```mlir
+    %updated = moe.update_bias %bias, %counts rate 1.000000e-03
+        : tensor<256xf32>, tensor<256xi32> -> tensor<256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_BiasTensor:$bias, MoE_MetaTensor:$counts,
+                       F64Attr:$rate);
+  let results = (outs MoE_BiasTensor:$updated);
+  let assemblyFormat = [{
+    $bias `,` $counts `rate` $rate attr-dict `:` type($bias) `,` type($counts)
+    `->` type($updated)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Moving hidden rows: permute and combine
 //===----------------------------------------------------------------------===//
 

@@ -73,6 +73,9 @@ public:
     tokensPerBlock = config.getTokensPerTask();
     auto entry = func->getAttrOfType<StringAttr>(kEntryAttrName);
     isDispatch = entry && entry.getValue() == "dispatch";
+    isUpdateBias = entry && entry.getValue() == "update_bias";
+    // Kernels that speak of threads themselves and take no token range.
+    isGridKernel = isDispatch || isUpdateBias;
 
     // The ABI stamp of every argument says what it is; the token range
     // (host tasks) is replaced by the launch grid.
@@ -90,12 +93,12 @@ public:
       else if (arg.getRole() == KernelArgRole::TokenEnd)
         tokenEnd = i;
     }
-    if (!isDispatch &&
+    if (!isGridKernel &&
         (!tokenBegin || !tokenEnd ||
          !isa<MemRefType>(body.getArgument(0).getType())))
       return func.emitOpError("row kernels take the token range (token_begin, "
                               "token_end) and start with a memref");
-    if (isDispatch && func
+    if (isGridKernel && func
                           .walk([](Operation *op) {
                             return isa<memref::AllocaOp>(op) ||
                                            llvm::any_of(op->getResultTypes(),
@@ -106,8 +109,9 @@ public:
                                        : WalkResult::advance();
                           })
                           .wasInterrupted())
-      return func.emitOpError("the dispatch kernel is scalar per thread: it "
-                              "may hold neither vectors nor stack rows");
+      return func.emitOpError("the dispatch and update_bias kernels are "
+                              "scalar per thread: they may hold neither "
+                              "vectors nor stack rows");
 
     if (isDispatch && llvm::none_of(args, [](KernelArgAttr arg) {
           return arg.getRole() == KernelArgRole::Scratch;
@@ -149,9 +153,10 @@ private:
     for (auto [index, attr] : llvm::enumerate(paramAttrs))
       kernel.setArgAttrs(index, b.getDictionaryAttr(attr));
     kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-    int32_t blockDim =
-        static_cast<int32_t>(isDispatch ? moegen::abi::kDispatchBlockThreads
-                                        : tokensPerBlock * lanesPerToken);
+    int32_t blockDim = static_cast<int32_t>(
+        isDispatch     ? moegen::abi::kDispatchBlockThreads
+        : isUpdateBias ? moegen::abi::kUpdateBiasBlockThreads
+                       : tokensPerBlock * lanesPerToken);
     kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({blockDim, 1, 1}));
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
@@ -232,7 +237,7 @@ private:
     // The lane within the token's segment, and the token within the block.
     Value lane = laneId;
     Value slot = b.create<arith::ConstantIndexOp>(loc, 0);
-    if (!isDispatch) {
+    if (!isGridKernel) {
       if (lanesPerToken < kWarpSize)
         lane = b.create<arith::AndIOp>(
             loc, laneId,
@@ -242,14 +247,14 @@ private:
     }
     Value wholeWarp = b.create<arith::ConstantIntOp>(loc, -1, 32);
     Value memberMask =
-        isDispatch || lanesPerToken == kWarpSize
+        isGridKernel || lanesPerToken == kWarpSize
             ? wholeWarp
             : segmentMemberMask(b, loc, laneId, lanesPerToken);
     llvm::DenseSet<Operation *> skip;
     LaneDistributor distributor(b, mapping, lane, memberMask, wholeWarp,
-                                isDispatch ? kWarpSize : lanesPerToken);
+                                isGridKernel ? kWarpSize : lanesPerToken);
 
-    if (!isDispatch) {
+    if (!isGridKernel) {
       if (!numTokens)
         return func.emitOpError("the first argument's first dimension must "
                                 "be the tokens");
@@ -332,13 +337,16 @@ private:
           numExperts = cast<IntegerAttr>(arg.getShape()[0]).getInt();
     kernel->setAttr(
         kLaunchAttrName,
-        isDispatch ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads, 0,
-                                     0, dispatchMaxBlocks(numExperts),
-                                     kDispatchSlotsPerBlock, 0)
-                   : LaunchAttr::get(b.getContext(),
-                                     tokensPerBlock * lanesPerToken,
-                                     tokensPerBlock, sharedBytes, 0, 0,
-                                     lanesPerToken));
+        isDispatch     ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads,
+                                         0, 0, dispatchMaxBlocks(numExperts),
+                                         kDispatchSlotsPerBlock, 0)
+        : isUpdateBias ? LaunchAttr::get(b.getContext(),
+                                         kUpdateBiasBlockThreads, 0, 0, 0, 0,
+                                         0)
+                       : LaunchAttr::get(b.getContext(),
+                                         tokensPerBlock * lanesPerToken,
+                                         tokensPerBlock, sharedBytes, 0, 0,
+                                         lanesPerToken));
     return success();
   }
 
@@ -352,7 +360,7 @@ private:
   gpu::GPUFuncOp kernel;
   int64_t lanesPerToken = kWarpSize;
   int64_t tokensPerBlock = 1;
-  bool isDispatch = false;
+  bool isDispatch = false, isUpdateBias = false, isGridKernel = false;
   SmallVector<KernelArgAttr> args;
   std::optional<unsigned> tokenBegin, tokenEnd;
   int64_t sharedBytes = 0;

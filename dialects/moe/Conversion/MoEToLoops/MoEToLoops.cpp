@@ -64,6 +64,9 @@ std::string abiNameOfArgument(BlockArgument arg) {
               return index == 1 ? "capture" : index == 2 ? "layer" : "";
             })
             .Case([&](DispatchOp) { return "topk_ids"; })
+            .Case([&](UpdateBiasOp) {
+              return index == 0 ? "bias" : "expert_counts";
+            })
             .Case([&](PermuteOp) {
               return index == 0 ? "hidden" : "sorted_slots";
             })
@@ -95,6 +98,7 @@ std::string abiNameOfResult(Value result) {
       .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
           [](Operation *) { return "topk_weights"; })
       .Case([](SharedGateOp) { return "shared_gate"; })
+      .Case([](UpdateBiasOp) { return "updated_bias"; })
       .Case([](PermuteOp) { return "permuted"; })
       .Case([](CombineOp) { return "combined"; })
       .Default([](Operation *) { return ""; });
@@ -154,6 +158,16 @@ public:
             "spans tokens and must be alone in its entry point, its results "
             "returned in order");
       return convertDispatch(dispatches.front());
+    }
+    for (Operation &op : body.without_terminator()) {
+      auto update = dyn_cast<UpdateBiasOp>(op);
+      if (!update)
+        continue;
+      if (std::distance(body.begin(), body.end()) != 2 ||
+          ret.getOperands() != op.getResults())
+        return op.emitOpError("spans all experts and must be alone in its "
+                              "entry point, its result returned");
+      return convertUpdateBias(update);
     }
     for (Operation &op : body.without_terminator()) {
       if (!isa<PermuteOp, CombineOp>(op))
@@ -422,6 +436,24 @@ private:
             : lowerDispatch(dispatch, cg, entry.getArgument(0),
                             entry.getArguments().slice(1, 4));
     return finish(kernel, status);
+  }
+
+  /// Update_bias: one pass over the experts, no token range; on the GPU one
+  /// warp strides over them.
+  LogicalResult convertUpdateBias(UpdateBiasOp op) {
+    FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/false);
+    if (failed(created))
+      return failure();
+    func::FuncOp kernel = *created;
+    Block &entry = kernel.getBody().front();
+    OpBuilder b = OpBuilder::atBlockEnd(&entry);
+    OpBuilder allocBuilder = startKernelBody(b, entry);
+    RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth,
+                  entry.getArgument(3));
+    cg.target = target;
+    return finish(kernel, lowerUpdateBias(op, cg, entry.getArgument(0),
+                                          entry.getArgument(1),
+                                          entry.getArgument(2)));
   }
 
   /// Permute and combine: one token per trip of the token loop, like a row

@@ -177,6 +177,11 @@ Value dispatchCapacity(RowCodegen &cg, Value numTokens, int64_t k,
 LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                                     ValueRange outputs, Value scratch);
 
+/// The bias update over all experts (UpdateBiasToLoops.cpp): `bias`,
+/// `counts` and `updated` are the kernel's [E] memref arguments.
+LogicalResult lowerUpdateBias(UpdateBiasOp op, RowCodegen &cg, Value bias,
+                              Value counts, Value updated);
+
 /// Permute and combine, one token per call (PermuteToLoops.cpp): the
 /// values are the kernel's memref arguments. Permute fills permuted rows
 /// [token * k, token * k + k) from `hidden` by `sortedSlots`; combine

@@ -267,6 +267,22 @@ func.func @group_mask_result_type(%k: tensor<?x8xf32>) {
 // moe.topk
 //===----------------------------------------------------------------------===//
 
+func.func @update_bias_zero_rate(%b: tensor<8xf32>, %c: tensor<8xi32>) {
+  // expected-error @+1 {{'moe.update_bias' op attribute 'rate' = 0 must be a normal f32 value > 0, in [1.1754944e-38, 3.4028234e38] (it is added to the bias in f32)}}
+  %u = moe.update_bias %b, %c rate 0.0 : tensor<8xf32>, tensor<8xi32> -> tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @update_bias_counts_mismatch(%b: tensor<8xf32>, %c: tensor<9xi32>) {
+  // expected-error @+1 {{'moe.update_bias' op counts dim 0 is 9, expected 8 (one load per expert of bias)}}
+  %u = moe.update_bias %b, %c rate 0.5 : tensor<8xf32>, tensor<9xi32> -> tensor<8xf32>
+  return
+}
+
+// -----
+
 func.func @topp_zero_p(%k: tensor<?x8xf32>) {
   // expected-error @+1 {{'moe.topp' op attribute 'p' = 0 must be a normal f32 value > 0, in [1.1754944e-38, 3.4028234e38] (the running sum of the selected keys is compared with it in f32)}}
   %ids = moe.topp %k k 2 p 0.0 : tensor<?x8xf32> -> tensor<?x2xi32>
@@ -1000,14 +1016,14 @@ func.func @dispatch_slots_just_over_i32(%ids: tensor<1073741824x2xi32>) {
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", "permute", "combine", got "reroute"}}
+// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", "permute", "combine", "update_bias", got "reroute"}}
 func.func @bad_entry_kind() attributes {moe.entry = "reroute"} {
   return
 }
 
 // -----
 
-// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", "permute", "combine", got 5 : i64}}
+// expected-error @+1 {{attribute 'moe.entry' must be one of "route", "route_hash", "replay", "dispatch", "permute", "combine", "update_bias", got 5 : i64}}
 func.func @entry_not_a_string() attributes {moe.entry = 5} {
   return
 }

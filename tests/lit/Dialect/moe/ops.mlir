@@ -217,6 +217,19 @@ func.func @unused_slots(%forced: tensor<?x8xi32>, %hidden: tensor<?x?xbf16>,
 }
 
 //===----------------------------------------------------------------------===//
+// moe.update_bias
+//===----------------------------------------------------------------------===//
+
+// CHECK-LABEL: func.func @update_bias
+func.func @update_bias(%bias: tensor<256xf32>, %counts: tensor<256xi32>) -> tensor<256xf32> {
+  // CHECK: %[[U:.*]] = moe.update_bias %{{.*}}, %{{.*}} rate 1.000000e-03 : tensor<256xf32>, tensor<256xi32> -> tensor<256xf32>
+  %updated = moe.update_bias %bias, %counts rate 0.001
+      : tensor<256xf32>, tensor<256xi32> -> tensor<256xf32>
+  // CHECK: return %[[U]]
+  return %updated : tensor<256xf32>
+}
+
+//===----------------------------------------------------------------------===//
 // moe.hash_select
 //===----------------------------------------------------------------------===//
 
