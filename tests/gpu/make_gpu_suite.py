@@ -272,6 +272,23 @@ def main():
                       "slot_positions):\n"
                       "    counts, offsets, sorted_slots, slot_positions = "
                       "dispatch(topk_ids)\n"))
+    # DeepSeek-V3's router with its balancing step: update_bias (one warp)
+    # against its definition.
+    if not args.no_templates:
+        cases.append(("balanced-256",
+                      "name: balanced_256\nnum_experts: 256\nprogram: |\n"
+                      "  route(logits, bias) -> (ids, weights):\n"
+                      "    s = sigmoid(logits)\n"
+                      "    c = group_mask(s + bias, groups: 8, keep: 4, by: top2_sum)\n"
+                      "    ids = topk(c, 8)\n"
+                      "    weights = scale(normalize(gather(s, ids)), 2.5)\n"
+                      "  dispatch(topk_ids) -> (counts, offsets, sorted_slots, "
+                      "slot_positions):\n"
+                      "    counts, offsets, sorted_slots, slot_positions = "
+                      "dispatch(topk_ids)\n"
+                      "  update_bias(bias, expert_counts) -> updated_bias:\n"
+                      "    updated_bias = update_bias(bias, expert_counts, "
+                      "rate: 0.001)\n"))
     # Permute and combine (one case per row type; f32 alone in the quick
     # suite): moegen-gpu-check checks them against their contract on the
     # GPU's own routing.
