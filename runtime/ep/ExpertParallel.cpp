@@ -77,7 +77,8 @@ namespace {
 /// Expert ids [tokens, k] named `name`: k in [1, numExperts], the shape,
 /// ids in [0, numExperts), distinct within a token. Empty if fine.
 std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
-                     int64_t numExperts, const std::string &name) {
+                     int64_t numExperts, const std::string &name,
+                     bool unusedSlots) {
   if (numExperts < 1)
     return "the expert count must be at least 1, got " +
            std::to_string(numExperts);
@@ -94,6 +95,8 @@ std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
   for (int64_t t = 0; t < tokens; ++t) {
     const int32_t *row = ids.data() + t * k;
     for (int64_t j = 0; j < k; ++j) {
+      if (unusedSlots && row[j] == -1)
+        continue; // an unused slot of a top-p router
       if (row[j] < 0 || row[j] >= numExperts)
         return name + "[" + std::to_string(t) + "][" + std::to_string(j) +
                "] = " + std::to_string(row[j]) + " is outside [0, " +
@@ -113,13 +116,15 @@ std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
 std::vector<int32_t> allGatherForcedIds(Communicator &comm,
                                         std::span<const int32_t> ids,
                                         int64_t tokens, int64_t k,
-                                        int64_t numExperts) {
-  const SignatureEntry signature[] = {
-      {"k", k}, {"experts", numExperts}, {"tokens", tokens, false}};
+                                        int64_t numExperts, bool unusedSlots) {
+  const SignatureEntry signature[] = {{"k", k},
+                                      {"experts", numExperts},
+                                      {"unused_slots", unusedSlots},
+                                      {"tokens", tokens, false}};
   std::vector<std::vector<int64_t>> agreed = agreeOnArguments(
       comm, "all_gather_forced_ids", signature,
-      checkIds(ids, tokens, k, numExperts, "forced_ids"));
-  const std::vector<int64_t> &rankTokens = agreed[2];
+      checkIds(ids, tokens, k, numExperts, "forced_ids", unusedSlots));
+  const std::vector<int64_t> &rankTokens = agreed[3];
 
   const std::size_t ranks = rankTokens.size();
   const std::size_t rowBytes = static_cast<std::size_t>(k) * sizeof(int32_t);
@@ -232,7 +237,7 @@ std::string checkDispatch(const Communicator &comm,
                           std::span<const std::byte> hidden, RowType rowType,
                           int64_t hiddenSize, std::span<const int32_t> ids,
                           int64_t tokens, int64_t k,
-                          const ExpertPlacement &placement) {
+                          const ExpertPlacement &placement, bool unusedSlots) {
   const int64_t experts = placement.numExperts();
   for (int64_t e = 0; e < experts; ++e)
     if (placement.rankOfExpert[e] < 0 ||
@@ -243,7 +248,7 @@ std::string checkDispatch(const Communicator &comm,
   if (hiddenSize < 1 || hiddenSize > (int64_t(1) << 40))
     return "the hidden size must be in [1, 2^40], got " +
            std::to_string(hiddenSize);
-  std::string idsError = checkIds(ids, tokens, k, experts, "ids");
+  std::string idsError = checkIds(ids, tokens, k, experts, "ids", unusedSlots);
   if (!idsError.empty())
     return idsError;
   const std::size_t rowBytes = rowBytesOf(rowType, hiddenSize);
@@ -261,17 +266,22 @@ std::string checkDispatch(const Communicator &comm,
 Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
                     RowType rowType, int64_t hiddenSize,
                     std::span<const int32_t> ids, int64_t tokens, int64_t k,
-                    const ExpertPlacement &placement) {
+                    const ExpertPlacement &placement, bool unusedSlots) {
   const SignatureEntry signature[] = {
       {"k", k},
       {"experts", placement.numExperts()},
       {"hidden_size", hiddenSize},
       {"row_type", static_cast<int64_t>(rowType)},
       {"placement", placementHash(placement)},
+      {"unused_slots", unusedSlots},
       {"tokens", tokens, false}};
   agreeOnArguments(comm, "dispatch", signature,
                    checkDispatch(comm, hidden, rowType, hiddenSize, ids,
-                                 tokens, k, placement));
+                                 tokens, k, placement, unusedSlots));
+  // The rank of slot j of `row`, -1 for an unused slot.
+  auto rankOf = [&](const int32_t *row, int64_t j) -> int32_t {
+    return row[j] < 0 ? -1 : placement.rankOfExpert[row[j]];
+  };
   const int ranks = comm.size();
   const std::size_t rowBytes = rowBytesOf(rowType, hiddenSize);
 
@@ -295,18 +305,16 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
     for (int r = 0; r < ranks; ++r) {
       bool sent = false;
       for (int64_t j = 0; j < k; ++j)
-        sent |= placement.rankOfExpert[row[j]] == r;
+        sent |= rankOf(row, j) == r;
       if (!sent)
         continue;
       const std::byte *source = hidden.data() + t * rowBytes;
       rowsTo[r].insert(rowsTo[r].end(), source, source + rowBytes);
       for (int64_t j = 0; j < k; ++j)
-        slotsTo[r].push_back(placement.rankOfExpert[row[j]] == r
-                                 ? localIndex[row[j]]
-                                 : -1);
+        slotsTo[r].push_back(rankOf(row, j) == r ? localIndex[row[j]] : -1);
     }
     for (int64_t j = 0; j < k; ++j)
-      handle.slotRank.push_back(placement.rankOfExpert[row[j]]);
+      handle.slotRank.push_back(rankOf(row, j));
   }
   Received<std::byte> rowsFrom = exchangeVectors(comm, rowsTo);
   Received<int32_t> slotsFrom = exchangeVectors(comm, slotsTo);
@@ -396,7 +404,8 @@ std::vector<std::byte> combine(Communicator &comm,
   Received<std::byte> outputs = exchangeVectors(comm, back);
   std::vector<std::size_t> expected(outputs.offsets.size() - 1, 0);
   for (int32_t r : handle.slotRank)
-    expected[r] += rowBytes;
+    if (r >= 0)
+      expected[r] += rowBytes;
   for (std::size_t r = 0; r < expected.size(); ++r)
     if (outputs.count(r) != expected[r])
       throw Error(Error::Kind::Communication,
@@ -419,6 +428,8 @@ std::vector<std::byte> combine(Communicator &comm,
     std::fill(sum.begin(), sum.end(), 0.0f);
     for (int64_t j = 0; j < handle.k; ++j) {
       int32_t r = handle.slotRank[t * handle.k + j];
+      if (r < 0)
+        continue; // an unused slot adds no term
       const std::byte *bytes = outputs.data.data() + nextFrom[r];
       nextFrom[r] += rowBytes;
       if (handle.rowType == RowType::F32) {

@@ -50,11 +50,14 @@ agreeOnArguments(Communicator &comm, std::string_view operation,
 /// int32, rank-local token counts may differ, 0 included), concatenated in
 /// rank order into [sum of tokens, k]. Checked before any exchange: k in
 /// [1, numExperts], ids in [0, numExperts), distinct within a token; k and
-/// numExperts equal on all ranks.
+/// numExperts equal on all ranks. With `unusedSlots` (a top-p router's
+/// ids, RouterFacts::unusedSlots; agreed across ranks too) an id may be -1,
+/// an unused slot, neither range-checked nor compared.
 std::vector<int32_t> allGatherForcedIds(Communicator &comm,
                                         std::span<const int32_t> ids,
                                         int64_t tokens, int64_t k,
-                                        int64_t numExperts);
+                                        int64_t numExperts,
+                                        bool unusedSlots = false);
 
 /// Which rank holds each expert.
 struct ExpertPlacement {
@@ -82,7 +85,8 @@ struct DispatchHandle {
   /// back to it, in the order it expects them (its tokens in order, then
   /// top-k slot order).
   std::vector<std::vector<int64_t>> returnRows;
-  /// Per local token and top-k slot: the rank holding that expert.
+  /// Per local token and top-k slot: the rank holding that expert, -1 for
+  /// an unused slot.
   std::vector<int32_t> slotRank;
   int64_t groupedRows = 0;
 };
@@ -101,11 +105,14 @@ struct Dispatched {
 /// expert (a row whose token picked two local experts appears under
 /// both). Per-rank token counts may differ; 0 is fine. Checked before any
 /// exchange: ids in range and distinct per token, shapes; agreed across
-/// ranks: k, the expert count, hiddenSize, rowType and the placement.
+/// ranks: k, the expert count, hiddenSize, rowType, the placement and
+/// `unusedSlots`. With `unusedSlots` (a top-p router) a slot whose id is
+/// -1 goes nowhere and adds no term in combine.
 Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
                     RowType rowType, int64_t hiddenSize,
                     std::span<const int32_t> ids, int64_t tokens, int64_t k,
-                    const ExpertPlacement &placement);
+                    const ExpertPlacement &placement,
+                    bool unusedSlots = false);
 
 /// EP combine: sends the expert outputs ([groupedRows, hiddenSize] of the
 /// handle's rowType, dispatch's layout) back to the tokens' ranks and

@@ -365,6 +365,61 @@ TEST(EpTest, DispatchSendsATokenOncePerRankAndGroupsByExpert) {
   EXPECT_EQ(got[1].rows.size(), 1u * 2 * 4);
 }
 
+TEST(EpTest, UnusedSlotsGoNowhereAndAddNothing) {
+  // A top-p router's ids: rank 0's token keeps experts 6 and 0 and leaves
+  // its last slot unused (-1); rank 1's token keeps expert 5 only. With
+  // identity experts each token comes back as its row times the weights
+  // of its used slots; the unused slots' weights (NaN here) are never
+  // read. Without unused_slots the -1 is refused on every rank.
+  std::vector<std::vector<float>> out(2);
+  std::vector<ep::Dispatched> got(2);
+  const float nan = std::nanf("");
+  std::vector<std::string> errors = onRanks(2, [&](ep::Communicator &comm) {
+    const int r = comm.rank();
+    std::vector<float> hidden{2.0f + float(r), -1.0f};
+    std::vector<int32_t> ids = r == 0 ? std::vector<int32_t>{6, 0, -1}
+                                      : std::vector<int32_t>{5, -1, -1};
+    std::vector<float> weights = r == 0 ? std::vector<float>{0.5f, 0.25f, nan}
+                                        : std::vector<float>{2.0f, nan, nan};
+    got[r] = ep::dispatch(comm, std::as_bytes(std::span<const float>(hidden)),
+                          ep::RowType::F32, 2, ids, 1, 3,
+                          ep::ExpertPlacement::contiguous(8, 2),
+                          /*unusedSlots=*/true);
+    std::vector<std::byte> combined =
+        ep::combine(comm, got[r].handle, got[r].rows, weights);
+    out[r].resize(2);
+    std::memcpy(out[r].data(), combined.data(), 8);
+  });
+  EXPECT_EQ(errors, (std::vector<std::string>{"", ""}));
+  EXPECT_EQ(out[0], (std::vector<float>{2.0f * 0.75f, -0.75f}));
+  EXPECT_EQ(out[1], (std::vector<float>{3.0f * 2.0f, -2.0f}));
+  // Rank 0 holds expert 0 (rank 0's token), rank 1 experts 5 and 6.
+  EXPECT_EQ(got[0].expertOffsets, (std::vector<int64_t>{0, 1, 1, 1, 1}));
+  EXPECT_EQ(got[1].expertOffsets, (std::vector<int64_t>{0, 0, 1, 2, 2}));
+
+  errors = onRanks(2, [&](ep::Communicator &comm) {
+    std::vector<float> hidden{1.0f, 1.0f};
+    std::vector<int32_t> ids{1, -1, 2};
+    ep::dispatch(comm, std::as_bytes(std::span<const float>(hidden)),
+                 ep::RowType::F32, 2, ids, 1, 3,
+                 ep::ExpertPlacement::contiguous(8, 2));
+  });
+  EXPECT_NE(errors[0], "");
+  EXPECT_EQ(errors[0], errors[1]);
+  EXPECT_NE(errors[0].find("ids[0][1] = -1 is outside [0, 8)"),
+            std::string::npos)
+      << errors[0];
+  // The gather of a top-p router's forced ids keeps the -1 slots.
+  std::vector<std::vector<int32_t>> gathered(2);
+  errors = onRanks(2, [&](ep::Communicator &comm) {
+    std::vector<int32_t> ids{comm.rank(), -1};
+    gathered[comm.rank()] =
+        ep::allGatherForcedIds(comm, ids, 1, 2, 8, /*unusedSlots=*/true);
+  });
+  EXPECT_EQ(errors, (std::vector<std::string>{"", ""}));
+  EXPECT_EQ(gathered[1], (std::vector<int32_t>{0, -1, 1, -1}));
+}
+
 TEST(EpTest, Bf16RowsAreSummedInF32) {
   // One token of 1.0 (bf16), identity experts, weights 256, 1, -256: in
   // fp32 the sum in slot order is 1; a bf16 accumulator would round
