@@ -826,6 +826,25 @@ private:
     };
 
     auto arg = [&](size_t i) -> const Expr & { return expr.args[i]; };
+    // The named option `key`, a normal f32 value > 0; nullopt when it is
+    // absent and not `required` (`need` says what it is for).
+    auto positiveOption = [&](const char *key, bool required,
+                              const std::string &need,
+                              const std::string &why) -> std::optional<double> {
+      auto it = options.find(key);
+      if (it == options.end()) {
+        if (required)
+          fail(expr.loc, name + " needs the option '" + key + "', " + need +
+                             "; " + callee->second);
+        return std::nullopt;
+      }
+      double v = number(expr, *it->second, key);
+      if (!isNormalF32(v))
+        fail(it->second->loc, name + ": " + key + " = " + it->second->text +
+                                  " must be a normal f32 value > 0 (" + why +
+                                  ")");
+      return v;
+    };
 
     const int64_t e = shape.numExperts, k = program.topK;
     const DType hidden = toDType(shape.hiddenDType);
@@ -951,16 +970,10 @@ private:
         if (entry.kind != EntryKind::Route)
           fail(expr.loc, "topp: a dynamic-k selection belongs in the route "
                          "entry (replay's forced() takes its ids)");
-        auto it = options.find("p");
-        if (it == options.end())
-          fail(expr.loc, "topp needs the option 'p', the running sum of the "
-                         "selected keys to pass; " + callee->second);
-        op.p = number(expr, *it->second, "p");
-        if (!isNormalF32(op.p))
-          fail(it->second->loc, "topp: p = " + it->second->text +
-                                    " must be a normal f32 value > 0 (the "
-                                    "running sum of the keys is compared "
-                                    "with it in f32)");
+        op.p = *positiveOption("p", true,
+                               "the running sum of the selected keys to pass",
+                               "the running sum of the keys is compared with "
+                               "it in f32");
       }
       resultTypes.push_back(ids);
     } else if (name == "forced") {
@@ -1026,16 +1039,11 @@ private:
       placeOnlyIn(EntryKind::Dispatch);
       op.kind = OpKind::Dispatch;
       expectType(expr, 0, arg(0), operands[0], rawIds, "ids");
-      if (auto it = options.find("capacity_factor"); it != options.end()) {
-        double f = number(expr, *it->second, "capacity_factor");
-        if (!isNormalF32(f))
-          fail(it->second->loc, "dispatch: capacity_factor = " +
-                                    it->second->text +
-                                    " must be a normal f32 value > 0 (each "
-                                    "expert keeps ceil(f * T * k / E) slots)");
-        op.capacityFactor = f;
-        program.capacityFactor = f;
-      }
+      op.capacityFactor = positiveOption(
+          "capacity_factor", false, "",
+          "each expert keeps ceil(f * T * k / E) slots");
+      if (op.capacityFactor)
+        program.capacityFactor = op.capacityFactor;
       resultTypes = {tensor(DType::I32, {DimRule::Experts}),
                      tensor(DType::I32, {DimRule::ExpertsPlus1}), slots, slots};
     } else if (name == "update_bias") {
@@ -1045,15 +1053,10 @@ private:
       expectType(expr, 0, arg(0), operands[0], bias, "bias");
       expectType(expr, 1, arg(1), operands[1],
                  tensor(DType::I32, {DimRule::Experts}), "expert loads");
-      auto it = options.find("rate");
-      if (it == options.end())
-        fail(expr.loc, "update_bias needs the option 'rate', the step the "
-                       "bias moves by (DeepSeek-V3: 0.001); " + callee->second);
-      op.rate = number(expr, *it->second, "rate");
-      if (!isNormalF32(op.rate))
-        fail(it->second->loc, "update_bias: rate = " + it->second->text +
-                                  " must be a normal f32 value > 0 (it is "
-                                  "added to the bias in f32)");
+      op.rate = *positiveOption("rate", true,
+                                "the step the bias moves by (DeepSeek-V3: "
+                                "0.001)",
+                                "it is added to the bias in f32");
       resultTypes.push_back(bias);
     } else if (name == "permute") {
       placeOnlyIn(EntryKind::Permute);

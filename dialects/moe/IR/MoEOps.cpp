@@ -91,6 +91,21 @@ std::string doubleString(double value) {
   return text;
 }
 
+/// An attribute used as an f32 constant must be a normal f32 value > 0.
+LogicalResult normalPositiveF32(Operation *op, StringRef attr, double value,
+                                StringRef why = "") {
+  if (std::isfinite(value) && value >= 1.1754944e-38 && value <= 3.4028234e38)
+    return success();
+  InFlightDiagnostic diag = op->emitOpError()
+                            << "attribute '" << attr << "' = "
+                            << doubleString(value)
+                            << " must be a normal f32 value > 0, in "
+                               "[1.1754944e-38, 3.4028234e38]";
+  if (!why.empty())
+    diag << " (" << why << ")";
+  return diag;
+}
+
 /// The number of experts that `ids` select among, when its producer says:
 /// the E of moe.topk's keys, or the `experts` of hash_select/forced_select.
 std::optional<int64_t> producerExperts(Value ids) {
@@ -171,12 +186,8 @@ LogicalResult ScoreOp::verify() {
         {"softcap", getSoftcap()}}) {
     if (!attr)
       continue;
-    double value = attr->convertToDouble();
-    if (!std::isfinite(value) || value < 1.1754944e-38 || value > 3.4028234e38)
-      return emitOpError() << "attribute '" << name
-                           << "' = " << doubleString(value)
-                           << " must be a normal f32 value > 0, in "
-                              "[1.1754944e-38, 3.4028234e38]";
+    if (failed(normalPositiveF32(*this, name, attr->convertToDouble())))
+      return failure();
   }
   if (failed(sameTokens(*this, getLogits(), "logits", getScores(), "scores")) ||
       failed(dimIs(*this, getScores(), "scores", 1, *experts,
@@ -248,17 +259,21 @@ LogicalResult GroupMaskOp::verify() {
 // TopKOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult TopKOp::verify() {
-  FailureOr<int64_t> experts = staticDim(*this, getKeys(), "keys", 1, "expert");
-  if (failed(experts))
-    return failure();
-  int64_t k = getK();
-  if (failed(inRange(*this, "k", k, 1, *experts,
-                     "the number of experts")) ||
-      failed(sameTokens(*this, getKeys(), "keys", getIds(), "ids")) ||
-      failed(dimIs(*this, getIds(), "ids", 1, k, "k ids per token")))
+/// The rules topk and topp share: static experts, 1 <= k <= E, and [T, k]
+/// ids.
+LogicalResult verifySelection(Operation *op, Value keys, Value ids,
+                              int64_t k) {
+  FailureOr<int64_t> experts = staticDim(op, keys, "keys", 1, "expert");
+  if (failed(experts) ||
+      failed(inRange(op, "k", k, 1, *experts, "the number of experts")) ||
+      failed(sameTokens(op, keys, "keys", ids, "ids")) ||
+      failed(dimIs(op, ids, "ids", 1, k, "k ids per token")))
     return failure();
   return success();
+}
+
+LogicalResult TopKOp::verify() {
+  return verifySelection(*this, getKeys(), getIds(), getK());
 }
 
 //===----------------------------------------------------------------------===//
@@ -266,23 +281,11 @@ LogicalResult TopKOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult TopPOp::verify() {
-  FailureOr<int64_t> experts = staticDim(*this, getKeys(), "keys", 1, "expert");
-  if (failed(experts))
+  if (failed(verifySelection(*this, getKeys(), getIds(), getK())))
     return failure();
-  int64_t k = getK();
-  if (failed(inRange(*this, "k", k, 1, *experts,
-                     "the number of experts")) ||
-      failed(sameTokens(*this, getKeys(), "keys", getIds(), "ids")) ||
-      failed(dimIs(*this, getIds(), "ids", 1, k, "k ids per token")))
-    return failure();
-  // p is compared with an f32 sum: a normal f32 value > 0.
-  double p = getP().convertToDouble();
-  if (!std::isfinite(p) || p < 1.1754944e-38 || p > 3.4028234e38)
-    return emitOpError() << "attribute 'p' = " << doubleString(p)
-                         << " must be a normal f32 value > 0, in "
-                            "[1.1754944e-38, 3.4028234e38] (the running sum "
-                            "of the selected keys is compared with it in f32)";
-  return success();
+  return normalPositiveF32(*this, "p", getP().convertToDouble(),
+                           "the running sum of the selected keys is compared "
+                           "with it in f32");
 }
 
 //===----------------------------------------------------------------------===//
@@ -297,13 +300,8 @@ LogicalResult UpdateBiasOp::verify() {
       failed(dimIs(*this, getUpdated(), "updated", 0, *experts,
                    "one bias per expert")))
     return failure();
-  double rate = getRate().convertToDouble();
-  if (!std::isfinite(rate) || rate < 1.1754944e-38 || rate > 3.4028234e38)
-    return emitOpError() << "attribute 'rate' = " << doubleString(rate)
-                         << " must be a normal f32 value > 0, in "
-                            "[1.1754944e-38, 3.4028234e38] (it is added to "
-                            "the bias in f32)";
-  return success();
+  return normalPositiveF32(*this, "rate", getRate().convertToDouble(),
+                           "it is added to the bias in f32");
 }
 
 //===----------------------------------------------------------------------===//
@@ -461,14 +459,10 @@ LogicalResult DispatchOp::verify() {
     return failure();
   if (failed(sameExperts(*this, getIds(), experts, "'experts' is")))
     return failure();
-  if (std::optional<APFloat> factor = getCapacityFactor()) {
-    double f = factor->convertToDouble();
-    if (!std::isfinite(f) || f < 1.1754944e-38 || f > 3.4028234e38)
-      return emitOpError() << "attribute 'capacity_factor' = "
-                           << doubleString(f)
-                           << " must be a normal f32 value > 0, in "
-                              "[1.1754944e-38, 3.4028234e38]";
-  }
+  if (std::optional<APFloat> factor = getCapacityFactor();
+      factor && failed(normalPositiveF32(*this, "capacity_factor",
+                                         factor->convertToDouble())))
+    return failure();
   int64_t tokens = tensorOf(getIds()).getDimSize(0);
   int64_t slots = ShapedType::kDynamic;
   if (!ShapedType::isDynamic(tokens) &&

@@ -417,7 +417,11 @@ private:
     }
   }
 
-  LogicalResult convertDispatch(DispatchOp dispatch) {
+  /// A kernel without a token range (dispatch, update_bias): `lower`
+  /// fills its body from its arguments, the error record at `errorArg`.
+  LogicalResult convertWholeKernel(
+      unsigned errorArg,
+      function_ref<LogicalResult(RowCodegen &, Block &)> lower) {
     FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/false);
     if (failed(created))
       return failure();
@@ -426,34 +430,29 @@ private:
     OpBuilder b = OpBuilder::atBlockEnd(&entry);
     OpBuilder allocBuilder = startKernelBody(b, entry);
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth,
-                  entry.getArgument(5));
+                  entry.getArgument(errorArg));
     cg.target = target;
-    LogicalResult status =
-        target == KernelTarget::Nvptx
-            ? lowerParallelDispatch(dispatch, cg, entry.getArgument(0),
-                                    entry.getArguments().slice(1, 4),
-                                    entry.getArgument(6))
-            : lowerDispatch(dispatch, cg, entry.getArgument(0),
-                            entry.getArguments().slice(1, 4));
-    return finish(kernel, status);
+    return finish(kernel, lower(cg, entry));
+  }
+
+  LogicalResult convertDispatch(DispatchOp dispatch) {
+    return convertWholeKernel(5, [&](RowCodegen &cg, Block &entry) {
+      return target == KernelTarget::Nvptx
+                 ? lowerParallelDispatch(dispatch, cg, entry.getArgument(0),
+                                         entry.getArguments().slice(1, 4),
+                                         entry.getArgument(6))
+                 : lowerDispatch(dispatch, cg, entry.getArgument(0),
+                                 entry.getArguments().slice(1, 4));
+    });
   }
 
   /// Update_bias: one pass over the experts, no token range; on the GPU one
   /// warp strides over them.
   LogicalResult convertUpdateBias(UpdateBiasOp op) {
-    FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/false);
-    if (failed(created))
-      return failure();
-    func::FuncOp kernel = *created;
-    Block &entry = kernel.getBody().front();
-    OpBuilder b = OpBuilder::atBlockEnd(&entry);
-    OpBuilder allocBuilder = startKernelBody(b, entry);
-    RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth,
-                  entry.getArgument(3));
-    cg.target = target;
-    return finish(kernel, lowerUpdateBias(op, cg, entry.getArgument(0),
-                                          entry.getArgument(1),
-                                          entry.getArgument(2)));
+    return convertWholeKernel(3, [&](RowCodegen &cg, Block &entry) {
+      return lowerUpdateBias(op, cg, entry.getArgument(0),
+                             entry.getArgument(1), entry.getArgument(2));
+    });
   }
 
   /// Permute and combine: one token per trip of the token loop, like a row
