@@ -208,8 +208,35 @@ std::optional<std::string> whyUnused(std::string_view name,
   return std::nullopt;
 }
 
+/// An update_bias call (expert_counts given): bias and the loads, nothing
+/// else.
+static void checkUpdateBiasInputsUsed(const RouterFacts &facts,
+                               const InputPaths &paths,
+                               std::optional<int64_t> layer) {
+  for (const auto &[name, path] : paths) {
+    std::optional<std::string> why;
+    if (name == "expert_counts" && !facts.updateBias)
+      why = "the spec has no update_bias entry point (a gating program's "
+            "update_bias(bias, expert_counts))";
+    else if (name != "expert_counts" && name != "bias")
+      why = "an update_bias call (expert_counts given) takes bias and "
+            "expert_counts only";
+    if (why)
+      failUsage("--in " + name + "=" + quotePath(path) + ": input '" + name +
+                "' is not used by this run: " + *why);
+  }
+  if (!paths.count("bias"))
+    failUsage("missing input 'bias' ([E] f32, required by update_bias); give "
+              "--in bias=FILE.npy");
+  if (layer)
+    failUsage("--layer " + std::to_string(*layer) +
+              ": not used by this run: update_bias does not capture");
+}
+
 void checkInputsUsed(const RouterFacts &facts, const InputPaths &paths,
                      std::optional<int64_t> layer) {
+  if (paths.count("expert_counts"))
+    return checkUpdateBiasInputsUsed(facts, paths, layer);
   bool replay = paths.count("forced_ids") != 0;
   for (const auto &[name, path] : paths)
     if (auto why = whyUnused(name, facts, replay))
@@ -270,6 +297,23 @@ int64_t checkInputs(const RouterFacts &facts, const RouterInputMap &inputs,
   auto fail = [&](const std::string &name, const std::string &message) {
     throw InputError(inputs.at(name).path, message);
   };
+  if (inputs.count("expert_counts")) {
+    // An update_bias call: [E] f32 bias and [E] int32 loads.
+    const ExpectedDim experts{"E", e, "num_experts"};
+    for (const char *name : {"bias", "expert_counts"}) {
+      if (!inputs.count(name))
+        continue;
+      const npy::Array &array = inputs.at(name).array;
+      std::optional<std::string> error = checkDType(
+          name, array,
+          {std::string_view(name) == "bias" ? DType::F32 : DType::I32});
+      if (!error)
+        error = checkShape(name, array, {experts});
+      if (error)
+        fail(name, *error);
+    }
+    return 0;
+  }
   if (!inputs.count("logits"))
     failUsage("missing input 'logits' ([T, E] logits, always required); "
               "give --in logits=FILE.npy");
@@ -387,6 +431,21 @@ const npy::Array *HostRunResult::find(std::string_view name) const {
 HostRunResult runOnHost(HostRouter &router, RouterInputMap &inputs,
                         int64_t layer) {
   const RouterFacts &facts = router.facts();
+  if (inputs.count("expert_counts")) {
+    npy::Array updated = makeArray(DType::F32, {facts.numExperts},
+                                   std::vector<float>(facts.numExperts));
+    HostUpdateBiasCall call;
+    call.bias = reinterpret_cast<const float *>(
+        inputs.at("bias").array.data.data());
+    call.expertCounts = reinterpret_cast<const int32_t *>(
+        inputs.at("expert_counts").array.data.data());
+    call.updatedBias = reinterpret_cast<float *>(updated.data.data());
+    HostRunResult result;
+    result.error = router.updateBias(call);
+    if (result.error.empty())
+      result.outputs.emplace_back("updated_bias", std::move(updated));
+    return result;
+  }
   const int64_t numTokens = inputs.at("logits").array.shape.at(0);
   const int64_t e = facts.numExperts;
   const int64_t k = facts.topK;

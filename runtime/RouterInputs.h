@@ -34,11 +34,12 @@ namespace moegen::rt {
 /// The tensors a call reads, in the order the kernels check them
 /// (docs/semantics.md §2), so that input errors come out in that order.
 /// hidden and expert_output (spec permute: true) feed permute and combine,
-/// which run after routing and dispatch, on their outputs.
-inline constexpr std::array<std::string_view, 9> kRouterInputNames = {
+/// which run after routing and dispatch, on their outputs. expert_counts
+/// (with bias) makes the call an update_bias call instead, alone.
+inline constexpr std::array<std::string_view, 10> kRouterInputNames = {
     "logits",     "bias",    "token_ids",          "hash_table",
     "forced_ids", "capture", "shared_gate_logits", "hidden",
-    "expert_output"};
+    "expert_output", "expert_counts"};
 
 /// A bad input or argument: one line naming the file (when there is one)
 /// and the rule.
@@ -86,7 +87,8 @@ using RouterInputMap = std::map<std::string, RouterInput>;
 RouterInputMap readInputs(const InputPaths &paths);
 
 /// The shape and dtype of every input against `facts` (T from the logits,
-/// the capture layer inside the buffer). Returns T; throws InputError.
+/// the capture layer inside the buffer). Returns T (0 for an update_bias
+/// call); throws InputError.
 int64_t checkInputs(const RouterFacts &facts, const RouterInputMap &inputs,
                     int64_t layer);
 
@@ -100,7 +102,8 @@ struct HostRunResult {
   /// topk_ids, topk_weights, then with dispatch expert_counts,
   /// expert_offsets, sorted_slots, slot_positions, then capture when the
   /// call captured, then permuted (given hidden) and combined (given
-  /// expert_output). Empty after an error.
+  /// expert_output); updated_bias alone for an update_bias call. Empty
+  /// after an error.
   std::vector<NamedArray> outputs;
 
   const npy::Array *find(std::string_view name) const;

@@ -131,7 +131,8 @@ TEST(RouterInputs, RejectsBadArguments) {
   EXPECT_EQ(inputError([] { rt::parseInputArguments({"weights=w.npy"}); }),
             "moegen: error: --in weights=w.npy: unknown input 'weights' "
             "(inputs: logits, bias, token_ids, hash_table, forced_ids, "
-            "capture, shared_gate_logits, hidden, expert_output)");
+            "capture, shared_gate_logits, hidden, expert_output, "
+            "expert_counts)");
   EXPECT_EQ(inputError([] {
               rt::parseInputArguments({"logits=a.npy", "logits=b.npy"});
             }),
