@@ -663,6 +663,30 @@ TEST(TopPRouting, EmulatedGpuSoftmaxMatchesTheReference) {
   checkRowMovement(*router, spec, in, routed);
 }
 
+TEST(TopPRouting, EmulatedGpuEverySegmentWidthCutsAlike) {
+  // The cut is scalar code per token: a token per lane, per 4 lanes and
+  // per warp all give the CPU's ids.
+  RoutingSpec spec = parse(kSoftmaxTopP);
+  auto cpuRouter = onCpu(spec);
+  ASSERT_TRUE(cpuRouter);
+  const Inputs in = makeInputs(spec, 45, 29, 0.05, 3.0);
+  const Routed want = run(*cpuRouter, spec, in);
+  ASSERT_EQ(want.error, "");
+  for (int64_t lanes : {1, 4, 32}) {
+    SCOPED_TRACE("lanes per token " + std::to_string(lanes));
+    gpuemu::GpuEmuOptions options;
+    options.nvptx.lanesPerToken = lanes;
+    auto router = gpuemu::compileEmulatedRouter(spec, options);
+    ASSERT_TRUE(bool(router))
+        << nvptx::takeCompileError(router.takeError()).second;
+    Routed got = run(**router, spec, in);
+    ASSERT_EQ(got.error, "");
+    EXPECT_EQ(got.ids, want.ids);
+    EXPECT_EQ(got.sortedSlots, want.sortedSlots);
+    EXPECT_EQ(got.slotPositions, want.slotPositions);
+  }
+}
+
 TEST(CapacityDispatch, EmulatedGpuSwitchMatchesTheReference) {
   RoutingSpec spec = parse(kSwitch);
   auto router = emulated(spec);
