@@ -25,6 +25,9 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kNoId = std::numeric_limits<int32_t>::max();
+/// Kept-group chunks an arg-max pass unrolls at most (code size: a pass is
+/// about a dozen vector ops per chunk).
+constexpr int64_t kMaxKeptChunksPerPass = 32;
 
 LogicalResult lowerAddBias(AddBiasOp op, RowCodegen &cg) {
   RowRef scores = cg.rowOf(op.getScores());
@@ -66,35 +69,42 @@ Value comesBefore(OpBuilder &b, Location loc, Value value, Value id,
                                 b.create<arith::AndIOp>(loc, equal, lowerId));
 }
 
-/// Emits the k best (key, id) pairs of `keys` (n valid entries) in order,
-/// calling `emitPick(j, id)` for each; the picks are in range [0, n).
-void emitTopK(RowCodegen &cg, const RowRef &keys, int64_t n, int64_t k,
-              function_ref<void(Value j, Value id)> emitPick) {
+/// One chunk of an arg-max pass: the lanes' best (value, id) so far,
+/// `best`, updated with the chunk's keys that come after the previous pick
+/// (and, with `bound`, lie below it).
+SmallVector<Value> argmaxStep(RowCodegen &cg, Value value, Value ids,
+                              Value prevValue, Value prevId, ValueRange best,
+                              Value bound = Value()) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
-  Value bound = cg.splat(cg.i32(n));
+  Value eligible = comesAfter(b, loc, value, ids, prevValue, prevId);
+  if (bound) {
+    Value inRange =
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, ids, bound);
+    eligible = b.create<arith::AndIOp>(loc, inRange, eligible);
+  }
+  Value better = b.create<arith::AndIOp>(
+      loc, eligible, comesBefore(b, loc, value, ids, best[0], best[1]));
+  return {b.create<arith::SelectOp>(loc, better, value, best[0]),
+          b.create<arith::SelectOp>(loc, better, ids, best[1])};
+}
+
+/// k arg-max passes: `pass(prevValue, prevId)` gives the lanes' best
+/// (value, id) after the previous pick; the pick is the largest value, then
+/// the lowest id holding it, made safe for [0, n).
+void emitArgmaxPasses(
+    RowCodegen &cg, int64_t n, int64_t k,
+    function_ref<SmallVector<Value>(Value prevValue, Value prevId)> pass,
+    function_ref<void(Value j, Value id)> emitPick) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
   // Before the first pick, everything comes after (+inf, -1).
   cg.forLoop(
       0, k, {cg.f32(kInf), cg.i32(-1)},
       [&](Value j, ValueRange previous) -> SmallVector<Value> {
         Value prevValue = cg.splat(previous[0]);
         Value prevId = cg.splat(previous[1]);
-        SmallVector<Value> best = cg.forEachChunk(
-            n, {cg.splat(cg.f32(-kInf)), cg.splat(cg.i32(kNoId))},
-            [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
-              Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
-              Value ids = cg.laneIds(e0);
-              Value eligible = b.create<arith::AndIOp>(
-                  loc,
-                  b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, ids,
-                                          bound),
-                  comesAfter(b, loc, value, ids, prevValue, prevId));
-              Value better = b.create<arith::AndIOp>(
-                  loc, eligible,
-                  comesBefore(b, loc, value, ids, iter[0], iter[1]));
-              return {b.create<arith::SelectOp>(loc, better, value, iter[0]),
-                      b.create<arith::SelectOp>(loc, better, ids, iter[1])};
-            });
+        SmallVector<Value> best = pass(prevValue, prevId);
         // Across lanes: the largest value, then the lowest id holding it.
         Value bestValue = b.create<vector::ReductionOp>(
             loc, vector::CombiningKind::MAXIMUMF, best[0]);
@@ -107,6 +117,26 @@ void emitTopK(RowCodegen &cg, const RowRef &keys, int64_t n, int64_t k,
         emitPick(j, cg.safeId(bestId, n));
         return {bestValue, bestId};
       });
+}
+
+/// Emits the k best (key, id) pairs of `keys` (n valid entries) in order,
+/// calling `emitPick(j, id)` for each; the picks are in range [0, n).
+void emitTopK(RowCodegen &cg, const RowRef &keys, int64_t n, int64_t k,
+              function_ref<void(Value j, Value id)> emitPick) {
+  Value bound = cg.splat(cg.i32(n));
+  emitArgmaxPasses(
+      cg, n, k,
+      [&](Value prevValue, Value prevId) {
+        return cg.forEachChunk(
+            n, {cg.splat(cg.f32(-kInf)), cg.splat(cg.i32(kNoId))},
+            [&](Value e0, int64_t valid, ValueRange iter) {
+              Value value = cg.loadChunk(keys, e0, valid, cg.f32(-kInf));
+              Value ids = cg.laneIds(e0);
+              return argmaxStep(cg, value, ids, prevValue, prevId, iter,
+                                bound);
+            });
+      },
+      emitPick);
 }
 
 /// One vector chunk of a lane-list top-k: its first expert (index, may be
@@ -480,21 +510,27 @@ void emitInsertionTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
 
 /// Whether a group_mask's masked keys go to a top-k that reads the kept
 /// groups straight from the keys: the masked row's one reader is a moe.topk
-/// by lane lists, the groups are whole chunks, and the kept groups' chunks
-/// fit a lane's list (DeepSeek-V3: 4 groups of 2 chunks of 16 lanes, so 8
-/// elements per lane to sort instead of 16).
+/// by lane lists or arg-max passes, the groups are whole chunks, and the
+/// kept groups' chunks fit a lane's list (DeepSeek-V3: 4 groups of 2 chunks
+/// of 16 lanes, so 8 elements per lane to sort instead of 16) or a pass's
+/// unrolled body (the same 8 chunks instead of the row's 16).
 bool topKReadsKeptGroups(GroupMaskOp op, const RowCodegen &cg) {
   Value masked = op.getMasked();
-  if (!masked.hasOneUse() || cg.topkMethod != TopKMethod::LaneLists)
+  if (!masked.hasOneUse() || cg.topkMethod == TopKMethod::Insertion)
     return false;
   auto topk = dyn_cast<TopKOp>(*masked.getUsers().begin());
   auto type = cast<RankedTensorType>(masked.getType());
   const int64_t n = type.getDimSize(1);
   const int64_t perGroup = n / op.getGroups();
   const int64_t keep = op.getKeep();
+  // Lane lists sort a lane's kept elements in registers; arg-max passes
+  // unroll the kept chunks into each pass.
+  const int64_t maxChunks = cg.topkMethod == TopKMethod::LaneLists
+                                ? kMaxLaneListChunks
+                                : kMaxKeptChunksPerPass;
   return topk && perGroup % cg.width == 0 &&
          keep * perGroup >= int64_t(topk.getK()) &&
-         keep * (perGroup / cg.width) <= kMaxLaneListChunks;
+         keep * (perGroup / cg.width) <= maxChunks;
 }
 
 /// Top-k of a group_mask's keys from the kept groups' chunks alone. The
@@ -517,8 +553,26 @@ void emitKeptGroupsTopK(RowCodegen &cg, const RowCodegen::KeptGroups &groups,
                         cg.width,
                         /*inBounds=*/true});
   }
-  emitLaneLists(cg, groups.keys, n, chunks, k,
-                [&](Value j, Value id) { cg.store(id, ids, j); });
+  auto pick = [&](Value j, Value id) { cg.store(id, ids, j); };
+  if (cg.topkMethod == TopKMethod::LaneLists)
+    return emitLaneLists(cg, groups.keys, n, chunks, k, pick);
+  // Arg-max passes over the kept chunks only: half the row's chunks for
+  // DeepSeek-V3 (4 of 8 groups), the same picks (the masked keys are -inf
+  // and at least k kept keys come before them).
+  emitArgmaxPasses(
+      cg, n, k,
+      [&](Value prevValue, Value prevId) {
+        SmallVector<Value> best{cg.splat(cg.f32(-kInf)),
+                                cg.splat(cg.i32(kNoId))};
+        for (const ListChunk &chunk : chunks) {
+          Value value =
+              cg.loadChunk(groups.keys, chunk.e0, chunk.valid, cg.f32(-kInf));
+          Value ids = cg.laneIds(chunk.e0);
+          best = argmaxStep(cg, value, ids, prevValue, prevId, best);
+        }
+        return best;
+      },
+      pick);
 }
 
 LogicalResult lowerTopK(TopKOp op, RowCodegen &cg) {
