@@ -72,7 +72,13 @@ std::optional<LogitsDType> dtypeOf(Type type) {
 
 class Raiser {
 public:
-  explicit Raiser(ModuleOp module) : module(module) {}
+  explicit Raiser(ModuleOp module) : module(module) {
+    // What the program derives unused_slots from, read once.
+    module.walk([&](mlir::moe::TopPOp) { hasTopP = true; });
+    module.walk([&](mlir::moe::DispatchOp dispatch) {
+      hasCapacity |= dispatch.getCapacityFactor().has_value();
+    });
+  }
 
   std::optional<RoutingSpec> raise(std::string &error) {
     std::optional<RoutingSpec> spec;
@@ -295,12 +301,7 @@ private:
       // that says otherwise cannot be written as a program.
       // Permute and combine also meet the slots a capacity drops.
       auto unusedSlots = [&](bool given, bool rows = false) {
-        bool topp = false, capacity = false;
-        module.walk([&](mlir::moe::TopPOp) { topp = true; });
-        module.walk([&](mlir::moe::DispatchOp dispatch) {
-          capacity |= dispatch.getCapacityFactor().has_value();
-        });
-        bool derived = topp || (rows && capacity);
+        bool derived = hasTopP || (rows && hasCapacity);
         if (given != derived)
           fail(op.getLoc(),
                op.getName().getStringRef().str() +
@@ -313,7 +314,7 @@ private:
                                                "moe.topp selection (only "
                                                "top-p routing leaves slots "
                                                "unused)")
-                          : std::string(topp ? ": a moe.topp router's ids "
+                          : std::string(hasTopP ? ": a moe.topp router's ids "
                                                "may hold -1"
                                              : ": a dispatch with a capacity "
                                                "drops slots") +
@@ -465,6 +466,8 @@ private:
   }
 
   ModuleOp module;
+  /// The module selects by top-p; a dispatch has a capacity.
+  bool hasTopP = false, hasCapacity = false;
   llvm::DenseMap<Value, std::string> names;
   std::set<std::string> taken;
   /// The op each program line was written from, for error locations.

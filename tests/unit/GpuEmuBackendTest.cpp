@@ -19,6 +19,7 @@
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
 #include "tests/unit/RoutingTestInputs.h"
+#include "tests/unit/TestRouters.h"
 
 #include <gtest/gtest.h>
 
@@ -157,22 +158,9 @@ std::unique_ptr<rt::HostRouter> emulated(const RoutingSpec &spec,
   options.injectFault = fault;
   options.nvptx.lanesPerToken = lanesPerToken;
   options.nvptx.topk = topk;
-  auto router = gpuemu::compileEmulatedRouter(spec, options);
-  if (!router) {
-    ADD_FAILURE() << nvptx::takeCompileError(router.takeError()).second;
-    return nullptr;
-  }
-  return std::move(*router);
+  return routingtest::compileEmulated(spec, options);
 }
 
-std::unique_ptr<rt::HostRouter> onCpu(const RoutingSpec &spec) {
-  auto router = cpu::CpuHostRouter::compile(spec, {});
-  if (!router) {
-    ADD_FAILURE() << llvm::toString(router.takeError());
-    return nullptr;
-  }
-  return std::move(*router);
-}
 
 /// Both backends on T tokens, route (and replay when the spec has it), the
 /// GPU kernels with `lanesPerToken` lanes per token (0: the heuristic's).
@@ -180,7 +168,7 @@ void check(const RoutingSpec &spec, std::initializer_list<int64_t> tokenCounts,
            uint32_t seed, int64_t lanesPerToken = 0,
            const std::string &topk = "") {
   auto emu = emulated(spec, "", lanesPerToken, topk);
-  auto cpu = onCpu(spec);
+  auto cpu = routingtest::compileOnCpu(spec);
   ASSERT_TRUE(emu && cpu);
   for (int64_t tokens : tokenCounts) {
     SCOPED_TRACE("T = " + std::to_string(tokens));
@@ -363,7 +351,7 @@ program: |
                                "program", error);
   ASSERT_TRUE(spec) << error;
   auto emu = emulated(*spec);
-  auto cpu = onCpu(*spec);
+  auto cpu = routingtest::compileOnCpu(*spec);
   ASSERT_TRUE(emu && cpu);
   Inputs in = makeInputs(*spec, 37, 23);
   std::mt19937 rng(29);
@@ -390,7 +378,7 @@ TEST(GpuEmuBackendTest, ThousandsOfTokensMatchTheCpuBackend) {
 TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
   RoutingSpec spec = templateSpec("deepseek-v3");
   auto emu = emulated(spec);
-  auto cpu = onCpu(spec);
+  auto cpu = routingtest::compileOnCpu(spec);
   ASSERT_TRUE(emu && cpu);
   Inputs in = makeInputs(spec, 40, 7);
   in.forcedIds[30 * spec.topK + 3] = 999;
@@ -408,7 +396,7 @@ TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
 
   RoutingSpec hash = templateSpec("deepseek-v4-flash-hash");
   auto emuHash = emulated(hash);
-  auto cpuHash = onCpu(hash);
+  auto cpuHash = routingtest::compileOnCpu(hash);
   ASSERT_TRUE(emuHash && cpuHash);
   Inputs ids = makeInputs(hash, 40, 9);
   ids.tokenIds[12] = 500;
@@ -421,7 +409,7 @@ TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
   // the lowest token, in route and replay alike.
   RoutingSpec qwen2 = templateSpec("qwen2-57b-a14b");
   auto emuGate = emulated(qwen2);
-  auto cpuGate = onCpu(qwen2);
+  auto cpuGate = routingtest::compileOnCpu(qwen2);
   ASSERT_TRUE(emuGate && cpuGate);
   Inputs gate = makeInputs(qwen2, 40, 10);
   const uint16_t nanBits = 0x7fc0, infBits = 0x7f80;
@@ -437,7 +425,7 @@ TEST(GpuEmuBackendTest, InvalidInputsAreReportedLikeTheCpu) {
 
 TEST(GpuEmuBackendTest, ResultsDoNotDependOnTheSchedule) {
   RoutingSpec spec = templateSpec("kimi-k2");
-  auto cpu = onCpu(spec);
+  auto cpu = routingtest::compileOnCpu(spec);
   ASSERT_TRUE(cpu);
   Inputs in = makeInputs(spec, 21, 3);
   Outputs expected = run(*cpu, spec, in, false);
@@ -464,7 +452,7 @@ TEST(GpuEmuBackendTest, ResultsDoNotDependOnTheSchedule) {
 std::string verdictOnFault(const std::string &fault) {
   RoutingSpec spec = templateSpec("deepseek-v3");
   auto emu = emulated(spec, fault);
-  auto cpu = onCpu(spec);
+  auto cpu = routingtest::compileOnCpu(spec);
   if (!emu || !cpu)
     return "did not compile";
   Inputs in = makeInputs(spec, 37, 5);
@@ -665,7 +653,7 @@ TEST(GpuEmuBackendTest, ExactTiesGoToTheLowerIndexLikeTheCpu) {
     ASSERT_TRUE(spec) << error;
     SCOPED_TRACE(spec->name);
     auto emu = emulated(*spec);
-    auto cpu = onCpu(*spec);
+    auto cpu = routingtest::compileOnCpu(*spec);
     ASSERT_TRUE(emu && cpu);
     Inputs in = makeInputs(*spec, 9, 11);
     std::mt19937 rng(3);
@@ -693,7 +681,7 @@ TEST(GpuEmuBackendTest, GroupedTopKFromTheKeptGroupsMatchesTheMaskedRow) {
   for (int64_t lanes : {0, 32}) {
     SCOPED_TRACE(std::to_string(lanes) + " lanes per token (0: heuristic)");
     auto emu = emulated(spec, "", lanes);
-    auto cpu = onCpu(spec);
+    auto cpu = routingtest::compileOnCpu(spec);
     ASSERT_TRUE(emu && cpu);
     Inputs in = makeInputs(spec, 37, 21);
     std::mt19937 rng(8);

@@ -11,14 +11,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/spec/SpecParser.h"
 #include "tests/golden/GoldenRouter.h"
-
-#ifdef MOEGEN_TEST_GPU_EMULATOR
-#include "compiler/backend/gpuemu/GpuEmuRouter.h"
-#include "compiler/backend/nvptx/NvptxCompiler.h"
-#endif
+#include "tests/unit/TestRouters.h"
 
 #include <gtest/gtest.h>
 
@@ -30,6 +25,7 @@
 namespace {
 
 using namespace moegen;
+using routingtest::compileOnCpu;
 
 // DeepSeek-V3's router with its balancing step.
 constexpr const char *kBalanced = R"(name: balanced
@@ -151,19 +147,11 @@ void checkAgainstReference(rt::HostRouter &router, const RoutingSpec &spec) {
             "bias, expert_counts, updated_bias: every buffer is required");
 }
 
-std::unique_ptr<rt::HostRouter> onCpu(const RoutingSpec &spec) {
-  auto router = cpu::CpuHostRouter::compile(spec, {});
-  if (!router) {
-    ADD_FAILURE() << llvm::toString(router.takeError());
-    return nullptr;
-  }
-  return std::move(*router);
-}
 
 TEST(LoadBalance, CpuMatchesTheReference) {
   RoutingSpec spec = parse(kBalanced);
   EXPECT_TRUE(spec.updateBias);
-  auto router = onCpu(spec);
+  auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   checkAgainstReference(*router, spec);
 }
@@ -172,7 +160,7 @@ TEST(LoadBalance, StepsEvenTheLoad) {
   // A hundred steps of route, dispatch and update at rate 0.001 bring the
   // favoured experts' load down towards the mean.
   RoutingSpec spec = parse(kBalanced);
-  auto router = onCpu(spec);
+  auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   std::vector<float> bias(spec.numExperts, 0.0f), next;
   auto spread = [&](const std::vector<int32_t> &counts) {
@@ -195,7 +183,7 @@ TEST(LoadBalance, RoutersWithoutTheEntryRefuseTheCall) {
   auto spec = parseRoutingSpecFile(
       std::string(MOEGEN_SOURCE_DIR) + "/templates/deepseek-v3.yaml", error);
   ASSERT_TRUE(spec) << error;
-  auto router = onCpu(*spec);
+  auto router = compileOnCpu(*spec);
   ASSERT_TRUE(router);
   std::vector<float> bias(256), updated(256);
   std::vector<int32_t> counts(256);
@@ -208,10 +196,9 @@ TEST(LoadBalance, RoutersWithoutTheEntryRefuseTheCall) {
 #ifdef MOEGEN_TEST_GPU_EMULATOR
 TEST(LoadBalance, EmulatedGpuMatchesTheReference) {
   RoutingSpec spec = parse(kBalanced);
-  auto router = gpuemu::compileEmulatedRouter(spec, {});
-  ASSERT_TRUE(bool(router))
-      << nvptx::takeCompileError(router.takeError()).second;
-  checkAgainstReference(**router, spec);
+  auto router = routingtest::compileEmulated(spec);
+  ASSERT_TRUE(router);
+  checkAgainstReference(*router, spec);
 }
 #endif
 

@@ -12,15 +12,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/spec/SpecParser.h"
 #include "tests/golden/GoldenRouter.h"
 #include "tests/unit/RoutingTestInputs.h"
-
-#ifdef MOEGEN_TEST_GPU_EMULATOR
-#include "compiler/backend/gpuemu/GpuEmuRouter.h"
-#include "compiler/backend/nvptx/NvptxCompiler.h"
-#endif
+#include "tests/unit/TestRouters.h"
 
 #include <gtest/gtest.h>
 
@@ -276,21 +271,13 @@ void checkBadInput(rt::HostRouter &router, const RoutingSpec &spec) {
   EXPECT_EQ(router.combine(call), "");
 }
 
-std::unique_ptr<rt::HostRouter> onCpu(const RoutingSpec &spec) {
-  auto router = cpu::CpuHostRouter::compile(spec, {});
-  if (!router) {
-    ADD_FAILURE() << llvm::toString(router.takeError());
-    return nullptr;
-  }
-  return std::move(*router);
-}
 
 TEST(PermuteCombineTest, CpuMatchesTheReferenceForEveryRowType) {
   for (LogitsDType dtype :
        {LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16}) {
     RoutingSpec spec = withPermute("deepseek-v3", dtype);
     SCOPED_TRACE(std::string(toString(dtype)));
-    auto router = onCpu(spec);
+    auto router = routingtest::compileOnCpu(spec);
     ASSERT_TRUE(router);
     checkAgainstReference(*router, spec, {0, 1, 37, 130},
                           {1, 7, 16, 17, 100, 1024});
@@ -301,7 +288,7 @@ TEST(PermuteCombineTest, CpuMatchesTheReferenceForOtherTemplates) {
   for (const char *name : {"mixtral-8x7b", "deepseek-v4-flash-hash"}) {
     RoutingSpec spec = withPermute(name, LogitsDType::BF16);
     SCOPED_TRACE(name);
-    auto router = onCpu(spec);
+    auto router = routingtest::compileOnCpu(spec);
     ASSERT_TRUE(router);
     checkAgainstReference(*router, spec, {1, 65}, {3, 64, 200});
   }
@@ -309,7 +296,7 @@ TEST(PermuteCombineTest, CpuMatchesTheReferenceForOtherTemplates) {
 
 TEST(PermuteCombineTest, CpuReportsBadInput) {
   RoutingSpec spec = withPermute("qwen3-30b-a3b", LogitsDType::BF16);
-  auto router = onCpu(spec);
+  auto router = routingtest::compileOnCpu(spec);
   ASSERT_TRUE(router);
   checkBadInput(*router, spec);
 }
@@ -317,7 +304,7 @@ TEST(PermuteCombineTest, CpuReportsBadInput) {
 TEST(PermuteCombineTest, SpecsWithoutPermuteRefuseTheCall) {
   RoutingSpec spec = withPermute("mixtral-8x7b", LogitsDType::BF16);
   spec.permute = false;
-  auto router = onCpu(spec);
+  auto router = routingtest::compileOnCpu(spec);
   ASSERT_TRUE(router);
   rt::HostPermuteCall call;
   EXPECT_EQ(router->permute(call),
@@ -326,21 +313,13 @@ TEST(PermuteCombineTest, SpecsWithoutPermuteRefuseTheCall) {
 }
 
 #ifdef MOEGEN_TEST_GPU_EMULATOR
-std::unique_ptr<rt::HostRouter> emulated(const RoutingSpec &spec) {
-  auto router = gpuemu::compileEmulatedRouter(spec, {});
-  if (!router) {
-    ADD_FAILURE() << nvptx::takeCompileError(router.takeError()).second;
-    return nullptr;
-  }
-  return std::move(*router);
-}
 
 TEST(PermuteCombineTest, EmulatedGpuMatchesTheReference) {
   for (LogitsDType dtype :
        {LogitsDType::F32, LogitsDType::BF16, LogitsDType::F16}) {
     RoutingSpec spec = withPermute("kimi-k2", dtype);
     SCOPED_TRACE(std::string(toString(dtype)));
-    auto router = emulated(spec);
+    auto router = routingtest::compileEmulated(spec);
     ASSERT_TRUE(router);
     // Tokens past a block's four, and rows with and without a tail chunk.
     checkAgainstReference(*router, spec, {0, 1, 9}, {1, 31, 64, 70});
@@ -349,7 +328,7 @@ TEST(PermuteCombineTest, EmulatedGpuMatchesTheReference) {
 
 TEST(PermuteCombineTest, EmulatedGpuReportsBadInput) {
   RoutingSpec spec = withPermute("qwen3-30b-a3b", LogitsDType::BF16);
-  auto router = emulated(spec);
+  auto router = routingtest::compileEmulated(spec);
   ASSERT_TRUE(router);
   checkBadInput(*router, spec);
 }

@@ -26,16 +26,11 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/backend/cpu/CpuRouter.h"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/npy/HalfFloat.h"
 #include "tests/golden/GoldenRouter.h"
-
-#ifdef MOEGEN_TEST_GPU_EMULATOR
-#include "compiler/backend/gpuemu/GpuEmuRouter.h"
-#include "compiler/backend/nvptx/NvptxCompiler.h"
-#endif
+#include "tests/unit/TestRouters.h"
 
 #include <gtest/gtest.h>
 
@@ -48,6 +43,10 @@
 namespace {
 
 using namespace moegen;
+using routingtest::compileOnCpu;
+#ifdef MOEGEN_TEST_GPU_EMULATOR
+using routingtest::compileEmulated;
+#endif
 
 // Softmax scores as keys; top-p over E = 64 with at most 8 experts, and
 // every entry point that meets the -1 slots.
@@ -420,14 +419,6 @@ void checkRowMovement(rt::HostRouter &router, const RoutingSpec &spec,
                 std::to_string(tokens * k) + ")");
 }
 
-std::unique_ptr<rt::HostRouter> onCpu(const RoutingSpec &spec) {
-  auto router = cpu::CpuHostRouter::compile(spec, {});
-  if (!router) {
-    ADD_FAILURE() << llvm::toString(router.takeError());
-    return nullptr;
-  }
-  return std::move(*router);
-}
 
 TEST(TopPRouting, ProgramFactsMarkUnusedSlots) {
   EXPECT_TRUE(parse(kSoftmaxTopP).unusedSlots);
@@ -436,7 +427,7 @@ TEST(TopPRouting, ProgramFactsMarkUnusedSlots) {
 
 TEST(TopPRouting, CpuSoftmaxMatchesTheReference) {
   RoutingSpec spec = parse(kSoftmaxTopP);
-  auto router = onCpu(spec);
+  auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   const Inputs in = makeInputs(spec, 301, 11, 0.05, 3.0);
   Routed routed = checkRouteAndReplay(*router, spec, in, 0.6);
@@ -446,7 +437,7 @@ TEST(TopPRouting, CpuSoftmaxMatchesTheReference) {
 
 TEST(TopPRouting, CpuGroupedMatchesTheReference) {
   RoutingSpec spec = parse(kGroupedTopP);
-  auto router = onCpu(spec);
+  auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   const Inputs in = makeInputs(spec, 257, 5, 0.01, 0.2, -5.0, 1.0);
   Routed routed = checkRouteAndReplay(*router, spec, in, 0.9);
@@ -461,9 +452,9 @@ TEST(TopPRouting, EveryTopKMethodCutsAlike) {
     SCOPED_TRACE(method);
     cpu::CpuCompileOptions options;
     options.topk = method;
-    auto compiled = cpu::CpuHostRouter::compile(spec, options);
-    ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
-    Routed routed = run(**compiled, spec, in);
+    auto compiled = compileOnCpu(spec, options);
+    ASSERT_TRUE(compiled);
+    Routed routed = run(*compiled, spec, in);
     ASSERT_EQ(routed.error, "");
     if (first.empty())
       first = routed.ids;
@@ -622,7 +613,7 @@ program: |
 TEST(CapacityDispatch, CpuSwitchMatchesTheReference) {
   RoutingSpec spec = parse(kSwitch);
   EXPECT_FALSE(spec.unusedSlots);
-  auto router = onCpu(spec);
+  auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   for (int64_t tokens : {0, 1, 7, 300}) {
     SCOPED_TRACE("T = " + std::to_string(tokens));
@@ -638,24 +629,16 @@ TEST(CapacityDispatch, CpuSwitchMatchesTheReference) {
 
 TEST(CapacityDispatch, CpuTopPWithCapacity) {
   RoutingSpec spec = parse(kToppCapacity);
-  auto router = onCpu(spec);
+  auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   checkCapacity(*router, spec, skewedInputs(spec, 200, 9));
 }
 
 #ifdef MOEGEN_TEST_GPU_EMULATOR
-std::unique_ptr<rt::HostRouter> emulated(const RoutingSpec &spec) {
-  auto router = gpuemu::compileEmulatedRouter(spec, {});
-  if (!router) {
-    ADD_FAILURE() << nvptx::takeCompileError(router.takeError()).second;
-    return nullptr;
-  }
-  return std::move(*router);
-}
 
 TEST(TopPRouting, EmulatedGpuSoftmaxMatchesTheReference) {
   RoutingSpec spec = parse(kSoftmaxTopP);
-  auto router = emulated(spec);
+  auto router = compileEmulated(spec);
   ASSERT_TRUE(router);
   const Inputs in = makeInputs(spec, 77, 13, 0.05, 3.0);
   Routed routed = checkRouteAndReplay(*router, spec, in, 0.6);
@@ -667,7 +650,7 @@ TEST(TopPRouting, EmulatedGpuEverySegmentWidthCutsAlike) {
   // The cut is scalar code per token: a token per lane, per 4 lanes and
   // per warp all give the CPU's ids.
   RoutingSpec spec = parse(kSoftmaxTopP);
-  auto cpuRouter = onCpu(spec);
+  auto cpuRouter = compileOnCpu(spec);
   ASSERT_TRUE(cpuRouter);
   const Inputs in = makeInputs(spec, 45, 29, 0.05, 3.0);
   const Routed want = run(*cpuRouter, spec, in);
@@ -676,10 +659,9 @@ TEST(TopPRouting, EmulatedGpuEverySegmentWidthCutsAlike) {
     SCOPED_TRACE("lanes per token " + std::to_string(lanes));
     gpuemu::GpuEmuOptions options;
     options.nvptx.lanesPerToken = lanes;
-    auto router = gpuemu::compileEmulatedRouter(spec, options);
-    ASSERT_TRUE(bool(router))
-        << nvptx::takeCompileError(router.takeError()).second;
-    Routed got = run(**router, spec, in);
+    auto router = compileEmulated(spec, options);
+    ASSERT_TRUE(router);
+    Routed got = run(*router, spec, in);
     ASSERT_EQ(got.error, "");
     EXPECT_EQ(got.ids, want.ids);
     EXPECT_EQ(got.sortedSlots, want.sortedSlots);
@@ -689,7 +671,7 @@ TEST(TopPRouting, EmulatedGpuEverySegmentWidthCutsAlike) {
 
 TEST(CapacityDispatch, EmulatedGpuSwitchMatchesTheReference) {
   RoutingSpec spec = parse(kSwitch);
-  auto router = emulated(spec);
+  auto router = compileEmulated(spec);
   ASSERT_TRUE(router);
   // 5000 slots: three blocks of the parallel dispatch.
   for (int64_t tokens : {7, 5000}) {
@@ -703,14 +685,14 @@ TEST(CapacityDispatch, EmulatedGpuSwitchMatchesTheReference) {
 
 TEST(CapacityDispatch, EmulatedGpuTopPWithCapacity) {
   RoutingSpec spec = parse(kToppCapacity);
-  auto router = emulated(spec);
+  auto router = compileEmulated(spec);
   ASSERT_TRUE(router);
   checkCapacity(*router, spec, skewedInputs(spec, 700, 4));
 }
 
 TEST(TopPRouting, EmulatedGpuGroupedMatchesTheReference) {
   RoutingSpec spec = parse(kGroupedTopP);
-  auto router = emulated(spec);
+  auto router = compileEmulated(spec);
   ASSERT_TRUE(router);
   const Inputs in = makeInputs(spec, 45, 17, 0.01, 0.2, -5.0, 1.0);
   checkRouteAndReplay(*router, spec, in, 0.9);
