@@ -77,7 +77,12 @@ constexpr ArgSpec kRoute[] = {
     kSharedGateOut,
     kErrorRecord,
     kTokenBegin,
-    kTokenEnd};
+    kTokenEnd,
+    // GPU expert-choice routes only: the radix select's histograms and
+    // thresholds, and the grid barrier.
+    ArgSpec{"scratch", ArgRole::Scratch, {ExpertChoiceScratchWords}, 1,
+            DTypeRule::Fixed, DType::I32, Access::ReadWrite,
+            /*required=*/false}};
 constexpr ArgSpec kRouteHash[] = {
     kLogits,
     tensor("token_ids", {Tokens}, 1, DType::I32, Access::Read),
@@ -226,6 +231,8 @@ std::string_view toString(DimRule rule) {
     return "W";
   case DispatchScratchWords:
     return "S";
+  case ExpertChoiceScratchWords:
+    return "S_ec";
   }
   return "?";
 }

@@ -99,8 +99,9 @@ enum class DimRule {
   One,          ///< 1, static (one value per token)
   ErrorWords,   ///< the error record's words on the target, static
   DispatchScratchWords, ///< dispatchScratchWords(E), static
+  ExpertChoiceScratchWords, ///< expertChoiceScratchWords(E), static
 };
-/// "T", "V", "L", "T*k", "H", "E", "E+1", "k", "1", "W", "S".
+/// "T", "V", "L", "T*k", "H", "E", "E+1", "k", "1", "W", "S", "S_ec".
 std::string_view toString(DimRule rule);
 /// Whether the dimension is a run-time size (a symbol in the manifest).
 constexpr bool isDynamic(DimRule rule) {
@@ -183,20 +184,49 @@ constexpr int64_t dispatchScratchWords(int64_t numExperts) {
   return kDispatchBarrierWords + partitions + partitions * numExperts +
          numExperts + 1;
 }
-/// The grid of one dispatch launch over `slots` = T * k slots on a device of
-/// `multiprocessors` SMs: one block per kDispatchSlotsPerBlock slots, at
-/// most one block per SM (a cooperative launch needs every block resident),
-/// at most dispatchMaxBlocks(E), at least one (T = 0 still writes counts
+/// The grid of a cooperative launch over `slots` = T * k slots on a device
+/// of `multiprocessors` SMs: one block per `slotsPerBlock` slots, at most
+/// one block per SM (a cooperative launch needs every block resident), at
+/// most `maxBlocks`, at least one (T = 0 still runs: dispatch writes counts
 /// and offsets).
-constexpr int64_t dispatchGridDim(int64_t slots, int64_t numExperts,
-                                  int64_t multiprocessors) {
-  int64_t wanted = (slots + kDispatchSlotsPerBlock - 1) / kDispatchSlotsPerBlock;
-  int64_t limit = dispatchMaxBlocks(numExperts);
-  if (multiprocessors < limit)
-    limit = multiprocessors;
+constexpr int64_t cooperativeGridDim(int64_t slots, int64_t slotsPerBlock,
+                                     int64_t maxBlocks,
+                                     int64_t multiprocessors) {
+  int64_t wanted = (slots + slotsPerBlock - 1) / slotsPerBlock;
+  int64_t limit = maxBlocks < multiprocessors ? maxBlocks : multiprocessors;
   if (wanted > limit)
     wanted = limit;
   return wanted < 1 ? 1 : wanted;
+}
+/// The grid of one dispatch launch: kDispatchSlotsPerBlock slots a block,
+/// at most dispatchMaxBlocks(E).
+constexpr int64_t dispatchGridDim(int64_t slots, int64_t numExperts,
+                                  int64_t multiprocessors) {
+  return cooperativeGridDim(slots, kDispatchSlotsPerBlock,
+                            dispatchMaxBlocks(numExperts), multiprocessors);
+}
+
+//===----------------------------------------------------------------------===//
+// The GPU expert-choice route (docs/kernel-abi.md, "Expert-choice route"):
+// one cooperative launch whose token segments stride over all tokens,
+// radix-select each expert's threshold through the scratch buffer between
+// grid barriers, then route every token. Its grid: one block per
+// `tokens_per_block` tokens (slots_per_block = tokens_per_block * k), at
+// most kExpertChoiceMaxBlocks.
+//===----------------------------------------------------------------------===//
+
+inline constexpr int64_t kExpertChoiceMaxBlocks = 256;
+/// The radix select's digits: 8 bits, so 256 bins per expert.
+inline constexpr int64_t kExpertChoiceBins = 256;
+/// Scratch words before the per-expert arrays: the grid barrier's two
+/// words, then the flag that some expert must break a tie by token.
+inline constexpr int64_t kExpertChoiceHeaderWords = 3;
+/// Per expert: the threshold key, the tokens still to take, the last token
+/// taken, the tie's token prefix, and the histogram.
+inline constexpr int64_t kExpertChoiceWordsPerExpert = 4 + kExpertChoiceBins;
+/// The scratch buffer's size in int32 words.
+constexpr int64_t expertChoiceScratchWords(int64_t numExperts) {
+  return kExpertChoiceHeaderWords + kExpertChoiceWordsPerExpert * numExperts;
 }
 
 /// The name of a GPU kernel's size parameter: "logits.size0".

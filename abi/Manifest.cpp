@@ -131,7 +131,7 @@ private:
   std::vector<Dim> expectedShape(const ArgSpec &arg);
   void parseKernel(const Json &value, const std::string &key, Kernel &kernel);
   void parseLaunch(const Json &value, const std::string &key,
-                   LaunchRule &launch);
+                   EntryKind entry, LaunchRule &launch);
 
   const std::string &path;
   const ManifestOptions &options;
@@ -198,6 +198,9 @@ std::vector<Dim> Parser::expectedShape(const ArgSpec &arg) {
     case DimRule::DispatchScratchWords:
       dim.extent = dispatchScratchWords(manifest.numExperts);
       break;
+    case DimRule::ExpertChoiceScratchWords:
+      dim.extent = expertChoiceScratchWords(manifest.numExperts);
+      break;
     }
     shape.push_back(dim);
   }
@@ -205,7 +208,7 @@ std::vector<Dim> Parser::expectedShape(const ArgSpec &arg) {
 }
 
 void Parser::parseLaunch(const Json &value, const std::string &key,
-                         LaunchRule &launch) {
+                         EntryKind entry, LaunchRule &launch) {
   if (!value.is_object())
     fail(key, "must be an object, got " + describe(value));
   launch.blockDim =
@@ -214,13 +217,43 @@ void Parser::parseLaunch(const Json &value, const std::string &key,
       getInt(member(value, key, "tokens_per_block"), key + ".tokens_per_block",
              0, std::numeric_limits<int32_t>::max());
   launch.gridDim = getString(member(value, key, "grid_dim"), key + ".grid_dim");
-  if (stripSpaces(launch.gridDim) == "cooperative") {
+  if (stripSpaces(launch.gridDim) == "cooperative" &&
+      entry == EntryKind::Route) {
+    // An expert-choice route: its token segments stride over all tokens,
+    // blocks of whole warps, kExpertChoiceMaxBlocks at most, a block's
+    // tokens times k slots per block (docs/kernel-abi.md).
+    launch.cooperative = true;
+    if (launch.tokensPerBlock != 0)
+      fail(key + ".tokens_per_block",
+           "must be 0 for a cooperative launch, got " +
+               std::to_string(launch.tokensPerBlock));
+    if (launch.blockDim % 32 != 0)
+      fail(key + ".block_dim", std::to_string(launch.blockDim) +
+                                   " must be a multiple of 32");
+    launch.maxGridDim = getInt(member(value, key, "max_grid_dim"),
+                               key + ".max_grid_dim", 1, kExpertChoiceMaxBlocks);
+    if (launch.maxGridDim != kExpertChoiceMaxBlocks)
+      fail(key + ".max_grid_dim", std::to_string(launch.maxGridDim) +
+                                      " must be " +
+                                      std::to_string(kExpertChoiceMaxBlocks));
+    launch.slotsPerBlock =
+        getInt(member(value, key, "slots_per_block"), key + ".slots_per_block",
+               1, std::numeric_limits<int32_t>::max());
+    if (launch.slotsPerBlock % manifest.topK != 0)
+      fail(key + ".slots_per_block",
+           std::to_string(launch.slotsPerBlock) +
+               " must be a multiple of top_k = " +
+               std::to_string(manifest.topK) + " (tokens per block * k)");
+  } else if (stripSpaces(launch.gridDim) == "cooperative") {
     // The GPU dispatch: every block resident at once (docs/kernel-abi.md).
     launch.cooperative = true;
     if (launch.tokensPerBlock != 0)
       fail(key + ".tokens_per_block",
            "must be 0 for a cooperative launch, got " +
                std::to_string(launch.tokensPerBlock));
+    if (entry != EntryKind::Dispatch)
+      fail(key + ".grid_dim", "\"cooperative\" is for the dispatch and an "
+                              "expert-choice route");
     if (launch.blockDim != kDispatchBlockThreads)
       fail(key + ".block_dim", std::to_string(launch.blockDim) + " must be " +
                                    std::to_string(kDispatchBlockThreads) +
@@ -474,7 +507,8 @@ void Parser::parseKernel(const Json &value, const std::string &key,
     fail(paramsKey, hasCapture ? "has 'capture' but no 'layer'"
                                : "has 'layer' but no 'capture'");
 
-  parseLaunch(member(value, key, "launch"), key + ".launch", kernel.launch);
+  parseLaunch(member(value, key, "launch"), key + ".launch", kernel.entry,
+              kernel.launch);
   // The scratch buffer and the cooperative grid come together: the kernel
   // that synchronizes its grid keeps its histograms there.
   bool hasScratch = kernel.findParam("scratch") >= 0;

@@ -74,7 +74,9 @@ class Raiser {
 public:
   explicit Raiser(ModuleOp module) : module(module) {
     // What the program derives unused_slots from, read once.
-    module.walk([&](mlir::moe::TopPOp) { hasTopP = true; });
+    module.walk([&](Operation *op) {
+      hasDynamicK |= isa<mlir::moe::TopPOp, mlir::moe::ExpertChoiceOp>(op);
+    });
     module.walk([&](mlir::moe::DispatchOp dispatch) {
       hasCapacity |= dispatch.getCapacityFactor().has_value();
     });
@@ -301,21 +303,22 @@ private:
       // that says otherwise cannot be written as a program.
       // Permute and combine also meet the slots a capacity drops.
       auto unusedSlots = [&](bool given, bool rows = false) {
-        bool derived = hasTopP || (rows && hasCapacity);
+        bool derived = hasDynamicK || (rows && hasCapacity);
         if (given != derived)
           fail(op.getLoc(),
                op.getName().getStringRef().str() +
                    (given ? std::string(rows ? ": unused_slots without a "
-                                               "moe.topp selection or a "
-                                               "dispatch capacity (only they "
-                                               "leave slots without an "
-                                               "expert row)"
+                                               "moe.topp or moe.expert_choice "
+                                               "selection or a dispatch "
+                                               "capacity (only they leave "
+                                               "slots without an expert row)"
                                              : ": unused_slots without a "
-                                               "moe.topp selection (only "
-                                               "top-p routing leaves slots "
-                                               "unused)")
-                          : std::string(hasTopP ? ": a moe.topp router's ids "
-                                               "may hold -1"
+                                               "moe.topp or moe.expert_choice "
+                                               "selection (only they leave "
+                                               "slots unused)")
+                          : std::string(hasDynamicK ? ": a moe.topp or "
+                                               "moe.expert_choice router's "
+                                               "ids may hold -1"
                                              : ": a dispatch with a capacity "
                                                "drops slots") +
                                 ": it needs unused_slots"));
@@ -350,6 +353,13 @@ private:
               .Case([&](mlir::moe::TopPOp topp) {
                 return "topp(" + operand(0) + ", " + std::to_string(topp.getK()) +
                        ", p: " + program::formatNumber(topp.getP().convertToDouble()) +
+                       ")";
+              })
+              .Case([&](mlir::moe::ExpertChoiceOp choice) {
+                return "expert_choice(" + operand(0) + ", " +
+                       std::to_string(choice.getK()) + ", capacity_factor: " +
+                       program::formatNumber(
+                           choice.getCapacityFactor().convertToDouble()) +
                        ")";
               })
               .Case([&](mlir::moe::HashSelectOp hash) {
@@ -466,8 +476,9 @@ private:
   }
 
   ModuleOp module;
-  /// The module selects by top-p; a dispatch has a capacity.
-  bool hasTopP = false, hasCapacity = false;
+  /// The module selects by top-p or expert choice (ids may hold -1); a
+  /// dispatch has a capacity.
+  bool hasDynamicK = false, hasCapacity = false;
   llvm::DenseMap<Value, std::string> names;
   std::set<std::string> taken;
   /// The op each program line was written from, for error locations.

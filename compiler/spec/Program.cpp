@@ -352,6 +352,7 @@ const std::map<std::string, std::string, std::less<>> kCallees = {
     {"group_mask", "group_mask(x, groups: G, keep: K, by: top2_sum|max)"},
     {"topk", "topk(x, k)"},
     {"topp", "topp(x, k, p: P)"},
+    {"expert_choice", "expert_choice(x, k, capacity_factor: f)"},
     {"hash", "hash(token_ids, hash_table, k)"},
     {"forced", "forced(forced_ids)"},
     {"gather", "gather(x, ids)"},
@@ -452,7 +453,9 @@ private:
     for (const Expr &arg : expr.args)
       if (std::optional<int64_t> k = topKIn(arg))
         return k;
-    size_t index = expr.text == "topk" || expr.text == "topp" ? 1
+    size_t index = expr.text == "topk" || expr.text == "topp" ||
+                           expr.text == "expert_choice"
+                       ? 1
                    : expr.text == "hash"                     ? 2
                                                              : 0;
     if (!index || expr.args.size() != index + 1 ||
@@ -638,12 +641,15 @@ private:
     case EntryKind::RouteHash: {
       OpKind wanted = entry.kind == EntryKind::Route ? OpKind::TopK : OpKind::Hash;
       std::optional<OpKind> got = idsProducer();
-      if (got == OpKind::TopP && wanted == OpKind::TopK)
+      if ((got == OpKind::TopP || got == OpKind::ExpertChoice) &&
+          wanted == OpKind::TopK)
         program.unusedSlots = true;
       else if (got != wanted)
         fail(syntax.results.front().loc,
              entryName + ": no selection: its ids must come from " +
-                 (wanted == OpKind::TopK ? "topk(x, k) or topp(x, k, p: P)"
+                 (wanted == OpKind::TopK ? "topk(x, k), topp(x, k, p: P) or "
+                                           "expert_choice(x, k, "
+                                           "capacity_factor: f)"
                                          : "hash(token_ids, hash_table, k)"));
       break;
     }
@@ -773,7 +779,8 @@ private:
                        : name == "capture" || name == "combine" ? 3
                                                                 : 1;
     size_t numNumbers =
-        name == "topk" || name == "topp" || name == "hash" || name == "scale"
+        name == "topk" || name == "topp" || name == "expert_choice" ||
+                name == "hash" || name == "scale"
             ? 1
             : 0;
     std::vector<std::string> allowedOptions =
@@ -782,6 +789,7 @@ private:
         : name == "normalize"  ? std::vector<std::string>{"epsilon"}
         : name == "sparsemixer" ? std::vector<std::string>{"jitter_eps"}
         : name == "topp"        ? std::vector<std::string>{"p"}
+        : name == "expert_choice" ? std::vector<std::string>{"capacity_factor"}
         : name == "dispatch"    ? std::vector<std::string>{"capacity_factor"}
         : name == "update_bias" ? std::vector<std::string>{"rate"}
                                : std::vector<std::string>{};
@@ -938,11 +946,13 @@ private:
                            std::to_string(perGroup) + " (use by: max)");
       selectable = op.keep * perGroup;
       resultTypes.push_back(scores);
-    } else if (name == "topk" || name == "topp" || name == "hash") {
+    } else if (name == "topk" || name == "topp" || name == "expert_choice" ||
+               name == "hash") {
       bool isTopK = name != "hash";
-      op.kind = name == "topk"   ? OpKind::TopK
-                : name == "topp" ? OpKind::TopP
-                                 : OpKind::Hash;
+      op.kind = name == "topk"            ? OpKind::TopK
+                : name == "topp"          ? OpKind::TopP
+                : name == "expert_choice" ? OpKind::ExpertChoice
+                                          : OpKind::Hash;
       if (isTopK) {
         expectType(expr, 0, arg(0), operands[0], scores, "keys");
       } else {
@@ -974,6 +984,16 @@ private:
                                "the running sum of the selected keys to pass",
                                "the running sum of the keys is compared with "
                                "it in f32");
+      }
+      if (op.kind == OpKind::ExpertChoice) {
+        if (entry.kind != EntryKind::Route)
+          fail(expr.loc, "expert_choice: a selection across tokens belongs in "
+                         "the route entry (replay's forced() takes its ids)");
+        op.capacityFactor = *positiveOption(
+            "capacity_factor", true,
+            "the tokens each expert takes per expert of the average token "
+            "(c = ceil(f * T / E))",
+            "each expert takes ceil(f * T / E) tokens");
       }
       resultTypes.push_back(ids);
     } else if (name == "forced") {

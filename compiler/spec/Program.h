@@ -59,6 +59,7 @@ enum class OpKind {
   GroupMask, ///< group_mask(x, groups:, keep:, by:)
   TopK,      ///< topk(x, k)
   TopP,      ///< topp(x, k, p:): dynamic k, unused slots hold -1
+  ExpertChoice, ///< expert_choice(x, k, capacity_factor:): experts pick tokens
   Hash,      ///< hash(token_ids, hash_table, k)
   Forced,    ///< forced(forced_ids)
   Gather,    ///< gather(x, ids)
@@ -85,7 +86,7 @@ struct Op {
   std::optional<double> temperature, softcap; // Score
   int64_t groups = 1, keep = 1;               // GroupMask
   GroupScore by = GroupScore::Top2Sum;        // GroupMask
-  int64_t k = 0;                              // TopK, TopP, Hash
+  int64_t k = 0;                              // TopK, TopP, ExpertChoice, Hash
   double p = 1.0;                             // TopP
   double epsilon = kNormalizeEpsilon;         // Normalize
   double factor = 1.0;                        // Scale

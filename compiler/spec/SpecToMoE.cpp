@@ -355,6 +355,11 @@ private:
                                           builder.getI64IntegerAttr(op.k),
                                           builder.getF64FloatAttr(op.p));
       break;
+    case program::OpKind::ExpertChoice:
+      built = builder.create<moe::ExpertChoiceOp>(
+          loc, result, operand(0), builder.getI64IntegerAttr(op.k),
+          builder.getF64FloatAttr(*op.capacityFactor));
+      break;
     case program::OpKind::Hash:
       built = builder.create<moe::HashSelectOp>(loc, result, operand(0),
                                                 operand(1), spec.numExperts);

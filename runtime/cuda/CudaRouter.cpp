@@ -226,10 +226,12 @@ struct CudaRouter::Impl {
   const char *binaryKind = "";
   std::array<CUfunction, abi::kEntryKinds.size()> functions{};
   DeviceBuffer ownError;
-  /// The cooperative dispatch kernel's scratch (abi::dispatchScratchWords),
-  /// allocated and zeroed once at load; its grid barrier leaves it ready
-  /// for the next call.
+  /// The cooperative kernels' scratch (abi::dispatchScratchWords,
+  /// abi::expertChoiceScratchWords), as large as the largest, allocated
+  /// and zeroed once at load; the grid barrier leaves it ready for the
+  /// next call.
   DeviceBuffer scratch;
+  size_t scratchBytes = 0;
   int multiprocessors = 0;
   bool checkBounds = true;
 
@@ -468,9 +470,10 @@ LaunchPlan CudaRouter::Impl::prepare(const Kernel &kernel,
     }
   }
   if (kernel.launch.cooperative)
-    plan.grid = std::min(abi::dispatchGridDim(extents.slots, manifest.numExperts,
-                                         multiprocessors),
-                         kernel.launch.maxGridDim);
+    plan.grid = abi::cooperativeGridDim(extents.slots,
+                                        kernel.launch.slotsPerBlock,
+                                        kernel.launch.maxGridDim,
+                                        multiprocessors);
   else if (kernel.launch.tokensPerBlock > 0)
     plan.grid = (extents.tokens + kernel.launch.tokensPerBlock - 1) /
                 kernel.launch.tokensPerBlock;
@@ -711,13 +714,20 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
                        &impl->multiprocessors,
                        CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, impl->device),
                    "cuDeviceGetAttribute(multiprocessor count)");
+      // One buffer serves every cooperative kernel (the dispatch, an
+      // expert-choice route): they run one after another on a stream, and
+      // each leaves the grid barrier's words as it found them.
       int scratch = kernel.findParam("scratch");
       const size_t bytes =
           size_t(kernel.params[size_t(scratch)].shape.at(0).extent) *
           byteSize(DType::I32);
-      impl->scratch = DeviceBuffer(driver, impl->context, bytes);
-      driver.check(driver.memsetD8Async(impl->scratch.get(), 0, bytes, nullptr),
-                   "cuMemsetD8Async(dispatch scratch)");
+      if (bytes > impl->scratchBytes) {
+        impl->scratch = DeviceBuffer(driver, impl->context, bytes);
+        impl->scratchBytes = bytes;
+        driver.check(
+            driver.memsetD8Async(impl->scratch.get(), 0, bytes, nullptr),
+            "cuMemsetD8Async(scratch)");
+      }
     }
   }
   impl->ownError = DeviceBuffer(driver, impl->context, kErrorRecordBytes);

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -368,6 +369,57 @@ std::string computeDispatch(int64_t numExperts, int64_t numTokens,
   return {};
 }
 
+uint32_t expertChoiceOrder(float key) {
+  if (key == 0.0f)
+    key = 0.0f; // -0 ranks as +0
+  uint32_t bits;
+  std::memcpy(&bits, &key, sizeof bits);
+  return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+}
+
+int64_t expertChoiceCapacity(double capacityFactor, int64_t numTokens,
+                             int64_t numExperts) {
+  return dispatchCapacity(capacityFactor, numTokens, 1, numExperts);
+}
+
+std::vector<int32_t> expertChoiceIds(const std::vector<double> &keys,
+                                     int64_t numTokens, int64_t numExperts,
+                                     int64_t topK, double capacityFactor) {
+  std::vector<float> rounded(keys.begin(), keys.end());
+  return expertChoiceIds(rounded, numTokens, numExperts, topK, capacityFactor);
+}
+
+std::vector<int32_t> expertChoiceIds(const std::vector<float> &keys,
+                                     int64_t numTokens, int64_t numExperts,
+                                     int64_t topK, double capacityFactor) {
+  const int64_t c = expertChoiceCapacity(capacityFactor, numTokens, numExperts);
+  auto key = [&](int64_t t, int64_t e) {
+    return expertChoiceOrder(keys[t * numExperts + e]);
+  };
+  // Each expert's c best tokens: descending key, then ascending token.
+  std::vector<std::vector<int32_t>> choosers(numTokens);
+  std::vector<int32_t> tokens(numTokens);
+  for (int64_t e = 0; e < numExperts; ++e) {
+    std::iota(tokens.begin(), tokens.end(), 0);
+    std::stable_sort(tokens.begin(), tokens.end(), [&](int32_t a, int32_t b) {
+      return key(a, e) > key(b, e);
+    });
+    for (int64_t i = 0; i < c; ++i)
+      choosers[tokens[i]].push_back(static_cast<int32_t>(e));
+  }
+  // Each token's choosers: descending key, then ascending expert; at most k.
+  std::vector<int32_t> ids(numTokens * topK, -1);
+  for (int64_t t = 0; t < numTokens; ++t) {
+    std::vector<int32_t> &list = choosers[t];
+    std::stable_sort(list.begin(), list.end(), [&](int32_t a, int32_t b) {
+      return key(t, a) > key(t, b);
+    });
+    for (int64_t j = 0; j < topK && j < int64_t(list.size()); ++j)
+      ids[t * topK + j] = list[j];
+  }
+  return ids;
+}
+
 namespace {
 
 /// A gating program, one op after another per token (Program.h): rows of
@@ -383,8 +435,23 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
     std::vector<bool> selectable;
     std::vector<int32_t> ids;
   };
+  // An expert-choice selection needs every token's keys first: a first
+  // run of the tokens stops at it and keeps its keys, and the second reads
+  // the ids the experts' picks give.
+  const bool expertChoice =
+      std::any_of(entry.ops.begin(), entry.ops.end(), [](const program::Op &op) {
+        return op.kind == program::OpKind::ExpertChoice;
+      });
+  std::vector<float> choiceKeys;
+  std::vector<int32_t> choiceIds;
+  double choiceFactor = 0.0;
+  for (int pass = expertChoice ? 0 : 1; pass < 2; ++pass) {
+  if (pass == 1 && expertChoice)
+    choiceIds = expertChoiceIds(choiceKeys, inputs.numTokens, e, k,
+                                choiceFactor);
   for (int64_t t = 0; t < inputs.numTokens; ++t) {
     std::vector<Row> rows(program.values.size());
+    bool stopped = false;
     for (size_t index = 0; index < entry.paramNames.size(); ++index) {
       const std::string &name = entry.paramNames[index];
       Row &row = rows[entry.params[index]];
@@ -396,6 +463,14 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
     for (const program::Op &op : entry.ops) {
       auto in = [&](size_t i) -> Row & { return rows[op.operands[i]]; };
       Row result;
+      if (op.kind == program::OpKind::ExpertChoice && pass == 0) {
+        // The kernels hold keys as f32 rows.
+        choiceKeys.insert(choiceKeys.end(), in(0).values.begin(),
+                          in(0).values.end());
+        choiceFactor = *op.capacityFactor;
+        stopped = true;
+        break;
+      }
       switch (op.kind) {
       case program::OpKind::Score: {
         RoutingSpec scoring;
@@ -444,6 +519,10 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
             cut = sum > op.p;
           }
         }
+        break;
+      case program::OpKind::ExpertChoice:
+        result.ids.assign(choiceIds.begin() + t * k,
+                          choiceIds.begin() + t * k + k);
         break;
       case program::OpKind::Hash: {
         const int32_t *row = inputs.hashTable + inputs.tokenIds[t] * k;
@@ -499,7 +578,8 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
         // The capture buffer is the caller's; route() reports ids only.
         break;
       case program::OpKind::SharedGate:
-        out.sharedGate.push_back(sigmoid(inputs.sharedGateLogits[t]));
+        if (pass == 1)
+          out.sharedGate.push_back(sigmoid(inputs.sharedGateLogits[t]));
         break;
       case program::OpKind::Dispatch:
       case program::OpKind::Permute:
@@ -510,11 +590,14 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
       if (!op.results.empty())
         rows[op.results.front()] = std::move(result);
     }
+    if (stopped)
+      continue;
     const Row &ids = rows[entry.results[0]];
     const Row &weights = rows[entry.results[1]];
     out.topkIds.insert(out.topkIds.end(), ids.ids.begin(), ids.ids.end());
     out.topkWeights.insert(out.topkWeights.end(), weights.values.begin(),
                            weights.values.end());
+  }
   }
 }
 

@@ -140,6 +140,26 @@ std::string updateBias(const std::vector<float> &bias,
 int64_t dispatchCapacity(double capacityFactor, int64_t numTokens,
                          int64_t topK, int64_t numExperts);
 
+/// Expert-choice selection (semantics.md, "Expert-choice selection"): each
+/// expert takes the expertChoiceCapacity(...) tokens with the largest keys
+/// (ties to the lower token), and each token lists the experts that took
+/// it, by descending key (ties to the lower expert), at most `topK`, then
+/// -1. `keys` is [numTokens * numExperts], compared as f32 by
+/// expertChoiceOrder; the double form rounds them to f32 first.
+std::vector<int32_t> expertChoiceIds(const std::vector<float> &keys,
+                                     int64_t numTokens, int64_t numExperts,
+                                     int64_t topK, double capacityFactor);
+std::vector<int32_t> expertChoiceIds(const std::vector<double> &keys,
+                                     int64_t numTokens, int64_t numExperts,
+                                     int64_t topK, double capacityFactor);
+/// c = min(T, ceil(capacityFactor * T / E)) in double.
+int64_t expertChoiceCapacity(double capacityFactor, int64_t numTokens,
+                             int64_t numExperts);
+/// The total order of expert-choice keys: larger f32 values give larger
+/// integers, -0 and +0 the same one, a NaN its bits' place (a positive NaN
+/// above +inf).
+uint32_t expertChoiceOrder(float key);
+
 /// Permute over rows of `hiddenSize` floats (bf16 / f16 rows converted
 /// exactly by the caller): permuted[p] = hidden[sortedSlots[p] / topK] for
 /// p < numTokens * topK. Returns "" or, for the lowest p whose slot lies

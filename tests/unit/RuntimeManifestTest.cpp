@@ -375,7 +375,7 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
       {"missing error", [](json &m) { m["kernels"][0]["params"].erase(11); },
        "kernels[0].params: missing 'error' (a route kernel takes logits, "
        "bias, capture, layer, shared_gate_logits, topk_ids, topk_weights, "
-       "shared_gate, error)"},
+       "shared_gate, error, scratch)"},
       {"capture without layer",
        [](json &m) { m["kernels"][0]["params"].erase(6); },
        "kernels[0].params: has 'capture' but no 'layer'"},

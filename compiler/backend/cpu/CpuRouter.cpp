@@ -361,9 +361,13 @@ std::string CpuRouter::Impl::runKernel(const HostKernel &kernel,
                                        const std::string &biasError,
                                        int64_t tokensPerTaskOverride) {
   using moegen::abi::ArgRole;
-  // Dispatch and update_bias span all tokens or experts: one task.
-  const bool rowKernel = kernel.entry != moegen::abi::EntryKind::Dispatch &&
-                         kernel.entry != moegen::abi::EntryKind::UpdateBias;
+  // Kernels without a token range span all tokens or experts (dispatch,
+  // update_bias, an expert-choice route): one task.
+  const bool rowKernel =
+      std::any_of(kernel.args.begin(), kernel.args.end(),
+                  [](const KernelArg &arg) {
+                    return arg.role == ArgRole::TokenBegin;
+                  });
   const int64_t numTokens = bindings.tokens;
   const int64_t tokensPerTask =
       tokensPerTaskOverride > 0 ? tokensPerTaskOverride : kernel.tokensPerTask;

@@ -110,7 +110,7 @@ LogicalResult normalPositiveF32(Operation *op, StringRef attr, double value,
 /// the E of moe.topk's keys, or the `experts` of hash_select/forced_select.
 std::optional<int64_t> producerExperts(Value ids) {
   Operation *producer = ids.getDefiningOp();
-  if (isa_and_nonnull<TopKOp, TopPOp>(producer)) {
+  if (isa_and_nonnull<TopKOp, TopPOp, ExpertChoiceOp>(producer)) {
     int64_t experts = tensorOf(producer->getOperand(0)).getDimSize(1);
     if (!ShapedType::isDynamic(experts))
       return experts;
@@ -151,6 +151,7 @@ MOE_RESULT_NAME(AddBiasOp, "keys")
 MOE_RESULT_NAME(GroupMaskOp, "masked")
 MOE_RESULT_NAME(TopKOp, "ids")
 MOE_RESULT_NAME(TopPOp, "ids")
+MOE_RESULT_NAME(ExpertChoiceOp, "ids")
 MOE_RESULT_NAME(PermuteOp, "permuted")
 MOE_RESULT_NAME(CombineOp, "combined")
 MOE_RESULT_NAME(HashSelectOp, "ids")
@@ -286,6 +287,19 @@ LogicalResult TopPOp::verify() {
   return normalPositiveF32(*this, "p", getP().convertToDouble(),
                            "the running sum of the selected keys is compared "
                            "with it in f32");
+}
+
+//===----------------------------------------------------------------------===//
+// ExpertChoiceOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertChoiceOp::verify() {
+  if (failed(verifySelection(*this, getKeys(), getIds(), getK())))
+    return failure();
+  return normalPositiveF32(*this, "capacity_factor",
+                           getCapacityFactor().convertToDouble(),
+                           "each expert takes ceil(capacity_factor * T / E) "
+                           "tokens");
 }
 
 //===----------------------------------------------------------------------===//

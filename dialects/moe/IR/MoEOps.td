@@ -203,6 +203,47 @@ def MoE_TopPOp : MoE_Op<"topp", [Pure, MoE_NamedResults]> {
   let hasVerifier = 1;
 }
 
+def MoE_ExpertChoiceOp : MoE_Op<"expert_choice", [Pure, MoE_NamedResults]> {
+  let summary = "expert-choice selection: each expert takes its best tokens";
+  let description = [{
+    Expert-choice routing (Zhou et al., 2022): instead of each token picking
+    its experts, each expert e picks the `c` tokens of the batch with the
+    largest `keys[t, e]`, where
+
+    `c = min(T, ceil(capacity_factor * T / E))` (in f64),
+
+    ties between tokens going to the lower token index. The result lists,
+    per token, the experts that picked it, in descending order of key (ties
+    to the lower expert index), at most `k` of them; the slots after them
+    hold the sentinel id -1. A token no expert picked has only -1 (it skips
+    the experts, as a dropped token of a capacity does); a token picked by
+    more than k experts keeps its k best, and the others lose that token.
+
+    Keys are compared as f32 values with -0 equal to +0 (a NaN ranks by its
+    bits: above +inf when positive). The op spans the tokens of the batch:
+    an entry point holding it is lowered as one kernel over all tokens,
+    which first finds each expert's c-th best key (a radix select over the
+    column), then picks per token.
+
+    The consumers treat -1 as for `moe.topp`: `moe.gather` gives it weight
+    0 and `moe.dispatch`, `moe.permute`, `moe.combine` and
+    `moe.forced_select` accept it with `unused_slots`.
+
+    ```mlir
+    %ids = moe.expert_choice %scores k 4 capacity_factor 2.000000e+00
+        : tensor<?x64xf32> -> tensor<?x4xi32>
+    ```
+  }];
+  let arguments = (ins MoE_ScoreTensor:$keys, I64Attr:$k,
+                       F64Attr:$capacity_factor);
+  let results = (outs MoE_IdsTensor:$ids);
+  let assemblyFormat = [{
+    $keys `k` $k `capacity_factor` $capacity_factor attr-dict `:` type($keys)
+    `->` type($ids)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_HashSelectOp : MoE_Op<"hash_select",
     [NoMemoryEffect, MoE_NamedResults]> {
   let summary = "ids looked up from a token-id hash table (DeepSeek-V4)";

@@ -32,6 +32,8 @@ KernelShape shapeOf(func::FuncOp func) {
       shape.topK = topk.getK();
     } else if (auto topp = dyn_cast<TopPOp>(op)) {
       shape.topK = topp.getK();
+    } else if (auto choice = dyn_cast<ExpertChoiceOp>(op)) {
+      shape.topK = choice.getK();
     } else if (auto mask = dyn_cast<GroupMaskOp>(op)) {
       shape.groups = mask.getGroups();
     } else if (auto dispatch = dyn_cast<DispatchOp>(op)) {

@@ -93,7 +93,15 @@ public:
       else if (arg.getRole() == KernelArgRole::TokenEnd)
         tokenEnd = i;
     }
-    if (!isGridKernel &&
+    // A row kernel without a token range strides over the tokens itself
+    // (an expert-choice route): a cooperative grid, synchronized through
+    // its scratch buffer.
+    const bool hasScratch = llvm::any_of(args, [](KernelArgAttr arg) {
+      return arg.getRole() == KernelArgRole::Scratch;
+    });
+    isCooperativeRowKernel = !isGridKernel && !tokenBegin && !tokenEnd &&
+                             hasScratch;
+    if (!isGridKernel && !isCooperativeRowKernel &&
         (!tokenBegin || !tokenEnd ||
          !isa<MemRefType>(body.getArgument(0).getType())))
       return func.emitOpError("row kernels take the token range (token_begin, "
@@ -258,29 +266,32 @@ private:
       if (!numTokens)
         return func.emitOpError("the first argument's first dimension must "
                                 "be the tokens");
-      // One token per segment: [token, token + 1). A segment past the last
-      // token (in the last block only; no block is launched for T = 0)
-      // routes the last token again and writes what its owner writes. So
-      // the token loop has one trip in every segment, and ptxas sees the
-      // body's shuffles in straight-line code: with a loop that may run
-      // zero times it must assume divergence and wraps every shuffle in a
-      // collective sequence.
-      Value token = b.create<arith::AddIOp>(
-          loc,
-          b.create<arith::MulIOp>(
-              loc, b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x),
-              b.create<arith::ConstantIndexOp>(loc, tokensPerBlock)),
-          slot);
-      token = b.create<arith::MinUIOp>(
-          loc, token,
-          b.create<arith::SubIOp>(loc, numTokens,
-                                  b.create<arith::ConstantIndexOp>(loc, 1)));
-      Value end = b.create<arith::AddIOp>(
-          loc, token, b.create<arith::ConstantIndexOp>(loc, 1));
-      mapping.map(source.getArgument(*tokenBegin), token);
-      mapping.map(source.getArgument(*tokenEnd), end);
-      distributor.tokenBegin = source.getArgument(*tokenBegin);
-      distributor.tokenEnd = source.getArgument(*tokenEnd);
+      // A cooperative row kernel computes its segments' tokens itself.
+      if (!isCooperativeRowKernel) {
+        // One token per segment: [token, token + 1). A segment past the last
+        // token (in the last block only; no block is launched for T = 0)
+        // routes the last token again and writes what its owner writes. So
+        // the token loop has one trip in every segment, and ptxas sees the
+        // body's shuffles in straight-line code: with a loop that may run
+        // zero times it must assume divergence and wraps every shuffle in a
+        // collective sequence.
+        Value token = b.create<arith::AddIOp>(
+            loc,
+            b.create<arith::MulIOp>(
+                loc, b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x),
+                b.create<arith::ConstantIndexOp>(loc, tokensPerBlock)),
+            slot);
+        token = b.create<arith::MinUIOp>(
+            loc, token,
+            b.create<arith::SubIOp>(loc, numTokens,
+                                    b.create<arith::ConstantIndexOp>(loc, 1)));
+        Value end = b.create<arith::AddIOp>(
+            loc, token, b.create<arith::ConstantIndexOp>(loc, 1));
+        mapping.map(source.getArgument(*tokenBegin), token);
+        mapping.map(source.getArgument(*tokenEnd), end);
+        distributor.tokenBegin = source.getArgument(*tokenBegin);
+        distributor.tokenEnd = source.getArgument(*tokenEnd);
+      }
 
       // Stack rows: slices of this token's share of dynamic shared memory.
       SmallVector<memref::AllocaOp> rows;
@@ -330,14 +341,20 @@ private:
     b.create<gpu::ReturnOp>(loc);
 
     using namespace moegen::abi;
-    int64_t numExperts = 0;
-    if (isDispatch)
-      for (KernelArgAttr arg : args)
-        if (arg.getName() == "expert_counts")
-          numExperts = cast<IntegerAttr>(arg.getShape()[0]).getInt();
+    int64_t numExperts = 0, topK = 0;
+    for (KernelArgAttr arg : args) {
+      if (arg.getName() == "expert_counts")
+        numExperts = cast<IntegerAttr>(arg.getShape()[0]).getInt();
+      if (arg.getName() == "topk_ids")
+        topK = cast<IntegerAttr>(arg.getShape()[1]).getInt();
+    }
     kernel->setAttr(
         kLaunchAttrName,
-        isDispatch     ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads,
+        isCooperativeRowKernel
+            ? LaunchAttr::get(b.getContext(), tokensPerBlock * lanesPerToken,
+                              0, sharedBytes, kExpertChoiceMaxBlocks,
+                              tokensPerBlock * topK, 0)
+        : isDispatch   ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads,
                                          0, 0, dispatchMaxBlocks(numExperts),
                                          kDispatchSlotsPerBlock, 0)
         : isUpdateBias ? LaunchAttr::get(b.getContext(),
@@ -360,7 +377,8 @@ private:
   gpu::GPUFuncOp kernel;
   int64_t lanesPerToken = kWarpSize;
   int64_t tokensPerBlock = 1;
-  bool isDispatch = false, isUpdateBias = false, isGridKernel = false;
+  bool isDispatch = false, isUpdateBias = false, isGridKernel = false,
+       isCooperativeRowKernel = false;
   SmallVector<KernelArgAttr> args;
   std::optional<unsigned> tokenBegin, tokenEnd;
   int64_t sharedBytes = 0;

@@ -93,7 +93,7 @@ std::string abiNameOfResult(Value result) {
     return kNames[cast<OpResult>(result).getResultNumber()];
   }
   return llvm::TypeSwitch<Operation *, std::string>(op)
-      .Case<TopKOp, TopPOp, HashSelectOp, ForcedSelectOp>(
+      .Case<TopKOp, TopPOp, ExpertChoiceOp, HashSelectOp, ForcedSelectOp>(
           [](Operation *) { return "topk_ids"; })
       .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
           [](Operation *) { return "topk_weights"; })
@@ -179,6 +179,12 @@ public:
                               "returned");
       return convertRowMovement(&op);
     }
+    SmallVector<ExpertChoiceOp> choices(body.getOps<ExpertChoiceOp>());
+    if (choices.size() > 1)
+      return choices[1].emitOpError("is the entry point's second expert "
+                                    "choice; an entry selects once");
+    if (!choices.empty())
+      return convertExpertChoiceKernel(body, choices.front());
     return convertRowKernel(body, ret);
   }
 
@@ -277,6 +283,14 @@ private:
           b.getI32Type()));
       names.push_back("scratch");
     }
+    auto choices = body.getOps<ExpertChoiceOp>();
+    if (!choices.empty() && target == KernelTarget::Nvptx) {
+      auto keys = cast<RankedTensorType>((*choices.begin()).getKeys().getType());
+      inputs.push_back(MemRefType::get(
+          {moegen::abi::expertChoiceScratchWords(keys.getDimSize(1))},
+          b.getI32Type()));
+      names.push_back("scratch");
+    }
     if (withTokenRange) {
       inputs.append({b.getIndexType(), b.getIndexType()});
       names.append({"token_begin", "token_end"});
@@ -325,6 +339,20 @@ private:
     return allocBuilder;
   }
 
+  /// Where each entry argument's rows live in the kernel.
+  void bindArguments(RowCodegen &cg, Block &body, Block &entry) {
+    cg.topkMethod = topkMethod;
+    cg.target = target;
+    for (BlockArgument arg : body.getArguments()) {
+      Value lowered = entry.getArgument(arg.getArgNumber());
+      if (auto type = dyn_cast<RankedTensorType>(arg.getType()))
+        cg.rows[arg] = RowRef{lowered, /*perToken=*/type.getRank() == 2,
+                              type.getDimSize(type.getRank() - 1)};
+      else
+        cg.scalars[arg] = lowered;
+    }
+  }
+
   LogicalResult convertRowKernel(Block &body, func::ReturnOp ret) {
     FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/true);
     if (failed(created))
@@ -340,17 +368,7 @@ private:
     OpBuilder b = OpBuilder::atBlockEnd(&entry);
     OpBuilder allocBuilder = startKernelBody(b, entry);
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth, errorRecord);
-    cg.topkMethod = topkMethod;
-    cg.target = target;
-
-    for (BlockArgument arg : body.getArguments()) {
-      Value lowered = entry.getArgument(arg.getArgNumber());
-      if (auto type = dyn_cast<RankedTensorType>(arg.getType()))
-        cg.rows[arg] = RowRef{lowered, /*perToken=*/type.getRank() == 2,
-                              type.getDimSize(type.getRank() - 1)};
-      else
-        cg.scalars[arg] = lowered;
-    }
+    bindArguments(cg, body, entry);
 
     LogicalResult status = success();
     b.create<scf::ForOp>(
@@ -372,12 +390,64 @@ private:
     return finish(kernel, status);
   }
 
+  /// An entry that selects by expert choice: one kernel over all tokens
+  /// without a token range (the host runs it as one task, the GPU as one
+  /// cooperative grid), in the phases of ExpertChoiceToLoops.cpp. The ops
+  /// before the selection run in each of its passes over the tokens.
+  LogicalResult convertExpertChoiceKernel(Block &body, ExpertChoiceOp choice) {
+    FailureOr<func::FuncOp> created = createKernel(/*withTokenRange=*/false);
+    if (failed(created))
+      return failure();
+    func::FuncOp kernel = *created;
+    Block &entry = kernel.getBody().front();
+    const unsigned numInputs = body.getNumArguments();
+    const bool gpu = target == KernelTarget::Nvptx;
+    // The error record, then (GPU) the scratch buffer, end the arguments.
+    const unsigned numArgs = entry.getNumArguments();
+    Value errorRecord = entry.getArgument(numArgs - (gpu ? 2 : 1));
+    OpBuilder b = OpBuilder::atBlockEnd(&entry);
+    OpBuilder allocBuilder = startKernelBody(b, entry);
+    RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth, errorRecord);
+    bindArguments(cg, body, entry);
+    // T, from the logits (every routing entry's first argument).
+    Value numTokens =
+        b.create<memref::DimOp>(func.getLoc(), entry.getArgument(0), 0);
+
+    auto emitBefore = [&]() -> LogicalResult {
+      for (Operation &op : body.without_terminator()) {
+        if (&op == choice.getOperation())
+          return success();
+        if (failed(lowerRowOp(&op, cg)))
+          return failure();
+      }
+      return success();
+    };
+    auto emitAll = [&]() -> LogicalResult {
+      for (Operation &op : body.without_terminator())
+        if (failed(lowerRowOp(&op, cg)))
+          return failure();
+      copyResults(cg, entry, numInputs);
+      return success();
+    };
+    KernelConfigAttr config = getKernelConfig(func);
+    LogicalResult status =
+        gpu ? lowerExpertChoiceGridKernel(choice, cg, numTokens,
+                                          entry.getArgument(numArgs - 1),
+                                          config.getTokensPerTask(),
+                                          config.getVectorWidth(), emitBefore,
+                                          emitAll)
+            : lowerExpertChoiceHostKernel(choice, cg, numTokens, emitBefore,
+                                          emitAll);
+    return finish(kernel, status);
+  }
+
   LogicalResult lowerRowOp(Operation *op, RowCodegen &cg) {
     return llvm::TypeSwitch<Operation *, LogicalResult>(op)
         .Case([&](ScoreOp score) { return lowerScoring(score, cg); })
         .Case([&](SharedGateOp gate) { return lowerSharedGate(gate, cg); })
         .Case<AddBiasOp, GroupMaskOp, TopKOp, TopPOp>(
             [&](Operation *op) { return lowerSelection(op, cg); })
+        .Case([&](ExpertChoiceOp op) { return lowerExpertChoice(op, cg); })
         .Case<HashSelectOp, ForcedSelectOp>(
             [&](Operation *op) { return lowerValidatedSelection(op, cg); })
         .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(

@@ -495,51 +495,7 @@ private:
     });
   }
 
-  /// Every thread of the grid waits here until all have arrived; what they
-  /// wrote before is visible to all after. Thread 0 of each block arrives
-  /// for its block.
-  void gridBarrier() {
-    b.create<gpu::BarrierOp>(loc);
-    cg.ifThen(cmp(CmpIPredicate::eq, threadInBlock, cg.index(0)), [&] {
-      // __threadfence(): the block's stores before the barrier, published
-      // by thread 0's arrival, are seen by the blocks that leave it.
-      auto fence = [&] {
-        b.create<LLVM::CallIntrinsicOp>(loc, TypeRange{},
-                                        b.getStringAttr("llvm.nvvm.membar.gl"),
-                                        ValueRange{});
-      };
-      auto atomic = [&](arith::AtomicRMWKind kind, int64_t value, int64_t word) {
-        return b
-            .create<memref::AtomicRMWOp>(loc, kind, cg.i32(value), scratch,
-                                         ValueRange{cg.index(word)})
-            .getResult();
-      };
-      fence();
-      // Read the generation before arriving: it cannot move until this
-      // block has arrived.
-      Value generation = atomic(arith::AtomicRMWKind::addi, 0, 1);
-      Value arrived = atomic(arith::AtomicRMWKind::addi, 1, 0);
-      Value last = cmp(CmpIPredicate::eq, toIndex(arrived),
-                       sub(grid, cg.index(1)));
-      auto ifLast = b.create<scf::IfOp>(loc, last, /*withElseRegion=*/true);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(ifLast.thenBlock());
-        atomic(arith::AtomicRMWKind::assign, 0, 0);
-        atomic(arith::AtomicRMWKind::addi, 1, 1);
-        b.setInsertionPointToStart(ifLast.elseBlock());
-        auto spin = b.create<scf::WhileOp>(loc, TypeRange{}, ValueRange{});
-        b.createBlock(&spin.getBefore());
-        Value now = atomic(arith::AtomicRMWKind::addi, 0, 1);
-        b.create<scf::ConditionOp>(loc, cmp(CmpIPredicate::eq, now, generation),
-                                   ValueRange{});
-        b.createBlock(&spin.getAfter());
-        b.create<scf::YieldOp>(loc);
-      }
-      fence();
-    });
-    b.create<gpu::BarrierOp>(loc);
-  }
+  void gridBarrier() { emitGridBarrier(cg, scratch); }
 
   DispatchOp op;
   RowCodegen &cg;
@@ -554,6 +510,58 @@ private:
 };
 
 } // namespace
+
+void emitGridBarrier(RowCodegen &cg, Value scratch) {
+  using arith::CmpIPredicate;
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  auto cmp = [&](CmpIPredicate predicate, Value x, Value y) -> Value {
+    return b.create<arith::CmpIOp>(loc, predicate, x, y);
+  };
+  Value threadInBlock = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+  Value grid = b.create<gpu::GridDimOp>(loc, gpu::Dimension::x);
+  b.create<gpu::BarrierOp>(loc);
+  cg.ifThen(cmp(CmpIPredicate::eq, threadInBlock, cg.index(0)), [&] {
+    // __threadfence(): the block's stores before the barrier, published
+    // by thread 0's arrival, are seen by the blocks that leave it.
+    auto fence = [&] {
+      b.create<LLVM::CallIntrinsicOp>(loc, TypeRange{},
+                                      b.getStringAttr("llvm.nvvm.membar.gl"),
+                                      ValueRange{});
+    };
+    auto atomic = [&](arith::AtomicRMWKind kind, int64_t value, int64_t word) {
+      return b
+          .create<memref::AtomicRMWOp>(loc, kind, cg.i32(value), scratch,
+                                       ValueRange{cg.index(word)})
+          .getResult();
+    };
+    fence();
+    // Read the generation before arriving: it cannot move until this
+    // block has arrived.
+    Value generation = atomic(arith::AtomicRMWKind::addi, 0, 1);
+    Value arrived = atomic(arith::AtomicRMWKind::addi, 1, 0);
+    Value last = cmp(CmpIPredicate::eq,
+                     b.create<arith::IndexCastOp>(loc, b.getIndexType(), arrived),
+                     b.create<arith::SubIOp>(loc, grid, cg.index(1)));
+    auto ifLast = b.create<scf::IfOp>(loc, last, /*withElseRegion=*/true);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(ifLast.thenBlock());
+      atomic(arith::AtomicRMWKind::assign, 0, 0);
+      atomic(arith::AtomicRMWKind::addi, 1, 1);
+      b.setInsertionPointToStart(ifLast.elseBlock());
+      auto spin = b.create<scf::WhileOp>(loc, TypeRange{}, ValueRange{});
+      b.createBlock(&spin.getBefore());
+      Value now = atomic(arith::AtomicRMWKind::addi, 0, 1);
+      b.create<scf::ConditionOp>(loc, cmp(CmpIPredicate::eq, now, generation),
+                                 ValueRange{});
+      b.createBlock(&spin.getAfter());
+      b.create<scf::YieldOp>(loc);
+    }
+    fence();
+  });
+  b.create<gpu::BarrierOp>(loc);
+}
 
 LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                                     ValueRange outputs, Value scratch) {

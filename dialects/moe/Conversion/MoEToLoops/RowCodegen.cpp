@@ -12,7 +12,28 @@ RowCodegen::RowCodegen(OpBuilder &b, OpBuilder &allocBuilder, Location loc,
     : b(b), allocBuilder(allocBuilder), loc(loc), width(vectorWidth),
       errorRecord(errorRecord) {}
 
+std::optional<RowRef> RowCodegen::reusedRow(Type elementType, int64_t size,
+                                            bool padded) {
+  if (reuseNext >= reuseEnd)
+    return std::nullopt;
+  const RowRef &row = stackRows[reuseNext];
+  if (row.elementType() != elementType || row.size != size ||
+      row.padded != padded) {
+    reuseNext = reuseEnd; // the op sequence differs from here on
+    return std::nullopt;
+  }
+  ++reuseNext;
+  return row;
+}
+
+void RowCodegen::reuseRowsFrom(size_t begin, size_t end) {
+  reuseNext = begin;
+  reuseEnd = end;
+}
+
 RowRef RowCodegen::allocRow(Type elementType, int64_t size) {
+  if (std::optional<RowRef> row = reusedRow(elementType, size, true))
+    return *row;
   // Whole chunks, so that chunk loads and stores of a stack row never need
   // a mask.
   int64_t padded = (size + width - 1) / width * width;
@@ -32,13 +53,18 @@ RowRef RowCodegen::allocRow(Type elementType, int64_t size) {
         ValueRange{
             allocBuilder.create<arith::ConstantIndexOp>(loc, padded - width)});
   }
-  return RowRef{buffer, /*perToken=*/false, size, /*padded=*/true};
+  stackRows.push_back(RowRef{buffer, /*perToken=*/false, size, /*padded=*/true});
+  return stackRows.back();
 }
 
 RowRef RowCodegen::allocScalarRow(Type elementType, int64_t size) {
+  if (std::optional<RowRef> row = reusedRow(elementType, size, false))
+    return *row;
   Value buffer = allocBuilder.create<memref::AllocaOp>(
       loc, MemRefType::get({size}, elementType));
-  return RowRef{buffer, /*perToken=*/false, size, /*padded=*/false};
+  stackRows.push_back(
+      RowRef{buffer, /*perToken=*/false, size, /*padded=*/false});
+  return stackRows.back();
 }
 
 RowRef RowCodegen::newRow(Value result) {

@@ -22,6 +22,8 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <optional>
+
 namespace mlir::moe::loops {
 
 using moegen::KernelErrorCode;
@@ -78,6 +80,23 @@ public:
   };
   llvm::DenseMap<Value, KeptGroups> keptGroups;
 
+private:
+  std::optional<RowRef> reusedRow(Type elementType, int64_t size, bool padded);
+  SmallVector<RowRef> stackRows;
+  size_t reuseNext = 0, reuseEnd = 0;
+
+public:
+
+  /// Each moe.expert_choice's per-expert thresholds, found before the token
+  /// loop that lowers it: in the i32 buffer `words`, from `keys` the E
+  /// c-th largest keys (expertChoiceOrder) and from `tokens` the last token
+  /// taken with that key.
+  struct ExpertChoiceThresholds {
+    Value words;
+    int64_t keys = 0, tokens = 0;
+  };
+  llvm::DenseMap<Operation *, ExpertChoiceThresholds> expertChoiceThresholds;
+
   //--- Values of the entry: rows of tensors and scalars (index args) -----//
   llvm::DenseMap<Value, RowRef> rows;
   llvm::DenseMap<Value, Value> scalars;
@@ -90,6 +109,13 @@ public:
   RowRef allocScalarRow(Type elementType, int64_t size);
   /// A new stack row for `result` ([T, N] tensor), registered in `rows`.
   RowRef newRow(Value result);
+  /// The stack rows allocated so far, in order.
+  size_t numStackRows() const { return stackRows.size(); }
+  /// The allocations that follow take the stack rows [begin, end) in order,
+  /// as long as they ask for the same types and sizes: a kernel that emits
+  /// the same ops again (in another token loop, once the first is done)
+  /// reuses their rows instead of growing the token's rows.
+  void reuseRowsFrom(size_t begin, size_t end);
 
   //--- Constants and types ----------------------------------------------//
   Value index(int64_t v);
@@ -162,6 +188,32 @@ LogicalResult lowerValidatedSelection(Operation *op, RowCodegen &cg);
 LogicalResult lowerWeights(Operation *op, RowCodegen &cg);
 LogicalResult lowerCapture(CaptureOp op, RowCodegen &cg);
 
+/// An entry point that selects by expert choice is one kernel over all
+/// tokens (ExpertChoiceToLoops.cpp): token loops in which `emitBefore`
+/// emits the entry's ops before the selection for cg.token, the
+/// per-expert thresholds between them, then one token loop in which
+/// `emitAll` emits every op (moe.expert_choice by lowerExpertChoice) and
+/// copies the results. The host form keeps the keys in a [T, E] heap
+/// buffer; the nvptx form is a cooperative grid whose segments of
+/// `lanesPerToken` lanes stride over the tokens, `tokensPerBlock` a block,
+/// and count the radix select's digits in `scratch`
+/// (abi::expertChoiceScratchWords(E) words) between grid barriers.
+using EmitTokenOps = function_ref<LogicalResult()>;
+LogicalResult lowerExpertChoiceHostKernel(ExpertChoiceOp op, RowCodegen &cg,
+                                          Value numTokens,
+                                          EmitTokenOps emitBefore,
+                                          EmitTokenOps emitAll);
+LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
+                                          Value numTokens, Value scratch,
+                                          int64_t tokensPerBlock,
+                                          int64_t lanesPerToken,
+                                          EmitTokenOps emitBefore,
+                                          EmitTokenOps emitAll);
+/// The selection for cg.token, from cg.expertChoiceThresholds.
+LogicalResult lowerExpertChoice(ExpertChoiceOp op, RowCodegen &cg);
+/// An f32 key as an i32 whose unsigned order is the keys' order, -0 = +0.
+Value expertChoiceOrder(RowCodegen &cg, Value key);
+
 /// Lowers a dispatch entry's moe.dispatch over all tokens: `ids` ([T, k])
 /// and `outputs` (counts, offsets, sorted_slots, slot_positions) are the
 /// kernel's memref arguments. Sets `cg.token` as it goes.
@@ -176,6 +228,12 @@ Value dispatchCapacity(RowCodegen &cg, Value numTokens, int64_t k,
 /// words) for its histograms and grid barrier (ParallelDispatchToLoops.cpp).
 LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                                     ValueRange outputs, Value scratch);
+
+/// Every thread of a cooperative grid waits here until all have arrived;
+/// what they wrote before is visible to all after. Thread 0 of each block
+/// arrives for its block on the counter and generation in words 0 and 1 of
+/// `scratch` (i32), which it leaves as it found them for the next launch.
+void emitGridBarrier(RowCodegen &cg, Value scratch);
 
 /// The bias update over all experts (UpdateBiasToLoops.cpp): `bias`,
 /// `counts` and `updated` are the kernel's [E] memref arguments.
