@@ -396,6 +396,40 @@ def test_top_p_and_capacity():
         router.replay(logits, bad)
 
 
+def test_expert_choice_template_against_torch(template):
+    """The expert-choice template: each expert takes the ceil(2 * T / 64)
+    tokens with the largest softmax scores (ties to the lower token), each
+    token lists its takers by score, at most 8, then -1; every expert is
+    full unless a token had more than 8 takers. Checked against torch's
+    stable sorts on the same bf16 logits."""
+    router = moegen.Router(template("expert-choice-64"))
+    assert router.facts["unused_slots"]
+    torch.manual_seed(11)
+    t, e, k = 300, 64, 8
+    logits = (torch.randn(t, e) * 2).to(torch.bfloat16)
+    out = router.route(logits)
+    scores = torch.softmax(logits.float(), dim=-1)
+    c = -(-2 * t // e)
+    takers = [[] for _ in range(t)]
+    for x in range(e):
+        order = torch.sort(scores[:, x], descending=True, stable=True).indices
+        for token in order[:c].tolist():
+            takers[token].append(x)
+    want = torch.full((t, k), -1, dtype=torch.int32)
+    for token, experts in enumerate(takers):
+        experts.sort(key=lambda x: (-scores[token, x].item(), x))
+        want[token, :min(k, len(experts))] = torch.tensor(experts[:k], dtype=torch.int32)
+    # The kernels' f32 softmax and torch's may order two near-equal scores
+    # of one expert's column apart; with these logits none are that close.
+    assert torch.equal(out.topk_ids, want)
+    weights = torch.where(want >= 0, scores.gather(1, want.clamp(min=0).long()), 0.0)
+    torch.testing.assert_close(out.topk_weights, weights, rtol=1e-5, atol=1e-7)
+    overflow = sum(max(0, len(x) - k) for x in takers)
+    assert int(out.expert_counts.sum()) == c * e - overflow
+    again = router.replay(logits, out.topk_ids)
+    assert torch.equal(again.topk_ids, out.topk_ids)
+
+
 BALANCED = """name: balanced
 num_experts: 64
 program: |

@@ -732,8 +732,9 @@ std::vector<double> weightsFor(const RoutingSpec &spec, const Inputs &in,
   std::vector<double> w;
   double total = 0;
   for (int64_t j = 0; j < spec.topK; ++j) {
-    w.push_back(scores[ids[j]]);
-    total += scores[ids[j]];
+    const double score = ids[j] == -1 ? 0.0 : scores[ids[j]]; // unused slot
+    w.push_back(score);
+    total += score;
   }
   if (spec.normalize)
     for (double &v : w)
@@ -772,7 +773,15 @@ void expectMatchesGolden(const RoutingSpec &spec, const Inputs &in,
     const int32_t *ids = &cpu.ids[t * k];
     const int32_t *goldIds = &gold.topkIds[t * k];
     bool idsValid = true;
-    for (int64_t j = 0; j < k && idsValid; ++j)
+    // A router with unused slots (top-p, expert choice) leaves -1 at the
+    // end of a token's ids.
+    const int64_t used =
+        spec.unusedSlots ? std::find(ids, ids + k, -1) - ids : k;
+    if (std::any_of(ids + used, ids + k, [](int32_t id) { return id != -1; })) {
+      fail(t, "an id after an unused slot");
+      idsValid = false;
+    }
+    for (int64_t j = 0; j < used && idsValid; ++j)
       if (ids[j] < 0 || ids[j] >= e ||
           std::find(ids, ids + j, ids[j]) != ids + j) {
         fail(t, "invalid or repeated id at position " + std::to_string(j));
@@ -782,8 +791,9 @@ void expectMatchesGolden(const RoutingSpec &spec, const Inputs &in,
       continue;
     const bool same = std::equal(ids, ids + k, goldIds);
     if (!same) {
-      if (!topkSelection) {
-        fail(t, "hash / forced ids must match exactly");
+      if (!topkSelection || spec.unusedSlots) {
+        fail(t, "hash, forced, top-p and expert-choice ids must match "
+                "exactly");
         continue;
       }
       if (auto why = checkTopKToken(spec, in, t, ids, goldIds)) {

@@ -64,8 +64,9 @@ def main():
         if f".entry {name}(" not in ptx:
             fail(f"{name}: no .entry in the PTX")
         params = kernel["params"]
-        # The error record comes last, but for the dispatch's scratch.
-        error = params[-2] if kernel["entry"] == "dispatch" else params[-1]
+        # The error record comes last, but for a cooperative kernel's
+        # scratch (the dispatch, an expert-choice route).
+        error = params[-2] if params[-1]["name"] == "scratch" else params[-1]
         if error["name"] != "error" or error["shape"] != [6]:
             fail(f"{name}: the error record is not last")
         pending = []
@@ -91,6 +92,17 @@ def main():
                     or [p["name"] for p in params][-1] != "scratch"):
                 fail(f"{name}: dispatch is one cooperative grid of 256-thread "
                      f"blocks with a scratch buffer")
+        elif launch["grid_dim"] == "cooperative":
+            # An expert-choice route: a cooperative grid of whole warps
+            # with its scratch buffer, a block's tokens times k slots.
+            if (kernel["entry"] != "route"
+                    or launch["tokens_per_block"] != 0
+                    or launch["block_dim"] % 32 != 0
+                    or launch["max_grid_dim"] != 256
+                    or launch["slots_per_block"] % manifest["top_k"] != 0
+                    or [p["name"] for p in params][-1] != "scratch"):
+                fail(f"{name}: a cooperative route is a grid of whole warps "
+                     f"with a scratch buffer")
         elif launch["block_dim"] != (launch["lanes_per_token"]
                                      * launch["tokens_per_block"]):
             fail(f"{name}: block_dim != lanes_per_token * tokens_per_block")

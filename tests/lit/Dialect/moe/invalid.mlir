@@ -307,6 +307,30 @@ func.func @topp_wrong_ids(%k: tensor<?x8xf32>) {
 
 // -----
 
+func.func @expert_choice_zero_capacity(%k: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.expert_choice' op attribute 'capacity_factor' = 0 must be a normal f32 value > 0, in [1.1754944e-38, 3.4028234e38] (each expert takes ceil(capacity_factor * T / E) tokens)}}
+  %ids = moe.expert_choice %k k 2 capacity_factor 0.0 : tensor<?x8xf32> -> tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @expert_choice_k_above_experts(%k: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.expert_choice' op attribute 'k' = 9 must be in [1, 8] (the number of experts)}}
+  %ids = moe.expert_choice %k k 9 capacity_factor 1.0 : tensor<?x8xf32> -> tensor<?x9xi32>
+  return
+}
+
+// -----
+
+func.func @expert_choice_wrong_ids(%k: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.expert_choice' op ids}}
+  %ids = moe.expert_choice %k k 2 capacity_factor 1.0 : tensor<?x8xf32> -> tensor<?x3xi32>
+  return
+}
+
+// -----
+
 func.func @topk_dynamic_experts(%k: tensor<?x?xf32>) {
   // expected-error @+1 {{'moe.topk' op keys must have a static expert dimension (dim 1), got 'tensor<?x?xf32>'}}
   %ids = moe.topk %k k 2 : tensor<?x?xf32> -> tensor<?x2xi32>

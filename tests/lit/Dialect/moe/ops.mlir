@@ -194,6 +194,20 @@ func.func @topp_dynamic_tokens(%keys: tensor<?x64xf32>) -> tensor<?x8xi32> {
   return %ids : tensor<?x8xi32>
 }
 
+//===----------------------------------------------------------------------===//
+// moe.expert_choice
+//===----------------------------------------------------------------------===//
+
+// CHECK-LABEL: func.func @expert_choice_dynamic_tokens
+// CHECK-SAME:    %[[K:[a-zA-Z0-9_]+]]: tensor<?x64xf32>
+func.func @expert_choice_dynamic_tokens(%keys: tensor<?x64xf32>) -> tensor<?x4xi32> {
+  // CHECK: %[[IDS:.*]] = moe.expert_choice %[[K]] k 4 capacity_factor 2.000000e+00 : tensor<?x64xf32> -> tensor<?x4xi32>
+  %ids = moe.expert_choice %keys k 4 capacity_factor 2.0
+      : tensor<?x64xf32> -> tensor<?x4xi32>
+  // CHECK: return %[[IDS]] : tensor<?x4xi32>
+  return %ids : tensor<?x4xi32>
+}
+
 // The ops that read a top-p router's ids or metadata carry unused_slots.
 // CHECK-LABEL: func.func @unused_slots
 func.func @unused_slots(%forced: tensor<?x8xi32>, %hidden: tensor<?x?xbf16>,
