@@ -56,6 +56,39 @@ def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
                            "mlir::vector::VectorDialect"];
 }
 
+def MoEButterflyReductions : Pass<"moe-butterfly-reductions", "ModuleOp"> {
+  let summary = "turn f32 maximum and sum reductions of vectors into "
+                "log2(width) shuffle steps";
+  let description = [{
+    LLVM expands `vector.reduction <maximumf>` (NaN-propagating
+    `fmaximum`) and `vector.reduction <add>` (an in-order `fadd` without
+    reassociation) into a chain of one scalar step per lane. The row
+    kernels reduce a chunk to a scalar several times per token (the row's
+    maximum and sum, each arg-max pass, each lane-list round), so on the
+    host this pass rewrites each such reduction of a 1-D f32 vector of
+    2^n > 1 lanes, without an accumulator, into a butterfly: n steps, each
+    combining lane i with lane i ^ d (d = width / 2 .. 1) by one
+    `vector.shuffle` and one vector `arith.maximumf` or `arith.addf`, then
+    the first lane. The maximum is the same value (maximum is associative
+    and NaN-propagating either way); the sum adds in a pairwise tree, the
+    order the GPU's lanes use, instead of lane order. Other kinds and types
+    (integer, `or`) already reduce in log2 steps and are kept. The GPU path
+    does not run it: its lanes reduce by shuffles.
+
+    ```mlir
+    %m = vector.reduction <maximumf>, %v : vector<4xf32> into f32
+    // becomes
+    %0 = vector.shuffle %v, %v [2, 3, 0, 1] : vector<4xf32>, vector<4xf32>
+    %1 = arith.maximumf %v, %0 : vector<4xf32>
+    %2 = vector.shuffle %1, %1 [1, 0, 3, 2] : vector<4xf32>, vector<4xf32>
+    %3 = arith.maximumf %1, %2 : vector<4xf32>
+    %m = vector.extract %3[0] : f32 from vector<4xf32>
+    ```
+  }];
+  let dependentDialects = ["mlir::arith::ArithDialect",
+                           "mlir::vector::VectorDialect"];
+}
+
 def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
   let summary = "map approximate (`afn`) f32 exp and division to PTX's "
                 "approximate instructions, and abs and fma to intrinsics";
