@@ -13,8 +13,9 @@ PyTorch's current stream, exactly as the manifest says (parameters in
 order, grid from the launch rule, the cooperative dispatch with its
 scratch). The peers are the routing functions as Hugging Face transformers
 writes them (DeepSeek-V3's and Kimi-K2's TopkRouter, Qwen3-MoE's softmax
-top-k) and DeepSeek-V4's sqrt(softplus) gate, eager and under
-torch.compile (Inductor, Triton kernels).
+top-k), DeepSeek-V4's sqrt(softplus) gate and expert-choice routing (each
+expert's top tokens by a stable sort), eager and under torch.compile
+(Inductor, Triton kernels).
 
 What is timed, per spec and T:
   - moegen route, moegen route + dispatch, each peer (route only: the peers
@@ -90,9 +91,45 @@ def deepseek_v4_router(logits, bias, top_k, scale):
     return topk_indices, topk_weights * scale
 
 
+def expert_choice_router(logits, top_k, capacity_factor):
+    """Expert choice (Zhou et al., 2022): expert e takes the c =
+    ceil(f * T / E) tokens with the largest softmax scores, ties to the
+    lower token (a stable sort); each token lists its takers by score, ties
+    to the lower expert, at most k, then -1."""
+    tokens, experts = logits.shape
+    scores = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    c = min(tokens, math.ceil(capacity_factor * tokens / experts))
+    order = torch.sort(scores.t(), dim=1, descending=True, stable=True).indices
+    taken = torch.zeros(experts, tokens, dtype=torch.bool, device=logits.device)
+    taken.scatter_(1, order[:, :c], True)
+    taken = taken.t()
+    keys = torch.where(taken, scores, -1.0)
+    ranked = torch.sort(keys, dim=1, descending=True, stable=True)
+    ids = ranked.indices[:, :top_k].int()
+    kept = ranked.values[:, :top_k] >= 0
+    ids = torch.where(kept, ids, -1)
+    weights = torch.where(kept, scores.gather(1, ids.clamp(min=0).long()), 0.0)
+    return ids, weights
+
+
+def expert_choice_facts(directory):
+    """(k, capacity factor) of a gating program that selects by
+    expert_choice(x, k, capacity_factor: f), or None."""
+    import re
+    with open(os.path.join(directory, "spec.yaml")) as f:
+        text = f.read()
+    found = re.search(r"expert_choice\([^,]+,\s*(\d+),\s*capacity_factor:\s*"
+                      r"([0-9.eE+-]+)\)", text)
+    return (int(found.group(1)), float(found.group(2))) if found else None
+
+
 def peer_for(spec):
     """The eager function of a spec's facts, or None."""
-    # Gating programs (no scoring key) have no eager twin here.
+    if "expert_choice" in spec:
+        k, factor = spec["expert_choice"]
+        return ("expert choice (stable sorts)",
+                lambda x, b: expert_choice_router(x, k, factor))
+    # Other gating programs (no scoring key) have no eager twin here.
     if "scoring" not in spec:
         return None
     e, k = spec["num_experts"], spec["top_k"]
@@ -159,13 +196,13 @@ class MoegenKernels:
         props = torch.cuda.get_device_properties(device)
         self.sms = props.multi_processor_count
         self.device = device
-        self.scratch = None
-        if "dispatch" in self.kernels:
-            words = [p for p in self.kernels["dispatch"][0]["params"]
-                     if p["name"] == "scratch"][0]["shape"][0]
-            # Zeroed once; the kernel leaves it ready for the next call.
-            self.scratch = torch.zeros(words, dtype=torch.int32,
-                                       device=device)
+        # One scratch buffer for the cooperative kernels (the dispatch, an
+        # expert-choice route), as large as the largest: zeroed once, each
+        # kernel leaves it ready for the next call.
+        words = [p["shape"][0] for kernel, _ in self.kernels.values()
+                 for p in kernel["params"] if p["name"] == "scratch"]
+        self.scratch = (torch.zeros(max(words), dtype=torch.int32,
+                                    device=device) if words else None)
 
     def grid(self, kernel, tokens):
         launch = kernel["launch"]
@@ -213,7 +250,8 @@ class MoegenKernels:
         d = self.device
         out = {"topk_ids": torch.empty(tokens, k, dtype=torch.int32, device=d),
                "topk_weights": torch.empty(tokens, k, device=d),
-               "error": torch.zeros(6, dtype=torch.int64, device=d)}
+               "error": torch.zeros(6, dtype=torch.int64, device=d),
+               "scratch": self.scratch}
         if "dispatch" in self.kernels:
             out.update({
                 "expert_counts": torch.empty(e, dtype=torch.int32, device=d),
@@ -222,8 +260,7 @@ class MoegenKernels:
                 "sorted_slots": torch.empty(max(1, tokens * k),
                                             dtype=torch.int32, device=d),
                 "slot_positions": torch.empty(max(1, tokens * k),
-                                              dtype=torch.int32, device=d),
-                "scratch": self.scratch})
+                                              dtype=torch.int32, device=d)})
         return out
 
     def call(self, tensors, tokens, dispatch):
@@ -258,7 +295,10 @@ def compare(ids, weights, peer_ids, peer_weights):
 
 def check_dispatch(tensors, tokens, experts):
     ids = tensors["topk_ids"].flatten().long()
-    counts = torch.bincount(ids, minlength=experts)
+    # Unused slots (-1, an expert-choice router's) are counted nowhere and
+    # sorted last.
+    ids = torch.where(ids < 0, experts, ids)
+    counts = torch.bincount(ids, minlength=experts + 1)[:experts]
     offsets = torch.zeros(experts + 1, dtype=torch.long, device=ids.device)
     offsets[1:] = counts.cumsum(0)
     # Stable sort by expert: (expert, slot) order.
@@ -268,9 +308,12 @@ def check_dispatch(tensors, tokens, experts):
         return "expert_counts differ"
     if not torch.equal(tensors["expert_offsets"].long(), offsets):
         return "expert_offsets differ"
-    if ids.numel() and not torch.equal(
-            tensors["sorted_slots"][:ids.numel()].long(), order):
+    used = int(offsets[-1])
+    if used and not torch.equal(tensors["sorted_slots"][:used].long(),
+                                order[:used]):
         return "sorted_slots differ"
+    if not bool((tensors["sorted_slots"][used:ids.numel()] == -1).all()):
+        return "sorted_slots past the used slots are not -1"
     return ""
 
 
@@ -376,6 +419,10 @@ def main():
     for spec_dir in sorted(os.listdir(args.kernels)):
         directory = os.path.join(args.kernels, spec_dir)
         spec = load_spec(directory)
+        choice = expert_choice_facts(directory)
+        if choice:
+            spec["expert_choice"] = choice
+            spec["top_k"] = choice[0]
         peer = peer_for(spec)
         if peer is None:
             continue
