@@ -642,8 +642,10 @@ private:
       OpKind wanted = entry.kind == EntryKind::Route ? OpKind::TopK : OpKind::Hash;
       std::optional<OpKind> got = idsProducer();
       if ((got == OpKind::TopP || got == OpKind::ExpertChoice) &&
-          wanted == OpKind::TopK)
+          wanted == OpKind::TopK) {
         program.unusedSlots = true;
+        program.expertChoice = got == OpKind::ExpertChoice;
+      }
       else if (got != wanted)
         fail(syntax.results.front().loc,
              entryName + ": no selection: its ids must come from " +
@@ -1182,6 +1184,7 @@ void applyProgramFacts(const Program &program, RoutingSpec &spec) {
   spec.dispatch = program.find(abi::EntryKind::Dispatch) != nullptr;
   spec.permute = program.find(abi::EntryKind::Permute) != nullptr;
   spec.unusedSlots = program.unusedSlots;
+  spec.expertChoice = program.expertChoice;
   spec.capacityFactor = program.capacityFactor.value_or(0.0);
   spec.updateBias = program.find(abi::EntryKind::UpdateBias) != nullptr;
 }
@@ -1303,6 +1306,7 @@ RoutingSpec programTwin(const RoutingSpec &spec) {
   twin.dispatch = spec.dispatch;
   twin.permute = spec.permute;
   twin.unusedSlots = spec.unusedSlots;
+  twin.expertChoice = spec.expertChoice;
   twin.capacityFactor = spec.capacityFactor;
   twin.updateBias = spec.updateBias;
   twin.program = expandToProgram(spec);

@@ -111,6 +111,8 @@ struct Program {
   /// The route entry selects with topp: ids may hold -1 (an unused slot),
   /// which replay's forced(), dispatch, permute and combine then accept.
   bool unusedSlots = false;
+  /// The route entry selects with expert_choice (it spans the tokens).
+  bool expertChoice = false;
   /// The dispatch entry's capacity factor (Switch / GShard): each expert
   /// keeps its first ceil(f * T * k / E) slots; dispatch's metadata then
   /// holds -1 for the dropped ones, which permute and combine accept.

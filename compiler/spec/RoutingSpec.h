@@ -90,10 +90,16 @@ struct RoutingSpec {
   /// Route, route_hash and replay also gate the shared expert (Qwen2-MoE):
   /// shared_gate [T, 1] = sigmoid(shared_gate_logits [T, 1]).
   bool sharedGate = false;
-  /// The selection is top-p (gating programs only): a token may use fewer
-  /// than k slots, the rest hold the id -1, which replay, dispatch, permute
-  /// and combine accept (docs/semantics.md, "Top-p selection").
+  /// The selection is top-p or expert choice (gating programs only): a
+  /// token may use fewer than k slots, the rest hold the id -1, which
+  /// replay, dispatch, permute and combine accept (docs/semantics.md,
+  /// "Top-p selection").
   bool unusedSlots = false;
+  /// The route selects by expert choice (gating programs only): it spans
+  /// the tokens of a call, one task on the host, one cooperative grid on
+  /// the GPU, and its schedule has no tokens per task or top-k method to
+  /// tune (docs/semantics.md, "Expert-choice selection").
+  bool expertChoice = false;
   /// Dispatch keeps at most ceil(capacityFactor * T * k / E) slots per
   /// expert, the first in slot order, and drops the rest (gating programs
   /// only; 0 for no capacity). docs/semantics.md §10, "Capacity".

@@ -53,12 +53,20 @@ struct Candidate {
 };
 
 /// Vector widths, tokens per task and top-k methods, the heuristic's
-/// choice (the default) first.
-std::vector<tune::CpuConfig> candidateConfigs(int64_t numExperts) {
+/// choice (the default) first. An expert-choice route runs as one task
+/// and finds no top-k: only its width is searched.
+std::vector<tune::CpuConfig> candidateConfigs(int64_t numExperts,
+                                              bool expertChoice) {
   std::vector<tune::CpuConfig> configs{tune::CpuConfig{}};
+  const std::vector<int64_t> tasks =
+      expertChoice ? std::vector<int64_t>{0} : std::vector<int64_t>{16, 64, 256, 1024};
+  const std::vector<std::string> methods =
+      expertChoice ? std::vector<std::string>{""}
+                   : std::vector<std::string>{"argmax_passes", "insertion",
+                                              "lane_lists"};
   for (int64_t width : {4, 8, 16, 32})
-    for (int64_t perTask : {16, 64, 256, 1024})
-      for (const char *topk : {"argmax_passes", "insertion", "lane_lists"}) {
+    for (int64_t perTask : tasks)
+      for (const std::string &topk : methods) {
         tune::CpuConfig config{width, perTask, topk};
         // Lanes beyond the experts only pad every chunk.
         if (width > 8 && width / 2 >= numExperts)
@@ -129,7 +137,8 @@ int runAutotune(const AutotuneOptions &options) {
   for (const auto &[path, spec] : specs) {
     const rt::RouterFacts facts = cpu::routerFactsOf(spec);
     std::vector<Candidate> candidates;
-    for (const tune::CpuConfig &config : candidateConfigs(facts.numExperts))
+    for (const tune::CpuConfig &config :
+         candidateConfigs(facts.numExperts, spec.expertChoice))
       if (!options.maxCandidates ||
           int64_t(candidates.size()) < options.maxCandidates)
         candidates.push_back({config, nullptr, ""});
