@@ -54,6 +54,7 @@ struct Options {
   bool quick = false;
   unsigned threads = 0;
   std::string topk; // empty: the kernel-config heuristic
+  int64_t vectorWidth = 0;
   int reps = 9;
   int goldenReps = 3;
   int64_t goldenMaxTokens = 4096;
@@ -86,7 +87,11 @@ std::optional<Options> parseArgs(int argc, char **argv, int &exitCode) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_option("--topk", o.topk,
                  "top-k method (default: the kernel-config heuristic)")
-      ->check(CLI::IsMember({"argmax_passes", "insertion"}));
+      ->check(CLI::IsMember({"argmax_passes", "insertion", "lane_lists", "token_lanes"}));
+  app.add_option("--vector-width", o.vectorWidth,
+                 "lanes (experts, or tokens with token_lanes); default: the "
+                 "kernel-config heuristic")
+      ->check(CLI::IsMember({0, 1, 2, 4, 8, 16, 32, 64}));
   app.add_option("--reps", o.reps, "samples per figure")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
@@ -241,6 +246,7 @@ int main(int argc, char **argv) {
       cpu::CpuCompileOptions compileOptions;
       compileOptions.threads = o.threads;
       compileOptions.topk = o.topk;
+      compileOptions.vectorWidth = o.vectorWidth;
       Clock::time_point compileStart = Clock::now();
       auto compiled = cpu::CpuRouter::compile(*spec, compileOptions);
       std::string error =

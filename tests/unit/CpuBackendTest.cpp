@@ -1321,7 +1321,8 @@ TEST(CpuBackendEdge, EveryTopKMethod) {
     int64_t experts, k, groups;
     LogitsStyle style;
   };
-  for (const char *method : {"argmax_passes", "insertion", "lane_lists"})
+  for (const char *method :
+       {"argmax_passes", "insertion", "lane_lists", "token_lanes"})
     for (Case c : {Case{8, 8, 1, LogitsStyle::Random},
                    Case{60, 7, 6, LogitsStyle::Random},
                    Case{100, 12, 1, LogitsStyle::Adversarial},
@@ -1342,6 +1343,69 @@ TEST(CpuBackendEdge, EveryTopKMethod) {
       options.topk = method;
       checkEveryEntryPoint(spec, options, 70, 77 + c.experts, c.style);
     }
+}
+
+TEST(CpuBackendEdge, TokenLanes) {
+  // Tokens across the lanes: every scoring (with temperature and soft
+  // cap), a bias, capture, replay (which keeps the token-per-row layout),
+  // dispatch, widths of 4 to 16 tokens a group, token counts that leave a
+  // tail, expert counts from 2 to 64, ties (adversarial logits).
+  struct Case {
+    int64_t experts, k;
+    Scoring scoring;
+    bool bias;
+    int64_t width;
+    LogitsStyle style;
+  };
+  for (Case c : {Case{8, 2, Scoring::Softmax, false, 8, LogitsStyle::Random},
+                 Case{8, 2, Scoring::Softmax, false, 8, LogitsStyle::Adversarial},
+                 Case{2, 1, Scoring::Softmax, false, 4, LogitsStyle::Random},
+                 Case{3, 3, Scoring::Sigmoid, true, 8, LogitsStyle::Adversarial},
+                 Case{16, 4, Scoring::Sigmoid, true, 16, LogitsStyle::Random},
+                 Case{16, 4, Scoring::SqrtSoftplus, true, 8, LogitsStyle::Random},
+                 Case{33, 6, Scoring::Softmax, false, 8, LogitsStyle::Adversarial},
+                 Case{64, 8, Scoring::Softmax, true, 8, LogitsStyle::Random}})
+    for (int64_t tokens : {1, 7, 70}) {
+      SCOPED_TRACE("E = " + std::to_string(c.experts) + ", k = " +
+                   std::to_string(c.k) + ", width " + std::to_string(c.width) +
+                   ", T = " + std::to_string(tokens));
+      RoutingSpec spec = makeSpec("token_lanes", c.experts, c.k, c.scoring);
+      spec.scoreBias = c.bias;
+      spec.normalize = c.k > 1;
+      spec.scalingFactor = 2.5;
+      spec.capture = true;
+      spec.replay = true;
+      spec.dispatch = true;
+      if (c.experts == 16) {
+        spec.temperature = 0.7;
+        spec.logitSoftcap = 5.0;
+      }
+      spec.logitsDType = c.experts == 8 ? LogitsDType::BF16 : LogitsDType::F32;
+      CpuCompileOptions options;
+      options.topk = "token_lanes";
+      options.vectorWidth = c.width;
+      checkEveryEntryPoint(spec, options, tokens, 5 + tokens + c.experts,
+                           c.style);
+    }
+}
+
+TEST(CpuBackendEdge, TokenLanesGroupWithABadLogit) {
+  // A group holding a NaN or +inf logit goes one token at a time: the
+  // first violation is reported, as in the token-per-row layout.
+  RoutingSpec spec = makeSpec("token_lanes_errors", 8, 2, Scoring::Softmax);
+  spec.normalize = true;
+  CpuCompileOptions options;
+  options.topk = "token_lanes";
+  std::unique_ptr<CpuRouter> router = compileRouter(spec, options);
+  ASSERT_TRUE(router);
+  Inputs in = makeInputs(spec, 40, 7, LogitsStyle::Random);
+  in.logits[33 * 8 + 6] = std::numeric_limits<float>::infinity();
+  in.logits[12 * 8 + 3] = std::nanf("");
+  in.logits[12 * 8 + 1] = std::numeric_limits<float>::infinity();
+  const CpuResult cpu = runCpu(*router, spec, in, Entry::Route, false,
+                               std::nullopt);
+  EXPECT_NE(cpu.error.find("logits[12][1]"), std::string::npos) << cpu.error;
+  EXPECT_EQ(cpu.clobbered, "");
 }
 
 TEST(CpuBackendEdge, WideRowLaneLists) {

@@ -7,6 +7,7 @@
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -39,6 +40,9 @@ void addCpuLLVMStage(mlir::OpPassManager &pm) {
   pm.addPass(mlir::createConvertMathToLLVMPass());
   pm.addPass(mlir::createConvertMathToLibmPass());
   pm.addPass(mlir::memref::createExpandStridedMetadataPass());
+  // The flat views of the token-lanes layout (memref.collapse_shape) leave
+  // their sizes as affine.apply.
+  pm.addPass(mlir::createLowerAffinePass());
   pm.addPass(mlir::createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(mlir::createArithToLLVMConversionPass());
   pm.addPass(mlir::createConvertIndexToLLVMPass());
@@ -59,7 +63,7 @@ struct CpuToLLVMPipelineOptions
                                                "heuristic"),
                                 llvm::cl::init(0)};
   Option<std::string> topk{*this, "topk",
-                           llvm::cl::desc("argmax_passes, insertion or lane_lists; empty "
+                           llvm::cl::desc("argmax_passes, insertion, lane_lists or token_lanes; empty "
                                           "= heuristic"),
                            llvm::cl::init("")};
 };

@@ -51,6 +51,10 @@ KernelConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << tokensPerTask << " must be positive";
   if (target != KernelTarget::Nvptx)
     return success();
+  if (topk == TopKMethod::TokenLanes)
+    return emitError() << "#moe.kernel_config: topk = token_lanes is a host "
+                          "layout (tokens across the vector lanes); nvptx "
+                          "kernels spread a token over a warp's lanes";
   // On nvptx the vector lanes are a token's lanes of a warp and a task is a
   // block: whole warps, at most kMaxBlockThreads threads.
   if (vectorWidth > kWarpSize)

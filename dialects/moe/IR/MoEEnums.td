@@ -44,14 +44,18 @@ def MoE_KernelTarget : I32EnumAttr<"KernelTarget",
 def MoE_TopKArgmaxPasses : I32EnumAttrCase<"ArgmaxPasses", 0, "argmax_passes">;
 def MoE_TopKInsertion    : I32EnumAttrCase<"Insertion", 1, "insertion">;
 def MoE_TopKLaneLists    : I32EnumAttrCase<"LaneLists", 2, "lane_lists">;
+def MoE_TopKTokenLanes   : I32EnumAttrCase<"TokenLanes", 3, "token_lanes">;
 
 def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
     "how a row's top-k is found: k passes of a vectorized arg-max "
     "(argmax_passes), one pass keeping a sorted list of k (insertion), or "
     "a list per lane in registers (its chunk elements sorted, or on rows "
     "of more than 16 chunks a lane its keys above a bound from the lanes' "
-    "maxima), then k arg-max rounds over the lanes' heads (lane_lists)",
-    [MoE_TopKArgmaxPasses, MoE_TopKInsertion, MoE_TopKLaneLists]> {
+    "maxima), then k arg-max rounds over the lanes' heads (lane_lists); "
+    "or, on the host, tokens across the lanes: vector_width tokens at once, "
+    "an insertion into k slots over the experts (token_lanes)",
+    [MoE_TopKArgmaxPasses, MoE_TopKInsertion, MoE_TopKLaneLists,
+     MoE_TopKTokenLanes]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

@@ -23,6 +23,8 @@ namespace {
 /// The shape the heuristics see, read from the entry's ops.
 KernelShape shapeOf(func::FuncOp func) {
   KernelShape shape;
+  shape.tokenLanesForm = func.getBody().hasOneBlock() &&
+                         hasTokenLanesForm(func.getBody().front());
   func.walk([&](Operation *op) {
     if (auto score = dyn_cast<ScoreOp>(op)) {
       auto type = cast<RankedTensorType>(score.getLogits().getType());
@@ -84,7 +86,8 @@ struct MoEKernelConfigPass
       if (!topkMethod) {
         getOperation().emitError()
             << "moe-kernel-config: topk = '" << topk.getValue()
-            << "': must be argmax_passes, insertion or lane_lists";
+            << "': must be argmax_passes, insertion, lane_lists or "
+               "token_lanes";
         return signalPassFailure();
       }
     }

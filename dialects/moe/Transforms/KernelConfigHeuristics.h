@@ -12,6 +12,8 @@
 #include "dialects/moe/IR/MoEDialect.h"
 #include "dialects/moe/IR/MoEEnums.h"
 
+#include "mlir/IR/Block.h"
+
 #include <cstdint>
 
 namespace mlir::moe {
@@ -30,7 +32,17 @@ struct KernelShape {
   /// H elements of `rowElementBytes` each, H known only at run time.
   bool movesRows = false;
   int64_t rowElementBytes = 2;
+  /// Every op of the entry has a token-lanes form (hasTokenLanesForm).
+  bool tokenLanesForm = false;
 };
+
+/// The widest row the token-lanes layout unrolls over its experts.
+inline constexpr int64_t kMaxTokenLanesExperts = 128;
+/// Whether an entry can take the host's token-lanes layout (tokens across
+/// the vector lanes, TokenLanesToLoops.cpp): its ops are scorings, biases,
+/// one top-k, gathers, normalizations, scalings and a capture, over rows
+/// of at most kMaxTokenLanesExperts experts.
+bool hasTokenLanesForm(Block &body);
 
 struct KernelConfig {
   KernelTarget target = KernelTarget::Cpu;

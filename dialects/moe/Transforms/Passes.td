@@ -22,7 +22,9 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
     - `tokens_per_task`: tokens one thread-pool task (CPU) or one block (GPU)
       handles;
     - `topk`: how a row's top-k is found, `"argmax_passes"`,
-      `"insertion"` or `"lane_lists"` (same ids, different cost).
+      `"insertion"` or `"lane_lists"` (same ids, different cost); on the
+      host also `"token_lanes"`, where the lanes hold `vector_width` tokens
+      instead of experts (for routes whose ops all have that form).
 
     The values come from the heuristics in KernelConfigHeuristics.h, from
     (E, k, groups, logits dtype, target), unless an option pins them; an
@@ -39,7 +41,8 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
     Option<"tokensPerTask", "tokens-per-task", "int64_t", /*default=*/"0",
            "Tokens per task; 0 = heuristic">,
     Option<"topk", "topk", "std::string", /*default=*/"\"\"",
-           "Top-k method: argmax_passes, insertion or lane_lists; empty = heuristic">,
+           "Top-k method: argmax_passes, insertion, lane_lists or (host) "
+           "token_lanes; empty = heuristic">,
   ];
 }
 

@@ -7,7 +7,7 @@
 
 // BAD-TARGET: moe-kernel-config: target = 'tpu': must be cpu or nvptx
 // BAD-WIDTH: moe-kernel-config: vector-width = 6: must be 0 (heuristic) or a power of two up to 64
-// BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes, insertion or lane_lists
+// BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes, insertion, lane_lists or token_lanes
 
 // 256 f32 experts: 16 lanes, rows of 16 chunks for lane lists; 1 KiB per
 // token -> 256 tokens per task.
@@ -35,10 +35,11 @@ func.func @helper() {
 
 // -----
 
-// Two experts need only two lanes; bf16 halves the bytes per token. On the
-// GPU too: two lanes per token, 16 tokens per warp.
+// Two experts: on the host 16 tokens across the lanes (a route whose ops
+// all have that form, up to 64 experts); bf16 halves the bytes per token.
+// On the GPU two lanes per token, 16 tokens per warp.
 // CHECK-LABEL: func.func @tiny
-// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 2, tokens_per_task = 4096, topk = argmax_passes>
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 4096, topk = token_lanes>
 // NVPTX-LABEL: func.func @tiny
 // NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 2, tokens_per_task = 64, topk = lane_lists>
 func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.entry = "route"} {
@@ -66,10 +67,22 @@ func.func @wide(%logits: tensor<?x1024xf32>) -> tensor<?x8xi32> attributes {moe.
 
 // An existing configuration is replaced: the pass is idempotent.
 // CHECK-LABEL: func.func @reconfigured
-// CHECK-SAME: vector_width = 16, tokens_per_task = 1024, topk = lane_lists
+// CHECK-SAME: vector_width = 16, tokens_per_task = 1024, topk = token_lanes
 // CHECK-NOT: vector_width = 4
 func.func @reconfigured(%logits: tensor<?x64xf32>) -> tensor<?x2xi32> attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 1, topk = insertion>} {
   %s = moe.score softmax %logits : tensor<?x64xf32> -> tensor<?x64xf32>
   %ids = moe.topk %s k 2 : tensor<?x64xf32> -> tensor<?x2xi32>
   return %ids : tensor<?x2xi32>
+}
+
+// -----
+
+// Replay's forced_select has no token-lanes form: the row in the lanes.
+// CHECK-LABEL: func.func @replay_keeps_rows
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 4096, topk = argmax_passes>
+func.func @replay_keeps_rows(%logits: tensor<?x8xf32>, %forced: tensor<?x2xi32>) -> tensor<?x2xf32> attributes {moe.entry = "replay"} {
+  %s = moe.score softmax %logits : tensor<?x8xf32> -> tensor<?x8xf32>
+  %ids = moe.forced_select %forced experts 8 : tensor<?x2xi32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return %w : tensor<?x2xf32>
 }

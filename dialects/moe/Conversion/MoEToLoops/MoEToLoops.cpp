@@ -15,6 +15,7 @@
 #include "dialects/moe/Conversion/Passes.h"
 #include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
+#include "dialects/moe/Transforms/KernelConfigHeuristics.h"
 
 #include "abi/KernelAbi.h"
 
@@ -369,6 +370,13 @@ private:
     OpBuilder allocBuilder = startKernelBody(b, entry);
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth, errorRecord);
     bindArguments(cg, body, entry);
+    if (topkMethod == TopKMethod::TokenLanes) {
+      if (target == KernelTarget::Cpu && hasTokenLanesForm(body))
+        return convertTokenLanesKernel(kernel, body, cg, firstToken, lastToken);
+      // An entry with an op of no token-lanes form (replay's
+      // forced_select, ...) keeps the token-per-row layout.
+      cg.topkMethod = TopKMethod::ArgmaxPasses;
+    }
 
     LogicalResult status = success();
     b.create<scf::ForOp>(
@@ -387,6 +395,72 @@ private:
             copyResults(cg, entry, numInputs);
           b.create<scf::YieldOp>(loc);
         });
+    return finish(kernel, status);
+  }
+
+  /// A row kernel in the token-lanes layout (TokenLanesToLoops.cpp): the
+  /// token range in groups of cg.width tokens, then the tokens left one
+  /// by one; a group with an invalid input also goes one token at a time.
+  LogicalResult convertTokenLanesKernel(func::FuncOp kernel, Block &body,
+                                        RowCodegen &cg, Value firstToken,
+                                        Value lastToken) {
+    OpBuilder &b = cg.b;
+    Location loc = func.getLoc();
+    Block &entry = kernel.getBody().front();
+    const unsigned numInputs = body.getNumArguments();
+    SmallVector<std::pair<Value, Value>> resultOutputs;
+    unsigned output = numInputs;
+    for (const ResultPlan &plan : results)
+      if (!plan.tiedArgument)
+        resultOutputs.push_back({plan.value, entry.getArgument(output++)});
+    // The token-per-row body, for the groups' fallback and the tail; both
+    // emissions share its stack rows.
+    cg.topkMethod = TopKMethod::ArgmaxPasses;
+    size_t firstRow = 0, endRow = 0;
+    bool emitted = false;
+    auto perToken = [&](Value token) -> LogicalResult {
+      if (emitted)
+        cg.reuseRowsFrom(firstRow, endRow);
+      else
+        firstRow = cg.numStackRows();
+      cg.token = token;
+      for (Operation &op : body.without_terminator())
+        if (failed(lowerRowOp(&op, cg)))
+          return failure();
+      copyResults(cg, entry, numInputs);
+      if (!emitted)
+        endRow = cg.numStackRows();
+      emitted = true;
+      cg.reuseRowsFrom(0, 0);
+      return success();
+    };
+    Value width = cg.index(cg.width);
+    Value count = b.create<arith::SubIOp>(loc, lastToken, firstToken);
+    Value grouped = b.create<arith::AddIOp>(
+        loc, firstToken,
+        b.create<arith::MulIOp>(
+            loc, b.create<arith::DivUIOp>(loc, count, width), width));
+    LogicalResult status = success();
+    b.create<scf::ForOp>(
+        loc, firstToken, grouped, width, ValueRange{},
+        [&](OpBuilder &nested, Location loc, Value first, ValueRange) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nested.getInsertionBlock());
+          if (failed(lowerTokenLanesGroup(body, cg, first, resultOutputs,
+                                          perToken)))
+            status = failure();
+          b.create<scf::YieldOp>(loc);
+        });
+    if (succeeded(status))
+      b.create<scf::ForOp>(
+          loc, grouped, lastToken, cg.index(1), ValueRange{},
+          [&](OpBuilder &nested, Location loc, Value token, ValueRange) {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(nested.getInsertionBlock());
+            if (failed(perToken(token)))
+              status = failure();
+            b.create<scf::YieldOp>(loc);
+          });
     return finish(kernel, status);
   }
 

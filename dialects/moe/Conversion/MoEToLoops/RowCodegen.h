@@ -214,6 +214,24 @@ LogicalResult lowerExpertChoice(ExpertChoiceOp op, RowCodegen &cg);
 /// An f32 key as an i32 whose unsigned order is the keys' order, -0 = +0.
 Value expertChoiceOrder(RowCodegen &cg, Value key);
 
+/// A chunk of logits divided by the temperature and soft-capped (when the
+/// op has them; -inf stays -inf), and the elementwise scorings of a chunk
+/// (sigmoid, sqrtsoftplus, identity), as ScoringToLoops.cpp computes them
+/// for a row: for layouts that hold other things in the lanes.
+Value transformLogits(RowCodegen &cg, std::optional<APFloat> temperature,
+                      std::optional<APFloat> softcap, Value chunk);
+Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk);
+
+/// The token-lanes layout (`topk = token_lanes`, TokenLanesToLoops.cpp;
+/// which entries admit it: hasTokenLanesForm): the cg.width tokens
+/// [first, first + width) routed with tokens across the lanes, each
+/// untied result written to its output argument (`resultOutputs`); a
+/// group holding an invalid input runs `perToken` for each of its tokens.
+LogicalResult
+lowerTokenLanesGroup(Block &body, RowCodegen &cg, Value first,
+                     ArrayRef<std::pair<Value, Value>> resultOutputs,
+                     function_ref<LogicalResult(Value token)> perToken);
+
 /// Lowers a dispatch entry's moe.dispatch over all tokens: `ids` ([T, k])
 /// and `outputs` (counts, offsets, sorted_slots, slot_positions) are the
 /// kernel's memref arguments. Sets `cg.token` as it goes.

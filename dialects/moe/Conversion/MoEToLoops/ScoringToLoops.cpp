@@ -53,8 +53,19 @@ public:
     return success();
   }
 
-private:
-  Value vf(double v) { return cg.splat(cg.f32(v)); }
+  /// The scoring of one chunk (an elementwise kind; softmax is over a row).
+  Value scoreChunk(ScoringKind kind, Value x) {
+    switch (kind) {
+    case ScoringKind::sigmoid:
+      return sigmoid(x);
+    case ScoringKind::sqrtsoftplus:
+      return sqrtSoftplus(x);
+    case ScoringKind::identity:
+    case ScoringKind::softmax:
+      break;
+    }
+    return x;
+  }
 
   /// l / temperature, then softcap * tanh(l / softcap), in f32; -inf (a
   /// masked expert, and the padding of tail chunks) stays -inf.
@@ -74,6 +85,9 @@ private:
                                            vf(-kInf));
     return b.create<arith::SelectOp>(loc, masked, x, y);
   }
+
+private:
+  Value vf(double v) { return cg.splat(cg.f32(v)); }
 
   /// NaN or +inf: the logits the spec rejects (-inf masks an expert).
   Value isBad(Value x) {
@@ -247,6 +261,19 @@ private:
 };
 
 } // namespace
+
+Value transformLogits(RowCodegen &cg, std::optional<APFloat> temperature,
+                      std::optional<APFloat> softcap, Value chunk) {
+  return ScoringEmitter(cg, Value(), temperature, softcap,
+                        KernelErrorCode::NonFiniteLogit)
+      .transform(chunk);
+}
+
+Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk) {
+  return ScoringEmitter(cg, Value(), std::nullopt, std::nullopt,
+                        KernelErrorCode::NonFiniteLogit)
+      .scoreChunk(kind, chunk);
+}
 
 LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg) {
   if (!cg.rowOf(op.getLogits()).memref)
