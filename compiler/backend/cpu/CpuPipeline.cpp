@@ -34,6 +34,7 @@ void addCpuLoopsStage(mlir::OpPassManager &pm) {
 void addCpuLLVMStage(mlir::OpPassManager &pm) {
   pm.addPass(mlir::moe::createMoEApproximateMath());
   pm.addPass(mlir::moe::createMoEButterflyReductions());
+  pm.addPass(mlir::moe::createMoEZeroSignFreeMinMax());
   pm.addPass(mlir::createConvertVectorToSCFPass());
   pm.addPass(mlir::createConvertSCFToCFPass());
   pm.addPass(mlir::createConvertVectorToLLVMPass());
