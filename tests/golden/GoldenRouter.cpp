@@ -382,13 +382,6 @@ int64_t expertChoiceCapacity(double capacityFactor, int64_t numTokens,
   return dispatchCapacity(capacityFactor, numTokens, 1, numExperts);
 }
 
-std::vector<int32_t> expertChoiceIds(const std::vector<double> &keys,
-                                     int64_t numTokens, int64_t numExperts,
-                                     int64_t topK, double capacityFactor) {
-  std::vector<float> rounded(keys.begin(), keys.end());
-  return expertChoiceIds(rounded, numTokens, numExperts, topK, capacityFactor);
-}
-
 std::vector<int32_t> expertChoiceIds(const std::vector<float> &keys,
                                      int64_t numTokens, int64_t numExperts,
                                      int64_t topK, double capacityFactor) {
@@ -446,158 +439,160 @@ void interpretProgram(const RoutingSpec &spec, const program::Program &program,
   std::vector<int32_t> choiceIds;
   double choiceFactor = 0.0;
   for (int pass = expertChoice ? 0 : 1; pass < 2; ++pass) {
-  if (pass == 1 && expertChoice)
-    choiceIds = expertChoiceIds(choiceKeys, inputs.numTokens, e, k,
-                                choiceFactor);
-  for (int64_t t = 0; t < inputs.numTokens; ++t) {
-    std::vector<Row> rows(program.values.size());
-    bool stopped = false;
-    for (size_t index = 0; index < entry.paramNames.size(); ++index) {
-      const std::string &name = entry.paramNames[index];
-      Row &row = rows[entry.params[index]];
-      if (name == "logits")
-        row.values.assign(inputs.logits + t * e, inputs.logits + t * e + e);
-      else if (name == "bias")
-        row.values.assign(inputs.bias, inputs.bias + e);
-    }
-    for (const program::Op &op : entry.ops) {
-      auto in = [&](size_t i) -> Row & { return rows[op.operands[i]]; };
-      Row result;
-      if (op.kind == program::OpKind::ExpertChoice && pass == 0) {
-        // The kernels hold keys as f32 rows.
-        choiceKeys.insert(choiceKeys.end(), in(0).values.begin(),
-                          in(0).values.end());
-        choiceFactor = *op.capacityFactor;
-        stopped = true;
-        break;
+    if (pass == 1 && expertChoice)
+      choiceIds =
+          expertChoiceIds(choiceKeys, inputs.numTokens, e, k, choiceFactor);
+    for (int64_t t = 0; t < inputs.numTokens; ++t) {
+      std::vector<Row> rows(program.values.size());
+      bool stopped = false;
+      for (size_t index = 0; index < entry.paramNames.size(); ++index) {
+        const std::string &name = entry.paramNames[index];
+        Row &row = rows[entry.params[index]];
+        if (name == "logits")
+          row.values.assign(inputs.logits + t * e, inputs.logits + t * e + e);
+        else if (name == "bias")
+          row.values.assign(inputs.bias, inputs.bias + e);
       }
-      switch (op.kind) {
-      case program::OpKind::Score: {
-        RoutingSpec scoring;
-        scoring.numExperts = e;
-        scoring.scoring = op.scoring;
-        scoring.temperature = op.temperature.value_or(1.0);
-        scoring.logitSoftcap = op.softcap.value_or(0.0);
-        // Scores are f32 values in the kernels: a score of scores reads
-        // them rounded.
-        std::vector<float> logits(in(0).values.begin(), in(0).values.end());
-        result.values = scoreToken(scoring, logits.data());
-        break;
-      }
-      case program::OpKind::AddBias:
-        result.values = in(0).values;
-        for (int64_t x = 0; x < e; ++x)
-          result.values[x] += in(1).values[x];
-        result.selectable = in(0).selectable;
-        break;
-      case program::OpKind::GroupMask:
-        result.values = in(0).values;
-        result.selectable =
-            selectableExperts(result.values, op.groups, op.keep, op.by);
-        for (int64_t x = 0; x < e; ++x)
-          if (!result.selectable[x])
-            result.values[x] = -std::numeric_limits<double>::infinity();
-        break;
-      case program::OpKind::TopK:
-      case program::OpKind::TopP:
-        result.ids = topKExperts(in(0).values,
-                                 in(0).selectable.empty()
-                                     ? std::vector<bool>(e, true)
-                                     : in(0).selectable,
-                                 k);
-        if (op.kind == program::OpKind::TopP) {
-          // semantics.md, "Top-p selection": cut after the first slot
-          // whose running sum of keys exceeds p.
-          double sum = 0.0;
-          bool cut = false;
-          for (int32_t &id : result.ids) {
-            if (cut) {
-              id = -1;
+      for (const program::Op &op : entry.ops) {
+        auto in = [&](size_t i) -> Row & { return rows[op.operands[i]]; };
+        Row result;
+        if (op.kind == program::OpKind::ExpertChoice && pass == 0) {
+          // The kernels hold keys as f32 rows.
+          choiceKeys.insert(choiceKeys.end(), in(0).values.begin(),
+                            in(0).values.end());
+          choiceFactor = *op.capacityFactor;
+          stopped = true;
+          break;
+        }
+        switch (op.kind) {
+        case program::OpKind::Score: {
+          RoutingSpec scoring;
+          scoring.numExperts = e;
+          scoring.scoring = op.scoring;
+          scoring.temperature = op.temperature.value_or(1.0);
+          scoring.logitSoftcap = op.softcap.value_or(0.0);
+          // Scores are f32 values in the kernels: a score of scores reads
+          // them rounded.
+          std::vector<float> logits(in(0).values.begin(), in(0).values.end());
+          result.values = scoreToken(scoring, logits.data());
+          break;
+        }
+        case program::OpKind::AddBias:
+          result.values = in(0).values;
+          for (int64_t x = 0; x < e; ++x)
+            result.values[x] += in(1).values[x];
+          result.selectable = in(0).selectable;
+          break;
+        case program::OpKind::GroupMask:
+          result.values = in(0).values;
+          result.selectable =
+              selectableExperts(result.values, op.groups, op.keep, op.by);
+          for (int64_t x = 0; x < e; ++x)
+            if (!result.selectable[x])
+              result.values[x] = -std::numeric_limits<double>::infinity();
+          break;
+        case program::OpKind::TopK:
+        case program::OpKind::TopP:
+          result.ids =
+              topKExperts(in(0).values,
+                          in(0).selectable.empty() ? std::vector<bool>(e, true)
+                                                   : in(0).selectable,
+                          k);
+          if (op.kind == program::OpKind::TopP) {
+            // semantics.md, "Top-p selection": cut after the first slot
+            // whose running sum of keys exceeds p.
+            double sum = 0.0;
+            bool cut = false;
+            for (int32_t &id : result.ids) {
+              if (cut) {
+                id = -1;
+                continue;
+              }
+              sum += in(0).values[id];
+              cut = sum > op.p;
+            }
+          }
+          break;
+        case program::OpKind::ExpertChoice:
+          result.ids.assign(choiceIds.begin() + t * k,
+                            choiceIds.begin() + t * k + k);
+          break;
+        case program::OpKind::Hash: {
+          const int32_t *row = inputs.hashTable + inputs.tokenIds[t] * k;
+          result.ids.assign(row, row + k);
+          break;
+        }
+        case program::OpKind::Forced:
+          for (int64_t j = 0; j < k; ++j)
+            result.ids.push_back(
+                static_cast<int32_t>(inputs.forcedIds[t * k + j]));
+          break;
+        case program::OpKind::Gather:
+          for (int32_t id : in(1).ids)
+            result.values.push_back(id == -1 ? 0.0 : in(0).values[id]);
+          break;
+        case program::OpKind::Sparsemixer: {
+          // semantics.md, "Sparsemixer": per slot, the softmax at the slot's
+          // expert over the close experts not selected before it.
+          const std::vector<double> &x = in(0).values;
+          const std::vector<int32_t> &ids = in(1).ids;
+          for (size_t j = 0; j < ids.size(); ++j) {
+            if (ids[j] == -1) { // an unused slot weighs 0
+              result.values.push_back(0.0);
               continue;
             }
-            sum += in(0).values[id];
-            cut = sum > op.p;
+            const double m = x[ids[j]];
+            double sum = 0.0;
+            for (int64_t e2 = 0; e2 < e; ++e2) {
+              if (std::find(ids.begin(), ids.begin() + j, e2) !=
+                  ids.begin() + j)
+                continue;
+              const double ratio = (m - x[e2]) / std::max(std::fabs(x[e2]), m);
+              if (ratio > 2.0 * op.jitterEps)
+                continue;
+              sum += std::exp(x[e2] == m ? 0.0 : x[e2] - m);
+            }
+            result.values.push_back(1.0 / sum);
           }
+          break;
         }
-        break;
-      case program::OpKind::ExpertChoice:
-        result.ids.assign(choiceIds.begin() + t * k,
-                          choiceIds.begin() + t * k + k);
-        break;
-      case program::OpKind::Hash: {
-        const int32_t *row = inputs.hashTable + inputs.tokenIds[t] * k;
-        result.ids.assign(row, row + k);
-        break;
-      }
-      case program::OpKind::Forced:
-        for (int64_t j = 0; j < k; ++j)
-          result.ids.push_back(static_cast<int32_t>(inputs.forcedIds[t * k + j]));
-        break;
-      case program::OpKind::Gather:
-        for (int32_t id : in(1).ids)
-          result.values.push_back(id == -1 ? 0.0 : in(0).values[id]);
-        break;
-      case program::OpKind::Sparsemixer: {
-        // semantics.md, "Sparsemixer": per slot, the softmax at the slot's
-        // expert over the close experts not selected before it.
-        const std::vector<double> &x = in(0).values;
-        const std::vector<int32_t> &ids = in(1).ids;
-        for (size_t j = 0; j < ids.size(); ++j) {
-          if (ids[j] == -1) { // an unused slot weighs 0
-            result.values.push_back(0.0);
-            continue;
-          }
-          const double m = x[ids[j]];
-          double sum = 0.0;
-          for (int64_t e2 = 0; e2 < e; ++e2) {
-            if (std::find(ids.begin(), ids.begin() + j, e2) != ids.begin() + j)
-              continue;
-            const double ratio = (m - x[e2]) / std::max(std::fabs(x[e2]), m);
-            if (ratio > 2.0 * op.jitterEps)
-              continue;
-            sum += std::exp(x[e2] == m ? 0.0 : x[e2] - m);
-          }
-          result.values.push_back(1.0 / sum);
+        case program::OpKind::Normalize: {
+          result.values = in(0).values;
+          const double sum =
+              std::accumulate(result.values.begin(), result.values.end(), 0.0);
+          for (double &w : result.values)
+            w /= sum + op.epsilon;
+          break;
         }
-        break;
+        case program::OpKind::Scale:
+          result.values = in(0).values;
+          for (double &w : result.values)
+            w *= op.factor;
+          break;
+        case program::OpKind::Capture:
+          // The capture buffer is the caller's; route() reports ids only.
+          break;
+        case program::OpKind::SharedGate:
+          if (pass == 1)
+            out.sharedGate.push_back(sigmoid(inputs.sharedGateLogits[t]));
+          break;
+        case program::OpKind::Dispatch:
+        case program::OpKind::Permute:
+        case program::OpKind::Combine:
+        case program::OpKind::UpdateBias:
+          break; // entries of their own, not routing
+        }
+        if (!op.results.empty())
+          rows[op.results.front()] = std::move(result);
       }
-      case program::OpKind::Normalize: {
-        result.values = in(0).values;
-        const double sum =
-            std::accumulate(result.values.begin(), result.values.end(), 0.0);
-        for (double &w : result.values)
-          w /= sum + op.epsilon;
-        break;
-      }
-      case program::OpKind::Scale:
-        result.values = in(0).values;
-        for (double &w : result.values)
-          w *= op.factor;
-        break;
-      case program::OpKind::Capture:
-        // The capture buffer is the caller's; route() reports ids only.
-        break;
-      case program::OpKind::SharedGate:
-        if (pass == 1)
-          out.sharedGate.push_back(sigmoid(inputs.sharedGateLogits[t]));
-        break;
-      case program::OpKind::Dispatch:
-      case program::OpKind::Permute:
-      case program::OpKind::Combine:
-      case program::OpKind::UpdateBias:
-        break; // entries of their own, not routing
-      }
-      if (!op.results.empty())
-        rows[op.results.front()] = std::move(result);
+      if (stopped)
+        continue;
+      const Row &ids = rows[entry.results[0]];
+      const Row &weights = rows[entry.results[1]];
+      out.topkIds.insert(out.topkIds.end(), ids.ids.begin(), ids.ids.end());
+      out.topkWeights.insert(out.topkWeights.end(), weights.values.begin(),
+                             weights.values.end());
     }
-    if (stopped)
-      continue;
-    const Row &ids = rows[entry.results[0]];
-    const Row &weights = rows[entry.results[1]];
-    out.topkIds.insert(out.topkIds.end(), ids.ids.begin(), ids.ids.end());
-    out.topkWeights.insert(out.topkWeights.end(), weights.values.begin(),
-                           weights.values.end());
-  }
   }
 }
 

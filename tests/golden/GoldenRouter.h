@@ -145,11 +145,8 @@ int64_t dispatchCapacity(double capacityFactor, int64_t numTokens,
 /// (ties to the lower token), and each token lists the experts that took
 /// it, by descending key (ties to the lower expert), at most `topK`, then
 /// -1. `keys` is [numTokens * numExperts], compared as f32 by
-/// expertChoiceOrder; the double form rounds them to f32 first.
+/// expertChoiceOrder.
 std::vector<int32_t> expertChoiceIds(const std::vector<float> &keys,
-                                     int64_t numTokens, int64_t numExperts,
-                                     int64_t topK, double capacityFactor);
-std::vector<int32_t> expertChoiceIds(const std::vector<double> &keys,
                                      int64_t numTokens, int64_t numExperts,
                                      int64_t topK, double capacityFactor);
 /// c = min(T, ceil(capacityFactor * T / E)) in double.
