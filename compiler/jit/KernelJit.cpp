@@ -92,7 +92,11 @@ CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
   inputs.kernelConfigText =
       "tokens_per_block=" + std::to_string(options.tokensPerBlock) +
       "\nlanes_per_token=" + std::to_string(options.lanesPerToken) +
-      "\ntopk=" + options.topk + "\n" + toolkitFingerprint(options);
+      "\ntopk=" + options.topk + "\n" +
+      (options.scheduleNote.empty()
+           ? ""
+           : "schedule_note=" + options.scheduleNote + "\n") +
+      toolkitFingerprint(options);
   return inputs;
 }
 

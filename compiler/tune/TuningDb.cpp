@@ -62,9 +62,34 @@ std::optional<std::vector<Entry>> parseEntries(const json &document,
           item.at("compiler_version").get<std::string>();
       entry.tokens = item.at("tokens").get<int64_t>();
       const json &config = item.at("config");
-      entry.config.vectorWidth = config.at("vector_width").get<int64_t>();
-      entry.config.tokensPerTask = config.at("tokens_per_task").get<int64_t>();
-      entry.config.topk = config.at("topk").get<std::string>();
+      const bool gpu = isGpuBackend(entry.origin.backend);
+      if (!gpu && entry.origin.backend != "cpu")
+        return fail(where + ".backend is " + entry.origin.backend +
+                    ": must be cpu, cuda or gpu-emu");
+      static constexpr const char *kGpuKeys[] = {"lanes_per_token",
+                                                 "tokens_per_block", "topk"};
+      static constexpr const char *kCpuKeys[] = {"vector_width",
+                                                 "tokens_per_task", "topk"};
+      for (const char *key : gpu ? kGpuKeys : kCpuKeys)
+        if (!config.is_object() || !config.contains(key))
+          return fail(where + ".config." + key + ": missing (the config of a " +
+                      entry.origin.backend + " entry holds " +
+                      (gpu ? "lanes_per_token, tokens_per_block and topk"
+                           : "vector_width, tokens_per_task and topk") +
+                      ")");
+      if (gpu) {
+        entry.gpu.lanesPerToken = config.at("lanes_per_token").get<int64_t>();
+        entry.gpu.tokensPerBlock =
+            config.at("tokens_per_block").get<int64_t>();
+        entry.gpu.topk = config.at("topk").get<std::string>();
+        if (std::string why = checkGpuConfig(entry.gpu, 0); !why.empty())
+          return fail(where + ".config: " + why);
+      } else {
+        entry.config.vectorWidth = config.at("vector_width").get<int64_t>();
+        entry.config.tokensPerTask =
+            config.at("tokens_per_task").get<int64_t>();
+        entry.config.topk = config.at("topk").get<std::string>();
+      }
       entry.defaultUs = item.value("default_us", 0.0);
       entry.tunedUs = item.value("tuned_us", 0.0);
       entry.candidates = item.value("candidates", int64_t{0});
@@ -82,16 +107,21 @@ std::optional<std::vector<Entry>> parseEntries(const json &document,
 }
 
 json toJson(const Entry &entry) {
+  json config =
+      isGpuBackend(entry.origin.backend)
+          ? json{{"lanes_per_token", entry.gpu.lanesPerToken},
+                 {"tokens_per_block", entry.gpu.tokensPerBlock},
+                 {"topk", entry.gpu.topk}}
+          : json{{"vector_width", entry.config.vectorWidth},
+                 {"tokens_per_task", entry.config.tokensPerTask},
+                 {"topk", entry.config.topk}};
   return {{"spec_hash", entry.specHash},
           {"spec_name", entry.specName},
           {"backend", entry.origin.backend},
           {"machine", entry.origin.machine},
           {"compiler_version", entry.origin.compilerVersion},
           {"tokens", entry.tokens},
-          {"config",
-           {{"vector_width", entry.config.vectorWidth},
-            {"tokens_per_task", entry.config.tokensPerTask},
-            {"topk", entry.config.topk}}},
+          {"config", config},
           {"default_us", entry.defaultUs},
           {"tuned_us", entry.tunedUs},
           {"candidates", entry.candidates},
@@ -119,6 +149,19 @@ std::string CpuConfig::describe() const {
   return "vector_width=" + number(vectorWidth) +
          " tokens_per_task=" + number(tokensPerTask) +
          " topk=" + (topk.empty() ? std::string("auto") : topk);
+}
+
+std::string GpuConfig::describe() const {
+  auto number = [](int64_t v) {
+    return v ? std::to_string(v) : std::string("auto");
+  };
+  return "lanes_per_token=" + number(lanesPerToken) +
+         " tokens_per_block=" + number(tokensPerBlock) +
+         " topk=" + (topk.empty() ? std::string("auto") : topk);
+}
+
+bool isGpuBackend(const std::string &backend) {
+  return backend == "cuda" || backend == "gpu-emu";
 }
 
 std::optional<TuningDb> TuningDb::load(const std::string &path,
@@ -241,6 +284,34 @@ std::string checkCpuConfig(const CpuConfig &config) {
            "(empty: the heuristic's)";
   // Every method fits every row (lane lists sort rows of at most 16 chunks
   // a lane in registers and stream wider ones), and every width too.
+  return "";
+}
+
+std::string checkGpuConfig(const GpuConfig &config, int64_t numExperts,
+                           int64_t maxSharedBytes) {
+  const int64_t lanes = config.lanesPerToken, tokens = config.tokensPerBlock;
+  if (lanes < 0 || lanes > 32 || (lanes & (lanes - 1)) != 0)
+    return "lanes_per_token " + std::to_string(lanes) +
+           " must be a power of two up to 32 (0: the heuristic's)";
+  if (tokens < 0 || (lanes == 0 && tokens > 32))
+    return "tokens_per_block " + std::to_string(tokens) +
+           " must be in [1, 32], or more with lanes_per_token given (0: "
+           "the heuristic's)";
+  if (lanes > 0 && tokens > 0 && ((tokens * lanes) % 32 || tokens * lanes > 1024))
+    return "tokens_per_block " + std::to_string(tokens) +
+           " with lanes_per_token " + std::to_string(lanes) +
+           ": a block is whole warps of at most 1024 threads";
+  if (!config.topk.empty() && config.topk != "argmax_passes" &&
+      config.topk != "insertion" && config.topk != "lane_lists")
+    return "topk " + support::escape(config.topk) +
+           " must be argmax_passes, insertion or lane_lists on the GPU "
+           "(empty: the heuristic's)";
+  if (maxSharedBytes > 0 && tokens > 0 &&
+      4 * 4 * numExperts * tokens > maxSharedBytes)
+    return "tokens_per_block " + std::to_string(tokens) + " at " +
+           std::to_string(numExperts) +
+           " experts: the block's rows would not fit its " +
+           std::to_string(maxSharedBytes) + " bytes of shared memory";
   return "";
 }
 

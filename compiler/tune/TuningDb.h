@@ -13,6 +13,11 @@
 //      "default_us": 120.5, "tuned_us": 101.2, "candidates": 24,
 //      "date": "2026-12-01"}]}
 //
+// Entries of the GPU backends ("cuda", and "gpu-emu" for the host's GPU
+// emulator) name the device ("NVIDIA H200, sm_90") as their machine and
+// hold a GPU config: {"lanes_per_token": 8, "tokens_per_block": 16,
+// "topk": "lane_lists"}.
+//
 // Entries are keyed by spec hash, backend, machine, compiler version and
 // token bucket. A lookup sees only the entries of this machine and build:
 // others stay in the file (a database may be shared) but are never used.
@@ -43,6 +48,22 @@ struct CpuConfig {
   std::string describe() const;
 };
 
+/// A GPU route kernel's schedule (NvptxCompileOptions); 0 / empty fields
+/// are the heuristic's.
+struct GpuConfig {
+  int64_t lanesPerToken = 0;
+  int64_t tokensPerBlock = 0;
+  std::string topk;
+
+  bool operator==(const GpuConfig &) const = default;
+  /// "lanes_per_token=8 tokens_per_block=16 topk=lane_lists" (heuristic
+  /// fields as "auto").
+  std::string describe() const;
+};
+
+/// Whether `backend` is one whose entries hold a GpuConfig.
+bool isGpuBackend(const std::string &backend);
+
 /// The part of a key that says where an entry was measured.
 struct Origin {
   std::string backend = "cpu";
@@ -55,7 +76,9 @@ struct Entry {
   std::string specName;
   Origin origin;
   int64_t tokens = 0;
+  /// The backend's config: `config` for "cpu", `gpu` for the GPU backends.
   CpuConfig config;
+  GpuConfig gpu;
   double defaultUs = 0;
   double tunedUs = 0;
   int64_t candidates = 0;
@@ -93,6 +116,16 @@ private:
 /// spec); "" if so, else why not. The autotuner's validity model and the
 /// check on every config read from a database.
 std::string checkCpuConfig(const CpuConfig &config);
+
+/// Whether `config` is a GPU schedule the NVPTX backend accepts for a
+/// route of `numExperts` experts; "" if so, else why not. Lanes per token
+/// are a power of two up to a warp, a block is whole warps of at most 1024
+/// threads, and, with `maxSharedBytes` > 0 (the arch's opt-in limit), the
+/// block's rows (an estimate: four 4-byte rows a token) fit its shared
+/// memory. The autotuner's validity model and the check on every GPU
+/// config read from a database.
+std::string checkGpuConfig(const GpuConfig &config, int64_t numExperts,
+                           int64_t maxSharedBytes = 0);
 
 /// The CPU's model name from /proc/cpuinfo, or "unknown".
 std::string cpuModel();

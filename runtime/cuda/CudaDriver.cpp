@@ -166,6 +166,11 @@ void CudaDriver::resolveEntryPoints(
   resolve("cuMemcpyHtoDAsync", memcpyHtoDAsync);
   resolve("cuPointerGetAttribute", pointerGetAttribute);
   resolve("cuPointerGetAttributes", pointerGetAttributes);
+  resolve("cuEventCreate", eventCreate);
+  resolve("cuEventDestroy", eventDestroy);
+  resolve("cuEventRecord", eventRecord);
+  resolve("cuEventSynchronize", eventSynchronize);
+  resolve("cuEventElapsedTime", eventElapsedTime);
 }
 
 void CudaDriver::initialize() {

@@ -116,6 +116,12 @@ public:
                                   CUdeviceptr) = nullptr;
   CUresult (*pointerGetAttributes)(unsigned int, CUpointer_attribute *, void **,
                                    CUdeviceptr) = nullptr;
+  // Events, for timing kernels on the device (DeviceTimer.h).
+  CUresult (*eventCreate)(CUevent *, unsigned int) = nullptr;
+  CUresult (*eventDestroy)(CUevent) = nullptr;
+  CUresult (*eventRecord)(CUevent, CUstream) = nullptr;
+  CUresult (*eventSynchronize)(CUevent) = nullptr;
+  CUresult (*eventElapsedTime)(float *, CUevent, CUevent) = nullptr;
 
 private:
   CudaDriver() = default;

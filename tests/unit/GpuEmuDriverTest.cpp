@@ -12,6 +12,7 @@
 #include "runtime/Error.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
+#include "runtime/cuda/DeviceTimer.h"
 #include "tests/unit/RuntimeTestUtil.h"
 
 #include <gtest/gtest.h>
@@ -19,12 +20,16 @@
 #include <array>
 #include <cstring>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 using namespace moegen;
 using namespace moegen::gpuemu;
 using rt::CudaDriver;
 using rt::Error;
+using rt::DeviceTimer;
+using rt::TimingSummary;
+using rt::summarize;
 
 namespace {
 
@@ -160,6 +165,68 @@ TEST_F(GpuEmuDriverTest, ContextsAndStreams) {
   CUdeviceptr pointer = 0;
   EXPECT_EQ(driver.memAlloc(&pointer, 16), CUDA_ERROR_INVALID_CONTEXT);
   driver.ctxPushCurrent(context);
+}
+
+// Work completes when submitted, so events read the host's clock when
+// recorded; handles are checked as on a GPU.
+TEST_F(GpuEmuDriverTest, EventsMeasureTheTimeBetweenThem) {
+  CUevent start = nullptr, end = nullptr;
+  ASSERT_EQ(driver.eventCreate(&start, CU_EVENT_DEFAULT), CUDA_SUCCESS);
+  ASSERT_EQ(driver.eventCreate(&end, CU_EVENT_DEFAULT), CUDA_SUCCESS);
+  float ms = -1;
+  EXPECT_EQ(driver.eventElapsedTime(&ms, start, end), CUDA_ERROR_NOT_READY);
+  ASSERT_EQ(driver.eventRecord(start, nullptr), CUDA_SUCCESS);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(driver.eventRecord(end, nullptr), CUDA_SUCCESS);
+  ASSERT_EQ(driver.eventSynchronize(end), CUDA_SUCCESS);
+  ASSERT_EQ(driver.eventElapsedTime(&ms, start, end), CUDA_SUCCESS);
+  EXPECT_GE(ms, 19.0f);
+  EXPECT_LT(ms, 5000.0f);
+  EXPECT_EQ(driver.eventElapsedTime(nullptr, start, end),
+            CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(driver.eventDestroy(start), CUDA_SUCCESS);
+  EXPECT_EQ(driver.eventDestroy(start), CUDA_ERROR_INVALID_HANDLE);
+  EXPECT_EQ(driver.eventRecord(start, nullptr), CUDA_ERROR_INVALID_HANDLE);
+  EXPECT_EQ(driver.eventElapsedTime(&ms, start, end),
+            CUDA_ERROR_INVALID_HANDLE);
+  EXPECT_EQ(driver.eventDestroy(end), CUDA_SUCCESS);
+}
+
+// The device timer writes its flush buffer before each sample (here the
+// emulator's memset), then times the call between two events.
+TEST_F(GpuEmuDriverTest, DeviceTimerTimesOneCallWithAFlush) {
+  DeviceTimer timer(driver, context, 1 << 20);
+  int calls = 0;
+  double us = timer.sampleUs(
+      [&](CUstream) {
+        ++calls;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      },
+      nullptr);
+  EXPECT_EQ(calls, 1);
+  EXPECT_GE(us, 4900.0);
+  EXPECT_LT(us, 5e6);
+  // A call that throws leaves the timer usable.
+  EXPECT_THROW(timer.sampleUs([](CUstream) { throw Error(Error::Kind::Driver, "x"); },
+                              nullptr),
+               Error);
+  EXPECT_GE(timer.sampleUs([](CUstream) {}, nullptr), 0.0);
+}
+
+TEST(DeviceTimerSummary, MedianAndNearestRankPercentiles) {
+  TimingSummary s = summarize({5, 1, 4, 2, 3});
+  EXPECT_EQ(s.samples, 5u);
+  EXPECT_DOUBLE_EQ(s.medianUs, 3);
+  EXPECT_DOUBLE_EQ(s.p10Us, 1);
+  EXPECT_DOUBLE_EQ(s.p90Us, 5);
+  s = summarize({4, 1, 3, 2});
+  EXPECT_DOUBLE_EQ(s.medianUs, 2.5);
+  std::vector<double> hundred(100);
+  std::iota(hundred.begin(), hundred.end(), 1.0);
+  s = summarize(hundred);
+  EXPECT_DOUBLE_EQ(s.p10Us, 10);
+  EXPECT_DOUBLE_EQ(s.p90Us, 90);
+  EXPECT_EQ(summarize({}).samples, 0u);
 }
 
 TEST_F(GpuEmuDriverTest, AllocationAndMemcpy) {

@@ -152,4 +152,48 @@ TEST(TuningDb, ValidityModel) {
   EXPECT_EQ(checkCpuConfig({4, 0, "lane_lists"}), "");
 }
 
+TEST(TuningDb, GpuValidityModel) {
+  EXPECT_EQ(checkGpuConfig({}, 256), "");
+  EXPECT_EQ(checkGpuConfig({8, 16, "lane_lists"}, 256), "");
+  EXPECT_EQ(checkGpuConfig({32, 0, "argmax_passes"}, 8192), "");
+  EXPECT_EQ(checkGpuConfig({0, 32, ""}, 256), "");
+  EXPECT_NE(checkGpuConfig({3, 0, ""}, 256), "");
+  EXPECT_NE(checkGpuConfig({64, 0, ""}, 256), "");
+  EXPECT_NE(checkGpuConfig({0, 33, ""}, 256), "");
+  // A block is whole warps of at most 1024 threads.
+  EXPECT_NE(checkGpuConfig({8, 3, ""}, 256), "");
+  EXPECT_NE(checkGpuConfig({32, 64, ""}, 256), "");
+  EXPECT_EQ(checkGpuConfig({1, 1024, ""}, 8), "");
+  // The CPU's token lanes are no GPU method.
+  EXPECT_NE(checkGpuConfig({8, 16, "token_lanes"}, 256), "");
+  // With a shared-memory limit, the block's rows must fit it.
+  EXPECT_EQ(checkGpuConfig({32, 1, ""}, 8192, 227 * 1024), "");
+  EXPECT_NE(checkGpuConfig({32, 2, ""}, 8192, 227 * 1024), "");
+  EXPECT_EQ(checkGpuConfig({32, 2, ""}, 8192), "");
+}
+
+// GPU entries keep their own config keys through a merge and a load, and
+// are looked up by their device and arch like CPU entries by their machine.
+TEST(TuningDb, GpuEntriesRoundTrip) {
+  const std::string path = scratchPath("gpu.json");
+  Origin h200{"cuda", "NVIDIA H200, sm_90", "0.1.0+codegen.x"};
+  Entry gpu = entry("g", 4096, 0, h200);
+  gpu.config = {};
+  gpu.gpu = {8, 32, "lane_lists"};
+  ASSERT_EQ(TuningDb::merge(path, {gpu, entry("g", 4096, 16)}), "");
+  std::string error;
+  auto db = TuningDb::load(path, error);
+  ASSERT_TRUE(db) << error;
+  const Entry *found = db->lookup("g", h200, 65536);
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->gpu, (GpuConfig{8, 32, "lane_lists"}));
+  EXPECT_EQ(db->lookup("g", here(), 4096)->config.vectorWidth, 16);
+  EXPECT_EQ(db->lookup("g", {"cuda", "NVIDIA H100, sm_90", "0.1.0+codegen.x"},
+                       4096),
+            nullptr);
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("\"lanes_per_token\": 8"), std::string::npos);
+}
+
 } // namespace

@@ -65,6 +65,11 @@ struct Stream {
   CUcontext context = nullptr;
 };
 
+struct Event {
+  std::chrono::steady_clock::time_point recordedAt;
+  bool recorded = false;
+};
+
 struct Allocation {
   size_t bytes = 0;
   /// CU_POINTER_ATTRIBUTE_BUFFER_ID: never reused within the process.
@@ -92,6 +97,7 @@ struct Emulator {
   std::set<const Module *> modules;
   std::set<const Function *> functions;
   std::set<const Stream *> streams;
+  std::set<const Event *> events;
   std::map<CUdeviceptr, Allocation> allocations;
   unsigned long long nextBufferId = 1;
   int primaryRetains = 0;
@@ -444,6 +450,74 @@ CUresult emuStreamSynchronize(CUstream stream) {
 // Launches run to completion when submitted: a stream is always done.
 CUresult emuStreamQuery(CUstream stream) {
   return checkContextAndStream(stream);
+}
+
+//===----------------------------------------------------------------------===//
+// Events
+//===----------------------------------------------------------------------===//
+
+// Work completes when submitted, so an event records the host's clock when
+// recorded: the elapsed time between two is the host time of the calls
+// between them (the emulator's, not a GPU's).
+CUresult emuEventCreate(CUevent *event, unsigned int flags) {
+  if (!event)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (!currentContext())
+    return CUDA_ERROR_INVALID_CONTEXT;
+  (void)flags;
+  auto *created = new Event();
+  Emulator &emu = emulator();
+  std::lock_guard<std::mutex> lock(emu.mutex);
+  emu.events.insert(created);
+  *event = reinterpret_cast<CUevent>(created);
+  return CUDA_SUCCESS;
+}
+
+/// The event behind `event`, or null when it is not a live one.
+Event *knownEvent(CUevent event) {
+  Emulator &emu = emulator();
+  std::lock_guard<std::mutex> lock(emu.mutex);
+  auto *known = reinterpret_cast<Event *>(event);
+  return emu.events.count(known) ? known : nullptr;
+}
+
+CUresult emuEventDestroy(CUevent event) {
+  Emulator &emu = emulator();
+  std::lock_guard<std::mutex> lock(emu.mutex);
+  auto *known = reinterpret_cast<const Event *>(event);
+  if (!emu.events.erase(known))
+    return CUDA_ERROR_INVALID_HANDLE;
+  delete known;
+  return CUDA_SUCCESS;
+}
+
+CUresult emuEventRecord(CUevent event, CUstream stream) {
+  if (CUresult result = checkContextAndStream(stream))
+    return result;
+  Event *known = knownEvent(event);
+  if (!known)
+    return CUDA_ERROR_INVALID_HANDLE;
+  known->recordedAt = std::chrono::steady_clock::now();
+  known->recorded = true;
+  return CUDA_SUCCESS;
+}
+
+CUresult emuEventSynchronize(CUevent event) {
+  return knownEvent(event) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+CUresult emuEventElapsedTime(float *milliseconds, CUevent start, CUevent end) {
+  if (!milliseconds)
+    return CUDA_ERROR_INVALID_VALUE;
+  Event *from = knownEvent(start), *to = knownEvent(end);
+  if (!from || !to)
+    return CUDA_ERROR_INVALID_HANDLE;
+  if (!from->recorded || !to->recorded)
+    return CUDA_ERROR_NOT_READY;
+  *milliseconds = std::chrono::duration<float, std::milli>(to->recordedAt -
+                                                           from->recordedAt)
+                      .count();
+  return CUDA_SUCCESS;
 }
 
 //===----------------------------------------------------------------------===//
@@ -907,6 +981,11 @@ const EntryPoint kEntryPoints[] = {
     {"cuPointerGetAttribute", reinterpret_cast<void *>(emuPointerGetAttribute)},
     {"cuPointerGetAttributes",
      reinterpret_cast<void *>(emuPointerGetAttributes)},
+    {"cuEventCreate", reinterpret_cast<void *>(emuEventCreate)},
+    {"cuEventDestroy", reinterpret_cast<void *>(emuEventDestroy)},
+    {"cuEventRecord", reinterpret_cast<void *>(emuEventRecord)},
+    {"cuEventSynchronize", reinterpret_cast<void *>(emuEventSynchronize)},
+    {"cuEventElapsedTime", reinterpret_cast<void *>(emuEventElapsedTime)},
 };
 
 } // namespace

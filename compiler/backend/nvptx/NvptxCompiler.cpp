@@ -178,11 +178,11 @@ static std::string scheduleSource(const NvptxCompileOptions &options,
                      std::to_string(options.tokensPerBlock));
   if (!options.topk.empty() && entry == abi::EntryKind::Route)
     pinned.push_back("topk = " + options.topk);
-  if (pinned.empty())
-    return "heuristic";
-  std::string text = "options: ";
+  std::string text = pinned.empty() ? "heuristic" : "options: ";
   for (size_t i = 0; i < pinned.size(); ++i)
     text += (i ? ", " : "") + pinned[i];
+  if (!options.scheduleNote.empty())
+    text += " (" + options.scheduleNote + ")";
   return text;
 }
 

@@ -65,6 +65,10 @@ struct NvptxCompileOptions {
   int64_t lanesPerToken = 0;
   /// Top-k method; empty lets the heuristic choose.
   std::string topk;
+  /// Where the three above came from when not from the command line, for
+  /// the manifest's schedule_source of the row kernels ("tuned for T =
+  /// 4096 in tuning.json"); empty: options or the heuristic.
+  std::string scheduleNote;
   /// When non-empty, every stage is written there (01-moe.mlir ...
   /// 07-kernels.ptx, ptxas.log).
   std::string dumpDir;

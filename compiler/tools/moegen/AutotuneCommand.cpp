@@ -77,30 +77,16 @@ std::vector<tune::CpuConfig> candidateConfigs(int64_t numExperts,
   return configs;
 }
 
-/// "" when `got` equals `want` (ids exactly, weights within 1e-6 relative
-/// or 1e-9 absolute), else the first difference.
-std::string compareOutputs(const BenchCall &got, const BenchCall &want,
-                           int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    if (got.ids[i] != want.ids[i])
-      return "slot " + std::to_string(i) + ": expert " +
-             std::to_string(got.ids[i]) + ", the default has " +
-             std::to_string(want.ids[i]);
-    const double a = got.weights[i], b = want.weights[i];
-    if (!(std::fabs(a - b) <= 1e-6 * std::fabs(b) + 1e-9))
-      return "slot " + std::to_string(i) + ": weight " + std::to_string(a) +
-             ", the default has " + std::to_string(b);
-  }
-  return "";
-}
-
 } // namespace
 
 int runAutotune(const AutotuneOptions &options) {
-  if (options.backend != "cpu")
+  const bool gpu = options.backend == "cuda" || options.backend == "gpu-emu";
+  if (options.backend != "cpu" && !gpu)
     return reportUsage("--backend '" + support::escape(options.backend) +
-                       "': moegen autotune tunes the cpu backend here; GPU "
-                       "configurations need a GPU to time them on");
+                       "': unknown backend (available: cpu, cuda, gpu-emu)");
+  if (!gpu && !options.arch.empty())
+    return reportUsage("--arch: only the GPU backends (cuda, gpu-emu) have "
+                       "an arch");
   if (options.tokens.empty())
     return reportUsage("--tokens: give at least one token count");
   for (int64_t t : options.tokens)
@@ -126,10 +112,13 @@ int runAutotune(const AutotuneOptions &options) {
   if (!readTimedSpecs(options.specPaths, options.tokens, specs))
     return kExitBadInput;
 
-  const tune::Origin origin = cpuTuningOrigin(options.threads);
   char date[32];
   std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  if (gpu)
+    return runGpuAutotune(options, specs, date);
+  const tune::Origin origin = cpuTuningOrigin(options.threads);
+  const int reps = options.reps ? options.reps : 9;
   llvm::raw_ostream &log = llvm::errs();
   const bool tty = log.is_displayed();
   std::vector<tune::Entry> entries;
@@ -223,7 +212,7 @@ int runAutotune(const AutotuneOptions &options) {
           continue;
         }
         if (std::string diff =
-                compareOutputs(call, reference, tokens * facts.topK);
+                compareOutputs(call, reference, tokens * facts.topK, 1e-6);
             !diff.empty()) {
           log << "  T=" << tokens << " skipped " << c.config.describe()
               << ": differs from the default at " << diff << "\n";
@@ -237,7 +226,7 @@ int runAutotune(const AutotuneOptions &options) {
             1, int64_t(std::ceil(options.minSampleMs / 1e3 / one)));
         std::vector<double> samples;
         bool pruned = false;
-        for (int rep = 0; rep < options.reps; ++rep) {
+        for (int rep = 0; rep < reps; ++rep) {
           start = Clock::now();
           for (int64_t n = 0; n < calls; ++n)
             c.router->run(call.call);

@@ -148,6 +148,24 @@ inline void makeCall(const rt::RouterFacts &facts, int64_t tokens, bool dispatch
   }
 }
 
+/// "" when the outputs of `got` equal those of `want` (ids exactly, weights
+/// within `relative` or 1e-9 absolute), else the first difference: the
+/// autotuner's check of a candidate against the default configuration.
+inline std::string compareOutputs(const BenchCall &got, const BenchCall &want,
+                                  int64_t count, double relative) {
+  for (int64_t i = 0; i < count; ++i) {
+    if (got.ids[i] != want.ids[i])
+      return "slot " + std::to_string(i) + ": expert " +
+             std::to_string(got.ids[i]) + ", the default has " +
+             std::to_string(want.ids[i]);
+    const double a = got.weights[i], b = want.weights[i];
+    if (!(std::fabs(a - b) <= relative * std::fabs(b) + 1e-9))
+      return "slot " + std::to_string(i) + ": weight " + std::to_string(a) +
+             ", the default has " + std::to_string(b);
+  }
+  return "";
+}
+
 /// The CPU's model name from /proc/cpuinfo, or "unknown".
 using tune::cpuModel;
 

@@ -118,7 +118,11 @@ struct AutotuneOptions {
   std::string backend = "cpu";
   std::vector<int64_t> tokens = {1, 16, 256, 4096, 65536};
   std::string dbPath;
-  int reps = 9;
+  /// GPU backends: the arch to compile for; empty: the device's (cuda) or
+  /// sm_90 (gpu-emu).
+  std::string arch;
+  /// Samples per candidate and token count; 0: 9 on the CPU, 50 on a GPU.
+  int reps = 0;
   double minSampleMs = 2.0;
   /// A winner must beat the default by this fraction to be recorded.
   double minGain = 0.03;
@@ -127,6 +131,17 @@ struct AutotuneOptions {
   int64_t maxCandidates = 0;
 };
 int runAutotune(const AutotuneOptions &options);
+/// Where GPU tuning entries are measured and looked up: `backend` (cuda,
+/// gpu-emu), the device's name and the arch ("NVIDIA H200, sm_90"), this
+/// moegen build.
+tune::Origin gpuTuningOrigin(const std::string &backend,
+                             const std::string &deviceName,
+                             const std::string &arch);
+/// The GPU backends' half of runAutotune, on its validated options and
+/// specs (AutotuneGpu.cpp).
+int runGpuAutotune(const AutotuneOptions &options,
+                   const std::vector<std::pair<std::string, RoutingSpec>> &specs,
+                   const std::string &date);
 /// Where CPU tuning entries are measured and looked up: this CPU model and
 /// thread count, this moegen build (AutotuneCommand.cpp).
 tune::Origin cpuTuningOrigin(unsigned threads);

@@ -21,6 +21,7 @@
 #include "runtime/cuda/CudaHostRouter.h"
 #endif
 #ifdef MOEGEN_HAVE_GPU_EMU
+#include "compiler/backend/gpuemu/EmuCudaDriver.h"
 #include "compiler/backend/gpuemu/GpuEmuRouter.h"
 #endif
 #include "support/Quote.h"
@@ -38,6 +39,93 @@ namespace {
 
 namespace fs = std::filesystem;
 
+/// The tuning database's entry for `spec` at `tokens` tokens measured at
+/// `origin` (null when there is none, or with --no-tuning), and in
+/// `source` where the config comes from. False after reporting a database
+/// that cannot be read (exit code 2).
+bool lookupTuning(const RoutingSpec &spec, const RunOptions &options,
+                  const tune::Origin &origin, int64_t tokens,
+                  std::optional<tune::TuningDb> &db, const tune::Entry *&entry,
+                  std::string &source) {
+  entry = nullptr;
+  source = "the heuristic's";
+  std::string dbPath = options.tuningDb;
+  if (dbPath.empty())
+    if (const char *env = std::getenv("MOEGEN_TUNING_DB"); env && *env)
+      dbPath = env;
+  if (options.noTuning || dbPath.empty())
+    return true;
+  std::string error;
+  db = tune::TuningDb::load(dbPath, error);
+  if (!db) {
+    llvm::errs() << error << "\n";
+    return false;
+  }
+  entry = db->lookup(specHash(spec), origin, tokens);
+  if (entry) {
+    source = "tuned for T = " + std::to_string(entry->tokens) + " in " + dbPath;
+    return true;
+  }
+  const size_t foreign = db->foreignEntries(origin);
+  source = "the heuristic's: " + dbPath + " has no entry for this spec" +
+           (foreign ? " on this machine and build (" + std::to_string(foreign) +
+                          " entries of others ignored)"
+                    : "");
+  return true;
+}
+
+/// Reports an entry whose config the backend refuses; kExitBadInput.
+int reportBadEntry(const RunOptions &options, const RoutingSpec &spec,
+                   const tune::Entry &entry, const std::string &why) {
+  std::string dbPath = options.tuningDb;
+  if (dbPath.empty())
+    if (const char *env = std::getenv("MOEGEN_TUNING_DB"); env && *env)
+      dbPath = env;
+  llvm::errs() << support::quotePath(dbPath) << ": error: the entry for "
+               << spec.name << " at T = " << entry.tokens << ": " << why
+               << "\n";
+  return kExitBadInput;
+}
+
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+/// The GPU config line of --print-config, from the route kernel's manifest
+/// entry (what was compiled, whatever chose it).
+void printGpuConfig(const rt::Manifest &manifest, const std::string &source) {
+  const rt::Kernel *route = manifest.find(rt::EntryKind::Route);
+  if (!route)
+    route = manifest.find(rt::EntryKind::RouteHash);
+  if (!route)
+    return;
+  llvm::errs() << "moegen: config: lanes_per_token="
+               << route->launch.lanesPerToken
+               << " tokens_per_block=" << route->launch.tokensPerBlock
+               << " topk=" << (route->topk.empty() ? "none" : route->topk)
+               << " (" << source << ")\n";
+}
+
+/// Where GPU tunings for `driver`'s device 0 come from, and the arch its
+/// kernels are compiled for; throws rt::Error when there is no device.
+tune::Origin deviceTuningOrigin(const std::string &backend,
+                                const rt::CudaDriver &driver,
+                                std::string &arch) {
+  CUdevice device = 0;
+  driver.check(driver.deviceGet(&device, 0), "cuDeviceGet");
+  char name[256] = {};
+  driver.check(driver.deviceGetName(name, sizeof name - 1, device),
+               "cuDeviceGetName");
+  int major = 0, minor = 0;
+  driver.check(driver.deviceGetAttribute(
+                   &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
+               "cuDeviceGetAttribute");
+  driver.check(driver.deviceGetAttribute(
+                   &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
+               "cuDeviceGetAttribute");
+  if (arch.empty())
+    arch = nvptx::archForComputeCapability(major, minor);
+  return gpuTuningOrigin(backend, name, arch);
+}
+#endif
+
 /// The CPU backend for `spec` and `tokens` tokens, with the tuning
 /// database's config when there is one for them, or null after reporting
 /// why not.
@@ -47,43 +135,22 @@ std::unique_ptr<rt::HostRouter> compileForCpu(const RoutingSpec &spec,
   cpu::CpuCompileOptions compileOptions;
   compileOptions.threads = options.threads;
   compileOptions.dumpDir = options.dumpDir;
-  std::string source = "the heuristic's";
-  std::string dbPath = options.tuningDb;
-  if (dbPath.empty())
-    if (const char *db = std::getenv("MOEGEN_TUNING_DB"); db && *db)
-      dbPath = db;
-  if (!options.noTuning && !dbPath.empty()) {
-    std::string error;
-    std::optional<tune::TuningDb> db = tune::TuningDb::load(dbPath, error);
-    if (!db) {
-      llvm::errs() << error << "\n";
-      exitCode = kExitBadInput;
+  std::optional<tune::TuningDb> db;
+  const tune::Entry *entry = nullptr;
+  std::string source;
+  if (!lookupTuning(spec, options, cpuTuningOrigin(options.threads), tokens,
+                    db, entry, source)) {
+    exitCode = kExitBadInput;
+    return nullptr;
+  }
+  if (entry) {
+    if (std::string why = tune::checkCpuConfig(entry->config); !why.empty()) {
+      exitCode = reportBadEntry(options, spec, *entry, why);
       return nullptr;
     }
-    const tune::Origin origin = cpuTuningOrigin(options.threads);
-    if (const tune::Entry *entry =
-            db->lookup(specHash(spec), origin, tokens)) {
-      if (std::string why = tune::checkCpuConfig(entry->config);
-          !why.empty()) {
-        llvm::errs() << support::quotePath(dbPath)
-                     << ": error: the entry for " << spec.name << " at T = "
-                     << entry->tokens << ": " << why << "\n";
-        exitCode = kExitBadInput;
-        return nullptr;
-      }
-      compileOptions.vectorWidth = entry->config.vectorWidth;
-      compileOptions.tokensPerTask = entry->config.tokensPerTask;
-      compileOptions.topk = entry->config.topk;
-      source = "tuned for T = " + std::to_string(entry->tokens) + " in " +
-               dbPath;
-    } else {
-      source = "the heuristic's: " + dbPath + " has no entry for this spec" +
-               (db->foreignEntries(origin)
-                    ? " on this machine and build (" +
-                          std::to_string(db->foreignEntries(origin)) +
-                          " entries of others ignored)"
-                    : "");
-    }
+    compileOptions.vectorWidth = entry->config.vectorWidth;
+    compileOptions.tokensPerTask = entry->config.tokensPerTask;
+    compileOptions.topk = entry->config.topk;
   }
   auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
   std::string error = compiled ? "" : llvm::toString(compiled.takeError());
@@ -161,6 +228,27 @@ int runRun(const RunOptions &options) {
 #ifdef MOEGEN_HAVE_GPU_EMU
     gpuemu::GpuEmuOptions emu;
     emu.nvptx.dumpDir = options.dumpDir;
+    std::optional<tune::TuningDb> db;
+    const tune::Entry *entry = nullptr;
+    std::string source;
+    std::string arch = "sm_90";
+    tune::Origin origin;
+    try {
+      origin = deviceTuningOrigin("gpu-emu", gpuemu::emulatedDriver(), arch);
+    } catch (const rt::Error &e) {
+      return reportUsage(std::string("--backend gpu-emu: ") + e.what());
+    }
+    if (!lookupTuning(*spec, options, origin, tokens, db, entry, source))
+      return kExitBadInput;
+    if (entry) {
+      if (std::string why = tune::checkGpuConfig(entry->gpu, facts.numExperts);
+          !why.empty())
+        return reportBadEntry(options, *spec, *entry, why);
+      emu.nvptx.lanesPerToken = entry->gpu.lanesPerToken;
+      emu.nvptx.tokensPerBlock = entry->gpu.tokensPerBlock;
+      emu.nvptx.topk = entry->gpu.topk;
+      emu.nvptx.scheduleNote = source;
+    }
     auto router = gpuemu::compileEmulatedRouter(*spec, emu);
     if (!router) {
       auto [status, message] = nvptx::takeCompileError(router.takeError());
@@ -172,6 +260,9 @@ int runRun(const RunOptions &options) {
                    << message << "\nrepro: " << options.commandLine << "\n";
       return kExitInternal;
     }
+    if (options.printConfig)
+      if (const rt::CudaRouter *device = gpuemu::emulatedDevice(**router))
+        printGpuConfig(device->manifest(), source);
     try {
       result = rt::runOnHost(**router, inputs, options.layer);
     } catch (const rt::Error &e) {
@@ -198,7 +289,26 @@ int runRun(const RunOptions &options) {
       // Compiled for GPU 0 on first use, then taken from the JIT cache.
       jit::JitOptions jit;
       jit.compile.dumpDir = options.dumpDir;
+      std::optional<tune::TuningDb> db;
+      const tune::Entry *entry = nullptr;
+      std::string source;
+      const tune::Origin origin = deviceTuningOrigin(
+          "cuda", rt::CudaDriver::get(), jit.compile.arch);
+      if (!lookupTuning(*spec, options, origin, tokens, db, entry, source))
+        return kExitBadInput;
+      if (entry) {
+        if (std::string why =
+                tune::checkGpuConfig(entry->gpu, facts.numExperts);
+            !why.empty())
+          return reportBadEntry(options, *spec, *entry, why);
+        jit.compile.lanesPerToken = entry->gpu.lanesPerToken;
+        jit.compile.tokensPerBlock = entry->gpu.tokensPerBlock;
+        jit.compile.topk = entry->gpu.topk;
+        jit.compile.scheduleNote = source;
+      }
       rt::CudaHostRouter router(jit::loadRouter(*spec, jit, rt::LoadOptions{}));
+      if (options.printConfig)
+        printGpuConfig(router.device().manifest(), source);
       result = rt::runOnHost(router, inputs, options.layer);
     } catch (const rt::Error &e) {
       if (e.kind() != rt::Error::Kind::Compile)

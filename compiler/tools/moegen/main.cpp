@@ -222,14 +222,21 @@ CLI::App *addBenchCommand(CLI::App &app, BenchOptions &bench) {
 /// `moegen autotune`: its options into `tune`.
 CLI::App *addAutotuneCommand(CLI::App &app, AutotuneOptions &tune) {
   CLI::App *tuneCmd = app.add_subcommand(
-      "autotune", "Measure CPU kernel configs per token count and record the "
-                  "fastest in a tuning database");
+      "autotune", "Measure kernel configs (CPU, or GPU with --backend cuda) "
+                  "per token count and record the fastest in a tuning "
+                  "database");
   tuneCmd
       ->add_option("SPEC", tune.specPaths,
                    "routing specs or moe dialect modules (.mlir)")
       ->required();
-  tuneCmd->add_option("--backend", tune.backend, "the backend to tune: cpu")
+  tuneCmd
+      ->add_option("--backend", tune.backend,
+                   "the backend to tune: cpu, cuda (the GPU), or gpu-emu "
+                   "(the host's GPU emulator: the flow, not a GPU's times)")
       ->capture_default_str();
+  tuneCmd->add_option("--arch", tune.arch,
+                      "GPU backends: the arch to compile for (default: the "
+                      "device's; sm_90 on gpu-emu)");
   tuneCmd
       ->add_option("--tokens", tune.tokens,
                    "comma-separated token counts (the buckets), each in [1, "
@@ -243,10 +250,11 @@ CLI::App *addAutotuneCommand(CLI::App &app, AutotuneOptions &tune) {
                    "merged into under a lock otherwise (or set "
                    "MOEGEN_TUNING_DB)");
   tuneCmd
-      ->add_option("--reps", tune.reps, "samples per candidate and token count")
+      ->add_option("--reps", tune.reps,
+                   "samples per candidate and token count (default 9 on the "
+                   "CPU, 50 on a GPU: one call each, cold L2)")
       ->check(decimalInteger())
-      ->check(CLI::Range(3, 1000))
-      ->capture_default_str();
+      ->check(CLI::Range(3, 1000));
   tuneCmd
       ->add_option("--min-sample-ms", tune.minSampleMs,
                    "each sample repeats the call for at least this long")

@@ -1,0 +1,454 @@
+//===- AutotuneGpu.cpp - moegen autotune --backend cuda|gpu-emu -----------===//
+//
+// The GPU half of `moegen autotune`. For each spec: the route kernel's
+// candidate schedules (lanes per token, tokens per block, top-k method) that
+// the validity model keeps (tune::checkGpuConfig, with the arch's shared
+// memory), each compiled once, in parallel, and loaded on the device; then,
+// per token bucket, every candidate's outputs checked against the default
+// schedule's on seeded inputs (ids equal, weights within 1e-5 relative: the
+// segment width changes the order of the softmax sum) before it is timed
+// on the device: CUDA events around one call, a 256 MiB buffer written
+// before each so that L2 is cold, three warm-up calls, the median of
+// --reps samples, pruned after three samples when clearly slower than the
+// best so far. Winners go to the tuning database as on the CPU.
+//
+// `--backend gpu-emu` runs the same flow on the host's GPU emulator, whose
+// "device time" is the host's: it checks the tuner and the database end to
+// end on machines without a GPU, and its entries (backend gpu-emu) serve
+// only `moegen run --backend gpu-emu`.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/tools/moegen/BenchInputs.h"
+#include "compiler/tools/moegen/Commands.h"
+
+#include "compiler/backend/cpu/CpuHostRouter.h"
+#include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/jit/KernelJit.h"
+#include "compiler/spec/SpecParser.h"
+#include "compiler/tune/TuningDb.h"
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+#include "runtime/Error.h"
+#include "runtime/cuda/CudaHostRouter.h"
+#include "runtime/cuda/DeviceTimer.h"
+#endif
+#ifdef MOEGEN_HAVE_GPU_EMU
+#include "compiler/backend/gpuemu/EmuCudaDriver.h"
+#include "compiler/backend/gpuemu/GpuEmuRouter.h"
+#endif
+#include "support/Quote.h"
+
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <unistd.h>
+
+namespace moegen::tool {
+
+tune::Origin gpuTuningOrigin(const std::string &backend,
+                             const std::string &deviceName,
+                             const std::string &arch) {
+  tune::Origin origin;
+  origin.backend = backend;
+  origin.machine = deviceName + ", " + arch;
+  origin.compilerVersion = std::string(MOEGEN_VERSION) + "+codegen." +
+                           jit::codegenFingerprint();
+  return origin;
+}
+
+#ifndef MOEGEN_HAVE_CUDA_RUNTIME
+
+int runGpuAutotune(const AutotuneOptions &options,
+                   const std::vector<std::pair<std::string, RoutingSpec>> &,
+                   const std::string &) {
+  return reportUsage("--backend " + options.backend +
+                     ": this moegen was built without the CUDA runtime "
+                     "(cuda.h was not found; set CUDA_HOME and rebuild)");
+}
+
+#else
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// Lanes per token, warps per block and top-k methods, the heuristic's
+/// choice (the default) first.
+std::vector<tune::GpuConfig> gpuCandidateConfigs(int64_t numExperts,
+                                                 bool expertChoice,
+                                                 int64_t maxSharedBytes) {
+  std::vector<tune::GpuConfig> configs{tune::GpuConfig{}};
+  // An expert-choice route is one cooperative kernel over the batch whose
+  // schedule the ABI fixes: nothing to search.
+  if (expertChoice)
+    return configs;
+  for (int64_t lanes : {1, 2, 4, 8, 16, 32}) {
+    // Lanes beyond the row's width would only idle.
+    if (lanes > 1 && lanes / 2 >= numExperts)
+      continue;
+    for (int64_t warps : {1, 2, 4, 8})
+      for (const char *topk : {"lane_lists", "argmax_passes", "insertion"}) {
+        tune::GpuConfig config{lanes, warps * 32 / lanes, topk};
+        if (tune::checkGpuConfig(config, numExperts, maxSharedBytes).empty())
+          configs.push_back(config);
+      }
+  }
+  return configs;
+}
+
+/// The opt-in shared memory of one block on `arch` (as the NVPTX backend's
+/// check): 163 KiB on sm_80, 99 KiB on sm_89, 227 KiB from sm_90 on.
+int64_t maxSharedBytes(const std::string &arch) {
+  if (arch == "sm_80")
+    return 163 * 1024;
+  if (arch == "sm_89")
+    return 99 * 1024;
+  return 227 * 1024;
+}
+
+struct Candidate {
+  tune::GpuConfig config;
+  std::unique_ptr<rt::HostRouter> host;
+  const rt::CudaRouter *device = nullptr;
+  std::string skipped;
+};
+
+/// Device copies of one call's inputs and its output buffers.
+struct DeviceCall {
+  std::vector<rt::DeviceBuffer> inputs;
+  rt::RouteBuffers buffers;
+  rt::RouteInputs in;
+  bool hash = false;
+};
+
+void upload(const rt::CudaRouter &router, const BenchCall &host,
+            int64_t tokens, DeviceCall &call) {
+  auto add = [&](const void *data, size_t bytes) -> CUdeviceptr {
+    call.inputs.push_back(router.allocate(std::max<size_t>(bytes, 8)));
+    if (data && bytes)
+      call.inputs.back().upload(data, bytes, nullptr);
+    return call.inputs.back().get();
+  };
+  const rt::HostRouteCall &c = host.call;
+  const int64_t k = router.manifest().topK;
+  call.in.numTokens = tokens;
+  call.in.logits = add(host.logits.data(), host.logits.size());
+  if (c.bias)
+    call.in.bias = add(host.bias.data(), host.bias.size() * 4);
+  if (c.tokenIds) {
+    call.hash = true;
+    call.in.tokenIds = add(host.tokenIds.data(), host.tokenIds.size() * 4);
+    call.in.hashTable = add(host.hashTable.data(), host.hashTable.size() * 4);
+    call.in.hashVocab = c.hashVocab;
+  }
+  if (c.captureBuffer) {
+    const size_t element = host.capture16.empty() ? 4 : 2;
+    call.in.capture = add(nullptr, size_t(std::max<int64_t>(1, tokens * k)) *
+                                       element);
+    call.in.captureLayers = 1;
+  }
+  if (c.sharedGateLogits)
+    call.in.sharedGateLogits =
+        add(host.sharedGateLogits.data(), host.sharedGateLogits.size());
+  call.buffers = router.allocateBuffers(std::max<int64_t>(1, tokens),
+                                        /*withDispatch=*/false);
+}
+
+void launch(const rt::CudaRouter &router, const DeviceCall &call,
+            CUstream stream) {
+  if (call.hash)
+    router.routeHash(call.in, call.buffers, stream);
+  else
+    router.route(call.in, call.buffers, stream);
+}
+
+/// Compiles `config` for the emulator or the device: the router, or why
+/// not (the kernel directory of a real device goes under `workDir`).
+std::string compileCandidate(const RoutingSpec &spec,
+                             const AutotuneOptions &options,
+                             const std::string &arch, const fs::path &workDir,
+                             size_t index, Candidate &candidate) {
+  nvptx::NvptxCompileOptions compile;
+  compile.arch = arch;
+  compile.lanesPerToken = candidate.config.lanesPerToken;
+  compile.tokensPerBlock = candidate.config.tokensPerBlock;
+  compile.topk = candidate.config.topk;
+  if (options.backend == "gpu-emu") {
+#ifdef MOEGEN_HAVE_GPU_EMU
+    gpuemu::GpuEmuOptions emu;
+    emu.nvptx = compile;
+    auto router = gpuemu::compileEmulatedRouter(spec, emu);
+    if (!router)
+      return nvptx::takeCompileError(router.takeError()).second;
+    candidate.device = gpuemu::emulatedDevice(**router);
+    candidate.host = std::move(*router);
+    return "";
+#else
+    return "this moegen was built without the GPU emulator";
+#endif
+  }
+  auto compiled = nvptx::compile(spec, compile, nvptx::Stage::Cubin);
+  if (!compiled)
+    return nvptx::takeCompileError(compiled.takeError()).second;
+  const std::string dir = (workDir / std::to_string(index)).string();
+  if (llvm::Error error = nvptx::writeKernelDirectory(spec, *compiled, dir))
+    return nvptx::takeCompileError(std::move(error)).second;
+  return "";
+}
+
+} // namespace
+
+int runGpuAutotune(const AutotuneOptions &options,
+                   const std::vector<std::pair<std::string, RoutingSpec>> &specs,
+                   const std::string &date) {
+  const bool emulated = options.backend == "gpu-emu";
+  const rt::CudaDriver *driver = nullptr;
+  std::string deviceName, arch = options.arch;
+  try {
+#ifdef MOEGEN_HAVE_GPU_EMU
+    driver = emulated ? &gpuemu::emulatedDriver() : &rt::CudaDriver::get();
+#else
+    if (emulated)
+      return reportUsage("--backend gpu-emu: this moegen was built without "
+                         "the GPU emulator");
+    driver = &rt::CudaDriver::get();
+#endif
+    CUdevice device = 0;
+    driver->check(driver->deviceGet(&device, 0), "cuDeviceGet");
+    char name[256] = {};
+    driver->check(driver->deviceGetName(name, sizeof name - 1, device),
+                  "cuDeviceGetName");
+    deviceName = name;
+    int major = 0, minor = 0;
+    driver->check(driver->deviceGetAttribute(
+                      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                      device),
+                  "cuDeviceGetAttribute");
+    driver->check(driver->deviceGetAttribute(
+                      &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                      device),
+                  "cuDeviceGetAttribute");
+    if (arch.empty())
+      arch = emulated ? "sm_90" : nvptx::archForComputeCapability(major, minor);
+    if (arch.empty())
+      return reportUsage("--backend cuda: " + deviceName + " (compute " +
+                         std::to_string(major) + "." + std::to_string(minor) +
+                         ") is older than sm_80, which moegen does not "
+                         "support");
+  } catch (const rt::Error &e) {
+    return reportUsage("--backend " + options.backend + ": " + e.what());
+  }
+  if (!nvptx::isSupportedArch(arch))
+    return reportUsage("--arch " + support::quote(arch) +
+                       ": must be one of sm_80, sm_89, sm_90, sm_90a, sm_100");
+
+  const tune::Origin origin = gpuTuningOrigin(options.backend, deviceName, arch);
+  const int reps = options.reps ? options.reps : 50;
+  // The emulator's L2 is the host's: a small flush keeps its path run
+  // without timing a 256 MiB memset on the host.
+  const size_t flushBytes =
+      emulated ? size_t(1) << 20 : rt::DeviceTimer::kDefaultFlushBytes;
+  llvm::raw_ostream &log = llvm::errs();
+  const bool tty = log.is_displayed();
+  log << "tuning on " << origin.machine << " (" << options.backend << ")\n";
+
+  // Kernel directories of real devices, removed when the command ends.
+  std::error_code ec;
+  const fs::path workDir =
+      fs::temp_directory_path(ec) /
+      ("moegen-autotune-" + std::to_string(::getpid()));
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ignored;
+      fs::remove_all(dir, ignored);
+    }
+  } cleanup{workDir};
+
+  std::vector<tune::Entry> entries;
+  for (const auto &[path, spec] : specs) {
+    const rt::RouterFacts facts = cpu::routerFactsOf(spec);
+    std::vector<Candidate> candidates;
+    for (const tune::GpuConfig &config :
+         gpuCandidateConfigs(facts.numExperts, spec.expertChoice,
+                             maxSharedBytes(arch)))
+      if (!options.maxCandidates ||
+          int64_t(candidates.size()) < options.maxCandidates)
+        candidates.push_back({config, nullptr, nullptr, ""});
+    log << spec.name << ": " << candidates.size()
+        << " candidates (the default first), " << options.tokens.size()
+        << " token counts\n";
+    // Compile every candidate before timing any, on every hardware thread.
+    std::vector<std::string> errors(candidates.size());
+    {
+      std::atomic<size_t> next{0}, done{0};
+      std::mutex logMutex;
+      auto worker = [&] {
+        for (size_t i = next++; i < candidates.size(); i = next++) {
+          errors[i] = compileCandidate(spec, options, arch, workDir, i,
+                                       candidates[i]);
+          size_t finished = ++done;
+          if (tty) {
+            std::lock_guard<std::mutex> lock(logMutex);
+            log << "\r  compiled " << finished << "/" << candidates.size();
+            log.flush();
+          }
+        }
+      };
+      const size_t workers = std::clamp<size_t>(
+          std::thread::hardware_concurrency(), 1, candidates.size());
+      std::vector<std::thread> threads;
+      for (size_t w = 1; w < workers; ++w)
+        threads.emplace_back(worker);
+      worker();
+      for (std::thread &thread : threads)
+        thread.join();
+    }
+    log << (tty ? "\n" : "") << "  compiled " << candidates.size()
+        << " candidates\n";
+    // Kernels of a real device are loaded here, on this thread.
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      Candidate &c = candidates[i];
+      if (errors[i].empty() && !emulated) {
+        try {
+          auto router = std::make_unique<rt::CudaHostRouter>(
+              rt::CudaRouter::load((workDir / std::to_string(i)).string()));
+          c.device = &router->device();
+          c.host = std::move(router);
+        } catch (const rt::Error &e) {
+          errors[i] = std::string("does not load: ") + e.what();
+        }
+      }
+      if (errors[i].empty())
+        continue;
+      c.skipped = errors[i];
+      if (i == 0) {
+        llvm::errs() << path << ": internal error: the default GPU schedule "
+                                "does not compile or load: "
+                     << c.skipped << "\n";
+        return kExitInternal;
+      }
+      log << "  skipped " << c.config.describe() << ": " << c.skipped << "\n";
+    }
+
+    try {
+      rt::DeviceTimer timer(candidates[0].device->driver(),
+                            candidates[0].device->context(), flushBytes);
+      for (int64_t tokens : options.tokens) {
+        BenchCall reference;
+        makeCall(facts, tokens, /*dispatch=*/false, reference);
+        if (std::string error = candidates[0].host->run(reference.call);
+            !error.empty()) {
+          llvm::errs() << path << ": internal error: the default GPU schedule "
+                                  "failed on valid inputs: "
+                       << error << "\n";
+          return kExitInternal;
+        }
+        double best = 0, defaultTime = 0;
+        size_t bestIndex = 0;
+        for (size_t i = 0; i < candidates.size(); ++i) {
+          Candidate &c = candidates[i];
+          if (!c.host)
+            continue;
+          BenchCall call;
+          makeCall(facts, tokens, /*dispatch=*/false, call);
+          if (std::string error = c.host->run(call.call); !error.empty()) {
+            log << "  T=" << tokens << " skipped " << c.config.describe()
+                << ": " << error << "\n";
+            continue;
+          }
+          if (std::string diff = compareOutputs(call, reference,
+                                                tokens * facts.topK, 1e-5);
+              !diff.empty()) {
+            log << "  T=" << tokens << " skipped " << c.config.describe()
+                << ": differs from the default at " << diff << "\n";
+            continue;
+          }
+          DeviceCall device;
+          upload(*c.device, call, tokens, device);
+          auto run = [&](CUstream stream) { launch(*c.device, device, stream); };
+          for (int warm = 0; warm < 3; ++warm)
+            timer.sampleUs(run, nullptr);
+          if (std::string error = c.device->readError(
+                  nullptr, device.buffers.outputs().error);
+              !error.empty()) {
+            log << "  T=" << tokens << " skipped " << c.config.describe()
+                << ": " << error << "\n";
+            continue;
+          }
+          std::vector<double> samples;
+          bool pruned = false;
+          for (int rep = 0; rep < reps; ++rep) {
+            samples.push_back(timer.sampleUs(run, nullptr));
+            if (best > 0 && samples.size() == 3 &&
+                rt::summarize(samples).medianUs > 1.5 * best) {
+              pruned = true;
+              break;
+            }
+          }
+          const double median = rt::summarize(samples).medianUs;
+          if (i == 0)
+            defaultTime = median;
+          if (!pruned && (best == 0 || median < best)) {
+            best = median;
+            bestIndex = i;
+          }
+          if (tty)
+            log << llvm::format("\r  T=%lld [%zu/%zu] best %.2f us (%s)   ",
+                                (long long)tokens, i + 1, candidates.size(),
+                                best,
+                                candidates[bestIndex].config.describe().c_str());
+        }
+        if (!tty)
+          log << llvm::format("  T=%lld: %zu candidates, best %.2f us (%s)",
+                              (long long)tokens, candidates.size(), best,
+                              candidates[bestIndex].config.describe().c_str());
+        log << "\n";
+        if (best > defaultTime * (1.0 - options.minGain))
+          bestIndex = 0, best = defaultTime;
+        const tune::GpuConfig &winner = candidates[bestIndex].config;
+        llvm::outs() << llvm::format(
+            "%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",
+            spec.name.c_str(), (long long)tokens, defaultTime, best,
+            best > 0 ? defaultTime / best : 1.0,
+            bestIndex == 0 ? "the default" : winner.describe().c_str());
+        tune::Entry entry;
+        entry.specHash = specHash(spec);
+        entry.specName = spec.name;
+        entry.origin = origin;
+        entry.tokens = tokens;
+        entry.gpu = winner;
+        entry.defaultUs = defaultTime;
+        entry.tunedUs = best;
+        entry.candidates = int64_t(candidates.size());
+        entry.date = date;
+        entries.push_back(entry);
+      }
+    } catch (const rt::Error &e) {
+      // The device failed under a schedule that compiled and checked out
+      // (a fault, or out of memory): nothing measured is trustworthy.
+      llvm::errs() << path << ": error: --backend " << options.backend << ": "
+                   << e.what() << "\n";
+      return kExitBadInput;
+    }
+  }
+  if (std::string error = tune::TuningDb::merge(options.dbPath, entries);
+      !error.empty()) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+  llvm::outs() << "wrote " << entries.size() << " entries to "
+               << options.dbPath << "\n";
+  return kExitOk;
+}
+
+#endif // MOEGEN_HAVE_CUDA_RUNTIME
+
+} // namespace moegen::tool
