@@ -9,7 +9,13 @@
 //   moegen-gpu-check SUITE             check every case, exit 1 on a mismatch
 //   moegen-gpu-check --bench KERNELS [--tokens 8192,65536] [--reps 200]
 //                                      time route (+ dispatch) of a kernel
-//                                      directory on random logits
+//                                      directory on random logits (CUDA
+//                                      events, 256 MiB written before each
+//                                      call: a cold L2; the median)
+//   moegen-gpu-check --tune CANDIDATES --db PATH [--tokens ...] [--reps 50]
+//                                      time the schedules of moegen
+//                                      autotune --emit-candidates and write
+//                                      the winners to a tuning database
 //
 // Comparison (as GpuBackendTest): ids equal but for at most 0.1% + 1 slots
 // (fp32 near-ties: the backends sum in different orders); weights within
@@ -30,21 +36,23 @@
 #include "runtime/RouterInputs.h"
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaHostRouter.h"
+#include "runtime/cuda/DeviceTimer.h"
 #include "runtime/ep/ExpertParallel.h"
 #include "runtime/ep/NcclCommunicator.h"
 #include "runtime/npy/HalfFloat.h"
 #include "runtime/npy/Npy.h"
+#include "tests/gpu/GpuTune.h"
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -626,6 +634,7 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
   const bool bias = route->findParam("bias") >= 0;
   const bool capture = route->findParam("capture") >= 0;
   const bool dispatch = manifest.find(rt::EntryKind::Dispatch) != nullptr;
+  rt::DeviceTimer timer(router->driver(), router->context());
   std::printf("%s: %s, E = %lld, k = %lld, %s\n", kernels.c_str(),
               manifest.specName.c_str(), static_cast<long long>(e),
               static_cast<long long>(k), dispatch ? "route + dispatch" : "route");
@@ -655,36 +664,35 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
     rt::RouteBuffers buffers = router->allocateBuffers(t, dispatch);
     rt::RouteOutputs out = router->route(in, buffers, nullptr); // warm-up
     router->checkErrors(nullptr, out.error);
-    rt::ScopedContext scope(router->driver(), router->context());
-    auto start = std::chrono::steady_clock::now();
-    for (int r = 0; r < reps; ++r)
-      router->route(in, buffers, nullptr);
-    router->driver().check(router->driver().streamSynchronize(nullptr),
-                           "cuStreamSynchronize");
-    double seconds = std::chrono::duration<double>(
-                         std::chrono::steady_clock::now() - start)
-                         .count() /
-                     reps;
+    // Each sample: 256 MiB written (L2 cold), then one call between two
+    // events; three warm-up calls first.
+    auto time = [&](const std::function<void(CUstream)> &call) {
+      for (int warm = 0; warm < 3; ++warm)
+        timer.sampleUs(call, nullptr);
+      std::vector<double> samples;
+      for (int r = 0; r < reps; ++r)
+        samples.push_back(timer.sampleUs(call, nullptr));
+      return rt::summarize(samples);
+    };
+    const rt::TimingSummary routed = time(
+        [&](CUstream stream) { router->route(in, buffers, stream); });
     double bytes = t * e * 4.0 + t * k * 8.0;
     if (dispatch)
       bytes += (2 * e + 1) * 4.0 + t * k * 8.0;
-    std::printf("T=%lld: %.2f us/call (mean of %d back to back), %.1f GB/s "
-                "of %.2f MB moved\n",
-                static_cast<long long>(t), seconds * 1e6, reps,
-                bytes / seconds / 1e9, bytes / 1e6);
+    std::printf("T=%lld: %.2f us/call (median of %d, cold L2; p10 %.2f, p90 "
+                "%.2f), %.1f GB/s of %.2f MB moved\n",
+                static_cast<long long>(t), routed.medianUs, reps,
+                routed.p10Us, routed.p90Us, bytes / routed.medianUs / 1e3,
+                bytes / 1e6);
     if (dispatch) {
-      start = std::chrono::steady_clock::now();
-      for (int r = 0; r < reps; ++r)
-        router->dispatch(out.topkIds, t, out, nullptr);
-      router->driver().check(router->driver().streamSynchronize(nullptr),
-                             "cuStreamSynchronize");
-      double dispatchSeconds = std::chrono::duration<double>(
-                                   std::chrono::steady_clock::now() - start)
-                                   .count() /
-                               reps;
+      const rt::TimingSummary alone = time([&](CUstream stream) {
+        router->dispatch(out.topkIds, t, out, stream);
+      });
       std::string problem = checkDispatch(*router, out, t);
-      std::printf("T=%lld: dispatch alone %.2f us/call; %s\n",
-                  static_cast<long long>(t), dispatchSeconds * 1e6,
+      std::printf("T=%lld: dispatch alone %.2f us/call (p10 %.2f, p90 %.2f); "
+                  "%s\n",
+                  static_cast<long long>(t), alone.medianUs, alone.p10Us,
+                  alone.p90Us,
                   problem.empty() ? "equal to the stable counting sort of "
                                     "the GPU's ids"
                                   : ("WRONG: " + problem).c_str());
@@ -701,22 +709,35 @@ int main(int argc, char **argv) {
   CLI::App app{"moegen-gpu-check: run a suite of make_gpu_suite.py on the GPU "
                "and compare with the CPU backend's outputs, or time a kernel "
                "directory (--bench)"};
-  std::string suite, kernels;
+  std::string suite, kernels, candidates, db;
   std::vector<int64_t> tokens{8192, 65536};
   int reps = 200;
   app.add_option("suite", suite, "Suite directory (make_gpu_suite.py --out)");
-  CLI::Option *benchOption =
-      app.add_option("--bench", kernels,
-                     "Time route (+ dispatch) of this kernel directory");
-  app.add_option("--tokens", tokens, "Token counts to time (comma-separated)")
-      ->delimiter(',')
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 24))
-      ->needs(benchOption);
-  app.add_option("--reps", reps, "Timed repetitions per token count")
-      ->check(CLI::Range(1, 100000))
-      ->needs(benchOption);
+  app.add_option("--bench", kernels,
+                 "Time route (+ dispatch) of this kernel directory (CUDA "
+                 "events, cold L2)");
+  CLI::Option *tuneOption = app.add_option(
+      "--tune", candidates,
+      "Time the candidates of moegen autotune --emit-candidates in this "
+      "directory and write the winners to --db");
+  CLI::Option *dbOption =
+      app.add_option("--db", db, "The tuning database --tune writes")
+          ->needs(tuneOption);
+  tuneOption->needs(dbOption);
+  CLI::Option *tokensOption =
+      app.add_option("--tokens", tokens,
+                     "Token counts to time (comma-separated)")
+          ->delimiter(',')
+          ->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  CLI::Option *repsOption =
+      app.add_option("--reps", reps,
+                     "Timed repetitions per token count (--bench: 200, "
+                     "--tune: 50)")
+          ->check(CLI::Range(1, 100000));
   const char *usage = "usage: moegen-gpu-check SUITE\n"
                       "       moegen-gpu-check --bench KERNELS "
+                      "[--tokens T,T...] [--reps N]\n"
+                      "       moegen-gpu-check --tune CANDIDATES --db PATH "
                       "[--tokens T,T...] [--reps N]\n";
   try {
     app.parse(argc, argv);
@@ -726,12 +747,26 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "moegen-gpu-check: error: %s\n%s", e.what(), usage);
     return 2;
   }
-  // Exactly one of the two modes.
-  if (suite.empty() == kernels.empty()) {
+  // Exactly one of the three modes; --tokens and --reps time something.
+  if (int(!suite.empty()) + int(!kernels.empty()) + int(!candidates.empty()) !=
+      1) {
     std::fprintf(stderr, "%s", usage);
     return 2;
   }
+  for (CLI::Option *timing : {tokensOption, repsOption})
+    if (!suite.empty() && timing->count()) {
+      std::fprintf(stderr,
+                   "moegen-gpu-check: error: %s requires --bench or --tune\n%s",
+                   timing->get_name().c_str(), usage);
+      return 2;
+    }
   try {
+    if (!candidates.empty())
+      return moegen::gpucheck::tuneCandidates(
+          candidates,
+          tokensOption->count() ? tokens
+                                : std::vector<int64_t>{1, 64, 1024, 8192, 65536},
+          repsOption->count() ? reps : 50, db);
     if (!kernels.empty())
       return bench(kernels, tokens, reps);
     return checkSuite(suite);

@@ -33,6 +33,15 @@ for t in deepseek-v3 qwen3-30b-a3b kimi-k2 deepseek-v4-flash expert-choice-64; d
   build/bin/moegen compile "gpu-carry/bench-specs/$t.yaml" --emit=cubin \
     --arch "$arch" -o "gpu-carry/bench/$t"
 done
+# GPU tuning without the compiler: every candidate schedule of the
+# templates the GPU targets name, compiled here (cubins only, xz-packed:
+# about 0.4 MB for 170 kernel directories), timed there by
+# moegen-gpu-check --tune into a tuning database (docs/autotune.md).
+rm -rf build/gpu-tune-candidates
+build/bin/moegen autotune templates/deepseek-v3.yaml \
+  templates/qwen3-30b-a3b.yaml templates/kimi-k2.yaml --backend cuda \
+  --arch "$arch" --emit-candidates build/gpu-tune-candidates
+tar -cJf gpu-carry/tune-candidates.tar.xz -C build gpu-tune-candidates
 strip -o gpu-carry/moegen-gpu-check build/bin/moegen-gpu-check
 strip -o gpu-carry/MoEGenRuntimeTests build/tests/unit/MoEGenRuntimeTests
 strip -o gpu-carry/moegen-sample-capture-replay-rt \

@@ -4,7 +4,8 @@
 # compiler, and leaves the logs in $OUT (or gpu-carry/logs):
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
 # DeepSeek-V3's kernels, the NCCL communicator with one rank, the route (+ dispatch) benchmark (which checks the
-# parallel dispatch up to a million tokens), the capture-then-replay sample
+# parallel dispatch up to a million tokens), the GPU tuning of three
+# templates (a tuning database), the capture-then-replay sample
 # over 58 DeepSeek-V3 layers, the Python package on CUDA tensors
 # (tests/gpu/test_python_cuda.py), and moegen against PyTorch eager and
 # torch.compile (tests/gpu/bench_routing.py).
@@ -36,6 +37,16 @@ gpu-carry/moegen-gpu-check --bench gpu-carry/deepseek-v3 \
 gpu-carry/moegen-gpu-check --bench gpu-carry/kimi-k2 \
   --tokens 1,64,8192,65536 --reps 200 2>&1 | tee -a "$out/bench.txt" ||
   status=1
+# GPU tuning: the candidate schedules compiled where the compiler is, timed
+# here (events, cold L2), the winners into a tuning database that comes
+# back with the logs (docs/autotune.md, "On a GPU machine without the
+# compiler").
+rm -rf /tmp/moegen-tune && mkdir -p /tmp/moegen-tune
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+  gpu-carry/tune-candidates.tar.xz /tmp/moegen-tune &&
+  gpu-carry/moegen-gpu-check --tune /tmp/moegen-tune/gpu-tune-candidates \
+    --db "$out/tuning.json" --tokens 1,64,1024,8192,65536 2>&1 |
+  tee "$out/tune.txt" || status=1
 gpu-carry/moegen-sample-capture-replay-rt --kernels gpu-carry/deepseek-v3 \
   --tokens 8192 --layers 58 2>&1 | tee "$out/sample.txt" || status=1
 # The Python package without the compiler (python/runtime-only/), built

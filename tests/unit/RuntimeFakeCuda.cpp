@@ -9,6 +9,7 @@
 
 #include "tests/unit/RuntimeFakeCuda.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -279,6 +280,30 @@ CUresult fakeMemsetD8Async(CUdeviceptr pointer, unsigned char value,
   state.events.push_back("memset");
   return CUDA_SUCCESS;
 }
+// Events read the host's clock when recorded (nothing runs here).
+struct FakeEvent {
+  std::chrono::steady_clock::time_point at;
+};
+CUresult fakeEventCreate(CUevent *event, unsigned) {
+  *event = reinterpret_cast<CUevent>(new FakeEvent());
+  return CUDA_SUCCESS;
+}
+CUresult fakeEventDestroy(CUevent event) {
+  delete reinterpret_cast<FakeEvent *>(event);
+  return CUDA_SUCCESS;
+}
+CUresult fakeEventRecord(CUevent event, CUstream) {
+  reinterpret_cast<FakeEvent *>(event)->at = std::chrono::steady_clock::now();
+  return CUDA_SUCCESS;
+}
+CUresult fakeEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+CUresult fakeEventElapsedTime(float *ms, CUevent start, CUevent end) {
+  *ms = std::chrono::duration<float, std::milli>(
+            reinterpret_cast<FakeEvent *>(end)->at -
+            reinterpret_cast<FakeEvent *>(start)->at)
+            .count();
+  return CUDA_SUCCESS;
+}
 CUresult fakeMemcpyDtoHAsync(void *host, CUdeviceptr device, size_t bytes,
                              CUstream) {
   std::memcpy(host, reinterpret_cast<void *>(device), bytes);
@@ -372,6 +397,11 @@ cuGetProcAddress_v2(const char *symbol, void **pointer, int, cuuint64_t,
       {"cuMemcpyHtoDAsync", (void *)fakeMemcpyHtoDAsync},
       {"cuPointerGetAttribute", (void *)fakePointerGetAttribute},
       {"cuPointerGetAttributes", (void *)fakePointerGetAttributes},
+      {"cuEventCreate", (void *)fakeEventCreate},
+      {"cuEventDestroy", (void *)fakeEventDestroy},
+      {"cuEventRecord", (void *)fakeEventRecord},
+      {"cuEventSynchronize", (void *)fakeEventSynchronize},
+      {"cuEventElapsedTime", (void *)fakeEventElapsedTime},
   };
   auto it = table.find(symbol);
   if (it == table.end()) {

@@ -87,6 +87,18 @@ int runAutotune(const AutotuneOptions &options) {
   if (!gpu && !options.arch.empty())
     return reportUsage("--arch: only the GPU backends (cuda, gpu-emu) have "
                        "an arch");
+  if (!options.emitCandidates.empty()) {
+    if (options.backend != "cuda")
+      return reportUsage("--emit-candidates: only with --backend cuda (GPU "
+                         "kernels to time where the compiler is not)");
+    std::vector<std::pair<std::string, RoutingSpec>> specs;
+    if (!readTimedSpecs(options.specPaths, {1}, specs))
+      return kExitBadInput;
+    char date[32];
+    std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+    return emitGpuCandidates(options, specs, date);
+  }
   if (options.tokens.empty())
     return reportUsage("--tokens: give at least one token count");
   for (int64_t t : options.tokens)

@@ -41,9 +41,12 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -71,6 +74,14 @@ int runGpuAutotune(const AutotuneOptions &options,
   return reportUsage("--backend " + options.backend +
                      ": this moegen was built without the CUDA runtime "
                      "(cuda.h was not found; set CUDA_HOME and rebuild)");
+}
+
+int emitGpuCandidates(const AutotuneOptions &options,
+                      const std::vector<std::pair<std::string, RoutingSpec>> &,
+                      const std::string &) {
+  return reportUsage("--emit-candidates: this moegen was built without the "
+                     "CUDA runtime (cuda.h was not found; set CUDA_HOME and "
+                     "rebuild)");
 }
 
 #else
@@ -203,7 +214,138 @@ std::string compileCandidate(const RoutingSpec &spec,
   return "";
 }
 
+/// Compiles every candidate (compileCandidate), on every hardware thread,
+/// with a progress count on a terminal: "" or why not, per candidate.
+std::vector<std::string> compileAll(const RoutingSpec &spec,
+                                    const AutotuneOptions &options,
+                                    const std::string &arch,
+                                    const fs::path &workDir,
+                                    std::vector<Candidate> &candidates) {
+  llvm::raw_ostream &log = llvm::errs();
+  const bool tty = log.is_displayed();
+  std::vector<std::string> errors(candidates.size());
+  std::atomic<size_t> next{0}, done{0};
+  std::mutex logMutex;
+  auto worker = [&] {
+    for (size_t i = next++; i < candidates.size(); i = next++) {
+      errors[i] =
+          compileCandidate(spec, options, arch, workDir, i, candidates[i]);
+      size_t finished = ++done;
+      if (tty) {
+        std::lock_guard<std::mutex> lock(logMutex);
+        log << "\r  compiled " << finished << "/" << candidates.size();
+        log.flush();
+      }
+    }
+  };
+  const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(),
+                                            1, candidates.size());
+  std::vector<std::thread> threads;
+  for (size_t w = 1; w < workers; ++w)
+    threads.emplace_back(worker);
+  worker();
+  for (std::thread &thread : threads)
+    thread.join();
+  log << (tty ? "\n" : "") << "  compiled " << candidates.size()
+      << " candidates\n";
+  return errors;
+}
+
+/// The candidates of `spec` that the validity model keeps, at most
+/// --max-candidates, the default first.
+std::vector<Candidate> candidatesFor(const RoutingSpec &spec,
+                                     const AutotuneOptions &options,
+                                     const std::string &arch) {
+  const rt::RouterFacts facts = cpu::routerFactsOf(spec);
+  std::vector<Candidate> candidates;
+  for (const tune::GpuConfig &config : gpuCandidateConfigs(
+           facts.numExperts, spec.expertChoice, maxSharedBytes(arch)))
+    if (!options.maxCandidates ||
+        int64_t(candidates.size()) < options.maxCandidates)
+      candidates.push_back({config, nullptr, nullptr, ""});
+  return candidates;
+}
+
 } // namespace
+
+int emitGpuCandidates(
+    const AutotuneOptions &options,
+    const std::vector<std::pair<std::string, RoutingSpec>> &specs,
+    const std::string &date) {
+  const std::string arch = options.arch.empty() ? "sm_90" : options.arch;
+  if (!nvptx::isSupportedArch(arch))
+    return reportUsage("--arch " + support::quote(arch) +
+                       ": must be one of sm_80, sm_89, sm_90, sm_90a, sm_100");
+  const fs::path out = options.emitCandidates;
+  std::error_code ec;
+  if (fs::exists(out, ec) &&
+      (!fs::is_directory(out, ec) || !fs::is_empty(out, ec)))
+    return reportFile(out.string(),
+                      "--emit-candidates: exists and is not an empty "
+                      "directory (nothing there is replaced)");
+  nlohmann::json index = {
+      {"format", "moegen-tuning-candidates"},
+      {"version", 1},
+      {"backend", "cuda"},
+      {"arch", arch},
+      {"compiler_version", gpuTuningOrigin("cuda", "", arch).compilerVersion},
+      {"date", date},
+      {"specs", nlohmann::json::array()}};
+  llvm::raw_ostream &log = llvm::errs();
+  for (const auto &[path, spec] : specs) {
+    std::vector<Candidate> candidates = candidatesFor(spec, options, arch);
+    log << spec.name << ": " << candidates.size()
+        << " candidates (the default first)\n";
+    const fs::path specDir = out / spec.name;
+    std::vector<std::string> errors =
+        compileAll(spec, options, arch, specDir, candidates);
+    nlohmann::json list = nlohmann::json::array();
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const tune::GpuConfig &config = candidates[i].config;
+      if (!errors[i].empty()) {
+        if (i == 0) {
+          llvm::errs() << path << ": internal error: the default GPU "
+                                  "schedule does not compile: "
+                       << errors[i] << "\n";
+          return kExitInternal;
+        }
+        log << "  skipped " << config.describe() << ": " << errors[i] << "\n";
+        continue;
+      }
+      // The cubin alone: the device it is timed on runs it, and half the
+      // bytes to carry are the PTX.
+      const fs::path dir = specDir / std::to_string(i);
+      fs::remove(dir / "kernels.ptx", ec);
+      std::ifstream in(dir / "manifest.json");
+      nlohmann::json manifest = nlohmann::json::parse(in, nullptr, false);
+      if (manifest.is_discarded() || !manifest.contains("cubin")) {
+        llvm::errs() << path << ": internal error: " << (dir / "manifest.json").string()
+                     << " is not a manifest with a cubin\n";
+        return kExitInternal;
+      }
+      manifest.erase("ptx");
+      if (int status = writeOutput((dir / "manifest.json").string(),
+                                   manifest.dump(2) + "\n"))
+        return status;
+      list.push_back({{"dir", spec.name + "/" + std::to_string(i)},
+                      {"config",
+                       {{"lanes_per_token", config.lanesPerToken},
+                        {"tokens_per_block", config.tokensPerBlock},
+                        {"topk", config.topk}}}});
+    }
+    index["specs"].push_back({{"spec_hash", specHash(spec)},
+                              {"spec_name", spec.name},
+                              {"candidates", list}});
+  }
+  if (int status = writeOutput((out / "candidates.json").string(),
+                               index.dump(2) + "\n"))
+    return status;
+  llvm::outs() << "wrote the candidates of " << specs.size() << " spec"
+               << (specs.size() == 1 ? "" : "s") << " for " << arch << " to "
+               << out.string()
+               << " (time them with moegen-gpu-check --tune on the GPU)\n";
+  return kExitOk;
+}
 
 int runGpuAutotune(const AutotuneOptions &options,
                    const std::vector<std::pair<std::string, RoutingSpec>> &specs,
@@ -275,44 +417,12 @@ int runGpuAutotune(const AutotuneOptions &options,
   std::vector<tune::Entry> entries;
   for (const auto &[path, spec] : specs) {
     const rt::RouterFacts facts = cpu::routerFactsOf(spec);
-    std::vector<Candidate> candidates;
-    for (const tune::GpuConfig &config :
-         gpuCandidateConfigs(facts.numExperts, spec.expertChoice,
-                             maxSharedBytes(arch)))
-      if (!options.maxCandidates ||
-          int64_t(candidates.size()) < options.maxCandidates)
-        candidates.push_back({config, nullptr, nullptr, ""});
+    std::vector<Candidate> candidates = candidatesFor(spec, options, arch);
     log << spec.name << ": " << candidates.size()
         << " candidates (the default first), " << options.tokens.size()
         << " token counts\n";
-    // Compile every candidate before timing any, on every hardware thread.
-    std::vector<std::string> errors(candidates.size());
-    {
-      std::atomic<size_t> next{0}, done{0};
-      std::mutex logMutex;
-      auto worker = [&] {
-        for (size_t i = next++; i < candidates.size(); i = next++) {
-          errors[i] = compileCandidate(spec, options, arch, workDir, i,
-                                       candidates[i]);
-          size_t finished = ++done;
-          if (tty) {
-            std::lock_guard<std::mutex> lock(logMutex);
-            log << "\r  compiled " << finished << "/" << candidates.size();
-            log.flush();
-          }
-        }
-      };
-      const size_t workers = std::clamp<size_t>(
-          std::thread::hardware_concurrency(), 1, candidates.size());
-      std::vector<std::thread> threads;
-      for (size_t w = 1; w < workers; ++w)
-        threads.emplace_back(worker);
-      worker();
-      for (std::thread &thread : threads)
-        thread.join();
-    }
-    log << (tty ? "\n" : "") << "  compiled " << candidates.size()
-        << " candidates\n";
+    std::vector<std::string> errors =
+        compileAll(spec, options, arch, workDir, candidates);
     // Kernels of a real device are loaded here, on this thread.
     for (size_t i = 0; i < candidates.size(); ++i) {
       Candidate &c = candidates[i];

@@ -121,6 +121,10 @@ struct AutotuneOptions {
   /// GPU backends: the arch to compile for; empty: the device's (cuda) or
   /// sm_90 (gpu-emu).
   std::string arch;
+  /// --backend cuda: compile the candidates into this directory (with
+  /// candidates.json) instead of timing them, for a GPU machine without
+  /// the compiler (moegen-gpu-check --tune).
+  std::string emitCandidates;
   /// Samples per candidate and token count; 0: 9 on the CPU, 50 on a GPU.
   int reps = 0;
   double minSampleMs = 2.0;
@@ -131,6 +135,11 @@ struct AutotuneOptions {
   int64_t maxCandidates = 0;
 };
 int runAutotune(const AutotuneOptions &options);
+/// `moegen autotune --backend cuda --emit-candidates DIR` (AutotuneGpu.cpp).
+int emitGpuCandidates(
+    const AutotuneOptions &options,
+    const std::vector<std::pair<std::string, RoutingSpec>> &specs,
+    const std::string &date);
 /// Where GPU tuning entries are measured and looked up: `backend` (cuda,
 /// gpu-emu), the device's name and the arch ("NVIDIA H200, sm_90"), this
 /// moegen build.

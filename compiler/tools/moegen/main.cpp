@@ -237,6 +237,11 @@ CLI::App *addAutotuneCommand(CLI::App &app, AutotuneOptions &tune) {
   tuneCmd->add_option("--arch", tune.arch,
                       "GPU backends: the arch to compile for (default: the "
                       "device's; sm_90 on gpu-emu)");
+  tuneCmd->add_option(
+      "--emit-candidates", tune.emitCandidates,
+      "--backend cuda: compile the candidates into this new directory, with "
+      "candidates.json, to time on a GPU machine without the compiler "
+      "(moegen-gpu-check --tune DIR --db PATH)");
   tuneCmd
       ->add_option("--tokens", tune.tokens,
                    "comma-separated token counts (the buckets), each in [1, "

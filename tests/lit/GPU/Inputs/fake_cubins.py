@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Replace every kernels.cubin of a GPU suite by the stand-in driver's image.
+"""Replace every kernels.cubin of a GPU suite, or of the candidates of
+moegen autotune --emit-candidates, by the stand-in driver's image.
 
-    fake_cubins.py SUITE
+    fake_cubins.py SUITE|CANDIDATES
 
 tests/unit/RuntimeFakeCuda.cpp loads "FAKE-CUBIN <arch>" followed by one
 "<symbol> <parameter count>" line per kernel; this writes that from each
@@ -12,9 +13,15 @@ import json
 import os
 import sys
 
-suite = sys.argv[1]
-for name in open(os.path.join(suite, "cases.txt")).read().split():
-    kernels = os.path.join(suite, name, "kernels")
+root = sys.argv[1]
+if os.path.exists(os.path.join(root, "candidates.json")):
+    index = json.load(open(os.path.join(root, "candidates.json")))
+    dirs = [os.path.join(root, c["dir"]) for spec in index["specs"]
+            for c in spec["candidates"]]
+else:
+    dirs = [os.path.join(root, name, "kernels")
+            for name in open(os.path.join(root, "cases.txt")).read().split()]
+for kernels in dirs:
     manifest = json.load(open(os.path.join(kernels, "manifest.json")))
     with open(os.path.join(kernels, manifest["cubin"]), "w") as f:
         f.write("FAKE-CUBIN %s\n" % manifest["arch"])
