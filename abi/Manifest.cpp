@@ -21,6 +21,25 @@ namespace moegen::abi {
 
 namespace {
 
+/// Whether two kernels take the same parameters (names, kinds, types,
+/// shapes, access and size bindings, in order).
+bool sameParams(const Kernel &a, const Kernel &b) {
+  if (a.params.size() != b.params.size())
+    return false;
+  for (size_t i = 0; i < a.params.size(); ++i) {
+    const Param &x = a.params[i], &y = b.params[i];
+    if (x.name != y.name || x.kind != y.kind || x.dtype != y.dtype ||
+        x.access != y.access || x.ofParam != y.ofParam || x.dim != y.dim ||
+        x.shape.size() != y.shape.size())
+      return false;
+    for (size_t d = 0; d < x.shape.size(); ++d)
+      if (x.shape[d].symbol != y.shape[d].symbol ||
+          x.shape[d].extent != y.shape[d].extent)
+        return false;
+  }
+  return true;
+}
+
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -529,6 +548,19 @@ void Parser::parseKernel(const Json &value, const std::string &key,
     if (kernel.scheduleSource.empty())
       fail(key + ".schedule_source", "must not be empty");
   }
+  if (auto it = value.find("min_tokens"); it != value.end()) {
+    if (kernel.entry != EntryKind::Route &&
+        kernel.entry != EntryKind::RouteHash &&
+        kernel.entry != EntryKind::Replay)
+      fail(key + ".min_tokens",
+           "only route, route_hash and replay have a kernel per token "
+           "bucket");
+    if (kernel.launch.cooperative)
+      fail(key + ".min_tokens",
+           "a cooperative kernel has one schedule for every T");
+    kernel.minTokens = getInt(*it, key + ".min_tokens", 1,
+                              std::numeric_limits<int32_t>::max());
+  }
   // Information from ptxas; checked only for sanity.
   if (auto it = value.find("registers"); it != value.end())
     kernel.registers = getInt(*it, key + ".registers", 0, 65536);
@@ -687,16 +719,37 @@ Manifest Parser::parse(std::string_view text) {
     Kernel kernel;
     parseKernel(kernels[i], key, kernel);
     for (size_t j = 0; j < manifest.kernels.size(); ++j) {
-      if (manifest.kernels[j].entry == kernel.entry)
-        fail(key + ".entry", quote(toString(kernel.entry)) +
-                                 " appears twice (also kernels[" +
-                                 std::to_string(j) + "])");
+      const Kernel &other = manifest.kernels[j];
+      if (other.entry == kernel.entry && other.minTokens == kernel.minTokens)
+        fail(key + ".entry",
+             quote(toString(kernel.entry)) + " appears twice (also kernels[" +
+                 std::to_string(j) + "])" +
+                 (kernel.minTokens
+                      ? " with min_tokens " + std::to_string(kernel.minTokens)
+                      : ""));
+
       if (manifest.kernels[j].symbol == kernel.symbol)
         fail(key + ".symbol", quote(kernel.symbol) +
                                   " appears twice (also kernels[" +
                                   std::to_string(j) + "])");
     }
     manifest.kernels.push_back(std::move(kernel));
+  }
+  for (size_t i = 0; i < manifest.kernels.size(); ++i) {
+    const Kernel &kernel = manifest.kernels[i];
+    if (kernel.minTokens > 0 && !manifest.find(kernel.entry))
+      fail("kernels[" + std::to_string(i) + "].min_tokens",
+           "the " + std::string(toString(kernel.entry)) +
+               " entry point has no kernel without min_tokens, for the "
+               "smallest token counts");
+    // A kernel per token bucket takes the parameters of the entry point's
+    // kernel for the fewest tokens.
+    const Kernel *first = manifest.find(kernel.entry);
+    if (first && kernel.minTokens > 0 && !sameParams(*first, kernel))
+      fail("kernels[" + std::to_string(i) + "].params",
+           "differ from those of the " + std::string(toString(kernel.entry)) +
+               " kernel for fewer tokens (a kernel per token bucket takes "
+               "the same parameters)");
   }
   return std::move(manifest);
 }
@@ -792,9 +845,18 @@ std::optional<Arch> parseArch(std::string_view text) {
 
 const Kernel *Manifest::find(EntryKind entry) const {
   for (const Kernel &kernel : kernels)
-    if (kernel.entry == entry)
+    if (kernel.entry == entry && kernel.minTokens == 0)
       return &kernel;
   return nullptr;
+}
+
+const Kernel *Manifest::findFor(EntryKind entry, int64_t tokens) const {
+  const Kernel *best = nullptr;
+  for (const Kernel &kernel : kernels)
+    if (kernel.entry == entry && kernel.minTokens <= tokens &&
+        (!best || kernel.minTokens > best->minTokens))
+      best = &kernel;
+  return best;
 }
 
 Manifest parseManifest(std::string_view jsonText, const std::string &path,
@@ -860,6 +922,8 @@ std::string writeManifest(const Manifest &manifest) {
       object["topk"] = kernel.topk;
     if (!kernel.scheduleSource.empty())
       object["schedule_source"] = kernel.scheduleSource;
+    if (kernel.minTokens > 0)
+      object["min_tokens"] = kernel.minTokens;
     if (kernel.registers)
       object["registers"] = *kernel.registers;
     if (kernel.spillStoreBytes)

@@ -100,6 +100,12 @@ struct Kernel {
   /// options that pinned part of it. Information for people and tools.
   std::string topk;
   std::string scheduleSource;
+  /// Route, route_hash and replay may have a kernel per token bucket (a
+  /// schedule tuned for each, docs/autotune.md): a call of T tokens
+  /// launches the one with the largest min_tokens <= T. Exactly one kernel
+  /// of such an entry point has 0 ("min_tokens" absent) and serves the T
+  /// below the others'; all take the same parameters.
+  int64_t minTokens = 0;
   /// From `ptxas -v` when a cubin was built; information only.
   std::optional<int64_t> registers;
   std::optional<int64_t> spillStoreBytes;
@@ -165,8 +171,12 @@ struct Manifest {
   double capacityFactor = 0.0;
   std::vector<Kernel> kernels;
 
-  /// The kernel of this entry point, or null.
+  /// The kernel of this entry point (its first, min_tokens 0, when it has
+  /// one per token bucket), or null.
   const Kernel *find(EntryKind entry) const;
+  /// The kernel of this entry point that a call of `tokens` tokens
+  /// launches: the largest min_tokens <= tokens; null without one.
+  const Kernel *findFor(EntryKind entry, int64_t tokens) const;
 };
 
 struct ManifestOptions {

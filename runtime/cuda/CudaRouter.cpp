@@ -224,7 +224,9 @@ struct CudaRouter::Impl {
   int major = 0, minor = 0;
   CUmodule module = nullptr;
   const char *binaryKind = "";
-  std::array<CUfunction, abi::kEntryKinds.size()> functions{};
+  /// One per manifest kernel, in its order (an entry point may have a
+  /// kernel per token bucket).
+  std::vector<CUfunction> functions;
   DeviceBuffer ownError;
   /// The cooperative kernels' scratch (abi::dispatchScratchWords,
   /// abi::expertChoiceScratchWords), as large as the largest, allocated
@@ -237,7 +239,12 @@ struct CudaRouter::Impl {
 
   ~Impl();
   void loadModule(const LoadOptions &options);
-  const Kernel &kernelFor(EntryKind entry) const;
+  /// The entry point's kernel for `tokens` tokens (its bucket's, when it
+  /// has several); throws when the manifest has none.
+  const Kernel &kernelFor(EntryKind entry, int64_t tokens = 0) const;
+  CUfunction functionOf(const Kernel &kernel) const {
+    return functions[size_t(&kernel - manifest.kernels.data())];
+  }
   void checkStream(std::string_view entry, CUstream stream) const;
   void checkPointer(std::string_view entry, std::string_view name,
                     CUdeviceptr pointer, DType dtype, int64_t elements) const;
@@ -356,8 +363,9 @@ void CudaRouter::Impl::loadModule(const LoadOptions &options) {
   binaryKind = "ptx";
 }
 
-const Kernel &CudaRouter::Impl::kernelFor(EntryKind entry) const {
-  const Kernel *kernel = manifest.find(entry);
+const Kernel &CudaRouter::Impl::kernelFor(EntryKind entry,
+                                          int64_t tokens) const {
+  const Kernel *kernel = manifest.findFor(entry, tokens);
   if (!kernel) {
     std::string entries;
     for (const Kernel &k : manifest.kernels)
@@ -493,12 +501,12 @@ void CudaRouter::Impl::submit(LaunchPlan &plan, CUstream stream) const {
   CUresult result =
       cooperative
           ? driver->launchCooperativeKernel(
-                functions[size_t(kernel.entry)], unsigned(plan.grid), 1, 1,
+                functionOf(kernel), unsigned(plan.grid), 1, 1,
                 unsigned(kernel.launch.blockDim), 1, 1,
                 unsigned(kernel.launch.dynamicSharedMemoryBytes), stream,
                 pointers.data())
           : driver->launchKernel(
-                functions[size_t(kernel.entry)], unsigned(plan.grid), 1, 1,
+                functionOf(kernel), unsigned(plan.grid), 1, 1,
                 unsigned(kernel.launch.blockDim), 1, 1,
                 unsigned(kernel.launch.dynamicSharedMemoryBytes), stream,
                 pointers.data(), nullptr);
@@ -596,7 +604,7 @@ void CudaRouter::Impl::run(EntryKind entry, const RouteInputs &in,
                            const RouteOutputs &out, CUstream stream) const {
   Extents extents;
   checkRowCall(entry, in, out, extents);
-  const Kernel &kernel = kernelFor(entry);
+  const Kernel &kernel = kernelFor(entry, in.numTokens);
   ScopedContext scope(*driver, context);
   checkStream(toString(entry), stream);
   const CUdeviceptr error = out.error ? out.error : ownError.get();
@@ -699,7 +707,7 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
                         driver.describe(result) + ")");
       }
     }
-    impl->functions[size_t(kernel.entry)] = function;
+    impl->functions.push_back(function);
     if (kernel.launch.cooperative) {
       int supported = 0;
       driver.check(driver.deviceGetAttribute(

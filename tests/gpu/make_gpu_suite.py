@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -198,6 +199,36 @@ def make_case(args, name, text, rng, compile_flags=()):
                 f.write(err.strip().split(": error: ", 1)[1] + "\n")
 
 
+def write_bucket_db(args, text, path, buckets):
+    """A tuning database whose entries for the spec `text` on "suite GPU"
+    (this build, args.arch) hold the schedules of `buckets`: (tokens,
+    lanes per token, tokens per block, top-k method)."""
+    scratch = path + ".spec"
+    os.makedirs(scratch)
+    with open(os.path.join(scratch, "spec.yaml"), "w") as f:
+        f.write(text)
+    moegen = os.path.join(args.bin, "moegen")
+    code, _, err = run([moegen, "compile", os.path.join(scratch, "spec.yaml"),
+                        "--emit=ptx", "--arch", args.arch,
+                        "-o", os.path.join(scratch, "kernels")])
+    if code != 0:
+        sys.exit("buckets: moegen compile failed:\n%s" % err)
+    with open(os.path.join(scratch, "kernels", "manifest.json")) as f:
+        manifest = json.load(f)
+    shutil.rmtree(scratch)
+    code, version, err = run([moegen, "--version"])
+    entries = [{"spec_hash": manifest["spec_hash"],
+                "spec_name": manifest["spec_name"], "backend": "cuda",
+                "machine": "suite GPU, " + args.arch,
+                "compiler_version": version.split()[1], "tokens": tokens,
+                "config": {"lanes_per_token": lanes,
+                           "tokens_per_block": per_block, "topk": topk}}
+               for tokens, lanes, per_block, topk in buckets]
+    with open(path, "w") as f:
+        json.dump({"format": "moegen-tuning", "version": 1,
+                   "entries": entries}, f)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True, help="the build's bin/ (moegen)")
@@ -300,6 +331,17 @@ def main():
                       "hidden_size: 7168\n" % dtype))
     for name, text in cases:
         make_case(args, name, text, rng)
+    # A route kernel per token bucket (moegen compile --tuning-db): the
+    # suite's token counts 1, 131 and 1024 each launch another schedule.
+    if not args.no_templates:
+        with open(os.path.join(templates, "deepseek-v3.yaml")) as f:
+            text = f.read()
+        db = os.path.join(args.out, "buckets-tuning.json")
+        write_bucket_db(args, text, db, [(1, 1, 32, "lane_lists"),
+                                         (100, 4, 64, "argmax_passes"),
+                                         (1000, 32, 4, "insertion")])
+        schedules.append(("deepseek-v3-buckets", text,
+                          ("--tuning-db", db, "--tuning-device", "suite GPU")))
     for name, text, flags in schedules:
         make_case(args, name, text, rng, flags)
     cases += [(name, text) for name, text, _ in schedules]

@@ -29,6 +29,7 @@
 #include <dlfcn.h>
 #include <random>
 #include <set>
+#include <tuple>
 
 using namespace moegen;
 using namespace moegen::rt;
@@ -442,6 +443,79 @@ TEST_F(RuntimeCudaRouterTest, RouteAndDispatchLaunches) {
   router->dispatch(many.ids.get(), 0, outputs(many, true), stream);
   EXPECT_EQ(fake().launches.at(0).grid, 1u); // T = 0 still writes counts
   driver->streamDestroy(stream);
+}
+
+// A kernel per token bucket: a call of T tokens launches the route kernel
+// with the largest min_tokens <= T, on its own launch rule.
+TEST_F(RuntimeCudaRouterTest, TokenBucketsPickTheirKernel) {
+  json manifest = rttest::exampleManifest();
+  json big = manifest["kernels"][0];
+  big["symbol"] = "route_t64";
+  big["min_tokens"] = 64;
+  big["launch"]["block_dim"] = 256;
+  big["launch"]["tokens_per_block"] = 32;
+  big["launch"]["grid_dim"] = "ceil_div(T, 32)";
+  big["launch"]["lanes_per_token"] = 8;
+  json huge = big;
+  huge["symbol"] = "route_t4096";
+  huge["min_tokens"] = 4096;
+  // Listed out of order: the runtime picks by min_tokens, not position.
+  manifest["kernels"].push_back(huge);
+  manifest["kernels"].push_back(big);
+  auto router = load(manifest);
+  EXPECT_EQ(router->manifest().find(EntryKind::Route)->symbol, "route");
+  Tensors t = allocate(*router, 5000, 3);
+  for (auto [tokens, symbol, grid] :
+       {std::tuple<int64_t, const char *, unsigned>{1, "route", 1},
+        {63, "route", 16},
+        {64, "route_t64", 2},
+        {4095, "route_t64", 128},
+        {4096, "route_t4096", 128},
+        {5000, "route_t4096", 157}}) {
+    fake().launches.clear();
+    router->route(inputs(t, tokens, 3, 0), outputs(t, false), nullptr);
+    ASSERT_EQ(fake().launches.size(), 1u) << tokens;
+    EXPECT_EQ(fake().launches[0].symbol, symbol) << tokens;
+    EXPECT_EQ(fake().launches[0].grid, grid) << tokens;
+  }
+}
+
+TEST_F(RuntimeCudaRouterTest, TokenBucketsAreChecked) {
+  json manifest = rttest::exampleManifest();
+  json twin = manifest["kernels"][0];
+  twin["symbol"] = "route_t64";
+  twin["min_tokens"] = 64;
+  json same = manifest;
+  same["kernels"].push_back(twin);
+  same["kernels"].push_back(twin);
+  same["kernels"].back()["symbol"] = "route_again";
+  EXPECT_EQ(loadError(same).second,
+            dir.path() + "/manifest.json: kernels[3].entry: 'route' appears "
+                         "twice (also kernels[2]) with min_tokens 64");
+  json params = manifest;
+  params["kernels"].push_back(twin);
+  params["kernels"].back()["params"].erase(2); // the bias
+  EXPECT_NE(loadError(params).second.find(
+                "kernels[2].params: differ from those of the route kernel "
+                "for fewer tokens"),
+            std::string::npos);
+  json dispatch = manifest;
+  dispatch["kernels"][1]["min_tokens"] = 64;
+  EXPECT_NE(loadError(dispatch).second.find(
+                "kernels[1].min_tokens: only route, route_hash and replay "
+                "have a kernel per token bucket"),
+            std::string::npos);
+  json zero = manifest;
+  zero["kernels"].push_back(twin);
+  zero["kernels"].back()["min_tokens"] = 0;
+  EXPECT_NE(loadError(zero).second.find("kernels[2].min_tokens"),
+            std::string::npos);
+  json orphan = manifest;
+  orphan["kernels"][0]["min_tokens"] = 64;
+  EXPECT_NE(loadError(orphan).second.find(
+                "kernels[0].min_tokens: the route entry point has no kernel "
+                "without min_tokens"),
+            std::string::npos);
 }
 
 TEST_F(RuntimeCudaRouterTest, LibraryAllocatedBuffers) {

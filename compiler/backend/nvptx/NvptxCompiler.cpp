@@ -8,6 +8,7 @@
 #include "compiler/spec/SpecToMoE.h"
 #include "dialects/moe/IR/MoEAttrs.h"
 #include "dialects/moe/IR/MoEDialect.h"
+#include "dialects/moe/Transforms/PtxJoin.h"
 
 #include "abi/KernelError.h"
 #include "abi/Manifest.h"
@@ -719,6 +720,83 @@ llvm::Expected<NvptxCompileResult> compile(const RoutingSpec &spec,
   if (Status status = compileInto(spec, options, stage, result, error);
       status != Status::Ok)
     return toError(status, error);
+  return result;
+}
+
+llvm::Expected<NvptxCompileResult>
+compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
+               const std::vector<BucketSchedule> &buckets, Stage stage) {
+  if (buckets.empty() || buckets[0].minTokens != 0)
+    return toError(Status::Internal,
+                   "internal error: the first token bucket must start at 0");
+  if (stage != Stage::Ptx && stage != Stage::Cubin)
+    return toError(Status::BadInput,
+                   "a kernel per token bucket is a PTX or cubin kernel "
+                   "directory (--emit=ptx or cubin)");
+  auto pinned = [&](const BucketSchedule &bucket) {
+    NvptxCompileOptions pin = options;
+    pin.lanesPerToken = bucket.lanesPerToken;
+    pin.tokensPerBlock = bucket.tokensPerBlock;
+    pin.topk = bucket.topk;
+    pin.scheduleNote = bucket.note;
+    return pin;
+  };
+  NvptxCompileResult result;
+  std::string error;
+  if (Status status = compileInto(spec, pinned(buckets[0]), Stage::Ptx,
+                                  result, error);
+      status != Status::Ok)
+    return toError(status, error);
+  std::vector<std::string> parts{result.ptx};
+  for (size_t i = 1; i < buckets.size(); ++i) {
+    if (buckets[i].minTokens <= buckets[i - 1].minTokens)
+      return toError(Status::Internal,
+                     "internal error: token buckets must ascend");
+    NvptxCompileOptions pin = pinned(buckets[i]);
+    // Stages and overrides are the first bucket's.
+    pin.dumpDir.clear();
+    pin.overrideDir.clear();
+    NvptxCompileResult variant;
+    if (Status status = compileInto(spec, pin, Stage::Ptx, variant, error);
+        status != Status::Ok)
+      return toError(status, error);
+    // The row kernels under the bucket's names; dispatch and the other
+    // entry points are the first bucket's.
+    std::vector<std::pair<std::string, std::string>> renames;
+    for (abi::Kernel kernel : variant.kernels) {
+      if ((kernel.entry != abi::EntryKind::Route &&
+           kernel.entry != abi::EntryKind::RouteHash &&
+           kernel.entry != abi::EntryKind::Replay) ||
+          kernel.launch.cooperative)
+        continue;
+      std::string name =
+          kernel.symbol + "_t" + std::to_string(buckets[i].minTokens);
+      renames.emplace_back(kernel.symbol, name);
+      kernel.symbol = name;
+      kernel.minTokens = buckets[i].minTokens;
+      result.kernels.push_back(kernel);
+    }
+    std::optional<std::string> selected =
+        mlir::moe::selectAndRenameKernels(variant.ptx, renames);
+    if (!selected)
+      return toError(Status::Internal,
+                     "internal error: the PTX of the schedule for T >= " +
+                         std::to_string(buckets[i].minTokens) +
+                         " is not laid out as the backend prints it");
+    parts.push_back(*selected);
+  }
+  std::optional<std::string> joined = mlir::moe::joinPtx(parts);
+  if (!joined)
+    return toError(Status::Internal,
+                   "internal error: the token buckets' PTX modules do not "
+                   "join (a symbol declared differently by two of them)");
+  result.ptx = *joined;
+  NvptxCompileOptions base = pinned(buckets[0]);
+  if (stage == Stage::Cubin)
+    if (Status status = runPtxas(base, result, error); status != Status::Ok)
+      return toError(status, error);
+  if (!manifestJson(spec, base, result, error))
+    return toError(Status::Internal, error);
   return result;
 }
 

@@ -140,6 +140,29 @@ llvm::Expected<NvptxCompileResult> compile(const RoutingSpec &spec,
                                            const NvptxCompileOptions &options,
                                            Stage stage);
 
+/// One token bucket's schedule for compileBuckets: calls of at least
+/// `minTokens` tokens (up to the next bucket's) launch row kernels built
+/// with these options; `note` is their schedule_source's ("tuned for T =
+/// 4096 in tuning.json").
+struct BucketSchedule {
+  int64_t minTokens = 0;
+  int64_t lanesPerToken = 0;
+  int64_t tokensPerBlock = 0;
+  std::string topk;
+  std::string note;
+};
+
+/// compile() to a PTX or cubin kernel directory with a kernel per token
+/// bucket for route, route_hash and replay (docs/kernel-abi.md, "A kernel
+/// per token bucket"): `buckets` ascend from minTokens 0; the first
+/// bucket's options build every kernel as compile() would, each later
+/// bucket's row kernels join them as `<symbol>_t<minTokens>` with
+/// min_tokens set, in one PTX module and one cubin. A cooperative row
+/// kernel (expert choice) keeps the first bucket's schedule.
+llvm::Expected<NvptxCompileResult>
+compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
+               const std::vector<BucketSchedule> &buckets, Stage stage);
+
 /// Writes manifest.json, kernels.ptx, kernels.cubin (when built) and
 /// spec.yaml into `dir` (created if missing) through a staging directory
 /// and renames, the manifest last, so that a reader never sees a manifest

@@ -53,6 +53,12 @@ struct CompileOptions {
   int64_t lanesPerToken = 0;
   std::string dumpDir;
   std::string overrideDir;
+  /// --emit=ptx|cubin: the GPU schedules `moegen autotune --backend cuda`
+  /// recorded for `tuningDevice` ("NVIDIA H200"), the arch and this build,
+  /// a route kernel per token bucket where they differ.
+  std::string tuningDb;
+  std::string tuningDevice;
+  bool noTuning = false;
   /// Print every stage's, pass's and ptxas's time to stderr.
   bool timing = false;
   /// The command as typed, for the repro line of an internal error.

@@ -1,14 +1,17 @@
 //===- CompileCommand.cpp - moegen compile --------------------------------===//
 //
 // A spec to moe dialect IR (--emit=mlir), the spec with its defaults
-// (--emit=spec), the spec as a gating program (--emit=program), or through the NVPTX backend to GPU IR, LLVM IR, or a
-// kernel directory of PTX or cubin with its manifest.
+// (--emit=spec), the spec as a gating program (--emit=program), or through
+// the NVPTX backend to GPU IR, LLVM IR, or a kernel directory of PTX or
+// cubin with its manifest: with --tuning-db, the route schedules tuned for
+// a device, a kernel per token bucket where they differ.
 //
 //===----------------------------------------------------------------------===//
 
 #include "compiler/tools/moegen/Commands.h"
 
 #include "compiler/Registration.h"
+#include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
 #include "compiler/spec/Program.h"
 #include "compiler/spec/MoEToProgram.h"
@@ -22,12 +25,96 @@
 
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 
 namespace moegen::tool {
 
 namespace {
+
+nvptx::NvptxCompileOptions pinnedTo(nvptx::NvptxCompileOptions options,
+                                    const nvptx::BucketSchedule &bucket) {
+  options.lanesPerToken = bucket.lanesPerToken;
+  options.tokensPerBlock = bucket.tokensPerBlock;
+  options.topk = bucket.topk;
+  options.scheduleNote = bucket.note;
+  return options;
+}
+
+/// The token buckets of the GPU schedules the tuning database holds for
+/// `spec` on --tuning-device, the arch and this build (consecutive buckets
+/// with the same schedule merged; the first from T = 0), or none: no
+/// database, --no-tuning, or no entry (said on stderr). 0, or the exit
+/// status after one line for bad arguments or a bad database.
+int tunedBuckets(const RoutingSpec &spec, const CompileOptions &options,
+                 std::vector<nvptx::BucketSchedule> &buckets) {
+  std::string dbPath = options.tuningDb;
+  if (dbPath.empty() && !options.tuningDevice.empty())
+    if (const char *env = std::getenv("MOEGEN_TUNING_DB"); env && *env)
+      dbPath = env;
+  if (options.noTuning || (dbPath.empty() && options.tuningDevice.empty()))
+    return kExitOk;
+  if (options.emit != "ptx" && options.emit != "cubin")
+    return reportUsage("--tuning-db: the tuned schedules make a kernel "
+                       "directory: --emit=ptx or cubin");
+  if (options.tuningDevice.empty())
+    return reportUsage("--tuning-db: name the GPU its entries were measured "
+                       "on with --tuning-device (e.g. \"NVIDIA H200\")");
+  if (dbPath.empty())
+    return reportUsage("--tuning-device: give the tuning database with "
+                       "--tuning-db (or MOEGEN_TUNING_DB)");
+  if (options.lanesPerToken || options.tokensPerBlock)
+    return reportUsage("--tuning-db: the database chooses the schedule; "
+                       "--lanes-per-token and --tokens-per-block pin it "
+                       "instead (give one or the other)");
+  std::string error;
+  std::optional<tune::TuningDb> db = tune::TuningDb::load(dbPath, error);
+  if (!db) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+  const tune::Origin origin =
+      gpuTuningOrigin("cuda", options.tuningDevice, options.arch);
+  std::vector<const tune::Entry *> entries;
+  for (const tune::Entry &entry : db->entries())
+    if (entry.specHash == specHash(spec) &&
+        entry.origin.backend == origin.backend &&
+        entry.origin.machine == origin.machine &&
+        entry.origin.compilerVersion == origin.compilerVersion)
+      entries.push_back(&entry);
+  if (entries.empty()) {
+    llvm::errs() << "moegen: note: " << dbPath << " has no entry for "
+                 << spec.name << " on " << origin.machine
+                 << " and this build: the heuristic's schedule\n";
+    return kExitOk;
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const tune::Entry *a, const tune::Entry *b) {
+              return a->tokens < b->tokens;
+            });
+  const int64_t experts = cpu::routerFactsOf(spec).numExperts;
+  for (const tune::Entry *entry : entries) {
+    if (std::string why = tune::checkGpuConfig(entry->gpu, experts);
+        !why.empty()) {
+      llvm::errs() << support::quotePath(dbPath) << ": error: the entry for "
+                   << spec.name << " at T = " << entry->tokens << ": " << why
+                   << "\n";
+      return kExitBadInput;
+    }
+    const tune::GpuConfig &config = entry->gpu;
+    if (!buckets.empty() && buckets.back().lanesPerToken == config.lanesPerToken &&
+        buckets.back().tokensPerBlock == config.tokensPerBlock &&
+        buckets.back().topk == config.topk)
+      continue;
+    buckets.push_back({buckets.empty() ? 0 : entry->tokens,
+                       config.lanesPerToken, config.tokensPerBlock,
+                       config.topk,
+                       "tuned for T = " + std::to_string(entry->tokens) +
+                           " in " + dbPath});
+  }
+  return kExitOk;
+}
 
 /// --emit=gpu|llvm|ptx|cubin: the NVPTX backend. IR goes to a file or
 /// stdout; PTX and cubin go to a kernel directory with its manifest.
@@ -54,8 +141,16 @@ int runCompileNvptx(const RoutingSpec &spec, const CompileOptions &options) {
                        : options.emit == "llvm" ? nvptx::Stage::Llvm
                        : options.emit == "ptx"  ? nvptx::Stage::Ptx
                                                 : nvptx::Stage::Cubin;
+  std::vector<nvptx::BucketSchedule> buckets;
+  if (int status = tunedBuckets(spec, options, buckets))
+    return status;
   llvm::Expected<nvptx::NvptxCompileResult> result =
-      nvptx::compile(spec, compileOptions, stage);
+      buckets.size() > 1
+          ? nvptx::compileBuckets(spec, compileOptions, buckets, stage)
+          : nvptx::compile(spec,
+                           buckets.empty() ? compileOptions
+                                           : pinnedTo(compileOptions, buckets[0]),
+                           stage);
   if (!result) {
     auto [status, error] = nvptx::takeCompileError(result.takeError());
     if (status == nvptx::CompileStatus::BadInput)
@@ -109,6 +204,11 @@ int runCompile(const CompileOptions &options) {
     llvm::errs() << error << "\n";
     return kExitBadInput;
   }
+  if (!options.noTuning &&
+      (!options.tuningDb.empty() || !options.tuningDevice.empty()) &&
+      options.emit != "ptx" && options.emit != "cubin")
+    return reportUsage("--tuning-db: the tuned schedules make a kernel "
+                       "directory: --emit=ptx or cubin");
   if (options.emit == "spec")
     return writeOutput(options.output, printRoutingSpec(*spec));
   if (options.emit == "program")

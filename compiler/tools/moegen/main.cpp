@@ -8,6 +8,8 @@
 
 #include "compiler/tools/moegen/Commands.h"
 
+#include "compiler/jit/KernelJit.h"
+
 #include "support/Numbers.h"
 #include "support/Quote.h"
 
@@ -104,6 +106,18 @@ CLI::App *addCompileCommand(CLI::App &app, CompileOptions &compile) {
   compileCmd->add_option("--override-dir", compile.overrideDir,
                          "use DIR/kernels.ptx instead of the generated PTX "
                          "when it exists (or set MOEGEN_OVERRIDE_DIR)");
+  compileCmd->add_option(
+      "--tuning-db", compile.tuningDb,
+      "--emit=ptx|cubin: take the route schedules moegen autotune "
+      "--backend cuda recorded for --tuning-device, the arch and this "
+      "build, a kernel per token bucket where they differ (or set "
+      "MOEGEN_TUNING_DB)");
+  compileCmd->add_option("--tuning-device", compile.tuningDevice,
+                         "the GPU the tuning database's entries were "
+                         "measured on, as the driver names it (e.g. "
+                         "\"NVIDIA H200\")");
+  compileCmd->add_flag("--no-tuning", compile.noTuning,
+                       "ignore any tuning database: the heuristic's schedule");
   compileCmd->add_flag("--timing", compile.timing,
                        "print the time of every stage, pass and ptxas to "
                        "stderr (NVPTX backend)");
@@ -343,7 +357,11 @@ int main(int argc, char **argv) {
                "A routing spec (YAML) describes one gating layer; moegen "
                "turns it into moe dialect IR, CPU kernels it runs itself, or "
                "CUDA kernels (PTX, cubin) with a manifest for the runtime."};
-  app.set_version_flag("--version", "moegen " MOEGEN_VERSION);
+  // The version tuning databases key their entries by: moegen's and the
+  // code generator's fingerprint.
+  app.set_version_flag("--version", "moegen " + std::string(MOEGEN_VERSION) +
+                                        "+codegen." +
+                                        moegen::jit::codegenFingerprint());
   app.require_subcommand(1, 1);
   app.footer(
       "Examples:\n"

@@ -9,6 +9,7 @@
 
 #include "dialects/moe/Transforms/PtxJoin.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
@@ -146,3 +147,35 @@ mlir::moe::joinPtx(llvm::ArrayRef<std::string> parts) {
   return joined;
 }
 
+std::optional<std::string> mlir::moe::selectAndRenameKernels(
+    const std::string &ptx,
+    llvm::ArrayRef<std::pair<std::string, std::string>> renames) {
+  auto split = splitPtx(ptx);
+  if (!split)
+    return std::nullopt;
+  std::string out = split->first;
+  size_t renamed = 0;
+  for (PtxStatement &statement : split->second) {
+    StringRef firstLine = StringRef(statement.text).split('\n').first;
+    if (!firstLine.contains(".entry")) {
+      out += statement.leading + statement.text;
+      continue;
+    }
+    const auto *rename = llvm::find_if(renames, [&](const auto &pair) {
+      return pair.first == statement.symbol;
+    });
+    if (rename == renames.end())
+      continue;
+    // The name follows `.entry` and precedes the parameter list.
+    size_t entry = statement.text.find(".entry");
+    size_t name = statement.text.find(statement.symbol, entry);
+    if (name == std::string::npos)
+      return std::nullopt;
+    statement.text.replace(name, statement.symbol.size(), rename->second);
+    out += statement.leading + statement.text;
+    ++renamed;
+  }
+  if (renamed != renames.size())
+    return std::nullopt;
+  return out;
+}

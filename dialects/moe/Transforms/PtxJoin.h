@@ -19,6 +19,16 @@ namespace mlir::moe {
 /// as the backend prints PTX.
 std::optional<std::string> joinPtx(llvm::ArrayRef<std::string> parts);
 
+/// The PTX module `ptx` with only the kernels (`.entry` functions) named in
+/// `renames`, each renamed to its pair's second, and every other
+/// module-scope statement (declarations, helpers) as it was: a module to
+/// join with another compile of the same kernels under other names. nullopt
+/// when `ptx` is not laid out as the backend prints PTX or lacks a kernel
+/// of `renames`.
+std::optional<std::string> selectAndRenameKernels(
+    const std::string &ptx,
+    llvm::ArrayRef<std::pair<std::string, std::string>> renames);
+
 } // namespace mlir::moe
 
 #endif // MOEGEN_DIALECT_MOE_TRANSFORMS_PTXJOIN_H
