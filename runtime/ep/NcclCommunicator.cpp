@@ -8,7 +8,9 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -25,6 +27,9 @@ struct NcclCommunicator::Library {
   std::string name;
   int (*getUniqueId)(Id *) = nullptr;
   int (*commInitRank)(void **, int, Id, int) = nullptr;
+  /// ncclCommInitRankConfig (NCCL 2.14 and later), for a non-blocking
+  /// join with a deadline; null on older libraries.
+  int (*commInitRankConfig)(void **, int, Id, int, void *) = nullptr;
   int (*commDestroy)(void *) = nullptr;
   int (*commAbort)(void *) = nullptr;
   int (*commGetAsyncError)(void *, int *) = nullptr;
@@ -48,6 +53,21 @@ constexpr int kNcclUint8 = 1;
 /// ncclResult_t's ncclInProgress: an operation still running.
 constexpr int kNcclInProgress = 7;
 
+/// ncclConfig_t as NCCL 2.14 laid it out, the first version with it. A
+/// library reads the fields the `version` it is given names (later
+/// versions append fields and fill them with their defaults), so this
+/// prefix serves every NCCL from 2.14 on.
+struct NcclConfig214 {
+  std::size_t size = sizeof(NcclConfig214);
+  unsigned int magic = 0xcafebeef;
+  unsigned int version = 2 * 10000 + 14 * 100 + 3; // NCCL_VERSION(2, 14, 3)
+  int blocking = 0;
+  int cgaClusterSize = std::numeric_limits<int>::min(); // undefined
+  int minCTAs = std::numeric_limits<int>::min();
+  int maxCTAs = std::numeric_limits<int>::min();
+  const char *netName = nullptr;
+};
+
 std::shared_ptr<NcclCommunicator::Library> load(const std::string &name) {
   auto library = std::make_shared<NcclCommunicator::Library>();
   library->name = name;
@@ -70,6 +90,9 @@ std::shared_ptr<NcclCommunicator::Library> load(const std::string &name) {
   };
   find(library->getUniqueId, "ncclGetUniqueId");
   find(library->commInitRank, "ncclCommInitRank");
+  library->commInitRankConfig = reinterpret_cast<
+      decltype(library->commInitRankConfig)>(
+      ::dlsym(library->handle, "ncclCommInitRankConfig"));
   find(library->commDestroy, "ncclCommDestroy");
   find(library->commAbort, "ncclCommAbort");
   find(library->commGetAsyncError, "ncclCommGetAsyncError");
@@ -156,14 +179,62 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
   }
   Library::Id ncclId;
   std::copy(id.begin(), id.end(), ncclId.internal);
-  int joined = nccl->commInitRank(&comm, size, ncclId, rank);
-  if (joined != 0) {
-    // The destructor does not run for a constructor that throws.
+  // The destructor does not run for a constructor that throws.
+  auto release = [&] {
     comm = nullptr;
     if (ownsStream)
       driver.streamDestroy(stream);
     driver.devicePrimaryCtxRelease(cuDevice);
-    checkResult(*nccl, joined, "ncclCommInitRank");
+  };
+  if (!nccl->commInitRankConfig) {
+    // NCCL before 2.14: a blocking join, which waits for every peer.
+    int joined = nccl->commInitRank(&comm, size, ncclId, rank);
+    if (joined != 0) {
+      release();
+      checkResult(*nccl, joined, "ncclCommInitRank");
+    }
+    return;
+  }
+  // A non-blocking communicator: the join runs in NCCL's background and is
+  // waited for here with the collectives' deadline, so that a peer that
+  // never starts (or dies while joining) fails this rank instead of
+  // hanging it.
+  NcclConfig214 config;
+  nonBlocking = true;
+  int joined = nccl->commInitRankConfig(&comm, size, ncclId, rank, &config);
+  if (joined != 0 && joined != kNcclInProgress) {
+    if (comm)
+      nccl->commAbort(comm);
+    release();
+    checkResult(*nccl, joined, "ncclCommInitRankConfig");
+  }
+  const auto deadline = std::chrono::steady_clock::now() + waitLimit;
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    int state = 0;
+    int queried = nccl->commGetAsyncError(comm, &state);
+    if (queried == 0 && state == 0)
+      return;
+    std::string why;
+    if (queried != 0)
+      why = std::string("ncclCommGetAsyncError failed: ") +
+            nccl->getErrorString(queried);
+    else if (state != kNcclInProgress)
+      why = nccl->getErrorString(state);
+    else if (std::chrono::steady_clock::now() > deadline)
+      why = "not every rank joined within " +
+            std::to_string(waitLimit.count()) +
+            " ms (a peer may not have started, or died)";
+    if (!why.empty()) {
+      nccl->commAbort(comm);
+      release();
+      throw Error(Error::Kind::Communication,
+                  "nccl: rank " + std::to_string(rank) + ": joining a group of " +
+                      std::to_string(size) + ": " + why +
+                      "; communicator aborted");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
   }
 }
 
@@ -183,6 +254,10 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 void NcclCommunicator::check(int result, const char *call) const {
+  // A non-blocking communicator's calls may return while NCCL still
+  // enqueues their work; synchronize() waits for it.
+  if (nonBlocking && result == kNcclInProgress)
+    return;
   checkResult(*nccl, result, call);
 }
 
@@ -206,13 +281,17 @@ void NcclCommunicator::synchronize(const char *collective) {
   const auto deadline = std::chrono::steady_clock::now() + waitLimit;
   auto pause = std::chrono::microseconds(20);
   for (;;) {
-    CUresult done = driver.streamQuery(stream);
-    if (done == CUDA_SUCCESS)
-      return;
-    if (done != CUDA_ERROR_NOT_READY)
-      driver.check(done, "cuStreamQuery");
+    // NCCL's own state first: a non-blocking communicator's work may not
+    // be on the stream yet while it is in progress.
     int state = 0;
     check(nccl->commGetAsyncError(comm, &state), "ncclCommGetAsyncError");
+    if (state == 0) {
+      CUresult done = driver.streamQuery(stream);
+      if (done == CUDA_SUCCESS)
+        return;
+      if (done != CUDA_ERROR_NOT_READY)
+        driver.check(done, "cuStreamQuery");
+    }
     std::string why;
     if (state != 0 && state != kNcclInProgress)
       why = std::string("asynchronous error: ") + nccl->getErrorString(state);

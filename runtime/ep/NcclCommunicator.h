@@ -9,16 +9,16 @@
 // Ranks meet through an NCCL unique id that one rank creates (uniqueId)
 // and the caller distributes (over MPI, a file, a store).
 //
-// A collective waits for its stream with a deadline, polling NCCL's
-// asynchronous error state: a peer that died or stopped calling would
-// leave the stream waiting forever, so past the timeout
-// (MOEGEN_EP_TIMEOUT_S seconds, 300 by default, or setTimeout) the
-// communicator is aborted and the call throws rt::Error(Communication);
-// every later call throws too. Not covered, because the communicator is a
-// blocking one: joining the group (ncclCommInitRank) and the connection
-// setup NCCL may do inside a collective's launch both block until the
-// peers answer. A non-blocking communicator (ncclCommInitRankConfig) would
-// close that gap.
+// The communicator is a non-blocking one (ncclCommInitRankConfig with
+// blocking = 0, NCCL 2.14 and later): joining the group and every
+// collective return at once, and this side waits with a deadline, polling
+// NCCL's asynchronous state, then the stream. A peer that never starts,
+// dies or stops calling would leave the wait endless, so past the timeout
+// (MOEGEN_EP_TIMEOUT_S seconds, 300 by default; setTimeout for the
+// collectives) the communicator is aborted and the constructor or the call
+// throws rt::Error(Communication); every later call throws too. With an
+// NCCL older than 2.14 the join (ncclCommInitRank) blocks until every peer
+// joins.
 //
 //===----------------------------------------------------------------------===//
 
@@ -101,6 +101,9 @@ private:
   std::chrono::milliseconds waitLimit{300'000};
   /// Why the communicator was aborted; empty while usable.
   std::string aborted;
+  /// Joined with ncclCommInitRankConfig, blocking = 0: NCCL calls may
+  /// answer ncclInProgress.
+  bool nonBlocking = false;
 };
 
 } // namespace moegen::rt::ep

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -125,6 +126,39 @@ TEST(EpNcclTest, OneRankExchangesOnTheDevice) {
     driver.memFree(recv);
   }
   driver.devicePrimaryCtxRelease(device);
+}
+
+// A peer that never joins: the join waits the timeout, aborts and throws
+// on this rank, instead of hanging (the non-blocking communicator; on a GPU
+// machine, NCCL 2.14 or later).
+TEST(EpNcclTest, APeerThatNeverJoinsFailsTheJoinInTime) {
+  try {
+    if (CudaDriver::get().deviceCount() == 0)
+      GTEST_SKIP() << "no CUDA device";
+  } catch (const Error &e) {
+    GTEST_SKIP() << e.what();
+  }
+  ep::NcclUniqueId id = ep::NcclCommunicator::uniqueId(ncclLibrary());
+  const char *previous = std::getenv("MOEGEN_EP_TIMEOUT_S");
+  std::string saved = previous ? previous : "";
+  ::setenv("MOEGEN_EP_TIMEOUT_S", "2", 1);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    ep::NcclCommunicator comm(id, 0, 2, 0, nullptr, ncclLibrary());
+    ADD_FAILURE() << "joined a group of 2 alone";
+  } catch (const Error &e) {
+    EXPECT_EQ(e.kind(), Error::Kind::Communication);
+    EXPECT_NE(std::string(e.what()).find(
+                  "nccl: rank 0: joining a group of 2: not every rank "
+                  "joined within 2000 ms"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  if (previous)
+    ::setenv("MOEGEN_EP_TIMEOUT_S", saved.c_str(), 1);
+  else
+    ::unsetenv("MOEGEN_EP_TIMEOUT_S");
 }
 
 } // namespace
