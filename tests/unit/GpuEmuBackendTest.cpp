@@ -31,6 +31,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 namespace {
 
@@ -305,6 +306,51 @@ TEST(GpuEmuBackendTest, EveryLanesPerTokenMatchesTheCpuBackend) {
                      " lanes per token, top-k " + topk);
         check(spec, {1, 37}, 7, lanes, topk);
       }
+    }
+  }
+}
+
+// A route kernel per token bucket (moegen compile --tuning-db): each call
+// launches its bucket's schedule, and every schedule routes as the CPU
+// does; a hash router's route_hash and a router with replay alike.
+TEST(GpuEmuBackendTest, TokenBucketsMatchTheCpuBackend) {
+  for (const char *name :
+       {"deepseek-v3", "qwen3-30b-a3b", "deepseek-v4-flash-hash"}) {
+    SCOPED_TRACE(name);
+    RoutingSpec spec = templateSpec(name);
+    gpuemu::GpuEmuOptions options;
+    options.buckets = {{0, 1, 32, "lane_lists", "bucket 0"},
+                       {5, 4, 16, "argmax_passes", "bucket 5"},
+                       {30, 32, 2, "insertion", "bucket 30"}};
+    auto emu = routingtest::compileEmulated(spec, options);
+    auto cpu = routingtest::compileOnCpu(spec);
+    ASSERT_TRUE(emu && cpu);
+    const rt::CudaRouter *device = gpuemu::emulatedDevice(*emu);
+    ASSERT_NE(device, nullptr);
+    const rt::EntryKind entry = spec.selection == Selection::Hash
+                                    ? rt::EntryKind::RouteHash
+                                    : rt::EntryKind::Route;
+    const std::string base = device->manifest().find(entry)->symbol;
+    for (auto [tokens, symbol, lanes] :
+         {std::tuple<int64_t, std::string, int64_t>{1, base, 1},
+          {4, base, 1},
+          {5, base + "_t5", 4},
+          {29, base + "_t5", 4},
+          {30, base + "_t30", 32},
+          {67, base + "_t30", 32}}) {
+      SCOPED_TRACE("T = " + std::to_string(tokens));
+      const rt::Kernel *kernel = device->manifest().findFor(entry, tokens);
+      ASSERT_NE(kernel, nullptr);
+      EXPECT_EQ(kernel->symbol, symbol);
+      EXPECT_EQ(kernel->launch.lanesPerToken, lanes);
+      Inputs in = makeInputs(spec, tokens, 91 + uint32_t(tokens));
+      EXPECT_EQ(difference(spec, run(*emu, spec, in, false),
+                           run(*cpu, spec, in, false)),
+                "");
+      if (spec.replay)
+        EXPECT_EQ(difference(spec, run(*emu, spec, in, true),
+                             run(*cpu, spec, in, true)),
+                  "");
     }
   }
 }

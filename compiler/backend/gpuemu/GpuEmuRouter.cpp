@@ -114,7 +114,10 @@ const rt::CudaRouter *emulatedDevice(const rt::HostRouter &router) {
 llvm::Expected<std::unique_ptr<rt::HostRouter>>
 compileEmulatedRouter(const RoutingSpec &spec, const GpuEmuOptions &options) {
   llvm::Expected<nvptx::NvptxCompileResult> compiled =
-      nvptx::compile(spec, options.nvptx, nvptx::Stage::Gpu);
+      options.buckets.size() > 1
+          ? nvptx::compileBuckets(spec, options.nvptx, options.buckets,
+                                  nvptx::Stage::Gpu)
+          : nvptx::compile(spec, options.nvptx, nvptx::Stage::Gpu);
   if (!compiled)
     return compiled.takeError();
 

@@ -23,6 +23,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace moegen::gpuemu {
 
@@ -30,6 +31,10 @@ struct GpuEmuOptions {
   /// The NVPTX compile (arch, tokens per block, top-k method, dump
   /// directory); the arch only names the manifest's target.
   nvptx::NvptxCompileOptions nvptx;
+  /// More than one: a route (and replay) kernel per token bucket, as
+  /// `moegen compile --tuning-db` builds them (nvptx::compileBuckets), the
+  /// runtime launching each call's bucket.
+  std::vector<nvptx::BucketSchedule> buckets;
   /// Test only: a fault convert-gpu-to-emulator injects (lane-mapping,
   /// no-warp-sync, shared-row-offset); empty: $MOEGEN_EMU_INJECT_FAULT, else
   /// none.

@@ -18,6 +18,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/Timing.h"
 
@@ -723,16 +724,71 @@ llvm::Expected<NvptxCompileResult> compile(const RoutingSpec &spec,
   return result;
 }
 
+namespace {
+
+bool isBucketedKernel(const abi::Kernel &kernel) {
+  return (kernel.entry == abi::EntryKind::Route ||
+          kernel.entry == abi::EntryKind::RouteHash ||
+          kernel.entry == abi::EntryKind::Replay) &&
+         !kernel.launch.cooperative;
+}
+
+/// The gpu stage's module `base` with the gpu.funcs of `variant` that
+/// `renames` names moved in under their new names; nullopt when either
+/// does not parse or lacks a kernel.
+std::optional<std::string>
+mergeGpuKernels(const std::string &base, const std::string &variant,
+                llvm::ArrayRef<std::pair<std::string, std::string>> renames,
+                std::string &error) {
+  mlir::DialectRegistry registry;
+  registerMoEGenDialects(registry);
+  mlir::MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  mlir::OwningOpRef<mlir::ModuleOp> into =
+      mlir::parseSourceString<mlir::ModuleOp>(base, &context);
+  mlir::OwningOpRef<mlir::ModuleOp> from =
+      mlir::parseSourceString<mlir::ModuleOp>(variant, &context);
+  if (!into || !from) {
+    error = "internal error: a token bucket's gpu stage does not parse back";
+    return std::nullopt;
+  }
+  mlir::gpu::GPUModuleOp target, source;
+  into->walk([&](mlir::gpu::GPUModuleOp op) { target = op; });
+  from->walk([&](mlir::gpu::GPUModuleOp op) { source = op; });
+  if (!target || !source) {
+    error = "internal error: a token bucket's gpu stage has no gpu.module";
+    return std::nullopt;
+  }
+  for (const auto &[name, renamed] : renames) {
+    auto kernel = source.lookupSymbol<mlir::gpu::GPUFuncOp>(name);
+    if (!kernel) {
+      error = "internal error: a token bucket's gpu stage lacks " + name;
+      return std::nullopt;
+    }
+    kernel.setName(renamed);
+    // Before the module's terminator (gpu.module_end in MLIR 19).
+    mlir::Block &body = target.getBodyRegion().front();
+    if (body.mightHaveTerminator())
+      kernel->moveBefore(body.getTerminator());
+    else
+      kernel->moveBefore(&body, body.end());
+  }
+  return printModule(*into);
+}
+
+} // namespace
+
 llvm::Expected<NvptxCompileResult>
 compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
                const std::vector<BucketSchedule> &buckets, Stage stage) {
   if (buckets.empty() || buckets[0].minTokens != 0)
     return toError(Status::Internal,
                    "internal error: the first token bucket must start at 0");
-  if (stage != Stage::Ptx && stage != Stage::Cubin)
+  if (stage == Stage::Llvm)
     return toError(Status::BadInput,
-                   "a kernel per token bucket is a PTX or cubin kernel "
-                   "directory (--emit=ptx or cubin)");
+                   "a kernel per token bucket is a gpu stage or a PTX or "
+                   "cubin kernel directory (--emit=gpu, ptx or cubin)");
+  const Stage partStage = stage == Stage::Gpu ? Stage::Gpu : Stage::Ptx;
   auto pinned = [&](const BucketSchedule &bucket) {
     NvptxCompileOptions pin = options;
     pin.lanesPerToken = bucket.lanesPerToken;
@@ -743,8 +799,8 @@ compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
   };
   NvptxCompileResult result;
   std::string error;
-  if (Status status = compileInto(spec, pinned(buckets[0]), Stage::Ptx,
-                                  result, error);
+  if (Status status =
+          compileInto(spec, pinned(buckets[0]), partStage, result, error);
       status != Status::Ok)
     return toError(status, error);
   std::vector<std::string> parts{result.ptx};
@@ -757,17 +813,14 @@ compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
     pin.dumpDir.clear();
     pin.overrideDir.clear();
     NvptxCompileResult variant;
-    if (Status status = compileInto(spec, pin, Stage::Ptx, variant, error);
+    if (Status status = compileInto(spec, pin, partStage, variant, error);
         status != Status::Ok)
       return toError(status, error);
     // The row kernels under the bucket's names; dispatch and the other
     // entry points are the first bucket's.
     std::vector<std::pair<std::string, std::string>> renames;
     for (abi::Kernel kernel : variant.kernels) {
-      if ((kernel.entry != abi::EntryKind::Route &&
-           kernel.entry != abi::EntryKind::RouteHash &&
-           kernel.entry != abi::EntryKind::Replay) ||
-          kernel.launch.cooperative)
+      if (!isBucketedKernel(kernel))
         continue;
       std::string name =
           kernel.symbol + "_t" + std::to_string(buckets[i].minTokens);
@@ -775,6 +828,14 @@ compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
       kernel.symbol = name;
       kernel.minTokens = buckets[i].minTokens;
       result.kernels.push_back(kernel);
+    }
+    if (stage == Stage::Gpu) {
+      std::optional<std::string> merged =
+          mergeGpuKernels(result.gpuIR, variant.gpuIR, renames, error);
+      if (!merged)
+        return toError(Status::Internal, error);
+      result.gpuIR = *merged;
+      continue;
     }
     std::optional<std::string> selected =
         mlir::moe::selectAndRenameKernels(variant.ptx, renames);
@@ -785,16 +846,18 @@ compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
                          " is not laid out as the backend prints it");
     parts.push_back(*selected);
   }
-  std::optional<std::string> joined = mlir::moe::joinPtx(parts);
-  if (!joined)
-    return toError(Status::Internal,
-                   "internal error: the token buckets' PTX modules do not "
-                   "join (a symbol declared differently by two of them)");
-  result.ptx = *joined;
   NvptxCompileOptions base = pinned(buckets[0]);
-  if (stage == Stage::Cubin)
-    if (Status status = runPtxas(base, result, error); status != Status::Ok)
-      return toError(status, error);
+  if (stage != Stage::Gpu) {
+    std::optional<std::string> joined = mlir::moe::joinPtx(parts);
+    if (!joined)
+      return toError(Status::Internal,
+                     "internal error: the token buckets' PTX modules do not "
+                     "join (a symbol declared differently by two of them)");
+    result.ptx = *joined;
+    if (stage == Stage::Cubin)
+      if (Status status = runPtxas(base, result, error); status != Status::Ok)
+        return toError(status, error);
+  }
   if (!manifestJson(spec, base, result, error))
     return toError(Status::Internal, error);
   return result;

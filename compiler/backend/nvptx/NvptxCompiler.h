@@ -152,13 +152,14 @@ struct BucketSchedule {
   std::string note;
 };
 
-/// compile() to a PTX or cubin kernel directory with a kernel per token
-/// bucket for route, route_hash and replay (docs/kernel-abi.md, "A kernel
-/// per token bucket"): `buckets` ascend from minTokens 0; the first
-/// bucket's options build every kernel as compile() would, each later
-/// bucket's row kernels join them as `<symbol>_t<minTokens>` with
-/// min_tokens set, in one PTX module and one cubin. A cooperative row
-/// kernel (expert choice) keeps the first bucket's schedule.
+/// compile() with a kernel per token bucket for route, route_hash and
+/// replay (docs/kernel-abi.md, "A kernel per token bucket"): `buckets`
+/// ascend from minTokens 0; the first bucket's options build every kernel
+/// as compile() would, each later bucket's row kernels join them as
+/// `<symbol>_t<minTokens>` with min_tokens set: in one PTX module and one
+/// cubin (Stage::Ptx, Stage::Cubin), or in one gpu.module (Stage::Gpu, for
+/// the GPU emulator). A cooperative row kernel (expert choice) keeps the
+/// first bucket's schedule.
 llvm::Expected<NvptxCompileResult>
 compileBuckets(const RoutingSpec &spec, const NvptxCompileOptions &options,
                const std::vector<BucketSchedule> &buckets, Stage stage);
