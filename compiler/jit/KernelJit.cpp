@@ -1,6 +1,8 @@
 //===- KernelJit.cpp - Compile specs on first use, through the cache ------===//
 
 #include "compiler/jit/KernelJit.h"
+
+#include "support/Quote.h"
 #include "compiler/jit/CodegenFingerprint.inc"
 #include "compiler/spec/SpecParser.h"
 #include "runtime/Error.h"
@@ -55,12 +57,16 @@ std::string toolkitFingerprint(const nvptx::NvptxCompileOptions &options) {
   return fingerprint;
 }
 
-/// Compiles `spec` with `options` into `result`; throws rt::Error.
+/// Compiles `spec` with `options` (and a kernel per bucket of `buckets`
+/// when there are several) into `result`; throws rt::Error.
 void compileInto(const RoutingSpec &spec,
                  const nvptx::NvptxCompileOptions &options,
+                 const std::vector<nvptx::BucketSchedule> &buckets,
                  nvptx::NvptxCompileResult &result) {
   llvm::Expected<nvptx::NvptxCompileResult> compiled =
-      nvptx::compile(spec, options, nvptx::Stage::Cubin);
+      buckets.size() > 1
+          ? nvptx::compileBuckets(spec, options, buckets, nvptx::Stage::Cubin)
+          : nvptx::compile(spec, options, nvptx::Stage::Cubin);
   if (!compiled) {
     auto [status, error] = nvptx::takeCompileError(compiled.takeError());
     throw Error(status == nvptx::CompileStatus::BadInput
@@ -76,8 +82,32 @@ void compileInto(const RoutingSpec &spec,
 
 const char *codegenFingerprint() { return MOEGEN_CODEGEN_FINGERPRINT; }
 
-CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
-                              const nvptx::NvptxCompileOptions &options) {
+std::vector<nvptx::BucketSchedule>
+bucketSchedules(const std::vector<tune::TuningDb::GpuBucket> &buckets,
+                const RoutingSpec &spec, const std::string &dbPath,
+                std::string &error) {
+  std::vector<nvptx::BucketSchedule> schedules;
+  const int64_t experts = spec.numExperts;
+  for (const tune::TuningDb::GpuBucket &bucket : buckets) {
+    if (std::string why = tune::checkGpuConfig(bucket.config, experts);
+        !why.empty()) {
+      error = support::quotePath(dbPath) + ": error: the entry for " +
+              spec.name + " at T = " +
+              std::to_string(bucket.entryTokens) + ": " + why;
+      return {};
+    }
+    schedules.push_back({bucket.minTokens, bucket.config.lanesPerToken,
+                         bucket.config.tokensPerBlock, bucket.config.topk,
+                         "tuned for T = " + std::to_string(bucket.entryTokens) +
+                             " in " + dbPath});
+  }
+  return schedules;
+}
+
+CacheKeyInputs
+cacheKeyInputs(const RoutingSpec &spec,
+               const nvptx::NvptxCompileOptions &options,
+               const std::vector<nvptx::BucketSchedule> &buckets) {
   if (llvm::Error error = nvptx::validateOptions(options))
     throw Error(Error::Kind::InvalidArgument,
                 "JIT: " + nvptx::takeCompileError(std::move(error)).second);
@@ -97,12 +127,20 @@ CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
            ? ""
            : "schedule_note=" + options.scheduleNote + "\n") +
       toolkitFingerprint(options);
+  if (buckets.size() > 1)
+    for (const nvptx::BucketSchedule &bucket : buckets)
+      inputs.kernelConfigText +=
+          "bucket=" + std::to_string(bucket.minTokens) + ":" +
+          std::to_string(bucket.lanesPerToken) + ":" +
+          std::to_string(bucket.tokensPerBlock) + ":" + bucket.topk + ":" +
+          bucket.note + "\n";
   return inputs;
 }
 
 std::string cacheKeyFor(const RoutingSpec &spec,
-                        const nvptx::NvptxCompileOptions &options) {
-  CacheKeyInputs inputs = cacheKeyInputs(spec, options);
+                        const nvptx::NvptxCompileOptions &options,
+                        const std::vector<nvptx::BucketSchedule> &buckets) {
+  CacheKeyInputs inputs = cacheKeyInputs(spec, options, buckets);
   return rt::cacheKey(inputs.specText, inputs.arch, inputs.compilerVersion,
                       inputs.kernelConfigText);
 }
@@ -119,7 +157,7 @@ rt::CacheEntry compileCached(const RoutingSpec &spec,
                 "JIT: an override directory (" + compile.overrideDir +
                     ") is not taken: its PTX must not be cached under the "
                     "spec's key (use moegen compile --override-dir)");
-  std::string key = cacheKeyFor(spec, compile);
+  std::string key = cacheKeyFor(spec, compile, options.buckets);
   rt::JitCache cache(options.cache);
 
   // With a dump directory the stages run (that is when they are dumped),
@@ -128,14 +166,14 @@ rt::CacheEntry compileCached(const RoutingSpec &spec,
   std::optional<nvptx::NvptxCompileResult> dumped;
   if (!compile.dumpDir.empty()) {
     dumped.emplace();
-    compileInto(spec, compile, *dumped);
+    compileInto(spec, compile, options.buckets, *dumped);
   }
   rt::CacheEntry entry =
       cache.getOrCompile(key, [&](const std::string &directory) {
         nvptx::NvptxCompileResult fresh;
         const nvptx::NvptxCompileResult *result = dumped ? &*dumped : &fresh;
         if (!dumped)
-          compileInto(spec, compile, fresh);
+          compileInto(spec, compile, options.buckets, fresh);
         if (llvm::Error error =
                 nvptx::writeKernelDirectory(spec, *result, directory))
           throw Error(Error::Kind::Cache,

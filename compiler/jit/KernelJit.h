@@ -26,6 +26,7 @@
 #define MOEGEN_COMPILER_JIT_KERNELJIT_H
 
 #include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/tune/TuningDb.h"
 #include "compiler/spec/RoutingSpec.h"
 #include "runtime/JitCache.h"
 
@@ -47,6 +48,10 @@ struct JitOptions {
   /// that other processes may be loading; overrideDir is refused:
   /// overridden PTX must not be published under the spec's key.
   nvptx::NvptxCompileOptions compile{.arch = ""};
+  /// More than one: a route (and replay) kernel per token bucket
+  /// (nvptx::compileBuckets), their schedules replacing compile's; the
+  /// cache key covers them.
+  std::vector<nvptx::BucketSchedule> buckets;
   /// Where the cache lives and whether to always compile; empty and
   /// nullopt defer to MOEGEN_CACHE_DIR and MOEGEN_ALWAYS_COMPILE.
   rt::JitCache::Options cache;
@@ -67,10 +72,22 @@ struct CacheKeyInputs {
   std::string compilerVersion;
   std::string kernelConfigText;
 };
-CacheKeyInputs cacheKeyInputs(const RoutingSpec &spec,
-                              const nvptx::NvptxCompileOptions &options);
+CacheKeyInputs
+cacheKeyInputs(const RoutingSpec &spec,
+               const nvptx::NvptxCompileOptions &options,
+               const std::vector<nvptx::BucketSchedule> &buckets = {});
 std::string cacheKeyFor(const RoutingSpec &spec,
-                        const nvptx::NvptxCompileOptions &options);
+                        const nvptx::NvptxCompileOptions &options,
+                        const std::vector<nvptx::BucketSchedule> &buckets = {});
+
+/// The bucket schedules of a tuning database's GPU buckets for `spec`
+/// (tune::TuningDb::gpuBuckets), each noted as "tuned for T = N in
+/// `dbPath`"; empty, with `error` set to one line naming the database and
+/// the entry, when a schedule does not fit the spec (tune::checkGpuConfig).
+std::vector<nvptx::BucketSchedule>
+bucketSchedules(const std::vector<tune::TuningDb::GpuBucket> &buckets,
+                const RoutingSpec &spec, const std::string &dbPath,
+                std::string &error);
 
 /// The cache entry holding `spec` compiled for `options.compile.arch`
 /// (required), compiling and publishing it when it is missing, corrupt, or

@@ -228,6 +228,22 @@ size_t TuningDb::foreignEntries(const Origin &origin) const {
   }));
 }
 
+std::vector<TuningDb::GpuBucket>
+TuningDb::gpuBuckets(const std::string &specHash, const Origin &origin) const {
+  std::vector<const Entry *> entries;
+  for (const Entry &entry : all)
+    if (entry.specHash == specHash && sameOrigin(entry.origin, origin))
+      entries.push_back(&entry);
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry *a, const Entry *b) { return a->tokens < b->tokens; });
+  std::vector<GpuBucket> buckets;
+  for (const Entry *entry : entries)
+    if (buckets.empty() || !(buckets.back().config == entry->gpu))
+      buckets.push_back(
+          {buckets.empty() ? 0 : entry->tokens, entry->tokens, entry->gpu});
+  return buckets;
+}
+
 std::string TuningDb::merge(const std::string &path,
                             const std::vector<Entry> &updates) {
   const std::string lockPath = path + ".lock";

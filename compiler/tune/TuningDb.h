@@ -99,6 +99,21 @@ public:
   /// Entries of other machines or builds (ignored by lookup).
   size_t foreignEntries(const Origin &origin) const;
 
+  /// A GPU schedule for the calls of at least `minTokens` tokens (up to the
+  /// next bucket's), from the entry measured at `entryTokens`.
+  struct GpuBucket {
+    int64_t minTokens = 0;
+    int64_t entryTokens = 0;
+    GpuConfig config;
+  };
+  /// The GPU entries for `specHash` measured at `origin` as token buckets
+  /// (docs/kernel-abi.md, "A kernel per token bucket"): ascending, the
+  /// first from 0 (the smallest bucket serves the T below it, as lookup
+  /// does), a bucket whose schedule is the one below's merged into it.
+  /// Empty when there is no entry.
+  std::vector<GpuBucket> gpuBuckets(const std::string &specHash,
+                                    const Origin &origin) const;
+
   const std::vector<Entry> &entries() const { return all; }
 
   /// Merges `updates` into the file at `path` under a lock (PATH.lock), so

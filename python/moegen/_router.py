@@ -141,8 +141,10 @@ class Router:
     tuning_db: a tuning database `moegen autotune` wrote (default: the
     MOEGEN_TUNING_DB environment variable; False: none). Each call on the
     CPU then runs the configuration tuned for its token count on this
-    machine and build (compiled on first use), else the heuristic's;
-    config(T) says which.
+    machine and build (compiled on first use), else the heuristic's; on
+    cuda and gpu-emu, the route schedules tuned for the device, arch and
+    build, a route kernel per token bucket where they differ (each call
+    launching its bucket's). config(T) says which.
     """
 
     def __init__(self, spec, backend: str = "cpu", *, device=None, threads: int = 0,
@@ -171,13 +173,11 @@ class Router:
         else:
             raise InputError(f"spec: expected a path, YAML text or a dict, got {type(spec).__name__}")
         if tuning_db is None:
-            tuning_db = os.environ.get("MOEGEN_TUNING_DB", "") if backend == "cpu" else ""
+            tuning_db = os.environ.get("MOEGEN_TUNING_DB", "")
         elif tuning_db is False:
             tuning_db = ""
         elif isinstance(tuning_db, (str, os.PathLike)):
             tuning_db = os.fspath(tuning_db)
-            if tuning_db and backend != "cpu":
-                raise InputError(f"tuning_db: only the cpu backend is tuned, not {backend!r}")
         else:
             raise InputError(f"tuning_db: expected a path, None or False, got {tuning_db!r}")
         with _on_device(backend, index):
@@ -248,13 +248,13 @@ class Router:
         return self._native.spec
 
     def config(self, tokens: int) -> dict:
-        """The CPU configuration a call of `tokens` tokens runs with
-        (vector_width, tokens_per_task) and its source: the heuristic's, or
-        the tuning database entry it came from."""
+        """The configuration a call of `tokens` tokens runs with and its
+        source: on the CPU vector_width and tokens_per_task (the heuristic's,
+        or the tuning database entry they came from); on cuda and gpu-emu
+        the route kernel's lanes_per_token, tokens_per_block and topk, with
+        its manifest's schedule_source."""
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
             raise InputError(f"tokens: expected a non-negative int, got {tokens!r}")
-        if self.backend != "cpu":
-            raise InputError(f"config: only the cpu backend has a tunable configuration, not {self.backend!r}")
         return dict(self._native.config(tokens))
 
     def __repr__(self) -> str:

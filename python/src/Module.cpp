@@ -298,7 +298,14 @@ public:
       try {
         rt::LoadOptions load;
         load.device = device;
-        cudaRouter = jit::loadRouter(routingSpec, jit::JitOptions{}, load);
+        jit::JitOptions jit;
+        if (!tuningDbPath.empty()) {
+          const rt::CudaDriver &driver = rt::CudaDriver::get();
+          jit.compile.arch = deviceArch(driver, device);
+          gpuTuning(tuningDbPath, "cuda", deviceName(driver, device),
+                    jit.compile.arch, jit.compile, jit.buckets);
+        }
+        cudaRouter = jit::loadRouter(routingSpec, jit, load);
       } catch (const rt::Error &e) {
         throw MoegenError(std::string("backend cuda: ") + e.what());
       }
@@ -313,7 +320,12 @@ public:
     }
     if (backend == "gpu-emu") {
 #ifdef MOEGEN_HAVE_GPU_EMU
-      auto compiled = gpuemu::compileEmulatedRouter(routingSpec, {});
+      gpuemu::GpuEmuOptions emu;
+      if (!tuningDbPath.empty())
+        gpuTuning(tuningDbPath, "gpu-emu",
+                  deviceName(gpuemu::emulatedDriver(), 0), "sm_90", emu.nvptx,
+                  emu.buckets);
+      auto compiled = gpuemu::compileEmulatedRouter(routingSpec, emu);
       if (!compiled)
         throw MoegenError(
             routingSpec.name +
@@ -331,12 +343,29 @@ public:
                      "': unknown backend (available: cpu, cuda, gpu-emu)");
   }
 
-  /// The CPU configuration a call of `t` tokens runs with, and where it
-  /// came from (the heuristic's, or the tuning database's entry).
+  /// The configuration a call of `t` tokens runs with, and where it came
+  /// from: the CPU's (the heuristic's, or the tuning database's entry), or
+  /// the GPU route kernel's schedule from the manifest (a kernel per token
+  /// bucket when the database's schedules differ).
   nb::dict configFor(int64_t t) {
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+    if (const rt::CudaRouter *gpu = device()) {
+      const rt::Manifest &manifest = gpu->manifest();
+      const rt::Kernel *route = manifest.findFor(rt::EntryKind::Route, t);
+      if (!route)
+        route = manifest.findFor(rt::EntryKind::RouteHash, t);
+      nb::dict d;
+      d["lanes_per_token"] = route ? route->launch.lanesPerToken : 0;
+      d["tokens_per_block"] = route ? route->launch.tokensPerBlock : 0;
+      d["topk"] = route ? route->topk : std::string();
+      d["source"] = route && !route->scheduleSource.empty()
+                        ? route->scheduleSource
+                        : std::string("heuristic");
+      return d;
+    }
+#endif
     if (!cpuRouter)
-      throw InputError("config: only the cpu backend has a tunable "
-                       "configuration");
+      throw InputError("config: this backend has no configuration to report");
     cpu::CpuRouter &router = *cpuRouterFor(t);
     nb::dict d;
     d["vector_width"] = router.vectorWidth();
@@ -934,6 +963,59 @@ private:
   tune::Origin tuningOrigin;
   std::string tuningPath;
   std::string lastSource = "the heuristic's";
+
+#ifdef MOEGEN_HAVE_CUDA_RUNTIME
+  static std::string deviceName(const rt::CudaDriver &driver, int ordinal) {
+    CUdevice device = 0;
+    driver.check(driver.deviceGet(&device, ordinal), "cuDeviceGet");
+    char name[256] = {};
+    driver.check(driver.deviceGetName(name, sizeof name - 1, device),
+                 "cuDeviceGetName");
+    return name;
+  }
+  static std::string deviceArch(const rt::CudaDriver &driver, int ordinal) {
+    CUdevice device = 0;
+    driver.check(driver.deviceGet(&device, ordinal), "cuDeviceGet");
+    int major = 0, minor = 0;
+    driver.check(driver.deviceGetAttribute(
+                     &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                     device),
+                 "cuDeviceGetAttribute");
+    driver.check(driver.deviceGetAttribute(
+                     &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                     device),
+                 "cuDeviceGetAttribute");
+    return nvptx::archForComputeCapability(major, minor);
+  }
+  /// The tuning database's GPU schedules for this spec on the device
+  /// `deviceName` (arch `arch`) and this build: several as token buckets
+  /// (a route kernel per bucket), one pinned in `compile`, none leaving
+  /// the heuristic's. Throws InputError for a database that cannot be read.
+  void gpuTuning(const std::string &path, const std::string &backend,
+                 const std::string &deviceName, const std::string &arch,
+                 nvptx::NvptxCompileOptions &compile,
+                 std::vector<nvptx::BucketSchedule> &buckets) {
+    std::string error;
+    std::optional<tune::TuningDb> db = tune::TuningDb::load(path, error);
+    if (!db)
+      throw InputError(error);
+    tune::Origin origin;
+    origin.backend = backend;
+    origin.machine = deviceName + ", " + arch;
+    origin.compilerVersion =
+        std::string(MOEGEN_VERSION) + "+codegen." + jit::codegenFingerprint();
+    buckets = jit::bucketSchedules(db->gpuBuckets(hash, origin), routingSpec,
+                                   path, error);
+    if (!error.empty())
+      throw InputError(error);
+    if (buckets.size() == 1) {
+      compile.lanesPerToken = buckets[0].lanesPerToken;
+      compile.tokensPerBlock = buckets[0].tokensPerBlock;
+      compile.topk = buckets[0].topk;
+      compile.scheduleNote = buckets[0].note;
+    }
+  }
+#endif
 
   /// The CPU router for a call of `t` tokens: the tuning database's
   /// configuration for its bucket (compiled on first use), else the

@@ -321,8 +321,43 @@ def test_tuning_database_picks_the_bucket_config(tmp_path, template, monkeypatch
     bad.write_text("{")
     with pytest.raises(moegen.InputError, match=r"bad\.json: error: not a moegen tuning database"):
         moegen.Router(template("mixtral-8x7b"), tuning_db=bad)
-    with pytest.raises(moegen.InputError, match="only the cpu backend is tuned"):
-        moegen.Router(template("mixtral-8x7b"), backend="gpu-emu", tuning_db=db)
+    # The CPU's entries are no GPU's: gpu-emu finds none and keeps the
+    # heuristic's schedule.
+    emu = moegen.Router(template("mixtral-8x7b"), backend="gpu-emu", tuning_db=db)
+    assert emu.config(20)["source"] == "heuristic"
+
+
+def test_gpu_tuning_builds_a_route_kernel_per_bucket(tmp_path, template):
+    """moegen autotune --backend gpu-emu's database on the emulated GPU:
+    a route kernel per token bucket where the schedules differ, each call
+    launching its bucket's, the results those of the heuristic's."""
+    import json
+    import subprocess
+
+    from conftest import BIN
+
+    db = tmp_path / "gpu.json"
+    subprocess.run([str(BIN / "moegen"), "autotune", template("mixtral-8x7b"), "--backend", "gpu-emu",
+                    "--tokens", "4,40", "--db", str(db), "--max-candidates", "3", "--reps", "3"],
+                   check=True, capture_output=True)
+    data = json.loads(db.read_text())
+    for entry, config in zip(data["entries"], [(4, 32, "lane_lists"), (2, 16, "argmax_passes")]):
+        entry["config"] = dict(lanes_per_token=config[0], tokens_per_block=config[1], topk=config[2])
+    db.write_text(json.dumps(data))
+    tuned = moegen.Router(template("mixtral-8x7b"), backend="gpu-emu", tuning_db=db)
+    plain = moegen.Router(template("mixtral-8x7b"), backend="gpu-emu", tuning_db=False)
+    assert tuned.config(10) == {"lanes_per_token": 4, "tokens_per_block": 32, "topk": "lane_lists",
+                                "source": f"options: lanes_per_token = 4, tokens_per_block = 32, "
+                                          f"topk = lane_lists (tuned for T = 4 in {db})"}
+    assert tuned.config(50)["lanes_per_token"] == 2
+    assert tuned.config(50)["source"].endswith(f"(tuned for T = 40 in {db})")
+    assert plain.config(50)["source"] == "heuristic"
+    torch.manual_seed(9)
+    for t in (3, 10, 50):
+        x = torch.randn(t, 8).bfloat16()
+        a, b = tuned.route(x), plain.route(x)
+        assert torch.equal(a.topk_ids, b.topk_ids)
+        torch.testing.assert_close(a.topk_weights, b.topk_weights, rtol=1e-5, atol=1e-6)
 
 
 TOPP_CAPACITY = """name: topp_capacity

@@ -11,8 +11,8 @@
 #include "compiler/tools/moegen/Commands.h"
 
 #include "compiler/Registration.h"
-#include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
+#include "compiler/jit/KernelJit.h"
 #include "compiler/spec/Program.h"
 #include "compiler/spec/MoEToProgram.h"
 #include "compiler/spec/SpecParser.h"
@@ -25,7 +25,6 @@
 
 #include "llvm/Support/raw_ostream.h"
 
-#include <algorithm>
 #include <cstdlib>
 #include <optional>
 
@@ -76,43 +75,16 @@ int tunedBuckets(const RoutingSpec &spec, const CompileOptions &options,
   }
   const tune::Origin origin =
       gpuTuningOrigin("cuda", options.tuningDevice, options.arch);
-  std::vector<const tune::Entry *> entries;
-  for (const tune::Entry &entry : db->entries())
-    if (entry.specHash == specHash(spec) &&
-        entry.origin.backend == origin.backend &&
-        entry.origin.machine == origin.machine &&
-        entry.origin.compilerVersion == origin.compilerVersion)
-      entries.push_back(&entry);
-  if (entries.empty()) {
+  buckets = jit::bucketSchedules(db->gpuBuckets(specHash(spec), origin), spec,
+                                 dbPath, error);
+  if (!error.empty()) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+  if (buckets.empty())
     llvm::errs() << "moegen: note: " << dbPath << " has no entry for "
                  << spec.name << " on " << origin.machine
                  << " and this build: the heuristic's schedule\n";
-    return kExitOk;
-  }
-  std::sort(entries.begin(), entries.end(),
-            [](const tune::Entry *a, const tune::Entry *b) {
-              return a->tokens < b->tokens;
-            });
-  const int64_t experts = cpu::routerFactsOf(spec).numExperts;
-  for (const tune::Entry *entry : entries) {
-    if (std::string why = tune::checkGpuConfig(entry->gpu, experts);
-        !why.empty()) {
-      llvm::errs() << support::quotePath(dbPath) << ": error: the entry for "
-                   << spec.name << " at T = " << entry->tokens << ": " << why
-                   << "\n";
-      return kExitBadInput;
-    }
-    const tune::GpuConfig &config = entry->gpu;
-    if (!buckets.empty() && buckets.back().lanesPerToken == config.lanesPerToken &&
-        buckets.back().tokensPerBlock == config.tokensPerBlock &&
-        buckets.back().topk == config.topk)
-      continue;
-    buckets.push_back({buckets.empty() ? 0 : entry->tokens,
-                       config.lanesPerToken, config.tokensPerBlock,
-                       config.topk,
-                       "tuned for T = " + std::to_string(entry->tokens) +
-                           " in " + dbPath});
-  }
   return kExitOk;
 }
 

@@ -88,12 +88,14 @@ int reportBadEntry(const RunOptions &options, const RoutingSpec &spec,
 }
 
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
-/// The GPU config line of --print-config, from the route kernel's manifest
-/// entry (what was compiled, whatever chose it).
-void printGpuConfig(const rt::Manifest &manifest, const std::string &source) {
-  const rt::Kernel *route = manifest.find(rt::EntryKind::Route);
+/// The GPU config line of --print-config, from the manifest entry of the
+/// route kernel a call of `tokens` tokens launches (what was compiled,
+/// whatever chose it).
+void printGpuConfig(const rt::Manifest &manifest, int64_t tokens,
+                    const std::string &source) {
+  const rt::Kernel *route = manifest.findFor(rt::EntryKind::Route, tokens);
   if (!route)
-    route = manifest.find(rt::EntryKind::RouteHash);
+    route = manifest.findFor(rt::EntryKind::RouteHash, tokens);
   if (!route)
     return;
   llvm::errs() << "moegen: config: lanes_per_token="
@@ -101,6 +103,37 @@ void printGpuConfig(const rt::Manifest &manifest, const std::string &source) {
                << " tokens_per_block=" << route->launch.tokensPerBlock
                << " topk=" << (route->topk.empty() ? "none" : route->topk)
                << " (" << source << ")\n";
+}
+
+/// The database's GPU schedules for `spec` at `origin` as token buckets:
+/// several go to `buckets` (a route kernel per bucket, the runtime
+/// choosing per call), a single one pins `compile`. 0, or the exit status
+/// after one line for a schedule the spec cannot take.
+int tunedBuckets(const RoutingSpec &spec, const RunOptions &options,
+                 const std::optional<tune::TuningDb> &db,
+                 const tune::Origin &origin,
+                 nvptx::NvptxCompileOptions &compile,
+                 std::vector<nvptx::BucketSchedule> &buckets) {
+  if (!db || options.noTuning)
+    return kExitOk;
+  std::string dbPath = options.tuningDb;
+  if (dbPath.empty())
+    if (const char *env = std::getenv("MOEGEN_TUNING_DB"); env && *env)
+      dbPath = env;
+  std::string error;
+  buckets = jit::bucketSchedules(db->gpuBuckets(specHash(spec), origin), spec,
+                                 dbPath, error);
+  if (!error.empty()) {
+    llvm::errs() << error << "\n";
+    return kExitBadInput;
+  }
+  if (buckets.size() == 1) {
+    compile.lanesPerToken = buckets[0].lanesPerToken;
+    compile.tokensPerBlock = buckets[0].tokensPerBlock;
+    compile.topk = buckets[0].topk;
+    compile.scheduleNote = buckets[0].note;
+  }
+  return kExitOk;
 }
 
 /// Where GPU tunings for `driver`'s device 0 come from, and the arch its
@@ -240,15 +273,9 @@ int runRun(const RunOptions &options) {
     }
     if (!lookupTuning(*spec, options, origin, tokens, db, entry, source))
       return kExitBadInput;
-    if (entry) {
-      if (std::string why = tune::checkGpuConfig(entry->gpu, facts.numExperts);
-          !why.empty())
-        return reportBadEntry(options, *spec, *entry, why);
-      emu.nvptx.lanesPerToken = entry->gpu.lanesPerToken;
-      emu.nvptx.tokensPerBlock = entry->gpu.tokensPerBlock;
-      emu.nvptx.topk = entry->gpu.topk;
-      emu.nvptx.scheduleNote = source;
-    }
+    if (int status = tunedBuckets(*spec, options, db, origin, emu.nvptx,
+                                  emu.buckets))
+      return status;
     auto router = gpuemu::compileEmulatedRouter(*spec, emu);
     if (!router) {
       auto [status, message] = nvptx::takeCompileError(router.takeError());
@@ -262,7 +289,7 @@ int runRun(const RunOptions &options) {
     }
     if (options.printConfig)
       if (const rt::CudaRouter *device = gpuemu::emulatedDevice(**router))
-        printGpuConfig(device->manifest(), source);
+        printGpuConfig(device->manifest(), tokens, source);
     try {
       result = rt::runOnHost(**router, inputs, options.layer);
     } catch (const rt::Error &e) {
@@ -296,19 +323,12 @@ int runRun(const RunOptions &options) {
           "cuda", rt::CudaDriver::get(), jit.compile.arch);
       if (!lookupTuning(*spec, options, origin, tokens, db, entry, source))
         return kExitBadInput;
-      if (entry) {
-        if (std::string why =
-                tune::checkGpuConfig(entry->gpu, facts.numExperts);
-            !why.empty())
-          return reportBadEntry(options, *spec, *entry, why);
-        jit.compile.lanesPerToken = entry->gpu.lanesPerToken;
-        jit.compile.tokensPerBlock = entry->gpu.tokensPerBlock;
-        jit.compile.topk = entry->gpu.topk;
-        jit.compile.scheduleNote = source;
-      }
+      if (int status = tunedBuckets(*spec, options, db, origin, jit.compile,
+                                    jit.buckets))
+        return status;
       rt::CudaHostRouter router(jit::loadRouter(*spec, jit, rt::LoadOptions{}));
       if (options.printConfig)
-        printGpuConfig(router.device().manifest(), source);
+        printGpuConfig(router.device().manifest(), tokens, source);
       result = rt::runOnHost(router, inputs, options.layer);
     } catch (const rt::Error &e) {
       if (e.kind() != rt::Error::Kind::Compile)
