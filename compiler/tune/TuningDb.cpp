@@ -331,6 +331,31 @@ std::string checkGpuConfig(const GpuConfig &config, int64_t numExperts,
   return "";
 }
 
+Measurement measure(int reps, double best,
+                    const std::function<double()> &sample) {
+  std::vector<double> samples;
+  Measurement result;
+  for (int rep = 0; rep < reps; ++rep) {
+    samples.push_back(sample());
+    if (best > 0 && samples.size() == 3) {
+      std::vector<double> sorted = samples;
+      std::sort(sorted.begin(), sorted.end());
+      if (sorted[1] > 1.5 * best) {
+        result.pruned = true;
+        break;
+      }
+    }
+  }
+  std::sort(samples.begin(), samples.end());
+  result.median = samples.empty() ? 0 : samples[samples.size() / 2];
+  return result;
+}
+
+size_t winner(size_t bestIndex, double bestMedian, double defaultMedian,
+              double minGain) {
+  return bestMedian > defaultMedian * (1.0 - minGain) ? 0 : bestIndex;
+}
+
 std::string cpuModel() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line;

@@ -29,7 +29,9 @@
 #ifndef MOEGEN_COMPILER_TUNE_TUNINGDB_H
 #define MOEGEN_COMPILER_TUNE_TUNINGDB_H
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -141,6 +143,26 @@ std::string checkCpuConfig(const CpuConfig &config);
 /// config read from a database.
 std::string checkGpuConfig(const GpuConfig &config, int64_t numExperts,
                            int64_t maxSharedBytes = 0);
+
+/// One candidate's timing: the median of its samples, and whether it was
+/// dropped early as clearly losing.
+struct Measurement {
+  double median = 0;
+  bool pruned = false;
+};
+/// Takes up to `reps` samples from `sample` (any unit); after three, stops
+/// when their median exceeds 1.5 x `best` (> 0: the best median so far),
+/// so that clearly losing candidates cost three samples. The autotuners'
+/// rule, on every backend.
+Measurement measure(int reps, double best,
+                    const std::function<double()> &sample);
+
+/// The candidate to record, given the default's median (candidate 0) and
+/// the best one's: the best, unless it beats the default by less than
+/// `minGain` (a fraction), then the default, so that a tuned configuration
+/// is never slower than the default beyond noise.
+size_t winner(size_t bestIndex, double bestMedian, double defaultMedian,
+              double minGain);
 
 /// The CPU's model name from /proc/cpuinfo, or "unknown".
 std::string cpuModel();

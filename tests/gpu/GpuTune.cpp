@@ -246,28 +246,25 @@ int tuneCandidates(const fs::path &dir, const std::vector<int64_t> &tokenCounts,
           continue;
         }
         std::vector<double> samples;
-        bool pruned = false;
-        for (int rep = 0; rep < reps; ++rep) {
+        const tune::Measurement timed = tune::measure(reps, best, [&] {
           samples.push_back(timer.sampleUs(run, nullptr));
-          if (best > 0 && samples.size() == 3 &&
-              rt::summarize(samples).medianUs > 1.5 * best) {
-            pruned = true;
-            break;
-          }
-        }
-        const rt::TimingSummary timing = rt::summarize(samples);
+          return samples.back();
+        });
+        const rt::TimingSummary spread = rt::summarize(samples);
         std::printf("  T=%lld %s: %.2f us (p10 %.2f, p90 %.2f)%s\n",
-                    (long long)tokens, described.c_str(), timing.medianUs,
-                    timing.p10Us, timing.p90Us, pruned ? ", pruned" : "");
+                    (long long)tokens, described.c_str(), timed.median,
+                    spread.p10Us, spread.p90Us,
+                    timed.pruned ? ", pruned" : "");
         if (i == 0)
-          defaultTime = timing.medianUs;
-        if (!pruned && (best == 0 || timing.medianUs < best)) {
-          best = timing.medianUs;
+          defaultTime = timed.median;
+        if (!timed.pruned && (best == 0 || timed.median < best)) {
+          best = timed.median;
           bestIndex = i;
         }
       }
-      if (best > defaultTime * (1.0 - minGain))
-        bestIndex = 0, best = defaultTime;
+      bestIndex = tune::winner(bestIndex, best, defaultTime, minGain);
+      if (bestIndex == 0)
+        best = defaultTime;
       std::printf("%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",
                   specName.c_str(), (long long)tokens, defaultTime, best,
                   best > 0 ? defaultTime / best : 1.0,

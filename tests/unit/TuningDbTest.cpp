@@ -196,4 +196,29 @@ TEST(TuningDb, GpuEntriesRoundTrip) {
   EXPECT_NE(text.find("\"lanes_per_token\": 8"), std::string::npos);
 }
 
+// The autotuners' timing rule: the median of the samples; a candidate
+// whose first three samples' median is over 1.5x the best so far stops
+// there; the default is kept unless the best beats it by the minimum gain.
+TEST(TuningDb, MeasureAndWinner) {
+  std::vector<double> next = {5, 1, 4, 2, 3};
+  size_t taken = 0;
+  auto sample = [&] { return next[taken++]; };
+  Measurement all = measure(5, 0, sample);
+  EXPECT_EQ(taken, 5u);
+  EXPECT_DOUBLE_EQ(all.median, 3);
+  EXPECT_FALSE(all.pruned);
+  taken = 0;
+  next = {10, 11, 12, 1, 1};
+  Measurement losing = measure(5, 6.0, sample);
+  EXPECT_EQ(taken, 3u);
+  EXPECT_TRUE(losing.pruned);
+  taken = 0;
+  Measurement close = measure(5, 8.0, sample); // 11 <= 1.5 x 8
+  EXPECT_EQ(taken, 5u);
+  EXPECT_FALSE(close.pruned);
+  EXPECT_EQ(winner(4, 97.0, 100.0, 0.03), 0u);
+  EXPECT_EQ(winner(4, 96.0, 100.0, 0.03), 4u);
+  EXPECT_EQ(winner(0, 100.0, 100.0, 0.03), 0u);
+}
+
 } // namespace

@@ -236,29 +236,17 @@ int runAutotune(const AutotuneOptions &options) {
         double one = std::max(secondsSince(start), 1e-9);
         int64_t calls = std::max<int64_t>(
             1, int64_t(std::ceil(options.minSampleMs / 1e3 / one)));
-        std::vector<double> samples;
-        bool pruned = false;
-        for (int rep = 0; rep < reps; ++rep) {
-          start = Clock::now();
-          for (int64_t n = 0; n < calls; ++n)
-            c.router->run(call.call);
-          samples.push_back(secondsSince(start) / double(calls));
-          // Clearly losing after three samples: stop timing it.
-          if (best > 0 && samples.size() == 3) {
-            std::vector<double> sorted = samples;
-            std::sort(sorted.begin(), sorted.end());
-            if (sorted[1] > 1.5 * best) {
-              pruned = true;
-              break;
-            }
-          }
-        }
-        std::sort(samples.begin(), samples.end());
-        double median = samples[samples.size() / 2];
+        const tune::Measurement timed =
+            tune::measure(reps, best, [&] {
+              Clock::time_point begin = Clock::now();
+              for (int64_t n = 0; n < calls; ++n)
+                c.router->run(call.call);
+              return secondsSince(begin) / double(calls);
+            });
         if (i == 0)
-          defaultTime = median;
-        if (!pruned && (best == 0 || median < best)) {
-          best = median;
+          defaultTime = timed.median;
+        if (!timed.pruned && (best == 0 || timed.median < best)) {
+          best = timed.median;
           bestIndex = i;
         }
         // A progress bar on a terminal; one line per bucket elsewhere.
@@ -274,8 +262,9 @@ int runAutotune(const AutotuneOptions &options) {
                             candidates[bestIndex].config.describe().c_str());
       log << "\n";
       // Within --min-gain of the default: keep the default.
-      if (best > defaultTime * (1.0 - options.minGain))
-        bestIndex = 0, best = defaultTime;
+      bestIndex = tune::winner(bestIndex, best, defaultTime, options.minGain);
+      if (bestIndex == 0)
+        best = defaultTime;
       const tune::CpuConfig &winner = candidates[bestIndex].config;
       llvm::outs() << llvm::format(
           "%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",

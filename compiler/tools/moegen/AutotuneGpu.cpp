@@ -493,21 +493,12 @@ int runGpuAutotune(const AutotuneOptions &options,
                 << ": " << error << "\n";
             continue;
           }
-          std::vector<double> samples;
-          bool pruned = false;
-          for (int rep = 0; rep < reps; ++rep) {
-            samples.push_back(timer.sampleUs(run, nullptr));
-            if (best > 0 && samples.size() == 3 &&
-                rt::summarize(samples).medianUs > 1.5 * best) {
-              pruned = true;
-              break;
-            }
-          }
-          const double median = rt::summarize(samples).medianUs;
+          const tune::Measurement timed = tune::measure(
+              reps, best, [&] { return timer.sampleUs(run, nullptr); });
           if (i == 0)
-            defaultTime = median;
-          if (!pruned && (best == 0 || median < best)) {
-            best = median;
+            defaultTime = timed.median;
+          if (!timed.pruned && (best == 0 || timed.median < best)) {
+            best = timed.median;
             bestIndex = i;
           }
           if (tty)
@@ -521,8 +512,10 @@ int runGpuAutotune(const AutotuneOptions &options,
                               (long long)tokens, candidates.size(), best,
                               candidates[bestIndex].config.describe().c_str());
         log << "\n";
-        if (best > defaultTime * (1.0 - options.minGain))
-          bestIndex = 0, best = defaultTime;
+        bestIndex =
+            tune::winner(bestIndex, best, defaultTime, options.minGain);
+        if (bestIndex == 0)
+          best = defaultTime;
         const tune::GpuConfig &winner = candidates[bestIndex].config;
         llvm::outs() << llvm::format(
             "%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",
