@@ -216,7 +216,7 @@ TEST(TuningDb, MeasureAndWinner) {
   Measurement close = measure(5, 8.0, sample); // 11 <= 1.5 x 8
   EXPECT_EQ(taken, 5u);
   EXPECT_FALSE(close.pruned);
-  EXPECT_EQ(winner(4, 97.0, 100.0, 0.03), 0u);
+  EXPECT_EQ(winner(4, 97.5, 100.0, 0.03), 0u);
   EXPECT_EQ(winner(4, 96.0, 100.0, 0.03), 4u);
   EXPECT_EQ(winner(0, 100.0, 100.0, 0.03), 0u);
 }
