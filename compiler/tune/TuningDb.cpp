@@ -294,10 +294,10 @@ std::string checkCpuConfig(const CpuConfig &config) {
            " must be in [1, 65536] (0: the heuristic's)";
   if (!config.topk.empty() && config.topk != "argmax_passes" &&
       config.topk != "insertion" && config.topk != "lane_lists" &&
-      config.topk != "token_lanes")
+      config.topk != "token_lanes" && config.topk != "lane_tree")
     return "topk " + support::quote(config.topk) +
-           " must be argmax_passes, insertion, lane_lists or token_lanes "
-           "(empty: the heuristic's)";
+           " must be argmax_passes, insertion, lane_lists, lane_tree or "
+           "token_lanes (empty: the heuristic's)";
   // Every method fits every row (lane lists sort rows of at most 16 chunks
   // a lane in registers and stream wider ones), and every width too.
   return "";

@@ -87,7 +87,7 @@ std::optional<Options> parseArgs(int argc, char **argv, int &exitCode) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_option("--topk", o.topk,
                  "top-k method (default: the kernel-config heuristic)")
-      ->check(CLI::IsMember({"argmax_passes", "insertion", "lane_lists", "token_lanes"}));
+      ->check(CLI::IsMember({"argmax_passes", "insertion", "lane_lists", "lane_tree", "token_lanes"}));
   app.add_option("--vector-width", o.vectorWidth,
                  "lanes (experts, or tokens with token_lanes); default: the "
                  "kernel-config heuristic")

@@ -1321,8 +1321,8 @@ TEST(CpuBackendEdge, EveryTopKMethod) {
     int64_t experts, k, groups;
     LogitsStyle style;
   };
-  for (const char *method :
-       {"argmax_passes", "insertion", "lane_lists", "token_lanes"})
+  for (const char *method : {"argmax_passes", "insertion", "lane_lists",
+                             "lane_tree", "token_lanes"})
     for (Case c : {Case{8, 8, 1, LogitsStyle::Random},
                    Case{60, 7, 6, LogitsStyle::Random},
                    Case{100, 12, 1, LogitsStyle::Adversarial},
@@ -1437,9 +1437,13 @@ TEST(CpuBackendEdge, WideRowLaneLists) {
     spec.normalize = true;
     spec.dispatch = true;
     CpuCompileOptions options;
-    options.topk = "lane_lists";
     options.vectorWidth = c.width;
-    checkEveryEntryPoint(spec, options, 61, 5 + c.experts + c.k, c.style);
+    // The streamed lists merged by rounds, and by the bitonic tree.
+    for (const char *method : {"lane_lists", "lane_tree"}) {
+      SCOPED_TRACE(method);
+      options.topk = method;
+      checkEveryEntryPoint(spec, options, 61, 5 + c.experts + c.k, c.style);
+    }
   }
 }
 

@@ -448,7 +448,8 @@ TEST(TopPRouting, EveryTopKMethodCutsAlike) {
   RoutingSpec spec = parse(kSoftmaxTopP);
   const Inputs in = makeInputs(spec, 64, 21, 0.05, 3.0);
   std::vector<int32_t> first;
-  for (const char *method : {"argmax_passes", "insertion", "lane_lists"}) {
+  for (const char *method :
+       {"argmax_passes", "insertion", "lane_lists", "lane_tree"}) {
     SCOPED_TRACE(method);
     cpu::CpuCompileOptions options;
     options.topk = method;

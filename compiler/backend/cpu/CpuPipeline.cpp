@@ -64,7 +64,7 @@ struct CpuToLLVMPipelineOptions
                                                "heuristic"),
                                 llvm::cl::init(0)};
   Option<std::string> topk{*this, "topk",
-                           llvm::cl::desc("argmax_passes, insertion, lane_lists or token_lanes; empty "
+                           llvm::cl::desc("argmax_passes, insertion, lane_lists, lane_tree or token_lanes; empty "
                                           "= heuristic"),
                            llvm::cl::init("")};
 };

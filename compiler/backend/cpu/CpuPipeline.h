@@ -23,8 +23,8 @@ struct CpuPipelineOptions {
   /// 0: chosen by the kernel-config heuristics.
   int64_t vectorWidth = 0;
   int64_t tokensPerTask = 0;
-  /// "argmax_passes", "insertion", "lane_lists" or "token_lanes"; empty:
-  /// heuristic.
+  /// "argmax_passes", "insertion", "lane_lists", "lane_tree" or
+  /// "token_lanes"; empty: heuristic.
   std::string topk;
 };
 

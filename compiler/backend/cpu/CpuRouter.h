@@ -34,9 +34,8 @@ struct CpuCompileOptions {
   int64_t vectorWidth = 0;
   /// Tokens per thread-pool task; 0 lets the heuristic choose.
   int64_t tokensPerTask = 0;
-  /// Top-k method ("argmax_passes", "insertion", "lane_lists" or
-  /// "token_lanes"); empty lets the
-  /// heuristic choose.
+  /// Top-k method ("argmax_passes", "insertion", "lane_lists", "lane_tree"
+  /// or "token_lanes"); empty lets the heuristic choose.
   std::string topk;
   /// Worker threads; 0 means one per hardware thread.
   unsigned threads = 0;

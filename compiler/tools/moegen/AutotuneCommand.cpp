@@ -63,7 +63,8 @@ std::vector<tune::CpuConfig> candidateConfigs(int64_t numExperts,
   const std::vector<std::string> methods =
       expertChoice ? std::vector<std::string>{""}
                    : std::vector<std::string>{"argmax_passes", "insertion",
-                                              "lane_lists", "token_lanes"};
+                                              "lane_lists", "lane_tree",
+                                              "token_lanes"};
   for (int64_t width : {4, 8, 16, 32})
     for (int64_t perTask : tasks)
       for (const std::string &topk : methods) {

@@ -55,6 +55,10 @@ KernelConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "#moe.kernel_config: topk = token_lanes is a host "
                           "layout (tokens across the vector lanes); nvptx "
                           "kernels spread a token over a warp's lanes";
+  if (topk == TopKMethod::LaneTree)
+    return emitError() << "#moe.kernel_config: topk = lane_tree is a host "
+                          "method (a merge tree of vector shuffles, not yet "
+                          "weighed on a GPU); nvptx kernels take lane_lists";
   // On nvptx the vector lanes are a token's lanes of a warp and a task is a
   // block: whole warps, at most kMaxBlockThreads threads.
   if (vectorWidth > kWarpSize)

@@ -45,6 +45,7 @@ def MoE_TopKArgmaxPasses : I32EnumAttrCase<"ArgmaxPasses", 0, "argmax_passes">;
 def MoE_TopKInsertion    : I32EnumAttrCase<"Insertion", 1, "insertion">;
 def MoE_TopKLaneLists    : I32EnumAttrCase<"LaneLists", 2, "lane_lists">;
 def MoE_TopKTokenLanes   : I32EnumAttrCase<"TokenLanes", 3, "token_lanes">;
+def MoE_TopKLaneTree     : I32EnumAttrCase<"LaneTree", 4, "lane_tree">;
 
 def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
     "how a row's top-k is found: k passes of a vectorized arg-max "
@@ -53,9 +54,11 @@ def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
     "of more than 16 chunks a lane its keys above a bound from the lanes' "
     "maxima), then k arg-max rounds over the lanes' heads (lane_lists); "
     "or, on the host, tokens across the lanes: vector_width tokens at once, "
-    "an insertion into k slots over the experts (token_lanes)",
+    "an insertion into k slots over the experts (token_lanes); or, on the "
+    "host, the lane lists merged by a bitonic tree across the lanes, "
+    "log2(vector_width) levels instead of k rounds (lane_tree)",
     [MoE_TopKArgmaxPasses, MoE_TopKInsertion, MoE_TopKLaneLists,
-     MoE_TopKTokenLanes]> {
+     MoE_TopKTokenLanes, MoE_TopKLaneTree]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

@@ -86,7 +86,7 @@ struct MoEKernelConfigPass
       if (!topkMethod) {
         getOperation().emitError()
             << "moe-kernel-config: topk = '" << topk.getValue()
-            << "': must be argmax_passes, insertion, lane_lists or "
+            << "': must be argmax_passes, insertion, lane_lists, lane_tree or "
                "token_lanes";
         return signalPassFailure();
       }

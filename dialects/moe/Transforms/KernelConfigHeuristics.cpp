@@ -104,6 +104,16 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
   config.topkMethod = laneLists                  ? TopKMethod::LaneLists
                       : shape.numExperts >= 1024 ? TopKMethod::Insertion
                                                  : TopKMethod::ArgmaxPasses;
+  // The lane lists merged by a bitonic tree across the lanes (log2(width)
+  // levels) instead of k dependent rounds of two reductions: about three
+  // times the instructions, but the host's route kernels wait on that
+  // chain. Measured (2-core AVX-512 host, T = 65536, docs/benchmarks.md):
+  // DeepSeek-V3 (16 lanes, k = 8) 1.14x, Qwen3 (16, 8) 1.04x; slower with
+  // 32 lanes (Kimi-K2, five levels), with lists padded to a power of two
+  // (k = 6, DeepSeek-V4) and even at k = 4 (gpt-oss).
+  if (laneLists && width <= 16 && shape.topK >= 8 &&
+      llvm::isPowerOf2_64(uint64_t(shape.topK)))
+    config.topkMethod = TopKMethod::LaneTree;
   // Up to 64 experts a route is faster with 16 tokens across the lanes
   // than with its row in them: 2.2-4.5x for softmax top-8 at E = 16 to 64
   // and top-2 at E = 8 (moegen-bench-cpu --topk token_lanes, 2-core

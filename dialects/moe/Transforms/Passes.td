@@ -24,7 +24,9 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
     - `topk`: how a row's top-k is found, `"argmax_passes"`,
       `"insertion"` or `"lane_lists"` (same ids, different cost); on the
       host also `"token_lanes"`, where the lanes hold `vector_width` tokens
-      instead of experts (for routes whose ops all have that form).
+      instead of experts (for routes whose ops all have that form), and
+      `"lane_tree"`, the lane lists merged by a bitonic tree across the
+      lanes.
 
     The values come from the heuristics in KernelConfigHeuristics.h, from
     (E, k, groups, logits dtype, target), unless an option pins them; an
@@ -42,7 +44,7 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
            "Tokens per task; 0 = heuristic">,
     Option<"topk", "topk", "std::string", /*default=*/"\"\"",
            "Top-k method: argmax_passes, insertion, lane_lists or (host) "
-           "token_lanes; empty = heuristic">,
+           "token_lanes or lane_tree; empty = heuristic">,
   ];
 }
 

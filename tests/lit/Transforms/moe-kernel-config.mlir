@@ -4,15 +4,18 @@
 // RUN: %expect-exit 1 moegen-opt %s -split-input-file -moe-kernel-config="target=tpu" 2>&1 | FileCheck %s --check-prefix=BAD-TARGET
 // RUN: %expect-exit 1 moegen-opt %s -split-input-file -moe-kernel-config="vector-width=6" 2>&1 | FileCheck %s --check-prefix=BAD-WIDTH
 // RUN: %expect-exit 1 moegen-opt %s -split-input-file -moe-kernel-config="topk=heap" 2>&1 | FileCheck %s --check-prefix=BAD-TOPK
+// RUN: %expect-exit 1 moegen-opt %s -split-input-file -moe-kernel-config="target=nvptx topk=lane_tree" 2>&1 | FileCheck %s --check-prefix=GPU-TREE
 
 // BAD-TARGET: moe-kernel-config: target = 'tpu': must be cpu or nvptx
 // BAD-WIDTH: moe-kernel-config: vector-width = 6: must be 0 (heuristic) or a power of two up to 64
-// BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes, insertion, lane_lists or token_lanes
+// GPU-TREE: #moe.kernel_config: topk = lane_tree is a host method (a merge tree of vector shuffles, not yet weighed on a GPU); nvptx kernels take lane_lists
+// BAD-TOPK: moe-kernel-config: topk = 'heap': must be argmax_passes, insertion, lane_lists, lane_tree or token_lanes
 
-// 256 f32 experts: 16 lanes, rows of 16 chunks for lane lists; 1 KiB per
+// 256 f32 experts: 16 lanes, rows of 16 chunks for lane lists, merged by
+// a bitonic tree (k = 8, a power of two, over at most 16 lanes); 1 KiB per
 // token -> 256 tokens per task.
 // CHECK-LABEL: func.func @route
-// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 256, topk = lane_lists>
+// CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 256, topk = lane_tree>
 // PINNED-LABEL: func.func @route
 // PINNED-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 4, tokens_per_task = 32, topk = argmax_passes>
 // On the GPU a token takes 16 lanes of a warp, each holding 16 experts,

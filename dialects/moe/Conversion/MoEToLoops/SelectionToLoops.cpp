@@ -184,6 +184,60 @@ void emitLaneListMerge(RowCodegen &cg, SmallVector<Value> &values,
   }
 }
 
+/// Lane i of the result holds lane i ^ offset of `v`.
+Value xorLanes(RowCodegen &cg, Value v, int64_t offset);
+
+/// The merge of lane lists by a bitonic merge tree across the lanes
+/// (lane_tree): at each of log2(W) levels every lane merges its sorted list
+/// with that of the lane `offset` away, keeping the better half (a bitonic
+/// sequence, then log2(L) compare-exchange stages sort it), so that after
+/// the last level every lane holds the k best of the row in order. Picks
+/// equal emitLaneListMerge's (the same strict total order, kNoId where
+/// fewer than k are eligible). About three times the instructions of the
+/// k merge rounds, but independent of k in depth: log2(W) levels of a few
+/// dependent steps where the rounds chain k reductions of log2(W) steps
+/// each, and the host's route kernels were bound by that chain.
+void emitLaneListBitonicMerge(RowCodegen &cg, SmallVector<Value> &values,
+                              SmallVector<Value> &ids, int64_t n, int64_t k,
+                              function_ref<void(Value j, Value id)> emitPick) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  const int64_t length = int64_t(llvm::PowerOf2Ceil(uint64_t(k)));
+  // Lists of `length`, padded with entries after every eligible one.
+  values.resize(length, cg.splat(cg.f32(-kInf)));
+  ids.resize(length, cg.splat(cg.i32(kNoId)));
+  auto compareExchange = [&](SmallVector<Value> &v, SmallVector<Value> &id,
+                             int64_t i, int64_t j) {
+    Value swap = comesBefore(b, loc, v[j], id[j], v[i], id[i]);
+    Value vi = b.create<arith::SelectOp>(loc, swap, v[j], v[i]);
+    Value vj = b.create<arith::SelectOp>(loc, swap, v[i], v[j]);
+    Value ii = b.create<arith::SelectOp>(loc, swap, id[j], id[i]);
+    Value ij = b.create<arith::SelectOp>(loc, swap, id[i], id[j]);
+    v[i] = vi, v[j] = vj, id[i] = ii, id[j] = ij;
+  };
+  for (int64_t offset = 1; offset < cg.width; offset *= 2) {
+    // The better of A[i] and B[L-1-i]: the top L of both lists, bitonic.
+    SmallVector<Value> merged(length), mergedIds(length);
+    for (int64_t i = 0; i < length; ++i) {
+      Value otherValue = xorLanes(cg, values[length - 1 - i], offset);
+      Value otherId = xorLanes(cg, ids[length - 1 - i], offset);
+      Value mine = comesBefore(b, loc, values[i], ids[i], otherValue, otherId);
+      merged[i] = b.create<arith::SelectOp>(loc, mine, values[i], otherValue);
+      mergedIds[i] = b.create<arith::SelectOp>(loc, mine, ids[i], otherId);
+    }
+    for (int64_t d = length / 2; d >= 1; d /= 2)
+      for (int64_t i = 0; i < length; ++i)
+        if ((i & d) == 0)
+          compareExchange(merged, mergedIds, i, i + d);
+    values = std::move(merged);
+    ids = std::move(mergedIds);
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    Value id = b.create<vector::ExtractOp>(loc, ids[j], ArrayRef<int64_t>{0});
+    emitPick(cg.index(j), cg.safeId(id, n));
+  }
+}
+
 /// Top-k by lane lists over `chunks` of the row: lane l's elements (one per
 /// chunk) are loaded once and sorted in registers by a sorting network
 /// under the selection order, then merged (emitLaneListMerge). Ineligible
@@ -237,7 +291,10 @@ void emitLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
   const int64_t kept = std::min(chunks, k);
   values.resize(kept);
   ids.resize(kept);
-  emitLaneListMerge(cg, values, ids, n, k, emitPick);
+  if (cg.topkMethod == TopKMethod::LaneTree && cg.width > 1)
+    emitLaneListBitonicMerge(cg, values, ids, n, k, emitPick);
+  else
+    emitLaneListMerge(cg, values, ids, n, k, emitPick);
 }
 
 /// The row's chunks in order, for emitLaneLists.
@@ -372,14 +429,18 @@ void emitBoundedLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
       /*unroll=*/4);
   SmallVector<Value> values(lists.begin(), lists.begin() + k);
   SmallVector<Value> ids(lists.begin() + k, lists.end());
-  emitLaneListMerge(cg, values, ids, n, k, emitPick);
+  if (cg.topkMethod == TopKMethod::LaneTree && cg.width > 1)
+    emitLaneListBitonicMerge(cg, values, ids, n, k, emitPick);
+  else
+    emitLaneListMerge(cg, values, ids, n, k, emitPick);
 }
 
 /// Top-k by the configured method.
 void emitConfiguredTopK(RowCodegen &cg, const RowRef &keys, int64_t n,
                         int64_t k,
                         function_ref<void(Value j, Value id)> emitPick) {
-  if (cg.topkMethod != TopKMethod::LaneLists)
+  if (cg.topkMethod != TopKMethod::LaneLists &&
+      cg.topkMethod != TopKMethod::LaneTree)
     return emitTopK(cg, keys, n, k, emitPick);
   if ((n + cg.width - 1) / cg.width <= kMaxLaneListChunks)
     return emitLaneListTopK(cg, keys, n, k, emitPick);
@@ -525,7 +586,8 @@ bool topKReadsKeptGroups(GroupMaskOp op, const RowCodegen &cg) {
   const int64_t keep = op.getKeep();
   // Lane lists sort a lane's kept elements in registers; arg-max passes
   // unroll the kept chunks into each pass.
-  const int64_t maxChunks = cg.topkMethod == TopKMethod::LaneLists
+  const int64_t maxChunks = (cg.topkMethod == TopKMethod::LaneLists ||
+                             cg.topkMethod == TopKMethod::LaneTree)
                                 ? kMaxLaneListChunks
                                 : kMaxKeptChunksPerPass;
   return topk && perGroup % cg.width == 0 &&
@@ -554,7 +616,8 @@ void emitKeptGroupsTopK(RowCodegen &cg, const RowCodegen::KeptGroups &groups,
                         /*inBounds=*/true});
   }
   auto pick = [&](Value j, Value id) { cg.store(id, ids, j); };
-  if (cg.topkMethod == TopKMethod::LaneLists)
+  if (cg.topkMethod == TopKMethod::LaneLists ||
+      cg.topkMethod == TopKMethod::LaneTree)
     return emitLaneLists(cg, groups.keys, n, chunks, k, pick);
   // Arg-max passes over the kept chunks only: half the row's chunks for
   // DeepSeek-V3 (4 of 8 groups), the same picks (the masked keys are -inf
