@@ -966,26 +966,11 @@ private:
 
 #ifdef MOEGEN_HAVE_CUDA_RUNTIME
   static std::string deviceName(const rt::CudaDriver &driver, int ordinal) {
-    CUdevice device = 0;
-    driver.check(driver.deviceGet(&device, ordinal), "cuDeviceGet");
-    char name[256] = {};
-    driver.check(driver.deviceGetName(name, sizeof name - 1, device),
-                 "cuDeviceGetName");
-    return name;
+    return driver.deviceInfo(ordinal).name;
   }
   static std::string deviceArch(const rt::CudaDriver &driver, int ordinal) {
-    CUdevice device = 0;
-    driver.check(driver.deviceGet(&device, ordinal), "cuDeviceGet");
-    int major = 0, minor = 0;
-    driver.check(driver.deviceGetAttribute(
-                     &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
-                     device),
-                 "cuDeviceGetAttribute");
-    driver.check(driver.deviceGetAttribute(
-                     &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-                     device),
-                 "cuDeviceGetAttribute");
-    return nvptx::archForComputeCapability(major, minor);
+    const rt::CudaDriver::DeviceInfo info = driver.deviceInfo(ordinal);
+    return nvptx::archForComputeCapability(info.major, info.minor);
   }
   /// The tuning database's GPU schedules for this spec on the device
   /// `deviceName` (arch `arch`) and this build: several as token buckets

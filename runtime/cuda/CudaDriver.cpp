@@ -205,6 +205,22 @@ void CudaDriver::check(CUresult result, const char *what) const {
                 std::string(what) + ": " + describe(result));
 }
 
+CudaDriver::DeviceInfo CudaDriver::deviceInfo(int ordinal) const {
+  DeviceInfo info;
+  CUdevice device = 0;
+  check(deviceGet(&device, ordinal), "cuDeviceGet");
+  char name[256] = {};
+  check(deviceGetName(name, sizeof name - 1, device), "cuDeviceGetName");
+  info.name = name;
+  check(deviceGetAttribute(&info.major,
+                           CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
+        "cuDeviceGetAttribute(compute capability)");
+  check(deviceGetAttribute(&info.minor,
+                           CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
+        "cuDeviceGetAttribute(compute capability)");
+  return info;
+}
+
 ScopedContext::ScopedContext(const CudaDriver &driver, CUcontext context)
     : driver(driver) {
   CUcontext current = nullptr;

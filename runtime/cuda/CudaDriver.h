@@ -63,6 +63,14 @@ public:
 
   /// "CUDA_ERROR_INVALID_VALUE (invalid argument)".
   std::string describe(CUresult result) const;
+
+  /// A device's name ("NVIDIA H200") and compute capability.
+  struct DeviceInfo {
+    std::string name;
+    int major = 0, minor = 0;
+  };
+  /// Device `ordinal`'s; throws like check().
+  DeviceInfo deviceInfo(int ordinal) const;
   /// Throws Error(Kind::Driver) "WHAT: CUDA_ERROR_... (text)" unless
   /// `result` is CUDA_SUCCESS.
   void check(CUresult result, const char *what) const;

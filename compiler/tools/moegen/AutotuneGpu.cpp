@@ -114,6 +114,15 @@ std::vector<tune::GpuConfig> gpuCandidateConfigs(int64_t numExperts,
   return configs;
 }
 
+/// A directory removed, with what it holds, when the scope ends.
+struct RemoveOnExit {
+  fs::path dir;
+  ~RemoveOnExit() {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }
+};
+
 /// The opt-in shared memory of one block on `arch` (as the NVPTX backend's
 /// check): 163 KiB on sm_80, 99 KiB on sm_89, 227 KiB from sm_90 on.
 int64_t maxSharedBytes(const std::string &arch) {
@@ -276,13 +285,22 @@ int emitGpuCandidates(
   if (!nvptx::isSupportedArch(arch))
     return reportUsage("--arch " + support::quote(arch) +
                        ": must be one of sm_80, sm_89, sm_90, sm_90a, sm_100");
-  const fs::path out = options.emitCandidates;
+  fs::path out = fs::path(options.emitCandidates).lexically_normal();
+  if (out.filename().empty())
+    out = out.parent_path();
   std::error_code ec;
   if (fs::exists(out, ec) &&
       (!fs::is_directory(out, ec) || !fs::is_empty(out, ec)))
     return reportFile(out.string(),
                       "--emit-candidates: exists and is not an empty "
                       "directory (nothing there is replaced)");
+  // Everything is written beside it first and renamed at the end, so that
+  // a failure leaves no half-written directory.
+  const fs::path staging =
+      out.parent_path() /
+      (out.filename().string() + ".partial-" + std::to_string(::getpid()));
+  fs::remove_all(staging, ec);
+  const RemoveOnExit cleanup{staging};
   nlohmann::json index = {
       {"format", "moegen-tuning-candidates"},
       {"version", 1},
@@ -296,7 +314,7 @@ int emitGpuCandidates(
     std::vector<Candidate> candidates = candidatesFor(spec, options, arch);
     log << spec.name << ": " << candidates.size()
         << " candidates (the default first)\n";
-    const fs::path specDir = out / spec.name;
+    const fs::path specDir = staging / spec.name;
     std::vector<std::string> errors =
         compileAll(spec, options, arch, specDir, candidates);
     nlohmann::json list = nlohmann::json::array();
@@ -337,9 +355,17 @@ int emitGpuCandidates(
                               {"spec_name", spec.name},
                               {"candidates", list}});
   }
-  if (int status = writeOutput((out / "candidates.json").string(),
+  fs::create_directories(staging, ec);
+  if (int status = writeOutput((staging / "candidates.json").string(),
                                index.dump(2) + "\n"))
     return status;
+  if (fs::exists(out, ec))
+    fs::remove(out, ec); // the empty directory checked above
+  fs::rename(staging, out, ec);
+  if (ec)
+    return reportFile(out.string(), "--emit-candidates: cannot rename " +
+                                        staging.string() + " there: " +
+                                        ec.message());
   llvm::outs() << "wrote the candidates of " << specs.size() << " spec"
                << (specs.size() == 1 ? "" : "s") << " for " << arch << " to "
                << out.string()
@@ -362,21 +388,9 @@ int runGpuAutotune(const AutotuneOptions &options,
                          "the GPU emulator");
     driver = &rt::CudaDriver::get();
 #endif
-    CUdevice device = 0;
-    driver->check(driver->deviceGet(&device, 0), "cuDeviceGet");
-    char name[256] = {};
-    driver->check(driver->deviceGetName(name, sizeof name - 1, device),
-                  "cuDeviceGetName");
-    deviceName = name;
-    int major = 0, minor = 0;
-    driver->check(driver->deviceGetAttribute(
-                      &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
-                      device),
-                  "cuDeviceGetAttribute");
-    driver->check(driver->deviceGetAttribute(
-                      &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
-                      device),
-                  "cuDeviceGetAttribute");
+    const rt::CudaDriver::DeviceInfo info = driver->deviceInfo(0);
+    deviceName = info.name;
+    const int major = info.major, minor = info.minor;
     if (arch.empty())
       arch = emulated ? "sm_90" : nvptx::archForComputeCapability(major, minor);
     if (arch.empty())
@@ -406,13 +420,7 @@ int runGpuAutotune(const AutotuneOptions &options,
   const fs::path workDir =
       fs::temp_directory_path(ec) /
       ("moegen-autotune-" + std::to_string(::getpid()));
-  struct Cleanup {
-    fs::path dir;
-    ~Cleanup() {
-      std::error_code ignored;
-      fs::remove_all(dir, ignored);
-    }
-  } cleanup{workDir};
+  const RemoveOnExit cleanup{workDir};
 
   std::vector<tune::Entry> entries;
   for (const auto &[path, spec] : specs) {

@@ -141,21 +141,10 @@ int tunedBuckets(const RoutingSpec &spec, const RunOptions &options,
 tune::Origin deviceTuningOrigin(const std::string &backend,
                                 const rt::CudaDriver &driver,
                                 std::string &arch) {
-  CUdevice device = 0;
-  driver.check(driver.deviceGet(&device, 0), "cuDeviceGet");
-  char name[256] = {};
-  driver.check(driver.deviceGetName(name, sizeof name - 1, device),
-               "cuDeviceGetName");
-  int major = 0, minor = 0;
-  driver.check(driver.deviceGetAttribute(
-                   &major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
-               "cuDeviceGetAttribute");
-  driver.check(driver.deviceGetAttribute(
-                   &minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
-               "cuDeviceGetAttribute");
+  const rt::CudaDriver::DeviceInfo info = driver.deviceInfo(0);
   if (arch.empty())
-    arch = nvptx::archForComputeCapability(major, minor);
-  return gpuTuningOrigin(backend, name, arch);
+    arch = nvptx::archForComputeCapability(info.major, info.minor);
+  return gpuTuningOrigin(backend, info.name, arch);
 }
 #endif
 
