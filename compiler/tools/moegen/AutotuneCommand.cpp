@@ -17,6 +17,7 @@
 
 #include "compiler/tools/moegen/BenchInputs.h"
 #include "compiler/tools/moegen/Commands.h"
+#include "compiler/tools/moegen/TuneSearch.h"
 
 #include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/jit/KernelJit.h"
@@ -25,17 +26,13 @@
 #include "compiler/tune/TuningDb.h"
 #include "support/Quote.h"
 
-#include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <memory>
-#include <mutex>
-#include <thread>
 
 namespace moegen::tool {
 
@@ -133,7 +130,6 @@ int runAutotune(const AutotuneOptions &options) {
   const tune::Origin origin = cpuTuningOrigin(options.threads);
   const int reps = options.reps ? options.reps : 9;
   llvm::raw_ostream &log = llvm::errs();
-  const bool tty = log.is_displayed();
   std::vector<tune::Entry> entries;
 
   for (const auto &[path, spec] : specs) {
@@ -147,15 +143,10 @@ int runAutotune(const AutotuneOptions &options) {
     log << spec.name << ": " << candidates.size()
         << " candidates (the default first), " << options.tokens.size()
         << " token counts\n";
-    // Compile each candidate once for every bucket, on every hardware
-    // thread (each compile has its own MLIR context and JIT), before any
-    // timing: compiles running beside a timed call would skew it.
-    std::vector<std::string> errors(candidates.size());
-    {
-      std::atomic<size_t> next{0}, done{0};
-      std::mutex logMutex;
-      auto worker = [&] {
-        for (size_t i = next++; i < candidates.size(); i = next++) {
+    // Compile each candidate once for every bucket, before any timing:
+    // compiles running beside a timed call would skew it.
+    std::vector<std::string> errors =
+        compileInParallel(candidates.size(), [&](size_t i) -> std::string {
           Candidate &c = candidates[i];
           cpu::CpuCompileOptions compileOptions;
           compileOptions.vectorWidth = c.config.vectorWidth;
@@ -163,29 +154,11 @@ int runAutotune(const AutotuneOptions &options) {
           compileOptions.topk = c.config.topk;
           compileOptions.threads = options.threads;
           auto compiled = cpu::CpuHostRouter::compile(spec, compileOptions);
-          if (compiled)
-            c.router = std::move(*compiled);
-          else
-            errors[i] = llvm::toString(compiled.takeError());
-          size_t finished = ++done;
-          if (tty) {
-            std::lock_guard<std::mutex> lock(logMutex);
-            log << "\r  compiled " << finished << "/" << candidates.size();
-            log.flush();
-          }
-        }
-      };
-      const size_t workers = std::clamp<size_t>(
-          std::thread::hardware_concurrency(), 1, candidates.size());
-      std::vector<std::thread> threads;
-      for (size_t w = 1; w < workers; ++w)
-        threads.emplace_back(worker);
-      worker();
-      for (std::thread &thread : threads)
-        thread.join();
-    }
-    log << (tty ? "\n" : "") << "  compiled " << candidates.size()
-        << " candidates\n";
+          if (!compiled)
+            return llvm::toString(compiled.takeError());
+          c.router = std::move(*compiled);
+          return "";
+        });
     // Failures in candidate order, as if compiled one by one.
     for (size_t i = 0; i < candidates.size(); ++i) {
       if (errors[i].empty())
@@ -211,77 +184,41 @@ int runAutotune(const AutotuneOptions &options) {
                      << error << "\n";
         return kExitInternal;
       }
-      double best = 0, defaultTime = 0;
-      size_t bestIndex = 0;
-      for (size_t i = 0; i < candidates.size(); ++i) {
-        Candidate &c = candidates[i];
-        if (!c.router)
-          continue;
-        BenchCall call;
-        makeCall(facts, tokens, /*dispatch=*/false, call);
-        if (std::string error = c.router->run(call.call); !error.empty()) {
-          log << "  T=" << tokens << " skipped " << c.config.describe()
-              << ": " << error << "\n";
-          continue;
-        }
-        if (std::string diff =
-                compareOutputs(call, reference, tokens * facts.topK, 1e-6);
-            !diff.empty()) {
-          log << "  T=" << tokens << " skipped " << c.config.describe()
-              << ": differs from the default at " << diff << "\n";
-          continue;
-        }
-        // Calls per sample from one call's time.
-        Clock::time_point start = Clock::now();
-        c.router->run(call.call);
-        double one = std::max(secondsSince(start), 1e-9);
-        int64_t calls = std::max<int64_t>(
-            1, int64_t(std::ceil(options.minSampleMs / 1e3 / one)));
-        const tune::Measurement timed =
-            tune::measure(reps, best, [&] {
-              Clock::time_point begin = Clock::now();
-              for (int64_t n = 0; n < calls; ++n)
-                c.router->run(call.call);
-              return secondsSince(begin) / double(calls);
-            });
-        if (i == 0)
-          defaultTime = timed.median;
-        if (!timed.pruned && (best == 0 || timed.median < best)) {
-          best = timed.median;
-          bestIndex = i;
-        }
-        // A progress bar on a terminal; one line per bucket elsewhere.
-        if (tty)
-          log << llvm::format("\r  T=%lld [%zu/%zu] best %.2f us (%s)   ",
-                              (long long)tokens, i + 1, candidates.size(),
-                              best * 1e6,
-                              candidates[bestIndex].config.describe().c_str());
-      }
-      if (!tty)
-        log << llvm::format("  T=%lld: %zu candidates, best %.2f us (%s)",
-                            (long long)tokens, candidates.size(), best * 1e6,
-                            candidates[bestIndex].config.describe().c_str());
-      log << "\n";
-      // Within --min-gain of the default: keep the default.
-      bestIndex = tune::winner(bestIndex, best, defaultTime, options.minGain);
-      if (bestIndex == 0)
-        best = defaultTime;
-      const tune::CpuConfig &winner = candidates[bestIndex].config;
-      llvm::outs() << llvm::format(
-          "%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",
-          spec.name.c_str(), (long long)tokens, defaultTime * 1e6, best * 1e6,
-          defaultTime / best,
-          bestIndex == 0 ? "the default" : winner.describe().c_str());
-      tune::Entry entry;
-      entry.specHash = specHash(spec);
-      entry.specName = spec.name;
-      entry.origin = origin;
-      entry.tokens = tokens;
-      entry.config = winner;
-      entry.defaultUs = defaultTime * 1e6;
-      entry.tunedUs = best * 1e6;
-      entry.candidates = int64_t(candidates.size());
-      entry.date = date;
+      BenchCall call;
+      const BucketChoice choice = searchBucket(
+          tokens, candidates.size(), reps, options.minGain,
+          [&](size_t i) { return candidates[i].config.describe(); },
+          [&](size_t i) -> std::optional<CandidateRun> {
+            Candidate &c = candidates[i];
+            if (!c.router)
+              return std::nullopt;
+            call = BenchCall();
+            makeCall(facts, tokens, /*dispatch=*/false, call);
+            if (std::string error = c.router->run(call.call); !error.empty())
+              return CandidateRun{error, nullptr};
+            if (std::string diff = compareOutputs(call, reference,
+                                                  tokens * facts.topK, 1e-6);
+                !diff.empty())
+              return CandidateRun{"differs from the default at " + diff,
+                                  nullptr};
+            // Calls per sample from one call's time.
+            Clock::time_point start = Clock::now();
+            c.router->run(call.call);
+            double one = std::max(secondsSince(start), 1e-9);
+            int64_t calls = std::max<int64_t>(
+                1, int64_t(std::ceil(options.minSampleMs / 1e3 / one)));
+            return CandidateRun{"", [&c, &call, calls] {
+                                  Clock::time_point begin = Clock::now();
+                                  for (int64_t n = 0; n < calls; ++n)
+                                    c.router->run(call.call);
+                                  return secondsSince(begin) / double(calls) *
+                                         1e6;
+                                }};
+          });
+      tune::Entry entry = reportBucket(
+          spec, origin, tokens, choice, candidates.size(),
+          candidates[choice.index].config.describe(), date);
+      entry.config = candidates[choice.index].config;
       entries.push_back(entry);
     }
   }

@@ -21,6 +21,7 @@
 
 #include "compiler/tools/moegen/BenchInputs.h"
 #include "compiler/tools/moegen/Commands.h"
+#include "compiler/tools/moegen/TuneSearch.h"
 
 #include "compiler/backend/cpu/CpuHostRouter.h"
 #include "compiler/backend/nvptx/NvptxCompiler.h"
@@ -38,18 +39,14 @@
 #endif
 #include "support/Quote.h"
 
-#include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <mutex>
-#include <thread>
 
 #include <unistd.h>
 
@@ -223,43 +220,6 @@ std::string compileCandidate(const RoutingSpec &spec,
   return "";
 }
 
-/// Compiles every candidate (compileCandidate), on every hardware thread,
-/// with a progress count on a terminal: "" or why not, per candidate.
-std::vector<std::string> compileAll(const RoutingSpec &spec,
-                                    const AutotuneOptions &options,
-                                    const std::string &arch,
-                                    const fs::path &workDir,
-                                    std::vector<Candidate> &candidates) {
-  llvm::raw_ostream &log = llvm::errs();
-  const bool tty = log.is_displayed();
-  std::vector<std::string> errors(candidates.size());
-  std::atomic<size_t> next{0}, done{0};
-  std::mutex logMutex;
-  auto worker = [&] {
-    for (size_t i = next++; i < candidates.size(); i = next++) {
-      errors[i] =
-          compileCandidate(spec, options, arch, workDir, i, candidates[i]);
-      size_t finished = ++done;
-      if (tty) {
-        std::lock_guard<std::mutex> lock(logMutex);
-        log << "\r  compiled " << finished << "/" << candidates.size();
-        log.flush();
-      }
-    }
-  };
-  const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(),
-                                            1, candidates.size());
-  std::vector<std::thread> threads;
-  for (size_t w = 1; w < workers; ++w)
-    threads.emplace_back(worker);
-  worker();
-  for (std::thread &thread : threads)
-    thread.join();
-  log << (tty ? "\n" : "") << "  compiled " << candidates.size()
-      << " candidates\n";
-  return errors;
-}
-
 /// The candidates of `spec` that the validity model keeps, at most
 /// --max-candidates, the default first.
 std::vector<Candidate> candidatesFor(const RoutingSpec &spec,
@@ -316,7 +276,10 @@ int emitGpuCandidates(
         << " candidates (the default first)\n";
     const fs::path specDir = staging / spec.name;
     std::vector<std::string> errors =
-        compileAll(spec, options, arch, specDir, candidates);
+        compileInParallel(candidates.size(), [&](size_t i) {
+          return compileCandidate(spec, options, arch, specDir, i,
+                                  candidates[i]);
+        });
     nlohmann::json list = nlohmann::json::array();
     for (size_t i = 0; i < candidates.size(); ++i) {
       const tune::GpuConfig &config = candidates[i].config;
@@ -412,7 +375,6 @@ int runGpuAutotune(const AutotuneOptions &options,
   const size_t flushBytes =
       emulated ? size_t(1) << 20 : rt::DeviceTimer::kDefaultFlushBytes;
   llvm::raw_ostream &log = llvm::errs();
-  const bool tty = log.is_displayed();
   log << "tuning on " << origin.machine << " (" << options.backend << ")\n";
 
   // Kernel directories of real devices, removed when the command ends.
@@ -430,7 +392,10 @@ int runGpuAutotune(const AutotuneOptions &options,
         << " candidates (the default first), " << options.tokens.size()
         << " token counts\n";
     std::vector<std::string> errors =
-        compileAll(spec, options, arch, workDir, candidates);
+        compileInParallel(candidates.size(), [&](size_t i) {
+          return compileCandidate(spec, options, arch, workDir, i,
+                                  candidates[i]);
+        });
     // Kernels of a real device are loaded here, on this thread.
     for (size_t i = 0; i < candidates.size(); ++i) {
       Candidate &c = candidates[i];
@@ -469,77 +434,42 @@ int runGpuAutotune(const AutotuneOptions &options,
                        << error << "\n";
           return kExitInternal;
         }
-        double best = 0, defaultTime = 0;
-        size_t bestIndex = 0;
-        for (size_t i = 0; i < candidates.size(); ++i) {
-          Candidate &c = candidates[i];
-          if (!c.host)
-            continue;
-          BenchCall call;
-          makeCall(facts, tokens, /*dispatch=*/false, call);
-          if (std::string error = c.host->run(call.call); !error.empty()) {
-            log << "  T=" << tokens << " skipped " << c.config.describe()
-                << ": " << error << "\n";
-            continue;
-          }
-          if (std::string diff = compareOutputs(call, reference,
-                                                tokens * facts.topK, 1e-5);
-              !diff.empty()) {
-            log << "  T=" << tokens << " skipped " << c.config.describe()
-                << ": differs from the default at " << diff << "\n";
-            continue;
-          }
-          DeviceCall device;
-          upload(*c.device, call, tokens, device);
-          auto run = [&](CUstream stream) { launch(*c.device, device, stream); };
-          for (int warm = 0; warm < 3; ++warm)
-            timer.sampleUs(run, nullptr);
-          if (std::string error = c.device->readError(
-                  nullptr, device.buffers.outputs().error);
-              !error.empty()) {
-            log << "  T=" << tokens << " skipped " << c.config.describe()
-                << ": " << error << "\n";
-            continue;
-          }
-          const tune::Measurement timed = tune::measure(
-              reps, best, [&] { return timer.sampleUs(run, nullptr); });
-          if (i == 0)
-            defaultTime = timed.median;
-          if (!timed.pruned && (best == 0 || timed.median < best)) {
-            best = timed.median;
-            bestIndex = i;
-          }
-          if (tty)
-            log << llvm::format("\r  T=%lld [%zu/%zu] best %.2f us (%s)   ",
-                                (long long)tokens, i + 1, candidates.size(),
-                                best,
-                                candidates[bestIndex].config.describe().c_str());
-        }
-        if (!tty)
-          log << llvm::format("  T=%lld: %zu candidates, best %.2f us (%s)",
-                              (long long)tokens, candidates.size(), best,
-                              candidates[bestIndex].config.describe().c_str());
-        log << "\n";
-        bestIndex =
-            tune::winner(bestIndex, best, defaultTime, options.minGain);
-        if (bestIndex == 0)
-          best = defaultTime;
-        const tune::GpuConfig &winner = candidates[bestIndex].config;
-        llvm::outs() << llvm::format(
-            "%s T=%lld: default %.2f us, tuned %.2f us (%.2fx): %s\n",
-            spec.name.c_str(), (long long)tokens, defaultTime, best,
-            best > 0 ? defaultTime / best : 1.0,
-            bestIndex == 0 ? "the default" : winner.describe().c_str());
-        tune::Entry entry;
-        entry.specHash = specHash(spec);
-        entry.specName = spec.name;
-        entry.origin = origin;
-        entry.tokens = tokens;
-        entry.gpu = winner;
-        entry.defaultUs = defaultTime;
-        entry.tunedUs = best;
-        entry.candidates = int64_t(candidates.size());
-        entry.date = date;
+        BenchCall call;
+        DeviceCall device;
+        const BucketChoice choice = searchBucket(
+            tokens, candidates.size(), reps, options.minGain,
+            [&](size_t i) { return candidates[i].config.describe(); },
+            [&](size_t i) -> std::optional<CandidateRun> {
+              Candidate &c = candidates[i];
+              if (!c.host)
+                return std::nullopt;
+              call = BenchCall();
+              makeCall(facts, tokens, /*dispatch=*/false, call);
+              if (std::string error = c.host->run(call.call); !error.empty())
+                return CandidateRun{error, nullptr};
+              if (std::string diff = compareOutputs(call, reference,
+                                                    tokens * facts.topK, 1e-5);
+                  !diff.empty())
+                return CandidateRun{"differs from the default at " + diff,
+                                    nullptr};
+              device = DeviceCall();
+              upload(*c.device, call, tokens, device);
+              auto run = [&c, &device](CUstream stream) {
+                launch(*c.device, device, stream);
+              };
+              for (int warm = 0; warm < 3; ++warm)
+                timer.sampleUs(run, nullptr);
+              if (std::string error = c.device->readError(
+                      nullptr, device.buffers.outputs().error);
+                  !error.empty())
+                return CandidateRun{error, nullptr};
+              return CandidateRun{
+                  "", [&timer, run] { return timer.sampleUs(run, nullptr); }};
+            });
+        tune::Entry entry = reportBucket(
+            spec, origin, tokens, choice, candidates.size(),
+            candidates[choice.index].config.describe(), date);
+        entry.gpu = candidates[choice.index].config;
         entries.push_back(entry);
       }
     } catch (const rt::Error &e) {

@@ -69,6 +69,18 @@ Value comesBefore(OpBuilder &b, Location loc, Value value, Value id,
                                 b.create<arith::AndIOp>(loc, equal, lowerId));
 }
 
+/// Orders entries i and j of the lists (values, ids) so that i comes
+/// first under the selection order: a comparator of a sorting network.
+void compareExchange(OpBuilder &b, Location loc, SmallVector<Value> &values,
+                     SmallVector<Value> &ids, int64_t i, int64_t j) {
+  Value swap = comesBefore(b, loc, values[j], ids[j], values[i], ids[i]);
+  Value vi = b.create<arith::SelectOp>(loc, swap, values[j], values[i]);
+  Value vj = b.create<arith::SelectOp>(loc, swap, values[i], values[j]);
+  Value ii = b.create<arith::SelectOp>(loc, swap, ids[j], ids[i]);
+  Value ij = b.create<arith::SelectOp>(loc, swap, ids[i], ids[j]);
+  values[i] = vi, values[j] = vj, ids[i] = ii, ids[j] = ij;
+}
+
 /// One chunk of an arg-max pass: the lanes' best (value, id) so far,
 /// `best`, updated with the chunk's keys that come after the previous pick
 /// (and, with `bound`, lie below it).
@@ -206,15 +218,6 @@ void emitLaneListBitonicMerge(RowCodegen &cg, SmallVector<Value> &values,
   // Lists of `length`, padded with entries after every eligible one.
   values.resize(length, cg.splat(cg.f32(-kInf)));
   ids.resize(length, cg.splat(cg.i32(kNoId)));
-  auto compareExchange = [&](SmallVector<Value> &v, SmallVector<Value> &id,
-                             int64_t i, int64_t j) {
-    Value swap = comesBefore(b, loc, v[j], id[j], v[i], id[i]);
-    Value vi = b.create<arith::SelectOp>(loc, swap, v[j], v[i]);
-    Value vj = b.create<arith::SelectOp>(loc, swap, v[i], v[j]);
-    Value ii = b.create<arith::SelectOp>(loc, swap, id[j], id[i]);
-    Value ij = b.create<arith::SelectOp>(loc, swap, id[i], id[j]);
-    v[i] = vi, v[j] = vj, id[i] = ii, id[j] = ij;
-  };
   for (int64_t offset = 1; offset < cg.width; offset *= 2) {
     // The better of A[i] and B[L-1-i]: the top L of both lists, bitonic.
     SmallVector<Value> merged(length), mergedIds(length);
@@ -228,7 +231,7 @@ void emitLaneListBitonicMerge(RowCodegen &cg, SmallVector<Value> &values,
     for (int64_t d = length / 2; d >= 1; d /= 2)
       for (int64_t i = 0; i < length; ++i)
         if ((i & d) == 0)
-          compareExchange(merged, mergedIds, i, i + d);
+          compareExchange(b, loc, merged, mergedIds, i, i + d);
     values = std::move(merged);
     ids = std::move(mergedIds);
   }
@@ -272,21 +275,13 @@ void emitLaneLists(RowCodegen &cg, const RowRef &keys, int64_t n,
   // where neighbour transpositions take 120), on the next power of two:
   // the missing elements would be (-inf, kNoId), last in the order, so
   // every comparator that touches one leaves it in place and is dropped.
-  auto compareExchange = [&](int64_t i, int64_t j) {
-    Value swap = comesBefore(b, loc, values[j], ids[j], values[i], ids[i]);
-    Value vi = b.create<arith::SelectOp>(loc, swap, values[j], values[i]);
-    Value vj = b.create<arith::SelectOp>(loc, swap, values[i], values[j]);
-    Value ii = b.create<arith::SelectOp>(loc, swap, ids[j], ids[i]);
-    Value ij = b.create<arith::SelectOp>(loc, swap, ids[i], ids[j]);
-    values[i] = vi, values[j] = vj, ids[i] = ii, ids[j] = ij;
-  };
   const int64_t padded = int64_t(llvm::PowerOf2Ceil(uint64_t(chunks)));
   for (int64_t p = 1; p < padded; p *= 2)
     for (int64_t d = p; d >= 1; d /= 2)
       for (int64_t j = d % p; j + d < padded; j += 2 * d)
         for (int64_t i = 0; i < std::min(d, padded - j - d); ++i)
           if ((i + j) / (2 * p) == (i + j + d) / (2 * p) && i + j + d < chunks)
-            compareExchange(i + j, i + j + d);
+            compareExchange(b, loc, values, ids, i + j, i + j + d);
   // A lane gives at most k picks, so its list needs only its k best.
   const int64_t kept = std::min(chunks, k);
   values.resize(kept);
