@@ -29,8 +29,22 @@ def ConvertMoEToLoops : Pass<"convert-moe-to-loops", "ModuleOp"> {
     only, and are replaced by a safe value: no id read from an input ever
     reaches a memory access unchecked.
 
+    On the host, the token loop of a row kernel prefetches the rows of its
+    per-token inputs (logits, gate logits) `host-prefetch-bytes` ahead: a
+    row of DeepSeek-V3's logits is 1 KiB, so four of them share a 4 KiB
+    page, and the hardware's stream prefetcher, which stops at page
+    boundaries, starts over on every fourth token (docs/benchmarks.md).
+
     Requires `moe.kernel_config` (run `moe-kernel-config` first).
   }];
+  let options = [
+    Option<"hostPrefetchBytes", "host-prefetch-bytes", "int64_t",
+           /*default=*/"4096",
+           "How far ahead of the current token a host row kernel prefetches "
+           "its per-token input rows, in bytes (0: no prefetch). Rows "
+           "narrower than a cache line are not prefetched; of a row wider "
+           "than this, only this many bytes">,
+  ];
   let dependentDialects = ["mlir::arith::ArithDialect",
                            "mlir::gpu::GPUDialect",
                            "mlir::LLVM::LLVMDialect",

@@ -107,7 +107,8 @@ std::string abiNameOfResult(Value result) {
 
 class EntryConverter {
 public:
-  explicit EntryConverter(func::FuncOp func) : func(func) {}
+  EntryConverter(func::FuncOp func, int64_t hostPrefetchBytes)
+      : func(func), hostPrefetchBytes(hostPrefetchBytes) {}
 
   LogicalResult convert() {
     KernelConfigAttr config = getKernelConfig(func);
@@ -340,6 +341,40 @@ private:
     return allocBuilder;
   }
 
+  /// Host row kernels: prefetches the rows that the token `hostPrefetchBytes`
+  /// ahead will read of each per-token input of at least a cache line, one
+  /// prefetch per line (the row's last element too, since a row need not
+  /// start on a line). x86's prefetch never faults, so the rows past the
+  /// token range cost nothing but the hint.
+  void prefetchAhead(RowCodegen &cg, Block &body, Value token) {
+    constexpr int64_t kLineBytes = 64;
+    if (hostPrefetchBytes <= 0)
+      return;
+    OpBuilder &b = cg.b;
+    for (BlockArgument arg : body.getArguments()) {
+      RowRef row = cg.rowOf(arg);
+      if (!row.memref || !row.perToken || ShapedType::isDynamic(row.size))
+        continue;
+      const int64_t bits = row.elementType().getIntOrFloatBitWidth();
+      const int64_t rowBytes = row.size * bits / 8;
+      if (rowBytes < kLineBytes)
+        continue;
+      const int64_t ahead = llvm::divideCeil(hostPrefetchBytes, rowBytes);
+      Value next = b.create<arith::AddIOp>(cg.loc, token, cg.index(ahead));
+      const int64_t bytes = std::min(rowBytes, hostPrefetchBytes);
+      SmallVector<int64_t> elements;
+      for (int64_t offset = 0; offset < bytes; offset += kLineBytes)
+        elements.push_back(offset * 8 / bits);
+      if (bytes == rowBytes)
+        elements.push_back(row.size - 1);
+      for (int64_t element : elements)
+        b.create<memref::PrefetchOp>(cg.loc, row.memref,
+                                     ValueRange{next, cg.index(element)},
+                                     /*isWrite=*/false, /*localityHint=*/3,
+                                     /*isDataCache=*/true);
+    }
+  }
+
   /// Where each entry argument's rows live in the kernel.
   void bindArguments(RowCodegen &cg, Block &body, Block &entry) {
     cg.topkMethod = topkMethod;
@@ -385,6 +420,8 @@ private:
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(nested.getInsertionBlock());
           cg.token = token;
+          if (target == KernelTarget::Cpu)
+            prefetchAhead(cg, body, token);
           for (Operation &op : body.without_terminator()) {
             if (failed(lowerRowOp(&op, cg))) {
               status = failure();
@@ -647,6 +684,8 @@ private:
   }
 
   func::FuncOp func;
+  /// convert-moe-to-loops's host-prefetch-bytes.
+  int64_t hostPrefetchBytes = 0;
   int64_t vectorWidth = 1;
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
   KernelTarget target = KernelTarget::Cpu;
@@ -658,13 +697,15 @@ private:
 
 struct ConvertMoEToLoopsPass
     : public moe::impl::ConvertMoEToLoopsBase<ConvertMoEToLoopsPass> {
+  using ConvertMoEToLoopsBase::ConvertMoEToLoopsBase;
+
   void runOnOperation() override {
     SmallVector<func::FuncOp> entries;
     for (auto func : getOperation().getOps<func::FuncOp>())
       if (func->hasAttr(kEntryAttrName))
         entries.push_back(func);
     for (func::FuncOp func : entries)
-      if (failed(EntryConverter(func).convert()))
+      if (failed(EntryConverter(func, hostPrefetchBytes).convert()))
         return signalPassFailure();
   }
 };
