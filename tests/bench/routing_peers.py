@@ -51,7 +51,7 @@ def eager_router(facts, torch):
 
     if scoring == "softmax" and facts.get("score_bias") != "true":
         # Qwen3-MoE, Mixtral, OLMoE: softmax in fp32, top-k, renormalize.
-        def route(logits, bias):
+        def route(logits, bias, token_ids=None, table=None):
             weights = F.softmax(logits, dim=1, dtype=torch.float)
             weights, ids = torch.topk(weights, k, dim=-1)
             if normalize:
@@ -59,9 +59,25 @@ def eager_router(facts, torch):
             return ids, weights * scale
         return "Qwen3MoeSparseMoeBlock", route
 
+    if facts.get("selection") == "hash":
+        # DeepSeek-V4's hash layers: the experts are a table's row for the
+        # token id; the scores only weigh them.
+        def route(logits, bias, token_ids, table):
+            if scoring == "sigmoid":
+                scores = logits.sigmoid()
+            elif scoring == "sqrtsoftplus":
+                scores = F.softplus(logits).sqrt()
+            else:
+                scores = F.softmax(logits, dim=1, dtype=torch.float)
+            ids = table[token_ids]
+            weights = scores.gather(1, ids)
+            if normalize:
+                weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+            return ids, weights * scale
+        return "DeepSeek-V4 hash gate", route
     if scoring in ("sigmoid", "sqrtsoftplus"):
         # DeepseekV3TopkRouter / Kimi-K2 (one group) / DeepSeek-V4.
-        def route(logits, bias):
+        def route(logits, bias, token_ids=None, table=None):
             if scoring == "sigmoid":
                 scores = logits.sigmoid()
             else:
@@ -160,7 +176,7 @@ def main():
                         f.write(line + "\n")
                 f.write("logits_dtype: f32\n")
             compiled = torch.compile(eager)
-            e = int(facts["num_experts"])
+            e, k = int(facts["num_experts"]), int(facts["top_k"])
             gen = torch.Generator().manual_seed(7)
             bias = (0.01 * torch.randn(e, generator=gen)
                     if facts.get("score_bias") == "true" else None)
@@ -187,17 +203,30 @@ def main():
                 if bias is not None:
                     np.save(os.path.join(work, "bias.npy"), bias.numpy())
                     command += ["--in", "bias=" + os.path.join(work, "bias.npy")]
+                hashed = ()
+                if facts.get("selection") == "hash":
+                    # A vocabulary of 4096 ids, each row k distinct experts.
+                    vocab = 4096
+                    table = torch.stack([torch.randperm(e, generator=gen)[:k]
+                                         for _ in range(vocab)]).int()
+                    token_ids = torch.randint(vocab, (t,), generator=gen,
+                                              dtype=torch.int32)
+                    np.save(os.path.join(work, "token_ids.npy"), token_ids.numpy())
+                    np.save(os.path.join(work, "table.npy"), table.numpy())
+                    command += ["--in", "token_ids=" + os.path.join(work, "token_ids.npy"),
+                                "--in", "hash_table=" + os.path.join(work, "table.npy")]
+                    hashed = (token_ids.long(), table.long())
                 subprocess.run(command, check=True)
                 ids = torch.from_numpy(np.load(os.path.join(work, "out", "topk_ids.npy")))
                 weights = torch.from_numpy(np.load(os.path.join(work, "out", "topk_weights.npy")))
-                ref_ids, ref_weights = eager(logits, bias)
+                ref_ids, ref_weights = eager(logits, bias, *hashed)
                 problem = compare(ids.long(), weights, ref_ids, ref_weights)
-                c_ids, c_weights = compiled(logits, bias)
+                c_ids, c_weights = compiled(logits, bias, *hashed)
                 problem = problem or compare(c_ids, c_weights, ref_ids, ref_weights)
                 if problem:
                     sys.exit("%s T=%d: results differ: %s" % (template, t, problem))
-                eager_t = median_seconds(lambda: eager(logits, bias), args.reps)
-                compile_t = median_seconds(lambda: compiled(logits, bias), args.reps)
+                eager_t = median_seconds(lambda: eager(logits, bias, *hashed), args.reps)
+                compile_t = median_seconds(lambda: compiled(logits, bias, *hashed), args.reps)
                 m = row["median_us"]
                 print("%8d %12.1f %12.1f %12.1f %8.1fx %8.1fx" % (
                     t, m, eager_t[0] * 1e6, compile_t[0] * 1e6,

@@ -63,16 +63,18 @@ func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<
 
 // 60 f16 experts with 8 lanes: 7 full chunks and a masked tail of 4 that
 // never reads past the row. Forced ids are range-checked (unsigned compare)
-// and replaced by 0 before the gather uses them.
+// and replaced by 0 before the gather uses them. The scores are read by
+// the gather alone, so the row is only checked for bad logits, and the
+// gather scores the two picked logits as one chunk.
 // CHECK-LABEL: func.func @replay(
-// CHECK-SAME: memref<?x60xf16> {{{[^}]*}}}, %[[FORCED:arg[0-9]+]]: memref<?x2xi64> {{{[^}]*}}}, %{{.*}}: memref<?x2xi32> {{{[^}]*}}}, %{{.*}}: memref<?x2xf32> {{{[^}]*}}}, %[[ERR:arg[0-9]+]]: memref<5xi64> {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}})
+// CHECK-SAME: %[[LOGITS:arg[0-9]+]]: memref<?x60xf16> {{{[^}]*}}}, %[[FORCED:arg[0-9]+]]: memref<?x2xi64> {{{[^}]*}}}, %{{.*}}: memref<?x2xi32> {{{[^}]*}}}, %{{.*}}: memref<?x2xf32> {{{[^}]*}}}, %[[ERR:arg[0-9]+]]: memref<5xi64> {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}})
 // CHECK: scf.for
 // CHECK: scf.for %{{.*}} = %c0 to %c56 step %c8
 // CHECK: arith.extf {{.*}} : vector<8xf16> to vector<8xf32>
-// CHECK: math.log1p
-// CHECK: math.sqrt
+// CHECK-NOT: math.log1p
 // CHECK: vector.constant_mask [4] : vector<8xi1>
 // CHECK: vector.maskedload
+// CHECK-NOT: math.log1p
 // CHECK: %[[ID:.*]] = memref.load %[[FORCED]]
 // CHECK: %[[BAD:.*]] = arith.cmpi uge, %[[ID]], %c60_i64
 // CHECK: scf.if %[[BAD]]
@@ -83,6 +85,14 @@ func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<
 // CHECK: memref.store %c6_i64, %[[ERR]][%c0]
 // CHECK: %[[OK:.*]] = arith.cmpi ult, %[[ID]], %c60_i64
 // CHECK: arith.select %[[OK]], %[[ID]], %c0_i64
+// CHECK: memref.load %[[LOGITS]]
+// CHECK: vector.insert {{.*}} [0] : f32 into vector<8xf32>
+// CHECK: memref.load %[[LOGITS]]
+// CHECK: vector.insert {{.*}} [1] : f32 into vector<8xf32>
+// CHECK: math.log1p {{.*}} : vector<8xf32>
+// CHECK: math.sqrt {{.*}} : vector<8xf32>
+// CHECK: vector.extract {{.*}}[0] : f32 from vector<8xf32>
+// CHECK: vector.extract {{.*}}[1] : f32 from vector<8xf32>
 func.func @replay(%logits: tensor<?x60xf16>, %forced: tensor<?x2xi64>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "replay", moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 8, tokens_per_task = 64, topk = argmax_passes>} {
   %s = moe.score sqrtsoftplus %logits : tensor<?x60xf16> -> tensor<?x60xf32>
   %ids = moe.forced_select %forced experts 60 : tensor<?x2xi64> -> tensor<?x2xi32>

@@ -97,6 +97,15 @@ public:
   };
   llvm::DenseMap<Operation *, ExpertChoiceThresholds> expertChoiceThresholds;
 
+  /// Host kernels: an elementwise moe.score whose only readers are
+  /// moe.gathers (hash and forced selection) is not scored row-wide; its
+  /// logits are validated, and each gather scores the k logits it picks
+  /// (ScoringToLoops.cpp). Keyed by the scores tensor.
+  struct ScoresByNeed {
+    ScoreOp score;
+  };
+  llvm::DenseMap<Value, ScoresByNeed> scoresByNeed;
+
   //--- Values of the entry: rows of tensors and scalars (index args) -----//
   llvm::DenseMap<Value, RowRef> rows;
   llvm::DenseMap<Value, Value> scalars;
@@ -221,6 +230,10 @@ Value expertChoiceOrder(RowCodegen &cg, Value key);
 Value transformLogits(RowCodegen &cg, std::optional<APFloat> temperature,
                       std::optional<APFloat> softcap, Value chunk);
 Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk);
+/// The scores of `need` (a cg.scoresByNeed entry) at the experts `ids`
+/// (index values, at most cg.width of them, in range): one chunk of their
+/// logits, transformed and scored; lane j holds expert ids[j]'s score.
+Value scoreExperts(RowCodegen &cg, ScoreOp score, ArrayRef<Value> ids);
 
 /// The token-lanes layout (`topk = token_lanes`, TokenLanesToLoops.cpp;
 /// which entries admit it: hasTokenLanesForm): the cg.width tokens

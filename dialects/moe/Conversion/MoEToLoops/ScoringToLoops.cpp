@@ -163,6 +163,20 @@ private:
     return b.create<arith::SelectOp>(loc, inTail, tail, direct);
   }
 
+public:
+  /// The logits' check alone, for scores computed by need.
+  void emitValidation() {
+    Value noneBad = cg.splat(cg.boolean(false));
+    SmallVector<Value> result = cg.forEachChunk(
+        numExperts, {noneBad},
+        [&](Value e0, int64_t valid, ValueRange iter) -> SmallVector<Value> {
+          Value x = cg.loadChunk(logits, e0, valid, cg.f32(0.0));
+          return {b.create<arith::OrIOp>(loc, iter[0], isBad(x))};
+        });
+    reportBadLogits(result[0]);
+  }
+
+private:
   /// One pass: s = f(l), checking the logits on the way.
   void emitElementwise(function_ref<Value(Value)> f) {
     Value noneBad = cg.splat(cg.boolean(false));
@@ -275,9 +289,46 @@ Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk) {
       .scoreChunk(kind, chunk);
 }
 
+/// Whether `op`'s scores can be computed by need: on the host, an
+/// elementwise scoring whose every reader gathers from it (hash or forced
+/// selection: k of E scores are ever read, and sqrt(softplus) of a whole
+/// row costs more than the rest of the kernel). The GPU spreads a row over
+/// a warp's lanes, where a chunk of k picked experts has no lanes to go to.
+bool scoredByNeed(ScoreOp op, const RowCodegen &cg) {
+  if (cg.target != KernelTarget::Cpu || op.getKind() == ScoringKind::softmax)
+    return false;
+  Value scores = op.getScores();
+  return !scores.use_empty() &&
+         llvm::all_of(scores.getUses(), [](OpOperand &use) {
+           auto gather = dyn_cast<GatherOp>(use.getOwner());
+           return gather && use.get() == gather.getScores() &&
+                  use.get() != gather.getIds();
+         });
+}
+
+Value scoreExperts(RowCodegen &cg, ScoreOp score, ArrayRef<Value> ids) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef logits = cg.rowOf(score.getLogits());
+  Value chunk = cg.splat(cg.f32(0.0));
+  for (auto [lane, id] : llvm::enumerate(ids))
+    chunk = b.create<vector::InsertOp>(loc, cg.loadF32(logits, id), chunk,
+                                       ArrayRef<int64_t>{int64_t(lane)});
+  ScoringEmitter emitter(cg, score.getLogits(), score.getTemperature(),
+                         score.getSoftcap(), KernelErrorCode::NonFiniteLogit);
+  return emitter.scoreChunk(score.getKind(), emitter.transform(chunk));
+}
+
 LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg) {
   if (!cg.rowOf(op.getLogits()).memref)
     return op.emitOpError("logits must be an argument of the entry point");
+  if (scoredByNeed(op, cg)) {
+    cg.scoresByNeed[op.getScores()] = {op};
+    ScoringEmitter(cg, op.getLogits(), op.getTemperature(), op.getSoftcap(),
+                   KernelErrorCode::NonFiniteLogit)
+        .emitValidation();
+    return success();
+  }
   return ScoringEmitter(cg, op.getLogits(), op.getTemperature(),
                         op.getSoftcap(), KernelErrorCode::NonFiniteLogit)
       .emit(op.getKind(), op.getScores());

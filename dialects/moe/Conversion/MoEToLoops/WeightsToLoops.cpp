@@ -25,9 +25,42 @@ Value isUnused(RowCodegen &cg, Value id) {
                                     cg.i32(-1));
 }
 
+/// A gather from scores computed by need: the picked experts' logits are
+/// scored a chunk of cg.width picks at a time.
+void gatherScoresByNeed(GatherOp op, ScoreOp score, RowCodegen &cg) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef ids = cg.rowOf(op.getIds());
+  RowRef weights = cg.newRow(op.getWeights());
+  const int64_t experts = cast<RankedTensorType>(op.getScores().getType())
+                              .getDimSize(1);
+  for (int64_t first = 0; first < weights.size; first += cg.width) {
+    const int64_t count = std::min(cg.width, weights.size - first);
+    SmallVector<Value> raw, picks;
+    for (int64_t j = first; j < first + count; ++j) {
+      raw.push_back(cg.load(ids, cg.index(j)));
+      picks.push_back(b.create<arith::IndexCastOp>(
+          loc, b.getIndexType(), cg.safeId(raw.back(), experts)));
+    }
+    Value scores = scoreExperts(cg, score, picks);
+    for (int64_t j = 0; j < count; ++j) {
+      Value value =
+          b.create<vector::ExtractOp>(loc, scores, ArrayRef<int64_t>{j});
+      cg.store(b.create<arith::SelectOp>(loc, isUnused(cg, raw[j]),
+                                         cg.f32(0.0), value),
+               weights, cg.index(first + j));
+    }
+  }
+}
+
 LogicalResult lowerGather(GatherOp op, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
+  if (auto need = cg.scoresByNeed.find(op.getScores());
+      need != cg.scoresByNeed.end()) {
+    gatherScoresByNeed(op, need->second.score, cg);
+    return success();
+  }
   RowRef scores = cg.rowOf(op.getScores());
   RowRef ids = cg.rowOf(op.getIds());
   RowRef weights = cg.newRow(op.getWeights());
