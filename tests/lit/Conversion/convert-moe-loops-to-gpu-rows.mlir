@@ -39,3 +39,26 @@ func.func @combine(%w: tensor<?x2xf32>, %pos: tensor<?xi32>, %out: tensor<?x?xbf
   %c = moe.combine %out[%pos] weights %w : tensor<?x?xbf16>, tensor<?xi32>, tensor<?x2xf32> -> tensor<?x?xbf16>
   return %c : tensor<?x?xbf16>
 }
+
+// -----
+
+// Replay scores by need on warp lanes: the row of logits is only checked,
+// and lane j of the token's segment loads the logit of pick j (lanes past
+// k load the row's first logit and keep the pass-through 0) and scores it;
+// the weights are one chunk store, lane j's element its own.
+// CHECK-LABEL: gpu.func @replay(
+// CHECK-NOT: math.exp
+// CHECK: %[[PICK:.*]] = memref.load %{{.*}}[%[[LANE:.*]]] : memref<8xi32, #gpu.address_space<workgroup>>
+// CHECK: %[[LIVE:.*]] = arith.cmpi ult, %[[LANE]], %c2 : index
+// CHECK: %[[OFFSET:.*]] = arith.select %[[LIVE]], %{{.*}}, %c0 : index
+// CHECK: %[[LOGIT:.*]] = memref.load %{{.*}}[%{{.*}}, %[[OFFSET]]] : memref<?x64xf32>
+// CHECK: arith.select %[[LIVE]], %[[LOGIT]], %{{.*}} : f32
+// CHECK: math.exp
+// CHECK-NOT: math.exp
+// CHECK: gpu.return
+func.func @replay(%logits: tensor<?x64xf32>, %forced: tensor<?x2xi32>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "replay", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 8, tokens_per_task = 4, topk = lane_lists>} {
+  %s = moe.score sigmoid %logits : tensor<?x64xf32> -> tensor<?x64xf32>
+  %ids = moe.forced_select %forced experts 64 : tensor<?x2xi32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}

@@ -65,7 +65,7 @@ func.func @route(%logits: tensor<?x64xf32>, %bias: tensor<64xf32>, %cap: tensor<
 // never reads past the row. Forced ids are range-checked (unsigned compare)
 // and replaced by 0 before the gather uses them. The scores are read by
 // the gather alone, so the row is only checked for bad logits, and the
-// gather scores the two picked logits as one chunk.
+// gather loads the two picked logits into one chunk and scores it.
 // CHECK-LABEL: func.func @replay(
 // CHECK-SAME: %[[LOGITS:arg[0-9]+]]: memref<?x60xf16> {{{[^}]*}}}, %[[FORCED:arg[0-9]+]]: memref<?x2xi64> {{{[^}]*}}}, %{{.*}}: memref<?x2xi32> {{{[^}]*}}}, %{{.*}}: memref<?x2xf32> {{{[^}]*}}}, %[[ERR:arg[0-9]+]]: memref<5xi64> {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}}, %{{.*}}: index {{{[^}]*}}})
 // CHECK: scf.for

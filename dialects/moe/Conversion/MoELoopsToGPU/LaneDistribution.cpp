@@ -316,6 +316,8 @@ LaneDistributor::summarizeSharedAccesses(Block &block, Value iv) {
     } else if (auto store = dyn_cast<vector::MaskedStoreOp>(op)) {
       note(store.getBase(), chunkAccess(store.getIndices().back(),
                                         store.getVectorType(), true));
+    } else if (auto gather = dyn_cast<vector::GatherOp>(op)) {
+      note(gather.getBase(), Access::AnyLoad);
     } else if (auto load = dyn_cast<memref::LoadOp>(op)) {
       note(load.getMemRef(), Access::AnyLoad, elementOf(load.getIndices()));
     } else if (auto store = dyn_cast<memref::StoreOp>(op)) {
@@ -764,6 +766,29 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     mapping.map(load.getResult(),
                 b.create<arith::SelectOp>(
                     loc, mask, value, mapping.lookup(load.getPassThru())));
+    return success();
+  }
+  if (auto gather = dyn_cast<vector::GatherOp>(op)) {
+    // Each lane loads its own element, base + index; a masked-off lane
+    // loads the base element (in bounds) and keeps the pass-through value.
+    if (gather.getVectorType().getRank() != 1)
+      return op->emitOpError("only 1-D gathers can be spread over lanes");
+    Value memref = mapping.lookup(gather.getBase());
+    Value mask = mapping.lookup(gather.getMask());
+    SmallVector<Value> indices;
+    for (Value index : gather.getIndices())
+      indices.push_back(mapping.lookup(index));
+    Value index = mapping.lookup(gather.getIndexVec());
+    if (!index.getType().isIndex())
+      index = b.create<arith::IndexCastOp>(loc, b.getIndexType(), index);
+    Value offset = b.create<arith::SelectOp>(
+        loc, mask, index, b.create<arith::ConstantIndexOp>(loc, 0));
+    indices.back() = b.create<arith::AddIOp>(loc, indices.back(), offset);
+    orderSharedAccess(loc, memref, Access::AnyLoad);
+    Value value = b.create<memref::LoadOp>(loc, memref, indices);
+    mapping.map(gather.getResult(),
+                b.create<arith::SelectOp>(
+                    loc, mask, value, mapping.lookup(gather.getPassThru())));
     return success();
   }
   if (auto store = dyn_cast<vector::StoreOp>(op)) {

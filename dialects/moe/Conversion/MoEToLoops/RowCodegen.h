@@ -230,10 +230,14 @@ Value expertChoiceOrder(RowCodegen &cg, Value key);
 Value transformLogits(RowCodegen &cg, std::optional<APFloat> temperature,
                       std::optional<APFloat> softcap, Value chunk);
 Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk);
-/// The scores of `need` (a cg.scoresByNeed entry) at the experts `ids`
-/// (index values, at most cg.width of them, in range): one chunk of their
-/// logits, transformed and scored; lane j holds expert ids[j]'s score.
+/// The scores of a cg.scoresByNeed entry's `score` at some experts, their
+/// logits in one chunk, transformed and scored; lane j holds pick j's
+/// score. The host form takes the picks as index scalars (at most
+/// cg.width) and loads each; the GPU form a chunk of i32 ids in [0, E), of
+/// which the first `valid` lanes count, each lane loading its own
+/// (vector.gather).
 Value scoreExperts(RowCodegen &cg, ScoreOp score, ArrayRef<Value> ids);
+Value scoreExperts(RowCodegen &cg, ScoreOp score, Value ids, int64_t valid);
 
 /// The token-lanes layout (`topk = token_lanes`, TokenLanesToLoops.cpp;
 /// which entries admit it: hasTokenLanesForm): the cg.width tokens

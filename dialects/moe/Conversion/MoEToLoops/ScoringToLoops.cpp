@@ -289,13 +289,13 @@ Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk) {
       .scoreChunk(kind, chunk);
 }
 
-/// Whether `op`'s scores can be computed by need: on the host, an
-/// elementwise scoring whose every reader gathers from it (hash or forced
+/// Whether `op`'s scores can be computed by need: an elementwise scoring whose every reader gathers from it (hash or forced
 /// selection: k of E scores are ever read, and sqrt(softplus) of a whole
-/// row costs more than the rest of the kernel). The GPU spreads a row over
-/// a warp's lanes, where a chunk of k picked experts has no lanes to go to.
+/// row costs more than the rest of the kernel); on the host and on the
+/// GPU alike (a lane scores its pick there, where a segment of W lanes
+/// scored E / W experts each).
 bool scoredByNeed(ScoreOp op, const RowCodegen &cg) {
-  if (cg.target != KernelTarget::Cpu || op.getKind() == ScoringKind::softmax)
+  if (op.getKind() == ScoringKind::softmax)
     return false;
   Value scores = op.getScores();
   return !scores.use_empty() &&
@@ -306,17 +306,38 @@ bool scoredByNeed(ScoreOp op, const RowCodegen &cg) {
          });
 }
 
+namespace {
+Value scoreChunkOf(RowCodegen &cg, ScoreOp score, Value logitsChunk) {
+  ScoringEmitter emitter(cg, score.getLogits(), score.getTemperature(),
+                         score.getSoftcap(), KernelErrorCode::NonFiniteLogit);
+  return emitter.scoreChunk(score.getKind(), emitter.transform(logitsChunk));
+}
+} // namespace
+
 Value scoreExperts(RowCodegen &cg, ScoreOp score, ArrayRef<Value> ids) {
   OpBuilder &b = cg.b;
-  Location loc = cg.loc;
   RowRef logits = cg.rowOf(score.getLogits());
   Value chunk = cg.splat(cg.f32(0.0));
   for (auto [lane, id] : llvm::enumerate(ids))
-    chunk = b.create<vector::InsertOp>(loc, cg.loadF32(logits, id), chunk,
+    chunk = b.create<vector::InsertOp>(cg.loc, cg.loadF32(logits, id), chunk,
                                        ArrayRef<int64_t>{int64_t(lane)});
-  ScoringEmitter emitter(cg, score.getLogits(), score.getTemperature(),
-                         score.getSoftcap(), KernelErrorCode::NonFiniteLogit);
-  return emitter.scoreChunk(score.getKind(), emitter.transform(chunk));
+  return scoreChunkOf(cg, score, chunk);
+}
+
+Value scoreExperts(RowCodegen &cg, ScoreOp score, Value ids, int64_t valid) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  RowRef logits = cg.rowOf(score.getLogits());
+  Type element = logits.elementType();
+  Value mask = b.create<vector::ConstantMaskOp>(
+      loc, cg.vectorOf(b.getI1Type()), b.getI64ArrayAttr({valid}));
+  Value zero = b.create<arith::ConstantOp>(loc, b.getZeroAttr(element));
+  Value chunk = b.create<vector::GatherOp>(
+      loc, cg.vectorOf(element), logits.memref,
+      cg.indices(logits, cg.index(0)), ids, mask, cg.splat(zero));
+  if (!element.isF32())
+    chunk = b.create<arith::ExtFOp>(loc, cg.vectorOf(b.getF32Type()), chunk);
+  return scoreChunkOf(cg, score, chunk);
 }
 
 LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg) {

@@ -25,8 +25,13 @@ Value isUnused(RowCodegen &cg, Value id) {
                                     cg.i32(-1));
 }
 
-/// A gather from scores computed by need: the picked experts' logits are
-/// scored a chunk of cg.width picks at a time.
+/// A gather from scores computed by need: a chunk of cg.width picks at a
+/// time. On the host each pick is a scalar, as the selection stored it (a
+/// chunk load of the narrower stores, or of a vector built from their
+/// loads, which LLVM merges, waits for them to retire); on the GPU lane j
+/// of the segment scores pick j and stores its own weight. An unused slot
+/// (-1) weighs 0; an id out of range, reported by the selection, reads
+/// expert 0.
 void gatherScoresByNeed(GatherOp op, ScoreOp score, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
@@ -35,21 +40,39 @@ void gatherScoresByNeed(GatherOp op, ScoreOp score, RowCodegen &cg) {
   const int64_t experts = cast<RankedTensorType>(op.getScores().getType())
                               .getDimSize(1);
   for (int64_t first = 0; first < weights.size; first += cg.width) {
-    const int64_t count = std::min(cg.width, weights.size - first);
-    SmallVector<Value> raw, picks;
-    for (int64_t j = first; j < first + count; ++j) {
-      raw.push_back(cg.load(ids, cg.index(j)));
-      picks.push_back(b.create<arith::IndexCastOp>(
-          loc, b.getIndexType(), cg.safeId(raw.back(), experts)));
+    const int64_t valid = std::min(cg.width, weights.size - first);
+    if (cg.target == KernelTarget::Cpu) {
+      SmallVector<Value> raw, picks;
+      for (int64_t j = first; j < first + valid; ++j) {
+        raw.push_back(cg.load(ids, cg.index(j)));
+        picks.push_back(b.create<arith::IndexCastOp>(
+            loc, b.getIndexType(), cg.safeId(raw.back(), experts)));
+      }
+      Value scores = scoreExperts(cg, score, picks);
+      for (int64_t j = 0; j < valid; ++j) {
+        Value value =
+            b.create<vector::ExtractOp>(loc, scores, ArrayRef<int64_t>{j});
+        cg.store(b.create<arith::SelectOp>(loc, isUnused(cg, raw[j]),
+                                           cg.f32(0.0), value),
+                 weights, cg.index(first + j));
+      }
+      continue;
     }
-    Value scores = scoreExperts(cg, score, picks);
-    for (int64_t j = 0; j < count; ++j) {
-      Value value =
-          b.create<vector::ExtractOp>(loc, scores, ArrayRef<int64_t>{j});
-      cg.store(b.create<arith::SelectOp>(loc, isUnused(cg, raw[j]),
-                                         cg.f32(0.0), value),
-               weights, cg.index(first + j));
-    }
+    Value raw = cg.loadChunk(ids, cg.index(first), valid, cg.i32(0));
+    Value inRange = b.create<arith::AndIOp>(
+        loc,
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::sge, raw,
+                                cg.splat(cg.i32(0))),
+        b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, raw,
+                                cg.splat(cg.i32(experts))));
+    Value safe =
+        b.create<arith::SelectOp>(loc, inRange, raw, cg.splat(cg.i32(0)));
+    Value scores = scoreExperts(cg, score, safe, valid);
+    Value unused = b.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, raw,
+                                           cg.splat(cg.i32(-1)));
+    cg.storeChunk(b.create<arith::SelectOp>(loc, unused,
+                                            cg.splat(cg.f32(0.0)), scores),
+                  weights, cg.index(first), valid);
   }
 }
 
