@@ -91,6 +91,25 @@ def deepseek_v4_router(logits, bias, top_k, scale):
     return topk_indices, topk_weights * scale
 
 
+def deepseek_v4_hash_router(logits, token_ids, table, scale):
+    """DeepSeek-V4's hash layers: the experts are the table's row for the
+    token id; sqrt(softplus) scores only weigh them."""
+    scores = F.softplus(logits).sqrt()
+    topk_indices = table[token_ids]
+    topk_weights = scores.gather(1, topk_indices)
+    topk_weights = topk_weights / (topk_weights.sum(dim=-1, keepdim=True)
+                                   + 1e-20)
+    return topk_indices, topk_weights * scale
+
+
+def hash_inputs(tokens, experts, k, device, gen, vocab=4096):
+    """Token ids in [0, vocab) and a table of k distinct experts per id."""
+    table = torch.rand(vocab, experts, device=device,
+                       generator=gen).argsort(dim=1)[:, :k]
+    token_ids = torch.randint(vocab, (tokens,), device=device, generator=gen)
+    return token_ids.int(), table.int().contiguous()
+
+
 def expert_choice_router(logits, top_k, capacity_factor):
     """Expert choice (Zhou et al., 2022): expert e takes the c =
     ceil(f * T / E) tokens with the largest softmax scores, ties to the
@@ -134,6 +153,13 @@ def peer_for(spec):
         return None
     e, k = spec["num_experts"], spec["top_k"]
     scale = spec.get("scaling_factor", 1.0)
+    if spec.get("selection") == "hash":
+        # The eager twin takes the token ids and the table after the bias.
+        if spec["scoring"] != "sqrtsoftplus":
+            return None
+        return ("DeepSeek-V4 hash gate",
+                lambda x, b, ids, table: deepseek_v4_hash_router(
+                    x, ids, table, scale))
     if spec["scoring"] == "softmax" and not spec.get("score_bias"):
         return "Qwen3-MoE softmax top-k", lambda x, b: qwen3_router(x, k)
     if spec["scoring"] == "sigmoid":
@@ -217,6 +243,8 @@ class MoegenKernels:
     def launch(self, entry, tensors, tokens):
         kernel, function = self.kernels[entry]
         extents = {"T": tokens, "T*k": tokens * self.manifest["top_k"]}
+        if "hash_table" in tensors:
+            extents["V"] = tensors["hash_table"].shape[0]
         values = []
         for param in kernel["params"]:
             if param["kind"] == "pointer":
@@ -265,7 +293,8 @@ class MoegenKernels:
 
     def call(self, tensors, tokens, dispatch):
         tensors["error"].zero_()
-        self.launch("route", tensors, tokens)
+        self.launch("route_hash" if "route_hash" in self.kernels else "route",
+                    tensors, tokens)
         if dispatch:
             self.launch("dispatch", tensors, tokens)
 
@@ -442,6 +471,14 @@ def main():
             tensors = kernels.outputs(tokens)
             tensors["logits"] = logits
             tensors["bias"] = bias
+            # The eager twin's arguments after (logits, bias): a hash
+            # router's token ids and table, the same moegen reads.
+            extra = ()
+            if spec.get("selection") == "hash":
+                token_ids, table = hash_inputs(tokens, e, k, device, gen)
+                tensors["token_ids"] = token_ids
+                tensors["hash_table"] = table
+                extra = (token_ids.long(), table.long())
             # Equal results first.
             kernels.call(tensors, tokens, dispatch)
             torch.cuda.synchronize()
@@ -450,10 +487,10 @@ def main():
                       (tokens, int(tensors["error"][0])))
                 failed = True
                 continue
-            peer_ids, peer_weights = eager(logits, bias)
+            peer_ids, peer_weights = eager(logits, bias, *extra)
             problem = compare(tensors["topk_ids"], tensors["topk_weights"],
                               peer_ids, peer_weights)
-            compiled_ids, compiled_weights = compiled(logits, bias)
+            compiled_ids, compiled_weights = compiled(logits, bias, *extra)
             problem = problem or compare(compiled_ids, compiled_weights,
                                          peer_ids, peer_weights)
             if not problem and dispatch:
@@ -470,15 +507,15 @@ def main():
                 row["moegen_route_dispatch"] = time_calls(
                     lambda: kernels.call(tensors, tokens, True), flusher,
                     args.reps)
-            row["eager"] = time_calls(lambda: eager(logits, bias), flusher,
-                                      args.reps)
-            row["compile"] = time_calls(lambda: compiled(logits, bias),
-                                        flusher, args.reps)
+            row["eager"] = time_calls(lambda: eager(logits, bias, *extra),
+                                      flusher, args.reps)
+            row["compile"] = time_calls(
+                lambda: compiled(logits, bias, *extra), flusher, args.reps)
             graph, why = graphed(lambda: kernels.call(tensors, tokens,
                                                       dispatch))
             row["graph_moegen"] = (time_calls(graph.replay, flusher, args.reps)
                                    if graph else {"error": why})
-            graph, why = graphed(lambda: eager(logits, bias))
+            graph, why = graphed(lambda: eager(logits, bias, *extra))
             row["graph_eager"] = (time_calls(graph.replay, flusher, args.reps)
                                   if graph else {"error": why})
             moved = tokens * e * 4 + tokens * k * 8

@@ -24,7 +24,8 @@ build/bin/moegen compile templates/kimi-k2.yaml --emit=cubin \
 # The peer benchmark's kernels (tests/gpu/bench_routing.py): fp32 logits,
 # routing and dispatch only, as the peers compute them (and the expert-choice
 # route, a cooperative grid, against its stable-sort peer).
-for t in deepseek-v3 qwen3-30b-a3b kimi-k2 deepseek-v4-flash expert-choice-64; do
+for t in deepseek-v3 qwen3-30b-a3b kimi-k2 deepseek-v4-flash deepseek-v4-flash-hash \
+    expert-choice-64; do
   mkdir -p gpu-carry/bench-specs
   sed -e 's/^logits_dtype:.*/logits_dtype: f32/' -e '/^capture:/d' \
     -e '/^replay:/d' "templates/$t.yaml" > "gpu-carry/bench-specs/$t.yaml"
