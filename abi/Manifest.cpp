@@ -539,9 +539,10 @@ void Parser::parseKernel(const Json &value, const std::string &key,
   if (auto it = value.find("topk"); it != value.end()) {
     kernel.topk = getString(*it, key + ".topk");
     if (kernel.topk != "argmax_passes" && kernel.topk != "insertion" &&
-        kernel.topk != "lane_lists")
-      fail(key + ".topk", quote(kernel.topk) +
-                              " must be argmax_passes, insertion or lane_lists");
+        kernel.topk != "lane_lists" && kernel.topk != "token_lanes")
+      fail(key + ".topk",
+           quote(kernel.topk) +
+               " must be argmax_passes, insertion, lane_lists or token_lanes");
   }
   if (auto it = value.find("schedule_source"); it != value.end()) {
     kernel.scheduleSource = getString(*it, key + ".schedule_source");

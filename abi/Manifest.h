@@ -95,7 +95,8 @@ struct Kernel {
   std::vector<Param> params;
   LaunchRule launch;
   /// The schedule's choice the launch does not show (route kernels): the
-  /// top-k method, "argmax_passes", "insertion" or "lane_lists"; "" for the
+  /// top-k method, "argmax_passes", "insertion", "lane_lists" or
+  /// "token_lanes" (a token per thread, lanes_per_token 1); "" for the
   /// others. And what chose the schedule: "heuristic", or the compile
   /// options that pinned part of it. Information for people and tools.
   std::string topk;

@@ -399,8 +399,8 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "block_dim = tokens_per_block * lanes_per_token (128 = 4 * 3)"},
       {"top-k method",
        [](json &m) { m["kernels"][0]["topk"] = "heap"; },
-       "kernels[0].topk: 'heap' must be argmax_passes, insertion or "
-       "lane_lists"},
+       "kernels[0].topk: 'heap' must be argmax_passes, insertion, "
+       "lane_lists or token_lanes"},
       {"schedule source",
        [](json &m) { m["kernels"][0]["schedule_source"] = ""; },
        "kernels[0].schedule_source: must not be empty"},

@@ -8,6 +8,7 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
@@ -46,6 +47,10 @@ void addNvptxNvvmStage(mlir::OpPassManager &pm,
   pm.addPass(mlir::createGpuNVVMAttachTarget(target));
   mlir::OpPassManager &gpu = pm.nest<mlir::gpu::GPUModuleOp>();
   gpu.addPass(mlir::moe::createMoEGpuFastMath());
+  // Views of a memref (the token-lanes layout's flattened rows) as
+  // arithmetic on its descriptor, which convert-gpu-to-nvvm lowers.
+  gpu.addPass(mlir::memref::createExpandStridedMetadataPass());
+  gpu.addPass(mlir::createLowerAffinePass());
   gpu.addPass(mlir::createConvertSCFToCFPass());
   gpu.addPass(mlir::createConvertGpuOpsToNVVMOps());
   gpu.addPass(mlir::createCanonicalizerPass());

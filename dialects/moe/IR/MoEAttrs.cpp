@@ -51,10 +51,6 @@ KernelConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << tokensPerTask << " must be positive";
   if (target != KernelTarget::Nvptx)
     return success();
-  if (topk == TopKMethod::TokenLanes)
-    return emitError() << "#moe.kernel_config: topk = token_lanes is a host "
-                          "layout (tokens across the vector lanes); nvptx "
-                          "kernels spread a token over a warp's lanes";
   if (topk == TopKMethod::LaneTree)
     return emitError() << "#moe.kernel_config: topk = lane_tree is a host "
                           "method (a merge tree of vector shuffles, not yet "

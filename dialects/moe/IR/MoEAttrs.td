@@ -34,10 +34,11 @@ def MoE_KernelConfigAttr : MoE_Attr<"KernelConfig", "kernel_config"> {
     - `tokens_per_task`: tokens per thread-pool task (cpu) or per block
       (nvptx, where `tokens_per_task * vector_width` is a whole number of
       warps, at most 1024 threads);
-    - `topk`: `argmax_passes`, `insertion` or `lane_lists`; or, on the
-      host, `token_lanes`: the lanes hold `vector_width` tokens instead of
+    - `topk`: `argmax_passes`, `insertion` or `lane_lists`; or
+      `token_lanes`: the lanes hold `vector_width` tokens instead of
       experts (a route whose ops all have that form; the others keep the
-      token-per-row layout with arg-max passes).
+      token-per-row layout with arg-max passes), on nvptx a token per
+      thread, a segment of `vector_width` lanes a group of as many tokens.
 
     Example: `#moe.kernel_config<target = cpu, vector_width = 8,
     tokens_per_task = 256, topk = argmax_passes>`.

@@ -53,8 +53,9 @@ def MoE_TopKMethod : I32EnumAttr<"TopKMethod",
     "a list per lane in registers (its chunk elements sorted, or on rows "
     "of more than 16 chunks a lane its keys above a bound from the lanes' "
     "maxima), then k arg-max rounds over the lanes' heads (lane_lists); "
-    "or, on the host, tokens across the lanes: vector_width tokens at once, "
-    "an insertion into k slots over the experts (token_lanes); or, on the "
+    "or tokens across the lanes: vector_width tokens at once (on nvptx a "
+    "token a thread), an insertion into k slots over the experts "
+    "(token_lanes); or, on the "
     "host, the lane lists merged by a bitonic tree across the lanes, "
     "log2(vector_width) levels instead of k rounds (lane_tree)",
     [MoE_TopKArgmaxPasses, MoE_TopKInsertion, MoE_TopKLaneLists,

@@ -73,6 +73,16 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
     // arg-max passes over it: 2.8-4.5x fewer warp-instructions per token
     // for E = 1024 to 4096 on sm_90 (static, docs/benchmarks.md).
     config.topkMethod = TopKMethod::LaneLists;
+    // Up to 64 experts, a token per thread (the host's token-lanes layout
+    // on a warp: W = 32 tokens a warp, each thread's row in registers, the
+    // reductions over experts sequential in each thread) instead of a
+    // segment per token: fewer warp-instructions per token (sm_90,
+    // docs/benchmarks.md). Not where the lanes per token are pinned.
+    if (shape.tokenLanesForm && shape.numExperts <= 64 && lanesPerToken == 0) {
+      config.topkMethod = TopKMethod::TokenLanes;
+      config.vectorWidth = kWarpSize;
+      config.tokensPerTask = 4;
+    }
     return config;
   }
   // Host: 8 f32 lanes fill an AVX2 register; tiny expert counts would pay

@@ -62,3 +62,38 @@ func.func @replay(%logits: tensor<?x64xf32>, %forced: tensor<?x2xi32>) -> (tenso
   %w = moe.gather %s[%ids] : tensor<?x64xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
   return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
 }
+
+// -----
+
+// Tokens across the lanes on a warp (topk = token_lanes, up to 64
+// experts): a segment of 32 lanes takes 32 consecutive tokens clipped to T,
+// a token a thread. The block routes 128 tokens (lanes_per_token 1), asks
+// ptxas for 8 blocks an SM, and keeps one set of stack rows per segment
+// for the tokens it routes one by one. Each column is a load per lane from
+// the flattened logits (lane i's token's element), each result slot a
+// store per lane into its token's row.
+// CHECK-LABEL: gpu.func @mixtral(
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 128, tokens_per_block = 128, dynamic_shared_memory_bytes = 1536, lanes_per_token = 1>
+// CHECK-SAME: nvvm.minctasm = 8 : i32
+// CHECK: %[[SEGMENT:.*]] = arith.divui %{{.*}}, %c32 : index
+// CHECK: %[[SKIP:.*]] = arith.muli %[[SEGMENT]], %c32 : index
+// CHECK: %[[BLOCK:.*]] = arith.muli %{{.*}}, %c128 : index
+// CHECK: %[[FIRST:.*]] = arith.addi %[[BLOCK]], %[[SKIP]] : index
+// CHECK: %[[BEGIN:.*]] = arith.minui %[[FIRST]], %[[T:.*]] : index
+// CHECK: %[[LAST:.*]] = arith.addi %[[FIRST]], %c32 : index
+// CHECK: %[[END:.*]] = arith.minui %[[LAST]], %[[T]] : index
+// CHECK: scf.for %{{.*}} = %[[BEGIN]] to %{{.*}} step %c32 {
+// CHECK: %[[FLAT:.*]] = memref.collapse_shape %{{.*}} {{\[\[}}0, 1]] : memref<?x8xbf16> into memref<?xbf16>
+// CHECK-COUNT-8: memref.load %[[FLAT]][%{{.*}}] : memref<?xbf16>
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<?xi32>
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<?xf32>
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<?xf32>
+// CHECK: scf.for %{{.*}} = %{{.*}} to %[[END]] step %c1 {
+// CHECK: gpu.return
+func.func @mixtral(%logits: tensor<?x8xbf16>) -> (tensor<?x2xi32>, tensor<?x2xf32>) attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = token_lanes>} {
+  %s = moe.score softmax %logits : tensor<?x8xbf16> -> tensor<?x8xf32>
+  %ids = moe.topk %s k 2 : tensor<?x8xf32> -> tensor<?x2xi32>
+  %w = moe.gather %s[%ids] : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<?x2xf32>
+  return %ids, %w : tensor<?x2xi32>, tensor<?x2xf32>
+}

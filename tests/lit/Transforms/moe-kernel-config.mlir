@@ -40,11 +40,12 @@ func.func @helper() {
 
 // Two experts: on the host 16 tokens across the lanes (a route whose ops
 // all have that form, up to 64 experts); bf16 halves the bytes per token.
-// On the GPU two lanes per token, 16 tokens per warp.
+// On the GPU the same layout on a warp: 32 tokens a warp, one a thread,
+// four warps a block.
 // CHECK-LABEL: func.func @tiny
 // CHECK-SAME: moe.kernel_config = #moe.kernel_config<target = cpu, vector_width = 16, tokens_per_task = 4096, topk = token_lanes>
 // NVPTX-LABEL: func.func @tiny
-// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 2, tokens_per_task = 64, topk = lane_lists>
+// NVPTX-SAME: moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = token_lanes>
 func.func @tiny(%logits: tensor<?x2xbf16>) -> tensor<?x1xi32> attributes {moe.entry = "route"} {
   %s = moe.score sigmoid %logits : tensor<?x2xbf16> -> tensor<?x2xf32>
   %ids = moe.topk %s k 1 : tensor<?x2xf32> -> tensor<?x1xi32>

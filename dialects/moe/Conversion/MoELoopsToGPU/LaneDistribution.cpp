@@ -318,6 +318,8 @@ LaneDistributor::summarizeSharedAccesses(Block &block, Value iv) {
                                         store.getVectorType(), true));
     } else if (auto gather = dyn_cast<vector::GatherOp>(op)) {
       note(gather.getBase(), Access::AnyLoad);
+    } else if (auto scatter = dyn_cast<vector::ScatterOp>(op)) {
+      note(scatter.getBase(), Access::AnyStore);
     } else if (auto load = dyn_cast<memref::LoadOp>(op)) {
       note(load.getMemRef(), Access::AnyLoad, elementOf(load.getIndices()));
     } else if (auto store = dyn_cast<memref::StoreOp>(op)) {
@@ -789,6 +791,28 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     mapping.map(gather.getResult(),
                 b.create<arith::SelectOp>(
                     loc, mask, value, mapping.lookup(gather.getPassThru())));
+    return success();
+  }
+  if (auto scatter = dyn_cast<vector::ScatterOp>(op)) {
+    // Each lane stores its own element at base + index, if its mask lane
+    // is set (the token-lanes layout's rows: lane i's token's row).
+    if (scatter.getVectorType().getRank() != 1)
+      return op->emitOpError("only 1-D scatters can be spread over lanes");
+    Value memref = mapping.lookup(scatter.getBase());
+    SmallVector<Value> indices;
+    for (Value index : scatter.getIndices())
+      indices.push_back(mapping.lookup(index));
+    Value index = mapping.lookup(scatter.getIndexVec());
+    if (!index.getType().isIndex())
+      index = b.create<arith::IndexCastOp>(loc, b.getIndexType(), index);
+    indices.back() = b.create<arith::AddIOp>(loc, indices.back(), index);
+    orderSharedAccess(loc, memref, Access::AnyStore);
+    auto ifOp = b.create<scf::IfOp>(loc, mapping.lookup(scatter.getMask()),
+                                    /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    b.create<memref::StoreOp>(loc, mapping.lookup(scatter.getValueToStore()),
+                              memref, indices);
     return success();
   }
   if (auto store = dyn_cast<vector::StoreOp>(op)) {

@@ -127,6 +127,11 @@ public:
       return func.emitOpError("the dispatch kernel synchronizes its grid "
                               "through a 'scratch' argument, and has none");
 
+    // The token-lanes layout (convert-moe-to-loops): a segment's lanes
+    // hold as many consecutive tokens, one each.
+    isTokenLanes = !isGridKernel && !isCooperativeRowKernel &&
+                   config.getTopk() == TopKMethod::TokenLanes;
+
     createKernel();
     return fillBody();
   }
@@ -166,6 +171,13 @@ private:
         : isUpdateBias ? moegen::abi::kUpdateBiasBlockThreads
                        : tokensPerBlock * lanesPerToken);
     kernel.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr({blockDim, 1, 1}));
+    // A token-lanes kernel needs about 40 registers a thread; left to
+    // itself, ptxas -O3 aims at full occupancy (32 registers) and spills.
+    // Half of an SM's threads, 64 registers each, is occupancy enough.
+    if (isTokenLanes)
+      kernel->setAttr("nvvm.minctasm",
+                      b.getI32IntegerAttr(
+                          std::max<int32_t>(1, 1024 / std::max(blockDim, 1))));
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
         kernel->setAttr(attr.getName(), attr.getValue());
@@ -266,8 +278,33 @@ private:
       if (!numTokens)
         return func.emitOpError("the first argument's first dimension must "
                                 "be the tokens");
-      // A cooperative row kernel computes its segments' tokens itself.
-      if (!isCooperativeRowKernel) {
+      if (isTokenLanes) {
+        // A segment's W lanes take W consecutive tokens, [first, first +
+        // W) within [0, T): the kernel walks them as one group of W (lane
+        // i its token first + i), or, in the last segment, or where a
+        // group holds an invalid input, one by one on all W lanes. Its
+        // loops' trip counts differ between segments, so their
+        // collectives name the segment's lanes.
+        Value first = b.create<arith::AddIOp>(
+            loc,
+            b.create<arith::MulIOp>(
+                loc, b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x),
+                b.create<arith::ConstantIndexOp>(
+                    loc, tokensPerBlock * lanesPerToken)),
+            b.create<arith::MulIOp>(
+                loc, slot,
+                b.create<arith::ConstantIndexOp>(loc, lanesPerToken)));
+        Value begin = b.create<arith::MinUIOp>(loc, first, numTokens);
+        Value end = b.create<arith::MinUIOp>(
+            loc,
+            b.create<arith::AddIOp>(
+                loc, first,
+                b.create<arith::ConstantIndexOp>(loc, lanesPerToken)),
+            numTokens);
+        mapping.map(source.getArgument(*tokenBegin), begin);
+        mapping.map(source.getArgument(*tokenEnd), end);
+      } else if (!isCooperativeRowKernel) {
+        // A cooperative row kernel computes its segments' tokens itself.
         // One token per segment: [token, token + 1). A segment past the last
         // token (in the last block only; no block is launched for T = 0)
         // routes the last token again and writes what its owner writes. So
@@ -360,6 +397,11 @@ private:
         : isUpdateBias ? LaunchAttr::get(b.getContext(),
                                          kUpdateBiasBlockThreads, 0, 0, 0, 0,
                                          0)
+        // A token per thread: the runtime's grid is ceil(T / block_dim).
+        : isTokenLanes ? LaunchAttr::get(b.getContext(),
+                                         tokensPerBlock * lanesPerToken,
+                                         tokensPerBlock * lanesPerToken,
+                                         sharedBytes, 0, 0, 1)
                        : LaunchAttr::get(b.getContext(),
                                          tokensPerBlock * lanesPerToken,
                                          tokensPerBlock, sharedBytes, 0, 0,
@@ -378,7 +420,7 @@ private:
   int64_t lanesPerToken = kWarpSize;
   int64_t tokensPerBlock = 1;
   bool isDispatch = false, isUpdateBias = false, isGridKernel = false,
-       isCooperativeRowKernel = false;
+       isCooperativeRowKernel = false, isTokenLanes = false;
   SmallVector<KernelArgAttr> args;
   std::optional<unsigned> tokenBegin, tokenEnd;
   int64_t sharedBytes = 0;

@@ -406,11 +406,19 @@ private:
     RowCodegen cg(b, allocBuilder, func.getLoc(), vectorWidth, errorRecord);
     bindArguments(cg, body, entry);
     if (topkMethod == TopKMethod::TokenLanes) {
-      if (target == KernelTarget::Cpu && hasTokenLanesForm(body))
+      if (hasTokenLanesForm(body))
         return convertTokenLanesKernel(kernel, body, cg, firstToken, lastToken);
       // An entry with an op of no token-lanes form (replay's
-      // forced_select, ...) keeps the token-per-row layout.
+      // forced_select, ...) keeps the token-per-row layout, and its config
+      // says so (the GPU lowering maps tokens to lanes by it).
       cg.topkMethod = TopKMethod::ArgmaxPasses;
+      auto config = getKernelConfig(func);
+      kernel->setAttr(kKernelConfigAttrName,
+                      KernelConfigAttr::get(kernel.getContext(),
+                                            config.getTarget(),
+                                            config.getVectorWidth(),
+                                            config.getTokensPerTask(),
+                                            TopKMethod::ArgmaxPasses));
     }
 
     LogicalResult status = success();

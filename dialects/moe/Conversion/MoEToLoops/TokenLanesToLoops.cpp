@@ -195,17 +195,30 @@ private:
           Value allMasked = b.create<arith::CmpFOp>(
               loc, arith::CmpFPredicate::OEQ, max, vf(-kInf));
           Value shift = b.create<arith::SelectOp>(loc, allMasked, vf(0.0), max);
+          // On the GPU, as the row layout's softmax there (ScoringToLoops):
+          // ex2.approx of arguments <= 0, and one approximate reciprocal
+          // of the sum (>= 1) times each exp instead of E divisions.
+          const bool gpu = cg.target == KernelTarget::Nvptx;
+          auto approximate = arith::FastMathFlagsAttr::get(
+              b.getContext(), gpu ? arith::FastMathFlags::afn
+                                  : arith::FastMathFlags::none);
           Value sum = vf(0.0);
           SmallVector<Value> exps;
           for (Value x : xs) {
             x = b.create<arith::SelectOp>(loc, allMasked, vf(0.0), x);
             Value e = b.create<math::ExpOp>(
-                loc, b.create<arith::SubFOp>(loc, x, shift));
+                loc, b.create<arith::SubFOp>(loc, x, shift), approximate);
             exps.push_back(e);
             sum = b.create<arith::AddFOp>(loc, sum, e);
           }
+          Value inverse =
+              gpu ? b.create<arith::DivFOp>(loc, vf(1.0), sum, approximate)
+                        .getResult()
+                  : Value();
           for (Value e : exps)
-            scores.push_back(b.create<arith::DivFOp>(loc, e, sum));
+            scores.push_back(
+                gpu ? b.create<arith::MulFOp>(loc, e, inverse).getResult()
+                    : b.create<arith::DivFOp>(loc, e, sum).getResult());
           return success();
         })
         .Case([&](AddBiasOp add) {
@@ -282,8 +295,23 @@ private:
           Value denominator = b.create<arith::AddFOp>(
               loc, sum, vf(normalize.getEpsilon().convertToDouble()));
           SmallVector<Value> &normalized = columns[normalize.getNormalized()];
+          if (cg.target != KernelTarget::Nvptx) {
+            for (Value w : weights)
+              normalized.push_back(
+                  b.create<arith::DivFOp>(loc, w, denominator));
+            return success();
+          }
+          // On the GPU one reciprocal and k products, a tiny denominator
+          // scaled by 2^64 first (as lowerNormalize there).
+          Value tiny = b.create<arith::CmpFOp>(
+              loc, arith::CmpFPredicate::OLT, denominator, vf(0x1p-64));
+          Value scale =
+              b.create<arith::SelectOp>(loc, tiny, vf(0x1p64), vf(1.0));
+          Value reciprocal = b.create<arith::DivFOp>(
+              loc, vf(1.0), b.create<arith::MulFOp>(loc, denominator, scale));
           for (Value w : weights)
-            normalized.push_back(b.create<arith::DivFOp>(loc, w, denominator));
+            normalized.push_back(b.create<arith::MulFOp>(
+                loc, b.create<arith::MulFOp>(loc, w, scale), reciprocal));
           return success();
         })
         .Case([&](ScaleOp scale) {
