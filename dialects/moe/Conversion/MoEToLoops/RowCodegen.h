@@ -97,14 +97,11 @@ public:
   };
   llvm::DenseMap<Operation *, ExpertChoiceThresholds> expertChoiceThresholds;
 
-  /// Host kernels: an elementwise moe.score whose only readers are
-  /// moe.gathers (hash and forced selection) is not scored row-wide; its
-  /// logits are validated, and each gather scores the k logits it picks
-  /// (ScoringToLoops.cpp). Keyed by the scores tensor.
-  struct ScoresByNeed {
-    ScoreOp score;
-  };
-  llvm::DenseMap<Value, ScoresByNeed> scoresByNeed;
+  /// An elementwise moe.score whose only readers are moe.gathers (hash
+  /// and forced selection) is not scored row-wide: its logits are
+  /// validated, and each gather scores the k logits it picks
+  /// (ScoringToLoops.cpp, WeightsToLoops.cpp). The scores tensor -> its op.
+  llvm::DenseMap<Value, ScoreOp> scoresByNeed;
 
   //--- Values of the entry: rows of tensors and scalars (index args) -----//
   llvm::DenseMap<Value, RowRef> rows;

@@ -289,20 +289,20 @@ Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk) {
       .scoreChunk(kind, chunk);
 }
 
-/// Whether `op`'s scores can be computed by need: an elementwise scoring whose every reader gathers from it (hash or forced
-/// selection: k of E scores are ever read, and sqrt(softplus) of a whole
-/// row costs more than the rest of the kernel); on the host and on the
-/// GPU alike (a lane scores its pick there, where a segment of W lanes
-/// scored E / W experts each).
-bool scoredByNeed(ScoreOp op, const RowCodegen &cg) {
+/// Whether `op`'s scores can be computed by need: an elementwise scoring
+/// whose every reader gathers from it (hash or forced selection: k of E
+/// scores are ever read, and sqrt(softplus) of a whole row costs more than
+/// the rest of the kernel); on the host and on the GPU alike (a lane
+/// scores its pick there, where a segment of W lanes scored E / W experts
+/// each). Softmax needs the whole row for its sum.
+bool scoredByNeed(ScoreOp op) {
   if (op.getKind() == ScoringKind::softmax)
     return false;
   Value scores = op.getScores();
   return !scores.use_empty() &&
          llvm::all_of(scores.getUses(), [](OpOperand &use) {
            auto gather = dyn_cast<GatherOp>(use.getOwner());
-           return gather && use.get() == gather.getScores() &&
-                  use.get() != gather.getIds();
+           return gather && use.get() == gather.getScores();
          });
 }
 
@@ -343,8 +343,8 @@ Value scoreExperts(RowCodegen &cg, ScoreOp score, Value ids, int64_t valid) {
 LogicalResult lowerScoring(ScoreOp op, RowCodegen &cg) {
   if (!cg.rowOf(op.getLogits()).memref)
     return op.emitOpError("logits must be an argument of the entry point");
-  if (scoredByNeed(op, cg)) {
-    cg.scoresByNeed[op.getScores()] = {op};
+  if (scoredByNeed(op)) {
+    cg.scoresByNeed[op.getScores()] = op;
     ScoringEmitter(cg, op.getLogits(), op.getTemperature(), op.getSoftcap(),
                    KernelErrorCode::NonFiniteLogit)
         .emitValidation();

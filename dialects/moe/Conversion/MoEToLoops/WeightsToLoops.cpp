@@ -81,7 +81,7 @@ LogicalResult lowerGather(GatherOp op, RowCodegen &cg) {
   Location loc = cg.loc;
   if (auto need = cg.scoresByNeed.find(op.getScores());
       need != cg.scoresByNeed.end()) {
-    gatherScoresByNeed(op, need->second.score, cg);
+    gatherScoresByNeed(op, need->second, cg);
     return success();
   }
   RowRef scores = cg.rowOf(op.getScores());
