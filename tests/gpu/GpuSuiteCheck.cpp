@@ -175,9 +175,10 @@ std::string compare(const rt::HostRunResult &gpu, const fs::path &expected,
 /// router as `moegen run` makes them: replay with `forcedFile` when given,
 /// else route or route_hash with every input the kernels take.
 rt::HostRunResult runCall(rt::HostRouter &router, const fs::path &dir,
-                          const std::string &forcedFile) {
+                          const std::string &forcedFile,
+                          const std::string &logitsFile = "logits.npy") {
   const rt::RouterFacts &facts = router.facts();
-  rt::InputPaths paths{{"logits", (dir / "logits.npy").string()}};
+  rt::InputPaths paths{{"logits", (dir / logitsFile).string()}};
   auto add = [&](const std::string &name, const std::string &file) {
     paths[name] = (dir / file).string();
   };
@@ -514,6 +515,18 @@ int checkSuite(const fs::path &suite) {
           problems += "T=" + t + " " + entry + ": " + found;
       };
       check("route", "", "route");
+      // Non-finite logits: the GPU reports the first as the CPU does.
+      if (fs::exists(inputs / "bad_route.txt")) {
+        ++calls;
+        std::ifstream want(inputs / "bad_route.txt");
+        std::string expected;
+        std::getline(want, expected);
+        std::string error =
+            runCall(router, inputs, "", "bad_logits.npy").error;
+        if (error != expected)
+          problems += "T=" + t + " non-finite logits: GPU says '" + error +
+                      "', CPU says '" + expected + "'\n";
+      }
       if (router.facts().permute) {
         rt::HostRunResult routed = runCall(router, inputs, "");
         bool kernelsOk = true;

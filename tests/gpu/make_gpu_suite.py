@@ -20,6 +20,8 @@ templates pinned to 1, 4 and 32 lanes per token
     SUITE/<case>/t<T>/route/     what moegen run --backend cpu wrote
     SUITE/<case>/t<T>/replay/    the same for the forced ids
     SUITE/<case>/t<T>/bad_replay.txt  its error line for invalid forced ids
+    SUITE/<case>/t<T>/bad_logits.npy, bad_route.txt  the logits with a NaN
+                                 and a +inf, and the route's error line
 
 and moegen-gpu-check (runtime only) runs the kernels on the GPU and
 compares with the CPU backend's outputs. Needs no NumPy.
@@ -170,13 +172,36 @@ def make_case(args, name, text, rng, compile_flags=()):
             command = [os.path.join(args.bin, "moegen"), "run", spec_path,
                        "--backend", "cpu", "--out", os.path.join(inputs, out)]
             for input_name in names:
-                file = "forced_ids" if input_name == "bad_forced_ids" else input_name
+                file = {"bad_forced_ids": "forced_ids",
+                        "bad_logits": "logits"}.get(input_name, input_name)
                 command += ["--in", "%s=%s" % (file, os.path.join(inputs, input_name + ".npy"))]
             return run(command)
 
         code, _, err = moegen_run(route_inputs, "route")
         if code != 0:
             sys.exit("%s t%d: moegen run failed:\n%s" % (name, t, err))
+        # Two non-finite logits, a NaN mid-batch and +inf in the last
+        # token: the route reports the first (token order), as the CPU does;
+        # on a token-lanes GPU kernel their groups take the row layout.
+        bad_logits = list(logits)
+        nan_at, inf_at = (t // 2) * experts + experts // 3, (t - 1) * experts
+        if dtype == "f32" or dtype == "f16":
+            bad_logits[inf_at], bad_logits[nan_at] = float("inf"), float("nan")
+            write_npy(os.path.join(inputs, "bad_logits.npy"),
+                      "<f4" if dtype == "f32" else "<f2", [t, experts],
+                      bad_logits)
+        else:
+            bits = [bf16_bits(x) for x in logits]
+            bits[inf_at], bits[nan_at] = 0x7F80, 0x7FC0
+            write_npy(os.path.join(inputs, "bad_logits.npy"), "<u2",
+                      [t, experts], bits)
+        bad_inputs = ["bad_logits" if n == "logits" else n
+                      for n in route_inputs]
+        code, _, err = moegen_run(bad_inputs, "bad_route")
+        if code != 2:
+            sys.exit("%s t%d: non-finite logits were not refused" % (name, t))
+        with open(os.path.join(inputs, "bad_route.txt"), "w") as f:
+            f.write(err.strip().split(": error: ", 1)[1] + "\n")
         if facts["replay"] == "true":
             forced = []
             for _ in range(t):
