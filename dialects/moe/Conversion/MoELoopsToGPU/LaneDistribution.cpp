@@ -351,6 +351,23 @@ Value LaneDistributor::shuffleXor(Location loc, Value value, int64_t offset) {
                                 UnitAttr());
 }
 
+SmallVector<Value> LaneDistributor::gatherIndices(Location loc,
+                                                  ValueRange indices,
+                                                  Value indexVec, Value mask) {
+  SmallVector<Value> result;
+  for (Value index : indices)
+    result.push_back(mapping.lookup(index));
+  Value offset = mapping.lookup(indexVec);
+  if (!offset.getType().isIndex())
+    offset = b.create<arith::IndexCastOp>(loc, b.getIndexType(), offset);
+  if (mask)
+    offset = b.create<arith::SelectOp>(
+        loc, mapping.lookup(mask), offset,
+        b.create<arith::ConstantIndexOp>(loc, 0));
+  result.back() = b.create<arith::AddIOp>(loc, result.back(), offset);
+  return result;
+}
+
 SmallVector<Value> LaneDistributor::laneIndices(ValueRange indices) {
   SmallVector<Value> result;
   for (Value index : indices)
@@ -776,21 +793,14 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     if (gather.getVectorType().getRank() != 1)
       return op->emitOpError("only 1-D gathers can be spread over lanes");
     Value memref = mapping.lookup(gather.getBase());
-    Value mask = mapping.lookup(gather.getMask());
-    SmallVector<Value> indices;
-    for (Value index : gather.getIndices())
-      indices.push_back(mapping.lookup(index));
-    Value index = mapping.lookup(gather.getIndexVec());
-    if (!index.getType().isIndex())
-      index = b.create<arith::IndexCastOp>(loc, b.getIndexType(), index);
-    Value offset = b.create<arith::SelectOp>(
-        loc, mask, index, b.create<arith::ConstantIndexOp>(loc, 0));
-    indices.back() = b.create<arith::AddIOp>(loc, indices.back(), offset);
+    SmallVector<Value> indices = gatherIndices(
+        loc, gather.getIndices(), gather.getIndexVec(), gather.getMask());
     orderSharedAccess(loc, memref, Access::AnyLoad);
     Value value = b.create<memref::LoadOp>(loc, memref, indices);
     mapping.map(gather.getResult(),
                 b.create<arith::SelectOp>(
-                    loc, mask, value, mapping.lookup(gather.getPassThru())));
+                    loc, mapping.lookup(gather.getMask()), value,
+                    mapping.lookup(gather.getPassThru())));
     return success();
   }
   if (auto scatter = dyn_cast<vector::ScatterOp>(op)) {
@@ -799,13 +809,8 @@ LogicalResult LaneDistributor::cloneVectorOp(Operation *op) {
     if (scatter.getVectorType().getRank() != 1)
       return op->emitOpError("only 1-D scatters can be spread over lanes");
     Value memref = mapping.lookup(scatter.getBase());
-    SmallVector<Value> indices;
-    for (Value index : scatter.getIndices())
-      indices.push_back(mapping.lookup(index));
-    Value index = mapping.lookup(scatter.getIndexVec());
-    if (!index.getType().isIndex())
-      index = b.create<arith::IndexCastOp>(loc, b.getIndexType(), index);
-    indices.back() = b.create<arith::AddIOp>(loc, indices.back(), index);
+    SmallVector<Value> indices =
+        gatherIndices(loc, scatter.getIndices(), scatter.getIndexVec());
     orderSharedAccess(loc, memref, Access::AnyStore);
     auto ifOp = b.create<scf::IfOp>(loc, mapping.lookup(scatter.getMask()),
                                     /*withElseRegion=*/false);

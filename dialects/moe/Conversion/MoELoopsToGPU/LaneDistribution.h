@@ -137,6 +137,11 @@ private:
   LogicalResult cloneConstant(Operation *op);
   /// The element `lane` of a chunk starting at `indices`' last index.
   SmallVector<Value> laneIndices(ValueRange indices);
+  /// The element a lane gathers or scatters: `indices` with the lane's
+  /// value of `indexVec` added to the last (0 where `mask`, if given, is
+  /// off: the base element, in bounds).
+  SmallVector<Value> gatherIndices(Location loc, ValueRange indices,
+                                   Value indexVec, Value mask = Value());
   Value segmentReduce(Location loc, Value value, StringRef kind);
   /// The member mask of a collective here: the whole warp in converged
   /// code (every lane runs it, so shfl.sync's width keeps the exchange

@@ -235,6 +235,14 @@ Value scoreElementwise(RowCodegen &cg, ScoringKind kind, Value chunk);
 /// (vector.gather).
 Value scoreExperts(RowCodegen &cg, ScoreOp score, ArrayRef<Value> ids);
 Value scoreExperts(RowCodegen &cg, ScoreOp score, Value ids, int64_t valid);
+/// The GPU's normalization by `denominator` (a scalar or a chunk): a
+/// correctly rounded division is a dozen instructions and a slow path
+/// there, so one reciprocal and k products instead (1 ulp more). A
+/// denominator below 2^-64 (an epsilon of 0 and tiny weights) is scaled by
+/// 2^64 first, and each weight with it, so that the reciprocal stays
+/// finite; 0, inf and NaN give what the division gives. Returns (scale,
+/// reciprocal): weight * scale * reciprocal.
+std::pair<Value, Value> gpuNormalizer(RowCodegen &cg, Value denominator);
 
 /// The token-lanes layout (`topk = token_lanes`, TokenLanesToLoops.cpp;
 /// which entries admit it: hasTokenLanesForm): the cg.width tokens

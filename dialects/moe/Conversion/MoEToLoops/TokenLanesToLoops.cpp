@@ -301,14 +301,7 @@ private:
                   b.create<arith::DivFOp>(loc, w, denominator));
             return success();
           }
-          // On the GPU one reciprocal and k products, a tiny denominator
-          // scaled by 2^64 first (as lowerNormalize there).
-          Value tiny = b.create<arith::CmpFOp>(
-              loc, arith::CmpFPredicate::OLT, denominator, vf(0x1p-64));
-          Value scale =
-              b.create<arith::SelectOp>(loc, tiny, vf(0x1p64), vf(1.0));
-          Value reciprocal = b.create<arith::DivFOp>(
-              loc, vf(1.0), b.create<arith::MulFOp>(loc, denominator, scale));
+          auto [scale, reciprocal] = gpuNormalizer(cg, denominator);
           for (Value w : weights)
             normalized.push_back(b.create<arith::MulFOp>(
                 loc, b.create<arith::MulFOp>(loc, w, scale), reciprocal));

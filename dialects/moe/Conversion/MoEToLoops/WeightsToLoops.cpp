@@ -99,6 +99,26 @@ LogicalResult lowerGather(GatherOp op, RowCodegen &cg) {
   return success();
 }
 
+} // namespace
+
+std::pair<Value, Value> gpuNormalizer(RowCodegen &cg, Value denominator) {
+  OpBuilder &b = cg.b;
+  Location loc = cg.loc;
+  auto constant = [&](double v) {
+    Value c = cg.f32(v);
+    return isa<VectorType>(denominator.getType()) ? cg.splat(c) : c;
+  };
+  Value tiny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT,
+                                       denominator, constant(0x1p-64));
+  Value scale =
+      b.create<arith::SelectOp>(loc, tiny, constant(0x1p64), constant(1.0));
+  Value reciprocal = b.create<arith::DivFOp>(
+      loc, constant(1.0), b.create<arith::MulFOp>(loc, denominator, scale));
+  return {scale, reciprocal};
+}
+
+namespace {
+
 LogicalResult lowerNormalize(NormalizeOp op, RowCodegen &cg) {
   OpBuilder &b = cg.b;
   Location loc = cg.loc;
@@ -120,17 +140,7 @@ LogicalResult lowerNormalize(NormalizeOp op, RowCodegen &cg) {
     });
     return success();
   }
-  // On the GPU a correctly rounded division is a dozen instructions and a
-  // slow path: one reciprocal and k products instead (1 ulp more). A
-  // denominator below 2^-64 (an epsilon of 0 and tiny weights) is scaled
-  // by 2^64 first, and each weight with it, so that the reciprocal stays
-  // finite; 0, inf and NaN give what the division gives.
-  Value tiny = b.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT,
-                                       denominator, cg.f32(0x1p-64));
-  Value scale =
-      b.create<arith::SelectOp>(loc, tiny, cg.f32(0x1p64), cg.f32(1.0));
-  Value reciprocal = b.create<arith::DivFOp>(
-      loc, cg.f32(1.0), b.create<arith::MulFOp>(loc, denominator, scale));
+  auto [scale, reciprocal] = gpuNormalizer(cg, denominator);
   cg.forLoop(0, weights.size, {}, [&](Value j, ValueRange) {
     Value scaled = b.create<arith::MulFOp>(loc, cg.load(weights, j), scale);
     cg.store(b.create<arith::MulFOp>(loc, scaled, reciprocal), normalized, j);
