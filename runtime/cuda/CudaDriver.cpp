@@ -17,6 +17,8 @@ namespace {
 /// own version when older), so the signatures above stay valid on newer
 /// drivers.
 constexpr int kRequestedCudaVersion = 12000;
+/// cuMemcpyBatchAsync's first form (with failIdx).
+constexpr int kBatchCopyCudaVersion = 12080;
 /// cuGetProcAddress appeared in CUDA 11.3.
 constexpr int kMinimumDriverVersion = 11030;
 
@@ -88,9 +90,13 @@ void CudaDriver::load(const std::string &name) {
                 "no CUDA driver: " + name + " is version " +
                     versionText(driverVersion) +
                     "; a driver for CUDA 11.3 or newer is needed");
-  const int requested = std::min(driverVersion, kRequestedCudaVersion);
-
-  resolveEntryPoints([&](const char *symbol) -> void * {
+  resolveEntryPoints([&](const char *symbol, int version) -> void * {
+    // A driver older than the signature's version lacks the entry point
+    // (optional ones) or has it in its own, older form (required ones,
+    // all of CUDA 12.0 or older).
+    if (version > kRequestedCudaVersion && driverVersion < version)
+      return nullptr;
+    const int requested = std::min(driverVersion, version);
     void *pointer = nullptr;
     CUresult result;
     if (getProcV2) {
@@ -112,7 +118,7 @@ CudaDriver::fromEntryPoints(const std::string &name, int version,
   std::unique_ptr<CudaDriver> driver(new CudaDriver());
   driver->library = name;
   driver->driverVersion = version;
-  driver->resolveEntryPoints([getProc](const char *symbol) -> void * {
+  driver->resolveEntryPoints([getProc](const char *symbol, int) -> void * {
     return getProc ? getProc(symbol) : nullptr;
   });
   driver->initialize();
@@ -120,9 +126,9 @@ CudaDriver::fromEntryPoints(const std::string &name, int version,
 }
 
 void CudaDriver::resolveEntryPoints(
-    const std::function<void *(const char *)> &find) {
+    const std::function<void *(const char *, int)> &find) {
   auto resolve = [&](const char *symbol, auto &function) {
-    void *pointer = find(symbol);
+    void *pointer = find(symbol, kRequestedCudaVersion);
     if (!pointer)
       throw Error(Error::Kind::NoDriver, "no usable CUDA driver: " + library +
                                              " (CUDA " +
@@ -164,6 +170,9 @@ void CudaDriver::resolveEntryPoints(
   resolve("cuMemsetD8Async", memsetD8Async);
   resolve("cuMemcpyDtoHAsync", memcpyDtoHAsync);
   resolve("cuMemcpyHtoDAsync", memcpyHtoDAsync);
+  resolve("cuMemcpyDtoDAsync", memcpyDtoDAsync);
+  memcpyBatchAsync = reinterpret_cast<decltype(memcpyBatchAsync)>(
+      find("cuMemcpyBatchAsync", kBatchCopyCudaVersion));
   resolve("cuPointerGetAttribute", pointerGetAttribute);
   resolve("cuPointerGetAttributes", pointerGetAttributes);
   resolve("cuEventCreate", eventCreate);

@@ -120,6 +120,14 @@ public:
   CUresult (*memcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream) = nullptr;
   CUresult (*memcpyHtoDAsync)(CUdeviceptr, const void *, size_t,
                               CUstream) = nullptr;
+  CUresult (*memcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t,
+                              CUstream) = nullptr;
+  /// Optional (CUDA 12.8 and later; null on older drivers): many
+  /// pointer-to-pointer copies in one call, in its CUDA 12.8 form (with
+  /// failIdx). The device EP operations gather rows with it (copyRows).
+  CUresult (*memcpyBatchAsync)(CUdeviceptr *, CUdeviceptr *, size_t *, size_t,
+                               CUmemcpyAttributes *, size_t *, size_t,
+                               size_t *, CUstream) = nullptr;
   CUresult (*pointerGetAttribute)(void *, CUpointer_attribute,
                                   CUdeviceptr) = nullptr;
   CUresult (*pointerGetAttributes)(unsigned int, CUpointer_attribute *, void **,
@@ -134,8 +142,10 @@ public:
 private:
   CudaDriver() = default;
   void load(const std::string &library);
-  /// Resolves every entry point through `find` (null: missing).
-  void resolveEntryPoints(const std::function<void *(const char *)> &find);
+  /// Resolves every entry point through `find` (symbol, the CUDA version
+  /// of its signature; null: missing).
+  void
+  resolveEntryPoints(const std::function<void *(const char *, int)> &find);
   /// cuInit and the device count; throws NoDevice or Driver.
   void initialize();
 

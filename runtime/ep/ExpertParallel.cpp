@@ -1,6 +1,7 @@
 //===- ExpertParallel.cpp - EP operations over a communicator -------------===//
 
 #include "runtime/ep/ExpertParallel.h"
+#include "runtime/ep/EpPlan.h"
 
 #include "runtime/Error.h"
 #include "runtime/npy/HalfFloat.h"
@@ -72,47 +73,6 @@ agreeOnArguments(Communicator &comm, std::string_view operation,
   return values;
 }
 
-namespace {
-
-/// Expert ids [tokens, k] named `name`: k in [1, numExperts], the shape,
-/// ids in [0, numExperts), distinct within a token. Empty if fine.
-std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
-                     int64_t numExperts, const std::string &name,
-                     bool unusedSlots) {
-  if (numExperts < 1)
-    return "the expert count must be at least 1, got " +
-           std::to_string(numExperts);
-  if (k < 1 || k > numExperts)
-    return "k must be in [1, " + std::to_string(numExperts) + "], got " +
-           std::to_string(k);
-  if (tokens < 0 || tokens > std::numeric_limits<int64_t>::max() / k)
-    return name + ": the token count must be in [0, 2^63 / k), got " +
-           std::to_string(tokens);
-  if (static_cast<int64_t>(ids.size()) != tokens * k)
-    return name + ": shape [" + std::to_string(tokens) + ", " +
-           std::to_string(k) + "] needs " + std::to_string(tokens * k) +
-           " ids, got " + std::to_string(ids.size());
-  for (int64_t t = 0; t < tokens; ++t) {
-    const int32_t *row = ids.data() + t * k;
-    for (int64_t j = 0; j < k; ++j) {
-      if (unusedSlots && row[j] == -1)
-        continue; // an unused slot of a top-p router
-      if (row[j] < 0 || row[j] >= numExperts)
-        return name + "[" + std::to_string(t) + "][" + std::to_string(j) +
-               "] = " + std::to_string(row[j]) + " is outside [0, " +
-               std::to_string(numExperts) + ")";
-      for (int64_t i = 0; i < j; ++i)
-        if (row[i] == row[j])
-          return name + "[" + std::to_string(t) + "] repeats expert " +
-                 std::to_string(row[j]) + " (at " + std::to_string(i) +
-                 " and " + std::to_string(j) + ")";
-    }
-  }
-  return "";
-}
-
-} // namespace
-
 std::vector<int32_t> allGatherForcedIds(Communicator &comm,
                                         std::span<const int32_t> ids,
                                         int64_t tokens, int64_t k,
@@ -123,7 +83,7 @@ std::vector<int32_t> allGatherForcedIds(Communicator &comm,
                                       {"tokens", tokens, false}};
   std::vector<std::vector<int64_t>> agreed = agreeOnArguments(
       comm, "all_gather_forced_ids", signature,
-      checkIds(ids, tokens, k, numExperts, "forced_ids", unusedSlots));
+      plan::checkIds(ids, tokens, k, numExperts, "forced_ids", unusedSlots));
   const std::vector<int64_t> &rankTokens = agreed[3];
 
   const std::size_t ranks = rankTokens.size();
@@ -168,15 +128,68 @@ std::vector<int32_t> ExpertPlacement::expertsOf(int rank) const {
   return experts;
 }
 
-namespace {
+} // namespace moegen::rt::ep
 
-std::size_t rowBytesOf(RowType type, int64_t hiddenSize) {
+namespace moegen::rt::ep::plan {
+
+/// Expert ids [tokens, k] named `name`: k in [1, numExperts], the shape,
+/// ids in [0, numExperts), distinct within a token. Empty if fine.
+std::string checkIds(std::span<const int32_t> ids, int64_t tokens, int64_t k,
+                     int64_t numExperts, const std::string &name,
+                     bool unusedSlots) {
+  if (numExperts < 1)
+    return "the expert count must be at least 1, got " +
+           std::to_string(numExperts);
+  if (k < 1 || k > numExperts)
+    return "k must be in [1, " + std::to_string(numExperts) + "], got " +
+           std::to_string(k);
+  if (tokens < 0 || tokens > std::numeric_limits<int64_t>::max() / k)
+    return name + ": the token count must be in [0, 2^63 / k), got " +
+           std::to_string(tokens);
+  if (static_cast<int64_t>(ids.size()) != tokens * k)
+    return name + ": shape [" + std::to_string(tokens) + ", " +
+           std::to_string(k) + "] needs " + std::to_string(tokens * k) +
+           " ids, got " + std::to_string(ids.size());
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int32_t *row = ids.data() + t * k;
+    for (int64_t j = 0; j < k; ++j) {
+      if (unusedSlots && row[j] == -1)
+        continue; // an unused slot of a top-p router
+      if (row[j] < 0 || row[j] >= numExperts)
+        return name + "[" + std::to_string(t) + "][" + std::to_string(j) +
+               "] = " + std::to_string(row[j]) + " is outside [0, " +
+               std::to_string(numExperts) + ")";
+      for (int64_t i = 0; i < j; ++i)
+        if (row[i] == row[j])
+          return name + "[" + std::to_string(t) + "] repeats expert " +
+                 std::to_string(row[j]) + " (at " + std::to_string(i) +
+                 " and " + std::to_string(j) + ")";
+    }
+  }
+  return "";
+}
+
+std::string checkPlacementAndHidden(const ExpertPlacement &placement,
+                                    int ranks, int64_t hiddenSize) {
+  const int64_t experts = placement.numExperts();
+  for (int64_t e = 0; e < experts; ++e)
+    if (placement.rankOfExpert[e] < 0 || placement.rankOfExpert[e] >= ranks)
+      return "expert placement: expert " + std::to_string(e) +
+             " is on rank " + std::to_string(placement.rankOfExpert[e]) +
+             ", outside [0, " + std::to_string(ranks) + ")";
+  if (hiddenSize < 1 || hiddenSize > (int64_t(1) << 40))
+    return "the hidden size must be in [1, 2^40], got " +
+           std::to_string(hiddenSize);
+  return "";
+}
+
+std::size_t rowBytes(RowType type, int64_t hiddenSize) {
   return static_cast<std::size_t>(hiddenSize) *
          (type == RowType::F32 ? sizeof(float) : sizeof(uint16_t));
 }
 
-/// FNV-1a of the placement: ranks must hold the same map.
 int64_t placementHash(const ExpertPlacement &placement) {
+  // FNV-1a.
   uint64_t hash = 1469598103934665603ull;
   for (int32_t rank : placement.rankOfExpert) {
     hash ^= static_cast<uint32_t>(rank);
@@ -185,73 +198,174 @@ int64_t placementHash(const ExpertPlacement &placement) {
   return static_cast<int64_t>(hash >> 1);
 }
 
-/// What every rank sent here, back to back in rank order: rank r's part
-/// is data[offsets[r], offsets[r + 1]).
-template <typename T> struct Received {
-  std::vector<T> data;
-  std::vector<std::size_t> offsets;
-  std::size_t count(std::size_t rank) const {
-    return offsets[rank + 1] - offsets[rank];
-  }
-  const T *from(std::size_t rank) const { return data.data() + offsets[rank]; }
-};
+std::vector<SignatureEntry> dispatchSignature(RowType rowType,
+                                              int64_t hiddenSize,
+                                              int64_t tokens, int64_t k,
+                                              const ExpertPlacement &placement,
+                                              bool unusedSlots) {
+  return {{"k", k},
+          {"experts", placement.numExperts()},
+          {"hidden_size", hiddenSize},
+          {"row_type", static_cast<int64_t>(rowType)},
+          {"placement", placementHash(placement)},
+          {"unused_slots", unusedSlots},
+          {"tokens", tokens, false}};
+}
 
-/// Exchanges per-rank vectors of trivially copyable T: sent[r] goes to
-/// rank r. Counts travel first.
-template <typename T>
-Received<T> exchangeVectors(Communicator &comm,
-                            const std::vector<std::vector<T>> &sent) {
-  const std::size_t ranks = sent.size();
-  std::vector<int64_t> counts(ranks), incoming(ranks);
-  for (std::size_t r = 0; r < ranks; ++r)
-    counts[r] = static_cast<int64_t>(sent[r].size());
+std::vector<int64_t> exchangeCounts(Communicator &comm,
+                                    const std::vector<int64_t> &counts) {
+  const std::size_t ranks = counts.size();
+  std::vector<int64_t> incoming(ranks);
   std::vector<std::size_t> eight(ranks, sizeof(int64_t)), at(ranks);
   for (std::size_t r = 0; r < ranks; ++r)
     at[r] = r * sizeof(int64_t);
   comm.allToAllVHost(counts.data(), eight, at, incoming.data(), eight, at);
-  std::vector<T> packed;
-  std::size_t sentTotal = 0;
-  for (const std::vector<T> &part : sent)
-    sentTotal += part.size();
-  packed.reserve(sentTotal);
-  Received<T> received;
-  received.offsets.assign(ranks + 1, 0);
-  std::vector<std::size_t> sendBytes(ranks), sendAt(ranks), recvBytes(ranks),
-      recvAt(ranks);
-  for (std::size_t r = 0; r < ranks; ++r) {
-    sendAt[r] = packed.size() * sizeof(T);
-    sendBytes[r] = sent[r].size() * sizeof(T);
-    packed.insert(packed.end(), sent[r].begin(), sent[r].end());
-    recvAt[r] = received.offsets[r] * sizeof(T);
-    recvBytes[r] = static_cast<std::size_t>(incoming[r]) * sizeof(T);
-    received.offsets[r + 1] =
-        received.offsets[r] + static_cast<std::size_t>(incoming[r]);
-  }
-  received.data.resize(received.offsets[ranks]);
-  comm.allToAllVHost(packed.data(), sendBytes, sendAt, received.data.data(),
-                     recvBytes, recvAt);
-  return received;
+  return incoming;
 }
+
+Sends planSends(std::span<const int32_t> ids, int64_t tokens, int64_t k,
+                const ExpertPlacement &placement, int ranks, int rank) {
+  // The rank of slot j of `row`, -1 for an unused slot.
+  auto rankOf = [&](const int32_t *row, int64_t j) -> int32_t {
+    return row[j] < 0 ? -1 : placement.rankOfExpert[row[j]];
+  };
+  // Local expert index of each expert on its rank.
+  std::vector<int32_t> localIndex(placement.rankOfExpert.size());
+  std::vector<int32_t> held(static_cast<std::size_t>(ranks), 0);
+  for (std::size_t e = 0; e < localIndex.size(); ++e)
+    localIndex[e] = held[placement.rankOfExpert[e]]++;
+
+  Sends sends;
+  sends.tokensTo.assign(static_cast<std::size_t>(ranks), {});
+  sends.slotsTo.assign(static_cast<std::size_t>(ranks), {});
+  sends.slotRank.reserve(static_cast<std::size_t>(tokens * k));
+  sends.localExperts = held[rank];
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int32_t *row = ids.data() + t * k;
+    for (int r = 0; r < ranks; ++r) {
+      bool sent = false;
+      for (int64_t j = 0; j < k; ++j)
+        sent |= rankOf(row, j) == r;
+      if (!sent)
+        continue;
+      sends.tokensTo[r].push_back(t);
+      for (int64_t j = 0; j < k; ++j)
+        sends.slotsTo[r].push_back(rankOf(row, j) == r ? localIndex[row[j]]
+                                                       : -1);
+    }
+    for (int64_t j = 0; j < k; ++j)
+      sends.slotRank.push_back(rankOf(row, j));
+  }
+  return sends;
+}
+
+Grouping groupReceived(const Received<int32_t> &slotsFrom,
+                       const std::vector<std::size_t> &rowsFrom, int64_t k,
+                       int64_t localExperts) {
+  const std::size_t ranks = rowsFrom.size();
+  // Peers ran the same code on agreed arguments; a mismatch here is a
+  // broken exchange, refused rather than read out of bounds.
+  for (std::size_t r = 0; r < ranks; ++r)
+    if (slotsFrom.count(r) != rowsFrom[r] * static_cast<std::size_t>(k))
+      throw Error(Error::Kind::Communication,
+                  "dispatch: rank " + std::to_string(r) + " sent " +
+                      std::to_string(rowsFrom[r]) + " rows and " +
+                      std::to_string(slotsFrom.count(r)) +
+                      " slots, which do not match");
+  Grouping grouping;
+  grouping.expertOffsets.assign(static_cast<std::size_t>(localExperts + 1), 0);
+  for (int32_t e : slotsFrom.data) {
+    if (e >= localExperts)
+      throw Error(Error::Kind::Communication,
+                  "dispatch: a peer named local expert " + std::to_string(e) +
+                      " of " + std::to_string(localExperts));
+    if (e >= 0)
+      ++grouping.expertOffsets[e + 1];
+  }
+  for (int64_t e = 0; e < localExperts; ++e)
+    grouping.expertOffsets[e + 1] += grouping.expertOffsets[e];
+  grouping.sourceRow.assign(
+      static_cast<std::size_t>(grouping.expertOffsets[localExperts]), 0);
+  std::vector<int64_t> next(grouping.expertOffsets.begin(),
+                            grouping.expertOffsets.end() - 1);
+  grouping.returnRows.assign(ranks, {});
+  int64_t received = 0;
+  for (std::size_t r = 0; r < ranks; ++r)
+    for (std::size_t i = 0; i < rowsFrom[r]; ++i, ++received)
+      for (int64_t j = 0; j < k; ++j) {
+        int32_t e = slotsFrom.from(r)[i * k + j];
+        if (e < 0)
+          continue;
+        int64_t at = next[e]++;
+        grouping.sourceRow[at] = received;
+        grouping.returnRows[r].push_back(at);
+      }
+  return grouping;
+}
+
+std::string checkCombine(const Communicator &comm, const DispatchHandle &handle,
+                         std::size_t expertOutputBytes, std::size_t weights) {
+  const std::size_t bytesPerRow = rowBytes(handle.rowType, handle.hiddenSize);
+  if (expertOutputBytes !=
+      static_cast<std::size_t>(handle.groupedRows) * bytesPerRow)
+    return "expert outputs: [" + std::to_string(handle.groupedRows) + ", " +
+           std::to_string(handle.hiddenSize) + "] rows need " +
+           std::to_string(handle.groupedRows * bytesPerRow) + " bytes, got " +
+           std::to_string(expertOutputBytes);
+  if (weights != static_cast<std::size_t>(handle.tokens * handle.k))
+    return "weights: [" + std::to_string(handle.tokens) + ", " +
+           std::to_string(handle.k) + "] needs " +
+           std::to_string(handle.tokens * handle.k) + " weights, got " +
+           std::to_string(weights);
+  if (handle.returnRows.size() != static_cast<std::size_t>(comm.size()))
+    return "the handle is from a dispatch over " +
+           std::to_string(handle.returnRows.size()) + " ranks, not " +
+           std::to_string(comm.size());
+  return "";
+}
+
+std::vector<std::size_t> expectedReturnBytes(const DispatchHandle &handle,
+                                             int ranks) {
+  const std::size_t bytesPerRow = rowBytes(handle.rowType, handle.hiddenSize);
+  std::vector<std::size_t> expected(static_cast<std::size_t>(ranks), 0);
+  for (int32_t r : handle.slotRank)
+    if (r >= 0 && r < ranks)
+      expected[r] += bytesPerRow;
+  return expected;
+}
+
+void checkReturned(const std::vector<std::size_t> &expected,
+                   const std::vector<std::size_t> &got) {
+  for (std::size_t r = 0; r < expected.size(); ++r)
+    if (got[r] != expected[r])
+      throw Error(Error::Kind::Communication,
+                  "combine: rank " + std::to_string(r) + " sent back " +
+                      std::to_string(got[r]) + " bytes, " +
+                      std::to_string(expected[r]) +
+                      " expected: the ranks' handles are not from one "
+                      "dispatch");
+}
+
+} // namespace moegen::rt::ep::plan
+
+namespace moegen::rt::ep {
+
+namespace {
 
 std::string checkDispatch(const Communicator &comm,
                           std::span<const std::byte> hidden, RowType rowType,
                           int64_t hiddenSize, std::span<const int32_t> ids,
                           int64_t tokens, int64_t k,
                           const ExpertPlacement &placement, bool unusedSlots) {
-  const int64_t experts = placement.numExperts();
-  for (int64_t e = 0; e < experts; ++e)
-    if (placement.rankOfExpert[e] < 0 ||
-        placement.rankOfExpert[e] >= comm.size())
-      return "expert placement: expert " + std::to_string(e) +
-             " is on rank " + std::to_string(placement.rankOfExpert[e]) +
-             ", outside [0, " + std::to_string(comm.size()) + ")";
-  if (hiddenSize < 1 || hiddenSize > (int64_t(1) << 40))
-    return "the hidden size must be in [1, 2^40], got " +
-           std::to_string(hiddenSize);
-  std::string idsError = checkIds(ids, tokens, k, experts, "ids", unusedSlots);
-  if (!idsError.empty())
-    return idsError;
-  const std::size_t rowBytes = rowBytesOf(rowType, hiddenSize);
+  std::string error =
+      plan::checkPlacementAndHidden(placement, comm.size(), hiddenSize);
+  if (!error.empty())
+    return error;
+  error = plan::checkIds(ids, tokens, k, placement.numExperts(), "ids",
+                         unusedSlots);
+  if (!error.empty())
+    return error;
+  const std::size_t rowBytes = plan::rowBytes(rowType, hiddenSize);
   if (hidden.size() % rowBytes != 0 ||
       hidden.size() / rowBytes != static_cast<std::size_t>(tokens))
     return "hidden: " + std::to_string(hidden.size()) +
@@ -267,103 +381,52 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
                     RowType rowType, int64_t hiddenSize,
                     std::span<const int32_t> ids, int64_t tokens, int64_t k,
                     const ExpertPlacement &placement, bool unusedSlots) {
-  const SignatureEntry signature[] = {
-      {"k", k},
-      {"experts", placement.numExperts()},
-      {"hidden_size", hiddenSize},
-      {"row_type", static_cast<int64_t>(rowType)},
-      {"placement", placementHash(placement)},
-      {"unused_slots", unusedSlots},
-      {"tokens", tokens, false}};
-  agreeOnArguments(comm, "dispatch", signature,
+  agreeOnArguments(comm, "dispatch",
+                   plan::dispatchSignature(rowType, hiddenSize, tokens, k,
+                                           placement, unusedSlots),
                    checkDispatch(comm, hidden, rowType, hiddenSize, ids,
                                  tokens, k, placement, unusedSlots));
-  // The rank of slot j of `row`, -1 for an unused slot.
-  auto rankOf = [&](const int32_t *row, int64_t j) -> int32_t {
-    return row[j] < 0 ? -1 : placement.rankOfExpert[row[j]];
-  };
   const int ranks = comm.size();
-  const std::size_t rowBytes = rowBytesOf(rowType, hiddenSize);
+  const std::size_t rowBytes = plan::rowBytes(rowType, hiddenSize);
+  plan::Sends sends =
+      plan::planSends(ids, tokens, k, placement, ranks, comm.rank());
 
-  // Local expert index of each expert on its rank.
-  std::vector<int32_t> localIndex(placement.rankOfExpert.size());
-  std::vector<int32_t> held(static_cast<std::size_t>(ranks), 0);
-  for (std::size_t e = 0; e < localIndex.size(); ++e)
-    localIndex[e] = held[placement.rankOfExpert[e]]++;
+  std::vector<std::vector<std::byte>> rowsTo(static_cast<std::size_t>(ranks));
+  for (int r = 0; r < ranks; ++r)
+    for (int64_t t : sends.tokensTo[r]) {
+      const std::byte *source = hidden.data() + t * rowBytes;
+      rowsTo[r].insert(rowsTo[r].end(), source, source + rowBytes);
+    }
+  plan::Received<std::byte> rowsFrom = plan::exchangeVectors(comm, rowsTo);
+  plan::Received<int32_t> slotsFrom =
+      plan::exchangeVectors(comm, sends.slotsTo);
+  std::vector<std::size_t> rowCounts(static_cast<std::size_t>(ranks));
+  for (int r = 0; r < ranks; ++r) {
+    if (rowsFrom.count(r) % rowBytes != 0)
+      throw Error(Error::Kind::Communication,
+                  "dispatch: rank " + std::to_string(r) + " sent " +
+                      std::to_string(rowsFrom.count(r)) +
+                      " bytes, not whole rows");
+    rowCounts[r] = rowsFrom.count(r) / rowBytes;
+  }
+  plan::Grouping grouping =
+      plan::groupReceived(slotsFrom, rowCounts, k, sends.localExperts);
 
-  // Each token once per destination rank, with its local experts there
-  // (k entries per row, -1 where the slot's expert is elsewhere).
-  DispatchHandle handle;
+  Dispatched result;
+  result.expertOffsets = grouping.expertOffsets;
+  result.rows.resize(grouping.sourceRow.size() * rowBytes);
+  for (std::size_t at = 0; at < grouping.sourceRow.size(); ++at)
+    std::memcpy(result.rows.data() + at * rowBytes,
+                rowsFrom.data.data() + grouping.sourceRow[at] * rowBytes,
+                rowBytes);
+  DispatchHandle &handle = result.handle;
   handle.tokens = tokens;
   handle.k = k;
   handle.hiddenSize = hiddenSize;
   handle.rowType = rowType;
-  std::vector<std::vector<std::byte>> rowsTo(ranks);
-  std::vector<std::vector<int32_t>> slotsTo(ranks);
-  for (int64_t t = 0; t < tokens; ++t) {
-    const int32_t *row = ids.data() + t * k;
-    for (int r = 0; r < ranks; ++r) {
-      bool sent = false;
-      for (int64_t j = 0; j < k; ++j)
-        sent |= rankOf(row, j) == r;
-      if (!sent)
-        continue;
-      const std::byte *source = hidden.data() + t * rowBytes;
-      rowsTo[r].insert(rowsTo[r].end(), source, source + rowBytes);
-      for (int64_t j = 0; j < k; ++j)
-        slotsTo[r].push_back(rankOf(row, j) == r ? localIndex[row[j]] : -1);
-    }
-    for (int64_t j = 0; j < k; ++j)
-      handle.slotRank.push_back(rankOf(row, j));
-  }
-  Received<std::byte> rowsFrom = exchangeVectors(comm, rowsTo);
-  Received<int32_t> slotsFrom = exchangeVectors(comm, slotsTo);
-
-  // Group by local expert: expert e's rows in (source rank, token, slot)
-  // order; remember where each (source, row, slot) went for the way back.
-  const auto local = static_cast<int64_t>(held[comm.rank()]);
-  Dispatched result;
-  result.expertOffsets.assign(static_cast<std::size_t>(local + 1), 0);
-  // Peers ran the same code on agreed arguments; a mismatch here is a
-  // broken exchange, refused rather than read out of bounds.
-  for (int r = 0; r < ranks; ++r)
-    if (rowsFrom.count(r) % rowBytes != 0 ||
-        slotsFrom.count(r) != rowsFrom.count(r) / rowBytes *
-                                  static_cast<std::size_t>(k))
-      throw Error(Error::Kind::Communication,
-                  "dispatch: rank " + std::to_string(r) + " sent " +
-                      std::to_string(rowsFrom.count(r)) + " row bytes and " +
-                      std::to_string(slotsFrom.count(r)) +
-                      " slots, which do not match");
-  for (int32_t e : slotsFrom.data) {
-    if (e >= local)
-      throw Error(Error::Kind::Communication,
-                  "dispatch: a peer named local expert " + std::to_string(e) +
-                      " of " + std::to_string(local));
-    if (e >= 0)
-      ++result.expertOffsets[e + 1];
-  }
-  for (int64_t e = 0; e < local; ++e)
-    result.expertOffsets[e + 1] += result.expertOffsets[e];
-  handle.groupedRows = result.expertOffsets[local];
-  result.rows.resize(static_cast<std::size_t>(handle.groupedRows) * rowBytes);
-  std::vector<int64_t> next(result.expertOffsets.begin(),
-                            result.expertOffsets.end() - 1);
-  handle.returnRows.assign(static_cast<std::size_t>(ranks), {});
-  for (int r = 0; r < ranks; ++r) {
-    const std::size_t received = rowsFrom.count(r) / rowBytes;
-    for (std::size_t i = 0; i < received; ++i)
-      for (int64_t j = 0; j < k; ++j) {
-        int32_t e = slotsFrom.from(r)[i * k + j];
-        if (e < 0)
-          continue;
-        int64_t at = next[e]++;
-        std::memcpy(result.rows.data() + at * rowBytes,
-                    rowsFrom.from(r) + i * rowBytes, rowBytes);
-        handle.returnRows[r].push_back(at);
-      }
-  }
-  result.handle = std::move(handle);
+  handle.slotRank = std::move(sends.slotRank);
+  handle.returnRows = std::move(grouping.returnRows);
+  handle.groupedRows = static_cast<int64_t>(grouping.sourceRow.size());
   return result;
 }
 
@@ -371,28 +434,14 @@ std::vector<std::byte> combine(Communicator &comm,
                                const DispatchHandle &handle,
                                std::span<const std::byte> expertOutputs,
                                std::span<const float> weights) {
-  const std::size_t rowBytes = rowBytesOf(handle.rowType, handle.hiddenSize);
-  std::string error;
-  if (expertOutputs.size() !=
-      static_cast<std::size_t>(handle.groupedRows) * rowBytes)
-    error = "expert outputs: [" + std::to_string(handle.groupedRows) + ", " +
-            std::to_string(handle.hiddenSize) + "] rows need " +
-            std::to_string(handle.groupedRows * rowBytes) + " bytes, got " +
-            std::to_string(expertOutputs.size());
-  else if (weights.size() != static_cast<std::size_t>(handle.tokens * handle.k))
-    error = "weights: [" + std::to_string(handle.tokens) + ", " +
-            std::to_string(handle.k) + "] needs " +
-            std::to_string(handle.tokens * handle.k) + " weights, got " +
-            std::to_string(weights.size());
-  else if (handle.returnRows.size() != static_cast<std::size_t>(comm.size()))
-    error = "the handle is from a dispatch over " +
-            std::to_string(handle.returnRows.size()) + " ranks, not " +
-            std::to_string(comm.size());
+  const std::size_t rowBytes = plan::rowBytes(handle.rowType, handle.hiddenSize);
   const SignatureEntry signature[] = {
       {"k", handle.k},
       {"hidden_size", handle.hiddenSize},
       {"row_type", static_cast<int64_t>(handle.rowType)}};
-  agreeOnArguments(comm, "combine", signature, error);
+  agreeOnArguments(
+      comm, "combine", signature,
+      plan::checkCombine(comm, handle, expertOutputs.size(), weights.size()));
 
   // Back to the tokens' ranks, in the order each expects.
   std::vector<std::vector<std::byte>> back(handle.returnRows.size());
@@ -401,19 +450,11 @@ std::vector<std::byte> combine(Communicator &comm,
       const std::byte *row = expertOutputs.data() + at * rowBytes;
       back[r].insert(back[r].end(), row, row + rowBytes);
     }
-  Received<std::byte> outputs = exchangeVectors(comm, back);
-  std::vector<std::size_t> expected(outputs.offsets.size() - 1, 0);
-  for (int32_t r : handle.slotRank)
-    if (r >= 0)
-      expected[r] += rowBytes;
-  for (std::size_t r = 0; r < expected.size(); ++r)
-    if (outputs.count(r) != expected[r])
-      throw Error(Error::Kind::Communication,
-                  "combine: rank " + std::to_string(r) + " sent back " +
-                      std::to_string(outputs.count(r)) + " bytes, " +
-                      std::to_string(expected[r]) +
-                      " expected: the ranks' handles are not from one "
-                      "dispatch");
+  plan::Received<std::byte> outputs = plan::exchangeVectors(comm, back);
+  std::vector<std::size_t> got(back.size());
+  for (std::size_t r = 0; r < got.size(); ++r)
+    got[r] = outputs.count(r);
+  plan::checkReturned(plan::expectedReturnBytes(handle, comm.size()), got);
 
   // Sum per token over its slots in slot order, in fp32: each slot's row
   // widened to fp32 once, then one multiply-add per element.

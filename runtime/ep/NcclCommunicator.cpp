@@ -147,7 +147,7 @@ NcclUniqueId NcclCommunicator::uniqueId(const std::string &library) {
 NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
                                    int device, CUstream userStream,
                                    const std::string &library)
-    : rankInGroup(rank), groupSize(size) {
+    : rankInGroup(rank), groupSize(size), deviceOrdinal(device) {
   if (size < 1 || rank < 0 || rank >= size)
     throw Error(Error::Kind::InvalidArgument,
                 "nccl: rank " + std::to_string(rank) + " is outside a group of " +
@@ -168,13 +168,13 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
                     std::to_string(driver.deviceCount()) + ")");
   nccl = load(library);
   driver.check(driver.deviceGet(&cuDevice, device), "cuDeviceGet");
-  driver.check(driver.devicePrimaryCtxRetain(&context, cuDevice),
+  driver.check(driver.devicePrimaryCtxRetain(&primaryContext, cuDevice),
                "cuDevicePrimaryCtxRetain");
-  ScopedContext scope(driver, context);
+  ScopedContext scope(driver, primaryContext);
   if (userStream) {
-    stream = userStream;
+    collectiveStream = userStream;
   } else {
-    driver.check(driver.streamCreate(&stream, 0), "cuStreamCreate");
+    driver.check(driver.streamCreate(&collectiveStream, 0), "cuStreamCreate");
     ownsStream = true;
   }
   Library::Id ncclId;
@@ -183,7 +183,7 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
   auto release = [&] {
     comm = nullptr;
     if (ownsStream)
-      driver.streamDestroy(stream);
+      driver.streamDestroy(collectiveStream);
     driver.devicePrimaryCtxRelease(cuDevice);
   };
   if (!nccl->commInitRankConfig) {
@@ -241,16 +241,20 @@ NcclCommunicator::NcclCommunicator(const NcclUniqueId &id, int rank, int size,
 NcclCommunicator::~NcclCommunicator() {
   const CudaDriver &driver = CudaDriver::get();
   try {
-    ScopedContext scope(driver, context);
+    ScopedContext scope(driver, primaryContext);
     if (comm && aborted.empty())
       nccl->commDestroy(comm);
     if (ownsStream)
-      driver.streamDestroy(stream);
+      driver.streamDestroy(collectiveStream);
   } catch (const Error &) {
     // Nothing to report from a destructor.
   }
-  if (context)
+  if (primaryContext)
     driver.devicePrimaryCtxRelease(cuDevice);
+}
+
+const CudaDriver &NcclCommunicator::driver() const {
+  return CudaDriver::get();
 }
 
 void NcclCommunicator::check(int result, const char *call) const {
@@ -286,7 +290,7 @@ void NcclCommunicator::synchronize(const char *collective) {
     int state = 0;
     check(nccl->commGetAsyncError(comm, &state), "ncclCommGetAsyncError");
     if (state == 0) {
-      CUresult done = driver.streamQuery(stream);
+      CUresult done = driver.streamQuery(collectiveStream);
       if (done == CUDA_SUCCESS)
         return;
       if (done != CUDA_ERROR_NOT_READY)
@@ -314,8 +318,8 @@ void NcclCommunicator::synchronize(const char *collective) {
 void NcclCommunicator::allGather(const void *send, std::size_t bytes,
                                  void *recv) {
   checkUsable("allGather");
-  ScopedContext scope(CudaDriver::get(), context);
-  check(nccl->allGather(send, recv, bytes, kNcclUint8, comm, stream),
+  ScopedContext scope(CudaDriver::get(), primaryContext);
+  check(nccl->allGather(send, recv, bytes, kNcclUint8, comm, collectiveStream),
         "ncclAllGather");
   synchronize("allGather");
 }
@@ -324,21 +328,21 @@ void NcclCommunicator::allGatherHost(const void *send, std::size_t bytes,
                                      void *recv) {
   checkUsable("allGatherHost");
   const CudaDriver &driver = CudaDriver::get();
-  ScopedContext scope(driver, context);
+  ScopedContext scope(driver, primaryContext);
   const std::size_t total = bytes * static_cast<std::size_t>(groupSize);
   DeviceBuffer deviceSend(driver, bytes), deviceRecv(driver, total);
   if (bytes)
     driver.check(driver.memcpyHtoDAsync(
                      reinterpret_cast<CUdeviceptr>(deviceSend.get()), send,
-                     bytes, stream),
+                     bytes, collectiveStream),
                  "cuMemcpyHtoDAsync");
   check(nccl->allGather(deviceSend.get(), deviceRecv.get(), bytes, kNcclUint8,
-                        comm, stream),
+                        comm, collectiveStream),
         "ncclAllGather");
   if (total)
     driver.check(driver.memcpyDtoHAsync(
                      recv, reinterpret_cast<CUdeviceptr>(deviceRecv.get()),
-                     total, stream),
+                     total, collectiveStream),
                  "cuMemcpyDtoHAsync");
   synchronize("allGatherHost");
 }
@@ -353,18 +357,18 @@ void NcclCommunicator::allToAllV(const void *send,
   checkAllToAllV(name(), groupSize, sendBytes, sendOffsets, recvBytes,
                  recvOffsets);
   checkUsable("allToAllV");
-  ScopedContext scope(CudaDriver::get(), context);
+  ScopedContext scope(CudaDriver::get(), primaryContext);
   // Point-to-point pairs in one group: NCCL's all-to-all-v.
   check(nccl->groupStart(), "ncclGroupStart");
   for (std::size_t r = 0; r < ranks; ++r) {
     int peer = static_cast<int>(r);
     if (sendBytes[r])
       check(nccl->send(static_cast<const char *>(send) + sendOffsets[r],
-                       sendBytes[r], kNcclUint8, peer, comm, stream),
+                       sendBytes[r], kNcclUint8, peer, comm, collectiveStream),
             "ncclSend");
     if (recvBytes[r])
       check(nccl->recv(static_cast<char *>(recv) + recvOffsets[r],
-                       recvBytes[r], kNcclUint8, peer, comm, stream),
+                       recvBytes[r], kNcclUint8, peer, comm, collectiveStream),
             "ncclRecv");
   }
   check(nccl->groupEnd(), "ncclGroupEnd");
@@ -390,12 +394,12 @@ void NcclCommunicator::allToAllVHost(const void *send,
       recvEnd = std::max(recvEnd, recvOffsets[r] + recvBytes[r]);
   }
   const CudaDriver &driver = CudaDriver::get();
-  ScopedContext scope(driver, context);
+  ScopedContext scope(driver, primaryContext);
   DeviceBuffer deviceSend(driver, sendEnd), deviceRecv(driver, recvEnd);
   if (sendEnd)
     driver.check(driver.memcpyHtoDAsync(
                      reinterpret_cast<CUdeviceptr>(deviceSend.get()), send,
-                     sendEnd, stream),
+                     sendEnd, collectiveStream),
                  "cuMemcpyHtoDAsync");
   allToAllV(deviceSend.get(), sendBytes, sendOffsets, deviceRecv.get(),
             recvBytes, recvOffsets);
@@ -406,7 +410,7 @@ void NcclCommunicator::allToAllVHost(const void *send,
           driver.memcpyDtoHAsync(
               static_cast<char *>(recv) + recvOffsets[r],
               reinterpret_cast<CUdeviceptr>(deviceRecv.get()) + recvOffsets[r],
-              recvBytes[r], stream),
+              recvBytes[r], collectiveStream),
           "cuMemcpyDtoHAsync");
   synchronize("allToAllVHost");
 }

@@ -25,7 +25,7 @@
 #ifndef MOEGEN_RUNTIME_EP_NCCLCOMMUNICATOR_H
 #define MOEGEN_RUNTIME_EP_NCCLCOMMUNICATOR_H
 
-#include "runtime/ep/Communicator.h"
+#include "runtime/ep/DeviceCommunicator.h"
 
 #include <cuda.h>
 
@@ -39,7 +39,7 @@ namespace moegen::rt::ep {
 /// NCCL's ncclUniqueId: 128 opaque bytes.
 using NcclUniqueId = std::array<char, 128>;
 
-class NcclCommunicator : public Communicator {
+class NcclCommunicator : public DeviceCommunicator {
 public:
   /// The library's default name; an absolute path also works.
   static constexpr const char *kDefaultLibrary = "libnccl.so.2";
@@ -59,8 +59,11 @@ public:
 
   int rank() const override { return rankInGroup; }
   int size() const override { return groupSize; }
-  MemorySpace memorySpace() const override { return MemorySpace::CudaDevice; }
   std::string name() const override { return "nccl"; }
+  const CudaDriver &driver() const override;
+  CUcontext context() const override { return primaryContext; }
+  int device() const override { return deviceOrdinal; }
+  CUstream stream() const override { return collectiveStream; }
 
   void allGather(const void *send, std::size_t bytes, void *recv) override;
   /// Stages the host bytes through device memory.
@@ -94,9 +97,10 @@ private:
   void *comm = nullptr; // ncclComm_t
   int rankInGroup = 0;
   int groupSize = 1;
+  int deviceOrdinal = 0;
   CUdevice cuDevice = 0;
-  CUcontext context = nullptr;
-  CUstream stream = nullptr;
+  CUcontext primaryContext = nullptr;
+  CUstream collectiveStream = nullptr;
   bool ownsStream = false;
   std::chrono::milliseconds waitLimit{300'000};
   /// Why the communicator was aborted; empty while usable.

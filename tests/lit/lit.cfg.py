@@ -31,7 +31,7 @@ config.substitutions.append(
      "%s %s" % (config.python_executable,
                 os.path.join(config.test_source_root, "expect_exit.py"))))
 
-llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-sample-capture-replay-rt", "moegen-gpu-check", "moegen-ep-check", "moegen-sample-ep-moe-layer", "moegen-sample-ep-replay"], [config.moegen_tools_dir])
+llvm_config.add_tool_substitutions(["moegen", "moegen-opt", "moegen-sample-capture-replay", "moegen-sample-capture-replay-rt", "moegen-gpu-check", "moegen-ep-check", "moegen-ep-device-check", "moegen-sample-ep-moe-layer", "moegen-sample-ep-replay"], [config.moegen_tools_dir])
 
 
 # A sanitizer build (-DMOEGEN_SANITIZE=...): feature `sanitizer`, and the

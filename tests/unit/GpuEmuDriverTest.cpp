@@ -13,6 +13,7 @@
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaRouter.h"
 #include "runtime/cuda/DeviceTimer.h"
+#include "runtime/ep/DeviceExpertParallel.h"
 #include "tests/unit/RuntimeTestUtil.h"
 
 #include <gtest/gtest.h>
@@ -602,6 +603,112 @@ TEST(GpuEmuFromEntryPointsTest, MissingSymbolIsNoDriver) {
   EXPECT_EQ(kind, Error::Kind::NoDriver);
   EXPECT_EQ(message, "no usable CUDA driver: empty driver (CUDA 12.8) does "
                      "not provide cuGetErrorName");
+}
+
+/// The emulated driver without cuMemcpyBatchAsync, as a driver older than
+/// CUDA 12.8 is.
+void *allButBatchCopies(const char *symbol) {
+  return std::strcmp(symbol, "cuMemcpyBatchAsync") == 0 ? nullptr
+                                                         : entryPoint(symbol);
+}
+
+TEST_F(GpuEmuDriverTest, BatchCopiesKeepToTheDriversRules) {
+  const CUdeviceptr a = allocate(64), b = allocate(64);
+  CUstream stream = nullptr;
+  driver.check(driver.streamCreate(&stream, 0), "cuStreamCreate");
+  std::array<CUdeviceptr, 2> to = {b, b + 32}, from = {a + 32, a};
+  std::array<size_t, 2> sizes = {32, 32};
+  CUmemcpyAttributes attributes{};
+  attributes.srcAccessOrder = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
+  size_t first = 0, failed = 0;
+  std::vector<uint8_t> host(64), back(64);
+  std::iota(host.begin(), host.end(), uint8_t(0));
+  driver.check(driver.memcpyHtoDAsync(a, host.data(), 64, stream), "HtoD");
+  EXPECT_EQ(driver.memcpyBatchAsync(to.data(), from.data(), sizes.data(), 2,
+                                    &attributes, &first, 1, &failed, stream),
+            CUDA_SUCCESS);
+  driver.check(driver.memcpyDtoHAsync(back.data(), b, 64, stream), "DtoH");
+  EXPECT_EQ(back[0], 32);
+  EXPECT_EQ(back[32], 0);
+  // Not on the legacy default stream; every copy within an allocation.
+  EXPECT_EQ(driver.memcpyBatchAsync(to.data(), from.data(), sizes.data(), 2,
+                                    &attributes, &first, 1, &failed, nullptr),
+            CUDA_ERROR_INVALID_VALUE);
+  sizes[1] = 33;
+  EXPECT_EQ(driver.memcpyBatchAsync(to.data(), from.data(), sizes.data(), 2,
+                                    &attributes, &first, 1, &failed, stream),
+            CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(failed, 1u);
+  attributes.srcAccessOrder = CU_MEMCPY_SRC_ACCESS_ORDER_INVALID;
+  sizes[1] = 32;
+  EXPECT_EQ(driver.memcpyBatchAsync(to.data(), from.data(), sizes.data(), 2,
+                                    &attributes, &first, 1, &failed, stream),
+            CUDA_ERROR_INVALID_VALUE);
+  driver.streamDestroy(stream);
+  driver.memFree(a);
+  driver.memFree(b);
+}
+
+TEST_F(GpuEmuDriverTest, CopyRowsGathersWithAndWithoutBatchCopies) {
+  // 6 rows of 12 bytes; gather rows 4, 5, 0, 2, 3, 3: runs {4, 5}, {0},
+  // {2, 3}, {3}.
+  const std::vector<int64_t> sourceRow = {4, 5, 0, 2, 3, 3};
+  std::vector<uint8_t> host(72);
+  std::iota(host.begin(), host.end(), uint8_t(0));
+  std::unique_ptr<CudaDriver> older =
+      CudaDriver::fromEntryPoints("older driver", 12040, allButBatchCopies);
+  ASSERT_EQ(older->memcpyBatchAsync, nullptr);
+  ASSERT_NE(driver.memcpyBatchAsync, nullptr);
+  CUstream stream = nullptr;
+  driver.check(driver.streamCreate(&stream, 0), "cuStreamCreate");
+  for (const CudaDriver *copier : {&driver, static_cast<const CudaDriver *>(older.get())})
+    for (CUstream on : {stream, static_cast<CUstream>(nullptr)}) {
+      const CUdeviceptr from = allocate(72), to = allocate(72);
+      driver.check(driver.memcpyHtoDAsync(from, host.data(), 72, nullptr),
+                   "HtoD");
+      rt::ep::copyRows(*copier, on, to, from, sourceRow, 12);
+      std::vector<uint8_t> back(72);
+      driver.check(driver.memcpyDtoHAsync(back.data(), to, 72, nullptr),
+                   "DtoH");
+      for (size_t i = 0; i < sourceRow.size(); ++i)
+        for (size_t byte = 0; byte < 12; ++byte)
+          ASSERT_EQ(back[i * 12 + byte], host[sourceRow[i] * 12 + byte])
+              << copier->libraryName() << ", row " << i;
+      driver.memFree(from);
+      driver.memFree(to);
+    }
+  driver.streamDestroy(stream);
+  // A bad copy is the driver's error, named.
+  const CUdeviceptr small = allocate(12);
+  auto [kind, message] = errorOf([&] {
+    rt::ep::copyRows(driver, nullptr, small, small, sourceRow, 12);
+  });
+  EXPECT_EQ(kind, Error::Kind::Driver);
+  EXPECT_NE(message.find("cuMemcpyDtoDAsync(rows): CUDA_ERROR_INVALID_VALUE"),
+            std::string::npos)
+      << message;
+  driver.memFree(small);
+}
+
+TEST_F(GpuEmuDriverTest, DeviceBuffersAreCheckedBeforeEP) {
+  const CUdeviceptr pointer = allocate(16);
+  EXPECT_EQ(rt::ep::checkDeviceBuffer(driver, 0, "ids", pointer, 16), "");
+  EXPECT_EQ(rt::ep::checkDeviceBuffer(driver, 0, "ids", 0, 0), "");
+  EXPECT_EQ(rt::ep::checkDeviceBuffer(driver, 0, "ids", 0, 4),
+            "ids is required (null device pointer)");
+  EXPECT_NE(rt::ep::checkDeviceBuffer(driver, 0, "ids", pointer + 8, 12)
+                .find("ids needs 12 bytes from 0x"),
+            std::string::npos);
+  EXPECT_NE(rt::ep::checkDeviceBuffer(driver, 1, "ids", pointer, 16)
+                .find("ids is on device 0, the communicator's is device 1"),
+            std::string::npos);
+  int onStack = 0;
+  EXPECT_NE(rt::ep::checkDeviceBuffer(driver, 0, "ids",
+                                      reinterpret_cast<CUdeviceptr>(&onStack),
+                                      4)
+                .find("is not memory the CUDA driver knows"),
+            std::string::npos);
+  driver.memFree(pointer);
 }
 
 TEST(GpuEmuFromEntryPointsTest, InitChecksAreShared) {

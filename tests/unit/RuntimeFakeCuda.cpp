@@ -314,6 +314,12 @@ CUresult fakeMemcpyHtoDAsync(CUdeviceptr device, const void *host, size_t bytes,
   std::memcpy(reinterpret_cast<void *>(device), host, bytes);
   return CUDA_SUCCESS;
 }
+CUresult fakeMemcpyDtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t bytes,
+                             CUstream) {
+  std::memmove(reinterpret_cast<void *>(to), reinterpret_cast<void *>(from),
+               bytes);
+  return CUDA_SUCCESS;
+}
 CUresult fakePointerGetAttributes(unsigned count,
                                   CUpointer_attribute *attributes, void **data,
                                   CUdeviceptr pointer) {
@@ -395,6 +401,7 @@ cuGetProcAddress_v2(const char *symbol, void **pointer, int, cuuint64_t,
       {"cuMemsetD8Async", (void *)fakeMemsetD8Async},
       {"cuMemcpyDtoHAsync", (void *)fakeMemcpyDtoHAsync},
       {"cuMemcpyHtoDAsync", (void *)fakeMemcpyHtoDAsync},
+      {"cuMemcpyDtoDAsync", (void *)fakeMemcpyDtoDAsync},
       {"cuPointerGetAttribute", (void *)fakePointerGetAttribute},
       {"cuPointerGetAttributes", (void *)fakePointerGetAttributes},
       {"cuEventCreate", (void *)fakeEventCreate},

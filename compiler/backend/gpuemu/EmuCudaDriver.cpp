@@ -870,6 +870,52 @@ CUresult emuMemcpyHtoDAsync(CUdeviceptr device, const void *host, size_t bytes,
   return CUDA_SUCCESS;
 }
 
+CUresult emuMemcpyDtoDAsync(CUdeviceptr to, CUdeviceptr from, size_t bytes,
+                            CUstream stream) {
+  if (CUresult result = checkContextAndStream(stream))
+    return result;
+  if (!isDeviceRange(to, bytes) || !isDeviceRange(from, bytes))
+    return CUDA_ERROR_INVALID_VALUE;
+  if (bytes)
+    std::memmove(reinterpret_cast<void *>(to),
+                 reinterpret_cast<const void *>(from), bytes);
+  return CUDA_SUCCESS;
+}
+
+/// cuMemcpyBatchAsync in its CUDA 12.8 form. As the driver: not on the
+/// legacy default stream, one attribute set per first copy, a source
+/// access order on each; every copy within device memory (the emulator
+/// has no host-mapped memory).
+CUresult emuMemcpyBatchAsync(CUdeviceptr *to, CUdeviceptr *from, size_t *sizes,
+                             size_t count, CUmemcpyAttributes *attributes,
+                             size_t *attributeStarts, size_t numAttributes,
+                             size_t *failedIndex, CUstream stream) {
+  if (failedIndex)
+    *failedIndex = SIZE_MAX;
+  if (CUresult result = checkContextAndStream(stream))
+    return result;
+  if (!stream || stream == CU_STREAM_LEGACY || count == 0 || !to || !from ||
+      !sizes || !attributes || !attributeStarts || numAttributes == 0 ||
+      numAttributes > count || attributeStarts[0] != 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  for (size_t i = 0; i < numAttributes; ++i)
+    if ((i && attributeStarts[i] <= attributeStarts[i - 1]) ||
+        attributeStarts[i] >= count ||
+        attributes[i].srcAccessOrder == CU_MEMCPY_SRC_ACCESS_ORDER_INVALID)
+      return CUDA_ERROR_INVALID_VALUE;
+  for (size_t i = 0; i < count; ++i)
+    if (!isDeviceRange(to[i], sizes[i]) || !isDeviceRange(from[i], sizes[i])) {
+      if (failedIndex)
+        *failedIndex = i;
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+  for (size_t i = 0; i < count; ++i)
+    if (sizes[i])
+      std::memcpy(reinterpret_cast<void *>(to[i]),
+                  reinterpret_cast<const void *>(from[i]), sizes[i]);
+  return CUDA_SUCCESS;
+}
+
 /// One attribute of `pointer`; `found` is its allocation or end(). Unknown
 /// pointers get the null answers cuPointerGetAttributes documents. Needs
 /// the mutex.
@@ -978,6 +1024,8 @@ const EntryPoint kEntryPoints[] = {
     {"cuMemsetD8Async", reinterpret_cast<void *>(emuMemsetD8Async)},
     {"cuMemcpyDtoHAsync", reinterpret_cast<void *>(emuMemcpyDtoHAsync)},
     {"cuMemcpyHtoDAsync", reinterpret_cast<void *>(emuMemcpyHtoDAsync)},
+    {"cuMemcpyDtoDAsync", reinterpret_cast<void *>(emuMemcpyDtoDAsync)},
+    {"cuMemcpyBatchAsync", reinterpret_cast<void *>(emuMemcpyBatchAsync)},
     {"cuPointerGetAttribute", reinterpret_cast<void *>(emuPointerGetAttribute)},
     {"cuPointerGetAttributes",
      reinterpret_cast<void *>(emuPointerGetAttributes)},

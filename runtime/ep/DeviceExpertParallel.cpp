@@ -1,0 +1,393 @@
+//===- DeviceExpertParallel.cpp - EP operations on device buffers ---------===//
+
+#include "runtime/ep/DeviceExpertParallel.h"
+
+#include "abi/KernelError.h"
+#include "runtime/Error.h"
+#include "runtime/cuda/CudaDriver.h"
+#include "runtime/ep/EpPlan.h"
+
+#include <cstdio>
+#include <limits>
+
+namespace moegen::rt::ep {
+namespace {
+
+std::string hexPointer(CUdeviceptr pointer) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "0x%llx",
+                static_cast<unsigned long long>(pointer));
+  return text;
+}
+
+/// The k, expert-count and token-count rules of plan::checkIds that come
+/// before the ids are read; empty when a [tokens, k] int32 buffer may be.
+std::string checkIdShape(int64_t tokens, int64_t k, int64_t numExperts,
+                         const std::string &name, bool unusedSlots) {
+  if (numExperts < 1 || k < 1 || k > numExperts || tokens < 0 ||
+      tokens > std::numeric_limits<int64_t>::max() / 4 / k)
+    return plan::checkIds({}, tokens, k, numExperts, name, unusedSlots);
+  return "";
+}
+
+/// Checks the device buffer `ids` [tokens, k] and reads it back into
+/// `host`; then the ids themselves. Empty if fine.
+std::string readAndCheckIds(DeviceCommunicator &comm, CUdeviceptr ids,
+                            int64_t tokens, int64_t k, int64_t numExperts,
+                            const std::string &name, bool unusedSlots,
+                            std::vector<int32_t> &host) {
+  std::string error = checkIdShape(tokens, k, numExperts, name, unusedSlots);
+  if (!error.empty())
+    return error;
+  const std::size_t bytes =
+      static_cast<std::size_t>(tokens * k) * sizeof(int32_t);
+  error = checkDeviceBuffer(comm.driver(), comm.device(), name, ids, bytes);
+  if (!error.empty())
+    return error;
+  host.resize(static_cast<std::size_t>(tokens * k));
+  if (bytes) {
+    const CudaDriver &driver = comm.driver();
+    driver.check(driver.memcpyDtoHAsync(host.data(), ids, bytes, comm.stream()),
+                 "cuMemcpyDtoHAsync(ids)");
+    driver.check(driver.streamSynchronize(comm.stream()),
+                 "cuStreamSynchronize");
+  }
+  return plan::checkIds(host, tokens, k, numExperts, name, unusedSlots);
+}
+
+/// Byte counts and offsets of an all-to-all-v of whole rows.
+struct RowExchange {
+  std::vector<std::size_t> sendBytes, sendAt, recvBytes, recvAt;
+  std::size_t sendTotal = 0, recvTotal = 0;
+
+  RowExchange(const std::vector<std::size_t> &sendRows,
+              const std::vector<std::size_t> &recvRows, std::size_t rowBytes) {
+    for (std::size_t r = 0; r < sendRows.size(); ++r) {
+      sendAt.push_back(sendTotal);
+      sendBytes.push_back(sendRows[r] * rowBytes);
+      sendTotal += sendBytes.back();
+      recvAt.push_back(recvTotal);
+      recvBytes.push_back(recvRows[r] * rowBytes);
+      recvTotal += recvBytes.back();
+    }
+  }
+};
+
+const void *hostView(CUdeviceptr pointer) {
+  return reinterpret_cast<const void *>(static_cast<uintptr_t>(pointer));
+}
+void *hostView(DeviceBuffer &buffer) {
+  return reinterpret_cast<void *>(static_cast<uintptr_t>(buffer.get()));
+}
+
+} // namespace
+
+std::string checkDeviceBuffer(const CudaDriver &driver, int device,
+                              const std::string &name, CUdeviceptr pointer,
+                              std::size_t bytes) {
+  if (bytes == 0)
+    return "";
+  if (!pointer)
+    return name + " is required (null device pointer)";
+  unsigned memoryType = 0;
+  int ordinal = -1;
+  CUdeviceptr start = 0;
+  std::size_t size = 0;
+  CUpointer_attribute attributes[] = {
+      CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+      CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, CU_POINTER_ATTRIBUTE_RANGE_SIZE};
+  void *data[] = {&memoryType, &ordinal, &start, &size};
+  CUresult result = driver.pointerGetAttributes(4, attributes, data, pointer);
+  if (result != CUDA_SUCCESS)
+    return name + " = " + hexPointer(pointer) +
+           ": cuPointerGetAttributes: " + driver.describe(result);
+  if (memoryType == 0)
+    return name + " = " + hexPointer(pointer) +
+           " is not memory the CUDA driver knows (pass device pointers)";
+  if (memoryType != CU_MEMORYTYPE_DEVICE)
+    return name + " = " + hexPointer(pointer) +
+           " is host memory; the communicator moves device memory";
+  if (ordinal != device)
+    return name + " is on device " + std::to_string(ordinal) +
+           ", the communicator's is device " + std::to_string(device);
+  if (size != 0 && (pointer < start || pointer - start + bytes > size))
+    return name + " needs " + std::to_string(bytes) + " bytes from " +
+           hexPointer(pointer) + ", but its allocation holds only " +
+           std::to_string(pointer < start ? 0 : size - (pointer - start)) +
+           " from there";
+  return "";
+}
+
+void copyRows(const CudaDriver &driver, CUstream stream, CUdeviceptr to,
+              CUdeviceptr from, std::span<const int64_t> sourceRow,
+              std::size_t rowBytes) {
+  // Runs of consecutive source rows: one copy each.
+  std::vector<CUdeviceptr> targets, sources;
+  std::vector<std::size_t> sizes;
+  for (std::size_t i = 0; i < sourceRow.size();) {
+    std::size_t run = 1;
+    while (i + run < sourceRow.size() &&
+           sourceRow[i + run] == sourceRow[i] + static_cast<int64_t>(run))
+      ++run;
+    targets.push_back(to + i * rowBytes);
+    sources.push_back(from + static_cast<std::size_t>(sourceRow[i]) * rowBytes);
+    sizes.push_back(run * rowBytes);
+    i += run;
+  }
+  if (targets.empty() || rowBytes == 0)
+    return;
+  const bool legacyStream = !stream || stream == CU_STREAM_LEGACY;
+  if (driver.memcpyBatchAsync && !legacyStream && targets.size() > 1) {
+    CUmemcpyAttributes attributes{};
+    attributes.srcAccessOrder = CU_MEMCPY_SRC_ACCESS_ORDER_STREAM;
+    std::size_t firstCopy = 0, failed = 0;
+    CUresult result = driver.memcpyBatchAsync(
+        targets.data(), sources.data(), sizes.data(), targets.size(),
+        &attributes, &firstCopy, 1, &failed, stream);
+    if (result != CUDA_SUCCESS)
+      throw Error(Error::Kind::Driver,
+                  "cuMemcpyBatchAsync(" + std::to_string(targets.size()) +
+                      " row copies): " + driver.describe(result));
+    return;
+  }
+  for (std::size_t i = 0; i < targets.size(); ++i)
+    driver.check(
+        driver.memcpyDtoDAsync(targets[i], sources[i], sizes[i], stream),
+        "cuMemcpyDtoDAsync(rows)");
+}
+
+DeviceIds allGatherForcedIds(DeviceCommunicator &comm, CUdeviceptr ids,
+                             int64_t tokens, int64_t k, int64_t numExperts,
+                             bool unusedSlots) {
+  const CudaDriver &driver = comm.driver();
+  ScopedContext scope(driver, comm.context());
+  std::vector<int32_t> host;
+  const SignatureEntry signature[] = {{"k", k},
+                                      {"experts", numExperts},
+                                      {"unused_slots", unusedSlots},
+                                      {"tokens", tokens, false}};
+  std::vector<std::vector<int64_t>> agreed =
+      agreeOnArguments(comm, "all_gather_forced_ids", signature,
+                       readAndCheckIds(comm, ids, tokens, k, numExperts,
+                                       "forced_ids", unusedSlots, host));
+  const std::vector<int64_t> &rankTokens = agreed[3];
+
+  const std::size_t ranks = rankTokens.size();
+  std::vector<std::size_t> sendRows(ranks, static_cast<std::size_t>(tokens)),
+      recvRows(ranks);
+  for (std::size_t r = 0; r < ranks; ++r)
+    recvRows[r] = static_cast<std::size_t>(rankTokens[r]);
+  const std::size_t rowBytes = static_cast<std::size_t>(k) * sizeof(int32_t);
+  RowExchange exchange(sendRows, recvRows, rowBytes);
+  // Every destination reads the same bytes: the send ranges overlap.
+  std::fill(exchange.sendAt.begin(), exchange.sendAt.end(), 0);
+
+  DeviceIds gathered;
+  gathered.tokens = static_cast<int64_t>(exchange.recvTotal / rowBytes);
+  gathered.ids = DeviceBuffer(driver, comm.context(), exchange.recvTotal);
+  comm.allToAllV(hostView(ids), exchange.sendBytes, exchange.sendAt,
+                 hostView(gathered.ids), exchange.recvBytes, exchange.recvAt);
+  return gathered;
+}
+
+DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
+                          RowType rowType, int64_t hiddenSize, CUdeviceptr ids,
+                          int64_t tokens, int64_t k,
+                          const ExpertPlacement &placement, bool unusedSlots) {
+  const CudaDriver &driver = comm.driver();
+  ScopedContext scope(driver, comm.context());
+  const int ranks = comm.size();
+  std::vector<int32_t> host;
+  std::string error =
+      plan::checkPlacementAndHidden(placement, ranks, hiddenSize);
+  if (error.empty())
+    error = readAndCheckIds(comm, ids, tokens, k, placement.numExperts(), "ids",
+                            unusedSlots, host);
+  const std::size_t rowBytes = plan::rowBytes(rowType, hiddenSize);
+  if (error.empty()) {
+    if (tokens > 0 &&
+        static_cast<std::size_t>(tokens) >
+            std::numeric_limits<std::size_t>::max() / 4 / rowBytes)
+      error = "hidden: [" + std::to_string(tokens) + ", " +
+              std::to_string(hiddenSize) + "] rows are too large";
+    else
+      error = checkDeviceBuffer(driver, comm.device(), "hidden", hidden,
+                                static_cast<std::size_t>(tokens) * rowBytes);
+  }
+  agreeOnArguments(comm, "dispatch",
+                   plan::dispatchSignature(rowType, hiddenSize, tokens, k,
+                                           placement, unusedSlots),
+                   error);
+
+  plan::Sends sends =
+      plan::planSends(host, tokens, k, placement, ranks, comm.rank());
+  std::vector<int64_t> sendCounts(static_cast<std::size_t>(ranks));
+  std::vector<int64_t> packedTokens;
+  for (int r = 0; r < ranks; ++r) {
+    sendCounts[r] = static_cast<int64_t>(sends.tokensTo[r].size());
+    packedTokens.insert(packedTokens.end(), sends.tokensTo[r].begin(),
+                        sends.tokensTo[r].end());
+  }
+  std::vector<int64_t> recvCounts = plan::exchangeCounts(comm, sendCounts);
+  std::vector<std::size_t> sendRows(sendCounts.begin(), sendCounts.end()),
+      recvRows(recvCounts.begin(), recvCounts.end());
+  RowExchange exchange(sendRows, recvRows, rowBytes);
+
+  // Each token's row once per destination rank, packed by rank.
+  const CUstream stream = comm.stream();
+  DeviceBuffer send(driver, comm.context(), exchange.sendTotal);
+  DeviceBuffer received(driver, comm.context(), exchange.recvTotal);
+  copyRows(driver, stream, send.get(), hidden, packedTokens, rowBytes);
+  comm.allToAllV(hostView(send), exchange.sendBytes, exchange.sendAt,
+                 hostView(received), exchange.recvBytes, exchange.recvAt);
+  plan::Received<int32_t> slotsFrom =
+      plan::exchangeVectors(comm, sends.slotsTo);
+  plan::Grouping grouping =
+      plan::groupReceived(slotsFrom, recvRows, k, sends.localExperts);
+
+  DeviceDispatched result;
+  result.rows = DeviceBuffer(driver, comm.context(),
+                             grouping.sourceRow.size() * rowBytes);
+  copyRows(driver, stream, result.rows.get(), received.get(),
+           grouping.sourceRow, rowBytes);
+  // The exchange buffers are freed on return.
+  driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
+  result.expertOffsets = std::move(grouping.expertOffsets);
+  DispatchHandle &handle = result.handle;
+  handle.tokens = tokens;
+  handle.k = k;
+  handle.hiddenSize = hiddenSize;
+  handle.rowType = rowType;
+  handle.slotRank = std::move(sends.slotRank);
+  handle.returnRows = std::move(grouping.returnRows);
+  handle.groupedRows = static_cast<int64_t>(grouping.sourceRow.size());
+  return result;
+}
+
+namespace {
+
+/// What combine needs of the router, empty if fine.
+std::string checkCombineRouter(const DeviceCommunicator &comm,
+                               const CudaRouter &router,
+                               const DispatchHandle &handle) {
+  const Manifest &manifest = router.manifest();
+  if (!router.hasEntry(EntryKind::Combine))
+    return "the router has no combine kernel (compile its spec with "
+           "permute: true)";
+  if (router.context() != comm.context())
+    return "the router's kernels are loaded in another CUDA context than "
+           "the communicator's (device " +
+           std::to_string(comm.device()) + ")";
+  if (manifest.topK != handle.k)
+    return "the router's k is " + std::to_string(manifest.topK) +
+           ", the dispatch's " + std::to_string(handle.k);
+  const DType rowDType =
+      handle.rowType == RowType::F32 ? DType::F32 : DType::BF16;
+  if (manifest.hiddenDType != rowDType)
+    return "the router's hidden rows are " +
+           std::string(manifest.hiddenDType
+                           ? abi::toString(*manifest.hiddenDType)
+                           : std::string_view("absent")) +
+           ", the dispatch's " + std::string(abi::toString(rowDType));
+  if (handle.tokens * handle.k > std::numeric_limits<int32_t>::max())
+    return "tokens * k = " + std::to_string(handle.tokens * handle.k) +
+           " exceeds the kernel's int32 slot positions";
+  return "";
+}
+
+} // namespace
+
+void combine(DeviceCommunicator &comm, const CudaRouter &router,
+             const DispatchHandle &handle, CUdeviceptr expertOutputs,
+             CUdeviceptr weights, CUdeviceptr combined) {
+  const CudaDriver &driver = comm.driver();
+  ScopedContext scope(driver, comm.context());
+  const std::size_t rowBytes =
+      plan::rowBytes(handle.rowType, handle.hiddenSize);
+  const auto slots = static_cast<std::size_t>(handle.tokens * handle.k);
+  std::string error = plan::checkCombine(
+      comm, handle, static_cast<std::size_t>(handle.groupedRows) * rowBytes,
+      slots);
+  if (error.empty())
+    error = checkCombineRouter(comm, router, handle);
+  if (error.empty())
+    error = checkDeviceBuffer(
+        driver, comm.device(), "expert outputs", expertOutputs,
+        static_cast<std::size_t>(handle.groupedRows) * rowBytes);
+  if (error.empty())
+    error = checkDeviceBuffer(driver, comm.device(), "weights", weights,
+                              slots * sizeof(float));
+  if (error.empty())
+    error =
+        checkDeviceBuffer(driver, comm.device(), "combined", combined,
+                          static_cast<std::size_t>(handle.tokens) * rowBytes);
+  const SignatureEntry signature[] = {
+      {"k", handle.k},
+      {"hidden_size", handle.hiddenSize},
+      {"row_type", static_cast<int64_t>(handle.rowType)}};
+  agreeOnArguments(comm, "combine", signature, error);
+
+  // Counts first: handles from different dispatches are refused before
+  // any row moves.
+  const auto ranks = static_cast<std::size_t>(comm.size());
+  std::vector<int64_t> sendCounts(ranks);
+  std::vector<int64_t> packedRows;
+  for (std::size_t r = 0; r < ranks; ++r) {
+    sendCounts[r] = static_cast<int64_t>(handle.returnRows[r].size());
+    packedRows.insert(packedRows.end(), handle.returnRows[r].begin(),
+                      handle.returnRows[r].end());
+  }
+  std::vector<int64_t> recvCounts = plan::exchangeCounts(comm, sendCounts);
+  std::vector<std::size_t> got(ranks);
+  for (std::size_t r = 0; r < ranks; ++r)
+    got[r] = static_cast<std::size_t>(recvCounts[r]) * rowBytes;
+  plan::checkReturned(plan::expectedReturnBytes(handle, comm.size()), got);
+  for (int64_t at : packedRows)
+    if (at < 0 || at >= handle.groupedRows)
+      throw Error(Error::Kind::InvalidArgument,
+                  "combine: the handle's return row " + std::to_string(at) +
+                      " is outside its " + std::to_string(handle.groupedRows) +
+                      " grouped rows");
+
+  std::vector<std::size_t> sendRows(sendCounts.begin(), sendCounts.end()),
+      recvRows(recvCounts.begin(), recvCounts.end());
+  RowExchange exchange(sendRows, recvRows, rowBytes);
+  const CUstream stream = comm.stream();
+  DeviceBuffer back(driver, comm.context(), exchange.sendTotal);
+  // The combine kernel reads [T * k, H] expert-output rows: the received
+  // ones, a row per used slot, fill the front.
+  DeviceBuffer outputs(driver, comm.context(), slots * rowBytes);
+  copyRows(driver, stream, back.get(), expertOutputs, packedRows, rowBytes);
+  comm.allToAllV(hostView(back), exchange.sendBytes, exchange.sendAt,
+                 hostView(outputs), exchange.recvBytes, exchange.recvAt);
+  if (handle.tokens == 0)
+    return;
+
+  // Slot (t, j)'s row: rank r's rows arrive in (token, slot) order.
+  std::vector<int32_t> positions(slots);
+  std::vector<int64_t> next(ranks);
+  for (std::size_t r = 0; r < ranks; ++r)
+    next[r] = static_cast<int64_t>(exchange.recvAt[r] / rowBytes);
+  for (std::size_t slot = 0; slot < slots; ++slot) {
+    const int32_t r = handle.slotRank[slot];
+    positions[slot] = r < 0 ? -1 : static_cast<int32_t>(next[r]++);
+  }
+  DeviceBuffer slotPositions(driver, comm.context(), slots * sizeof(int32_t));
+  DeviceBuffer record(driver, comm.context(),
+                      kGpuKernelErrorWords * sizeof(int64_t));
+  driver.check(driver.memcpyHtoDAsync(slotPositions.get(), positions.data(),
+                                      slots * sizeof(int32_t), stream),
+               "cuMemcpyHtoDAsync(slot positions)");
+  CombineArgs args;
+  args.numTokens = handle.tokens;
+  args.hiddenSize = handle.hiddenSize;
+  args.topkWeights = weights;
+  args.slotPositions = slotPositions.get();
+  args.expertOutput = outputs.get();
+  args.combined = combined;
+  args.error = record.get();
+  router.combine(args, stream);
+  router.checkErrors(stream, record.get(), "combine");
+}
+
+} // namespace moegen::rt::ep
