@@ -28,7 +28,9 @@
 // block, route -> permute -> experts -> combine on the GPU, against the EP
 // path (dispatch, experts, combine) over a one-rank NCCL communicator
 // (MOEGEN_NCCL_LIBRARY, else libnccl.so.2; skipped, and said so, without
-// one): bit for bit, as combine's contract promises.
+// one), from host buffers and from device buffers (DeviceExpertParallel.h,
+// the router's combine kernel): bit for bit, as combine's contract
+// promises.
 //
 //===----------------------------------------------------------------------===//
 
@@ -37,6 +39,7 @@
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/cuda/CudaHostRouter.h"
 #include "runtime/cuda/DeviceTimer.h"
+#include "runtime/ep/DeviceExpertParallel.h"
 #include "runtime/ep/ExpertParallel.h"
 #include "runtime/ep/NcclCommunicator.h"
 #include "runtime/npy/HalfFloat.h"
@@ -121,7 +124,8 @@ std::string compare(const rt::HostRunResult &gpu, const fs::path &expected,
   std::ostringstream problems;
   std::vector<int32_t> gpuIds = values<int32_t>(*gpu.find("topk_ids"));
   std::vector<float> gpuWeights = values<float>(*gpu.find("topk_weights"));
-  std::vector<int32_t> ids = values<int32_t>(readArray(expected / "topk_ids.npy"));
+  std::vector<int32_t> ids =
+      values<int32_t>(readArray(expected / "topk_ids.npy"));
   std::vector<float> weights =
       values<float>(readArray(expected / "topk_weights.npy"));
   size_t differing = 0;
@@ -147,7 +151,8 @@ std::string compare(const rt::HostRunResult &gpu, const fs::path &expected,
     std::vector<float> have = got ? values<float>(*got) : std::vector<float>{};
     for (size_t t = 0; t < want.size(); ++t)
       if (have.size() != want.size() ||
-          !(std::fabs(have[t] - want[t]) <= 1e-5f * std::fabs(want[t]) + 1e-30f)) {
+          !(std::fabs(have[t] - want[t]) <=
+            1e-5f * std::fabs(want[t]) + 1e-30f)) {
         problems << "shared gate of token " << t << ": GPU "
                  << (have.size() == want.size() ? std::to_string(have[t])
                                                 : std::string("missing"))
@@ -305,7 +310,8 @@ std::string checkPermuteCombine(rt::CudaHostRouter &router,
                             : npy::floatToHalf(sum);
         std::memcpy(want.data(), &bits, 2);
       }
-      if (std::memcmp(want.data(), &combined[size_t(token * hidden + h) * bytes],
+      if (std::memcmp(want.data(),
+                      &combined[size_t(token * hidden + h) * bytes],
                       bytes) != 0)
         return "combine: combined[" + std::to_string(token) + "][" +
                std::to_string(h) + "] differs from the f32 fma chain\n";
@@ -396,23 +402,23 @@ std::string checkEpOneRank(rt::CudaHostRouter &router,
   std::unique_ptr<rt::ep::NcclCommunicator> comm;
   try {
     comm = std::make_unique<rt::ep::NcclCommunicator>(
-        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr,
-        library);
+        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr, library);
   } catch (const rt::Error &error) {
     return std::string("skip: ") + error.what();
   }
-  const rt::ep::RowType rowType =
-      facts.hidden == rt::RouterFacts::Logits::F32 ? rt::ep::RowType::F32
-                                                   : rt::ep::RowType::BF16;
+  const rt::ep::RowType rowType = facts.hidden == rt::RouterFacts::Logits::F32
+                                      ? rt::ep::RowType::F32
+                                      : rt::ep::RowType::BF16;
   std::vector<std::byte> ep;
   try {
     rt::ep::ExpertPlacement placement =
         rt::ep::ExpertPlacement::contiguous(e, 1);
     rt::ep::Dispatched dispatched = rt::ep::dispatch(
         *comm,
-        std::as_bytes(std::span<const uint8_t>(rows.data(), t * hidden * bytes)),
-        rowType, hidden, std::span<const int32_t>(ids->as<int32_t>(), slots),
-        t, k, placement);
+        std::as_bytes(
+            std::span<const uint8_t>(rows.data(), t * hidden * bytes)),
+        rowType, hidden, std::span<const int32_t>(ids->as<int32_t>(), slots), t,
+        k, placement);
     for (int64_t x = 0; x < e; ++x)
       for (int64_t row = dispatched.expertOffsets[x];
            row < dispatched.expertOffsets[x + 1]; ++row)
@@ -428,6 +434,47 @@ std::string checkEpOneRank(rt::CudaHostRouter &router,
   if (ep.size() != size_t(t * hidden) * bytes ||
       (t > 0 && std::memcmp(ep.data(), kernels.data(), ep.size()) != 0))
     return "EP over one NCCL rank differs from the generated kernels\n";
+
+  // The same from device buffers (DeviceExpertParallel.h): rows, ids and
+  // weights stay on the GPU, the combine is the router's kernel.
+  try {
+    const rt::CudaRouter &device = router.device();
+    auto upload = [&](const void *host, size_t size) {
+      rt::DeviceBuffer buffer = device.allocate(std::max<size_t>(1, size));
+      if (size)
+        buffer.upload(host, size, nullptr);
+      return buffer;
+    };
+    const size_t rowBytes = size_t(hidden) * bytes;
+    rt::DeviceBuffer rowsOnDevice = upload(rows.data(), size_t(t) * rowBytes),
+                     idsOnDevice = upload(ids->as<int32_t>(), slots * 4),
+                     weightsOnDevice = upload(weights->as<float>(), slots * 4),
+                     combined = device.allocate(
+                         std::max<size_t>(1, size_t(t) * rowBytes));
+    rt::ep::DeviceDispatched dispatched = rt::ep::dispatch(
+        *comm, rowsOnDevice.get(), rowType, hidden, idsOnDevice.get(), t, k,
+        rt::ep::ExpertPlacement::contiguous(e, 1));
+    const size_t grouped = size_t(dispatched.handle.groupedRows);
+    std::vector<uint8_t> expertRows(std::max<size_t>(1, grouped * rowBytes));
+    if (grouped)
+      dispatched.rows.download(expertRows.data(), grouped * rowBytes, nullptr);
+    for (int64_t x = 0; x < e; ++x)
+      for (int64_t row = dispatched.expertOffsets[x];
+           row < dispatched.expertOffsets[x + 1]; ++row)
+        toyExpert(facts, x, &expertRows[size_t(row) * rowBytes], hidden);
+    rt::DeviceBuffer outputs = upload(expertRows.data(), grouped * rowBytes);
+    rt::ep::combine(*comm, device, dispatched.handle, outputs.get(),
+                    weightsOnDevice.get(), combined.get());
+    std::vector<uint8_t> back(std::max<size_t>(1, size_t(t) * rowBytes));
+    if (t > 0)
+      combined.download(back.data(), size_t(t) * rowBytes, nullptr);
+    if (t > 0 && std::memcmp(back.data(), kernels.data(), size_t(t) * rowBytes))
+      return "EP on device buffers over one NCCL rank differs from the "
+             "generated kernels\n";
+  } catch (const rt::Error &error) {
+    return std::string("EP on device buffers over one NCCL rank: ") +
+           error.what() + "\n";
+  }
   return "";
 }
 
@@ -506,8 +553,8 @@ int checkSuite(const fs::path &suite) {
         ++calls;
         rt::HostRunResult result = runCall(router, inputs, forced);
         if (!result.error.empty()) {
-          problems += "T=" + t + " " + entry + ": kernel error: " +
-                      result.error + "\n";
+          problems +=
+              "T=" + t + " " + entry + ": kernel error: " + result.error + "\n";
           return;
         }
         std::string found = compare(result, inputs / expected, k);
@@ -521,8 +568,7 @@ int checkSuite(const fs::path &suite) {
         std::ifstream want(inputs / "bad_route.txt");
         std::string expected;
         std::getline(want, expected);
-        std::string error =
-            runCall(router, inputs, "", "bad_logits.npy").error;
+        std::string error = runCall(router, inputs, "", "bad_logits.npy").error;
         if (error != expected)
           problems += "T=" + t + " non-finite logits: GPU says '" + error +
                       "', CPU says '" + expected + "'\n";
@@ -541,9 +587,9 @@ int checkSuite(const fs::path &suite) {
         }
         // The EP path is compared with kernels known to be right.
         ++calls;
-        std::string ep = kernelsOk ? checkEpOneRank(router, routed,
-                                                    std::stoll(t), 1000)
-                                   : "skip: the kernels failed above";
+        std::string ep =
+            kernelsOk ? checkEpOneRank(router, routed, std::stoll(t), 1000)
+                      : "skip: the kernels failed above";
         if (ep.rfind("skip: ", 0) == 0)
           std::printf("     %s T=%s: EP one-rank check %s\n", name.c_str(),
                       t.c_str(), ep.c_str());
@@ -590,9 +636,9 @@ std::string checkDispatch(const rt::CudaRouter &router,
   rt::ScopedContext scope(driver, router.context());
   auto download = [&](std::vector<int32_t> &host, CUdeviceptr device) {
     if (!host.empty())
-      driver.check(driver.memcpyDtoHAsync(host.data(), device, host.size() * 4,
-                                          nullptr),
-                   "cuMemcpyDtoHAsync");
+      driver.check(
+          driver.memcpyDtoHAsync(host.data(), device, host.size() * 4, nullptr),
+          "cuMemcpyDtoHAsync");
   };
   download(ids, out.topkIds);
   download(counts, out.expertCounts);
@@ -635,13 +681,16 @@ std::string checkDispatch(const rt::CudaRouter &router,
 
 int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
           int reps) {
-  std::unique_ptr<rt::CudaRouter> router = rt::CudaRouter::load(kernels.string());
+  std::unique_ptr<rt::CudaRouter> router =
+      rt::CudaRouter::load(kernels.string());
   const rt::Manifest &manifest = router->manifest();
   const int64_t e = manifest.numExperts, k = manifest.topK;
   const rt::Kernel *route = manifest.find(rt::EntryKind::Route);
   if (!route || manifest.logitsDType != rt::DType::F32) {
-    std::fprintf(stderr, "moegen-gpu-check --bench: %s needs a route kernel "
-                         "and f32 logits\n", kernels.c_str());
+    std::fprintf(stderr,
+                 "moegen-gpu-check --bench: %s needs a route kernel "
+                 "and f32 logits\n",
+                 kernels.c_str());
     return 2;
   }
   const bool bias = route->findParam("bias") >= 0;
@@ -650,7 +699,8 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
   rt::DeviceTimer timer(router->driver(), router->context());
   std::printf("%s: %s, E = %lld, k = %lld, %s\n", kernels.c_str(),
               manifest.specName.c_str(), static_cast<long long>(e),
-              static_cast<long long>(k), dispatch ? "route + dispatch" : "route");
+              static_cast<long long>(k),
+              dispatch ? "route + dispatch" : "route");
   bool failed = false;
   for (int64_t t : tokenCounts) {
     std::mt19937 rng(42);
@@ -687,16 +737,15 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
         samples.push_back(timer.sampleUs(call, nullptr));
       return rt::summarize(samples);
     };
-    const rt::TimingSummary routed = time(
-        [&](CUstream stream) { router->route(in, buffers, stream); });
+    const rt::TimingSummary routed =
+        time([&](CUstream stream) { router->route(in, buffers, stream); });
     double bytes = t * e * 4.0 + t * k * 8.0;
     if (dispatch)
       bytes += (2 * e + 1) * 4.0 + t * k * 8.0;
     std::printf("T=%lld: %.2f us/call (median of %d, cold L2; p10 %.2f, p90 "
                 "%.2f), %.1f GB/s of %.2f MB moved\n",
-                static_cast<long long>(t), routed.medianUs, reps,
-                routed.p10Us, routed.p90Us, bytes / routed.medianUs / 1e3,
-                bytes / 1e6);
+                static_cast<long long>(t), routed.medianUs, reps, routed.p10Us,
+                routed.p90Us, bytes / routed.medianUs / 1e3, bytes / 1e6);
     if (dispatch) {
       const rt::TimingSummary alone = time([&](CUstream stream) {
         router->dispatch(out.topkIds, t, out, stream);
@@ -777,8 +826,9 @@ int main(int argc, char **argv) {
     if (!candidates.empty())
       return moegen::gpucheck::tuneCandidates(
           candidates,
-          tokensOption->count() ? tokens
-                                : std::vector<int64_t>{1, 64, 1024, 8192, 65536},
+          tokensOption->count()
+              ? tokens
+              : std::vector<int64_t>{1, 64, 1024, 8192, 65536},
           repsOption->count() ? reps : 50, db);
     if (!kernels.empty())
       return bench(kernels, tokens, reps);
