@@ -50,7 +50,8 @@ struct MoEGpuFastMathPass
       else if (auto div = dyn_cast<arith::DivFOp>(op);
                div && isApproximateF32(op, div.getFastmath()))
         ops.push_back(op);
-      else if (isa<math::AbsFOp, math::FmaOp>(op) &&
+      else if (isa<math::AbsFOp, math::FmaOp, math::CeilOp, math::FloorOp>(
+                   op) &&
                isa<Float32Type, Float64Type>(op->getResult(0).getType()))
         ops.push_back(op);
     });
@@ -59,11 +60,15 @@ struct MoEGpuFastMathPass
       b.setInsertionPoint(op);
       Location loc = op->getLoc();
       Value result;
-      if (isa<math::AbsFOp, math::FmaOp>(op)) {
+      if (isa<math::AbsFOp, math::FmaOp, math::CeilOp, math::FloorOp>(op)) {
         // Exact either way; LLVM's intrinsic keeps libdevice out (and
         // convert-gpu-to-nvvm has no pattern for math.fma at all).
+        const char *family = isa<math::AbsFOp>(op)   ? "llvm.fabs."
+                             : isa<math::FmaOp>(op)  ? "llvm.fma."
+                             : isa<math::CeilOp>(op) ? "llvm.ceil."
+                                                     : "llvm.floor.";
         std::string name =
-            std::string(isa<math::AbsFOp>(op) ? "llvm.fabs." : "llvm.fma.") +
+            std::string(family) +
             (op->getResult(0).getType().isF32() ? "f32" : "f64");
         result = callIntrinsic(b, loc, name, op->getOperands());
       } else if (auto exp = dyn_cast<math::ExpOp>(op)) {

@@ -115,7 +115,8 @@ def MoEZeroSignFreeMinMax : Pass<"moe-zero-sign-free-minmax", "ModuleOp"> {
 
 def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
   let summary = "map approximate (`afn`) f32 exp and division to PTX's "
-                "approximate instructions, and abs and fma to intrinsics";
+                "approximate instructions, and abs, fma, ceil and floor to "
+                "intrinsics";
   let description = [{
     The scoring lowering marks with `afn` only the f32 exps whose argument
     is at most 0 and the divisions whose divisor lies in [1, 2^126]
@@ -135,7 +136,9 @@ def MoEGpuFastMath : Pass<"moe-gpu-fast-math", "mlir::gpu::GPUModuleOp"> {
     math calls needs no libdevice, whose parsing and linking cost more than
     the kernel's own code generation; likewise `math.fma` (combine's
     accumulation) to LLVM's `fma` (`fma.rn` in PTX, exact), for which
-    `convert-gpu-to-nvvm` has no pattern. `math.sqrt` stays libdevice's: with
+    `convert-gpu-to-nvvm` has no pattern, and `math.ceil` / `math.floor`
+    (an expert-choice capacity, ceil(c * T / E)) to LLVM's `ceil` / `floor`
+    (`cvt.rpi` / `cvt.rmi`, exact). `math.sqrt` stays libdevice's: with
     LLVM's `sqrt` intrinsic instead, ptxas no longer unrolled DeepSeek-V4's
     scoring loop (835 -> 997 SASS warp-instructions per token).
 

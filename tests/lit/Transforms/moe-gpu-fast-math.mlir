@@ -70,3 +70,24 @@ module attributes {gpu.container_module} {
     }
   }
 }
+
+// -----
+
+// f32 and f64 ceil and floor (an expert-choice capacity) become LLVM's
+// intrinsics (cvt.rpi / cvt.rmi, exact, no libdevice); f16 keeps math's
+// lowering.
+// CHECK-LABEL: gpu.func @rounded(
+// CHECK-SAME: %[[X:.*]]: f32, %[[W:.*]]: f64, %[[H:.*]]: f16)
+// CHECK: llvm.call_intrinsic "llvm.ceil.f64"(%[[W]]) : (f64) -> f64
+// CHECK: llvm.call_intrinsic "llvm.floor.f32"(%[[X]]) : (f32) -> f32
+// CHECK: math.ceil %[[H]] : f16
+module attributes {gpu.container_module} {
+  gpu.module @kernels {
+    gpu.func @rounded(%x: f32, %w: f64, %h: f16) {
+      %a = math.ceil %w : f64
+      %b = math.floor %x : f32
+      %c = math.ceil %h : f16
+      gpu.return
+    }
+  }
+}

@@ -108,6 +108,24 @@ public:
     return toIndex(andi(b.create<arith::ShRUIOp>(loc, value, cg.i32(shift)),
                         cg.i32(kDigits - 1)));
   }
+  /// The same for a shift known at run time (i32, a multiple of the digit
+  /// width in [0, 32)): a pass loop's.
+  Value digitOf(Value value, Value shift) {
+    return toIndex(andi(b.create<arith::ShRUIOp>(loc, value, shift),
+                        cg.i32(kDigits - 1)));
+  }
+  /// The bits above the digit at `shift`, decided by earlier passes.
+  Value decidedMask(Value shift) {
+    // A shift by 32 is poison in LLVM: the top digit's mask is spelled out.
+    Value above = add(shift, cg.i32(kDigitBits));
+    return select(cmp(CmpIPredicate::sge, above, cg.i32(32)), cg.i32(0),
+                  b.create<arith::ShLIOp>(loc, cg.i32(-1), above));
+  }
+  /// The shift of pass `pass` (index) of a radix select from the top digit
+  /// down, as i32.
+  Value passShift(Value pass) {
+    return sub(cg.i32(32 - kDigitBits), mul(toI32(pass), cg.i32(kDigitBits)));
+  }
   /// The bits above the digit at `shift`, decided by earlier passes.
   Value decidedMask(int64_t shift) {
     const uint32_t mask =
@@ -391,26 +409,29 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
   });
   emitGridBarrier(cg, scratch);
 
-  // The threshold keys, a digit a pass.
-  for (int64_t shift = 32 - kDigitBits; shift >= 0; shift -= kDigitBits) {
+  // The threshold keys, a digit a pass. The passes are a loop, not
+  // unrolled: each recomputes the keys (the entry's ops before the
+  // selection), and four copies of those made the kernel's code generation
+  // the slowest of every template's.
+  constexpr int64_t kPasses = 32 / kDigitBits;
+  cg.forLoop(0, kPasses, {}, [&](Value pass, ValueRange) {
+    Value shift = s.passShift(pass);
     Value decided = s.decidedMask(shift);
     keyPass([&](Value key, Value e) {
       Value matches = s.cmp(CmpIPredicate::eq, s.andi(key, decided),
                             s.load(scratch, s.word(keysAt, e)));
       cg.ifThen(matches, [&] { countIn(s.add(bins(e), s.digitOf(key, shift))); });
     });
-    if (failed(status))
-      return failure();
     emitGridBarrier(cg, scratch);
     overExperts([&](Value e) {
       SmallVector<Value> walk =
           s.walkBins(scratch, bins(e), s.load(scratch, s.word(remainingAt, e)),
                      /*descending=*/true);
       Value key = s.ori(s.load(scratch, s.word(keysAt, e)),
-                        b.create<arith::ShLIOp>(loc, walk[2], cg.i32(shift)));
+                        b.create<arith::ShLIOp>(loc, walk[2], shift));
       s.store(key, scratch, s.word(keysAt, e));
       s.store(walk[0], scratch, s.word(remainingAt, e));
-      if (shift == 0) {
+      cg.ifThen(s.cmp(CmpIPredicate::eq, shift, cg.i32(0)), [&] {
         // The last bin holds the tokens whose key is K_e: when the expert
         // takes them all, every one is taken; else some expert must tell
         // them apart by token.
@@ -419,11 +440,14 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
                 s.word(tokensAt, e));
         cg.ifThen(s.notb(all),
                   [&] { s.store(cg.i32(1), scratch, cg.index(flagAt)); });
-      }
+      });
       zeroBins(e);
     });
     emitGridBarrier(cg, scratch);
-  }
+    return SmallVector<Value>{};
+  });
+  if (failed(status))
+    return failure();
 
   // Ties: among the tokens whose key is K_e, the remaining-th smallest
   // token index, a digit a pass, for the experts that need it. The flag is
@@ -431,7 +455,8 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
   Value needed = s.cmp(CmpIPredicate::ne, s.load(scratch, cg.index(flagAt)),
                        cg.i32(0));
   cg.ifThen(needed, [&] {
-    for (int64_t shift = 32 - kDigitBits; shift >= 0; shift -= kDigitBits) {
+    cg.forLoop(0, kPasses, {}, [&](Value pass, ValueRange) {
+      Value shift = s.passShift(pass);
       Value decided = s.decidedMask(shift);
       keyPass([&](Value key, Value e) {
         Value token = s.toI32(cg.token);
@@ -455,14 +480,15 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
               /*descending=*/false);
           Value prefix =
               s.ori(s.load(scratch, s.word(tiePrefixAt, e)),
-                    b.create<arith::ShLIOp>(loc, walk[2], cg.i32(shift)));
+                    b.create<arith::ShLIOp>(loc, walk[2], shift));
           s.store(prefix, scratch, s.word(tiePrefixAt, e));
           s.store(walk[0], scratch, s.word(remainingAt, e));
         });
         zeroBins(e);
       });
       emitGridBarrier(cg, scratch);
-    }
+      return SmallVector<Value>{};
+    });
     overExperts([&](Value e) {
       Value open = s.cmp(CmpIPredicate::eq,
                          s.load(scratch, s.word(tokensAt, e)), cg.i32(-1));
