@@ -49,6 +49,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -679,6 +680,120 @@ std::string checkDispatch(const rt::CudaRouter &router,
   return "";
 }
 
+/// The hidden rows of a routed call moved two ways at the manifest's
+/// hidden size: the generated permute and combine kernels (events, cold
+/// L2), and the device EP dispatch and combine over a one-rank NCCL
+/// communicator (host clock around each synchronous call: the ids read
+/// back, the plan, the batched copies, NCCL's exchange with itself and the
+/// combine kernel).
+void benchRowMovement(
+    const rt::CudaRouter &router, const rt::RouteOutputs &routed, int64_t t,
+    int reps,
+    const std::function<rt::TimingSummary(const std::function<void(CUstream)> &)>
+        &time) {
+  const rt::Manifest &manifest = router.manifest();
+  const int64_t hidden = manifest.hiddenSize, k = manifest.topK;
+  const rt::DType dtype = *manifest.hiddenDType;
+  const size_t bytes = rt::byteSize(dtype), slots = size_t(t * k);
+  std::vector<uint8_t> rows(size_t(t * hidden) * bytes);
+  std::mt19937 rng(7);
+  for (size_t i = 0; i < rows.size(); i += bytes) {
+    // Finite values of every hidden dtype: a bf16/f16 one below 2^15.
+    const float x = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+    if (dtype == rt::DType::F32)
+      std::memcpy(&rows[i], &x, 4);
+    else {
+      uint16_t h = dtype == rt::DType::BF16 ? npy::floatToBf16(x)
+                                            : npy::floatToHalf(x);
+      std::memcpy(&rows[i], &h, 2);
+    }
+  }
+  Uploads uploads(router);
+  const CUdeviceptr hiddenRows = uploads.add(rows.data(), rows.size());
+  const CUdeviceptr permuted = uploads.add(nullptr, slots * hidden * bytes);
+  const CUdeviceptr combined = uploads.add(nullptr, rows.size());
+  rt::PermuteArgs permute;
+  permute.numTokens = t;
+  permute.hiddenSize = hidden;
+  permute.hidden = hiddenRows;
+  permute.sortedSlots = routed.sortedSlots;
+  permute.permuted = permuted;
+  rt::CombineArgs combine;
+  combine.numTokens = t;
+  combine.hiddenSize = hidden;
+  combine.topkWeights = routed.topkWeights;
+  combine.slotPositions = routed.slotPositions;
+  combine.expertOutput = permuted;
+  combine.combined = combined;
+  const rt::TimingSummary permuteTime = time(
+      [&](CUstream stream) { router.permute(permute, stream); });
+  const rt::TimingSummary combineTime = time(
+      [&](CUstream stream) { router.combine(combine, stream); });
+  router.checkErrors(nullptr);
+  const double rowBytes = double(hidden) * double(bytes);
+  // Permute reads T rows and writes T*k; combine reads T*k and writes T.
+  const double moved = (double(t) + double(slots)) * rowBytes;
+  std::printf("T=%lld H=%lld %s: permute %.2f us (%.1f GB/s), combine %.2f "
+              "us (%.1f GB/s)\n",
+              static_cast<long long>(t), static_cast<long long>(hidden),
+              std::string(rt::toString(dtype)).c_str(), permuteTime.medianUs,
+              moved / permuteTime.medianUs / 1e3, combineTime.medianUs,
+              moved / combineTime.medianUs / 1e3);
+
+  if (dtype == rt::DType::F16) {
+    std::printf("T=%lld: EP skipped: it moves f32 and bf16 rows\n",
+                static_cast<long long>(t));
+    return;
+  }
+  const char *path = std::getenv("MOEGEN_NCCL_LIBRARY");
+  const std::string library =
+      path && *path ? path : rt::ep::NcclCommunicator::kDefaultLibrary;
+  std::unique_ptr<rt::ep::NcclCommunicator> comm;
+  try {
+    comm = std::make_unique<rt::ep::NcclCommunicator>(
+        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr,
+        library);
+  } catch (const rt::Error &error) {
+    std::printf("T=%lld: EP skipped: %s\n", static_cast<long long>(t),
+                error.what());
+    return;
+  }
+  const rt::ep::RowType rowType =
+      dtype == rt::DType::F32 ? rt::ep::RowType::F32 : rt::ep::RowType::BF16;
+  const rt::ep::ExpertPlacement placement =
+      rt::ep::ExpertPlacement::contiguous(manifest.numExperts, 1);
+  auto hostMicroseconds = [&](const std::function<void()> &call) {
+    call(); // warm-up
+    std::vector<double> samples;
+    for (int r = 0; r < std::min(reps, 50); ++r) {
+      const auto start = std::chrono::steady_clock::now();
+      call();
+      samples.push_back(std::chrono::duration<double, std::micro>(
+                            std::chrono::steady_clock::now() - start)
+                            .count());
+    }
+    return rt::summarize(samples);
+  };
+  rt::ep::DeviceDispatched dispatched;
+  const rt::TimingSummary dispatchTime = hostMicroseconds([&] {
+    dispatched = rt::ep::dispatch(*comm, hiddenRows, rowType, hidden,
+                                  routed.topkIds, t, k, placement);
+  });
+  const rt::TimingSummary epCombineTime = hostMicroseconds([&] {
+    rt::ep::combine(*comm, router, dispatched.handle, dispatched.rows.get(),
+                    routed.topkWeights, combined);
+  });
+  const double grouped = double(dispatched.handle.groupedRows) * rowBytes;
+  std::printf("T=%lld: EP on device buffers, one NCCL rank: dispatch %.1f us "
+              "(p10 %.1f, p90 %.1f; %.1f GB/s of rows grouped), combine %.1f "
+              "us (p10 %.1f, p90 %.1f; %.1f GB/s of expert outputs)\n",
+              static_cast<long long>(t), dispatchTime.medianUs,
+              dispatchTime.p10Us, dispatchTime.p90Us,
+              grouped / dispatchTime.medianUs / 1e3, epCombineTime.medianUs,
+              epCombineTime.p10Us, epCombineTime.p90Us,
+              grouped / epCombineTime.medianUs / 1e3);
+}
+
 int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
           int reps) {
   std::unique_ptr<rt::CudaRouter> router =
@@ -761,6 +876,9 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
       if (!problem.empty())
         failed = true;
     }
+    if (dispatch && manifest.find(rt::EntryKind::Permute) &&
+        manifest.hiddenDType)
+      benchRowMovement(*router, out, t, reps, time);
   }
   return failed ? 1 : 0;
 }

@@ -34,6 +34,13 @@ for t in deepseek-v3 qwen3-30b-a3b kimi-k2 deepseek-v4-flash deepseek-v4-flash-h
   build/bin/moegen compile "gpu-carry/bench-specs/$t.yaml" --emit=cubin \
     --arch "$arch" -o "gpu-carry/bench/$t"
 done
+# The MoE block's row movement at DeepSeek-V3's hidden size (bf16 rows):
+# the generated permute and combine kernels, and EP on device buffers over
+# one NCCL rank, after each route (moegen-gpu-check --bench).
+{ sed -e '/^capture:/d' -e '/^replay:/d' templates/deepseek-v3.yaml
+  printf 'permute: true\nhidden_dtype: bf16\n'; } > gpu-carry/bench-specs/deepseek-v3-moe.yaml
+build/bin/moegen compile gpu-carry/bench-specs/deepseek-v3-moe.yaml \
+  --emit=cubin --arch "$arch" -o gpu-carry/deepseek-v3-moe
 # GPU tuning without the compiler: every candidate schedule of the
 # templates the GPU targets name, compiled here (cubins only, xz-packed:
 # about 0.4 MB for 170 kernel directories), timed there by

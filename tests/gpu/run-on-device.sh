@@ -4,7 +4,9 @@
 # compiler, and leaves the logs in $OUT (or gpu-carry/logs):
 # the suite against the CPU backend's outputs, the runtime's GPU tests on
 # DeepSeek-V3's kernels, the NCCL communicator with one rank, the route (+ dispatch) benchmark (which checks the
-# parallel dispatch up to a million tokens), the GPU tuning of three
+# parallel dispatch up to a million tokens), the hidden rows' movement
+# (permute and combine kernels, EP on device buffers over one NCCL rank),
+# the GPU tuning of three
 # templates (a tuning database), the capture-then-replay sample
 # over 58 DeepSeek-V3 layers, the Python package on CUDA tensors
 # (tests/gpu/test_python_cuda.py), and moegen against PyTorch eager and
@@ -37,6 +39,12 @@ gpu-carry/moegen-gpu-check --bench gpu-carry/deepseek-v3 \
 gpu-carry/moegen-gpu-check --bench gpu-carry/kimi-k2 \
   --tokens 1,64,8192,65536 --reps 200 2>&1 | tee -a "$out/bench.txt" ||
   status=1
+# Hidden rows at DeepSeek-V3's size (bf16, H = 7168): the generated permute
+# and combine kernels, and EP dispatch and combine on device buffers over
+# one NCCL rank.
+MOEGEN_NCCL_LIBRARY="$nccl" gpu-carry/moegen-gpu-check \
+  --bench gpu-carry/deepseek-v3-moe --tokens 64,1024,8192 --reps 100 2>&1 |
+  tee -a "$out/bench.txt" || status=1
 # GPU tuning: the candidate schedules compiled where the compiler is, timed
 # here (events, cold L2), the winners into a tuning database that comes
 # back with the logs (docs/autotune.md, "On a GPU machine without the
