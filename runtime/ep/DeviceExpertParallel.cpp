@@ -311,6 +311,13 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
   if (error.empty())
     error = checkCombineRouter(comm, router, handle);
   if (error.empty())
+    for (const std::vector<int64_t> &rows : handle.returnRows)
+      for (int64_t at : rows)
+        if (error.empty() && (at < 0 || at >= handle.groupedRows))
+          error = "the handle's return row " + std::to_string(at) +
+                  " is outside its " + std::to_string(handle.groupedRows) +
+                  " grouped rows";
+  if (error.empty())
     error = checkDeviceBuffer(
         driver, comm.device(), "expert outputs", expertOutputs,
         static_cast<std::size_t>(handle.groupedRows) * rowBytes);
@@ -327,8 +334,9 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
       {"row_type", static_cast<int64_t>(handle.rowType)}};
   agreeOnArguments(comm, "combine", signature, error);
 
-  // Counts first: handles from different dispatches are refused before
-  // any row moves.
+  // Counts first, and a verdict every rank reads: handles from different
+  // dispatches are refused on every rank before any row moves (one rank
+  // throwing alone would leave the others waiting in the exchange).
   const auto ranks = static_cast<std::size_t>(comm.size());
   std::vector<int64_t> sendCounts(ranks);
   std::vector<int64_t> packedRows;
@@ -338,16 +346,16 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
                       handle.returnRows[r].end());
   }
   std::vector<int64_t> recvCounts = plan::exchangeCounts(comm, sendCounts);
-  std::vector<std::size_t> got(ranks);
-  for (std::size_t r = 0; r < ranks; ++r)
-    got[r] = static_cast<std::size_t>(recvCounts[r]) * rowBytes;
-  plan::checkReturned(plan::expectedReturnBytes(handle, comm.size()), got);
-  for (int64_t at : packedRows)
-    if (at < 0 || at >= handle.groupedRows)
-      throw Error(Error::Kind::InvalidArgument,
-                  "combine: the handle's return row " + std::to_string(at) +
-                      " is outside its " + std::to_string(handle.groupedRows) +
-                      " grouped rows");
+  const std::vector<std::size_t> expected =
+      plan::expectedReturnBytes(handle, comm.size());
+  std::string mismatch;
+  for (std::size_t r = 0; r < ranks && mismatch.empty(); ++r)
+    if (static_cast<std::size_t>(recvCounts[r]) * rowBytes != expected[r])
+      mismatch = "rank " + std::to_string(r) + " sends back " +
+                 std::to_string(recvCounts[r] * rowBytes) + " bytes, " +
+                 std::to_string(expected[r]) +
+                 " expected: the ranks' handles are not from one dispatch";
+  agreeOnArguments(comm, "combine", {}, mismatch);
 
   std::vector<std::size_t> sendRows(sendCounts.begin(), sendCounts.end()),
       recvRows(recvCounts.begin(), recvCounts.end());

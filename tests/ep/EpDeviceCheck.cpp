@@ -18,6 +18,7 @@
 //   host-ids         the last rank passes host memory as forced ids
 //   short-ids        rank 0's forced-id buffer is one id short
 //   router-k         combine with a router of top 2 for a dispatch of 3
+//   mixed-handles    rank 1 combines with the handle of another dispatch
 //
 // Exit code 0 when the rank saw what the scenario expects, 1 otherwise.
 //
@@ -362,6 +363,34 @@ int routerMismatch(ep::DeviceCommunicator &comm, const CudaRouter &device,
   });
 }
 
+int mixedHandles(ep::DeviceCommunicator &comm, const CudaRouter &device) {
+  // Two dispatches of one token each: to experts spread over the ranks,
+  // and to rank 0's experts only. Rank 1 combines with the first's handle,
+  // the others with the second's.
+  const int rank = comm.rank();
+  const int64_t hiddenSize = 16, k = 3;
+  std::vector<float> hidden(hiddenSize, 1.0f), weights(k, 0.25f);
+  std::vector<int32_t> spread = {0, 3, 7}, local = {0, 1, 2};
+  DeviceBuffer hiddenOnDevice = upload(device, hidden.data(), hidden.size() * 4),
+               spreadIds = upload(device, spread.data(), k * 4),
+               localIds = upload(device, local.data(), k * 4),
+               weightsOnDevice = upload(device, weights.data(), k * 4),
+               combined = device.allocate(hidden.size() * 4);
+  const ep::ExpertPlacement placement =
+      ep::ExpertPlacement::contiguous(kExperts, comm.size());
+  ep::DeviceDispatched first =
+      ep::dispatch(comm, hiddenOnDevice.get(), ep::RowType::F32, hiddenSize,
+                   spreadIds.get(), 1, k, placement);
+  ep::DeviceDispatched second =
+      ep::dispatch(comm, hiddenOnDevice.get(), ep::RowType::F32, hiddenSize,
+                   localIds.get(), 1, k, placement);
+  const ep::DeviceDispatched &mine = rank == 1 ? first : second;
+  return expectThrow(rank, [&] {
+    ep::combine(comm, device, mine.handle, mine.rows.get(),
+                weightsOnDevice.get(), combined.get());
+  });
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -389,10 +418,12 @@ int main(int argc, char **argv) {
       else if (scenario == "router-k") {
         std::unique_ptr<HostRouter> topTwo = emulatedRouter(2, "f32");
         status = routerMismatch(comm, device, *gpuemu::emulatedDevice(*topTwo));
-      } else
+      } else if (scenario == "mixed-handles")
+        status = mixedHandles(comm, device);
+      else
         std::fprintf(stderr, "usage: moegen-ep-device-check all-gather|"
                              "moe-layer-f32|moe-layer-bf16|skewed|host-ids|"
-                             "short-ids|router-k\n");
+                             "short-ids|router-k|mixed-handles\n");
     } catch (const Error &e) {
       std::printf("rank %d: FAIL: %s\n", mpi.rank(), e.what());
     }
