@@ -79,6 +79,56 @@ const void *hostView(CUdeviceptr pointer) {
 void *hostView(DeviceBuffer &buffer) {
   return reinterpret_cast<void *>(static_cast<uintptr_t>(buffer.get()));
 }
+void *mutableView(CUdeviceptr pointer) {
+  return reinterpret_cast<void *>(static_cast<uintptr_t>(pointer));
+}
+
+} // namespace
+
+CUdeviceptr DeviceWorkspace::get(Slot slot, const CudaDriver &driver,
+                                 CUcontext in, std::size_t bytes) {
+  if (in != context) {
+    for (DeviceBuffer &buffer : buffers)
+      buffer = DeviceBuffer();
+    context = in;
+  }
+  if (bytes == 0)
+    return 0;
+  DeviceBuffer &buffer = buffers[slot];
+  if (buffer.size() < bytes) {
+    // The calls before have finished with it (the operations are
+    // synchronous). A quarter more, so that slowly growing calls do not
+    // reallocate every time.
+    buffer = DeviceBuffer();
+    buffer = DeviceBuffer(driver, context, bytes + bytes / 4);
+  }
+  return buffer.get();
+}
+
+std::size_t DeviceWorkspace::bytesHeld() const {
+  std::size_t held = 0;
+  for (const DeviceBuffer &buffer : buffers)
+    held += buffer.size();
+  return held;
+}
+
+namespace {
+
+/// A workspace slot's buffer: the caller's workspace, else one of the
+/// call's own.
+class Scratch {
+public:
+  Scratch(DeviceWorkspace *workspace, const DeviceCommunicator &comm)
+      : workspace(workspace ? workspace : &own), comm(comm) {}
+  CUdeviceptr get(DeviceWorkspace::Slot slot, std::size_t bytes) {
+    return workspace->get(slot, comm.driver(), comm.context(), bytes);
+  }
+
+private:
+  DeviceWorkspace own;
+  DeviceWorkspace *workspace;
+  const DeviceCommunicator &comm;
+};
 
 } // namespace
 
@@ -193,7 +243,8 @@ DeviceIds allGatherForcedIds(DeviceCommunicator &comm, CUdeviceptr ids,
 DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
                           RowType rowType, int64_t hiddenSize, CUdeviceptr ids,
                           int64_t tokens, int64_t k,
-                          const ExpertPlacement &placement, bool unusedSlots) {
+                          const ExpertPlacement &placement, bool unusedSlots,
+                          DeviceWorkspace *workspace) {
   const CudaDriver &driver = comm.driver();
   ScopedContext scope(driver, comm.context());
   const int ranks = comm.size();
@@ -235,11 +286,14 @@ DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
 
   // Each token's row once per destination rank, packed by rank.
   const CUstream stream = comm.stream();
-  DeviceBuffer send(driver, comm.context(), exchange.sendTotal);
-  DeviceBuffer received(driver, comm.context(), exchange.recvTotal);
-  copyRows(driver, stream, send.get(), hidden, packedTokens, rowBytes);
+  Scratch scratch(workspace, comm);
+  const CUdeviceptr send =
+      scratch.get(DeviceWorkspace::Send, exchange.sendTotal);
+  const CUdeviceptr received =
+      scratch.get(DeviceWorkspace::Received, exchange.recvTotal);
+  copyRows(driver, stream, send, hidden, packedTokens, rowBytes);
   comm.allToAllV(hostView(send), exchange.sendBytes, exchange.sendAt,
-                 hostView(received), exchange.recvBytes, exchange.recvAt);
+                 mutableView(received), exchange.recvBytes, exchange.recvAt);
   plan::Received<int32_t> slotsFrom =
       plan::exchangeVectors(comm, sends.slotsTo);
   plan::Grouping grouping =
@@ -248,9 +302,9 @@ DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
   DeviceDispatched result;
   result.rows = DeviceBuffer(driver, comm.context(),
                              grouping.sourceRow.size() * rowBytes);
-  copyRows(driver, stream, result.rows.get(), received.get(),
-           grouping.sourceRow, rowBytes);
-  // The exchange buffers are freed on return.
+  copyRows(driver, stream, result.rows.get(), received, grouping.sourceRow,
+           rowBytes);
+  // The exchange buffers are reused or freed after the return.
   driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
   result.expertOffsets = std::move(grouping.expertOffsets);
   DispatchHandle &handle = result.handle;
@@ -299,7 +353,8 @@ std::string checkCombineRouter(const DeviceCommunicator &comm,
 
 void combine(DeviceCommunicator &comm, const CudaRouter &router,
              const DispatchHandle &handle, CUdeviceptr expertOutputs,
-             CUdeviceptr weights, CUdeviceptr combined) {
+             CUdeviceptr weights, CUdeviceptr combined,
+             DeviceWorkspace *workspace) {
   const CudaDriver &driver = comm.driver();
   ScopedContext scope(driver, comm.context());
   const std::size_t rowBytes =
@@ -361,13 +416,16 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
       recvRows(recvCounts.begin(), recvCounts.end());
   RowExchange exchange(sendRows, recvRows, rowBytes);
   const CUstream stream = comm.stream();
-  DeviceBuffer back(driver, comm.context(), exchange.sendTotal);
+  Scratch scratch(workspace, comm);
+  const CUdeviceptr back =
+      scratch.get(DeviceWorkspace::Back, exchange.sendTotal);
   // The combine kernel reads [T * k, H] expert-output rows: the received
   // ones, a row per used slot, fill the front.
-  DeviceBuffer outputs(driver, comm.context(), slots * rowBytes);
-  copyRows(driver, stream, back.get(), expertOutputs, packedRows, rowBytes);
+  const CUdeviceptr outputs =
+      scratch.get(DeviceWorkspace::Returned, slots * rowBytes);
+  copyRows(driver, stream, back, expertOutputs, packedRows, rowBytes);
   comm.allToAllV(hostView(back), exchange.sendBytes, exchange.sendAt,
-                 hostView(outputs), exchange.recvBytes, exchange.recvAt);
+                 mutableView(outputs), exchange.recvBytes, exchange.recvAt);
   if (handle.tokens == 0)
     return;
 
@@ -380,22 +438,23 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
     const int32_t r = handle.slotRank[slot];
     positions[slot] = r < 0 ? -1 : static_cast<int32_t>(next[r]++);
   }
-  DeviceBuffer slotPositions(driver, comm.context(), slots * sizeof(int32_t));
-  DeviceBuffer record(driver, comm.context(),
-                      kGpuKernelErrorWords * sizeof(int64_t));
-  driver.check(driver.memcpyHtoDAsync(slotPositions.get(), positions.data(),
+  const CUdeviceptr slotPositions =
+      scratch.get(DeviceWorkspace::Positions, slots * sizeof(int32_t));
+  const CUdeviceptr record = scratch.get(
+      DeviceWorkspace::Record, kGpuKernelErrorWords * sizeof(int64_t));
+  driver.check(driver.memcpyHtoDAsync(slotPositions, positions.data(),
                                       slots * sizeof(int32_t), stream),
                "cuMemcpyHtoDAsync(slot positions)");
   CombineArgs args;
   args.numTokens = handle.tokens;
   args.hiddenSize = handle.hiddenSize;
   args.topkWeights = weights;
-  args.slotPositions = slotPositions.get();
-  args.expertOutput = outputs.get();
+  args.slotPositions = slotPositions;
+  args.expertOutput = outputs;
   args.combined = combined;
-  args.error = record.get();
+  args.error = record;
   router.combine(args, stream);
-  router.checkErrors(stream, record.get(), "combine");
+  router.checkErrors(stream, record, "combine");
 }
 
 } // namespace moegen::rt::ep

@@ -37,6 +37,28 @@
 
 namespace moegen::rt::ep {
 
+/// Device memory dispatch and combine reuse from call to call: their
+/// exchange buffers, the slot positions and an error record, each grown
+/// when a call needs more and kept until the workspace goes (or its
+/// context changes). One per communicator; calls that share it must not
+/// run at once (the operations are synchronous, so calls in sequence on
+/// one thread are fine). Without one, each call allocates and frees its
+/// own: a cuMemAlloc and cuMemFree per buffer and call.
+class DeviceWorkspace {
+public:
+  enum Slot { Send, Received, Back, Returned, Positions, Record, kSlots };
+  /// Slot `slot`'s buffer, of at least `bytes` (0 when `bytes` is 0), in
+  /// `context`.
+  CUdeviceptr get(Slot slot, const CudaDriver &driver, CUcontext context,
+                  std::size_t bytes);
+  /// The bytes held now, over all slots.
+  std::size_t bytesHeld() const;
+
+private:
+  CUcontext context = nullptr;
+  DeviceBuffer buffers[kSlots];
+};
+
 /// Forced ids gathered across the group, on the device: [tokens, k] int32.
 struct DeviceIds {
   DeviceBuffer ids;
@@ -61,20 +83,25 @@ struct DeviceDispatched {
 /// dispatch on device buffers: `hidden` [tokens, hiddenSize] of rowType,
 /// `ids` [tokens, k] int32 (a route's topk_ids). Same rules as the host
 /// dispatch.
+/// `workspace` (optional) holds the exchange buffers.
 DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
                           RowType rowType, int64_t hiddenSize, CUdeviceptr ids,
                           int64_t tokens, int64_t k,
                           const ExpertPlacement &placement,
-                          bool unusedSlots = false);
+                          bool unusedSlots = false,
+                          DeviceWorkspace *workspace = nullptr);
 
 /// combine on device buffers: `expertOutputs` [handle.groupedRows,
 /// hiddenSize] in dispatch's layout, `weights` [tokens, k] f32 (a route's
 /// topk_weights); writes `combined` [tokens, hiddenSize] of the row type.
 /// `router` supplies the combine kernel: loaded in the communicator's
 /// context, with the handle's k and a hidden dtype of the row type.
+/// `workspace` (optional) holds the exchange buffers, the slot positions
+/// and the kernel's error record.
 void combine(DeviceCommunicator &comm, const CudaRouter &router,
              const DispatchHandle &handle, CUdeviceptr expertOutputs,
-             CUdeviceptr weights, CUdeviceptr combined);
+             CUdeviceptr weights, CUdeviceptr combined,
+             DeviceWorkspace *workspace = nullptr);
 
 /// Row gather on the device: row i of `to` = row sourceRow[i] of `from`
 /// (rows of rowBytes), queued on `stream`. Runs of consecutive source rows

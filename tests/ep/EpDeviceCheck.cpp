@@ -14,6 +14,7 @@
 //                    spec permute: true), dispatch the device rows by the
 //                    device ids, experts y = (e + 1) x + e / 2 on the
 //                    host, combine on the device with the device weights
+//                    (after a layer of one token with the same workspace)
 //   skewed           moe-layer-f32 with every expert on rank 0
 //   host-ids         the last rank passes host memory as forced ids
 //   short-ids        rank 0's forced-id buffer is one id short
@@ -244,9 +245,20 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
       ep::ExpertPlacement::contiguous(kExperts, comm.size());
   if (skewed)
     placement.rankOfExpert.assign(kExperts, 0);
+  // A workspace the calls reuse: first a warm-up layer of one token
+  // (small buffers), then the checked one (the buffers grow).
+  ep::DeviceWorkspace workspace;
+  {
+    ep::DeviceDispatched one =
+        ep::dispatch(comm, hiddenOnDevice.get(), type, hiddenSize,
+                     idsOnDevice.get(), 1, k, placement, false, &workspace);
+    DeviceBuffer oneCombined = device.allocate(rowBytes);
+    ep::combine(comm, device, one.handle, one.rows.get(), weightsOnDevice.get(),
+                oneCombined.get(), &workspace);
+  }
   ep::DeviceDispatched dispatched =
       ep::dispatch(comm, hiddenOnDevice.get(), type, hiddenSize,
-                   idsOnDevice.get(), tokens, k, placement);
+                   idsOnDevice.get(), tokens, k, placement, false, &workspace);
   ep::Dispatched onHost =
       ep::dispatch(mpi, hidden, type, hiddenSize, ids, tokens, k, placement);
   const std::size_t grouped =
@@ -274,7 +286,7 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
   DeviceBuffer outputsOnDevice = upload(device, outputs.data(), outputs.size());
   DeviceBuffer combinedOnDevice = device.allocate(hidden.size());
   ep::combine(comm, device, dispatched.handle, outputsOnDevice.get(),
-              weightsOnDevice.get(), combinedOnDevice.get());
+              weightsOnDevice.get(), combinedOnDevice.get(), &workspace);
   std::vector<std::byte> combined =
       download<std::byte>(combinedOnDevice, hidden.size());
   std::vector<std::byte> combinedOnHost =
@@ -371,7 +383,8 @@ int mixedHandles(ep::DeviceCommunicator &comm, const CudaRouter &device) {
   const int64_t hiddenSize = 16, k = 3;
   std::vector<float> hidden(hiddenSize, 1.0f), weights(k, 0.25f);
   std::vector<int32_t> spread = {0, 3, 7}, local = {0, 1, 2};
-  DeviceBuffer hiddenOnDevice = upload(device, hidden.data(), hidden.size() * 4),
+  DeviceBuffer hiddenOnDevice =
+                   upload(device, hidden.data(), hidden.size() * 4),
                spreadIds = upload(device, spread.data(), k * 4),
                localIds = upload(device, local.data(), k * 4),
                weightsOnDevice = upload(device, weights.data(), k * 4),

@@ -774,14 +774,18 @@ void benchRowMovement(
     }
     return rt::summarize(samples);
   };
+  // A workspace, as a layer called again and again keeps one: the
+  // exchange buffers are allocated on the warm-up call only.
+  rt::ep::DeviceWorkspace workspace;
   rt::ep::DeviceDispatched dispatched;
   const rt::TimingSummary dispatchTime = hostMicroseconds([&] {
     dispatched = rt::ep::dispatch(*comm, hiddenRows, rowType, hidden,
-                                  routed.topkIds, t, k, placement);
+                                  routed.topkIds, t, k, placement, false,
+                                  &workspace);
   });
   const rt::TimingSummary epCombineTime = hostMicroseconds([&] {
     rt::ep::combine(*comm, router, dispatched.handle, dispatched.rows.get(),
-                    routed.topkWeights, combined);
+                    routed.topkWeights, combined, &workspace);
   });
   const double grouped = double(dispatched.handle.groupedRows) * rowBytes;
   std::printf("T=%lld: EP on device buffers, one NCCL rank: dispatch %.1f us "

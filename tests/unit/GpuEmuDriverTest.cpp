@@ -690,6 +690,25 @@ TEST_F(GpuEmuDriverTest, CopyRowsGathersWithAndWithoutBatchCopies) {
   driver.memFree(small);
 }
 
+TEST_F(GpuEmuDriverTest, EPWorkspaceGrowsAndIsReused) {
+  rt::ep::DeviceWorkspace workspace;
+  using Slot = rt::ep::DeviceWorkspace;
+  EXPECT_EQ(workspace.get(Slot::Send, driver, context, 0), 0u);
+  const CUdeviceptr first = workspace.get(Slot::Send, driver, context, 100);
+  ASSERT_NE(first, 0u);
+  EXPECT_EQ(workspace.bytesHeld(), 125u); // a quarter more than asked
+  // Smaller or equal: the same buffer; larger: a new one.
+  EXPECT_EQ(workspace.get(Slot::Send, driver, context, 125), first);
+  EXPECT_EQ(workspace.get(Slot::Send, driver, context, 8), first);
+  const CUdeviceptr second = workspace.get(Slot::Send, driver, context, 400);
+  EXPECT_EQ(workspace.bytesHeld(), 500u);
+  EXPECT_TRUE(rt::ep::checkDeviceBuffer(driver, 0, "send", second, 500)
+                  .empty());
+  // Slots are apart.
+  EXPECT_NE(workspace.get(Slot::Record, driver, context, 48), second);
+  EXPECT_EQ(workspace.bytesHeld(), 560u);
+}
+
 TEST_F(GpuEmuDriverTest, DeviceBuffersAreCheckedBeforeEP) {
   const CUdeviceptr pointer = allocate(16);
   EXPECT_EQ(rt::ep::checkDeviceBuffer(driver, 0, "ids", pointer, 16), "");
