@@ -16,6 +16,7 @@
 //                    host, combine on the device with the device weights
 //                    (after a layer of one token with the same workspace)
 //   skewed           moe-layer-f32 with every expert on rank 0
+//   empty-rank       moe-layer-f32 with no tokens on rank 0
 //   host-ids         the last rank passes host memory as forced ids
 //   short-ids        rank 0's forced-id buffer is one id short
 //   router-k         combine with a router of top 2 for a dispatch of 3
@@ -38,6 +39,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -207,10 +209,10 @@ float expert(int32_t e, float x) {
 
 int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
              const CudaRouter &device, ep::RowType type, bool skewed,
-             const char *what) {
+             bool emptyFirstRank, const char *what) {
   constexpr int64_t hiddenSize = 16, k = 3;
   const int rank = comm.rank();
-  const int64_t tokens = 3 * rank + 2;
+  const int64_t tokens = emptyFirstRank && rank == 0 ? 0 : 3 * rank + 2;
   std::mt19937 rng(static_cast<unsigned>(rank + 1));
   std::normal_distribution<float> normal;
   std::vector<float> logits(static_cast<std::size_t>(tokens * kExperts)),
@@ -220,7 +222,8 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
   for (float &x : hiddenValues)
     x = normal(rng);
   const std::vector<std::byte> hidden = toRows(hiddenValues, type);
-  const std::size_t rowBytes = hidden.size() / static_cast<std::size_t>(tokens);
+  const std::size_t rowBytes =
+      static_cast<std::size_t>(hiddenSize) * (type == ep::RowType::F32 ? 4 : 2);
 
   // Route on the device.
   DeviceBuffer logitsOnDevice =
@@ -249,9 +252,9 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
   // (small buffers), then the checked one (the buffers grow).
   ep::DeviceWorkspace workspace;
   {
-    ep::DeviceDispatched one =
-        ep::dispatch(comm, hiddenOnDevice.get(), type, hiddenSize,
-                     idsOnDevice.get(), 1, k, placement, false, &workspace);
+    ep::DeviceDispatched one = ep::dispatch(
+        comm, hiddenOnDevice.get(), type, hiddenSize, idsOnDevice.get(),
+        std::min<int64_t>(tokens, 1), k, placement, false, &workspace);
     DeviceBuffer oneCombined = device.allocate(rowBytes);
     ep::combine(comm, device, one.handle, one.rows.get(), weightsOnDevice.get(),
                 oneCombined.get(), &workspace);
@@ -423,9 +426,13 @@ int main(int argc, char **argv) {
       else if (scenario == "moe-layer-f32" || bf16)
         status = moeLayer(mpi, comm, device,
                           bf16 ? ep::RowType::BF16 : ep::RowType::F32, false,
-                          scenario.c_str());
+                          false, scenario.c_str());
       else if (scenario == "skewed")
-        status = moeLayer(mpi, comm, device, ep::RowType::F32, true, "skewed");
+        status = moeLayer(mpi, comm, device, ep::RowType::F32, true, false,
+                          "skewed");
+      else if (scenario == "empty-rank")
+        status = moeLayer(mpi, comm, device, ep::RowType::F32, false, true,
+                          "empty-rank");
       else if (scenario == "host-ids" || scenario == "short-ids")
         status = badIds(comm, device, scenario);
       else if (scenario == "router-k") {
@@ -435,7 +442,8 @@ int main(int argc, char **argv) {
         status = mixedHandles(comm, device);
       else
         std::fprintf(stderr, "usage: moegen-ep-device-check all-gather|"
-                             "moe-layer-f32|moe-layer-bf16|skewed|host-ids|"
+                             "moe-layer-f32|moe-layer-bf16|skewed|empty-rank|"
+                             "host-ids|"
                              "short-ids|router-k|mixed-handles\n");
     } catch (const Error &e) {
       std::printf("rank %d: FAIL: %s\n", mpi.rank(), e.what());
