@@ -7,7 +7,9 @@
 #include "runtime/cuda/CudaDriver.h"
 #include "runtime/ep/EpPlan.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <limits>
 
 namespace moegen::rt::ep {
@@ -24,9 +26,11 @@ std::string hexPointer(CUdeviceptr pointer) {
 /// before the ids are read; empty when a [tokens, k] int32 buffer may be.
 std::string checkIdShape(int64_t tokens, int64_t k, int64_t numExperts,
                          const std::string &name, bool unusedSlots) {
-  if (numExperts < 1 || k < 1 || k > numExperts || tokens < 0 ||
-      tokens > std::numeric_limits<int64_t>::max() / 4 / k)
+  if (numExperts < 1 || k < 1 || k > numExperts || tokens < 0)
     return plan::checkIds({}, tokens, k, numExperts, name, unusedSlots);
+  if (tokens > std::numeric_limits<int64_t>::max() / 4 / k)
+    return name + ": the token count must be in [0, 2^61 / k), got " +
+           std::to_string(tokens);
   return "";
 }
 
@@ -47,10 +51,14 @@ std::string readAndCheckIds(DeviceCommunicator &comm, CUdeviceptr ids,
   host.resize(static_cast<std::size_t>(tokens * k));
   if (bytes) {
     const CudaDriver &driver = comm.driver();
-    driver.check(driver.memcpyDtoHAsync(host.data(), ids, bytes, comm.stream()),
-                 "cuMemcpyDtoHAsync(ids)");
-    driver.check(driver.streamSynchronize(comm.stream()),
-                 "cuStreamSynchronize");
+    // A failure here is this rank's verdict, agreed on like a bad argument,
+    // not an exception that would leave the other ranks waiting.
+    CUresult result =
+        driver.memcpyDtoHAsync(host.data(), ids, bytes, comm.stream());
+    if (result == CUDA_SUCCESS)
+      result = driver.streamSynchronize(comm.stream());
+    if (result != CUDA_SUCCESS)
+      return name + ": reading the ids back: " + driver.describe(result);
   }
   return plan::checkIds(host, tokens, k, numExperts, name, unusedSlots);
 }
@@ -81,6 +89,17 @@ void *hostView(DeviceBuffer &buffer) {
 }
 void *mutableView(CUdeviceptr pointer) {
   return reinterpret_cast<void *>(static_cast<uintptr_t>(pointer));
+}
+
+/// Runs `work` (allocations, queued copies) and returns its error as this
+/// rank's verdict for the next agreement, "" when it succeeded.
+std::string verdictOf(const std::function<void()> &work) {
+  try {
+    work();
+  } catch (const Error &error) {
+    return error.what();
+  }
+  return "";
 }
 
 } // namespace
@@ -120,6 +139,14 @@ class Scratch {
 public:
   Scratch(DeviceWorkspace *workspace, const DeviceCommunicator &comm)
       : workspace(workspace ? workspace : &own), comm(comm) {}
+  /// The call's own buffers are freed only after the work queued on them
+  /// (an exception may leave copies queued).
+  ~Scratch() {
+    if (own.bytesHeld())
+      comm.driver().streamSynchronize(comm.stream());
+  }
+  Scratch(const Scratch &) = delete;
+  Scratch &operator=(const Scratch &) = delete;
   CUdeviceptr get(DeviceWorkspace::Slot slot, std::size_t bytes) {
     return workspace->get(slot, comm.driver(), comm.context(), bytes);
   }
@@ -234,7 +261,10 @@ DeviceIds allGatherForcedIds(DeviceCommunicator &comm, CUdeviceptr ids,
 
   DeviceIds gathered;
   gathered.tokens = static_cast<int64_t>(exchange.recvTotal / rowBytes);
-  gathered.ids = DeviceBuffer(driver, comm.context(), exchange.recvTotal);
+  agreeOnArguments(comm, "all_gather_forced_ids", {}, verdictOf([&] {
+                     gathered.ids = DeviceBuffer(driver, comm.context(),
+                                                 exchange.recvTotal);
+                   }));
   comm.allToAllV(hostView(ids), exchange.sendBytes, exchange.sendAt,
                  hostView(gathered.ids), exchange.recvBytes, exchange.recvAt);
   return gathered;
@@ -279,19 +309,25 @@ DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
     packedTokens.insert(packedTokens.end(), sends.tokensTo[r].begin(),
                         sends.tokensTo[r].end());
   }
+  // Each token's row once per destination rank, packed by rank (queued
+  // before the counts travel); the receive buffer once they have. A
+  // failure on any rank is agreed on before the rows move.
+  const CUstream stream = comm.stream();
+  Scratch scratch(workspace, comm);
+  CUdeviceptr send = 0, received = 0;
+  std::string failure = verdictOf([&] {
+    send = scratch.get(DeviceWorkspace::Send, packedTokens.size() * rowBytes);
+    copyRows(driver, stream, send, hidden, packedTokens, rowBytes);
+  });
   std::vector<int64_t> recvCounts = plan::exchangeCounts(comm, sendCounts);
   std::vector<std::size_t> sendRows(sendCounts.begin(), sendCounts.end()),
       recvRows(recvCounts.begin(), recvCounts.end());
   RowExchange exchange(sendRows, recvRows, rowBytes);
-
-  // Each token's row once per destination rank, packed by rank.
-  const CUstream stream = comm.stream();
-  Scratch scratch(workspace, comm);
-  const CUdeviceptr send =
-      scratch.get(DeviceWorkspace::Send, exchange.sendTotal);
-  const CUdeviceptr received =
-      scratch.get(DeviceWorkspace::Received, exchange.recvTotal);
-  copyRows(driver, stream, send, hidden, packedTokens, rowBytes);
+  if (failure.empty())
+    failure = verdictOf([&] {
+      received = scratch.get(DeviceWorkspace::Received, exchange.recvTotal);
+    });
+  agreeOnArguments(comm, "dispatch", {}, failure);
   comm.allToAllV(hostView(send), exchange.sendBytes, exchange.sendAt,
                  mutableView(received), exchange.recvBytes, exchange.recvAt);
   plan::Received<int32_t> slotsFrom =
@@ -343,6 +379,14 @@ std::string checkCombineRouter(const DeviceCommunicator &comm,
                            ? abi::toString(*manifest.hiddenDType)
                            : std::string_view("absent")) +
            ", the dispatch's " + std::string(abi::toString(rowDType));
+  // A slot dispatch sent nowhere (-1, unusedSlots) is a slot without a row
+  // for the kernel too: only a top-p or capacity program's combine takes
+  // one.
+  if (!manifest.unusedSlots && manifest.capacityFactor <= 0.0 &&
+      std::find(handle.slotRank.begin(), handle.slotRank.end(), -1) !=
+          handle.slotRank.end())
+    return "the dispatch left slots unused, but the router's combine "
+           "kernel takes every slot (a top-p or capacity spec's does not)";
   if (handle.tokens * handle.k > std::numeric_limits<int32_t>::max())
     return "tokens * k = " + std::to_string(handle.tokens * handle.k) +
            " exceeds the kernel's int32 slot positions";
@@ -400,10 +444,25 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
     packedRows.insert(packedRows.end(), handle.returnRows[r].begin(),
                       handle.returnRows[r].end());
   }
+  // This rank's buffers, sized by what it sends and holds, and the
+  // outputs' copies queued before the verdicts meet.
+  const CUstream stream = comm.stream();
+  Scratch scratch(workspace, comm);
+  CUdeviceptr back = 0, outputs = 0, slotPositions = 0, record = 0;
+  std::string mismatch = verdictOf([&] {
+    back = scratch.get(DeviceWorkspace::Back, packedRows.size() * rowBytes);
+    // The combine kernel reads [T * k, H] expert-output rows: the received
+    // ones, a row per used slot, fill the front.
+    outputs = scratch.get(DeviceWorkspace::Returned, slots * rowBytes);
+    slotPositions =
+        scratch.get(DeviceWorkspace::Positions, slots * sizeof(int32_t));
+    record = scratch.get(DeviceWorkspace::Record,
+                         kGpuKernelErrorWords * sizeof(int64_t));
+    copyRows(driver, stream, back, expertOutputs, packedRows, rowBytes);
+  });
   std::vector<int64_t> recvCounts = plan::exchangeCounts(comm, sendCounts);
   const std::vector<std::size_t> expected =
       plan::expectedReturnBytes(handle, comm.size());
-  std::string mismatch;
   for (std::size_t r = 0; r < ranks && mismatch.empty(); ++r)
     if (static_cast<std::size_t>(recvCounts[r]) * rowBytes != expected[r])
       mismatch = "rank " + std::to_string(r) + " sends back " +
@@ -415,15 +474,6 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
   std::vector<std::size_t> sendRows(sendCounts.begin(), sendCounts.end()),
       recvRows(recvCounts.begin(), recvCounts.end());
   RowExchange exchange(sendRows, recvRows, rowBytes);
-  const CUstream stream = comm.stream();
-  Scratch scratch(workspace, comm);
-  const CUdeviceptr back =
-      scratch.get(DeviceWorkspace::Back, exchange.sendTotal);
-  // The combine kernel reads [T * k, H] expert-output rows: the received
-  // ones, a row per used slot, fill the front.
-  const CUdeviceptr outputs =
-      scratch.get(DeviceWorkspace::Returned, slots * rowBytes);
-  copyRows(driver, stream, back, expertOutputs, packedRows, rowBytes);
   comm.allToAllV(hostView(back), exchange.sendBytes, exchange.sendAt,
                  mutableView(outputs), exchange.recvBytes, exchange.recvAt);
   if (handle.tokens == 0)
@@ -438,10 +488,6 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
     const int32_t r = handle.slotRank[slot];
     positions[slot] = r < 0 ? -1 : static_cast<int32_t>(next[r]++);
   }
-  const CUdeviceptr slotPositions =
-      scratch.get(DeviceWorkspace::Positions, slots * sizeof(int32_t));
-  const CUdeviceptr record = scratch.get(
-      DeviceWorkspace::Record, kGpuKernelErrorWords * sizeof(int64_t));
   driver.check(driver.memcpyHtoDAsync(slotPositions, positions.data(),
                                       slots * sizeof(int32_t), stream),
                "cuMemcpyHtoDAsync(slot positions)");

@@ -17,8 +17,11 @@
 // lists travel as host bytes. Every operation checks its arguments (the
 // device buffers included: device memory the driver knows, on the
 // communicator's device, as large as the shape needs) and agrees with the
-// other ranks before any data moves, with the host operations' messages.
-// Calls are synchronous: they return when their results are in place.
+// other ranks before any data moves, with the host operations' messages;
+// what can fail on one rank only after that (an allocation, a queued copy,
+// combine's handles from different dispatches) is agreed on once more
+// before the rows move, as InvalidArgument. Calls are synchronous: they
+// return when their results are in place.
 // docs/expert-parallelism.md.
 //
 //===----------------------------------------------------------------------===//

@@ -321,6 +321,14 @@ std::string checkCombine(const Communicator &comm, const DispatchHandle &handle,
     return "the handle is from a dispatch over " +
            std::to_string(handle.returnRows.size()) + " ranks, not " +
            std::to_string(comm.size());
+  if (handle.slotRank.size() != static_cast<std::size_t>(handle.tokens * handle.k))
+    return "the handle has " + std::to_string(handle.slotRank.size()) +
+           " slot ranks for [" + std::to_string(handle.tokens) + ", " +
+           std::to_string(handle.k) + "] slots";
+  for (int32_t r : handle.slotRank)
+    if (r < -1 || r >= comm.size())
+      return "the handle names rank " + std::to_string(r) +
+             " for a slot, outside [-1, " + std::to_string(comm.size()) + ")";
   return "";
 }
 

@@ -21,6 +21,8 @@
 //   short-ids        rank 0's forced-id buffer is one id short
 //   router-k         combine with a router of top 2 for a dispatch of 3
 //   mixed-handles    rank 1 combines with the handle of another dispatch
+//   unused-slots     rank 0 dispatches a top-p router's -1 slot, then
+//                    combines with a kernel that takes every slot
 //
 // Exit code 0 when the rank saw what the scenario expects, 1 otherwise.
 //
@@ -407,6 +409,27 @@ int mixedHandles(ep::DeviceCommunicator &comm, const CudaRouter &device) {
   });
 }
 
+int unusedSlots(ep::DeviceCommunicator &comm, const CudaRouter &device) {
+  const int rank = comm.rank();
+  const int64_t hiddenSize = 16, k = 3;
+  std::vector<float> hidden(hiddenSize, 1.0f), weights(k, 0.25f);
+  std::vector<int32_t> ids = {0, 5, rank == 0 ? -1 : 6};
+  DeviceBuffer hiddenOnDevice =
+                   upload(device, hidden.data(), hidden.size() * 4),
+               idsOnDevice = upload(device, ids.data(), k * 4),
+               weightsOnDevice = upload(device, weights.data(), k * 4),
+               combined = device.allocate(hidden.size() * 4);
+  ep::DeviceDispatched dispatched =
+      ep::dispatch(comm, hiddenOnDevice.get(), ep::RowType::F32, hiddenSize,
+                   idsOnDevice.get(), 1, k,
+                   ep::ExpertPlacement::contiguous(kExperts, comm.size()),
+                   /*unusedSlots=*/true);
+  return expectThrow(rank, [&] {
+    ep::combine(comm, device, dispatched.handle, dispatched.rows.get(),
+                weightsOnDevice.get(), combined.get());
+  });
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -440,11 +463,13 @@ int main(int argc, char **argv) {
         status = routerMismatch(comm, device, *gpuemu::emulatedDevice(*topTwo));
       } else if (scenario == "mixed-handles")
         status = mixedHandles(comm, device);
+      else if (scenario == "unused-slots")
+        status = unusedSlots(comm, device);
       else
         std::fprintf(stderr, "usage: moegen-ep-device-check all-gather|"
                              "moe-layer-f32|moe-layer-bf16|skewed|empty-rank|"
                              "host-ids|"
-                             "short-ids|router-k|mixed-handles\n");
+                             "short-ids|router-k|mixed-handles|unused-slots\n");
     } catch (const Error &e) {
       std::printf("rank %d: FAIL: %s\n", mpi.rank(), e.what());
     }
