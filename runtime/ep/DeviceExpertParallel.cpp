@@ -336,10 +336,15 @@ DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
       plan::groupReceived(slotsFrom, recvRows, k, sends.localExperts);
 
   DeviceDispatched result;
-  result.rows = DeviceBuffer(driver, comm.context(),
-                             grouping.sourceRow.size() * rowBytes);
-  copyRows(driver, stream, result.rows.get(), received, grouping.sourceRow,
-           rowBytes);
+  const std::size_t groupedBytes = grouping.sourceRow.size() * rowBytes;
+  if (workspace) {
+    result.rows = workspace->get(DeviceWorkspace::Rows, driver, comm.context(),
+                                 groupedBytes);
+  } else {
+    result.ownedRows = DeviceBuffer(driver, comm.context(), groupedBytes);
+    result.rows = result.ownedRows.get();
+  }
+  copyRows(driver, stream, result.rows, received, grouping.sourceRow, rowBytes);
   // The exchange buffers are reused or freed after the return.
   driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
   result.expertOffsets = std::move(grouping.expertOffsets);

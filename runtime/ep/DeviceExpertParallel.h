@@ -41,7 +41,8 @@
 namespace moegen::rt::ep {
 
 /// Device memory dispatch and combine reuse from call to call: their
-/// exchange buffers, the slot positions and an error record, each grown
+/// exchange buffers, dispatch's grouped rows, the slot positions and an
+/// error record, each grown
 /// when a call needs more and kept until the workspace goes (or its
 /// context changes). One per communicator; calls that share it must not
 /// run at once (the operations are synchronous, so calls in sequence on
@@ -49,7 +50,7 @@ namespace moegen::rt::ep {
 /// own: a cuMemAlloc and cuMemFree per buffer and call.
 class DeviceWorkspace {
 public:
-  enum Slot { Send, Received, Back, Returned, Positions, Record, kSlots };
+  enum Slot { Send, Received, Rows, Back, Returned, Positions, Record, kSlots };
   /// Slot `slot`'s buffer, of at least `bytes` (0 when `bytes` is 0), in
   /// `context`.
   CUdeviceptr get(Slot slot, const CudaDriver &driver, CUcontext context,
@@ -77,8 +78,11 @@ DeviceIds allGatherForcedIds(DeviceCommunicator &comm, CUdeviceptr ids,
 struct DeviceDispatched {
   /// The received rows grouped by local expert, [rows, hiddenSize] of the
   /// handle's row type: expertOffsets[e] to expertOffsets[e + 1] are local
-  /// expert e's rows.
-  DeviceBuffer rows;
+  /// expert e's rows. In the workspace when dispatch was given one (valid
+  /// until its next dispatch, so that a layer called again and again
+  /// allocates nothing), else in ownedRows.
+  CUdeviceptr rows = 0;
+  DeviceBuffer ownedRows;
   std::vector<int64_t> expertOffsets;
   DispatchHandle handle;
 };
@@ -86,7 +90,7 @@ struct DeviceDispatched {
 /// dispatch on device buffers: `hidden` [tokens, hiddenSize] of rowType,
 /// `ids` [tokens, k] int32 (a route's topk_ids). Same rules as the host
 /// dispatch.
-/// `workspace` (optional) holds the exchange buffers.
+/// `workspace` (optional) holds the exchange buffers and the grouped rows.
 DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
                           RowType rowType, int64_t hiddenSize, CUdeviceptr ids,
                           int64_t tokens, int64_t k,

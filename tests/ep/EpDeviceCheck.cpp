@@ -144,6 +144,21 @@ std::vector<T> download(const DeviceBuffer &buffer, std::size_t count) {
   return host;
 }
 
+/// `count` values at a device pointer (a dispatch's rows).
+template <typename T>
+std::vector<T> download(const CudaRouter &device, CUdeviceptr from,
+                        std::size_t count) {
+  std::vector<T> host(count);
+  if (count) {
+    const CudaDriver &driver = device.driver();
+    ScopedContext scope(driver, device.context());
+    driver.check(
+        driver.memcpyDtoHAsync(host.data(), from, count * sizeof(T), nullptr),
+        "cuMemcpyDtoHAsync");
+  }
+  return host;
+}
+
 /// Rank r's forced ids: r tokens, token t of rank r picks (r + t) % 8 and
 /// (r + t + 3) % 8.
 std::vector<int32_t> forcedIds(int rank) {
@@ -258,7 +273,7 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
         comm, hiddenOnDevice.get(), type, hiddenSize, idsOnDevice.get(),
         std::min<int64_t>(tokens, 1), k, placement, false, &workspace);
     DeviceBuffer oneCombined = device.allocate(rowBytes);
-    ep::combine(comm, device, one.handle, one.rows.get(), weightsOnDevice.get(),
+    ep::combine(comm, device, one.handle, one.rows, weightsOnDevice.get(),
                 oneCombined.get(), &workspace);
   }
   ep::DeviceDispatched dispatched =
@@ -269,7 +284,7 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
   const std::size_t grouped =
       static_cast<std::size_t>(dispatched.handle.groupedRows);
   std::vector<std::byte> rows =
-      download<std::byte>(dispatched.rows, grouped * rowBytes);
+      download<std::byte>(device, dispatched.rows, grouped * rowBytes);
   if (rows != onHost.rows || dispatched.expertOffsets != onHost.expertOffsets ||
       dispatched.handle.returnRows != onHost.handle.returnRows) {
     std::printf("rank %d: FAIL: the device dispatch differs from the host's\n",
@@ -376,7 +391,7 @@ int routerMismatch(ep::DeviceCommunicator &comm, const CudaRouter &device,
                    ep::ExpertPlacement::contiguous(kExperts, comm.size()));
   return expectThrow(rank, [&] {
     ep::combine(comm, rank == 1 ? topTwo : device, dispatched.handle,
-                dispatched.rows.get(), weightsOnDevice.get(), combined.get());
+                dispatched.rows, weightsOnDevice.get(), combined.get());
   });
 }
 
@@ -404,8 +419,8 @@ int mixedHandles(ep::DeviceCommunicator &comm, const CudaRouter &device) {
                    localIds.get(), 1, k, placement);
   const ep::DeviceDispatched &mine = rank == 1 ? first : second;
   return expectThrow(rank, [&] {
-    ep::combine(comm, device, mine.handle, mine.rows.get(),
-                weightsOnDevice.get(), combined.get());
+    ep::combine(comm, device, mine.handle, mine.rows, weightsOnDevice.get(),
+                combined.get());
   });
 }
 
@@ -425,7 +440,7 @@ int unusedSlots(ep::DeviceCommunicator &comm, const CudaRouter &device) {
                    ep::ExpertPlacement::contiguous(kExperts, comm.size()),
                    /*unusedSlots=*/true);
   return expectThrow(rank, [&] {
-    ep::combine(comm, device, dispatched.handle, dispatched.rows.get(),
+    ep::combine(comm, device, dispatched.handle, dispatched.rows,
                 weightsOnDevice.get(), combined.get());
   });
 }

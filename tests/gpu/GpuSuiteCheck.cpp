@@ -457,8 +457,13 @@ std::string checkEpOneRank(rt::CudaHostRouter &router,
         rt::ep::ExpertPlacement::contiguous(e, 1));
     const size_t grouped = size_t(dispatched.handle.groupedRows);
     std::vector<uint8_t> expertRows(std::max<size_t>(1, grouped * rowBytes));
-    if (grouped)
-      dispatched.rows.download(expertRows.data(), grouped * rowBytes, nullptr);
+    if (grouped) {
+      const rt::CudaDriver &driver = device.driver();
+      rt::ScopedContext scope(driver, device.context());
+      driver.check(driver.memcpyDtoHAsync(expertRows.data(), dispatched.rows,
+                                          grouped * rowBytes, nullptr),
+                   "cuMemcpyDtoHAsync(expert rows)");
+    }
     for (int64_t x = 0; x < e; ++x)
       for (int64_t row = dispatched.expertOffsets[x];
            row < dispatched.expertOffsets[x + 1]; ++row)
@@ -784,7 +789,7 @@ void benchRowMovement(
                                   &workspace);
   });
   const rt::TimingSummary epCombineTime = hostMicroseconds([&] {
-    rt::ep::combine(*comm, router, dispatched.handle, dispatched.rows.get(),
+    rt::ep::combine(*comm, router, dispatched.handle, dispatched.rows,
                     routed.topkWeights, combined, &workspace);
   });
   const double grouped = double(dispatched.handle.groupedRows) * rowBytes;
