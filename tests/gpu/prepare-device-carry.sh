@@ -38,7 +38,7 @@ done
 # the generated permute and combine kernels, and EP on device buffers over
 # one NCCL rank, after each route (moegen-gpu-check --bench).
 { sed -e '/^capture:/d' -e '/^replay:/d' templates/deepseek-v3.yaml
-  printf 'permute: true\nhidden_dtype: bf16\n'; } > gpu-carry/bench-specs/deepseek-v3-moe.yaml
+  printf 'permute: true\nhidden_dtype: bf16\nhidden_size: 7168\n'; } > gpu-carry/bench-specs/deepseek-v3-moe.yaml
 build/bin/moegen compile gpu-carry/bench-specs/deepseek-v3-moe.yaml \
   --emit=cubin --arch "$arch" -o gpu-carry/deepseek-v3-moe
 # GPU tuning without the compiler: every candidate schedule of the
