@@ -139,10 +139,16 @@ public:
   /// the digit (i32), the bin's count}.
   SmallVector<Value> walkBins(Value words, Value bins, Value remaining,
                               bool descending) {
+    return walkBins(words, bins, remaining, cg.boolean(descending));
+  }
+  /// The same with the direction known at run time (i1).
+  SmallVector<Value> walkBins(Value words, Value bins, Value remaining,
+                              Value descending) {
     return cg.forLoop(
         0, kDigits, {remaining, cg.boolean(false), cg.i32(0), cg.i32(0)},
         [&](Value i, ValueRange state) -> SmallVector<Value> {
-          Value digit = descending ? sub(cg.index(kDigits - 1), i) : i;
+          Value digit =
+              select(descending, sub(cg.index(kDigits - 1), i), i);
           Value count = load(words, add(bins, digit));
           Value open = notb(state[1]);
           Value here = andi(open, cmp(CmpIPredicate::sge, count, state[0]));
@@ -409,86 +415,83 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
   });
   emitGridBarrier(cg, scratch);
 
-  // The threshold keys, a digit a pass. The passes are a loop, not
-  // unrolled: each recomputes the keys (the entry's ops before the
-  // selection), and four copies of those made the kernel's code generation
-  // the slowest of every template's.
+  // The radix selects, a digit a pass, as one loop (each pass recomputes
+  // the keys, the entry's ops before the selection, and a copy of those
+  // per pass made the kernel's code generation the slowest of every
+  // template's). Passes 0-3 find each expert's threshold key K_e from the
+  // top digit down; passes 4-7 run only when some expert must tell tied
+  // tokens apart (the flag, set by pass 3 and the same for the whole grid,
+  // so is the branch) and find, among the tokens whose key is K_e, the
+  // remaining-th smallest token index, from the top digit down as well.
   constexpr int64_t kPasses = 32 / kDigitBits;
-  cg.forLoop(0, kPasses, {}, [&](Value pass, ValueRange) {
-    Value shift = s.passShift(pass);
-    Value decided = s.decidedMask(shift);
-    keyPass([&](Value key, Value e) {
-      Value matches = s.cmp(CmpIPredicate::eq, s.andi(key, decided),
-                            s.load(scratch, s.word(keysAt, e)));
-      cg.ifThen(matches, [&] { countIn(s.add(bins(e), s.digitOf(key, shift))); });
-    });
-    emitGridBarrier(cg, scratch);
-    overExperts([&](Value e) {
-      SmallVector<Value> walk =
-          s.walkBins(scratch, bins(e), s.load(scratch, s.word(remainingAt, e)),
-                     /*descending=*/true);
-      Value key = s.ori(s.load(scratch, s.word(keysAt, e)),
-                        b.create<arith::ShLIOp>(loc, walk[2], shift));
-      s.store(key, scratch, s.word(keysAt, e));
-      s.store(walk[0], scratch, s.word(remainingAt, e));
-      cg.ifThen(s.cmp(CmpIPredicate::eq, shift, cg.i32(0)), [&] {
-        // The last bin holds the tokens whose key is K_e: when the expert
-        // takes them all, every one is taken; else some expert must tell
-        // them apart by token.
-        Value all = s.cmp(CmpIPredicate::eq, walk[3], walk[0]);
-        s.store(s.select(all, cg.i32(INT32_MAX), cg.i32(-1)), scratch,
-                s.word(tokensAt, e));
-        cg.ifThen(s.notb(all),
-                  [&] { s.store(cg.i32(1), scratch, cg.index(flagAt)); });
-      });
-      zeroBins(e);
-    });
-    emitGridBarrier(cg, scratch);
-    return SmallVector<Value>{};
-  });
-  if (failed(status))
-    return failure();
-
-  // Ties: among the tokens whose key is K_e, the remaining-th smallest
-  // token index, a digit a pass, for the experts that need it. The flag is
-  // the same for the whole grid, so is the branch.
-  Value needed = s.cmp(CmpIPredicate::ne, s.load(scratch, cg.index(flagAt)),
-                       cg.i32(0));
-  cg.ifThen(needed, [&] {
-    cg.forLoop(0, kPasses, {}, [&](Value pass, ValueRange) {
-      Value shift = s.passShift(pass);
+  cg.forLoop(0, 2 * kPasses, {}, [&](Value pass, ValueRange) {
+    Value ties = s.cmp(CmpIPredicate::uge, pass, cg.index(kPasses));
+    Value needed = s.cmp(CmpIPredicate::ne,
+                         s.load(scratch, cg.index(flagAt)), cg.i32(0));
+    cg.ifThen(s.ori(s.notb(ties), needed), [&] {
+      Value shift = s.passShift(
+          b.create<arith::RemUIOp>(loc, pass, cg.index(kPasses)));
       Value decided = s.decidedMask(shift);
       keyPass([&](Value key, Value e) {
         Value token = s.toI32(cg.token);
+        Value threshold = s.load(scratch, s.word(keysAt, e));
+        // A key pass counts keys under the prefix found so far; a tie pass
+        // counts the tokens of an open expert whose key is K_e and whose
+        // index is under the token prefix found so far.
+        Value keyMatches = s.select(
+            ties, s.cmp(CmpIPredicate::eq, key, threshold),
+            s.cmp(CmpIPredicate::eq, s.andi(key, decided), threshold));
         Value open = s.cmp(CmpIPredicate::eq,
                            s.load(scratch, s.word(tokensAt, e)), cg.i32(-1));
-        Value tie = s.cmp(CmpIPredicate::eq, key,
-                          s.load(scratch, s.word(keysAt, e)));
-        Value matches = s.cmp(CmpIPredicate::eq, s.andi(token, decided),
-                              s.load(scratch, s.word(tiePrefixAt, e)));
-        cg.ifThen(s.andi(open, s.andi(tie, matches)), [&] {
-          countIn(s.add(bins(e), s.digitOf(token, shift)));
+        Value tokenMatches = s.andi(
+            open, s.cmp(CmpIPredicate::eq, s.andi(token, decided),
+                        s.load(scratch, s.word(tiePrefixAt, e))));
+        Value matches =
+            s.andi(keyMatches, s.ori(s.notb(ties), tokenMatches));
+        cg.ifThen(matches, [&] {
+          countIn(s.add(bins(e), s.digitOf(s.select(ties, token, key), shift)));
         });
       });
       emitGridBarrier(cg, scratch);
       overExperts([&](Value e) {
         Value open = s.cmp(CmpIPredicate::eq,
                            s.load(scratch, s.word(tokensAt, e)), cg.i32(-1));
-        cg.ifThen(open, [&] {
+        cg.ifThen(s.ori(s.notb(ties), open), [&] {
+          // Keys: the c-th largest, from the largest digit down; tied
+          // tokens: the remaining-th smallest index, from the smallest up.
           SmallVector<Value> walk = s.walkBins(
               scratch, bins(e), s.load(scratch, s.word(remainingAt, e)),
-              /*descending=*/false);
-          Value prefix =
-              s.ori(s.load(scratch, s.word(tiePrefixAt, e)),
-                    b.create<arith::ShLIOp>(loc, walk[2], shift));
-          s.store(prefix, scratch, s.word(tiePrefixAt, e));
+              s.notb(ties));
+          Value found = b.create<arith::ShLIOp>(loc, walk[2], shift);
+          Value at = s.select(ties, s.word(tiePrefixAt, e), s.word(keysAt, e));
+          s.store(s.ori(s.load(scratch, at), found), scratch, at);
           s.store(walk[0], scratch, s.word(remainingAt, e));
+          cg.ifThen(s.andi(s.notb(ties),
+                           s.cmp(CmpIPredicate::eq, shift, cg.i32(0))),
+                    [&] {
+                      // The last bin holds the tokens whose key is K_e: when
+                      // the expert takes them all, every one is taken; else
+                      // the tie passes must tell them apart by token.
+                      Value all = s.cmp(CmpIPredicate::eq, walk[3], walk[0]);
+                      s.store(s.select(all, cg.i32(INT32_MAX), cg.i32(-1)),
+                              scratch, s.word(tokensAt, e));
+                      cg.ifThen(s.notb(all), [&] {
+                        s.store(cg.i32(1), scratch, cg.index(flagAt));
+                      });
+                    });
         });
         zeroBins(e);
       });
       emitGridBarrier(cg, scratch);
-      return SmallVector<Value>{};
     });
+    return SmallVector<Value>{};
+  });
+  if (failed(status))
+    return failure();
+  // The experts whose ties were told apart take their last token.
+  Value needed = s.cmp(CmpIPredicate::ne, s.load(scratch, cg.index(flagAt)),
+                       cg.i32(0));
+  cg.ifThen(needed, [&] {
     overExperts([&](Value e) {
       Value open = s.cmp(CmpIPredicate::eq,
                          s.load(scratch, s.word(tokensAt, e)), cg.i32(-1));
@@ -499,8 +502,6 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
     });
     emitGridBarrier(cg, scratch);
   });
-  if (failed(status))
-    return failure();
 
   // The ids, and everything else.
   cg.expertChoiceThresholds[op] = {scratch, keysAt, tokensAt};
