@@ -30,8 +30,9 @@ public:
   virtual CUcontext context() const = 0;
   /// The device ordinal the buffers must be on.
   virtual int device() const = 0;
-  /// The stream the collectives run on; never the legacy default stream.
-  /// A collective waits for the work queued on it before it returns.
+  /// The stream the collectives run on: a collective waits for the work
+  /// queued on it before it returns. Batched row copies need a stream other
+  /// than the legacy default one (on that one they go a run at a time).
   virtual CUstream stream() const = 0;
 };
 

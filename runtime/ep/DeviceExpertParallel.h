@@ -12,9 +12,9 @@
 //
 // What stays on the host is small and per token: the ids ([T, k] int32)
 // are read back once to check them and to plan the exchange (which rank
-// each token goes to, which local experts a received row is for), as
-// DeepEP's layout step does on the device; the plan's counts and slot
-// lists travel as host bytes. Every operation checks its arguments (the
+// each token goes to, which local experts a received row is for; DeepEP's
+// layout step plans it on the device); the plan's counts and slot lists
+// travel as host bytes. Every operation checks its arguments (the
 // device buffers included: device memory the driver knows, on the
 // communicator's device, as large as the shape needs) and agrees with the
 // other ranks before any data moves, with the host operations' messages;
@@ -42,9 +42,8 @@ namespace moegen::rt::ep {
 
 /// Device memory dispatch and combine reuse from call to call: their
 /// exchange buffers, dispatch's grouped rows, the slot positions and an
-/// error record, each grown
-/// when a call needs more and kept until the workspace goes (or its
-/// context changes). One per communicator; calls that share it must not
+/// error record, each grown when a call needs more and kept until the
+/// workspace goes (or its context changes). One per communicator; calls that share it must not
 /// run at once (the operations are synchronous, so calls in sequence on
 /// one thread are fine). Without one, each call allocates and frees its
 /// own: a cuMemAlloc and cuMemFree per buffer and call.
