@@ -84,9 +84,6 @@ struct RowExchange {
 const void *hostView(CUdeviceptr pointer) {
   return reinterpret_cast<const void *>(static_cast<uintptr_t>(pointer));
 }
-void *hostView(DeviceBuffer &buffer) {
-  return reinterpret_cast<void *>(static_cast<uintptr_t>(buffer.get()));
-}
 void *mutableView(CUdeviceptr pointer) {
   return reinterpret_cast<void *>(static_cast<uintptr_t>(pointer));
 }
@@ -266,7 +263,8 @@ DeviceIds allGatherForcedIds(DeviceCommunicator &comm, CUdeviceptr ids,
                                                  exchange.recvTotal);
                    }));
   comm.allToAllV(hostView(ids), exchange.sendBytes, exchange.sendAt,
-                 hostView(gathered.ids), exchange.recvBytes, exchange.recvAt);
+                 mutableView(gathered.ids.get()), exchange.recvBytes,
+                 exchange.recvAt);
   return gathered;
 }
 
@@ -348,14 +346,8 @@ DeviceDispatched dispatch(DeviceCommunicator &comm, CUdeviceptr hidden,
   // The exchange buffers are reused or freed after the return.
   driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
   result.expertOffsets = std::move(grouping.expertOffsets);
-  DispatchHandle &handle = result.handle;
-  handle.tokens = tokens;
-  handle.k = k;
-  handle.hiddenSize = hiddenSize;
-  handle.rowType = rowType;
-  handle.slotRank = std::move(sends.slotRank);
-  handle.returnRows = std::move(grouping.returnRows);
-  handle.groupedRows = static_cast<int64_t>(grouping.sourceRow.size());
+  result.handle =
+      plan::makeHandle(tokens, k, hiddenSize, rowType, sends, grouping);
   return result;
 }
 

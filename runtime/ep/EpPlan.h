@@ -127,6 +127,11 @@ Grouping groupReceived(const Received<int32_t> &slotsFrom,
                        const std::vector<std::size_t> &rowsFrom, int64_t k,
                        int64_t localExperts);
 
+/// Dispatch's handle for combine, from its plan (sends and grouping are
+/// moved from).
+DispatchHandle makeHandle(int64_t tokens, int64_t k, int64_t hiddenSize,
+                          RowType rowType, Sends &sends, Grouping &grouping);
+
 /// combine's local checks of its handle and sizes; empty if fine.
 std::string checkCombine(const Communicator &comm, const DispatchHandle &handle,
                          std::size_t expertOutputBytes, std::size_t weights);

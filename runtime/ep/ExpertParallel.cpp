@@ -303,6 +303,19 @@ Grouping groupReceived(const Received<int32_t> &slotsFrom,
   return grouping;
 }
 
+DispatchHandle makeHandle(int64_t tokens, int64_t k, int64_t hiddenSize,
+                          RowType rowType, Sends &sends, Grouping &grouping) {
+  DispatchHandle handle;
+  handle.tokens = tokens;
+  handle.k = k;
+  handle.hiddenSize = hiddenSize;
+  handle.rowType = rowType;
+  handle.slotRank = std::move(sends.slotRank);
+  handle.returnRows = std::move(grouping.returnRows);
+  handle.groupedRows = static_cast<int64_t>(grouping.sourceRow.size());
+  return handle;
+}
+
 std::string checkCombine(const Communicator &comm, const DispatchHandle &handle,
                          std::size_t expertOutputBytes, std::size_t weights) {
   const std::size_t bytesPerRow = rowBytes(handle.rowType, handle.hiddenSize);
@@ -427,14 +440,8 @@ Dispatched dispatch(Communicator &comm, std::span<const std::byte> hidden,
     std::memcpy(result.rows.data() + at * rowBytes,
                 rowsFrom.data.data() + grouping.sourceRow[at] * rowBytes,
                 rowBytes);
-  DispatchHandle &handle = result.handle;
-  handle.tokens = tokens;
-  handle.k = k;
-  handle.hiddenSize = hiddenSize;
-  handle.rowType = rowType;
-  handle.slotRank = std::move(sends.slotRank);
-  handle.returnRows = std::move(grouping.returnRows);
-  handle.groupedRows = static_cast<int64_t>(grouping.sourceRow.size());
+  result.handle =
+      plan::makeHandle(tokens, k, hiddenSize, rowType, sends, grouping);
   return result;
 }
 

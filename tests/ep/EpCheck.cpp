@@ -28,6 +28,7 @@
 #include "runtime/Error.h"
 #include "runtime/ep/ExpertParallel.h"
 #include "runtime/ep/MpiCommunicator.h"
+#include "tests/ep/EpCheckCommon.h"
 
 #include <mpi.h>
 
@@ -42,21 +43,13 @@
 
 using namespace moegen::rt;
 
+using moegen::epcheck::expectThrow;
+using moegen::epcheck::forcedIds;
+using moegen::epcheck::kExperts;
+
 namespace {
 
-constexpr int64_t kExperts = 8;
 constexpr int64_t kTopK = 2;
-
-/// Rank r's forced ids: r tokens, token t of rank r picks (r + t) % 8 and
-/// (r + t + 3) % 8.
-std::vector<int32_t> forcedIds(int rank) {
-  std::vector<int32_t> ids;
-  for (int t = 0; t < rank; ++t) {
-    ids.push_back((rank + t) % kExperts);
-    ids.push_back((rank + t + 3) % kExperts);
-  }
-  return ids;
-}
 
 int allGather(ep::Communicator &comm) {
   std::vector<int32_t> mine = forcedIds(comm.rank());
@@ -75,20 +68,6 @@ int allGather(ep::Communicator &comm) {
   std::printf("rank %d: all-gather ok, %zu tokens\n", comm.rank(),
               got.size() / kTopK);
   return 0;
-}
-
-/// Runs `call`, which must throw: prints the error ("rank R: KIND error:
-/// MESSAGE") and returns 0, or "FAIL: no error" and 1.
-int expectThrow(int rank, const std::function<void()> &call) {
-  try {
-    call();
-  } catch (const Error &e) {
-    std::printf("rank %d: %s error: %s\n", rank, toString(e.kind()),
-                e.what());
-    return 0;
-  }
-  std::printf("rank %d: FAIL: no error\n", rank);
-  return 1;
 }
 
 int expectError(ep::Communicator &comm, const std::string &scenario) {

@@ -36,6 +36,7 @@
 #include "runtime/ep/DeviceExpertParallel.h"
 #include "runtime/ep/MpiCommunicator.h"
 #include "runtime/npy/HalfFloat.h"
+#include "tests/ep/EpCheckCommon.h"
 
 #include "llvm/Support/Error.h"
 
@@ -56,9 +57,11 @@
 using namespace moegen;
 using namespace moegen::rt;
 
-namespace {
+using moegen::epcheck::expectThrow;
+using moegen::epcheck::forcedIds;
+using moegen::epcheck::kExperts;
 
-constexpr int64_t kExperts = 8;
+namespace {
 
 /// A device communicator over MPI for the emulated device: its device
 /// memory is this process's memory, which MPI moves as NCCL moves a GPU's.
@@ -157,17 +160,6 @@ std::vector<T> download(const CudaRouter &device, CUdeviceptr from,
         "cuMemcpyDtoHAsync");
   }
   return host;
-}
-
-/// Rank r's forced ids: r tokens, token t of rank r picks (r + t) % 8 and
-/// (r + t + 3) % 8.
-std::vector<int32_t> forcedIds(int rank) {
-  std::vector<int32_t> ids;
-  for (int t = 0; t < rank; ++t) {
-    ids.push_back((rank + t) % kExperts);
-    ids.push_back((rank + t + 3) % kExperts);
-  }
-  return ids;
 }
 
 int allGather(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
@@ -341,18 +333,6 @@ int moeLayer(ep::MpiCommunicator &mpi, ep::DeviceCommunicator &comm,
               "to the host EP, max abs error against one rank %g\n",
               rank, what, static_cast<long long>(tokens), grouped, maxError);
   return maxError == 0.0 ? 0 : 1;
-}
-
-/// Runs `call`, which must throw: prints "rank R: KIND error: MESSAGE".
-int expectThrow(int rank, const std::function<void()> &call) {
-  try {
-    call();
-  } catch (const Error &e) {
-    std::printf("rank %d: %s error: %s\n", rank, toString(e.kind()), e.what());
-    return 0;
-  }
-  std::printf("rank %d: FAIL: no error\n", rank);
-  return 1;
 }
 
 int badIds(ep::DeviceCommunicator &comm, const CudaRouter &device,

@@ -337,6 +337,21 @@ void toyExpert(const rt::RouterFacts &facts, int64_t e, uint8_t *row,
   }
 }
 
+/// A one-rank NCCL communicator on GPU 0 from MOEGEN_NCCL_LIBRARY (else
+/// libnccl.so.2), or null with the reason in `unavailable`.
+std::unique_ptr<rt::ep::NcclCommunicator> oneRankNccl(std::string &unavailable) {
+  const char *path = std::getenv("MOEGEN_NCCL_LIBRARY");
+  const std::string library =
+      path && *path ? path : rt::ep::NcclCommunicator::kDefaultLibrary;
+  try {
+    return std::make_unique<rt::ep::NcclCommunicator>(
+        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr, library);
+  } catch (const rt::Error &error) {
+    unavailable = error.what();
+    return nullptr;
+  }
+}
+
 /// The MoE block of T tokens two ways: the generated kernels on the GPU
 /// (permute, toy experts over each expert's rows, combine) and the EP
 /// operations over a one-rank NCCL communicator. "" when equal, "skip: ..."
@@ -397,16 +412,10 @@ std::string checkEpOneRank(rt::CudaHostRouter &router,
   // counterpart for slots a router leaves unused or a capacity drops.
   if (!allSlots)
     return "skip: EP moves every slot; this router leaves some without a row";
-  const char *path = std::getenv("MOEGEN_NCCL_LIBRARY");
-  const std::string library =
-      path && *path ? path : rt::ep::NcclCommunicator::kDefaultLibrary;
-  std::unique_ptr<rt::ep::NcclCommunicator> comm;
-  try {
-    comm = std::make_unique<rt::ep::NcclCommunicator>(
-        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr, library);
-  } catch (const rt::Error &error) {
-    return std::string("skip: ") + error.what();
-  }
+  std::string unavailable;
+  std::unique_ptr<rt::ep::NcclCommunicator> comm = oneRankNccl(unavailable);
+  if (!comm)
+    return "skip: " + unavailable;
   const rt::ep::RowType rowType = facts.hidden == rt::RouterFacts::Logits::F32
                                       ? rt::ep::RowType::F32
                                       : rt::ep::RowType::BF16;
@@ -700,19 +709,9 @@ void benchRowMovement(
   const int64_t hidden = manifest.hiddenSize, k = manifest.topK;
   const rt::DType dtype = *manifest.hiddenDType;
   const size_t bytes = rt::byteSize(dtype), slots = size_t(t * k);
-  std::vector<uint8_t> rows(size_t(t * hidden) * bytes);
   std::mt19937 rng(7);
-  for (size_t i = 0; i < rows.size(); i += bytes) {
-    // Finite values of every hidden dtype: a bf16/f16 one below 2^15.
-    const float x = std::normal_distribution<float>(0.0f, 1.0f)(rng);
-    if (dtype == rt::DType::F32)
-      std::memcpy(&rows[i], &x, 4);
-    else {
-      uint16_t h = dtype == rt::DType::BF16 ? npy::floatToBf16(x)
-                                            : npy::floatToHalf(x);
-      std::memcpy(&rows[i], &h, 2);
-    }
-  }
+  const std::vector<uint8_t> rows =
+      randomRows(rt::routerFactsOf(manifest), size_t(t * hidden), rng);
   Uploads uploads(router);
   const CUdeviceptr hiddenRows = uploads.add(rows.data(), rows.size());
   const CUdeviceptr permuted = uploads.add(nullptr, slots * hidden * bytes);
@@ -750,17 +749,11 @@ void benchRowMovement(
                 static_cast<long long>(t));
     return;
   }
-  const char *path = std::getenv("MOEGEN_NCCL_LIBRARY");
-  const std::string library =
-      path && *path ? path : rt::ep::NcclCommunicator::kDefaultLibrary;
-  std::unique_ptr<rt::ep::NcclCommunicator> comm;
-  try {
-    comm = std::make_unique<rt::ep::NcclCommunicator>(
-        rt::ep::NcclCommunicator::uniqueId(library), 0, 1, 0, nullptr,
-        library);
-  } catch (const rt::Error &error) {
+  std::string unavailable;
+  std::unique_ptr<rt::ep::NcclCommunicator> comm = oneRankNccl(unavailable);
+  if (!comm) {
     std::printf("T=%lld: EP skipped: %s\n", static_cast<long long>(t),
-                error.what());
+                unavailable.c_str());
     return;
   }
   const rt::ep::RowType rowType =
