@@ -3,7 +3,7 @@
 torch.compile, on the same inputs, results checked equal before timing.
 
     python3 tests/gpu/bench_routing.py --kernels gpu-carry/bench [--out DIR]
-        [--tokens 1,16,64,256,1024,8192,65536] [--reps 50]
+        [--tokens 1,16,64,256,1024,8192,65536] [--reps 50] [--specs A,B]
 
 Runs on a GPU machine without the compiler: the kernels are cubins built
 where moegen is (tests/gpu/prepare-device-carry.sh writes gpu-carry/bench/
@@ -27,7 +27,8 @@ What is timed, per spec and T:
   - the device's copy bandwidth (1 GiB device-to-device, read + write) as
     the roofline, and each call's bytes moved (logits in; ids and weights
     out) against it.
-The results go to stdout and, with --out, to DIR/bench-peers.json.
+The results go to stdout and, with --out, to DIR/bench-peers.json,
+rewritten after every row ("complete": true once the run has ended).
 Exit status 1 if any result differs from the eager peer's.
 """
 import argparse
@@ -432,9 +433,19 @@ def main():
     parser.add_argument("--tokens", default="1,16,64,256,1024,8192,65536")
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--out", help="write bench-peers.json here")
+    parser.add_argument("--specs",
+                        help="only these kernel directories (comma-separated "
+                             "names under --kernels)")
     args = parser.parse_args()
     if args.reps < 50:
         parser.error("--reps must be at least 50")
+    names = sorted(os.listdir(args.kernels))
+    if args.specs:
+        unknown = [n for n in args.specs.split(",") if n not in names]
+        if unknown:
+            parser.error("--specs: no kernel directory %s under %s (there: %s)"
+                         % (unknown[0], args.kernels, ", ".join(names)))
+        names = [n for n in names if n in args.specs.split(",")]
     device = torch.device("cuda")
     driver = Driver()
     flusher = ColdL2(device)
@@ -443,9 +454,11 @@ def main():
     print("device: %s, copy bandwidth %.0f GB/s (1 GiB, read + write)" %
           (name, bandwidth))
     print("torch %s, triton %s" % (torch.__version__, _triton_version()))
-    results = {"device": name, "copy_bandwidth_gbs": bandwidth, "rows": []}
+    results = {"device": name, "copy_bandwidth_gbs": bandwidth, "rows": [],
+               "failures": []}
     failed = False
-    for spec_dir in sorted(os.listdir(args.kernels)):
+    save(results, args.out)
+    for spec_dir in names:
         directory = os.path.join(args.kernels, spec_dir)
         spec = load_spec(directory)
         choice = expert_choice_facts(directory)
@@ -457,7 +470,13 @@ def main():
             continue
         peer_name, eager = peer
         compiled = torch.compile(eager)
-        kernels = MoegenKernels(driver, directory, device)
+        try:
+            kernels = MoegenKernels(driver, directory, device)
+        except (OSError, RuntimeError) as e:
+            fail(results, spec["name"], 0, "loading %s: %s" % (directory, e))
+            failed = True
+            save(results, args.out)
+            continue
         e, k = spec["num_experts"], spec["top_k"]
         dispatch = "dispatch" in kernels.kernels
         print("\n%s (E %d, k %d) vs %s" % (spec["name"], e, k, peer_name))
@@ -465,82 +484,115 @@ def main():
             "T", "moegen", "moegen+disp", "eager", "compile",
             "graph moegen", "graph eager", "% roof"))
         for tokens in [int(t) for t in args.tokens.split(",")]:
-            gen = torch.Generator(device=device).manual_seed(tokens)
-            logits = 2.0 * torch.randn(tokens, e, device=device, generator=gen)
-            bias = 0.01 * torch.randn(e, device=device, generator=gen)
-            tensors = kernels.outputs(tokens)
-            tensors["logits"] = logits
-            tensors["bias"] = bias
-            # The eager twin's arguments after (logits, bias): a hash
-            # router's token ids and table, the same moegen reads.
-            extra = ()
-            if spec.get("selection") == "hash":
-                token_ids, table = hash_inputs(tokens, e, k, device, gen)
-                tensors["token_ids"] = token_ids
-                tensors["hash_table"] = table
-                extra = (token_ids.long(), table.long())
-            # Equal results first.
-            kernels.call(tensors, tokens, dispatch)
-            torch.cuda.synchronize()
-            if int(tensors["error"][0]):
-                print("T=%d: moegen reported error code %d" %
-                      (tokens, int(tensors["error"][0])))
-                failed = True
-                continue
-            peer_ids, peer_weights = eager(logits, bias, *extra)
-            problem = compare(tensors["topk_ids"], tensors["topk_weights"],
-                              peer_ids, peer_weights)
-            compiled_ids, compiled_weights = compiled(logits, bias, *extra)
-            problem = problem or compare(compiled_ids, compiled_weights,
-                                         peer_ids, peer_weights)
-            if not problem and dispatch:
-                problem = check_dispatch(tensors, tokens, e)
-            if problem:
-                print("T=%d: results differ: %s" % (tokens, problem))
-                failed = True
-                continue
-            row = {"spec": spec["name"], "tokens": tokens}
-            row["moegen_route"] = time_calls(
-                lambda: kernels.call(tensors, tokens, False), flusher,
-                args.reps)
-            if dispatch:
-                row["moegen_route_dispatch"] = time_calls(
-                    lambda: kernels.call(tensors, tokens, True), flusher,
+            try:
+                gen = torch.Generator(device=device).manual_seed(tokens)
+                logits = 2.0 * torch.randn(tokens, e, device=device,
+                                           generator=gen)
+                bias = 0.01 * torch.randn(e, device=device, generator=gen)
+                tensors = kernels.outputs(tokens)
+                tensors["logits"] = logits
+                tensors["bias"] = bias
+                # The eager twin's arguments after (logits, bias): a hash
+                # router's token ids and table, the same moegen reads.
+                extra = ()
+                if spec.get("selection") == "hash":
+                    token_ids, table = hash_inputs(tokens, e, k, device, gen)
+                    tensors["token_ids"] = token_ids
+                    tensors["hash_table"] = table
+                    extra = (token_ids.long(), table.long())
+                # Equal results first.
+                kernels.call(tensors, tokens, dispatch)
+                torch.cuda.synchronize()
+                if int(tensors["error"][0]):
+                    fail(results, spec["name"], tokens,
+                         "moegen reported error code %d" %
+                         int(tensors["error"][0]))
+                    failed = True
+                    continue
+                peer_ids, peer_weights = eager(logits, bias, *extra)
+                problem = compare(tensors["topk_ids"], tensors["topk_weights"],
+                                  peer_ids, peer_weights)
+                compiled_ids, compiled_weights = compiled(logits, bias, *extra)
+                problem = problem or compare(compiled_ids, compiled_weights,
+                                             peer_ids, peer_weights)
+                if not problem and dispatch:
+                    problem = check_dispatch(tensors, tokens, e)
+                if problem:
+                    fail(results, spec["name"], tokens,
+                         "results differ: " + problem)
+                    failed = True
+                    continue
+                row = {"spec": spec["name"], "tokens": tokens}
+                row["moegen_route"] = time_calls(
+                    lambda: kernels.call(tensors, tokens, False), flusher,
                     args.reps)
-            row["eager"] = time_calls(lambda: eager(logits, bias, *extra),
-                                      flusher, args.reps)
-            row["compile"] = time_calls(
-                lambda: compiled(logits, bias, *extra), flusher, args.reps)
-            graph, why = graphed(lambda: kernels.call(tensors, tokens,
-                                                      dispatch))
-            row["graph_moegen"] = (time_calls(graph.replay, flusher, args.reps)
-                                   if graph else {"error": why})
-            graph, why = graphed(lambda: eager(logits, bias, *extra))
-            row["graph_eager"] = (time_calls(graph.replay, flusher, args.reps)
-                                  if graph else {"error": why})
-            moved = tokens * e * 4 + tokens * k * 8
-            floor_us = moved / (bandwidth * 1e9) * 1e6
-            row["bytes_moved"] = moved
-            row["roofline_us"] = floor_us
-            results["rows"].append(row)
+                if dispatch:
+                    row["moegen_route_dispatch"] = time_calls(
+                        lambda: kernels.call(tensors, tokens, True), flusher,
+                        args.reps)
+                row["eager"] = time_calls(lambda: eager(logits, bias, *extra),
+                                          flusher, args.reps)
+                row["compile"] = time_calls(
+                    lambda: compiled(logits, bias, *extra), flusher, args.reps)
+                graph, why = graphed(lambda: kernels.call(tensors, tokens,
+                                                          dispatch))
+                row["graph_moegen"] = (time_calls(graph.replay, flusher,
+                                                  args.reps)
+                                       if graph else {"error": why})
+                graph, why = graphed(lambda: eager(logits, bias, *extra))
+                row["graph_eager"] = (time_calls(graph.replay, flusher,
+                                                 args.reps)
+                                      if graph else {"error": why})
+                moved = tokens * e * 4 + tokens * k * 8
+                floor_us = moved / (bandwidth * 1e9) * 1e6
+                row["bytes_moved"] = moved
+                row["roofline_us"] = floor_us
+                results["rows"].append(row)
+                # Rewritten after every row: a run stopped midway keeps what it
+                # measured.
+                save(results, args.out)
 
-            def cell(key):
-                value = row.get(key, {})
-                return ("%.2f" % value["median_us"] if "median_us" in value
-                        else "-")
-            print("%8d %12s %12s %12s %12s %14s %14s %6.0f%%" % (
-                tokens, cell("moegen_route"), cell("moegen_route_dispatch"),
-                cell("eager"), cell("compile"), cell("graph_moegen"),
-                cell("graph_eager"),
-                100 * floor_us / row["moegen_route"]["median_us"]))
+                def cell(key):
+                    value = row.get(key, {})
+                    return ("%.2f" % value["median_us"] if "median_us" in value
+                            else "-")
+                print("%8d %12s %12s %12s %12s %14s %14s %6.0f%%" % (
+                    tokens, cell("moegen_route"),
+                    cell("moegen_route_dispatch"),
+                    cell("eager"), cell("compile"), cell("graph_moegen"),
+                    cell("graph_eager"),
+                    100 * floor_us / row["moegen_route"]["median_us"]))
+            except Exception as e:  # noqa: BLE001 - reported, the run goes on
+                # A failed launch or peer: this T is reported and the
+                # others still run (a sticky CUDA error fails them too).
+                first = str(e).splitlines()[0] if str(e) else ""
+                fail(results, spec["name"], tokens,
+                     "%s: %s" % (type(e).__name__, first))
+                failed = True
+                save(results, args.out)
     print("\nmedian us per call, cold L2 (256 MiB written between calls), "
           "%d reps after 10 warm-up; %% roof = the copy-bandwidth time of the "
           "logits in and ids + weights out over moegen route's time" %
           args.reps)
-    if args.out:
-        with open(os.path.join(args.out, "bench-peers.json"), "w") as f:
-            json.dump(results, f, indent=1)
+    results["complete"] = True
+    save(results, args.out)
     return 1 if failed else 0
+
+
+def fail(results, spec, tokens, problem):
+    print("T=%d: %s" % (tokens, problem))
+    results["failures"].append({"spec": spec, "tokens": tokens,
+                                "problem": problem})
+
+
+def save(results, directory):
+    """DIR/bench-peers.json, replaced whole (never left half-written)."""
+    if not directory:
+        return
+    path = os.path.join(directory, "bench-peers.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def _triton_version():

@@ -1,0 +1,95 @@
+"""The GPU benchmark's peers (tests/gpu/bench_routing.py) on the CPU: each
+bench spec's eager twin, as the benchmark picks it from the spec, gives the
+same picks and weights as moegen's CPU backend on the same inputs, by the
+benchmark's own comparison, and the dispatch check accepts moegen's
+metadata. So a difference found on a GPU is the GPU kernels', not a peer's
+or the checker's."""
+
+import pathlib
+import re
+import sys
+
+import pytest
+import torch
+
+import moegen
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "tests" / "gpu"))
+import bench_routing  # noqa: E402
+
+# The specs tests/gpu/prepare-device-carry.sh compiles for the benchmark.
+BENCH_TEMPLATES = ["deepseek-v3", "qwen3-30b-a3b", "kimi-k2", "deepseek-v4-flash",
+                   "deepseek-v4-flash-hash", "expert-choice-64"]
+
+
+def bench_spec(template_path, directory):
+    """The template as prepare-device-carry.sh rewrites it for the
+    benchmark (f32 logits, no capture or replay), as DIR/spec.yaml."""
+    text = pathlib.Path(template_path).read_text()
+    lines = [line for line in text.splitlines()
+             if not re.match(r"(capture|replay):", line)]
+    lines = [("logits_dtype: f32" if line.startswith("logits_dtype:") else line)
+             for line in lines]
+    if not any(line.startswith("logits_dtype:") for line in lines):
+        lines.append("logits_dtype: f32")
+    directory.mkdir()
+    (directory / "spec.yaml").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.mark.parametrize("name", BENCH_TEMPLATES)
+@pytest.mark.parametrize("tokens", [1, 37, 512])
+def test_peer_matches_moegen_on_the_cpu(template, tmp_path, name, tokens):
+    directory = bench_spec(template(name), tmp_path / name)
+    spec = bench_routing.load_spec(directory)
+    choice = bench_routing.expert_choice_facts(directory)
+    if choice:
+        spec["expert_choice"] = choice
+        spec["top_k"] = choice[0]
+    peer = bench_routing.peer_for(spec)
+    assert peer is not None, "the benchmark has no peer for " + name
+    _, eager = peer
+    router = moegen.Router(str(directory / "spec.yaml"))
+    e, k = router.num_experts, router.top_k
+    assert (spec["num_experts"], spec["top_k"]) == (e, k)
+
+    # The benchmark's inputs, drawn the same way on the CPU.
+    gen = torch.Generator().manual_seed(tokens)
+    logits = 2.0 * torch.randn(tokens, e, generator=gen)
+    bias = 0.01 * torch.randn(e, generator=gen)
+    extra, kwargs = (), {}
+    if spec.get("selection") == "hash":
+        token_ids, table = bench_routing.hash_inputs(tokens, e, k, "cpu", gen)
+        extra = (token_ids.long(), table.long())
+        kwargs = dict(token_ids=token_ids, hash_table=table)
+    out = router.route(logits, bias if router.facts.get("score_bias") else None,
+                       **kwargs)
+    peer_ids, peer_weights = eager(logits, bias, *extra)
+    assert bench_routing.compare(out.topk_ids, out.topk_weights, peer_ids,
+                                 peer_weights) == ""
+    if out.expert_counts is not None:
+        tensors = {"topk_ids": out.topk_ids, "expert_counts": out.expert_counts,
+                   "expert_offsets": out.expert_offsets,
+                   "sorted_slots": out.sorted_slots}
+        assert bench_routing.check_dispatch(tensors, tokens, e) == ""
+
+
+def test_the_checks_can_fail():
+    """compare and check_dispatch name what differs."""
+    ids = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)
+    weights = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
+    assert bench_routing.compare(ids, weights, ids.flip(1), weights.flip(1)) == ""
+    assert "weights differ" in bench_routing.compare(
+        ids, weights, ids, weights + torch.tensor([[0.0, 1e-3], [0.0, 0.0]]))
+    # One token of a thousand may differ (fp32 near-ties), at least one.
+    other = torch.tensor([[0, 1], [2, 4]], dtype=torch.int32)
+    assert bench_routing.compare(other, weights, ids, weights) == ""
+    other = torch.tensor([[0, 4], [2, 4]], dtype=torch.int32)
+    assert bench_routing.compare(other, weights, ids, weights) == \
+        "2 of 2 tokens pick other experts"
+    tensors = {"topk_ids": ids, "expert_counts": torch.tensor([1, 1, 1, 1, 0]),
+               "expert_offsets": torch.tensor([0, 1, 2, 3, 4, 4]),
+               "sorted_slots": torch.tensor([0, 1, 2, 3])}
+    assert bench_routing.check_dispatch(tensors, 2, 5) == ""
+    tensors["sorted_slots"] = torch.tensor([0, 2, 1, 3])
+    assert bench_routing.check_dispatch(tensors, 2, 5) == "sorted_slots differ"
