@@ -676,6 +676,13 @@ TEST(GpuEmuBackendTest, ParallelDispatchReportsTheFirstBadId) {
   DispatchResult result = emulatedDispatch(*emu, ids, 256, 8);
   EXPECT_EQ(result.error, "topk_ids[1200][2] = 9999: expert id outside "
                           "[0, 256)");
+  // A grid of one block (up to 2,048 slots) waits at block barriers only;
+  // bad ids in different warps of it.
+  ids.resize(200 * 8);
+  ids[150 * 8 + 5] = 512;
+  ids[40 * 8 + 3] = -7;
+  result = emulatedDispatch(*emu, ids, 256, 8);
+  EXPECT_EQ(result.error, "topk_ids[40][3] = -7: expert id outside [0, 256)");
 }
 
 TEST(GpuEmuBackendTest, ExactTiesGoToTheLowerIndexLikeTheCpu) {

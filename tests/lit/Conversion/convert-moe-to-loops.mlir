@@ -1087,15 +1087,32 @@ func.func @shared_gate(%logits: tensor<?x8xf32>, %x: tensor<?x1xbf16>) -> (tenso
 // The nvptx dispatch (a counting sort over a cooperative grid): a lane's
 // rank among the lanes of its round holding the same expert, and their
 // number, come from one match.any.sync and two population counts (in the
-// count phase and again in the place phase), not from 31 shuffles.
+// count phase and again in the place phase), not from 31 shuffles. A grid
+// of one block runs its own copy of the phases, with block barriers alone
+// between them (no fence, no atomics); larger grids meet at grid barriers.
 // CHECK-LABEL: func.func @parallel_dispatch(
 // CHECK-SAME: %{{.*}}: memref<18443xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
+// CHECK: %[[GRID:.*]] = gpu.grid_dim x
+// CHECK: %[[ONE:.*]] = arith.cmpi eq, %[[GRID]], %c1 : index
+// CHECK: scf.if %[[ONE]] {
+// CHECK-NOT: gpu.block_id
+// CHECK-NOT: llvm.nvvm.membar.gl
 // CHECK: %[[SAME:.*]] = llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"(%c-1_i32, %{{.*}}) : (i32, i32) -> i32
 // CHECK: %[[BIT:.*]] = arith.shli %c1_i32, %{{.*}} : i32
 // CHECK: %[[BELOW:.*]] = arith.subi %[[BIT]], %c1_i32 : i32
 // CHECK: %[[EARLIER:.*]] = arith.andi %[[SAME]], %[[BELOW]] : i32
 // CHECK: llvm.intr.ctpop(%[[EARLIER]])
 // CHECK: llvm.intr.ctpop(%[[SAME]])
+// CHECK-NOT: llvm.nvvm.membar.gl
+// CHECK: gpu.barrier
+// CHECK-NOT: llvm.nvvm.membar.gl
+// CHECK: llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"
+// CHECK-NOT: llvm.nvvm.membar.gl
+// CHECK: } else {
+// CHECK: gpu.block_id x
+// CHECK: llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"
+// CHECK: llvm.call_intrinsic "llvm.nvvm.membar.gl"
+// CHECK: memref.atomic_rmw addi
 // CHECK: llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"
 // CHECK-NOT: llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"
 func.func @parallel_dispatch(%ids: tensor<?x2xi32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xi32>) attributes {moe.entry = "dispatch", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = argmax_passes>} {

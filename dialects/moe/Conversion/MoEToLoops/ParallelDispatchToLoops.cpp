@@ -82,9 +82,35 @@ public:
              << scratchType.getNumElements() << " words; the ABI needs "
              << dispatchScratchWords(numExperts);
 
-    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    // A grid of one block (up to kDispatchSlotsPerBlock slots: every
+    // decode step) runs its own copy of the phases, separated by block
+    // barriers alone (bar.sync orders the block's global stores too): the
+    // grid barrier's fences and atomic round trips to L2 would be most of
+    // a small call's time. Its block and grid are constants there.
+    Value gridDim = b.create<gpu::GridDimOp>(loc, gpu::Dimension::x);
+    auto ifOneBlock = b.create<scf::IfOp>(
+        loc, cmp(CmpIPredicate::eq, gridDim, cg.index(1)),
+        /*withElseRegion=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOneBlock.thenBlock());
+    oneBlock = true;
+    block = cg.index(0);
+    grid = cg.index(1);
+    buildPhases();
+    b.setInsertionPointToStart(ifOneBlock.elseBlock());
+    oneBlock = false;
     block = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
-    grid = b.create<gpu::GridDimOp>(loc, gpu::Dimension::x);
+    grid = gridDim;
+    buildPhases();
+    return success();
+  }
+
+private:
+  /// The four phases (six with a capacity) for the grid in `block`, `grid`
+  /// and `oneBlock`, at the insertion point.
+  void buildPhases() {
+    using namespace moegen::abi;
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
     threadInBlock = tid;
     lane = remui(tid, cg.index(32));
     Value warp = divui(tid, cg.index(32));
@@ -114,7 +140,7 @@ public:
       if (op.getUnusedSlots())
         fillUnusedTail(loadWord(offsets, cg.index(numExperts)));
       placeSlots();
-      return success();
+      return;
     }
     sumCappedCounts();
     gridBarrier();
@@ -122,10 +148,8 @@ public:
     placeSlots();
     gridBarrier();
     writeCappedMetadata();
-    return success();
   }
 
-private:
   //--- Index arithmetic ---------------------------------------------------//
   Value add(Value x, Value y) { return b.create<arith::AddIOp>(loc, x, y); }
   Value sub(Value x, Value y) { return b.create<arith::SubIOp>(loc, x, y); }
@@ -495,7 +519,12 @@ private:
     });
   }
 
-  void gridBarrier() { emitGridBarrier(cg, scratch); }
+  void gridBarrier() {
+    if (oneBlock)
+      b.create<gpu::BarrierOp>(loc);
+    else
+      emitGridBarrier(cg, scratch);
+  }
 
   DispatchOp op;
   RowCodegen &cg;
@@ -503,6 +532,8 @@ private:
   Location loc;
   Value ids, counts, offsets, sortedSlots, slotPositions, scratch;
   int64_t numExperts = 0, k = 0, sumsBase = 0, histBase = 0, cappedBase = 0;
+  /// Building the one-block copy of the phases.
+  bool oneBlock = false;
   Value block, grid, threadInBlock, lane, partitions, partition, numTokens,
       numSlots, chunkBegin, chunkEnd;
   /// C (i32) for a dispatch with a capacity, else null.
