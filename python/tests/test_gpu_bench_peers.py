@@ -93,3 +93,39 @@ def test_the_checks_can_fail():
     assert bench_routing.check_dispatch(tensors, 2, 5) == ""
     tensors["sorted_slots"] = torch.tensor([0, 2, 1, 3])
     assert bench_routing.check_dispatch(tensors, 2, 5) == "sorted_slots differ"
+
+
+def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
+    """graph_parts captures the call with the memset and the dispatch left
+    out in turn (the graphs and timers stood in for: no GPU here)."""
+    calls = []
+
+    class Kernels:
+        def call(self, tensors, tokens, dispatch, zero_record=True):
+            calls.append((tokens, dispatch, zero_record))
+
+    class Graph:
+        def __init__(self, fn):
+            self.replay = fn
+
+    monkeypatch.setattr(bench_routing, "graphed", lambda fn: (Graph(fn), ""))
+    monkeypatch.setattr(bench_routing, "time_calls",
+                        lambda fn, flusher, reps: (fn(), {"median_us": 1.5})[1])
+    tensors = {"error": torch.zeros(6, dtype=torch.int64)}
+    parts = bench_routing.graph_parts(Kernels(), tensors, 64, True, None, 50)
+    assert list(parts) == ["tiny_kernel", "route", "memset_route",
+                           "route_dispatch", "memset_route_dispatch"]
+    assert calls == [(64, False, False), (64, False, True), (64, True, False),
+                     (64, True, True)]
+    calls.clear()
+    assert list(bench_routing.graph_parts(Kernels(), tensors, 8, False, None,
+                                          50)) == ["tiny_kernel", "route",
+                                                   "memset_route"]
+    bench_routing.print_graph_parts([
+        {"spec": "deepseek_v3", "tokens": 64, "graph_parts": parts},
+        {"spec": "qwen3", "tokens": 8, "graph_parts": {"error": "no graph"}},
+        {"spec": "kimi_k2", "tokens": 65536}])
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].split() == ["deepseek_v3", "64", "1.50", "1.50", "1.50",
+                               "1.50", "1.50"]
+    assert out[-1].split() == ["qwen3", "8", "-", "-", "-", "-", "-"]

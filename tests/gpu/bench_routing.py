@@ -24,6 +24,10 @@ What is timed, per spec and T:
     calls, then the median and the 10th/90th percentiles of --reps calls;
   - moegen route + dispatch and the eager peer as a CUDA graph of the whole
     call, replayed (the launch cost a decode step sees);
+  - up to --graph-parts-up-to tokens (1024), graphs of the call with parts
+    left out (route alone; memset + route; route + dispatch) and of a
+    one-element PyTorch kernel, so that the cost of the error record's
+    memset node and of the dispatch launch can be read off;
   - the device's copy bandwidth (1 GiB device-to-device, read + write) as
     the roofline, and each call's bytes moved (logits in; ids and weights
     out) against it.
@@ -292,8 +296,17 @@ class MoegenKernels:
                                               dtype=torch.int32, device=d)})
         return out
 
-    def call(self, tensors, tokens, dispatch):
-        tensors["error"].zero_()
+    def call(self, tensors, tokens, dispatch, zero_record=True):
+        """One call as the runtime makes it: the error record zeroed by
+        cuMemsetD8Async (a memset node in a graph), route, then dispatch,
+        on the current stream."""
+        if zero_record:
+            record = tensors["error"]
+            stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+            self.driver.check(self.driver.lib.cuMemsetD8Async(
+                ctypes.c_uint64(record.data_ptr()), ctypes.c_ubyte(0),
+                ctypes.c_size_t(record.numel() * 8), stream),
+                "cuMemsetD8Async(error record)")
         self.launch("route_hash" if "route_hash" in self.kernels else "route",
                     tensors, tokens)
         if dispatch:
@@ -388,6 +401,31 @@ def graphed(fn):
     return graph, ""
 
 
+def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
+    """What a small call's graph spends where: the same call captured with
+    parts left out (median us of each replay, cold L2), and a graph of one
+    one-element PyTorch kernel as the floor of a graph launch. The
+    differences say what the error record's memset node and the dispatch
+    launch cost on their own."""
+    tiny = torch.zeros(1, device=tensors["error"].device)
+    variants = {
+        "tiny_kernel": lambda: tiny.add_(1),
+        "route": lambda: kernels.call(tensors, tokens, False, False),
+        "memset_route": lambda: kernels.call(tensors, tokens, False),
+    }
+    if dispatch:
+        variants["route_dispatch"] = lambda: kernels.call(tensors, tokens,
+                                                          True, False)
+        variants["memset_route_dispatch"] = lambda: kernels.call(
+            tensors, tokens, True)
+    parts = {}
+    for name, fn in variants.items():
+        graph, why = graphed(fn)
+        parts[name] = (time_calls(graph.replay, flusher, reps)["median_us"]
+                       if graph else why)
+    return parts
+
+
 def copy_bandwidth(device):
     src = torch.empty(1 << 28, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
@@ -433,6 +471,9 @@ def main():
     parser.add_argument("--tokens", default="1,16,64,256,1024,8192,65536")
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--out", help="write bench-peers.json here")
+    parser.add_argument("--graph-parts-up-to", type=int, default=1024,
+                        help="time the graph's parts (memset, route, "
+                             "dispatch) up to this many tokens")
     parser.add_argument("--specs",
                         help="only these kernel directories (comma-separated "
                              "names under --kernels)")
@@ -543,6 +584,13 @@ def main():
                 row["graph_eager"] = (time_calls(graph.replay, flusher,
                                                  args.reps)
                                       if graph else {"error": why})
+                if tokens <= args.graph_parts_up_to:
+                    try:
+                        row["graph_parts"] = graph_parts(
+                            kernels, tensors, tokens, dispatch, flusher,
+                            args.reps)
+                    except Exception as e:  # noqa: BLE001 - kept in the row
+                        row["graph_parts"] = {"error": str(e)}
                 moved = tokens * e * 4 + tokens * k * 8
                 floor_us = moved / (bandwidth * 1e9) * 1e6
                 row["bytes_moved"] = moved
@@ -570,6 +618,7 @@ def main():
                      "%s: %s" % (type(e).__name__, first))
                 failed = True
                 save(results, args.out)
+    print_graph_parts(results["rows"])
     print("\nmedian us per call, cold L2 (256 MiB written between calls), "
           "%d reps after 10 warm-up; %% roof = the copy-bandwidth time of the "
           "logits in and ids + weights out over moegen route's time" %
@@ -577,6 +626,26 @@ def main():
     results["complete"] = True
     save(results, args.out)
     return 1 if failed else 0
+
+
+def print_graph_parts(rows):
+    """One table of every row's graph parts."""
+    columns = ["tiny_kernel", "route", "memset_route", "route_dispatch",
+               "memset_route_dispatch"]
+    rows = [r for r in rows if "graph_parts" in r]
+    if not rows:
+        return
+    print("\nCUDA graph replays, median us, cold L2: a one-element kernel, "
+          "and the call with parts left out")
+    print("%-24s %8s %8s %8s %10s %10s %12s" % (
+        "spec", "T", "tiny", "route", "memset+rt", "route+disp", "whole call"))
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r["graph_parts"].get(c)
+            cells.append("%.2f" % v if isinstance(v, float) else "-")
+        print("%-24s %8d %8s %8s %10s %10s %12s" % (
+            r["spec"][:24], r["tokens"], *cells))
 
 
 def fail(results, spec, tokens, problem):

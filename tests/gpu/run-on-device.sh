@@ -268,7 +268,8 @@ echo "== key figures"
 for s in bench rows; do
   [[ -f "$logs/$s.txt" ]] && grep -E '^[^ ].*, E = |^ *T=' "$logs/$s.txt"
 done
-[[ -f "$logs/peers.txt" ]] && grep -E '^ *[0-9]+ |^[a-z].* vs |^device:' "$logs/peers.txt"
+[[ -f "$logs/peers.txt" ]] &&
+  grep -E '^ *[0-9]+ |^[a-z].* vs |^device:|^CUDA graph|^[a-z0-9_]+ +[0-9]+ ' "$logs/peers.txt"
 echo
 cat "$logs/summary.txt"
 exit $status
