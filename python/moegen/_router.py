@@ -359,7 +359,8 @@ class Router:
 
     def check_errors(self) -> None:
         """CUDA: waits for the current stream and raises the first input
-        error recorded by calls made with check=False."""
+        error recorded by the calls since the last report (calls made with
+        check=False, graph replays); a report clears the record."""
         if self.backend == "cuda":
             self._native.check_errors(stream=self._current_stream())
         elif self.backend == "gpu-emu":

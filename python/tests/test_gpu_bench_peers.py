@@ -101,7 +101,7 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
     calls = []
 
     class Kernels:
-        def call(self, tensors, tokens, dispatch, zero_record=True):
+        def call(self, tensors, tokens, dispatch, zero_record=False):
             calls.append((tokens, dispatch, zero_record))
 
     class Graph:

@@ -61,10 +61,17 @@ def test_errors_come_from_the_kernels_error_record(dsv3):
     nan[3, 7] = float("nan")
     with pytest.raises(moegen.InputError, match=r"logits\[3\]\[7\] is nan"):
         dsv3.route(nan, bias)
+    dsv3.check_errors()  # reported: the record is clear again
+    # Unchecked calls: an error stays in the record through the valid calls
+    # after it, until check_errors() reports it (no call clears it).
+    dsv3.route(nan, bias, check=False)
+    dsv3.route(logits, bias, check=False)
+    dsv3.replay(logits, torch.zeros(5, 8, dtype=torch.int32) + torch.arange(8, dtype=torch.int32),
+                check=False)
     with pytest.raises(moegen.InputError, match=r"logits\[3\]\[7\] is nan"):
-        dsv3.check_errors()  # the record holds the last call's error
-    dsv3.route(logits, bias)  # until the next call clears it
+        dsv3.check_errors()
     dsv3.check_errors()
+    dsv3.route(logits, bias)
 
 
 def test_hash_and_bf16_specs_match_the_cpu_backend(template):

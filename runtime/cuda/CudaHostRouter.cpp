@@ -68,7 +68,6 @@ std::string CudaHostRouter::run(const HostRouteCall &call) {
     outputs.sortedSlots = stage(SortedSlots, nullptr, ids);
     outputs.slotPositions = stage(SlotPositions, nullptr, ids);
   }
-  outputs.error = stage(ErrorRecord, nullptr, 6 * 8);
   switch (entryOf(call)) {
   case HostEntry::Replay:
     router->replay(inputs, outputs, nullptr);
@@ -80,7 +79,7 @@ std::string CudaHostRouter::run(const HostRouteCall &call) {
     router->route(inputs, outputs, nullptr);
     break;
   }
-  std::string message = router->readError(nullptr, outputs.error);
+  std::string message = router->readError(nullptr);
   // The bias is checked on the host, as the CPU backend does, and reported
   // after the logits (docs/semantics.md §2).
   if (message.empty() || message.rfind("logits[", 0) != 0)
@@ -116,9 +115,8 @@ std::string CudaHostRouter::permute(const HostPermuteCall &call) {
   args.hidden = stage(HiddenIn, call.hidden, size_t(t) * row);
   args.sortedSlots = stage(SortedSlots, call.sortedSlots, size_t(t * k) * 4);
   args.permuted = stage(HiddenOut, nullptr, size_t(t * k) * row);
-  args.error = stage(ErrorRecord, nullptr, 6 * 8);
   router->permute(args, nullptr);
-  if (std::string message = router->readError(nullptr, args.error);
+  if (std::string message = router->readError(nullptr);
       !message.empty())
     return message;
   fetch(HiddenOut, call.permuted, size_t(t * k) * row);
@@ -138,9 +136,8 @@ std::string CudaHostRouter::combine(const HostCombineCall &call) {
       stage(SlotPositions, call.slotPositions, size_t(t * k) * 4);
   args.expertOutput = stage(HiddenIn, call.expertOutput, size_t(t * k) * row);
   args.combined = stage(HiddenOut, nullptr, size_t(t) * row);
-  args.error = stage(ErrorRecord, nullptr, 6 * 8);
   router->combine(args, nullptr);
-  if (std::string message = router->readError(nullptr, args.error);
+  if (std::string message = router->readError(nullptr);
       !message.empty())
     return message;
   fetch(HiddenOut, call.combined, size_t(t) * row);
@@ -156,9 +153,8 @@ std::string CudaHostRouter::updateBias(const HostUpdateBiasCall &call) {
   args.bias = stage(HiddenIn, call.bias, bytes);
   args.expertCounts = stage(ExpertCounts, call.expertCounts, bytes);
   args.updatedBias = stage(HiddenOut, nullptr, bytes);
-  args.error = stage(ErrorRecord, nullptr, 6 * 8);
   router->updateBias(args, nullptr);
-  if (std::string message = router->readError(nullptr, args.error);
+  if (std::string message = router->readError(nullptr);
       !message.empty())
     return message;
   fetch(HiddenOut, call.updatedBias, bytes);

@@ -56,7 +56,6 @@ private:
     SlotPositions,
     HiddenIn,
     HiddenOut,
-    ErrorRecord,
     NumSlots
   };
   /// The slot's buffer, grown to at least `bytes` (and 8), with `host`

@@ -622,8 +622,6 @@ void CudaRouter::Impl::run(EntryKind entry, const RouteInputs &in,
     dispatchPlan =
         prepare(kernelFor(EntryKind::Dispatch),
                 dispatchBindings(out.topkIds, out), extents, 0, error);
-  driver->check(driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
-                "cuMemsetD8Async(error record)");
   submit(plan, stream);
   if (dispatchPlan)
     submit(*dispatchPlan, stream);
@@ -788,9 +786,6 @@ void CudaRouter::dispatch(CUdeviceptr topkIds, int64_t numTokens,
       outputs.error ? outputs.error : impl->ownError.get();
   LaunchPlan plan = impl->prepare(
       kernel, impl->dispatchBindings(topkIds, outputs), extents, 0, error);
-  impl->driver->check(
-      impl->driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
-      "cuMemsetD8Async(error record)");
   impl->submit(plan, stream);
 }
 
@@ -820,8 +815,6 @@ void CudaRouter::Impl::runRowMovement(EntryKind entry, int64_t numTokens,
   checkStream(name, stream);
   const CUdeviceptr error = record ? record : ownError.get();
   LaunchPlan plan = prepare(kernel, tensors, extents, 0, error);
-  driver->check(driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
-                "cuMemsetD8Async(error record)");
   submit(plan, stream);
 }
 
@@ -852,9 +845,6 @@ void CudaRouter::updateBias(const UpdateBiasArgs &args, CUstream stream) const {
                                    {"expert_counts", args.expertCounts},
                                    {"updated_bias", args.updatedBias}},
                                   Extents{}, 0, error);
-  impl->driver->check(
-      impl->driver->memsetD8Async(error, 0, kErrorRecordBytes, stream),
-      "cuMemsetD8Async(error record)");
   impl->submit(plan, stream);
 }
 
@@ -918,7 +908,14 @@ RouteBuffers CudaRouter::allocateBuffers(int64_t maxTokens,
     buffers.slots = allocate(slots * 4);
     buffers.positions = allocate(slots * 4);
   }
+  // Records start at zero; the kernels leave them so unless they report.
   buffers.error = allocate(kErrorRecordBytes);
+  const CudaDriver &driver = *impl->driver;
+  ScopedContext scope(driver, impl->context);
+  driver.check(
+      driver.memsetD8Async(buffers.error.get(), 0, kErrorRecordBytes, nullptr),
+      "cuMemsetD8Async(error record)");
+  driver.check(driver.streamSynchronize(nullptr), "cuStreamSynchronize");
   return buffers;
 }
 
@@ -934,13 +931,17 @@ std::string CudaRouter::readError(CUstream stream, CUdeviceptr record,
                 "readError: the stream is being captured into a CUDA graph; "
                 "read the error record after the graph has run");
   int64_t words[moegen::kGpuKernelErrorWords] = {};
-  driver.check(driver.memcpyDtoHAsync(words,
-                                      record ? record : impl->ownError.get(),
-                                      sizeof words, stream),
+  const CUdeviceptr from = record ? record : impl->ownError.get();
+  driver.check(driver.memcpyDtoHAsync(words, from, sizeof words, stream),
                "cuMemcpyDtoHAsync(error record)");
   driver.check(driver.streamSynchronize(stream), "cuStreamSynchronize");
   if (words[kErrorCode] == 0)
     return {};
+  // Reported: the record starts again from zero for the calls that follow
+  // on this stream (no call zeroes it; the kernels only ever move it
+  // towards the earliest violation).
+  driver.check(driver.memsetD8Async(from, 0, kErrorRecordBytes, stream),
+               "cuMemsetD8Async(error record)");
   std::string message =
       formatKernelError(words, impl->manifest.numExperts, "topk_ids");
   return context.empty() ? message : std::string(context) + ": " + message;

@@ -14,9 +14,11 @@
 //   router->checkErrors(stream);      // optional: syncs, throws on bad input
 //
 // The launch path (route, routeHash, replay, dispatch) neither allocates nor
-// synchronizes: it checks the arguments on the host, zeroes the error record
-// with cuMemsetD8Async, and calls cuLaunchKernel once or twice (dispatch:
-// cuLaunchCooperativeKernel), so it can be captured in a CUDA graph.
+// synchronizes: it checks the arguments on the host and calls cuLaunchKernel
+// once or twice (dispatch: cuLaunchCooperativeKernel), nothing else, so it
+// can be captured in a CUDA graph. No call zeroes the error record: it
+// starts at zero, the kernels only move it towards the earliest violation,
+// and a report (checkErrors, readError) zeroes it again.
 // Dispatch keeps its histograms in the router's scratch buffer, allocated
 // once at load: one router's dispatches must not run on several streams at
 // once (load one router per concurrent stream). Kernels validate the values they read (logits,
@@ -79,8 +81,10 @@ struct RouteOutputs {
   CUdeviceptr expertOffsets = 0;
   CUdeviceptr sortedSlots = 0;
   CUdeviceptr slotPositions = 0;
-  /// The error record, 6 int64 (48 bytes, 8-byte aligned). 0: the router's
-  /// own record, which calls on several streams at once must not share.
+  /// The error record, 6 int64 (48 bytes, 8-byte aligned), zeroed before
+  /// its first call (allocateBuffers' is); no call zeroes it, a report
+  /// does. 0: the router's own record, which calls on several streams at
+  /// once must not share.
   CUdeviceptr error = 0;
 
   bool hasDispatch() const {
@@ -213,12 +217,12 @@ public:
   /// Dispatch metadata alone from [numTokens, k] int32 ids on device.
   void dispatch(CUdeviceptr topkIds, int64_t numTokens,
                 const RouteOutputs &outputs, CUstream stream) const;
-  /// The permute and combine entry points (spec permute: true); each zeroes
-  /// its error record and launches once. Asynchronous on `stream`.
+  /// The permute and combine entry points (spec permute: true); each
+  /// launches once. Asynchronous on `stream`.
   void permute(const PermuteArgs &args, CUstream stream) const;
   void combine(const CombineArgs &args, CUstream stream) const;
-  /// The update_bias entry point: zeroes its error record and launches one
-  /// warp. Asynchronous on `stream`.
+  /// The update_bias entry point: launches one warp. Asynchronous on
+  /// `stream`.
   void updateBias(const UpdateBiasArgs &args, CUstream stream) const;
 
   /// The same into library-allocated buffers (numTokens <= maxTokens());
@@ -241,8 +245,10 @@ public:
 
   /// Synchronizes `stream` and reads the error record (`record`, or the
   /// router's own): the one-line message of the first violation, or ""
-  /// when the calls since the record was zeroed saw none. `context`, when
-  /// non-empty, prefixes the message ("layer 3: forced_ids[...]...").
+  /// when the calls since the record was zeroed saw none. A violation
+  /// reported is cleared (the record zeroed on `stream`), so the next
+  /// report covers the calls after this one. `context`, when non-empty,
+  /// prefixes the message ("layer 3: forced_ids[...]...").
   std::string readError(CUstream stream, CUdeviceptr record = 0,
                         std::string_view context = {}) const;
   /// readError(), throwing Error(Kind::Kernel) with the message when there

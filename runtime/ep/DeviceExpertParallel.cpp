@@ -495,6 +495,12 @@ void combine(DeviceCommunicator &comm, const CudaRouter &router,
   args.slotPositions = slotPositions;
   args.expertOutput = outputs;
   args.combined = combined;
+  // The workspace's record may be fresh memory: a record starts at zero
+  // (the launch does not zero it).
+  driver.check(driver.memsetD8Async(record, 0,
+                                    kGpuKernelErrorWords * sizeof(int64_t),
+                                    stream),
+               "cuMemsetD8Async(error record)");
   args.error = record;
   router.combine(args, stream);
   router.checkErrors(stream, record, "combine");

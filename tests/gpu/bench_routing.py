@@ -296,10 +296,12 @@ class MoegenKernels:
                                               dtype=torch.int32, device=d)})
         return out
 
-    def call(self, tensors, tokens, dispatch, zero_record=True):
-        """One call as the runtime makes it: the error record zeroed by
-        cuMemsetD8Async (a memset node in a graph), route, then dispatch,
-        on the current stream."""
+    def call(self, tensors, tokens, dispatch, zero_record=False):
+        """One call as the runtime makes it: route, then dispatch, on the
+        current stream. The runtime does not zero the error record per call
+        (docs/runtime.md, "The error record"); zero_record issues the
+        cuMemsetD8Async it once did (a memset node in a graph), for
+        graph_parts to say what that cost."""
         if zero_record:
             record = tensors["error"]
             stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
@@ -402,22 +404,23 @@ def graphed(fn):
 
 
 def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
-    """What a small call's graph spends where: the same call captured with
-    parts left out (median us of each replay, cold L2), and a graph of one
-    one-element PyTorch kernel as the floor of a graph launch. The
-    differences say what the error record's memset node and the dispatch
-    launch cost on their own."""
+    """What a small call's graph spends where: route alone, route +
+    dispatch (the call), each also behind the error record's memset node
+    that calls no longer issue (median us of each replay, cold L2), and a
+    graph of one one-element PyTorch kernel as the floor of a graph launch.
+    The differences say what the memset and the dispatch launch cost on
+    their own."""
     tiny = torch.zeros(1, device=tensors["error"].device)
     variants = {
         "tiny_kernel": lambda: tiny.add_(1),
-        "route": lambda: kernels.call(tensors, tokens, False, False),
-        "memset_route": lambda: kernels.call(tensors, tokens, False),
+        "route": lambda: kernels.call(tensors, tokens, False),
+        "memset_route": lambda: kernels.call(tensors, tokens, False, True),
     }
     if dispatch:
         variants["route_dispatch"] = lambda: kernels.call(tensors, tokens,
-                                                          True, False)
+                                                          True)
         variants["memset_route_dispatch"] = lambda: kernels.call(
-            tensors, tokens, True)
+            tensors, tokens, True, True)
     parts = {}
     for name, fn in variants.items():
         graph, why = graphed(fn)

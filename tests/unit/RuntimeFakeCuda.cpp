@@ -264,6 +264,9 @@ CUresult fakeMemAlloc(CUdeviceptr *pointer, size_t bytes) {
   if (!bytes)
     return CUDA_ERROR_INVALID_VALUE;
   void *memory = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  // Poisoned, as device memory is not zeroed: what the runtime must zero,
+  // it must zero itself.
+  std::memset(memory, 0xa5, bytes);
   *pointer = reinterpret_cast<CUdeviceptr>(memory);
   state.allocations[*pointer] = bytes;
   return CUDA_SUCCESS;
