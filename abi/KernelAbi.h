@@ -184,6 +184,26 @@ constexpr int64_t dispatchScratchWords(int64_t numExperts) {
   return kDispatchBarrierWords + partitions + partitions * numExperts +
          numExperts + 1;
 }
+/// A grid of one block (up to kDispatchSlotsPerBlock slots: a decode step)
+/// keeps its sums, counters and capped offsets in shared memory instead of
+/// the scratch buffer, in the scratch's layout for its 8 partitions, up to
+/// this many experts (36,900 bytes at 1024, below the 48 KiB a kernel gets
+/// without asking): each phase's counter reads and updates are then a
+/// shared-memory access, not an L2 round trip.
+inline constexpr int64_t kDispatchSharedMaxExperts = 1024;
+/// Words of those shared counters (0: above kDispatchSharedMaxExperts, the
+/// one-block grid uses the scratch buffer too).
+constexpr int64_t dispatchSharedWords(int64_t numExperts) {
+  return numExperts > kDispatchSharedMaxExperts
+             ? 0
+             : kDispatchWarpsPerBlock + kDispatchWarpsPerBlock * numExperts +
+                   numExperts + 1;
+}
+/// The dispatch kernel's dynamic shared memory, in bytes (the manifest's
+/// launch.dynamic_shared_memory_bytes).
+constexpr int64_t dispatchSharedBytes(int64_t numExperts) {
+  return 4 * dispatchSharedWords(numExperts);
+}
 /// The grid of a cooperative launch over `slots` = T * k slots on a device
 /// of `multiprocessors` SMs: one block per `slotsPerBlock` slots, at most
 /// one block per SM (a cooperative launch needs every block resident), at

@@ -325,6 +325,14 @@ void Parser::parseLaunch(const Json &value, const std::string &key,
       getInt(member(value, key, "dynamic_shared_memory_bytes"),
              key + ".dynamic_shared_memory_bytes", 0,
              std::numeric_limits<int32_t>::max());
+  if (entry == EntryKind::Dispatch && launch.cooperative &&
+      launch.dynamicSharedMemoryBytes !=
+          dispatchSharedBytes(manifest.numExperts))
+    fail(key + ".dynamic_shared_memory_bytes",
+         std::to_string(launch.dynamicSharedMemoryBytes) + " must be " +
+             std::to_string(dispatchSharedBytes(manifest.numExperts)) +
+             " for num_experts = " + std::to_string(manifest.numExperts) +
+             " (a one-block grid's counters, docs/kernel-abi.md)");
 }
 
 void Parser::parseKernel(const Json &value, const std::string &key,

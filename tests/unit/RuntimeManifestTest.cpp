@@ -353,6 +353,12 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
       {"cooperative grid cap",
        [](json &m) { m["kernels"][1]["launch"]["max_grid_dim"] = 64; },
        "kernels[1].launch.max_grid_dim: 64 must be 256 for num_experts = 256"},
+      {"dispatch without its shared counters",
+       [](json &m) {
+         m["kernels"][1]["launch"]["dynamic_shared_memory_bytes"] = 0;
+       },
+       "kernels[1].launch.dynamic_shared_memory_bytes: 0 must be 9252 for "
+       "num_experts = 256 (a one-block grid's counters, docs/kernel-abi.md)"},
       {"cooperative block",
        [](json &m) { m["kernels"][1]["launch"]["block_dim"] = 128; },
        "kernels[1].launch.block_dim: 128 must be 256 for a cooperative "

@@ -170,7 +170,8 @@ inline nlohmann::json exampleManifest() {
                      {"grid_dim", "cooperative"},
                      {"max_grid_dim", 256},
                      {"slots_per_block", 2048},
-                     {"dynamic_shared_memory_bytes", 0}}}};
+                     {"dynamic_shared_memory_bytes",
+                      moegen::abi::dispatchSharedBytes(256)}}}};
   return {{"format", "moegen-kernels"},
           {"abi_version", 1},
           {"compiler_version", runtimeVersion()},

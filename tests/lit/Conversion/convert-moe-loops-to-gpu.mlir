@@ -161,11 +161,13 @@ func.func @shuffle_of_vectors(%ids: memref<?x32xi32> {moe.kernel_arg = #moe.kern
 // -----
 
 // The dispatch kernel spans the grid of a cooperative launch: no token
-// range, blocks of 256 threads, at most dispatchMaxBlocks(4) = 256 of them.
+// range, blocks of 256 threads, at most dispatchMaxBlocks(4) = 256 of them,
+// and dispatchSharedBytes(4) = 4 * (8 + 8 * 4 + 4 + 1) = 180 bytes of
+// shared memory for a one-block grid's counters.
 // CHECK-LABEL: gpu.func @dispatch(
 // CHECK-SAME: %arg9: !llvm.ptr {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
 // CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
-// CHECK-SAME: moe.launch = #moe.launch<block_dim = 256, tokens_per_block = 0, dynamic_shared_memory_bytes = 0, max_blocks = 256, slots_per_block = 2048>
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 256, tokens_per_block = 0, dynamic_shared_memory_bytes = 180, max_blocks = 256, slots_per_block = 2048>
 func.func @dispatch(%ids: memref<?x2xi32> {moe.kernel_arg = #moe.kernel_arg<name = "topk_ids", role = tensor, dtype = i32, shape = ["T", 2], access = read>}, %counts: memref<4xi32> {moe.kernel_arg = #moe.kernel_arg<name = "expert_counts", role = tensor, dtype = i32, shape = [4], access = write>}, %offsets: memref<5xi32> {moe.kernel_arg = #moe.kernel_arg<name = "expert_offsets", role = tensor, dtype = i32, shape = [5], access = write>}, %sorted: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "sorted_slots", role = tensor, dtype = i32, shape = ["T*k"], access = write>}, %positions: memref<?xi32> {moe.kernel_arg = #moe.kernel_arg<name = "slot_positions", role = tensor, dtype = i32, shape = ["T*k"], access = write>}, %err: memref<6xi64> {moe.kernel_arg = #moe.kernel_arg<name = "error", role = error_record, dtype = i64, shape = [6], access = readwrite>}, %scratch: memref<10242xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch, dtype = i32, shape = [10242], access = readwrite>}) attributes {moe.entry = "dispatch", moe.kernel_config = #moe.kernel_config<target = nvptx, vector_width = 32, tokens_per_task = 4, topk = argmax_passes>} {
   return
 }

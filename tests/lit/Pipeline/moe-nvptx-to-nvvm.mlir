@@ -19,7 +19,7 @@
 // CHECK-NOT: scf.for
 // CHECK-LABEL: llvm.func @replay(
 // CHECK-LABEL: llvm.func @dispatch(
-// CHECK-SAME: moe.launch = #moe.launch<block_dim = 256, tokens_per_block = 0, dynamic_shared_memory_bytes = 0, max_blocks = 256, slots_per_block = 2048>
+// CHECK-SAME: moe.launch = #moe.launch<block_dim = 256, tokens_per_block = 0, dynamic_shared_memory_bytes = 9252, max_blocks = 256, slots_per_block = 2048>
 
 // PINNED: #nvvm.target<O = 3, chip = "sm_80", features = "+ptx80">
 // PINNED-LABEL: llvm.func @route(

@@ -13,7 +13,8 @@
 // - the dispatch kernel (ParallelDispatchToLoops.cpp) already speaks of
 //   threads, blocks and the grid; it runs cooperatively, blocks of
 //   abi::kDispatchBlockThreads threads, as many as the runtime's rule
-//   (abi::dispatchGridDim) gives.
+//   (abi::dispatchGridDim) gives, with abi::dispatchSharedBytes(E) of
+//   dynamic shared memory for a one-block grid's counters.
 //
 // This file owns the bare-pointer ABI: parameters (each carrying the
 // `#moe.kernel_arg` of its memref, or a `#moe.kernel_size`), descriptors
@@ -392,7 +393,8 @@ private:
                               0, sharedBytes, kExpertChoiceMaxBlocks,
                               tokensPerBlock * topK, 0)
         : isDispatch   ? LaunchAttr::get(b.getContext(), kDispatchBlockThreads,
-                                         0, 0, dispatchMaxBlocks(numExperts),
+                                         0, dispatchSharedBytes(numExperts),
+                                         dispatchMaxBlocks(numExperts),
                                          kDispatchSlotsPerBlock, 0)
         : isUpdateBias ? LaunchAttr::get(b.getContext(),
                                          kUpdateBiasBlockThreads, 0, 0, 0, 0,

@@ -74,6 +74,7 @@ public:
     k = idsType.getDimSize(1);
     const int64_t maxPartitions =
         dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
+    counters = scratch;
     sumsBase = kDispatchBarrierWords;
     histBase = sumsBase + maxPartitions;
     cappedBase = histBase + maxPartitions * numExperts;
@@ -97,9 +98,31 @@ public:
     oneBlock = true;
     block = cg.index(0);
     grid = cg.index(1);
+    const int64_t sharedWords = dispatchSharedWords(numExperts);
+    if (sharedWords > 0) {
+      // Its counters in shared memory, laid out as in the scratch buffer
+      // for its kDispatchWarpsPerBlock partitions.
+      auto workgroup = gpu::AddressSpaceAttr::get(
+          b.getContext(), gpu::AddressSpace::Workgroup);
+      Value shared = b.create<gpu::DynamicSharedMemoryOp>(
+          loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                               MemRefLayoutAttrInterface{}, workgroup));
+      counters = b.create<memref::ViewOp>(
+          loc,
+          MemRefType::get({sharedWords}, b.getI32Type(),
+                          MemRefLayoutAttrInterface{}, workgroup),
+          shared, cg.index(0), ValueRange{});
+      sumsBase = 0;
+      histBase = kDispatchWarpsPerBlock;
+      cappedBase = histBase + kDispatchWarpsPerBlock * numExperts;
+    }
     buildPhases();
     b.setInsertionPointToStart(ifOneBlock.elseBlock());
     oneBlock = false;
+    counters = scratch;
+    sumsBase = kDispatchBarrierWords;
+    histBase = sumsBase + maxPartitions;
+    cappedBase = histBase + maxPartitions * numExperts;
     block = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
     grid = gridDim;
     buildPhases();
@@ -145,7 +168,7 @@ private:
     }
     sumCappedCounts();
     gridBarrier();
-    fillUnusedTail(loadWord(scratch, cg.index(cappedBase + numExperts)));
+    fillUnusedTail(loadWord(counters, cg.index(cappedBase + numExperts)));
     placeSlots();
     gridBarrier();
     writeCappedMetadata();
@@ -179,7 +202,7 @@ private:
   void storeWord(Value value, Value memref, Value i) {
     b.create<memref::StoreOp>(loc, value, memref, ValueRange{i});
   }
-  /// hist[e * P + p] of this warp's partition, as a scratch index.
+  /// hist[e * P + p] of this warp's partition, as an index of `counters`.
   Value counterIndex(Value expert) {
     return add(cg.index(histBase),
                add(mul(toIndex(expert), partitions), partition));
@@ -317,7 +340,7 @@ private:
   void countSlots() {
     forStep(lane, cg.index(numExperts), cg.index(32), {},
             [&](Value e, ValueRange) -> SmallVector<Value> {
-              storeWord(cg.i32(0), scratch, counterIndex(toI32(e)));
+              storeWord(cg.i32(0), counters, counterIndex(toI32(e)));
               return {};
             });
     syncWarp();
@@ -329,7 +352,7 @@ private:
           cmp(CmpIPredicate::eq, rank, cg.i32(0)));
       cg.ifThen(leader, [&] {
         Value at = counterIndex(expert);
-        storeWord(add(loadWord(scratch, at), group), scratch, at);
+        storeWord(add(loadWord(counters, at), group), counters, at);
       });
     });
   }
@@ -347,12 +370,12 @@ private:
     Value partial = forStep(add(begin, lane), end, cg.index(32), {cg.i32(0)},
                             [&](Value f, ValueRange iter) -> SmallVector<Value> {
                               return {add(iter[0],
-                                          loadWord(scratch,
+                                          loadWord(counters,
                                                    add(cg.index(histBase), f)))};
                             })[0];
     Value sum = warpSum(partial);
     cg.ifThen(cmp(CmpIPredicate::eq, lane, cg.index(0)), [&] {
-      storeWord(sum, scratch, add(cg.index(sumsBase), partition));
+      storeWord(sum, counters, add(cg.index(sumsBase), partition));
     });
   }
 
@@ -363,7 +386,7 @@ private:
     Value before = forStep(lane, partition, cg.index(32), {cg.i32(0)},
                            [&](Value q, ValueRange iter) -> SmallVector<Value> {
                              return {add(iter[0],
-                                         loadWord(scratch,
+                                         loadWord(counters,
                                                   add(cg.index(sumsBase), q)))};
                            })[0];
     Value carry = warpSum(before);
@@ -373,12 +396,12 @@ private:
               Value valid = cmp(CmpIPredicate::ult, f, end);
               Value at = add(cg.index(histBase), f);
               Value count = ifElse(
-                  valid, [&] { return loadWord(scratch, at); },
+                  valid, [&] { return loadWord(counters, at); },
                   [&] { return cg.i32(0); });
               auto [inclusive, sum] = warpInclusiveScan(count);
               Value exclusive = sub(add(iter[0], inclusive), count);
               cg.ifThen(valid, [&] {
-                storeWord(exclusive, scratch, at);
+                storeWord(exclusive, counters, at);
                 Value expert = divui(f, partitions);
                 cg.ifThen(cmp(CmpIPredicate::eq, remui(f, partitions),
                               cg.index(0)),
@@ -432,13 +455,13 @@ private:
                 [&] { return cg.i32(0); });
             auto [inclusive, sum] = warpInclusiveScan(count);
             cg.ifThen(valid, [&] {
-              storeWord(sub(add(iter[0], inclusive), count), scratch,
+              storeWord(sub(add(iter[0], inclusive), count), counters,
                         add(cg.index(cappedBase), e));
             });
             return {add(iter[0], sum)};
           })[0];
       cg.ifThen(first, [&] {
-        storeWord(total, scratch, cg.index(cappedBase + numExperts));
+        storeWord(total, counters, cg.index(cappedBase + numExperts));
       });
     });
   }
@@ -450,11 +473,11 @@ private:
     forStep(first, cg.index(numExperts + 1),
             mul(grid, cg.index(kDispatchBlockThreads)), {},
             [&](Value e, ValueRange) -> SmallVector<Value> {
-              Value start = loadWord(scratch, add(cg.index(cappedBase), e));
+              Value start = loadWord(counters, add(cg.index(cappedBase), e));
               storeWord(start, offsets, e);
               cg.ifThen(cmp(CmpIPredicate::ult, e, cg.index(numExperts)), [&] {
                 Value end = loadWord(
-                    scratch, add(cg.index(cappedBase + 1), e));
+                    counters, add(cg.index(cappedBase + 1), e));
                 storeWord(sub(end, start), counts, e);
               });
               return {};
@@ -486,7 +509,7 @@ private:
                       b.create<arith::XOrIOp>(loc, placed, cg.boolean(true))),
                   [&] { storeWord(cg.i32(-1), slotPositions, slot); });
       Value base = ifElse(
-          placed, [&] { return loadWord(scratch, counterIndex(expert)); },
+          placed, [&] { return loadWord(counters, counterIndex(expert)); },
           [&] { return cg.i32(0); });
       // Every lane of the expert has read the counter before its leader
       // advances it.
@@ -507,14 +530,14 @@ private:
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPointToStart(ifFits.thenBlock());
           Value kept =
-              add(loadWord(scratch, add(cg.index(cappedBase), e)), r);
+              add(loadWord(counters, add(cg.index(cappedBase), e)), r);
           storeWord(toI32(slot), sortedSlots, toIndex(kept));
           storeWord(kept, slotPositions, slot);
           b.setInsertionPointToStart(ifFits.elseBlock());
           storeWord(cg.i32(-1), slotPositions, slot);
         }
         cg.ifThen(cmp(CmpIPredicate::eq, rank, cg.i32(0)), [&] {
-          storeWord(add(base, group), scratch, counterIndex(expert));
+          storeWord(add(base, group), counters, counterIndex(expert));
         });
       });
     });
@@ -532,6 +555,9 @@ private:
   OpBuilder &b;
   Location loc;
   Value ids, counts, offsets, sortedSlots, slotPositions, scratch;
+  /// Where the sums, counters and capped offsets live: the scratch buffer,
+  /// or shared memory in a one-block grid (dispatchSharedWords).
+  Value counters;
   int64_t numExperts = 0, k = 0, sumsBase = 0, histBase = 0, cappedBase = 0;
   /// Building the one-block copy of the phases.
   bool oneBlock = false;

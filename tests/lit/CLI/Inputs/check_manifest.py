@@ -92,6 +92,14 @@ def main():
                     or [p["name"] for p in params][-1] != "scratch"):
                 fail(f"{name}: dispatch is one cooperative grid of 256-thread "
                      f"blocks with a scratch buffer")
+            # A one-block grid's counters in shared memory (abi/KernelAbi.h,
+            # dispatchSharedBytes), up to 1024 experts.
+            e = manifest["num_experts"]
+            shared = 4 * (8 + 8 * e + e + 1) if e <= 1024 else 0
+            if launch["dynamic_shared_memory_bytes"] != shared:
+                fail(f"{name}: dispatch has "
+                     f"{launch['dynamic_shared_memory_bytes']} bytes of shared "
+                     f"memory, {shared} expected for {e} experts")
         elif launch["grid_dim"] == "cooperative":
             # An expert-choice route: a cooperative grid of whole warps
             # with its scratch buffer, a block's tokens times k slots.
