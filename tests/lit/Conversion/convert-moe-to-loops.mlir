@@ -1089,12 +1089,16 @@ func.func @shared_gate(%logits: tensor<?x8xf32>, %x: tensor<?x1xbf16>) -> (tenso
 // number, come from one match.any.sync and two population counts (in the
 // count phase and again in the place phase), not from 31 shuffles. A grid
 // of one block runs its own copy of the phases, with block barriers alone
-// between them (no fence, no atomics); larger grids meet at grid barriers.
+// between them (no fence, no atomics) and its counters in shared memory
+// (8 + 8 * 8 + 8 + 1 = 81 words); larger grids meet at grid barriers and
+// count in the scratch buffer.
 // CHECK-LABEL: func.func @parallel_dispatch(
 // CHECK-SAME: %{{.*}}: memref<18443xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
 // CHECK: %[[GRID:.*]] = gpu.grid_dim x
 // CHECK: %[[ONE:.*]] = arith.cmpi eq, %[[GRID]], %c1 : index
 // CHECK: scf.if %[[ONE]] {
+// CHECK: %[[SHARED:.*]] = gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// CHECK: memref.view %[[SHARED]][%{{.*}}][] : memref<?xi8, #gpu.address_space<workgroup>> to memref<81xi32, #gpu.address_space<workgroup>>
 // CHECK-NOT: gpu.block_id
 // CHECK-NOT: llvm.nvvm.membar.gl
 // CHECK: %[[SAME:.*]] = llvm.call_intrinsic "llvm.nvvm.match.any.sync.i32"(%c-1_i32, %{{.*}}) : (i32, i32) -> i32

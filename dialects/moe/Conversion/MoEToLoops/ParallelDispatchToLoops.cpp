@@ -29,7 +29,8 @@
 // counter in the scratch buffer and waits for its generation to change. It
 // needs no reset between calls: the last block to arrive puts the counter
 // back to 0. A grid of one block (a decode step's) runs its own copy of
-// the phases with bar.sync alone between them. Ids outside [0, E) are reported by the thread that reads them
+// the phases with bar.sync alone between them and, up to
+// abi::kDispatchSharedMaxExperts, its counters in shared memory. Ids outside [0, E) are reported by the thread that reads them
 // (the lowest slot wins) and take part in nothing. With `unused_slots` an
 // id of -1 is an unused slot (a top-p router's): not reported, its
 // position -1, and after the scan the grid fills the positions past the
