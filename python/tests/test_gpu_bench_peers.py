@@ -101,8 +101,9 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
     calls = []
 
     class Kernels:
-        def call(self, tensors, tokens, dispatch, zero_record=False):
-            calls.append((tokens, dispatch, zero_record))
+        def call(self, tensors, tokens, dispatch, zero_record=False,
+                 plain_one_block=False):
+            calls.append((tokens, dispatch, zero_record, plain_one_block))
 
     class Graph:
         def __init__(self, fn):
@@ -114,9 +115,11 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
     tensors = {"error": torch.zeros(6, dtype=torch.int64)}
     parts = bench_routing.graph_parts(Kernels(), tensors, 64, True, None, 50)
     assert list(parts) == ["tiny_kernel", "route", "memset_route",
-                           "route_dispatch", "memset_route_dispatch"]
-    assert calls == [(64, False, False), (64, False, True), (64, True, False),
-                     (64, True, True)]
+                           "route_dispatch", "memset_route_dispatch",
+                           "route_dispatch_plain"]
+    assert calls == [(64, False, False, False), (64, False, True, False),
+                     (64, True, False, False), (64, True, True, False),
+                     (64, True, False, True)]
     calls.clear()
     assert list(bench_routing.graph_parts(Kernels(), tensors, 8, False, None,
                                           50)) == ["tiny_kernel", "route",
@@ -127,5 +130,5 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
         {"spec": "kimi_k2", "tokens": 65536}])
     out = capsys.readouterr().out.splitlines()
     assert out[-2].split() == ["deepseek_v3", "64", "1.50", "1.50", "1.50",
-                               "1.50", "1.50"]
-    assert out[-1].split() == ["qwen3", "8", "-", "-", "-", "-", "-"]
+                               "1.50", "1.50", "1.50"]
+    assert out[-1].split() == ["qwen3", "8", "-", "-", "-", "-", "-", "-"]

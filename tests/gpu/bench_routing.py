@@ -245,7 +245,10 @@ class MoegenKernels:
             return -(-tokens // launch["tokens_per_block"])
         return 1
 
-    def launch(self, entry, tensors, tokens):
+    def launch(self, entry, tensors, tokens, plain_one_block=False):
+        """plain_one_block: a cooperative kernel whose grid is one block
+        (always resident) by cuLaunchKernel, for graph_parts to weigh the
+        cooperative launch itself."""
         kernel, function = self.kernels[entry]
         extents = {"T": tokens, "T*k": tokens * self.manifest["top_k"]}
         if "hash_table" in tensors:
@@ -271,7 +274,8 @@ class MoegenKernels:
         launch = kernel["launch"]
         args = (function, grid, 1, 1, launch["block_dim"], 1, 1,
                 launch["dynamic_shared_memory_bytes"], stream, pointers)
-        if launch["grid_dim"] == "cooperative":
+        if launch["grid_dim"] == "cooperative" and not (plain_one_block
+                                                        and grid == 1):
             self.driver.check(self.driver.lib.cuLaunchCooperativeKernel(*args),
                               "cuLaunchCooperativeKernel(%s)" % entry)
         else:
@@ -296,7 +300,8 @@ class MoegenKernels:
                                               dtype=torch.int32, device=d)})
         return out
 
-    def call(self, tensors, tokens, dispatch, zero_record=False):
+    def call(self, tensors, tokens, dispatch, zero_record=False,
+             plain_one_block=False):
         """One call as the runtime makes it: route, then dispatch, on the
         current stream. The runtime does not zero the error record per call
         (docs/runtime.md, "The error record"); zero_record issues the
@@ -312,7 +317,7 @@ class MoegenKernels:
         self.launch("route_hash" if "route_hash" in self.kernels else "route",
                     tensors, tokens)
         if dispatch:
-            self.launch("dispatch", tensors, tokens)
+            self.launch("dispatch", tensors, tokens, plain_one_block)
 
 # ---------------------------------------------------------------------------
 # Checking and timing
@@ -406,10 +411,11 @@ def graphed(fn):
 def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
     """What a small call's graph spends where: route alone, route +
     dispatch (the call), each also behind the error record's memset node
-    that calls no longer issue (median us of each replay, cold L2), and a
-    graph of one one-element PyTorch kernel as the floor of a graph launch.
-    The differences say what the memset and the dispatch launch cost on
-    their own."""
+    that calls no longer issue, the call with a one-block dispatch launched
+    plainly instead of cooperatively (median us of each replay, cold L2),
+    and a graph of one one-element PyTorch kernel as the floor of a graph
+    launch. The differences say what the memset, the dispatch launch and
+    its cooperative form cost on their own."""
     tiny = torch.zeros(1, device=tensors["error"].device)
     variants = {
         "tiny_kernel": lambda: tiny.add_(1),
@@ -421,6 +427,8 @@ def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
                                                           True)
         variants["memset_route_dispatch"] = lambda: kernels.call(
             tensors, tokens, True, True)
+        variants["route_dispatch_plain"] = lambda: kernels.call(
+            tensors, tokens, True, False, True)
     parts = {}
     for name, fn in variants.items():
         graph, why = graphed(fn)
@@ -634,20 +642,21 @@ def main():
 def print_graph_parts(rows):
     """One table of every row's graph parts."""
     columns = ["tiny_kernel", "route", "memset_route", "route_dispatch",
-               "memset_route_dispatch"]
+               "memset_route_dispatch", "route_dispatch_plain"]
     rows = [r for r in rows if "graph_parts" in r]
     if not rows:
         return
     print("\nCUDA graph replays, median us, cold L2: a one-element kernel, "
           "and the call with parts left out")
-    print("%-24s %8s %8s %8s %10s %10s %12s" % (
-        "spec", "T", "tiny", "route", "memset+rt", "route+disp", "whole call"))
+    print("%-24s %8s %8s %8s %10s %10s %12s %12s" % (
+        "spec", "T", "tiny", "route", "memset+rt", "route+disp",
+        "memset+both", "plain disp"))
     for r in rows:
         cells = []
         for c in columns:
             v = r["graph_parts"].get(c)
             cells.append("%.2f" % v if isinstance(v, float) else "-")
-        print("%-24s %8d %8s %8s %10s %10s %12s" % (
+        print("%-24s %8d %8s %8s %10s %10s %12s %12s" % (
             r["spec"][:24], r["tokens"], *cells))
 
 
