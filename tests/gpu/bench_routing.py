@@ -24,10 +24,12 @@ What is timed, per spec and T:
     calls, then the median and the 10th/90th percentiles of --reps calls;
   - moegen route + dispatch and the eager peer as a CUDA graph of the whole
     call, replayed (the launch cost a decode step sees);
-  - up to --graph-parts-up-to tokens (1024), graphs of the call with parts
-    left out (route alone; memset + route; route + dispatch) and of a
-    one-element PyTorch kernel, so that the cost of the error record's
-    memset node and of the dispatch launch can be read off;
+  - up to --graph-parts-up-to tokens (1024), graphs of route alone and of
+    the call, each also behind the error record's memset node that calls
+    no longer issue, of the call with a one-block dispatch launched
+    plainly, and of a one-element PyTorch kernel, so that the cost of the
+    memset, of the dispatch launch and of its cooperative form can be read
+    off (graph_parts);
   - the device's copy bandwidth (1 GiB device-to-device, read + write) as
     the roofline, and each call's bytes moved (logits in; ids and weights
     out) against it.
@@ -524,8 +526,9 @@ def main():
         compiled = torch.compile(eager)
         try:
             kernels = MoegenKernels(driver, directory, device)
-        except (OSError, RuntimeError) as e:
-            fail(results, spec["name"], 0, "loading %s: %s" % (directory, e))
+        except (OSError, RuntimeError) as exc:
+            fail(results, spec["name"], 0,
+                 "loading %s: %s" % (directory, exc))
             failed = True
             save(results, args.out)
             continue
@@ -600,8 +603,8 @@ def main():
                         row["graph_parts"] = graph_parts(
                             kernels, tensors, tokens, dispatch, flusher,
                             args.reps)
-                    except Exception as e:  # noqa: BLE001 - kept in the row
-                        row["graph_parts"] = {"error": str(e)}
+                    except Exception as exc:  # noqa: BLE001 - kept in the row
+                        row["graph_parts"] = {"error": str(exc)}
                 moved = tokens * e * 4 + tokens * k * 8
                 floor_us = moved / (bandwidth * 1e9) * 1e6
                 row["bytes_moved"] = moved
@@ -621,12 +624,13 @@ def main():
                     cell("eager"), cell("compile"), cell("graph_moegen"),
                     cell("graph_eager"),
                     100 * floor_us / row["moegen_route"]["median_us"]))
-            except Exception as e:  # noqa: BLE001 - reported, the run goes on
+            except Exception as exc:  # noqa: BLE001 - the run goes on
                 # A failed launch or peer: this T is reported and the
                 # others still run (a sticky CUDA error fails them too).
-                first = str(e).splitlines()[0] if str(e) else ""
+                # (Not `e`: that is the number of experts.)
+                first = str(exc).splitlines()[0] if str(exc) else ""
                 fail(results, spec["name"], tokens,
-                     "%s: %s" % (type(e).__name__, first))
+                     "%s: %s" % (type(exc).__name__, first))
                 failed = True
                 save(results, args.out)
     print_graph_parts(results["rows"])
