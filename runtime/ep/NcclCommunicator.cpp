@@ -41,10 +41,11 @@ struct NcclCommunicator::Library {
   int (*groupEnd)() = nullptr;
   const char *(*getErrorString)(int) = nullptr;
 
-  ~Library() {
-    if (handle)
-      ::dlclose(handle);
-  }
+  // Never dlclose'd: NCCL cannot be unloaded while its background threads
+  // (a non-blocking join's, a failed or aborted communicator's) and its
+  // thread-local destructors may still run its code; unmapping it crashed
+  // the next load. The handle is reference-counted by the loader, so
+  // loading it again costs nothing.
 };
 
 namespace {

@@ -85,6 +85,20 @@ if _has_cuda_device():
     config.available_features.add("cuda-driver")
 
 
+# `nccl`: NCCL's library loads here (the runtime finds it by the same name).
+def _has_nccl():
+    import ctypes
+    try:
+        ctypes.CDLL("libnccl.so.2")
+        return True
+    except OSError:
+        return False
+
+
+if _has_nccl():
+    config.available_features.add("nccl")
+
+
 # `tmpfs-mount`: a tiny tmpfs can be mounted (as root, outside most
 # containers), so that tests can fill a file system to get ENOSPC.
 def _can_mount_tmpfs():
