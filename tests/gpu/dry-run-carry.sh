@@ -24,7 +24,13 @@ ln -s "$PWD/$fake" "$out/fakecuda/libcuda.so.1"
 fake_image() { # a kernel directory's cubin as the stand-in's image
   python3 -c "import json, sys; m = json.load(open(sys.argv[1] + '/manifest.json')); open(sys.argv[1] + '/' + m['cubin'], 'w').write('FAKE-CUBIN %s\n' % m['arch'] + ''.join('%s %d\n' % (k['symbol'], len(k['params'])) for k in m['kernels']))" "$1"
 }
-python3 tests/lit/GPU/Inputs/fake_cubins.py "$out/gpu-carry/suite"
+if [[ -f "$out/gpu-carry/suite.tar.xz" ]]; then
+  mkdir -p "$out/suite" && tar -xJf "$out/gpu-carry/suite.tar.xz" -C "$out/suite"
+  python3 tests/lit/GPU/Inputs/fake_cubins.py "$out/suite/suite"
+  tar -cJf "$out/gpu-carry/suite.tar.xz" -C "$out/suite" suite
+else
+  python3 tests/lit/GPU/Inputs/fake_cubins.py "$out/gpu-carry/suite"
+fi
 for dir in "$out"/gpu-carry/{deepseek-v3,kimi-k2,deepseek-v3-moe} "$out"/gpu-carry/bench/*; do
   fake_image "$dir"
 done

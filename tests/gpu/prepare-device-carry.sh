@@ -17,6 +17,11 @@ cmake --build build --target moegen moegen-gpu-check MoEGenRuntimeTests \
 rm -rf gpu-carry && mkdir -p gpu-carry
 python3 tests/gpu/make_gpu_suite.py --bin build/bin --out gpu-carry/suite \
   --arch "$arch"
+# Packed (52 MB of cubins and .npy files in about half): what travels to a
+# GPU machine is limited, and the suite is most of it. run-on-device.sh
+# unpacks it.
+tar -cf - -C gpu-carry suite | xz -T0 -6 > gpu-carry/suite.tar.xz
+rm -rf gpu-carry/suite
 build/bin/moegen compile templates/deepseek-v3.yaml --emit=cubin \
   --arch "$arch" -o gpu-carry/deepseek-v3
 build/bin/moegen compile templates/kimi-k2.yaml --emit=cubin \

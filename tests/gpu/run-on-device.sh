@@ -123,7 +123,14 @@ export MOEGEN_NCCL_LIBRARY="$nccl" PYTHONUNBUFFERED=1
 
 #--- The steps: each writes its log to stdout, exit status 0 if it passed --#
 step_suite() {
-  "$carry/moegen-gpu-check" "$carry/suite"
+  # prepare-device-carry.sh packs the suite; a directory serves as well.
+  local suite="$carry/suite"
+  if [[ -f "$carry/suite.tar.xz" ]]; then
+    suite="$logs/suite-unpacked/suite"
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+      "$carry/suite.tar.xz" "$logs/suite-unpacked" || return
+  fi
+  "$carry/moegen-gpu-check" "$suite"
 }
 step_bench() {
   # Also checks the parallel dispatch at every T against the stable
@@ -209,7 +216,7 @@ summary() {
   cp "$logs/summary.txt" "$out/summary.txt.tmp" &&
     mv "$out/summary.txt.tmp" "$out/summary.txt"
   tar -czf "$out/logs.tar.gz.tmp" -C "$logs" --exclude=python-build \
-    --exclude=tune-candidates . &&
+    --exclude=tune-candidates --exclude=suite-unpacked . &&
     mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"
 }
 
