@@ -45,6 +45,22 @@ if ! grep -q '^MOEGEN_PYTHON:STRING=ON' "$build_dir/CMakeCache.txt" 2>/dev/null;
 fi
 cmake --build "$build_dir" --target moegen-python
 
+# The package without the compiler (python/runtime-only/), as a GPU machine
+# builds it, with the same Python and nanobind: python/tests/
+# test_runtime_only.py imports it. Only where the build found the CUDA
+# runtime's headers (cuda.h), as the GPU machine has them.
+runtime_only="$build_dir/python-runtime-only"
+cache_value() { sed -n "s/^$1:[A-Z]*=//p" "$build_dir/CMakeCache.txt" | head -1; }
+if [ "$(cache_value MOEGEN_HAVE_CUDA_RUNTIME)" = ON ]; then
+  cmake -S python/runtime-only -B "$runtime_only" -G Ninja \
+    -DPython_EXECUTABLE="$(cache_value Python_EXECUTABLE)" \
+    -Dnanobind_DIR="$(cache_value nanobind_DIR)" > "$runtime_only.log" 2>&1 ||
+    { cat "$runtime_only.log"; exit 1; }
+  cmake --build "$runtime_only" >> "$runtime_only.log" 2>&1 ||
+    { cat "$runtime_only.log"; exit 1; }
+  export MOEGEN_RUNTIME_ONLY_DIR="$PWD/$runtime_only"
+fi
+
 # The templates and samples are found from the repository root.
 PYTHONPATH="$PWD/$build_dir/python" MOEGEN_REPO="$PWD" MOEGEN_BIN="$PWD/$build_dir/bin" \
   "$python" -m pytest -q -p no:cacheprovider python/tests
