@@ -422,15 +422,16 @@ def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
     variants = {
         "tiny_kernel": lambda: tiny.add_(1),
         "route": lambda: kernels.call(tensors, tokens, False),
-        "memset_route": lambda: kernels.call(tensors, tokens, False, True),
+        "memset_route": lambda: kernels.call(tensors, tokens, False,
+                                             zero_record=True),
     }
     if dispatch:
         variants["route_dispatch"] = lambda: kernels.call(tensors, tokens,
                                                           True)
         variants["memset_route_dispatch"] = lambda: kernels.call(
-            tensors, tokens, True, True)
+            tensors, tokens, True, zero_record=True)
         variants["route_dispatch_plain"] = lambda: kernels.call(
-            tensors, tokens, True, False, True)
+            tensors, tokens, True, plain_one_block=True)
     parts = {}
     for name, fn in variants.items():
         graph, why = graphed(fn)

@@ -21,9 +21,6 @@ fi
 rm -rf "$out" && mkdir -p "$out/fakecuda" "$out/candidates"
 cp -r gpu-carry "$out/gpu-carry"
 ln -s "$PWD/$fake" "$out/fakecuda/libcuda.so.1"
-fake_image() { # a kernel directory's cubin as the stand-in's image
-  python3 -c "import json, sys; m = json.load(open(sys.argv[1] + '/manifest.json')); open(sys.argv[1] + '/' + m['cubin'], 'w').write('FAKE-CUBIN %s\n' % m['arch'] + ''.join('%s %d\n' % (k['symbol'], len(k['params'])) for k in m['kernels']))" "$1"
-}
 if [[ -f "$out/gpu-carry/suite.tar.xz" ]]; then
   mkdir -p "$out/suite" && tar -xJf "$out/gpu-carry/suite.tar.xz" -C "$out/suite"
   python3 tests/lit/GPU/Inputs/fake_cubins.py "$out/suite/suite"
@@ -31,9 +28,8 @@ if [[ -f "$out/gpu-carry/suite.tar.xz" ]]; then
 else
   python3 tests/lit/GPU/Inputs/fake_cubins.py "$out/gpu-carry/suite"
 fi
-for dir in "$out"/gpu-carry/{deepseek-v3,kimi-k2,deepseek-v3-moe} "$out"/gpu-carry/bench/*; do
-  fake_image "$dir"
-done
+python3 tests/lit/GPU/Inputs/fake_cubins.py \
+  "$out"/gpu-carry/{deepseek-v3,kimi-k2,deepseek-v3-moe} "$out"/gpu-carry/bench/*
 tar -xJf "$out/gpu-carry/tune-candidates.tar.xz" -C "$out/candidates"
 python3 tests/lit/GPU/Inputs/fake_cubins.py "$out/candidates/gpu-tune-candidates"
 tar -cJf "$out/gpu-carry/tune-candidates.tar.xz" -C "$out/candidates" gpu-tune-candidates

@@ -121,14 +121,18 @@ fi
 nccl="$(python3 -c 'import nvidia.nccl, os; print(os.path.join(nvidia.nccl.__path__[0], "lib", "libnccl.so.2"))' 2>/dev/null || true)"
 export MOEGEN_NCCL_LIBRARY="$nccl" PYTHONUNBUFFERED=1
 
+# Python's tarfile, not tar: the GPU machine need not have xz.
+unpack() { # ARCHIVE DIR
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"
+}
+
 #--- The steps: each writes its log to stdout, exit status 0 if it passed --#
 step_suite() {
   # prepare-device-carry.sh packs the suite; a directory serves as well.
   local suite="$carry/suite"
   if [[ -f "$carry/suite.tar.xz" ]]; then
     suite="$logs/suite-unpacked/suite"
-    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
-      "$carry/suite.tar.xz" "$logs/suite-unpacked" || return
+    unpack "$carry/suite.tar.xz" "$logs/suite-unpacked" || return
   fi
   "$carry/moegen-gpu-check" "$suite"
 }
@@ -173,9 +177,7 @@ step_tune() {
   # (events, cold L2), the winners into a tuning database
   # (docs/autotune.md, "On a GPU machine without the compiler").
   local dir="$logs/tune-candidates"
-  mkdir -p "$dir" &&
-    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
-      "$carry/tune-candidates.tar.xz" "$dir" &&
+  mkdir -p "$dir" && unpack "$carry/tune-candidates.tar.xz" "$dir" &&
     "$carry/moegen-gpu-check" --tune "$dir/gpu-tune-candidates" \
       --db "$out/tuning.json" --tokens 1,64,1024,8192,65536
 }
@@ -253,7 +255,7 @@ for s in "${wanted[@]}"; do
   echo "== $s (at most $secs s)"
   t0=$SECONDS
   # Exported for the subshell under timeout, which runs the step function.
-  export -f "step_$s"
+  export -f "step_$s" unpack
   export carry out logs
   timeout --kill-after=10 "$secs" bash -c "step_$s" 2>&1 | tee "$logs/$s.txt"
   rc=${PIPESTATUS[0]}

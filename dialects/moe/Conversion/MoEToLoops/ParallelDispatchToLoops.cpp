@@ -73,12 +73,6 @@ public:
     numExperts = op.getExperts();
     auto idsType = cast<MemRefType>(ids.getType());
     k = idsType.getDimSize(1);
-    const int64_t maxPartitions =
-        dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
-    counters = scratch;
-    sumsBase = kDispatchBarrierWords;
-    histBase = sumsBase + maxPartitions;
-    cappedBase = histBase + maxPartitions * numExperts;
     auto scratchType = cast<MemRefType>(scratch.getType());
     if (scratchType.getNumElements() != dispatchScratchWords(numExperts))
       return op.emitOpError("scratch buffer of ")
@@ -99,8 +93,8 @@ public:
     oneBlock = true;
     block = cg.index(0);
     grid = cg.index(1);
-    const int64_t sharedWords = dispatchSharedWords(numExperts);
-    if (sharedWords > 0) {
+    placeCountersInScratch();
+    if (const int64_t sharedWords = dispatchSharedWords(numExperts)) {
       // Its counters in shared memory, laid out as in the scratch buffer
       // for its kDispatchWarpsPerBlock partitions.
       auto workgroup = gpu::AddressSpaceAttr::get(
@@ -120,10 +114,7 @@ public:
     buildPhases();
     b.setInsertionPointToStart(ifOneBlock.elseBlock());
     oneBlock = false;
-    counters = scratch;
-    sumsBase = kDispatchBarrierWords;
-    histBase = sumsBase + maxPartitions;
-    cappedBase = histBase + maxPartitions * numExperts;
+    placeCountersInScratch();
     block = b.create<gpu::BlockIdOp>(loc, gpu::Dimension::x);
     grid = gridDim;
     buildPhases();
@@ -131,6 +122,18 @@ public:
   }
 
 private:
+  /// Sums, counters and capped offsets in the scratch buffer, laid out for
+  /// the largest grid (abi::dispatchScratchWords).
+  void placeCountersInScratch() {
+    using namespace moegen::abi;
+    const int64_t maxPartitions =
+        dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
+    counters = scratch;
+    sumsBase = kDispatchBarrierWords;
+    histBase = sumsBase + maxPartitions;
+    cappedBase = histBase + maxPartitions * numExperts;
+  }
+
   /// The four phases (six with a capacity) for the grid in `block`, `grid`
   /// and `oneBlock`, at the insertion point.
   void buildPhases() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Replace every kernels.cubin of a GPU suite, or of the candidates of
-moegen autotune --emit-candidates, by the stand-in driver's image.
+"""Replace every kernels.cubin of a GPU suite, of the candidates of
+moegen autotune --emit-candidates, or of kernel directories, by the
+stand-in driver's image.
 
-    fake_cubins.py SUITE|CANDIDATES
+    fake_cubins.py SUITE|CANDIDATES|KERNEL_DIR...
 
 tests/unit/RuntimeFakeCuda.cpp loads "FAKE-CUBIN <arch>" followed by one
 "<symbol> <parameter count>" line per kernel; this writes that from each
@@ -14,7 +15,9 @@ import os
 import sys
 
 root = sys.argv[1]
-if os.path.exists(os.path.join(root, "candidates.json")):
+if os.path.exists(os.path.join(root, "manifest.json")):
+    dirs = sys.argv[1:]
+elif os.path.exists(os.path.join(root, "candidates.json")):
     index = json.load(open(os.path.join(root, "candidates.json")))
     dirs = [os.path.join(root, c["dir"]) for spec in index["specs"]
             for c in spec["candidates"]]
