@@ -66,6 +66,25 @@ constexpr ArgSpec kSharedGateOut = tensor("shared_gate", {Tokens, One}, 2,
                                           DType::F32, Access::Write,
                                           /*required=*/false);
 
+// A route with a fused dispatch (docs/kernel-abi.md, "Fused dispatch")
+// also writes the dispatch's outputs and takes its scratch buffer.
+constexpr ArgSpec fusedOnly(ArgSpec arg) {
+  arg.required = false;
+  arg.fusedDispatchOnly = true;
+  return arg;
+}
+constexpr ArgSpec kFusedCounts = fusedOnly(
+    tensor("expert_counts", {Experts}, 1, DType::I32, Access::Write));
+constexpr ArgSpec kFusedOffsets = fusedOnly(
+    tensor("expert_offsets", {ExpertsPlus1}, 1, DType::I32, Access::Write));
+constexpr ArgSpec kFusedSortedSlots =
+    fusedOnly(tensor("sorted_slots", {Slots}, 1, DType::I32, Access::Write));
+constexpr ArgSpec kFusedSlotPositions =
+    fusedOnly(tensor("slot_positions", {Slots}, 1, DType::I32, Access::Write));
+constexpr ArgSpec kFusedScratch = fusedOnly(
+    ArgSpec{"dispatch_scratch", ArgRole::Scratch, {DispatchScratchWords}, 1,
+            DTypeRule::Fixed, DType::I32, Access::ReadWrite});
+
 constexpr ArgSpec kRoute[] = {
     kLogits,
     tensor("bias", {Experts}, 1, DType::F32, Access::Read, false),
@@ -75,6 +94,11 @@ constexpr ArgSpec kRoute[] = {
     kTopkIdsOut,
     kTopkWeightsOut,
     kSharedGateOut,
+    kFusedCounts,
+    kFusedOffsets,
+    kFusedSortedSlots,
+    kFusedSlotPositions,
+    kFusedScratch,
     kErrorRecord,
     kTokenBegin,
     kTokenEnd,
@@ -93,6 +117,11 @@ constexpr ArgSpec kRouteHash[] = {
     kTopkIdsOut,
     kTopkWeightsOut,
     kSharedGateOut,
+    kFusedCounts,
+    kFusedOffsets,
+    kFusedSortedSlots,
+    kFusedSlotPositions,
+    kFusedScratch,
     kErrorRecord,
     kTokenBegin,
     kTokenEnd};
@@ -103,6 +132,11 @@ constexpr ArgSpec kReplay[] = {
     kTopkIdsOut,
     kTopkWeightsOut,
     kSharedGateOut,
+    kFusedCounts,
+    kFusedOffsets,
+    kFusedSortedSlots,
+    kFusedSlotPositions,
+    kFusedScratch,
     kErrorRecord,
     kTokenBegin,
     kTokenEnd};

@@ -135,6 +135,10 @@ struct ArgSpec {
   /// Whether every kernel of the entry takes it (bias and capture depend on
   /// the spec).
   bool required = true;
+  /// Taken only by a route, route_hash or replay kernel with a fused
+  /// dispatch (the dispatch's outputs and scratch): no part of the entry
+  /// point's own signature.
+  bool fusedDispatchOnly = false;
 
   std::span<const DimRule> shape() const { return {dims.data(), size_t(rank)}; }
 };
@@ -165,8 +169,10 @@ inline constexpr int64_t kDispatchMaxBlocks = 256;
 /// fewer, longer partitions instead of more memory.
 inline constexpr int64_t kDispatchScratchBudgetWords = int64_t(1) << 21;
 /// Words of the scratch buffer before the partitions' sums: the grid
-/// barrier's arrival count and generation.
-inline constexpr int64_t kDispatchBarrierWords = 2;
+/// barrier's arrival count and generation, then the ticket of a route with
+/// a fused dispatch (below). Each is 0 between calls.
+inline constexpr int64_t kDispatchHeaderWords = 3;
+inline constexpr int64_t kDispatchTicketWord = 2;
 
 /// The largest grid a dispatch kernel for `numExperts` experts may use.
 constexpr int64_t dispatchMaxBlocks(int64_t numExperts) {
@@ -181,7 +187,7 @@ constexpr int64_t dispatchMaxBlocks(int64_t numExperts) {
 /// E + 1 offsets of the capped counts (a dispatch with a capacity).
 constexpr int64_t dispatchScratchWords(int64_t numExperts) {
   int64_t partitions = dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
-  return kDispatchBarrierWords + partitions + partitions * numExperts +
+  return kDispatchHeaderWords + partitions + partitions * numExperts +
          numExperts + 1;
 }
 /// A grid of one block (up to kDispatchSlotsPerBlock slots: a decode step)
@@ -191,19 +197,56 @@ constexpr int64_t dispatchScratchWords(int64_t numExperts) {
 /// without asking): each phase's counter reads and updates are then a
 /// shared-memory access, not an L2 round trip.
 inline constexpr int64_t kDispatchSharedMaxExperts = 1024;
-/// Words of those shared counters (0: above kDispatchSharedMaxExperts, the
-/// one-block grid uses the scratch buffer too).
-constexpr int64_t dispatchSharedWords(int64_t numExperts) {
+/// Words of those shared counters for a block of `warps` warps (its
+/// partitions; 0: above kDispatchSharedMaxExperts, the one-block grid uses
+/// the scratch buffer too).
+constexpr int64_t dispatchSharedWords(int64_t numExperts,
+                                      int64_t warps = kDispatchWarpsPerBlock) {
   return numExperts > kDispatchSharedMaxExperts
              ? 0
-             : kDispatchWarpsPerBlock + kDispatchWarpsPerBlock * numExperts +
-                   numExperts + 1;
+             : warps + warps * numExperts + numExperts + 1;
 }
 /// The dispatch kernel's dynamic shared memory, in bytes (the manifest's
 /// launch.dynamic_shared_memory_bytes).
 constexpr int64_t dispatchSharedBytes(int64_t numExperts) {
   return 4 * dispatchSharedWords(numExperts);
 }
+
+//===----------------------------------------------------------------------===//
+// A route with a fused dispatch (docs/kernel-abi.md, "Fused dispatch"): for
+// calls of at most kFusedDispatchMaxSlots slots (a decode step), one kernel
+// routes and then sorts. After its tokens' ids are stored, each block takes
+// a ticket (scratch word kDispatchTicketWord); the block drawing the last
+// runs the one-block dispatch on its own warps (its partitions) and puts
+// the ticket back to 0. No second launch, no cooperative grid.
+//===----------------------------------------------------------------------===//
+
+/// The largest T * k a fused kernel sorts: as many as one dispatch block.
+inline constexpr int64_t kFusedDispatchMaxSlots = kDispatchSlotsPerBlock;
+/// Shared memory a fused kernel's dispatch may take without asking for
+/// more: below it the counters live in shared memory, above in scratch.
+inline constexpr int64_t kFusedDispatchSharedBudgetBytes = 48 * 1024;
+/// Whether a route block of `warps` warps can run the dispatch: its
+/// partitions must fit the scratch buffer's layout (dispatchScratchWords).
+constexpr bool fusedDispatchFits(int64_t numExperts, int64_t warps) {
+  return warps >= 1 &&
+         warps <= dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
+}
+/// Words of shared counters of a fused dispatch on `warps` warps, laid out
+/// as dispatchSharedWords; 0 when they would not fit the budget (then in
+/// the scratch buffer).
+constexpr int64_t fusedDispatchCounterWords(int64_t numExperts,
+                                            int64_t warps) {
+  const int64_t words = dispatchSharedWords(numExperts, warps);
+  return 4 * (words + 1) > kFusedDispatchSharedBudgetBytes ? 0 : words;
+}
+/// The dynamic shared memory the dispatch part of a fused kernel needs: its
+/// counters and one word that tells the block it drew the last ticket. The
+/// route's rows are dead by then and share the same bytes.
+constexpr int64_t fusedDispatchSharedBytes(int64_t numExperts, int64_t warps) {
+  return 4 * (fusedDispatchCounterWords(numExperts, warps) + 1);
+}
+
 /// The grid of a cooperative launch over `slots` = T * k slots on a device
 /// of `multiprocessors` SMs: one block per `slotsPerBlock` slots, at most
 /// one block per SM (a cooperative launch needs every block resident), at

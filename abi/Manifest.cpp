@@ -570,6 +570,57 @@ void Parser::parseKernel(const Json &value, const std::string &key,
     kernel.minTokens = getInt(*it, key + ".min_tokens", 1,
                               std::numeric_limits<int32_t>::max());
   }
+  if (auto it = value.find("fused_dispatch_max_slots"); it != value.end()) {
+    if (kernel.entry != EntryKind::Route &&
+        kernel.entry != EntryKind::RouteHash &&
+        kernel.entry != EntryKind::Replay)
+      fail(key + ".fused_dispatch_max_slots",
+           "only route, route_hash and replay kernels fuse the dispatch");
+    if (kernel.minTokens > 0)
+      fail(key + ".fused_dispatch_max_slots",
+           "a kernel with a fused dispatch is no token bucket's (it has "
+           "min_tokens)");
+    kernel.fusedDispatchMaxSlots =
+        getInt(*it, key + ".fused_dispatch_max_slots", 1,
+               kFusedDispatchMaxSlots);
+  }
+  // A fused kernel takes every output of the dispatch and its scratch;
+  // another kernel of these entry points takes none of them.
+  for (std::string_view name :
+       {"expert_counts", "expert_offsets", "sorted_slots", "slot_positions",
+        "dispatch_scratch"}) {
+    if (kernel.entry == EntryKind::Dispatch ||
+        kernel.entry == EntryKind::UpdateBias ||
+        kernel.entry == EntryKind::Combine ||
+        kernel.entry == EntryKind::Permute)
+      break;
+    const bool has = kernel.findParam(name) >= 0;
+    if (has != (kernel.fusedDispatchMaxSlots > 0))
+      fail(paramsKey, has ? "has " + quote(std::string(name)) +
+                                " but no fused_dispatch_max_slots (only a "
+                                "kernel with a fused dispatch takes it)"
+                          : "lacks " + quote(std::string(name)) +
+                                ", which a kernel with a fused dispatch "
+                                "takes");
+  }
+  if (kernel.fusedDispatchMaxSlots > 0 &&
+      kernel.launch.dynamicSharedMemoryBytes <
+          fusedDispatchSharedBytes(manifest.numExperts,
+                                   kernel.launch.blockDim / 32))
+    fail(key + ".launch.dynamic_shared_memory_bytes",
+         std::to_string(kernel.launch.dynamicSharedMemoryBytes) +
+             " bytes, but the fused dispatch of " +
+             std::to_string(manifest.numExperts) + " experts on " +
+             std::to_string(kernel.launch.blockDim / 32) +
+             " warps needs at least " +
+             std::to_string(fusedDispatchSharedBytes(
+                 manifest.numExperts, kernel.launch.blockDim / 32)));
+  if (kernel.fusedDispatchMaxSlots > 0 &&
+      !fusedDispatchFits(manifest.numExperts, kernel.launch.blockDim / 32))
+    fail(key + ".launch.block_dim",
+         std::to_string(kernel.launch.blockDim) +
+             " threads: too many partitions for the dispatch scratch of " +
+             std::to_string(manifest.numExperts) + " experts");
   // Information from ptxas; checked only for sanity.
   if (auto it = value.find("registers"); it != value.end())
     kernel.registers = getInt(*it, key + ".registers", 0, 65536);
@@ -729,7 +780,9 @@ Manifest Parser::parse(std::string_view text) {
     parseKernel(kernels[i], key, kernel);
     for (size_t j = 0; j < manifest.kernels.size(); ++j) {
       const Kernel &other = manifest.kernels[j];
-      if (other.entry == kernel.entry && other.minTokens == kernel.minTokens)
+      if (other.entry == kernel.entry && other.minTokens == kernel.minTokens &&
+          (other.fusedDispatchMaxSlots > 0) ==
+              (kernel.fusedDispatchMaxSlots > 0))
         fail(key + ".entry",
              quote(toString(kernel.entry)) + " appears twice (also kernels[" +
                  std::to_string(j) + "])" +
@@ -751,6 +804,14 @@ Manifest Parser::parse(std::string_view text) {
            "the " + std::string(toString(kernel.entry)) +
                " entry point has no kernel without min_tokens, for the "
                "smallest token counts");
+    // The dispatch kernel serves the calls past a fused kernel's slots.
+    if (kernel.fusedDispatchMaxSlots > 0 && !manifest.find(EntryKind::Dispatch))
+      fail("kernels[" + std::to_string(i) + "].fused_dispatch_max_slots",
+           "the manifest has no dispatch kernel for calls of more slots");
+    if (kernel.fusedDispatchMaxSlots > 0 && !manifest.find(kernel.entry))
+      fail("kernels[" + std::to_string(i) + "].fused_dispatch_max_slots",
+           "the " + std::string(toString(kernel.entry)) +
+               " entry point has no plain kernel beside the fused one");
     // A kernel per token bucket takes the parameters of the entry point's
     // kernel for the fewest tokens.
     const Kernel *first = manifest.find(kernel.entry);
@@ -854,7 +915,15 @@ std::optional<Arch> parseArch(std::string_view text) {
 
 const Kernel *Manifest::find(EntryKind entry) const {
   for (const Kernel &kernel : kernels)
-    if (kernel.entry == entry && kernel.minTokens == 0)
+    if (kernel.entry == entry && kernel.minTokens == 0 &&
+        kernel.fusedDispatchMaxSlots == 0)
+      return &kernel;
+  return nullptr;
+}
+
+const Kernel *Manifest::findFused(EntryKind entry) const {
+  for (const Kernel &kernel : kernels)
+    if (kernel.entry == entry && kernel.fusedDispatchMaxSlots > 0)
       return &kernel;
   return nullptr;
 }
@@ -862,8 +931,8 @@ const Kernel *Manifest::find(EntryKind entry) const {
 const Kernel *Manifest::findFor(EntryKind entry, int64_t tokens) const {
   const Kernel *best = nullptr;
   for (const Kernel &kernel : kernels)
-    if (kernel.entry == entry && kernel.minTokens <= tokens &&
-        (!best || kernel.minTokens > best->minTokens))
+    if (kernel.entry == entry && kernel.fusedDispatchMaxSlots == 0 &&
+        kernel.minTokens <= tokens && (!best || kernel.minTokens > best->minTokens))
       best = &kernel;
   return best;
 }
@@ -933,6 +1002,8 @@ std::string writeManifest(const Manifest &manifest) {
       object["schedule_source"] = kernel.scheduleSource;
     if (kernel.minTokens > 0)
       object["min_tokens"] = kernel.minTokens;
+    if (kernel.fusedDispatchMaxSlots > 0)
+      object["fused_dispatch_max_slots"] = kernel.fusedDispatchMaxSlots;
     if (kernel.registers)
       object["registers"] = *kernel.registers;
     if (kernel.spillStoreBytes)

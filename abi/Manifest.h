@@ -107,6 +107,12 @@ struct Kernel {
   /// of such an entry point has 0 ("min_tokens" absent) and serves the T
   /// below the others'; all take the same parameters.
   int64_t minTokens = 0;
+  /// > 0: a route, route_hash or replay kernel that also dispatches (its
+  /// parameters add the dispatch's outputs and `dispatch_scratch`), for
+  /// calls of up to this many slots T * k (docs/kernel-abi.md, "Fused
+  /// dispatch"). Such a kernel stands beside the entry point's plain ones
+  /// and is no token bucket's.
+  int64_t fusedDispatchMaxSlots = 0;
   /// From `ptxas -v` when a cubin was built; information only.
   std::optional<int64_t> registers;
   std::optional<int64_t> spillStoreBytes;
@@ -173,11 +179,14 @@ struct Manifest {
   std::vector<Kernel> kernels;
 
   /// The kernel of this entry point (its first, min_tokens 0, when it has
-  /// one per token bucket), or null.
+  /// one per token bucket; never the one with a fused dispatch), or null.
   const Kernel *find(EntryKind entry) const;
   /// The kernel of this entry point that a call of `tokens` tokens
-  /// launches: the largest min_tokens <= tokens; null without one.
+  /// launches when it does not dispatch in the same kernel: the largest
+  /// min_tokens <= tokens; null without one.
   const Kernel *findFor(EntryKind entry, int64_t tokens) const;
+  /// The entry point's kernel with a fused dispatch, or null.
+  const Kernel *findFused(EntryKind entry) const;
 };
 
 struct ManifestOptions {

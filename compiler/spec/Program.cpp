@@ -587,6 +587,7 @@ private:
     std::vector<std::pair<std::string, ValueType>> expected;
     for (const abi::ArgSpec &arg : abi::entrySignature(entry.kind))
       if (arg.role == abi::ArgRole::Tensor && arg.access == abi::Access::Write &&
+          !arg.fusedDispatchOnly &&
           (arg.name != "shared_gate" || hasSharedGate)) {
         ValueType type = abiType(arg);
         type.selected = arg.name == "topk_ids";

@@ -236,6 +236,7 @@ struct CudaRouter::Impl {
   size_t scratchBytes = 0;
   int multiprocessors = 0;
   bool checkBounds = true;
+  bool fusedDispatch = true;
 
   ~Impl();
   void loadModule(const LoadOptions &options);
@@ -258,6 +259,14 @@ struct CudaRouter::Impl {
            CUstream stream) const;
   std::vector<Binding> dispatchBindings(CUdeviceptr ids,
                                         const RouteOutputs &out) const;
+  /// The kernel with a fused dispatch that serves `tokens` tokens, or null.
+  const Kernel *fusedKernel(EntryKind entry, int64_t tokens) const {
+    const Kernel *fused = fusedDispatch ? manifest.findFused(entry) : nullptr;
+    return fused && tokens > 0 &&
+                   tokens <= fused->fusedDispatchMaxSlots / manifest.topK
+               ? fused
+               : nullptr;
+  }
   /// Permute or combine: checks, zeroes the record, launches once.
   void runRowMovement(EntryKind entry, int64_t numTokens, int64_t hiddenSize,
                       const std::vector<Binding> &tensors, CUdeviceptr record,
@@ -449,7 +458,8 @@ LaunchPlan CudaRouter::Impl::prepare(const Kernel &kernel,
       CUdeviceptr pointer = 0;
       if (param.name == "error") {
         pointer = error;
-      } else if (param.name == "scratch") {
+      } else if (param.name == "scratch" ||
+                 param.name == "dispatch_scratch") {
         pointer = scratch.get();
       } else {
         for (const Binding &binding : tensors)
@@ -615,6 +625,17 @@ void CudaRouter::Impl::run(EntryKind entry, const RouteInputs &in,
       {"topk_ids", out.topkIds},    {"topk_weights", out.topkWeights},
       {"shared_gate_logits", in.sharedGateLogits},
       {"shared_gate", out.sharedGate}};
+  // A small call that also dispatches: one kernel routes and sorts.
+  if (out.hasDispatch())
+    if (const Kernel *fused = fusedKernel(entry, in.numTokens)) {
+      std::vector<Binding> both = tensors;
+      for (const Binding &binding : dispatchBindings(out.topkIds, out))
+        if (binding.name != "topk_ids")
+          both.push_back(binding);
+      LaunchPlan plan = prepare(*fused, both, extents, in.captureLayer, error);
+      submit(plan, stream);
+      return;
+    }
   // Both launches are checked before either is submitted.
   LaunchPlan plan = prepare(kernel, tensors, extents, in.captureLayer, error);
   std::optional<LaunchPlan> dispatchPlan;
@@ -635,6 +656,7 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
   auto impl = std::make_unique<Impl>();
   impl->driver = options.driver ? options.driver : &CudaDriver::get();
   impl->checkBounds = options.checkBufferBounds;
+  impl->fusedDispatch = options.fusedDispatch;
   impl->manifest = loadManifest(directory);
   const CudaDriver &driver = *impl->driver;
   for (size_t i = 0; i < impl->manifest.kernels.size(); ++i)
@@ -720,12 +742,17 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
                        &impl->multiprocessors,
                        CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, impl->device),
                    "cuDeviceGetAttribute(multiprocessor count)");
-      // One buffer serves every cooperative kernel (the dispatch, an
-      // expert-choice route): they run one after another on a stream, and
-      // each leaves the grid barrier's words as it found them.
-      int scratch = kernel.findParam("scratch");
+    }
+    // One buffer serves every kernel with a scratch buffer (the dispatch,
+    // an expert-choice route, a route with a fused dispatch): they run one
+    // after another on a stream, and each leaves the grid barrier's and
+    // the ticket's words as it found them.
+    for (const char *name : {"scratch", "dispatch_scratch"}) {
+      const int param = kernel.findParam(name);
+      if (param < 0)
+        continue;
       const size_t bytes =
-          size_t(kernel.params[size_t(scratch)].shape.at(0).extent) *
+          size_t(kernel.params[size_t(param)].shape.at(0).extent) *
           byteSize(DType::I32);
       if (bytes > impl->scratchBytes) {
         impl->scratch = DeviceBuffer(driver, impl->context, bytes);
@@ -750,6 +777,10 @@ int CudaRouter::deviceMajor() const { return impl->major; }
 int CudaRouter::deviceMinor() const { return impl->minor; }
 const char *CudaRouter::loadedBinaryKind() const { return impl->binaryKind; }
 const CudaDriver &CudaRouter::driver() const { return *impl->driver; }
+bool CudaRouter::fusesDispatch(EntryKind entry, int64_t numTokens) const {
+  return impl->fusedKernel(entry, numTokens) != nullptr;
+}
+
 bool CudaRouter::hasEntry(EntryKind entry) const {
   return impl->manifest.find(entry) != nullptr;
 }

@@ -177,6 +177,11 @@ struct LoadOptions {
   bool checkBufferBounds = true;
   /// Skip the cubin and JIT-compile the PTX (when the manifest has both).
   bool preferPtx = false;
+  /// A call that routes and dispatches at most a fused kernel's slots
+  /// (docs/kernel-abi.md, "Fused dispatch") launches that one kernel
+  /// instead of the route and the dispatch. False: always the two (for
+  /// comparing them).
+  bool fusedDispatch = true;
 };
 
 class CudaRouter {
@@ -200,6 +205,9 @@ public:
   /// "cubin" or "ptx": what was loaded.
   const char *loadedBinaryKind() const;
   bool hasEntry(EntryKind entry) const;
+  /// Whether a call of `entry` on `numTokens` tokens that also dispatches
+  /// runs as one kernel (a fused dispatch; LoadOptions::fusedDispatch).
+  bool fusesDispatch(EntryKind entry, int64_t numTokens) const;
   const CudaDriver &driver() const;
 
   /// Route: top-k selection (route) over logits [+ bias], writing ids,

@@ -859,10 +859,34 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
     double bytes = t * e * 4.0 + t * k * 8.0;
     if (dispatch)
       bytes += (2 * e + 1) * 4.0 + t * k * 8.0;
+    // Up to 2,048 slots the call is one kernel (a fused dispatch,
+    // docs/kernel-abi.md); then the pair it replaces is timed beside it.
+    const bool fused =
+        dispatch && router->fusesDispatch(rt::EntryKind::Route, t);
     std::printf("T=%lld: %.2f us/call (median of %d, cold L2; p10 %.2f, p90 "
-                "%.2f), %.1f GB/s of %.2f MB moved\n",
+                "%.2f), %.1f GB/s of %.2f MB moved%s\n",
                 static_cast<long long>(t), routed.medianUs, reps, routed.p10Us,
-                routed.p90Us, bytes / routed.medianUs / 1e3, bytes / 1e6);
+                routed.p90Us, bytes / routed.medianUs / 1e3, bytes / 1e6,
+                fused ? " (one kernel: the route with a fused dispatch)" : "");
+    if (fused) {
+      std::string problem = checkDispatch(*router, out, t);
+      rt::RouteOutputs routeOnly = out;
+      routeOnly.expertCounts = routeOnly.expertOffsets = 0;
+      routeOnly.sortedSlots = routeOnly.slotPositions = 0;
+      const rt::TimingSummary pair = time([&](CUstream stream) {
+        router->route(in, routeOnly, stream);
+        router->dispatch(out.topkIds, t, out, stream);
+      });
+      std::printf("T=%lld: route, then dispatch (two kernels) %.2f us/call "
+                  "(p10 %.2f, p90 %.2f); the fused kernel's dispatch %s\n",
+                  static_cast<long long>(t), pair.medianUs, pair.p10Us,
+                  pair.p90Us,
+                  problem.empty() ? "equal to the stable counting sort of "
+                                    "the GPU's ids"
+                                  : ("WRONG: " + problem).c_str());
+      if (!problem.empty())
+        failed = true;
+    }
     if (dispatch) {
       const rt::TimingSummary alone = time([&](CUstream stream) {
         router->dispatch(out.topkIds, t, out, stream);

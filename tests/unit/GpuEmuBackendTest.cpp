@@ -659,6 +659,78 @@ TEST(GpuEmuBackendTest, ParallelDispatchIsTheStableCountingSort) {
   }
 }
 
+/// A route kernel with a fused dispatch (docs/kernel-abi.md, "Fused
+/// dispatch") serves every call of up to 2,048 slots that dispatches; the
+/// route and the dispatch serve the rest, and both forms match the CPU.
+TEST(GpuEmuBackendTest, FusedDispatchMatchesTheCpuBackend) {
+  auto parse = [](const std::string &text) {
+    std::string error;
+    auto spec = parseRoutingSpec(text, "fused", error);
+    EXPECT_TRUE(spec) << error;
+    return spec ? *spec : RoutingSpec{};
+  };
+  struct Case {
+    std::string what;
+    RoutingSpec spec;
+  };
+  const std::vector<Case> cases = {
+      {"deepseek-v3 (replay too)", templateSpec("deepseek-v3")},
+      {"kimi-k2", templateSpec("kimi-k2")},
+      {"deepseek-v4-flash hash route", templateSpec("deepseek-v4-flash-hash")},
+      {"top-p and a capacity: unused and dropped slots",
+       parse(R"(name: topp_capacity
+num_experts: 64
+program: |
+  route(logits) -> (ids, weights):
+    s = softmax(logits)
+    ids = topp(s, 4, p: 0.5)
+    weights = normalize(gather(s, ids))
+  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
+    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 1.0)
+)")},
+      {"token lanes", parse("name: lanes\nnum_experts: 8\ntop_k: 2\n"
+                            "scoring: softmax\ndispatch: true\n")},
+      {"E = 8192: counters in the scratch buffer",
+       parse("name: wide\nnum_experts: 8192\ntop_k: 8\nscoring: softmax\n"
+             "dispatch: true\n")},
+  };
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.what);
+    const RoutingSpec &spec = c.spec;
+    ASSERT_TRUE(spec.dispatch);
+    gpuemu::GpuEmuOptions unfusedOptions;
+    unfusedOptions.fusedDispatch = false;
+    auto fused = emulated(spec);
+    auto unfused = routingtest::compileEmulated(spec, unfusedOptions);
+    auto cpu = routingtest::compileOnCpu(spec);
+    ASSERT_TRUE(fused && unfused && cpu);
+    const rt::CudaRouter *device = gpuemu::emulatedDevice(*fused);
+    ASSERT_TRUE(device);
+    const rt::EntryKind entry = spec.selection == Selection::Hash
+                                    ? rt::EntryKind::RouteHash
+                                    : rt::EntryKind::Route;
+    const int64_t largest = 2048 / spec.topK;
+    EXPECT_FALSE(gpuemu::emulatedDevice(*unfused)->fusesDispatch(entry, 1));
+    for (int64_t tokens : {int64_t(1), int64_t(37), largest, largest + 1}) {
+      SCOPED_TRACE("T = " + std::to_string(tokens));
+      EXPECT_EQ(device->fusesDispatch(entry, tokens), tokens <= largest);
+      Inputs in = makeInputs(spec, tokens, 11 + uint32_t(tokens));
+      const Outputs want = run(*cpu, spec, in, false);
+      EXPECT_EQ(difference(spec, run(*fused, spec, in, false), want), "");
+      // Again: the ticket is back at 0.
+      EXPECT_EQ(difference(spec, run(*fused, spec, in, false), want), "");
+      EXPECT_EQ(difference(spec, run(*unfused, spec, in, false), want), "");
+      if (spec.replay) {
+        EXPECT_TRUE(device->fusesDispatch(rt::EntryKind::Replay, tokens) ==
+                    (tokens <= largest));
+        EXPECT_EQ(difference(spec, run(*fused, spec, in, true),
+                             run(*cpu, spec, in, true)),
+                  "");
+      }
+    }
+  }
+}
+
 TEST(GpuEmuBackendTest, ParallelDispatchReportsTheFirstBadId) {
   RoutingSpec spec = dispatchSpec(256, 8);
   auto emu = emulated(spec);

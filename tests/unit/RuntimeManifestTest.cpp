@@ -335,7 +335,7 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
        "capacity_factor: must be a number, got string '1.25'"},
       {"scratch of the wrong size",
        [](json &m) { m["kernels"][1]["params"][9]["shape"] = {1024}; },
-       "kernels[1].params[9].shape: [1024] must be [526595] for scratch "
+       "kernels[1].params[9].shape: [1024] must be [526596] for scratch "
        "(num_experts = 256, top_k = 8)"},
       {"cooperative without scratch",
        [](json &m) { m["kernels"][1]["params"].erase(9); },
@@ -381,7 +381,16 @@ TEST_F(RuntimeManifestTest, EachBrokenRuleGivesOneLine) {
       {"missing error", [](json &m) { m["kernels"][0]["params"].erase(11); },
        "kernels[0].params: missing 'error' (a route kernel takes logits, "
        "bias, capture, layer, shared_gate_logits, topk_ids, topk_weights, "
-       "shared_gate, error, scratch)"},
+       "shared_gate, expert_counts, expert_offsets, sorted_slots, "
+       "slot_positions, dispatch_scratch, error, scratch)"},
+      {"fused dispatch without its outputs",
+       [](json &m) { m["kernels"][0]["fused_dispatch_max_slots"] = 2048; },
+       "kernels[0].params: lacks 'expert_counts', which a kernel with a "
+       "fused dispatch takes"},
+      {"fused dispatch on the dispatch kernel",
+       [](json &m) { m["kernels"][1]["fused_dispatch_max_slots"] = 64; },
+       "kernels[1].fused_dispatch_max_slots: only route, route_hash and "
+       "replay kernels fuse the dispatch"},
       {"capture without layer",
        [](json &m) { m["kernels"][0]["params"].erase(6); },
        "kernels[0].params: has 'capture' but no 'layer'"},

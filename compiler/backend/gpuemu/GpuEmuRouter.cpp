@@ -192,6 +192,7 @@ compileEmulatedRouter(const RoutingSpec &spec, const GpuEmuOptions &options) {
 
   rt::LoadOptions load;
   load.driver = &emulatedDriver();
+  load.fusedDispatch = options.fusedDispatch;
   try {
     std::unique_ptr<rt::CudaHostRouter> router =
         rt::CudaHostRouter::load(kernels->directory, load);

@@ -39,6 +39,9 @@ struct GpuEmuOptions {
   /// no-warp-sync, shared-row-offset); empty: $MOEGEN_EMU_INJECT_FAULT, else
   /// none.
   std::string injectFault;
+  /// rt::LoadOptions::fusedDispatch: small calls that dispatch launch the
+  /// route kernel with a fused dispatch; false: the route and the dispatch.
+  bool fusedDispatch = true;
 };
 
 /// A spec's kernels on the emulated GPU, behind the runtime's HostRouter

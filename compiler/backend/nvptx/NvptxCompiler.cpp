@@ -326,6 +326,9 @@ bool describeKernels(mlir::ModuleOp module, std::vector<abi::Kernel> &kernels,
     kernel.launch.cooperative = launch.getMaxBlocks() > 0;
     kernel.launch.maxGridDim = launch.getMaxBlocks();
     kernel.launch.slotsPerBlock = launch.getSlotsPerBlock();
+    if (auto slots = func->getAttrOfType<mlir::IntegerAttr>(
+            mlir::moe::kFusedDispatchAttrName))
+      kernel.fusedDispatchMaxSlots = slots.getInt();
     // Only route finds a top-k (route_hash and replay are given theirs).
     if (*entry == EntryKind::Route)
       if (mlir::moe::KernelConfigAttr config =
@@ -730,7 +733,7 @@ bool isBucketedKernel(const abi::Kernel &kernel) {
   return (kernel.entry == abi::EntryKind::Route ||
           kernel.entry == abi::EntryKind::RouteHash ||
           kernel.entry == abi::EntryKind::Replay) &&
-         !kernel.launch.cooperative;
+         !kernel.launch.cooperative && kernel.fusedDispatchMaxSlots == 0;
 }
 
 /// The gpu stage's module `base` with the gpu.funcs of `variant` that

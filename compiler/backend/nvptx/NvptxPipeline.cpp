@@ -23,6 +23,9 @@ void addNvptxConfigStage(mlir::OpPassManager &pm,
   config.vectorWidth = options.lanesPerToken;
   config.topk = options.topk;
   pm.addPass(mlir::moe::createMoEKernelConfig(config));
+  mlir::moe::MoEFuseDispatchOptions fuse;
+  fuse.maxSlots = options.fusedDispatchMaxSlots;
+  pm.addPass(mlir::moe::createMoEFuseDispatch(fuse));
 }
 
 void addNvptxLoopsStage(mlir::OpPassManager &pm) {
@@ -86,6 +89,11 @@ struct NvptxToNvvmPipelineOptions
                            llvm::cl::desc("NVVM target chip (sm_80 ... "
                                           "sm_90a)"),
                            llvm::cl::init("sm_90")};
+  Option<int64_t> fusedDispatchMaxSlots{
+      *this, "fused-dispatch-max-slots",
+      llvm::cl::desc("Largest T * k of a route kernel with a fused "
+                     "dispatch; 0 = none"),
+      llvm::cl::init(moegen::abi::kFusedDispatchMaxSlots)};
 };
 } // namespace
 
@@ -101,6 +109,7 @@ void registerNvptxPipeline() {
         pipeline.lanesPerToken = options.lanesPerToken;
         pipeline.topk = options.topk;
         pipeline.chip = options.chip;
+        pipeline.fusedDispatchMaxSlots = options.fusedDispatchMaxSlots;
         addNvptxConfigStage(pm, pipeline);
         addNvptxLoopsStage(pm);
         addNvptxGpuStage(pm);

@@ -9,6 +9,8 @@
 #ifndef MOEGEN_COMPILER_BACKEND_NVPTX_NVPTXPIPELINE_H
 #define MOEGEN_COMPILER_BACKEND_NVPTX_NVPTXPIPELINE_H
 
+#include "abi/KernelAbi.h"
+
 #include <cstdint>
 #include <string>
 
@@ -29,9 +31,12 @@ struct NvptxPipelineOptions {
   std::string chip = "sm_90";
   /// The CUDA toolkit whose libdevice the binary stage links.
   std::string toolkitPath = "/usr/local/cuda";
+  /// moe-fuse-dispatch's max-slots: the largest T * k a route kernel with
+  /// a fused dispatch serves; 0: none.
+  int64_t fusedDispatchMaxSlots = abi::kFusedDispatchMaxSlots;
 };
 
-/// Stage 02: moe-kernel-config with target=nvptx.
+/// Stage 02: moe-kernel-config with target=nvptx, then moe-fuse-dispatch.
 void addNvptxConfigStage(mlir::OpPassManager &pm,
                          const NvptxPipelineOptions &options);
 /// Stage 03: convert-moe-to-loops (vectors of lanes-per-token lanes),

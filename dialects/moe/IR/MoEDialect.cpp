@@ -46,10 +46,29 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
       return op->emitError() << "attribute 'moe.launch' belongs on a function";
     return success();
   }
+  if (name == kFusedDispatchAttrName) {
+    auto slots = dyn_cast<IntegerAttr>(attribute.getValue());
+    if (!slots || slots.getInt() < 1 ||
+        slots.getInt() > moegen::abi::kFusedDispatchMaxSlots)
+      return op->emitError()
+             << "attribute '" << kFusedDispatchAttrName
+             << "' must be an integer from 1 to "
+             << moegen::abi::kFusedDispatchMaxSlots << ", got "
+             << attribute.getValue();
+    auto kind = op->getAttrOfType<StringAttr>(kEntryAttrName);
+    if (!isa<FunctionOpInterface>(op) || !kind ||
+        !llvm::is_contained({"route", "route_hash", "replay"},
+                            kind.getValue()))
+      return op->emitError() << "attribute '" << kFusedDispatchAttrName
+                             << "' belongs on a route, route_hash or replay "
+                                "entry point";
+    return success();
+  }
   if (name != kEntryAttrName)
     return op->emitError() << "unknown moe dialect attribute '" << name
                            << "' (known: 'moe.entry', 'moe.kernel_config', "
-                              "'moe.launch')";
+                              "'moe.launch', '"
+                           << kFusedDispatchAttrName << "')";
   auto kind = dyn_cast<StringAttr>(attribute.getValue());
   // The entry kinds are the kernel ABI's (abi/KernelAbi.h).
   bool known =

@@ -16,6 +16,10 @@ inline constexpr const char *kEntryAttrName = "moe.entry";
 /// The schedule of an entry point, a `#moe.kernel_config`, set by
 /// `moe-kernel-config`.
 inline constexpr const char *kKernelConfigAttrName = "moe.kernel_config";
+/// An entry point that also dispatches (an i64: the largest T * k it
+/// serves), set by `moe-fuse-dispatch`.
+inline constexpr const char *kFusedDispatchAttrName =
+    "moe.fused_dispatch_max_slots";
 /// Launch geometry of a GPU kernel, a `#moe.launch`, set by
 /// convert-moe-loops-to-gpu.
 inline constexpr const char *kLaunchAttrName = "moe.launch";

@@ -139,6 +139,9 @@ KernelConfig chooseKernelConfig(KernelTarget target, const KernelShape &shape,
 
 bool hasTokenLanesForm(Block &body) {
   for (Operation &op : body.without_terminator()) {
+    // A fused dispatch (moe-fuse-dispatch) runs after the token loop.
+    if (isa<DispatchOp>(op))
+      continue;
     if (!isa<ScoreOp, AddBiasOp, TopKOp, GatherOp, NormalizeOp, ScaleOp,
              CaptureOp>(op))
       return false;

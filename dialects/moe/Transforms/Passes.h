@@ -3,6 +3,8 @@
 #ifndef MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_H
 #define MOEGEN_DIALECT_MOE_TRANSFORMS_PASSES_H
 
+#include "abi/KernelAbi.h"
+
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Pass/Pass.h"
 

@@ -48,6 +48,46 @@ def MoEKernelConfig : Pass<"moe-kernel-config", "ModuleOp"> {
   ];
 }
 
+def MoEFuseDispatch : Pass<"moe-fuse-dispatch", "ModuleOp"> {
+  let summary = "add a route kernel that also dispatches, for small calls";
+  let description = [{
+    A decode step routes a few tokens: the route and the dispatch each do
+    a few microseconds of work or less, and the second launch (a
+    cooperative one) costs about as much again. For each row entry point
+    (`moe.entry` route, route_hash or replay, not an expert choice) of a
+    module with a dispatch entry point, this pass adds `@<name>_dispatch`:
+    the entry's body, then the dispatch's `moe.dispatch` on its `topk_ids`,
+    returning the entry's results and then the dispatch's. It carries the
+    entry's `moe.entry` and `moe.kernel_config`, and
+    `moe.fused_dispatch_max_slots`, the largest T * k it serves;
+    convert-moe-to-loops lowers the dispatch after the token loop, run by
+    the block that finishes last (docs/kernel-abi.md, "Fused dispatch"),
+    and the runtime launches it instead of the pair when T * k is at most
+    that. The entries stay as they are, for larger calls.
+
+    Only for `nvptx` kernels (run `moe-kernel-config` first): the host runs
+    both in one call already. An entry is left alone when its block has
+    more warps than the dispatch's scratch layout has partitions
+    (abi::fusedDispatchFits).
+
+    ```mlir
+    func.func @route(%logits: tensor<?x64xf32>) -> (tensor<?x4xi32>, tensor<?x4xf32>)
+        attributes {moe.entry = "route", moe.kernel_config = #moe.kernel_config<...>}
+    // gains
+    func.func @route_dispatch(%logits: tensor<?x64xf32>)
+        -> (tensor<?x4xi32>, tensor<?x4xf32>, tensor<64xi32>, tensor<65xi32>,
+            tensor<?xi32>, tensor<?xi32>)
+        attributes {moe.entry = "route", moe.fused_dispatch_max_slots = 2048 : i64, ...}
+    ```
+  }];
+  let options = [
+    Option<"maxSlots", "max-slots", "int64_t",
+           /*default=*/"moegen::abi::kFusedDispatchMaxSlots",
+           "The largest T * k a fused kernel serves (1 to 2048); 0: add "
+           "none">,
+  ];
+}
+
 def MoEApproximateMath : Pass<"moe-approximate-math", "ModuleOp"> {
   let summary = "expand exp, log1p and friends into vectorizable polynomials";
   let description = [{

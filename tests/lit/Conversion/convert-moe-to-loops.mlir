@@ -1093,7 +1093,7 @@ func.func @shared_gate(%logits: tensor<?x8xf32>, %x: tensor<?x1xbf16>) -> (tenso
 // (8 + 8 * 8 + 8 + 1 = 81 words); larger grids meet at grid barriers and
 // count in the scratch buffer.
 // CHECK-LABEL: func.func @parallel_dispatch(
-// CHECK-SAME: %{{.*}}: memref<18443xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
+// CHECK-SAME: %{{.*}}: memref<18444xi32> {moe.kernel_arg = #moe.kernel_arg<name = "scratch", role = scratch
 // CHECK: %[[GRID:.*]] = gpu.grid_dim x
 // CHECK: %[[ONE:.*]] = arith.cmpi eq, %[[GRID]], %c1 : index
 // CHECK: scf.if %[[ONE]] {

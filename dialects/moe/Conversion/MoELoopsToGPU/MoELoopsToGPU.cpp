@@ -10,6 +10,9 @@
 //   token = blockIdx.x * tokens_per_task + threadIdx.x / W, and the W
 //   vector lanes become the segment's lanes (LaneDistribution.h);
 // - its stack rows become per-token slices of dynamic shared memory;
+// - a route with a fused dispatch runs the dispatch's one-block phases
+//   after its token loop (ParallelDispatchToLoops.cpp), in shared memory
+//   its rows no longer need;
 // - the dispatch kernel (ParallelDispatchToLoops.cpp) already speaks of
 //   threads, blocks and the grid; it runs cooperatively, blocks of
 //   abi::kDispatchBlockThreads threads, as many as the runtime's rule
@@ -179,6 +182,15 @@ private:
       kernel->setAttr("nvvm.minctasm",
                       b.getI32IntegerAttr(
                           std::max<int32_t>(1, 1024 / std::max(blockDim, 1))));
+    // A route with a fused dispatch serves small calls only (a few blocks),
+    // so occupancy matters less than the registers of the route and the
+    // sort in one kernel: a quarter of an SM's threads, up to 128
+    // registers each (at 64, ptxas spilled Qwen3's; left to aim at full
+    // occupancy, Qwen2-57B's).
+    else if (func->hasAttr(kFusedDispatchAttrName))
+      kernel->setAttr("nvvm.minctasm",
+                      b.getI32IntegerAttr(
+                          std::max<int32_t>(1, 512 / std::max(blockDim, 1))));
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
         kernel->setAttr(attr.getName(), attr.getValue());
@@ -386,6 +398,13 @@ private:
       if (arg.getName() == "topk_ids")
         topK = cast<IntegerAttr>(arg.getShape()[1]).getInt();
     }
+    // A fused dispatch's counters and flag reuse the rows' shared memory
+    // once the block's tokens are routed.
+    if (func->hasAttr(kFusedDispatchAttrName))
+      sharedBytes = std::max(
+          sharedBytes,
+          fusedDispatchSharedBytes(numExperts,
+                                   tokensPerBlock * lanesPerToken / kWarpSize));
     kernel->setAttr(
         kLaunchAttrName,
         isCooperativeRowKernel

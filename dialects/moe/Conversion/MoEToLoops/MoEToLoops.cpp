@@ -44,6 +44,8 @@ MemRefType toMemRef(RankedTensorType type) {
 struct ResultPlan {
   Value value;
   std::optional<unsigned> tiedArgument;
+  /// A fused dispatch's output: written after the token loop, not per token.
+  bool fromDispatch = false;
 };
 
 /// The ABI name of an entry argument, from the op operand that reads it; ""
@@ -135,7 +137,8 @@ public:
                << arg.getArgNumber() << " has type " << arg.getType()
                << ": entry points take ranked tensors and indices";
     for (Value result : ret.getOperands()) {
-      ResultPlan plan{result, std::nullopt};
+      ResultPlan plan{result, std::nullopt,
+                      isa_and_nonnull<DispatchOp>(result.getDefiningOp())};
       if (auto capture = result.getDefiningOp<CaptureOp>()) {
         auto buffer = dyn_cast<BlockArgument>(capture.getBuffer());
         if (!buffer)
@@ -153,7 +156,22 @@ public:
       return failure();
 
     SmallVector<DispatchOp> dispatches(body.getOps<DispatchOp>());
-    if (!dispatches.empty()) {
+    if (func->hasAttr(kFusedDispatchAttrName)) {
+      // A route with a fused dispatch (moe-fuse-dispatch): the dispatch
+      // sorts the entry's ids after the token loop, its results last.
+      if (dispatches.size() != 1 || target != KernelTarget::Nvptx ||
+          !llvm::equal(ret.getOperands().take_back(4),
+                       dispatches.front().getResults()) ||
+          &*std::prev(body.end(), 2) != dispatches.front().getOperation())
+        return func.emitOpError("'")
+               << kFusedDispatchAttrName
+               << "' needs an nvptx entry that ends in one moe.dispatch, "
+                  "its results returned last";
+      fusedDispatch = dispatches.front();
+      if (!body.getOps<ExpertChoiceOp>().empty())
+        return fusedDispatch.emitOpError(
+            "cannot follow an expert choice in one kernel");
+    } else if (!dispatches.empty()) {
       if (std::distance(body.begin(), body.end()) != 2 ||
           ret.getOperands() != dispatches.front().getResults())
         return dispatches.front().emitOpError(
@@ -272,6 +290,14 @@ private:
       if (!plan.tiedArgument)
         inputs.push_back(toMemRef(cast<RankedTensorType>(plan.value.getType())));
     names.append(resultNames.begin(), resultNames.end());
+    if (fusedDispatch) {
+      // Before the error record, so that a row kernel still ends in
+      // (error, token_begin, token_end).
+      inputs.push_back(MemRefType::get(
+          {moegen::abi::dispatchScratchWords(fusedDispatch.getExperts())},
+          b.getI32Type()));
+      names.push_back("dispatch_scratch");
+    }
     inputs.push_back(MemRefType::get({target == KernelTarget::Nvptx
                                           ? moegen::kGpuKernelErrorWords
                                           : kKernelErrorWords},
@@ -440,6 +466,8 @@ private:
             copyResults(cg, entry, numInputs);
           b.create<scf::YieldOp>(loc);
         });
+    if (succeeded(status))
+      status = lowerFusedTail(cg, kernel);
     return finish(kernel, status);
   }
 
@@ -456,8 +484,10 @@ private:
     SmallVector<std::pair<Value, Value>> resultOutputs;
     unsigned output = numInputs;
     for (const ResultPlan &plan : results)
-      if (!plan.tiedArgument)
+      if (!plan.tiedArgument && !plan.fromDispatch)
         resultOutputs.push_back({plan.value, entry.getArgument(output++)});
+      else if (!plan.tiedArgument)
+        ++output;
     // The token-per-row body, for the groups' fallback and the tail; both
     // emissions share its stack rows.
     cg.topkMethod = TopKMethod::ArgmaxPasses;
@@ -506,6 +536,8 @@ private:
               status = failure();
             b.create<scf::YieldOp>(loc);
           });
+    if (succeeded(status))
+      status = lowerFusedTail(cg, kernel);
     return finish(kernel, status);
   }
 
@@ -572,6 +604,8 @@ private:
         .Case<GatherOp, NormalizeOp, ScaleOp, SparsemixerOp>(
             [&](Operation *op) { return lowerWeights(op, cg); })
         .Case([&](CaptureOp capture) { return lowerCapture(capture, cg); })
+        // A fused dispatch runs after the token loop (lowerFusedTail).
+        .Case([&](DispatchOp) { return success(fusedDispatch != nullptr); })
         .Default([](Operation *op) {
           return op->emitOpError("cannot be lowered inside a routing entry "
                                  "point");
@@ -586,6 +620,10 @@ private:
     for (const ResultPlan &plan : results) {
       if (plan.tiedArgument)
         continue;
+      if (plan.fromDispatch) {
+        ++output;
+        continue;
+      }
       RowRef from = cg.rowOf(plan.value);
       RowRef to{entry.getArgument(output++), /*perToken=*/true, from.size};
       Type element = from.elementType();
@@ -680,6 +718,34 @@ private:
     return finish(kernel, status);
   }
 
+  /// A fused dispatch after the token loop: the kernel's ids, sorted by
+  /// the block that finishes last on its warps (lowerFusedDispatch).
+  LogicalResult lowerFusedTail(RowCodegen &cg, func::FuncOp kernel) {
+    if (!fusedDispatch)
+      return success();
+    auto argument = [&](StringRef name) -> Value {
+      for (unsigned i = 0; i < kernel.getNumArguments(); ++i)
+        if (auto arg = kernel.getArgAttrOfType<KernelArgAttr>(
+                i, kKernelArgAttrName);
+            arg && arg.getName() == name)
+          return kernel.getArgument(i);
+      return {};
+    };
+    SmallVector<Value> outputs;
+    for (StringRef name : {"expert_counts", "expert_offsets", "sorted_slots",
+                           "slot_positions"})
+      outputs.push_back(argument(name));
+    Value ids = argument("topk_ids"), scratch = argument("dispatch_scratch");
+    if (!ids || !scratch || llvm::is_contained(outputs, Value()))
+      return fusedDispatch.emitOpError(
+          "fused kernel lacks the dispatch's arguments");
+    KernelConfigAttr config = getKernelConfig(kernel);
+    const int64_t warps =
+        config.getTokensPerTask() * config.getVectorWidth() / kWarpSize;
+    return lowerFusedDispatch(fusedDispatch, cg, ids, outputs, scratch,
+                              warps);
+  }
+
   /// Replaces the tensor entry point by its kernel, or drops the kernel.
   LogicalResult finish(func::FuncOp kernel, LogicalResult status) {
     if (failed(status)) {
@@ -698,6 +764,8 @@ private:
   TopKMethod topkMethod = TopKMethod::ArgmaxPasses;
   KernelTarget target = KernelTarget::Cpu;
   moegen::abi::EntryKind entryKind = moegen::abi::EntryKind::Route;
+  /// The dispatch of a fused entry (kFusedDispatchAttrName), else null.
+  DispatchOp fusedDispatch;
   SmallVector<ResultPlan> results;
   /// ABI names of the entry's arguments and of its untied results.
   SmallVector<std::string> argumentNames, resultNames;

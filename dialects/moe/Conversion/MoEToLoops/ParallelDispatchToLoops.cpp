@@ -30,7 +30,11 @@
 // needs no reset between calls: the last block to arrive puts the counter
 // back to 0. A grid of one block (a decode step's) runs its own copy of
 // the phases with bar.sync alone between them and, up to
-// abi::kDispatchSharedMaxExperts, its counters in shared memory. Ids outside [0, E) are reported by the thread that reads them
+// abi::kDispatchSharedMaxExperts, its counters in shared memory. The same
+// one-block phases also end a route with a fused dispatch (buildFused):
+// there the block that stores its ids last, found by a ticket in the
+// scratch buffer, runs them on its own warps (P = the route's warps per
+// block). Ids outside [0, E) are reported by the thread that reads them
 // (the lowest slot wins) and take part in nothing. With `unused_slots` an
 // id of -1 is an unused slot (a top-p router's): not reported, its
 // position -1, and after the scan the grid fills the positions past the
@@ -63,21 +67,85 @@ using arith::CmpIPredicate;
 class ParallelDispatchBuilder {
 public:
   ParallelDispatchBuilder(DispatchOp op, RowCodegen &cg, Value ids,
-                          ValueRange outputs, Value scratch)
+                          ValueRange outputs, Value scratch,
+                          int64_t warpsPerBlock)
       : op(op), cg(cg), b(cg.b), loc(cg.loc), ids(ids), counts(outputs[0]),
         offsets(outputs[1]), sortedSlots(outputs[2]),
-        slotPositions(outputs[3]), scratch(scratch) {}
+        slotPositions(outputs[3]), scratch(scratch),
+        warpsPerBlock(warpsPerBlock) {}
+
+  /// The dispatch after a route's token loop, in the block that finishes
+  /// last (abi::kFusedDispatchMaxSlots): each block, once its ids are
+  /// stored, takes a ticket; the one drawing the last runs the one-block
+  /// phases on its warps and puts the ticket back to 0.
+  LogicalResult buildFused() {
+    using namespace moegen::abi;
+    if (failed(checkScratch()))
+      return failure();
+    auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(),
+                                                gpu::AddressSpace::Workgroup);
+    const int64_t counterWords =
+        fusedDispatchCounterWords(numExperts, warpsPerBlock);
+    // The route's rows are dead once every thread of the block is here:
+    // the counters and the flag reuse their shared memory.
+    b.create<gpu::BarrierOp>(loc);
+    Value shared = b.create<gpu::DynamicSharedMemoryOp>(
+        loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                             MemRefLayoutAttrInterface{}, workgroup));
+    Value words = b.create<memref::ViewOp>(
+        loc,
+        MemRefType::get({counterWords + 1}, b.getI32Type(),
+                        MemRefLayoutAttrInterface{}, workgroup),
+        shared, cg.index(0), ValueRange{});
+    Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
+    cg.ifThen(cmp(CmpIPredicate::eq, tid, cg.index(0)), [&] {
+      // __threadfence(): the block's ids (ordered before thread 0 by the
+      // barrier) are visible to whichever block draws the last ticket.
+      membar();
+      Value ticket =
+          b.create<memref::AtomicRMWOp>(loc, arith::AtomicRMWKind::addi,
+                                        cg.i32(1), scratch,
+                                        ValueRange{cg.index(kDispatchTicketWord)})
+              .getResult();
+      Value last = cmp(CmpIPredicate::eq, toIndex(ticket),
+                       sub(b.create<gpu::GridDimOp>(loc, gpu::Dimension::x),
+                           cg.index(1)));
+      cg.ifThen(last, [&] {
+        // Every block has its ticket: ready for the next call.
+        b.create<memref::AtomicRMWOp>(loc, arith::AtomicRMWKind::assign,
+                                      cg.i32(0), scratch,
+                                      ValueRange{cg.index(kDispatchTicketWord)});
+        // Every other block's ids, published before its ticket, are seen
+        // by this block's loads from here on.
+        membar();
+      });
+      storeWord(b.create<arith::ExtUIOp>(loc, b.getI32Type(), last), words,
+                cg.index(counterWords));
+    });
+    b.create<gpu::BarrierOp>(loc);
+    Value isLast = cmp(CmpIPredicate::ne,
+                       loadWord(words, cg.index(counterWords)), cg.i32(0));
+    auto ifLast = b.create<scf::IfOp>(loc, isLast, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifLast.thenBlock());
+    oneBlock = true;
+    block = cg.index(0);
+    grid = cg.index(1);
+    placeCountersInScratch();
+    if (counterWords) {
+      counters = words;
+      sumsBase = 0;
+      histBase = warpsPerBlock;
+      cappedBase = histBase + warpsPerBlock * numExperts;
+    }
+    buildPhases();
+    return success();
+  }
 
   LogicalResult build() {
     using namespace moegen::abi;
-    numExperts = op.getExperts();
-    auto idsType = cast<MemRefType>(ids.getType());
-    k = idsType.getDimSize(1);
-    auto scratchType = cast<MemRefType>(scratch.getType());
-    if (scratchType.getNumElements() != dispatchScratchWords(numExperts))
-      return op.emitOpError("scratch buffer of ")
-             << scratchType.getNumElements() << " words; the ABI needs "
-             << dispatchScratchWords(numExperts);
+    if (failed(checkScratch()))
+      return failure();
 
     // A grid of one block (up to kDispatchSlotsPerBlock slots: every
     // decode step) runs its own copy of the phases, separated by block
@@ -94,7 +162,8 @@ public:
     block = cg.index(0);
     grid = cg.index(1);
     placeCountersInScratch();
-    if (const int64_t sharedWords = dispatchSharedWords(numExperts)) {
+    if (const int64_t sharedWords =
+            dispatchSharedWords(numExperts, warpsPerBlock)) {
       // Its counters in shared memory, laid out as in the scratch buffer
       // for its kDispatchWarpsPerBlock partitions.
       auto workgroup = gpu::AddressSpaceAttr::get(
@@ -108,8 +177,8 @@ public:
                           MemRefLayoutAttrInterface{}, workgroup),
           shared, cg.index(0), ValueRange{});
       sumsBase = 0;
-      histBase = kDispatchWarpsPerBlock;
-      cappedBase = histBase + kDispatchWarpsPerBlock * numExperts;
+      histBase = warpsPerBlock;
+      cappedBase = histBase + warpsPerBlock * numExperts;
     }
     buildPhases();
     b.setInsertionPointToStart(ifOneBlock.elseBlock());
@@ -122,6 +191,29 @@ public:
   }
 
 private:
+  LogicalResult checkScratch() {
+    using namespace moegen::abi;
+    numExperts = op.getExperts();
+    auto idsType = cast<MemRefType>(ids.getType());
+    k = idsType.getDimSize(1);
+    auto scratchType = cast<MemRefType>(scratch.getType());
+    if (scratchType.getNumElements() != dispatchScratchWords(numExperts))
+      return op.emitOpError("scratch buffer of ")
+             << scratchType.getNumElements() << " words; the ABI needs "
+             << dispatchScratchWords(numExperts);
+    if (!fusedDispatchFits(numExperts, warpsPerBlock))
+      return op.emitOpError("runs on blocks of ")
+             << warpsPerBlock << " warps, more partitions than the scratch "
+             << "buffer of " << numExperts << " experts holds";
+    return success();
+  }
+
+  void membar() {
+    b.create<LLVM::CallIntrinsicOp>(loc, TypeRange{},
+                                    b.getStringAttr("llvm.nvvm.membar.gl"),
+                                    ValueRange{});
+  }
+
   /// Sums, counters and capped offsets in the scratch buffer, laid out for
   /// the largest grid (abi::dispatchScratchWords).
   void placeCountersInScratch() {
@@ -129,7 +221,7 @@ private:
     const int64_t maxPartitions =
         dispatchMaxBlocks(numExperts) * kDispatchWarpsPerBlock;
     counters = scratch;
-    sumsBase = kDispatchBarrierWords;
+    sumsBase = kDispatchHeaderWords;
     histBase = sumsBase + maxPartitions;
     cappedBase = histBase + maxPartitions * numExperts;
   }
@@ -142,8 +234,8 @@ private:
     threadInBlock = tid;
     lane = remui(tid, cg.index(32));
     Value warp = divui(tid, cg.index(32));
-    partitions = mul(grid, cg.index(kDispatchWarpsPerBlock));
-    partition = add(mul(block, cg.index(kDispatchWarpsPerBlock)), warp);
+    partitions = mul(grid, cg.index(warpsPerBlock));
+    partition = add(mul(block, cg.index(warpsPerBlock)), warp);
     numTokens = b.create<memref::DimOp>(loc, ids, 0);
     numSlots = mul(numTokens, cg.index(k));
     // Partitions of whole rounds of 32 slots; the last ones may be short or
@@ -421,10 +513,10 @@ private:
   }
 
   void writeCounts() {
-    using moegen::abi::kDispatchBlockThreads;
-    Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
+    const int64_t blockThreads = 32 * warpsPerBlock;
+    Value first = add(mul(block, cg.index(blockThreads)), threadInBlock);
     forStep(first, cg.index(numExperts),
-            mul(grid, cg.index(kDispatchBlockThreads)), {},
+            mul(grid, cg.index(blockThreads)), {},
             [&](Value e, ValueRange) -> SmallVector<Value> {
               storeWord(sub(loadWord(offsets, add(e, cg.index(1))),
                             loadWord(offsets, e)),
@@ -472,10 +564,10 @@ private:
 
   /// The capped counts and offsets, from cappedBase to the outputs.
   void writeCappedMetadata() {
-    using moegen::abi::kDispatchBlockThreads;
-    Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
+    const int64_t blockThreads = 32 * warpsPerBlock;
+    Value first = add(mul(block, cg.index(blockThreads)), threadInBlock);
     forStep(first, cg.index(numExperts + 1),
-            mul(grid, cg.index(kDispatchBlockThreads)), {},
+            mul(grid, cg.index(blockThreads)), {},
             [&](Value e, ValueRange) -> SmallVector<Value> {
               Value start = loadWord(counters, add(cg.index(cappedBase), e));
               storeWord(start, offsets, e);
@@ -491,11 +583,11 @@ private:
   /// sorted_slots[used .. T*k) = -1, grid-stride: the positions no used
   /// slot takes.
   void fillUnusedTail(Value usedWord) {
-    using moegen::abi::kDispatchBlockThreads;
+    const int64_t blockThreads = 32 * warpsPerBlock;
     Value used = toIndex(usedWord);
-    Value first = add(mul(block, cg.index(kDispatchBlockThreads)), threadInBlock);
+    Value first = add(mul(block, cg.index(blockThreads)), threadInBlock);
     forStep(add(used, first), numSlots,
-            mul(grid, cg.index(kDispatchBlockThreads)), {},
+            mul(grid, cg.index(blockThreads)), {},
             [&](Value p, ValueRange) -> SmallVector<Value> {
               storeWord(cg.i32(-1), sortedSlots, p);
               return {};
@@ -563,6 +655,9 @@ private:
   /// or shared memory in a one-block grid (dispatchSharedWords).
   Value counters;
   int64_t numExperts = 0, k = 0, sumsBase = 0, histBase = 0, cappedBase = 0;
+  /// Warps of a block: its partitions (kDispatchWarpsPerBlock in the
+  /// dispatch kernel, the route's in a fused one).
+  int64_t warpsPerBlock;
   /// Building the one-block copy of the phases.
   bool oneBlock = false;
   Value block, grid, threadInBlock, lane, partitions, partition, numTokens,
@@ -627,7 +722,16 @@ void emitGridBarrier(RowCodegen &cg, Value scratch) {
 
 LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                                     ValueRange outputs, Value scratch) {
-  return ParallelDispatchBuilder(op, cg, ids, outputs, scratch).build();
+  return ParallelDispatchBuilder(op, cg, ids, outputs, scratch,
+                                 moegen::abi::kDispatchWarpsPerBlock)
+      .build();
+}
+
+LogicalResult lowerFusedDispatch(DispatchOp op, RowCodegen &cg, Value ids,
+                                 ValueRange outputs, Value scratch,
+                                 int64_t warpsPerBlock) {
+  return ParallelDispatchBuilder(op, cg, ids, outputs, scratch, warpsPerBlock)
+      .buildFused();
 }
 
 } // namespace mlir::moe::loops

@@ -268,6 +268,13 @@ Value dispatchCapacity(RowCodegen &cg, Value numTokens, int64_t k,
 /// words) for its histograms and grid barrier (ParallelDispatchToLoops.cpp).
 LogicalResult lowerParallelDispatch(DispatchOp op, RowCodegen &cg, Value ids,
                                     ValueRange outputs, Value scratch);
+/// The same sort after a route's token loop (a fused dispatch,
+/// moe-fuse-dispatch): the block that stores its ids last runs it on its
+/// `warpsPerBlock` warps, its counters in shared memory
+/// (abi::fusedDispatchSharedBytes) or `scratch`.
+LogicalResult lowerFusedDispatch(DispatchOp op, RowCodegen &cg, Value ids,
+                                 ValueRange outputs, Value scratch,
+                                 int64_t warpsPerBlock);
 
 /// Every thread of a cooperative grid waits here until all have arrived;
 /// what they wrote before is visible to all after. Thread 0 of each block

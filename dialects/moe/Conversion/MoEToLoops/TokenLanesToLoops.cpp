@@ -321,6 +321,8 @@ private:
           // The capture result is the buffer itself, updated in place.
           return success();
         })
+        // A fused dispatch runs after the token loop.
+        .Case([](DispatchOp) { return success(); })
         .Default([](Operation *op) {
           return op->emitOpError("has no token-lanes form");
         });

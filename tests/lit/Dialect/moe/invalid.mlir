@@ -1054,7 +1054,7 @@ func.func @entry_not_a_string() attributes {moe.entry = 5} {
 
 // -----
 
-// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config', 'moe.launch')}}
+// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config', 'moe.launch', 'moe.fused_dispatch_max_slots')}}
 func.func @unknown_moe_attribute() attributes {moe.bogus} {
   return
 }
