@@ -102,8 +102,9 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
 
     class Kernels:
         def call(self, tensors, tokens, dispatch, zero_record=False,
-                 plain_one_block=False):
-            calls.append((tokens, dispatch, zero_record, plain_one_block))
+                 plain_one_block=False, pair=False):
+            calls.append((tokens, dispatch, zero_record, plain_one_block,
+                          pair))
 
     class Graph:
         def __init__(self, fn):
@@ -116,10 +117,13 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
     parts = bench_routing.graph_parts(Kernels(), tensors, 64, True, None, 50)
     assert list(parts) == ["tiny_kernel", "route", "memset_route",
                            "route_dispatch", "memset_route_dispatch",
-                           "route_dispatch_plain"]
-    assert calls == [(64, False, False, False), (64, False, True, False),
-                     (64, True, False, False), (64, True, True, False),
-                     (64, True, False, True)]
+                           "route_then_dispatch", "route_dispatch_plain"]
+    assert calls == [(64, False, False, False, False),
+                     (64, False, True, False, False),
+                     (64, True, False, False, False),
+                     (64, True, True, False, False),
+                     (64, True, False, False, True),
+                     (64, True, False, True, True)]
     calls.clear()
     assert list(bench_routing.graph_parts(Kernels(), tensors, 8, False, None,
                                           50)) == ["tiny_kernel", "route",
@@ -130,5 +134,48 @@ def test_graph_parts_leave_out_what_they_say(monkeypatch, capsys):
         {"spec": "kimi_k2", "tokens": 65536}])
     out = capsys.readouterr().out.splitlines()
     assert out[-2].split() == ["deepseek_v3", "64", "1.50", "1.50", "1.50",
-                               "1.50", "1.50", "1.50"]
-    assert out[-1].split() == ["qwen3", "8", "-", "-", "-", "-", "-", "-"]
+                               "1.50", "1.50", "1.50", "1.50"]
+    assert out[-1].split() == ["qwen3", "8", "-", "-", "-", "-", "-", "-",
+                               "-"]
+
+
+def test_calls_fuse_the_dispatch_as_the_runtime_does(template, tmp_path):
+    """The benchmark launches what the runtime would: a bench spec's
+    manifest (compiled here for sm_90) gives a route with a fused dispatch
+    beside the plain one, and a call fuses up to its slots (2,048: T = 256
+    at k = 8), never for T = 0 or without dispatch outputs."""
+    import json
+    import subprocess
+
+    from conftest import BIN
+
+    directory = bench_spec(template("deepseek-v3"), tmp_path / "ds3")
+    out = tmp_path / "kernels"
+    subprocess.run([str(BIN / "moegen"), "compile", str(directory / "spec.yaml"),
+                    "--emit=ptx", "--arch", "sm_90", "-o", str(out)], check=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    keys = [bench_routing.kernel_key(k) for k in manifest["kernels"]]
+    assert keys == ["route", "route+dispatch", "dispatch"]
+    assert bench_routing.kernel_key({"entry": "route", "min_tokens": 64}) is None
+
+    launched = []
+
+    class Stub(bench_routing.MoegenKernels):
+        def __init__(self):  # no CUDA: the manifest alone
+            self.manifest = manifest
+            self.kernels = {key: (k, None)
+                            for key, k in zip(keys, manifest["kernels"])}
+
+        def launch(self, entry, tensors, tokens, plain_one_block=False):
+            launched.append(entry)
+
+    kernels = Stub()
+    assert kernels.fuses(1) and kernels.fuses(256)
+    assert not kernels.fuses(0) and not kernels.fuses(257)
+    for tokens, dispatch, pair in [(256, True, False), (257, True, False),
+                                   (64, True, True), (64, False, False)]:
+        launched.clear()
+        kernels.call({}, tokens, dispatch, pair=pair)
+        want = (["route+dispatch"] if dispatch and not pair and tokens <= 256
+                else ["route", "dispatch"] if dispatch else ["route"])
+        assert launched == want, (tokens, dispatch, pair)

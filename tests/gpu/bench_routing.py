@@ -197,6 +197,15 @@ class Driver:
             raise RuntimeError("%s: %s" % (what, name.value.decode()))
 
 
+def kernel_key(kernel):
+    """The name MoegenKernels keeps a manifest kernel under: its entry, or
+    "<entry>+dispatch" for a route with a fused dispatch (docs/kernel-abi.md,
+    "Fused dispatch"); None for a token bucket's (bench kernels have none)."""
+    if kernel.get("fused_dispatch_max_slots"):
+        return kernel["entry"] + "+dispatch"
+    return None if kernel.get("min_tokens") else kernel["entry"]
+
+
 class MoegenKernels:
     """One kernel directory (manifest.json + kernels.cubin), loaded into
     PyTorch's context, launched on PyTorch's current stream."""
@@ -225,15 +234,19 @@ class MoegenKernels:
                 driver.check(driver.lib.cuFuncSetAttribute(function, 8,
                                                            shared),
                              "cuFuncSetAttribute")
-            self.kernels[kernel["entry"]] = (kernel, function)
+            key = kernel_key(kernel)
+            if key:
+                self.kernels[key] = (kernel, function)
         props = torch.cuda.get_device_properties(device)
         self.sms = props.multi_processor_count
         self.device = device
-        # One scratch buffer for the cooperative kernels (the dispatch, an
-        # expert-choice route), as large as the largest: zeroed once, each
-        # kernel leaves it ready for the next call.
+        # One scratch buffer for the kernels that take one (the dispatch,
+        # an expert-choice route, a route with a fused dispatch), as large
+        # as the largest: zeroed once, each kernel leaves it ready for the
+        # next call.
         words = [p["shape"][0] for kernel, _ in self.kernels.values()
-                 for p in kernel["params"] if p["name"] == "scratch"]
+                 for p in kernel["params"]
+                 if p["name"] in ("scratch", "dispatch_scratch")]
         self.scratch = (torch.zeros(max(words), dtype=torch.int32,
                                     device=device) if words else None)
 
@@ -290,7 +303,7 @@ class MoegenKernels:
         out = {"topk_ids": torch.empty(tokens, k, dtype=torch.int32, device=d),
                "topk_weights": torch.empty(tokens, k, device=d),
                "error": torch.zeros(6, dtype=torch.int64, device=d),
-               "scratch": self.scratch}
+               "scratch": self.scratch, "dispatch_scratch": self.scratch}
         if "dispatch" in self.kernels:
             out.update({
                 "expert_counts": torch.empty(e, dtype=torch.int32, device=d),
@@ -302,10 +315,22 @@ class MoegenKernels:
                                               dtype=torch.int32, device=d)})
         return out
 
+    def route_entry(self):
+        return "route_hash" if "route_hash" in self.kernels else "route"
+
+    def fuses(self, tokens):
+        """Whether the runtime makes a call of `tokens` tokens that
+        dispatches as one kernel (CudaRouter::fusesDispatch)."""
+        fused = self.kernels.get(self.route_entry() + "+dispatch")
+        return bool(fused) and 0 < tokens * self.manifest["top_k"] <= \
+            fused[0]["fused_dispatch_max_slots"]
+
     def call(self, tensors, tokens, dispatch, zero_record=False,
-             plain_one_block=False):
-        """One call as the runtime makes it: route, then dispatch, on the
-        current stream. The runtime does not zero the error record per call
+             plain_one_block=False, pair=False):
+        """One call as the runtime makes it, on the current stream: up to
+        a fused kernel's slots the route with its fused dispatch, else the
+        route, then the dispatch. pair: the route, then the dispatch,
+        always. The runtime does not zero the error record per call
         (docs/runtime.md, "The error record"); zero_record issues the
         cuMemsetD8Async it once did (a memset node in a graph), for
         graph_parts to say what that cost."""
@@ -316,8 +341,10 @@ class MoegenKernels:
                 ctypes.c_uint64(record.data_ptr()), ctypes.c_ubyte(0),
                 ctypes.c_size_t(record.numel() * 8), stream),
                 "cuMemsetD8Async(error record)")
-        self.launch("route_hash" if "route_hash" in self.kernels else "route",
-                    tensors, tokens)
+        if dispatch and not pair and self.fuses(tokens):
+            self.launch(self.route_entry() + "+dispatch", tensors, tokens)
+            return
+        self.launch(self.route_entry(), tensors, tokens)
         if dispatch:
             self.launch("dispatch", tensors, tokens, plain_one_block)
 
@@ -412,12 +439,13 @@ def graphed(fn):
 
 def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
     """What a small call's graph spends where: route alone, route +
-    dispatch (the call), each also behind the error record's memset node
-    that calls no longer issue, the call with a one-block dispatch launched
-    plainly instead of cooperatively (median us of each replay, cold L2),
-    and a graph of one one-element PyTorch kernel as the floor of a graph
-    launch. The differences say what the memset, the dispatch launch and
-    its cooperative form cost on their own."""
+    dispatch (the call: one kernel where the dispatch is fused), each also
+    behind the error record's memset node that calls no longer issue, the
+    route then the dispatch as two kernels, and the same with a one-block
+    dispatch launched plainly instead of cooperatively (median us of each
+    replay, cold L2), and a graph of one one-element PyTorch kernel as the
+    floor of a graph launch. The differences say what the memset, the
+    dispatch launch, its cooperative form and the fusion cost or save."""
     tiny = torch.zeros(1, device=tensors["error"].device)
     variants = {
         "tiny_kernel": lambda: tiny.add_(1),
@@ -430,8 +458,10 @@ def graph_parts(kernels, tensors, tokens, dispatch, flusher, reps):
                                                           True)
         variants["memset_route_dispatch"] = lambda: kernels.call(
             tensors, tokens, True, zero_record=True)
+        variants["route_then_dispatch"] = lambda: kernels.call(
+            tensors, tokens, True, pair=True)
         variants["route_dispatch_plain"] = lambda: kernels.call(
-            tensors, tokens, True, plain_one_block=True)
+            tensors, tokens, True, plain_one_block=True, pair=True)
     parts = {}
     for name, fn in variants.items():
         graph, why = graphed(fn)
@@ -578,6 +608,12 @@ def main():
                                              peer_ids, peer_weights)
                 if not problem and dispatch:
                     problem = check_dispatch(tensors, tokens, e)
+                if not problem and dispatch and kernels.fuses(tokens):
+                    # The fused kernel's dispatch was checked; the pair's
+                    # too, on the same ids.
+                    kernels.call(tensors, tokens, True, pair=True)
+                    torch.cuda.synchronize()
+                    problem = check_dispatch(tensors, tokens, e)
                 if problem:
                     fail(results, spec["name"], tokens,
                          "results differ: " + problem)
@@ -591,6 +627,11 @@ def main():
                     row["moegen_route_dispatch"] = time_calls(
                         lambda: kernels.call(tensors, tokens, True), flusher,
                         args.reps)
+                    row["fused_dispatch"] = kernels.fuses(tokens)
+                if dispatch and kernels.fuses(tokens):
+                    row["moegen_route_then_dispatch"] = time_calls(
+                        lambda: kernels.call(tensors, tokens, True,
+                                             pair=True), flusher, args.reps)
                 row["eager"] = time_calls(lambda: eager(logits, bias, *extra),
                                           flusher, args.reps)
                 row["compile"] = time_calls(
@@ -652,21 +693,22 @@ def main():
 def print_graph_parts(rows):
     """One table of every row's graph parts."""
     columns = ["tiny_kernel", "route", "memset_route", "route_dispatch",
-               "memset_route_dispatch", "route_dispatch_plain"]
+               "memset_route_dispatch", "route_then_dispatch",
+               "route_dispatch_plain"]
     rows = [r for r in rows if "graph_parts" in r]
     if not rows:
         return
     print("\nCUDA graph replays, median us, cold L2: a one-element kernel, "
           "and the call with parts left out")
-    print("%-24s %8s %8s %8s %10s %10s %12s %12s" % (
+    print("%-24s %8s %8s %8s %10s %10s %12s %12s %12s" % (
         "spec", "T", "tiny", "route", "memset+rt", "route+disp",
-        "memset+both", "plain disp"))
+        "memset+both", "two kernels", "plain disp"))
     for r in rows:
         cells = []
         for c in columns:
             v = r["graph_parts"].get(c)
             cells.append("%.2f" % v if isinstance(v, float) else "-")
-        print("%-24s %8d %8s %8s %10s %10s %12s %12s" % (
+        print("%-24s %8d %8s %8s %10s %10s %12s %12s %12s" % (
             r["spec"][:24], r["tokens"], *cells))
 
 
