@@ -170,7 +170,8 @@ inline constexpr int64_t kDispatchMaxBlocks = 256;
 inline constexpr int64_t kDispatchScratchBudgetWords = int64_t(1) << 21;
 /// Words of the scratch buffer before the partitions' sums: the grid
 /// barrier's arrival count and generation, then the ticket of a route with
-/// a fused dispatch (below). Each is 0 between calls.
+/// a fused dispatch (below). Each is 0 between calls (the expert-choice
+/// route's layout leaves them so too).
 inline constexpr int64_t kDispatchHeaderWords = 3;
 inline constexpr int64_t kDispatchTicketWord = 2;
 
@@ -282,8 +283,14 @@ inline constexpr int64_t kExpertChoiceMaxBlocks = 256;
 /// The radix select's digits: 8 bits, so 256 bins per expert.
 inline constexpr int64_t kExpertChoiceBins = 256;
 /// Scratch words before the per-expert arrays: the grid barrier's two
-/// words, then the flag that some expert must break a tie by token.
-inline constexpr int64_t kExpertChoiceHeaderWords = 3;
+/// words, the fused dispatch's ticket (kDispatchTicketWord: one scratch
+/// buffer serves every kernel of a router, and a replay with a fused
+/// dispatch may follow an expert-choice route), then the flag that some
+/// expert must break a tie by token, which a call may leave at 1.
+inline constexpr int64_t kExpertChoiceHeaderWords = 4;
+inline constexpr int64_t kExpertChoiceTieFlagWord = 3;
+static_assert(kExpertChoiceTieFlagWord != kDispatchTicketWord &&
+              kExpertChoiceTieFlagWord >= 2);
 /// Per expert: the threshold key, the tokens still to take, the last token
 /// taken, the tie's token prefix, and the histogram.
 inline constexpr int64_t kExpertChoiceWordsPerExpert = 4 + kExpertChoiceBins;

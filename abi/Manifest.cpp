@@ -580,6 +580,10 @@ void Parser::parseKernel(const Json &value, const std::string &key,
       fail(key + ".fused_dispatch_max_slots",
            "a kernel with a fused dispatch is no token bucket's (it has "
            "min_tokens)");
+    if (kernel.launch.cooperative)
+      fail(key + ".fused_dispatch_max_slots",
+           "a cooperative kernel (an expert-choice route) does not fuse the "
+           "dispatch");
     kernel.fusedDispatchMaxSlots =
         getInt(*it, key + ".fused_dispatch_max_slots", 1,
                kFusedDispatchMaxSlots);
@@ -812,6 +816,31 @@ Manifest Parser::parse(std::string_view text) {
       fail("kernels[" + std::to_string(i) + "].fused_dispatch_max_slots",
            "the " + std::string(toString(kernel.entry)) +
                " entry point has no plain kernel beside the fused one");
+    // The runtime checks a call against the plain kernel's parameters
+    // (bias, capture, shared gate) and may launch the fused one: they
+    // must take the same, but for the dispatch's.
+    if (kernel.fusedDispatchMaxSlots > 0) {
+      Kernel routeOnly = kernel;
+      std::erase_if(routeOnly.params, [&](const Param &param) {
+        const std::string &owner =
+            param.kind == ParamKind::Size
+                ? kernel.params.at(size_t(param.ofParam)).name
+                : param.name;
+        const ArgSpec *spec = findArg(kernel.entry, owner);
+        return spec && spec->fusedDispatchOnly;
+      });
+      // Sizes name their pointer by index: renumber after the erasure.
+      for (Param &param : routeOnly.params)
+        if (param.kind == ParamKind::Size)
+          param.ofParam = routeOnly.findParam(
+              kernel.params.at(size_t(param.ofParam)).name);
+      if (!sameParams(*manifest.find(kernel.entry), routeOnly))
+        fail("kernels[" + std::to_string(i) + "].params",
+             "differ from those of the plain " +
+                 std::string(toString(kernel.entry)) +
+                 " kernel beyond the dispatch's (a kernel with a fused "
+                 "dispatch takes the same route parameters)");
+    }
     // A kernel per token bucket takes the parameters of the entry point's
     // kernel for the fewest tokens.
     const Kernel *first = manifest.find(kernel.entry);

@@ -610,7 +610,11 @@ def main():
                     problem = check_dispatch(tensors, tokens, e)
                 if not problem and dispatch and kernels.fuses(tokens):
                     # The fused kernel's dispatch was checked; the pair's
-                    # too, on the same ids.
+                    # too, on the same ids, into outputs filled with -7 so
+                    # that the check sees what the pair wrote.
+                    for name in ("expert_counts", "expert_offsets",
+                                 "sorted_slots", "slot_positions"):
+                        tensors[name].fill_(-7)
                     kernels.call(tensors, tokens, True, pair=True)
                     torch.cuda.synchronize()
                     problem = check_dispatch(tensors, tokens, e)

@@ -690,6 +690,9 @@ program: |
 )")},
       {"token lanes", parse("name: lanes\nnum_experts: 8\ntop_k: 2\n"
                             "scoring: softmax\ndispatch: true\n")},
+      // A route of its own kind (a cooperative grid), beside a replay
+      // with a fused dispatch in the same scratch buffer.
+      {"expert choice", templateSpec("expert-choice-64")},
       {"E = 8192: counters in the scratch buffer",
        parse("name: wide\nnum_experts: 8192\ntop_k: 8\nscoring: softmax\n"
              "dispatch: true\n")},
@@ -709,25 +712,55 @@ program: |
     const rt::EntryKind entry = spec.selection == Selection::Hash
                                     ? rt::EntryKind::RouteHash
                                     : rt::EntryKind::Route;
+    // An expert-choice route has none (it is a cooperative grid).
+    const bool routeFuses = device->manifest().findFused(entry) != nullptr;
+    EXPECT_EQ(routeFuses, c.what != "expert choice");
     const int64_t largest = 2048 / spec.topK;
     EXPECT_FALSE(gpuemu::emulatedDevice(*unfused)->fusesDispatch(entry, 1));
     for (int64_t tokens : {int64_t(1), int64_t(37), largest, largest + 1}) {
       SCOPED_TRACE("T = " + std::to_string(tokens));
-      EXPECT_EQ(device->fusesDispatch(entry, tokens), tokens <= largest);
-      Inputs in = makeInputs(spec, tokens, 11 + uint32_t(tokens));
-      const Outputs want = run(*cpu, spec, in, false);
-      EXPECT_EQ(difference(spec, run(*fused, spec, in, false), want), "");
-      // Again: the ticket is back at 0.
-      EXPECT_EQ(difference(spec, run(*fused, spec, in, false), want), "");
-      EXPECT_EQ(difference(spec, run(*unfused, spec, in, false), want), "");
-      if (spec.replay) {
-        EXPECT_TRUE(device->fusesDispatch(rt::EntryKind::Replay, tokens) ==
-                    (tokens <= largest));
-        EXPECT_EQ(difference(spec, run(*fused, spec, in, true),
-                             run(*cpu, spec, in, true)),
-                  "");
+      EXPECT_EQ(device->fusesDispatch(entry, tokens),
+                routeFuses && tokens <= largest);
+      // Two calls on different inputs: the second finds the ticket back at
+      // 0 and writes every output again.
+      for (uint32_t seed : {11u, 911u}) {
+        Inputs in = makeInputs(spec, tokens, seed + uint32_t(tokens));
+        const Outputs want = run(*cpu, spec, in, false);
+        EXPECT_EQ(difference(spec, run(*fused, spec, in, false), want), "");
+        EXPECT_EQ(difference(spec, run(*unfused, spec, in, false), want), "");
+        if (spec.replay) {
+          EXPECT_EQ(device->fusesDispatch(rt::EntryKind::Replay, tokens),
+                    tokens <= largest);
+          EXPECT_EQ(difference(spec, run(*fused, spec, in, true),
+                               run(*cpu, spec, in, true)),
+                    "");
+        }
       }
     }
+  }
+}
+
+/// An expert-choice route that breaks a tie by token leaves its flag set
+/// in the router's one scratch buffer; a replay with a fused dispatch
+/// after it still finds its ticket at 0 (they are different words).
+TEST(GpuEmuBackendTest, FusedReplayAfterAnExpertChoiceTie) {
+  RoutingSpec spec = templateSpec("expert-choice-64");
+  auto fused = emulated(spec);
+  auto cpu = routingtest::compileOnCpu(spec);
+  ASSERT_TRUE(fused && cpu);
+  ASSERT_TRUE(gpuemu::emulatedDevice(*fused)->fusesDispatch(
+      rt::EntryKind::Replay, 37));
+  Inputs ties = makeInputs(spec, 64, 3);
+  std::fill(ties.logits.begin(), ties.logits.end(), 0);
+  EXPECT_EQ(difference(spec, run(*fused, spec, ties, false),
+                       run(*cpu, spec, ties, false)),
+            "");
+  for (uint32_t seed : {5u, 6u, 7u}) {
+    Inputs in = makeInputs(spec, 37, seed);
+    EXPECT_EQ(difference(spec, run(*fused, spec, in, true),
+                         run(*cpu, spec, in, true)),
+              "")
+        << "seed " << seed;
   }
 }
 

@@ -537,6 +537,79 @@ TEST_F(RuntimeManifestTest, ScheduleInformationIsReadAndWrittenBack) {
   EXPECT_FALSE(written["kernels"][1].contains("topk"));
 }
 
+/// The example's route with the dispatch fused: its parameters, the
+/// dispatch's outputs and dispatch_scratch before the error record.
+json withFusedRoute(json m) {
+  json fused = m["kernels"][0];
+  const json &dispatch = m["kernels"][1];
+  json params = json::array();
+  for (const json &param : fused["params"]) {
+    if (param["name"] == "error") {
+      // expert_counts .. slot_positions.size0, then the scratch renamed.
+      for (size_t i = 2; i + 2 < dispatch["params"].size(); ++i)
+        params.push_back(dispatch["params"][i]);
+      json scratch = dispatch["params"].back();
+      scratch["name"] = "dispatch_scratch";
+      params.push_back(scratch);
+    }
+    params.push_back(param);
+  }
+  fused["params"] = params;
+  fused["symbol"] = "route_dispatch";
+  fused["fused_dispatch_max_slots"] = 2048;
+  const int64_t block = fused["launch"]["block_dim"];
+  fused["launch"]["dynamic_shared_memory_bytes"] =
+      std::max(fused["launch"]["dynamic_shared_memory_bytes"].get<int64_t>(),
+               moegen::abi::fusedDispatchSharedBytes(256, block / 32));
+  m["kernels"].push_back(fused);
+  return m;
+}
+
+TEST_F(RuntimeManifestTest, FusedDispatchKernel) {
+  json m = withFusedRoute(rttest::exampleManifest());
+  rttest::writeKernelDir(dir.path(), m);
+  Manifest manifest = loadManifest(dir.path());
+  const Kernel *fused = manifest.findFused(EntryKind::Route);
+  ASSERT_NE(fused, nullptr);
+  EXPECT_EQ(fused->symbol, "route_dispatch");
+  EXPECT_EQ(fused->fusedDispatchMaxSlots, 2048);
+  // The plain kernel serves every call that does not fuse.
+  EXPECT_EQ(manifest.find(EntryKind::Route)->symbol, "route");
+  EXPECT_EQ(manifest.findFor(EntryKind::Route, 5)->symbol, "route");
+  EXPECT_EQ(json::parse(writeManifest(manifest))["kernels"][2]
+                ["fused_dispatch_max_slots"],
+            2048);
+
+  // Its route parameters are the plain kernel's.
+  json other = m;
+  json &params = other["kernels"][2]["params"];
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i]["name"] == "bias")
+      params.erase(i);
+  EXPECT_EQ(loadError(other),
+            path() + ": kernels[2].params: differ from those of the plain "
+                     "route kernel beyond the dispatch's (a kernel with a "
+                     "fused dispatch takes the same route parameters)");
+  // Not without a dispatch kernel for larger calls.
+  other = m;
+  other["kernels"].erase(1);
+  EXPECT_EQ(loadError(other),
+            path() + ": kernels[1].fused_dispatch_max_slots: the manifest "
+                     "has no dispatch kernel for calls of more slots");
+  // Nor with too little shared memory for the sort.
+  other = m;
+  other["kernels"][2]["launch"]["dynamic_shared_memory_bytes"] = 64;
+  EXPECT_NE(loadError(other).find("kernels[2].launch.dynamic_shared_memory_"
+                                   "bytes: 64 bytes, but the fused dispatch of "
+                                   "256 experts"),
+            std::string::npos);
+  // Nor above one block's slots.
+  other = m;
+  other["kernels"][2]["fused_dispatch_max_slots"] = 4096;
+  EXPECT_NE(loadError(other).find("kernels[2].fused_dispatch_max_slots"),
+            std::string::npos);
+}
+
 TEST(RuntimeArchTest, ParseAndCompatibility) {
   auto arch = [](const char *text) {
     std::optional<Arch> parsed = parseArch(text);

@@ -312,7 +312,7 @@ LogicalResult lowerExpertChoiceGridKernel(ExpertChoiceOp op, RowCodegen &cg,
     return op.emitOpError("scratch buffer of ")
            << cast<MemRefType>(scratch.getType()).getNumElements()
            << " words; the ABI needs " << expertChoiceScratchWords(numExperts);
-  const int64_t flagAt = kExpertChoiceHeaderWords - 1;
+  const int64_t flagAt = kExpertChoiceTieFlagWord;
   const int64_t keysAt = kExpertChoiceHeaderWords,
                 remainingAt = keysAt + numExperts,
                 tokensAt = remainingAt + numExperts,
