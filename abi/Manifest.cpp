@@ -588,22 +588,18 @@ void Parser::parseKernel(const Json &value, const std::string &key,
         getInt(*it, key + ".fused_dispatch_max_slots", 1,
                kFusedDispatchMaxSlots);
   }
-  // A fused kernel takes every output of the dispatch and its scratch;
-  // another kernel of these entry points takes none of them.
-  for (std::string_view name :
-       {"expert_counts", "expert_offsets", "sorted_slots", "slot_positions",
-        "dispatch_scratch"}) {
-    if (kernel.entry == EntryKind::Dispatch ||
-        kernel.entry == EntryKind::UpdateBias ||
-        kernel.entry == EntryKind::Combine ||
-        kernel.entry == EntryKind::Permute)
-      break;
-    const bool has = kernel.findParam(name) >= 0;
+  // A fused kernel takes every output of the dispatch and its scratch (the
+  // catalogue's fusedDispatchOnly arguments); another kernel of these entry
+  // points takes none of them.
+  for (const ArgSpec &arg : entrySignature(kernel.entry)) {
+    if (!arg.fusedDispatchOnly)
+      continue;
+    const bool has = kernel.findParam(arg.name) >= 0;
     if (has != (kernel.fusedDispatchMaxSlots > 0))
-      fail(paramsKey, has ? "has " + quote(std::string(name)) +
+      fail(paramsKey, has ? "has " + quote(std::string(arg.name)) +
                                 " but no fused_dispatch_max_slots (only a "
                                 "kernel with a fused dispatch takes it)"
-                          : "lacks " + quote(std::string(name)) +
+                          : "lacks " + quote(std::string(arg.name)) +
                                 ", which a kernel with a fused dispatch "
                                 "takes");
   }

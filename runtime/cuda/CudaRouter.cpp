@@ -27,6 +27,10 @@ namespace moegen::rt {
 
 namespace {
 
+using abi::ArgRole;
+using abi::ArgSpec;
+using abi::findArg;
+
 constexpr size_t kErrorRecordBytes = moegen::kGpuKernelErrorWords * sizeof(int64_t);
 /// Above this, a kernel must opt in to more dynamic shared memory.
 constexpr int64_t kDefaultDynamicSharedLimit = 48 * 1024;
@@ -70,6 +74,13 @@ std::optional<std::vector<char>> readFile(const std::string &path,
   if (in.bad())
     return std::nullopt;
   return bytes;
+}
+
+/// How the catalogue passes a kernel's parameter (the manifest reader has
+/// checked every pointer's name against it).
+ArgRole argRole(const Kernel &kernel, const Param &param) {
+  const ArgSpec *spec = findArg(kernel.entry, param.name);
+  return spec ? spec->role : ArgRole::Tensor;
 }
 
 /// a * b when it fits in int64 (both >= 0).
@@ -456,10 +467,10 @@ LaunchPlan CudaRouter::Impl::prepare(const Kernel &kernel,
     switch (param.kind) {
     case ParamKind::Pointer: {
       CUdeviceptr pointer = 0;
-      if (param.name == "error") {
+      const ArgRole role = argRole(kernel, param);
+      if (role == ArgRole::ErrorRecord) {
         pointer = error;
-      } else if (param.name == "scratch" ||
-                 param.name == "dispatch_scratch") {
+      } else if (role == ArgRole::Scratch) {
         pointer = scratch.get();
       } else {
         for (const Binding &binding : tensors)
@@ -747,13 +758,12 @@ std::unique_ptr<CudaRouter> CudaRouter::load(const std::string &directory,
     // an expert-choice route, a route with a fused dispatch): they run one
     // after another on a stream, and each leaves the grid barrier's and
     // the ticket's words as it found them.
-    for (const char *name : {"scratch", "dispatch_scratch"}) {
-      const int param = kernel.findParam(name);
-      if (param < 0)
+    for (const Param &param : kernel.params) {
+      if (param.kind != ParamKind::Pointer ||
+          argRole(kernel, param) != ArgRole::Scratch)
         continue;
       const size_t bytes =
-          size_t(kernel.params[size_t(param)].shape.at(0).extent) *
-          byteSize(DType::I32);
+          size_t(param.shape.at(0).extent) * byteSize(DType::I32);
       if (bytes > impl->scratchBytes) {
         impl->scratch = DeviceBuffer(driver, impl->context, bytes);
         impl->scratchBytes = bytes;

@@ -882,6 +882,20 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
           driver.check(driver.memsetD8Async(pointer, 0xff, bytes, nullptr),
                        "cuMemsetD8Async");
     };
+    // A timed form of the dispatch, and whether what it wrote is the
+    // stable counting sort of the GPU's ids.
+    auto reportDispatch = [&](const char *form,
+                              const rt::TimingSummary &timing,
+                              const char *whose, const std::string &problem) {
+      std::printf("T=%lld: %s %.2f us/call (p10 %.2f, p90 %.2f); %s%s\n",
+                  static_cast<long long>(t), form, timing.medianUs,
+                  timing.p10Us, timing.p90Us, whose,
+                  problem.empty()
+                      ? "equal to the stable counting sort of the GPU's ids"
+                      : ("WRONG: " + problem).c_str());
+      if (!problem.empty())
+        failed = true;
+    };
     if (fused) {
       std::string problem = checkDispatch(*router, out, t);
       poison();
@@ -896,32 +910,16 @@ int bench(const fs::path &kernels, const std::vector<int64_t> &tokenCounts,
         if (std::string pairProblem = checkDispatch(*router, out, t);
             !pairProblem.empty())
           problem = "the pair's: " + pairProblem;
-      std::printf("T=%lld: route, then dispatch (two kernels) %.2f us/call "
-                  "(p10 %.2f, p90 %.2f); the fused kernel's and the pair's "
-                  "dispatch %s\n",
-                  static_cast<long long>(t), pair.medianUs, pair.p10Us,
-                  pair.p90Us,
-                  problem.empty() ? "equal to the stable counting sort of "
-                                    "the GPU's ids"
-                                  : ("WRONG: " + problem).c_str());
-      if (!problem.empty())
-        failed = true;
+      reportDispatch("route, then dispatch (two kernels)", pair,
+                     "the fused kernel's and the pair's dispatch ", problem);
     }
     if (dispatch) {
       poison();
       const rt::TimingSummary alone = time([&](CUstream stream) {
         router->dispatch(out.topkIds, t, out, stream);
       });
-      std::string problem = checkDispatch(*router, out, t);
-      std::printf("T=%lld: dispatch alone %.2f us/call (p10 %.2f, p90 %.2f); "
-                  "%s\n",
-                  static_cast<long long>(t), alone.medianUs, alone.p10Us,
-                  alone.p90Us,
-                  problem.empty() ? "equal to the stable counting sort of "
-                                    "the GPU's ids"
-                                  : ("WRONG: " + problem).c_str());
-      if (!problem.empty())
-        failed = true;
+      reportDispatch("dispatch alone", alone, "",
+                     checkDispatch(*router, out, t));
     }
     if (dispatch && manifest.find(rt::EntryKind::Permute) &&
         manifest.hiddenDType)

@@ -20,6 +20,7 @@
 #include "runtime/Error.h"
 #include "tests/unit/RoutingTestInputs.h"
 #include "tests/unit/TestRouters.h"
+#include "tests/unit/TestSpecs.h"
 
 #include <gtest/gtest.h>
 
@@ -678,16 +679,7 @@ TEST(GpuEmuBackendTest, FusedDispatchMatchesTheCpuBackend) {
       {"kimi-k2", templateSpec("kimi-k2")},
       {"deepseek-v4-flash hash route", templateSpec("deepseek-v4-flash-hash")},
       {"top-p and a capacity: unused and dropped slots",
-       parse(R"(name: topp_capacity
-num_experts: 64
-program: |
-  route(logits) -> (ids, weights):
-    s = softmax(logits)
-    ids = topp(s, 4, p: 0.5)
-    weights = normalize(gather(s, ids))
-  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
-    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 1.0)
-)")},
+       parse(routingtest::toppCapacitySpec("1.0"))},
       {"token lanes", parse("name: lanes\nnum_experts: 8\ntop_k: 2\n"
                             "scoring: softmax\ndispatch: true\n")},
       // A route of its own kind (a cooperative grid), beside a replay

@@ -31,6 +31,7 @@
 #include "runtime/npy/HalfFloat.h"
 #include "tests/golden/GoldenRouter.h"
 #include "tests/unit/TestRouters.h"
+#include "tests/unit/TestSpecs.h"
 
 #include <gtest/gtest.h>
 
@@ -520,16 +521,7 @@ program: |
 )";
 
 // Top-p and a capacity together: unused and dropped slots in one call.
-constexpr const char *kToppCapacity = R"(name: topp_capacity
-num_experts: 64
-program: |
-  route(logits) -> (ids, weights):
-    s = softmax(logits)
-    ids = topp(s, 4, p: 0.5)
-    weights = normalize(gather(s, ids))
-  dispatch(topk_ids) -> (counts, offsets, sorted_slots, slot_positions):
-    counts, offsets, sorted_slots, slot_positions = dispatch(topk_ids, capacity_factor: 0.5)
-)";
+const std::string kToppCapacity = routingtest::toppCapacitySpec("0.5");
 
 /// Logits that send most tokens to the first few experts: a skewed load,
 /// so that capacities bind.
@@ -629,7 +621,7 @@ TEST(CapacityDispatch, CpuSwitchMatchesTheReference) {
 }
 
 TEST(CapacityDispatch, CpuTopPWithCapacity) {
-  RoutingSpec spec = parse(kToppCapacity);
+  RoutingSpec spec = parse(kToppCapacity.c_str());
   auto router = compileOnCpu(spec);
   ASSERT_TRUE(router);
   checkCapacity(*router, spec, skewedInputs(spec, 200, 9));
@@ -685,7 +677,7 @@ TEST(CapacityDispatch, EmulatedGpuSwitchMatchesTheReference) {
 }
 
 TEST(CapacityDispatch, EmulatedGpuTopPWithCapacity) {
-  RoutingSpec spec = parse(kToppCapacity);
+  RoutingSpec spec = parse(kToppCapacity.c_str());
   auto router = compileEmulated(spec);
   ASSERT_TRUE(router);
   checkCapacity(*router, spec, skewedInputs(spec, 700, 4));

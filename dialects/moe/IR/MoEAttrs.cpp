@@ -38,6 +38,10 @@ void MoEDialect::registerAttributes() {
       >();
 }
 
+int64_t KernelConfigAttr::getWarpsPerBlock() const {
+  return getTokensPerTask() * getVectorWidth() / kWarpSize;
+}
+
 LogicalResult
 KernelConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                          KernelTarget target, int64_t vectorWidth,

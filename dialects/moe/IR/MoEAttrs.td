@@ -50,6 +50,11 @@ def MoE_KernelConfigAttr : MoE_Attr<"KernelConfig", "kernel_config"> {
     EnumParameter<MoE_TopKMethod>:$topk);
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The warps of an nvptx block: tokens_per_task * vector_width / 32
+    /// (the verifier keeps it whole).
+    int64_t getWarpsPerBlock() const;
+  }];
 }
 
 def MoE_LaunchAttr : MoE_Attr<"Launch", "launch"> {

@@ -81,9 +81,8 @@ struct MoEFuseDispatchPass
       // An expert choice is a cooperative grid of its own.
       if (!body.getOps<ExpertChoiceOp>().empty())
         continue;
-      const int64_t warps =
-          config.getTokensPerTask() * config.getVectorWidth() / kWarpSize;
-      if (!moegen::abi::fusedDispatchFits(dispatch.getExperts(), warps))
+      if (!moegen::abi::fusedDispatchFits(dispatch.getExperts(),
+                                          config.getWarpsPerBlock()))
         continue;
       auto ret = cast<func::ReturnOp>(body.getTerminator());
       Value ids = returnedIds(ret);

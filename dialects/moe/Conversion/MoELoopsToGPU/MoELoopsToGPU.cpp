@@ -404,7 +404,7 @@ private:
       sharedBytes = std::max(
           sharedBytes,
           fusedDispatchSharedBytes(numExperts,
-                                   tokensPerBlock * lanesPerToken / kWarpSize));
+                                   getKernelConfig(func).getWarpsPerBlock()));
     kernel->setAttr(
         kLaunchAttrName,
         isCooperativeRowKernel

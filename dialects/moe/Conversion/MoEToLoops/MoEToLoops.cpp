@@ -739,11 +739,8 @@ private:
     if (!ids || !scratch || llvm::is_contained(outputs, Value()))
       return fusedDispatch.emitOpError(
           "fused kernel lacks the dispatch's arguments");
-    KernelConfigAttr config = getKernelConfig(kernel);
-    const int64_t warps =
-        config.getTokensPerTask() * config.getVectorWidth() / kWarpSize;
     return lowerFusedDispatch(fusedDispatch, cg, ids, outputs, scratch,
-                              warps);
+                              getKernelConfig(kernel).getWarpsPerBlock());
   }
 
   /// Replaces the tensor entry point by its kernel, or drops the kernel.

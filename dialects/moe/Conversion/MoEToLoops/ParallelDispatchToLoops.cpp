@@ -82,21 +82,12 @@ public:
     using namespace moegen::abi;
     if (failed(checkScratch()))
       return failure();
-    auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(),
-                                                gpu::AddressSpace::Workgroup);
     const int64_t counterWords =
         fusedDispatchCounterWords(numExperts, warpsPerBlock);
     // The route's rows are dead once every thread of the block is here:
     // the counters and the flag reuse their shared memory.
     b.create<gpu::BarrierOp>(loc);
-    Value shared = b.create<gpu::DynamicSharedMemoryOp>(
-        loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                             MemRefLayoutAttrInterface{}, workgroup));
-    Value words = b.create<memref::ViewOp>(
-        loc,
-        MemRefType::get({counterWords + 1}, b.getI32Type(),
-                        MemRefLayoutAttrInterface{}, workgroup),
-        shared, cg.index(0), ValueRange{});
+    Value words = sharedWords(counterWords + 1);
     Value tid = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
     cg.ifThen(cmp(CmpIPredicate::eq, tid, cg.index(0)), [&] {
       // __threadfence(): the block's ids (ordered before thread 0 by the
@@ -128,17 +119,7 @@ public:
     auto ifLast = b.create<scf::IfOp>(loc, isLast, /*withElseRegion=*/false);
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(ifLast.thenBlock());
-    oneBlock = true;
-    block = cg.index(0);
-    grid = cg.index(1);
-    placeCountersInScratch();
-    if (counterWords) {
-      counters = words;
-      sumsBase = 0;
-      histBase = warpsPerBlock;
-      cappedBase = histBase + warpsPerBlock * numExperts;
-    }
-    buildPhases();
+    buildOneBlockPhases(counterWords ? words : Value());
     return success();
   }
 
@@ -158,29 +139,8 @@ public:
         /*withElseRegion=*/true);
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(ifOneBlock.thenBlock());
-    oneBlock = true;
-    block = cg.index(0);
-    grid = cg.index(1);
-    placeCountersInScratch();
-    if (const int64_t sharedWords =
-            dispatchSharedWords(numExperts, warpsPerBlock)) {
-      // Its counters in shared memory, laid out as in the scratch buffer
-      // for its kDispatchWarpsPerBlock partitions.
-      auto workgroup = gpu::AddressSpaceAttr::get(
-          b.getContext(), gpu::AddressSpace::Workgroup);
-      Value shared = b.create<gpu::DynamicSharedMemoryOp>(
-          loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
-                               MemRefLayoutAttrInterface{}, workgroup));
-      counters = b.create<memref::ViewOp>(
-          loc,
-          MemRefType::get({sharedWords}, b.getI32Type(),
-                          MemRefLayoutAttrInterface{}, workgroup),
-          shared, cg.index(0), ValueRange{});
-      sumsBase = 0;
-      histBase = warpsPerBlock;
-      cappedBase = histBase + warpsPerBlock * numExperts;
-    }
-    buildPhases();
+    const int64_t words = dispatchSharedWords(numExperts, warpsPerBlock);
+    buildOneBlockPhases(words ? sharedWords(words) : Value());
     b.setInsertionPointToStart(ifOneBlock.elseBlock());
     oneBlock = false;
     placeCountersInScratch();
@@ -212,6 +172,39 @@ private:
     b.create<LLVM::CallIntrinsicOp>(loc, TypeRange{},
                                     b.getStringAttr("llvm.nvvm.membar.gl"),
                                     ValueRange{});
+  }
+
+  /// `count` i32 words at the start of the block's dynamic shared memory.
+  Value sharedWords(int64_t count) {
+    auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(),
+                                                gpu::AddressSpace::Workgroup);
+    Value shared = b.create<gpu::DynamicSharedMemoryOp>(
+        loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                             MemRefLayoutAttrInterface{}, workgroup));
+    return b.create<memref::ViewOp>(
+        loc,
+        MemRefType::get({count}, b.getI32Type(), MemRefLayoutAttrInterface{},
+                        workgroup),
+        shared, cg.index(0), ValueRange{});
+  }
+
+  /// The phases of a grid of one block, whose block and grid are
+  /// constants: counters in `sharedCounters`, laid out as in the scratch
+  /// buffer for the block's warpsPerBlock partitions, or in the scratch
+  /// buffer when null (too many experts for shared memory).
+  void buildOneBlockPhases(Value sharedCounters) {
+    oneBlock = true;
+    block = cg.index(0);
+    grid = cg.index(1);
+    if (sharedCounters) {
+      counters = sharedCounters;
+      sumsBase = 0;
+      histBase = warpsPerBlock;
+      cappedBase = histBase + warpsPerBlock * numExperts;
+    } else {
+      placeCountersInScratch();
+    }
+    buildPhases();
   }
 
   /// Sums, counters and capped offsets in the scratch buffer, laid out for
