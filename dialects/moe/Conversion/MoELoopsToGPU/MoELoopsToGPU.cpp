@@ -191,6 +191,11 @@ private:
       kernel->setAttr("nvvm.minctasm",
                       b.getI32IntegerAttr(
                           std::max<int32_t>(1, 512 / std::max(blockDim, 1))));
+    // An expert-choice route is a cooperative grid of at most one block per
+    // SM (abi::cooperativeGridDim): no second block competes for the SM's
+    // registers, and ptxas, aiming at occupancy it cannot have, spilled.
+    else if (isCooperativeRowKernel)
+      kernel->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
     for (NamedAttribute attr : func->getAttrs())
       if (attr.getName().getValue().starts_with("moe."))
         kernel->setAttr(attr.getName(), attr.getValue());

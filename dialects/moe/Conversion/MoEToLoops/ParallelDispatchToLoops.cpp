@@ -669,9 +669,14 @@ void emitGridBarrier(RowCodegen &cg, Value scratch) {
     return b.create<arith::CmpIOp>(loc, predicate, x, y);
   };
   Value threadInBlock = b.create<gpu::ThreadIdOp>(loc, gpu::Dimension::x);
-  Value grid = b.create<gpu::GridDimOp>(loc, gpu::Dimension::x);
   b.create<gpu::BarrierOp>(loc);
   cg.ifThen(cmp(CmpIPredicate::eq, threadInBlock, cg.index(0)), [&] {
+    // A grid of one block (an expert-choice route of a few tokens) is done
+    // with the block barriers: bar.sync orders the block's global accesses
+    // too, and the fences and atomic round trips to L2 would be most of
+    // its time.
+    Value grid = b.create<gpu::GridDimOp>(loc, gpu::Dimension::x);
+    cg.ifThen(cmp(CmpIPredicate::ne, grid, cg.index(1)), [&] {
     // __threadfence(): the block's stores before the barrier, published
     // by thread 0's arrival, are seen by the blocks that leave it.
     auto fence = [&] {
@@ -709,6 +714,7 @@ void emitGridBarrier(RowCodegen &cg, Value scratch) {
       b.create<scf::YieldOp>(loc);
     }
     fence();
+    });
   });
   b.create<gpu::BarrierOp>(loc);
 }

@@ -280,6 +280,7 @@ LogicalResult lowerFusedDispatch(DispatchOp op, RowCodegen &cg, Value ids,
 /// what they wrote before is visible to all after. Thread 0 of each block
 /// arrives for its block on the counter and generation in words 0 and 1 of
 /// `scratch` (i32), which it leaves as it found them for the next launch.
+/// A grid of one block takes the block barrier alone.
 void emitGridBarrier(RowCodegen &cg, Value scratch);
 
 /// The bias update over all experts (UpdateBiasToLoops.cpp): `bias`,
