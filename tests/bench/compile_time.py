@@ -23,9 +23,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def stage_seconds(timing, name):
-    # --timing prints "  0.2013 ( 71.6%)  binary" per stage, then "Total".
-    match = re.search(r"^\s*([0-9.]+) \(\s*[0-9.]+%\)\s+" + re.escape(name) + r"$",
-                      timing, re.M)
+    # --timing prints "  0.2013 ( 71.6%)  binary" per stage, then "Total";
+    # where passes ran on several threads, a user-time column comes first
+    # ("  0.1898 (100.0%)    0.1619 (100.0%)  Total"): the wall time is last.
+    match = re.search(r"^(?:\s*[0-9.]+ \(\s*[0-9.]+%\))*?\s*([0-9.]+) \(\s*[0-9.]+%\)\s+"
+                      + re.escape(name) + r"$", timing, re.M)
     return float(match.group(1)) if match else None
 
 

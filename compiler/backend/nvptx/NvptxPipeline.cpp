@@ -8,6 +8,8 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -28,16 +30,24 @@ void addNvptxConfigStage(mlir::OpPassManager &pm,
   pm.addPass(mlir::moe::createMoEFuseDispatch(fuse));
 }
 
+// Kernels share nothing: the passes that work within one are nested on
+// its function, so that the pass manager runs them on the context's
+// threads, a kernel each (the conversions between them work on the whole
+// module).
+
 void addNvptxLoopsStage(mlir::OpPassManager &pm) {
   pm.addPass(mlir::moe::createConvertMoEToLoops());
-  pm.addPass(mlir::createCanonicalizerPass());
-  pm.addPass(mlir::createCSEPass());
+  mlir::OpPassManager &kernel = pm.nest<mlir::func::FuncOp>();
+  kernel.addPass(mlir::createCanonicalizerPass());
+  kernel.addPass(mlir::createCSEPass());
 }
 
 void addNvptxGpuStage(mlir::OpPassManager &pm) {
   pm.addPass(mlir::moe::createConvertMoELoopsToGPU());
-  pm.addPass(mlir::createCanonicalizerPass());
-  pm.addPass(mlir::createCSEPass());
+  mlir::OpPassManager &kernel =
+      pm.nest<mlir::gpu::GPUModuleOp>().nest<mlir::gpu::GPUFuncOp>();
+  kernel.addPass(mlir::createCanonicalizerPass());
+  kernel.addPass(mlir::createCSEPass());
 }
 
 void addNvptxNvvmStage(mlir::OpPassManager &pm,
@@ -50,14 +60,16 @@ void addNvptxNvvmStage(mlir::OpPassManager &pm,
   pm.addPass(mlir::createGpuNVVMAttachTarget(target));
   mlir::OpPassManager &gpu = pm.nest<mlir::gpu::GPUModuleOp>();
   gpu.addPass(mlir::moe::createMoEGpuFastMath());
+  mlir::OpPassManager &kernel = gpu.nest<mlir::gpu::GPUFuncOp>();
   // Views of a memref (the token-lanes layout's flattened rows) as
   // arithmetic on its descriptor, which convert-gpu-to-nvvm lowers.
-  gpu.addPass(mlir::memref::createExpandStridedMetadataPass());
-  gpu.addPass(mlir::createLowerAffinePass());
-  gpu.addPass(mlir::createConvertSCFToCFPass());
+  kernel.addPass(mlir::memref::createExpandStridedMetadataPass());
+  kernel.addPass(mlir::createLowerAffinePass());
+  kernel.addPass(mlir::createConvertSCFToCFPass());
   gpu.addPass(mlir::createConvertGpuOpsToNVVMOps());
-  gpu.addPass(mlir::createCanonicalizerPass());
-  gpu.addPass(mlir::createCSEPass());
+  mlir::OpPassManager &llvmKernel = gpu.nest<mlir::LLVM::LLVMFuncOp>();
+  llvmKernel.addPass(mlir::createCanonicalizerPass());
+  llvmKernel.addPass(mlir::createCSEPass());
   gpu.addPass(mlir::createReconcileUnrealizedCastsPass());
 }
 
