@@ -58,6 +58,9 @@ void addNvptxNvvmStage(mlir::OpPassManager &pm,
   target.features = "+ptx80";
   target.optLevel = 3;
   pm.addPass(mlir::createGpuNVVMAttachTarget(target));
+  // A gpu.module per kernel for the lowering below, which works on whole
+  // modules: the pass manager runs it a kernel per thread.
+  pm.addPass(mlir::moe::createMoESplitGpuModule());
   mlir::OpPassManager &gpu = pm.nest<mlir::gpu::GPUModuleOp>();
   gpu.addPass(mlir::moe::createMoEGpuFastMath());
   mlir::OpPassManager &kernel = gpu.nest<mlir::gpu::GPUFuncOp>();
@@ -71,6 +74,7 @@ void addNvptxNvvmStage(mlir::OpPassManager &pm,
   llvmKernel.addPass(mlir::createCanonicalizerPass());
   llvmKernel.addPass(mlir::createCSEPass());
   gpu.addPass(mlir::createReconcileUnrealizedCastsPass());
+  pm.addPass(mlir::moe::createMoEJoinGpuModules());
 }
 
 void addNvptxBinaryStage(mlir::OpPassManager &pm,

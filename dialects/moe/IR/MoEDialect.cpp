@@ -64,11 +64,21 @@ LogicalResult MoEDialect::verifyOperationAttribute(Operation *op,
                                 "entry point";
     return success();
   }
+  if (name == kSplitFromAttrName) {
+    if (!isa<StringAttr>(attribute.getValue()) ||
+        !op->hasTrait<OpTrait::SymbolTable>())
+      return op->emitError() << "attribute '" << kSplitFromAttrName
+                             << "' must be a string on a module (the "
+                                "gpu.module split from), got "
+                             << attribute.getValue();
+    return success();
+  }
   if (name != kEntryAttrName)
     return op->emitError() << "unknown moe dialect attribute '" << name
                            << "' (known: 'moe.entry', 'moe.kernel_config', "
                               "'moe.launch', '"
-                           << kFusedDispatchAttrName << "')";
+                           << kFusedDispatchAttrName << "', '"
+                           << kSplitFromAttrName << "')";
   auto kind = dyn_cast<StringAttr>(attribute.getValue());
   // The entry kinds are the kernel ABI's (abi/KernelAbi.h).
   bool known =

@@ -20,6 +20,10 @@ inline constexpr const char *kKernelConfigAttrName = "moe.kernel_config";
 /// serves), set by `moe-fuse-dispatch`.
 inline constexpr const char *kFusedDispatchAttrName =
     "moe.fused_dispatch_max_slots";
+/// A gpu.module that holds one kernel of the gpu.module this names (a
+/// string), set by `moe-split-gpu-module` and removed by
+/// `moe-join-gpu-modules`.
+inline constexpr const char *kSplitFromAttrName = "moe.split_from";
 /// Launch geometry of a GPU kernel, a `#moe.launch`, set by
 /// convert-moe-loops-to-gpu.
 inline constexpr const char *kLaunchAttrName = "moe.launch";

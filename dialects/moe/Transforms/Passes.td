@@ -205,6 +205,45 @@ def MoEExternDynamicSharedMemory
   let dependentDialects = ["mlir::LLVM::LLVMDialect"];
 }
 
+def MoESplitGpuModule : Pass<"moe-split-gpu-module", "ModuleOp"> {
+  let summary = "move each kernel of a gpu.module into a gpu.module of its "
+                "own, so that the passes on gpu.modules run a kernel per "
+                "thread";
+  let description = [{
+    The NVVM lowering (`convert-gpu-to-nvvm` and the passes around it)
+    works on a whole `gpu.module`. Kernels share nothing, so a module of
+    two kernels or more is replaced, where it stood, by one module per
+    kernel, in the kernels' order: `@<module>_<kernel>` (numbered on a
+    clash), with the module's attributes (its targets among them) and
+    `moe.split_from = "<module>"`; the kernel is moved into it, and every
+    op of the module that is not a kernel (declarations, globals) is
+    copied into each. The pass manager then runs a nested `gpu.module`
+    pipeline on the parts on the context's threads. `moe-join-gpu-modules`
+    puts them back together.
+
+    Nothing may refer to the module by name meanwhile (the NVPTX
+    pipeline's host module holds only the gpu.module then).
+  }];
+  let dependentDialects = ["mlir::gpu::GPUDialect"];
+}
+
+def MoEJoinGpuModules : Pass<"moe-join-gpu-modules", "ModuleOp"> {
+  let summary = "join the parts moe-split-gpu-module made back into their "
+                "gpu.module";
+  let description = [{
+    The gpu.modules with `moe.split_from = "<module>"` become one
+    `gpu.module @<module>` where the first of them stood, with the first
+    part's attributes but `moe.split_from`: the parts' ops part by part,
+    each kernel, and of the ops that are not kernels the first copy of
+    each symbol (so a declaration the first part holds comes before the
+    second kernel even where it followed it in the split module). The parts' copies of one symbol must have stayed the same (a
+    lowering that declares a function in two parts declares it alike); a
+    symbol two parts define differently, or a second kernel of one name,
+    is an error.
+  }];
+  let dependentDialects = ["mlir::gpu::GPUDialect"];
+}
+
 def MoEGpuModuleToPtx : Pass<"moe-gpu-module-to-ptx", "ModuleOp"> {
   let summary = "serialize each kernel of a gpu.module to PTX on its own "
                 "thread and join them into one PTX module";

@@ -1054,8 +1054,21 @@ func.func @entry_not_a_string() attributes {moe.entry = 5} {
 
 // -----
 
-// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config', 'moe.launch', 'moe.fused_dispatch_max_slots')}}
+// expected-error @+1 {{unknown moe dialect attribute 'moe.bogus' (known: 'moe.entry', 'moe.kernel_config', 'moe.launch', 'moe.fused_dispatch_max_slots', 'moe.split_from')}}
 func.func @unknown_moe_attribute() attributes {moe.bogus} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.split_from' must be a string on a module (the gpu.module split from), got 3 : i64}}
+module attributes {moe.split_from = 3} {
+}
+
+// -----
+
+// expected-error @+1 {{attribute 'moe.split_from' must be a string on a module (the gpu.module split from), got "kernels"}}
+func.func @split_from_on_a_function() attributes {moe.split_from = "kernels"} {
   return
 }
 
